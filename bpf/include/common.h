@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/* Scope lookup and event emission, shared by every hook. */
+#ifndef MINERGUARD_COMMON_H
+#define MINERGUARD_COMMON_H
+
+#include "maps.h"
+
+#define MG_SIGKILL 9
+
+static __always_inline void mg_count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&mg_stats, &stat);
+
+	if (v)
+		*v += 1;
+}
+
+/*
+ * The policy of the nearest scope among the current task's cgroup ancestors.
+ * Only levels that hold a scope (config.scope_levels) are looked at, so the
+ * usual case is one helper call and one hash lookup.
+ */
+static __always_inline struct mg_scope *mg_current_scope(void)
+{
+	__u32 zero = 0;
+	struct mg_config *cfg = bpf_map_lookup_elem(&mg_config, &zero);
+	__u32 levels;
+
+	if (!cfg)
+		return NULL;
+	levels = cfg->scope_levels;
+	if (!levels)
+		return NULL;
+	for (int lvl = MG_MAX_SCOPE_DEPTH - 1; lvl >= 0; lvl--) {
+		struct mg_scope *scope;
+		__u64 id;
+
+		if (!(levels & (1u << lvl)))
+			continue;
+		id = bpf_get_current_ancestor_cgroup_id(lvl);
+		if (!id)
+			continue;
+		scope = bpf_map_lookup_elem(&mg_scopes, &id);
+		if (scope)
+			return scope;
+	}
+	return NULL;
+}
+
+/* Reserves an event filled with the task identity; NULL (counted) when full. */
+static __always_inline struct mg_event *
+mg_event_start(__u8 kind, const struct mg_scope *scope,
+	       const struct mg_rule_ref *ref, __u8 taken)
+{
+	struct mg_event *e = bpf_ringbuf_reserve(&mg_events, sizeof(*e), 0);
+	__u64 id;
+
+	if (!e) {
+		mg_count(MG_STAT_RINGBUF_DROPS);
+		return NULL;
+	}
+	id = bpf_get_current_pid_tgid();
+	e->boot_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->policy_id = scope->policy_id;
+	e->rule_idx = ref->rule_idx;
+	e->kind = kind;
+	e->action = taken;
+	e->requested = ref->action;
+	e->family = 0;
+	e->port = 0;
+	e->protocol = 0;
+	e->_pad0 = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->path[0] = 0;
+	return e;
+}
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Records shared between the BPF programs and userspace.
+ *
+ * Every struct here is mirrored by a #[repr(C)] type in src/ with a
+ * size/offset test (src/events/record.rs, src/backend/maps.rs): change both
+ * together or the layout test fails.
+ */
+#ifndef MINERGUARD_EVENT_H
+#define MINERGUARD_EVENT_H
+
+#define MG_COMM_LEN 16
+#define MG_PATH_LEN 256
+/* Longest exec basename a rule can name (key size of the exec_names map). */
+#define MG_NAME_LEN 64
+/* Deepest cgroup level (root = 0) a scope can sit at. */
+#define MG_MAX_SCOPE_DEPTH 32
+
+/* What a rule matched on. */
+enum mg_kind {
+	MG_KIND_EXEC = 1,
+	MG_KIND_CONNECT = 2,
+};
+
+/* What a rule asks for, and what the kernel did. */
+enum mg_action {
+	MG_ACTION_DENY = 1,
+	MG_ACTION_KILL = 2,
+	MG_ACTION_AUDIT = 3,
+};
+
+/* Indices of the per-CPU `stats` counters. */
+enum mg_stat {
+	MG_STAT_RINGBUF_DROPS = 0,
+	MG_STAT_MAX = 4,
+};
+
+/* One enforcement decision, written to the `events` ring buffer. */
+struct mg_event {
+	__u64 boot_ns;      /* bpf_ktime_get_boot_ns() */
+	__u64 cgroup_id;    /* the task's own cgroup */
+	__u32 pid;          /* thread id */
+	__u32 tgid;         /* process id */
+	__u32 uid;
+	__u32 policy_id;    /* which compiled profile matched */
+	__u32 rule_idx;     /* index of the rule in that profile */
+	__u8 kind;          /* enum mg_kind */
+	__u8 action;        /* enum mg_action actually taken */
+	__u8 requested;     /* enum mg_action the rule asked for */
+	__u8 family;        /* AF_INET / AF_INET6 (connect) */
+	__u16 port;         /* destination port, host order (connect) */
+	__u8 protocol;      /* IPPROTO_TCP / IPPROTO_UDP (connect) */
+	__u8 _pad0;
+	__u8 addr[16];      /* destination; IPv4 in the first 4 bytes */
+	char comm[MG_COMM_LEN];
+	char path[MG_PATH_LEN]; /* executed file as passed to execve (exec) */
+};
+
+/* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */
+struct mg_scope {
+	__u32 policy_id;
+	__u32 flags;
+};
+
+/* Global settings; single entry of the `config` array map. */
+struct mg_config {
+	__u32 scope_levels; /* bit n set: some scope sits at cgroup level n */
+	__u32 flags;
+};
+
+/* The rule a map entry belongs to; value of every rule map. */
+struct mg_rule_ref {
+	__u32 rule_idx;
+	__u8 action; /* enum mg_action, already adjusted for profile mode */
+	__u8 _pad[3];
+};
+
+/* Key of the `exec_names` map. */
+struct mg_name_key {
+	__u32 policy_id;
+	char name[MG_NAME_LEN];
+};
+
+/* Key of the `ports` map. */
+struct mg_port_key {
+	__u32 policy_id;
+	__u16 port; /* host order */
+	__u16 _pad;
+};
+
+#endif

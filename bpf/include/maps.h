@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Maps shared by every minerguard BPF object. Each object declares them all;
+ * userspace creates them once and hands the same fds to every object
+ * (bpf_map__reuse_fd), so all hooks see one policy and one event stream.
+ */
+#ifndef MINERGUARD_MAPS_H
+#define MINERGUARD_MAPS_H
+
+#include "event.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} mg_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MG_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} mg_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_config);
+} mg_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct mg_scope);
+} mg_scopes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mg_name_key);
+	__type(value, struct mg_rule_ref);
+} mg_exec_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mg_port_key);
+	__type(value, struct mg_rule_ref);
+} mg_ports SEC(".maps");
+
+#endif

@@ -1,0 +1,29 @@
+//! Compiles every `bpf/*.bpf.c` into a libbpf-rs skeleton in `OUT_DIR`.
+use std::{env, fs, path::PathBuf};
+
+use libbpf_cargo::SkeletonBuilder;
+
+fn main() {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    println!("cargo:rerun-if-changed=bpf/include");
+    let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
+        .expect("bpf/ directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+        .collect();
+    sources.sort();
+    for src in sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+        let stem = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".bpf.c"))
+            .expect("bpf source name");
+        let skel = out_dir.join(format!("{stem}.skel.rs"));
+        SkeletonBuilder::new()
+            .source(&src)
+            .clang_args(["-Ibpf/include", "-Wall", "-D__TARGET_ARCH_x86"])
+            .build_and_generate(&skel)
+            .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+    }
+}

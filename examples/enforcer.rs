@@ -1,0 +1,428 @@
+//! The standalone enforcer: a thin command-line shell over the library.
+//!
+//! ```text
+//! enforcer run --profile P [--events FILE] -- CMD ARGS...
+//! enforcer watch --profile P [--cgroup PATH]... [--host] [--events FILE]
+//! enforcer check P...
+//! enforcer probe [--json]
+//! ```
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use minerguard::{
+    cgroup::{join_cgroup_raw, OwnedCgroup},
+    falco_json, probe, Action, BackendChoice, BackendKind, Enforcer, EnforcerOptions, Event,
+    KernelPolicy, Profile, RuleKind, Scope,
+};
+
+#[derive(Parser)]
+#[command(name = "enforcer", version, about = "minerguard: stop crypto-miners in the kernel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run CMD in a fresh cgroup under the profile; exit with its status.
+    Run {
+        /// Profile file (YAML or JSON).
+        #[arg(long)]
+        profile: PathBuf,
+        /// Write events (JSON lines) here instead of stderr.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Backend: auto, lsm or cgroup.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+        /// No status lines, only events.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Enforce on cgroups (or the host) until SIGINT/SIGTERM; SIGHUP reloads.
+    Watch {
+        /// Profile file (YAML or JSON).
+        #[arg(long)]
+        profile: PathBuf,
+        /// cgroup v2 directory to enforce on (repeatable).
+        #[arg(long = "cgroup")]
+        cgroups: Vec<PathBuf>,
+        /// Enforce on the whole host.
+        #[arg(long)]
+        host: bool,
+        /// Write events (JSON lines) here instead of stdout.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Backend: auto, lsm or cgroup.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+    },
+    /// Validate profiles; print every error, compiler style.
+    Check {
+        /// Profile files.
+        #[arg(required = true)]
+        profiles: Vec<PathBuf>,
+    },
+    /// Report what this kernel supports and which backend would be used.
+    Probe {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // Signals are taken synchronously (sigwait) by whoever needs them; block
+    // them before any thread starts so every thread inherits the mask.
+    block_signals();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run {
+            profile,
+            events,
+            backend,
+            quiet,
+            cmd,
+        } => run(&profile, events.as_deref(), backend, quiet, &cmd),
+        Cmd::Watch {
+            profile,
+            cgroups,
+            host,
+            events,
+            backend,
+        } => watch(&profile, &cgroups, host, events.as_deref(), backend),
+        Cmd::Check { profiles } => Ok(check(&profiles)),
+        Cmd::Probe { json } => Ok(print_probe(json)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("enforcer: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn block_signals() {
+    let set = signal_set();
+    // SAFETY: changes this thread's mask only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread).
+fn wait_signal() -> i32 {
+    let set = signal_set();
+    let mut sig = 0;
+    // SAFETY: sigwait on a set that is blocked in all threads.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
+}
+
+fn load_profile(path: &Path) -> AnyResult<Profile> {
+    Ok(Profile::from_file(path)?)
+}
+
+fn new_enforcer(backend: BackendChoice) -> AnyResult<Enforcer> {
+    Ok(Enforcer::with_options(EnforcerOptions {
+        backend,
+        ..Default::default()
+    })?)
+}
+
+/// Writes each event as a JSON line to `out` until the channel closes or
+/// `stop` is seen.
+fn spawn_event_writer(
+    enforcer: &Enforcer,
+    mut out: Box<dyn Write + Send>,
+    stop: Arc<Mutex<bool>>,
+) -> JoinHandle<()> {
+    let rx = enforcer.events();
+    std::thread::spawn(move || loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => write_event(&mut out, &ev),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if *stop.lock().unwrap() {
+                    // Nothing more arrived for a poll interval: drained.
+                    let _ = out.flush();
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    })
+}
+
+fn write_event(out: &mut dyn Write, ev: &Event) {
+    let _ = writeln!(out, "{}", falco_json(ev));
+    let _ = out.flush();
+}
+
+fn event_sink(path: Option<&Path>, default: Box<dyn Write + Send>) -> AnyResult<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(File::create(p).map_err(|e| format!("creating {}: {e}", p.display()))?),
+        None => default,
+    })
+}
+
+fn run(
+    profile_path: &Path,
+    events: Option<&Path>,
+    backend: BackendChoice,
+    quiet: bool,
+    cmd: &[String],
+) -> AnyResult<ExitCode> {
+    let profile = load_profile(profile_path)?;
+    let mut enforcer = new_enforcer(backend)?;
+    let cgroup = OwnedCgroup::create_in_root("minerguard-run")?;
+    let handle = enforcer.apply(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
+    if !quiet {
+        eprintln!(
+            "minerguard: profile `{}` enforced by the {} backend on {}",
+            profile.name,
+            enforcer.backend(),
+            cgroup.cgroup().path().display()
+        );
+    }
+    let stop = Arc::new(Mutex::new(false));
+    let writer = spawn_event_writer(
+        &enforcer,
+        event_sink(events, Box::new(io::stderr()))?,
+        stop.clone(),
+    );
+
+    let procs = cgroup.procs_file()?;
+    let mut command = Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // SAFETY: the closure only makes async-signal-safe calls (sigprocmask,
+    // write) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let set = signal_set();
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            join_cgroup_raw(&procs)
+        });
+    }
+    let status = match command.spawn() {
+        Ok(mut child) => {
+            let pid = child.id() as i32;
+            // Forward Ctrl-C / SIGTERM to the command; we clean up after it.
+            std::thread::spawn(move || loop {
+                let sig = wait_signal();
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, sig) };
+            });
+            Some(child.wait()?)
+        }
+        Err(e) => {
+            eprintln!("enforcer: cannot run `{}`: {e}", cmd[0]);
+            None
+        }
+    };
+
+    *stop.lock().unwrap() = true;
+    let _ = writer.join();
+    let drops = enforcer.drops();
+    enforcer.remove(handle)?;
+    drop(enforcer);
+    cgroup.remove()?;
+    if !quiet && (drops.ring > 0 || drops.channel > 0) {
+        eprintln!(
+            "minerguard: {} events lost (ring buffer full: {}, channel full: {})",
+            drops.ring + drops.channel,
+            drops.ring,
+            drops.channel
+        );
+    }
+    Ok(match status {
+        None => ExitCode::from(127),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => ExitCode::from(c as u8),
+            (None, Some(sig)) => ExitCode::from(128 + sig as u8),
+            _ => ExitCode::from(1),
+        },
+    })
+}
+
+fn watch(
+    profile_path: &Path,
+    cgroups: &[PathBuf],
+    host: bool,
+    events: Option<&Path>,
+    backend: BackendChoice,
+) -> AnyResult<ExitCode> {
+    let mut scopes: Vec<Scope> = cgroups.iter().cloned().map(Scope::Cgroup).collect();
+    if host {
+        scopes.push(Scope::Host);
+    }
+    if scopes.is_empty() {
+        return Err("nothing to watch: give --cgroup PATH (repeatable) or --host".into());
+    }
+    let mut profile = load_profile(profile_path)?;
+    let mut enforcer = new_enforcer(backend)?;
+    let mut handles = Vec::new();
+    for scope in &scopes {
+        // On error, dropping the enforcer removes what was applied so far.
+        handles.push(enforcer.apply(&profile, scope.clone())?);
+        eprintln!(
+            "minerguard: profile `{}` enforced by the {} backend on {scope}",
+            profile.name,
+            enforcer.backend()
+        );
+    }
+    let stop = Arc::new(Mutex::new(false));
+    let writer = spawn_event_writer(
+        &enforcer,
+        event_sink(events, Box::new(io::stdout()))?,
+        stop.clone(),
+    );
+    loop {
+        match wait_signal() {
+            libc::SIGHUP => match load_profile(profile_path) {
+                Ok(new) => {
+                    let mut ok = true;
+                    for h in &handles {
+                        if let Err(e) = enforcer.update(*h, &new) {
+                            eprintln!("minerguard: reload failed, previous profile kept: {e}");
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        profile = new;
+                        eprintln!("minerguard: reloaded profile `{}`", profile.name);
+                    }
+                }
+                Err(e) => eprintln!("minerguard: reload failed, previous profile kept:\n{e}"),
+            },
+            _ => break,
+        }
+    }
+    eprintln!("minerguard: stopping; detaching");
+    for h in handles {
+        enforcer.remove(h)?;
+    }
+    *stop.lock().unwrap() = true;
+    let _ = writer.join();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in paths {
+        match Profile::from_file(path).and_then(|p| KernelPolicy::compile(&p).map(|k| (p, k))) {
+            Ok((p, k)) => println!(
+                "{}: ok: profile `{}` ({} mode), {} rules: {} exec names, {} ports",
+                path.display(),
+                p.name,
+                if p.mode == minerguard::Mode::Audit { "audit" } else { "enforce" },
+                p.rules.len(),
+                k.exec_names.len(),
+                k.ports.len()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_probe(json: bool) -> ExitCode {
+    let report = probe();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("kernel {} (euid {})", report.kernel, report.euid);
+    let line = |name: &str, f: &minerguard::probe::Feature| {
+        println!(
+            "  {:<16} {:<4} {}",
+            name,
+            if f.available { "yes" } else { "no" },
+            f.detail
+        )
+    };
+    line("BTF", &report.btf);
+    line("BPF LSM", &report.bpf_lsm);
+    line("cgroup v2", &report.cgroup2);
+    line("cgroup-BPF", &report.cgroup_bpf);
+    line("cgroup signal", &report.cgroup_signal);
+    line("exec tracepoint", &report.exec_tracepoint);
+    line("sockops", &report.sockops);
+    line("tracefs", &report.tracefs);
+    match report.backend {
+        Some(kind) => {
+            println!("backend: {kind}");
+            println!("rule semantics on this kernel:");
+            for rule in [RuleKind::Exec, RuleKind::Connect] {
+                let per: Vec<String> = [Action::Deny, Action::Kill, Action::Audit]
+                    .iter()
+                    .map(|a| format!("{a} -> {}", semantics(kind, rule, *a, &report)))
+                    .collect();
+                println!("  {:<8} {}", rule.as_str(), per.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            println!("backend: none usable");
+            for m in report.missing() {
+                println!("  missing: {m}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn semantics(
+    kind: BackendKind,
+    rule: RuleKind,
+    requested: Action,
+    report: &minerguard::ProbeReport,
+) -> String {
+    let action = kind.effective(rule, requested);
+    let how = match (kind, rule, action) {
+        (_, _, Action::Audit) => "allowed, reported",
+        (BackendKind::Cgroup, RuleKind::Exec, _) => "SIGKILL before the first instruction",
+        (BackendKind::Cgroup, RuleKind::Connect, Action::Kill) if !report.cgroup_signal.available => {
+            "EPERM, then SIGKILL from userspace"
+        }
+        (_, _, Action::Kill) => "EPERM and SIGKILL in-kernel",
+        (_, _, Action::Deny) => "EPERM",
+    };
+    format!("{action} ({how})")
+}

@@ -1,0 +1,298 @@
+//! The maps every backend shares (bpf/include/maps.h), their `#[repr(C)]`
+//! key/value mirrors (bpf/include/event.h), and typed writes into them.
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::{
+    compile::{KernelPolicy, RuleRef},
+    error::AttachError,
+    profile::Action,
+};
+
+/// MG_NAME_LEN in event.h.
+pub(crate) const NAME_LEN: usize = 64;
+/// MG_MAX_SCOPE_DEPTH in event.h.
+pub(crate) const MAX_SCOPE_DEPTH: u32 = 32;
+/// max_entries of `mg_scopes`.
+pub(crate) const MAX_SCOPES: usize = 4096;
+/// MG_STAT_RINGBUF_DROPS.
+const STAT_RINGBUF_DROPS: u32 = 0;
+
+/// `enum mg_action` values.
+pub(crate) fn action_code(a: Action) -> u8 {
+    match a {
+        Action::Deny => 1,
+        Action::Kill => 2,
+        Action::Audit => 3,
+    }
+}
+
+/// Inverse of [`action_code`].
+pub(crate) fn action_from_code(c: u8) -> Option<Action> {
+    match c {
+        1 => Some(Action::Deny),
+        2 => Some(Action::Kill),
+        3 => Some(Action::Audit),
+        _ => None,
+    }
+}
+
+/// Plain-old-data map keys and values: no implicit padding, every byte set.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` with explicit padding fields only.
+pub(crate) unsafe trait Pod: Copy {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: Pod types have no uninitialised padding (trait contract).
+        unsafe {
+            std::slice::from_raw_parts((self as *const Self).cast(), std::mem::size_of::<Self>())
+        }
+    }
+}
+
+/// `struct mg_scope`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ScopeValue {
+    pub policy_id: u32,
+    pub flags: u32,
+}
+
+/// `struct mg_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConfigValue {
+    pub scope_levels: u32,
+    pub flags: u32,
+}
+
+/// `struct mg_rule_ref`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RuleRefValue {
+    pub rule_idx: u32,
+    pub action: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `struct mg_name_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameKey {
+    pub policy_id: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+/// `struct mg_port_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PortKey {
+    pub policy_id: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+// SAFETY: all five are repr(C) with explicit padding (checked by the layout test).
+unsafe impl Pod for ScopeValue {}
+unsafe impl Pod for ConfigValue {}
+unsafe impl Pod for RuleRefValue {}
+unsafe impl Pod for NameKey {}
+unsafe impl Pod for PortKey {}
+unsafe impl Pod for u64 {}
+unsafe impl Pod for u32 {}
+
+impl From<RuleRef> for RuleRefValue {
+    fn from(r: RuleRef) -> Self {
+        RuleRefValue {
+            rule_idx: r.rule_idx,
+            action: action_code(r.action),
+            _pad: [0; 3],
+        }
+    }
+}
+
+impl NameKey {
+    fn new(policy_id: u32, name: &str) -> Self {
+        let mut key = NameKey {
+            policy_id,
+            name: [0; NAME_LEN],
+        };
+        // Validation keeps names below NAME_LEN; the NUL stays in place.
+        let n = name.len().min(NAME_LEN - 1);
+        key.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        key
+    }
+}
+
+/// Owned handles to the shared maps.
+#[derive(Debug)]
+pub(crate) struct SharedMaps {
+    pub events: MapHandle,
+    pub stats: MapHandle,
+    pub config: MapHandle,
+    pub scopes: MapHandle,
+    pub exec_names: MapHandle,
+    pub ports: MapHandle,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
+    move |source| AttachError::Map { map, source }
+}
+
+impl SharedMaps {
+    /// The handle for a map name of maps.h, for `bpf_map__reuse_fd`.
+    pub fn by_name(&self, name: &str) -> Option<&MapHandle> {
+        Some(match name {
+            "mg_events" => &self.events,
+            "mg_stats" => &self.stats,
+            "mg_config" => &self.config,
+            "mg_scopes" => &self.scopes,
+            "mg_exec_names" => &self.exec_names,
+            "mg_ports" => &self.ports,
+            _ => return None,
+        })
+    }
+
+    /// Writes every entry of `policy` under `policy_id`; on failure removes
+    /// what it wrote, so the maps are as before.
+    pub fn write_policy(&self, policy_id: u32, policy: &KernelPolicy) -> Result<(), AttachError> {
+        let result = (|| {
+            for (name, r) in &policy.exec_names {
+                let key = NameKey::new(policy_id, name);
+                self.exec_names
+                    .update(
+                        key.bytes(),
+                        RuleRefValue::from(*r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_exec_names"))?;
+            }
+            for (port, r) in &policy.ports {
+                let key = PortKey {
+                    policy_id,
+                    port: *port,
+                    _pad: 0,
+                };
+                self.ports
+                    .update(
+                        key.bytes(),
+                        RuleRefValue::from(*r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_ports"))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.delete_policy(policy_id, policy);
+        }
+        result
+    }
+
+    /// Removes every entry of `policy` under `policy_id` (missing ones are fine).
+    pub fn delete_policy(&self, policy_id: u32, policy: &KernelPolicy) {
+        for name in policy.exec_names.keys() {
+            let _ = self
+                .exec_names
+                .delete(NameKey::new(policy_id, name).bytes());
+        }
+        for port in policy.ports.keys() {
+            let key = PortKey {
+                policy_id,
+                port: *port,
+                _pad: 0,
+            };
+            let _ = self.ports.delete(key.bytes());
+        }
+    }
+
+    /// Points scope `cgroup_id` at `policy_id` (one atomic map update).
+    pub fn set_scope(&self, cgroup_id: u64, policy_id: u32) -> Result<(), AttachError> {
+        let v = ScopeValue {
+            policy_id,
+            flags: 0,
+        };
+        self.scopes
+            .update(cgroup_id.bytes(), v.bytes(), MapFlags::ANY)
+            .map_err(map_err("mg_scopes"))
+    }
+
+    /// Removes scope `cgroup_id`.
+    pub fn clear_scope(&self, cgroup_id: u64) -> Result<(), AttachError> {
+        match self.scopes.delete(cgroup_id.bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(map_err("mg_scopes")(e)),
+        }
+    }
+
+    /// Publishes which cgroup levels hold scopes (bit n: level n).
+    pub fn set_scope_levels(&self, levels: u32) -> Result<(), AttachError> {
+        let v = ConfigValue {
+            scope_levels: levels,
+            flags: 0,
+        };
+        self.config
+            .update(0u32.bytes(), v.bytes(), MapFlags::ANY)
+            .map_err(map_err("mg_config"))
+    }
+
+    /// Events the kernel could not write because the ring buffer was full.
+    pub fn ringbuf_drops(&self) -> u64 {
+        match self
+            .stats
+            .lookup_percpu(STAT_RINGBUF_DROPS.bytes(), MapFlags::ANY)
+        {
+            Ok(Some(per_cpu)) => per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    /// A second handle on the events ring buffer, for the poller thread.
+    pub fn events_handle(&self) -> Result<MapHandle, AttachError> {
+        // MapHandle::try_from duplicates the fd.
+        MapHandle::try_from(&self.events).map_err(map_err("mg_events"))
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    //! The C structs come back to us through BTF in the generated skeleton's
+    //! `types` module: compare our mirrors to them field by field.
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+    use crate::backend::skel::net_cgroup::types as c;
+
+    #[test]
+    fn mirrors_match_the_c_header() {
+        assert_eq!(size_of::<ScopeValue>(), size_of::<c::mg_scope>());
+        assert_eq!(offset_of!(ScopeValue, flags), offset_of!(c::mg_scope, flags));
+        assert_eq!(size_of::<ConfigValue>(), size_of::<c::mg_config>());
+        assert_eq!(
+            offset_of!(ConfigValue, scope_levels),
+            offset_of!(c::mg_config, scope_levels)
+        );
+        assert_eq!(size_of::<RuleRefValue>(), size_of::<c::mg_rule_ref>());
+        assert_eq!(
+            offset_of!(RuleRefValue, action),
+            offset_of!(c::mg_rule_ref, action)
+        );
+        assert_eq!(size_of::<NameKey>(), size_of::<c::mg_name_key>());
+        assert_eq!(offset_of!(NameKey, name), offset_of!(c::mg_name_key, name));
+        assert_eq!(size_of::<PortKey>(), size_of::<c::mg_port_key>());
+        assert_eq!(offset_of!(PortKey, port), offset_of!(c::mg_port_key, port));
+    }
+
+    #[test]
+    fn name_key_is_nul_terminated_and_zero_padded() {
+        let k = NameKey::new(7, "xmrig");
+        assert_eq!(&k.name[..6], b"xmrig\0");
+        assert!(k.name[5..].iter().all(|b| *b == 0));
+        assert_eq!(&k.bytes()[..4], &7u32.to_ne_bytes());
+    }
+}

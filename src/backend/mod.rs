@@ -1,0 +1,94 @@
+//! Backends: how a compiled policy is enforced on the running kernel.
+//!
+//! Both backends share the maps of bpf/include/maps.h, so the enforcer writes
+//! policy the same way whichever one runs; a backend only loads its programs
+//! and decides where they attach.
+
+pub(crate) mod cgroup;
+pub(crate) mod maps;
+pub(crate) mod skel;
+
+use crate::{cgroup::CgroupRef, compile::RuleKind, error::Error, profile::Action};
+
+/// Which enforcement mechanism runs the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// BPF-LSM hooks: the syscall is refused (EPERM) before it takes effect.
+    Lsm,
+    /// cgroup-BPF programs plus an exec tracepoint, for kernels without BPF LSM.
+    Cgroup,
+}
+
+impl BackendKind {
+    /// Lower-case name (`lsm`, `cgroup`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Lsm => "lsm",
+            BackendKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+impl BackendKind {
+    /// What the kernel does, with this backend, for a rule of `kind` that
+    /// asks for `requested`.
+    pub fn effective(self, kind: RuleKind, requested: Action) -> Action {
+        match (self, kind, requested) {
+            // The exec tracepoint runs after the exec succeeded: it can only
+            // kill (before the new image runs an instruction).
+            (BackendKind::Cgroup, RuleKind::Exec, Action::Deny) => Action::Kill,
+            (_, _, a) => a,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which backend an [`Enforcer`](crate::Enforcer) should use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The strongest one this kernel supports (lsm, else cgroup).
+    #[default]
+    Auto,
+    /// BPF-LSM only; fail if the kernel refuses it.
+    Lsm,
+    /// cgroup-BPF only.
+    Cgroup,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "lsm" => Ok(BackendChoice::Lsm),
+            "cgroup" => Ok(BackendChoice::Cgroup),
+            other => Err(format!(
+                "unknown backend `{other}` (expected auto, lsm or cgroup)"
+            )),
+        }
+    }
+}
+
+/// A loaded set of programs enforcing the policy in the shared maps.
+pub(crate) trait Backend: Send {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// The shared maps the enforcer writes policy into.
+    fn maps(&self) -> &maps::SharedMaps;
+
+    /// Makes the programs see tasks in exactly these cgroup subtrees (none of
+    /// which contains another). Attaches new ones before detaching old ones;
+    /// on failure the previous coverage is left as it was.
+    fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error>;
+
+    /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
+    /// (otherwise the event poller sends it on receipt).
+    fn kills_in_kernel(&self, kind: RuleKind) -> bool;
+}

@@ -1,0 +1,362 @@
+//! The [`Enforcer`]: loads a backend once, applies compiled profiles to
+//! scopes (cgroup v2 subtrees, or the host), and streams what it enforced.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use crossbeam_channel::Receiver;
+
+use crate::{
+    backend::{
+        cgroup::CgroupBackend,
+        maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
+        Backend, BackendChoice, BackendKind,
+    },
+    cgroup::CgroupRef,
+    compile::{KernelPolicy, RuleKind},
+    error::{Error, LoadError, Result, ScopeError},
+    events::{
+        poller::{Decoder, Poller},
+        registry::Registry,
+        Drops, Event,
+    },
+    probe::{probe, ProbeReport},
+    profile::{Action, Profile},
+};
+
+/// Where a profile applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every task on the host (the cgroup v2 root).
+    Host,
+    /// A cgroup v2 subtree: the cgroup and every descendant, including ones
+    /// created later. Absolute, or relative to the cgroup v2 mount.
+    Cgroup(PathBuf),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Host => f.write_str("host"),
+            Scope::Cgroup(p) => write!(f, "cgroup {}", p.display()),
+        }
+    }
+}
+
+/// Names one applied profile; pass it to [`Enforcer::update`] and
+/// [`Enforcer::remove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyHandle(u64);
+
+impl PolicyHandle {
+    /// A number unique within its enforcer.
+    pub fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// How to build an [`Enforcer`].
+#[derive(Debug, Clone)]
+pub struct EnforcerOptions {
+    /// Which backend to load.
+    pub backend: BackendChoice,
+    /// Capacity of the event channel; events beyond it are dropped (counted).
+    pub event_capacity: usize,
+}
+
+impl Default for EnforcerOptions {
+    fn default() -> Self {
+        EnforcerOptions {
+            backend: BackendChoice::Auto,
+            event_capacity: 65_536,
+        }
+    }
+}
+
+struct Applied {
+    scope: Scope,
+    cgroup: CgroupRef,
+    policy_id: u32,
+    policy: KernelPolicy,
+}
+
+/// Loads the BPF programs once and enforces profiles on scopes.
+///
+/// Dropping it removes every scope and detaches every program.
+pub struct Enforcer {
+    // Field order is drop order: stop the poller before the maps go away.
+    poller: Poller,
+    applied: BTreeMap<PolicyHandle, Applied>,
+    registry: Arc<Registry>,
+    backend: Box<dyn Backend>,
+    probe: ProbeReport,
+    next_handle: u64,
+    next_policy_id: u32,
+}
+
+impl Enforcer {
+    /// Probes the kernel and loads the chosen backend with default options.
+    pub fn new() -> Result<Self> {
+        Self::with_options(EnforcerOptions::default())
+    }
+
+    /// Probes the kernel and loads the backend `options` asks for.
+    pub fn with_options(options: EnforcerOptions) -> Result<Self> {
+        let report = probe();
+        let euid = report.euid;
+        let kind = match options.backend {
+            BackendChoice::Cgroup => BackendKind::Cgroup,
+            BackendChoice::Lsm => BackendKind::Lsm,
+            BackendChoice::Auto => report.backend.ok_or_else(|| LoadError::Unsupported {
+                what: "every backend".into(),
+                fix: report.missing().join("; "),
+            })?,
+        };
+        let backend: Box<dyn Backend> = match kind {
+            BackendKind::Cgroup => Box::new(
+                CgroupBackend::load(report.cgroup_signal.available)
+                    .map_err(|e| privileged(e, euid))?,
+            ),
+            BackendKind::Lsm => {
+                return Err(LoadError::Unsupported {
+                    what: "the lsm backend".into(),
+                    fix: if report.bpf_lsm.available {
+                        "this build has no lsm backend yet; use --backend cgroup".into()
+                    } else {
+                        report.bpf_lsm.detail.clone()
+                    },
+                }
+                .into())
+            }
+        };
+        let registry = Arc::new(Registry::default());
+        let poller = Poller::start(
+            backend.maps().events_handle()?,
+            Decoder::new(registry.clone()),
+            options.event_capacity,
+            !backend.kills_in_kernel(RuleKind::Connect),
+        )?;
+        Ok(Enforcer {
+            poller,
+            applied: BTreeMap::new(),
+            registry,
+            backend,
+            probe: report,
+            next_handle: 1,
+            next_policy_id: 1,
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// What the probe found when this enforcer started.
+    pub fn probe_report(&self) -> &ProbeReport {
+        &self.probe
+    }
+
+    /// What the kernel actually does, with this backend, for a rule of
+    /// `kind` that asks for `requested`.
+    pub fn effective_action(&self, kind: RuleKind, requested: Action) -> Action {
+        self.backend.kind().effective(kind, requested)
+    }
+
+    /// Enforces `profile` on `scope`.
+    ///
+    /// Transactional: the policy is fully written before the scope points at
+    /// it; on any error nothing of it remains and other scopes are untouched.
+    pub fn apply(&mut self, profile: &Profile, scope: Scope) -> Result<PolicyHandle> {
+        let policy = KernelPolicy::compile(profile)?;
+        let cgroup = match &scope {
+            Scope::Host => CgroupRef::root()?,
+            Scope::Cgroup(path) => CgroupRef::open(path)?,
+        };
+        if cgroup.level() >= MAX_SCOPE_DEPTH {
+            return Err(ScopeError::TooDeep {
+                path: cgroup.path().to_path_buf(),
+                level: cgroup.level(),
+                max: MAX_SCOPE_DEPTH,
+            }
+            .into());
+        }
+        if let Some((handle, _)) = self.applied.iter().find(|(_, a)| a.cgroup == cgroup) {
+            return Err(ScopeError::AlreadyApplied {
+                scope: scope.to_string(),
+                handle: handle.0,
+            }
+            .into());
+        }
+        if self.applied.len() >= MAX_SCOPES {
+            return Err(ScopeError::Capacity {
+                what: "scopes",
+                max: MAX_SCOPES,
+            }
+            .into());
+        }
+
+        let policy_id = self.install(&policy)?;
+        let handle = PolicyHandle(self.next_handle);
+        self.next_handle += 1;
+        self.applied.insert(
+            handle,
+            Applied {
+                scope,
+                cgroup: cgroup.clone(),
+                policy_id,
+                policy,
+            },
+        );
+        let switched = self
+            .sync_coverage()
+            .and_then(|()| Ok(self.backend.maps().set_scope(cgroup.id(), policy_id)?))
+            .and_then(|()| self.sync_levels());
+        if let Err(e) = switched {
+            // Undo in reverse; every step tolerates what never happened.
+            let applied = self.applied.remove(&handle).expect("inserted above");
+            let _ = self.backend.maps().clear_scope(cgroup.id());
+            let _ = self.sync_levels();
+            let _ = self.sync_coverage();
+            self.uninstall(applied.policy_id, &applied.policy, false);
+            return Err(e);
+        }
+        Ok(handle)
+    }
+
+    /// Replaces the profile of an applied scope atomically: the new entries
+    /// are written first, then the scope switches to them in one map update.
+    pub fn update(&mut self, handle: PolicyHandle, profile: &Profile) -> Result<()> {
+        let policy = KernelPolicy::compile(profile)?;
+        let cgroup_id = self.get(handle)?.cgroup.id();
+        let new_id = self.install(&policy)?;
+        if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id) {
+            self.uninstall(new_id, &policy, false);
+            return Err(e.into());
+        }
+        let applied = self.applied.get_mut(&handle).expect("checked above");
+        let old_id = std::mem::replace(&mut applied.policy_id, new_id);
+        let old = std::mem::replace(&mut applied.policy, policy);
+        self.uninstall(old_id, &old, true);
+        Ok(())
+    }
+
+    /// Stops enforcing on the handle's scope and frees its kernel entries.
+    pub fn remove(&mut self, handle: PolicyHandle) -> Result<()> {
+        let applied = self
+            .applied
+            .remove(&handle)
+            .ok_or(ScopeError::UnknownHandle(handle.0))?;
+        let maps = self.backend.maps();
+        let cleared = maps.clear_scope(applied.cgroup.id());
+        let levels = self.sync_levels();
+        let coverage = self.sync_coverage();
+        self.uninstall(applied.policy_id, &applied.policy, true);
+        cleared?;
+        levels?;
+        coverage
+    }
+
+    /// The scope a handle applies to.
+    pub fn scope(&self, handle: PolicyHandle) -> Result<&Scope> {
+        Ok(&self.get(handle)?.scope)
+    }
+
+    /// Handles of every applied profile.
+    pub fn handles(&self) -> Vec<PolicyHandle> {
+        self.applied.keys().copied().collect()
+    }
+
+    /// The event stream. Every receiver shares one queue: clone it for
+    /// several consumers of the same stream, not for copies of it.
+    pub fn events(&self) -> Receiver<Event> {
+        self.poller.receiver()
+    }
+
+    /// Events lost so far (full ring buffer, full channel).
+    pub fn drops(&self) -> Drops {
+        Drops {
+            ring: self.backend.maps().ringbuf_drops(),
+            channel: self.poller.channel_drops(),
+        }
+    }
+
+    fn get(&self, handle: PolicyHandle) -> Result<&Applied> {
+        Ok(self
+            .applied
+            .get(&handle)
+            .ok_or(ScopeError::UnknownHandle(handle.0))?)
+    }
+
+    /// Writes `policy` under a fresh id and registers its rule names.
+    fn install(&mut self, policy: &KernelPolicy) -> Result<u32> {
+        let policy_id = self.alloc_policy_id();
+        self.registry.insert(policy_id, policy);
+        if let Err(e) = self.backend.maps().write_policy(policy_id, policy) {
+            self.registry.forget(policy_id);
+            return Err(e.into());
+        }
+        Ok(policy_id)
+    }
+
+    /// Deletes `policy`'s entries; `was_live`: events may still name it.
+    fn uninstall(&mut self, policy_id: u32, policy: &KernelPolicy, was_live: bool) {
+        self.backend.maps().delete_policy(policy_id, policy);
+        if was_live {
+            self.registry.retire(policy_id);
+        } else {
+            self.registry.forget(policy_id);
+        }
+    }
+
+    fn alloc_policy_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_policy_id;
+            self.next_policy_id = self.next_policy_id.wrapping_add(1).max(1);
+            // Skip ids still resolvable for late events or in use.
+            if !self.registry.contains(id) {
+                return id;
+            }
+        }
+    }
+
+    /// Attaches the backend to the outermost scopes only, so a task runs
+    /// each program once however scopes nest.
+    fn sync_coverage(&mut self) -> Result<()> {
+        let cgroups: Vec<&CgroupRef> = self.applied.values().map(|a| &a.cgroup).collect();
+        let roots: Vec<CgroupRef> = cgroups
+            .iter()
+            .filter(|c| !cgroups.iter().any(|o| o != *c && o.contains(c)))
+            .map(|c| (*c).clone())
+            .collect();
+        self.backend.cover_exactly(&roots)
+    }
+
+    fn sync_levels(&self) -> Result<()> {
+        let levels = self
+            .applied
+            .values()
+            .fold(0u32, |acc, a| acc | (1 << a.cgroup.level()));
+        Ok(self.backend.maps().set_scope_levels(levels)?)
+    }
+}
+
+impl Drop for Enforcer {
+    fn drop(&mut self) {
+        for handle in self.handles() {
+            let _ = self.remove(handle);
+        }
+    }
+}
+
+fn privileged(e: Error, euid: u32) -> Error {
+    match e {
+        Error::Load(LoadError::Object { .. }) if euid != 0 => {
+            LoadError::NotPrivileged { uid: euid }.into()
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,144 @@
+//! Falco-shaped JSON for events, so Falco pipelines (falcosidekick, jq
+//! filters) take minerguard's output unchanged.
+
+use serde_json::{json, Map, Value};
+
+use super::{poller::unix_nanos, Event, Target};
+use crate::profile::Action;
+
+/// One event as a Falco-style JSON object (one line, no trailing newline).
+pub fn falco_json(ev: &Event) -> String {
+    let mut fields = Map::new();
+    fields.insert("proc.pid".into(), json!(ev.tgid));
+    fields.insert("proc.tid".into(), json!(ev.pid));
+    fields.insert("proc.name".into(), json!(ev.comm.as_str()));
+    fields.insert("user.uid".into(), json!(ev.uid));
+    fields.insert("cgroup.id".into(), json!(ev.cgroup_id));
+    fields.insert("minerguard.profile".into(), json!(&*ev.profile));
+    fields.insert("minerguard.requested".into(), json!(ev.requested.as_str()));
+    let what = match &ev.target {
+        Target::Exec { path } => {
+            fields.insert("proc.exepath".into(), json!(path.as_str()));
+            format!("exec of {}", path.as_str())
+        }
+        Target::Connect { addr, protocol } => {
+            fields.insert("fd.sip".into(), json!(addr.ip().to_string()));
+            fields.insert("fd.sport".into(), json!(addr.port()));
+            fields.insert("fd.l4proto".into(), json!(protocol.name()));
+            format!("{} connect to {addr}", protocol.name())
+        }
+    };
+    let verb = match ev.action {
+        Action::Audit => "audited",
+        Action::Deny => "denied",
+        Action::Kill => "denied and killed",
+    };
+    let degraded = if ev.degraded() {
+        format!(" (rule asked {})", ev.requested)
+    } else {
+        String::new()
+    };
+    let output = format!(
+        "minerguard: {what} {verb}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
+        ev.rule, ev.comm, ev.tgid, ev.cgroup_id
+    );
+    let line = json!({
+        "time": rfc3339_nanos(unix_nanos(ev.time)),
+        "rule": &*ev.rule,
+        "priority": priority(ev.action),
+        "source": "minerguard",
+        "tags": ["minerguard", "cryptomining"],
+        "output": output,
+        "output_fields": Value::Object(fields),
+        "action": ev.action.as_str(),
+    });
+    line.to_string()
+}
+
+/// Falco priority names, by severity of what was done.
+fn priority(a: Action) -> &'static str {
+    match a {
+        Action::Kill => "Critical",
+        Action::Deny => "Error",
+        Action::Audit => "Warning",
+    }
+}
+
+/// `2026-11-24T16:00:00.123456789Z` for nanoseconds since the epoch.
+fn rfc3339_nanos(nanos: u128) -> String {
+    let secs = (nanos / 1_000_000_000) as i64;
+    let frac = (nanos % 1_000_000_000) as u32;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's public-domain `civil_from_days` algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::SocketAddr,
+        sync::Arc,
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+    use crate::events::{InlineStr, Protocol};
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        // 2024-02-29T12:34:56.5Z (leap day).
+        assert_eq!(
+            rfc3339_nanos(1_709_210_096_500_000_000),
+            "2024-02-29T12:34:56.500000000Z"
+        );
+    }
+
+    #[test]
+    fn connect_event_has_falco_fields() {
+        let ev = Event {
+            time: UNIX_EPOCH + Duration::from_secs(1),
+            pid: 11,
+            tgid: 10,
+            uid: 0,
+            cgroup_id: 99,
+            comm: InlineStr::from_c_bytes(b"curl"),
+            profile: Arc::from("default"),
+            rule: Arc::from("miner-pool-port"),
+            action: Action::Deny,
+            requested: Action::Deny,
+            target: Target::Connect {
+                addr: "127.0.0.1:3333".parse::<SocketAddr>().unwrap(),
+                protocol: Protocol::Tcp,
+            },
+        };
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["rule"], "miner-pool-port");
+        assert_eq!(v["priority"], "Error");
+        assert_eq!(v["action"], "deny");
+        assert_eq!(v["output_fields"]["proc.pid"], 10);
+        assert_eq!(v["output_fields"]["fd.sip"], "127.0.0.1");
+        assert_eq!(v["output_fields"]["fd.sport"], 3333);
+        assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
+    }
+}

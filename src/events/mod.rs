@@ -1,0 +1,116 @@
+//! Enforcement events: what the kernel did, decoded without allocation and
+//! handed to consumers through a bounded channel.
+
+mod inline_str;
+mod json;
+pub(crate) mod poller;
+pub(crate) mod record;
+pub(crate) mod registry;
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+pub use inline_str::InlineStr;
+pub use json::falco_json;
+
+use crate::{compile::RuleKind, profile::Action};
+
+/// Layer-4 protocol of a connection event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Anything else, by IANA number.
+    Other(u8),
+}
+
+impl Protocol {
+    pub(crate) fn from_ip_proto(p: u8) -> Self {
+        match p {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            n => Protocol::Other(n),
+        }
+    }
+
+    /// Lower-case name (`tcp`, `udp`, or the number).
+    pub fn name(&self) -> String {
+        match self {
+            Protocol::Tcp => "tcp".into(),
+            Protocol::Udp => "udp".into(),
+            Protocol::Other(n) => n.to_string(),
+        }
+    }
+}
+
+/// What the rule matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A program execution.
+    Exec {
+        /// The file as passed to execve (may be relative).
+        path: InlineStr<256>,
+    },
+    /// An outbound connection.
+    Connect {
+        /// Destination; v4-mapped IPv6 destinations are shown as IPv4.
+        addr: SocketAddr,
+        /// TCP or UDP.
+        protocol: Protocol,
+    },
+}
+
+impl Target {
+    /// The rule kind this target belongs to.
+    pub fn kind(&self) -> RuleKind {
+        match self {
+            Target::Exec { .. } => RuleKind::Exec,
+            Target::Connect { .. } => RuleKind::Connect,
+        }
+    }
+}
+
+/// One enforcement decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When the kernel made the decision (wall clock).
+    pub time: SystemTime,
+    /// Thread id of the task (the kernel's `pid`).
+    pub pid: u32,
+    /// Process id (thread group id; what `ps` shows as PID).
+    pub tgid: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// The task's own cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Task command name (`comm`, at most 15 bytes).
+    pub comm: InlineStr<16>,
+    /// Name of the profile the rule belongs to.
+    pub profile: Arc<str>,
+    /// Name of the rule that fired.
+    pub rule: Arc<str>,
+    /// What was done.
+    pub action: Action,
+    /// What the rule asked for (differs when a backend degrades it, e.g.
+    /// exec `deny` carried out as `kill` by the cgroup backend).
+    pub requested: Action,
+    /// What was matched.
+    pub target: Target,
+}
+
+impl Event {
+    /// Whether the action taken differs from the one the rule asked for.
+    pub fn degraded(&self) -> bool {
+        self.action != self.requested
+    }
+}
+
+/// Events lost on the way to consumers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// The kernel's ring buffer was full (enforcement still happened).
+    pub ring: u64,
+    /// The channel to consumers was full (nobody read fast enough).
+    pub channel: u64,
+}

@@ -1,0 +1,220 @@
+//! The ring-buffer poller thread: decodes kernel records into [`Event`]s and
+//! hands them to consumers through a bounded crossbeam channel.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use libbpf_rs::{MapHandle, RingBufferBuilder};
+
+use super::{
+    record::{RawEvent, KIND_CONNECT, KIND_EXEC},
+    registry::Registry,
+    Event, InlineStr, Protocol, Target,
+};
+use crate::{backend::maps::action_from_code, error::AttachError, profile::Action};
+
+/// How long one poll waits; bounds how late a stop request is noticed.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Running poller; stopped and joined on drop.
+pub(crate) struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    channel_drops: Arc<AtomicU64>,
+    receiver: Receiver<Event>,
+}
+
+/// What the poller needs to turn records into events.
+pub(crate) struct Decoder {
+    pub registry: Arc<Registry>,
+    /// Wall clock minus boot clock, in ns, measured at start.
+    pub boot_to_wall_ns: i128,
+}
+
+impl Decoder {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Decoder {
+            registry,
+            boot_to_wall_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
+        }
+    }
+
+    /// The event for a kernel record; `None` for records we cannot name
+    /// (unknown policy or kind: never produced by our programs).
+    pub fn decode(&self, raw: &RawEvent) -> Option<Event> {
+        let names = self.registry.lookup(raw.policy_id)?;
+        let rule = names.rules.get(raw.rule_idx as usize)?;
+        let target = match raw.kind {
+            KIND_EXEC => Target::Exec {
+                path: InlineStr::from_c_bytes(&raw.path),
+            },
+            KIND_CONNECT => Target::Connect {
+                addr: socket_addr(raw),
+                protocol: Protocol::from_ip_proto(raw.protocol),
+            },
+            _ => return None,
+        };
+        let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
+        let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);
+        Some(Event {
+            time,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            uid: raw.uid,
+            cgroup_id: raw.cgroup_id,
+            comm: InlineStr::from_c_bytes(&raw.comm),
+            profile: names.profile.clone(),
+            rule: rule.name.clone(),
+            action: action_from_code(raw.action)?,
+            requested: action_from_code(raw.requested)?,
+            target,
+        })
+    }
+}
+
+fn socket_addr(raw: &RawEvent) -> SocketAddr {
+    // The kernel stores addresses in network byte order.
+    let ip = if raw.family == 10 {
+        IpAddr::V6(Ipv6Addr::from(raw.addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(
+            raw.addr[0],
+            raw.addr[1],
+            raw.addr[2],
+            raw.addr[3],
+        ))
+    };
+    SocketAddr::new(ip, raw.port)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl Poller {
+    /// Starts the thread on `events` (the ring buffer map).
+    ///
+    /// `kill_connect`: send SIGKILL from here for `kill` connect events,
+    /// because the backend's kernel programs could not.
+    pub fn start(
+        events: MapHandle,
+        decoder: Decoder,
+        capacity: usize,
+        kill_connect: bool,
+    ) -> Result<Self, AttachError> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let channel_drops = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let thread = {
+            let stop = stop.clone();
+            let drops = channel_drops.clone();
+            std::thread::Builder::new()
+                .name("minerguard-events".into())
+                .spawn(move || run(events, decoder, tx, stop, drops, kill_connect, ready_tx))
+                .map_err(|e| AttachError::Poller(e.to_string()))?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Poller {
+                stop,
+                thread: Some(thread),
+                channel_drops,
+                receiver: rx,
+            }),
+            Ok(Err(msg)) => {
+                let _ = thread.join();
+                Err(AttachError::Poller(msg))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(AttachError::Poller("poller thread exited at start".into()))
+            }
+        }
+    }
+
+    /// A receiver of the event stream (all receivers share one queue).
+    pub fn receiver(&self) -> Receiver<Event> {
+        self.receiver.clone()
+    }
+
+    /// Events dropped because the channel was full.
+    pub fn channel_drops(&self) -> u64 {
+        self.channel_drops.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    events: MapHandle,
+    decoder: Decoder,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    drops: Arc<AtomicU64>,
+    kill_connect: bool,
+    ready: Sender<Result<(), String>>,
+) {
+    let deliver = move |data: &[u8]| -> i32 {
+        let Some(ev) = RawEvent::read(data).and_then(|raw| decoder.decode(&raw)) else {
+            return 0;
+        };
+        if kill_connect && ev.action == Action::Kill {
+            if let Target::Connect { .. } = ev.target {
+                // SAFETY: plain syscall; the kernel already refused the connect.
+                unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
+            }
+        }
+        match tx.try_send(ev) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        0
+    };
+    let mut builder = RingBufferBuilder::new();
+    let built = match builder.add(&events, deliver) {
+        Ok(_) => builder.build(),
+        Err(e) => Err(e),
+    };
+    let ring = match built {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    while !stop.load(Ordering::Relaxed) {
+        // Errors here are EINTR; anything else would repeat, so keep polling.
+        let _ = ring.poll(POLL_INTERVAL);
+    }
+    // Deliver what is already queued before the thread ends.
+    let _ = ring.consume();
+}
+
+/// Seconds since the epoch of `t`, for formatting.
+pub(crate) fn unix_nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}

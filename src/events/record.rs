@@ -1,0 +1,74 @@
+//! `struct mg_event` (bpf/include/event.h), as the ring buffer delivers it.
+
+/// MG_COMM_LEN.
+pub(crate) const COMM_LEN: usize = 16;
+/// MG_PATH_LEN.
+pub(crate) const PATH_LEN: usize = 256;
+
+/// `enum mg_kind`.
+pub(crate) const KIND_EXEC: u8 = 1;
+/// `enum mg_kind`.
+pub(crate) const KIND_CONNECT: u8 = 2;
+
+/// Mirror of `struct mg_event`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct RawEvent {
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub policy_id: u32,
+    pub rule_idx: u32,
+    pub kind: u8,
+    pub action: u8,
+    pub requested: u8,
+    pub family: u8,
+    pub port: u16,
+    pub protocol: u8,
+    pub _pad0: u8,
+    pub addr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+    pub path: [u8; PATH_LEN],
+}
+
+impl RawEvent {
+    /// Copies a record out of ring-buffer bytes; `None` if too short.
+    pub fn read(bytes: &[u8]) -> Option<RawEvent> {
+        if bytes.len() < std::mem::size_of::<RawEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; RawEvent is plain data, any bit pattern is
+        // valid; the ring buffer gives no alignment guarantee we rely on.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::RawEvent;
+    use crate::backend::skel::probe::types::mg_event as C;
+
+    #[test]
+    fn raw_event_matches_the_c_header() {
+        assert_eq!(size_of::<RawEvent>(), size_of::<C>());
+        macro_rules! same {
+            ($($f:ident),*) => {$(
+                assert_eq!(offset_of!(RawEvent, $f), offset_of!(C, $f), stringify!($f));
+            )*};
+        }
+        same!(
+            boot_ns, cgroup_id, pid, tgid, uid, policy_id, rule_idx, kind, action, requested,
+            family, port, protocol, addr, comm, path
+        );
+    }
+
+    #[test]
+    fn short_records_are_rejected() {
+        assert!(RawEvent::read(&[0u8; 10]).is_none());
+        assert!(RawEvent::read(&[0u8; size_of::<RawEvent>()]).is_some());
+    }
+}

@@ -1,0 +1,78 @@
+//! Rule names by (policy id, rule index), so the kernel's events can name the
+//! rule and profile that fired without carrying strings.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, RwLock},
+};
+
+use crate::compile::{CompiledRule, KernelPolicy};
+
+/// Removed policies stay resolvable for this many later removals, so events
+/// still in flight when a profile is replaced keep their rule names.
+const RETAINED: usize = 64;
+
+#[derive(Default)]
+struct Inner {
+    policies: HashMap<u32, Arc<PolicyNames>>,
+    retired: VecDeque<u32>,
+}
+
+/// Names of one compiled profile.
+#[derive(Debug)]
+pub(crate) struct PolicyNames {
+    pub profile: Arc<str>,
+    pub rules: Vec<CompiledRule>,
+}
+
+/// Shared between the enforcer (writer) and the poller thread (reader).
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: RwLock<Inner>,
+}
+
+impl Registry {
+    /// Makes `policy_id` resolvable.
+    pub fn insert(&self, policy_id: u32, policy: &KernelPolicy) {
+        let names = Arc::new(PolicyNames {
+            profile: policy.profile.clone(),
+            rules: policy.rules.clone(),
+        });
+        self.write().policies.insert(policy_id, names);
+    }
+
+    /// `policy_id` is no longer in the kernel; forget it some removals later.
+    pub fn retire(&self, policy_id: u32) {
+        let mut inner = self.write();
+        inner.retired.push_back(policy_id);
+        while inner.retired.len() > RETAINED {
+            if let Some(old) = inner.retired.pop_front() {
+                inner.policies.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets `policy_id` at once (it never reached the kernel).
+    pub fn forget(&self, policy_id: u32) {
+        self.write().policies.remove(&policy_id);
+    }
+
+    /// Whether `policy_id` is known (live or retired).
+    pub fn contains(&self, policy_id: u32) -> bool {
+        self.read().policies.contains_key(&policy_id)
+    }
+
+    /// The names for an event's (policy, rule) pair.
+    pub fn lookup(&self, policy_id: u32) -> Option<Arc<PolicyNames>> {
+        self.read().policies.get(&policy_id).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A poisoned lock only means a panic elsewhere; the data is still whole.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,33 @@
+//! minerguard: compiles anti-crypto-mining security profiles into in-kernel
+//! BPF enforcement and streams what it enforced.
+//!
+//! ```no_run
+//! use minerguard::{Enforcer, Profile, Scope};
+//!
+//! let profile = Profile::from_file("profiles/default.yaml")?;
+//! let mut enforcer = Enforcer::new()?;
+//! let handle = enforcer.apply(&profile, Scope::Cgroup("my-container".into()))?;
+//! for event in enforcer.events().iter().take(1) {
+//!     println!("{}", minerguard::falco_json(&event));
+//! }
+//! enforcer.remove(handle)?;
+//! # Ok::<(), minerguard::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod backend;
+pub mod cgroup;
+pub mod compile;
+mod enforcer;
+pub mod error;
+pub mod events;
+pub mod probe;
+pub mod profile;
+
+pub use backend::{BackendChoice, BackendKind};
+pub use compile::{KernelPolicy, RuleKind};
+pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope};
+pub use error::{Error, Result};
+pub use events::{falco_json, Drops, Event, Target};
+pub use probe::{probe, ProbeReport};
+pub use profile::{Action, Mode, Profile, Rule};

@@ -26,7 +26,11 @@ use minerguard::{
 };
 
 #[derive(Parser)]
-#[command(name = "enforcer", version, about = "minerguard: stop crypto-miners in the kernel")]
+#[command(
+    name = "enforcer",
+    version,
+    about = "minerguard: stop crypto-miners in the kernel"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -184,7 +188,10 @@ fn write_event(out: &mut dyn Write, ev: &Event) {
     let _ = out.flush();
 }
 
-fn event_sink(path: Option<&Path>, default: Box<dyn Write + Send>) -> AnyResult<Box<dyn Write + Send>> {
+fn event_sink(
+    path: Option<&Path>,
+    default: Box<dyn Write + Send>,
+) -> AnyResult<Box<dyn Write + Send>> {
     Ok(match path {
         Some(p) => Box::new(File::create(p).map_err(|e| format!("creating {}: {e}", p.display()))?),
         None => default,
@@ -302,26 +309,21 @@ fn watch(
         event_sink(events, Box::new(io::stdout()))?,
         stop.clone(),
     );
-    loop {
-        match wait_signal() {
-            libc::SIGHUP => match load_profile(profile_path) {
-                Ok(new) => {
-                    let mut ok = true;
-                    for h in &handles {
-                        if let Err(e) = enforcer.update(*h, &new) {
-                            eprintln!("minerguard: reload failed, previous profile kept: {e}");
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if ok {
-                        profile = new;
-                        eprintln!("minerguard: reloaded profile `{}`", profile.name);
-                    }
-                }
-                Err(e) => eprintln!("minerguard: reload failed, previous profile kept:\n{e}"),
-            },
-            _ => break,
+    // SIGHUP reloads; SIGINT or SIGTERM ends the loop.
+    while wait_signal() == libc::SIGHUP {
+        let new = match load_profile(profile_path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("minerguard: reload failed, previous profile kept:\n{e}");
+                continue;
+            }
+        };
+        match handles.iter().try_for_each(|h| enforcer.update(*h, &new)) {
+            Ok(()) => {
+                profile = new;
+                eprintln!("minerguard: reloaded profile `{}`", profile.name);
+            }
+            Err(e) => eprintln!("minerguard: reload failed: {e}"),
         }
     }
     eprintln!("minerguard: stopping; detaching");
@@ -341,7 +343,11 @@ fn check(paths: &[PathBuf]) -> ExitCode {
                 "{}: ok: profile `{}` ({} mode), {} rules: {} exec names, {} ports",
                 path.display(),
                 p.name,
-                if p.mode == minerguard::Mode::Audit { "audit" } else { "enforce" },
+                if p.mode == minerguard::Mode::Audit {
+                    "audit"
+                } else {
+                    "enforce"
+                },
                 p.rules.len(),
                 k.exec_names.len(),
                 k.ports.len()
@@ -418,7 +424,9 @@ fn semantics(
     let how = match (kind, rule, action) {
         (_, _, Action::Audit) => "allowed, reported",
         (BackendKind::Cgroup, RuleKind::Exec, _) => "SIGKILL before the first instruction",
-        (BackendKind::Cgroup, RuleKind::Connect, Action::Kill) if !report.cgroup_signal.available => {
+        (BackendKind::Cgroup, RuleKind::Connect, Action::Kill)
+            if !report.cgroup_signal.available =>
+        {
             "EPERM, then SIGKILL from userspace"
         }
         (_, _, Action::Kill) => "EPERM and SIGKILL in-kernel",

@@ -1,11 +1,7 @@
 //! The [`Enforcer`]: loads a backend once, applies compiled profiles to
 //! scopes (cgroup v2 subtrees, or the host), and streams what it enforced.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use crossbeam_channel::Receiver;
 

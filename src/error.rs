@@ -84,7 +84,9 @@ pub enum AttachError {
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
     /// The scope already has a policy; use `update`.
-    #[error("scope {scope} already has a policy applied (handle {handle}); use update() to replace it")]
+    #[error(
+        "scope {scope} already has a policy applied (handle {handle}); use update() to replace it"
+    )]
     AlreadyApplied {
         /// The scope, as text.
         scope: String,

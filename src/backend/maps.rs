@@ -160,11 +160,7 @@ impl SharedMaps {
             for (name, r) in &policy.exec_names {
                 let key = NameKey::new(policy_id, name);
                 self.exec_names
-                    .update(
-                        key.bytes(),
-                        RuleRefValue::from(*r).bytes(),
-                        MapFlags::ANY,
-                    )
+                    .update(key.bytes(), RuleRefValue::from(*r).bytes(), MapFlags::ANY)
                     .map_err(map_err("mg_exec_names"))?;
             }
             for (port, r) in &policy.ports {
@@ -174,11 +170,7 @@ impl SharedMaps {
                     _pad: 0,
                 };
                 self.ports
-                    .update(
-                        key.bytes(),
-                        RuleRefValue::from(*r).bytes(),
-                        MapFlags::ANY,
-                    )
+                    .update(key.bytes(), RuleRefValue::from(*r).bytes(), MapFlags::ANY)
                     .map_err(map_err("mg_ports"))?;
             }
             Ok(())
@@ -271,7 +263,10 @@ mod layout_tests {
     #[test]
     fn mirrors_match_the_c_header() {
         assert_eq!(size_of::<ScopeValue>(), size_of::<c::mg_scope>());
-        assert_eq!(offset_of!(ScopeValue, flags), offset_of!(c::mg_scope, flags));
+        assert_eq!(
+            offset_of!(ScopeValue, flags),
+            offset_of!(c::mg_scope, flags)
+        );
         assert_eq!(size_of::<ConfigValue>(), size_of::<c::mg_config>());
         assert_eq!(
             offset_of!(ConfigValue, scope_levels),

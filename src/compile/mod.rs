@@ -170,10 +170,7 @@ mod tests {
             KernelPolicy::compile(&p).unwrap()
         );
         let k = KernelPolicy::compile(&p).unwrap();
-        assert_eq!(
-            k.exec_names.keys().collect::<Vec<_>>(),
-            vec!["a", "b", "c"]
-        );
+        assert_eq!(k.exec_names.keys().collect::<Vec<_>>(), vec!["a", "b", "c"]);
     }
 
     #[test]

@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn stops_at_nul_and_bad_utf8() {
-        assert_eq!(InlineStr::<16>::from_c_bytes(b"xmrig\0junk").as_str(), "xmrig");
+        assert_eq!(
+            InlineStr::<16>::from_c_bytes(b"xmrig\0junk").as_str(),
+            "xmrig"
+        );
         assert_eq!(InlineStr::<16>::from_c_bytes(b"ab\xffcd").as_str(), "ab");
         assert_eq!(InlineStr::<4>::from_c_bytes(b"abcdef").as_str(), "abcd");
         assert_eq!(InlineStr::<4>::from_c_bytes(b"").as_str(), "");

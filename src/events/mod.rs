@@ -45,6 +45,8 @@ impl Protocol {
 }
 
 /// What the rule matched.
+// Inline on purpose: decoding an event must not allocate.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A program execution.

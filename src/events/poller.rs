@@ -216,5 +216,7 @@ fn run(
 
 /// Seconds since the epoch of `t`, for formatting.
 pub(crate) fn unix_nanos(t: SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

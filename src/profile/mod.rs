@@ -204,3 +204,106 @@ impl Profile {
         serde_yaml::to_string(self).expect("a Profile always serializes")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUNDLED_DEFAULT: &str = include_str!("../../profiles/default.yaml");
+
+    #[test]
+    fn bundled_default_parses_and_round_trips() {
+        let p = Profile::from_yaml(BUNDLED_DEFAULT).unwrap();
+        assert_eq!(p.name, "default");
+        assert_eq!(p.rules[0].action, Action::Deny);
+        assert!(p.rules[0]
+            .exec
+            .as_ref()
+            .unwrap()
+            .names
+            .contains(&"xmrig".to_string()));
+        assert_eq!(p.rules[1].connect.as_ref().unwrap().ports.len(), 29);
+        let again = Profile::from_yaml(&p.to_yaml()).unwrap();
+        assert_eq!(p, again);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            Profile::from_yaml(&json).unwrap(),
+            p,
+            "JSON input reads too"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = Profile::from_yaml(
+            "apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: deny\n    exec: { nmaes: [a] }\n",
+        )
+        .unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert!(d.message.contains("unknown field `nmaes`"), "{d}");
+        assert_eq!(d.line, Some(6));
+    }
+
+    #[test]
+    fn wrong_type_is_a_syntax_error() {
+        let err = Profile::from_yaml(
+            "apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: deny\n    connect: { ports: [99999] }\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ProfileError::Syntax { .. }), "{err}");
+        let err = Profile::from_yaml("apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: block\n    exec: { names: [a] }\n").unwrap_err();
+        assert!(err.to_string().contains("unknown variant `block`"), "{err}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_path() {
+        let p = Profile {
+            api_version: "minerguard/v0".into(),
+            name: "".into(),
+            mode: Mode::Enforce,
+            rules: vec![
+                Rule::exec_names("dup", Action::Deny, ["ok", "a/b", &"x".repeat(64)]),
+                Rule::connect_ports("dup", Action::Deny, Vec::<u16>::new()),
+                Rule {
+                    name: "none".into(),
+                    action: Action::Audit,
+                    exec: None,
+                    connect: None,
+                },
+            ],
+        };
+        let fields: Vec<String> = p
+            .validate()
+            .unwrap_err()
+            .diagnostics()
+            .into_iter()
+            .map(|d| d.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "apiVersion",
+                "name",
+                "rules[0].exec.names[1]",
+                "rules[0].exec.names[2]",
+                "rules[1].name",
+                "rules[1].connect",
+                "rules[2]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_with_two_matchers_is_rejected() {
+        let mut r = Rule::exec_names("r", Action::Deny, ["a"]);
+        r.connect = Some(ConnectMatch { ports: vec![1] });
+        let err = Profile::new("t").rule(r).validate().unwrap_err();
+        assert!(err.to_string().contains("exactly one matcher"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let err = Profile::from_file("/nonexistent/p.yaml").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/p.yaml"));
+    }
+}

@@ -75,9 +75,7 @@ fn check_matcher(rule: &Rule, at: &str, out: &mut Vec<Diagnostic>) {
     if matchers != 1 {
         out.push(Diagnostic::new(
             at,
-            format!(
-                "a rule needs exactly one matcher (`exec` or `connect`), found {matchers}"
-            ),
+            format!("a rule needs exactly one matcher (`exec` or `connect`), found {matchers}"),
         ));
     }
     if let Some(exec) = &rule.exec {

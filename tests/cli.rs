@@ -1,0 +1,249 @@
+//! The standalone enforcer (examples/enforcer.rs) end to end, on the real
+//! kernel: exit statuses, JSON-lines events, cgroup cleanup, check, probe.
+
+mod common;
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::*;
+
+/// target/<profile>/examples/enforcer, built by `cargo test` with the tests.
+fn enforcer_bin() -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let dir = deps.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("examples/enforcer");
+    assert!(
+        bin.exists(),
+        "{} missing: run through `cargo test`",
+        bin.display()
+    );
+    bin
+}
+
+fn enforcer_cmd(args: &[&str]) -> Output {
+    let mut cmd = Command::new(enforcer_bin());
+    cmd.args(args);
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        if args.first() == Some(&"run") {
+            cmd.args(["--backend", &b]);
+        }
+    }
+    cmd.output().expect("run enforcer")
+}
+
+fn write_profile(dir: &TempDir, text: &str) -> PathBuf {
+    let p = dir.path().join("profile.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const EXEC_PROFILE: &str = "apiVersion: minerguard/v1\nname: cli-test\nrules:\n  - name: miner-binary\n    action: deny\n    exec: { names: [xmrig] }\n";
+
+/// The cgroup path from the `run` status line.
+fn scope_path(stderr: &str) -> PathBuf {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("backend on "))
+        .unwrap_or_else(|| panic!("no status line in:\n{stderr}"));
+    PathBuf::from(line.rsplit("backend on ").next().unwrap())
+}
+
+fn json_events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn run_stops_the_miner_reports_it_and_cleans_up() {
+    if !kernel_tests_enabled("run_stops_the_miner_reports_it_and_cleans_up") {
+        return;
+    }
+    let dir = TempDir::new("cli-run");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let out = enforcer_cmd(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--",
+        miner.to_str().unwrap(),
+        marker.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!marker.exists(), "the miner ran");
+    // Killed (cgroup backend: 128 + SIGKILL) or refused (lsm backend: 127).
+    let code = out.status.code().expect("enforcer exits normally");
+    assert!(code == 137 || code == 127, "exit {code}, stderr:\n{stderr}");
+
+    let events = json_events(&stderr);
+    assert_eq!(events.len(), 1, "stderr:\n{stderr}");
+    let ev = &events[0];
+    assert_eq!(ev["rule"], "miner-binary");
+    assert!(ev["action"] == "kill" || ev["action"] == "deny");
+    assert_eq!(ev["output_fields"]["proc.exepath"], miner.to_str().unwrap());
+    assert!(ev["output_fields"]["proc.pid"].as_u64().unwrap() > 0);
+    assert!(ev["time"].as_str().unwrap().ends_with('Z'));
+
+    let cgroup = scope_path(&stderr);
+    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+}
+
+#[test]
+fn run_passes_exit_status_through_and_writes_events_to_file() {
+    if !kernel_tests_enabled("run_passes_exit_status_through_and_writes_events_to_file") {
+        return;
+    }
+    let dir = TempDir::new("cli-status");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let events = dir.path().join("events.jsonl");
+    let out = enforcer_cmd(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(events.exists());
+    assert_eq!(
+        std::fs::read_to_string(&events).unwrap(),
+        "",
+        "nothing was denied"
+    );
+    assert!(!scope_path(&String::from_utf8_lossy(&out.stderr)).exists());
+}
+
+#[test]
+fn run_reports_a_missing_command() {
+    if !kernel_tests_enabled("run_reports_a_missing_command") {
+        return;
+    }
+    let dir = TempDir::new("cli-missing");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let out = enforcer_cmd(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--",
+        "/nonexistent/cmd",
+    ]);
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot run `/nonexistent/cmd`"), "{stderr}");
+    assert!(!scope_path(&stderr).exists());
+}
+
+#[test]
+fn run_rejects_a_bad_profile_before_touching_the_kernel() {
+    let dir = TempDir::new("cli-bad");
+    let profile = write_profile(
+        &dir,
+        "apiVersion: minerguard/v1\nname: bad\nrules:\n  - name: p\n    action: deny\n    connect: { ports: [0] }\n",
+    );
+    let out = enforcer_cmd(&["run", "--profile", profile.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rules[0].connect.ports[0]"), "{stderr}");
+}
+
+#[test]
+fn check_reports_every_error_compiler_style() {
+    let dir = TempDir::new("cli-check");
+    let bad = write_profile(
+        &dir,
+        "apiVersion: minerguard/v1\nname: bad\nrules:\n  - name: a\n    action: deny\n    exec: { names: [\"\", \"x/y\"] }\n  - name: a\n    action: deny\n    connect: { ports: [0] }\n",
+    );
+    let out = enforcer_cmd(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "rules[0].exec.names[0]",
+        "rules[0].exec.names[1]",
+        "rules[1].name: duplicate rule name `a`",
+        "rules[1].connect.ports[0]",
+    ] {
+        assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
+    }
+    assert!(
+        stderr.lines().all(|l| l.starts_with(bad.to_str().unwrap())),
+        "{stderr}"
+    );
+
+    let unknown = write_profile(
+        &dir,
+        "apiVersion: minerguard/v1\nname: u\nrules:\n  - name: a\n    action: deny\n    exek: {}\n",
+    );
+    let out = enforcer_cmd(&["check", unknown.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown field `exek`") && stderr.contains(":6:5:"),
+        "{stderr}"
+    );
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = enforcer_cmd(&[
+        "check",
+        root.join("profiles/default.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: profile `default`"));
+}
+
+#[test]
+fn probe_json_names_the_backend_and_why_lsm_is_missing() {
+    if !kernel_tests_enabled("probe_json_names_the_backend_and_why_lsm_is_missing") {
+        return;
+    }
+    let out = enforcer_cmd(&["probe", "--json"]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cgroup2"]["available"], true);
+    assert_eq!(report["cgroup_bpf"]["available"], true);
+    let backend = report["backend"].as_str().expect("a backend");
+    if report["bpf_lsm"]["available"] == false {
+        assert_eq!(backend, "cgroup");
+        assert!(!report["bpf_lsm"]["detail"].as_str().unwrap().is_empty());
+    } else {
+        assert_eq!(backend, "lsm");
+    }
+    // Signals pass through: a command killed by a signal is reported as 128+n.
+    let dir = TempDir::new("cli-sig");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let out = enforcer_cmd(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "{:?}",
+        out.status.signal()
+    );
+}

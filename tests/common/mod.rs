@@ -1,0 +1,258 @@
+//! Shared plumbing for the kernel integration tests: privilege checks, test
+//! cgroups, running commands and connects inside a cgroup, event waits.
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use minerguard::{
+    cgroup::{join_cgroup_raw, OwnedCgroup},
+    BackendChoice, Enforcer, EnforcerOptions, Event,
+};
+
+/// Whether the kernel tests can run here. Without root or a usable backend
+/// they fail loudly, unless MINERGUARD_ALLOW_SKIP=1 (then they print why
+/// and skip).
+pub fn kernel_tests_enabled(test: &str) -> bool {
+    let euid = unsafe { libc::geteuid() };
+    let reason = if euid != 0 {
+        Some(format!("needs root (euid is {euid})"))
+    } else {
+        let report = minerguard::probe();
+        match (backend_choice(), report.backend) {
+            (BackendChoice::Lsm, _) if !report.bpf_lsm.available => {
+                Some(format!("needs BPF LSM: {}", report.bpf_lsm.detail))
+            }
+            (_, None) => Some(format!(
+                "no usable backend: {}",
+                report.missing().join("; ")
+            )),
+            _ => None,
+        }
+    };
+    match reason {
+        None => true,
+        Some(r) if std::env::var("MINERGUARD_ALLOW_SKIP").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED {test}: {r} (MINERGUARD_ALLOW_SKIP=1)");
+            false
+        }
+        Some(r) => panic!("{test}: {r}; set MINERGUARD_ALLOW_SKIP=1 to skip"),
+    }
+}
+
+/// The backend under test: MINERGUARD_TEST_BACKEND=auto|lsm|cgroup.
+pub fn backend_choice() -> BackendChoice {
+    std::env::var("MINERGUARD_TEST_BACKEND")
+        .ok()
+        .map(|s| s.parse().expect("MINERGUARD_TEST_BACKEND"))
+        .unwrap_or_default()
+}
+
+/// An enforcer on the backend under test.
+pub fn enforcer() -> Enforcer {
+    Enforcer::with_options(EnforcerOptions {
+        backend: backend_choice(),
+        ..Default::default()
+    })
+    .expect("enforcer loads")
+}
+
+/// A fresh cgroup for one test, removed (processes killed) on drop.
+pub fn test_cgroup() -> OwnedCgroup {
+    OwnedCgroup::create_in_root("minerguard-test").expect("create test cgroup")
+}
+
+/// A child cgroup of `parent`.
+pub fn child_cgroup(parent: &OwnedCgroup) -> OwnedCgroup {
+    OwnedCgroup::create_under(parent.cgroup(), "child").expect("create child cgroup")
+}
+
+/// Runs `cmd` inside `cgroup` (or outside any test cgroup when `None`).
+pub fn run_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    if let Some(cg) = cgroup {
+        let procs = cg.procs_file().expect("open cgroup.procs");
+        // SAFETY: join_cgroup_raw is a single write(2).
+        unsafe {
+            cmd.pre_exec(move || join_cgroup_raw(&procs));
+        }
+    }
+    cmd.status()
+}
+
+/// Result of a connect made by a forked child.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// connect() succeeded.
+    Connected,
+    /// connect() failed with this errno.
+    Errno(i32),
+    /// The child was killed by this signal.
+    Signal(i32),
+}
+
+/// connect()s to `addr` from a child forked into `cgroup` (or not moved,
+/// when `None`). `v4_mapped`: use an AF_INET6 socket and ::ffff:a.b.c.d.
+pub fn connect_in(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    v4_mapped: bool,
+) -> ConnectOutcome {
+    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
+    let (storage, len, family) = sockaddr(addr, v4_mapped);
+    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe {
+            if let Some(fd) = &procs {
+                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(200);
+                }
+            }
+            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            if s < 0 {
+                libc::_exit(201);
+            }
+            let rc = libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len);
+            let code = if rc == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            // Give a userspace SIGKILL (for `kill` rules) time to land.
+            if rc != 0 {
+                libc::usleep(300_000);
+            }
+            libc::_exit(code.min(199));
+        }
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        return ConnectOutcome::Signal(libc::WTERMSIG(status));
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => ConnectOutcome::Connected,
+        c if c >= 200 => panic!("connect child failed to set up (code {c})"),
+        e => ConnectOutcome::Errno(e),
+    }
+}
+
+fn sockaddr(addr: SocketAddr, v4_mapped: bool) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) if !v4_mapped => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+                libc::AF_INET,
+            )
+        }
+        _ => {
+            let (ip6, port) = match addr {
+                SocketAddr::V4(a) => (a.ip().to_ipv6_mapped(), a.port()),
+                SocketAddr::V6(a) => (*a.ip(), a.port()),
+            };
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: port.to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: ip6.octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                libc::AF_INET6,
+            )
+        }
+    }
+}
+
+/// A loopback TCP listener on a free port (IPv4 127.0.0.1 or IPv6 ::1).
+pub fn listener(v6: bool) -> TcpListener {
+    TcpListener::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).expect("bind loopback")
+}
+
+/// Waits up to 5 s for an event that `pred` accepts; other events are skipped.
+pub fn wait_event(enforcer: &Enforcer, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+    let rx = enforcer.events();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(ev) if pred(&ev) => return Some(ev),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Collects events for `wait`, returning those `pred` accepts.
+pub fn events_within(
+    enforcer: &Enforcer,
+    wait: Duration,
+    pred: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let rx = enforcer.events();
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(ev) if pred(&ev) => out.push(ev),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A scratch directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("minerguard-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of /usr/bin/touch named `name` in `dir`: running it with a path
+/// argument creates that file, so a marker shows whether it ran.
+pub fn fake_miner(dir: &TempDir, name: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::copy("/usr/bin/touch", &path).expect("copy touch");
+    path
+}

@@ -1,0 +1,503 @@
+//! Enforcement on the real kernel: every test makes its own cgroup, applies a
+//! profile there only, and checks what the kernel did (and that the same
+//! operation still works outside the scope and after removal).
+//!
+//! The backend under test is MINERGUARD_TEST_BACKEND (auto by default); the
+//! same tests run natively (cgroup backend) and in the VM (lsm backend).
+
+mod common;
+
+use std::{net::SocketAddr, os::unix::process::ExitStatusExt, process::Command, time::Duration};
+
+use common::*;
+use minerguard::{Action, Enforcer, Error, Profile, Rule, RuleKind, Scope, Target};
+
+macro_rules! require_kernel {
+    () => {
+        if !kernel_tests_enabled(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// What happened to an exec.
+#[derive(Debug, PartialEq, Eq)]
+enum ExecOutcome {
+    /// Ran and exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Killed(i32),
+    /// execve failed with this errno.
+    Refused(i32),
+}
+
+fn exec_in(
+    cgroup: Option<&minerguard::cgroup::OwnedCgroup>,
+    program: &std::path::Path,
+    arg: &std::path::Path,
+) -> ExecOutcome {
+    match run_in(cgroup, Command::new(program).arg(arg)) {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => ExecOutcome::Exited(c),
+            (None, Some(sig)) => ExecOutcome::Killed(sig),
+            _ => unreachable!("status is an exit or a signal"),
+        },
+        Err(e) => ExecOutcome::Refused(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// What a denied exec looks like with this enforcer's backend.
+fn denied_exec(enforcer: &Enforcer, requested: Action) -> ExecOutcome {
+    match enforcer.effective_action(RuleKind::Exec, requested) {
+        Action::Kill => ExecOutcome::Killed(libc::SIGKILL),
+        Action::Deny => ExecOutcome::Refused(libc::EPERM),
+        Action::Audit => ExecOutcome::Exited(0),
+    }
+}
+
+fn scope_of(cg: &minerguard::cgroup::OwnedCgroup) -> Scope {
+    Scope::Cgroup(cg.cgroup().path().to_path_buf())
+}
+
+fn port_profile(action: Action, port: u16) -> Profile {
+    Profile::new("test-ports").rule(Rule::connect_ports("pool-port", action, [port]))
+}
+
+fn exec_profile(action: Action) -> Profile {
+    Profile::new("test-exec").rule(Rule::exec_names("miner-binary", action, ["xmrig"]))
+}
+
+#[test]
+fn miner_exec_never_runs_inside_scope_and_runs_outside() {
+    require_kernel!();
+    let dir = TempDir::new("exec");
+    let miner = fake_miner(&dir, "xmrig");
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&exec_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+
+    let inside = dir.path().join("ran-inside");
+    assert_eq!(
+        exec_in(Some(&cg), &miner, &inside),
+        denied_exec(&enforcer, Action::Deny)
+    );
+    assert!(
+        !inside.exists(),
+        "the miner ran an instruction inside the scope"
+    );
+
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "miner-binary").expect("exec event");
+    assert_eq!(
+        ev.action,
+        enforcer.effective_action(RuleKind::Exec, Action::Deny)
+    );
+    assert_eq!(ev.requested, Action::Deny);
+    assert_eq!(&*ev.profile, "test-exec");
+    assert_eq!(ev.cgroup_id, cg.cgroup().id());
+    match &ev.target {
+        Target::Exec { path } => assert_eq!(path.as_str(), miner.to_str().unwrap()),
+        other => panic!("expected an exec target, got {other:?}"),
+    }
+    assert!(
+        ev.pid > 0 && ev.tgid == ev.pid,
+        "exec event names the process: {ev:?}"
+    );
+    assert_eq!(ev.comm.as_str(), "xmrig");
+
+    let outside = dir.path().join("ran-outside");
+    assert_eq!(exec_in(None, &miner, &outside), ExecOutcome::Exited(0));
+    assert!(outside.exists(), "the same file must run outside the scope");
+}
+
+#[test]
+fn other_programs_still_run_inside_scope() {
+    require_kernel!();
+    let dir = TempDir::new("exec-other");
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&exec_profile(Action::Kill), scope_of(&cg))
+        .unwrap();
+    let allowed = fake_miner(&dir, "not-a-miner");
+    let marker = dir.path().join("marker");
+    assert_eq!(
+        exec_in(Some(&cg), &allowed, &marker),
+        ExecOutcome::Exited(0)
+    );
+    assert!(marker.exists());
+}
+
+#[test]
+fn script_named_like_a_miner_is_stopped() {
+    require_kernel!();
+    let dir = TempDir::new("exec-script");
+    let script = dir.path().join("xmrig");
+    std::fs::write(&script, "#!/bin/sh\ntouch \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&exec_profile(Action::Kill), scope_of(&cg))
+        .unwrap();
+    let marker = dir.path().join("marker");
+    assert_eq!(
+        exec_in(Some(&cg), &script, &marker),
+        denied_exec(&enforcer, Action::Kill)
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn connect_to_denied_port_fails_with_eperm_v4_v6_and_v4_mapped() {
+    require_kernel!();
+    let pool4 = listener(false);
+    let pool6 = listener(true);
+    let other = listener(false);
+    let port4 = pool4.local_addr().unwrap().port();
+    let port6 = pool6.local_addr().unwrap().port();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("test-ports").rule(Rule::connect_ports(
+        "pool-port",
+        Action::Deny,
+        [port4, port6],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+
+    let eperm = ConnectOutcome::Errno(libc::EPERM);
+    let v4: SocketAddr = pool4.local_addr().unwrap();
+    let v6: SocketAddr = pool6.local_addr().unwrap();
+    assert_eq!(connect_in(Some(&cg), v4, false), eperm, "IPv4");
+    assert_eq!(connect_in(Some(&cg), v6, false), eperm, "IPv6 ::1");
+    assert_eq!(
+        connect_in(Some(&cg), v4, true),
+        eperm,
+        "v4-mapped ::ffff:127.0.0.1"
+    );
+
+    // Another port inside, and the denied ports outside, still connect.
+    assert_eq!(
+        connect_in(Some(&cg), other.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(connect_in(None, v4, false), ConnectOutcome::Connected);
+    assert_eq!(connect_in(None, v6, false), ConnectOutcome::Connected);
+
+    let events = events_within(&enforcer, Duration::from_secs(2), |e| {
+        e.rule.as_ref() == "pool-port"
+    });
+    let targets: Vec<SocketAddr> = events
+        .iter()
+        .map(|e| match e.target {
+            Target::Connect { addr, .. } => addr,
+            ref t => panic!("expected a connect target, got {t:?}"),
+        })
+        .collect();
+    assert_eq!(events.len(), 3, "one event per refused connect: {events:?}");
+    assert!(events
+        .iter()
+        .all(|e| e.action == Action::Deny && e.cgroup_id == cg.cgroup().id()));
+    assert_eq!(targets[0], v4);
+    assert_eq!(targets[1], v6);
+    assert_eq!(
+        targets[2], v4,
+        "a v4-mapped destination is reported as IPv4"
+    );
+}
+
+#[test]
+fn child_cgroup_created_after_apply_is_covered() {
+    require_kernel!();
+    let dir = TempDir::new("child");
+    let miner = fake_miner(&dir, "xmrig");
+    let pool = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = exec_profile(Action::Deny).rule(Rule::connect_ports(
+        "pool-port",
+        Action::Deny,
+        [pool.local_addr().unwrap().port()],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+
+    let child = child_cgroup(&cg);
+    let grandchild = child_cgroup(&child);
+    let marker = dir.path().join("marker");
+    assert_eq!(
+        exec_in(Some(&grandchild), &miner, &marker),
+        denied_exec(&enforcer, Action::Deny)
+    );
+    assert!(!marker.exists());
+    assert_eq!(
+        connect_in(Some(&child), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "miner-binary").expect("event");
+    assert_eq!(
+        ev.cgroup_id,
+        grandchild.cgroup().id(),
+        "event names the task's own cgroup"
+    );
+}
+
+#[test]
+fn audit_allows_and_reports() {
+    require_kernel!();
+    let dir = TempDir::new("audit");
+    let miner = fake_miner(&dir, "xmrig");
+    let pool = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = exec_profile(Action::Audit).rule(Rule::connect_ports(
+        "pool-port",
+        Action::Audit,
+        [pool.local_addr().unwrap().port()],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+
+    let marker = dir.path().join("marker");
+    assert_eq!(exec_in(Some(&cg), &miner, &marker), ExecOutcome::Exited(0));
+    assert!(marker.exists());
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+
+    let exec =
+        wait_event(&enforcer, |e| e.rule.as_ref() == "miner-binary").expect("exec audit event");
+    assert_eq!(
+        (exec.action, exec.requested),
+        (Action::Audit, Action::Audit)
+    );
+    let conn =
+        wait_event(&enforcer, |e| e.rule.as_ref() == "pool-port").expect("connect audit event");
+    assert_eq!(conn.action, Action::Audit);
+}
+
+#[test]
+fn profile_audit_mode_turns_deny_into_audit() {
+    require_kernel!();
+    let pool = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = port_profile(Action::Deny, pool.local_addr().unwrap().port())
+        .with_mode(minerguard::Mode::Audit);
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "pool-port").expect("event");
+    assert_eq!(ev.action, Action::Audit);
+}
+
+#[test]
+fn kill_on_connect_kills_the_caller() {
+    require_kernel!();
+    let pool = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(
+            &port_profile(Action::Kill, pool.local_addr().unwrap().port()),
+            scope_of(&cg),
+        )
+        .unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Signal(libc::SIGKILL)
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "pool-port").expect("event");
+    assert_eq!(ev.action, Action::Kill);
+}
+
+#[test]
+fn remove_and_drop_restore_normal_behaviour() {
+    require_kernel!();
+    let dir = TempDir::new("remove");
+    let miner = fake_miner(&dir, "xmrig");
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let cg = test_cgroup();
+    let profile = exec_profile(Action::Deny).rule(Rule::connect_ports(
+        "pool-port",
+        Action::Deny,
+        [addr.port()],
+    ));
+
+    let mut enforcer = enforcer();
+    let handle = enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    enforcer.remove(handle).unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(
+        exec_in(Some(&cg), &miner, &dir.path().join("a")),
+        ExecOutcome::Exited(0)
+    );
+    assert!(matches!(
+        enforcer.remove(handle),
+        Err(Error::Scope(minerguard::error::ScopeError::UnknownHandle(
+            _
+        )))
+    ));
+
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    drop(enforcer);
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(
+        exec_in(Some(&cg), &miner, &dir.path().join("b")),
+        ExecOutcome::Exited(0)
+    );
+}
+
+#[test]
+fn update_switches_policy_atomically() {
+    require_kernel!();
+    let old = listener(false);
+    let new = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let h = enforcer
+        .apply(
+            &port_profile(Action::Deny, old.local_addr().unwrap().port()),
+            scope_of(&cg),
+        )
+        .unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), old.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    let updated = Profile::new("updated").rule(Rule::connect_ports(
+        "new-port",
+        Action::Deny,
+        [new.local_addr().unwrap().port()],
+    ));
+    enforcer.update(h, &updated).unwrap();
+    assert_eq!(
+        connect_in(Some(&cg), old.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(
+        connect_in(Some(&cg), new.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "new-port").expect("event");
+    assert_eq!(&*ev.profile, "updated");
+}
+
+#[test]
+fn failed_apply_leaves_previous_state_intact() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let h = enforcer
+        .apply(&port_profile(Action::Deny, addr.port()), scope_of(&cg))
+        .unwrap();
+
+    // Same scope again: refused, existing policy untouched.
+    let again = enforcer.apply(&port_profile(Action::Audit, addr.port()), scope_of(&cg));
+    assert!(matches!(
+        again,
+        Err(Error::Scope(
+            minerguard::error::ScopeError::AlreadyApplied { .. }
+        ))
+    ));
+    // Missing cgroup: refused with a cgroup error.
+    let missing = enforcer.apply(
+        &port_profile(Action::Deny, 1),
+        Scope::Cgroup("/sys/fs/cgroup/definitely-not-here-minerguard".into()),
+    );
+    assert!(matches!(missing, Err(Error::Cgroup(_))), "{missing:?}");
+    // Invalid profile: refused with a profile error naming the field.
+    let bad = enforcer.apply(&port_profile(Action::Deny, 0), scope_of(&cg));
+    match bad {
+        Err(Error::Profile(e)) => assert_eq!(e.diagnostics()[0].field, "rules[0].connect.ports[0]"),
+        other => panic!("expected a profile error, got {other:?}"),
+    }
+    // A failed update keeps the old policy.
+    assert!(enforcer.update(h, &port_profile(Action::Deny, 0)).is_err());
+
+    assert_eq!(enforcer.handles(), vec![h]);
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+}
+
+#[test]
+fn nested_scopes_nearest_wins() {
+    require_kernel!();
+    let a = listener(false);
+    let b = listener(false);
+    let parent = test_cgroup();
+    let child = child_cgroup(&parent);
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(
+            &port_profile(Action::Deny, a.local_addr().unwrap().port()),
+            scope_of(&parent),
+        )
+        .unwrap();
+    let inner = enforcer
+        .apply(
+            &port_profile(Action::Deny, b.local_addr().unwrap().port()),
+            scope_of(&child),
+        )
+        .unwrap();
+    let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    // In the child, its own profile applies (not the parent's).
+    assert_eq!(
+        connect_in(Some(&child), pa, false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(
+        connect_in(Some(&child), pb, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    // In the parent, the parent's.
+    assert_eq!(
+        connect_in(Some(&parent), pa, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    assert_eq!(
+        connect_in(Some(&parent), pb, false),
+        ConnectOutcome::Connected
+    );
+    // Each refused connect is reported once, even though scopes nest.
+    let evs = events_within(&enforcer, Duration::from_secs(1), |_| true);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    // Removing the inner scope hands the child back to the parent's profile.
+    enforcer.remove(inner).unwrap();
+    assert_eq!(
+        connect_in(Some(&child), pa, false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    assert_eq!(
+        connect_in(Some(&child), pb, false),
+        ConnectOutcome::Connected
+    );
+}
+
+#[test]
+fn drop_counters_start_at_zero() {
+    require_kernel!();
+    let enforcer = enforcer();
+    assert_eq!(enforcer.drops(), minerguard::Drops::default());
+}

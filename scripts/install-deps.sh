@@ -4,7 +4,10 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make; do
+# Build: clang/llvm for the BPF objects, libelf/zlib for libbpf.
+# VM suite (lsm backend): QEMU, busybox, and Debian's 6.1 kernel with BPF LSM.
+for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make \
+    qemu-system-x86 busybox-static linux-image-amd64; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -12,6 +15,11 @@ if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import virtme_ng' 2>/dev/null; then
+    echo "install-deps: pip install virtme-ng"
+    python3 -m pip install -q --root-user-action=ignore virtme-ng
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, and the integration
-# tests that enforce in this machine's kernel (root needed; each test works in
-# a cgroup it creates). Run as root on Debian 12 after scripts/install-deps.sh.
+# The whole test suite: formatting, lints, unit tests, the integration tests
+# that enforce in this machine's kernel (root needed; each test works in a
+# cgroup it creates), and the same integration tests with the lsm backend in a
+# VM whose kernel has BPF LSM. Run as root on Debian 12 after
+# scripts/install-deps.sh. MINERGUARD_SKIP_VM=1 leaves out the VM suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +16,12 @@ step "cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 
 step "cargo test (unit, doc and kernel integration tests; backend: ${MINERGUARD_TEST_BACKEND:-auto})"
-cargo test --all-targets
-cargo test --doc
+# Plain `cargo test` also builds examples/enforcer, which tests/cli.rs runs.
+cargo test
+
+if [ "${MINERGUARD_SKIP_VM:-0}" = 1 ]; then
+    echo "SKIPPED the lsm VM suite (MINERGUARD_SKIP_VM=1)"
+else
+    step "lsm backend inside a VM with BPF LSM (scripts/vm-test.sh)"
+    bash scripts/vm-test.sh
+fi

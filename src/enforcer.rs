@@ -8,6 +8,7 @@ use crossbeam_channel::Receiver;
 use crate::{
     backend::{
         cgroup::CgroupBackend,
+        lsm::LsmBackend,
         maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
         Backend, BackendChoice, BackendKind,
     },
@@ -117,15 +118,14 @@ impl Enforcer {
                     .map_err(|e| privileged(e, euid))?,
             ),
             BackendKind::Lsm => {
-                return Err(LoadError::Unsupported {
-                    what: "the lsm backend".into(),
-                    fix: if report.bpf_lsm.available {
-                        "this build has no lsm backend yet; use --backend cgroup".into()
-                    } else {
-                        report.bpf_lsm.detail.clone()
-                    },
+                if !report.bpf_lsm.available {
+                    return Err(LoadError::Unsupported {
+                        what: "the lsm backend".into(),
+                        fix: report.bpf_lsm.detail.clone(),
+                    }
+                    .into());
                 }
-                .into())
+                Box::new(LsmBackend::load().map_err(|e| privileged(e, euid))?)
             }
         };
         let registry = Arc::new(Registry::default());

@@ -104,7 +104,13 @@ fn miner_exec_never_runs_inside_scope_and_runs_outside() {
         ev.pid > 0 && ev.tgid == ev.pid,
         "exec event names the process: {ev:?}"
     );
-    assert_eq!(ev.comm.as_str(), "xmrig");
+    if ev.action == Action::Kill {
+        // Killed after the exec: the task already carries the new name.
+        assert_eq!(ev.comm.as_str(), "xmrig");
+    } else {
+        // Refused before the exec: the caller keeps its own name.
+        assert!(!ev.comm.is_empty() && ev.comm.as_str() != "xmrig", "{ev:?}");
+    }
 
     let outside = dir.path().join("ran-outside");
     assert_eq!(exec_in(None, &miner, &outside), ExecOutcome::Exited(0));
@@ -500,4 +506,33 @@ fn drop_counters_start_at_zero() {
     require_kernel!();
     let enforcer = enforcer();
     assert_eq!(enforcer.drops(), minerguard::Drops::default());
+}
+
+#[test]
+fn probe_picks_lsm_only_where_a_bpf_lsm_program_loads() {
+    require_kernel!();
+    let report = minerguard::probe();
+    if report.bpf_lsm.available {
+        assert_eq!(report.backend, Some(minerguard::BackendKind::Lsm));
+        let e = Enforcer::with_options(minerguard::EnforcerOptions {
+            backend: minerguard::BackendChoice::Lsm,
+            ..Default::default()
+        })
+        .expect("lsm backend loads where the probe says it does");
+        assert_eq!(e.backend(), minerguard::BackendKind::Lsm);
+    } else {
+        assert_eq!(report.backend, Some(minerguard::BackendKind::Cgroup));
+        assert!(!report.bpf_lsm.detail.is_empty());
+        match Enforcer::with_options(minerguard::EnforcerOptions {
+            backend: minerguard::BackendChoice::Lsm,
+            ..Default::default()
+        }) {
+            Err(Error::Load(minerguard::error::LoadError::Unsupported { what, fix })) => {
+                assert!(what.contains("lsm"), "{what}");
+                assert_eq!(fix, report.bpf_lsm.detail);
+            }
+            Err(other) => panic!("expected Unsupported, got {other}"),
+            Ok(_) => panic!("the lsm backend loaded where the probe said it cannot"),
+        }
+    }
 }

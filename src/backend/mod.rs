@@ -5,6 +5,7 @@
 //! and decides where they attach.
 
 pub(crate) mod cgroup;
+pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;
 

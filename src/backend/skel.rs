@@ -18,6 +18,8 @@ macro_rules! skeleton {
 
 skeleton!(exec_tp, "exec_tp.skel.rs");
 skeleton!(net_cgroup, "net_cgroup.skel.rs");
+skeleton!(lsm_exec, "lsm_exec.skel.rs");
+skeleton!(lsm_net, "lsm_net.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Exec matching shared by the exec hooks of both backends
+ * (tp_btf/sched_process_exec and lsm/bprm_check_security).
+ */
+#ifndef MINERGUARD_EXEC_MATCH_H
+#define MINERGUARD_EXEC_MATCH_H
+
+#include "common.h"
+
+/* Per-CPU scratch for the execve filename (too big for the BPF stack).
+ * Not shared between objects: each object gets its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[MG_PATH_LEN]);
+} mg_exec_scratch SEC(".maps");
+
+/* Looks a basename (kernel string at `name`) up in the policy's exec_names. */
+static __always_inline struct mg_rule_ref *lookup_name(__u32 policy_id,
+						       const char *name)
+{
+	struct mg_name_key key = {};
+
+	key.policy_id = policy_id;
+	if (bpf_probe_read_kernel_str(key.name, sizeof(key.name), name) <= 0)
+		return NULL;
+	return bpf_map_lookup_elem(&mg_exec_names, &key);
+}
+
+struct basename_ctx {
+	const char *buf;
+	__u32 off;
+};
+
+static long basename_step(__u32 i, void *data)
+{
+	struct basename_ctx *ctx = data;
+	char c;
+
+	if (i >= MG_PATH_LEN)
+		return 1;
+	c = ctx->buf[i];
+	if (!c)
+		return 1;
+	if (c == '/')
+		ctx->off = i + 1;
+	return 0;
+}
+
+/*
+ * Offset just past the last '/' of the NUL-terminated string in buf.
+ * bpf_loop keeps the verifier from walking every (i, off) pair.
+ */
+static __always_inline __u32 basename_offset(const char *buf)
+{
+	struct basename_ctx ctx = { .buf = buf, .off = 0 };
+
+	bpf_loop(MG_PATH_LEN, basename_step, &ctx, 0);
+	return ctx.off;
+}
+
+/*
+ * The rule matching this exec in the scope's policy, or NULL. Looks at the
+ * name of the file being executed (symlinks resolved), then at the basename
+ * the caller executed (for scripts, bprm->file may be the interpreter).
+ * *path is left pointing at the execve filename, for the event.
+ */
+static __always_inline struct mg_rule_ref *
+mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
+	      char **path)
+{
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	struct mg_rule_ref *ref;
+	__u32 zero = 0;
+	__u32 off;
+	char *buf;
+
+	buf = bpf_map_lookup_elem(&mg_exec_scratch, &zero);
+	if (!buf)
+		return NULL;
+	*path = buf;
+	if (bpf_probe_read_kernel_str(buf, MG_PATH_LEN, filename) <= 0)
+		buf[0] = 0;
+
+	ref = lookup_name(scope->policy_id,
+			  (const char *)BPF_CORE_READ(bprm, file, f_path.dentry,
+						      d_name.name));
+	if (ref)
+		return ref;
+	off = basename_offset(buf);
+	if (off >= MG_PATH_LEN)
+		return NULL;
+	return lookup_name(scope->policy_id, filename + off);
+}
+
+#endif

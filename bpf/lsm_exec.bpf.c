@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lsm backend, exec rules: bprm_check_security runs before the new image is
+ * loaded, so `deny` makes execve fail with EPERM and the caller keeps
+ * running; `kill` also sends SIGKILL to the caller.
+ *
+ * For a script the hook runs once for the script and once for its
+ * interpreter, so a rule naming either one matches.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "exec_match.h"
+
+#define MG_EPERM 1
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	struct mg_scope *scope;
+	struct mg_rule_ref *ref;
+	struct mg_event *e;
+	char *path = NULL;
+	__u8 action;
+
+	/* Another LSM (or BPF program) already refused. */
+	if (ret)
+		return ret;
+	scope = mg_current_scope();
+	if (!scope)
+		return 0;
+	ref = mg_exec_match(bprm, scope, &path);
+	if (!ref || !path)
+		return 0;
+
+	action = ref->action;
+	if (action == MG_ACTION_KILL)
+		bpf_send_signal(MG_SIGKILL);
+
+	e = mg_event_start(MG_KIND_EXEC, scope, ref, action);
+	if (e) {
+		__builtin_memcpy(e->path, path, MG_PATH_LEN);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return action == MG_ACTION_AUDIT ? 0 : -MG_EPERM;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
     falco_json, probe, Action, BackendChoice, BackendKind, Enforcer, EnforcerOptions, Event,
-    KernelPolicy, Profile, RuleKind, Scope,
+    KernelPolicy, Profile, RuleKind, Scope, SeccompPolicy,
 };
 
 #[derive(Parser)]
@@ -216,6 +216,7 @@ fn run(
             enforcer.backend(),
             cgroup.cgroup().path().display()
         );
+        warn_unenforced(&enforcer, handle);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -296,12 +297,14 @@ fn watch(
     let mut handles = Vec::new();
     for scope in &scopes {
         // On error, dropping the enforcer removes what was applied so far.
-        handles.push(enforcer.apply(&profile, scope.clone())?);
+        let handle = enforcer.apply(&profile, scope.clone())?;
+        handles.push(handle);
         eprintln!(
             "minerguard: profile `{}` enforced by the {} backend on {scope}",
             profile.name,
             enforcer.backend()
         );
+        warn_unenforced(&enforcer, handle);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -335,23 +338,28 @@ fn watch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says which rules of the applied profile this backend leaves unenforced.
+fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle) {
+    for gap in enforcer.unenforced(handle).unwrap_or_default() {
+        eprintln!(
+            "minerguard: warning: rule `{}` ({}) is not enforced by the {} backend in this release",
+            gap.rule,
+            gap.matcher,
+            enforcer.backend()
+        );
+    }
+}
+
 fn check(paths: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for path in paths {
-        match Profile::from_file(path).and_then(|p| KernelPolicy::compile(&p).map(|k| (p, k))) {
-            Ok((p, k)) => println!(
-                "{}: ok: profile `{}` ({} mode), {} rules: {} exec names, {} ports",
-                path.display(),
-                p.name,
-                if p.mode == minerguard::Mode::Audit {
-                    "audit"
-                } else {
-                    "enforce"
-                },
-                p.rules.len(),
-                k.exec_names.len(),
-                k.ports.len()
-            ),
+        let checked = Profile::from_file(path).and_then(|p| {
+            KernelPolicy::compile(&p)?;
+            SeccompPolicy::compile(&p)?;
+            Ok(p)
+        });
+        match checked {
+            Ok(p) => println!("{}: ok: {}", path.display(), summary(&p)),
             Err(e) => {
                 failed = true;
                 eprintln!("{e}");
@@ -363,6 +371,28 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// One line: what a valid profile enforces.
+fn summary(p: &Profile) -> String {
+    let mode = match p.mode {
+        minerguard::Mode::Audit => "audit",
+        minerguard::Mode::Enforce => "enforce",
+    };
+    let rules: Vec<String> = p
+        .rules
+        .iter()
+        .map(|r| {
+            let m = r.matcher_kind().map(|m| m.as_str()).unwrap_or("?");
+            format!("{} {m} `{}`", r.action, r.name)
+        })
+        .collect();
+    format!(
+        "profile `{}` ({mode} mode), {} rules: {}",
+        p.name,
+        p.rules.len(),
+        rules.join("; ")
+    )
 }
 
 fn print_probe(json: bool) -> ExitCode {
@@ -394,6 +424,18 @@ fn print_probe(json: bool) -> ExitCode {
     match report.backend {
         Some(kind) => {
             println!("backend: {kind}");
+            let supported: Vec<&str> = minerguard::MatcherKind::ALL
+                .iter()
+                .filter(|m| kind.supports(**m))
+                .map(|m| m.as_str())
+                .collect();
+            let missing: Vec<&str> = minerguard::MatcherKind::ALL
+                .iter()
+                .filter(|m| !kind.supports(**m))
+                .map(|m| m.as_str())
+                .collect();
+            println!("enforced matchers: {}", supported.join(", "));
+            println!("not enforced yet:  {}", missing.join(", "));
             println!("rule semantics on this kernel:");
             for rule in [RuleKind::Exec, RuleKind::Connect] {
                 let per: Vec<String> = [Action::Deny, Action::Kill, Action::Audit]

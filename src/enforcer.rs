@@ -21,7 +21,7 @@ use crate::{
         Drops, Event,
     },
     probe::{probe, ProbeReport},
-    profile::{Action, Profile},
+    profile::{Action, MatcherKind, Profile},
 };
 
 /// Where a profile applies.
@@ -62,6 +62,9 @@ pub struct EnforcerOptions {
     pub backend: BackendChoice,
     /// Capacity of the event channel; events beyond it are dropped (counted).
     pub event_capacity: usize,
+    /// Refuse profiles with rules the backend cannot enforce (by default
+    /// they are applied as nothing and listed by [`Enforcer::unenforced`]).
+    pub require_all_rules: bool,
 }
 
 impl Default for EnforcerOptions {
@@ -69,6 +72,7 @@ impl Default for EnforcerOptions {
         EnforcerOptions {
             backend: BackendChoice::Auto,
             event_capacity: 65_536,
+            require_all_rules: false,
         }
     }
 }
@@ -78,6 +82,15 @@ struct Applied {
     cgroup: CgroupRef,
     policy_id: u32,
     policy: KernelPolicy,
+}
+
+/// A rule the backend does not enforce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnenforcedRule {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Its matcher.
+    pub matcher: MatcherKind,
 }
 
 /// Loads the BPF programs once and enforces profiles on scopes.
@@ -90,6 +103,7 @@ pub struct Enforcer {
     registry: Arc<Registry>,
     backend: Box<dyn Backend>,
     probe: ProbeReport,
+    require_all_rules: bool,
     next_handle: u64,
     next_policy_id: u32,
 }
@@ -141,6 +155,7 @@ impl Enforcer {
             registry,
             backend,
             probe: report,
+            require_all_rules: options.require_all_rules,
             next_handle: 1,
             next_policy_id: 1,
         })
@@ -167,7 +182,7 @@ impl Enforcer {
     /// Transactional: the policy is fully written before the scope points at
     /// it; on any error nothing of it remains and other scopes are untouched.
     pub fn apply(&mut self, profile: &Profile, scope: Scope) -> Result<PolicyHandle> {
-        let policy = KernelPolicy::compile(profile)?;
+        let policy = self.compile(profile)?;
         let cgroup = match &scope {
             Scope::Host => CgroupRef::root()?,
             Scope::Cgroup(path) => CgroupRef::open(path)?,
@@ -226,7 +241,7 @@ impl Enforcer {
     /// Replaces the profile of an applied scope atomically: the new entries
     /// are written first, then the scope switches to them in one map update.
     pub fn update(&mut self, handle: PolicyHandle, profile: &Profile) -> Result<()> {
-        let policy = KernelPolicy::compile(profile)?;
+        let policy = self.compile(profile)?;
         let cgroup_id = self.get(handle)?.cgroup.id();
         let new_id = self.install(&policy)?;
         if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id) {
@@ -254,6 +269,41 @@ impl Enforcer {
         cleared?;
         levels?;
         coverage
+    }
+
+    /// Rules of the handle's profile that this backend does not enforce.
+    pub fn unenforced(&self, handle: PolicyHandle) -> Result<Vec<UnenforcedRule>> {
+        Ok(self.unenforced_in(&self.get(handle)?.policy))
+    }
+
+    fn unenforced_in(&self, policy: &KernelPolicy) -> Vec<UnenforcedRule> {
+        let kind = self.backend.kind();
+        policy
+            .rules
+            .iter()
+            .filter(|r| !kind.supports(r.matcher))
+            .map(|r| UnenforcedRule {
+                rule: r.name.clone(),
+                matcher: r.matcher,
+            })
+            .collect()
+    }
+
+    /// Compiles, refusing unenforceable rules when asked to.
+    fn compile(&self, profile: &Profile) -> Result<KernelPolicy> {
+        let policy = KernelPolicy::compile(profile)?;
+        let gaps = self.unenforced_in(&policy);
+        if self.require_all_rules && !gaps.is_empty() {
+            return Err(ScopeError::Unenforceable {
+                backend: self.backend.kind().to_string(),
+                rules: gaps
+                    .iter()
+                    .map(|g| format!("`{}` ({})", g.rule, g.matcher))
+                    .collect(),
+            }
+            .into());
+        }
+        Ok(policy)
     }
 
     /// The scope a handle applies to.

@@ -104,6 +104,15 @@ pub enum ScopeError {
         /// The limit.
         max: usize,
     },
+    /// The profile has rules this backend cannot enforce, and the enforcer
+    /// was asked to refuse such profiles.
+    #[error("the {backend} backend cannot enforce {}", rules.join(", "))]
+    Unenforceable {
+        /// The backend.
+        backend: String,
+        /// `rule (matcher)` for each rule it cannot enforce.
+        rules: Vec<String>,
+    },
     /// The cgroup sits deeper than the BPF scope walk looks.
     #[error("cgroup {path} is at depth {level}; scopes must be at depth < {max}")]
     TooDeep {

@@ -25,9 +25,9 @@ pub mod probe;
 pub mod profile;
 
 pub use backend::{BackendChoice, BackendKind};
-pub use compile::{KernelPolicy, RuleKind};
-pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope};
+pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
+pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope, UnenforcedRule};
 pub use error::{Error, Result};
 pub use events::{falco_json, Drops, Event, Target};
 pub use probe::{probe, ProbeReport};
-pub use profile::{Action, Mode, Profile, Rule};
+pub use profile::{Action, MatcherKind, Mode, Profile, Rule};

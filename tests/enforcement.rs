@@ -536,3 +536,45 @@ fn probe_picks_lsm_only_where_a_bpf_lsm_program_loads() {
         }
     }
 }
+
+#[test]
+fn rules_the_backend_cannot_enforce_are_reported_or_refused() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let profile = Profile::bundled("default").unwrap();
+    let mut enforcer = enforcer();
+    let h = enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let gaps: Vec<minerguard::MatcherKind> = enforcer
+        .unenforced(h)
+        .unwrap()
+        .iter()
+        .map(|g| g.matcher)
+        .collect();
+    assert!(gaps.contains(&minerguard::MatcherKind::Stratum), "{gaps:?}");
+    assert!(
+        !gaps.contains(&minerguard::MatcherKind::ExecNames),
+        "{gaps:?}"
+    );
+    assert!(
+        !gaps.contains(&minerguard::MatcherKind::ConnectPorts),
+        "{gaps:?}"
+    );
+
+    let mut strict = Enforcer::with_options(minerguard::EnforcerOptions {
+        backend: backend_choice(),
+        require_all_rules: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let other = test_cgroup();
+    match strict.apply(&profile, scope_of(&other)) {
+        Err(Error::Scope(minerguard::error::ScopeError::Unenforceable { rules, .. })) => {
+            assert!(
+                rules.iter().any(|r| r.contains("stratum-protocol")),
+                "{rules:?}"
+            )
+        }
+        other => panic!("expected Unenforceable, got {other:?}"),
+    }
+    assert!(strict.handles().is_empty(), "nothing applied");
+}

@@ -137,8 +137,8 @@ impl Backend for CgroupBackend {
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         match kind {
-            RuleKind::Exec => true,
             RuleKind::Connect => self.signal_in_cgroup,
+            _ => true,
         }
     }
 }

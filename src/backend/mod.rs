@@ -9,7 +9,12 @@ pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;
 
-use crate::{cgroup::CgroupRef, compile::RuleKind, error::Error, profile::Action};
+use crate::{
+    cgroup::CgroupRef,
+    compile::RuleKind,
+    error::Error,
+    profile::{Action, MatcherKind},
+};
 
 /// Which enforcement mechanism runs the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -41,6 +46,15 @@ impl BackendKind {
             (BackendKind::Cgroup, RuleKind::Exec, Action::Deny) => Action::Kill,
             (_, _, a) => a,
         }
+    }
+}
+
+impl BackendKind {
+    /// Whether this backend enforces rules with matcher `m` in this release.
+    /// Rules it does not enforce are applied as nothing and reported by
+    /// [`Enforcer::unenforced`](crate::Enforcer::unenforced).
+    pub fn supports(self, m: MatcherKind) -> bool {
+        matches!(m, MatcherKind::ExecNames | MatcherKind::ConnectPorts)
     }
 }
 

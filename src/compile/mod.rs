@@ -1,11 +1,16 @@
-//! Profile → [`KernelPolicy`]: the exact map entries every backend writes.
+//! Profile → [`KernelPolicy`] (the exact map entries every backend writes)
+//! and → [`SeccompPolicy`].
 //!
 //! Pure and deterministic (same profile, same entries, in the same order), and
 //! independent of the running kernel, so it is unit-tested without root.
 
+mod seccomp;
+
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::profile::{Action, Mode, Profile, ProfileError};
+pub use seccomp::{SeccompEntry, SeccompPolicy};
+
+use crate::profile::{Action, Diagnostic, MatcherKind, Mode, Profile, ProfileError};
 
 /// Sizes of the kernel maps (bpf/include/maps.h and event.h); profiles are
 /// validated against them so an apply never fails half-way on a full map.
@@ -19,6 +24,14 @@ pub mod limits {
     pub const MAX_EXEC_NAMES: usize = 16384 / 2;
     /// Entries of the shared `mg_ports` map, halved as above.
     pub const MAX_PORTS: usize = 65536 / 2;
+    /// CIDRs in one profile.
+    pub const MAX_CIDRS: usize = 65536;
+    /// Domains in one profile.
+    pub const MAX_DOMAINS: usize = 4096;
+    /// Longest path in path matchers (MG_PATH_LEN - 1).
+    pub const MAX_PATH_BYTES: usize = 255;
+    /// Longest byte pattern (cmdline substring, Stratum signature).
+    pub const MAX_PATTERN_BYTES: usize = 64;
 }
 
 /// What kind of operation a rule matches.
@@ -28,6 +41,12 @@ pub enum RuleKind {
     Exec,
     /// Outbound connection.
     Connect,
+    /// The first bytes a socket sends.
+    Stratum,
+    /// File opens.
+    Open,
+    /// System calls, through seccomp.
+    Seccomp,
 }
 
 impl RuleKind {
@@ -36,6 +55,22 @@ impl RuleKind {
         match self {
             RuleKind::Exec => "exec",
             RuleKind::Connect => "connect",
+            RuleKind::Stratum => "stratum",
+            RuleKind::Open => "open",
+            RuleKind::Seccomp => "seccomp",
+        }
+    }
+
+    /// The operation a matcher kind belongs to.
+    pub fn of(m: MatcherKind) -> Self {
+        use MatcherKind::*;
+        match m {
+            ExecNames | ExecPathPrefixes | ExecFiles | ExecDirs | ExecMemfd | ExecCmdline
+            | ExecAllowOnly => RuleKind::Exec,
+            ConnectPorts | ConnectCidrs | ConnectDomains => RuleKind::Connect,
+            Stratum => RuleKind::Stratum,
+            OpenMsr => RuleKind::Open,
+            Seccomp => RuleKind::Seccomp,
         }
     }
 }
@@ -56,6 +91,8 @@ pub struct CompiledRule {
     pub name: Arc<str>,
     /// What it matches.
     pub kind: RuleKind,
+    /// Its matcher.
+    pub matcher: MatcherKind,
     /// Effective action.
     pub action: Action,
 }
@@ -95,24 +132,76 @@ impl KernelPolicy {
                 rule_idx: i as u32,
                 action: effective(rule.action),
             };
-            let kind = if let Some(exec) = &rule.exec {
-                for name in &exec.names {
-                    insert_strongest(&mut policy.exec_names, name.clone(), r);
+            let matcher = rule.matcher_kind().expect("validated: one matcher");
+            match matcher {
+                MatcherKind::ExecNames => {
+                    for name in rule.exec.iter().flat_map(|e| &e.names) {
+                        insert_strongest(&mut policy.exec_names, name.clone(), r);
+                    }
                 }
-                RuleKind::Exec
-            } else {
-                for port in rule.connect.iter().flat_map(|c| &c.ports) {
-                    insert_strongest(&mut policy.ports, *port, r);
+                MatcherKind::ConnectPorts => {
+                    for port in rule
+                        .connect
+                        .iter()
+                        .flat_map(|c| &c.ports)
+                        .flat_map(|p| p.ports())
+                    {
+                        insert_strongest(&mut policy.ports, port, r);
+                    }
                 }
-                RuleKind::Connect
-            };
+                // Kept as rules (named in events and reports); their kernel
+                // entries come with the backends that enforce them.
+                _ => {}
+            }
             policy.rules.push(CompiledRule {
                 name: rule.name.as_str().into(),
-                kind,
+                kind: RuleKind::of(matcher),
+                matcher,
                 action: r.action,
             });
         }
+        let dead = policy.rules_that_never_fire();
+        if !dead.is_empty() {
+            return Err(ProfileError::Invalid {
+                file: None,
+                diagnostics: dead,
+            });
+        }
         Ok(policy)
+    }
+
+    /// Rules whose every entry is taken by another rule with an equal or
+    /// stronger action (earlier among equals): they can never fire.
+    fn rules_that_never_fire(&self) -> Vec<Diagnostic> {
+        let mut owns = vec![false; self.rules.len()];
+        for r in self.exec_names.values().chain(self.ports.values()) {
+            owns[r.rule_idx as usize] = true;
+        }
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                matches!(r.matcher, MatcherKind::ExecNames | MatcherKind::ConnectPorts) && !owns[*i]
+            })
+            .map(|(i, r)| {
+                Diagnostic::new(
+                    format!("rules[{i}]"),
+                    format!(
+                        "rule `{}` can never fire: every {} it lists is matched by another rule with an equal or stronger action",
+                        r.name,
+                        if r.matcher == MatcherKind::ExecNames { "name" } else { "port" }
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Rules whose matcher kind is not in `supported`.
+    pub fn rules_outside(&self, supported: &[MatcherKind]) -> Vec<&CompiledRule> {
+        self.rules
+            .iter()
+            .filter(|r| !supported.contains(&r.matcher))
+            .collect()
     }
 
     /// Whether any rule of this kind is present.
@@ -138,7 +227,7 @@ mod tests {
         let p = Profile::new("t")
             .rule(Rule::connect_ports("a", Action::Audit, [3333, 4444]))
             .rule(Rule::connect_ports("b", Action::Kill, [3333]))
-            .rule(Rule::connect_ports("c", Action::Deny, [3333]));
+            .rule(Rule::connect_ports("c", Action::Deny, [3333, 5555]));
         let k = KernelPolicy::compile(&p).unwrap();
         assert_eq!(
             k.ports[&3333],

@@ -1,11 +1,11 @@
 //! Profiles: named rules, each one matcher and an action, parsed from YAML or
-//! JSON or built in code.
-//!
-//! This is the subset the enforcer core enforces today (`exec.names`,
-//! `connect.ports`); unknown keys are rejected so a profile never silently
-//! means less than it says.
+//! JSON (with `extends`) or built in code. `PROFILES.md` documents the keys.
 
 mod error;
+mod extends;
+pub mod indicators;
+mod matchers;
+pub mod syscalls;
 mod validate;
 
 use std::path::Path;
@@ -13,6 +13,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Diagnostic, ProfileError};
+pub use matchers::{
+    ArgCmp, ArgOp, ConnectMatch, ExecMatch, MatcherKind, OpenMatch, PortSpec, SeccompAction,
+    SeccompMatch, StratumMatch, SyscallRule,
+};
 
 /// The only `apiVersion` this release reads.
 pub const API_VERSION: &str = "minerguard/v1";
@@ -57,24 +61,6 @@ pub enum Mode {
     Audit,
 }
 
-/// Exec matchers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecMatch {
-    /// Basenames of the executed file, matched exactly (`xmrig`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<String>,
-}
-
-/// Outbound connection matchers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectMatch {
-    /// Destination ports (TCP and UDP, IPv4 and IPv6).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<u16>,
-}
-
 /// One named rule: one matcher and an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,44 +69,289 @@ pub struct Rule {
     pub name: String,
     /// What happens on a match.
     pub action: Action,
+    /// Free text, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Exec matcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecMatch>,
     /// Connect matcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectMatch>,
+    /// Stratum protocol matcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stratum: Option<StratumMatch>,
+    /// File-open matcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenMatch>,
+    /// Seccomp filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompMatch>,
 }
 
 impl Rule {
-    /// A rule denying (or killing, or auditing) exec of these basenames.
+    fn with(name: impl Into<String>, action: Action) -> Self {
+        Rule {
+            name: name.into(),
+            action,
+            description: None,
+            exec: None,
+            connect: None,
+            stratum: None,
+            open: None,
+            seccomp: None,
+        }
+    }
+
+    fn with_exec(name: impl Into<String>, action: Action, exec: ExecMatch) -> Self {
+        Rule {
+            exec: Some(exec),
+            ..Rule::with(name, action)
+        }
+    }
+
+    fn with_connect(name: impl Into<String>, action: Action, connect: ConnectMatch) -> Self {
+        Rule {
+            connect: Some(connect),
+            ..Rule::with(name, action)
+        }
+    }
+
+    /// `exec.names`: exec of files with these basenames.
     pub fn exec_names<S: Into<String>>(
         name: impl Into<String>,
         action: Action,
         names: impl IntoIterator<Item = S>,
     ) -> Self {
-        Rule {
-            name: name.into(),
+        let names = names.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
             action,
-            exec: Some(ExecMatch {
-                names: names.into_iter().map(Into::into).collect(),
+            ExecMatch {
+                names,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.path_prefixes`: exec of files under these path prefixes.
+    pub fn exec_path_prefixes<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        prefixes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let path_prefixes = prefixes.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                path_prefixes,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.files`: exec of these files, by (device, inode).
+    pub fn exec_files<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        files: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let files = files.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                files,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.dirs`: exec of anything under these directories.
+    pub fn exec_dirs<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        dirs: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let dirs = dirs.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                dirs,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.memfd`: fileless exec.
+    pub fn exec_memfd(name: impl Into<String>, action: Action) -> Self {
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                memfd: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.cmdline`: argv containing one of these substrings.
+    pub fn exec_cmdline<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        substrings: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let cmdline = substrings.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                cmdline,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `exec.allow_only`: only these paths or prefixes (ending in `/`) may run.
+    pub fn exec_allow_only<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        allowed: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let allow_only = allowed.into_iter().map(Into::into).collect();
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                allow_only,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `connect.ports`: connections to these destination ports.
+    pub fn connect_ports<P: Into<PortSpec>>(
+        name: impl Into<String>,
+        action: Action,
+        ports: impl IntoIterator<Item = P>,
+    ) -> Self {
+        let ports = ports.into_iter().map(Into::into).collect();
+        Rule::with_connect(
+            name,
+            action,
+            ConnectMatch {
+                ports,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `connect.cidrs`: connections into these networks.
+    pub fn connect_cidrs<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        cidrs: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let cidrs = cidrs.into_iter().map(Into::into).collect();
+        Rule::with_connect(
+            name,
+            action,
+            ConnectMatch {
+                cidrs,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `connect.domains`: connections to these domains' addresses.
+    pub fn connect_domains<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        domains: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let domains = domains.into_iter().map(Into::into).collect();
+        Rule::with_connect(
+            name,
+            action,
+            ConnectMatch {
+                domains,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `stratum`: the Stratum protocol, built-in signatures plus `extra`.
+    pub fn stratum<S: Into<String>>(
+        name: impl Into<String>,
+        action: Action,
+        extra: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Rule {
+            stratum: Some(StratumMatch {
+                signatures: extra.into_iter().map(Into::into).collect(),
             }),
-            connect: None,
+            ..Rule::with(name, action)
         }
     }
 
-    /// A rule on connections to these destination ports.
-    pub fn connect_ports(
-        name: impl Into<String>,
-        action: Action,
-        ports: impl IntoIterator<Item = u16>,
-    ) -> Self {
+    /// `open.msr`: opens of the CPU MSR devices.
+    pub fn open_msr(name: impl Into<String>, action: Action) -> Self {
         Rule {
-            name: name.into(),
-            action,
-            exec: None,
-            connect: Some(ConnectMatch {
-                ports: ports.into_iter().collect(),
-            }),
+            open: Some(OpenMatch { msr: true }),
+            ..Rule::with(name, action)
+        }
+    }
+
+    /// `seccomp`: a seccomp filter.
+    pub fn seccomp(name: impl Into<String>, action: Action, filter: SeccompMatch) -> Self {
+        Rule {
+            seccomp: Some(filter),
+            ..Rule::with(name, action)
+        }
+    }
+
+    /// Every matcher key this rule sets (a valid rule has exactly one).
+    pub fn matcher_kinds(&self) -> Vec<MatcherKind> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.exec {
+            let keys = [
+                (!e.names.is_empty(), MatcherKind::ExecNames),
+                (!e.path_prefixes.is_empty(), MatcherKind::ExecPathPrefixes),
+                (!e.files.is_empty(), MatcherKind::ExecFiles),
+                (!e.dirs.is_empty(), MatcherKind::ExecDirs),
+                (e.memfd, MatcherKind::ExecMemfd),
+                (!e.cmdline.is_empty(), MatcherKind::ExecCmdline),
+                (!e.allow_only.is_empty(), MatcherKind::ExecAllowOnly),
+            ];
+            out.extend(keys.iter().filter(|(set, _)| *set).map(|(_, k)| *k));
+        }
+        if let Some(c) = &self.connect {
+            let keys = [
+                (!c.ports.is_empty(), MatcherKind::ConnectPorts),
+                (!c.cidrs.is_empty(), MatcherKind::ConnectCidrs),
+                (!c.domains.is_empty(), MatcherKind::ConnectDomains),
+            ];
+            out.extend(keys.iter().filter(|(set, _)| *set).map(|(_, k)| *k));
+        }
+        if self.stratum.is_some() {
+            out.push(MatcherKind::Stratum);
+        }
+        if self.open.as_ref().is_some_and(|o| o.msr) {
+            out.push(MatcherKind::OpenMsr);
+        }
+        if self.seccomp.is_some() {
+            out.push(MatcherKind::Seccomp);
+        }
+        out
+    }
+
+    /// The rule's matcher kind, when it has exactly one.
+    pub fn matcher_kind(&self) -> Option<MatcherKind> {
+        match self.matcher_kinds().as_slice() {
+            [one] => Some(*one),
+            _ => None,
         }
     }
 }
@@ -136,7 +367,8 @@ pub struct Profile {
     /// Enforce, or audit everything.
     #[serde(default)]
     pub mode: Mode,
-    /// The rules, in order.
+    /// The rules, in order (after `extends` is resolved: the base's rules
+    /// first, each replaced by a rule of the same name here).
     #[serde(default)]
     pub rules: Vec<Rule>,
 }
@@ -165,25 +397,32 @@ impl Profile {
     }
 
     /// Parses and validates YAML (JSON is YAML too, so both are accepted).
+    /// `extends` may name a bundled profile, or a path relative to the
+    /// current directory.
     pub fn from_yaml(text: &str) -> Result<Self, ProfileError> {
-        Self::parse(text, None)
+        extends::load_text(text, None)
     }
 
-    /// Reads, parses and validates a profile file (YAML or JSON).
+    /// Parses and validates JSON.
+    pub fn from_json(text: &str) -> Result<Self, ProfileError> {
+        extends::load_text(text, None)
+    }
+
+    /// Reads, parses and validates a profile file (YAML or JSON); `extends`
+    /// paths are relative to the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ProfileError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, Some(path))
+        extends::load_file(path.as_ref())
     }
 
-    fn parse(text: &str, file: Option<&Path>) -> Result<Self, ProfileError> {
-        let profile: Profile =
-            serde_yaml::from_str(text).map_err(|e| ProfileError::syntax(file, &e))?;
-        profile.validate().map_err(|e| e.in_file(file))?;
-        Ok(profile)
+    /// A bundled profile by name (`default`, `container-strict`, `audit`).
+    pub fn bundled(name: &str) -> Option<Self> {
+        extends::bundled_text(name)
+            .map(|t| extends::load_text(t, None).expect("bundled profiles are valid (tested)"))
+    }
+
+    /// Names of the bundled profiles.
+    pub fn bundled_names() -> &'static [&'static str] {
+        extends::BUNDLED_NAMES
     }
 
     /// Checks everything the parser cannot: returns every problem at once.
@@ -202,6 +441,11 @@ impl Profile {
     /// The profile as YAML.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("a Profile always serializes")
+    }
+
+    /// The profile as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a Profile always serializes")
     }
 }
 
@@ -222,7 +466,17 @@ mod tests {
             .unwrap()
             .names
             .contains(&"xmrig".to_string()));
-        assert_eq!(p.rules[1].connect.as_ref().unwrap().ports.len(), 29);
+        let pool = p
+            .rules
+            .iter()
+            .find(|r| r.name == "miner-pool-port")
+            .unwrap();
+        assert_eq!(pool.connect.as_ref().unwrap().ports.len(), 29);
+        assert_eq!(
+            pool.action,
+            Action::Audit,
+            "pool ports are audit-only on a host"
+        );
         let again = Profile::from_yaml(&p.to_yaml()).unwrap();
         assert_eq!(p, again);
         let json = serde_json::to_string(&p).unwrap();
@@ -264,12 +518,7 @@ mod tests {
             rules: vec![
                 Rule::exec_names("dup", Action::Deny, ["ok", "a/b", &"x".repeat(64)]),
                 Rule::connect_ports("dup", Action::Deny, Vec::<u16>::new()),
-                Rule {
-                    name: "none".into(),
-                    action: Action::Audit,
-                    exec: None,
-                    connect: None,
-                },
+                Rule::with("none", Action::Audit),
             ],
         };
         let fields: Vec<String> = p
@@ -296,7 +545,10 @@ mod tests {
     #[test]
     fn a_rule_with_two_matchers_is_rejected() {
         let mut r = Rule::exec_names("r", Action::Deny, ["a"]);
-        r.connect = Some(ConnectMatch { ports: vec![1] });
+        r.connect = Some(ConnectMatch {
+            ports: vec![PortSpec::single(1)],
+            ..Default::default()
+        });
         let err = Profile::new("t").rule(r).validate().unwrap_err();
         assert!(err.to_string().contains("exactly one matcher"), "{err}");
     }

@@ -1,111 +1,294 @@
 //! Checks a parsed profile against the language rules and the kernel limits.
+//! Every problem is reported, in document order, with its field path.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
-use super::{Diagnostic, Profile, Rule, API_VERSION};
+use super::{
+    matchers::{ArgOp, SeccompAction},
+    syscalls, ConnectMatch, Diagnostic, ExecMatch, Profile, Rule, SeccompMatch, API_VERSION,
+};
 use crate::compile::limits;
+
+struct Report(Vec<Diagnostic>);
+
+impl Report {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::new(field, message));
+    }
+}
 
 /// Every problem in `profile`, in document order.
 pub(super) fn check(profile: &Profile) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+    let mut r = Report(Vec::new());
     if profile.api_version != API_VERSION {
-        out.push(Diagnostic::new(
+        r.push(
             "apiVersion",
             format!(
                 "unsupported apiVersion `{}`, expected `{API_VERSION}`",
                 profile.api_version
             ),
-        ));
+        );
     }
     if profile.name.trim().is_empty() {
-        out.push(Diagnostic::new("name", "profile name must not be empty"));
+        r.push("name", "profile name must not be empty");
     }
     if profile.rules.len() > limits::MAX_RULES {
-        out.push(Diagnostic::new(
+        r.push(
             "rules",
             format!(
                 "{} rules; at most {} fit in one profile",
                 profile.rules.len(),
                 limits::MAX_RULES
             ),
-        ));
+        );
     }
     let mut seen = HashSet::new();
-    let (mut names, mut ports) = (0usize, 0usize);
     for (i, rule) in profile.rules.iter().enumerate() {
         let at = format!("rules[{i}]");
         if rule.name.trim().is_empty() {
-            out.push(Diagnostic::new(
-                format!("{at}.name"),
-                "rule name must not be empty",
-            ));
+            r.push(format!("{at}.name"), "rule name must not be empty");
         } else if !seen.insert(rule.name.as_str()) {
-            out.push(Diagnostic::new(
+            r.push(
                 format!("{at}.name"),
                 format!("duplicate rule name `{}`", rule.name),
-            ));
+            );
         }
-        check_matcher(rule, &at, &mut out);
-        names += rule.exec.as_ref().map_or(0, |e| e.names.len());
-        ports += rule.connect.as_ref().map_or(0, |c| c.ports.len());
+        check_rule(rule, &at, &mut r);
     }
-    if names > limits::MAX_EXEC_NAMES {
-        out.push(Diagnostic::new(
-            "rules",
-            format!(
-                "{names} exec names in all; the kernel map holds {}",
-                limits::MAX_EXEC_NAMES
-            ),
-        ));
-    }
-    if ports > limits::MAX_PORTS {
-        out.push(Diagnostic::new(
-            "rules",
-            format!(
-                "{ports} ports in all; the kernel map holds {}",
-                limits::MAX_PORTS
-            ),
-        ));
-    }
-    out
+    check_totals(profile, &mut r);
+    r.0
 }
 
-fn check_matcher(rule: &Rule, at: &str, out: &mut Vec<Diagnostic>) {
-    let matchers = usize::from(rule.exec.is_some()) + usize::from(rule.connect.is_some());
-    if matchers != 1 {
-        out.push(Diagnostic::new(
+fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
+    let kinds = rule.matcher_kinds();
+    let sections = [
+        ("exec", rule.exec.is_some()),
+        ("connect", rule.connect.is_some()),
+        ("stratum", rule.stratum.is_some()),
+        ("open", rule.open.is_some()),
+        ("seccomp", rule.seccomp.is_some()),
+    ];
+    let present: Vec<&str> = sections
+        .iter()
+        .filter(|(_, p)| *p)
+        .map(|(n, _)| *n)
+        .collect();
+    match (present.as_slice(), kinds.len()) {
+        ([], _) => r.push(
             at,
-            format!("a rule needs exactly one matcher (`exec` or `connect`), found {matchers}"),
-        ));
+            "a rule needs exactly one matcher (`exec`, `connect`, `stratum`, `open` or `seccomp`), found none",
+        ),
+        ([section], 0) => r.push(
+            format!("{at}.{section}"),
+            format!("empty matcher: `{section}` sets no key (see PROFILES.md for its keys)"),
+        ),
+        (_, 1) if present.len() == 1 => {}
+        _ => r.push(
+            at,
+            format!(
+                "a rule needs exactly one matcher, found {}",
+                kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
     }
     if let Some(exec) = &rule.exec {
-        if exec.names.is_empty() {
-            out.push(Diagnostic::new(
-                format!("{at}.exec"),
-                "empty matcher: `names` must list at least one basename",
-            ));
-        }
-        for (j, name) in exec.names.iter().enumerate() {
-            let field = format!("{at}.exec.names[{j}]");
-            if let Some(problem) = basename_problem(name) {
-                out.push(Diagnostic::new(field, problem));
+        check_exec(exec, &format!("{at}.exec"), r);
+    }
+    if let Some(connect) = &rule.connect {
+        check_connect(connect, &format!("{at}.connect"), r);
+    }
+    if let Some(stratum) = &rule.stratum {
+        for (j, sig) in stratum.signatures.iter().enumerate() {
+            let field = format!("{at}.stratum.signatures[{j}]");
+            if sig.is_empty() {
+                r.push(field, "signature must not be empty");
+            } else if sig.len() > limits::MAX_PATTERN_BYTES {
+                r.push(
+                    field,
+                    format!(
+                        "signature is {} bytes; the kernel matcher holds at most {}",
+                        sig.len(),
+                        limits::MAX_PATTERN_BYTES
+                    ),
+                );
             }
         }
     }
-    if let Some(connect) = &rule.connect {
-        if connect.ports.is_empty() {
-            out.push(Diagnostic::new(
-                format!("{at}.connect"),
-                "empty matcher: `ports` must list at least one port",
-            ));
+    if let Some(open) = &rule.open {
+        if !open.msr {
+            r.push(format!("{at}.open"), "empty matcher: set `msr: true`");
         }
-        for (j, port) in connect.ports.iter().enumerate() {
-            if *port == 0 {
-                out.push(Diagnostic::new(
-                    format!("{at}.connect.ports[{j}]"),
-                    "port 0 is not a destination port (valid: 1-65535)",
-                ));
+    }
+    if let Some(seccomp) = &rule.seccomp {
+        check_seccomp(seccomp, &format!("{at}.seccomp"), r);
+    }
+}
+
+fn each<'a>(
+    items: &'a [String],
+    field: &str,
+    r: &mut Report,
+    problem: impl Fn(&'a str) -> Option<String>,
+) {
+    for (j, item) in items.iter().enumerate() {
+        if let Some(p) = problem(item) {
+            r.push(format!("{field}[{j}]"), p);
+        }
+    }
+}
+
+fn check_exec(exec: &ExecMatch, at: &str, r: &mut Report) {
+    each(&exec.names, &format!("{at}.names"), r, basename_problem);
+    each(
+        &exec.path_prefixes,
+        &format!("{at}.path_prefixes"),
+        r,
+        |p| absolute_problem(p, limits::MAX_PATH_BYTES),
+    );
+    each(&exec.files, &format!("{at}.files"), r, |p| {
+        absolute_problem(p, limits::MAX_PATH_BYTES)
+    });
+    each(&exec.dirs, &format!("{at}.dirs"), r, |p| {
+        absolute_problem(p, limits::MAX_PATH_BYTES)
+    });
+    each(&exec.allow_only, &format!("{at}.allow_only"), r, |p| {
+        absolute_problem(p, limits::MAX_PATH_BYTES)
+    });
+    each(&exec.cmdline, &format!("{at}.cmdline"), r, |s| {
+        if s.is_empty() {
+            Some("substring must not be empty".into())
+        } else if s.len() > limits::MAX_PATTERN_BYTES {
+            Some(format!(
+                "substring is {} bytes; the kernel matcher holds at most {}",
+                s.len(),
+                limits::MAX_PATTERN_BYTES
+            ))
+        } else {
+            None
+        }
+    });
+}
+
+fn check_connect(connect: &ConnectMatch, at: &str, r: &mut Report) {
+    for (j, p) in connect.ports.iter().enumerate() {
+        let field = format!("{at}.ports[{j}]");
+        if p.first == 0 {
+            r.push(field, "port 0 is not a destination port (valid: 1-65535)");
+        } else if p.first > p.last {
+            r.push(
+                field,
+                format!("range {p} is empty: the first port is above the last"),
+            );
+        }
+    }
+    each(&connect.cidrs, &format!("{at}.cidrs"), r, cidr_problem);
+    each(
+        &connect.domains,
+        &format!("{at}.domains"),
+        r,
+        domain_problem,
+    );
+}
+
+fn check_seccomp(seccomp: &SeccompMatch, at: &str, r: &mut Report) {
+    if seccomp.syscalls.is_empty() && seccomp.default.is_none() {
+        r.push(at, "empty matcher: set `default` or list `syscalls`");
+    }
+    for action in seccomp.default.iter() {
+        if let Some(p) = seccomp_action_problem(action) {
+            r.push(format!("{at}.default"), p);
+        }
+    }
+    // The first rule naming a syscall without arguments decides it; a later
+    // argument-free rule with another action contradicts it.
+    let mut decided: HashMap<&str, (usize, SeccompAction)> = HashMap::new();
+    for (j, rule) in seccomp.syscalls.iter().enumerate() {
+        let rat = format!("{at}.syscalls[{j}]");
+        if rule.names.is_empty() {
+            r.push(format!("{rat}.names"), "list at least one syscall");
+        }
+        if let Some(p) = seccomp_action_problem(&rule.action) {
+            r.push(format!("{rat}.action"), p);
+        }
+        for (k, name) in rule.names.iter().enumerate() {
+            let field = format!("{rat}.names[{k}]");
+            if syscalls::number(name).is_none() {
+                r.push(field, format!("unknown x86_64 syscall `{name}`"));
+            } else if rule.args.is_empty() {
+                match decided.get(name.as_str()) {
+                    Some((first, action)) if *action != rule.action => r.push(
+                        field,
+                        format!(
+                            "conflicting rules: `{name}` is already {action:?} in {at}.syscalls[{first}]"
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        decided.insert(name, (j, rule.action));
+                    }
+                }
             }
+        }
+        for (k, arg) in rule.args.iter().enumerate() {
+            let field = format!("{rat}.args[{k}]");
+            if arg.index > 5 {
+                r.push(
+                    format!("{field}.index"),
+                    format!("argument index {} (valid: 0-5)", arg.index),
+                );
+            }
+            match (arg.op, arg.mask) {
+                (ArgOp::MaskedEq, None) => {
+                    r.push(format!("{field}.mask"), "`masked_eq` needs a `mask`")
+                }
+                (op, Some(_)) if op != ArgOp::MaskedEq => r.push(
+                    format!("{field}.mask"),
+                    "`mask` only goes with `op: masked_eq`",
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn seccomp_action_problem(a: &SeccompAction) -> Option<String> {
+    match a {
+        SeccompAction::Errno(n) if *n > 4095 => Some(format!("errno {n} (valid: 0-4095)")),
+        _ => None,
+    }
+}
+
+fn check_totals(profile: &Profile, r: &mut Report) {
+    let (mut names, mut ports, mut cidrs, mut domains) = (0usize, 0usize, 0usize, 0usize);
+    for rule in &profile.rules {
+        if let Some(e) = &rule.exec {
+            names += e.names.len();
+        }
+        if let Some(c) = &rule.connect {
+            ports += c.ports.iter().map(|p| p.len()).sum::<usize>();
+            cidrs += c.cidrs.len();
+            domains += c.domains.len();
+        }
+    }
+    let limits = [
+        ("exec names", names, limits::MAX_EXEC_NAMES),
+        (
+            "ports (ranges counted port by port)",
+            ports,
+            limits::MAX_PORTS,
+        ),
+        ("CIDRs", cidrs, limits::MAX_CIDRS),
+        ("domains", domains, limits::MAX_DOMAINS),
+    ];
+    for (what, n, max) in limits {
+        if n > max {
+            r.push(
+                "rules",
+                format!("{n} {what} in all; the kernel maps hold {max}"),
+            );
         }
     }
 }
@@ -114,9 +297,7 @@ fn basename_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("basename must not be empty".into())
     } else if name.contains('/') {
-        Some(format!(
-            "`{name}` contains `/`: exec.names matches basenames only"
-        ))
+        Some(format!("`{name}` contains `/`: exec.names matches basenames only (use exec.path_prefixes or exec.files for paths)"))
     } else if name.contains('\0') {
         Some("basename contains a NUL byte".into())
     } else if name == "." || name == ".." {
@@ -129,5 +310,107 @@ fn basename_problem(name: &str) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+fn absolute_problem(path: &str, max: usize) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!("`{path}` is not an absolute path"))
+    } else if path.contains('\0') {
+        Some("path contains a NUL byte".into())
+    } else if path.len() > max {
+        Some(format!("path is {} bytes; at most {max}", path.len()))
+    } else {
+        None
+    }
+}
+
+fn cidr_problem(cidr: &str) -> Option<String> {
+    let (addr, len) = match cidr.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (cidr, None),
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Some(format!(
+            "`{cidr}` is not an IPv4 or IPv6 network (e.g. 203.0.113.0/24)"
+        ));
+    };
+    let bits: u32 = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len.map(str::parse::<u32>) {
+        None => bits,
+        Some(Ok(l)) if l <= bits => l,
+        Some(_) => return Some(format!("`{cidr}`: prefix length must be 0-{bits}")),
+    };
+    let raw: u128 = match ip {
+        IpAddr::V4(v4) => u32::from(v4).into(),
+        IpAddr::V6(v6) => v6.into(),
+    };
+    let host_bits = bits - len;
+    let host_mask = if host_bits == 0 {
+        0
+    } else {
+        (1u128 << host_bits) - 1
+    };
+    if raw & host_mask != 0 {
+        return Some(format!(
+            "`{cidr}` has host bits set below the /{len} prefix; write the network address"
+        ));
+    }
+    None
+}
+
+fn domain_problem(domain: &str) -> Option<String> {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.starts_with("*.") {
+        return Some(format!(
+            "`{domain}`: wildcards cannot be resolved; list the names"
+        ));
+    }
+    if d.is_empty() || d.len() > 253 {
+        return Some(format!(
+            "`{domain}` is not a domain name (1-253 characters)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if d.split('.').all(label_ok) {
+        None
+    } else {
+        Some(format!("`{domain}` is not a valid domain name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(cidr_problem("203.0.113.0/24"), None);
+        assert_eq!(cidr_problem("2001:db8::/32"), None);
+        assert_eq!(cidr_problem("10.1.2.3"), None);
+        assert_eq!(cidr_problem("0.0.0.0/0"), None);
+        assert!(cidr_problem("10.0.0.1/8").unwrap().contains("host bits"));
+        assert!(cidr_problem("10.0.0.0/33").unwrap().contains("0-32"));
+        assert!(cidr_problem("nope/8").unwrap().contains("not an IPv4"));
+        assert!(cidr_problem("2001:db8::1/32")
+            .unwrap()
+            .contains("host bits"));
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain_problem("pool.supportxmr.com"), None);
+        assert_eq!(domain_problem("xmr-eu1.nanopool.org."), None);
+        assert!(domain_problem("*.nicehash.com").is_some());
+        assert!(domain_problem("bad..name").is_some());
+        assert!(domain_problem("-x.com").is_some());
+        assert!(domain_problem("a b.com").is_some());
     }
 }

@@ -1,0 +1,142 @@
+//! Built-in crypto-miner indicators, as data. Each list names its source.
+//!
+//! Falco's lists are from falcosecurity/rules, `rules/falco-sandbox_rules.yaml`
+//! (lists `miner_binaries`, `miner_ports`, `miner_domains`).
+
+/// Known miner executables (Falco `miner_binaries`, 21 names).
+pub const MINER_BINARIES: &[&str] = &[
+    "xmrig",
+    "xmr-stak",
+    "minerd",
+    "minergate",
+    "cpuminer",
+    "ccminer",
+    "ethminer",
+    "cgminer",
+    "bfgminer",
+    "sgminer",
+    "claymore",
+    "nbminer",
+    "t-rex",
+    "gminer",
+    "lolminer",
+    "phoenixminer",
+    "teamredminer",
+    "nanominer",
+    "bminer",
+    "wildrig",
+    "srbminer",
+];
+
+/// Mining-pool ports (Falco `miner_ports`, 29 ports). Includes ports that
+/// ordinary services use (25, 8000, 8080, 8888), so host-wide profiles audit
+/// them rather than deny.
+pub const MINER_PORTS: &[u16] = &[
+    25, 3333, 3334, 3335, 3336, 3357, 4444, 5555, 5556, 5588, 5730, 6099, 6666, 7777, 7778, 8000,
+    8001, 8008, 8080, 8118, 8333, 8888, 8899, 9332, 9999, 14433, 14444, 45560, 45700,
+];
+
+/// Mining-pool domains (Falco `miner_domains`, 63 names).
+pub const MINER_DOMAINS: &[&str] = &[
+    "asia1.ethpool.org",
+    "ca.minexmr.com",
+    "cn.stratum.slushpool.com",
+    "de.minexmr.com",
+    "eth-ar.dwarfpool.com",
+    "eth-asia.dwarfpool.com",
+    "eth-asia1.nanopool.org",
+    "eth-au.dwarfpool.com",
+    "eth-au1.nanopool.org",
+    "eth-br.dwarfpool.com",
+    "eth-cn.dwarfpool.com",
+    "eth-cn2.dwarfpool.com",
+    "eth-eu.dwarfpool.com",
+    "eth-eu1.nanopool.org",
+    "eth-eu2.nanopool.org",
+    "eth-hk.dwarfpool.com",
+    "eth-jp1.nanopool.org",
+    "eth-ru.dwarfpool.com",
+    "eth-ru2.dwarfpool.com",
+    "eth-sg.dwarfpool.com",
+    "eth-us-east1.nanopool.org",
+    "eth-us-west1.nanopool.org",
+    "eth-us.dwarfpool.com",
+    "eth-us2.dwarfpool.com",
+    "eu.stratum.slushpool.com",
+    "eu1.ethermine.org",
+    "eu1.ethpool.org",
+    "fr.minexmr.com",
+    "mine.moneropool.com",
+    "mine.xmrpool.net",
+    "pool.minexmr.com",
+    "pool.monero.hashvault.pro",
+    "pool.supportxmr.com",
+    "sg.minexmr.com",
+    "sg.stratum.slushpool.com",
+    "stratum-eth.antpool.com",
+    "stratum-ltc.antpool.com",
+    "stratum-zec.antpool.com",
+    "stratum.antpool.com",
+    "us-east.stratum.slushpool.com",
+    "us1.ethermine.org",
+    "us1.ethpool.org",
+    "us2.ethermine.org",
+    "us2.ethpool.org",
+    "xmr-asia1.nanopool.org",
+    "xmr-au1.nanopool.org",
+    "xmr-eu1.nanopool.org",
+    "xmr-eu2.nanopool.org",
+    "xmr-jp1.nanopool.org",
+    "xmr-us-east1.nanopool.org",
+    "xmr-us-west1.nanopool.org",
+    "xmr.crypto-pool.fr",
+    "xmr.pool.minergate.com",
+    "rx.unmineable.com",
+    "ss.antpool.com",
+    "dash.antpool.com",
+    "eth.antpool.com",
+    "zec.antpool.com",
+    "xmc.antpool.com",
+    "btm.antpool.com",
+    "stratum-dash.antpool.com",
+    "stratum-xmc.antpool.com",
+    "stratum-btm.antpool.com",
+];
+
+/// Command-line pool URL schemes (Stratum v1 and v2, plain and TLS), as
+/// miners take them (`-o stratum+tcp://pool:3333`).
+pub const STRATUM_URL_SCHEMES: &[&str] = &[
+    "stratum+tcp://",
+    "stratum2+tcp://",
+    "stratum+ssl://",
+    "stratum2+ssl://",
+];
+
+/// Stratum v1 JSON-RPC methods a miner sends first (Stratum v1 spec:
+/// `mining.subscribe`, `mining.authorize`, `mining.configure` from BIP 310),
+/// and XMRig's Monero-style `login`.
+pub const STRATUM_METHODS: &[&str] = &[
+    "mining.subscribe",
+    "mining.authorize",
+    "mining.configure",
+    "mining.submit",
+    "mining.extranonce.subscribe",
+    "login",
+];
+
+/// Stratum V2 plaintext `SetupConnection`: 6-byte frame header (extension
+/// type 0x0000, message type 0x00, 3-byte length), then protocol 0 (mining)
+/// and min/max version 2 (Stratum V2 spec, "Common Protocol Messages").
+pub const STRATUM_V2_SETUP_CONNECTION_PREFIX: &[u8] = &[0x00, 0x00, 0x00];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn falco_list_sizes() {
+        assert_eq!(MINER_BINARIES.len(), 21);
+        assert_eq!(MINER_PORTS.len(), 29);
+        assert_eq!(MINER_DOMAINS.len(), 63);
+    }
+}

@@ -1,0 +1,417 @@
+//! The matchers a rule can carry. Each rule has exactly one: one key inside
+//! one of `exec`, `connect`, `stratum`, `open` or `seccomp`.
+
+use std::fmt;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Exec matchers (one key per rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecMatch {
+    /// Basenames of the executed file, matched exactly (`xmrig`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Path prefixes of the executed file (`/tmp/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    /// Files, resolved to (device, inode) at apply: renames and hard links
+    /// do not escape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Scratch directories: exec of anything under them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
+    /// Exec of a memfd or of a deleted file (fileless exec).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub memfd: bool,
+    /// Substrings of the new argv (`stratum+tcp://`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmdline: Vec<String>,
+    /// Allow-list: only these paths (or prefixes ending in `/`) may run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_only: Vec<String>,
+}
+
+/// A destination port or an inclusive range, written `3333` or `"5000-5010"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    /// First port.
+    pub first: u16,
+    /// Last port (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl PortSpec {
+    /// One port.
+    pub fn single(port: u16) -> Self {
+        PortSpec {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// An inclusive range.
+    pub fn range(first: u16, last: u16) -> Self {
+        PortSpec { first, last }
+    }
+
+    /// Every port in the range (empty when `first > last`).
+    pub fn ports(&self) -> impl Iterator<Item = u16> {
+        self.first..=self.last
+    }
+
+    /// How many ports the range holds.
+    pub fn len(&self) -> usize {
+        if self.first > self.last {
+            0
+        } else {
+            usize::from(self.last - self.first) + 1
+        }
+    }
+
+    /// Whether the range is empty (`first > last`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<u16> for PortSpec {
+    fn from(p: u16) -> Self {
+        PortSpec::single(p)
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl Serialize for PortSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.serialize_str(&self.to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = PortSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port (1-65535) or a range such as \"5000-5010\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortSpec, E> {
+                u16::try_from(v)
+                    .map(PortSpec::single)
+                    .map_err(|_| E::custom(format!("port {v} is out of range (1-65535)")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortSpec, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("port {v} is out of range (1-65535)")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortSpec, E> {
+                let bad = || {
+                    E::custom(format!(
+                        "`{v}` is not a port or a port range like 5000-5010"
+                    ))
+                };
+                let port = |s: &str| s.trim().parse::<u16>().map_err(|_| bad());
+                match v.split_once('-') {
+                    Some((a, b)) => Ok(PortSpec::range(port(a)?, port(b)?)),
+                    None => port(v).map(PortSpec::single),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Outbound connection matchers (one key per rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectMatch {
+    /// Destination ports and ranges (TCP and UDP, IPv4 and IPv6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Destination networks, IPv4 or IPv6 (`203.0.113.0/24`, `2001:db8::/32`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
+    /// Destination domains, resolved to addresses at apply and refreshed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+/// The Stratum mining protocol on the first bytes a socket sends, any port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StratumMatch {
+    /// Extra byte strings to match besides the built-in signatures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
+}
+
+/// File-open matchers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenMatch {
+    /// Opens of `/dev/cpu/*/msr` (miners write MSRs to gain hash rate).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub msr: bool,
+}
+
+/// What a seccomp filter does with a system call. Written as a word
+/// (`allow`, `log`, `kill_process`, `kill_thread`, `trap`, `notify`) or, for
+/// the two that carry a number, a one-key map (`{errno: 1}`, `{trace: 7}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeccompAction {
+    /// Let it run.
+    Allow,
+    /// Let it run and log it.
+    Log,
+    /// Fail it with this errno (`{errno: 1}` is EPERM).
+    Errno(u16),
+    /// Kill the whole process (SIGSYS).
+    KillProcess,
+    /// Kill the calling thread.
+    KillThread,
+    /// Send SIGSYS to the thread.
+    Trap,
+    /// Notify a ptrace tracer with this value.
+    Trace(u16),
+    /// Hand the call to a user-space supervisor (seccomp user notification).
+    Notify,
+}
+
+impl SeccompAction {
+    const WORDS: &'static str =
+        "allow, log, kill_process, kill_thread, trap, notify, {errno: N} or {trace: N}";
+
+    fn from_word(w: &str) -> Option<Self> {
+        Some(match w {
+            "allow" => SeccompAction::Allow,
+            "log" => SeccompAction::Log,
+            "kill_process" => SeccompAction::KillProcess,
+            "kill_thread" => SeccompAction::KillThread,
+            "trap" => SeccompAction::Trap,
+            "notify" => SeccompAction::Notify,
+            _ => return None,
+        })
+    }
+}
+
+impl Serialize for SeccompAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let word = match self {
+            SeccompAction::Allow => "allow",
+            SeccompAction::Log => "log",
+            SeccompAction::KillProcess => "kill_process",
+            SeccompAction::KillThread => "kill_thread",
+            SeccompAction::Trap => "trap",
+            SeccompAction::Notify => "notify",
+            SeccompAction::Errno(n) | SeccompAction::Trace(n) => {
+                let key = if matches!(self, SeccompAction::Errno(_)) {
+                    "errno"
+                } else {
+                    "trace"
+                };
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(key, n)?;
+                return m.end();
+            }
+        };
+        s.serialize_str(word)
+    }
+}
+
+impl<'de> Deserialize<'de> for SeccompAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = SeccompAction;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a seccomp action: {}", SeccompAction::WORDS)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SeccompAction, E> {
+                SeccompAction::from_word(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "unknown seccomp action `{v}`, expected {}",
+                        SeccompAction::WORDS
+                    ))
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SeccompAction, A::Error> {
+                let Some((key, n)) = map.next_entry::<String, u16>()? else {
+                    return Err(de::Error::custom("empty seccomp action map"));
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "a seccomp action map has exactly one key",
+                    ));
+                }
+                match key.as_str() {
+                    "errno" => Ok(SeccompAction::Errno(n)),
+                    "trace" => Ok(SeccompAction::Trace(n)),
+                    other => Err(de::Error::custom(format!(
+                        "unknown seccomp action `{other}`, expected {}",
+                        SeccompAction::WORDS
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Comparison of one syscall argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `(arg & mask) == value`
+    MaskedEq,
+}
+
+/// A condition on one argument of a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgCmp {
+    /// Argument index, 0 to 5.
+    pub index: u8,
+    /// Comparison.
+    pub op: ArgOp,
+    /// Value compared with.
+    pub value: u64,
+    /// Mask, for `masked_eq` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<u64>,
+}
+
+/// Syscalls and what to do with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallRule {
+    /// System call names (x86_64).
+    pub names: Vec<String>,
+    /// What happens when they are called (and the args match).
+    pub action: SeccompAction,
+    /// All must hold for the action to apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ArgCmp>,
+}
+
+/// A seccomp filter description.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompMatch {
+    /// Action for syscalls no rule names (default: allow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<SeccompAction>,
+    /// Per-syscall rules.
+    #[serde(default)]
+    pub syscalls: Vec<SyscallRule>,
+}
+
+/// Every matcher kind, by its profile key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MatcherKind {
+    /// `exec.names`
+    ExecNames,
+    /// `exec.path_prefixes`
+    ExecPathPrefixes,
+    /// `exec.files`
+    ExecFiles,
+    /// `exec.dirs`
+    ExecDirs,
+    /// `exec.memfd`
+    ExecMemfd,
+    /// `exec.cmdline`
+    ExecCmdline,
+    /// `exec.allow_only`
+    ExecAllowOnly,
+    /// `connect.ports`
+    ConnectPorts,
+    /// `connect.cidrs`
+    ConnectCidrs,
+    /// `connect.domains`
+    ConnectDomains,
+    /// `stratum`
+    Stratum,
+    /// `open.msr`
+    OpenMsr,
+    /// `seccomp`
+    Seccomp,
+}
+
+impl MatcherKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [MatcherKind; 13] = [
+        MatcherKind::ExecNames,
+        MatcherKind::ExecPathPrefixes,
+        MatcherKind::ExecFiles,
+        MatcherKind::ExecDirs,
+        MatcherKind::ExecMemfd,
+        MatcherKind::ExecCmdline,
+        MatcherKind::ExecAllowOnly,
+        MatcherKind::ConnectPorts,
+        MatcherKind::ConnectCidrs,
+        MatcherKind::ConnectDomains,
+        MatcherKind::Stratum,
+        MatcherKind::OpenMsr,
+        MatcherKind::Seccomp,
+    ];
+
+    /// The profile key (`exec.names`, `connect.ports`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatcherKind::ExecNames => "exec.names",
+            MatcherKind::ExecPathPrefixes => "exec.path_prefixes",
+            MatcherKind::ExecFiles => "exec.files",
+            MatcherKind::ExecDirs => "exec.dirs",
+            MatcherKind::ExecMemfd => "exec.memfd",
+            MatcherKind::ExecCmdline => "exec.cmdline",
+            MatcherKind::ExecAllowOnly => "exec.allow_only",
+            MatcherKind::ConnectPorts => "connect.ports",
+            MatcherKind::ConnectCidrs => "connect.cidrs",
+            MatcherKind::ConnectDomains => "connect.domains",
+            MatcherKind::Stratum => "stratum",
+            MatcherKind::OpenMsr => "open.msr",
+            MatcherKind::Seccomp => "seccomp",
+        }
+    }
+}
+
+impl fmt::Display for MatcherKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,301 @@
+//! The profile language without a kernel: every matcher, every error kind
+//! with its field path, round trips, golden compiled entries of the bundled
+//! profiles, and property tests that parsing and compiling never panic.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use minerguard::{
+    profile::{MatcherKind, ProfileError},
+    KernelPolicy, Profile, SeccompPolicy,
+};
+use proptest::prelude::*;
+
+fn profile_with(rule_body: &str) -> String {
+    format!("apiVersion: minerguard/v1\nname: t\nrules:\n  - name: r\n{rule_body}")
+}
+
+#[test]
+fn every_matcher_kind_parses_and_compiles() {
+    let cases = [
+        ("    action: deny\n    exec: { names: [xmrig] }\n", MatcherKind::ExecNames),
+        ("    action: deny\n    exec: { path_prefixes: [/tmp/] }\n", MatcherKind::ExecPathPrefixes),
+        ("    action: deny\n    exec: { files: [/usr/local/bin/xmrig] }\n", MatcherKind::ExecFiles),
+        ("    action: deny\n    exec: { dirs: [/tmp, /dev/shm] }\n", MatcherKind::ExecDirs),
+        ("    action: deny\n    exec: { memfd: true }\n", MatcherKind::ExecMemfd),
+        ("    action: kill\n    exec: { cmdline: [\"stratum+tcp://\"] }\n", MatcherKind::ExecCmdline),
+        ("    action: deny\n    exec: { allow_only: [/usr/bin/, /bin/sh] }\n", MatcherKind::ExecAllowOnly),
+        ("    action: deny\n    connect: { ports: [3333, \"5000-5010\"] }\n", MatcherKind::ConnectPorts),
+        ("    action: deny\n    connect: { cidrs: [203.0.113.0/24, \"2001:db8::/32\"] }\n", MatcherKind::ConnectCidrs),
+        ("    action: audit\n    connect: { domains: [pool.supportxmr.com] }\n", MatcherKind::ConnectDomains),
+        ("    action: kill\n    stratum: {}\n", MatcherKind::Stratum),
+        ("    action: kill\n    stratum: { signatures: [\"mining.notify\"] }\n", MatcherKind::Stratum),
+        ("    action: deny\n    open: { msr: true }\n", MatcherKind::OpenMsr),
+        (
+            "    action: deny\n    seccomp:\n      default: allow\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 1 }\n        - names: [personality]\n          action: kill_process\n          args: [{ index: 0, op: masked_eq, value: 8, mask: 8 }]\n",
+            MatcherKind::Seccomp,
+        ),
+    ];
+    for (body, kind) in cases {
+        let p = Profile::from_yaml(&profile_with(body)).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(p.rules[0].matcher_kind(), Some(kind), "{body}");
+        let k = KernelPolicy::compile(&p).unwrap();
+        assert_eq!(k.rules[0].matcher, kind);
+    }
+}
+
+#[test]
+fn port_ranges_expand_to_every_port() {
+    let p = Profile::from_yaml(&profile_with(
+        "    action: deny\n    connect: { ports: [3333, \"5000-5003\"] }\n",
+    ))
+    .unwrap();
+    let k = KernelPolicy::compile(&p).unwrap();
+    assert_eq!(
+        k.ports.keys().copied().collect::<Vec<_>>(),
+        [3333, 5000, 5001, 5002, 5003]
+    );
+}
+
+/// (rule body, field path, message fragment) for each error kind.
+const ERRORS: &[(&str, &str, &str)] = &[
+    ("    action: deny\n    exek: {}\n", "rules[0]", "unknown field `exek`"),
+    ("    action: deny\n    exec: { names: xmrig }\n", "rules[0].exec.names", "invalid type"),
+    ("    action: block\n    exec: { names: [a] }\n", "rules[0].action", "unknown variant `block`"),
+    ("    action: deny\n    exec: {}\n", "rules[0].exec", "empty matcher"),
+    ("    action: deny\n", "rules[0]", "found none"),
+    ("    action: deny\n    exec: { names: [a], dirs: [/tmp] }\n", "rules[0]", "exactly one matcher"),
+    ("    action: deny\n    exec: { names: [a] }\n    open: { msr: true }\n", "rules[0]", "exactly one matcher"),
+    ("    action: deny\n    exec: { names: [a/b] }\n", "rules[0].exec.names[0]", "basenames only"),
+    ("    action: deny\n    exec: { names: [\"\"] }\n", "rules[0].exec.names[0]", "must not be empty"),
+    ("    action: deny\n    exec: { dirs: [tmp] }\n", "rules[0].exec.dirs[0]", "not an absolute path"),
+    ("    action: deny\n    exec: { cmdline: [\"\"] }\n", "rules[0].exec.cmdline[0]", "must not be empty"),
+    ("    action: deny\n    connect: { ports: [0] }\n", "rules[0].connect.ports[0]", "port 0"),
+    ("    action: deny\n    connect: { ports: [70000] }\n", "rules[0].connect.ports[0]", "out of range"),
+    ("    action: deny\n    connect: { ports: [\"10-5\"] }\n", "rules[0].connect.ports[0]", "is empty"),
+    ("    action: deny\n    connect: { ports: [\"x-y\"] }\n", "rules[0].connect.ports[0]", "not a port"),
+    ("    action: deny\n    connect: { cidrs: [1.2.3.4/8] }\n", "rules[0].connect.cidrs[0]", "host bits"),
+    ("    action: deny\n    connect: { cidrs: [\"::/129\"] }\n", "rules[0].connect.cidrs[0]", "prefix length"),
+    ("    action: deny\n    connect: { cidrs: [pool] }\n", "rules[0].connect.cidrs[0]", "not an IPv4 or IPv6"),
+    ("    action: deny\n    connect: { domains: [\"*.nicehash.com\"] }\n", "rules[0].connect.domains[0]", "wildcards"),
+    ("    action: deny\n    open: { msr: false }\n", "rules[0].open", "empty matcher"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [notacall], action: allow }] }\n", "rules[0].seccomp.syscalls[0].names[0]", "unknown x86_64 syscall"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: { errno: 9999 } }] }\n", "rules[0].seccomp.syscalls[0].action", "errno 9999"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: kill }] }\n", "rules[0].seccomp.syscalls[0].action", "unknown seccomp action `kill`"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow }, { names: [bpf], action: log }] }\n", "rules[0].seccomp.syscalls[1].names[0]", "conflicting rules"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow, args: [{ index: 6, op: eq, value: 0 }] }] }\n", "rules[0].seccomp.syscalls[0].args[0].index", "0-5"),
+    ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow, args: [{ index: 0, op: masked_eq, value: 0 }] }] }\n", "rules[0].seccomp.syscalls[0].args[0].mask", "needs a `mask`"),
+];
+
+#[test]
+fn every_error_kind_names_its_field() {
+    for (body, field, fragment) in ERRORS {
+        let err = Profile::from_yaml(&profile_with(body)).expect_err(body);
+        let d = err
+            .diagnostics()
+            .into_iter()
+            .find(|d| d.field == *field)
+            .unwrap_or_else(|| panic!("no diagnostic at `{field}` for\n{body}\ngot: {err}"));
+        assert!(
+            d.message.contains(fragment),
+            "`{field}`: `{}` lacks `{fragment}`",
+            d.message
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let err = Profile::from_yaml(&profile_with(
+        "    action: deny\n    exec: { names: [a], bogus: 1 }\n",
+    ))
+    .unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!(
+        (d.line, d.field.as_str()),
+        (Some(6), "rules[0].exec"),
+        "{d}"
+    );
+    assert!(d.column.is_some());
+}
+
+#[test]
+fn kernel_limits_and_dead_rules_are_errors() {
+    let long = "x".repeat(64);
+    let err = Profile::from_yaml(&profile_with(&format!(
+        "    action: deny\n    exec: {{ names: [{long}] }}\n"
+    )))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("kernel map key holds at most 63"),
+        "{err}"
+    );
+
+    let err = Profile::from_yaml(&profile_with(
+        "    action: deny\n    connect: { ports: [\"1-65535\"] }\n",
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("65535 ports"), "{err}");
+
+    let p = Profile::from_yaml(
+        "apiVersion: minerguard/v1\nname: t\nrules:\n  - name: a\n    action: kill\n    exec: { names: [x, y] }\n  - name: b\n    action: deny\n    exec: { names: [y] }\n",
+    )
+    .unwrap();
+    let err = KernelPolicy::compile(&p).unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!(d.field, "rules[1]");
+    assert!(d.message.contains("can never fire"), "{d}");
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_at_once() {
+    let err = Profile::from_yaml(
+        "apiVersion: minerguard/v9\nname: \"\"\nrules:\n  - name: a\n    action: deny\n    exec: { names: [a/b] }\n  - name: a\n    action: deny\n    connect: { ports: [0], cidrs: [x] }\n",
+    )
+    .unwrap_err();
+    assert!(matches!(err, ProfileError::Invalid { .. }));
+    let fields: Vec<String> = err.diagnostics().into_iter().map(|d| d.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "apiVersion",
+            "name",
+            "rules[0].exec.names[0]",
+            "rules[1].name",
+            "rules[1]",
+            "rules[1].connect.ports[0]",
+            "rules[1].connect.cidrs[0]"
+        ]
+    );
+}
+
+#[test]
+fn bundled_profiles_round_trip_through_yaml_and_json() {
+    for name in Profile::bundled_names() {
+        let p = Profile::bundled(name).unwrap();
+        assert_eq!(
+            Profile::from_yaml(&p.to_yaml()).unwrap(),
+            p,
+            "{name} via YAML"
+        );
+        assert_eq!(
+            Profile::from_json(&p.to_json()).unwrap(),
+            p,
+            "{name} via JSON"
+        );
+    }
+}
+
+#[test]
+fn bundled_profile_files_check_clean_from_disk() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    for name in Profile::bundled_names() {
+        let p = Profile::from_file(dir.join(format!("{name}.yaml"))).unwrap();
+        assert_eq!(p, Profile::bundled(name).unwrap());
+    }
+    let strict = Profile::bundled("container-strict").unwrap();
+    assert!(strict.rules.len() > Profile::bundled("default").unwrap().rules.len());
+    assert_eq!(
+        Profile::bundled("audit").unwrap().mode,
+        minerguard::Mode::Audit
+    );
+}
+
+/// A stable text rendering of everything compile produces.
+fn render(p: &Profile) -> String {
+    let k = KernelPolicy::compile(p).unwrap();
+    let mut out = format!("profile {}\n", k.profile);
+    for (i, r) in k.rules.iter().enumerate() {
+        writeln!(out, "rule {i} {} {} {}", r.name, r.matcher, r.action).unwrap();
+    }
+    for (name, r) in &k.exec_names {
+        writeln!(out, "exec_names {name} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    for (port, r) in &k.ports {
+        writeln!(out, "ports {port} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    if let Some(s) = SeccompPolicy::compile(p).unwrap() {
+        writeln!(out, "seccomp default {:?}", s.default).unwrap();
+        for e in &s.entries {
+            writeln!(
+                out,
+                "seccomp {} ({}) {:?} args {:?} rule {}",
+                e.syscall, e.number, e.action, e.args, e.rule_idx
+            )
+            .unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_compiled_entries_of_bundled_profiles() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for name in Profile::bundled_names() {
+        let got = render(&Profile::bundled(name).unwrap());
+        let path = dir.join(format!("{name}.compiled.txt"));
+        if std::env::var_os("MINERGUARD_BLESS").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with MINERGUARD_BLESS=1 to create it",
+                path.display()
+            )
+        });
+        assert_eq!(
+            got, want,
+            "{name}: compiled entries changed; if intended, rerun with MINERGUARD_BLESS=1"
+        );
+    }
+}
+
+fn arb_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,12}",
+        Just(String::new()),
+        Just("a/b".to_string()),
+        "[ -~]{0,70}",
+    ]
+}
+
+fn arb_rule_yaml() -> impl Strategy<Value = String> {
+    let action = prop_oneof![Just("deny"), Just("kill"), Just("audit"), Just("block")];
+    let matcher = prop_oneof![
+        prop::collection::vec(arb_name(), 0..4).prop_map(|v| format!("exec: {{ names: {v:?} }}")),
+        prop::collection::vec(any::<u32>(), 0..4)
+            .prop_map(|v| format!("connect: {{ ports: {v:?} }}")),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(a, b)| format!("connect: {{ ports: [\"{a}-{b}\"] }}")),
+        prop::collection::vec("[0-9a-f:./]{0,20}", 0..3)
+            .prop_map(|v| format!("connect: {{ cidrs: {v:?} }}")),
+        prop::collection::vec("[a-z_]{1,20}", 0..3).prop_map(|v| format!(
+            "seccomp: {{ syscalls: [{{ names: {v:?}, action: {{ errno: 1 }} }}] }}"
+        )),
+        Just("stratum: {}".to_string()),
+        Just("open: { msr: true }".to_string()),
+        Just("exec: { memfd: true }".to_string()),
+    ];
+    (arb_name(), action, matcher)
+        .prop_map(|(n, a, m)| format!("  - name: {n:?}\n    action: {a}\n    {m}\n"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn parsing_arbitrary_text_never_panics(text in "\\PC{0,400}") {
+        let _ = Profile::from_yaml(&text);
+    }
+
+    #[test]
+    fn parsing_and_compiling_generated_profiles_never_panics_and_round_trips(
+        rules in prop::collection::vec(arb_rule_yaml(), 0..6)
+    ) {
+        let text = format!("apiVersion: minerguard/v1\nname: p\nrules:\n{}", rules.concat());
+        if let Ok(p) = Profile::from_yaml(&text) {
+            let _ = KernelPolicy::compile(&p);
+            let _ = SeccompPolicy::compile(&p);
+            prop_assert_eq!(Profile::from_yaml(&p.to_yaml()).unwrap(), p);
+        }
+    }
+}

@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * cgroup backend, connect rules: cgroup/connect4 and cgroup/connect6 attached
- * to each scope's cgroup (which covers every descendant). Returning 0 makes
- * connect() fail with EPERM before any packet leaves.
+ * cgroup backend, destination rules: cgroup/connect4+6 (TCP and UDP
+ * connect) and cgroup/sendmsg4+6 (UDP sendto/sendmsg with a destination),
+ * attached to each scope's cgroup, which covers every descendant. Returning 0
+ * makes the syscall fail with EPERM before any packet leaves.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "common.h"
-
-#define MG_AF_INET 2
-#define MG_AF_INET6 10
+#include "net_match.h"
 
 /*
  * Set by userspace before load when this kernel allows bpf_send_signal in
@@ -19,59 +17,67 @@
  */
 const volatile bool mg_signal_in_cgroup = false;
 
-static __always_inline int mg_connect(struct bpf_sock_addr *ctx, __u8 family,
-				      const __u32 ip[4])
+static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
+				    __u8 family)
 {
 	struct mg_scope *scope = mg_current_scope();
-	struct mg_port_key key = {};
 	struct mg_rule_ref *ref;
-	struct mg_event *e;
+	__u16 port;
 	__u8 taken;
 
 	if (!scope)
 		return 1;
-	key.policy_id = scope->policy_id;
-	key.port = bpf_ntohs((__u16)ctx->user_port);
-	ref = bpf_map_lookup_elem(&mg_ports, &key);
+	if (family == MG_AF_INET6)
+		family = mg_unmap_v4(ip);
+	port = bpf_ntohs((__u16)ctx->user_port);
+	ref = mg_net_match(scope, family, ip, port);
 	if (!ref)
 		return 1;
 
 	taken = ref->action;
 	if (taken == MG_ACTION_KILL && mg_signal_in_cgroup)
 		bpf_send_signal(MG_SIGKILL);
-
-	e = mg_event_start(MG_KIND_CONNECT, scope, ref, taken);
-	if (e) {
-		e->family = family;
-		e->port = key.port;
-		e->protocol = (__u8)ctx->protocol;
-		__builtin_memcpy(e->addr, ip, 16);
-		bpf_ringbuf_submit(e, 0);
-	}
+	mg_net_event(scope, ref, taken, family, ip, port, (__u8)ctx->protocol);
 	return taken == MG_ACTION_AUDIT ? 1 : 0;
+}
+
+static __always_inline int mg_judge4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip[4] = { ctx->user_ip4, 0, 0, 0 };
+
+	return mg_judge(ctx, ip, MG_AF_INET);
+}
+
+static __always_inline int mg_judge6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
+			ctx->user_ip6[3] };
+
+	return mg_judge(ctx, ip, MG_AF_INET6);
 }
 
 SEC("cgroup/connect4")
 int mg_connect4(struct bpf_sock_addr *ctx)
 {
-	__u32 ip[4] = { ctx->user_ip4, 0, 0, 0 };
-
-	return mg_connect(ctx, MG_AF_INET, ip);
+	return mg_judge4(ctx);
 }
 
 SEC("cgroup/connect6")
 int mg_connect6(struct bpf_sock_addr *ctx)
 {
-	__u32 ip[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
-			ctx->user_ip6[3] };
+	return mg_judge6(ctx);
+}
 
-	/* ::ffff:a.b.c.d is an IPv4 destination reached through a v6 socket. */
-	if (ip[0] == 0 && ip[1] == 0 && ip[2] == bpf_htonl(0xffff)) {
-		__u32 v4[4] = { ip[3], 0, 0, 0 };
+SEC("cgroup/sendmsg4")
+int mg_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return mg_judge4(ctx);
+}
 
-		return mg_connect(ctx, MG_AF_INET, v4);
-	}
-	return mg_connect(ctx, MG_AF_INET6, ip);
+SEC("cgroup/sendmsg6")
+int mg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return mg_judge6(ctx);
 }
 
 char LICENSE[] SEC("license") = "GPL";

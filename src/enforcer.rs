@@ -224,7 +224,13 @@ impl Enforcer {
         );
         let switched = self
             .sync_coverage()
-            .and_then(|()| Ok(self.backend.maps().set_scope(cgroup.id(), policy_id)?))
+            .and_then(|()| {
+                let applied = &self.applied[&handle];
+                Ok(self
+                    .backend
+                    .maps()
+                    .set_scope(cgroup.id(), policy_id, &applied.policy)?)
+            })
             .and_then(|()| self.sync_levels());
         if let Err(e) = switched {
             // Undo in reverse; every step tolerates what never happened.
@@ -244,7 +250,7 @@ impl Enforcer {
         let policy = self.compile(profile)?;
         let cgroup_id = self.get(handle)?.cgroup.id();
         let new_id = self.install(&policy)?;
-        if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id) {
+        if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id, &policy) {
             self.uninstall(new_id, &policy, false);
             return Err(e.into());
         }

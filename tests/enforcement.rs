@@ -578,3 +578,154 @@ fn rules_the_backend_cannot_enforce_are_reported_or_refused() {
     }
     assert!(strict.handles().is_empty(), "nothing applied");
 }
+
+/// A loopback TCP listener on a given address (any 127/8 address works).
+fn listener_on(addr: &str) -> std::net::TcpListener {
+    std::net::TcpListener::bind(addr).expect("bind loopback")
+}
+
+#[test]
+fn cidr_rules_refuse_networks_v4_v6_and_v4_mapped() {
+    require_kernel!();
+    let denied = listener_on("127.0.0.2:0");
+    let port = denied.local_addr().unwrap().port();
+    let allowed = listener_on(&format!("127.0.0.1:{port}"));
+    let v6 = listener(true);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("cidrs").rule(Rule::connect_cidrs(
+        "pool-net",
+        Action::Deny,
+        ["127.0.0.2/32", "::1/128"],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+
+    let eperm = ConnectOutcome::Errno(libc::EPERM);
+    assert_eq!(
+        connect_in(Some(&cg), denied.local_addr().unwrap(), false),
+        eperm
+    );
+    assert_eq!(
+        connect_in(Some(&cg), denied.local_addr().unwrap(), true),
+        eperm,
+        "v4-mapped"
+    );
+    assert_eq!(
+        connect_in(Some(&cg), v6.local_addr().unwrap(), false),
+        eperm,
+        "::1"
+    );
+    assert_eq!(
+        connect_in(Some(&cg), allowed.local_addr().unwrap(), false),
+        ConnectOutcome::Connected,
+        "same port, address outside the network"
+    );
+    assert_eq!(
+        connect_in(None, denied.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "pool-net").expect("event");
+    assert_eq!(ev.action, Action::Deny);
+}
+
+#[test]
+fn a_wide_cidr_and_a_stronger_port_rule_combine() {
+    require_kernel!();
+    let pool = listener(false);
+    let other = listener(false);
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("mix")
+        .rule(Rule::connect_cidrs(
+            "loopback-audit",
+            Action::Audit,
+            ["127.0.0.0/8"],
+        ))
+        .rule(Rule::connect_ports(
+            "pool-port",
+            Action::Deny,
+            [pool.local_addr().unwrap().port()],
+        ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    // Both match: the stronger (deny) decides.
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    // Only the audit network matches: allowed and reported.
+    assert_eq!(
+        connect_in(Some(&cg), other.local_addr().unwrap(), false),
+        ConnectOutcome::Connected
+    );
+    let evs = events_within(&enforcer, Duration::from_secs(1), |_| true);
+    let rules: Vec<&str> = evs.iter().map(|e| e.rule.as_ref()).collect();
+    assert_eq!(rules, ["pool-port", "loopback-audit"], "{evs:?}");
+}
+
+#[test]
+fn udp_sendto_a_denied_destination_fails_with_eperm() {
+    require_kernel!();
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let open = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (p4, p6) = (
+        sink.local_addr().unwrap().port(),
+        sink6.local_addr().unwrap().port(),
+    );
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(
+            &Profile::new("udp").rule(Rule::connect_ports("pool-port", Action::Deny, [p4, p6])),
+            scope_of(&cg),
+        )
+        .unwrap();
+    let eperm = ConnectOutcome::Errno(libc::EPERM);
+    assert_eq!(
+        net_in(
+            Some(&cg),
+            sink.local_addr().unwrap(),
+            false,
+            NetOp::UdpSendto
+        ),
+        eperm
+    );
+    assert_eq!(
+        net_in(
+            Some(&cg),
+            sink.local_addr().unwrap(),
+            true,
+            NetOp::UdpSendto
+        ),
+        eperm,
+        "v4-mapped"
+    );
+    assert_eq!(
+        net_in(
+            Some(&cg),
+            sink6.local_addr().unwrap(),
+            false,
+            NetOp::UdpSendto
+        ),
+        eperm,
+        "IPv6"
+    );
+    assert_eq!(
+        net_in(
+            Some(&cg),
+            open.local_addr().unwrap(),
+            false,
+            NetOp::UdpSendto
+        ),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(
+        net_in(None, sink.local_addr().unwrap(), false, NetOp::UdpSendto),
+        ConnectOutcome::Connected
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "pool-port").expect("event");
+    match ev.target {
+        Target::Connect { protocol, .. } => assert_eq!(protocol, minerguard::events::Protocol::Udp),
+        t => panic!("{t:?}"),
+    }
+}

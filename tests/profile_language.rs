@@ -213,6 +213,12 @@ fn render(p: &Profile) -> String {
     for (port, r) in &k.ports {
         writeln!(out, "ports {port} -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
+    for ((addr, len), r) in &k.cidrs4 {
+        writeln!(out, "cidrs4 {addr:?}/{len} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    for ((addr, len), r) in &k.cidrs6 {
+        writeln!(out, "cidrs6 {addr:?}/{len} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
     if let Some(s) = SeccompPolicy::compile(p).unwrap() {
         writeln!(out, "seccomp default {:?}", s.default).unwrap();
         for e in &s.entries {

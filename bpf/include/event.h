@@ -56,10 +56,16 @@ struct mg_event {
 	char path[MG_PATH_LEN]; /* executed file as passed to execve (exec) */
 };
 
+/* mg_scope.flags: which optional lookups the scope's policy needs. */
+enum mg_scope_flag {
+	MG_SCOPE_CIDR4 = 1, /* the policy has IPv4 CIDR entries */
+	MG_SCOPE_CIDR6 = 2, /* the policy has IPv6 CIDR entries */
+};
+
 /* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */
 struct mg_scope {
 	__u32 policy_id;
-	__u32 flags;
+	__u32 flags; /* enum mg_scope_flag */
 };
 
 /* Global settings; single entry of the `config` array map. */
@@ -86,6 +92,20 @@ struct mg_port_key {
 	__u32 policy_id;
 	__u16 port; /* host order */
 	__u16 _pad;
+};
+
+/* Key of the `mg_cidr4` LPM trie: prefixlen counts the 32 policy bits too. */
+struct mg_cidr4_key {
+	__u32 prefixlen;
+	__u32 policy_id;
+	__u8 addr[4]; /* network order */
+};
+
+/* Key of the `mg_cidr6` LPM trie: prefixlen counts the 32 policy bits too. */
+struct mg_cidr6_key {
+	__u32 prefixlen;
+	__u32 policy_id;
+	__u8 addr[16]; /* network order */
 };
 
 #endif

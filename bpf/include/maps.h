@@ -49,4 +49,20 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mg_cidr4_key);
+	__type(value, struct mg_rule_ref);
+} mg_cidr4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mg_cidr6_key);
+	__type(value, struct mg_rule_ref);
+} mg_cidr6 SEC(".maps");
+
 #endif

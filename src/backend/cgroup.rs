@@ -1,5 +1,6 @@
-//! The cgroup backend: `cgroup/connect4` + `cgroup/connect6` attached to each
-//! scope's cgroup, and one `tp_btf/sched_process_exec` program for exec rules.
+//! The cgroup backend: `cgroup/connect4/6` and `cgroup/sendmsg4/6` attached to
+//! each scope's cgroup, and one `tp_btf/sched_process_exec` program for exec
+//! rules.
 //! Needs neither BPF LSM nor trampolines (fentry), so it runs on kernels that
 //! refuse those.
 
@@ -28,7 +29,7 @@ use crate::{
 /// Loaded cgroup-backend programs and their per-cgroup attachments.
 pub(crate) struct CgroupBackend {
     // Attachments go first: they reference the programs below.
-    attached: HashMap<PathBuf, [Link; 2]>,
+    attached: HashMap<PathBuf, Vec<Link>>,
     maps: SharedMaps,
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
@@ -77,27 +78,30 @@ impl CgroupBackend {
         })
     }
 
-    fn attach(&self, cgroup: &CgroupRef) -> Result<[Link; 2], Error> {
+    /// Attaches every destination program to `cgroup`; on failure the
+    /// links made so far are dropped (detached).
+    fn attach(&self, cgroup: &CgroupRef) -> Result<Vec<Link>, Error> {
         let dir = cgroup.open_dir()?;
-        let target = || cgroup.path().display().to_string();
         let progs = &self.net.progs;
-        let v4 = progs
-            .mg_connect4
-            .attach_cgroup(dir.as_raw_fd())
-            .map_err(|source| AttachError::Program {
-                program: "mg_connect4",
-                target: target(),
-                source,
-            })?;
-        let v6 = progs
-            .mg_connect6
-            .attach_cgroup(dir.as_raw_fd())
-            .map_err(|source| AttachError::Program {
-                program: "mg_connect6",
-                target: target(),
-                source,
-            })?;
-        Ok([v4, v6])
+        let programs = [
+            ("mg_connect4", &progs.mg_connect4),
+            ("mg_connect6", &progs.mg_connect6),
+            ("mg_sendmsg4", &progs.mg_sendmsg4),
+            ("mg_sendmsg6", &progs.mg_sendmsg6),
+        ];
+        programs
+            .into_iter()
+            .map(|(program, prog)| {
+                prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
+                    AttachError::Program {
+                        program,
+                        target: cgroup.path().display().to_string(),
+                        source,
+                    }
+                    .into()
+                })
+            })
+            .collect()
     }
 }
 

@@ -83,6 +83,41 @@ pub(crate) struct NameKey {
     pub name: [u8; NAME_LEN],
 }
 
+/// `struct mg_cidr4_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cidr4Key {
+    pub prefixlen: u32,
+    pub policy_id: u32,
+    pub addr: [u8; 4],
+}
+
+/// `struct mg_cidr6_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cidr6Key {
+    pub prefixlen: u32,
+    pub policy_id: u32,
+    pub addr: [u8; 16],
+}
+
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_CIDR4: u32 = 1;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_CIDR6: u32 = 2;
+
+/// The scope flags a policy needs (which optional lookups to make).
+pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
+    let mut flags = 0;
+    if !policy.cidrs4.is_empty() {
+        flags |= SCOPE_CIDR4;
+    }
+    if !policy.cidrs6.is_empty() {
+        flags |= SCOPE_CIDR6;
+    }
+    flags
+}
+
 /// `struct mg_port_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,6 +133,8 @@ unsafe impl Pod for ConfigValue {}
 unsafe impl Pod for RuleRefValue {}
 unsafe impl Pod for NameKey {}
 unsafe impl Pod for PortKey {}
+unsafe impl Pod for Cidr4Key {}
+unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for u64 {}
 unsafe impl Pod for u32 {}
 
@@ -133,6 +170,8 @@ pub(crate) struct SharedMaps {
     pub scopes: MapHandle,
     pub exec_names: MapHandle,
     pub ports: MapHandle,
+    pub cidr4: MapHandle,
+    pub cidr6: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -149,6 +188,8 @@ impl SharedMaps {
             "mg_scopes" => &self.scopes,
             "mg_exec_names" => &self.exec_names,
             "mg_ports" => &self.ports,
+            "mg_cidr4" => &self.cidr4,
+            "mg_cidr6" => &self.cidr6,
             _ => return None,
         })
     }
@@ -173,6 +214,24 @@ impl SharedMaps {
                     .update(key.bytes(), RuleRefValue::from(*r).bytes(), MapFlags::ANY)
                     .map_err(map_err("mg_ports"))?;
             }
+            for (key, r) in &policy.cidrs4 {
+                self.cidr4
+                    .update(
+                        cidr4_key(policy_id, key).bytes(),
+                        RuleRefValue::from(*r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_cidr4"))?;
+            }
+            for (key, r) in &policy.cidrs6 {
+                self.cidr6
+                    .update(
+                        cidr6_key(policy_id, key).bytes(),
+                        RuleRefValue::from(*r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_cidr6"))?;
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -196,13 +255,24 @@ impl SharedMaps {
             };
             let _ = self.ports.delete(key.bytes());
         }
+        for key in policy.cidrs4.keys() {
+            let _ = self.cidr4.delete(cidr4_key(policy_id, key).bytes());
+        }
+        for key in policy.cidrs6.keys() {
+            let _ = self.cidr6.delete(cidr6_key(policy_id, key).bytes());
+        }
     }
 
     /// Points scope `cgroup_id` at `policy_id` (one atomic map update).
-    pub fn set_scope(&self, cgroup_id: u64, policy_id: u32) -> Result<(), AttachError> {
+    pub fn set_scope(
+        &self,
+        cgroup_id: u64,
+        policy_id: u32,
+        policy: &KernelPolicy,
+    ) -> Result<(), AttachError> {
         let v = ScopeValue {
             policy_id,
-            flags: 0,
+            flags: scope_flags(policy),
         };
         self.scopes
             .update(cgroup_id.bytes(), v.bytes(), MapFlags::ANY)
@@ -251,6 +321,24 @@ impl SharedMaps {
     }
 }
 
+/// The LPM key of an IPv4 network: the policy id is matched in full.
+fn cidr4_key(policy_id: u32, (addr, len): &([u8; 4], u8)) -> Cidr4Key {
+    Cidr4Key {
+        prefixlen: 32 + u32::from(*len),
+        policy_id,
+        addr: *addr,
+    }
+}
+
+/// The LPM key of an IPv6 network.
+fn cidr6_key(policy_id: u32, (addr, len): &([u8; 16], u8)) -> Cidr6Key {
+    Cidr6Key {
+        prefixlen: 32 + u32::from(*len),
+        policy_id,
+        addr: *addr,
+    }
+}
+
 #[cfg(test)]
 mod layout_tests {
     //! The C structs come back to us through BTF in the generated skeleton's
@@ -281,6 +369,16 @@ mod layout_tests {
         assert_eq!(offset_of!(NameKey, name), offset_of!(c::mg_name_key, name));
         assert_eq!(size_of::<PortKey>(), size_of::<c::mg_port_key>());
         assert_eq!(offset_of!(PortKey, port), offset_of!(c::mg_port_key, port));
+        assert_eq!(size_of::<Cidr4Key>(), size_of::<c::mg_cidr4_key>());
+        assert_eq!(
+            offset_of!(Cidr4Key, addr),
+            offset_of!(c::mg_cidr4_key, addr)
+        );
+        assert_eq!(size_of::<Cidr6Key>(), size_of::<c::mg_cidr6_key>());
+        assert_eq!(
+            offset_of!(Cidr6Key, addr),
+            offset_of!(c::mg_cidr6_key, addr)
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl BackendKind {
     /// Rules it does not enforce are applied as nothing and reported by
     /// [`Enforcer::unenforced`](crate::Enforcer::unenforced).
     pub fn supports(self, m: MatcherKind) -> bool {
-        matches!(m, MatcherKind::ExecNames | MatcherKind::ConnectPorts)
+        matches!(
+            m,
+            MatcherKind::ExecNames | MatcherKind::ConnectPorts | MatcherKind::ConnectCidrs
+        )
     }
 }
 

@@ -111,6 +111,8 @@ macro_rules! shared_maps_of {
                 scopes: libbpf_rs::MapHandle::try_from(&m.mg_scopes)?,
                 exec_names: libbpf_rs::MapHandle::try_from(&m.mg_exec_names)?,
                 ports: libbpf_rs::MapHandle::try_from(&m.mg_ports)?,
+                cidr4: libbpf_rs::MapHandle::try_from(&m.mg_cidr4)?,
+                cidr6: libbpf_rs::MapHandle::try_from(&m.mg_cidr6)?,
             })
         })()
     }};

@@ -6,7 +6,7 @@
 
 mod seccomp;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 pub use seccomp::{SeccompEntry, SeccompPolicy};
 
@@ -108,6 +108,10 @@ pub struct KernelPolicy {
     pub exec_names: BTreeMap<String, RuleRef>,
     /// `connect.ports` entries: port → rule.
     pub ports: BTreeMap<u16, RuleRef>,
+    /// `connect.cidrs` IPv4 entries: (network, prefix length) → rule.
+    pub cidrs4: BTreeMap<([u8; 4], u8), RuleRef>,
+    /// `connect.cidrs` IPv6 entries: (network, prefix length) → rule.
+    pub cidrs6: BTreeMap<([u8; 16], u8), RuleRef>,
 }
 
 impl KernelPolicy {
@@ -126,6 +130,8 @@ impl KernelPolicy {
             rules: Vec::with_capacity(profile.rules.len()),
             exec_names: BTreeMap::new(),
             ports: BTreeMap::new(),
+            cidrs4: BTreeMap::new(),
+            cidrs6: BTreeMap::new(),
         };
         for (i, rule) in profile.rules.iter().enumerate() {
             let r = RuleRef {
@@ -147,6 +153,18 @@ impl KernelPolicy {
                         .flat_map(|p| p.ports())
                     {
                         insert_strongest(&mut policy.ports, port, r);
+                    }
+                }
+                MatcherKind::ConnectCidrs => {
+                    for cidr in rule.connect.iter().flat_map(|c| &c.cidrs) {
+                        match parse_cidr(cidr).expect("validated") {
+                            (IpAddr::V4(a), len) => {
+                                insert_strongest(&mut policy.cidrs4, (a.octets(), len), r)
+                            }
+                            (IpAddr::V6(a), len) => {
+                                insert_strongest(&mut policy.cidrs6, (a.octets(), len), r)
+                            }
+                        }
                     }
                 }
                 // Kept as rules (named in events and reports); their kernel
@@ -174,14 +192,21 @@ impl KernelPolicy {
     /// stronger action (earlier among equals): they can never fire.
     fn rules_that_never_fire(&self) -> Vec<Diagnostic> {
         let mut owns = vec![false; self.rules.len()];
-        for r in self.exec_names.values().chain(self.ports.values()) {
+        let owners = self.exec_names.values().chain(self.ports.values());
+        for r in owners
+            .chain(self.cidrs4.values())
+            .chain(self.cidrs6.values())
+        {
             owns[r.rule_idx as usize] = true;
         }
         self.rules
             .iter()
             .enumerate()
             .filter(|(i, r)| {
-                matches!(r.matcher, MatcherKind::ExecNames | MatcherKind::ConnectPorts) && !owns[*i]
+                matches!(
+                    r.matcher,
+                    MatcherKind::ExecNames | MatcherKind::ConnectPorts | MatcherKind::ConnectCidrs
+                ) && !owns[*i]
             })
             .map(|(i, r)| {
                 Diagnostic::new(
@@ -189,7 +214,11 @@ impl KernelPolicy {
                     format!(
                         "rule `{}` can never fire: every {} it lists is matched by another rule with an equal or stronger action",
                         r.name,
-                        if r.matcher == MatcherKind::ExecNames { "name" } else { "port" }
+                        match r.matcher {
+                            MatcherKind::ExecNames => "name",
+                            MatcherKind::ConnectPorts => "port",
+                            _ => "network",
+                        }
                     ),
                 )
             })
@@ -208,6 +237,21 @@ impl KernelPolicy {
     pub fn has(&self, kind: RuleKind) -> bool {
         self.rules.iter().any(|r| r.kind == kind)
     }
+}
+
+/// `a.b.c.d/n`, `x::y/n` or a bare address (full-length prefix).
+pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= bits)?,
+        None => bits,
+    };
+    Some((ip, len))
 }
 
 fn insert_strongest<K: Ord>(map: &mut BTreeMap<K, RuleRef>, key: K, r: RuleRef) {

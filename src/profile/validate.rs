@@ -326,26 +326,20 @@ fn absolute_problem(path: &str, max: usize) -> Option<String> {
 }
 
 fn cidr_problem(cidr: &str) -> Option<String> {
-    let (addr, len) = match cidr.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (cidr, None),
+    let Some((ip, len)) = crate::compile::parse_cidr(cidr) else {
+        return Some(match cidr.split_once('/') {
+            Some((a, _)) if a.parse::<IpAddr>().is_ok() => {
+                let bits = if a.contains(':') { 128 } else { 32 };
+                format!("`{cidr}`: prefix length must be 0-{bits}")
+            }
+            _ => format!("`{cidr}` is not an IPv4 or IPv6 network (e.g. 203.0.113.0/24)"),
+        });
     };
-    let Ok(ip) = addr.parse::<IpAddr>() else {
-        return Some(format!(
-            "`{cidr}` is not an IPv4 or IPv6 network (e.g. 203.0.113.0/24)"
-        ));
+    let (raw, bits): (u128, u32) = match ip {
+        IpAddr::V4(v4) => (u32::from(v4).into(), 32),
+        IpAddr::V6(v6) => (v6.into(), 128),
     };
-    let bits: u32 = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len.map(str::parse::<u32>) {
-        None => bits,
-        Some(Ok(l)) if l <= bits => l,
-        Some(_) => return Some(format!("`{cidr}`: prefix length must be 0-{bits}")),
-    };
-    let raw: u128 = match ip {
-        IpAddr::V4(v4) => u32::from(v4).into(),
-        IpAddr::V6(v6) => v6.into(),
-    };
-    let host_bits = bits - len;
+    let host_bits = bits - u32::from(len);
     let host_mask = if host_bits == 0 {
         0
     } else {

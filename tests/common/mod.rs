@@ -98,12 +98,31 @@ pub enum ConnectOutcome {
     Signal(i32),
 }
 
+/// What a forked child does with the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetOp {
+    /// TCP connect().
+    TcpConnect,
+    /// UDP sendto() without connect.
+    UdpSendto,
+}
+
 /// connect()s to `addr` from a child forked into `cgroup` (or not moved,
 /// when `None`). `v4_mapped`: use an AF_INET6 socket and ::ffff:a.b.c.d.
 pub fn connect_in(
     cgroup: Option<&OwnedCgroup>,
     addr: SocketAddr,
     v4_mapped: bool,
+) -> ConnectOutcome {
+    net_in(cgroup, addr, v4_mapped, NetOp::TcpConnect)
+}
+
+/// Like [`connect_in`], for any [`NetOp`]; `Connected` means the call succeeded.
+pub fn net_in(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    v4_mapped: bool,
+    op: NetOp,
 ) -> ConnectOutcome {
     let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
     let (storage, len, family) = sockaddr(addr, v4_mapped);
@@ -117,11 +136,27 @@ pub fn connect_in(
                     libc::_exit(200);
                 }
             }
-            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            let kind = if op == NetOp::TcpConnect {
+                libc::SOCK_STREAM
+            } else {
+                libc::SOCK_DGRAM
+            };
+            let s = libc::socket(family, kind, 0);
             if s < 0 {
                 libc::_exit(201);
             }
-            let rc = libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len);
+            let to = (&storage as *const libc::sockaddr_storage).cast();
+            let rc = match op {
+                NetOp::TcpConnect => libc::connect(s, to, len),
+                NetOp::UdpSendto => {
+                    let sent = libc::sendto(s, b"x".as_ptr().cast(), 1, 0, to, len);
+                    if sent == 1 {
+                        0
+                    } else {
+                        -1
+                    }
+                }
+            };
             let code = if rc == 0 {
                 0
             } else {

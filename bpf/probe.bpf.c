@@ -35,6 +35,23 @@ int probe_cgroup_signal(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+SEC("sk_msg")
+int probe_skmsg_signal(struct sk_msg_md *msg)
+{
+	if (msg->size == 0xffffffff)
+		bpf_send_signal(0);
+	return 1;
+}
+
+SEC("sk_msg")
+int probe_skmsg_comm(struct sk_msg_md *msg)
+{
+	char comm[16];
+
+	bpf_get_current_comm(comm, sizeof(comm));
+	return 1;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(probe_exec_tp, struct task_struct *p, pid_t old_pid,
 	     struct linux_binprm *bprm)

@@ -127,10 +127,9 @@ impl Enforcer {
             })?,
         };
         let backend: Box<dyn Backend> = match kind {
-            BackendKind::Cgroup => Box::new(
-                CgroupBackend::load(report.cgroup_signal.available)
-                    .map_err(|e| privileged(e, euid))?,
-            ),
+            BackendKind::Cgroup => {
+                Box::new(CgroupBackend::load(&report).map_err(|e| privileged(e, euid))?)
+            }
             BackendKind::Lsm => {
                 if !report.bpf_lsm.available {
                     return Err(LoadError::Unsupported {
@@ -139,7 +138,7 @@ impl Enforcer {
                     }
                     .into());
                 }
-                Box::new(LsmBackend::load().map_err(|e| privileged(e, euid))?)
+                Box::new(LsmBackend::load(&report).map_err(|e| privileged(e, euid))?)
             }
         };
         let registry = Arc::new(Registry::default());
@@ -147,7 +146,10 @@ impl Enforcer {
             backend.maps().events_handle()?,
             Decoder::new(registry.clone()),
             options.event_capacity,
-            !backend.kills_in_kernel(RuleKind::Connect),
+            [RuleKind::Connect, RuleKind::Stratum]
+                .into_iter()
+                .filter(|k| !backend.kills_in_kernel(*k))
+                .collect(),
         )?;
         Ok(Enforcer {
             poller,

@@ -57,6 +57,10 @@ pub struct ProbeReport {
     pub cgroup_bpf: Feature,
     /// cgroup programs may call bpf_send_signal (in-kernel `kill` on connect).
     pub cgroup_signal: Feature,
+    /// sk_msg programs may call bpf_send_signal (in-kernel `kill` on Stratum).
+    pub skmsg_signal: Feature,
+    /// sk_msg programs may call bpf_get_current_comm (names in Stratum events).
+    pub skmsg_comm: Feature,
     /// `tp_btf/sched_process_exec` loads (exec rules on the cgroup backend).
     pub exec_tracepoint: Feature,
     /// tracefs is mounted (only classic tracepoints need it; tp_btf does not).
@@ -134,6 +138,16 @@ pub fn probe() -> ProbeReport {
         "bpf_send_signal allowed in cgroup programs",
         "connect `kill` is sent from userspace after the in-kernel deny",
     );
+    let skmsg_signal = loaded(
+        "probe_skmsg_signal",
+        "bpf_send_signal allowed in sk_msg programs",
+        "Stratum `kill` is sent from userspace after the in-kernel drop",
+    );
+    let skmsg_comm = loaded(
+        "probe_skmsg_comm",
+        "bpf_get_current_comm allowed in sk_msg programs",
+        "Stratum events get the command name from /proc instead",
+    );
     let exec_tracepoint = loaded(
         "probe_exec_tp",
         "tp_btf/sched_process_exec loads",
@@ -169,6 +183,8 @@ pub fn probe() -> ProbeReport {
         cgroup2_mount,
         cgroup_bpf,
         cgroup_signal,
+        skmsg_signal,
+        skmsg_comm,
         exec_tracepoint,
         tracefs,
         sockops,

@@ -550,7 +550,14 @@ fn rules_the_backend_cannot_enforce_are_reported_or_refused() {
         .iter()
         .map(|g| g.matcher)
         .collect();
-    assert!(gaps.contains(&minerguard::MatcherKind::Stratum), "{gaps:?}");
+    assert!(
+        gaps.contains(&minerguard::MatcherKind::ExecCmdline),
+        "{gaps:?}"
+    );
+    assert!(
+        !gaps.contains(&minerguard::MatcherKind::Stratum),
+        "{gaps:?}"
+    );
     assert!(
         !gaps.contains(&minerguard::MatcherKind::ExecNames),
         "{gaps:?}"
@@ -570,7 +577,7 @@ fn rules_the_backend_cannot_enforce_are_reported_or_refused() {
     match strict.apply(&profile, scope_of(&other)) {
         Err(Error::Scope(minerguard::error::ScopeError::Unenforceable { rules, .. })) => {
             assert!(
-                rules.iter().any(|r| r.contains("stratum-protocol")),
+                rules.iter().any(|r| r.contains("miner-cmdline")),
                 "{rules:?}"
             )
         }
@@ -728,4 +735,133 @@ fn udp_sendto_a_denied_destination_fails_with_eperm() {
         Target::Connect { protocol, .. } => assert_eq!(protocol, minerguard::events::Protocol::Udp),
         t => panic!("{t:?}"),
     }
+}
+
+const STRATUM_SUBSCRIBE: &[u8] =
+    b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer/2.5\"]}\n";
+const XMRIG_LOGIN: &[u8] =
+    b"  {\"params\":{\"login\":\"wallet\",\"pass\":\"x\",\"agent\":\"XMRig/6.21\"},\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\"}\n";
+/// Stratum V2 SetupConnection: ext 0x0000, type 0x00, length, protocol 0,
+/// min/max version 2, flags, then (truncated) strings.
+const SV2_SETUP: &[u8] = &[
+    0, 0, 0, 0x20, 0, 0, 0, 2, 0, 2, 0, 1, 0, 0, 0, 9, b'1', b'2', b'7',
+];
+const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+
+fn stratum_profile(action: Action) -> Profile {
+    Profile::new("stratum").rule(Rule::stratum(
+        "stratum-protocol",
+        action,
+        Vec::<String>::new(),
+    ))
+}
+
+#[test]
+fn stratum_first_message_is_refused_on_any_port() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+
+    for (payload, sig) in [
+        (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1),
+        (XMRIG_LOGIN, minerguard::events::StratumSignature::Login),
+        (SV2_SETUP, minerguard::events::StratumSignature::V2),
+    ] {
+        assert_eq!(
+            send_in(Some(&cg), addr, &[payload]),
+            SendOutcome::SendFailed {
+                index: 0,
+                errno: libc::EACCES
+            },
+            "{sig:?}"
+        );
+        let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert_eq!(ev.action, Action::Deny);
+        match ev.target {
+            Target::Stratum {
+                addr: to,
+                signature,
+            } => {
+                assert_eq!(signature, sig);
+                assert_eq!(to, addr, "the event names the pool");
+            }
+            t => panic!("expected a stratum target, got {t:?}"),
+        }
+    }
+    assert!(
+        received(&pool).is_empty(),
+        "no Stratum byte reached the pool"
+    );
+
+    // Outside the scope the same bytes go through.
+    assert_eq!(
+        send_in(None, addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    assert!(received(&pool).starts_with(b"{\"id\": 1"));
+}
+
+#[test]
+fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
+    require_kernel!();
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    // Only a socket's first bytes are judged: later sends cost nothing.
+    assert_eq!(
+        send_in(Some(&cg), addr, &[HTTP_GET, STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    let got = received(&server);
+    assert!(
+        got.starts_with(HTTP_GET),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // JSON that is not Stratum passes too.
+    assert_eq!(
+        send_in(
+            Some(&cg),
+            addr,
+            &[b"{\"id\":1,\"method\":\"eth_blockNumber\",\"params\":[]}"]
+        ),
+        SendOutcome::AllSent
+    );
+    assert!(events_within(&enforcer, Duration::from_millis(500), |_| true).is_empty());
+}
+
+#[test]
+fn stratum_kill_and_audit() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let killed = test_cgroup();
+    let audited = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&stratum_profile(Action::Kill), scope_of(&killed))
+        .unwrap();
+    enforcer
+        .apply(&stratum_profile(Action::Audit), scope_of(&audited))
+        .unwrap();
+    assert_eq!(
+        send_in(Some(&killed), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::Signal(libc::SIGKILL)
+    );
+    assert_eq!(
+        send_in(Some(&audited), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    let evs = events_within(&enforcer, Duration::from_secs(1), |_| true);
+    let actions: Vec<Action> = evs.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [Action::Kill, Action::Audit], "{evs:?}");
 }

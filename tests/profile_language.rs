@@ -214,10 +214,20 @@ fn render(p: &Profile) -> String {
         writeln!(out, "ports {port} -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
     for ((addr, len), r) in &k.cidrs4 {
-        writeln!(out, "cidrs4 {addr:?}/{len} -> rule {} {}", r.rule_idx, r.action).unwrap();
+        writeln!(
+            out,
+            "cidrs4 {addr:?}/{len} -> rule {} {}",
+            r.rule_idx, r.action
+        )
+        .unwrap();
     }
     for ((addr, len), r) in &k.cidrs6 {
-        writeln!(out, "cidrs6 {addr:?}/{len} -> rule {} {}", r.rule_idx, r.action).unwrap();
+        writeln!(
+            out,
+            "cidrs6 {addr:?}/{len} -> rule {} {}",
+            r.rule_idx, r.action
+        )
+        .unwrap();
     }
     if let Some(s) = SeccompPolicy::compile(p).unwrap() {
         writeln!(out, "seccomp default {:?}", s.default).unwrap();

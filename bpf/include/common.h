@@ -47,10 +47,14 @@ static __always_inline struct mg_scope *mg_current_scope(void)
 	return NULL;
 }
 
-/* Reserves an event filled with the task identity; NULL (counted) when full. */
+/*
+ * Reserves an event filled with the task identity; NULL (counted) when full.
+ * `with_comm`: the program type may call bpf_get_current_comm (sk_msg may
+ * not on older kernels; userspace then fills the name in).
+ */
 static __always_inline struct mg_event *
-mg_event_start(__u8 kind, const struct mg_scope *scope,
-	       const struct mg_rule_ref *ref, __u8 taken)
+mg_event_start_comm(__u8 kind, const struct mg_scope *scope,
+		    const struct mg_rule_ref *ref, __u8 taken, bool with_comm)
 {
 	struct mg_event *e = bpf_ringbuf_reserve(&mg_events, sizeof(*e), 0);
 	__u64 id;
@@ -75,9 +79,20 @@ mg_event_start(__u8 kind, const struct mg_scope *scope,
 	e->protocol = 0;
 	e->_pad0 = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (with_comm)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	else
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
 	e->path[0] = 0;
 	return e;
+}
+
+/* mg_event_start_comm with the task's command name. */
+static __always_inline struct mg_event *
+mg_event_start(__u8 kind, const struct mg_scope *scope,
+	       const struct mg_rule_ref *ref, __u8 taken)
+{
+	return mg_event_start_comm(kind, scope, ref, taken, true);
 }
 
 #endif

@@ -65,4 +65,12 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_cidr6 SEC(".maps");
 
+/* The stratum rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_stratum SEC(".maps");
+
 #endif

@@ -1,40 +1,39 @@
-//! The cgroup backend: `cgroup/connect4/6` and `cgroup/sendmsg4/6` attached to
-//! each scope's cgroup, and one `tp_btf/sched_process_exec` program for exec
-//! rules.
-//! Needs neither BPF LSM nor trampolines (fentry), so it runs on kernels that
-//! refuse those.
+//! The cgroup backend: `cgroup/connect4/6`, `cgroup/sendmsg4/6` and the
+//! Stratum sockops attached to each scope's cgroup, and one
+//! `tp_btf/sched_process_exec` program for exec rules. Needs neither BPF LSM
+//! nor trampolines (fentry), so it runs on kernels that refuse those.
 
-use std::{collections::HashMap, os::fd::AsRawFd, path::PathBuf};
-
-use libbpf_rs::{
-    skel::{OpenSkel, Skel, SkelBuilder},
-    Link,
-};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    attach::{attach_to_cgroup, CgroupLinks},
     maps::SharedMaps,
     skel::{
         exec_tp::{ExecTpSkel, ExecTpSkelBuilder},
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
+    stratum::StratumHook,
     Backend, BackendKind,
 };
 use crate::{
     cgroup::CgroupRef,
     compile::RuleKind,
     error::{AttachError, Error, LoadError},
+    probe::ProbeReport,
 };
 
 /// Loaded cgroup-backend programs and their per-cgroup attachments.
 pub(crate) struct CgroupBackend {
     // Attachments go first: they reference the programs below.
-    attached: HashMap<PathBuf, Vec<Link>>,
+    links: CgroupLinks,
     maps: SharedMaps,
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
+    stratum: StratumHook,
     signal_in_cgroup: bool,
+    signal_in_skmsg: bool,
 }
 
 fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
@@ -42,11 +41,11 @@ fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
 }
 
 impl CgroupBackend {
-    /// Loads both objects and attaches the (scope-filtered) exec tracepoint.
-    ///
-    /// `signal_in_cgroup`: this kernel lets cgroup programs call
-    /// bpf_send_signal (probed), so `kill` on connect happens in-kernel.
-    pub fn load(signal_in_cgroup: bool) -> Result<Self, Error> {
+    /// Loads the objects and attaches the (scope-filtered) exec tracepoint.
+    /// Which helpers the kernel allows where comes from the probe.
+    pub fn load(report: &ProbeReport) -> Result<Self, Error> {
+        let signal_in_cgroup = report.cgroup_signal.available;
+        let signal_in_skmsg = report.skmsg_signal.available;
         let net = Owned::build(|storage| {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
@@ -62,6 +61,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
+        let stratum = StratumHook::load(&maps, report)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -70,38 +70,14 @@ impl CgroupBackend {
             source,
         })?;
         Ok(CgroupBackend {
-            attached: HashMap::new(),
+            links: CgroupLinks::default(),
             maps,
             _exec: exec,
             net,
+            stratum,
             signal_in_cgroup,
+            signal_in_skmsg,
         })
-    }
-
-    /// Attaches every destination program to `cgroup`; on failure the
-    /// links made so far are dropped (detached).
-    fn attach(&self, cgroup: &CgroupRef) -> Result<Vec<Link>, Error> {
-        let dir = cgroup.open_dir()?;
-        let progs = &self.net.progs;
-        let programs = [
-            ("mg_connect4", &progs.mg_connect4),
-            ("mg_connect6", &progs.mg_connect6),
-            ("mg_sendmsg4", &progs.mg_sendmsg4),
-            ("mg_sendmsg6", &progs.mg_sendmsg6),
-        ];
-        programs
-            .into_iter()
-            .map(|(program, prog)| {
-                prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
-                    AttachError::Program {
-                        program,
-                        target: cgroup.path().display().to_string(),
-                        source,
-                    }
-                    .into()
-                })
-            })
-            .collect()
     }
 }
 
@@ -115,33 +91,22 @@ impl Backend for CgroupBackend {
     }
 
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        let mut added = Vec::new();
-        for root in roots {
-            if self.attached.contains_key(root.path()) {
-                continue;
-            }
-            match self.attach(root) {
-                Ok(links) => {
-                    self.attached.insert(root.path().to_path_buf(), links);
-                    added.push(root.path().to_path_buf());
-                }
-                Err(e) => {
-                    // Roll back: dropping a link detaches it.
-                    for path in added {
-                        self.attached.remove(&path);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        self.attached
-            .retain(|path, _| roots.iter().any(|r| r.path() == path));
-        Ok(())
+        let progs = &self.net.progs;
+        let programs = [
+            ("mg_connect4", &progs.mg_connect4),
+            ("mg_connect6", &progs.mg_connect6),
+            ("mg_sendmsg4", &progs.mg_sendmsg4),
+            ("mg_sendmsg6", &progs.mg_sendmsg6),
+            self.stratum.sockops(),
+        ];
+        self.links
+            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,
+            RuleKind::Stratum => self.signal_in_skmsg,
             _ => true,
         }
     }

@@ -1,31 +1,39 @@
-//! The lsm backend: BPF-LSM hooks (`bprm_check_security`, `socket_connect`)
-//! refuse the syscall with EPERM before it takes effect. The hooks are
-//! host-wide and find the task's scope themselves (nearest cgroup ancestor in
-//! `mg_scopes`), so a scope needs no attachment of its own.
+//! The lsm backend: BPF-LSM hooks (`bprm_check_security`, `socket_connect`,
+//! `socket_sendmsg`) refuse the syscall with EPERM before it takes effect.
+//! The hooks are host-wide and find the task's scope themselves (nearest
+//! cgroup ancestor in `mg_scopes`). Stratum inspection uses the same
+//! sockops + sk_msg hook as the cgroup backend, attached to each scope.
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    attach::{attach_to_cgroup, CgroupLinks},
     maps::SharedMaps,
     skel::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
         lsm_net::{LsmNetSkel, LsmNetSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
+    stratum::StratumHook,
     Backend, BackendKind,
 };
 use crate::{
     cgroup::CgroupRef,
     compile::RuleKind,
     error::{AttachError, Error, LoadError},
+    probe::ProbeReport,
 };
 
 /// Loaded and attached BPF-LSM programs.
 pub(crate) struct LsmBackend {
+    // Attachments go first: they reference the programs below.
+    links: CgroupLinks,
     maps: SharedMaps,
     /// Own the programs and their links (detached on drop).
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
+    stratum: StratumHook,
+    signal_in_skmsg: bool,
 }
 
 fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
@@ -44,8 +52,9 @@ fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::E
 }
 
 impl LsmBackend {
-    /// Loads both objects (sharing one set of maps) and attaches the hooks.
-    pub fn load() -> Result<Self, Error> {
+    /// Loads the objects (sharing one set of maps) and attaches the hooks.
+    pub fn load(report: &ProbeReport) -> Result<Self, Error> {
+        let signal_in_skmsg = report.skmsg_signal.available;
         let mut net = Owned::build(|storage| LsmNetSkelBuilder::default().open(storage)?.load())
             .map_err(load_err("lsm_net"))?;
         let maps = shared_maps_of!(net.maps).map_err(load_err("lsm_net"))?;
@@ -55,16 +64,22 @@ impl LsmBackend {
             open.load()
         })
         .map_err(load_err("lsm_exec"))?;
+        let stratum = StratumHook::load(&maps, report)?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
-        net.attach()
-            .map_err(attach_err("mg_lsm_connect", "lsm/socket_connect"))?;
+        net.attach().map_err(attach_err(
+            "mg_lsm_net",
+            "lsm/socket_connect, lsm/socket_sendmsg",
+        ))?;
         exec.attach()
             .map_err(attach_err("mg_lsm_bprm_check", "lsm/bprm_check_security"))?;
         Ok(LsmBackend {
+            links: CgroupLinks::default(),
             maps,
             _net: net,
             _exec: exec,
+            stratum,
+            signal_in_skmsg,
         })
     }
 }
@@ -78,12 +93,14 @@ impl Backend for LsmBackend {
         &self.maps
     }
 
-    fn cover_exactly(&mut self, _roots: &[CgroupRef]) -> Result<(), Error> {
-        // Host-wide hooks already see every task.
-        Ok(())
+    fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+        // The LSM hooks see every task; only the Stratum sockops attaches.
+        let programs = [self.stratum.sockops()];
+        self.links
+            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
     }
 
-    fn kills_in_kernel(&self, _kind: RuleKind) -> bool {
-        true
+    fn kills_in_kernel(&self, kind: RuleKind) -> bool {
+        kind != RuleKind::Stratum || self.signal_in_skmsg
     }
 }

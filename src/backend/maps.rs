@@ -172,6 +172,7 @@ pub(crate) struct SharedMaps {
     pub ports: MapHandle,
     pub cidr4: MapHandle,
     pub cidr6: MapHandle,
+    pub stratum: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -190,6 +191,7 @@ impl SharedMaps {
             "mg_ports" => &self.ports,
             "mg_cidr4" => &self.cidr4,
             "mg_cidr6" => &self.cidr6,
+            "mg_stratum" => &self.stratum,
             _ => return None,
         })
     }
@@ -232,6 +234,15 @@ impl SharedMaps {
                     )
                     .map_err(map_err("mg_cidr6"))?;
             }
+            if let Some(r) = policy.stratum {
+                self.stratum
+                    .update(
+                        policy_id.bytes(),
+                        RuleRefValue::from(r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_stratum"))?;
+            }
             Ok(())
         })();
         if result.is_err() {
@@ -260,6 +271,9 @@ impl SharedMaps {
         }
         for key in policy.cidrs6.keys() {
             let _ = self.cidr6.delete(cidr6_key(policy_id, key).bytes());
+        }
+        if policy.stratum.is_some() {
+            let _ = self.stratum.delete(policy_id.bytes());
         }
     }
 

@@ -4,10 +4,12 @@
 //! policy the same way whichever one runs; a backend only loads its programs
 //! and decides where they attach.
 
+mod attach;
 pub(crate) mod cgroup;
 pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;
+mod stratum;
 
 use crate::{
     cgroup::CgroupRef,
@@ -56,7 +58,10 @@ impl BackendKind {
     pub fn supports(self, m: MatcherKind) -> bool {
         matches!(
             m,
-            MatcherKind::ExecNames | MatcherKind::ConnectPorts | MatcherKind::ConnectCidrs
+            MatcherKind::ExecNames
+                | MatcherKind::ConnectPorts
+                | MatcherKind::ConnectCidrs
+                | MatcherKind::Stratum
         )
     }
 }

@@ -21,6 +21,7 @@ skeleton!(net_cgroup, "net_cgroup.skel.rs");
 skeleton!(lsm_exec, "lsm_exec.skel.rs");
 skeleton!(lsm_net, "lsm_net.skel.rs");
 skeleton!(probe, "probe.skel.rs");
+skeleton!(stratum, "stratum.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.
 ///
@@ -113,6 +114,7 @@ macro_rules! shared_maps_of {
                 ports: libbpf_rs::MapHandle::try_from(&m.mg_ports)?,
                 cidr4: libbpf_rs::MapHandle::try_from(&m.mg_cidr4)?,
                 cidr6: libbpf_rs::MapHandle::try_from(&m.mg_cidr6)?,
+                stratum: libbpf_rs::MapHandle::try_from(&m.mg_stratum)?,
             })
         })()
     }};

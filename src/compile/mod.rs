@@ -112,6 +112,8 @@ pub struct KernelPolicy {
     pub cidrs4: BTreeMap<([u8; 4], u8), RuleRef>,
     /// `connect.cidrs` IPv6 entries: (network, prefix length) → rule.
     pub cidrs6: BTreeMap<([u8; 16], u8), RuleRef>,
+    /// The `stratum` rule (the strongest, earliest among equals).
+    pub stratum: Option<RuleRef>,
 }
 
 impl KernelPolicy {
@@ -132,6 +134,7 @@ impl KernelPolicy {
             ports: BTreeMap::new(),
             cidrs4: BTreeMap::new(),
             cidrs6: BTreeMap::new(),
+            stratum: None,
         };
         for (i, rule) in profile.rules.iter().enumerate() {
             let r = RuleRef {
@@ -166,6 +169,9 @@ impl KernelPolicy {
                             }
                         }
                     }
+                }
+                MatcherKind::Stratum if policy.stratum.map_or(true, |s| r.action > s.action) => {
+                    policy.stratum = Some(r);
                 }
                 // Kept as rules (named in events and reports); their kernel
                 // entries come with the backends that enforce them.

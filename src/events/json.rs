@@ -27,6 +27,13 @@ pub fn falco_json(ev: &Event) -> String {
             fields.insert("fd.l4proto".into(), json!(protocol.name()));
             format!("{} connect to {addr}", protocol.name())
         }
+        Target::Stratum { addr, signature } => {
+            fields.insert("fd.sip".into(), json!(addr.ip().to_string()));
+            fields.insert("fd.sport".into(), json!(addr.port()));
+            fields.insert("fd.l4proto".into(), json!("tcp"));
+            fields.insert("minerguard.signature".into(), json!(signature.as_str()));
+            format!("{} message to {addr}", signature.as_str())
+        }
     };
     let verb = match ev.action {
         Action::Audit => "audited",

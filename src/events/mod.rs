@@ -61,6 +61,13 @@ pub enum Target {
         /// TCP or UDP.
         protocol: Protocol,
     },
+    /// The first bytes a TCP socket sent matched a Stratum signature.
+    Stratum {
+        /// The socket's peer.
+        addr: SocketAddr,
+        /// Which signature.
+        signature: StratumSignature,
+    },
 }
 
 impl Target {
@@ -69,6 +76,39 @@ impl Target {
         match self {
             Target::Exec { .. } => RuleKind::Exec,
             Target::Connect { .. } => RuleKind::Connect,
+            Target::Stratum { .. } => RuleKind::Stratum,
+        }
+    }
+}
+
+/// Which Stratum signature a socket's first bytes carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StratumSignature {
+    /// Stratum v1 JSON-RPC with a `mining.*` method.
+    V1,
+    /// XMRig-style JSON-RPC `login`.
+    Login,
+    /// Stratum V2 plaintext `SetupConnection`.
+    V2,
+}
+
+impl StratumSignature {
+    /// `enum mg_stratum_sig` in bpf/stratum.bpf.c.
+    pub(crate) fn from_id(id: u8) -> Option<Self> {
+        match id {
+            1 => Some(StratumSignature::V1),
+            2 => Some(StratumSignature::Login),
+            3 => Some(StratumSignature::V2),
+            _ => None,
+        }
+    }
+
+    /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StratumSignature::V1 => "stratum-v1",
+            StratumSignature::Login => "xmrig-login",
+            StratumSignature::V2 => "stratum-v2",
         }
     }
 }

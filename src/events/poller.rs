@@ -15,11 +15,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::{
-    record::{RawEvent, KIND_CONNECT, KIND_EXEC},
+    record::{RawEvent, KIND_CONNECT, KIND_EXEC, KIND_STRATUM},
     registry::Registry,
-    Event, InlineStr, Protocol, Target,
+    Event, InlineStr, Protocol, StratumSignature, Target,
 };
-use crate::{backend::maps::action_from_code, error::AttachError, profile::Action};
+use crate::{
+    backend::maps::action_from_code, compile::RuleKind, error::AttachError, profile::Action,
+};
 
 /// How long one poll waits; bounds how late a stop request is noticed.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -60,6 +62,10 @@ impl Decoder {
                 addr: socket_addr(raw),
                 protocol: Protocol::from_ip_proto(raw.protocol),
             },
+            KIND_STRATUM => Target::Stratum {
+                addr: socket_addr(raw),
+                signature: StratumSignature::from_id(raw.path[0])?,
+            },
             _ => return None,
         };
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
@@ -95,6 +101,16 @@ fn socket_addr(raw: &RawEvent) -> SocketAddr {
     SocketAddr::new(ip, raw.port)
 }
 
+/// The command name of `pid` from /proc, or empty when it is gone.
+fn proc_comm(pid: u32) -> InlineStr<16> {
+    let mut buf = [0u8; 16];
+    let n = std::fs::File::open(format!("/proc/{pid}/comm"))
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+        .unwrap_or(0);
+    let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+    InlineStr::from_c_bytes(name)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -108,13 +124,13 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 impl Poller {
     /// Starts the thread on `events` (the ring buffer map).
     ///
-    /// `kill_connect`: send SIGKILL from here for `kill` connect events,
-    /// because the backend's kernel programs could not.
+    /// `kill_from_userspace`: rule kinds whose `kill` the kernel programs
+    /// could not carry out; the poller sends the SIGKILL on receipt.
     pub fn start(
         events: MapHandle,
         decoder: Decoder,
         capacity: usize,
-        kill_connect: bool,
+        kill_from_userspace: Vec<RuleKind>,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +141,17 @@ impl Poller {
             let drops = channel_drops.clone();
             std::thread::Builder::new()
                 .name("minerguard-events".into())
-                .spawn(move || run(events, decoder, tx, stop, drops, kill_connect, ready_tx))
+                .spawn(move || {
+                    run(
+                        events,
+                        decoder,
+                        tx,
+                        stop,
+                        drops,
+                        kill_from_userspace,
+                        ready_tx,
+                    )
+                })
                 .map_err(|e| AttachError::Poller(e.to_string()))?
         };
         match ready_rx.recv() {
@@ -172,18 +198,21 @@ fn run(
     tx: Sender<Event>,
     stop: Arc<AtomicBool>,
     drops: Arc<AtomicU64>,
-    kill_connect: bool,
+    kill_from_userspace: Vec<RuleKind>,
     ready: Sender<Result<(), String>>,
 ) {
     let deliver = move |data: &[u8]| -> i32 {
-        let Some(ev) = RawEvent::read(data).and_then(|raw| decoder.decode(&raw)) else {
+        let Some(mut ev) = RawEvent::read(data).and_then(|raw| decoder.decode(&raw)) else {
             return 0;
         };
-        if kill_connect && ev.action == Action::Kill {
-            if let Target::Connect { .. } = ev.target {
-                // SAFETY: plain syscall; the kernel already refused the connect.
-                unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
-            }
+        if ev.comm.is_empty() {
+            // Program types that may not read comm (sk_msg on older kernels):
+            // ask /proc while the task is still there (before any kill).
+            ev.comm = proc_comm(ev.tgid);
+        }
+        if ev.action == Action::Kill && kill_from_userspace.contains(&ev.target.kind()) {
+            // SAFETY: plain syscall; the kernel already refused the operation.
+            unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
         }
         match tx.try_send(ev) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}

@@ -9,6 +9,8 @@ pub(crate) const PATH_LEN: usize = 256;
 pub(crate) const KIND_EXEC: u8 = 1;
 /// `enum mg_kind`.
 pub(crate) const KIND_CONNECT: u8 = 2;
+/// `enum mg_kind`.
+pub(crate) const KIND_STRATUM: u8 = 3;
 
 /// Mirror of `struct mg_event`.
 #[repr(C)]

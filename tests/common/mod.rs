@@ -291,3 +291,84 @@ pub fn fake_miner(dir: &TempDir, name: &str) -> PathBuf {
     std::fs::copy("/usr/bin/touch", &path).expect("copy touch");
     path
 }
+
+/// What happened to a series of sends on one TCP connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// connect() and every send() succeeded.
+    AllSent,
+    /// connect() failed with this errno.
+    ConnectFailed(i32),
+    /// send number `index` failed with `errno`.
+    SendFailed { index: usize, errno: i32 },
+    /// The child was killed by this signal.
+    Signal(i32),
+}
+
+/// Connects to `addr` from a child forked into `cgroup` (or not moved) and
+/// sends each message in turn with send(2), stopping at the first failure.
+pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]]) -> SendOutcome {
+    assert!(messages.len() < 8);
+    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
+    let (storage, len, family) = sockaddr(addr, false);
+    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe {
+            if let Some(fd) = &procs {
+                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(250);
+                }
+            }
+            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            if s < 0 {
+                libc::_exit(251);
+            }
+            if libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+                libc::_exit(200 + (*libc::__errno_location()).min(40));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                if libc::send(s, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+                    let errno = (*libc::__errno_location()).min(31);
+                    // Give a userspace SIGKILL (for `kill` rules) time to land.
+                    libc::usleep(300_000);
+                    libc::_exit(((i as i32 + 1) << 5) | errno);
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        return SendOutcome::Signal(libc::WTERMSIG(status));
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => SendOutcome::AllSent,
+        c if c >= 250 => panic!("send child failed to set up (code {c})"),
+        c if c >= 200 => SendOutcome::ConnectFailed(c - 200),
+        c => SendOutcome::SendFailed {
+            index: (c >> 5) as usize - 1,
+            errno: c & 31,
+        },
+    }
+}
+
+/// Everything that reached `listener` from its queued connections so far.
+pub fn received(listener: &TcpListener) -> Vec<u8> {
+    use std::io::Read;
+    listener.set_nonblocking(true).unwrap();
+    let mut all = Vec::new();
+    while let Ok((mut conn, _)) = listener.accept() {
+        conn.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+    }
+    all
+}

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Stratum detection on the first bytes a TCP socket sends, any port: sockops
+ * (attached to each scope's cgroup) puts every new client socket into a
+ * sockhash; the sk_msg verdict program runs in the sender's context on its
+ * first message, matches the Stratum signatures, and drops it (the sender
+ * gets EACCES, and so does every later send on that socket). After a clean
+ * first message the verdict covers the next 4 GiB without running again, so a
+ * judged socket costs nothing more.
+ *
+ * Needs no BPF LSM: the cgroup backend uses it, and the lsm backend too until
+ * its sleepable socket_sendmsg variant lands.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "net_match.h"
+
+/* Bytes of the first message inspected. */
+#define MG_STRATUM_WINDOW 128
+/* Slack after the window so pattern compares need no per-byte bounds. */
+#define MG_STRATUM_SLACK 16
+
+#define MG_SK_DROP 0
+#define MG_SK_PASS 1
+
+/* Signature ids, reported in the event's path field by name. */
+enum mg_stratum_sig {
+	MG_SIG_NONE = 0,
+	MG_SIG_V1 = 1,    /* JSON-RPC "method": "mining.*" */
+	MG_SIG_LOGIN = 2, /* XMRig-style "method": "login" */
+	MG_SIG_V2 = 3,    /* Stratum V2 plaintext SetupConnection */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* socket cookie */
+	__type(value, __u64);
+} mg_sockhash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
+} mg_msg_scratch SEC(".maps");
+
+/* Set by userspace before load when sk_msg programs may call
+ * bpf_send_signal; otherwise userspace sends the SIGKILL for `kill`. */
+const volatile bool mg_signal_in_skmsg = false;
+/* Likewise for bpf_get_current_comm (userspace fills the name otherwise). */
+const volatile bool mg_comm_in_skmsg = false;
+
+SEC("sockops")
+int mg_sockops(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		return 1;
+	cookie = bpf_get_socket_cookie(skops);
+	bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST);
+	return 1;
+}
+
+#define MG_SEEN_METHOD 1
+#define MG_SEEN_MINING 2
+#define MG_SEEN_LOGIN 4
+
+/* The 8 bytes at buf[i], little-endian (x86_64 and arm64 are). */
+static __always_inline __u64 word_at(const char *buf, __u32 i)
+{
+	__u64 w;
+
+	__builtin_memcpy(&w, buf + i, sizeof(w));
+	return w;
+}
+
+/* A little-endian word of 8 pattern bytes. */
+#define MG_WORD(a, b, c, d, e, f, g, h)                                       \
+	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | \
+	 (__u64)(e) << 32 | (__u64)(f) << 40 | (__u64)(g) << 48 |             \
+	 (__u64)(h) << 56)
+
+/*
+ * Which of `"method"`, `"mining.` and `"login"` occur in the window. The
+ * buffer is zeroed past the message, so the whole window is scanned with no
+ * length test; the loop is unrolled, which keeps the verifier's work linear
+ * (and bpf_loop's callback is refused in sk_msg by 6.1).
+ */
+static __always_inline __u32 scan_keys(const char *buf)
+{
+	const __u64 method = MG_WORD('"', 'm', 'e', 't', 'h', 'o', 'd', '"');
+	const __u64 mining = MG_WORD('"', 'm', 'i', 'n', 'i', 'n', 'g', '.');
+	const __u64 login = MG_WORD('"', 'l', 'o', 'g', 'i', 'n', '"', 0);
+	__u32 seen = 0;
+
+#pragma clang loop unroll(full)
+	for (__u32 i = 0; i < MG_STRATUM_WINDOW; i++) {
+		__u64 w = word_at(buf, i);
+
+		if ((__u8)w != '"')
+			continue;
+		if (w == method)
+			seen |= MG_SEEN_METHOD;
+		else if (w == mining)
+			seen |= MG_SEEN_MINING;
+		else if ((w & 0x00ffffffffffffffULL) == login)
+			seen |= MG_SEEN_LOGIN;
+	}
+	return seen;
+}
+
+/* Which signature the first `len` bytes of buf carry. */
+static __always_inline __u8 mg_stratum_signature(const char *buf, __u32 len)
+{
+	__u32 first = 0, seen;
+
+	/* Stratum V2 SetupConnection: extension 0x0000, type 0x00, 3-byte
+	 * length, then protocol 0 (mining), min and max version 2 (LE). */
+	if (len >= 11 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0 &&
+	    buf[6] == 0 && buf[7] == 2 && buf[8] == 0 && buf[9] == 2 &&
+	    buf[10] == 0)
+		return MG_SIG_V2;
+
+	/* JSON-RPC: a JSON object, whitespace allowed before it. */
+	for (int i = 0; i < 8; i++) {
+		char ch = buf[first & (MG_STRATUM_WINDOW - 1)];
+
+		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+			break;
+		first++;
+	}
+	if (first >= len || buf[first & (MG_STRATUM_WINDOW - 1)] != '{')
+		return MG_SIG_NONE;
+	seen = scan_keys(buf);
+	if (!(seen & MG_SEEN_METHOD))
+		return MG_SIG_NONE;
+	if (seen & MG_SEEN_MINING)
+		return MG_SIG_V1;
+	if (seen & MG_SEEN_LOGIN)
+		return MG_SIG_LOGIN;
+	return MG_SIG_NONE;
+}
+
+static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
+{
+	/* The verdict covers the next 4 GiB: no program run per send. */
+	bpf_msg_apply_bytes(msg, 0xffffffff);
+	return MG_SK_PASS;
+}
+
+SEC("sk_msg")
+int mg_stratum_msg(struct sk_msg_md *msg)
+{
+	struct mg_scope *scope = mg_current_scope();
+	struct mg_rule_ref *ref;
+	struct mg_event *e;
+	__u32 zero = 0, len;
+	char *buf;
+	__u8 sig;
+
+	if (!scope)
+		return mg_pass_rest(msg);
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return mg_pass_rest(msg);
+	buf = bpf_map_lookup_elem(&mg_msg_scratch, &zero);
+	if (!buf)
+		return mg_pass_rest(msg);
+
+	len = msg->size;
+	if (len > MG_STRATUM_WINDOW)
+		len = MG_STRATUM_WINDOW;
+	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0))
+		return mg_pass_rest(msg);
+	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
+	if (bpf_probe_read_kernel(buf, len, msg->data))
+		return mg_pass_rest(msg);
+
+	sig = mg_stratum_signature(buf, len);
+	if (sig == MG_SIG_NONE)
+		return mg_pass_rest(msg);
+
+	if (ref->action == MG_ACTION_KILL && mg_signal_in_skmsg)
+		bpf_send_signal(MG_SIGKILL);
+	e = mg_event_start_comm(MG_KIND_STRATUM, scope, ref, ref->action,
+				mg_comm_in_skmsg);
+	if (e) {
+		__u32 ip[4] = {};
+
+		if (msg->family == MG_AF_INET) {
+			ip[0] = msg->remote_ip4;
+			e->family = MG_AF_INET;
+		} else {
+			ip[0] = msg->remote_ip6[0];
+			ip[1] = msg->remote_ip6[1];
+			ip[2] = msg->remote_ip6[2];
+			ip[3] = msg->remote_ip6[3];
+			e->family = mg_unmap_v4(ip);
+		}
+		__builtin_memcpy(e->addr, ip, 16);
+		e->port = bpf_ntohl(msg->remote_port);
+		e->protocol = 6; /* sk_msg sees TCP only */
+		e->path[0] = sig; /* signature id; named in userspace */
+		e->path[1] = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (ref->action == MG_ACTION_AUDIT)
+		return mg_pass_rest(msg);
+	return MG_SK_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,71 @@
+//! Programs attached to cgroups, kept in step with the outermost scopes.
+
+use std::{collections::HashMap, os::fd::AsRawFd, path::PathBuf};
+
+use libbpf_rs::{Link, ProgramMut};
+
+use crate::{
+    cgroup::CgroupRef,
+    error::{AttachError, Error},
+};
+
+/// Links per covered cgroup; dropping a link detaches its program.
+#[derive(Default)]
+pub(crate) struct CgroupLinks {
+    attached: HashMap<PathBuf, Vec<Link>>,
+}
+
+impl CgroupLinks {
+    /// Makes the covered set exactly `roots`: attaches (with `attach`) the new
+    /// ones first, then detaches the others. On failure the previous set is
+    /// left as it was.
+    pub fn cover_exactly(
+        &mut self,
+        roots: &[CgroupRef],
+        attach: impl Fn(&CgroupRef) -> Result<Vec<Link>, Error>,
+    ) -> Result<(), Error> {
+        let mut added = Vec::new();
+        for root in roots {
+            if self.attached.contains_key(root.path()) {
+                continue;
+            }
+            match attach(root) {
+                Ok(links) => {
+                    self.attached.insert(root.path().to_path_buf(), links);
+                    added.push(root.path().to_path_buf());
+                }
+                Err(e) => {
+                    for path in added {
+                        self.attached.remove(&path);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.attached
+            .retain(|path, _| roots.iter().any(|r| r.path() == path));
+        Ok(())
+    }
+}
+
+/// Attaches each program to `cgroup`; on failure the links made so far are
+/// dropped (detached).
+pub(crate) fn attach_to_cgroup(
+    cgroup: &CgroupRef,
+    programs: &[(&'static str, &ProgramMut<'_>)],
+) -> Result<Vec<Link>, Error> {
+    let dir = cgroup.open_dir()?;
+    programs
+        .iter()
+        .map(|(program, prog)| {
+            prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
+                AttachError::Program {
+                    program,
+                    target: cgroup.path().display().to_string(),
+                    source,
+                }
+                .into()
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,64 @@
+//! The Stratum hook (bpf/stratum.bpf.c): sockops puts each new client socket
+//! of a scope into a sockhash, and an sk_msg verdict judges its first bytes.
+//! Needs no BPF LSM, so both backends use it.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    ProgramMut,
+};
+
+use super::{
+    maps::SharedMaps,
+    skel::{
+        reuse_shared_maps,
+        stratum::{StratumSkel, StratumSkelBuilder},
+        Owned,
+    },
+};
+use crate::{
+    error::{AttachError, Error, LoadError},
+    probe::ProbeReport,
+};
+
+/// Loaded Stratum programs; the sk_msg verdict is attached to the sockhash.
+pub(crate) struct StratumHook {
+    skel: Owned<StratumSkel<'static>>,
+}
+
+impl StratumHook {
+    /// Loads the object on the shared maps and attaches the verdict program.
+    ///
+    /// What sk_msg programs may call on this kernel comes from the probe.
+    pub fn load(maps: &SharedMaps, report: &ProbeReport) -> Result<Self, Error> {
+        let skel = Owned::build(|storage| {
+            let mut open = StratumSkelBuilder::default().open(storage)?;
+            if let Some(rodata) = open.maps.rodata_data.as_mut() {
+                rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
+                rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
+            }
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(|source| LoadError::Object {
+            object: "stratum",
+            source,
+        })?;
+        let sockhash = skel.maps.mg_sockhash.as_fd().as_raw_fd();
+        skel.progs
+            .mg_stratum_msg
+            .attach_sockmap(sockhash)
+            .map_err(|source| AttachError::Program {
+                program: "mg_stratum_msg",
+                target: "mg_sockhash".into(),
+                source,
+            })?;
+        Ok(StratumHook { skel })
+    }
+
+    /// The sockops program, attached to each covered cgroup.
+    pub fn sockops(&self) -> (&'static str, &ProgramMut<'static>) {
+        ("mg_sockops", &self.skel.progs.mg_sockops)
+    }
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the integration tests
 # that enforce in this machine's kernel (root needed; each test works in a
-# cgroup it creates), and the same integration tests with the lsm backend in a
+# cgroup it creates), the C API (C programs built against the checked-in
+# header) and the Python bindings (pytest, mypy), and the kernel integration
+# tests again with the lsm backend in a
 # VM whose kernel has BPF LSM. Run as root on Debian 12 after
 # scripts/install-deps.sh. MINERGUARD_SKIP_VM=1 leaves out the VM suite.
 set -euo pipefail
@@ -18,6 +20,9 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test (unit, doc and kernel integration tests; backend: ${MINERGUARD_TEST_BACKEND:-auto})"
 # Plain `cargo test` also builds examples/enforcer, which tests/cli.rs runs.
 cargo test
+
+step "Python bindings (scripts/test-python.sh)"
+bash scripts/test-python.sh
 
 if [ "${MINERGUARD_SKIP_VM:-0}" = 1 ]; then
     echo "SKIPPED the lsm VM suite (MINERGUARD_SKIP_VM=1)"

@@ -21,7 +21,7 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (a
 
 echo "vm-test: building test binaries"
 cargo build --examples --quiet
-mapfile -t bins < <(cargo test --no-run --message-format=json --test enforcement --test cli 2>/dev/null |
+mapfile -t bins < <(cargo test --no-run --message-format=json --test enforcement --test cli --test capi 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -29,7 +29,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["executable"])
 ')
-[ "${#bins[@]}" -eq 2 ] || die "expected 2 test binaries, found ${#bins[@]}"
+[ "${#bins[@]}" -eq 3 ] || die "expected 3 test binaries, found ${#bins[@]}"
 
 rm -rf "$out" && mkdir -p "$out"
 # Each run: "<backend> <test binary>". The lsm backend is the point of the
@@ -82,4 +82,5 @@ for run in "${runs[@]}"; do
 done
 [ "$passed" -gt 0 ] || bad=1
 [ "$bad" = 0 ] && [ "$failed" = 0 ] || die "VM suite failed ($passed passed, $failed failed)"
-echo "vm ($(basename "$kernel")): $passed passed, $failed failed"
+echo "vm-test: all suites ran in $(basename "$kernel")"
+echo "lsm-vm: $passed passed, $failed failed"

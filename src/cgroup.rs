@@ -13,51 +13,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::error::CgroupError;
+use crate::{error::CgroupError, mountinfo};
 
 /// `statfs` magic of the cgroup2 filesystem (include/uapi/linux/magic.h).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The cgroup v2 mount point, read from `/proc/self/mountinfo`.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
-    let text = fs::read_to_string("/proc/self/mountinfo").map_err(|source| CgroupError::Io {
+    let mounts = mountinfo::read().map_err(|source| CgroupError::Io {
         action: "reading",
         path: "/proc/self/mountinfo".into(),
         source,
     })?;
-    find_cgroup2_mount(&text).ok_or(CgroupError::NoCgroup2Mount)
-}
-
-/// The first cgroup2 mount point in mountinfo text.
-fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // Fields: id parent major:minor root mount-point options [optional...] - fstype source
-        let (before, after) = line.split_once(" - ")?;
-        if after.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        before.split_whitespace().nth(4).map(unescape_mountinfo)
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let oct = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
-            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+    mounts
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+        .map(|m| m.mount_point)
+        .ok_or(CgroupError::NoCgroup2Mount)
 }
 
 /// A cgroup v2 directory, identified by path, kernel id and depth.
@@ -291,37 +263,5 @@ pub fn join_cgroup_raw(procs: &impl AsRawFd) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_cgroup2_among_v1_mounts() {
-        let info = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-                    32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-                    41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            find_cgroup2_mount(info),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-    }
-
-    #[test]
-    fn no_cgroup2_mount_is_none() {
-        let info = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
-        assert_eq!(find_cgroup2_mount(info), None);
-    }
-
-    #[test]
-    fn unescapes_spaces() {
-        assert_eq!(
-            unescape_mountinfo("/mnt/my\\040cg"),
-            PathBuf::from("/mnt/my cg")
-        );
-        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
-        assert_eq!(unescape_mountinfo("/trail\\"), PathBuf::from("/trail\\"));
     }
 }

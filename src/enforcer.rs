@@ -1,7 +1,14 @@
 //! The [`Enforcer`]: loads a backend once, applies compiled profiles to
 //! scopes (cgroup v2 subtrees, or the host), and streams what it enforced.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use crossbeam_channel::Receiver;
 
@@ -44,16 +51,26 @@ impl std::fmt::Display for Scope {
 }
 
 /// Names one applied profile; pass it to [`Enforcer::update`] and
-/// [`Enforcer::remove`].
+/// [`Enforcer::remove`]. Ids are unique across every enforcer of the
+/// process, so a handle given to the wrong enforcer is refused, never
+/// mistaken for one of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyHandle(u64);
 
 impl PolicyHandle {
-    /// A number unique within its enforcer.
+    /// A number unique within this process.
     pub fn id(self) -> u64 {
         self.0
     }
+
+    /// The handle with this id (for bindings that pass ids around); an id
+    /// the enforcer does not know is refused by its methods.
+    pub fn from_id(id: u64) -> Self {
+        PolicyHandle(id)
+    }
 }
+
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
 /// How to build an [`Enforcer`].
 #[derive(Debug, Clone)]
@@ -104,7 +121,6 @@ pub struct Enforcer {
     backend: Box<dyn Backend>,
     probe: ProbeReport,
     require_all_rules: bool,
-    next_handle: u64,
     next_policy_id: u32,
 }
 
@@ -158,7 +174,6 @@ impl Enforcer {
             backend,
             probe: report,
             require_all_rules: options.require_all_rules,
-            next_handle: 1,
             next_policy_id: 1,
         })
     }
@@ -213,8 +228,7 @@ impl Enforcer {
         }
 
         let policy_id = self.install(&policy)?;
-        let handle = PolicyHandle(self.next_handle);
-        self.next_handle += 1;
+        let handle = PolicyHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         self.applied.insert(
             handle,
             Applied {
@@ -299,7 +313,8 @@ impl Enforcer {
 
     /// Compiles, refusing unenforceable rules when asked to.
     fn compile(&self, profile: &Profile) -> Result<KernelPolicy> {
-        let policy = KernelPolicy::compile(profile)?;
+        let mut policy = KernelPolicy::compile(profile)?;
+        policy.resolve_inodes()?;
         let gaps = self.unenforced_in(&policy);
         if self.require_all_rules && !gaps.is_empty() {
             return Err(ScopeError::Unenforceable {

@@ -16,11 +16,13 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod capi;
 pub mod cgroup;
 pub mod compile;
 mod enforcer;
 pub mod error;
 pub mod events;
+mod mountinfo;
 pub mod probe;
 pub mod profile;
 

@@ -865,3 +865,154 @@ fn stratum_kill_and_audit() {
     let actions: Vec<Action> = evs.iter().map(|e| e.action).collect();
     assert_eq!(actions, [Action::Kill, Action::Audit], "{evs:?}");
 }
+
+/// What a refused exec looks like from a forked child, with this backend.
+fn denied_fork(enforcer: &Enforcer, requested: Action) -> ForkOutcome {
+    match enforcer.effective_action(RuleKind::Exec, requested) {
+        Action::Kill => ForkOutcome::Signal(libc::SIGKILL),
+        _ => ForkOutcome::ExecFailed(libc::EPERM),
+    }
+}
+
+#[test]
+fn exec_files_follow_the_inode_through_renames_and_hard_links() {
+    require_kernel!();
+    let dir = TempDir::new("files");
+    let miner = fake_miner(&dir, "innocent-name");
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("files").rule(Rule::exec_files(
+        "known-miner",
+        Action::Deny,
+        [miner.to_str().unwrap()],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let denied = denied_exec(&enforcer, Action::Deny);
+
+    let marker = dir.path().join("m1");
+    assert_eq!(
+        exec_in(Some(&cg), &miner, &marker),
+        denied,
+        "the file itself"
+    );
+    let link = dir.path().join("hard-link");
+    std::fs::hard_link(&miner, &link).unwrap();
+    assert_eq!(exec_in(Some(&cg), &link, &marker), denied, "a hard link");
+    let renamed = dir.path().join("renamed");
+    std::fs::rename(&miner, &renamed).unwrap();
+    assert_eq!(
+        exec_in(Some(&cg), &renamed, &marker),
+        denied,
+        "after a rename"
+    );
+    assert!(!marker.exists());
+    // A copy is another inode: it runs.
+    let copy = fake_miner(&dir, "copy");
+    assert_eq!(exec_in(Some(&cg), &copy, &marker), ExecOutcome::Exited(0));
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
+    assert_eq!(ev.requested, Action::Deny);
+}
+
+#[test]
+fn exec_dirs_cover_subdirectories_and_symlinks_into_them() {
+    require_kernel!();
+    let scratch = TempDir::new("dirs");
+    let outside = TempDir::new("dirs-outside");
+    std::fs::create_dir_all(scratch.path().join("a/b")).unwrap();
+    let deep = scratch.path().join("a/b/payload");
+    std::fs::copy("/usr/bin/touch", &deep).unwrap();
+    let via_symlink = outside.path().join("looks-safe");
+    std::os::unix::fs::symlink(&deep, &via_symlink).unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("dirs").rule(Rule::exec_dirs(
+        "scratch-dir-exec",
+        Action::Deny,
+        [scratch.path().to_str().unwrap()],
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let denied = denied_exec(&enforcer, Action::Deny);
+    let marker = outside.path().join("marker");
+    assert_eq!(
+        exec_in(Some(&cg), &deep, &marker),
+        denied,
+        "two levels down"
+    );
+    assert_eq!(
+        exec_in(Some(&cg), &via_symlink, &marker),
+        denied,
+        "through a symlink"
+    );
+    assert!(!marker.exists());
+    // The same program from elsewhere runs, inside and outside the scope.
+    assert_eq!(
+        exec_in(Some(&cg), std::path::Path::new("/usr/bin/touch"), &marker),
+        ExecOutcome::Exited(0)
+    );
+    assert_eq!(
+        exec_in(None, &deep, &outside.path().join("m2")),
+        ExecOutcome::Exited(0)
+    );
+}
+
+#[test]
+fn fileless_exec_from_memfd_or_deleted_file_is_stopped() {
+    require_kernel!();
+    let scratch = TempDir::new("fileless");
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(
+            &Profile::new("fileless").rule(Rule::exec_memfd("fileless-exec", Action::Deny)),
+            scope_of(&cg),
+        )
+        .unwrap();
+    let marker = scratch.path().join("marker");
+    let args = [marker.to_str().unwrap()];
+    let touch = std::path::Path::new("/usr/bin/touch");
+    for how in [Fileless::Memfd, Fileless::DeletedFile] {
+        assert_eq!(
+            fileless_exec_in(Some(&cg), touch, &args, how, &scratch),
+            denied_fork(&enforcer, Action::Deny),
+            "{how:?}"
+        );
+        assert!(!marker.exists(), "{how:?} ran");
+        let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "fileless-exec").expect("event");
+        assert_eq!(ev.requested, Action::Deny);
+    }
+    // Outside the scope fileless exec works (the test itself would be wrong otherwise).
+    assert_eq!(
+        fileless_exec_in(None, touch, &args, Fileless::Memfd, &scratch),
+        ForkOutcome::Exited(0)
+    );
+    assert!(marker.exists());
+    // A normal file on disk still runs inside the scope.
+    assert_eq!(
+        exec_in(Some(&cg), touch, &scratch.path().join("m2")),
+        ExecOutcome::Exited(0)
+    );
+}
+
+#[test]
+fn a_handle_from_another_enforcer_is_refused() {
+    require_kernel!();
+    let pool = listener(false);
+    let (a_cg, b_cg) = (test_cgroup(), test_cgroup());
+    let mut a = enforcer();
+    let mut b = enforcer();
+    let profile = port_profile(Action::Deny, pool.local_addr().unwrap().port());
+    let ha = a.apply(&profile, scope_of(&a_cg)).unwrap();
+    let hb = b.apply(&profile, scope_of(&b_cg)).unwrap();
+    assert_ne!(ha, hb);
+    assert!(matches!(
+        b.remove(ha),
+        Err(Error::Scope(minerguard::error::ScopeError::UnknownHandle(
+            _
+        )))
+    ));
+    // b's own scope is untouched.
+    assert_eq!(
+        connect_in(Some(&b_cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+}

@@ -68,6 +68,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: deny\n    exec: { names: [a/b] }\n", "rules[0].exec.names[0]", "basenames only"),
     ("    action: deny\n    exec: { names: [\"\"] }\n", "rules[0].exec.names[0]", "must not be empty"),
     ("    action: deny\n    exec: { dirs: [tmp] }\n", "rules[0].exec.dirs[0]", "not an absolute path"),
+    ("    action: deny\n    exec: { path_prefixes: [/tmp] }\n", "rules[0].exec.path_prefixes[0]", "must end with `/`"),
     ("    action: deny\n    exec: { cmdline: [\"\"] }\n", "rules[0].exec.cmdline[0]", "must not be empty"),
     ("    action: deny\n    connect: { ports: [0] }\n", "rules[0].connect.ports[0]", "port 0"),
     ("    action: deny\n    connect: { ports: [70000] }\n", "rules[0].connect.ports[0]", "out of range"),
@@ -212,6 +213,18 @@ fn render(p: &Profile) -> String {
     }
     for (port, r) in &k.ports {
         writeln!(out, "ports {port} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    for (path, r) in &k.exec_files {
+        writeln!(out, "exec_files {path} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    for (path, r) in &k.exec_dirs {
+        writeln!(out, "exec_dirs {path} -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    if let Some(r) = k.memfd {
+        writeln!(out, "memfd -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    if let Some(r) = k.stratum {
+        writeln!(out, "stratum -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
     for ((addr, len), r) in &k.cidrs4 {
         writeln!(

@@ -15,6 +15,31 @@ static __always_inline void mg_count(__u32 stat)
 		*v += 1;
 }
 
+/* Order of strength: kill > deny > audit. */
+static __always_inline __u8 mg_rank(__u8 action)
+{
+	switch (action) {
+	case MG_ACTION_KILL:
+		return 3;
+	case MG_ACTION_DENY:
+		return 2;
+	case MG_ACTION_AUDIT:
+		return 1;
+	}
+	return 0;
+}
+
+/* The stronger of two matches (either may be NULL); a among equals. */
+static __always_inline struct mg_rule_ref *mg_stronger(struct mg_rule_ref *a,
+							struct mg_rule_ref *b)
+{
+	if (!a)
+		return b;
+	if (b && mg_rank(b->action) > mg_rank(a->action))
+		return b;
+	return a;
+}
+
 /*
  * The policy of the nearest scope among the current task's cgroup ancestors.
  * Only levels that hold a scope (config.scope_levels) are looked at, so the

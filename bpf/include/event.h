@@ -61,6 +61,14 @@ struct mg_event {
 enum mg_scope_flag {
 	MG_SCOPE_CIDR4 = 1, /* the policy has IPv4 CIDR entries */
 	MG_SCOPE_CIDR6 = 2, /* the policy has IPv6 CIDR entries */
+	MG_SCOPE_INODES = 4, /* the policy has exec.files / exec.dirs entries */
+	MG_SCOPE_MEMFD = 8, /* the policy has an exec.memfd rule */
+};
+
+/* mg_inode_key.kind */
+enum mg_inode_kind {
+	MG_INODE_FILE = 1, /* exec.files: the executed file itself */
+	MG_INODE_DIR = 2,  /* exec.dirs: a directory above it */
 };
 
 /* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */
@@ -93,6 +101,15 @@ struct mg_port_key {
 	__u32 policy_id;
 	__u16 port; /* host order */
 	__u16 _pad;
+};
+
+/* Key of the `mg_inodes` map: a file or directory by (device, inode). */
+struct mg_inode_key {
+	__u32 policy_id;
+	__u32 dev; /* kernel encoding: major << 20 | minor */
+	__u64 ino;
+	__u8 kind; /* enum mg_inode_kind */
+	__u8 _pad[7];
 };
 
 /* Key of the `mg_cidr4` LPM trie: prefixlen counts the 32 policy bits too. */

@@ -61,10 +61,48 @@ static __always_inline __u32 basename_offset(const char *buf)
 	return ctx.off;
 }
 
+/* Deepest directory walk for exec.dirs (levels above the file). */
+#define MG_DIR_DEPTH 24
+
+/* Looks up a dentry's (device, inode) as `kind` in the policy. */
+static __always_inline struct mg_rule_ref *
+lookup_inode(__u32 policy_id, __u8 kind, struct dentry *d)
+{
+	struct mg_inode_key key = {};
+
+	key.policy_id = policy_id;
+	key.kind = kind;
+	key.dev = BPF_CORE_READ(d, d_sb, s_dev);
+	key.ino = BPF_CORE_READ(d, d_inode, i_ino);
+	return bpf_map_lookup_elem(&mg_inodes, &key);
+}
+
 /*
- * The rule matching this exec in the scope's policy, or NULL. Looks at the
- * name of the file being executed (symlinks resolved), then at the basename
- * the caller executed (for scripts, bprm->file may be the interpreter).
+ * exec.files and exec.dirs: the executed file by (device, inode), then each
+ * directory above it, following d_parent (so symlinks and bind mounts, which
+ * share dentries, do not escape). Stops at the filesystem root.
+ */
+static __always_inline struct mg_rule_ref *
+mg_inode_match(__u32 policy_id, struct dentry *d)
+{
+	struct mg_rule_ref *best = lookup_inode(policy_id, MG_INODE_FILE, d);
+
+	for (int i = 0; i < MG_DIR_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+		if (!parent || parent == d)
+			break;
+		best = mg_stronger(best, lookup_inode(policy_id, MG_INODE_DIR, parent));
+		d = parent;
+	}
+	return best;
+}
+
+/*
+ * The rule matching this exec in the scope's policy, or NULL: the strongest
+ * of the name rules (the name of the file being executed, symlinks
+ * resolved, or the basename the caller executed: for scripts bprm->file may
+ * be the interpreter), the inode rules and the fileless rule.
  * *path is left pointing at the execve filename, for the event.
  */
 static __always_inline struct mg_rule_ref *
@@ -73,6 +111,7 @@ mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
 {
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	struct mg_rule_ref *ref;
+	struct dentry *dentry;
 	__u32 zero = 0;
 	__u32 off;
 	char *buf;
@@ -84,15 +123,22 @@ mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
 	if (bpf_probe_read_kernel_str(buf, MG_PATH_LEN, filename) <= 0)
 		buf[0] = 0;
 
+	dentry = BPF_CORE_READ(bprm, file, f_path.dentry);
 	ref = lookup_name(scope->policy_id,
-			  (const char *)BPF_CORE_READ(bprm, file, f_path.dentry,
-						      d_name.name));
-	if (ref)
-		return ref;
-	off = basename_offset(buf);
-	if (off >= MG_PATH_LEN)
-		return NULL;
-	return lookup_name(scope->policy_id, filename + off);
+			  (const char *)BPF_CORE_READ(dentry, d_name.name));
+	if (!ref) {
+		off = basename_offset(buf);
+		if (off < MG_PATH_LEN)
+			ref = lookup_name(scope->policy_id, filename + off);
+	}
+	if (scope->flags & MG_SCOPE_INODES)
+		ref = mg_stronger(ref, mg_inode_match(scope->policy_id, dentry));
+	/* A memfd or a deleted file has no link left: fileless exec. */
+	if ((scope->flags & MG_SCOPE_MEMFD) &&
+	    BPF_CORE_READ(dentry, d_inode, i_nlink) == 0)
+		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_memfd,
+							   &scope->policy_id));
+	return ref;
 }
 
 #endif

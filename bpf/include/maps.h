@@ -65,6 +65,21 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_cidr6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mg_inode_key);
+	__type(value, struct mg_rule_ref);
+} mg_inodes SEC(".maps");
+
+/* The exec.memfd rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_memfd SEC(".maps");
+
 /* The stratum rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -11,20 +11,6 @@
 #define MG_AF_INET 2
 #define MG_AF_INET6 10
 
-/* Order of strength: kill > deny > audit. */
-static __always_inline __u8 mg_rank(__u8 action)
-{
-	switch (action) {
-	case MG_ACTION_KILL:
-		return 3;
-	case MG_ACTION_DENY:
-		return 2;
-	case MG_ACTION_AUDIT:
-		return 1;
-	}
-	return 0;
-}
-
 /*
  * The rule deciding a destination (ip in network order, IPv4 in ip[0]; port
  * in host order): the stronger of the port rule and the CIDR rule. The LPM
@@ -56,9 +42,7 @@ mg_net_match(const struct mg_scope *scope, __u8 family, const __u32 ip[4],
 		__builtin_memcpy(k.addr, ip, 16);
 		cidr = bpf_map_lookup_elem(&mg_cidr6, &k);
 	}
-	if (cidr && (!best || mg_rank(cidr->action) > mg_rank(best->action)))
-		best = cidr;
-	return best;
+	return mg_stronger(best, cidr);
 }
 
 /* ::ffff:a.b.c.d is an IPv4 destination reached through a v6 socket:

@@ -4,7 +4,7 @@
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{
-    compile::{KernelPolicy, RuleRef},
+    compile::{InodeEntry, KernelPolicy, RuleRef},
     error::AttachError,
     profile::Action,
 };
@@ -105,6 +105,34 @@ pub(crate) struct Cidr6Key {
 pub(crate) const SCOPE_CIDR4: u32 = 1;
 /// `enum mg_scope_flag`.
 pub(crate) const SCOPE_CIDR6: u32 = 2;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_INODES: u32 = 4;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_MEMFD: u32 = 8;
+
+/// `struct mg_inode_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InodeKey {
+    pub policy_id: u32,
+    pub dev: u32,
+    pub ino: u64,
+    pub kind: u8,
+    pub _pad: [u8; 7],
+}
+
+impl InodeKey {
+    fn new(policy_id: u32, e: &InodeEntry) -> Self {
+        InodeKey {
+            policy_id,
+            dev: e.dev,
+            ino: e.ino,
+            // enum mg_inode_kind
+            kind: if e.is_dir { 2 } else { 1 },
+            _pad: [0; 7],
+        }
+    }
+}
 
 /// The scope flags a policy needs (which optional lookups to make).
 pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
@@ -114,6 +142,12 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
     }
     if !policy.cidrs6.is_empty() {
         flags |= SCOPE_CIDR6;
+    }
+    if !policy.inodes.is_empty() {
+        flags |= SCOPE_INODES;
+    }
+    if policy.memfd.is_some() {
+        flags |= SCOPE_MEMFD;
     }
     flags
 }
@@ -135,6 +169,7 @@ unsafe impl Pod for NameKey {}
 unsafe impl Pod for PortKey {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
+unsafe impl Pod for InodeKey {}
 unsafe impl Pod for u64 {}
 unsafe impl Pod for u32 {}
 
@@ -173,6 +208,8 @@ pub(crate) struct SharedMaps {
     pub cidr4: MapHandle,
     pub cidr6: MapHandle,
     pub stratum: MapHandle,
+    pub memfd: MapHandle,
+    pub inodes: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -192,6 +229,8 @@ impl SharedMaps {
             "mg_cidr4" => &self.cidr4,
             "mg_cidr6" => &self.cidr6,
             "mg_stratum" => &self.stratum,
+            "mg_memfd" => &self.memfd,
+            "mg_inodes" => &self.inodes,
             _ => return None,
         })
     }
@@ -234,6 +273,24 @@ impl SharedMaps {
                     )
                     .map_err(map_err("mg_cidr6"))?;
             }
+            if let Some(r) = policy.memfd {
+                self.memfd
+                    .update(
+                        policy_id.bytes(),
+                        RuleRefValue::from(r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_memfd"))?;
+            }
+            for entry in &policy.inodes {
+                self.inodes
+                    .update(
+                        InodeKey::new(policy_id, entry).bytes(),
+                        RuleRefValue::from(entry.rule).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_inodes"))?;
+            }
             if let Some(r) = policy.stratum {
                 self.stratum
                     .update(
@@ -274,6 +331,12 @@ impl SharedMaps {
         }
         if policy.stratum.is_some() {
             let _ = self.stratum.delete(policy_id.bytes());
+        }
+        if policy.memfd.is_some() {
+            let _ = self.memfd.delete(policy_id.bytes());
+        }
+        for entry in &policy.inodes {
+            let _ = self.inodes.delete(InodeKey::new(policy_id, entry).bytes());
         }
     }
 
@@ -383,6 +446,12 @@ mod layout_tests {
         assert_eq!(offset_of!(NameKey, name), offset_of!(c::mg_name_key, name));
         assert_eq!(size_of::<PortKey>(), size_of::<c::mg_port_key>());
         assert_eq!(offset_of!(PortKey, port), offset_of!(c::mg_port_key, port));
+        assert_eq!(size_of::<InodeKey>(), size_of::<c::mg_inode_key>());
+        assert_eq!(offset_of!(InodeKey, ino), offset_of!(c::mg_inode_key, ino));
+        assert_eq!(
+            offset_of!(InodeKey, kind),
+            offset_of!(c::mg_inode_key, kind)
+        );
         assert_eq!(size_of::<Cidr4Key>(), size_of::<c::mg_cidr4_key>());
         assert_eq!(
             offset_of!(Cidr4Key, addr),

@@ -59,6 +59,10 @@ impl BackendKind {
         matches!(
             m,
             MatcherKind::ExecNames
+                | MatcherKind::ExecFiles
+                | MatcherKind::ExecDirs
+                | MatcherKind::ExecPathPrefixes
+                | MatcherKind::ExecMemfd
                 | MatcherKind::ConnectPorts
                 | MatcherKind::ConnectCidrs
                 | MatcherKind::Stratum

@@ -115,6 +115,8 @@ macro_rules! shared_maps_of {
                 cidr4: libbpf_rs::MapHandle::try_from(&m.mg_cidr4)?,
                 cidr6: libbpf_rs::MapHandle::try_from(&m.mg_cidr6)?,
                 stratum: libbpf_rs::MapHandle::try_from(&m.mg_stratum)?,
+                memfd: libbpf_rs::MapHandle::try_from(&m.mg_memfd)?,
+                inodes: libbpf_rs::MapHandle::try_from(&m.mg_inodes)?,
             })
         })()
     }};

@@ -6,7 +6,7 @@
 
 mod seccomp;
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, os::unix::fs::MetadataExt, sync::Arc};
 
 pub use seccomp::{SeccompEntry, SeccompPolicy};
 
@@ -114,6 +114,30 @@ pub struct KernelPolicy {
     pub cidrs6: BTreeMap<([u8; 16], u8), RuleRef>,
     /// The `stratum` rule (the strongest, earliest among equals).
     pub stratum: Option<RuleRef>,
+    /// The `exec.memfd` rule (the strongest, earliest among equals).
+    pub memfd: Option<RuleRef>,
+    /// `exec.files` paths → rule (resolved to inodes at apply).
+    pub exec_files: BTreeMap<String, RuleRef>,
+    /// `exec.dirs` and `exec.path_prefixes` directories → rule (resolved
+    /// to inodes at apply).
+    pub exec_dirs: BTreeMap<String, RuleRef>,
+    /// The (device, inode) entries of `exec_files` and `exec_dirs`, filled
+    /// by [`KernelPolicy::resolve_inodes`] (empty after `compile`, which
+    /// does not touch the filesystem).
+    pub inodes: Vec<InodeEntry>,
+}
+
+/// A file or directory resolved for the kernel's inode map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InodeEntry {
+    /// Device, in the kernel's encoding (`major << 20 | minor`).
+    pub dev: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// A directory (anything under it) rather than the file itself.
+    pub is_dir: bool,
+    /// The rule.
+    pub rule: RuleRef,
 }
 
 impl KernelPolicy {
@@ -135,6 +159,10 @@ impl KernelPolicy {
             cidrs4: BTreeMap::new(),
             cidrs6: BTreeMap::new(),
             stratum: None,
+            memfd: None,
+            exec_files: BTreeMap::new(),
+            exec_dirs: BTreeMap::new(),
+            inodes: Vec::new(),
         };
         for (i, rule) in profile.rules.iter().enumerate() {
             let r = RuleRef {
@@ -172,6 +200,20 @@ impl KernelPolicy {
                 }
                 MatcherKind::Stratum if policy.stratum.map_or(true, |s| r.action > s.action) => {
                     policy.stratum = Some(r);
+                }
+                MatcherKind::ExecMemfd if policy.memfd.map_or(true, |s| r.action > s.action) => {
+                    policy.memfd = Some(r);
+                }
+                MatcherKind::ExecFiles => {
+                    for f in rule.exec.iter().flat_map(|e| &e.files) {
+                        insert_strongest(&mut policy.exec_files, f.clone(), r);
+                    }
+                }
+                MatcherKind::ExecDirs | MatcherKind::ExecPathPrefixes => {
+                    let exec = rule.exec.as_ref().expect("exec matcher");
+                    for d in exec.dirs.iter().chain(&exec.path_prefixes) {
+                        insert_strongest(&mut policy.exec_dirs, normalize_dir(d), r);
+                    }
                 }
                 // Kept as rules (named in events and reports); their kernel
                 // entries come with the backends that enforce them.
@@ -239,10 +281,88 @@ impl KernelPolicy {
             .collect()
     }
 
+    /// Resolves `exec.files` and `exec.dirs` to (device, inode) through the
+    /// filesystem, following symlinks. A missing file is an error (a rule
+    /// naming a file that is not there is most likely wrong); a missing
+    /// directory is skipped (e.g. no /dev/shm in this container).
+    pub fn resolve_inodes(&mut self) -> Result<(), ProfileError> {
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        // The kernel sees the superblock's device, which stat() does not
+        // always report (overlayfs gives the upper layer's): take it from
+        // the mount that holds the path.
+        let mounts = crate::mountinfo::read().unwrap_or_default();
+        let dev_of = |path: &str, st_dev: u64| {
+            std::fs::canonicalize(path)
+                .ok()
+                .and_then(|p| crate::mountinfo::mount_of(&mounts, &p).map(|m| m.kernel_dev))
+                .unwrap_or_else(|| kernel_dev(st_dev))
+        };
+        let all = self
+            .exec_files
+            .iter()
+            .map(|(p, r)| (p, r, false))
+            .chain(self.exec_dirs.iter().map(|(p, r)| (p, r, true)));
+        for (path, rule, is_dir) in all {
+            match std::fs::metadata(path) {
+                Ok(meta) if is_dir && !meta.is_dir() => problems.push(Diagnostic::new(
+                    format!("rules[{}].exec", rule.rule_idx),
+                    format!("`{path}` is not a directory"),
+                )),
+                Ok(meta) => entries.push(InodeEntry {
+                    dev: dev_of(path, meta.dev()),
+                    ino: meta.ino(),
+                    is_dir,
+                    rule: *rule,
+                }),
+                Err(e) if is_dir && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(Diagnostic::new(
+                    format!("rules[{}].exec.files", rule.rule_idx),
+                    format!("cannot resolve `{path}`: {e}"),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ProfileError::Invalid {
+                file: None,
+                diagnostics: problems,
+            });
+        }
+        // Two paths may name one inode (hard links, symlinks): strongest wins.
+        entries.sort_by_key(|e| {
+            (
+                e.dev,
+                e.ino,
+                e.is_dir,
+                std::cmp::Reverse(e.rule.action),
+                e.rule.rule_idx,
+            )
+        });
+        entries.dedup_by_key(|e| (e.dev, e.ino, e.is_dir));
+        self.inodes = entries;
+        Ok(())
+    }
+
     /// Whether any rule of this kind is present.
     pub fn has(&self, kind: RuleKind) -> bool {
         self.rules.iter().any(|r| r.kind == kind)
     }
+}
+
+/// A directory path without trailing slashes (`/tmp/` and `/tmp` are one).
+fn normalize_dir(d: &str) -> String {
+    let t = d.trim_end_matches('/');
+    if t.is_empty() {
+        "/".into()
+    } else {
+        t.into()
+    }
+}
+
+/// userspace `st_dev` → the kernel's `s_dev` (`major << 20 | minor`).
+fn kernel_dev(st_dev: u64) -> u32 {
+    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
+    (major << 20) | (minor & 0xfffff)
 }
 
 /// `a.b.c.d/n`, `x::y/n` or a bare address (full-length prefix).

@@ -146,7 +146,17 @@ fn check_exec(exec: &ExecMatch, at: &str, r: &mut Report) {
         &exec.path_prefixes,
         &format!("{at}.path_prefixes"),
         r,
-        |p| absolute_problem(p, limits::MAX_PATH_BYTES),
+        |p| {
+            absolute_problem(p, limits::MAX_PATH_BYTES).or_else(|| {
+                // Matched in the kernel by the directory's inode, so a
+                // prefix must name a whole directory.
+                (!p.ends_with('/')).then(|| {
+                    format!(
+                        "`{p}` must end with `/`: path prefixes name directories (e.g. `/tmp/`)"
+                    )
+                })
+            })
+        },
     );
     each(&exec.files, &format!("{at}.files"), r, |p| {
         absolute_problem(p, limits::MAX_PATH_BYTES)

@@ -372,3 +372,97 @@ pub fn received(listener: &TcpListener) -> Vec<u8> {
     }
     all
 }
+
+/// How [`fileless_exec_in`] runs a program without a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fileless {
+    /// memfd_create + fexecve.
+    Memfd,
+    /// open a copy, unlink it, execveat(fd, "", AT_EMPTY_PATH).
+    DeletedFile,
+}
+
+/// Result of a process that was to exec something.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ForkOutcome {
+    /// It exited with this code (the exec worked, or the child gave up).
+    Exited(i32),
+    /// The exec failed with this errno.
+    ExecFailed(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Runs a copy of `program` with `args` in a child forked into `cgroup`,
+/// with no file on disk behind it.
+pub fn fileless_exec_in(
+    cgroup: Option<&OwnedCgroup>,
+    program: &Path,
+    args: &[&str],
+    how: Fileless,
+    scratch: &TempDir,
+) -> ForkOutcome {
+    use std::{ffi::CString, io::Write, os::fd::FromRawFd};
+    let image = std::fs::read(program).expect("read program");
+    let fd: OwnedFd = match how {
+        Fileless::Memfd => unsafe {
+            let raw = libc::memfd_create(c"mg-test".as_ptr(), 0);
+            assert!(raw >= 0, "memfd_create");
+            let mut f = std::fs::File::from_raw_fd(raw);
+            f.write_all(&image).unwrap();
+            // Exec needs no writer left: reopen read-only, drop the writer.
+            let ro = std::fs::File::open(format!("/proc/self/fd/{raw}")).unwrap();
+            drop(f);
+            ro.into()
+        },
+        Fileless::DeletedFile => {
+            let path = scratch.path().join("deleted-program");
+            std::fs::write(&path, &image).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let f = std::fs::File::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            f.into()
+        }
+    };
+    let argv_c: Vec<CString> = std::iter::once("fileless")
+        .chain(args.iter().copied())
+        .map(|a| CString::new(a).unwrap())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
+    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe {
+            if let Some(p) = &procs {
+                if libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(250);
+                }
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(100 + (*libc::__errno_location()).min(100));
+        }
+    }
+    drop(fd);
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        return ForkOutcome::Signal(libc::WTERMSIG(status));
+    }
+    match libc::WEXITSTATUS(status) {
+        250 => panic!("fileless child failed to join the cgroup"),
+        c if c >= 100 => ForkOutcome::ExecFailed(c - 100),
+        c => ForkOutcome::Exited(c),
+    }
+}

@@ -1,0 +1,255 @@
+"""Type stubs for the native module ``minerguard._minerguard``."""
+
+import datetime
+import os
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any, Literal, Optional, TypedDict, Union
+
+from typing_extensions import Self
+
+__version__: str
+
+Action = Literal["deny", "kill", "audit"]
+ModeName = Literal["enforce", "audit"]
+Port = Union[int, str]
+StrPath = Union[str, "os.PathLike[str]"]
+
+class Error(Exception):
+    """Base class of every minerguard error."""
+
+class ProfileError(Error):
+    """A profile could not be read, parsed or validated."""
+
+    diagnostics: list[Diagnostic]
+    field: Optional[str]
+    line: Optional[int]
+    column: Optional[int]
+    message: Optional[str]
+
+class LoadError(Error):
+    """A BPF object could not be loaded, or the kernel lacks a feature."""
+
+class AttachError(Error):
+    """A program could not be attached, or a BPF map could not be written."""
+
+class ScopeError(Error):
+    """A scope or policy handle was invalid."""
+
+class CgroupError(Error):
+    """A cgroup could not be found, created or used."""
+
+class Diagnostic:
+    """One problem in a profile."""
+
+    @property
+    def field(self) -> str: ...
+    @property
+    def line(self) -> Optional[int]: ...
+    @property
+    def column(self) -> Optional[int]: ...
+    @property
+    def message(self) -> str: ...
+
+class Profile:
+    """A security profile: named rules, each one matcher and an action."""
+
+    def __init__(self, name: str, mode: str = "enforce") -> None:
+        """`mode`: "enforce" or "audit" (ValueError otherwise)."""
+    @staticmethod
+    def from_yaml(text: str) -> Profile: ...
+    @staticmethod
+    def from_json(text: str) -> Profile: ...
+    @staticmethod
+    def from_file(path: StrPath) -> Profile: ...
+    @staticmethod
+    def bundled(name: str) -> Profile: ...
+    @staticmethod
+    def bundled_names() -> list[str]: ...
+    name: str
+    @property
+    def mode(self) -> ModeName: ...
+    @mode.setter
+    def mode(self, value: str) -> None: ...
+    @property
+    def rules(self) -> list[dict[str, Any]]: ...
+    def deny_exec_names(
+        self, names: Sequence[str], *, name: Optional[str] = None, action: str = "deny"
+    ) -> Self: ...
+    def deny_ports(
+        self, ports: Sequence[Port], *, name: Optional[str] = None, action: str = "deny"
+    ) -> Self: ...
+    def add_rule(
+        self,
+        name: str,
+        action: str,
+        *,
+        exec_names: Optional[Sequence[str]] = None,
+        ports: Optional[Sequence[Port]] = None,
+        description: Optional[str] = None,
+    ) -> Self: ...
+    def add_rule_dict(self, rule: dict[str, Any]) -> Self: ...
+    def validate(self) -> list[Diagnostic]:
+        """Every problem (empty list when valid); never raises for them."""
+    def check(self) -> None:
+        """Raises ProfileError when the profile is invalid."""
+    def to_yaml(self) -> str: ...
+    def to_json(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def summary(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __copy__(self) -> Profile: ...
+
+class PolicyHandle:
+    """Names one applied profile."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def scope(self) -> str: ...
+    def __hash__(self) -> int: ...
+
+class Drops:
+    """Events lost so far."""
+
+    @property
+    def ring(self) -> int: ...
+    @property
+    def channel(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+
+class Event:
+    """One enforcement decision."""
+
+    @property
+    def time(self) -> float: ...
+    @property
+    def datetime(self) -> datetime.datetime: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def tgid(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def comm(self) -> str: ...
+    @property
+    def cgroup_id(self) -> int: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def action(self) -> Action: ...
+    @property
+    def requested(self) -> Action: ...
+    @property
+    def degraded(self) -> bool: ...
+    @property
+    def kind(self) -> Literal["exec", "connect", "stratum"]: ...
+    @property
+    def path(self) -> Optional[str]: ...
+    @property
+    def addr(self) -> Optional[str]: ...
+    @property
+    def port(self) -> Optional[int]: ...
+    @property
+    def protocol(self) -> Optional[str]: ...
+    @property
+    def signature(self) -> Optional[str]: ...
+    def to_json(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+class EventIterator(Iterator[Event]):
+    """Events until a silence of `timeout` seconds or the enforcer closes."""
+
+    def __iter__(self) -> EventIterator: ...
+    def __next__(self) -> Event: ...
+
+class Enforcer:
+    """Loads the BPF programs once and enforces profiles on scopes."""
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        *,
+        event_capacity: int = 65536,
+        require_all_rules: bool = False,
+    ) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def backend(self) -> Literal["lsm", "cgroup"]: ...
+    def apply(
+        self, profile: Profile, *, cgroup: Optional[StrPath] = None, host: bool = False
+    ) -> PolicyHandle: ...
+    def update(self, handle: PolicyHandle, profile: Profile) -> None: ...
+    def remove(self, handle: PolicyHandle) -> None: ...
+    def unenforced(self, handle: PolicyHandle) -> list[tuple[str, str]]: ...
+    def handles(self) -> list[PolicyHandle]: ...
+    def effective_action(
+        self, kind: str, requested: str
+    ) -> Action: ...
+    @property
+    def drops(self) -> Drops: ...
+    def events(self, timeout: Optional[float] = None) -> EventIterator: ...
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Event]: ...
+
+class RunResult:
+    """How a `run()` ended."""
+
+    @property
+    def returncode(self) -> int: ...
+    @property
+    def signal(self) -> Optional[int]: ...
+    @property
+    def events(self) -> list[Event]: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def spawn_error(self) -> Optional[str]: ...
+    @property
+    def backend(self) -> Literal["lsm", "cgroup"]: ...
+    @property
+    def drops(self) -> Drops: ...
+
+class Feature(TypedDict):
+    available: bool
+    detail: str
+
+class ProbeReport(TypedDict):
+    kernel: str
+    euid: int
+    btf: Feature
+    lsm_list: Optional[list[str]]
+    bpf_lsm: Feature
+    cgroup2: Feature
+    cgroup2_mount: Optional[str]
+    cgroup_bpf: Feature
+    cgroup_signal: Feature
+    skmsg_signal: Feature
+    exec_tracepoint: Feature
+    tracefs: Feature
+    sockops: Feature
+    backend: Optional[Literal["lsm", "cgroup"]]
+    missing: list[str]
+
+def probe() -> ProbeReport: ...
+def run(
+    profile: Profile,
+    argv: Sequence[str],
+    *,
+    backend: str = "auto",
+    timeout: Optional[float] = None,
+    cwd: Optional[StrPath] = None,
+    settle: float = 0.2,
+) -> RunResult: ...

@@ -1,0 +1,348 @@
+//! `minerguard.Enforcer`: loads a backend, applies profiles to scopes and
+//! streams events. Every call that may block releases the GIL.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+
+use crossbeam_channel::Receiver;
+use minerguard::{BackendChoice, EnforcerOptions, RuleKind, Scope};
+use pyo3::{exceptions::PyValueError, prelude::*, types::PyTuple};
+
+use crate::{
+    errors::{to_py, ScopeError},
+    events::{Event, EventIterator},
+    profile::{parse_action, Profile},
+    wait,
+};
+
+static NEXT_ENFORCER: AtomicU64 = AtomicU64::new(1);
+
+/// Parses `auto`, `lsm` or `cgroup`.
+pub fn parse_backend(s: &str) -> PyResult<BackendChoice> {
+    s.parse::<BackendChoice>().map_err(PyValueError::new_err)
+}
+
+fn parse_kind(s: &str) -> PyResult<RuleKind> {
+    match s {
+        "exec" => Ok(RuleKind::Exec),
+        "connect" => Ok(RuleKind::Connect),
+        "stratum" => Ok(RuleKind::Stratum),
+        "open" => Ok(RuleKind::Open),
+        "seccomp" => Ok(RuleKind::Seccomp),
+        other => Err(PyValueError::new_err(format!(
+            "unknown rule kind {other:?} (expected exec, connect, stratum, open or seccomp)"
+        ))),
+    }
+}
+
+/// Names one applied profile; pass it to `Enforcer.update` and
+/// `Enforcer.remove` of the enforcer that returned it.
+#[pyclass(module = "minerguard", name = "PolicyHandle", frozen, eq, hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyHandle {
+    handle: minerguard::PolicyHandle,
+    enforcer: u64,
+    scope: String,
+}
+
+#[pymethods]
+impl PolicyHandle {
+    /// A number unique within its enforcer.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.handle.id()
+    }
+
+    /// The scope, as text (`cgroup /sys/fs/cgroup/x` or `host`).
+    #[getter]
+    fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PolicyHandle(id={}, scope={:?})",
+            self.handle.id(),
+            self.scope
+        )
+    }
+}
+
+/// Events lost so far: `ring` (kernel ring buffer full; enforcement still
+/// happened) and `channel` (nobody read fast enough).
+#[pyclass(module = "minerguard", name = "Drops", frozen, get_all, eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    /// Ring buffer full.
+    pub ring: u64,
+    /// Channel to consumers full.
+    pub channel: u64,
+}
+
+#[pymethods]
+impl Drops {
+    /// `ring + channel`.
+    #[getter]
+    fn total(&self) -> u64 {
+        self.ring + self.channel
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Drops(ring={}, channel={})", self.ring, self.channel)
+    }
+}
+
+impl From<minerguard::Drops> for Drops {
+    fn from(d: minerguard::Drops) -> Self {
+        Drops {
+            ring: d.ring,
+            channel: d.channel,
+        }
+    }
+}
+
+/// Loads the BPF programs once and enforces profiles on scopes (cgroup v2
+/// subtrees, or the host).
+///
+/// Use it as a context manager: leaving the `with` block (or `close()`)
+/// removes every scope and detaches every program.
+#[pyclass(module = "minerguard", name = "Enforcer", frozen)]
+pub struct Enforcer {
+    inner: Mutex<Option<minerguard::Enforcer>>,
+    events: Receiver<minerguard::Event>,
+    backend: &'static str,
+    serial: u64,
+}
+
+impl Enforcer {
+    fn lock(&self) -> MutexGuard<'_, Option<minerguard::Enforcer>> {
+        // A panic while holding the lock cannot leave the enforcer half
+        // updated (its methods are transactional): keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the open enforcer with the GIL released.
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut minerguard::Enforcer) -> minerguard::Result<T> + Send,
+    ) -> PyResult<T> {
+        let result = py.detach(|| self.lock().as_mut().map(f));
+        match result {
+            None => Err(closed()),
+            Some(r) => r.map_err(|e| to_py(py, e)),
+        }
+    }
+
+    fn check_handle(&self, handle: &PolicyHandle) -> PyResult<minerguard::PolicyHandle> {
+        if handle.enforcer != self.serial {
+            return Err(ScopeError::new_err(format!(
+                "policy handle {} belongs to another enforcer",
+                handle.handle.id()
+            )));
+        }
+        Ok(handle.handle)
+    }
+}
+
+fn closed() -> PyErr {
+    PyValueError::new_err("the enforcer is closed")
+}
+
+#[pymethods]
+impl Enforcer {
+    /// Probes the kernel and loads a backend: `"auto"` (lsm where BPF-LSM
+    /// works, else cgroup), `"lsm"` or `"cgroup"`. `event_capacity` bounds
+    /// the event queue (overflow is counted in `drops`);
+    /// `require_all_rules` makes `apply` refuse rules the backend cannot
+    /// enforce instead of listing them in `unenforced()`.
+    #[new]
+    #[pyo3(signature = (backend = "auto", *, event_capacity = 65_536, require_all_rules = false))]
+    fn new(
+        py: Python<'_>,
+        backend: &str,
+        event_capacity: usize,
+        require_all_rules: bool,
+    ) -> PyResult<Self> {
+        let options = EnforcerOptions {
+            backend: parse_backend(backend)?,
+            event_capacity: event_capacity.max(1),
+            require_all_rules,
+        };
+        let enforcer = py
+            .detach(|| minerguard::Enforcer::with_options(options))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Enforcer {
+            events: enforcer.events(),
+            backend: enforcer.backend().as_str(),
+            inner: Mutex::new(Some(enforcer)),
+            serial: NEXT_ENFORCER.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    /// Removes every scope and detaches every program. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let taken = self.lock().take();
+            drop(taken);
+        });
+    }
+
+    /// Whether `close()` ran.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        // Another thread may hold the lock through a long apply.
+        py.detach(|| self.lock().is_none())
+    }
+
+    /// The backend in use: `"lsm"` or `"cgroup"`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Enforces `profile` on a cgroup v2 subtree (`cgroup`: a path,
+    /// absolute or relative to the cgroup v2 mount) or, with `host=True`,
+    /// on the whole host. Exactly one of the two. Transactional: on error
+    /// nothing of the profile remains.
+    #[pyo3(signature = (profile, *, cgroup = None, host = false))]
+    fn apply(
+        &self,
+        py: Python<'_>,
+        profile: PyRef<'_, Profile>,
+        cgroup: Option<PathBuf>,
+        host: bool,
+    ) -> PyResult<PolicyHandle> {
+        let scope = match (cgroup, host) {
+            (Some(path), false) => Scope::Cgroup(path),
+            (None, true) => Scope::Host,
+            (Some(_), true) => {
+                return Err(PyValueError::new_err(
+                    "give either cgroup=PATH or host=True, not both",
+                ))
+            }
+            (None, false) => {
+                return Err(PyValueError::new_err(
+                    "give a scope: cgroup=PATH (a cgroup v2 directory) or host=True",
+                ))
+            }
+        };
+        let profile = profile.inner.clone();
+        let text = scope.to_string();
+        let handle = self.with(py, move |e| e.apply(&profile, scope))?;
+        Ok(PolicyHandle {
+            handle,
+            enforcer: self.serial,
+            scope: text,
+        })
+    }
+
+    /// Replaces the profile of an applied scope atomically.
+    fn update(
+        &self,
+        py: Python<'_>,
+        handle: PyRef<'_, PolicyHandle>,
+        profile: PyRef<'_, Profile>,
+    ) -> PyResult<()> {
+        let h = self.check_handle(&handle)?;
+        let profile = profile.inner.clone();
+        self.with(py, move |e| e.update(h, &profile))
+    }
+
+    /// Stops enforcing on the handle's scope.
+    fn remove(&self, py: Python<'_>, handle: PyRef<'_, PolicyHandle>) -> PyResult<()> {
+        let h = self.check_handle(&handle)?;
+        self.with(py, move |e| e.remove(h))
+    }
+
+    /// Rules of the handle's profile this backend does not enforce, as
+    /// `(rule name, matcher)` pairs.
+    fn unenforced(
+        &self,
+        py: Python<'_>,
+        handle: PyRef<'_, PolicyHandle>,
+    ) -> PyResult<Vec<(String, &'static str)>> {
+        let h = self.check_handle(&handle)?;
+        let gaps = self.with(py, move |e| e.unenforced(h))?;
+        Ok(gaps
+            .into_iter()
+            .map(|g| (g.rule.to_string(), g.matcher.as_str()))
+            .collect())
+    }
+
+    /// Handles of every applied profile.
+    fn handles(&self, py: Python<'_>) -> PyResult<Vec<PolicyHandle>> {
+        let serial = self.serial;
+        self.with(py, move |e| {
+            Ok(e.handles()
+                .into_iter()
+                .map(|h| PolicyHandle {
+                    handle: h,
+                    enforcer: serial,
+                    scope: e.scope(h).map(|s| s.to_string()).unwrap_or_default(),
+                })
+                .collect())
+        })
+    }
+
+    /// What the kernel does with this backend for a rule of `kind`
+    /// (`"exec"`, `"connect"`, ...) that asks for `requested`
+    /// (`"deny"`, `"kill"`, `"audit"`); e.g. exec deny is `"kill"` on the
+    /// cgroup backend.
+    fn effective_action(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        requested: &str,
+    ) -> PyResult<&'static str> {
+        let (kind, requested) = (parse_kind(kind)?, parse_action(requested)?);
+        self.with(py, move |e| {
+            Ok(e.effective_action(kind, requested).as_str())
+        })
+    }
+
+    /// Events lost so far.
+    #[getter]
+    fn drops(&self, py: Python<'_>) -> PyResult<Drops> {
+        self.with(py, |e| Ok(Drops::from(e.drops())))
+    }
+
+    /// An iterator over events. With `timeout` (seconds) it stops after
+    /// that long without an event; without, it runs until the enforcer is
+    /// closed. Waiting releases the GIL; Ctrl-C interrupts it.
+    #[pyo3(signature = (timeout = None))]
+    fn events(&self, timeout: Option<f64>) -> PyResult<EventIterator> {
+        Ok(EventIterator::new(
+            self.events.clone(),
+            wait::timeout(timeout)?,
+        ))
+    }
+
+    /// The next event, waiting at most `timeout` seconds (forever when
+    /// None); None when none came in time or the enforcer is closed.
+    #[pyo3(signature = (timeout = None))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Event>> {
+        let limit = wait::timeout(timeout)?;
+        Ok(wait::recv(py, &self.events, limit)?.map(Event::from))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.closed(py) { "closed" } else { "open" };
+        format!("Enforcer(backend={:?}, {state})", self.backend)
+    }
+}

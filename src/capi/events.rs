@@ -1,0 +1,265 @@
+//! Events from C: received into a caller-owned, fixed-size `mg_event`
+//! (no allocation per event).
+
+use std::{
+    ffi::c_char,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use super::{
+    enforcer::{event_receiver, mg_enforcer},
+    handles::Registry,
+    profile::mg_action,
+    result::{guard, mg_result, mg_result::*, Failure},
+    strings::{fill_array, write_out},
+};
+use crate::{compile::RuleKind, Event, Target};
+
+/// Size of `mg_event.comm` (the kernel's 15-byte task name plus NUL).
+pub const MG_COMM_LEN: usize = 16;
+/// Size of `mg_event.path` (the kernel reports up to 256 bytes, plus NUL).
+pub const MG_PATH_LEN: usize = 264;
+/// Size of `mg_event.rule` and `mg_event.profile`.
+pub const MG_NAME_LEN: usize = 128;
+
+/// A stream of enforcement events (opaque). Create with `mg_events_new()`,
+/// free with `mg_events_free()`. Every receiver of one enforcer shares one
+/// queue: each event goes to exactly one of them.
+pub struct mg_events {
+    _opaque: [u8; 0],
+}
+
+/// The operation an event is about.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mg_rule_kind {
+    /// Program execution (`path` is set).
+    MG_RULE_KIND_EXEC = 0,
+    /// Outbound connection or UDP send (`family`, `ip`, `port`, `protocol`).
+    MG_RULE_KIND_CONNECT = 1,
+    /// The first bytes a socket sends (Stratum signatures).
+    MG_RULE_KIND_STRATUM = 2,
+    /// File opens.
+    MG_RULE_KIND_OPEN = 3,
+    /// System calls, through seccomp.
+    MG_RULE_KIND_SECCOMP = 4,
+    /// A kind this version of the C API does not know yet.
+    MG_RULE_KIND_OTHER = 255,
+}
+
+impl From<RuleKind> for mg_rule_kind {
+    fn from(k: RuleKind) -> Self {
+        match k {
+            RuleKind::Exec => mg_rule_kind::MG_RULE_KIND_EXEC,
+            RuleKind::Connect => mg_rule_kind::MG_RULE_KIND_CONNECT,
+            RuleKind::Stratum => mg_rule_kind::MG_RULE_KIND_STRATUM,
+            RuleKind::Open => mg_rule_kind::MG_RULE_KIND_OPEN,
+            RuleKind::Seccomp => mg_rule_kind::MG_RULE_KIND_SECCOMP,
+            #[allow(unreachable_patterns)]
+            _ => mg_rule_kind::MG_RULE_KIND_OTHER,
+        }
+    }
+}
+
+/// One enforcement decision, filled by `mg_events_receive()`. Strings are
+/// NUL-terminated UTF-8, cut on a character boundary when too long (then
+/// `truncated` is true).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mg_event {
+    /// When the kernel decided, in nanoseconds since the Unix epoch.
+    pub time_unix_ns: u64,
+    /// The task's own cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Thread id of the task (the kernel's pid).
+    pub pid: u32,
+    /// Process id (thread group id; what `ps` shows).
+    pub tgid: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// What the event is about.
+    pub kind: mg_rule_kind,
+    /// What was done.
+    pub action: mg_action,
+    /// What the rule asked for (differs when the backend degrades it, e.g.
+    /// exec deny carried out as kill by the cgroup backend).
+    pub requested: mg_action,
+    /// `AF_INET` or `AF_INET6` for connect events, 0 otherwise.
+    pub family: u16,
+    /// Destination port (host byte order) for connect events.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP) for connect events, 0 otherwise.
+    pub protocol: u8,
+    /// Whether a string field was cut to fit.
+    pub truncated: bool,
+    /// Destination address in network byte order: 4 bytes for `AF_INET`
+    /// (the rest zero), 16 for `AF_INET6`. v4-mapped IPv6 destinations are
+    /// reported as `AF_INET`.
+    pub ip: [u8; 16],
+    /// Task command name.
+    pub comm: [c_char; MG_COMM_LEN],
+    /// Executed file as passed to execve, for exec events ("" otherwise).
+    pub path: [c_char; MG_PATH_LEN],
+    /// Name of the rule that fired.
+    pub rule: [c_char; MG_NAME_LEN],
+    /// Name of the profile the rule belongs to.
+    pub profile: [c_char; MG_NAME_LEN],
+}
+
+impl mg_event {
+    fn from_event(ev: &Event) -> Self {
+        let mut out = mg_event {
+            time_unix_ns: ev
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64),
+            cgroup_id: ev.cgroup_id,
+            pid: ev.pid,
+            tgid: ev.tgid,
+            uid: ev.uid,
+            kind: ev.target.kind().into(),
+            action: ev.action.into(),
+            requested: ev.requested.into(),
+            family: 0,
+            port: 0,
+            protocol: 0,
+            truncated: false,
+            ip: [0; 16],
+            comm: [0; MG_COMM_LEN],
+            path: [0; MG_PATH_LEN],
+            rule: [0; MG_NAME_LEN],
+            profile: [0; MG_NAME_LEN],
+        };
+        let mut cut = fill_array(&mut out.comm, &ev.comm);
+        cut |= fill_array(&mut out.rule, &ev.rule);
+        cut |= fill_array(&mut out.profile, &ev.profile);
+        match &ev.target {
+            Target::Exec { path } => cut |= fill_array(&mut out.path, path),
+            Target::Connect { addr, protocol } => {
+                out.port = addr.port();
+                out.protocol = match protocol {
+                    crate::events::Protocol::Tcp => 6,
+                    crate::events::Protocol::Udp => 17,
+                    crate::events::Protocol::Other(n) => *n,
+                };
+                set_ip(&mut out, addr);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        out.truncated = cut;
+        out
+    }
+}
+
+fn set_ip(out: &mut mg_event, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(v4) => {
+            out.family = libc::AF_INET as u16;
+            out.ip[..4].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.family = libc::AF_INET6 as u16;
+            out.ip = v6.octets();
+        }
+    }
+}
+
+static RECEIVERS: Registry<Receiver<Event>> = Registry::new("mg_events");
+
+/// A receiver of the enforcer's events. It stays usable after the enforcer
+/// is freed: queued events can still be received, then `MG_ERR_CLOSED`.
+///
+/// # Safety
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_events_new(
+    enforcer: *const mg_enforcer,
+    out: *mut *mut mg_events,
+) -> mg_result {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out, std::ptr::null_mut(), "out")? };
+        let rx = event_receiver(enforcer)?;
+        // SAFETY: checked writable above.
+        unsafe { out.write(RECEIVERS.insert(rx)) };
+        Ok(())
+    })
+}
+
+fn deliver(next: Result<Event, Failure>, out: *mut mg_event) -> Result<(), Failure> {
+    let ev = next?;
+    // SAFETY: the callers checked `out` non-NULL; writable per their contract.
+    unsafe { out.write(mg_event::from_event(&ev)) };
+    Ok(())
+}
+
+fn closed() -> Failure {
+    Failure::new(
+        MG_ERR_CLOSED,
+        "the event stream has ended: its enforcer was freed and every event was received",
+    )
+}
+
+/// Waits up to `timeout_ms` milliseconds for the next event and writes it
+/// to `*out`. Returns `MG_ERR_TIMEOUT` when none arrived (then `*out` is
+/// unchanged) and `MG_ERR_CLOSED` when the stream has ended.
+///
+/// # Safety
+/// `out` must point to a writable `mg_event`.
+#[no_mangle]
+pub unsafe extern "C" fn mg_events_receive(
+    events: *const mg_events,
+    timeout_ms: u32,
+    out: *mut mg_event,
+) -> mg_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let rx = RECEIVERS.get(events, "events")?;
+        let next = rx
+            .recv_timeout(Duration::from_millis(u64::from(timeout_ms)))
+            .map_err(|e| match e {
+                RecvTimeoutError::Timeout => {
+                    Failure::new(MG_ERR_TIMEOUT, format!("no event within {timeout_ms} ms"))
+                }
+                RecvTimeoutError::Disconnected => closed(),
+            });
+        deliver(next, out)
+    })
+}
+
+/// Writes the next event to `*out` if one is queued, without waiting.
+/// Returns `MG_ERR_TIMEOUT` when none is (then `*out` is unchanged) and
+/// `MG_ERR_CLOSED` when the stream has ended.
+///
+/// # Safety
+/// `out` must point to a writable `mg_event`.
+#[no_mangle]
+pub unsafe extern "C" fn mg_events_try_receive(
+    events: *const mg_events,
+    out: *mut mg_event,
+) -> mg_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let rx = RECEIVERS.get(events, "events")?;
+        let next = rx.try_recv().map_err(|e| match e {
+            TryRecvError::Empty => Failure::new(MG_ERR_TIMEOUT, "no event is queued"),
+            TryRecvError::Disconnected => closed(),
+        });
+        deliver(next, out)
+    })
+}
+
+/// Frees an event receiver. NULL is a no-op; a receiver freed already
+/// returns `MG_ERR_INVALID_HANDLE`.
+#[no_mangle]
+pub extern "C" fn mg_events_free(events: *mut mg_events) -> mg_result {
+    guard(|| RECEIVERS.remove(events, "events"))
+}

@@ -1,0 +1,313 @@
+/*
+ * The C API's contract, checked from C: every misuse is a result code plus
+ * a message, never a crash. Prints TAP-style `ok N - ...` / `not ok N - ...`
+ * lines and exits 1 if any check failed.
+ *
+ *   capi_contract                         checks that need no kernel
+ *   capi_contract CGROUP_PATH BACKEND     also enforcer checks, scoped to
+ *                                         CGROUP_PATH (made by the caller)
+ */
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "minerguard.h"
+
+static int checks, failures;
+
+static void check(int ok, const char *what) {
+  checks++;
+  printf("%s %d - %s\n", ok ? "ok" : "not ok", checks, what);
+  if (!ok) {
+    failures++;
+    printf("#   last error: %s: %s\n", mg_result_name(mg_last_error_code()), mg_last_error());
+  }
+}
+
+static int has(const char *haystack, const char *needle) {
+  return haystack && strstr(haystack, needle) != NULL;
+}
+
+static void handles_and_pointers(void) {
+  mg_profile *p = (mg_profile *)0x1;
+  check(mg_profile_new(NULL, &p) == MG_ERR_NULL_POINTER, "NULL name is MG_ERR_NULL_POINTER");
+  check(p == NULL, "a failed constructor sets *out to NULL");
+  check(has(mg_last_error(), "`name` must not be NULL"), "the message names the argument");
+  check(mg_profile_new("x", NULL) == MG_ERR_NULL_POINTER, "NULL out-pointer is MG_ERR_NULL_POINTER");
+
+  check(mg_profile_new("x", &p) == MG_OK && p != NULL, "mg_profile_new");
+  check(strcmp(mg_last_error(), "") == 0 && mg_last_error_code() == MG_OK,
+        "a successful call clears the last error");
+  check(mg_profile_free(p) == MG_OK, "mg_profile_free");
+  check(mg_profile_validate(p) == MG_ERR_INVALID_HANDLE, "use after free is MG_ERR_INVALID_HANDLE");
+  check(has(mg_last_error(), "freed already"), "use after free says so");
+  check(mg_profile_free(p) == MG_ERR_INVALID_HANDLE, "double free is reported, not undefined");
+  check(mg_profile_free(NULL) == MG_OK, "free(NULL) is a no-op");
+  check(mg_enforcer_free(NULL) == MG_OK && mg_events_free(NULL) == MG_OK,
+        "every free accepts NULL");
+  check(mg_profile_validate(NULL) == MG_ERR_NULL_POINTER, "NULL handle is MG_ERR_NULL_POINTER");
+  check(mg_profile_validate((mg_profile *)(uintptr_t)0xdead0) == MG_ERR_INVALID_HANDLE,
+        "a forged handle is MG_ERR_INVALID_HANDLE");
+
+  mg_profile *q = NULL;
+  mg_profile_new("y", &q);
+  check(mg_enforcer_remove((mg_enforcer *)q, 1) == MG_ERR_INVALID_HANDLE,
+        "a profile passed as an enforcer is MG_ERR_INVALID_HANDLE");
+  mg_event ev;
+  check(mg_events_try_receive((mg_events *)q, &ev) == MG_ERR_INVALID_HANDLE,
+        "a profile passed as an event stream is MG_ERR_INVALID_HANDLE");
+  check(mg_events_receive(NULL, 0, &ev) == MG_ERR_NULL_POINTER, "receive from NULL");
+  check(mg_profile_set_mode(q, 7) == MG_ERR_INVALID_ARGUMENT, "unknown mode value");
+  const char *names[] = {"xmrig"};
+  check(mg_profile_add_exec_names(q, "r", 9, names, 1) == MG_ERR_INVALID_ARGUMENT,
+        "unknown action value");
+  check(mg_profile_add_exec_names(q, "r", MG_ACTION_DENY, NULL, 1) == MG_ERR_NULL_POINTER,
+        "NULL array with a count");
+  const char *with_null[] = {"a", NULL};
+  check(mg_profile_add_exec_names(q, "r", MG_ACTION_DENY, with_null, 2) == MG_ERR_NULL_POINTER &&
+            has(mg_last_error(), "names[1]"),
+        "a NULL element names its index");
+  size_t n = 99;
+  check(mg_profile_rule_count(q, &n) == MG_OK && n == 0, "failed adds leave the profile unchanged");
+  mg_profile_free(q);
+}
+
+static void utf8(void) {
+  mg_profile *p = NULL;
+  check(mg_profile_new("bad\xff", &p) == MG_ERR_INVALID_UTF8 && p == NULL,
+        "invalid UTF-8 name is MG_ERR_INVALID_UTF8");
+  check(has(mg_last_error(), "offset 3"), "the message gives the offset");
+  const char text[] = "apiVersion: minerguard/v1\nname: \xc3\x28\n";
+  check(mg_profile_from_text(text, sizeof text - 1, &p) == MG_ERR_INVALID_UTF8,
+        "invalid UTF-8 profile text");
+  mg_profile_new("u", &p);
+  const char *names[] = {"ok", "\xe2\x82"};
+  check(mg_profile_add_exec_names(p, "r", MG_ACTION_DENY, names, 2) == MG_ERR_INVALID_UTF8 &&
+            has(mg_last_error(), "names[1]"),
+        "invalid UTF-8 list element names its index");
+  mg_profile_free(p);
+}
+
+static void profiles(void) {
+  mg_profile *p = NULL;
+  const char bad_port[] =
+      "apiVersion: minerguard/v1\nname: t\nrules:\n"
+      "  - name: pool\n    action: deny\n    connect: { ports: [0] }\n";
+  check(mg_profile_from_text(bad_port, sizeof bad_port - 1, &p) == MG_ERR_PROFILE && p == NULL,
+        "port 0 is MG_ERR_PROFILE");
+  check(has(mg_last_error(), "rules[0].connect.ports[0]"), "the message has the field path");
+  mg_diagnostic d;
+  check(mg_last_error_diagnostic_count() == 1 && mg_last_error_diagnostic(0, &d) == MG_OK &&
+            strcmp(d.field, "rules[0].connect.ports[0]") == 0 && has(d.message, "port 0"),
+        "one diagnostic with field and message");
+  check(mg_last_error_diagnostic(1, &d) == MG_ERR_INVALID_ARGUMENT &&
+            mg_last_error_code() == MG_ERR_PROFILE,
+        "an index past the count is refused and keeps the last error");
+
+  const char typo[] =
+      "apiVersion: minerguard/v1\nname: t\nrules:\n"
+      "  - name: r\n    action: deny\n    exec: { nmaes: [a] }\n";
+  check(mg_profile_from_text(typo, sizeof typo - 1, &p) == MG_ERR_PROFILE &&
+            mg_last_error_diagnostic(0, &d) == MG_OK && d.line == 6 && has(d.message, "nmaes"),
+        "a syntax error gives its line");
+
+  check(mg_profile_from_file("/nonexistent/minerguard.yaml", &p) == MG_ERR_PROFILE &&
+            has(mg_last_error(), "/nonexistent/minerguard.yaml"),
+        "a missing file is MG_ERR_PROFILE naming it");
+  check(mg_profile_bundled("no-such", &p) == MG_ERR_INVALID_ARGUMENT &&
+            has(mg_last_error(), "default"),
+        "unknown bundled profile lists the bundled ones");
+  check(mg_profile_bundled("default", &p) == MG_OK, "bundled default");
+  mg_profile_free(p);
+
+  /* Builder: every problem at once. */
+  mg_profile_new("built", &p);
+  uint16_t ports[] = {0, 3333};
+  const char *names[] = {"a/b"};
+  check(mg_profile_add_connect_ports(p, "pool", MG_ACTION_DENY, ports, 2) == MG_OK,
+        "add_connect_ports accepts, validation judges");
+  mg_profile_add_exec_names(p, "miner", MG_ACTION_KILL, names, 1);
+  check(mg_profile_validate(p) == MG_ERR_PROFILE && mg_last_error_diagnostic_count() == 2,
+        "validate reports every problem");
+  check(has(mg_last_error(), "rules[0].connect.ports[0]") &&
+            has(mg_last_error(), "rules[1].exec.names[0]") && has(mg_last_error(), "\n"),
+        "the message joins them one per line");
+  mg_profile_free(p);
+
+  mg_profile_new("json", &p);
+  check(mg_profile_add_rule_json(p, "{\"name\":\"pool\",\"action\":\"deny\",\"connect\":{\"ports\":[3333,\"5000-5010\"]}}") == MG_OK,
+        "add_rule_json");
+  check(mg_profile_add_rule_json(p, "{\"name\":\"x\",\"action\":\"deny\",\"exec\":{\"nmaes\":[\"a\"]}}") == MG_ERR_PROFILE &&
+            has(mg_last_error(), "rules[1]") && has(mg_last_error(), "nmaes"),
+        "add_rule_json rejects unknown keys, naming the rule index");
+  check(mg_profile_add_rule_json(p, "{not json") == MG_ERR_PROFILE, "add_rule_json rejects bad JSON");
+  check(mg_profile_add_rule_json(p, "{\"name\":\"cidr\",\"action\":\"audit\",\"connect\":{\"cidrs\":[\"10.0.0.0/8\"]}}") == MG_OK,
+        "add_rule_json takes any matcher kind");
+  size_t n = 0;
+  check(mg_profile_rule_count(p, &n) == MG_OK && n == 2 && mg_profile_validate(p) == MG_OK,
+        "two valid rules");
+
+  /* Buffers. */
+  char small[4] = "xyz";
+  size_t needed = 0;
+  check(mg_profile_to_json(p, small, sizeof small, &needed) == MG_ERR_BUFFER_TOO_SMALL &&
+            needed > sizeof small && small[0] == '\0',
+        "too small a buffer: MG_ERR_BUFFER_TOO_SMALL, size needed written, empty string");
+  check(has(mg_last_error(), "needed"), "the message gives the size");
+  size_t size_query = 0;
+  check(mg_profile_to_json(p, NULL, 0, &size_query) == MG_ERR_BUFFER_TOO_SMALL &&
+            size_query == needed,
+        "a size query with a NULL buffer");
+  check(mg_profile_to_json(p, NULL, 8, &size_query) == MG_ERR_NULL_POINTER, "NULL buffer with a length");
+  char *buf = malloc(needed);
+  check(mg_profile_to_json(p, buf, needed, NULL) == MG_OK && strlen(buf) == needed - 1 &&
+            has(buf, "\"5000-5010\""),
+        "exactly the size needed fits");
+  free(buf);
+  mg_profile_free(p);
+
+  /* The last error, copied. */
+  mg_profile_validate(NULL);
+  size_t msg_size = 0;
+  char tiny[2];
+  check(mg_last_error_copy(tiny, sizeof tiny, &msg_size) == MG_ERR_BUFFER_TOO_SMALL &&
+            msg_size == strlen(mg_last_error()) + 1,
+        "mg_last_error_copy reports the size needed");
+  char copy[256];
+  check(mg_last_error_copy(copy, sizeof copy, NULL) == MG_OK &&
+            strcmp(copy, mg_last_error()) == 0 && mg_last_error_code() == MG_ERR_NULL_POINTER,
+        "mg_last_error_copy copies and keeps the last error");
+}
+
+static void static_strings(void) {
+  check(strcmp(mg_version(), MG_EXPECTED_VERSION) == 0, "mg_version");
+  check(strcmp(mg_result_name(MG_ERR_BUFFER_TOO_SMALL), "MG_ERR_BUFFER_TOO_SMALL") == 0 &&
+            strcmp(mg_result_name(-1), "MG_UNKNOWN") == 0,
+        "mg_result_name");
+  check(strcmp(mg_backend_name(MG_BACKEND_CGROUP), "cgroup") == 0 &&
+            strcmp(mg_backend_name(42), "unknown") == 0,
+        "mg_backend_name");
+  printf("layout mg_event size=%zu time_unix_ns=%zu cgroup_id=%zu pid=%zu kind=%zu family=%zu "
+         "protocol=%zu truncated=%zu ip=%zu comm=%zu path=%zu rule=%zu profile=%zu\n",
+         sizeof(mg_event), offsetof(mg_event, time_unix_ns), offsetof(mg_event, cgroup_id),
+         offsetof(mg_event, pid), offsetof(mg_event, kind), offsetof(mg_event, family),
+         offsetof(mg_event, protocol), offsetof(mg_event, truncated), offsetof(mg_event, ip),
+         offsetof(mg_event, comm), offsetof(mg_event, path), offsetof(mg_event, rule),
+         offsetof(mg_event, profile));
+  printf("layout mg_probe_report size=%zu kernel=%zu bpf_lsm_detail=%zu\n",
+         sizeof(mg_probe_report), offsetof(mg_probe_report, kernel),
+         offsetof(mg_probe_report, bpf_lsm_detail));
+}
+
+static void enforcer(const char *cgroup, const char *backend_name) {
+  uint32_t backend = strcmp(backend_name, "lsm") == 0      ? MG_BACKEND_LSM
+                     : strcmp(backend_name, "cgroup") == 0 ? MG_BACKEND_CGROUP
+                                                           : MG_BACKEND_AUTO;
+  mg_probe_report report;
+  check(mg_probe(&report) == MG_OK && report.backend != MG_BACKEND_NONE && report.euid == 0 &&
+            report.kernel[0] != '\0' && report.bpf_lsm_detail[0] != '\0',
+        "mg_probe finds a backend");
+  printf("# probe: backend=%s bpf_lsm=%d (%s)\n", mg_backend_name(report.backend),
+         report.bpf_lsm_available, report.bpf_lsm_detail);
+  size_t json_size = 0;
+  check(mg_probe_json(NULL, 0, &json_size) == MG_ERR_BUFFER_TOO_SMALL && json_size > 100,
+        "mg_probe_json size query");
+
+  mg_enforcer *e = (mg_enforcer *)0x1;
+  check(mg_enforcer_new(99, &e) == MG_ERR_INVALID_ARGUMENT && e == NULL, "unknown backend value");
+  mg_enforcer_options opts = {.backend = backend, .event_capacity = 1024, .require_all_rules = 1};
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_OK, "mg_enforcer_new_with_options");
+  mg_backend kind;
+  check(mg_enforcer_backend(e, &kind) == MG_OK &&
+            (kind == MG_BACKEND_LSM || kind == MG_BACKEND_CGROUP),
+        "mg_enforcer_backend");
+
+  mg_profile *p = NULL;
+  uint16_t ports[] = {3333};
+  mg_profile_new("contract", &p);
+  mg_profile_add_connect_ports(p, "pool", MG_ACTION_DENY, ports, 1);
+
+  uint64_t h = 0;
+  char missing[64];
+  snprintf(missing, sizeof missing, "minerguard-missing-%d", (int)getpid());
+  check(mg_enforcer_apply_cgroup(e, p, missing, &h) == MG_ERR_CGROUP && h == 0 &&
+            has(mg_last_error(), missing),
+        "apply to a missing cgroup is MG_ERR_CGROUP naming it");
+  check(mg_enforcer_apply_cgroup(e, p, cgroup, NULL) == MG_ERR_NULL_POINTER,
+        "apply without an out-handle is refused before anything is applied");
+  check(mg_enforcer_apply_cgroup(e, p, "", &h) == MG_ERR_INVALID_ARGUMENT, "empty cgroup path");
+  check(mg_enforcer_apply_cgroup_id(e, p, 0xfffffffffffull, &h) == MG_ERR_CGROUP,
+        "apply to an unknown cgroup id is MG_ERR_CGROUP");
+  check(mg_enforcer_remove(e, 12345) == MG_ERR_SCOPE && has(mg_last_error(), "unknown"),
+        "remove of an unknown handle is MG_ERR_SCOPE");
+  check(mg_enforcer_update(e, 12345, p) == MG_ERR_SCOPE, "update of an unknown handle");
+
+  mg_profile *invalid = NULL;
+  uint16_t zero[] = {0};
+  mg_profile_new("invalid", &invalid);
+  mg_profile_add_connect_ports(invalid, "zero", MG_ACTION_DENY, zero, 1);
+  check(mg_enforcer_apply_cgroup(e, invalid, cgroup, &h) == MG_ERR_PROFILE &&
+            has(mg_last_error(), "rules[0].connect.ports[0]"),
+        "apply of an invalid profile is MG_ERR_PROFILE with the field path");
+
+  mg_profile *unenforceable = NULL;
+  mg_profile_new("gaps", &unenforceable);
+  mg_profile_add_rule_json(unenforceable, "{\"name\":\"msr\",\"action\":\"deny\",\"open\":{\"msr\":true}}");
+  check(mg_enforcer_apply_cgroup(e, unenforceable, cgroup, &h) == MG_ERR_SCOPE &&
+            has(mg_last_error(), "msr"),
+        "require_all_rules refuses a rule the backend cannot enforce");
+
+  struct stat st;
+  check(stat(cgroup, &st) == 0, "the test cgroup exists");
+  check(mg_enforcer_apply_cgroup_id(e, p, (uint64_t)st.st_ino, &h) == MG_OK && h != 0,
+        "apply by cgroup id");
+  uint64_t again = 0;
+  check(mg_enforcer_apply_cgroup(e, p, cgroup, &again) == MG_ERR_SCOPE &&
+            has(mg_last_error(), "already"),
+        "a second apply to the same scope is MG_ERR_SCOPE");
+  check(mg_enforcer_update(e, h, invalid) == MG_ERR_PROFILE, "update with an invalid profile");
+  check(mg_enforcer_update(e, h, p) == MG_OK, "update");
+  size_t unenforced_size = 0;
+  char unenforced[64];
+  check(mg_enforcer_unenforced(e, h, unenforced, sizeof unenforced, &unenforced_size) == MG_OK &&
+            unenforced_size == 1 && unenforced[0] == '\0',
+        "every rule enforced");
+  mg_drops drops;
+  check(mg_enforcer_drops(e, &drops) == MG_OK && drops.ring == 0 && drops.channel == 0,
+        "no drops");
+
+  mg_events *events = NULL;
+  mg_event ev;
+  check(mg_events_new(e, &events) == MG_OK, "mg_events_new");
+  check(mg_events_try_receive(events, &ev) == MG_ERR_TIMEOUT, "try_receive with nothing queued");
+  check(mg_events_receive(events, 10, &ev) == MG_ERR_TIMEOUT && has(mg_last_error(), "10 ms"),
+        "receive times out");
+  check(mg_events_receive(events, 10, NULL) == MG_ERR_NULL_POINTER, "receive into NULL");
+
+  check(mg_enforcer_remove(e, h) == MG_OK, "remove");
+  check(mg_enforcer_remove(e, h) == MG_ERR_SCOPE, "a second remove is MG_ERR_SCOPE");
+  check(mg_enforcer_free(e) == MG_OK, "mg_enforcer_free");
+  check(mg_events_receive(events, 1000, &ev) == MG_ERR_CLOSED,
+        "the stream of a freed enforcer reports MG_ERR_CLOSED");
+  check(mg_enforcer_free(e) == MG_ERR_INVALID_HANDLE, "double free of an enforcer is reported");
+  check(mg_enforcer_drops(e, &drops) == MG_ERR_INVALID_HANDLE, "use of a freed enforcer");
+  check(mg_events_free(events) == MG_OK && mg_events_free(events) == MG_ERR_INVALID_HANDLE,
+        "event stream free, then double free");
+  mg_profile_free(p);
+  mg_profile_free(invalid);
+  mg_profile_free(unenforceable);
+}
+
+int main(int argc, char **argv) {
+  handles_and_pointers();
+  utf8();
+  profiles();
+  static_strings();
+  if (argc == 3) enforcer(argv[1], argv[2]);
+  printf("# %d checks, %d failed\n", checks, failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,440 @@
+//! The C API from C: the example shim and a contract program are compiled
+//! with `cc -Wall -Werror` against the checked-in header, linked against the
+//! libraries cargo built (static and shared), and run. The enforcement tests
+//! run on the real kernel, in cgroups the C programs (or these tests) create
+//! and remove; network only on loopback.
+
+mod common;
+
+use std::{
+    ffi::CStr,
+    mem::offset_of,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use common::*;
+use minerguard::capi::{self, mg_event, mg_probe_report, mg_result};
+
+macro_rules! require_kernel {
+    () => {
+        if !kernel_tests_enabled(module_path!()) {
+            return;
+        }
+    };
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where cargo put the static and shared libraries built with this test:
+/// `target/<profile>/deps/`, next to the test binary (`cargo test` does not
+/// copy them up to `target/<profile>/`; `cargo build` does).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("target/<profile>/deps/<test>");
+    let found = [deps, deps.parent().unwrap_or(deps)]
+        .into_iter()
+        .find(|d| d.join("libminerguard.a").exists())
+        .unwrap_or(deps);
+    found.to_path_buf()
+}
+
+/// The flags pkg-config gives for `minerguard.pc.in` filled in for this
+/// build tree.
+fn pkg_config(dir: &Path, args: &[&str]) -> Vec<String> {
+    let template = std::fs::read_to_string(repo().join("include/minerguard.pc.in")).unwrap();
+    let pc = template
+        .replace("@LIBDIR@", lib_dir().to_str().unwrap())
+        .replace("@INCLUDEDIR@", repo().join("include").to_str().unwrap())
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    std::fs::write(dir.join("minerguard.pc"), pc).unwrap();
+    let out = Command::new("pkg-config")
+        .args(args)
+        .arg("minerguard")
+        .env("PKG_CONFIG_PATH", dir)
+        .output()
+        .expect("pkg-config runs (apt install pkg-config)");
+    assert!(out.status.success(), "pkg-config: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Built {
+    _dir: TempDir,
+    shim: PathBuf,
+    contract: PathBuf,
+    netprobe: PathBuf,
+}
+
+fn cc(dir: &Path, source: &str, out: &str, link: &[String]) -> PathBuf {
+    let exe = dir.join(out);
+    let output = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg(format!(
+            "-DMG_EXPECTED_VERSION=\"{}\"",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(repo().join(source))
+        .arg("-o")
+        .arg(&exe)
+        .args(link)
+        .output()
+        .expect("cc runs");
+    assert!(
+        output.status.success(),
+        "compiling {source} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
+/// Compiles the C programs once per test run: the shim against the static
+/// library, the contract program against the shared one.
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = TempDir::new("capi-build");
+        let lib = lib_dir();
+        let archive = lib.join("libminerguard.a");
+        assert!(archive.exists(), "{} was not built", archive.display());
+        let mut static_link = vec![archive.to_str().unwrap().to_string()];
+        static_link.extend(
+            pkg_config(dir.path(), &["--libs-only-l", "--static"])
+                .into_iter()
+                .filter(|l| l != "-lminerguard"),
+        );
+        let mut shared_link = pkg_config(dir.path(), &["--libs"]);
+        shared_link.push(format!("-Wl,-rpath,{}", lib.display()));
+        Built {
+            shim: cc(dir.path(), "examples/c/shim.c", "shim", &static_link),
+            contract: cc(
+                dir.path(),
+                "tests/c/capi_contract.c",
+                "capi_contract",
+                &shared_link,
+            ),
+            netprobe: cc(dir.path(), "tests/c/netprobe.c", "netprobe", &[]),
+            _dir: dir,
+        }
+    })
+}
+
+fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().expect("run C program");
+    let text = format!(
+        "status: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// Asserts a TAP-style run passed every check, and at least `min` of them.
+fn assert_all_ok(out: &Output, text: &str, min: usize) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(
+        !stdout.contains("not ok"),
+        "a C contract check failed:\n{text}"
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(ok >= min, "only {ok} checks ran (expected {min}+):\n{text}");
+}
+
+fn backend_arg() -> String {
+    std::env::var("MINERGUARD_TEST_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+#[test]
+fn c_contract_checks_pass_without_a_kernel() {
+    let b = built();
+    let (out, text) = run(&mut Command::new(&b.contract));
+    assert_all_ok(&out, &text, 50);
+}
+
+#[test]
+fn c_and_rust_agree_on_struct_layouts() {
+    let b = built();
+    let (out, text) = run(&mut Command::new(&b.contract));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let layout = |name: &str| -> Vec<(String, usize)> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("layout {name} ")))
+            .unwrap_or_else(|| panic!("no layout line for {name}:\n{text}"));
+        line.split_whitespace()
+            .skip(2)
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    };
+    let rust_event = [
+        ("size", std::mem::size_of::<mg_event>()),
+        ("time_unix_ns", offset_of!(mg_event, time_unix_ns)),
+        ("cgroup_id", offset_of!(mg_event, cgroup_id)),
+        ("pid", offset_of!(mg_event, pid)),
+        ("kind", offset_of!(mg_event, kind)),
+        ("family", offset_of!(mg_event, family)),
+        ("protocol", offset_of!(mg_event, protocol)),
+        ("truncated", offset_of!(mg_event, truncated)),
+        ("ip", offset_of!(mg_event, ip)),
+        ("comm", offset_of!(mg_event, comm)),
+        ("path", offset_of!(mg_event, path)),
+        ("rule", offset_of!(mg_event, rule)),
+        ("profile", offset_of!(mg_event, profile)),
+    ];
+    let expected: Vec<(String, usize)> = rust_event
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(layout("mg_event"), expected);
+    let rust_probe = [
+        ("size", std::mem::size_of::<mg_probe_report>()),
+        ("kernel", offset_of!(mg_probe_report, kernel)),
+        (
+            "bpf_lsm_detail",
+            offset_of!(mg_probe_report, bpf_lsm_detail),
+        ),
+    ];
+    let expected: Vec<(String, usize)> = rust_probe
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(layout("mg_probe_report"), expected);
+}
+
+#[test]
+fn header_compiles_as_cpp_too() {
+    let dir = TempDir::new("capi-cpp");
+    let src = dir.path().join("use.cpp");
+    std::fs::write(
+        &src,
+        "#include \"minerguard.h\"\nint main() { mg_event ev{}; return mg_version() && ev.pid == 0 ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let out = Command::new("c++")
+        .args([
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(repo().join("include"))
+        .arg(&src)
+        .output()
+        .expect("c++ runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn c_contract_checks_pass_with_an_enforcer() {
+    require_kernel!();
+    let b = built();
+    let cg = test_cgroup();
+    let (out, text) = run(Command::new(&b.contract)
+        .arg(cg.cgroup().path())
+        .arg(backend_arg()));
+    assert_all_ok(&out, &text, 80);
+    cg.remove().expect("remove the test cgroup");
+}
+
+/// Runs the shim with `profile` (YAML) on `cmd`; returns its output, the
+/// text for messages, and the cgroup it reported.
+fn shim(dir: &TempDir, profile: &str, cmd: &[&Path]) -> (Output, String, String) {
+    let file = dir.path().join("profile.yaml");
+    std::fs::write(&file, profile).unwrap();
+    let (out, text) = run(Command::new(&built().shim)
+        .args(["-b", &backend_arg()])
+        .arg(&file)
+        .arg("--")
+        .args(cmd));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cgroup = stdout
+        .lines()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("cgroup=")))
+        .unwrap_or_else(|| panic!("the shim did not apply:\n{text}"))
+        .to_string();
+    assert!(
+        !Path::new(&cgroup).exists(),
+        "the shim left its cgroup behind:\n{text}"
+    );
+    assert!(
+        stdout.contains("dropped ring=0 channel=0"),
+        "events were dropped:\n{text}"
+    );
+    (out, text, cgroup)
+}
+
+#[test]
+fn c_shim_stops_a_miner_exec_in_its_cgroup() {
+    require_kernel!();
+    let dir = TempDir::new("capi-exec");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let profile = "apiVersion: minerguard/v1\nname: shim-test\nrules:\n  \
+                   - name: miner-binary\n    action: deny\n    exec: { names: [xmrig] }\n";
+    let (out, text, _) = shim(&dir, profile, &[&miner, &marker]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    assert!(!marker.exists(), "the miner ran inside the scope:\n{text}");
+    if stdout.contains("backend=cgroup") {
+        // Killed by the exec tracepoint before its first instruction.
+        assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{text}");
+        assert!(stdout.contains("action=kill requested=deny"), "{text}");
+    } else {
+        // BPF-LSM: execve itself fails.
+        assert!(stdout.contains("backend=lsm"), "{text}");
+        assert_eq!(out.status.code(), Some(126), "{text}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+            "{text}"
+        );
+        assert!(stdout.contains("action=deny requested=deny"), "{text}");
+    }
+    let event = stdout
+        .lines()
+        .find(|l| l.contains("event rule=miner-binary"))
+        .unwrap_or_else(|| panic!("no exec event through the C API:\n{text}"));
+    assert!(event.contains("profile=shim-test"), "{event}");
+    assert!(
+        event.contains(&format!("kind=exec path={}", miner.display())),
+        "{event}"
+    );
+
+    // The same file runs outside the scope.
+    let outside = dir.path().join("outside");
+    assert!(Command::new(&miner)
+        .arg(&outside)
+        .status()
+        .unwrap()
+        .success());
+    assert!(outside.exists());
+}
+
+#[test]
+fn c_shim_refuses_a_pool_connect_in_its_cgroup() {
+    require_kernel!();
+    let dir = TempDir::new("capi-connect");
+    let pool = listener(false);
+    let port = pool.local_addr().unwrap().port();
+    let profile = format!(
+        "apiVersion: minerguard/v1\nname: shim-test\nrules:\n  \
+         - name: pool-port\n    action: deny\n    connect: {{ ports: [{port}] }}\n"
+    );
+    let netprobe = &built().netprobe;
+    let port_arg = PathBuf::from(port.to_string());
+    let (out, text, _) = shim(
+        &dir,
+        &profile,
+        &[netprobe.as_path(), Path::new("127.0.0.1"), &port_arg],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(libc::EPERM), "{text}");
+    assert!(
+        stdout.contains("connect failed errno=1 (Operation not permitted)"),
+        "{text}"
+    );
+    let event = stdout
+        .lines()
+        .find(|l| l.contains("event rule=pool-port"))
+        .unwrap_or_else(|| panic!("no connect event through the C API:\n{text}"));
+    assert!(
+        event.contains(&format!("kind=connect dst=127.0.0.1 port={port} proto=tcp")),
+        "{event}"
+    );
+    assert!(event.contains("action=deny requested=deny"), "{event}");
+
+    // Outside the scope the same connect succeeds.
+    let (direct, text) = run(Command::new(netprobe)
+        .arg("127.0.0.1")
+        .arg(port.to_string()));
+    assert!(direct.status.success(), "{text}");
+}
+
+fn last_error() -> String {
+    // SAFETY: mg_last_error never returns NULL.
+    unsafe { CStr::from_ptr(capi::result::mg_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn rust_callers_get_the_same_contract() {
+    use capi::profile::*;
+    let mut p: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings and out-pointer.
+    let rc = unsafe { mg_profile_new(c"r".as_ptr(), &mut p) };
+    assert_eq!(rc, mg_result::MG_OK);
+    // SAFETY: a count of 2 with a NULL array is refused before any read.
+    let rc = unsafe {
+        mg_profile_add_connect_ports(
+            p,
+            c"x".as_ptr(),
+            mg_action::MG_ACTION_DENY as u32,
+            std::ptr::null(),
+            2,
+        )
+    };
+    assert_eq!(rc, mg_result::MG_ERR_NULL_POINTER);
+    assert!(last_error().contains("`ports`"), "{}", last_error());
+    assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+    assert_eq!(mg_profile_free(p), mg_result::MG_ERR_INVALID_HANDLE);
+}
+
+#[test]
+fn freeing_while_other_threads_use_a_handle_is_reported_not_undefined() {
+    use capi::profile::*;
+    for _ in 0..20 {
+        let mut p: *mut mg_profile = std::ptr::null_mut();
+        // SAFETY: valid string and out-pointer.
+        assert_eq!(
+            unsafe { mg_profile_new(c"shared".as_ptr(), &mut p) },
+            mg_result::MG_OK
+        );
+        let token = p as usize;
+        let users: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let p = token as *mut mg_profile;
+                    let ports = [3333u16];
+                    let mut outcomes = Vec::new();
+                    for _ in 0..200 {
+                        // SAFETY: valid strings and a one-element array.
+                        let rc = unsafe {
+                            mg_profile_add_connect_ports(p, c"pool".as_ptr(), 1, ports.as_ptr(), 1)
+                        };
+                        outcomes.push(rc);
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+        for u in users {
+            for rc in u.join().expect("no thread crashed") {
+                assert!(
+                    matches!(rc, mg_result::MG_OK | mg_result::MG_ERR_INVALID_HANDLE),
+                    "{rc:?}"
+                );
+            }
+        }
+        assert_eq!(mg_profile_validate(p), mg_result::MG_ERR_INVALID_HANDLE);
+    }
+}

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
     falco_json, probe, Action, BackendChoice, BackendKind, Enforcer, EnforcerOptions, Event,
-    KernelPolicy, Profile, RuleKind, Scope, SeccompPolicy,
+    KernelPolicy, Profile, RuleKind, Scope, SeccompFilter, SeccompPolicy,
 };
 
 #[derive(Parser)]
@@ -80,6 +80,15 @@ enum Cmd {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
     },
+    /// Print the profile's seccomp filter: OCI `linux.seccomp` JSON, raw BPF
+    /// (binary `sock_filter` array) or libseccomp PFC text.
+    Seccomp {
+        /// Profile file (YAML or JSON).
+        profile: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "oci", value_parser = ["oci", "bpf", "pfc"])]
+        format: String,
+    },
     /// Report what this kernel supports and which backend would be used.
     Probe {
         /// Machine-readable output.
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
             backend,
         } => watch(&profile, &cgroups, host, events.as_deref(), backend),
         Cmd::Check { profiles } => Ok(check(&profiles)),
+        Cmd::Seccomp { profile, format } => print_seccomp(&profile, &format),
         Cmd::Probe { json } => Ok(print_probe(json)),
     };
     match result {
@@ -216,7 +226,7 @@ fn run(
             enforcer.backend(),
             cgroup.cgroup().path().display()
         );
-        warn_unenforced(&enforcer, handle);
+        warn_unenforced(&enforcer, handle, true);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -225,16 +235,32 @@ fn run(
         stop.clone(),
     );
 
+    // The profile's seccomp part, built here: between fork and exec only
+    // async-signal-safe calls may run, so the child just installs the bytes.
+    let seccomp = match SeccompPolicy::compile(&profile)? {
+        Some(policy) => Some(SeccompFilter::new(&policy)?.to_sock_filters()?),
+        None => None,
+    };
+    if let (Some(filter), false) = (&seccomp, quiet) {
+        eprintln!(
+            "minerguard: seccomp filter of {} instructions installed in the command",
+            filter.len()
+        );
+    }
     let procs = cgroup.procs_file()?;
     let mut command = Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     // SAFETY: the closure only makes async-signal-safe calls (sigprocmask,
-    // write) between fork and exec.
+    // write, prctl, seccomp) between fork and exec.
     unsafe {
         command.pre_exec(move || {
             let set = signal_set();
             libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            join_cgroup_raw(&procs)
+            join_cgroup_raw(&procs)?;
+            match &seccomp {
+                Some(filter) => minerguard::seccomp::install_raw(filter),
+                None => Ok(()),
+            }
         });
     }
     let status = match command.spawn() {
@@ -304,7 +330,7 @@ fn watch(
             profile.name,
             enforcer.backend()
         );
-        warn_unenforced(&enforcer, handle);
+        warn_unenforced(&enforcer, handle, false);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -338,9 +364,34 @@ fn watch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `enforcer seccomp`: the profile's filter in the chosen format on stdout.
+fn print_seccomp(path: &Path, format: &str) -> AnyResult<ExitCode> {
+    let profile = load_profile(path)?;
+    let Some(policy) = SeccompPolicy::compile(&profile)? else {
+        return Err(format!("profile `{}` has no seccomp rule", profile.name).into());
+    };
+    let mut out = io::stdout().lock();
+    match format {
+        "oci" => {
+            let json = minerguard::seccomp::oci::to_oci(&policy)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+        }
+        "bpf" => out.write_all(&SeccompFilter::new(&policy)?.to_bpf()?)?,
+        _ => out.write_all(SeccompFilter::new(&policy)?.to_pfc()?.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Says which rules of the applied profile this backend leaves unenforced.
-fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle) {
-    for gap in enforcer.unenforced(handle).unwrap_or_default() {
+///
+/// `seccomp_installed`: the command gets the seccomp filter (`run`), so
+/// seccomp rules are enforced even though no BPF backend carries them.
+fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle, seccomp_installed: bool) {
+    let gaps = enforcer.unenforced(handle).unwrap_or_default();
+    for gap in gaps
+        .iter()
+        .filter(|g| !(seccomp_installed && g.matcher == minerguard::MatcherKind::Seccomp))
+    {
         eprintln!(
             "minerguard: warning: rule `{}` ({}) is not enforced by the {} backend in this release",
             gap.rule,

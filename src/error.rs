@@ -22,6 +22,9 @@ pub enum Error {
     /// A cgroup could not be found, created or used.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// A seccomp filter could not be built, installed or exported.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// Loading BPF objects into the kernel.

@@ -25,6 +25,7 @@ pub mod events;
 mod mountinfo;
 pub mod probe;
 pub mod profile;
+pub mod seccomp;
 
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
@@ -33,3 +34,4 @@ pub use error::{Error, Result};
 pub use events::{falco_json, Drops, Event, Target};
 pub use probe::{probe, ProbeReport};
 pub use profile::{Action, MatcherKind, Mode, Profile, Rule};
+pub use seccomp::{SeccompError, SeccompFilter};

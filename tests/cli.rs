@@ -247,3 +247,94 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
         out.status.signal()
     );
 }
+
+/// Waits up to 10 s for a line containing `needle` from `lines`.
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing `{needle}`");
+}
+
+/// Whether `program` ran inside `cg` (it creates `marker` when it runs).
+fn ran_in(cg: &minerguard::cgroup::OwnedCgroup, program: &Path, marker: &Path) -> bool {
+    let _ = std::fs::remove_file(marker);
+    let _ = run_in(Some(cg), Command::new(program).arg(marker));
+    marker.exists()
+}
+
+#[test]
+fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
+    if !kernel_tests_enabled("watch_enforces_reloads_on_sighup_and_detaches_on_sigterm") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = TempDir::new("cli-watch");
+    let xmrig = fake_miner(&dir, "xmrig");
+    let other = fake_miner(&dir, "other");
+    let marker = dir.path().join("marker");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let cg = test_cgroup();
+    let mut cmd = Command::new(enforcer_bin());
+    cmd.args(["watch", "--profile", profile.to_str().unwrap(), "--cgroup"])
+        .arg(cg.cgroup().path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, status_lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    wait_line(&status_lines, "enforced by the");
+
+    assert!(!ran_in(&cg, &xmrig, &marker), "xmrig ran under watch");
+    assert!(ran_in(&cg, &other, &marker));
+
+    // SIGHUP: the new profile replaces the old one atomically.
+    std::fs::write(&profile, EXEC_PROFILE.replace("[xmrig]", "[other]")).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_line(&status_lines, "reloaded profile");
+    assert!(
+        ran_in(&cg, &xmrig, &marker),
+        "old rule still active after reload"
+    );
+    assert!(
+        !ran_in(&cg, &other, &marker),
+        "new rule not active after reload"
+    );
+
+    // A broken profile on SIGHUP keeps the previous one.
+    std::fs::write(
+        &profile,
+        "apiVersion: minerguard/v1\nname: broken\nrules: [{}]\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_line(&status_lines, "previous profile kept");
+    assert!(!ran_in(&cg, &other, &marker));
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        ran_in(&cg, &other, &marker),
+        "still enforced after watch exited"
+    );
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| e["rule"] == "miner-binary"));
+}

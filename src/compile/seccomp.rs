@@ -2,8 +2,47 @@
 //! merged, with audit applied, in a deterministic order.
 
 use crate::profile::{
-    syscalls, Action, ArgCmp, Diagnostic, Mode, Profile, ProfileError, SeccompAction,
+    syscalls, Action, ArgCmp, ArgOp, Diagnostic, Mode, Profile, ProfileError, SeccompAction,
+    SeccompPreset, SyscallRule,
 };
+
+/// The calls [`SeccompPreset::Miner`] refuses with EPERM (see its docs for why).
+const MINER_PRESET: &[&str] = &[
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "bpf",
+    "perf_event_open",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+];
+
+/// The rules a preset stands for.
+fn preset_rules(p: SeccompPreset) -> Vec<SyscallRule> {
+    match p {
+        SeccompPreset::Miner => vec![
+            SyscallRule {
+                names: MINER_PRESET.iter().map(|s| s.to_string()).collect(),
+                action: SeccompAction::Errno(1),
+                args: vec![],
+            },
+            // personality(0xffffffff) only queries the current persona.
+            SyscallRule {
+                names: vec!["personality".into()],
+                action: SeccompAction::Errno(1),
+                args: vec![ArgCmp {
+                    index: 0,
+                    op: ArgOp::Ne,
+                    value: 0xffff_ffff,
+                    mask: None,
+                }],
+            },
+        ],
+    }
+}
 
 /// One syscall's action (under optional argument conditions).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +100,8 @@ impl SeccompPolicy {
                     None => default = Some((i, d)),
                 }
             }
-            for sc in &section.syscalls {
+            let preset = section.preset.map(preset_rules).unwrap_or_default();
+            for sc in section.syscalls.iter().chain(&preset) {
                 for name in &sc.names {
                     entries.push(SeccompEntry {
                         syscall: name.clone(),
@@ -99,6 +139,7 @@ mod tests {
     fn filter(default: Option<SeccompAction>, calls: &[(&str, SeccompAction)]) -> SeccompMatch {
         SeccompMatch {
             default,
+            preset: None,
             syscalls: calls
                 .iter()
                 .map(|(n, a)| SyscallRule {

@@ -329,6 +329,21 @@ pub struct SyscallRule {
     pub args: Vec<ArgCmp>,
 }
 
+/// Ready-made syscall rule sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeccompPreset {
+    /// What miners and their droppers use to hide, persist or tune, none of
+    /// which a containerised workload needs (each fails with EPERM):
+    /// `ptrace`, `process_vm_readv`, `process_vm_writev` (reading and
+    /// injecting into other processes), `bpf` (tampering with in-kernel
+    /// enforcement), `perf_event_open` (hardware counters, side channels),
+    /// `init_module`, `finit_module`, `delete_module` (rootkits that hide the
+    /// miner), `kexec_load`, `kexec_file_load` (replacing the kernel), and
+    /// `personality` changes (the `0xffffffff` query stays allowed).
+    Miner,
+}
+
 /// A seccomp filter description.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -336,6 +351,9 @@ pub struct SeccompMatch {
     /// Action for syscalls no rule names (default: allow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<SeccompAction>,
+    /// A ready-made rule set, added to `syscalls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<SeccompPreset>,
     /// Per-syscall rules.
     #[serde(default)]
     pub syscalls: Vec<SyscallRule>,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{Diagnostic, ProfileError};
 pub use matchers::{
     ArgCmp, ArgOp, ConnectMatch, ExecMatch, MatcherKind, OpenMatch, PortSpec, SeccompAction,
-    SeccompMatch, StratumMatch, SyscallRule,
+    SeccompMatch, SeccompPreset, StratumMatch, SyscallRule,
 };
 
 /// The only `apiVersion` this release reads.

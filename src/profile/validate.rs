@@ -204,8 +204,11 @@ fn check_connect(connect: &ConnectMatch, at: &str, r: &mut Report) {
 }
 
 fn check_seccomp(seccomp: &SeccompMatch, at: &str, r: &mut Report) {
-    if seccomp.syscalls.is_empty() && seccomp.default.is_none() {
-        r.push(at, "empty matcher: set `default` or list `syscalls`");
+    if seccomp.syscalls.is_empty() && seccomp.default.is_none() && seccomp.preset.is_none() {
+        r.push(
+            at,
+            "empty matcher: set `default`, a `preset` or list `syscalls`",
+        );
     }
     for action in seccomp.default.iter() {
         if let Some(p) = seccomp_action_problem(action) {

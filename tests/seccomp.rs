@@ -45,36 +45,28 @@ fn in_child(policy: &SeccompPolicy) -> Seen {
         .unwrap()
         .to_sock_filters()
         .unwrap();
-    // SAFETY: the child makes only raw syscalls, then _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        unsafe {
-            if install_raw(&program).is_err() {
-                libc::_exit(99);
-            }
-            let errno = |rc: libc::c_long| if rc < 0 { *libc::__errno_location() } else { 0 };
-            let ptrace = errno(libc::syscall(
-                libc::SYS_ptrace,
-                libc::PTRACE_TRACEME,
-                0,
-                0,
-                0,
-            ));
-            let getppid = errno(libc::syscall(libc::SYS_getppid));
-            libc::_exit(ptrace.min(15) * 16 + getppid.min(15));
+    let end = common::fork_in(None, || unsafe {
+        if install_raw(&program).is_err() {
+            return 99;
         }
-    }
-    let mut status = 0;
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFSIGNALED(status) {
-        return Seen::Signal(libc::WTERMSIG(status));
-    }
-    let code = libc::WEXITSTATUS(status);
-    assert_ne!(code, 99, "install_raw failed in the child");
-    Seen::Calls {
-        ptrace: code / 16,
-        getppid: code % 16,
+        let errno = |rc: libc::c_long| if rc < 0 { *libc::__errno_location() } else { 0 };
+        let ptrace = errno(libc::syscall(
+            libc::SYS_ptrace,
+            libc::PTRACE_TRACEME,
+            0,
+            0,
+            0,
+        ));
+        let getppid = errno(libc::syscall(libc::SYS_getppid));
+        ptrace.min(15) * 16 + getppid.min(15)
+    });
+    match end {
+        common::ChildEnd::Signal(sig) => Seen::Signal(sig),
+        common::ChildEnd::Code(99) => panic!("install_raw failed in the child"),
+        common::ChildEnd::Code(code) => Seen::Calls {
+            ptrace: code / 16,
+            getppid: code % 16,
+        },
     }
 }
 

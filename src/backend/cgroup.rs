@@ -7,6 +7,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    load_err,
     maps::SharedMaps,
     skel::{
         exec_tp::{ExecTpSkel, ExecTpSkelBuilder},
@@ -19,7 +20,7 @@ use super::{
 use crate::{
     cgroup::CgroupRef,
     compile::RuleKind,
-    error::{AttachError, Error, LoadError},
+    error::{AttachError, Error},
     probe::ProbeReport,
 };
 
@@ -34,10 +35,6 @@ pub(crate) struct CgroupBackend {
     stratum: StratumHook,
     signal_in_cgroup: bool,
     signal_in_skmsg: bool,
-}
-
-fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
-    move |source| LoadError::Object { object, source }
 }
 
 impl CgroupBackend {

@@ -8,6 +8,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    load_err,
     maps::SharedMaps,
     skel::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
@@ -20,7 +21,7 @@ use super::{
 use crate::{
     cgroup::CgroupRef,
     compile::RuleKind,
-    error::{AttachError, Error, LoadError},
+    error::{AttachError, Error},
     probe::ProbeReport,
 };
 
@@ -34,10 +35,6 @@ pub(crate) struct LsmBackend {
     _exec: Owned<LsmExecSkel<'static>>,
     stratum: StratumHook,
     signal_in_skmsg: bool,
-}
-
-fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
-    move |source| LoadError::Object { object, source }
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {

@@ -14,7 +14,7 @@ mod stratum;
 use crate::{
     cgroup::CgroupRef,
     compile::RuleKind,
-    error::Error,
+    error::{Error, LoadError},
     profile::{Action, MatcherKind},
 };
 
@@ -100,6 +100,11 @@ impl std::str::FromStr for BackendChoice {
             )),
         }
     }
+}
+
+/// Maps a libbpf open/load failure of `object` to a [`LoadError`].
+pub(crate) fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
+    move |source| LoadError::Object { object, source }
 }
 
 /// A loaded set of programs enforcing the policy in the shared maps.

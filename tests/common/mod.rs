@@ -124,60 +124,81 @@ pub fn net_in(
     v4_mapped: bool,
     op: NetOp,
 ) -> ConnectOutcome {
-    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
     let (storage, len, family) = sockaddr(addr, v4_mapped);
-    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
+    let end = fork_in(cgroup, || unsafe {
+        let kind = if op == NetOp::TcpConnect {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        };
+        let s = libc::socket(family, kind, 0);
+        if s < 0 {
+            return 201;
+        }
+        let to = (&storage as *const libc::sockaddr_storage).cast();
+        let rc = match op {
+            NetOp::TcpConnect => libc::connect(s, to, len),
+            NetOp::UdpSendto => {
+                let sent = libc::sendto(s, b"x".as_ptr().cast(), 1, 0, to, len);
+                if sent == 1 {
+                    0
+                } else {
+                    -1
+                }
+            }
+        };
+        if rc == 0 {
+            return 0;
+        }
+        let errno = *libc::__errno_location();
+        // Give a userspace SIGKILL (for `kill` rules) time to land.
+        libc::usleep(300_000);
+        errno.min(199)
+    });
+    match end {
+        ChildEnd::Signal(sig) => ConnectOutcome::Signal(sig),
+        ChildEnd::Code(0) => ConnectOutcome::Connected,
+        ChildEnd::Code(c) if c >= 200 => panic!("connect child failed to set up (code {c})"),
+        ChildEnd::Code(e) => ConnectOutcome::Errno(e),
+    }
+}
+
+/// How a forked child ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// `_exit(code)`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Forks a child that joins `cgroup` (when given: writing "0" to its
+/// cgroup.procs) and then `_exit`s with what `body` returns. `body` runs
+/// between fork and `_exit` of a multi-threaded test process: raw syscalls
+/// only, no allocation.
+pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> ChildEnd {
+    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
+    // SAFETY: the child makes only async-signal-safe calls, then _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         unsafe {
             if let Some(fd) = &procs {
                 if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    libc::_exit(200);
+                    libc::_exit(250);
                 }
             }
-            let kind = if op == NetOp::TcpConnect {
-                libc::SOCK_STREAM
-            } else {
-                libc::SOCK_DGRAM
-            };
-            let s = libc::socket(family, kind, 0);
-            if s < 0 {
-                libc::_exit(201);
-            }
-            let to = (&storage as *const libc::sockaddr_storage).cast();
-            let rc = match op {
-                NetOp::TcpConnect => libc::connect(s, to, len),
-                NetOp::UdpSendto => {
-                    let sent = libc::sendto(s, b"x".as_ptr().cast(), 1, 0, to, len);
-                    if sent == 1 {
-                        0
-                    } else {
-                        -1
-                    }
-                }
-            };
-            let code = if rc == 0 {
-                0
-            } else {
-                *libc::__errno_location()
-            };
-            // Give a userspace SIGKILL (for `kill` rules) time to land.
-            if rc != 0 {
-                libc::usleep(300_000);
-            }
-            libc::_exit(code.min(199));
+            libc::_exit(body());
         }
     }
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if libc::WIFSIGNALED(status) {
-        return ConnectOutcome::Signal(libc::WTERMSIG(status));
+        return ChildEnd::Signal(libc::WTERMSIG(status));
     }
     match libc::WEXITSTATUS(status) {
-        0 => ConnectOutcome::Connected,
-        c if c >= 200 => panic!("connect child failed to set up (code {c})"),
-        e => ConnectOutcome::Errno(e),
+        250 => panic!("the child could not join its cgroup"),
+        c => ChildEnd::Code(c),
     }
 }
 
@@ -308,47 +329,32 @@ pub enum SendOutcome {
 /// Connects to `addr` from a child forked into `cgroup` (or not moved) and
 /// sends each message in turn with send(2), stopping at the first failure.
 pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]]) -> SendOutcome {
-    assert!(messages.len() < 8);
-    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
+    assert!(messages.len() < 6);
     let (storage, len, family) = sockaddr(addr, false);
-    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        unsafe {
-            if let Some(fd) = &procs {
-                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    libc::_exit(250);
-                }
-            }
-            let s = libc::socket(family, libc::SOCK_STREAM, 0);
-            if s < 0 {
-                libc::_exit(251);
-            }
-            if libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
-                libc::_exit(200 + (*libc::__errno_location()).min(40));
-            }
-            for (i, m) in messages.iter().enumerate() {
-                if libc::send(s, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
-                    let errno = (*libc::__errno_location()).min(31);
-                    // Give a userspace SIGKILL (for `kill` rules) time to land.
-                    libc::usleep(300_000);
-                    libc::_exit(((i as i32 + 1) << 5) | errno);
-                }
-            }
-            libc::_exit(0);
+    let end = fork_in(cgroup, || unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if s < 0 {
+            return 251;
         }
-    }
-    let mut status = 0;
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFSIGNALED(status) {
-        return SendOutcome::Signal(libc::WTERMSIG(status));
-    }
-    match libc::WEXITSTATUS(status) {
-        0 => SendOutcome::AllSent,
-        c if c >= 250 => panic!("send child failed to set up (code {c})"),
-        c if c >= 200 => SendOutcome::ConnectFailed(c - 200),
-        c => SendOutcome::SendFailed {
+        if libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return 200 + (*libc::__errno_location()).min(40);
+        }
+        for (i, m) in messages.iter().enumerate() {
+            if libc::send(s, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+                let errno = (*libc::__errno_location()).min(31);
+                // Give a userspace SIGKILL (for `kill` rules) time to land.
+                libc::usleep(300_000);
+                return ((i as i32 + 1) << 5) | errno;
+            }
+        }
+        0
+    });
+    match end {
+        ChildEnd::Signal(sig) => SendOutcome::Signal(sig),
+        ChildEnd::Code(0) => SendOutcome::AllSent,
+        ChildEnd::Code(251) => panic!("send child could not make a socket"),
+        ChildEnd::Code(c) if c >= 200 => SendOutcome::ConnectFailed(c - 200),
+        ChildEnd::Code(c) => SendOutcome::SendFailed {
             index: (c >> 5) as usize - 1,
             errno: c & 31,
         },
@@ -432,37 +438,21 @@ pub fn fileless_exec_in(
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let procs: Option<OwnedFd> = cgroup.map(|c| c.procs_file().expect("open cgroup.procs"));
-    // SAFETY: the child only makes async-signal-safe syscalls, then _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        unsafe {
-            if let Some(p) = &procs {
-                if libc::write(p.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    libc::_exit(250);
-                }
-            }
-            libc::syscall(
-                libc::SYS_execveat,
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            libc::_exit(100 + (*libc::__errno_location()).min(100));
-        }
-    }
+    let end = fork_in(cgroup, || unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        100 + (*libc::__errno_location()).min(100)
+    });
     drop(fd);
-    let mut status = 0;
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFSIGNALED(status) {
-        return ForkOutcome::Signal(libc::WTERMSIG(status));
-    }
-    match libc::WEXITSTATUS(status) {
-        250 => panic!("fileless child failed to join the cgroup"),
-        c if c >= 100 => ForkOutcome::ExecFailed(c - 100),
-        c => ForkOutcome::Exited(c),
+    match end {
+        ChildEnd::Signal(sig) => ForkOutcome::Signal(sig),
+        ChildEnd::Code(c) if c >= 100 => ForkOutcome::ExecFailed(c - 100),
+        ChildEnd::Code(c) => ForkOutcome::Exited(c),
     }
 }

@@ -132,6 +132,9 @@ fn main() -> ExitCode {
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// How often `watch` resolves `connect.domains` again.
+const DOMAIN_REFRESH: Duration = Duration::from_secs(300);
+
 fn signal_set() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local value.
     unsafe {
@@ -148,6 +151,18 @@ fn block_signals() {
     let set = signal_set();
     // SAFETY: changes this thread's mask only.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits up to `timeout` for SIGINT, SIGTERM or SIGHUP; `None` on timeout.
+fn wait_signal_for(timeout: Duration) -> Option<i32> {
+    let set = signal_set();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait on a set that is blocked in all threads.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }
 
 /// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread).
@@ -338,8 +353,21 @@ fn watch(
         event_sink(events, Box::new(io::stdout()))?,
         stop.clone(),
     );
-    // SIGHUP reloads; SIGINT or SIGTERM ends the loop.
-    while wait_signal() == libc::SIGHUP {
+    // SIGHUP reloads; SIGINT or SIGTERM ends the loop; every few minutes
+    // `connect.domains` are resolved again.
+    loop {
+        match wait_signal_for(DOMAIN_REFRESH) {
+            None => {
+                match enforcer.refresh_domains() {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("minerguard: domains re-resolved; {n} scopes updated"),
+                    Err(e) => eprintln!("minerguard: refreshing domains failed: {e}"),
+                }
+                continue;
+            }
+            Some(libc::SIGHUP) => {}
+            Some(_) => break,
+        }
         let new = match load_profile(profile_path) {
             Ok(p) => p,
             Err(e) => {
@@ -387,6 +415,9 @@ fn print_seccomp(path: &Path, format: &str) -> AnyResult<ExitCode> {
 /// `seccomp_installed`: the command gets the seccomp filter (`run`), so
 /// seccomp rules are enforced even though no BPF backend carries them.
 fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle, seccomp_installed: bool) {
+    for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
+        eprintln!("minerguard: warning: domain `{domain}` resolved to no address; not enforced until it does");
+    }
     let gaps = enforcer.unenforced(handle).unwrap_or_default();
     for gap in gaps
         .iter()

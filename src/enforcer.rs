@@ -99,6 +99,10 @@ struct Applied {
     cgroup: CgroupRef,
     policy_id: u32,
     policy: KernelPolicy,
+    /// Kept to re-resolve `connect.domains` on refresh.
+    profile: Profile,
+    /// Domains that resolved to nothing at the last apply/update/refresh.
+    unresolved: Vec<String>,
 }
 
 /// A rule the backend does not enforce.
@@ -199,7 +203,7 @@ impl Enforcer {
     /// Transactional: the policy is fully written before the scope points at
     /// it; on any error nothing of it remains and other scopes are untouched.
     pub fn apply(&mut self, profile: &Profile, scope: Scope) -> Result<PolicyHandle> {
-        let policy = self.compile(profile)?;
+        let (policy, unresolved) = self.compile(profile)?;
         let cgroup = match &scope {
             Scope::Host => CgroupRef::root()?,
             Scope::Cgroup(path) => CgroupRef::open(path)?,
@@ -236,6 +240,8 @@ impl Enforcer {
                 cgroup: cgroup.clone(),
                 policy_id,
                 policy,
+                profile: profile.clone(),
+                unresolved,
             },
         );
         let switched = self
@@ -263,7 +269,7 @@ impl Enforcer {
     /// Replaces the profile of an applied scope atomically: the new entries
     /// are written first, then the scope switches to them in one map update.
     pub fn update(&mut self, handle: PolicyHandle, profile: &Profile) -> Result<()> {
-        let policy = self.compile(profile)?;
+        let (policy, unresolved) = self.compile(profile)?;
         let cgroup_id = self.get(handle)?.cgroup.id();
         let new_id = self.install(&policy)?;
         if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id, &policy) {
@@ -273,6 +279,8 @@ impl Enforcer {
         let applied = self.applied.get_mut(&handle).expect("checked above");
         let old_id = std::mem::replace(&mut applied.policy_id, new_id);
         let old = std::mem::replace(&mut applied.policy, policy);
+        applied.profile = profile.clone();
+        applied.unresolved = unresolved;
         self.uninstall(old_id, &old, true);
         Ok(())
     }
@@ -311,10 +319,39 @@ impl Enforcer {
             .collect()
     }
 
-    /// Compiles, refusing unenforceable rules when asked to.
-    fn compile(&self, profile: &Profile) -> Result<KernelPolicy> {
+    /// Domains of the handle's profile that resolved to no address at the
+    /// last apply, update or refresh (not enforced until they resolve).
+    pub fn unresolved_domains(&self, handle: PolicyHandle) -> Result<&[String]> {
+        Ok(&self.get(handle)?.unresolved)
+    }
+
+    /// Re-resolves `connect.domains` of every applied profile and, where the
+    /// addresses changed, swaps the new policy in (atomically, as
+    /// [`Enforcer::update`]). Call it on a schedule (`enforcer watch` does,
+    /// every 5 minutes). Returns how many scopes changed.
+    pub fn refresh_domains(&mut self) -> Result<usize> {
+        let mut changed = 0;
+        for handle in self.handles() {
+            let applied = &self.applied[&handle];
+            if applied.policy.domains.is_empty() {
+                continue;
+            }
+            let profile = applied.profile.clone();
+            let (fresh, _) = self.compile(&profile)?;
+            if fresh.domain_addresses != self.applied[&handle].policy.domain_addresses {
+                self.update(handle, &profile)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Compiles and resolves files and domains, refusing unenforceable rules
+    /// when asked to. Also returns the domains that did not resolve.
+    fn compile(&self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
         let mut policy = KernelPolicy::compile(profile)?;
         policy.resolve_inodes()?;
+        let unresolved = policy.resolve_domains().unresolved;
         let gaps = self.unenforced_in(&policy);
         if self.require_all_rules && !gaps.is_empty() {
             return Err(ScopeError::Unenforceable {
@@ -326,7 +363,7 @@ impl Enforcer {
             }
             .into());
         }
-        Ok(policy)
+        Ok((policy, unresolved))
     }
 
     /// The scope a handle applies to.

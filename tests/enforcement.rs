@@ -1016,3 +1016,38 @@ fn a_handle_from_another_enforcer_is_refused() {
         ConnectOutcome::Errno(libc::EPERM)
     );
 }
+
+#[test]
+fn domain_rules_refuse_the_resolved_addresses_and_name_the_domain() {
+    require_kernel!();
+    // /etc/hosts resolves `localhost` without DNS (there is no network here).
+    let pool = listener_on("127.0.0.1:0");
+    let port = pool.local_addr().unwrap().port();
+    let elsewhere = listener_on(&format!("127.0.0.2:{port}"));
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("domains").rule(Rule::connect_domains(
+        "pool-domain",
+        Action::Deny,
+        ["localhost"],
+    ));
+    let h = enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    assert!(enforcer.unresolved_domains(h).unwrap().is_empty());
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    assert_eq!(
+        connect_in(Some(&cg), elsewhere.local_addr().unwrap(), false),
+        ConnectOutcome::Connected,
+        "an address the domain does not resolve to"
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "pool-domain").expect("event");
+    assert_eq!(ev.domain.as_deref(), Some("localhost"));
+    // Nothing changed in DNS: a refresh swaps nothing.
+    assert_eq!(enforcer.refresh_domains().unwrap(), 0);
+    assert_eq!(
+        connect_in(Some(&cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+}

@@ -65,6 +65,7 @@ impl BackendKind {
                 | MatcherKind::ExecMemfd
                 | MatcherKind::ConnectPorts
                 | MatcherKind::ConnectCidrs
+                | MatcherKind::ConnectDomains
                 | MatcherKind::Stratum
         )
     }

@@ -12,7 +12,8 @@
 //! - text going out is copied into caller buffers; too small a buffer is
 //!   `MG_ERR_BUFFER_TOO_SMALL` with the size needed.
 //!
-//! Not covered yet: seccomp export and install (issue 7 has not landed).
+//! Seccomp ([`seccomp`]): a profile's seccomp filter installed in the calling
+//! process, or exported as raw BPF or OCI `linux.seccomp` JSON.
 #![allow(non_camel_case_types)]
 
 use std::ffi::c_char;
@@ -23,6 +24,7 @@ mod handles;
 pub mod probe;
 pub mod profile;
 pub mod result;
+pub mod seccomp;
 mod strings;
 
 pub use enforcer::{mg_backend, mg_drops, mg_enforcer, mg_enforcer_options};

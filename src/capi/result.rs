@@ -40,8 +40,8 @@ pub enum mg_result {
     MG_ERR_SCOPE = 8,
     /// A cgroup could not be found or used.
     MG_ERR_CGROUP = 9,
-    /// The caller's buffer is too small; the size needed (with the NUL) was
-    /// written to the `needed` out-argument when it was not NULL.
+    /// The caller's buffer is too small; the size needed (with the NUL, for
+    /// text) was written to the `needed` out-argument when it was not NULL.
     MG_ERR_BUFFER_TOO_SMALL = 10,
     /// No event arrived within the timeout (immediately, for try-receive).
     MG_ERR_TIMEOUT = 11,
@@ -52,6 +52,10 @@ pub enum mg_result {
     MG_ERR_PANIC = 13,
     /// An error kind this version of the C API has no code for yet.
     MG_ERR_OTHER = 14,
+    /// A seccomp filter could not be built, exported or installed
+    /// (libseccomp or the kernel refused it, or the export format cannot
+    /// express an action).
+    MG_ERR_SECCOMP = 15,
 }
 
 use mg_result::*;
@@ -75,6 +79,7 @@ impl mg_result {
             MG_ERR_CLOSED => c"MG_ERR_CLOSED",
             MG_ERR_PANIC => c"MG_ERR_PANIC",
             MG_ERR_OTHER => c"MG_ERR_OTHER",
+            MG_ERR_SECCOMP => c"MG_ERR_SECCOMP",
         }
     }
 }
@@ -130,6 +135,7 @@ impl From<LibError> for Failure {
             Error::Attach(_) => MG_ERR_ATTACH,
             Error::Scope(_) => MG_ERR_SCOPE,
             Error::Cgroup(_) => MG_ERR_CGROUP,
+            Error::Seccomp(_) => MG_ERR_SECCOMP,
             // Error families added later report a generic code until the C
             // API gives them their own.
             #[allow(unreachable_patterns)]
@@ -348,6 +354,7 @@ pub extern "C" fn mg_result_name(code: i32) -> *const c_char {
         MG_ERR_CLOSED,
         MG_ERR_PANIC,
         MG_ERR_OTHER,
+        MG_ERR_SECCOMP,
     ];
     all.iter()
         .find(|c| **c as i32 == code)
@@ -396,6 +403,7 @@ mod tests {
             (MG_OK, "MG_OK"),
             (MG_ERR_PANIC, "MG_ERR_PANIC"),
             (MG_ERR_OTHER, "MG_ERR_OTHER"),
+            (MG_ERR_SECCOMP, "MG_ERR_SECCOMP"),
         ] {
             // SAFETY: static strings.
             let got = unsafe { CStr::from_ptr(mg_result_name(code as i32)) };

@@ -134,6 +134,38 @@ pub(crate) unsafe fn copy_bytes(
     Ok(())
 }
 
+/// Copies binary `data` (no NUL added) into `buf` (`len` bytes); `needed`
+/// (optional) receives `data.len()`. Too small a buffer is left untouched.
+///
+/// # Safety
+/// As for [`copy_bytes`].
+pub(crate) unsafe fn copy_raw(
+    data: &[u8],
+    buf: *mut u8,
+    len: usize,
+    needed: *mut usize,
+) -> Result<(), Failure> {
+    if !needed.is_null() {
+        // SAFETY: checked non-NULL; writable per the caller's contract.
+        unsafe { needed.write(data.len()) };
+    }
+    if buf.is_null() && len > 0 {
+        return Err(Failure::null("buf"));
+    }
+    if len < data.len() {
+        return Err(Failure::new(
+            MG_ERR_BUFFER_TOO_SMALL,
+            format!("the buffer holds {len} bytes; {} are needed", data.len()),
+        ));
+    }
+    if !data.is_empty() {
+        // SAFETY: `data.len() <= len` writable bytes (so `buf` is non-NULL);
+        // the source is a distinct Rust slice.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+    }
+    Ok(())
+}
+
 /// [`copy_bytes`] for text.
 ///
 /// # Safety
@@ -203,5 +235,21 @@ mod tests {
         // SAFETY: size query with no buffer.
         unsafe { copy_str("abc", std::ptr::null_mut(), 0, &mut needed) }.unwrap_err();
         assert_eq!(needed, 4);
+    }
+
+    #[test]
+    fn raw_copies_add_no_nul_and_leave_small_buffers_alone() {
+        let mut buf = [7u8; 4];
+        let mut needed = 0;
+        // SAFETY: buf has 4 bytes.
+        let err = unsafe { copy_raw(b"abcde", buf.as_mut_ptr(), 4, &mut needed) }.unwrap_err();
+        assert_eq!(err.code, MG_ERR_BUFFER_TOO_SMALL);
+        assert_eq!((needed, buf), (5, [7; 4]));
+        // SAFETY: as above.
+        unsafe { copy_raw(b"abcd", buf.as_mut_ptr(), 4, &mut needed) }.unwrap();
+        assert_eq!((needed, &buf), (4, b"abcd"));
+        // SAFETY: a NULL buffer with a length is refused before any write.
+        let err = unsafe { copy_raw(b"ab", std::ptr::null_mut(), 2, std::ptr::null_mut()) };
+        assert_eq!(err.unwrap_err().code, MG_ERR_NULL_POINTER);
     }
 }

@@ -4,10 +4,12 @@
 //! Pure and deterministic (same profile, same entries, in the same order), and
 //! independent of the running kernel, so it is unit-tested without root.
 
+mod domains;
 mod seccomp;
 
 use std::{collections::BTreeMap, net::IpAddr, os::unix::fs::MetadataExt, sync::Arc};
 
+pub use domains::DomainResolution;
 pub use seccomp::{SeccompEntry, SeccompPolicy};
 
 use crate::profile::{Action, Diagnostic, MatcherKind, Mode, Profile, ProfileError};
@@ -121,6 +123,11 @@ pub struct KernelPolicy {
     /// `exec.dirs` and `exec.path_prefixes` directories → rule (resolved
     /// to inodes at apply).
     pub exec_dirs: BTreeMap<String, RuleRef>,
+    /// `connect.domains` → rule (resolved to addresses at apply).
+    pub domains: BTreeMap<String, RuleRef>,
+    /// Resolved domain addresses → their domain, filled by
+    /// [`KernelPolicy::resolve_domains`] (their entries are in `cidrs4/6`).
+    pub domain_addresses: BTreeMap<IpAddr, Arc<str>>,
     /// The (device, inode) entries of `exec_files` and `exec_dirs`, filled
     /// by [`KernelPolicy::resolve_inodes`] (empty after `compile`, which
     /// does not touch the filesystem).
@@ -162,6 +169,8 @@ impl KernelPolicy {
             memfd: None,
             exec_files: BTreeMap::new(),
             exec_dirs: BTreeMap::new(),
+            domains: BTreeMap::new(),
+            domain_addresses: BTreeMap::new(),
             inodes: Vec::new(),
         };
         for (i, rule) in profile.rules.iter().enumerate() {
@@ -203,6 +212,12 @@ impl KernelPolicy {
                 }
                 MatcherKind::ExecMemfd if policy.memfd.map_or(true, |s| r.action > s.action) => {
                     policy.memfd = Some(r);
+                }
+                MatcherKind::ConnectDomains => {
+                    for d in rule.connect.iter().flat_map(|c| &c.domains) {
+                        let d = d.trim_end_matches('.').to_ascii_lowercase();
+                        insert_strongest(&mut policy.domains, d, r);
+                    }
                 }
                 MatcherKind::ExecFiles => {
                     for f in rule.exec.iter().flat_map(|e| &e.files) {

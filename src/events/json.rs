@@ -35,6 +35,10 @@ pub fn falco_json(ev: &Event) -> String {
             format!("{} message to {addr}", signature.as_str())
         }
     };
+    if let Some(d) = &ev.domain {
+        // Falco's name for the server's resolved name.
+        fields.insert("fd.sip.name".into(), json!(&**d));
+    }
     let verb = match ev.action {
         Action::Audit => "audited",
         Action::Deny => "denied",
@@ -138,6 +142,7 @@ mod tests {
                 addr: "127.0.0.1:3333".parse::<SocketAddr>().unwrap(),
                 protocol: Protocol::Tcp,
             },
+            domain: Some(Arc::from("pool.example")),
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["rule"], "miner-pool-port");
@@ -146,6 +151,7 @@ mod tests {
         assert_eq!(v["output_fields"]["proc.pid"], 10);
         assert_eq!(v["output_fields"]["fd.sip"], "127.0.0.1");
         assert_eq!(v["output_fields"]["fd.sport"], 3333);
+        assert_eq!(v["output_fields"]["fd.sip.name"], "pool.example");
         assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
     }
 }

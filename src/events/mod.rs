@@ -139,6 +139,8 @@ pub struct Event {
     pub requested: Action,
     /// What was matched.
     pub target: Target,
+    /// For a destination that a `connect.domains` rule resolved: the domain.
+    pub domain: Option<Arc<str>>,
 }
 
 impl Event {

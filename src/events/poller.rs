@@ -68,6 +68,12 @@ impl Decoder {
             },
             _ => return None,
         };
+        let domain = match &target {
+            Target::Connect { addr, .. } | Target::Stratum { addr, .. } => {
+                names.domains.get(&addr.ip()).cloned()
+            }
+            Target::Exec { .. } => None,
+        };
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
         let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);
         Some(Event {
@@ -82,6 +88,7 @@ impl Decoder {
             action: action_from_code(raw.action)?,
             requested: action_from_code(raw.requested)?,
             target,
+            domain,
         })
     }
 }

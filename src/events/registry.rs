@@ -23,6 +23,8 @@ struct Inner {
 pub(crate) struct PolicyNames {
     pub profile: Arc<str>,
     pub rules: Vec<CompiledRule>,
+    /// Resolved `connect.domains` addresses → domain.
+    pub domains: std::collections::BTreeMap<std::net::IpAddr, Arc<str>>,
 }
 
 /// Shared between the enforcer (writer) and the poller thread (reader).
@@ -37,6 +39,7 @@ impl Registry {
         let names = Arc::new(PolicyNames {
             profile: policy.profile.clone(),
             rules: policy.rules.clone(),
+            domains: policy.domain_addresses.clone(),
         });
         self.write().policies.insert(policy_id, names);
     }

@@ -166,7 +166,7 @@ impl Enforcer {
             backend.maps().events_handle()?,
             Decoder::new(registry.clone()),
             options.event_capacity,
-            [RuleKind::Connect, RuleKind::Stratum]
+            [RuleKind::Connect, RuleKind::Stratum, RuleKind::Open]
                 .into_iter()
                 .filter(|k| !backend.kills_in_kernel(*k))
                 .collect(),
@@ -307,11 +307,10 @@ impl Enforcer {
     }
 
     fn unenforced_in(&self, policy: &KernelPolicy) -> Vec<UnenforcedRule> {
-        let kind = self.backend.kind();
         policy
             .rules
             .iter()
-            .filter(|r| !kind.supports(r.matcher))
+            .filter(|r| !self.backend.supports(r.matcher))
             .map(|r| UnenforcedRule {
                 rule: r.name.clone(),
                 matcher: r.matcher,

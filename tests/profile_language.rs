@@ -223,6 +223,9 @@ fn render(p: &Profile) -> String {
     if let Some(r) = k.memfd {
         writeln!(out, "memfd -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
+    if let Some(r) = k.msr {
+        writeln!(out, "msr -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
     if let Some(r) = k.stratum {
         writeln!(out, "stratum -> rule {} {}", r.rule_idx, r.action).unwrap();
     }

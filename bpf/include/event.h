@@ -21,6 +21,7 @@ enum mg_kind {
 	MG_KIND_EXEC = 1,
 	MG_KIND_CONNECT = 2,
 	MG_KIND_STRATUM = 3, /* path[0] holds the signature id */
+	MG_KIND_DEVICE = 4,  /* addr: major, minor (u32 each) */
 };
 
 /* What a rule asks for, and what the kernel did. */

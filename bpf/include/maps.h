@@ -80,6 +80,14 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_memfd SEC(".maps");
 
+/* The open.msr rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_msr SEC(".maps");
+
 /* The stratum rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

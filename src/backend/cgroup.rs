@@ -7,6 +7,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    device::DeviceHook,
     load_err,
     maps::SharedMaps,
     skel::{
@@ -22,6 +23,7 @@ use crate::{
     compile::RuleKind,
     error::{AttachError, Error},
     probe::ProbeReport,
+    profile::MatcherKind,
 };
 
 /// Loaded cgroup-backend programs and their per-cgroup attachments.
@@ -33,6 +35,8 @@ pub(crate) struct CgroupBackend {
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
     stratum: StratumHook,
+    /// `None` where this kernel refused the device program (open.msr).
+    device: Option<DeviceHook>,
     signal_in_cgroup: bool,
     signal_in_skmsg: bool,
 }
@@ -59,6 +63,7 @@ impl CgroupBackend {
         })
         .map_err(load_err("exec_tp"))?;
         let stratum = StratumHook::load(&maps, report)?;
+        let device = DeviceHook::load(&maps).ok();
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -72,6 +77,7 @@ impl CgroupBackend {
             _exec: exec,
             net,
             stratum,
+            device,
             signal_in_cgroup,
             signal_in_skmsg,
         })
@@ -89,21 +95,28 @@ impl Backend for CgroupBackend {
 
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
         let progs = &self.net.progs;
-        let programs = [
+        let mut programs = vec![
             ("mg_connect4", &progs.mg_connect4),
             ("mg_connect6", &progs.mg_connect6),
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
             self.stratum.sockops(),
         ];
+        programs.extend(self.device.as_ref().map(DeviceHook::program));
         self.links
             .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
+    }
+
+    fn supports(&self, m: MatcherKind) -> bool {
+        self.kind().supports(m) && (m != MatcherKind::OpenMsr || self.device.is_some())
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,
             RuleKind::Stratum => self.signal_in_skmsg,
+            // cgroup/dev programs cannot signal.
+            RuleKind::Open => false,
             _ => true,
         }
     }

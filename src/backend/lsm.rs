@@ -8,6 +8,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    device::DeviceHook,
     load_err,
     maps::SharedMaps,
     skel::{
@@ -23,6 +24,7 @@ use crate::{
     compile::RuleKind,
     error::{AttachError, Error},
     probe::ProbeReport,
+    profile::MatcherKind,
 };
 
 /// Loaded and attached BPF-LSM programs.
@@ -34,6 +36,8 @@ pub(crate) struct LsmBackend {
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
     stratum: StratumHook,
+    /// `None` where this kernel refused the device program (open.msr).
+    device: Option<DeviceHook>,
     signal_in_skmsg: bool,
 }
 
@@ -62,6 +66,7 @@ impl LsmBackend {
         })
         .map_err(load_err("lsm_exec"))?;
         let stratum = StratumHook::load(&maps, report)?;
+        let device = DeviceHook::load(&maps).ok();
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -76,6 +81,7 @@ impl LsmBackend {
             _net: net,
             _exec: exec,
             stratum,
+            device,
             signal_in_skmsg,
         })
     }
@@ -91,13 +97,24 @@ impl Backend for LsmBackend {
     }
 
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        // The LSM hooks see every task; only the Stratum sockops attaches.
-        let programs = [self.stratum.sockops()];
+        // The LSM hooks see every task; the Stratum sockops and the device
+        // program attach per scope.
+        let mut programs = vec![self.stratum.sockops()];
+        programs.extend(self.device.as_ref().map(DeviceHook::program));
         self.links
             .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
     }
 
+    fn supports(&self, m: MatcherKind) -> bool {
+        self.kind().supports(m) && (m != MatcherKind::OpenMsr || self.device.is_some())
+    }
+
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
-        kind != RuleKind::Stratum || self.signal_in_skmsg
+        match kind {
+            RuleKind::Stratum => self.signal_in_skmsg,
+            // cgroup/dev programs cannot signal.
+            RuleKind::Open => false,
+            _ => true,
+        }
     }
 }

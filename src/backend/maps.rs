@@ -210,6 +210,7 @@ pub(crate) struct SharedMaps {
     pub stratum: MapHandle,
     pub memfd: MapHandle,
     pub inodes: MapHandle,
+    pub msr: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -231,6 +232,7 @@ impl SharedMaps {
             "mg_stratum" => &self.stratum,
             "mg_memfd" => &self.memfd,
             "mg_inodes" => &self.inodes,
+            "mg_msr" => &self.msr,
             _ => return None,
         })
     }
@@ -272,6 +274,15 @@ impl SharedMaps {
                         MapFlags::ANY,
                     )
                     .map_err(map_err("mg_cidr6"))?;
+            }
+            if let Some(r) = policy.msr {
+                self.msr
+                    .update(
+                        policy_id.bytes(),
+                        RuleRefValue::from(r).bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(map_err("mg_msr"))?;
             }
             if let Some(r) = policy.memfd {
                 self.memfd
@@ -334,6 +345,9 @@ impl SharedMaps {
         }
         if policy.memfd.is_some() {
             let _ = self.memfd.delete(policy_id.bytes());
+        }
+        if policy.msr.is_some() {
+            let _ = self.msr.delete(policy_id.bytes());
         }
         for entry in &policy.inodes {
             let _ = self.inodes.delete(InodeKey::new(policy_id, entry).bytes());

@@ -6,6 +6,7 @@
 
 mod attach;
 pub(crate) mod cgroup;
+mod device;
 pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;
@@ -66,6 +67,7 @@ impl BackendKind {
                 | MatcherKind::ConnectPorts
                 | MatcherKind::ConnectCidrs
                 | MatcherKind::ConnectDomains
+                | MatcherKind::OpenMsr
                 | MatcherKind::Stratum
         )
     }
@@ -120,6 +122,12 @@ pub(crate) trait Backend: Send {
     /// which contains another). Attaches new ones before detaching old ones;
     /// on failure the previous coverage is left as it was.
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error>;
+
+    /// Whether this loaded backend enforces rules with matcher `m` (the
+    /// kind's capability, less optional hooks this kernel refused).
+    fn supports(&self, m: MatcherKind) -> bool {
+        self.kind().supports(m)
+    }
 
     /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
     /// (otherwise the event poller sends it on receipt).

@@ -16,6 +16,7 @@ macro_rules! skeleton {
     };
 }
 
+skeleton!(device, "device.skel.rs");
 skeleton!(exec_tp, "exec_tp.skel.rs");
 skeleton!(net_cgroup, "net_cgroup.skel.rs");
 skeleton!(lsm_exec, "lsm_exec.skel.rs");
@@ -117,6 +118,7 @@ macro_rules! shared_maps_of {
                 stratum: libbpf_rs::MapHandle::try_from(&m.mg_stratum)?,
                 memfd: libbpf_rs::MapHandle::try_from(&m.mg_memfd)?,
                 inodes: libbpf_rs::MapHandle::try_from(&m.mg_inodes)?,
+                msr: libbpf_rs::MapHandle::try_from(&m.mg_msr)?,
             })
         })()
     }};

@@ -118,6 +118,8 @@ pub struct KernelPolicy {
     pub stratum: Option<RuleRef>,
     /// The `exec.memfd` rule (the strongest, earliest among equals).
     pub memfd: Option<RuleRef>,
+    /// The `open.msr` rule (the strongest, earliest among equals).
+    pub msr: Option<RuleRef>,
     /// `exec.files` paths → rule (resolved to inodes at apply).
     pub exec_files: BTreeMap<String, RuleRef>,
     /// `exec.dirs` and `exec.path_prefixes` directories → rule (resolved
@@ -167,6 +169,7 @@ impl KernelPolicy {
             cidrs6: BTreeMap::new(),
             stratum: None,
             memfd: None,
+            msr: None,
             exec_files: BTreeMap::new(),
             exec_dirs: BTreeMap::new(),
             domains: BTreeMap::new(),
@@ -212,6 +215,9 @@ impl KernelPolicy {
                 }
                 MatcherKind::ExecMemfd if policy.memfd.map_or(true, |s| r.action > s.action) => {
                     policy.memfd = Some(r);
+                }
+                MatcherKind::OpenMsr if policy.msr.map_or(true, |s| r.action > s.action) => {
+                    policy.msr = Some(r);
                 }
                 MatcherKind::ConnectDomains => {
                     for d in rule.connect.iter().flat_map(|c| &c.domains) {

@@ -27,6 +27,11 @@ pub fn falco_json(ev: &Event) -> String {
             fields.insert("fd.l4proto".into(), json!(protocol.name()));
             format!("{} connect to {addr}", protocol.name())
         }
+        Target::Device { major, minor } => {
+            fields.insert("fd.dev.major".into(), json!(major));
+            fields.insert("fd.dev.minor".into(), json!(minor));
+            format!("open of device {major}:{minor}")
+        }
         Target::Stratum { addr, signature } => {
             fields.insert("fd.sip".into(), json!(addr.ip().to_string()));
             fields.insert("fd.sport".into(), json!(addr.port()));

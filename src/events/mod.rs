@@ -61,6 +61,13 @@ pub enum Target {
         /// TCP or UDP.
         protocol: Protocol,
     },
+    /// An open of a device (`open.msr`: the CPU MSR devices, major 202).
+    Device {
+        /// Device major number.
+        major: u32,
+        /// Device minor number (the CPU, for MSR devices).
+        minor: u32,
+    },
     /// The first bytes a TCP socket sent matched a Stratum signature.
     Stratum {
         /// The socket's peer.
@@ -77,6 +84,7 @@ impl Target {
             Target::Exec { .. } => RuleKind::Exec,
             Target::Connect { .. } => RuleKind::Connect,
             Target::Stratum { .. } => RuleKind::Stratum,
+            Target::Device { .. } => RuleKind::Open,
         }
     }
 }

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::{
-    record::{RawEvent, KIND_CONNECT, KIND_EXEC, KIND_STRATUM},
+    record::{RawEvent, KIND_CONNECT, KIND_DEVICE, KIND_EXEC, KIND_STRATUM},
     registry::Registry,
     Event, InlineStr, Protocol, StratumSignature, Target,
 };
@@ -62,6 +62,10 @@ impl Decoder {
                 addr: socket_addr(raw),
                 protocol: Protocol::from_ip_proto(raw.protocol),
             },
+            KIND_DEVICE => Target::Device {
+                major: u32::from_ne_bytes([raw.addr[0], raw.addr[1], raw.addr[2], raw.addr[3]]),
+                minor: u32::from_ne_bytes([raw.addr[4], raw.addr[5], raw.addr[6], raw.addr[7]]),
+            },
             KIND_STRATUM => Target::Stratum {
                 addr: socket_addr(raw),
                 signature: StratumSignature::from_id(raw.path[0])?,
@@ -72,7 +76,7 @@ impl Decoder {
             Target::Connect { addr, .. } | Target::Stratum { addr, .. } => {
                 names.domains.get(&addr.ip()).cloned()
             }
-            Target::Exec { .. } => None,
+            Target::Exec { .. } | Target::Device { .. } => None,
         };
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
         let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);

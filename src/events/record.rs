@@ -11,6 +11,8 @@ pub(crate) const KIND_EXEC: u8 = 1;
 pub(crate) const KIND_CONNECT: u8 = 2;
 /// `enum mg_kind`.
 pub(crate) const KIND_STRATUM: u8 = 3;
+/// `enum mg_kind`.
+pub(crate) const KIND_DEVICE: u8 = 4;
 
 /// Mirror of `struct mg_event`.
 #[repr(C)]

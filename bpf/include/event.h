@@ -64,7 +64,9 @@ enum mg_scope_flag {
 	MG_SCOPE_CIDR6 = 2, /* the policy has IPv6 CIDR entries */
 	MG_SCOPE_INODES = 4, /* the policy has exec.files / exec.dirs entries */
 	MG_SCOPE_MEMFD = 8, /* the policy has an exec.memfd rule */
+	MG_SCOPE_CMDLINE = 16, /* the policy has exec.cmdline patterns */
 };
+
 
 /* mg_inode_key.kind */
 enum mg_inode_kind {
@@ -125,6 +127,35 @@ struct mg_cidr6_key {
 	__u32 prefixlen;
 	__u32 policy_id;
 	__u8 addr[16]; /* network order */
+};
+
+/* exec.cmdline: patterns by their first 4 bytes. */
+#define MG_PATTERN_LEN 64
+#define MG_BUCKET_SIZE 8
+
+/* Key of `mg_cmdline_prefixes`. */
+struct mg_prefix_key {
+	__u32 policy_id;
+	__u8 prefix[4];
+};
+
+/* Value of `mg_cmdline_prefixes`: the patterns starting with the prefix. */
+struct mg_prefix_bucket {
+	__u32 count;
+	__u32 ids[MG_BUCKET_SIZE];
+};
+
+/* Key of `mg_cmdline_patterns`. */
+struct mg_pattern_key {
+	__u32 policy_id;
+	__u32 id;
+};
+
+/* Value of `mg_cmdline_patterns`. */
+struct mg_pattern {
+	struct mg_rule_ref ref;
+	__u32 len;
+	__u8 bytes[MG_PATTERN_LEN];
 };
 
 #endif

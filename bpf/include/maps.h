@@ -80,6 +80,20 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_memfd SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mg_prefix_key);
+	__type(value, struct mg_prefix_bucket);
+} mg_cmd_prefix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mg_pattern_key);
+	__type(value, struct mg_pattern);
+} mg_cmd_pattern SEC(".maps");
+
 /* The open.msr rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

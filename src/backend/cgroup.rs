@@ -7,6 +7,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    cmdline::CmdlineHook,
     device::DeviceHook,
     load_err,
     maps::SharedMaps,
@@ -37,6 +38,8 @@ pub(crate) struct CgroupBackend {
     stratum: StratumHook,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
+    /// `None` where this kernel refused the cmdline program.
+    cmdline: Option<CmdlineHook>,
     signal_in_cgroup: bool,
     signal_in_skmsg: bool,
 }
@@ -64,6 +67,7 @@ impl CgroupBackend {
         .map_err(load_err("exec_tp"))?;
         let stratum = StratumHook::load(&maps, report)?;
         let device = DeviceHook::load(&maps).ok();
+        let cmdline = CmdlineHook::load(&maps).ok();
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -78,6 +82,7 @@ impl CgroupBackend {
             net,
             stratum,
             device,
+            cmdline,
             signal_in_cgroup,
             signal_in_skmsg,
         })
@@ -108,7 +113,9 @@ impl Backend for CgroupBackend {
     }
 
     fn supports(&self, m: MatcherKind) -> bool {
-        self.kind().supports(m) && (m != MatcherKind::OpenMsr || self.device.is_some())
+        self.kind().supports(m)
+            && (m != MatcherKind::OpenMsr || self.device.is_some())
+            && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

@@ -8,6 +8,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    cmdline::CmdlineHook,
     device::DeviceHook,
     load_err,
     maps::SharedMaps,
@@ -38,6 +39,8 @@ pub(crate) struct LsmBackend {
     stratum: StratumHook,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
+    /// `None` where this kernel refused the cmdline program.
+    cmdline: Option<CmdlineHook>,
     signal_in_skmsg: bool,
 }
 
@@ -67,6 +70,7 @@ impl LsmBackend {
         .map_err(load_err("lsm_exec"))?;
         let stratum = StratumHook::load(&maps, report)?;
         let device = DeviceHook::load(&maps).ok();
+        let cmdline = CmdlineHook::load(&maps).ok();
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -82,6 +86,7 @@ impl LsmBackend {
             _exec: exec,
             stratum,
             device,
+            cmdline,
             signal_in_skmsg,
         })
     }
@@ -106,7 +111,9 @@ impl Backend for LsmBackend {
     }
 
     fn supports(&self, m: MatcherKind) -> bool {
-        self.kind().supports(m) && (m != MatcherKind::OpenMsr || self.device.is_some())
+        self.kind().supports(m)
+            && (m != MatcherKind::OpenMsr || self.device.is_some())
+            && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

@@ -109,6 +109,45 @@ pub(crate) const SCOPE_CIDR6: u32 = 2;
 pub(crate) const SCOPE_INODES: u32 = 4;
 /// `enum mg_scope_flag`.
 pub(crate) const SCOPE_MEMFD: u32 = 8;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_CMDLINE: u32 = 16;
+/// MG_PATTERN_LEN.
+const PATTERN_LEN: usize = 64;
+/// MG_BUCKET_SIZE.
+const BUCKET_SIZE: usize = 8;
+
+/// `struct mg_prefix_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PrefixKey {
+    pub policy_id: u32,
+    pub prefix: [u8; 4],
+}
+
+/// `struct mg_prefix_bucket`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PrefixBucket {
+    pub count: u32,
+    pub ids: [u32; BUCKET_SIZE],
+}
+
+/// `struct mg_pattern_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PatternKey {
+    pub policy_id: u32,
+    pub id: u32,
+}
+
+/// `struct mg_pattern`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PatternValue {
+    pub rule: RuleRefValue,
+    pub len: u32,
+    pub bytes: [u8; PATTERN_LEN],
+}
 
 /// `struct mg_inode_key`.
 #[repr(C)]
@@ -149,6 +188,9 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
     if policy.memfd.is_some() {
         flags |= SCOPE_MEMFD;
     }
+    if !policy.cmdline.is_empty() {
+        flags |= SCOPE_CMDLINE;
+    }
     flags
 }
 
@@ -170,6 +212,10 @@ unsafe impl Pod for PortKey {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for InodeKey {}
+unsafe impl Pod for PrefixKey {}
+unsafe impl Pod for PrefixBucket {}
+unsafe impl Pod for PatternKey {}
+unsafe impl Pod for PatternValue {}
 unsafe impl Pod for u64 {}
 unsafe impl Pod for u32 {}
 
@@ -211,6 +257,8 @@ pub(crate) struct SharedMaps {
     pub memfd: MapHandle,
     pub inodes: MapHandle,
     pub msr: MapHandle,
+    pub cmd_prefix: MapHandle,
+    pub cmd_pattern: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -233,6 +281,8 @@ impl SharedMaps {
             "mg_memfd" => &self.memfd,
             "mg_inodes" => &self.inodes,
             "mg_msr" => &self.msr,
+            "mg_cmd_prefix" => &self.cmd_prefix,
+            "mg_cmd_pattern" => &self.cmd_pattern,
             _ => return None,
         })
     }
@@ -274,6 +324,36 @@ impl SharedMaps {
                         MapFlags::ANY,
                     )
                     .map_err(map_err("mg_cidr6"))?;
+            }
+            for (id, (pattern, r)) in policy.cmdline.iter().enumerate() {
+                let mut bytes = [0u8; PATTERN_LEN];
+                let n = pattern.len().min(PATTERN_LEN);
+                bytes[..n].copy_from_slice(&pattern.as_bytes()[..n]);
+                let value = PatternValue {
+                    rule: RuleRefValue::from(*r),
+                    len: n as u32,
+                    bytes,
+                };
+                let key = PatternKey {
+                    policy_id,
+                    id: id as u32,
+                };
+                self.cmd_pattern
+                    .update(key.bytes(), value.bytes(), MapFlags::ANY)
+                    .map_err(map_err("mg_cmd_pattern"))?;
+            }
+            for (prefix, ids) in policy.cmdline_buckets() {
+                let mut bucket = PrefixBucket {
+                    count: ids.len().min(BUCKET_SIZE) as u32,
+                    ids: [0; BUCKET_SIZE],
+                };
+                for (slot, id) in bucket.ids.iter_mut().zip(&ids) {
+                    *slot = *id;
+                }
+                let key = PrefixKey { policy_id, prefix };
+                self.cmd_prefix
+                    .update(key.bytes(), bucket.bytes(), MapFlags::ANY)
+                    .map_err(map_err("mg_cmd_prefix"))?;
             }
             if let Some(r) = policy.msr {
                 self.msr
@@ -348,6 +428,16 @@ impl SharedMaps {
         }
         if policy.msr.is_some() {
             let _ = self.msr.delete(policy_id.bytes());
+        }
+        for id in 0..policy.cmdline.len() as u32 {
+            let _ = self
+                .cmd_pattern
+                .delete(PatternKey { policy_id, id }.bytes());
+        }
+        for prefix in policy.cmdline_buckets().into_keys() {
+            let _ = self
+                .cmd_prefix
+                .delete(PrefixKey { policy_id, prefix }.bytes());
         }
         for entry in &policy.inodes {
             let _ = self.inodes.delete(InodeKey::new(policy_id, entry).bytes());
@@ -460,6 +550,18 @@ mod layout_tests {
         assert_eq!(offset_of!(NameKey, name), offset_of!(c::mg_name_key, name));
         assert_eq!(size_of::<PortKey>(), size_of::<c::mg_port_key>());
         assert_eq!(offset_of!(PortKey, port), offset_of!(c::mg_port_key, port));
+        assert_eq!(size_of::<PrefixKey>(), size_of::<c::mg_prefix_key>());
+        assert_eq!(size_of::<PrefixBucket>(), size_of::<c::mg_prefix_bucket>());
+        assert_eq!(size_of::<PatternKey>(), size_of::<c::mg_pattern_key>());
+        assert_eq!(size_of::<PatternValue>(), size_of::<c::mg_pattern>());
+        assert_eq!(
+            offset_of!(PatternValue, len),
+            offset_of!(c::mg_pattern, len)
+        );
+        assert_eq!(
+            offset_of!(PatternValue, bytes),
+            offset_of!(c::mg_pattern, bytes)
+        );
         assert_eq!(size_of::<InodeKey>(), size_of::<c::mg_inode_key>());
         assert_eq!(offset_of!(InodeKey, ino), offset_of!(c::mg_inode_key, ino));
         assert_eq!(

@@ -6,6 +6,7 @@
 
 mod attach;
 pub(crate) mod cgroup;
+mod cmdline;
 mod device;
 pub(crate) mod lsm;
 pub(crate) mod maps;
@@ -45,7 +46,8 @@ impl BackendKind {
     pub fn effective(self, kind: RuleKind, requested: Action) -> Action {
         match (self, kind, requested) {
             // The exec tracepoint runs after the exec succeeded: it can only
-            // kill (before the new image runs an instruction).
+            // kill (before the new image runs an instruction). exec.cmdline
+            // is judged there on both backends (see `effective_for`).
             (BackendKind::Cgroup, RuleKind::Exec, Action::Deny) => Action::Kill,
             (_, _, a) => a,
         }
@@ -64,6 +66,7 @@ impl BackendKind {
                 | MatcherKind::ExecDirs
                 | MatcherKind::ExecPathPrefixes
                 | MatcherKind::ExecMemfd
+                | MatcherKind::ExecCmdline
                 | MatcherKind::ConnectPorts
                 | MatcherKind::ConnectCidrs
                 | MatcherKind::ConnectDomains

@@ -16,6 +16,7 @@ macro_rules! skeleton {
     };
 }
 
+skeleton!(cmdline, "cmdline.skel.rs");
 skeleton!(device, "device.skel.rs");
 skeleton!(exec_tp, "exec_tp.skel.rs");
 skeleton!(net_cgroup, "net_cgroup.skel.rs");
@@ -119,6 +120,8 @@ macro_rules! shared_maps_of {
                 memfd: libbpf_rs::MapHandle::try_from(&m.mg_memfd)?,
                 inodes: libbpf_rs::MapHandle::try_from(&m.mg_inodes)?,
                 msr: libbpf_rs::MapHandle::try_from(&m.mg_msr)?,
+                cmd_prefix: libbpf_rs::MapHandle::try_from(&m.mg_cmd_prefix)?,
+                cmd_pattern: libbpf_rs::MapHandle::try_from(&m.mg_cmd_pattern)?,
             })
         })()
     }};

@@ -34,6 +34,9 @@ pub mod limits {
     pub const MAX_PATH_BYTES: usize = 255;
     /// Longest byte pattern (cmdline substring, Stratum signature).
     pub const MAX_PATTERN_BYTES: usize = 64;
+    /// exec.cmdline substrings that may share their first 4 bytes
+    /// (MG_BUCKET_SIZE).
+    pub const MAX_PATTERNS_PER_PREFIX: usize = 8;
 }
 
 /// What kind of operation a rule matches.
@@ -120,6 +123,8 @@ pub struct KernelPolicy {
     pub memfd: Option<RuleRef>,
     /// The `open.msr` rule (the strongest, earliest among equals).
     pub msr: Option<RuleRef>,
+    /// `exec.cmdline` substrings → rule.
+    pub cmdline: BTreeMap<String, RuleRef>,
     /// `exec.files` paths → rule (resolved to inodes at apply).
     pub exec_files: BTreeMap<String, RuleRef>,
     /// `exec.dirs` and `exec.path_prefixes` directories → rule (resolved
@@ -170,6 +175,7 @@ impl KernelPolicy {
             stratum: None,
             memfd: None,
             msr: None,
+            cmdline: BTreeMap::new(),
             exec_files: BTreeMap::new(),
             exec_dirs: BTreeMap::new(),
             domains: BTreeMap::new(),
@@ -219,6 +225,11 @@ impl KernelPolicy {
                 MatcherKind::OpenMsr if policy.msr.map_or(true, |s| r.action > s.action) => {
                     policy.msr = Some(r);
                 }
+                MatcherKind::ExecCmdline => {
+                    for c in rule.exec.iter().flat_map(|e| &e.cmdline) {
+                        insert_strongest(&mut policy.cmdline, c.clone(), r);
+                    }
+                }
                 MatcherKind::ConnectDomains => {
                     for d in rule.connect.iter().flat_map(|c| &c.domains) {
                         let d = d.trim_end_matches('.').to_ascii_lowercase();
@@ -247,6 +258,13 @@ impl KernelPolicy {
                 action: r.action,
             });
         }
+        let crowded = policy.crowded_cmdline_prefixes();
+        if !crowded.is_empty() {
+            return Err(ProfileError::Invalid {
+                file: None,
+                diagnostics: crowded,
+            });
+        }
         let dead = policy.rules_that_never_fire();
         if !dead.is_empty() {
             return Err(ProfileError::Invalid {
@@ -255,6 +273,39 @@ impl KernelPolicy {
             });
         }
         Ok(policy)
+    }
+
+    /// `exec.cmdline` patterns grouped by their first 4 bytes, in pattern
+    /// order (ids are positions in `cmdline`): the kernel's prefix buckets.
+    pub fn cmdline_buckets(&self) -> BTreeMap<[u8; 4], Vec<u32>> {
+        let mut buckets: BTreeMap<[u8; 4], Vec<u32>> = BTreeMap::new();
+        for (id, pattern) in self.cmdline.keys().enumerate() {
+            let b = pattern.as_bytes();
+            buckets
+                .entry([b[0], b[1], b[2], b[3]])
+                .or_default()
+                .push(id as u32);
+        }
+        buckets
+    }
+
+    /// More patterns share a 4-byte prefix than a kernel bucket holds.
+    fn crowded_cmdline_prefixes(&self) -> Vec<Diagnostic> {
+        self.cmdline_buckets()
+            .iter()
+            .filter(|(_, ids)| ids.len() > limits::MAX_PATTERNS_PER_PREFIX)
+            .map(|(prefix, ids)| {
+                Diagnostic::new(
+                    "rules",
+                    format!(
+                        "{} exec.cmdline substrings start with `{}`; at most {} may share their first 4 bytes",
+                        ids.len(),
+                        String::from_utf8_lossy(prefix),
+                        limits::MAX_PATTERNS_PER_PREFIX
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// Rules whose every entry is taken by another rule with an equal or

@@ -112,11 +112,21 @@ fn socket_addr(raw: &RawEvent) -> SocketAddr {
     SocketAddr::new(ip, raw.port)
 }
 
-/// The command name of `pid` from /proc, or empty when it is gone.
+/// The command name of `pid` from /proc, or empty when it is gone. The path
+/// is built on the stack: decoding stays free of allocations.
 fn proc_comm(pid: u32) -> InlineStr<16> {
+    use std::io::Write as _;
+    let mut path = [0u8; 32];
+    let len = {
+        let mut w = &mut path[..];
+        let _ = write!(w, "/proc/{pid}/comm");
+        32 - w.len()
+    };
     let mut buf = [0u8; 16];
-    let n = std::fs::File::open(format!("/proc/{pid}/comm"))
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+    let n = std::str::from_utf8(&path[..len])
+        .ok()
+        .and_then(|p| std::fs::File::open(p).ok())
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut buf).ok())
         .unwrap_or(0);
     let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
     InlineStr::from_c_bytes(name)

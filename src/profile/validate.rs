@@ -168,8 +168,11 @@ fn check_exec(exec: &ExecMatch, at: &str, r: &mut Report) {
         absolute_problem(p, limits::MAX_PATH_BYTES)
     });
     each(&exec.cmdline, &format!("{at}.cmdline"), r, |s| {
-        if s.is_empty() {
-            Some("substring must not be empty".into())
+        if s.len() < 4 {
+            Some(format!(
+                "`{s}` is {} bytes; cmdline substrings need at least 4 (the kernel indexes them by their first 4)",
+                s.len()
+            ))
         } else if s.len() > limits::MAX_PATTERN_BYTES {
             Some(format!(
                 "substring is {} bytes; the kernel matcher holds at most {}",

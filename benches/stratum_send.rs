@@ -1,0 +1,173 @@
+//! `send()` overhead of the Stratum check (sockops puts each new TCP client
+//! socket of a covered cgroup into a sockhash; an `sk_msg` verdict judges
+//! the socket's first message, then `bpf_msg_apply_bytes` passes the rest).
+//!
+//! A worker forked into a fresh bench cgroup connects to a loopback listener
+//! (created outside the cgroup; the worker accepts and drains the server
+//! end itself, outside the timed region) and sends a clean 128-byte JSON
+//! object, timing each send() alone (figure: the median per-call latency
+//! of a batch, robust to preemption on this shared machine): it starts
+//! with `{`, so the verdict scans the whole 128-byte window (the worst case
+//! for a clean message) and passes it. Measured:
+//! - `send/first`: the first send() of a fresh socket (the judged one);
+//! - `send/later`: sends on a socket whose first message was already judged.
+//!
+//! Configurations: no enforcer (`unhooked`), `default` without its stratum
+//! rule (`stratum-off`: the sockops program is still attached, because it
+//! is attached with the connect hooks whatever the profile holds), and the
+//! bundled `default` (`stratum-on`). The quoted ratios are the interleaved
+//! `SUMMARY` printed after criterion's runs.
+
+mod common;
+
+use common::*;
+use criterion::{BenchmarkId, Throughput};
+use minerguard::Profile;
+
+const OP_FIRST: u64 = 0;
+const OP_LATER: u64 = 1;
+const OP_CHECK: u64 = 2;
+
+/// A clean first message: a JSON object with no `"method"` key, padded to
+/// the 128-byte window the verdict inspects.
+fn payload() -> [u8; 128] {
+    let mut p = [b' '; 128];
+    let text =
+        br#"{"id":1,"jsonrpc":"2.0","result":{"status":"OK","height":1234567},"error":null,"pad":"#;
+    p[..text.len()].copy_from_slice(text);
+    p[126] = b'"';
+    p[127] = b'}';
+    p
+}
+
+fn main() {
+    require_root("stratum_send");
+    let avoid = profile_ports();
+    let server = Listener::new(&avoid);
+    let lfd = server.fd();
+    let to = sockaddr_in(server.addr);
+    let msg = payload();
+
+    let cgroup = bench_cgroup();
+    let mut lat = Latencies::with_capacity(LATENCY_CAPACITY);
+    let worker = Worker::spawn(&cgroup, move |op, n| unsafe {
+        lat.clear();
+        let send = |s: i32| -> i32 {
+            let sent = libc::send(s, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL);
+            if sent == msg.len() as isize {
+                0
+            } else {
+                *libc::__errno_location()
+            }
+        };
+        // The server end of a connection the worker just made.
+        let accept = || {
+            libc::accept4(
+                lfd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        let mut buf = [0u8; 1 << 16];
+        let mut drain = |c: i32| {
+            libc::recv(c, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
+        };
+        match op {
+            OP_FIRST => {
+                for _ in 0..n {
+                    let s = tcp_socket();
+                    connect(s, &to);
+                    let c = accept();
+                    let t0 = now_ns();
+                    send(s);
+                    lat.push(now_ns() - t0);
+                    libc::close(s);
+                    libc::close(c);
+                }
+                lat.median()
+            }
+            OP_LATER => {
+                let s = tcp_socket();
+                connect(s, &to);
+                let c = accept();
+                send(s);
+                drain(c);
+                for _ in 0..n {
+                    let t0 = now_ns();
+                    send(s);
+                    lat.push(now_ns() - t0);
+                    drain(c);
+                }
+                libc::close(s);
+                libc::close(c);
+                lat.median()
+            }
+            OP_CHECK => {
+                let s = tcp_socket();
+                let mut rc = connect(s, &to);
+                let c = accept();
+                if rc == 0 {
+                    rc = send(s);
+                }
+                drain(c);
+                if rc == 0 {
+                    rc = send(s);
+                }
+                drain(c);
+                libc::close(s);
+                libc::close(c);
+                rc as u64
+            }
+            _ => u64::MAX,
+        }
+    });
+
+    let default = Profile::bundled("default").expect("bundled default");
+    assert!(
+        default.rules.iter().any(|r| r.stratum.is_some()),
+        "default has a stratum rule"
+    );
+    let mut off = default.clone();
+    off.name = "default-without-stratum".into();
+    off.rules.retain(|r| r.stratum.is_none());
+    let configs = vec![
+        Config::Unhooked,
+        Config::Profile("stratum-off", off),
+        Config::Profile("stratum-on", default),
+    ];
+
+    let mut switch = Switch::new(&cgroup);
+    let check = |w: &Worker| assert_eq!(w.run(OP_CHECK, 1), 0, "clean sends pass");
+    let mut c = criterion();
+    for (name, op) in [("first", OP_FIRST), ("later", OP_LATER)] {
+        let mut group = c.benchmark_group(format!("send/{name}"));
+        group.throughput(Throughput::Elements(1));
+        for config in &configs {
+            switch.set(config);
+            check(&worker);
+            group.bench_function(BenchmarkId::from_parameter(config.name()), |b| {
+                b.iter_custom(|iters| total(worker.run(op, iters), iters))
+            });
+        }
+        group.finish();
+    }
+    switch.set(&Config::Unhooked);
+
+    if benchmarking() {
+        for (name, op, n) in [
+            ("send/first", OP_FIRST, 10_000),
+            ("send/later", OP_LATER, 100_000),
+        ] {
+            interleaved(name, &mut switch, &configs, summary_rounds(), |_| {
+                check(&worker);
+                worker.run(op, n / 10);
+                worker.run(op, n) as f64
+            });
+        }
+    }
+    c.final_summary();
+    drop(worker);
+    drop(server);
+    cgroup.remove().expect("remove the bench cgroup");
+}

@@ -21,6 +21,9 @@ step "cargo test (unit, doc and kernel integration tests; backend: ${MINERGUARD_
 # Plain `cargo test` also builds examples/enforcer, which tests/cli.rs runs.
 cargo test
 
+step "benches, once each in test mode (they must keep working; figures: BENCHMARKS.md)"
+cargo test --benches
+
 step "Python bindings (scripts/test-python.sh)"
 bash scripts/test-python.sh
 

@@ -248,9 +248,10 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
     );
 }
 
-/// Waits up to 10 s for a line containing `needle` from `lines`.
+/// Waits up to 60 s (loading BPF under an emulated CPU is slow) for a line
+/// containing `needle` from `lines`.
 fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         match lines.recv_timeout(left) {
             Ok(l) if l.contains(needle) => return l,

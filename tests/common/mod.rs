@@ -84,6 +84,16 @@ pub fn run_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Resul
             cmd.pre_exec(move || join_cgroup_raw(&procs));
         }
     }
+    // ETXTBSY: a child forked by a parallel test may still hold an inherited
+    // write descriptor of a freshly copied program; retry until it is gone.
+    for _ in 0..100 {
+        match cmd.status() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
     cmd.status()
 }
 
@@ -438,17 +448,25 @@ pub fn fileless_exec_in(
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let end = fork_in(cgroup, || unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-        100 + (*libc::__errno_location()).min(100)
-    });
+    // Retried on ETXTBSY: see `run_in`.
+    let mut end = ChildEnd::Code(100 + libc::ETXTBSY);
+    for _ in 0..100 {
+        end = fork_in(cgroup, || unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            100 + (*libc::__errno_location()).min(100)
+        });
+        if end != ChildEnd::Code(100 + libc::ETXTBSY) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(fd);
     match end {
         ChildEnd::Signal(sig) => ForkOutcome::Signal(sig),

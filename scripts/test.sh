@@ -24,6 +24,9 @@ cargo test
 step "benches, once each in test mode (they must keep working; figures: BENCHMARKS.md)"
 cargo test --benches
 
+step "fuzz the profile parser (scripts/fuzz.sh, 30 s)"
+bash scripts/fuzz.sh
+
 step "Python bindings (scripts/test-python.sh)"
 bash scripts/test-python.sh
 

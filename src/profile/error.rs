@@ -86,6 +86,14 @@ fn render(file: &Option<PathBuf>, diagnostics: &[Diagnostic]) -> String {
     out
 }
 
+/// `text` cut to at most `max` characters, marked when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… (message shortened)", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 impl ProfileError {
     pub(crate) fn syntax(file: Option<&Path>, err: &serde_yaml::Error) -> Self {
         let loc = err.location();
@@ -98,6 +106,9 @@ impl ProfileError {
                 .unwrap_or(text),
             None => text,
         };
+        // serde quotes offending values; a huge one (e.g. a whole file named
+        // by `extends`) must not be echoed into logs.
+        let text = shorten(&text, 200);
         let (field, message) = match text.split_once(": ") {
             Some((f, m)) if f.starts_with("rules") || !f.contains(' ') => {
                 (f.to_string(), m.to_string())

@@ -16,12 +16,13 @@
  *  - Functions are thread-safe; calls on one enforcer are serialized.
  *  - Not protected: pointers to caller memory (buffers, out-pointers, the
  *    arrays given with a count) must be valid for the sizes given.
- *  - Not covered yet: seccomp export and install.
+ *  - Seccomp: mg_profile_seccomp_install() (in the calling process),
+ *    mg_profile_seccomp_bpf() and mg_profile_seccomp_oci_json() (exports).
  *
  * Linking (see include/README.md; `cargo build --release` builds both):
  *   shared: cc app.c -I include -L target/release -lminerguard
  *   static: cc app.c -I include target/release/libminerguard.a
- *           -lelf -lz -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ *           -lseccomp -lelf -lz -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
  *   pkg-config: fill in include/minerguard.pc.in, then
  *           pkg-config --cflags --libs [--static] minerguard
  * Loading BPF programs needs root (CAP_BPF and CAP_SYS_ADMIN).
@@ -110,8 +111,8 @@ typedef enum mg_result {
    */
   MG_ERR_CGROUP = 9,
   /**
-   * The caller's buffer is too small; the size needed (with the NUL) was
-   * written to the `needed` out-argument when it was not NULL.
+   * The caller's buffer is too small; the size needed (with the NUL, for
+   * text) was written to the `needed` out-argument when it was not NULL.
    */
   MG_ERR_BUFFER_TOO_SMALL = 10,
   /**
@@ -131,6 +132,12 @@ typedef enum mg_result {
    * An error kind this version of the C API has no code for yet.
    */
   MG_ERR_OTHER = 14,
+  /**
+   * A seccomp filter could not be built, exported or installed
+   * (libseccomp or the kernel refused it, or the export format cannot
+   * express an action).
+   */
+  MG_ERR_SECCOMP = 15,
 } mg_result;
 
 /**
@@ -837,6 +844,66 @@ enum mg_result mg_last_error_diagnostic(size_t index, struct mg_diagnostic *out)
  * value that is not one. A static string: never freed, never NULL.
  */
 const char *mg_result_name(int32_t code);
+
+/**
+ * Whether the profile has a seccomp filter: `*out` is true when at least
+ * one rule is a `seccomp` rule. An invalid profile is `MG_ERR_PROFILE`.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum mg_result mg_profile_has_seccomp(const struct mg_profile *profile, bool *out);
+
+/**
+ * Installs the profile's seccomp filter in the calling process, on every
+ * thread (TSYNC), after setting `no_new_privs`. Irreversible: the filter
+ * stays for the life of the process and is inherited by its children and
+ * the programs they exec. Needs no privilege.
+ *
+ * Errors: `MG_ERR_INVALID_ARGUMENT` when the profile has no seccomp rule
+ * (nothing is changed), `MG_ERR_PROFILE` when it is invalid,
+ * `MG_ERR_SECCOMP` when libseccomp or the kernel refuses the filter.
+ */
+enum mg_result mg_profile_seccomp_install(const struct mg_profile *profile);
+
+/**
+ * The profile's seccomp filter as raw classic BPF, as `seccomp(2)` takes
+ * it: an array of `struct sock_filter` (8 bytes per instruction, native
+ * endian), copied into `buf` of `len` bytes. Binary: no NUL is added, and
+ * `*needed` (when `needed` is not NULL) receives the exact byte count (a
+ * multiple of 8). Too small a buffer is `MG_ERR_BUFFER_TOO_SMALL` and leaves
+ * `buf` untouched; `buf` NULL with `len` 0 asks for the size.
+ *
+ * Errors as for `mg_profile_seccomp_install()`.
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_profile_seccomp_bpf(const struct mg_profile *profile,
+                                      uint8_t *buf,
+                                      size_t len,
+                                      size_t *needed);
+
+/**
+ * The profile's seccomp filter as the OCI runtime spec's `linux.seccomp`
+ * object (what runc, crun and youki read: `defaultAction`, `architectures`,
+ * `syscalls`), as pretty-printed JSON (the text `enforcer seccomp
+ * --format oci` prints, without its final newline), NUL-terminated in
+ * `buf` of `len` bytes; `needed` (may be NULL) receives the size required,
+ * NUL included.
+ *
+ * Errors as for `mg_profile_seccomp_install()`; a `notify` action, which
+ * OCI cannot express without a listener socket, is `MG_ERR_SECCOMP`.
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_profile_seccomp_oci_json(const struct mg_profile *profile,
+                                           char *buf,
+                                           size_t len,
+                                           size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

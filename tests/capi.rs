@@ -158,7 +158,7 @@ fn backend_arg() -> String {
 fn c_contract_checks_pass_without_a_kernel() {
     let b = built();
     let (out, text) = run(&mut Command::new(&b.contract));
-    assert_all_ok(&out, &text, 50);
+    assert_all_ok(&out, &text, 70);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn c_contract_checks_pass_with_an_enforcer() {
     let (out, text) = run(Command::new(&b.contract)
         .arg(cg.cgroup().path())
         .arg(backend_arg()));
-    assert_all_ok(&out, &text, 80);
+    assert_all_ok(&out, &text, 100);
     cg.remove().expect("remove the test cgroup");
 }
 
@@ -437,4 +437,135 @@ fn freeing_while_other_threads_use_a_handle_is_reported_not_undefined() {
         }
         assert_eq!(mg_profile_validate(p), mg_result::MG_ERR_INVALID_HANDLE);
     }
+}
+
+/// A profile with a seccomp rule, through the C API.
+fn seccomp_profile(errno: u16) -> *mut capi::mg_profile {
+    let text = format!(
+        "apiVersion: minerguard/v1\nname: sc\nrules:\n  - name: no-ptrace\n    action: deny\n    \
+         seccomp:\n      syscalls:\n        - names: [ptrace, process_vm_readv]\n          \
+         action: {{ errno: {errno} }}\n"
+    );
+    let mut p: *mut capi::mg_profile = std::ptr::null_mut();
+    // SAFETY: text of the given length; writable out-pointer.
+    let rc =
+        unsafe { capi::profile::mg_profile_from_text(text.as_ptr().cast(), text.len(), &mut p) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    p
+}
+
+/// Calls an export C style: a size query, a too-small buffer, then the
+/// copy. `f(buf, len, needed)` forwards to the C function.
+fn export(f: impl Fn(*mut u8, usize, *mut usize) -> mg_result) -> Vec<u8> {
+    let mut needed = 0;
+    let rc = f(std::ptr::null_mut(), 0, &mut needed);
+    assert_eq!(rc, mg_result::MG_ERR_BUFFER_TOO_SMALL, "{}", last_error());
+    let mut short = vec![0xaau8; needed - 1];
+    let mut again = 0;
+    let rc = f(short.as_mut_ptr(), short.len(), &mut again);
+    assert_eq!(rc, mg_result::MG_ERR_BUFFER_TOO_SMALL);
+    assert_eq!(again, needed, "a too-small buffer reports the size needed");
+    let mut buf = vec![0u8; needed];
+    let rc = f(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut());
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    buf
+}
+
+#[test]
+fn seccomp_exports_match_the_library() {
+    use capi::seccomp::*;
+    use minerguard::{seccomp::oci, SeccompFilter, SeccompPolicy};
+
+    let p = seccomp_profile(13);
+    let policy = {
+        let text = "apiVersion: minerguard/v1\nname: sc\nrules:\n  - name: no-ptrace\n    \
+                    action: deny\n    seccomp:\n      syscalls:\n        - names: [ptrace, \
+                    process_vm_readv]\n          action: { errno: 13 }\n";
+        let profile = minerguard::Profile::from_yaml(text).unwrap();
+        SeccompPolicy::compile(&profile).unwrap().unwrap()
+    };
+
+    // SAFETY (both closures): `export` passes a buffer of `len` writable
+    // bytes (or NULL with 0) and a writable or NULL `needed`.
+    let bpf = export(|buf, len, needed| unsafe { mg_profile_seccomp_bpf(p, buf, len, needed) });
+    assert_eq!(bpf.len() % 8, 0, "whole sock_filter instructions");
+    assert_eq!(bpf, SeccompFilter::new(&policy).unwrap().to_bpf().unwrap());
+
+    let json_bytes = export(|buf, len, needed| unsafe {
+        mg_profile_seccomp_oci_json(p, buf.cast(), len, needed)
+    });
+    let text = CStr::from_bytes_with_nul(&json_bytes).expect("NUL-terminated, no inner NUL");
+    let json: serde_json::Value = serde_json::from_str(text.to_str().unwrap()).unwrap();
+    assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+    assert_eq!(json["syscalls"][0]["action"], "SCMP_ACT_ERRNO");
+    assert_eq!(json["syscalls"][0]["errnoRet"], 13);
+    assert_eq!(json, oci::to_oci(&policy).unwrap());
+    assert_eq!(oci::from_oci(&json).unwrap().entries.len(), 2);
+
+    let mut has = false;
+    // SAFETY: writable out-pointer.
+    assert_eq!(
+        unsafe { mg_profile_has_seccomp(p, &mut has) },
+        mg_result::MG_OK
+    );
+    assert!(has);
+    assert_eq!(capi::profile::mg_profile_free(p), mg_result::MG_OK);
+    // SAFETY: a size query on a freed handle.
+    let rc = unsafe { mg_profile_seccomp_bpf(p, std::ptr::null_mut(), 0, std::ptr::null_mut()) };
+    assert_eq!(rc, mg_result::MG_ERR_INVALID_HANDLE);
+}
+
+#[test]
+fn seccomp_without_a_seccomp_rule_is_invalid_argument() {
+    use capi::{profile::*, seccomp::*};
+    let mut p: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: valid strings and out-pointer.
+    unsafe { mg_profile_new(c"plain".as_ptr(), &mut p) };
+    let ports = [3333u16];
+    // SAFETY: a one-element array.
+    unsafe { mg_profile_add_connect_ports(p, c"pool".as_ptr(), 1, ports.as_ptr(), 1) };
+    let mut needed = 7;
+    // SAFETY: size query.
+    let rc = unsafe { mg_profile_seccomp_oci_json(p, std::ptr::null_mut(), 0, &mut needed) };
+    assert_eq!(rc, mg_result::MG_ERR_INVALID_ARGUMENT);
+    assert_eq!(needed, 7, "nothing is written");
+    assert!(last_error().contains("no seccomp rule"), "{}", last_error());
+    // Refused before anything is installed: safe in the test runner.
+    assert_eq!(
+        mg_profile_seccomp_install(p),
+        mg_result::MG_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+}
+
+#[test]
+fn c_shim_runs_the_command_under_the_profiles_seccomp_filter() {
+    require_kernel!();
+    let dir = TempDir::new("capi-seccomp");
+    // ptrace(PTRACE_TRACEME): exits with its errno, 0 when it succeeds.
+    let script = "my $r = syscall(101, 0, 0, 0, 0); exit($r == -1 ? $!+0 : 0)";
+    let cmd = [
+        Path::new("/usr/bin/perl"),
+        Path::new("-e"),
+        Path::new(script),
+    ];
+    let profile = "apiVersion: minerguard/v1\nname: shim-test\nrules:\n  \
+                   - name: no-ptrace\n    action: deny\n    seccomp:\n      syscalls:\n        \
+                   - names: [ptrace]\n          action: { errno: 13 }\n";
+    let (out, text, _) = shim(&dir, profile, &cmd);
+    assert_eq!(out.status.code(), Some(libc::EACCES), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("shim: seccomp instructions="),
+        "{text}"
+    );
+
+    // Without a seccomp rule the same call succeeds.
+    let plain = "apiVersion: minerguard/v1\nname: shim-test\nrules:\n  \
+                 - name: miner-binary\n    action: deny\n    exec: { names: [xmrig] }\n";
+    let (out, text, _) = shim(&dir, plain, &cmd);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("seccomp"),
+        "{text}"
+    );
 }

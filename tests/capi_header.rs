@@ -47,6 +47,11 @@ fn header_declares_the_whole_surface() {
         "char rule[MG_NAME_LEN];",
         "#define MG_PATH_LEN 264",
         "mg_result mg_profile_add_rule_json(",
+        "MG_ERR_SECCOMP = 15",
+        "mg_result mg_profile_seccomp_install(const struct mg_profile *profile);",
+        "mg_result mg_profile_seccomp_bpf(",
+        "mg_result mg_profile_seccomp_oci_json(",
+        "mg_result mg_profile_has_seccomp(",
     ] {
         assert!(header.contains(item), "header lacks `{item}`:\n{header}");
     }

@@ -1,7 +1,9 @@
 /*
  * A container-shim-like use of the minerguard C API: make a fresh cgroup,
  * enforce a profile on it, run a command inside, print the events, then
- * remove the policy and the cgroup.
+ * remove the policy and the cgroup. When the profile has seccomp rules, the
+ * command also runs under the profile's seccomp filter (exported as BPF
+ * before the fork, installed in the child right before exec).
  *
  *   shim [-b auto|lsm|cgroup] PROFILE -- CMD [ARGS...]
  *
@@ -9,17 +11,21 @@
  * root. Build (from the repository root, after `cargo build`):
  *
  *   cc -Wall -Werror -I include examples/c/shim.c -o shim \
- *      target/debug/libminerguard.a -lelf -lz -lpthread -ldl -lm
+ *      target/debug/libminerguard.a -lseccomp -lelf -lz -lpthread -ldl -lm
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -152,6 +158,8 @@ int main(int argc, char **argv) {
   mg_events *events = NULL;
   uint64_t handle = 0;
   int made_cgroup = 0;
+  uint8_t *filter = NULL;
+  size_t filter_size = 0;
   mg_result rc;
 
   if ((rc = mg_profile_from_file(profile_path, &profile)) != MG_OK) {
@@ -163,6 +171,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "shim:   %s (line %u): %s\n", diag.field, diag.line, diag.message);
     }
     goto out;
+  }
+  /* The seccomp filter, built now: between fork and exec the child may only
+   * make async-signal-safe calls, so it just hands these bytes to the kernel. */
+  bool has_seccomp = false;
+  if ((rc = mg_profile_has_seccomp(profile, &has_seccomp)) != MG_OK) {
+    fail("reading the profile's seccomp rules", rc);
+    goto out;
+  }
+  if (has_seccomp) {
+    rc = mg_profile_seccomp_bpf(profile, NULL, 0, &filter_size);
+    if (rc != MG_ERR_BUFFER_TOO_SMALL || !(filter = malloc(filter_size)) ||
+        (rc = mg_profile_seccomp_bpf(profile, filter, filter_size, NULL)) != MG_OK) {
+      fail("exporting the seccomp filter", rc);
+      goto out;
+    }
   }
   if ((rc = mg_enforcer_new(backend, &enforcer)) != MG_OK) {
     fail("loading the enforcer", rc);
@@ -185,6 +208,7 @@ int main(int argc, char **argv) {
   mg_enforcer_backend(enforcer, &kind);
   printf("shim: backend=%s cgroup=%s handle=%llu\n", mg_backend_name(kind), cgroup,
          (unsigned long long)handle);
+  if (filter) printf("shim: seccomp instructions=%zu\n", filter_size / sizeof(struct sock_filter));
   fflush(stdout);
 
   char procs_path[4300];
@@ -206,6 +230,19 @@ int main(int argc, char **argv) {
     if (write(procs, "0", 1) != 1) {
       fprintf(stderr, "shim: joining the cgroup: %s\n", strerror(errno));
       _exit(125);
+    }
+    /* Then the seccomp filter, with no_new_privs (needed without
+     * CAP_SYS_ADMIN, and what mg_profile_seccomp_install() sets too). */
+    if (filter) {
+      struct sock_fprog prog = {
+          .len = (unsigned short)(filter_size / sizeof(struct sock_filter)),
+          .filter = (struct sock_filter *)(void *)filter,
+      };
+      if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+          syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        fprintf(stderr, "shim: installing the seccomp filter: %s\n", strerror(errno));
+        _exit(125);
+      }
     }
     execvp(cmd[0], cmd);
     fprintf(stderr, "shim: exec %s: %s\n", cmd[0], strerror(errno));
@@ -247,6 +284,7 @@ out:
   mg_events_free(events);
   mg_enforcer_free(enforcer);
   mg_profile_free(profile);
+  free(filter);
   fflush(stdout);
   return status;
 }

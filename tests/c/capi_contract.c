@@ -12,7 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "minerguard.h"
@@ -183,6 +188,130 @@ static void profiles(void) {
         "mg_last_error_copy copies and keeps the last error");
 }
 
+static const char seccomp_profile[] =
+    "apiVersion: minerguard/v1\nname: sc\nrules:\n"
+    "  - name: no-ptrace\n    action: deny\n    seccomp:\n      syscalls:\n"
+    "        - names: [ptrace]\n          action: { errno: 13 }\n";
+
+/* In a forked child: install the profile's filter, then ptrace(TRACEME)
+ * must fail with EACCES and getppid() must work. Returns the child's exit
+ * status: 0 when all held, else which step failed (or the signal). */
+static int seccomp_in_child(mg_profile *p) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (mg_profile_seccomp_install(p) != MG_OK) _exit(10);
+    errno = 0;
+    long rc = syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+    if (rc != -1) _exit(11);
+    if (errno != EACCES) _exit(12);
+    if (syscall(SYS_getppid) <= 0) _exit(13);
+    _exit(0);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
+static void seccomp_checks(void) {
+  mg_profile *p = NULL;
+  check(mg_profile_from_text(seccomp_profile, sizeof seccomp_profile - 1, &p) == MG_OK,
+        "a profile with a seccomp rule");
+  bool has_filter = false;
+  check(mg_profile_has_seccomp(p, &has_filter) == MG_OK && has_filter, "mg_profile_has_seccomp: yes");
+  check(mg_profile_has_seccomp(p, NULL) == MG_ERR_NULL_POINTER, "has_seccomp into NULL");
+
+  /* Raw BPF: sizes, binary, a multiple of 8. */
+  size_t bpf_size = 0;
+  check(mg_profile_seccomp_bpf(p, NULL, 0, &bpf_size) == MG_ERR_BUFFER_TOO_SMALL &&
+            bpf_size > 0 && bpf_size % 8 == 0,
+        "seccomp BPF size query: a multiple of sizeof(struct sock_filter)");
+  uint8_t small[8];
+  memset(small, 0xaa, sizeof small);
+  size_t needed = 0;
+  check(mg_profile_seccomp_bpf(p, small, sizeof small, &needed) == MG_ERR_BUFFER_TOO_SMALL &&
+            needed == bpf_size && small[0] == 0xaa && has(mg_last_error(), "needed"),
+        "seccomp BPF into too small a buffer: size needed, buffer untouched");
+  check(mg_profile_seccomp_bpf(p, NULL, 16, &needed) == MG_ERR_NULL_POINTER,
+        "seccomp BPF: NULL buffer with a length");
+  uint8_t *bpf = malloc(bpf_size + 1);
+  bpf[bpf_size] = 0x5a;
+  check(mg_profile_seccomp_bpf(p, bpf, bpf_size, NULL) == MG_OK && bpf[bpf_size] == 0x5a,
+        "seccomp BPF into exactly its size, no NUL appended");
+  /* The first instruction loads seccomp_data.arch (BPF_LD|BPF_W|BPF_ABS, k=4). */
+  uint16_t code;
+  uint32_t k;
+  memcpy(&code, bpf, sizeof code);
+  memcpy(&k, bpf + 4, sizeof k);
+  check(code == 0x20 && k == 4, "the program starts by checking the architecture");
+  free(bpf);
+
+  /* OCI JSON. */
+  size_t json_size = 0;
+  char tiny[4] = "xyz";
+  check(mg_profile_seccomp_oci_json(p, tiny, sizeof tiny, &json_size) == MG_ERR_BUFFER_TOO_SMALL &&
+            json_size > sizeof tiny && tiny[0] == '\0',
+        "OCI JSON into too small a buffer: size needed, empty string");
+  char *json = malloc(json_size);
+  check(mg_profile_seccomp_oci_json(p, json, json_size, &needed) == MG_OK &&
+            needed == json_size && strlen(json) == json_size - 1,
+        "OCI JSON into exactly its size (NUL-terminated)");
+  check(has(json, "\"defaultAction\": \"SCMP_ACT_ALLOW\"") && has(json, "\"syscalls\"") &&
+            has(json, "\"ptrace\"") && has(json, "\"SCMP_ACT_ERRNO\"") &&
+            has(json, "\"errnoRet\": 13") && has(json, "SCMP_ARCH_X86_64"),
+        "OCI JSON has defaultAction, architectures and the ptrace entry");
+  free(json);
+
+  /* Installed only in a forked child: the contract program keeps no filter. */
+  int child = seccomp_in_child(p);
+  check(child == 0, "after mg_profile_seccomp_install a denied call fails with EACCES, others work");
+  if (child != 0) printf("#   child status %d\n", child);
+  check(prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 0, "the contract program itself has no filter");
+  mg_profile_free(p);
+
+  /* A profile without a seccomp rule: MG_ERR_INVALID_ARGUMENT, nothing done. */
+  mg_profile *none = NULL;
+  const char *names[] = {"xmrig"};
+  mg_profile_new("plain", &none);
+  mg_profile_add_exec_names(none, "miner", MG_ACTION_DENY, names, 1);
+  check(mg_profile_has_seccomp(none, &has_filter) == MG_OK && !has_filter, "mg_profile_has_seccomp: no");
+  check(mg_profile_seccomp_install(none) == MG_ERR_INVALID_ARGUMENT &&
+            has(mg_last_error(), "no seccomp rule") && has(mg_last_error(), "plain"),
+        "install without a seccomp rule is MG_ERR_INVALID_ARGUMENT naming the profile");
+  needed = 99;
+  check(mg_profile_seccomp_bpf(none, NULL, 0, &needed) == MG_ERR_INVALID_ARGUMENT && needed == 99,
+        "BPF export without a seccomp rule");
+  check(mg_profile_seccomp_oci_json(none, NULL, 0, &needed) == MG_ERR_INVALID_ARGUMENT,
+        "OCI export without a seccomp rule");
+  mg_profile_free(none);
+
+  /* Invalid profiles and handles. */
+  mg_profile *bad = NULL;
+  mg_profile_new("bad", &bad);
+  mg_profile_add_rule_json(bad, "{\"name\":\"s\",\"action\":\"deny\",\"seccomp\":"
+                                "{\"syscalls\":[{\"names\":[\"no_such_call\"],\"action\":\"kill_process\"}]}}");
+  check(mg_profile_seccomp_install(bad) == MG_ERR_PROFILE &&
+            has(mg_last_error(), "no_such_call") && mg_last_error_diagnostic_count() >= 1,
+        "an unknown syscall name is MG_ERR_PROFILE with diagnostics");
+  mg_profile_free(bad);
+  check(mg_profile_seccomp_install(bad) == MG_ERR_INVALID_HANDLE, "install with a freed profile");
+  check(mg_profile_seccomp_oci_json(NULL, NULL, 0, NULL) == MG_ERR_NULL_POINTER,
+        "OCI export of NULL");
+
+  /* OCI cannot express `notify` (it needs a listener socket). */
+  mg_profile *notify = NULL;
+  mg_profile_new("notify", &notify);
+  mg_profile_add_rule_json(notify, "{\"name\":\"n\",\"action\":\"deny\",\"seccomp\":"
+                                   "{\"syscalls\":[{\"names\":[\"ptrace\"],\"action\":\"notify\"}]}}");
+  check(mg_profile_seccomp_oci_json(notify, NULL, 0, &needed) == MG_ERR_SECCOMP &&
+            has(mg_last_error(), "notify"),
+        "a notify action exported to OCI is MG_ERR_SECCOMP");
+  check(strcmp(mg_result_name(MG_ERR_SECCOMP), "MG_ERR_SECCOMP") == 0, "MG_ERR_SECCOMP has its name");
+  mg_profile_free(notify);
+}
+
 static void static_strings(void) {
   check(strcmp(mg_version(), MG_EXPECTED_VERSION) == 0, "mg_version");
   check(strcmp(mg_result_name(MG_ERR_BUFFER_TOO_SMALL), "MG_ERR_BUFFER_TOO_SMALL") == 0 &&
@@ -256,9 +385,12 @@ static void enforcer(const char *cgroup, const char *backend_name) {
 
   mg_profile *unenforceable = NULL;
   mg_profile_new("gaps", &unenforceable);
-  mg_profile_add_rule_json(unenforceable, "{\"name\":\"msr\",\"action\":\"deny\",\"open\":{\"msr\":true}}");
+  /* Seccomp rules are never carried by a BPF backend (they are a filter the
+   * caller installs: mg_profile_seccomp_*()). */
+  mg_profile_add_rule_json(unenforceable, "{\"name\":\"no-ptrace\",\"action\":\"deny\",\"seccomp\":"
+                                          "{\"syscalls\":[{\"names\":[\"ptrace\"],\"action\":\"kill_process\"}]}}");
   check(mg_enforcer_apply_cgroup(e, unenforceable, cgroup, &h) == MG_ERR_SCOPE &&
-            has(mg_last_error(), "msr"),
+            has(mg_last_error(), "no-ptrace"),
         "require_all_rules refuses a rule the backend cannot enforce");
 
   struct stat st;
@@ -307,6 +439,7 @@ int main(int argc, char **argv) {
   utf8();
   profiles();
   static_strings();
+  seccomp_checks();
   if (argc == 3) enforcer(argv[1], argv[2]);
   printf("# %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;

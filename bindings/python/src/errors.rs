@@ -40,6 +40,13 @@ create_exception!(
     "A cgroup could not be found, created or used."
 );
 
+create_exception!(
+    minerguard,
+    SeccompError,
+    Error,
+    "A seccomp filter could not be built, exported or installed (libseccomp or the kernel refused it, or the export format cannot express an action)."
+);
+
 /// One problem in a profile: field path, 1-based line and column where the
 /// format gives them, and what is wrong.
 #[pyclass(module = "minerguard", name = "Diagnostic", frozen, get_all, eq)]
@@ -107,6 +114,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AttachError", py.get_type::<AttachError>())?;
     m.add("ScopeError", py.get_type::<ScopeError>())?;
     m.add("CgroupError", py.get_type::<CgroupError>())?;
+    m.add("SeccompError", py.get_type::<SeccompError>())?;
     m.add_class::<Diagnostic>()?;
     Ok(())
 }
@@ -157,5 +165,6 @@ pub fn to_py(py: Python<'_>, e: minerguard::Error) -> PyErr {
         E::Attach(_) => AttachError::new_err(e.to_string()),
         E::Scope(_) => ScopeError::new_err(e.to_string()),
         E::Cgroup(_) => CgroupError::new_err(e.to_string()),
+        E::Seccomp(_) => SeccompError::new_err(e.to_string()),
     }
 }

@@ -105,7 +105,7 @@ impl Event {
         self.inner.degraded()
     }
 
-    /// `"exec"`, `"connect"` or `"stratum"`.
+    /// `"exec"`, `"connect"`, `"stratum"` or `"open"` (device opens).
     #[getter]
     fn kind(&self) -> &'static str {
         self.inner.target.kind().as_str()
@@ -128,7 +128,7 @@ impl Event {
             Target::Connect { addr, .. } | Target::Stratum { addr, .. } => {
                 Some(addr.ip().to_string())
             }
-            Target::Exec { .. } => None,
+            _ => None,
         }
     }
 
@@ -137,7 +137,7 @@ impl Event {
     fn port(&self) -> Option<u16> {
         match &self.inner.target {
             Target::Connect { addr, .. } | Target::Stratum { addr, .. } => Some(addr.port()),
-            Target::Exec { .. } => None,
+            _ => None,
         }
     }
 
@@ -147,7 +147,7 @@ impl Event {
         match &self.inner.target {
             Target::Connect { protocol, .. } => Some(protocol.name()),
             Target::Stratum { .. } => Some("tcp".into()),
-            Target::Exec { .. } => None,
+            _ => None,
         }
     }
 
@@ -189,6 +189,7 @@ impl Event {
                 addr.port(),
                 signature.as_str()
             ),
+            Target::Device { major, minor } => format!("device={major}:{minor}"),
         };
         format!(
             "Event(kind={:?}, rule={:?}, action={:?}, requested={:?}, pid={}, comm={:?}, {what})",

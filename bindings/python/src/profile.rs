@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-use minerguard::{error::Diagnostic as MgDiagnostic, Action, Mode};
+use minerguard::{
+    error::Diagnostic as MgDiagnostic, seccomp::oci, Action, Mode, SeccompFilter, SeccompPolicy,
+};
 use pyo3::{
     exceptions::{PyTypeError, PyValueError},
     prelude::*,
-    types::{PyBool, PyDict, PyInt, PyList, PyString},
+    types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString},
 };
 use serde_json::{json, Value};
 
-use crate::errors::{from_profile_error, profile_error, Diagnostic};
+use crate::errors::{from_profile_error, profile_error, to_py, Diagnostic};
 
 /// A security profile: named rules, each one matcher and an action.
 ///
@@ -118,6 +120,25 @@ impl Profile {
                 ))
             }
         }
+    }
+
+    /// The profile's seccomp policy: `ProfileError` when the profile is
+    /// invalid, `ValueError` when it has no seccomp rule.
+    fn seccomp_policy(&self, py: Python<'_>) -> PyResult<SeccompPolicy> {
+        match SeccompPolicy::compile(&self.inner) {
+            Ok(Some(policy)) => Ok(policy),
+            Ok(None) => Err(PyValueError::new_err(format!(
+                "profile {:?} has no seccomp rule: there is no filter to export or install",
+                self.inner.name
+            ))),
+            Err(e) => Err(from_profile_error(py, &e)),
+        }
+    }
+
+    /// The libseccomp filter of the profile's seccomp policy.
+    fn seccomp_filter(&self, py: Python<'_>) -> PyResult<SeccompFilter> {
+        let policy = self.seccomp_policy(py)?;
+        SeccompFilter::new(&policy).map_err(|e| seccomp_error(py, e))
     }
 
     /// A rule name not used yet, from `base`.
@@ -349,6 +370,60 @@ impl Profile {
         json_to_py(py, &self.inner.to_json())
     }
 
+    /// Whether the profile has at least one `seccomp` rule (raises
+    /// `ProfileError` when the profile is invalid).
+    fn has_seccomp(&self, py: Python<'_>) -> PyResult<bool> {
+        SeccompPolicy::compile(&self.inner)
+            .map(|p| p.is_some())
+            .map_err(|e| from_profile_error(py, &e))
+    }
+
+    /// The profile's seccomp filter as the OCI runtime spec's
+    /// `linux.seccomp` object (runc, crun, youki), as pretty-printed JSON
+    /// text (`json.loads` it for a dict): the text `enforcer seccomp
+    /// --format oci` prints. Raises `ValueError` without a seccomp rule,
+    /// `ProfileError` for an invalid profile, `SeccompError` when an action
+    /// cannot be expressed in OCI (`notify`).
+    fn to_oci_json(&self, py: Python<'_>) -> PyResult<String> {
+        let policy = self.seccomp_policy(py)?;
+        let value = oci::to_oci(&policy).map_err(|e| seccomp_error(py, e))?;
+        serde_json::to_string_pretty(&value)
+            .map_err(|e| PyValueError::new_err(format!("serializing the OCI JSON: {e}")))
+    }
+
+    /// The profile's seccomp filter as raw classic BPF: a `struct
+    /// sock_filter` array (8 bytes per instruction, native endian), as
+    /// `seccomp(2)` takes it. Errors as for `to_oci_json()`.
+    fn to_bpf<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bpf = self
+            .seccomp_filter(py)?
+            .to_bpf()
+            .map_err(|e| seccomp_error(py, e))?;
+        Ok(PyBytes::new(py, &bpf))
+    }
+
+    /// The profile's seccomp filter as libseccomp's human-readable PFC text.
+    /// Errors as for `to_oci_json()`.
+    fn to_pfc(&self, py: Python<'_>) -> PyResult<String> {
+        self.seccomp_filter(py)?
+            .to_pfc()
+            .map_err(|e| seccomp_error(py, e))
+    }
+
+    /// Installs the profile's seccomp filter in this process, on every
+    /// thread, with `no_new_privs`. Irreversible: it stays for the life of
+    /// the process and is inherited by every child and program it runs, so
+    /// call it in a process meant to be restricted (a `multiprocessing`
+    /// child, a worker), or let `run()` install it in its command. Raises
+    /// `ValueError` without a seccomp rule (nothing is installed),
+    /// `ProfileError` for an invalid profile, `SeccompError` when libseccomp
+    /// or the kernel refuses the filter.
+    fn install_seccomp(&self, py: Python<'_>) -> PyResult<()> {
+        self.seccomp_filter(py)?
+            .install()
+            .map_err(|e| seccomp_error(py, e))
+    }
+
     /// One line: mode and each rule's action, matcher and name.
     fn summary(&self) -> String {
         let rules: Vec<String> = self
@@ -392,6 +467,11 @@ impl Profile {
     fn __copy__(&self) -> Self {
         self.clone()
     }
+}
+
+/// The library's seccomp error as a Python `SeccompError`.
+fn seccomp_error(py: Python<'_>, e: minerguard::SeccompError) -> PyErr {
+    to_py(py, minerguard::Error::from(e))
 }
 
 /// Parses JSON text with Python's `json` module.

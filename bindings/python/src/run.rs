@@ -9,7 +9,8 @@ use std::{
 
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
-    EnforcerOptions, Scope,
+    seccomp::install_raw,
+    EnforcerOptions, Scope, SeccompFilter, SeccompPolicy,
 };
 use pyo3::{exceptions::PyValueError, prelude::*, types::PyList};
 
@@ -105,6 +106,17 @@ fn start(
     argv: &[String],
     cwd: Option<PathBuf>,
 ) -> Result<(Session, Result<Child, std::io::Error>), Fail> {
+    // The profile's seccomp filter, built before the fork: between fork and
+    // exec the child may only make async-signal-safe calls, so it just hands
+    // these instructions to the kernel (`install_raw`).
+    let seccomp = match SeccompPolicy::compile(profile).map_err(minerguard::Error::from)? {
+        Some(policy) => Some(
+            SeccompFilter::new(&policy)
+                .and_then(|f| f.to_sock_filters())
+                .map_err(minerguard::Error::from)?,
+        ),
+        None => None,
+    };
     let mut enforcer = minerguard::Enforcer::with_options(options)?;
     let cgroup = OwnedCgroup::create_in_root("minerguard-py-run")?;
     let procs = cgroup.procs_file()?;
@@ -118,10 +130,17 @@ fn start(
     if let Some(dir) = cwd {
         command.current_dir(dir);
     }
-    // SAFETY: join_cgroup_raw is one write(2), async-signal-safe between
-    // fork and exec.
+    // SAFETY: join_cgroup_raw is one write(2) and install_raw two syscalls
+    // (prctl, seccomp): async-signal-safe between fork and exec. The filter
+    // comes after the join, so it need not allow the cgroup write.
     unsafe {
-        command.pre_exec(move || join_cgroup_raw(&procs));
+        command.pre_exec(move || {
+            join_cgroup_raw(&procs)?;
+            match &seccomp {
+                Some(program) => install_raw(program),
+                None => Ok(()),
+            }
+        });
     }
     match command.spawn() {
         Ok(child) => Ok((session, Ok(child))),
@@ -173,8 +192,11 @@ fn wait_child(
 
 /// Runs `argv` in a fresh cgroup v2 (created under the cgroup v2 root,
 /// removed afterwards) with `profile` applied to it, and returns a
-/// `RunResult` with its status and events. The command's stdio is this
-/// process's. `timeout` (seconds) kills it when it runs longer. Needs root.
+/// `RunResult` with its status and events. When the profile has seccomp
+/// rules, the command also runs under its seccomp filter (installed in the
+/// child after it joins the cgroup, right before exec, with
+/// `no_new_privs`). The command's stdio is this process's. `timeout`
+/// (seconds) kills it when it runs longer. Needs root.
 #[pyfunction]
 #[pyo3(signature = (profile, argv, *, backend = "auto", timeout = None, cwd = None, settle = 0.2))]
 pub fn run(

@@ -202,6 +202,7 @@ def test_exception_classes_form_one_hierarchy() -> None:
         minerguard.AttachError,
         minerguard.ScopeError,
         minerguard.CgroupError,
+        minerguard.SeccompError,
     ]
     assert issubclass(minerguard.Error, Exception)
     for k in kinds:

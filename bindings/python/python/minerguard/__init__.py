@@ -3,10 +3,10 @@
 Build or load a :class:`Profile`, apply it to a cgroup with an
 :class:`Enforcer` (a context manager: leaving it removes everything), and
 read :class:`Event` objects; or run one command under a profile with
-:func:`run`. Errors are subclasses of :class:`Error`.
-
-Seccomp export (``to_oci_json()``/``to_bpf()``) is not bound yet: it waits
-for the library's seccomp support.
+:func:`run`. A profile's ``seccomp`` rules export as OCI JSON, raw BPF or
+PFC text (``Profile.to_oci_json()``, ``to_bpf()``, ``to_pfc()``) and install
+with ``Profile.install_seccomp()``; :func:`run` installs them in its command.
+Errors are subclasses of :class:`Error`.
 """
 
 from minerguard._minerguard import (
@@ -24,6 +24,7 @@ from minerguard._minerguard import (
     ProfileError,
     RunResult,
     ScopeError,
+    SeccompError,
     __version__,
     probe,
     run,
@@ -44,6 +45,7 @@ __all__ = [
     "ProfileError",
     "RunResult",
     "ScopeError",
+    "SeccompError",
     "__version__",
     "probe",
     "run",

@@ -39,6 +39,9 @@ class ScopeError(Error):
 class CgroupError(Error):
     """A cgroup could not be found, created or used."""
 
+class SeccompError(Error):
+    """A seccomp filter could not be built, exported or installed."""
+
 class Diagnostic:
     """One problem in a profile."""
 
@@ -96,6 +99,19 @@ class Profile:
     def to_yaml(self) -> str: ...
     def to_json(self) -> str: ...
     def to_dict(self) -> dict[str, Any]: ...
+    def has_seccomp(self) -> bool:
+        """Whether the profile has a `seccomp` rule (ProfileError if invalid)."""
+    def to_oci_json(self) -> str:
+        """The seccomp filter as OCI `linux.seccomp` JSON text.
+
+        ValueError without a seccomp rule, ProfileError for an invalid
+        profile, SeccompError when OCI cannot express an action (notify)."""
+    def to_bpf(self) -> bytes:
+        """The seccomp filter as raw BPF (`struct sock_filter` array)."""
+    def to_pfc(self) -> str:
+        """The seccomp filter as libseccomp PFC text."""
+    def install_seccomp(self) -> None:
+        """Installs the seccomp filter in this process (irreversible)."""
     def summary(self) -> str: ...
     def __len__(self) -> int: ...
     def __copy__(self) -> Profile: ...
@@ -147,7 +163,7 @@ class Event:
     @property
     def degraded(self) -> bool: ...
     @property
-    def kind(self) -> Literal["exec", "connect", "stratum"]: ...
+    def kind(self) -> Literal["exec", "connect", "stratum", "open"]: ...
     @property
     def path(self) -> Optional[str]: ...
     @property
@@ -252,4 +268,5 @@ def run(
     timeout: Optional[float] = None,
     cwd: Optional[StrPath] = None,
     settle: float = 0.2,
-) -> RunResult: ...
+) -> RunResult:
+    """Runs argv in a fresh cgroup under the profile (and its seccomp filter)."""

@@ -69,7 +69,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: deny\n    exec: { names: [\"\"] }\n", "rules[0].exec.names[0]", "must not be empty"),
     ("    action: deny\n    exec: { dirs: [tmp] }\n", "rules[0].exec.dirs[0]", "not an absolute path"),
     ("    action: deny\n    exec: { path_prefixes: [/tmp] }\n", "rules[0].exec.path_prefixes[0]", "must end with `/`"),
-    ("    action: deny\n    exec: { cmdline: [\"\"] }\n", "rules[0].exec.cmdline[0]", "must not be empty"),
+    ("    action: deny\n    exec: { cmdline: [\"\"] }\n", "rules[0].exec.cmdline[0]", "at least 4"),
     ("    action: deny\n    connect: { ports: [0] }\n", "rules[0].connect.ports[0]", "port 0"),
     ("    action: deny\n    connect: { ports: [70000] }\n", "rules[0].connect.ports[0]", "out of range"),
     ("    action: deny\n    connect: { ports: [\"10-5\"] }\n", "rules[0].connect.ports[0]", "is empty"),
@@ -222,6 +222,14 @@ fn render(p: &Profile) -> String {
     }
     if let Some(r) = k.memfd {
         writeln!(out, "memfd -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    for (pattern, r) in &k.cmdline {
+        writeln!(
+            out,
+            "cmdline {pattern:?} -> rule {} {}",
+            r.rule_idx, r.action
+        )
+        .unwrap();
     }
     if let Some(r) = k.msr {
         writeln!(out, "msr -> rule {} {}", r.rule_idx, r.action).unwrap();

@@ -285,6 +285,39 @@ impl Profile {
         Ok(slf)
     }
 
+    /// Adds a `connect.cidrs` rule: connections into these IPv4/IPv6
+    /// networks (`"203.0.113.0/24"`, `"2001:db8::/32"`).
+    #[pyo3(signature = (cidrs, *, name = None, action = "deny"))]
+    fn deny_cidrs<'py>(
+        mut slf: PyRefMut<'py, Self>,
+        cidrs: Vec<String>,
+        name: Option<String>,
+        action: &str,
+    ) -> PyResult<PyRefMut<'py, Self>> {
+        let action = parse_action(action)?;
+        let name = name.unwrap_or_else(|| slf.fresh_name("deny-cidrs"));
+        let rule = json!({"name": name, "action": action, "connect": {"cidrs": cidrs}});
+        let py = slf.py();
+        slf.push_rule_json(py, &rule)?;
+        Ok(slf)
+    }
+
+    /// Adds a `stratum` rule: the Stratum mining protocol in the first bytes
+    /// a socket sends, on any port (built-in signatures).
+    #[pyo3(signature = (*, name = None, action = "kill"))]
+    fn stratum<'py>(
+        mut slf: PyRefMut<'py, Self>,
+        name: Option<String>,
+        action: &str,
+    ) -> PyResult<PyRefMut<'py, Self>> {
+        let action = parse_action(action)?;
+        let name = name.unwrap_or_else(|| slf.fresh_name("stratum"));
+        let rule = json!({"name": name, "action": action, "stratum": {}});
+        let py = slf.py();
+        slf.push_rule_json(py, &rule)?;
+        Ok(slf)
+    }
+
     /// Adds a rule with one matcher given by keyword (`exec_names` or
     /// `ports`); other matcher kinds go through `add_rule_dict`.
     #[pyo3(signature = (name, action, *, exec_names = None, ports = None, description = None))]

@@ -230,3 +230,18 @@ def test_garbage_never_crashes_the_interpreter() -> None:
     with pytest.raises(TypeError):
         Profile("x").add_rule_dict({"name": "r", "action": "deny", "exec": {"names": {1, 2}}})
     assert json.loads(Profile("x").to_json())["name"] == "x"
+
+
+def test_invalid_cidr_names_its_field_and_stratum_builder() -> None:
+    p = Profile("x").deny_cidrs(["203.0.113.0/24", "10.0.0.1/8"]).stratum(action="deny")
+    diags = p.validate()
+    assert [d.field for d in diags] == ["rules[0].connect.cidrs[1]"]
+    assert "host bits" in diags[0].message
+    with pytest.raises(ProfileError) as info:
+        p.check()
+    assert info.value.field == "rules[0].connect.cidrs[1]"
+    assert p.rules[1]["action"] == "deny"
+    assert "stratum" in p.rules[1]
+    ok = Profile("y").deny_cidrs(["2001:db8::/32"], action="audit").stratum()
+    assert ok.validate() == []
+    assert ok.rules[1]["action"] == "kill"

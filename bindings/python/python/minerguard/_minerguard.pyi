@@ -82,6 +82,10 @@ class Profile:
     def deny_ports(
         self, ports: Sequence[Port], *, name: Optional[str] = None, action: str = "deny"
     ) -> Self: ...
+    def deny_cidrs(
+        self, cidrs: Sequence[str], *, name: Optional[str] = None, action: str = "deny"
+    ) -> Self: ...
+    def stratum(self, *, name: Optional[str] = None, action: str = "kill") -> Self: ...
     def add_rule(
         self,
         name: str,

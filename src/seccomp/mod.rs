@@ -71,8 +71,12 @@ impl SeccompFilter {
     pub fn new(policy: &SeccompPolicy) -> Result<Self, SeccompError> {
         let mut ctx = ScmpFilterContext::new(scmp_action(policy.default))
             .map_err(scmp("creating the filter"))?;
-        ctx.set_act_badarch(ScmpAction::KillProcess)
-            .map_err(scmp("setting the bad-architecture action"))?;
+        // Kill the process; kernels before 4.14 (and tools that hide the
+        // seccomp syscall, such as valgrind) only know killing the thread.
+        if ctx.set_act_badarch(ScmpAction::KillProcess).is_err() {
+            ctx.set_act_badarch(ScmpAction::KillThread)
+                .map_err(scmp("setting the bad-architecture action"))?;
+        }
         ctx.set_ctl_nnp(true)
             .map_err(scmp("setting no_new_privs"))?;
         if policy.entries.len() > BINARY_TREE_FROM {

@@ -236,7 +236,9 @@ static void seccomp_checks(void) {
         "seccomp BPF into too small a buffer: size needed, buffer untouched");
   check(mg_profile_seccomp_bpf(p, NULL, 16, &needed) == MG_ERR_NULL_POINTER,
         "seccomp BPF: NULL buffer with a length");
-  uint8_t *bpf = malloc(bpf_size + 1);
+  if (bpf_size < 8)
+    bpf_size = 8; /* the query failed (reported above): keep the reads in bounds */
+  uint8_t *bpf = calloc(1, bpf_size + 1);
   bpf[bpf_size] = 0x5a;
   check(mg_profile_seccomp_bpf(p, bpf, bpf_size, NULL) == MG_OK && bpf[bpf_size] == 0x5a,
         "seccomp BPF into exactly its size, no NUL appended");
@@ -439,7 +441,11 @@ int main(int argc, char **argv) {
   utf8();
   profiles();
   static_strings();
-  seccomp_checks();
+  /* valgrind does not implement seccomp(2): its run leaves these out. */
+  if (getenv("MG_CONTRACT_NO_SECCOMP"))
+    printf("# seccomp checks skipped (MG_CONTRACT_NO_SECCOMP)\n");
+  else
+    seccomp_checks();
   if (argc == 3) enforcer(argv[1], argv[2]);
   printf("# %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;

@@ -69,6 +69,8 @@ struct Built {
     _dir: TempDir,
     shim: PathBuf,
     contract: PathBuf,
+    /// The contract program with AddressSanitizer + LeakSanitizer.
+    contract_asan: PathBuf,
     netprobe: PathBuf,
 }
 
@@ -120,6 +122,18 @@ fn built() -> &'static Built {
                 "tests/c/capi_contract.c",
                 "capi_contract",
                 &shared_link,
+            ),
+            contract_asan: cc(
+                dir.path(),
+                "tests/c/capi_contract.c",
+                "capi_contract_asan",
+                &[
+                    ["-fsanitize=address", "-fno-omit-frame-pointer"]
+                        .map(String::from)
+                        .as_slice(),
+                    &shared_link,
+                ]
+                .concat(),
             ),
             netprobe: cc(dir.path(), "tests/c/netprobe.c", "netprobe", &[]),
             _dir: dir,
@@ -582,6 +596,26 @@ fn under_valgrind(program: &Path) -> Command {
     ])
     .arg(program);
     cmd
+}
+
+/// The contract with an enforcer (apply, events, update, remove, seccomp in
+/// a child) under AddressSanitizer: LeakSanitizer reports any leak at exit,
+/// in the C program or the library (their mallocs are all intercepted).
+#[test]
+fn c_contract_with_an_enforcer_leaks_nothing_under_leak_sanitizer() {
+    require_kernel!();
+    let b = built();
+    let cg = test_cgroup();
+    let (out, text) = run(Command::new(&b.contract_asan)
+        .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=98")
+        .arg(cg.cgroup().path())
+        .arg(backend_arg()));
+    assert!(
+        !text.contains("LeakSanitizer") && !text.contains("AddressSanitizer"),
+        "sanitizer report:\n{text}"
+    );
+    assert_all_ok(&out, &text, 100);
+    cg.remove().expect("remove the test cgroup");
 }
 
 /// The kernel-free contract under valgrind: no leak, no invalid access.

@@ -1,14 +1,13 @@
-//! The cgroup backend: `cgroup/connect4/6`, `cgroup/sendmsg4/6` and the
-//! Stratum sockops attached to each scope's cgroup, and one
-//! `tp_btf/sched_process_exec` program for exec rules. Needs neither BPF LSM
-//! nor trampolines (fentry), so it runs on kernels that refuse those.
+//! The cgroup backend: `cgroup/connect4/6` and `cgroup/sendmsg4/6` attached
+//! to each scope's cgroup, one `tp_btf/sched_process_exec` program for exec
+//! rules, and the hooks shared with the lsm backend (Stratum, MSR, cmdline).
+//! Needs neither BPF LSM nor trampolines (fentry), so it runs on kernels that
+//! refuse those.
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
-    attach::{attach_to_cgroup, CgroupLinks},
-    cmdline::CmdlineHook,
-    device::DeviceHook,
+    hooks::SharedHooks,
     load_err,
     maps::SharedMaps,
     skel::{
@@ -16,7 +15,6 @@ use super::{
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
-    stratum::StratumHook,
     Backend, BackendKind,
 };
 use crate::{
@@ -29,19 +27,14 @@ use crate::{
 
 /// Loaded cgroup-backend programs and their per-cgroup attachments.
 pub(crate) struct CgroupBackend {
-    // Attachments go first: they reference the programs below.
-    links: CgroupLinks,
+    // Shared hooks (and the cgroup links, which reference the programs
+    // below) go first.
+    hooks: SharedHooks,
     maps: SharedMaps,
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
-    stratum: StratumHook,
-    /// `None` where this kernel refused the device program (open.msr).
-    device: Option<DeviceHook>,
-    /// `None` where this kernel refused the cmdline program.
-    cmdline: Option<CmdlineHook>,
     signal_in_cgroup: bool,
-    signal_in_skmsg: bool,
 }
 
 impl CgroupBackend {
@@ -49,7 +42,6 @@ impl CgroupBackend {
     /// Which helpers the kernel allows where comes from the probe.
     pub fn load(report: &ProbeReport) -> Result<Self, Error> {
         let signal_in_cgroup = report.cgroup_signal.available;
-        let signal_in_skmsg = report.skmsg_signal.available;
         let net = Owned::build(|storage| {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
@@ -65,9 +57,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
-        let stratum = StratumHook::load(&maps, report)?;
-        let device = DeviceHook::load(&maps).ok();
-        let cmdline = CmdlineHook::load(&maps).ok();
+        let hooks = SharedHooks::load(&maps, report)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -76,15 +66,11 @@ impl CgroupBackend {
             source,
         })?;
         Ok(CgroupBackend {
-            links: CgroupLinks::default(),
+            hooks,
             maps,
             _exec: exec,
             net,
-            stratum,
-            device,
-            cmdline,
             signal_in_cgroup,
-            signal_in_skmsg,
         })
     }
 }
@@ -100,31 +86,23 @@ impl Backend for CgroupBackend {
 
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
         let progs = &self.net.progs;
-        let mut programs = vec![
+        let own = [
             ("mg_connect4", &progs.mg_connect4),
             ("mg_connect6", &progs.mg_connect6),
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
-            self.stratum.sockops(),
         ];
-        programs.extend(self.device.as_ref().map(DeviceHook::program));
-        self.links
-            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
+        self.hooks.cover_exactly(roots, &own)
     }
 
     fn supports(&self, m: MatcherKind) -> bool {
-        self.kind().supports(m)
-            && (m != MatcherKind::OpenMsr || self.device.is_some())
-            && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+        self.hooks.supports(self.kind(), m)
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,
-            RuleKind::Stratum => self.signal_in_skmsg,
-            // cgroup/dev programs cannot signal.
-            RuleKind::Open => false,
-            _ => true,
+            other => self.hooks.kills_in_kernel(other).unwrap_or(true),
         }
     }
 }

@@ -8,6 +8,7 @@ mod attach;
 pub(crate) mod cgroup;
 mod cmdline;
 mod device;
+mod hooks;
 pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;

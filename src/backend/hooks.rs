@@ -1,0 +1,75 @@
+//! The hooks both backends share: Stratum (sockops + sk_msg), the MSR device
+//! program and the cmdline exec program, plus the per-scope cgroup links.
+//! A backend adds its own programs to the per-scope set.
+
+use libbpf_rs::ProgramMut;
+
+use super::{
+    attach::{attach_to_cgroup, CgroupLinks},
+    cmdline::CmdlineHook,
+    device::DeviceHook,
+    maps::SharedMaps,
+    stratum::StratumHook,
+    BackendKind,
+};
+use crate::{
+    cgroup::CgroupRef, compile::RuleKind, error::Error, probe::ProbeReport, profile::MatcherKind,
+};
+
+/// Shared hooks and the links that attach programs to covered cgroups.
+pub(crate) struct SharedHooks {
+    // Links go first: they reference the programs below.
+    links: CgroupLinks,
+    stratum: StratumHook,
+    /// `None` where this kernel refused the device program (open.msr).
+    device: Option<DeviceHook>,
+    /// `None` where this kernel refused the cmdline program.
+    cmdline: Option<CmdlineHook>,
+    signal_in_skmsg: bool,
+}
+
+impl SharedHooks {
+    /// Loads the shared hooks on the shared maps; the device and cmdline
+    /// hooks are optional (their rules are then reported as not enforced).
+    pub fn load(maps: &SharedMaps, report: &ProbeReport) -> Result<Self, Error> {
+        Ok(SharedHooks {
+            links: CgroupLinks::default(),
+            stratum: StratumHook::load(maps, report)?,
+            device: DeviceHook::load(maps).ok(),
+            cmdline: CmdlineHook::load(maps).ok(),
+            signal_in_skmsg: report.skmsg_signal.available,
+        })
+    }
+
+    /// Attaches `own` (the backend's per-scope programs) and the shared
+    /// per-scope programs to exactly `roots` (see `Backend::cover_exactly`).
+    pub fn cover_exactly(
+        &mut self,
+        roots: &[CgroupRef],
+        own: &[(&'static str, &ProgramMut<'_>)],
+    ) -> Result<(), Error> {
+        let mut programs = own.to_vec();
+        programs.push(self.stratum.sockops());
+        programs.extend(self.device.as_ref().map(DeviceHook::program));
+        self.links
+            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
+    }
+
+    /// Whether `kind`'s matcher `m` is enforced, given the optional hooks.
+    pub fn supports(&self, kind: BackendKind, m: MatcherKind) -> bool {
+        kind.supports(m)
+            && (m != MatcherKind::OpenMsr || self.device.is_some())
+            && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+    }
+
+    /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;
+    /// `None` for kinds they do not handle.
+    pub fn kills_in_kernel(&self, kind: RuleKind) -> Option<bool> {
+        match kind {
+            RuleKind::Stratum => Some(self.signal_in_skmsg),
+            // cgroup/dev programs cannot signal.
+            RuleKind::Open => Some(false),
+            _ => None,
+        }
+    }
+}

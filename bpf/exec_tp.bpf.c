@@ -26,7 +26,9 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &path);
+	ref = mg_exec_match(bprm, scope, &path, false);
+	if (!ref || ref->action == MG_ACTION_AUDIT)
+		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
 	if (!ref || !path)
 		return 0;
 

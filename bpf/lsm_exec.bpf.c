@@ -5,7 +5,8 @@
  * running; `kill` also sends SIGKILL to the caller.
  *
  * For a script the hook runs once for the script and once for its
- * interpreter, so a rule naming either one matches.
+ * interpreter, so a rule naming either one matches (and an allow-list must
+ * list both).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,7 +31,12 @@ int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	scope = mg_current_scope();
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &path);
+	ref = mg_exec_match(bprm, scope, &path, true);
+	/* exec.no_new_exec counts execve calls, not binfmt passes: a script's
+	 * interpreter pass (interp no longer the filename) was counted with it. */
+	if ((!ref || ref->action == MG_ACTION_AUDIT) &&
+	    BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename))
+		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
 	if (!ref || !path)
 		return 0;
 

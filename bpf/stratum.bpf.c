@@ -3,10 +3,19 @@
  * Stratum detection on the first bytes a TCP socket sends, any port: sockops
  * (attached to each scope's cgroup) puts every new client socket into a
  * sockhash; the sk_msg verdict program runs in the sender's context on its
- * first message, matches the Stratum signatures, and drops it (the sender
- * gets EACCES, and so does every later send on that socket). After a clean
- * first message the verdict covers the next 4 GiB without running again, so a
- * judged socket costs nothing more.
+ * sends, matches the Stratum signatures on the socket's first bytes, and
+ * drops the send that completes a signature (the sender gets EACCES, and so
+ * does every later send on that socket).
+ *
+ * A first message split across several small sends is judged as a whole:
+ * the socket's first bytes are collected in socket storage, send by send,
+ * for as long as they could still become a signature (a JSON object, or a
+ * Stratum V2 frame header) and are shorter than the window. Each partial
+ * send goes out at once (nothing is corked, so a client waiting for a reply
+ * never stalls); the send that completes a signature key is dropped, so the
+ * pool never gets a whole Stratum method name. Once the bytes cannot be
+ * Stratum, or fill the window, the verdict covers the next 4 GiB without
+ * running again and the storage is freed: a judged socket costs nothing more.
  *
  * Needs no BPF LSM: the cgroup backend uses it, and the lsm backend too until
  * its sleepable socket_sendmsg variant lands.
@@ -39,12 +48,24 @@ struct {
 	__type(value, __u64);
 } mg_sockhash SEC(".maps");
 
+/* Room for what the verifier can prove about an append (offset below the
+ * window, length masked below twice the window), plus the slack the word
+ * compares read past the end. */
+#define MG_STRATUM_BUF (3 * MG_STRATUM_WINDOW + MG_STRATUM_SLACK)
+
+/* A socket's first bytes while they are being judged. */
+struct mg_stratum_state {
+	__u32 len;    /* bytes collected (at most MG_STRATUM_WINDOW) */
+	__u32 denied; /* a signature matched: every later send is dropped */
+	char buf[MG_STRATUM_BUF]; /* zero past len */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
-} mg_msg_scratch SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mg_stratum_state);
+} mg_stratum_sk SEC(".maps");
 
 /* Set by userspace before load when sk_msg programs may call
  * bpf_send_signal; otherwise userspace sends the SIGKILL for `kill`. */
@@ -144,6 +165,30 @@ static __always_inline __u8 mg_stratum_signature(const char *buf, __u32 len)
 	return MG_SIG_NONE;
 }
 
+/*
+ * Whether more bytes could still turn the first `len` bytes into a
+ * signature: only blanks so far, the start of a JSON object, or the start of
+ * a Stratum V2 frame header (extension 0x0000, message type 0x00).
+ */
+static __always_inline bool mg_stratum_possible(const char *buf, __u32 len)
+{
+	__u32 first = 0;
+
+	if (len < 11 && buf[0] == 0 && (len < 2 || buf[1] == 0) &&
+	    (len < 3 || buf[2] == 0))
+		return true;
+	for (int i = 0; i < 8; i++) {
+		char ch = buf[first & (MG_STRATUM_WINDOW - 1)];
+
+		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+			break;
+		first++;
+	}
+	if (first >= len)
+		return first < 8;
+	return buf[first & (MG_STRATUM_WINDOW - 1)] == '{';
+}
+
 static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
 {
 	/* The verdict covers the next 4 GiB: no program run per send. */
@@ -155,10 +200,11 @@ SEC("sk_msg")
 int mg_stratum_msg(struct sk_msg_md *msg)
 {
 	struct mg_scope *scope = mg_current_scope();
+	struct mg_stratum_state *st;
 	struct mg_rule_ref *ref;
+	struct bpf_sock *sk;
 	struct mg_event *e;
-	__u32 zero = 0, len;
-	char *buf;
+	__u32 off, len, total;
 	__u8 sig;
 
 	if (!scope)
@@ -166,22 +212,39 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
 	if (!ref)
 		return mg_pass_rest(msg);
-	buf = bpf_map_lookup_elem(&mg_msg_scratch, &zero);
-	if (!buf)
+	sk = msg->sk;
+	if (!sk)
 		return mg_pass_rest(msg);
+	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
+				BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return mg_pass_rest(msg);
+	if (st->denied)
+		return MG_SK_DROP;
 
+	/* Append this send's first bytes to what the socket sent before. */
+	off = st->len & (MG_STRATUM_WINDOW - 1);
 	len = msg->size;
-	if (len > MG_STRATUM_WINDOW)
-		len = MG_STRATUM_WINDOW;
-	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0))
+	if (len > MG_STRATUM_WINDOW - off)
+		len = MG_STRATUM_WINDOW - off;
+	len &= 2 * MG_STRATUM_WINDOW - 1;
+	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) ||
+	    bpf_probe_read_kernel(st->buf + off, len, msg->data)) {
+		bpf_sk_storage_delete(&mg_stratum_sk, sk);
 		return mg_pass_rest(msg);
-	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
-	if (bpf_probe_read_kernel(buf, len, msg->data))
-		return mg_pass_rest(msg);
+	}
+	total = off + len;
+	st->len = total;
 
-	sig = mg_stratum_signature(buf, len);
-	if (sig == MG_SIG_NONE)
+	sig = mg_stratum_signature(st->buf, total);
+	if (sig == MG_SIG_NONE) {
+		/* Not yet: let this part through and see the next send. */
+		if (total < MG_STRATUM_WINDOW &&
+		    mg_stratum_possible(st->buf, total))
+			return MG_SK_PASS;
+		bpf_sk_storage_delete(&mg_stratum_sk, sk);
 		return mg_pass_rest(msg);
+	}
 
 	if (ref->action == MG_ACTION_KILL && mg_signal_in_skmsg)
 		bpf_send_signal(MG_SIGKILL);
@@ -207,8 +270,11 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 		e->path[1] = 0;
 		bpf_ringbuf_submit(e, 0);
 	}
-	if (ref->action == MG_ACTION_AUDIT)
+	if (ref->action == MG_ACTION_AUDIT) {
+		bpf_sk_storage_delete(&mg_stratum_sk, sk);
 		return mg_pass_rest(msg);
+	}
+	st->denied = 1;
 	return MG_SK_DROP;
 }
 

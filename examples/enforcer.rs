@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
     falco_json, probe, Action, BackendChoice, BackendKind, Enforcer, EnforcerOptions, Event,
-    KernelPolicy, Profile, RuleKind, Scope, SeccompFilter, SeccompPolicy,
+    KernelPolicy, LearnProgress, Profile, RuleKind, Scope, SeccompFilter, SeccompPolicy,
 };
 
 #[derive(Parser)]
@@ -74,6 +74,28 @@ enum Cmd {
         #[arg(long, default_value = "auto")]
         backend: BackendChoice,
     },
+    /// Record what a cgroup executes (nothing is refused meanwhile), then
+    /// write an `exec.allow_only` profile listing it.
+    Learn {
+        /// cgroup v2 directory to learn from.
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// How long to learn: `90`, `90s`, `5m`, `1h`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Write the profile here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of the written profile.
+        #[arg(long, default_value = "learned")]
+        name: String,
+        /// Action of the written rule for anything not learned.
+        #[arg(long, default_value = "deny", value_parser = ["deny", "kill", "audit"])]
+        action: String,
+        /// Backend: auto, lsm or cgroup.
+        #[arg(long, default_value = "auto")]
+        backend: BackendChoice,
+    },
     /// Validate profiles; print every error, compiler style.
     Check {
         /// Profile files.
@@ -117,6 +139,14 @@ fn main() -> ExitCode {
             events,
             backend,
         } => watch(&profile, &cgroups, host, events.as_deref(), backend),
+        Cmd::Learn {
+            cgroup,
+            duration,
+            out,
+            name,
+            action,
+            backend,
+        } => learn(&cgroup, duration, out.as_deref(), &name, &action, backend),
         Cmd::Check { profiles } => Ok(check(&profiles)),
         Cmd::Seccomp { profile, format } => print_seccomp(&profile, &format),
         Cmd::Probe { json } => Ok(print_probe(json)),
@@ -392,6 +422,85 @@ fn watch(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `90`, `90s`, `1500ms`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 90s, 5m, 1h)"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (ms, s, m or h)"
+            ))
+        }
+    };
+    if ms == 0 {
+        return Err("the duration must be above zero".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `enforcer learn`: the allow-only profile of what the cgroup ran.
+fn learn(
+    cgroup: &Path,
+    duration: Duration,
+    out: Option<&Path>,
+    name: &str,
+    action: &str,
+    backend: BackendChoice,
+) -> AnyResult<ExitCode> {
+    let action = match action {
+        "kill" => Action::Kill,
+        "audit" => Action::Audit,
+        _ => Action::Deny,
+    };
+    let mut enforcer = new_enforcer(backend)?;
+    let kind = enforcer.backend();
+    let learner = enforcer.learn(Scope::Cgroup(cgroup.to_path_buf()), duration, |p| match p {
+        LearnProgress::Started => eprintln!(
+            "minerguard: learning what {} executes for {:?} ({kind} backend; nothing is refused meanwhile)",
+            cgroup.display(),
+            duration,
+        ),
+        LearnProgress::Learned(p) => eprintln!("minerguard: learned {}", p.display()),
+    })?;
+    for path in learner.unresolved() {
+        eprintln!(
+            "minerguard: warning: `{path}` exited before its path could be resolved; not listed"
+        );
+    }
+    let count = learner.learned().count();
+    if count == 0 {
+        return Err(format!(
+            "nothing was executed in {} while learning; no profile written",
+            cgroup.display()
+        )
+        .into());
+    }
+    let yaml = learner.allow_only_profile(name, action).to_yaml();
+    match out {
+        Some(path) => {
+            std::fs::write(path, &yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            eprintln!(
+                "minerguard: {count} programs learned; profile written to {}",
+                path.display()
+            );
+        }
+        None => {
+            print!("{yaml}");
+            eprintln!("minerguard: {count} programs learned");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `enforcer seccomp`: the profile's filter in the chosen format on stdout.
 fn print_seccomp(path: &Path, format: &str) -> AnyResult<ExitCode> {
     let profile = load_profile(path)?;
@@ -417,6 +526,9 @@ fn print_seccomp(path: &Path, format: &str) -> AnyResult<ExitCode> {
 fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle, seccomp_installed: bool) {
     for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
         eprintln!("minerguard: warning: domain `{domain}` resolved to no address; not enforced until it does");
+    }
+    if let Err(why) = enforcer.loader_exec() {
+        eprintln!("minerguard: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");
     }
     let gaps = enforcer.unenforced(handle).unwrap_or_default();
     for gap in gaps

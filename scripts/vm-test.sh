@@ -21,7 +21,7 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (a
 
 echo "vm-test: building test binaries"
 cargo build --examples --quiet
-mapfile -t bins < <(cargo test --no-run --message-format=json --test enforcement --test cli --test capi 2>/dev/null |
+mapfile -t bins < <(cargo test --no-run --message-format=json --test enforcement --test exec_rules --test cli --test capi 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -29,7 +29,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["executable"])
 ')
-[ "${#bins[@]}" -eq 3 ] || die "expected 3 test binaries, found ${#bins[@]}"
+[ "${#bins[@]}" -eq 4 ] || die "expected 4 test binaries, found ${#bins[@]}"
 
 rm -rf "$out" && mkdir -p "$out"
 # Each run: "<backend> <test binary>". The lsm backend is the point of the
@@ -37,7 +37,9 @@ rm -rf "$out" && mkdir -p "$out"
 # bpf_send_signal in cgroup programs on 6.1) on the oldest kernel we support.
 runs=()
 for b in "${bins[@]}"; do runs+=("lsm $b"); done
-for b in "${bins[@]}"; do [[ $(basename "$b") == enforcement-* ]] && runs+=("cgroup $b"); done
+for b in "${bins[@]}"; do
+    case $(basename "$b") in enforcement-* | exec_rules-*) runs+=("cgroup $b") ;; esac
+done
 
 guest=$out/guest.sh
 {

@@ -232,6 +232,8 @@ impl Enforcer {
         }
 
         let policy_id = self.install(&policy)?;
+        // exec.no_new_exec counts from this apply.
+        self.backend.maps().clear_exec_started(cgroup.id());
         let handle = PolicyHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         self.applied.insert(
             handle,
@@ -293,12 +295,20 @@ impl Enforcer {
             .ok_or(ScopeError::UnknownHandle(handle.0))?;
         let maps = self.backend.maps();
         let cleared = maps.clear_scope(applied.cgroup.id());
+        maps.clear_exec_started(applied.cgroup.id());
         let levels = self.sync_levels();
         let coverage = self.sync_coverage();
         self.uninstall(applied.policy_id, &applied.policy, true);
         cleared?;
         levels?;
         coverage
+    }
+
+    /// Whether executable mappings of files an exec rule refuses are judged
+    /// too (loader exec: `ld.so ./xmrig` maps the miner without exec'ing
+    /// it); otherwise why not on this kernel.
+    pub fn loader_exec(&self) -> std::result::Result<(), String> {
+        self.backend.loader_exec()
     }
 
     /// Rules of the handle's profile that this backend does not enforce.

@@ -81,6 +81,15 @@ pub enum AttachError {
     /// The event poller thread could not be started.
     #[error("starting the event poller failed: {0}")]
     Poller(String),
+    /// tracefs (needed to find classic tracepoints) could not be mounted.
+    #[error("mounting tracefs at {path} failed: {source}")]
+    Tracefs {
+        /// Mount point.
+        path: std::path::PathBuf,
+        /// What mount(2) reported.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Scopes and policy handles.

@@ -339,3 +339,84 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
     assert_eq!(events.len(), 3, "{events:?}");
     assert!(events.iter().all(|e| e["rule"] == "miner-binary"));
 }
+
+#[test]
+fn learn_writes_an_allow_only_profile_that_run_enforces() {
+    if !kernel_tests_enabled("learn_writes_an_allow_only_profile_that_run_enforces") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = TempDir::new("cli-learn");
+    let app = fake_miner(&dir, "app");
+    let newcomer = fake_miner(&dir, "newcomer");
+    let marker = dir.path().join("marker");
+    let learned = dir.path().join("learned.yaml");
+    let cg = test_cgroup();
+    let mut cmd = Command::new(enforcer_bin());
+    cmd.args([
+        "learn",
+        "--duration",
+        "2s",
+        "--name",
+        "app-only",
+        "--cgroup",
+    ])
+    .arg(cg.cgroup().path())
+    .arg("--out")
+    .arg(&learned)
+    .stderr(std::process::Stdio::piped());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    wait_line(&lines, "learning what");
+    assert!(ran_in(&cg, &app, &marker), "learning refused an exec");
+    let line = wait_line(&lines, "learned ");
+    assert!(line.ends_with(app.to_str().unwrap()), "{line}");
+    wait_line(&lines, "profile written to");
+    assert!(child.wait().unwrap().success());
+
+    let profile = minerguard::Profile::from_file(&learned).unwrap();
+    assert_eq!(profile.name, "app-only");
+    let allow = &profile.rules[0].exec.as_ref().unwrap().allow_only;
+    assert_eq!(allow, &[app.to_str().unwrap()]);
+
+    // `run` under the learned profile: the app runs, a newcomer does not.
+    let _ = std::fs::remove_file(&marker);
+    let run = |program: &Path| {
+        enforcer_cmd(&[
+            "run",
+            "--profile",
+            learned.to_str().unwrap(),
+            "--",
+            program.to_str().unwrap(),
+            marker.to_str().unwrap(),
+        ])
+    };
+    assert!(run(&app).status.success());
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    let out = run(&newcomer);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!marker.exists(), "the newcomer ran");
+    let events = json_events(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        events.iter().any(|e| e["rule"] == "allow-learned"),
+        "{events:?}"
+    );
+
+    // Bad durations are refused before anything is loaded.
+    let bad = enforcer_cmd(&["learn", "--cgroup", "/nonexistent", "--duration", "5x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown unit"));
+}

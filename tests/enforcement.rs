@@ -20,41 +20,6 @@ macro_rules! require_kernel {
     };
 }
 
-/// What happened to an exec.
-#[derive(Debug, PartialEq, Eq)]
-enum ExecOutcome {
-    /// Ran and exited with this code.
-    Exited(i32),
-    /// Killed by this signal.
-    Killed(i32),
-    /// execve failed with this errno.
-    Refused(i32),
-}
-
-fn exec_in(
-    cgroup: Option<&minerguard::cgroup::OwnedCgroup>,
-    program: &std::path::Path,
-    arg: &std::path::Path,
-) -> ExecOutcome {
-    match run_in(cgroup, Command::new(program).arg(arg)) {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => ExecOutcome::Exited(c),
-            (None, Some(sig)) => ExecOutcome::Killed(sig),
-            _ => unreachable!("status is an exit or a signal"),
-        },
-        Err(e) => ExecOutcome::Refused(e.raw_os_error().unwrap_or(-1)),
-    }
-}
-
-/// What a denied exec looks like with this enforcer's backend.
-fn denied_exec(enforcer: &Enforcer, requested: Action) -> ExecOutcome {
-    match enforcer.effective_action(RuleKind::Exec, requested) {
-        Action::Kill => ExecOutcome::Killed(libc::SIGKILL),
-        Action::Deny => ExecOutcome::Refused(libc::EPERM),
-        Action::Audit => ExecOutcome::Exited(0),
-    }
-}
-
 fn scope_of(cg: &minerguard::cgroup::OwnedCgroup) -> Scope {
     Scope::Cgroup(cg.cgroup().path().to_path_buf())
 }
@@ -211,6 +176,49 @@ fn connect_to_denied_port_fails_with_eperm_v4_v6_and_v4_mapped() {
         targets[2], v4,
         "a v4-mapped destination is reported as IPv4"
     );
+}
+
+#[test]
+fn a_pool_in_another_network_namespace_is_refused_by_port_and_cidr() {
+    require_kernel!();
+    let ns = TestNetns::new();
+    let pool = ns.listener(0);
+    let pool_addr = pool.local_addr().unwrap();
+    let web = ns.listener(0);
+    let web_addr = web.local_addr().unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let profile = Profile::new("remote")
+        .rule(Rule::connect_ports(
+            "pool-port",
+            Action::Deny,
+            [pool_addr.port()],
+        ))
+        .rule(Rule::connect_cidrs(
+            "pool-net",
+            Action::Deny,
+            [format!("{}/32", ns.peer)],
+        ));
+    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let eperm = ConnectOutcome::Errno(libc::EPERM);
+    assert_eq!(connect_in(Some(&cg), pool_addr, false), eperm);
+    assert_eq!(connect_in(Some(&cg), web_addr, false), eperm, "by CIDR");
+    // Outside the scope both are reachable over the veth.
+    assert_eq!(
+        connect_in(None, pool_addr, false),
+        ConnectOutcome::Connected
+    );
+    assert_eq!(connect_in(None, web_addr, false), ConnectOutcome::Connected);
+    let evs = events_within(&enforcer, Duration::from_secs(2), |_| true);
+    let rules: Vec<&str> = evs.iter().map(|e| e.rule.as_ref()).collect();
+    assert_eq!(rules, ["pool-port", "pool-net"], "{evs:?}");
+    for ev in &evs {
+        match ev.target {
+            Target::Connect { addr, .. } => assert_eq!(addr.ip(), std::net::IpAddr::V4(ns.peer)),
+            ref t => panic!("{t:?}"),
+        }
+        assert!(ev.pid > 0 && !ev.comm.as_str().is_empty(), "{ev:?}");
+    }
 }
 
 #[test]
@@ -801,6 +809,71 @@ fn stratum_first_message_is_refused_on_any_port() {
 }
 
 #[test]
+fn stratum_is_refused_whatever_call_sends_it_and_however_it_is_split() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    let refused = ChildEnd::Code(100 + libc::EACCES);
+    for (payload, method) in [
+        (STRATUM_SUBSCRIBE, &b"mining.subscribe"[..]),
+        (XMRIG_LOGIN, &b"\"method\":\"login\""[..]),
+        (SV2_SETUP, &SV2_SETUP[..11]),
+    ] {
+        let vias = [
+            (1, SendVia::Send),
+            (3, SendVia::Write),
+            (7, SendVia::Writev),
+            (payload.len(), SendVia::Send),
+            (payload.len(), SendVia::Sendto),
+            (payload.len(), SendVia::Sendmsg),
+            (payload.len(), SendVia::Write),
+            (payload.len(), SendVia::Writev),
+        ];
+        for (chunk, via) in vias {
+            let pool = listener(false);
+            let addr = pool.local_addr().unwrap();
+            assert_eq!(
+                send_chunks_in(Some(&cg), addr, payload, chunk, via),
+                refused,
+                "{} in {chunk}-byte {via:?} calls",
+                String::from_utf8_lossy(payload)
+            );
+            let got = received(&pool);
+            assert!(
+                !got.windows(method.len()).any(|w| w == method),
+                "the pool got the whole method: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            // Outside the scope the same sends go through.
+            assert_eq!(
+                send_chunks_in(None, addr, payload, chunk, via),
+                ChildEnd::Code(0)
+            );
+            assert!(received(&pool).ends_with(payload));
+        }
+    }
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(ev.pid > 0, "{ev:?}");
+    // A clean protocol sent byte by byte, and JSON that is not Stratum,
+    // pass whole.
+    for payload in [
+        HTTP_GET,
+        &b"{\"id\":1,\"method\":\"eth_blockNumber\",\"params\":[]}"[..],
+    ] {
+        let server = listener(false);
+        let addr = server.local_addr().unwrap();
+        assert_eq!(
+            send_chunks_in(Some(&cg), addr, payload, 1, SendVia::Send),
+            ChildEnd::Code(0)
+        );
+        assert_eq!(received(&server), payload);
+    }
+}
+
+#[test]
 fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
     require_kernel!();
     let server = listener(false);
@@ -1044,6 +1117,89 @@ fn domain_rules_refuse_the_resolved_addresses_and_name_the_domain() {
         connect_in(Some(&cg), pool.local_addr().unwrap(), false),
         ConnectOutcome::Errno(libc::EPERM)
     );
+}
+
+#[test]
+fn domains_follow_the_hosts_file_and_a_refresh_swaps_in_the_new_address() {
+    require_kernel!();
+    let old = listener_on("127.0.0.5:0");
+    let port = old.local_addr().unwrap().port();
+    let new = listener_on(&format!("127.0.0.6:{port}"));
+    let (old, new) = (old.local_addr().unwrap(), new.local_addr().unwrap());
+    let dir = TempDir::new("hosts");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.5 pool.minerguard.test\n").unwrap();
+    // The test's own /etc/hosts: a thread with a private mount namespace
+    // (nothing leaks to the host's) where a temp file is bound over it; the
+    // enforcer resolves in the calling thread, so it reads that file.
+    std::thread::spawn(move || {
+        unsafe {
+            assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
+            let root = c"/";
+            let none: *const libc::c_char = std::ptr::null();
+            assert_eq!(
+                libc::mount(
+                    none,
+                    root.as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null()
+                ),
+                0
+            );
+            let src = std::ffi::CString::new(hosts.to_str().unwrap()).unwrap();
+            assert_eq!(
+                libc::mount(
+                    src.as_ptr(),
+                    c"/etc/hosts".as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null()
+                ),
+                0,
+                "bind mount: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let cg = test_cgroup();
+        let mut enforcer = enforcer();
+        let profile = Profile::new("domains").rule(Rule::connect_domains(
+            "pool-domain",
+            Action::Deny,
+            ["pool.minerguard.test"],
+        ));
+        enforcer.apply(&profile, scope_of(&cg)).unwrap();
+        let eperm = ConnectOutcome::Errno(libc::EPERM);
+        assert_eq!(connect_in(Some(&cg), old, false), eperm);
+        assert_eq!(connect_in(Some(&cg), new, false), ConnectOutcome::Connected);
+        // The name moves (same file, rewritten in place: the bind stays).
+        std::fs::write(&hosts, "127.0.0.6 pool.minerguard.test\n").unwrap();
+        assert_eq!(enforcer.refresh_domains().unwrap(), 1);
+        assert_eq!(connect_in(Some(&cg), new, false), eperm, "the new address");
+        assert_eq!(
+            connect_in(Some(&cg), old, false),
+            ConnectOutcome::Connected,
+            "the old one"
+        );
+        let ev = wait_event(
+            &enforcer,
+            |e| matches!(e.target, Target::Connect { addr, .. } if addr == new),
+        )
+        .expect("event for the new address");
+        assert_eq!(ev.domain.as_deref(), Some("pool.minerguard.test"));
+        assert_eq!(ev.rule.as_ref(), "pool-domain");
+        // The entry is removed: nothing to refuse, and it is reported.
+        std::fs::write(&hosts, "").unwrap();
+        assert_eq!(enforcer.refresh_domains().unwrap(), 1);
+        assert_eq!(connect_in(Some(&cg), new, false), ConnectOutcome::Connected);
+        let h = enforcer.handles()[0];
+        assert_eq!(
+            enforcer.unresolved_domains(h).unwrap(),
+            ["pool.minerguard.test"]
+        );
+    })
+    .join()
+    .expect("the test thread passed");
 }
 
 /// errno of open(2) on `path` from a child in `cgroup` (0: opened).

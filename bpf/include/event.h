@@ -65,6 +65,8 @@ enum mg_scope_flag {
 	MG_SCOPE_INODES = 4, /* the policy has exec.files / exec.dirs entries */
 	MG_SCOPE_MEMFD = 8, /* the policy has an exec.memfd rule */
 	MG_SCOPE_CMDLINE = 16, /* the policy has exec.cmdline patterns */
+	MG_SCOPE_ALLOW_ONLY = 32, /* the policy has an exec.allow_only rule */
+	MG_SCOPE_NO_NEW_EXEC = 64, /* the policy has an exec.no_new_exec rule */
 };
 
 
@@ -72,12 +74,15 @@ enum mg_scope_flag {
 enum mg_inode_kind {
 	MG_INODE_FILE = 1, /* exec.files: the executed file itself */
 	MG_INODE_DIR = 2,  /* exec.dirs: a directory above it */
+	MG_INODE_ALLOW_FILE = 3, /* exec.allow_only: an allowed file */
+	MG_INODE_ALLOW_DIR = 4,  /* exec.allow_only: an allowed prefix */
 };
 
 /* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */
 struct mg_scope {
 	__u32 policy_id;
 	__u32 flags; /* enum mg_scope_flag */
+	__u64 cgroup_id; /* the scope's own cgroup (its key), for per-scope state */
 };
 
 /* Global settings; single entry of the `config` array map. */

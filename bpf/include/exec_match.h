@@ -77,37 +77,90 @@ lookup_inode(__u32 policy_id, __u8 kind, struct dentry *d)
 	return bpf_map_lookup_elem(&mg_inodes, &key);
 }
 
-/*
- * exec.files and exec.dirs: the executed file by (device, inode), then each
- * directory above it, following d_parent (so symlinks and bind mounts, which
- * share dentries, do not escape). Stops at the filesystem root.
- */
-static __always_inline struct mg_rule_ref *
-mg_inode_match(__u32 policy_id, struct dentry *d)
-{
-	struct mg_rule_ref *best = lookup_inode(policy_id, MG_INODE_FILE, d);
+/* What the inode walk found: the strongest deny match, and whether an
+ * allow-list entry covers the file. */
+struct mg_inode_verdict {
+	struct mg_rule_ref *deny;
+	bool allowed;
+};
 
+/*
+ * exec.files / exec.dirs (`deny`) and exec.allow_only (`allow`): the file by
+ * (device, inode), then each directory above it, following d_parent (so
+ * symlinks and bind mounts, which share dentries, do not escape). Stops at
+ * the filesystem root.
+ */
+static __always_inline struct mg_inode_verdict
+mg_inode_match(__u32 policy_id, struct dentry *d, bool deny, bool allow)
+{
+	struct mg_inode_verdict v = {};
+
+	if (deny)
+		v.deny = lookup_inode(policy_id, MG_INODE_FILE, d);
+	if (allow && lookup_inode(policy_id, MG_INODE_ALLOW_FILE, d))
+		v.allowed = true;
 	for (int i = 0; i < MG_DIR_DEPTH; i++) {
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 
 		if (!parent || parent == d)
 			break;
-		best = mg_stronger(best, lookup_inode(policy_id, MG_INODE_DIR, parent));
+		if (deny)
+			v.deny = mg_stronger(v.deny, lookup_inode(policy_id, MG_INODE_DIR,
+								  parent));
+		if (allow && !v.allowed &&
+		    lookup_inode(policy_id, MG_INODE_ALLOW_DIR, parent))
+			v.allowed = true;
 		d = parent;
 	}
-	return best;
+	return v;
+}
+
+/*
+ * The deny rules that judge a file by itself (name, inode, fileless), for
+ * both an exec and an executable mapping of the file. With `allow_list`,
+ * also the scope's exec.allow_only rule when no allow entry covers it.
+ */
+static __always_inline struct mg_rule_ref *
+mg_file_match(const struct mg_scope *scope, struct dentry *dentry,
+	      bool allow_list)
+{
+	bool allow = allow_list && (scope->flags & MG_SCOPE_ALLOW_ONLY);
+	struct mg_rule_ref *ref;
+
+	ref = lookup_name(scope->policy_id,
+			  (const char *)BPF_CORE_READ(dentry, d_name.name));
+	if ((scope->flags & MG_SCOPE_INODES) || allow) {
+		struct mg_inode_verdict v = mg_inode_match(
+			scope->policy_id, dentry, scope->flags & MG_SCOPE_INODES,
+			allow);
+
+		ref = mg_stronger(ref, v.deny);
+		if (allow && !v.allowed)
+			ref = mg_stronger(ref, bpf_map_lookup_elem(
+						       &mg_allow_only,
+						       &scope->policy_id));
+	}
+	/* A memfd or a deleted file has no link left: fileless exec. */
+	if ((scope->flags & MG_SCOPE_MEMFD) &&
+	    BPF_CORE_READ(dentry, d_inode, i_nlink) == 0)
+		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_memfd,
+							   &scope->policy_id));
+	return ref;
 }
 
 /*
  * The rule matching this exec in the scope's policy, or NULL: the strongest
  * of the name rules (the name of the file being executed, symlinks
  * resolved, or the basename the caller executed: for scripts bprm->file may
- * be the interpreter), the inode rules and the fileless rule.
- * *path is left pointing at the execve filename, for the event.
+ * be the interpreter), the inode rules, the fileless rule and the
+ * allow-list. *path is left pointing at the execve filename, for the
+ * event; with `interp_path`, at bprm->interp instead: the same, except in a
+ * script's interpreter pass of bprm_check_security, where it names the
+ * interpreter this pass judges.
  */
 static __always_inline struct mg_rule_ref *
 mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
-	      char **path)
+	      char **path, bool interp_path)
 {
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	struct mg_rule_ref *ref;
@@ -124,21 +177,35 @@ mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
 		buf[0] = 0;
 
 	dentry = BPF_CORE_READ(bprm, file, f_path.dentry);
-	ref = lookup_name(scope->policy_id,
-			  (const char *)BPF_CORE_READ(dentry, d_name.name));
-	if (!ref) {
-		off = basename_offset(buf);
-		if (off < MG_PATH_LEN)
-			ref = lookup_name(scope->policy_id, filename + off);
-	}
-	if (scope->flags & MG_SCOPE_INODES)
-		ref = mg_stronger(ref, mg_inode_match(scope->policy_id, dentry));
-	/* A memfd or a deleted file has no link left: fileless exec. */
-	if ((scope->flags & MG_SCOPE_MEMFD) &&
-	    BPF_CORE_READ(dentry, d_inode, i_nlink) == 0)
-		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_memfd,
-							   &scope->policy_id));
+	ref = mg_file_match(scope, dentry, true);
+	off = basename_offset(buf);
+	if (off < MG_PATH_LEN)
+		ref = mg_stronger(ref, lookup_name(scope->policy_id, filename + off));
+	if (interp_path && BPF_CORE_READ(bprm, interp) != filename &&
+	    bpf_probe_read_kernel_str(buf, MG_PATH_LEN,
+				      BPF_CORE_READ(bprm, interp)) <= 0)
+		buf[0] = 0;
 	return ref;
+}
+
+/*
+ * exec.no_new_exec: the scope's first exec (since the rule was applied) is
+ * allowed and recorded; every later one matches the rule. Only asked when
+ * no other rule refuses this exec, so a refused exec does not use up the
+ * first one.
+ */
+static __always_inline struct mg_rule_ref *
+mg_no_new_exec_match(const struct mg_scope *scope)
+{
+	__u64 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!(scope->flags & MG_SCOPE_NO_NEW_EXEC))
+		return NULL;
+	/* BPF_NOEXIST makes "first" atomic across CPUs. */
+	if (!bpf_map_update_elem(&mg_exec_started, &scope->cgroup_id, &tgid,
+				 BPF_NOEXIST))
+		return NULL;
+	return bpf_map_lookup_elem(&mg_no_new_exec, &scope->policy_id);
 }
 
 #endif

@@ -102,6 +102,33 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_msr SEC(".maps");
 
+/* The exec.allow_only rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_allow_only SEC(".maps");
+
+/* The exec.no_new_exec rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_no_new_exec SEC(".maps");
+
+/*
+ * Scopes whose first exec has happened (key: the scope's cgroup id, value:
+ * the tgid that made it). Kept across profile updates, dropped on remove.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} mg_exec_started SEC(".maps");
+
 /* The stratum rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

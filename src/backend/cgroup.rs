@@ -1,12 +1,13 @@
 //! The cgroup backend: `cgroup/connect4/6` and `cgroup/sendmsg4/6` attached
 //! to each scope's cgroup, one `tp_btf/sched_process_exec` program for exec
-//! rules, and the hooks shared with the lsm backend (Stratum, MSR, cmdline).
+//! rules, the mmap/mprotect syscall tracepoints for loader exec, and the hooks shared with the lsm backend (Stratum, MSR, cmdline).
 //! Needs neither BPF LSM nor trampolines (fentry), so it runs on kernels that
 //! refuse those.
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    exec_map::ExecMapHook,
     hooks::SharedHooks,
     load_err,
     maps::SharedMaps,
@@ -34,6 +35,8 @@ pub(crate) struct CgroupBackend {
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
+    /// The loader-exec tracepoints, or why this kernel refused them.
+    exec_map: Result<ExecMapHook, String>,
     signal_in_cgroup: bool,
 }
 
@@ -65,11 +68,13 @@ impl CgroupBackend {
             target: "tp_btf/sched_process_exec".into(),
             source,
         })?;
+        let exec_map = ExecMapHook::load(&maps).map_err(|e| e.to_string());
         Ok(CgroupBackend {
             hooks,
             maps,
             _exec: exec,
             net,
+            exec_map,
             signal_in_cgroup,
         })
     }
@@ -97,6 +102,10 @@ impl Backend for CgroupBackend {
 
     fn supports(&self, m: MatcherKind) -> bool {
         self.hooks.supports(self.kind(), m)
+    }
+
+    fn loader_exec(&self) -> Result<(), String> {
+        self.exec_map.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

@@ -1,5 +1,5 @@
-//! The lsm backend: BPF-LSM hooks (`bprm_check_security`, `socket_connect`,
-//! `socket_sendmsg`) refuse the syscall with EPERM before it takes effect.
+//! The lsm backend: BPF-LSM hooks (`bprm_check_security`, `mmap_file`,
+//! `file_mprotect`, `socket_connect`, `socket_sendmsg`) refuse the syscall with EPERM before it takes effect.
 //! The hooks are host-wide and find the task's scope themselves (nearest
 //! cgroup ancestor in `mg_scopes`). Stratum inspection, MSR and cmdline use
 //! the hooks shared with the cgroup backend.
@@ -12,6 +12,7 @@ use super::{
     maps::SharedMaps,
     skel::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
+        lsm_mmap::{LsmMmapSkel, LsmMmapSkelBuilder},
         lsm_net::{LsmNetSkel, LsmNetSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
@@ -33,6 +34,7 @@ pub(crate) struct LsmBackend {
     /// Own the programs and their links (detached on drop).
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
+    _mmap: Owned<LsmMmapSkel<'static>>,
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
@@ -58,6 +60,12 @@ impl LsmBackend {
             open.load()
         })
         .map_err(load_err("lsm_exec"))?;
+        let mut mmap = Owned::build(|storage| {
+            let mut open = LsmMmapSkelBuilder::default().open(storage)?;
+            reuse_shared_maps(open.open_object_mut(), &maps)?;
+            open.load()
+        })
+        .map_err(load_err("lsm_mmap"))?;
         let hooks = SharedHooks::load(&maps, report)?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
@@ -67,11 +75,16 @@ impl LsmBackend {
         ))?;
         exec.attach()
             .map_err(attach_err("mg_lsm_bprm_check", "lsm/bprm_check_security"))?;
+        mmap.attach().map_err(attach_err(
+            "mg_lsm_mmap_file",
+            "lsm/mmap_file, lsm/file_mprotect",
+        ))?;
         Ok(LsmBackend {
             hooks,
             maps,
             _net: net,
             _exec: exec,
+            _mmap: mmap,
         })
     }
 }

@@ -4,7 +4,7 @@
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::{
-    compile::{InodeEntry, KernelPolicy, RuleRef},
+    compile::{InodeEntry, InodeKind, KernelPolicy, RuleRef},
     error::AttachError,
     profile::Action,
 };
@@ -56,6 +56,7 @@ pub(crate) unsafe trait Pod: Copy {
 pub(crate) struct ScopeValue {
     pub policy_id: u32,
     pub flags: u32,
+    pub cgroup_id: u64,
 }
 
 /// `struct mg_config`.
@@ -111,6 +112,10 @@ pub(crate) const SCOPE_INODES: u32 = 4;
 pub(crate) const SCOPE_MEMFD: u32 = 8;
 /// `enum mg_scope_flag`.
 pub(crate) const SCOPE_CMDLINE: u32 = 16;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_ALLOW_ONLY: u32 = 32;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_NO_NEW_EXEC: u32 = 64;
 /// MG_PATTERN_LEN.
 const PATTERN_LEN: usize = 64;
 /// MG_BUCKET_SIZE.
@@ -167,7 +172,12 @@ impl InodeKey {
             dev: e.dev,
             ino: e.ino,
             // enum mg_inode_kind
-            kind: if e.is_dir { 2 } else { 1 },
+            kind: match e.kind {
+                InodeKind::File => 1,
+                InodeKind::Dir => 2,
+                InodeKind::AllowFile => 3,
+                InodeKind::AllowDir => 4,
+            },
             _pad: [0; 7],
         }
     }
@@ -182,8 +192,18 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
     if !policy.cidrs6.is_empty() {
         flags |= SCOPE_CIDR6;
     }
-    if !policy.inodes.is_empty() {
+    if policy
+        .inodes
+        .iter()
+        .any(|e| e.kind == InodeKind::File || e.kind == InodeKind::Dir)
+    {
         flags |= SCOPE_INODES;
+    }
+    if policy.allow_only.is_some() {
+        flags |= SCOPE_ALLOW_ONLY;
+    }
+    if policy.no_new_exec.is_some() {
+        flags |= SCOPE_NO_NEW_EXEC;
     }
     if policy.memfd.is_some() {
         flags |= SCOPE_MEMFD;
@@ -259,6 +279,9 @@ pub(crate) struct SharedMaps {
     pub msr: MapHandle,
     pub cmd_prefix: MapHandle,
     pub cmd_pattern: MapHandle,
+    pub allow_only: MapHandle,
+    pub no_new_exec: MapHandle,
+    pub exec_started: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -283,8 +306,25 @@ impl SharedMaps {
             "mg_msr" => &self.msr,
             "mg_cmd_prefix" => &self.cmd_prefix,
             "mg_cmd_pattern" => &self.cmd_pattern,
+            "mg_allow_only" => &self.allow_only,
+            "mg_no_new_exec" => &self.no_new_exec,
+            "mg_exec_started" => &self.exec_started,
             _ => return None,
         })
+    }
+
+    /// The maps holding one rule per policy, with the policy's rule for each.
+    fn singletons(
+        &self,
+        policy: &KernelPolicy,
+    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 5] {
+        [
+            (&self.stratum, "mg_stratum", policy.stratum),
+            (&self.memfd, "mg_memfd", policy.memfd),
+            (&self.msr, "mg_msr", policy.msr),
+            (&self.allow_only, "mg_allow_only", policy.allow_only),
+            (&self.no_new_exec, "mg_no_new_exec", policy.no_new_exec),
+        ]
     }
 
     /// Writes every entry of `policy` under `policy_id`; on failure removes
@@ -355,23 +395,15 @@ impl SharedMaps {
                     .update(key.bytes(), bucket.bytes(), MapFlags::ANY)
                     .map_err(map_err("mg_cmd_prefix"))?;
             }
-            if let Some(r) = policy.msr {
-                self.msr
-                    .update(
+            for (map, name, rule) in self.singletons(policy) {
+                if let Some(r) = rule {
+                    map.update(
                         policy_id.bytes(),
                         RuleRefValue::from(r).bytes(),
                         MapFlags::ANY,
                     )
-                    .map_err(map_err("mg_msr"))?;
-            }
-            if let Some(r) = policy.memfd {
-                self.memfd
-                    .update(
-                        policy_id.bytes(),
-                        RuleRefValue::from(r).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err("mg_memfd"))?;
+                    .map_err(map_err(name))?;
+                }
             }
             for entry in &policy.inodes {
                 self.inodes
@@ -381,15 +413,6 @@ impl SharedMaps {
                         MapFlags::ANY,
                     )
                     .map_err(map_err("mg_inodes"))?;
-            }
-            if let Some(r) = policy.stratum {
-                self.stratum
-                    .update(
-                        policy_id.bytes(),
-                        RuleRefValue::from(r).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err("mg_stratum"))?;
             }
             Ok(())
         })();
@@ -420,14 +443,10 @@ impl SharedMaps {
         for key in policy.cidrs6.keys() {
             let _ = self.cidr6.delete(cidr6_key(policy_id, key).bytes());
         }
-        if policy.stratum.is_some() {
-            let _ = self.stratum.delete(policy_id.bytes());
-        }
-        if policy.memfd.is_some() {
-            let _ = self.memfd.delete(policy_id.bytes());
-        }
-        if policy.msr.is_some() {
-            let _ = self.msr.delete(policy_id.bytes());
+        for (map, _, rule) in self.singletons(policy) {
+            if rule.is_some() {
+                let _ = map.delete(policy_id.bytes());
+            }
         }
         for id in 0..policy.cmdline.len() as u32 {
             let _ = self
@@ -454,6 +473,7 @@ impl SharedMaps {
         let v = ScopeValue {
             policy_id,
             flags: scope_flags(policy),
+            cgroup_id,
         };
         self.scopes
             .update(cgroup_id.bytes(), v.bytes(), MapFlags::ANY)
@@ -467,6 +487,12 @@ impl SharedMaps {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(map_err("mg_scopes")(e)),
         }
+    }
+
+    /// Forgets that scope `cgroup_id` made its first exec (exec.no_new_exec
+    /// starts over on the next apply).
+    pub fn clear_exec_started(&self, cgroup_id: u64) {
+        let _ = self.exec_started.delete(cgroup_id.bytes());
     }
 
     /// Publishes which cgroup levels hold scopes (bit n: level n).
@@ -535,6 +561,10 @@ mod layout_tests {
         assert_eq!(
             offset_of!(ScopeValue, flags),
             offset_of!(c::mg_scope, flags)
+        );
+        assert_eq!(
+            offset_of!(ScopeValue, cgroup_id),
+            offset_of!(c::mg_scope, cgroup_id)
         );
         assert_eq!(size_of::<ConfigValue>(), size_of::<c::mg_config>());
         assert_eq!(

@@ -8,6 +8,7 @@ mod attach;
 pub(crate) mod cgroup;
 mod cmdline;
 mod device;
+mod exec_map;
 mod hooks;
 pub(crate) mod lsm;
 pub(crate) mod maps;
@@ -68,6 +69,8 @@ impl BackendKind {
                 | MatcherKind::ExecPathPrefixes
                 | MatcherKind::ExecMemfd
                 | MatcherKind::ExecCmdline
+                | MatcherKind::ExecAllowOnly
+                | MatcherKind::ExecNoNewExec
                 | MatcherKind::ConnectPorts
                 | MatcherKind::ConnectCidrs
                 | MatcherKind::ConnectDomains
@@ -136,4 +139,10 @@ pub(crate) trait Backend: Send {
     /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
     /// (otherwise the event poller sends it on receipt).
     fn kills_in_kernel(&self, kind: RuleKind) -> bool;
+
+    /// Whether executable mappings of refused files (loader exec) are
+    /// judged; otherwise why not.
+    fn loader_exec(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -18,9 +18,11 @@ macro_rules! skeleton {
 
 skeleton!(cmdline, "cmdline.skel.rs");
 skeleton!(device, "device.skel.rs");
+skeleton!(exec_map_tp, "exec_map_tp.skel.rs");
 skeleton!(exec_tp, "exec_tp.skel.rs");
 skeleton!(net_cgroup, "net_cgroup.skel.rs");
 skeleton!(lsm_exec, "lsm_exec.skel.rs");
+skeleton!(lsm_mmap, "lsm_mmap.skel.rs");
 skeleton!(lsm_net, "lsm_net.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
@@ -122,6 +124,9 @@ macro_rules! shared_maps_of {
                 msr: libbpf_rs::MapHandle::try_from(&m.mg_msr)?,
                 cmd_prefix: libbpf_rs::MapHandle::try_from(&m.mg_cmd_prefix)?,
                 cmd_pattern: libbpf_rs::MapHandle::try_from(&m.mg_cmd_pattern)?,
+                allow_only: libbpf_rs::MapHandle::try_from(&m.mg_allow_only)?,
+                no_new_exec: libbpf_rs::MapHandle::try_from(&m.mg_no_new_exec)?,
+                exec_started: libbpf_rs::MapHandle::try_from(&m.mg_exec_started)?,
             })
         })()
     }};

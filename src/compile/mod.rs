@@ -71,7 +71,7 @@ impl RuleKind {
         use MatcherKind::*;
         match m {
             ExecNames | ExecPathPrefixes | ExecFiles | ExecDirs | ExecMemfd | ExecCmdline
-            | ExecAllowOnly => RuleKind::Exec,
+            | ExecAllowOnly | ExecNoNewExec => RuleKind::Exec,
             ConnectPorts | ConnectCidrs | ConnectDomains => RuleKind::Connect,
             Stratum => RuleKind::Stratum,
             OpenMsr => RuleKind::Open,
@@ -132,6 +132,14 @@ pub struct KernelPolicy {
     pub exec_dirs: BTreeMap<String, RuleRef>,
     /// `connect.domains` → rule (resolved to addresses at apply).
     pub domains: BTreeMap<String, RuleRef>,
+    /// The `exec.allow_only` rule (the strongest, earliest among equals):
+    /// what an exec no allow entry covers matches.
+    pub allow_only: Option<RuleRef>,
+    /// `exec.allow_only` entries (the union of every such rule): path →
+    /// whether it is a prefix (a directory, written with a trailing `/`).
+    pub exec_allow: BTreeMap<String, bool>,
+    /// The `exec.no_new_exec` rule (the strongest, earliest among equals).
+    pub no_new_exec: Option<RuleRef>,
     /// Resolved domain addresses → their domain, filled by
     /// [`KernelPolicy::resolve_domains`] (their entries are in `cidrs4/6`).
     pub domain_addresses: BTreeMap<IpAddr, Arc<str>>,
@@ -141,6 +149,26 @@ pub struct KernelPolicy {
     pub inodes: Vec<InodeEntry>,
 }
 
+/// What an entry of the kernel's inode map stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InodeKind {
+    /// `exec.files`: the file itself is refused.
+    File,
+    /// `exec.dirs` / `exec.path_prefixes`: anything under the directory.
+    Dir,
+    /// `exec.allow_only`: the file itself is allowed.
+    AllowFile,
+    /// `exec.allow_only` prefix: anything under the directory is allowed.
+    AllowDir,
+}
+
+impl InodeKind {
+    /// Whether the entry names a directory (anything under it).
+    pub fn is_dir(self) -> bool {
+        matches!(self, InodeKind::Dir | InodeKind::AllowDir)
+    }
+}
+
 /// A file or directory resolved for the kernel's inode map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeEntry {
@@ -148,8 +176,8 @@ pub struct InodeEntry {
     pub dev: u32,
     /// Inode number.
     pub ino: u64,
-    /// A directory (anything under it) rather than the file itself.
-    pub is_dir: bool,
+    /// What the entry stands for.
+    pub kind: InodeKind,
     /// The rule.
     pub rule: RuleRef,
 }
@@ -181,6 +209,9 @@ impl KernelPolicy {
             domains: BTreeMap::new(),
             domain_addresses: BTreeMap::new(),
             inodes: Vec::new(),
+            allow_only: None,
+            exec_allow: BTreeMap::new(),
+            no_new_exec: None,
         };
         for (i, rule) in profile.rules.iter().enumerate() {
             let r = RuleRef {
@@ -224,6 +255,25 @@ impl KernelPolicy {
                 }
                 MatcherKind::OpenMsr if policy.msr.map_or(true, |s| r.action > s.action) => {
                     policy.msr = Some(r);
+                }
+                MatcherKind::ExecNoNewExec
+                    if policy.no_new_exec.map_or(true, |s| r.action > s.action) =>
+                {
+                    policy.no_new_exec = Some(r);
+                }
+                MatcherKind::ExecAllowOnly => {
+                    if policy.allow_only.map_or(true, |s| r.action > s.action) {
+                        policy.allow_only = Some(r);
+                    }
+                    for p in rule.exec.iter().flat_map(|e| &e.allow_only) {
+                        let is_prefix = p.ends_with('/');
+                        let path = if is_prefix {
+                            normalize_dir(p)
+                        } else {
+                            p.clone()
+                        };
+                        policy.exec_allow.insert(path, is_prefix);
+                    }
                 }
                 MatcherKind::ExecCmdline => {
                     for c in rule.exec.iter().flat_map(|e| &e.cmdline) {
@@ -353,7 +403,7 @@ impl KernelPolicy {
             .collect()
     }
 
-    /// Resolves `exec.files` and `exec.dirs` to (device, inode) through the
+    /// Resolves `exec.files`, `exec.dirs` and `exec.allow_only` to (device, inode) through the
     /// filesystem, following symlinks. A missing file is an error (a rule
     /// naming a file that is not there is most likely wrong); a missing
     /// directory is skipped (e.g. no /dev/shm in this container).
@@ -370,28 +420,54 @@ impl KernelPolicy {
                 .and_then(|p| crate::mountinfo::mount_of(&mounts, &p).map(|m| m.kernel_dev))
                 .unwrap_or_else(|| kernel_dev(st_dev))
         };
+        let allow_rule = self.allow_only;
         let all = self
             .exec_files
             .iter()
-            .map(|(p, r)| (p, r, false))
-            .chain(self.exec_dirs.iter().map(|(p, r)| (p, r, true)));
-        for (path, rule, is_dir) in all {
+            .map(|(p, r)| (p, *r, InodeKind::File))
+            .chain(self.exec_dirs.iter().map(|(p, r)| (p, *r, InodeKind::Dir)))
+            .chain(allow_rule.iter().flat_map(|r| {
+                self.exec_allow.iter().map(move |(p, is_prefix)| {
+                    let kind = if *is_prefix {
+                        InodeKind::AllowDir
+                    } else {
+                        InodeKind::AllowFile
+                    };
+                    (p, *r, kind)
+                })
+            }));
+        for (path, rule, kind) in all {
+            let field = match kind {
+                InodeKind::File => "exec.files",
+                InodeKind::Dir => "exec",
+                InodeKind::AllowFile | InodeKind::AllowDir => "exec.allow_only",
+            };
+            let at = format!("rules[{}].{field}", rule.rule_idx);
             match std::fs::metadata(path) {
-                Ok(meta) if is_dir && !meta.is_dir() => problems.push(Diagnostic::new(
-                    format!("rules[{}].exec", rule.rule_idx),
-                    format!("`{path}` is not a directory"),
-                )),
+                Ok(meta) if kind.is_dir() && !meta.is_dir() => {
+                    problems.push(Diagnostic::new(at, format!("`{path}` is not a directory")))
+                }
+                Ok(meta) if kind == InodeKind::AllowFile && meta.is_dir() => {
+                    problems.push(Diagnostic::new(
+                        at,
+                        format!(
+                            "`{path}` is a directory: write `{path}/` to allow everything under it"
+                        ),
+                    ))
+                }
                 Ok(meta) => entries.push(InodeEntry {
                     dev: dev_of(path, meta.dev()),
                     ino: meta.ino(),
-                    is_dir,
-                    rule: *rule,
+                    kind,
+                    rule,
                 }),
-                Err(e) if is_dir && e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(Diagnostic::new(
-                    format!("rules[{}].exec.files", rule.rule_idx),
-                    format!("cannot resolve `{path}`: {e}"),
-                )),
+                // A missing directory cannot hold anything to run (e.g. no
+                // /dev/shm in this container); for an allow-list it only
+                // allows less.
+                Err(e) if kind.is_dir() && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    problems.push(Diagnostic::new(at, format!("cannot resolve `{path}`: {e}")))
+                }
             }
         }
         if !problems.is_empty() {
@@ -405,12 +481,12 @@ impl KernelPolicy {
             (
                 e.dev,
                 e.ino,
-                e.is_dir,
+                e.kind,
                 std::cmp::Reverse(e.rule.action),
                 e.rule.rule_idx,
             )
         });
-        entries.dedup_by_key(|e| (e.dev, e.ino, e.is_dir));
+        entries.dedup_by_key(|e| (e.dev, e.ino, e.kind));
         self.inodes = entries;
         Ok(())
     }
@@ -502,6 +578,34 @@ mod tests {
         );
         let k = KernelPolicy::compile(&p).unwrap();
         assert_eq!(k.exec_names.keys().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn allow_lists_merge_and_no_new_exec_compiles_from_yaml() {
+        let p = Profile::from_yaml(
+            "apiVersion: minerguard/v1\nname: t\nrules:\n  - name: a\n    action: deny\n    exec: { allow_only: [/usr/bin/, /bin/sh] }\n  - name: b\n    action: kill\n    exec: { allow_only: [/opt/app] }\n  - name: c\n    action: deny\n    exec: { no_new_exec: true }\n",
+        )
+        .unwrap();
+        let k = KernelPolicy::compile(&p).unwrap();
+        assert_eq!(k.allow_only.unwrap().rule_idx, 1, "the strongest action");
+        let allow: Vec<(&str, bool)> = k.exec_allow.iter().map(|(p, d)| (p.as_str(), *d)).collect();
+        assert_eq!(
+            allow,
+            [("/bin/sh", false), ("/opt/app", false), ("/usr/bin", true)]
+        );
+        assert_eq!(k.no_new_exec.unwrap().rule_idx, 2);
+        assert_eq!(k.rules[2].matcher, MatcherKind::ExecNoNewExec);
+    }
+
+    #[test]
+    fn an_allow_listed_directory_without_a_slash_is_an_error() {
+        let p = Profile::new("t").rule(Rule::exec_allow_only("a", Action::Deny, ["/usr"]));
+        let mut k = KernelPolicy::compile(&p).unwrap();
+        let e = k.resolve_inodes().unwrap_err().to_string();
+        assert!(
+            e.contains("rules[0].exec.allow_only") && e.contains("`/usr/`"),
+            "{e}"
+        );
     }
 
     #[test]

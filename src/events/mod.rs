@@ -51,7 +51,10 @@ impl Protocol {
 pub enum Target {
     /// A program execution.
     Exec {
-        /// The file as passed to execve (may be relative).
+        /// The file as passed to execve (may be relative). On the lsm
+        /// backend a script is judged twice, and the second event names
+        /// the interpreter from its `#!` line. For an executable mapping
+        /// (loader exec), the mapped file's name.
         path: InlineStr<256>,
     },
     /// An outbound connection.

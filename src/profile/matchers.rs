@@ -35,6 +35,10 @@ pub struct ExecMatch {
     /// Allow-list: only these paths (or prefixes ending in `/`) may run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_only: Vec<String>,
+    /// The scope's first exec (after apply) is allowed, every later one is
+    /// refused: a workload that needs no new programs once started.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_new_exec: bool,
 }
 
 /// A destination port or an inclusive range, written `3333` or `"5000-5010"`.
@@ -376,6 +380,8 @@ pub enum MatcherKind {
     ExecCmdline,
     /// `exec.allow_only`
     ExecAllowOnly,
+    /// `exec.no_new_exec`
+    ExecNoNewExec,
     /// `connect.ports`
     ConnectPorts,
     /// `connect.cidrs`
@@ -392,7 +398,7 @@ pub enum MatcherKind {
 
 impl MatcherKind {
     /// Every kind, in documentation order.
-    pub const ALL: [MatcherKind; 13] = [
+    pub const ALL: [MatcherKind; 14] = [
         MatcherKind::ExecNames,
         MatcherKind::ExecPathPrefixes,
         MatcherKind::ExecFiles,
@@ -400,6 +406,7 @@ impl MatcherKind {
         MatcherKind::ExecMemfd,
         MatcherKind::ExecCmdline,
         MatcherKind::ExecAllowOnly,
+        MatcherKind::ExecNoNewExec,
         MatcherKind::ConnectPorts,
         MatcherKind::ConnectCidrs,
         MatcherKind::ConnectDomains,
@@ -418,6 +425,7 @@ impl MatcherKind {
             MatcherKind::ExecMemfd => "exec.memfd",
             MatcherKind::ExecCmdline => "exec.cmdline",
             MatcherKind::ExecAllowOnly => "exec.allow_only",
+            MatcherKind::ExecNoNewExec => "exec.no_new_exec",
             MatcherKind::ConnectPorts => "connect.ports",
             MatcherKind::ConnectCidrs => "connect.cidrs",
             MatcherKind::ConnectDomains => "connect.domains",

@@ -231,6 +231,18 @@ impl Rule {
         )
     }
 
+    /// `exec.no_new_exec`: the scope's first exec runs, later ones are refused.
+    pub fn exec_no_new_exec(name: impl Into<String>, action: Action) -> Self {
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                no_new_exec: true,
+                ..Default::default()
+            },
+        )
+    }
+
     /// `connect.ports`: connections to these destination ports.
     pub fn connect_ports<P: Into<PortSpec>>(
         name: impl Into<String>,
@@ -324,6 +336,7 @@ impl Rule {
                 (e.memfd, MatcherKind::ExecMemfd),
                 (!e.cmdline.is_empty(), MatcherKind::ExecCmdline),
                 (!e.allow_only.is_empty(), MatcherKind::ExecAllowOnly),
+                (e.no_new_exec, MatcherKind::ExecNoNewExec),
             ];
             out.extend(keys.iter().filter(|(set, _)| *set).map(|(_, k)| *k));
         }

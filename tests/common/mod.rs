@@ -6,7 +6,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     os::{
         fd::{AsRawFd, OwnedFd},
-        unix::process::CommandExt,
+        unix::process::{CommandExt, ExitStatusExt},
     },
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
@@ -15,7 +15,7 @@ use std::{
 
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
-    BackendChoice, Enforcer, EnforcerOptions, Event,
+    Action, BackendChoice, Enforcer, EnforcerOptions, Event, RuleKind,
 };
 
 /// Whether the kernel tests can run here. Without root or a usable backend
@@ -371,6 +371,73 @@ pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]
     }
 }
 
+/// The call a test sends bytes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVia {
+    /// send(2).
+    Send,
+    /// sendto(2) with a NULL destination.
+    Sendto,
+    /// sendmsg(2), each part split over two iovecs.
+    Sendmsg,
+    /// write(2).
+    Write,
+    /// writev(2), each part split over two iovecs.
+    Writev,
+}
+
+/// Connects to `addr` from a child forked into `cgroup` and sends `data`
+/// in `chunk`-byte calls of `via`: `Code(0)` when all went out, `Code(100 +
+/// errno)` at the first failed call, or the signal that killed the child.
+pub fn send_chunks_in(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    data: &[u8],
+    chunk: usize,
+    via: SendVia,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr(addr, false);
+    fork_in(cgroup, || unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if s < 0 || libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return 99;
+        }
+        for part in data.chunks(chunk) {
+            let half = part.len() / 2;
+            let iov = [
+                libc::iovec {
+                    iov_base: part.as_ptr() as *mut libc::c_void,
+                    iov_len: half,
+                },
+                libc::iovec {
+                    iov_base: part.as_ptr().add(half) as *mut libc::c_void,
+                    iov_len: part.len() - half,
+                },
+            ];
+            let p = part.as_ptr().cast();
+            let sent = match via {
+                SendVia::Send => libc::send(s, p, part.len(), 0),
+                SendVia::Sendto => libc::sendto(s, p, part.len(), 0, std::ptr::null(), 0),
+                SendVia::Write => libc::write(s, p, part.len()),
+                SendVia::Writev => libc::writev(s, iov.as_ptr(), 2),
+                SendVia::Sendmsg => {
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                    msg.msg_iovlen = 2;
+                    libc::sendmsg(s, &msg, 0)
+                }
+            };
+            if sent != part.len() as isize {
+                let errno = *libc::__errno_location();
+                // Give a userspace SIGKILL (for `kill` rules) time to land.
+                libc::usleep(300_000);
+                return 100 + errno.min(100);
+            }
+        }
+        0
+    })
+}
+
 /// Everything that reached `listener` from its queued connections so far.
 pub fn received(listener: &TcpListener) -> Vec<u8> {
     use std::io::Read;
@@ -472,5 +539,130 @@ pub fn fileless_exec_in(
         ChildEnd::Signal(sig) => ForkOutcome::Signal(sig),
         ChildEnd::Code(c) if c >= 100 => ForkOutcome::ExecFailed(c - 100),
         ChildEnd::Code(c) => ForkOutcome::Exited(c),
+    }
+}
+
+/// What happened to an exec.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// Ran and exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Killed(i32),
+    /// execve failed with this errno.
+    Refused(i32),
+}
+
+/// Runs `program arg` inside `cgroup` (or outside any test cgroup).
+pub fn exec_in(
+    cgroup: Option<&OwnedCgroup>,
+    program: &std::path::Path,
+    arg: &std::path::Path,
+) -> ExecOutcome {
+    match run_in(cgroup, Command::new(program).arg(arg)) {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => ExecOutcome::Exited(c),
+            (None, Some(sig)) => ExecOutcome::Killed(sig),
+            _ => unreachable!("status is an exit or a signal"),
+        },
+        Err(e) => ExecOutcome::Refused(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// What a denied exec looks like with this enforcer's backend.
+/// What a refused exec looks like with this enforcer's backend.
+pub fn denied_exec(enforcer: &Enforcer, requested: Action) -> ExecOutcome {
+    match enforcer.effective_action(RuleKind::Exec, requested) {
+        Action::Kill => ExecOutcome::Killed(libc::SIGKILL),
+        Action::Deny => ExecOutcome::Refused(libc::EPERM),
+        Action::Audit => ExecOutcome::Exited(0),
+    }
+}
+
+/// A network namespace made for one test, reached from the host over a veth
+/// pair (host side 10.213.N.1/30, namespace side 10.213.N.2/30); deleted,
+/// with its veth, on drop. No traffic leaves the pair.
+pub struct TestNetns {
+    name: String,
+    /// The namespace side's address.
+    pub peer: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestNetns {
+    /// Creates the namespace and the veth pair.
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // One /30 per namespace; the pid spreads parallel test processes.
+        let subnet = (std::process::id() + n) % 250;
+        let name = format!("mgtest{}-{n}", std::process::id());
+        let host = format!("mgh{}x{n}", std::process::id() % 100_000);
+        let peer_if = format!("mgp{}x{n}", std::process::id() % 100_000);
+        ip(&["netns", "add", &name]);
+        let ns = TestNetns {
+            name,
+            peer: std::net::Ipv4Addr::new(10, 213, subnet as u8, 2),
+        };
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &peer_if,
+        ]);
+        ip(&["link", "set", &peer_if, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.213.{subnet}.1/30"),
+            "dev",
+            &host,
+        ]);
+        ip(&["link", "set", &host, "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("10.213.{subnet}.2/30"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A TCP listener bound inside the namespace on its veth address.
+    pub fn listener(&self, port: u16) -> TcpListener {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = SocketAddr::from((self.peer, port));
+        // setns changes only the calling thread: bind from a thread of ours.
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            TcpListener::bind(addr).expect("bind in netns")
+        })
+        .join()
+        .expect("listener thread")
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth, and the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cgroup backend, loader exec: the syscall tracepoints of mmap and mprotect
+ * see an executable mapping being asked for; when an exec rule refuses the
+ * file, the task gets SIGKILL, delivered before the syscall returns to user
+ * mode, so no instruction of the mapped code runs (`deny` is carried out as
+ * `kill`, as for exec on this backend).
+ *
+ * Per-syscall tracepoints (tracefs ids), not the raw `sys_enter` tracepoint,
+ * which every syscall on the host would pay for.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "mapping_match.h"
+
+/* MAP_ANONYMOUS, include/uapi/asm-generic/mman-common.h */
+#define MG_MAP_ANONYMOUS 0x20
+
+static __always_inline void mg_kill_mapping(struct file *file)
+{
+	struct mg_scope *scope = NULL;
+	struct mg_rule_ref *ref;
+	char *name = NULL;
+	__u8 taken = MG_ACTION_AUDIT;
+
+	ref = mg_mapping_match(file, &scope, &name);
+	if (!ref || !scope || !name)
+		return;
+	if (ref->action != MG_ACTION_AUDIT) {
+		bpf_send_signal(MG_SIGKILL);
+		taken = MG_ACTION_KILL;
+	}
+	mg_mapping_event(scope, ref, taken, name);
+}
+
+/* The open file behind descriptor `fd` of the current task, or NULL. */
+static __always_inline struct file *mg_fd_file(unsigned long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file = NULL;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int mg_mmap_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	unsigned long prot = ctx->args[2];
+	unsigned long flags = ctx->args[3];
+
+	if (!(prot & MG_PROT_EXEC) || (flags & MG_MAP_ANONYMOUS))
+		return 0;
+	mg_kill_mapping(mg_fd_file(ctx->args[4]));
+	return 0;
+}
+
+static long mg_vma_file(struct task_struct *task, struct vm_area_struct *vma,
+			void *data)
+{
+	*(struct file **)data = vma->vm_file;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int mg_mprotect_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	struct file *file = NULL;
+
+	if (!(ctx->args[2] & MG_PROT_EXEC))
+		return 0;
+	/* Cheap exit for the common case: no scope, no walk of the VMAs. */
+	if (!mg_current_scope())
+		return 0;
+	bpf_find_vma(bpf_get_current_task_btf(), ctx->args[0], mg_vma_file,
+		     &file, 0);
+	mg_kill_mapping(file);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

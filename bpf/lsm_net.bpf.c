@@ -51,6 +51,21 @@ static __always_inline int mg_judge(struct socket *sock,
 		return 0;
 	}
 
+	/* A TCP Fast Open send whose payload the syscall tracepoint
+	 * (tfo_tp.bpf.c) found to be Stratum: refused before its SYN. */
+	if (BPF_CORE_READ(sock, sk, sk_protocol) == 6 /* IPPROTO_TCP */) {
+		__u8 sig = mg_take_tfo_signature();
+
+		ref = sig ? bpf_map_lookup_elem(&mg_stratum, &scope->policy_id) : NULL;
+		if (ref) {
+			if (ref->action == MG_ACTION_KILL)
+				bpf_send_signal(MG_SIGKILL);
+			mg_tfo_event(scope, ref, ref->action, fam, ip,
+				     bpf_ntohs(port_be), sig);
+			return ref->action == MG_ACTION_AUDIT ? 0 : -MG_EPERM;
+		}
+	}
+
 	ref = mg_net_match(scope, fam, ip, bpf_ntohs(port_be));
 	if (!ref)
 		return 0;

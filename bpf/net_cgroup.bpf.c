@@ -3,7 +3,9 @@
  * cgroup backend, destination rules: cgroup/connect4+6 (TCP and UDP
  * connect) and cgroup/sendmsg4+6 (UDP sendto/sendmsg with a destination),
  * attached to each scope's cgroup, which covers every descendant. Returning 0
- * makes the syscall fail with EPERM before any packet leaves.
+ * makes the syscall fail with EPERM before any packet leaves. The connect
+ * hooks also refuse a TCP Fast Open send whose payload the syscall
+ * tracepoint (tfo_tp.bpf.c) found to be Stratum.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,6 +32,22 @@ static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
 	if (family == MG_AF_INET6)
 		family = mg_unmap_v4(ip);
 	port = bpf_ntohs((__u16)ctx->user_port);
+
+	/* A TCP Fast Open sendto connects here, before its SYN carries the
+	 * payload: refuse it when the payload is Stratum. */
+	if (ctx->protocol == 6 /* IPPROTO_TCP */) {
+		__u8 sig = mg_take_tfo_signature();
+
+		ref = sig ? bpf_map_lookup_elem(&mg_stratum, &scope->policy_id) : NULL;
+		if (ref) {
+			taken = ref->action;
+			if (taken == MG_ACTION_KILL && mg_signal_in_cgroup)
+				bpf_send_signal(MG_SIGKILL);
+			mg_tfo_event(scope, ref, taken, family, ip, port, sig);
+			return taken == MG_ACTION_AUDIT ? 1 : 0;
+		}
+	}
+
 	ref = mg_net_match(scope, family, ip, port);
 	if (!ref)
 		return 1;

@@ -24,22 +24,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
-
-/* Bytes of the first message inspected. */
-#define MG_STRATUM_WINDOW 128
-/* Slack after the window so pattern compares need no per-byte bounds. */
-#define MG_STRATUM_SLACK 16
+#include "stratum_match.h"
 
 #define MG_SK_DROP 0
 #define MG_SK_PASS 1
-
-/* Signature ids, reported in the event's path field by name. */
-enum mg_stratum_sig {
-	MG_SIG_NONE = 0,
-	MG_SIG_V1 = 1,    /* JSON-RPC "method": "mining.*" */
-	MG_SIG_LOGIN = 2, /* XMRig-style "method": "login" */
-	MG_SIG_V2 = 3,    /* Stratum V2 plaintext SetupConnection */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -83,86 +71,6 @@ int mg_sockops(struct bpf_sock_ops *skops)
 	cookie = bpf_get_socket_cookie(skops);
 	bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST);
 	return 1;
-}
-
-#define MG_SEEN_METHOD 1
-#define MG_SEEN_MINING 2
-#define MG_SEEN_LOGIN 4
-
-/* The 8 bytes at buf[i], little-endian (x86_64 and arm64 are). */
-static __always_inline __u64 word_at(const char *buf, __u32 i)
-{
-	__u64 w;
-
-	__builtin_memcpy(&w, buf + i, sizeof(w));
-	return w;
-}
-
-/* A little-endian word of 8 pattern bytes. */
-#define MG_WORD(a, b, c, d, e, f, g, h)                                       \
-	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | \
-	 (__u64)(e) << 32 | (__u64)(f) << 40 | (__u64)(g) << 48 |             \
-	 (__u64)(h) << 56)
-
-/*
- * Which of `"method"`, `"mining.` and `"login"` occur in the window. The
- * buffer is zeroed past the message, so the whole window is scanned with no
- * length test; the loop is unrolled, which keeps the verifier's work linear
- * (and bpf_loop's callback is refused in sk_msg by 6.1).
- */
-static __always_inline __u32 scan_keys(const char *buf)
-{
-	const __u64 method = MG_WORD('"', 'm', 'e', 't', 'h', 'o', 'd', '"');
-	const __u64 mining = MG_WORD('"', 'm', 'i', 'n', 'i', 'n', 'g', '.');
-	const __u64 login = MG_WORD('"', 'l', 'o', 'g', 'i', 'n', '"', 0);
-	__u32 seen = 0;
-
-#pragma clang loop unroll(full)
-	for (__u32 i = 0; i < MG_STRATUM_WINDOW; i++) {
-		__u64 w = word_at(buf, i);
-
-		if ((__u8)w != '"')
-			continue;
-		if (w == method)
-			seen |= MG_SEEN_METHOD;
-		else if (w == mining)
-			seen |= MG_SEEN_MINING;
-		else if ((w & 0x00ffffffffffffffULL) == login)
-			seen |= MG_SEEN_LOGIN;
-	}
-	return seen;
-}
-
-/* Which signature the first `len` bytes of buf carry. */
-static __always_inline __u8 mg_stratum_signature(const char *buf, __u32 len)
-{
-	__u32 first = 0, seen;
-
-	/* Stratum V2 SetupConnection: extension 0x0000, type 0x00, 3-byte
-	 * length, then protocol 0 (mining), min and max version 2 (LE). */
-	if (len >= 11 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0 &&
-	    buf[6] == 0 && buf[7] == 2 && buf[8] == 0 && buf[9] == 2 &&
-	    buf[10] == 0)
-		return MG_SIG_V2;
-
-	/* JSON-RPC: a JSON object, whitespace allowed before it. */
-	for (int i = 0; i < 8; i++) {
-		char ch = buf[first & (MG_STRATUM_WINDOW - 1)];
-
-		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
-			break;
-		first++;
-	}
-	if (first >= len || buf[first & (MG_STRATUM_WINDOW - 1)] != '{')
-		return MG_SIG_NONE;
-	seen = scan_keys(buf);
-	if (!(seen & MG_SEEN_METHOD))
-		return MG_SIG_NONE;
-	if (seen & MG_SEEN_MINING)
-		return MG_SIG_V1;
-	if (seen & MG_SEEN_LOGIN)
-		return MG_SIG_LOGIN;
-	return MG_SIG_NONE;
 }
 
 /*

@@ -271,7 +271,7 @@ fn run(
             enforcer.backend(),
             cgroup.cgroup().path().display()
         );
-        warn_unenforced(&enforcer, handle, true);
+        warn_unenforced(&enforcer, handle, &profile, true);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -375,7 +375,7 @@ fn watch(
             profile.name,
             enforcer.backend()
         );
-        warn_unenforced(&enforcer, handle, false);
+        warn_unenforced(&enforcer, handle, &profile, false);
     }
     let stop = Arc::new(Mutex::new(false));
     let writer = spawn_event_writer(
@@ -523,9 +523,25 @@ fn print_seccomp(path: &Path, format: &str) -> AnyResult<ExitCode> {
 ///
 /// `seccomp_installed`: the command gets the seccomp filter (`run`), so
 /// seccomp rules are enforced even though no BPF backend carries them.
-fn warn_unenforced(enforcer: &Enforcer, handle: minerguard::PolicyHandle, seccomp_installed: bool) {
+fn warn_unenforced(
+    enforcer: &Enforcer,
+    handle: minerguard::PolicyHandle,
+    profile: &Profile,
+    seccomp_installed: bool,
+) {
+    for rule in &profile.rules {
+        if rule.stratum.as_ref().is_some_and(|s| !s.signatures.is_empty()) {
+            eprintln!(
+                "minerguard: warning: rule `{}`: extra stratum.signatures are not matched in the kernel in this release (the built-in signatures are)",
+                rule.name
+            );
+        }
+    }
     for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
         eprintln!("minerguard: warning: domain `{domain}` resolved to no address; not enforced until it does");
+    }
+    if let Err(why) = enforcer.fast_open() {
+        eprintln!("minerguard: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
     }
     if let Err(why) = enforcer.loader_exec() {
         eprintln!("minerguard: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");

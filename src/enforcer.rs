@@ -311,6 +311,13 @@ impl Enforcer {
         self.backend.loader_exec()
     }
 
+    /// Whether the first bytes of a TCP Fast Open send (carried in the SYN,
+    /// before the socket's sends are inspected) are judged by `stratum`
+    /// rules; otherwise why not on this kernel.
+    pub fn fast_open(&self) -> std::result::Result<(), String> {
+        self.backend.fast_open()
+    }
+
     /// Rules of the handle's profile that this backend does not enforce.
     pub fn unenforced(&self, handle: PolicyHandle) -> Result<Vec<UnenforcedRule>> {
         Ok(self.unenforced_in(&self.get(handle)?.policy))

@@ -874,6 +874,55 @@ fn stratum_is_refused_whatever_call_sends_it_and_however_it_is_split() {
 }
 
 #[test]
+fn stratum_in_a_tcp_fast_open_syn_is_refused() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .fast_open()
+        .expect("Fast Open payloads are judged on this kernel");
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, STRATUM_SUBSCRIBE),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    assert!(received(&pool).is_empty(), "the pool got a connection");
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    match ev.target {
+        Target::Stratum {
+            addr: to,
+            signature,
+        } => {
+            assert_eq!(to, addr);
+            assert_eq!(signature, minerguard::events::StratumSignature::V1);
+        }
+        ref t => panic!("{t:?}"),
+    }
+    assert!(ev.pid > 0, "{ev:?}");
+    // Clean Fast Open in the scope, and Stratum outside it, go through.
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, HTTP_GET),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), HTTP_GET);
+    assert_eq!(
+        fast_open_send_in(None, addr, STRATUM_SUBSCRIBE),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+    // A refused send leaves nothing behind: the same thread's next connect
+    // in the scope works.
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Connected
+    );
+}
+
+#[test]
 fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
     require_kernel!();
     let server = listener(false);

@@ -129,6 +129,26 @@ struct {
 	__type(value, __u64);
 } mg_exec_started SEC(".maps");
 
+/*
+ * TCP Fast Open sends whose payload carries a Stratum signature, between the
+ * sendto/sendmsg syscall tracepoint that read it and the connect hook that
+ * refuses it (key: pid_tgid, value: signature id). `mg_tfo_armed[0]` counts
+ * the entries, so hooks skip the lookup when there are none.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} mg_tfo SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} mg_tfo_armed SEC(".maps");
+
 /* The stratum rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

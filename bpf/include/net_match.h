@@ -57,6 +57,29 @@ static __always_inline __u8 mg_unmap_v4(__u32 ip[4])
 	return MG_AF_INET6;
 }
 
+/*
+ * A TCP Fast Open send of the current thread that the syscall tracepoint
+ * found to carry a Stratum signature (taken: each is judged once), or 0.
+ */
+static __always_inline __u8 mg_take_tfo_signature(void)
+{
+	__u32 zero = 0;
+	__u64 *armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
+	__u64 id, *sig;
+	__u8 found;
+
+	if (!armed || !*armed)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	sig = bpf_map_lookup_elem(&mg_tfo, &id);
+	if (!sig)
+		return 0;
+	found = (__u8)*sig;
+	if (!bpf_map_delete_elem(&mg_tfo, &id))
+		__sync_fetch_and_sub(armed, 1);
+	return found;
+}
+
 /* Reports a network decision. */
 static __always_inline void mg_net_event(const struct mg_scope *scope,
 					 const struct mg_rule_ref *ref,
@@ -71,6 +94,25 @@ static __always_inline void mg_net_event(const struct mg_scope *scope,
 	e->family = family;
 	e->port = port;
 	e->protocol = protocol;
+	__builtin_memcpy(e->addr, ip, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Reports a refused TCP Fast Open send: a Stratum event for its destination. */
+static __always_inline void mg_tfo_event(const struct mg_scope *scope,
+					 const struct mg_rule_ref *ref,
+					 __u8 taken, __u8 family,
+					 const __u32 ip[4], __u16 port, __u8 sig)
+{
+	struct mg_event *e = mg_event_start(MG_KIND_STRATUM, scope, ref, taken);
+
+	if (!e)
+		return;
+	e->path[0] = sig;
+	e->path[1] = 0;
+	e->family = family;
+	e->port = port;
+	e->protocol = 6;
 	__builtin_memcpy(e->addr, ip, 16);
 	bpf_ringbuf_submit(e, 0);
 }

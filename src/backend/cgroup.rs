@@ -108,6 +108,10 @@ impl Backend for CgroupBackend {
         self.exec_map.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
+    fn fast_open(&self) -> Result<(), String> {
+        self.hooks.fast_open()
+    }
+
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,

@@ -1,5 +1,5 @@
-//! The hooks both backends share: Stratum (sockops + sk_msg), the MSR device
-//! program and the cmdline exec program, plus the per-scope cgroup links.
+//! The hooks both backends share: Stratum (sockops + sk_msg, and the Fast
+//! Open tracepoints), the MSR device program and the cmdline exec program, plus the per-scope cgroup links.
 //! A backend adds its own programs to the per-scope set.
 
 use libbpf_rs::ProgramMut;
@@ -10,6 +10,7 @@ use super::{
     device::DeviceHook,
     maps::SharedMaps,
     stratum::StratumHook,
+    tfo::TfoHook,
     BackendKind,
 };
 use crate::{
@@ -25,6 +26,8 @@ pub(crate) struct SharedHooks {
     device: Option<DeviceHook>,
     /// `None` where this kernel refused the cmdline program.
     cmdline: Option<CmdlineHook>,
+    /// The Fast Open tracepoints, or why this kernel refused them.
+    tfo: Result<TfoHook, String>,
     signal_in_skmsg: bool,
 }
 
@@ -37,6 +40,7 @@ impl SharedHooks {
             stratum: StratumHook::load(maps, report)?,
             device: DeviceHook::load(maps).ok(),
             cmdline: CmdlineHook::load(maps).ok(),
+            tfo: TfoHook::load(maps).map_err(|e| e.to_string()),
             signal_in_skmsg: report.skmsg_signal.available,
         })
     }
@@ -60,6 +64,11 @@ impl SharedHooks {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
             && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+    }
+
+    /// Whether TCP Fast Open payloads are judged; otherwise why not.
+    pub fn fast_open(&self) -> Result<(), String> {
+        self.tfo.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;

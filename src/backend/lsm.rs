@@ -107,6 +107,10 @@ impl Backend for LsmBackend {
         self.hooks.supports(self.kind(), m)
     }
 
+    fn fast_open(&self) -> Result<(), String> {
+        self.hooks.fast_open()
+    }
+
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         self.hooks.kills_in_kernel(kind).unwrap_or(true)
     }

@@ -282,6 +282,8 @@ pub(crate) struct SharedMaps {
     pub allow_only: MapHandle,
     pub no_new_exec: MapHandle,
     pub exec_started: MapHandle,
+    pub tfo: MapHandle,
+    pub tfo_armed: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -309,6 +311,8 @@ impl SharedMaps {
             "mg_allow_only" => &self.allow_only,
             "mg_no_new_exec" => &self.no_new_exec,
             "mg_exec_started" => &self.exec_started,
+            "mg_tfo" => &self.tfo,
+            "mg_tfo_armed" => &self.tfo_armed,
             _ => return None,
         })
     }

@@ -14,6 +14,8 @@ pub(crate) mod lsm;
 pub(crate) mod maps;
 pub(crate) mod skel;
 mod stratum;
+mod tfo;
+mod tracefs;
 
 use crate::{
     cgroup::CgroupRef,
@@ -145,4 +147,8 @@ pub(crate) trait Backend: Send {
     fn loader_exec(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether TCP Fast Open payloads are judged for Stratum; otherwise why
+    /// not.
+    fn fast_open(&self) -> Result<(), String>;
 }

@@ -26,6 +26,7 @@ skeleton!(lsm_mmap, "lsm_mmap.skel.rs");
 skeleton!(lsm_net, "lsm_net.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
+skeleton!(tfo_tp, "tfo_tp.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.
 ///
@@ -127,6 +128,8 @@ macro_rules! shared_maps_of {
                 allow_only: libbpf_rs::MapHandle::try_from(&m.mg_allow_only)?,
                 no_new_exec: libbpf_rs::MapHandle::try_from(&m.mg_no_new_exec)?,
                 exec_started: libbpf_rs::MapHandle::try_from(&m.mg_exec_started)?,
+                tfo: libbpf_rs::MapHandle::try_from(&m.mg_tfo)?,
+                tfo_armed: libbpf_rs::MapHandle::try_from(&m.mg_tfo_armed)?,
             })
         })()
     }};

@@ -666,3 +666,34 @@ impl Drop for TestNetns {
             .status();
     }
 }
+
+/// A TCP Fast Open send of `payload` to `addr` (sendto with MSG_FASTOPEN on
+/// a fresh socket) from a child in `cgroup`: `Code(0)` when it all went out,
+/// `Code(100 + errno)` when refused.
+pub fn fast_open_send_in(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    payload: &[u8],
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr(addr, false);
+    fork_in(cgroup, || unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if s < 0 {
+            return 99;
+        }
+        let sent = libc::sendto(
+            s,
+            payload.as_ptr().cast(),
+            payload.len(),
+            libc::MSG_FASTOPEN,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        );
+        if sent != payload.len() as isize {
+            let errno = *libc::__errno_location();
+            libc::usleep(300_000);
+            return 100 + errno.min(100);
+        }
+        0
+    })
+}

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * TCP Fast Open carries the first bytes in the SYN, before the socket is in
+ * the sockhash the sk_msg verdict judges. The sendto/sendmsg syscall
+ * tracepoints read the payload of a MSG_FASTOPEN send (user memory, at
+ * syscall entry) and, when it carries a Stratum signature in a scope with a
+ * stratum rule, mark the thread in `mg_tfo`; the connect hook the send goes
+ * through next (cgroup/connect4/6 on the cgroup backend, lsm/socket_sendmsg
+ * on the lsm backend) refuses it with EPERM before the SYN is built. The
+ * exit tracepoints drop a mark nobody took (e.g. the socket was connected
+ * already, so sk_msg judges the bytes instead).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "stratum_match.h"
+
+/* MSG_FASTOPEN, include/linux/socket.h */
+#define MG_MSG_FASTOPEN 0x20000000
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
+} mg_tfo_scratch SEC(".maps");
+
+/* struct user_msghdr's head and struct iovec, as user space lays them out. */
+struct mg_user_msghdr {
+	void *name;
+	int namelen;
+	void *iov;
+	__u64 iovlen;
+};
+
+struct mg_iovec {
+	void *base;
+	__u64 len;
+};
+
+/* Reads up to a window of the user buffer and marks the thread on a match. */
+static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
+{
+	struct mg_scope *scope = mg_current_scope();
+	__u64 id, sig, *armed;
+	__u32 zero = 0, len;
+	char *buf;
+
+	if (!scope || !ubuf ||
+	    !bpf_map_lookup_elem(&mg_stratum, &scope->policy_id))
+		return;
+	buf = bpf_map_lookup_elem(&mg_tfo_scratch, &zero);
+	if (!buf)
+		return;
+	len = size > MG_STRATUM_WINDOW ? MG_STRATUM_WINDOW : size;
+	len &= 2 * MG_STRATUM_WINDOW - 1;
+	if (len > MG_STRATUM_WINDOW)
+		return;
+	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
+	if (!len || bpf_probe_read_user(buf, len, ubuf))
+		return;
+	sig = mg_stratum_signature(buf, len);
+	if (sig == MG_SIG_NONE)
+		return;
+	id = bpf_get_current_pid_tgid();
+	armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
+	if (armed && !bpf_map_update_elem(&mg_tfo, &id, &sig, BPF_NOEXIST))
+		__sync_fetch_and_add(armed, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int mg_tfo_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	/* sendto(fd, buf, len, flags, addr, addrlen) */
+	if (ctx->args[3] & MG_MSG_FASTOPEN)
+		mg_tfo_judge((const void *)ctx->args[1], ctx->args[2]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int mg_tfo_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	struct mg_user_msghdr m = {};
+	struct mg_iovec iov = {};
+
+	/* sendmsg(fd, msg, flags): the first iovec holds the first bytes. */
+	if (!(ctx->args[2] & MG_MSG_FASTOPEN))
+		return 0;
+	if (bpf_probe_read_user(&m, sizeof(m), (const void *)ctx->args[1]) ||
+	    !m.iovlen || bpf_probe_read_user(&iov, sizeof(iov), m.iov))
+		return 0;
+	mg_tfo_judge(iov.base, iov.len);
+	return 0;
+}
+
+/* Drops the thread's mark if the connect hook did not take it. */
+static __always_inline void mg_tfo_forget(void)
+{
+	__u32 zero = 0;
+	__u64 *armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
+	__u64 id;
+
+	if (!armed || !*armed)
+		return;
+	id = bpf_get_current_pid_tgid();
+	if (!bpf_map_delete_elem(&mg_tfo, &id))
+		__sync_fetch_and_sub(armed, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int mg_tfo_sendto_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	mg_tfo_forget();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int mg_tfo_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	mg_tfo_forget();
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -5,6 +5,8 @@ use libbpf_cargo::SkeletonBuilder;
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    // The directory too: a new bpf/*.bpf.c must make a new skeleton.
+    println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=bpf/include");
     let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
         .expect("bpf/ directory")

@@ -118,6 +118,31 @@ fn burst(enforcer: &Enforcer, worker: &Worker, op: u64, n: u64) -> (u64, Duratio
     (got, last - t0, produced)
 }
 
+/// `n` events written by the kernel's self-test program (no syscall per
+/// event), in chunks the ring buffer holds, each received before the next
+/// is written: (received, elapsed). Measures the consumer side (ring buffer
+/// → decode → channel → consumer) at full speed.
+fn kernel_burst(enforcer: &Enforcer, n: u64) -> (u64, Duration) {
+    const CHUNK: u64 = 2_000;
+    let rx = enforcer.events();
+    while rx.try_recv().is_ok() {}
+    let handle = enforcer.handles()[0];
+    let t0 = Instant::now();
+    let mut got = 0;
+    while got < n {
+        let want = (n - got).min(CHUNK) as u32;
+        let wrote = enforcer.self_test_events(handle, want).expect("self-test");
+        for _ in 0..wrote {
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(ev) => consume(&ev),
+                Err(_) => return (got, t0.elapsed()),
+            }
+            got += 1;
+        }
+    }
+    (got, t0.elapsed())
+}
+
 /// What a consumer does with an event without allocating: look at it.
 fn consume(ev: &Event) {
     std::hint::black_box((&ev.target, ev.rule.len(), ev.comm.len(), ev.pid));
@@ -188,11 +213,36 @@ fn main() {
         group.bench_function(BenchmarkId::from_parameter("producer-only"), |b| {
             b.iter_custom(|iters| burst(enforcer, &worker, OP_CONNECT, iters).2)
         });
+        group.bench_function(BenchmarkId::from_parameter("kernel-burst"), |b| {
+            b.iter_custom(|iters| kernel_burst(enforcer, iters).1)
+        });
         group.finish();
     }
 
     if benchmarking() {
         let tid = poller_tid();
+        {
+            let n = 500_000;
+            let drops0 = enforcer.drops();
+            let cpu0 = tid.map(thread_cpu_ns).unwrap_or(0);
+            let a0 = ALLOCS.load(Ordering::Relaxed);
+            let (got, elapsed) = kernel_burst(enforcer, n);
+            let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+            let cpu = tid.map(thread_cpu_ns).unwrap_or(0) - cpu0;
+            let drops = enforcer.drops();
+            println!(
+                "SUMMARY events/kernel-burst: {got}/{n} events received in {:.3} s = {:.0} events/s \
+                 (ring → decode → channel → consumer; kernel self-test producer); \
+                 poller thread CPU {:.0} ns/event; allocations {allocs} ({:.4}/event); \
+                 ring drops +{}, channel drops +{}",
+                elapsed.as_secs_f64(),
+                got as f64 / elapsed.as_secs_f64(),
+                cpu as f64 / got.max(1) as f64,
+                allocs as f64 / got.max(1) as f64,
+                drops.ring - drops0.ring,
+                drops.channel - drops0.channel,
+            );
+        }
         for (name, op, n) in [
             ("connect-audit", OP_CONNECT, 50_000u64),
             ("stratum-audit", OP_STRATUM, 20_000u64),

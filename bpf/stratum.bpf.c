@@ -135,6 +135,10 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	len = msg->size;
 	if (len > MG_STRATUM_WINDOW - off)
 		len = MG_STRATUM_WINDOW - off;
+	/* Older verifiers (6.1) do not learn a bound from comparing two
+	 * registers; the barrier keeps the compiler from dropping the mask as
+	 * redundant. */
+	barrier_var(len);
 	len &= 2 * MG_STRATUM_WINDOW - 1;
 	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) ||
 	    bpf_probe_read_kernel(st->buf + off, len, msg->data)) {

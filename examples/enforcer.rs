@@ -530,7 +530,11 @@ fn warn_unenforced(
     seccomp_installed: bool,
 ) {
     for rule in &profile.rules {
-        if rule.stratum.as_ref().is_some_and(|s| !s.signatures.is_empty()) {
+        if rule
+            .stratum
+            .as_ref()
+            .is_some_and(|s| !s.signatures.is_empty())
+        {
             eprintln!(
                 "minerguard: warning: rule `{}`: extra stratum.signatures are not matched in the kernel in this release (the built-in signatures are)",
                 rule.name

@@ -318,6 +318,18 @@ impl Enforcer {
         self.backend.fast_open()
     }
 
+    /// Checks the event path: the kernel writes `count` audit events for
+    /// the handle's first rule into the ring buffer, as if it had matched
+    /// (exec events naming `minerguard-self-test`, whatever the rule's
+    /// kind), and they reach [`Enforcer::events`] like any other. Returns
+    /// how many the ring buffer took (it holds about 3,000 undelivered
+    /// events; the rest of a larger burst is dropped and counted in
+    /// [`Enforcer::drops`]). Nothing is enforced or refused by it.
+    pub fn self_test_events(&self, handle: PolicyHandle, count: u32) -> Result<u32> {
+        let applied = self.get(handle)?;
+        self.backend.self_test(applied.policy_id, 0, count)
+    }
+
     /// Rules of the handle's profile that this backend does not enforce.
     pub fn unenforced(&self, handle: PolicyHandle) -> Result<Vec<UnenforcedRule>> {
         Ok(self.unenforced_in(&self.get(handle)?.policy))

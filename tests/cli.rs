@@ -26,12 +26,14 @@ fn enforcer_bin() -> PathBuf {
 
 fn enforcer_cmd(args: &[&str]) -> Output {
     let mut cmd = Command::new(enforcer_bin());
-    cmd.args(args);
+    cmd.args(args.first());
+    // Right after the subcommand: after `--` it would be the command's.
     if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
-        if args.first() == Some(&"run") {
+        if matches!(args.first(), Some(&"run") | Some(&"learn")) {
             cmd.args(["--backend", &b]);
         }
     }
+    cmd.args(args.iter().skip(1));
     cmd.output().expect("run enforcer")
 }
 
@@ -403,7 +405,13 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
             marker.to_str().unwrap(),
         ])
     };
-    assert!(run(&app).status.success());
+    let out = run(&app);
+    assert!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(marker.exists());
     std::fs::remove_file(&marker).unwrap();
     let out = run(&newcomer);

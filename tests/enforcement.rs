@@ -510,6 +510,32 @@ fn nested_scopes_nearest_wins() {
 }
 
 #[test]
+fn self_test_events_travel_the_whole_event_path() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let h = enforcer
+        .apply(&exec_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    assert_eq!(enforcer.self_test_events(h, 500).unwrap(), 500);
+    let evs = events_within(&enforcer, Duration::from_secs(2), |_| true);
+    assert_eq!(evs.len(), 500, "every event arrives once");
+    for ev in &evs {
+        assert_eq!(ev.rule.as_ref(), "miner-binary");
+        assert_eq!(ev.profile.as_ref(), "test-exec");
+        assert_eq!((ev.action, ev.requested), (Action::Audit, Action::Audit));
+        match &ev.target {
+            Target::Exec { path } => assert_eq!(path.as_str(), "minerguard-self-test"),
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(ev.tgid, std::process::id());
+    }
+    // Nothing was enforced by it: the scope's rules are unchanged.
+    let unknown = minerguard::PolicyHandle::from_id(u64::MAX);
+    assert!(enforcer.self_test_events(unknown, 1).is_err());
+}
+
+#[test]
 fn drop_counters_start_at_zero() {
     require_kernel!();
     let enforcer = enforcer();

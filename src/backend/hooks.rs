@@ -9,6 +9,7 @@ use super::{
     cmdline::CmdlineHook,
     device::DeviceHook,
     maps::SharedMaps,
+    selftest::SelfTestHook,
     stratum::StratumHook,
     tfo::TfoHook,
     BackendKind,
@@ -28,6 +29,7 @@ pub(crate) struct SharedHooks {
     cmdline: Option<CmdlineHook>,
     /// The Fast Open tracepoints, or why this kernel refused them.
     tfo: Result<TfoHook, String>,
+    self_test: SelfTestHook,
     signal_in_skmsg: bool,
 }
 
@@ -41,6 +43,7 @@ impl SharedHooks {
             device: DeviceHook::load(maps).ok(),
             cmdline: CmdlineHook::load(maps).ok(),
             tfo: TfoHook::load(maps).map_err(|e| e.to_string()),
+            self_test: SelfTestHook::load(maps)?,
             signal_in_skmsg: report.skmsg_signal.available,
         })
     }
@@ -64,6 +67,11 @@ impl SharedHooks {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
             && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+    }
+
+    /// Runs the event-path self-test program (see `Backend::self_test`).
+    pub fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
+        self.self_test.emit(policy_id, rule_idx, count)
     }
 
     /// Whether TCP Fast Open payloads are judged; otherwise why not.

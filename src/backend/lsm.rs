@@ -111,6 +111,10 @@ impl Backend for LsmBackend {
         self.hooks.fast_open()
     }
 
+    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
+        self.hooks.self_test(policy_id, rule_idx, count)
+    }
+
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {
         self.hooks.kills_in_kernel(kind).unwrap_or(true)
     }

@@ -335,70 +335,14 @@ impl SharedMaps {
     /// what it wrote, so the maps are as before.
     pub fn write_policy(&self, policy_id: u32, policy: &KernelPolicy) -> Result<(), AttachError> {
         let result = (|| {
-            for (name, r) in &policy.exec_names {
-                let key = NameKey::new(policy_id, name);
-                self.exec_names
-                    .update(key.bytes(), RuleRefValue::from(*r).bytes(), MapFlags::ANY)
-                    .map_err(map_err("mg_exec_names"))?;
-            }
-            for (port, r) in &policy.ports {
-                let key = PortKey {
-                    policy_id,
-                    port: *port,
-                    _pad: 0,
-                };
-                self.ports
-                    .update(key.bytes(), RuleRefValue::from(*r).bytes(), MapFlags::ANY)
-                    .map_err(map_err("mg_ports"))?;
-            }
-            for (key, r) in &policy.cidrs4 {
-                self.cidr4
-                    .update(
-                        cidr4_key(policy_id, key).bytes(),
-                        RuleRefValue::from(*r).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err("mg_cidr4"))?;
-            }
-            for (key, r) in &policy.cidrs6 {
-                self.cidr6
-                    .update(
-                        cidr6_key(policy_id, key).bytes(),
-                        RuleRefValue::from(*r).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err("mg_cidr6"))?;
-            }
-            for (id, (pattern, r)) in policy.cmdline.iter().enumerate() {
-                let mut bytes = [0u8; PATTERN_LEN];
-                let n = pattern.len().min(PATTERN_LEN);
-                bytes[..n].copy_from_slice(&pattern.as_bytes()[..n]);
-                let value = PatternValue {
-                    rule: RuleRefValue::from(*r),
-                    len: n as u32,
-                    bytes,
-                };
-                let key = PatternKey {
-                    policy_id,
-                    id: id as u32,
-                };
-                self.cmd_pattern
-                    .update(key.bytes(), value.bytes(), MapFlags::ANY)
-                    .map_err(map_err("mg_cmd_pattern"))?;
-            }
-            for (prefix, ids) in policy.cmdline_buckets() {
-                let mut bucket = PrefixBucket {
-                    count: ids.len().min(BUCKET_SIZE) as u32,
-                    ids: [0; BUCKET_SIZE],
-                };
-                for (slot, id) in bucket.ids.iter_mut().zip(&ids) {
-                    *slot = *id;
-                }
-                let key = PrefixKey { policy_id, prefix };
-                self.cmd_prefix
-                    .update(key.bytes(), bucket.bytes(), MapFlags::ANY)
-                    .map_err(map_err("mg_cmd_prefix"))?;
-            }
+            let e = PolicyEntries::of(policy_id, policy);
+            update_all(&self.exec_names, "mg_exec_names", &e.names)?;
+            update_all(&self.ports, "mg_ports", &e.ports)?;
+            update_all(&self.cidr4, "mg_cidr4", &e.cidrs4)?;
+            update_all(&self.cidr6, "mg_cidr6", &e.cidrs6)?;
+            update_all(&self.cmd_pattern, "mg_cmd_pattern", &e.patterns)?;
+            update_all(&self.cmd_prefix, "mg_cmd_prefix", &e.prefixes)?;
+            update_all(&self.inodes, "mg_inodes", &e.inodes)?;
             for (map, name, rule) in self.singletons(policy) {
                 if let Some(r) = rule {
                     map.update(
@@ -408,15 +352,6 @@ impl SharedMaps {
                     )
                     .map_err(map_err(name))?;
                 }
-            }
-            for entry in &policy.inodes {
-                self.inodes
-                    .update(
-                        InodeKey::new(policy_id, entry).bytes(),
-                        RuleRefValue::from(entry.rule).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err("mg_inodes"))?;
             }
             Ok(())
         })();
@@ -428,42 +363,18 @@ impl SharedMaps {
 
     /// Removes every entry of `policy` under `policy_id` (missing ones are fine).
     pub fn delete_policy(&self, policy_id: u32, policy: &KernelPolicy) {
-        for name in policy.exec_names.keys() {
-            let _ = self
-                .exec_names
-                .delete(NameKey::new(policy_id, name).bytes());
-        }
-        for port in policy.ports.keys() {
-            let key = PortKey {
-                policy_id,
-                port: *port,
-                _pad: 0,
-            };
-            let _ = self.ports.delete(key.bytes());
-        }
-        for key in policy.cidrs4.keys() {
-            let _ = self.cidr4.delete(cidr4_key(policy_id, key).bytes());
-        }
-        for key in policy.cidrs6.keys() {
-            let _ = self.cidr6.delete(cidr6_key(policy_id, key).bytes());
-        }
+        let e = PolicyEntries::of(policy_id, policy);
+        delete_all(&self.exec_names, &e.names);
+        delete_all(&self.ports, &e.ports);
+        delete_all(&self.cidr4, &e.cidrs4);
+        delete_all(&self.cidr6, &e.cidrs6);
+        delete_all(&self.cmd_pattern, &e.patterns);
+        delete_all(&self.cmd_prefix, &e.prefixes);
+        delete_all(&self.inodes, &e.inodes);
         for (map, _, rule) in self.singletons(policy) {
             if rule.is_some() {
                 let _ = map.delete(policy_id.bytes());
             }
-        }
-        for id in 0..policy.cmdline.len() as u32 {
-            let _ = self
-                .cmd_pattern
-                .delete(PatternKey { policy_id, id }.bytes());
-        }
-        for prefix in policy.cmdline_buckets().into_keys() {
-            let _ = self
-                .cmd_prefix
-                .delete(PrefixKey { policy_id, prefix }.bytes());
-        }
-        for entry in &policy.inodes {
-            let _ = self.inodes.delete(InodeKey::new(policy_id, entry).bytes());
         }
     }
 
@@ -529,6 +440,131 @@ impl SharedMaps {
     pub fn events_handle(&self) -> Result<MapHandle, AttachError> {
         // MapHandle::try_from duplicates the fd.
         MapHandle::try_from(&self.events).map_err(map_err("mg_events"))
+    }
+}
+
+/// A policy's entries for each multi-entry map, as (key, value) pairs.
+struct PolicyEntries {
+    names: Vec<(NameKey, RuleRefValue)>,
+    ports: Vec<(PortKey, RuleRefValue)>,
+    cidrs4: Vec<(Cidr4Key, RuleRefValue)>,
+    cidrs6: Vec<(Cidr6Key, RuleRefValue)>,
+    patterns: Vec<(PatternKey, PatternValue)>,
+    prefixes: Vec<(PrefixKey, PrefixBucket)>,
+    inodes: Vec<(InodeKey, RuleRefValue)>,
+}
+
+impl PolicyEntries {
+    fn of(policy_id: u32, policy: &KernelPolicy) -> Self {
+        let rule = |r: &RuleRef| RuleRefValue::from(*r);
+        PolicyEntries {
+            names: (policy.exec_names.iter())
+                .map(|(n, r)| (NameKey::new(policy_id, n), rule(r)))
+                .collect(),
+            ports: (policy.ports.iter())
+                .map(|(port, r)| {
+                    let key = PortKey {
+                        policy_id,
+                        port: *port,
+                        _pad: 0,
+                    };
+                    (key, rule(r))
+                })
+                .collect(),
+            cidrs4: (policy.cidrs4.iter())
+                .map(|(k, r)| (cidr4_key(policy_id, k), rule(r)))
+                .collect(),
+            cidrs6: (policy.cidrs6.iter())
+                .map(|(k, r)| (cidr6_key(policy_id, k), rule(r)))
+                .collect(),
+            patterns: (policy.cmdline.iter().enumerate())
+                .map(|(id, (pattern, r))| {
+                    let mut bytes = [0u8; PATTERN_LEN];
+                    let n = pattern.len().min(PATTERN_LEN);
+                    bytes[..n].copy_from_slice(&pattern.as_bytes()[..n]);
+                    let value = PatternValue {
+                        rule: rule(r),
+                        len: n as u32,
+                        bytes,
+                    };
+                    let id = id as u32;
+                    (PatternKey { policy_id, id }, value)
+                })
+                .collect(),
+            prefixes: (policy.cmdline_buckets().into_iter())
+                .map(|(prefix, ids)| {
+                    let mut bucket = PrefixBucket {
+                        count: ids.len().min(BUCKET_SIZE) as u32,
+                        ids: [0; BUCKET_SIZE],
+                    };
+                    for (slot, id) in bucket.ids.iter_mut().zip(&ids) {
+                        *slot = *id;
+                    }
+                    (PrefixKey { policy_id, prefix }, bucket)
+                })
+                .collect(),
+            inodes: (policy.inodes.iter())
+                .map(|e| (InodeKey::new(policy_id, e), rule(&e.rule)))
+                .collect(),
+        }
+    }
+}
+
+/// Writes `entries` into `map`: in one `BPF_MAP_UPDATE_BATCH` call (a
+/// 10,000-entry profile is one syscall instead of 10,000), or entry by entry
+/// where the kernel or map type has no batch update (LPM tries before 6.x).
+fn update_all<K: Pod, V: Pod>(
+    map: &MapHandle,
+    name: &'static str,
+    entries: &[(K, V)],
+) -> Result<(), AttachError> {
+    if entries.len() > 1 {
+        let keys: Vec<u8> = entries
+            .iter()
+            .flat_map(|(k, _)| k.bytes())
+            .copied()
+            .collect();
+        let values: Vec<u8> = entries
+            .iter()
+            .flat_map(|(_, v)| v.bytes())
+            .copied()
+            .collect();
+        let count = entries.len() as u32;
+        if map
+            .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // Fall through: the one-by-one writes name the failing map, and
+        // succeed where only the batch call is missing.
+    }
+    for (k, v) in entries {
+        map.update(k.bytes(), v.bytes(), MapFlags::ANY)
+            .map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Deletes the keys of `entries` from `map` (missing ones are fine): one
+/// batch call, or key by key when that fails (a missing key stops a batch).
+fn delete_all<K: Pod, V>(map: &MapHandle, entries: &[(K, V)]) {
+    if entries.len() > 1 {
+        let keys: Vec<u8> = entries
+            .iter()
+            .flat_map(|(k, _)| k.bytes())
+            .copied()
+            .collect();
+        let count = entries.len() as u32;
+        if map
+            .delete_batch(&keys, count, MapFlags::ANY, MapFlags::ANY)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    for (k, _) in entries {
+        let _ = map.delete(k.bytes());
     }
 }
 

@@ -12,6 +12,7 @@ mod exec_map;
 mod hooks;
 pub(crate) mod lsm;
 pub(crate) mod maps;
+mod selftest;
 pub(crate) mod skel;
 mod stratum;
 mod tfo;
@@ -151,4 +152,8 @@ pub(crate) trait Backend: Send {
     /// Whether TCP Fast Open payloads are judged for Stratum; otherwise why
     /// not.
     fn fast_open(&self) -> Result<(), String>;
+
+    /// Writes up to `count` self-test events for `rule_idx` of `policy_id`
+    /// into the ring buffer; returns how many fit.
+    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error>;
 }

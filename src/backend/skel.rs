@@ -25,6 +25,7 @@ skeleton!(lsm_exec, "lsm_exec.skel.rs");
 skeleton!(lsm_mmap, "lsm_mmap.skel.rs");
 skeleton!(lsm_net, "lsm_net.skel.rs");
 skeleton!(probe, "probe.skel.rs");
+skeleton!(selftest, "selftest.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
 skeleton!(tfo_tp, "tfo_tp.skel.rs");
 

@@ -19,8 +19,9 @@ use crate::profile::{Action, Diagnostic, MatcherKind, Mode, Profile, ProfileErro
 pub mod limits {
     /// Longest exec basename, in bytes (MG_NAME_LEN - 1 for the NUL).
     pub const MAX_NAME_BYTES: usize = 63;
-    /// Rules in one profile (rule indices travel in events).
-    pub const MAX_RULES: usize = 4096;
+    /// Rules in one profile (far above any hand-written one; keeps a
+    /// generated profile's compile and apply within milliseconds).
+    pub const MAX_RULES: usize = 16384;
     /// Entries of the shared `mg_exec_names` map; one profile may use half,
     /// so an update can write its new entries before dropping the old ones.
     pub const MAX_EXEC_NAMES: usize = 16384 / 2;

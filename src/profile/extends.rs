@@ -72,8 +72,20 @@ fn invalid(file: Option<&Path>, field: &str, message: String) -> ProfileError {
     }
 }
 
+/// JSON is YAML too, but serde_json reads it several times faster (large
+/// generated profiles are JSON); a JSON document it refuses is read again
+/// by serde_yaml, whose errors name the field path.
+fn parse_document(text: &str) -> Result<Document, serde_yaml::Error> {
+    if text.trim_start().starts_with('{') {
+        if let Ok(doc) = serde_json::from_str(text) {
+            return Ok(doc);
+        }
+    }
+    serde_yaml::from_str(text)
+}
+
 fn load(text: &str, file: Option<&Path>, chain: &mut Vec<String>) -> Result<Profile, ProfileError> {
-    let doc: Document = serde_yaml::from_str(text).map_err(|e| ProfileError::syntax(file, &e))?;
+    let doc = parse_document(text).map_err(|e| ProfileError::syntax(file, &e))?;
     let mut profile = Profile {
         api_version: doc.api_version,
         name: doc.name,

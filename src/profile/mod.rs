@@ -326,46 +326,56 @@ impl Rule {
 
     /// Every matcher key this rule sets (a valid rule has exactly one).
     pub fn matcher_kinds(&self) -> Vec<MatcherKind> {
-        let mut out = Vec::new();
-        if let Some(e) = &self.exec {
-            let keys = [
-                (!e.names.is_empty(), MatcherKind::ExecNames),
-                (!e.path_prefixes.is_empty(), MatcherKind::ExecPathPrefixes),
-                (!e.files.is_empty(), MatcherKind::ExecFiles),
-                (!e.dirs.is_empty(), MatcherKind::ExecDirs),
-                (e.memfd, MatcherKind::ExecMemfd),
-                (!e.cmdline.is_empty(), MatcherKind::ExecCmdline),
-                (!e.allow_only.is_empty(), MatcherKind::ExecAllowOnly),
-                (e.no_new_exec, MatcherKind::ExecNoNewExec),
-            ];
-            out.extend(keys.iter().filter(|(set, _)| *set).map(|(_, k)| *k));
-        }
-        if let Some(c) = &self.connect {
-            let keys = [
-                (!c.ports.is_empty(), MatcherKind::ConnectPorts),
-                (!c.cidrs.is_empty(), MatcherKind::ConnectCidrs),
-                (!c.domains.is_empty(), MatcherKind::ConnectDomains),
-            ];
-            out.extend(keys.iter().filter(|(set, _)| *set).map(|(_, k)| *k));
-        }
-        if self.stratum.is_some() {
-            out.push(MatcherKind::Stratum);
-        }
-        if self.open.as_ref().is_some_and(|o| o.msr) {
-            out.push(MatcherKind::OpenMsr);
-        }
-        if self.seccomp.is_some() {
-            out.push(MatcherKind::Seccomp);
-        }
-        out
+        self.matcher_keys()
+            .into_iter()
+            .filter_map(|(set, k)| set.then_some(k))
+            .collect()
     }
 
     /// The rule's matcher kind, when it has exactly one.
     pub fn matcher_kind(&self) -> Option<MatcherKind> {
-        match self.matcher_kinds().as_slice() {
-            [one] => Some(*one),
+        let mut set = self.matcher_keys().into_iter().filter(|(set, _)| *set);
+        match (set.next(), set.next()) {
+            (Some((_, k)), None) => Some(k),
             _ => None,
         }
+    }
+
+    /// Each matcher key with whether it is set (no allocation: validating
+    /// and compiling large profiles asks this for every rule).
+    fn matcher_keys(&self) -> [(bool, MatcherKind); 14] {
+        let e = self.exec.as_ref();
+        let c = self.connect.as_ref();
+        let exec = |f: fn(&matchers::ExecMatch) -> bool| e.is_some_and(f);
+        let connect = |f: fn(&matchers::ConnectMatch) -> bool| c.is_some_and(f);
+        [
+            (exec(|e| !e.names.is_empty()), MatcherKind::ExecNames),
+            (
+                exec(|e| !e.path_prefixes.is_empty()),
+                MatcherKind::ExecPathPrefixes,
+            ),
+            (exec(|e| !e.files.is_empty()), MatcherKind::ExecFiles),
+            (exec(|e| !e.dirs.is_empty()), MatcherKind::ExecDirs),
+            (exec(|e| e.memfd), MatcherKind::ExecMemfd),
+            (exec(|e| !e.cmdline.is_empty()), MatcherKind::ExecCmdline),
+            (
+                exec(|e| !e.allow_only.is_empty()),
+                MatcherKind::ExecAllowOnly,
+            ),
+            (exec(|e| e.no_new_exec), MatcherKind::ExecNoNewExec),
+            (connect(|c| !c.ports.is_empty()), MatcherKind::ConnectPorts),
+            (connect(|c| !c.cidrs.is_empty()), MatcherKind::ConnectCidrs),
+            (
+                connect(|c| !c.domains.is_empty()),
+                MatcherKind::ConnectDomains,
+            ),
+            (self.stratum.is_some(), MatcherKind::Stratum),
+            (
+                self.open.as_ref().is_some_and(|o| o.msr),
+                MatcherKind::OpenMsr,
+            ),
+            (self.seccomp.is_some(), MatcherKind::Seccomp),
+        ]
     }
 }
 

@@ -49,6 +49,13 @@ struct mg_stratum_state {
 };
 
 struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
+} mg_msg_scratch SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
@@ -104,6 +111,101 @@ static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
 	return MG_SK_PASS;
 }
 
+/* Reports a matched signature. */
+static __always_inline void mg_stratum_event(struct sk_msg_md *msg,
+					     const struct mg_scope *scope,
+					     const struct mg_rule_ref *ref,
+					     __u8 sig)
+{
+	struct mg_event *e;
+	__u32 ip[4] = {};
+
+	if (ref->action == MG_ACTION_KILL && mg_signal_in_skmsg)
+		bpf_send_signal(MG_SIGKILL);
+	e = mg_event_start_comm(MG_KIND_STRATUM, scope, ref, ref->action,
+				mg_comm_in_skmsg);
+	if (!e)
+		return;
+	if (msg->family == MG_AF_INET) {
+		ip[0] = msg->remote_ip4;
+		e->family = MG_AF_INET;
+	} else {
+		ip[0] = msg->remote_ip6[0];
+		ip[1] = msg->remote_ip6[1];
+		ip[2] = msg->remote_ip6[2];
+		ip[3] = msg->remote_ip6[3];
+		e->family = mg_unmap_v4(ip);
+	}
+	__builtin_memcpy(e->addr, ip, 16);
+	e->port = bpf_ntohl(msg->remote_port);
+	e->protocol = 6; /* sk_msg sees TCP only */
+	e->path[0] = sig; /* signature id; named in userspace */
+	e->path[1] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* A match: reported; refused (this send and every later one) unless audit. */
+static __always_inline int mg_stratum_matched(struct sk_msg_md *msg,
+					      const struct mg_scope *scope,
+					      const struct mg_rule_ref *ref,
+					      struct bpf_sock *sk,
+					      struct mg_stratum_state *st,
+					      __u8 sig)
+{
+	mg_stratum_event(msg, scope, ref, sig);
+	if (ref->action == MG_ACTION_AUDIT) {
+		if (st)
+			bpf_sk_storage_delete(&mg_stratum_sk, sk);
+		return mg_pass_rest(msg);
+	}
+	if (!st)
+		st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
+					BPF_SK_STORAGE_GET_F_CREATE);
+	if (st)
+		st->denied = 1;
+	return MG_SK_DROP;
+}
+
+/*
+ * A socket's first send: judged by itself in per-CPU scratch, so the
+ * common cases (a whole signature, or bytes that cannot be Stratum) need no
+ * socket storage. Only a first send that could still grow into a signature
+ * gets storage, to be continued by the next send.
+ */
+static __always_inline int mg_first_send(struct sk_msg_md *msg,
+					 const struct mg_scope *scope,
+					 const struct mg_rule_ref *ref,
+					 struct bpf_sock *sk)
+{
+	struct mg_stratum_state *st;
+	__u32 zero = 0, len;
+	char *buf;
+	__u8 sig;
+
+	buf = bpf_map_lookup_elem(&mg_msg_scratch, &zero);
+	if (!buf)
+		return mg_pass_rest(msg);
+	len = msg->size;
+	if (len > MG_STRATUM_WINDOW)
+		len = MG_STRATUM_WINDOW;
+	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
+	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) ||
+	    bpf_probe_read_kernel(buf, len, msg->data))
+		return mg_pass_rest(msg);
+	sig = mg_stratum_signature(buf, len);
+	if (sig != MG_SIG_NONE)
+		return mg_stratum_matched(msg, scope, ref, sk, NULL, sig);
+	if (len >= MG_STRATUM_WINDOW || !mg_stratum_possible(buf, len))
+		return mg_pass_rest(msg);
+	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
+				BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return mg_pass_rest(msg);
+	__builtin_memcpy(st->buf, buf, MG_STRATUM_WINDOW);
+	st->len = len;
+	return MG_SK_PASS;
+}
+
 SEC("sk_msg")
 int mg_stratum_msg(struct sk_msg_md *msg)
 {
@@ -111,7 +213,6 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	struct mg_stratum_state *st;
 	struct mg_rule_ref *ref;
 	struct bpf_sock *sk;
-	struct mg_event *e;
 	__u32 off, len, total;
 	__u8 sig;
 
@@ -123,10 +224,9 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	sk = msg->sk;
 	if (!sk)
 		return mg_pass_rest(msg);
-	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
-				BPF_SK_STORAGE_GET_F_CREATE);
+	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0, 0);
 	if (!st)
-		return mg_pass_rest(msg);
+		return mg_first_send(msg, scope, ref, sk);
 	if (st->denied)
 		return MG_SK_DROP;
 
@@ -149,45 +249,13 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	st->len = total;
 
 	sig = mg_stratum_signature(st->buf, total);
-	if (sig == MG_SIG_NONE) {
-		/* Not yet: let this part through and see the next send. */
-		if (total < MG_STRATUM_WINDOW &&
-		    mg_stratum_possible(st->buf, total))
-			return MG_SK_PASS;
-		bpf_sk_storage_delete(&mg_stratum_sk, sk);
-		return mg_pass_rest(msg);
-	}
-
-	if (ref->action == MG_ACTION_KILL && mg_signal_in_skmsg)
-		bpf_send_signal(MG_SIGKILL);
-	e = mg_event_start_comm(MG_KIND_STRATUM, scope, ref, ref->action,
-				mg_comm_in_skmsg);
-	if (e) {
-		__u32 ip[4] = {};
-
-		if (msg->family == MG_AF_INET) {
-			ip[0] = msg->remote_ip4;
-			e->family = MG_AF_INET;
-		} else {
-			ip[0] = msg->remote_ip6[0];
-			ip[1] = msg->remote_ip6[1];
-			ip[2] = msg->remote_ip6[2];
-			ip[3] = msg->remote_ip6[3];
-			e->family = mg_unmap_v4(ip);
-		}
-		__builtin_memcpy(e->addr, ip, 16);
-		e->port = bpf_ntohl(msg->remote_port);
-		e->protocol = 6; /* sk_msg sees TCP only */
-		e->path[0] = sig; /* signature id; named in userspace */
-		e->path[1] = 0;
-		bpf_ringbuf_submit(e, 0);
-	}
-	if (ref->action == MG_ACTION_AUDIT) {
-		bpf_sk_storage_delete(&mg_stratum_sk, sk);
-		return mg_pass_rest(msg);
-	}
-	st->denied = 1;
-	return MG_SK_DROP;
+	if (sig != MG_SIG_NONE)
+		return mg_stratum_matched(msg, scope, ref, sk, st, sig);
+	/* Not yet: let this part through and see the next send. */
+	if (total < MG_STRATUM_WINDOW && mg_stratum_possible(st->buf, total))
+		return MG_SK_PASS;
+	bpf_sk_storage_delete(&mg_stratum_sk, sk);
+	return mg_pass_rest(msg);
 }
 
 char LICENSE[] SEC("license") = "GPL";

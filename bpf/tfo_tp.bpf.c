@@ -6,9 +6,11 @@
  * syscall entry) and, when it carries a Stratum signature in a scope with a
  * stratum rule, mark the thread in `mg_tfo`; the connect hook the send goes
  * through next (cgroup/connect4/6 on the cgroup backend, lsm/socket_sendmsg
- * on the lsm backend) refuses it with EPERM before the SYN is built. The
- * exit tracepoints drop a mark nobody took (e.g. the socket was connected
- * already, so sk_msg judges the bytes instead).
+ * on the lsm backend) refuses it with EPERM before the SYN is built, within
+ * microseconds of the mark. A mark nobody took (the socket was connected
+ * already, so sk_msg judges the bytes instead) expires after a second, or
+ * goes at the thread's next Fast Open send. No exit tracepoint: every
+ * send() on the host would pay for it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -43,8 +45,10 @@ struct mg_iovec {
 static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 {
 	struct mg_scope *scope = mg_current_scope();
-	__u64 id, sig, *armed;
+	struct mg_tfo_mark mark = {};
+	__u64 id, *armed;
 	__u32 zero = 0, len;
+	__u8 sig;
 	char *buf;
 
 	if (!scope || !ubuf ||
@@ -61,12 +65,22 @@ static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 	if (!len || bpf_probe_read_user(buf, len, ubuf))
 		return;
 	sig = mg_stratum_signature(buf, len);
-	if (sig == MG_SIG_NONE)
-		return;
 	id = bpf_get_current_pid_tgid();
 	armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
-	if (armed && !bpf_map_update_elem(&mg_tfo, &id, &sig, BPF_NOEXIST))
+	if (!armed)
+		return;
+	if (sig == MG_SIG_NONE) {
+		/* A clean Fast Open send: an old mark of this thread goes. */
+		if (*armed && !bpf_map_delete_elem(&mg_tfo, &id))
+			__sync_fetch_and_sub(armed, 1);
+		return;
+	}
+	mark.sig = sig;
+	mark.at_ns = bpf_ktime_get_ns();
+	if (!bpf_map_update_elem(&mg_tfo, &id, &mark, BPF_NOEXIST))
 		__sync_fetch_and_add(armed, 1);
+	else
+		bpf_map_update_elem(&mg_tfo, &id, &mark, BPF_EXIST);
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
@@ -91,34 +105,6 @@ int mg_tfo_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	    !m.iovlen || bpf_probe_read_user(&iov, sizeof(iov), m.iov))
 		return 0;
 	mg_tfo_judge(iov.base, iov.len);
-	return 0;
-}
-
-/* Drops the thread's mark if the connect hook did not take it. */
-static __always_inline void mg_tfo_forget(void)
-{
-	__u32 zero = 0;
-	__u64 *armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
-	__u64 id;
-
-	if (!armed || !*armed)
-		return;
-	id = bpf_get_current_pid_tgid();
-	if (!bpf_map_delete_elem(&mg_tfo, &id))
-		__sync_fetch_and_sub(armed, 1);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int mg_tfo_sendto_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	mg_tfo_forget();
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int mg_tfo_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	mg_tfo_forget();
 	return 0;
 }
 

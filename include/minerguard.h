@@ -306,6 +306,12 @@ typedef struct mg_enforcer_options {
    * (`MG_ERR_SCOPE`) instead of applying them as nothing.
    */
   uint32_t require_all_rules;
+  /**
+   * Nonzero: no syscall tracepoints (no loader-exec check on the cgroup
+   * backend, no TCP Fast Open check), sparing every syscall on the host
+   * the kernel's tracing slow path. Zero keeps both checks.
+   */
+  uint32_t no_syscall_tracepoints;
 } mg_enforcer_options;
 
 /**

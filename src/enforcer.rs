@@ -82,6 +82,15 @@ pub struct EnforcerOptions {
     /// Refuse profiles with rules the backend cannot enforce (by default
     /// they are applied as nothing and listed by [`Enforcer::unenforced`]).
     pub require_all_rules: bool,
+    /// Use the `syscalls/sys_enter_*` tracepoints: the cgroup backend's
+    /// loader-exec check (`mmap`/`mprotect`) and the TCP Fast Open check
+    /// (`sendto`/`sendmsg`, attached once a stratum rule is applied). While
+    /// any syscall tracepoint is attached the kernel sends every syscall
+    /// of every task through its tracing slow path (measured in
+    /// BENCHMARKS.md: about +3 % on execve, +1–2 % on connect); `false`
+    /// trades those two checks for it ([`Enforcer::loader_exec`] and
+    /// [`Enforcer::fast_open`] then say so).
+    pub syscall_tracepoints: bool,
 }
 
 impl Default for EnforcerOptions {
@@ -90,6 +99,7 @@ impl Default for EnforcerOptions {
             backend: BackendChoice::Auto,
             event_capacity: 65_536,
             require_all_rules: false,
+            syscall_tracepoints: true,
         }
     }
 }
@@ -147,9 +157,10 @@ impl Enforcer {
             })?,
         };
         let backend: Box<dyn Backend> = match kind {
-            BackendKind::Cgroup => {
-                Box::new(CgroupBackend::load(&report).map_err(|e| privileged(e, euid))?)
-            }
+            BackendKind::Cgroup => Box::new(
+                CgroupBackend::load(&report, options.syscall_tracepoints)
+                    .map_err(|e| privileged(e, euid))?,
+            ),
             BackendKind::Lsm => {
                 if !report.bpf_lsm.available {
                     return Err(LoadError::Unsupported {
@@ -158,7 +169,10 @@ impl Enforcer {
                     }
                     .into());
                 }
-                Box::new(LsmBackend::load(&report).map_err(|e| privileged(e, euid))?)
+                Box::new(
+                    LsmBackend::load(&report, options.syscall_tracepoints)
+                        .map_err(|e| privileged(e, euid))?,
+                )
             }
         };
         let registry = Arc::new(Registry::default());
@@ -274,9 +288,17 @@ impl Enforcer {
         let (policy, unresolved) = self.compile(profile)?;
         let cgroup_id = self.get(handle)?.cgroup.id();
         let new_id = self.install(&policy)?;
-        if let Err(e) = self.backend.maps().set_scope(cgroup_id, new_id, &policy) {
+        // Before the switch, so the new policy is whole from its start.
+        let hooks = if policy.stratum.is_some() {
+            self.backend.stratum_in_use()
+        } else {
+            Ok(())
+        };
+        if let Err(e) =
+            hooks.and_then(|()| Ok(self.backend.maps().set_scope(cgroup_id, new_id, &policy)?))
+        {
             self.uninstall(new_id, &policy, false);
-            return Err(e.into());
+            return Err(e);
         }
         let applied = self.applied.get_mut(&handle).expect("checked above");
         let old_id = std::mem::replace(&mut applied.policy_id, new_id);
@@ -466,7 +488,16 @@ impl Enforcer {
             .filter(|c| !cgroups.iter().any(|o| o != *c && o.contains(c)))
             .map(|c| (*c).clone())
             .collect();
-        self.backend.cover_exactly(&roots)
+        self.backend.cover_exactly(&roots)?;
+        self.sync_stratum()
+    }
+
+    /// Hooks only stratum rules need are attached once a policy has one.
+    fn sync_stratum(&mut self) -> Result<()> {
+        if self.applied.values().any(|a| a.policy.stratum.is_some()) {
+            self.backend.stratum_in_use()?;
+        }
+        Ok(())
     }
 
     fn sync_levels(&self) -> Result<()> {

@@ -418,3 +418,35 @@ fn learn_mode_writes_a_profile_that_allows_what_ran_and_refuses_the_rest() {
     assert_exec_event(&ev, &enforcer, "allow-learned", Action::Deny);
     assert_eq!(exec_path(&ev), newcomer.to_str().unwrap());
 }
+
+#[test]
+fn syscall_tracepoints_can_be_turned_off_and_say_so() {
+    require_kernel!();
+    let mut e = Enforcer::with_options(minerguard::EnforcerOptions {
+        backend: backend_choice(),
+        syscall_tracepoints: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let off = e.fast_open().unwrap_err();
+    assert!(off.contains("syscall_tracepoints"), "{off}");
+    match e.backend() {
+        // Only the cgroup backend needs tracepoints for mappings.
+        BackendKind::Cgroup => {
+            let off = e.loader_exec().unwrap_err();
+            assert!(off.contains("syscall_tracepoints"), "{off}");
+        }
+        BackendKind::Lsm => e.loader_exec().unwrap(),
+    }
+    // Everything else is enforced as usual.
+    let dir = TempDir::new("tp-off");
+    let miner = fake_miner(&dir, "xmrig");
+    let cg = test_cgroup();
+    let profile = Profile::new("off").rule(Rule::exec_names("miner", Action::Deny, ["xmrig"]));
+    e.apply(&profile, scope_of(&cg)).unwrap();
+    let marker = dir.path().join("marker");
+    assert_eq!(
+        exec_in(Some(&cg), &miner, &marker),
+        denied_exec(&e, Action::Deny)
+    );
+}

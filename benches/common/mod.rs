@@ -301,6 +301,10 @@ impl Switch {
                 let enforcer = self.enforcer.get_or_insert_with(|| {
                     Enforcer::with_options(EnforcerOptions {
                         backend: BackendChoice::Auto,
+                        // MINERGUARD_BENCH_SYSCALL_TP=0: measure without the
+                        // syscall tracepoints (EnforcerOptions docs).
+                        syscall_tracepoints: std::env::var("MINERGUARD_BENCH_SYSCALL_TP")
+                            .map_or(true, |v| v != "0"),
                         ..Default::default()
                     })
                     .expect("load the enforcer")

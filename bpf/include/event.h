@@ -163,4 +163,13 @@ struct mg_pattern {
 	__u8 bytes[MG_PATTERN_LEN];
 };
 
+/* Value of `mg_tfo`: a Fast Open send's Stratum signature, and when it was
+ * read (marks older than MG_TFO_MARK_NS are ignored). */
+struct mg_tfo_mark {
+	__u64 sig;
+	__u64 at_ns; /* bpf_ktime_get_ns() */
+};
+
+#define MG_TFO_MARK_NS 1000000000ULL
+
 #endif

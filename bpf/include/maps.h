@@ -132,14 +132,14 @@ struct {
 /*
  * TCP Fast Open sends whose payload carries a Stratum signature, between the
  * sendto/sendmsg syscall tracepoint that read it and the connect hook that
- * refuses it (key: pid_tgid, value: signature id). `mg_tfo_armed[0]` counts
- * the entries, so hooks skip the lookup when there are none.
+ * refuses it (key: pid_tgid). `mg_tfo_armed[0]` counts the entries, so
+ * hooks skip the lookup when there are none.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct mg_tfo_mark);
 } mg_tfo SEC(".maps");
 
 struct {

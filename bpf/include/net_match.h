@@ -65,16 +65,17 @@ static __always_inline __u8 mg_take_tfo_signature(void)
 {
 	__u32 zero = 0;
 	__u64 *armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
-	__u64 id, *sig;
+	struct mg_tfo_mark *mark;
 	__u8 found;
+	__u64 id;
 
 	if (!armed || !*armed)
 		return 0;
 	id = bpf_get_current_pid_tgid();
-	sig = bpf_map_lookup_elem(&mg_tfo, &id);
-	if (!sig)
+	mark = bpf_map_lookup_elem(&mg_tfo, &id);
+	if (!mark)
 		return 0;
-	found = (__u8)*sig;
+	found = bpf_ktime_get_ns() - mark->at_ns < MG_TFO_MARK_NS ? (__u8)mark->sig : 0;
 	if (!bpf_map_delete_elem(&mg_tfo, &id))
 		__sync_fetch_and_sub(armed, 1);
 	return found;

@@ -43,7 +43,8 @@ pub(crate) struct CgroupBackend {
 impl CgroupBackend {
     /// Loads the objects and attaches the (scope-filtered) exec tracepoint.
     /// Which helpers the kernel allows where comes from the probe.
-    pub fn load(report: &ProbeReport) -> Result<Self, Error> {
+    /// `syscall_tracepoints`: see `EnforcerOptions::syscall_tracepoints`.
+    pub fn load(report: &ProbeReport, syscall_tracepoints: bool) -> Result<Self, Error> {
         let signal_in_cgroup = report.cgroup_signal.available;
         let net = Owned::build(|storage| {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
@@ -60,7 +61,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
-        let hooks = SharedHooks::load(&maps, report)?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -68,7 +69,11 @@ impl CgroupBackend {
             target: "tp_btf/sched_process_exec".into(),
             source,
         })?;
-        let exec_map = ExecMapHook::load(&maps).map_err(|e| e.to_string());
+        let exec_map = if syscall_tracepoints {
+            ExecMapHook::load(&maps).map_err(|e| e.to_string())
+        } else {
+            Err(super::TRACEPOINTS_OFF.into())
+        };
         Ok(CgroupBackend {
             hooks,
             maps,
@@ -110,6 +115,10 @@ impl Backend for CgroupBackend {
 
     fn fast_open(&self) -> Result<(), String> {
         self.hooks.fast_open()
+    }
+
+    fn stratum_in_use(&mut self) -> Result<(), Error> {
+        self.hooks.stratum_in_use()
     }
 
     fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {

@@ -36,13 +36,21 @@ pub(crate) struct SharedHooks {
 impl SharedHooks {
     /// Loads the shared hooks on the shared maps; the device and cmdline
     /// hooks are optional (their rules are then reported as not enforced).
-    pub fn load(maps: &SharedMaps, report: &ProbeReport) -> Result<Self, Error> {
+    pub fn load(
+        maps: &SharedMaps,
+        report: &ProbeReport,
+        syscall_tracepoints: bool,
+    ) -> Result<Self, Error> {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
             stratum: StratumHook::load(maps, report)?,
             device: DeviceHook::load(maps).ok(),
             cmdline: CmdlineHook::load(maps).ok(),
-            tfo: TfoHook::load(maps).map_err(|e| e.to_string()),
+            tfo: if syscall_tracepoints {
+                TfoHook::load(maps).map_err(|e| e.to_string())
+            } else {
+                Err(super::TRACEPOINTS_OFF.into())
+            },
             self_test: SelfTestHook::load(maps)?,
             signal_in_skmsg: report.skmsg_signal.available,
         })
@@ -67,6 +75,15 @@ impl SharedHooks {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
             && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+    }
+
+    /// Attaches the hooks only stratum rules need (see
+    /// `Backend::stratum_in_use`).
+    pub fn stratum_in_use(&mut self) -> Result<(), Error> {
+        match &mut self.tfo {
+            Ok(tfo) => tfo.set_active(true),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Runs the event-path self-test program (see `Backend::self_test`).

@@ -50,7 +50,8 @@ fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::E
 
 impl LsmBackend {
     /// Loads the objects (sharing one set of maps) and attaches the hooks.
-    pub fn load(report: &ProbeReport) -> Result<Self, Error> {
+    /// `syscall_tracepoints`: see `EnforcerOptions::syscall_tracepoints`.
+    pub fn load(report: &ProbeReport, syscall_tracepoints: bool) -> Result<Self, Error> {
         let mut net = Owned::build(|storage| LsmNetSkelBuilder::default().open(storage)?.load())
             .map_err(load_err("lsm_net"))?;
         let maps = shared_maps_of!(net.maps).map_err(load_err("lsm_net"))?;
@@ -66,7 +67,7 @@ impl LsmBackend {
             open.load()
         })
         .map_err(load_err("lsm_mmap"))?;
-        let hooks = SharedHooks::load(&maps, report)?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -109,6 +110,10 @@ impl Backend for LsmBackend {
 
     fn fast_open(&self) -> Result<(), String> {
         self.hooks.fast_open()
+    }
+
+    fn stratum_in_use(&mut self) -> Result<(), Error> {
+        self.hooks.stratum_in_use()
     }
 
     fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {

@@ -115,6 +115,9 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
+/// Why a syscall-tracepoint check is off when the options turned them off.
+pub(crate) const TRACEPOINTS_OFF: &str = "off (EnforcerOptions::syscall_tracepoints is false)";
+
 /// Maps a libbpf open/load failure of `object` to a [`LoadError`].
 pub(crate) fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
     move |source| LoadError::Object { object, source }
@@ -152,6 +155,13 @@ pub(crate) trait Backend: Send {
     /// Whether TCP Fast Open payloads are judged for Stratum; otherwise why
     /// not.
     fn fast_open(&self) -> Result<(), String>;
+
+    /// A policy with a stratum rule is (about to be) applied: attaches the
+    /// hooks only stratum rules need, which cost every task on the host, if
+    /// they are not attached yet. They stay attached until the backend is
+    /// dropped: detaching a tracepoint waits for an RCU grace period (tens
+    /// of ms), which an update or remove should not.
+    fn stratum_in_use(&mut self) -> Result<(), Error>;
 
     /// Writes up to `count` self-test events for `rule_idx` of `policy_id`
     /// into the ring buffer; returns how many fit.

@@ -89,6 +89,10 @@ pub struct mg_enforcer_options {
     /// Nonzero: refuse profiles with rules the backend cannot enforce
     /// (`MG_ERR_SCOPE`) instead of applying them as nothing.
     pub require_all_rules: u32,
+    /// Nonzero: no syscall tracepoints (no loader-exec check on the cgroup
+    /// backend, no TCP Fast Open check), sparing every syscall on the host
+    /// the kernel's tracing slow path. Zero keeps both checks.
+    pub no_syscall_tracepoints: u32,
 }
 
 pub(crate) static ENFORCERS: Registry<Mutex<Enforcer>> = Registry::new("mg_enforcer");
@@ -167,6 +171,7 @@ pub unsafe extern "C" fn mg_enforcer_new_with_options(
                     built.event_capacity = o.event_capacity as usize;
                 }
                 built.require_all_rules = o.require_all_rules != 0;
+                built.syscall_tracepoints = o.no_syscall_tracepoints == 0;
             }
             Ok(built)
         };

@@ -162,17 +162,25 @@ impl Enforcer {
     /// `require_all_rules` makes `apply` refuse rules the backend cannot
     /// enforce instead of listing them in `unenforced()`.
     #[new]
-    #[pyo3(signature = (backend = "auto", *, event_capacity = 65_536, require_all_rules = false))]
+    #[pyo3(signature = (
+        backend = "auto",
+        *,
+        event_capacity = 65_536,
+        require_all_rules = false,
+        syscall_tracepoints = true
+    ))]
     fn new(
         py: Python<'_>,
         backend: &str,
         event_capacity: usize,
         require_all_rules: bool,
+        syscall_tracepoints: bool,
     ) -> PyResult<Self> {
         let options = EnforcerOptions {
             backend: parse_backend(backend)?,
             event_capacity: event_capacity.max(1),
             require_all_rules,
+            syscall_tracepoints,
         };
         let enforcer = py
             .detach(|| minerguard::Enforcer::with_options(options))

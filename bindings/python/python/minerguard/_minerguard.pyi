@@ -196,6 +196,7 @@ class Enforcer:
         *,
         event_capacity: int = 65536,
         require_all_rules: bool = False,
+        syscall_tracepoints: bool = True,
     ) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(

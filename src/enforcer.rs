@@ -87,7 +87,7 @@ pub struct EnforcerOptions {
     /// (`sendto`/`sendmsg`, attached once a stratum rule is applied). While
     /// any syscall tracepoint is attached the kernel sends every syscall
     /// of every task through its tracing slow path (measured in
-    /// BENCHMARKS.md: about +3 % on execve, +1–2 % on connect); `false`
+    /// BENCHMARKS.md: +2.3 % on execve, ≈80 ns more per send()); `false`
     /// trades those two checks for it ([`Enforcer::loader_exec`] and
     /// [`Enforcer::fast_open`] then say so).
     pub syscall_tracepoints: bool,

@@ -495,6 +495,55 @@ extern "C" {
 const char *mg_version(void);
 
 /**
+ * Whether optional check `check` (an `MG_CHECK_*` value) is active:
+ * `*out_active` receives 1 or 0, and `why` (may be NULL with `len == 0`)
+ * the reason it is not (an empty string when it is); `needed` (may be
+ * NULL) receives the size required.
+ *
+ * # Safety
+ * `out_active` must be writable; `why` must point to `len` writable bytes
+ * (or be NULL with `len == 0`); `needed` must be NULL or writable.
+ */
+enum mg_result mg_enforcer_check_status(const struct mg_enforcer *enforcer,
+                                        uint32_t check,
+                                        uint32_t *out_active,
+                                        char *why,
+                                        size_t len,
+                                        size_t *needed);
+
+/**
+ * Has the kernel write `count` audit events for the handle's first rule
+ * (exec events naming `minerguard-self-test`) into the event stream, to
+ * check that events reach their consumer; `*out_written` receives how many
+ * the ring buffer took. Nothing is enforced or refused by it.
+ *
+ * # Safety
+ * `out_written` must be writable.
+ */
+enum mg_result mg_enforcer_self_test_events(const struct mg_enforcer *enforcer,
+                                            uint64_t handle,
+                                            uint32_t count,
+                                            uint32_t *out_written);
+
+/**
+ * Learn mode: records what the cgroup at `cgroup_path` executes for
+ * `duration_ms` (nothing is refused meanwhile; the enforcer is busy and
+ * its event stream is read by this call until then), and creates in `*out`
+ * a profile named `name` whose one rule, `allow-learned`, allows exactly
+ * what ran and gives everything else `action` (an `MG_ACTION_*` value).
+ * Free it with `mg_profile_free()`. `MG_ERR_TIMEOUT` when nothing ran.
+ *
+ * # Safety
+ * `cgroup_path` and `name` must be NUL-terminated strings; `out` writable.
+ */
+enum mg_result mg_enforcer_learn(struct mg_enforcer *enforcer,
+                                 const char *cgroup_path,
+                                 uint64_t duration_ms,
+                                 const char *name,
+                                 uint32_t action,
+                                 struct mg_profile **out);
+
+/**
  * The name of an `mg_backend` value (`"auto"`, `"lsm"`, `"cgroup"`,
  * `"none"`), or `"unknown"`. A static string: never freed, never NULL.
  */

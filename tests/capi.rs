@@ -634,3 +634,122 @@ fn c_contract_leaks_nothing_under_valgrind() {
     );
     assert_all_ok(&out, &text, 45);
 }
+
+#[test]
+fn learn_self_test_and_check_status_through_the_c_api() {
+    if !kernel_tests_enabled("learn_self_test_and_check_status_through_the_c_api") {
+        return;
+    }
+    use capi::{checks::*, enforcer::*, profile::*};
+    let mut e: *mut mg_enforcer = std::ptr::null_mut();
+    let backend = match std::env::var("MINERGUARD_TEST_BACKEND").as_deref() {
+        Ok("lsm") => 1,
+        Ok("cgroup") => 2,
+        _ => 0,
+    };
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { mg_enforcer_new(backend, &mut e) },
+        mg_result::MG_OK
+    );
+
+    // Status of the optional checks, and a bad check id.
+    let (mut active, mut needed) = (7u32, 0usize);
+    let mut why = [0 as std::ffi::c_char; 256];
+    for check in [mg_check::MG_CHECK_LOADER_EXEC, mg_check::MG_CHECK_FAST_OPEN] {
+        // SAFETY: buffers of the stated sizes.
+        let rc = unsafe {
+            mg_enforcer_check_status(
+                e,
+                check as u32,
+                &mut active,
+                why.as_mut_ptr(),
+                why.len(),
+                &mut needed,
+            )
+        };
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+        assert_eq!(active, 1, "{check:?} is active on the test kernels");
+        assert_eq!(needed, 1, "an empty reason");
+    }
+    // SAFETY: as above.
+    let rc = unsafe {
+        mg_enforcer_check_status(e, 9, &mut active, why.as_mut_ptr(), why.len(), &mut needed)
+    };
+    assert_eq!(rc, mg_result::MG_ERR_INVALID_ARGUMENT);
+
+    // Learn: an app runs in the cgroup while the call records it.
+    let dir = TempDir::new("capi-learn");
+    let app = fake_miner(&dir, "app");
+    let cg = test_cgroup();
+    let procs = cg.procs_file().unwrap();
+    let runner = {
+        let app = app.clone();
+        let marker = dir.path().join("marker");
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let mut cmd = Command::new(&app);
+            cmd.arg(&marker);
+            // SAFETY: join_cgroup_raw is a single write(2).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    minerguard::cgroup::join_cgroup_raw(&procs)
+                });
+            }
+            cmd.status().unwrap()
+        })
+    };
+    let path = std::ffi::CString::new(cg.cgroup().path().to_str().unwrap()).unwrap();
+    let mut learned: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: NUL-terminated strings, valid out-pointer.
+    let rc = unsafe {
+        mg_enforcer_learn(
+            e,
+            path.as_ptr(),
+            2_000,
+            c"learned".as_ptr(),
+            mg_action::MG_ACTION_DENY as u32,
+            &mut learned,
+        )
+    };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    assert!(runner.join().unwrap().success());
+    assert_eq!(
+        mg_profile_validate(learned),
+        mg_result::MG_OK,
+        "{}",
+        last_error()
+    );
+
+    // Apply it, then the self-test events travel to the stream.
+    let mut handle = 0u64;
+    // SAFETY: valid pointers.
+    let rc = unsafe { mg_enforcer_apply_cgroup(e, learned, path.as_ptr(), &mut handle) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let mut written = 0u32;
+    // SAFETY: valid out-pointer.
+    let rc = unsafe { mg_enforcer_self_test_events(e, handle, 10, &mut written) };
+    assert_eq!((rc, written), (mg_result::MG_OK, 10));
+    // SAFETY: as above; an unknown handle is refused.
+    let rc = unsafe { mg_enforcer_self_test_events(e, handle + 1000, 10, &mut written) };
+    assert_eq!(rc, mg_result::MG_ERR_SCOPE);
+
+    // Nothing runs: MG_ERR_TIMEOUT, and *out stays NULL.
+    assert_eq!(mg_enforcer_remove(e, handle), mg_result::MG_OK);
+    let mut none: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: as above.
+    let rc = unsafe {
+        mg_enforcer_learn(
+            e,
+            path.as_ptr(),
+            300,
+            c"x".as_ptr(),
+            mg_action::MG_ACTION_DENY as u32,
+            &mut none,
+        )
+    };
+    assert_eq!(rc, mg_result::MG_ERR_TIMEOUT);
+    assert!(none.is_null());
+    assert_eq!(mg_profile_free(learned), mg_result::MG_OK);
+    assert_eq!(mg_enforcer_free(e), mg_result::MG_OK);
+}

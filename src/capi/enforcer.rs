@@ -97,7 +97,7 @@ pub struct mg_enforcer_options {
 
 pub(crate) static ENFORCERS: Registry<Mutex<Enforcer>> = Registry::new("mg_enforcer");
 
-fn with_enforcer<R>(
+pub(crate) fn with_enforcer<R>(
     enforcer: *const mg_enforcer,
     f: impl FnOnce(&mut Enforcer) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
@@ -305,7 +305,7 @@ fn cgroup_path_of(id: u64) -> Result<PathBuf, Failure> {
     })))
 }
 
-fn policy_handle(e: &Enforcer, id: u64) -> Result<PolicyHandle, Failure> {
+pub(crate) fn policy_handle(e: &Enforcer, id: u64) -> Result<PolicyHandle, Failure> {
     e.handles()
         .into_iter()
         .find(|h| h.id() == id)

@@ -18,6 +18,7 @@
 
 use std::ffi::c_char;
 
+pub mod checks;
 pub mod enforcer;
 pub mod events;
 mod handles;
@@ -27,6 +28,7 @@ pub mod result;
 pub mod seccomp;
 mod strings;
 
+pub use checks::mg_check;
 pub use enforcer::{mg_backend, mg_drops, mg_enforcer, mg_enforcer_options};
 pub use events::{mg_event, mg_events, mg_rule_kind};
 pub use probe::mg_probe_report;

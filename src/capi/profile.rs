@@ -48,7 +48,7 @@ impl From<Action> for mg_action {
     }
 }
 
-fn action_arg(value: u32) -> Result<Action, Failure> {
+pub(crate) fn action_arg(value: u32) -> Result<Action, Failure> {
     match value {
         0 => Ok(Action::Audit),
         1 => Ok(Action::Deny),
@@ -71,7 +71,7 @@ pub(crate) fn with_profile<R>(
     f(&mut p)
 }
 
-unsafe fn emit(
+pub(crate) unsafe fn emit(
     out: *mut *mut mg_profile,
     parse: impl FnOnce() -> Result<Profile, Failure>,
 ) -> mg_result {

@@ -293,6 +293,59 @@ impl Enforcer {
             .collect())
     }
 
+    /// Records what `cgroup` executes for `duration` seconds (nothing is
+    /// refused meanwhile; events of other profiles are dropped while it
+    /// runs), then returns an allow-only profile of it: one rule
+    /// `allow-learned` with `action`. Blocks, with the GIL released.
+    #[pyo3(signature = (*, cgroup, duration, name = "learned", action = "deny"))]
+    fn learn(
+        &self,
+        py: Python<'_>,
+        cgroup: PathBuf,
+        duration: f64,
+        name: &str,
+        action: &str,
+    ) -> PyResult<Profile> {
+        if !(duration.is_finite() && duration > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "duration: must be a positive number of seconds, got {duration}"
+            )));
+        }
+        let action = parse_action(action)?;
+        let wait = std::time::Duration::from_secs_f64(duration);
+        let learner = self.with(py, move |e| e.learn(Scope::Cgroup(cgroup), wait, |_| {}))?;
+        Ok(Profile {
+            inner: learner.allow_only_profile(name, action),
+        })
+    }
+
+    /// Has the kernel write `count` audit events for the handle's first
+    /// rule (exec events naming `minerguard-self-test`) to check the event
+    /// path; returns how many the ring buffer took.
+    fn self_test_events(
+        &self,
+        py: Python<'_>,
+        handle: PyRef<'_, PolicyHandle>,
+        count: u32,
+    ) -> PyResult<u32> {
+        let h = self.check_handle(&handle)?;
+        self.with(py, move |e| e.self_test_events(h, count))
+    }
+
+    /// None when executable mappings of refused files (loader exec) are
+    /// judged on this kernel; otherwise why not.
+    #[getter]
+    fn loader_exec(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.loader_exec().err()))
+    }
+
+    /// None when TCP Fast Open payloads are judged for Stratum; otherwise
+    /// why not.
+    #[getter]
+    fn fast_open(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.fast_open().err()))
+    }
+
     /// Handles of every applied profile.
     fn handles(&self, py: Python<'_>) -> PyResult<Vec<PolicyHandle>> {
         let serial = self.serial;

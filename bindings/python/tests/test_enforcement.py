@@ -98,6 +98,45 @@ def test_denied_exec_inside_scope_only(cgroup: Cgroup, enforcer: Enforcer, tmp_p
     assert enforcer.handles() == []
 
 
+def test_learn_then_allow_only_and_self_test_events(
+    cgroup: Cgroup, enforcer: Enforcer, tmp_path: Path
+) -> None:
+    app = fake_miner(tmp_path, "app")
+    newcomer = fake_miner(tmp_path, "newcomer")
+    marker = tmp_path / "marker"
+
+    def workload() -> None:
+        time.sleep(0.7)  # learning has started by then
+        assert run_in(cgroup, [str(app), str(marker)]) == 0
+
+    t = threading.Thread(target=workload)
+    t.start()
+    learned = enforcer.learn(cgroup=cgroup.path, duration=2.0, name="app-only")
+    t.join()
+    assert enforcer.handles() == [], "learning left its profile applied"
+    text = learned.to_yaml()
+    assert "allow-learned" in text and str(app) in text, text
+
+    handle = enforcer.apply(learned, cgroup=cgroup.path)
+    marker.unlink()
+    assert run_in(cgroup, [str(app), str(marker)]) == 0 and marker.exists()
+    marker.unlink()
+    assert run_in(cgroup, [str(newcomer), str(marker)]) == denied_exec(enforcer)
+    assert not marker.exists()
+    assert wait_for(enforcer, "allow-learned").path == str(newcomer)
+
+    # The event path end to end, without a syscall per event.
+    while enforcer.next_event(0.2) is not None:
+        pass
+    assert enforcer.self_test_events(handle, 50) == 50
+    got = [enforcer.next_event(2.0) for _ in range(50)]
+    assert all(ev is not None and ev.path == "minerguard-self-test" for ev in got)
+    assert all(ev is not None and ev.rule == "allow-learned" for ev in got)
+    assert enforcer.loader_exec is None and enforcer.fast_open is None
+    with pytest.raises(ValueError, match="duration"):
+        enforcer.learn(cgroup=cgroup.path, duration=0)
+
+
 def test_denied_connect_inside_scope_only(
     cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket
 ) -> None:

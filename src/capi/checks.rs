@@ -1,0 +1,128 @@
+//! C API: learn mode, the event-path self-test, and whether the optional
+//! checks (loader exec, TCP Fast Open) are active on this kernel.
+
+use std::{ffi::c_char, time::Duration};
+
+use super::{
+    enforcer::{mg_enforcer, policy_handle, with_enforcer},
+    profile::{action_arg, emit, mg_profile},
+    result::{guard, mg_result, Failure},
+    strings::{copy_str, path_arg, utf8_arg, write_out},
+};
+use crate::Scope;
+
+/// The optional checks `mg_enforcer_check_status()` reports on.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mg_check {
+    /// Executable mappings of refused files (`ld.so ./xmrig`).
+    MG_CHECK_LOADER_EXEC = 1,
+    /// Stratum in the payload of a TCP Fast Open SYN.
+    MG_CHECK_FAST_OPEN = 2,
+}
+
+/// Whether optional check `check` (an `MG_CHECK_*` value) is active:
+/// `*out_active` receives 1 or 0, and `why` (may be NULL with `len == 0`)
+/// the reason it is not (an empty string when it is); `needed` (may be
+/// NULL) receives the size required.
+///
+/// # Safety
+/// `out_active` must be writable; `why` must point to `len` writable bytes
+/// (or be NULL with `len == 0`); `needed` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_check_status(
+    enforcer: *const mg_enforcer,
+    check: u32,
+    out_active: *mut u32,
+    why: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> mg_result {
+    guard(|| {
+        let status = with_enforcer(enforcer, |e| {
+            Ok(match check {
+                1 => e.loader_exec(),
+                2 => e.fast_open(),
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open)"
+                    )))
+                }
+            })
+        })?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_active, u32::from(status.is_ok()), "out_active")? };
+        // SAFETY: forwarded contract.
+        unsafe { copy_str(status.err().as_deref().unwrap_or(""), why, len, needed) }
+    })
+}
+
+/// Has the kernel write `count` audit events for the handle's first rule
+/// (exec events naming `minerguard-self-test`) into the event stream, to
+/// check that events reach their consumer; `*out_written` receives how many
+/// the ring buffer took. Nothing is enforced or refused by it.
+///
+/// # Safety
+/// `out_written` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_self_test_events(
+    enforcer: *const mg_enforcer,
+    handle: u64,
+    count: u32,
+    out_written: *mut u32,
+) -> mg_result {
+    guard(|| {
+        let written = with_enforcer(enforcer, |e| {
+            let h = policy_handle(e, handle)?;
+            Ok(e.self_test_events(h, count)?)
+        })?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_written, written, "out_written") }
+    })
+}
+
+/// Learn mode: records what the cgroup at `cgroup_path` executes for
+/// `duration_ms` (nothing is refused meanwhile; the enforcer is busy and
+/// its event stream is read by this call until then), and creates in `*out`
+/// a profile named `name` whose one rule, `allow-learned`, allows exactly
+/// what ran and gives everything else `action` (an `MG_ACTION_*` value).
+/// Free it with `mg_profile_free()`. `MG_ERR_TIMEOUT` when nothing ran.
+///
+/// # Safety
+/// `cgroup_path` and `name` must be NUL-terminated strings; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_learn(
+    enforcer: *mut mg_enforcer,
+    cgroup_path: *const c_char,
+    duration_ms: u64,
+    name: *const c_char,
+    action: u32,
+    out: *mut *mut mg_profile,
+) -> mg_result {
+    let learn = || {
+        // SAFETY: forwarded contract.
+        let path = unsafe { path_arg(cgroup_path, "cgroup_path")? }.to_path_buf();
+        // SAFETY: forwarded contract.
+        let name = unsafe { utf8_arg(name, "name")? }.to_owned();
+        let action = action_arg(action)?;
+        if duration_ms == 0 {
+            return Err(Failure::invalid("duration_ms: must be above zero"));
+        }
+        let learner = with_enforcer(enforcer, |e| {
+            Ok(e.learn(
+                Scope::Cgroup(path),
+                Duration::from_millis(duration_ms),
+                |_| {},
+            )?)
+        })?;
+        if learner.learned().next().is_none() {
+            return Err(Failure::new(
+                mg_result::MG_ERR_TIMEOUT,
+                "nothing was executed in the cgroup while learning; no profile made",
+            ));
+        }
+        Ok(learner.allow_only_profile(&name, action))
+    };
+    // SAFETY: forwarded contract.
+    unsafe { emit(out, learn) }
+}

@@ -252,6 +252,25 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
 
 /// Waits up to 60 s (loading BPF under an emulated CPU is slow) for a line
 /// containing `needle` from `lines`.
+/// Spawns `cmd` (stderr piped) and streams its stderr lines to a channel.
+fn spawn_with_stderr_lines(
+    cmd: &mut Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
 fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -276,7 +295,6 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
     if !kernel_tests_enabled("watch_enforces_reloads_on_sighup_and_detaches_on_sigterm") {
         return;
     }
-    use std::io::BufRead;
     let dir = TempDir::new("cli-watch");
     let xmrig = fake_miner(&dir, "xmrig");
     let other = fake_miner(&dir, "other");
@@ -291,17 +309,7 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
     if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
         cmd.args(["--backend", &b]);
     }
-    let mut child = cmd.spawn().unwrap();
-    let (tx, status_lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, status_lines) = spawn_with_stderr_lines(&mut cmd);
     wait_line(&status_lines, "enforced by the");
 
     assert!(!ran_in(&cg, &xmrig, &marker), "xmrig ran under watch");
@@ -347,7 +355,6 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
     if !kernel_tests_enabled("learn_writes_an_allow_only_profile_that_run_enforces") {
         return;
     }
-    use std::io::BufRead;
     let dir = TempDir::new("cli-learn");
     let app = fake_miner(&dir, "app");
     let newcomer = fake_miner(&dir, "newcomer");
@@ -370,17 +377,7 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
     if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
         cmd.args(["--backend", &b]);
     }
-    let mut child = cmd.spawn().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, lines) = spawn_with_stderr_lines(&mut cmd);
     wait_line(&lines, "learning what");
     assert!(ran_in(&cg, &app, &marker), "learning refused an exec");
     let line = wait_line(&lines, "learned ");

@@ -23,7 +23,6 @@ use crate::{
     compile::RuleKind,
     error::{AttachError, Error},
     probe::ProbeReport,
-    profile::MatcherKind,
 };
 
 /// Loaded and attached BPF-LSM programs.
@@ -104,20 +103,12 @@ impl Backend for LsmBackend {
         self.hooks.cover_exactly(roots, &[])
     }
 
-    fn supports(&self, m: MatcherKind) -> bool {
-        self.hooks.supports(self.kind(), m)
+    fn hooks(&self) -> &SharedHooks {
+        &self.hooks
     }
 
-    fn fast_open(&self) -> Result<(), String> {
-        self.hooks.fast_open()
-    }
-
-    fn stratum_in_use(&mut self) -> Result<(), Error> {
-        self.hooks.stratum_in_use()
-    }
-
-    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
-        self.hooks.self_test(policy_id, rule_idx, count)
+    fn hooks_mut(&mut self) -> &mut SharedHooks {
+        &mut self.hooks
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

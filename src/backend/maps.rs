@@ -510,6 +510,11 @@ impl PolicyEntries {
     }
 }
 
+/// The bytes of `items`, back to back (the layout batch calls take).
+fn concat<'a, T: Pod + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<u8> {
+    items.flat_map(|t| t.bytes()).copied().collect()
+}
+
 /// Writes `entries` into `map`: in one `BPF_MAP_UPDATE_BATCH` call (a
 /// 10,000-entry profile is one syscall instead of 10,000), or entry by entry
 /// where the kernel or map type has no batch update (LPM tries before 6.x).
@@ -519,16 +524,8 @@ fn update_all<K: Pod, V: Pod>(
     entries: &[(K, V)],
 ) -> Result<(), AttachError> {
     if entries.len() > 1 {
-        let keys: Vec<u8> = entries
-            .iter()
-            .flat_map(|(k, _)| k.bytes())
-            .copied()
-            .collect();
-        let values: Vec<u8> = entries
-            .iter()
-            .flat_map(|(_, v)| v.bytes())
-            .copied()
-            .collect();
+        let keys = concat(entries.iter().map(|(k, _)| k));
+        let values = concat(entries.iter().map(|(_, v)| v));
         let count = entries.len() as u32;
         if map
             .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
@@ -550,11 +547,7 @@ fn update_all<K: Pod, V: Pod>(
 /// batch call, or key by key when that fails (a missing key stops a batch).
 fn delete_all<K: Pod, V>(map: &MapHandle, entries: &[(K, V)]) {
     if entries.len() > 1 {
-        let keys: Vec<u8> = entries
-            .iter()
-            .flat_map(|(k, _)| k.bytes())
-            .copied()
-            .collect();
+        let keys = concat(entries.iter().map(|(k, _)| k));
         let count = entries.len() as u32;
         if map
             .delete_batch(&keys, count, MapFlags::ANY, MapFlags::ANY)

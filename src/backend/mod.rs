@@ -9,7 +9,7 @@ pub(crate) mod cgroup;
 mod cmdline;
 mod device;
 mod exec_map;
-mod hooks;
+pub(crate) mod hooks;
 pub(crate) mod lsm;
 pub(crate) mod maps;
 mod selftest;
@@ -136,10 +136,16 @@ pub(crate) trait Backend: Send {
     /// on failure the previous coverage is left as it was.
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error>;
 
+    /// The hooks both backends share.
+    fn hooks(&self) -> &hooks::SharedHooks;
+
+    /// The hooks both backends share, to attach or change.
+    fn hooks_mut(&mut self) -> &mut hooks::SharedHooks;
+
     /// Whether this loaded backend enforces rules with matcher `m` (the
     /// kind's capability, less optional hooks this kernel refused).
     fn supports(&self, m: MatcherKind) -> bool {
-        self.kind().supports(m)
+        self.hooks().supports(self.kind(), m)
     }
 
     /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
@@ -154,16 +160,22 @@ pub(crate) trait Backend: Send {
 
     /// Whether TCP Fast Open payloads are judged for Stratum; otherwise why
     /// not.
-    fn fast_open(&self) -> Result<(), String>;
+    fn fast_open(&self) -> Result<(), String> {
+        self.hooks().fast_open()
+    }
 
     /// A policy with a stratum rule is (about to be) applied: attaches the
     /// hooks only stratum rules need, which cost every task on the host, if
     /// they are not attached yet. They stay attached until the backend is
     /// dropped: detaching a tracepoint waits for an RCU grace period (tens
     /// of ms), which an update or remove should not.
-    fn stratum_in_use(&mut self) -> Result<(), Error>;
+    fn stratum_in_use(&mut self) -> Result<(), Error> {
+        self.hooks_mut().stratum_in_use()
+    }
 
     /// Writes up to `count` self-test events for `rule_idx` of `policy_id`
     /// into the ring buffer; returns how many fit.
-    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error>;
+    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
+        self.hooks().self_test(policy_id, rule_idx, count)
+    }
 }

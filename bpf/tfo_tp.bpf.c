@@ -62,9 +62,15 @@ static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 	if (len > MG_STRATUM_WINDOW)
 		return;
 	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
-	if (!len || bpf_probe_read_user(buf, len, ubuf))
+	if (!len)
 		return;
-	sig = mg_stratum_signature(buf, len);
+	/* A non-sleepable program cannot fault a page in: a payload that is
+	 * not resident is refused unjudged (fail closed), or a miner could
+	 * send from an untouched file mapping. */
+	if (bpf_probe_read_user(buf, len, ubuf))
+		sig = MG_SIG_UNREADABLE;
+	else
+		sig = mg_stratum_signature(buf, len);
 	id = bpf_get_current_pid_tgid();
 	armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
 	if (!armed)

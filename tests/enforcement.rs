@@ -913,7 +913,7 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     let pool = listener(false);
     let addr = pool.local_addr().unwrap();
     assert_eq!(
-        fast_open_send_in(Some(&cg), addr, STRATUM_SUBSCRIBE),
+        fast_open_send_in(Some(&cg), addr, STRATUM_SUBSCRIBE, None),
         ChildEnd::Code(100 + libc::EPERM)
     );
     assert!(received(&pool).is_empty(), "the pool got a connection");
@@ -931,15 +931,33 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     assert!(ev.pid > 0, "{ev:?}");
     // Clean Fast Open in the scope, and Stratum outside it, go through.
     assert_eq!(
-        fast_open_send_in(Some(&cg), addr, HTTP_GET),
+        fast_open_send_in(Some(&cg), addr, HTTP_GET, None),
         ChildEnd::Code(0)
     );
     assert_eq!(received(&pool), HTTP_GET);
     assert_eq!(
-        fast_open_send_in(None, addr, STRATUM_SUBSCRIBE),
+        fast_open_send_in(None, addr, STRATUM_SUBSCRIBE, None),
         ChildEnd::Code(0)
     );
     assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+    // A payload the kernel cannot read at the syscall (an untouched file
+    // mapping) is refused unjudged.
+    let dir = TempDir::new("tfo");
+    let file = dir.path().join("payload");
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, HTTP_GET, Some(&file)),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    let ev = wait_event(&enforcer, |e| {
+        matches!(
+            e.target,
+            Target::Stratum {
+                signature: minerguard::events::StratumSignature::Unreadable,
+                ..
+            }
+        )
+    });
+    assert!(ev.is_some(), "an unreadable-fast-open event");
     // A refused send leaves nothing behind: the same thread's next connect
     // in the scope works.
     assert_eq!(

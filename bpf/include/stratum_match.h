@@ -20,6 +20,7 @@ enum mg_stratum_sig {
 	MG_SIG_V1 = 1,    /* JSON-RPC "method": "mining.*" */
 	MG_SIG_LOGIN = 2, /* XMRig-style "method": "login" */
 	MG_SIG_V2 = 3,    /* Stratum V2 plaintext SetupConnection */
+	MG_SIG_UNREADABLE = 4, /* Fast Open payload the kernel could not read */
 };
 
 #define MG_SEEN_METHOD 1

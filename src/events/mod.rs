@@ -101,6 +101,10 @@ pub enum StratumSignature {
     Login,
     /// Stratum V2 plaintext `SetupConnection`.
     V2,
+    /// A TCP Fast Open payload the kernel could not read at the syscall
+    /// (its page was not resident): refused unjudged, so a payload placed
+    /// in an untouched mapping cannot slip past the check.
+    Unreadable,
 }
 
 impl StratumSignature {
@@ -110,16 +114,19 @@ impl StratumSignature {
             1 => Some(StratumSignature::V1),
             2 => Some(StratumSignature::Login),
             3 => Some(StratumSignature::V2),
+            4 => Some(StratumSignature::Unreadable),
             _ => None,
         }
     }
 
-    /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`).
+    /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
+    /// `unreadable-fast-open`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
             StratumSignature::Login => "xmrig-login",
             StratumSignature::V2 => "stratum-v2",
+            StratumSignature::Unreadable => "unreadable-fast-open",
         }
     }
 }

@@ -669,21 +669,46 @@ impl Drop for TestNetns {
 
 /// A TCP Fast Open send of `payload` to `addr` (sendto with MSG_FASTOPEN on
 /// a fresh socket) from a child in `cgroup`: `Code(0)` when it all went out,
-/// `Code(100 + errno)` when refused.
+/// `Code(100 + errno)` when refused. The child sends from a copy on its
+/// stack (resident, as a program's freshly written buffer is), or, with
+/// `untouched_file`, from a mapping of that file it never touched.
 pub fn fast_open_send_in(
     cgroup: Option<&OwnedCgroup>,
     addr: SocketAddr,
     payload: &[u8],
+    untouched_file: Option<&Path>,
 ) -> ChildEnd {
+    assert!(payload.len() <= 256);
     let (storage, len, family) = sockaddr(addr, false);
-    fork_in(cgroup, || unsafe {
+    let mapped = untouched_file.map(|path| {
+        std::fs::write(path, payload).unwrap();
+        let f = std::fs::File::open(path).unwrap();
+        // SAFETY: a fresh read-only mapping of a file we wrote; never read
+        // here, so no page of it is mapped in this process or the child.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                payload.len(),
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    });
+    let end = fork_in(cgroup, || unsafe {
+        let mut copy = [0u8; 256];
+        copy[..payload.len()].copy_from_slice(payload);
+        let buf = mapped.unwrap_or(copy.as_ptr() as usize) as *const libc::c_void;
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 {
             return 99;
         }
         let sent = libc::sendto(
             s,
-            payload.as_ptr().cast(),
+            buf,
             payload.len(),
             libc::MSG_FASTOPEN,
             (&storage as *const libc::sockaddr_storage).cast(),
@@ -695,5 +720,10 @@ pub fn fast_open_send_in(
             return 100 + errno.min(100);
         }
         0
-    })
+    });
+    if let Some(p) = mapped {
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p as *mut libc::c_void, payload.len()) };
+    }
+    end
 }

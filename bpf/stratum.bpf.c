@@ -17,8 +17,11 @@
  * Stratum, or fill the window, the verdict covers the next 4 GiB without
  * running again and the storage is freed: a judged socket costs nothing more.
  *
- * Needs no BPF LSM: the cgroup backend uses it, and the lsm backend too until
- * its sleepable socket_sendmsg variant lands.
+ * Needs no BPF LSM: the cgroup backend judges Stratum here. The lsm backend
+ * judges in its sleepable socket_sendmsg (lsm_stratum.bpf.c, EPERM) and keeps
+ * this program for the sends that bypass that hook (sendfile and splice go
+ * through sendpage on older kernels): it follows the lsm verdict for sockets
+ * it has not started judging itself.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,18 +38,6 @@ struct {
 	__type(key, __u64); /* socket cookie */
 	__type(value, __u64);
 } mg_sockhash SEC(".maps");
-
-/* Room for what the verifier can prove about an append (offset below the
- * window, length masked below twice the window), plus the slack the word
- * compares read past the end. */
-#define MG_STRATUM_BUF (3 * MG_STRATUM_WINDOW + MG_STRATUM_SLACK)
-
-/* A socket's first bytes while they are being judged. */
-struct mg_stratum_state {
-	__u32 len;    /* bytes collected (at most MG_STRATUM_WINDOW) */
-	__u32 denied; /* a signature matched: every later send is dropped */
-	char buf[MG_STRATUM_BUF]; /* zero past len */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -67,6 +58,8 @@ struct {
 const volatile bool mg_signal_in_skmsg = false;
 /* Likewise for bpf_get_current_comm (userspace fills the name otherwise). */
 const volatile bool mg_comm_in_skmsg = false;
+/* Set on the lsm backend when its socket_sendmsg judges Stratum. */
+const volatile bool mg_lsm_judges = false;
 
 SEC("sockops")
 int mg_sockops(struct bpf_sock_ops *skops)
@@ -78,30 +71,6 @@ int mg_sockops(struct bpf_sock_ops *skops)
 	cookie = bpf_get_socket_cookie(skops);
 	bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST);
 	return 1;
-}
-
-/*
- * Whether more bytes could still turn the first `len` bytes into a
- * signature: only blanks so far, the start of a JSON object, or the start of
- * a Stratum V2 frame header (extension 0x0000, message type 0x00).
- */
-static __always_inline bool mg_stratum_possible(const char *buf, __u32 len)
-{
-	__u32 first = 0;
-
-	if (len < 11 && buf[0] == 0 && (len < 2 || buf[1] == 0) &&
-	    (len < 3 || buf[2] == 0))
-		return true;
-	for (int i = 0; i < 8; i++) {
-		char ch = buf[first & (MG_STRATUM_WINDOW - 1)];
-
-		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
-			break;
-		first++;
-	}
-	if (first >= len)
-		return first < 8;
-	return buf[first & (MG_STRATUM_WINDOW - 1)] == '{';
 }
 
 static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
@@ -225,6 +194,18 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	if (!sk)
 		return mg_pass_rest(msg);
 	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0, 0);
+	if (mg_lsm_judges) {
+		__u32 *done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
+
+		/* Refused by socket_sendmsg: so is anything sent past it. */
+		if (done && *done == MG_STRATUM_DENIED)
+			return MG_SK_DROP;
+		/* Judged clean there from the first byte, and nothing sent
+		 * past the hook before it: done. Bytes this program collected
+		 * itself (a sendfile first) keep being judged here. */
+		if (done && !st)
+			return mg_pass_rest(msg);
+	}
 	if (!st)
 		return mg_first_send(msg, scope, ref, sk);
 	if (st->denied)

@@ -784,16 +784,22 @@ fn stratum_profile(action: Action) -> Profile {
     ))
 }
 
-#[test]
-fn stratum_first_message_is_refused_on_any_port() {
-    require_kernel!();
-    let pool = listener(false);
-    let addr = pool.local_addr().unwrap();
+/// A fresh cgroup and an enforcer applying the `deny` stratum profile there.
+fn stratum_scope() -> (minerguard::cgroup::OwnedCgroup, Enforcer) {
     let cg = test_cgroup();
     let mut enforcer = enforcer();
     enforcer
         .apply(&stratum_profile(Action::Deny), scope_of(&cg))
         .unwrap();
+    (cg, enforcer)
+}
+
+#[test]
+fn stratum_first_message_is_refused_on_any_port() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let (cg, enforcer) = stratum_scope();
 
     for (payload, sig) in [
         (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1),
@@ -804,7 +810,7 @@ fn stratum_first_message_is_refused_on_any_port() {
             send_in(Some(&cg), addr, &[payload]),
             SendOutcome::SendFailed {
                 index: 0,
-                errno: libc::EACCES
+                errno: enforcer.stratum_errno()
             },
             "{sig:?}"
         );
@@ -837,12 +843,16 @@ fn stratum_first_message_is_refused_on_any_port() {
 #[test]
 fn stratum_is_refused_whatever_call_sends_it_and_however_it_is_split() {
     require_kernel!();
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
-    enforcer
-        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
-        .unwrap();
-    let refused = ChildEnd::Code(100 + libc::EACCES);
+    let (cg, enforcer) = stratum_scope();
+    // EPERM from the lsm socket_sendmsg hook, EACCES from sk_msg.
+    let refused = ChildEnd::Code(100 + enforcer.stratum_errno());
+    if enforcer.backend() == minerguard::BackendKind::Lsm {
+        assert_eq!(
+            enforcer.stratum_errno(),
+            libc::EPERM,
+            "lsm judges Stratum itself"
+        );
+    }
     for (payload, method) in [
         (STRATUM_SUBSCRIBE, &b"mining.subscribe"[..]),
         (XMRIG_LOGIN, &b"\"method\":\"login\""[..]),
@@ -900,6 +910,57 @@ fn stratum_is_refused_whatever_call_sends_it_and_however_it_is_split() {
 }
 
 #[test]
+fn stratum_sent_with_sendfile_is_refused() {
+    require_kernel!();
+    let (cg, enforcer) = stratum_scope();
+    let dir = TempDir::new("sendfile");
+    let method = &b"mining.subscribe"[..];
+    let (head, tail) = STRATUM_SUBSCRIBE.split_at(12);
+    // sendfile bypasses socket_sendmsg before 6.5 (sendpage): the sk_msg
+    // program judges it on both backends, and refuses the call that
+    // completes the method (EACCES), also when part of the message went
+    // out through send() (judged by the lsm hook too) before or after.
+    for parts in [
+        &[Part::Sendfile(STRATUM_SUBSCRIBE)][..],
+        &[Part::Send(head), Part::Sendfile(tail)],
+        &[Part::Sendfile(head), Part::Send(tail)],
+    ] {
+        let pool = listener(false);
+        let addr = pool.local_addr().unwrap();
+        assert_eq!(
+            send_parts_in(Some(&cg), addr, parts, dir.path()),
+            ChildEnd::Code(100 + libc::EACCES),
+            "{parts:?}"
+        );
+        let got = received(&pool);
+        assert!(
+            !got.windows(method.len()).any(|w| w == method),
+            "the pool got the whole method: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert!(
+            matches!(ev.target, Target::Stratum { addr: to, .. } if to == addr),
+            "{ev:?}"
+        );
+        // Outside the scope the same calls go through.
+        assert_eq!(
+            send_parts_in(None, addr, parts, dir.path()),
+            ChildEnd::Code(0)
+        );
+        assert!(received(&pool).ends_with(tail));
+    }
+    // A clean file served with sendfile passes.
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    assert_eq!(
+        send_parts_in(Some(&cg), addr, &[Part::Sendfile(HTTP_GET)], dir.path()),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&server), HTTP_GET);
+}
+
+#[test]
 fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     require_kernel!();
     let cg = test_cgroup();
@@ -940,24 +1001,31 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
         ChildEnd::Code(0)
     );
     assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
-    // A payload the kernel cannot read at the syscall (an untouched file
-    // mapping) is refused unjudged.
+    // A payload in an untouched file mapping: the lsm socket_sendmsg hook
+    // faults it in and judges it (Stratum refused, clean passes); the
+    // syscall tracepoint cannot, and refuses it unjudged.
     let dir = TempDir::new("tfo");
     let file = dir.path().join("payload");
+    let (payload, signature) = if enforcer.stratum_errno() == libc::EPERM {
+        assert_eq!(
+            fast_open_send_in(Some(&cg), addr, HTTP_GET, Some(&file)),
+            ChildEnd::Code(0)
+        );
+        assert_eq!(received(&pool), HTTP_GET);
+        (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1)
+    } else {
+        (HTTP_GET, minerguard::events::StratumSignature::Unreadable)
+    };
     assert_eq!(
-        fast_open_send_in(Some(&cg), addr, HTTP_GET, Some(&file)),
+        fast_open_send_in(Some(&cg), addr, payload, Some(&file)),
         ChildEnd::Code(100 + libc::EPERM)
     );
-    let ev = wait_event(&enforcer, |e| {
-        matches!(
-            e.target,
-            Target::Stratum {
-                signature: minerguard::events::StratumSignature::Unreadable,
-                ..
-            }
-        )
-    });
-    assert!(ev.is_some(), "an unreadable-fast-open event");
+    assert!(received(&pool).is_empty(), "the pool got a connection");
+    let ev = wait_event(
+        &enforcer,
+        |e| matches!(e.target, Target::Stratum { signature: s, .. } if s == signature),
+    );
+    assert!(ev.is_some(), "a {signature:?} event");
     // A refused send leaves nothing behind: the same thread's next connect
     // in the scope works.
     assert_eq!(
@@ -971,11 +1039,7 @@ fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
     require_kernel!();
     let server = listener(false);
     let addr = server.local_addr().unwrap();
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
-    enforcer
-        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
-        .unwrap();
+    let (cg, enforcer) = stratum_scope();
     // Only a socket's first bytes are judged: later sends cost nothing.
     assert_eq!(
         send_in(Some(&cg), addr, &[HTTP_GET, STRATUM_SUBSCRIBE]),

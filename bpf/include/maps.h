@@ -157,4 +157,20 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_stratum SEC(".maps");
 
+/*
+ * The lsm backend's Stratum verdict per TCP socket (lsm_stratum.bpf.c):
+ * kept for the socket's life once its first bytes are judged, so a later
+ * send costs this one lookup. The sk_msg verdict (stratum.bpf.c) reads it
+ * for sends that bypass socket_sendmsg (sendfile and splice on older
+ * kernels).
+ */
+#define MG_STRATUM_PASSED 1
+#define MG_STRATUM_DENIED 2
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} mg_stratum_done SEC(".maps");
+
 #endif

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * The built-in Stratum signatures, matched on a socket's first bytes: by
- * the sk_msg verdict (stratum.bpf.c) and by the TCP Fast Open check
- * (tfo_tp.bpf.c).
+ * the sk_msg verdict (stratum.bpf.c), the lsm backend's socket_sendmsg
+ * (lsm_stratum.bpf.c) and the TCP Fast Open check (tfo_tp.bpf.c).
  */
 #ifndef MINERGUARD_STRATUM_MATCH_H
 #define MINERGUARD_STRATUM_MATCH_H
@@ -101,6 +101,42 @@ static __always_inline __u8 mg_stratum_signature(const char *buf, __u32 len)
 	if (seen & MG_SEEN_LOGIN)
 		return MG_SIG_LOGIN;
 	return MG_SIG_NONE;
+}
+
+/* Room for what the verifier can prove about an append (offset below the
+ * window, length masked below twice the window), plus the slack the word
+ * compares read past the end. */
+#define MG_STRATUM_BUF (3 * MG_STRATUM_WINDOW + MG_STRATUM_SLACK)
+
+/* A socket's first bytes while they are being judged. */
+struct mg_stratum_state {
+	__u32 len;    /* bytes collected (at most MG_STRATUM_WINDOW) */
+	__u32 denied; /* a signature matched: every later send is dropped */
+	char buf[MG_STRATUM_BUF]; /* zero past len */
+};
+
+/*
+ * Whether more bytes could still turn the first `len` bytes into a
+ * signature: only blanks so far, the start of a JSON object, or the start of
+ * a Stratum V2 frame header (extension 0x0000, message type 0x00).
+ */
+static __always_inline bool mg_stratum_possible(const char *buf, __u32 len)
+{
+	__u32 first = 0;
+
+	if (len < 11 && buf[0] == 0 && (len < 2 || buf[1] == 0) &&
+	    (len < 3 || buf[2] == 0))
+		return true;
+	for (int i = 0; i < 8; i++) {
+		char ch = buf[first & (MG_STRATUM_WINDOW - 1)];
+
+		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+			break;
+		first++;
+	}
+	if (first >= len)
+		return first < 8;
+	return buf[first & (MG_STRATUM_WINDOW - 1)] == '{';
 }
 
 #endif

@@ -60,7 +60,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints, false)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {

@@ -1,5 +1,5 @@
 //! The hooks both backends share: Stratum (sockops + sk_msg, and the Fast
-//! Open tracepoints), the MSR device program and the cmdline exec program, plus the per-scope cgroup links.
+//! Open tracepoints where the lsm backend does not judge Stratum itself), the MSR device program and the cmdline exec program, plus the per-scope cgroup links.
 //! A backend adds its own programs to the per-scope set.
 
 use libbpf_rs::ProgramMut;
@@ -17,6 +17,9 @@ use super::{
 use crate::{
     cgroup::CgroupRef, compile::RuleKind, error::Error, probe::ProbeReport, profile::MatcherKind,
 };
+
+/// Why the Fast Open tracepoints are not loaded on the lsm backend.
+const LSM_JUDGES_FAST_OPEN: &str = "judged by the lsm socket_sendmsg hook instead";
 
 /// Shared hooks and the links that attach programs to covered cgroups.
 pub(crate) struct SharedHooks {
@@ -36,17 +39,23 @@ pub(crate) struct SharedHooks {
 impl SharedHooks {
     /// Loads the shared hooks on the shared maps; the device and cmdline
     /// hooks are optional (their rules are then reported as not enforced).
+    /// `lsm_judges_stratum`: the lsm backend judges Stratum payloads in its
+    /// socket_sendmsg hook (Fast Open included), so the sk_msg program only
+    /// covers what bypasses it and the Fast Open tracepoints are not loaded.
     pub fn load(
         maps: &SharedMaps,
         report: &ProbeReport,
         syscall_tracepoints: bool,
+        lsm_judges_stratum: bool,
     ) -> Result<Self, Error> {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
-            stratum: StratumHook::load(maps, report)?,
+            stratum: StratumHook::load(maps, report, lsm_judges_stratum)?,
             device: DeviceHook::load(maps).ok(),
             cmdline: CmdlineHook::load(maps).ok(),
-            tfo: if syscall_tracepoints {
+            tfo: if lsm_judges_stratum {
+                Err(LSM_JUDGES_FAST_OPEN.into())
+            } else if syscall_tracepoints {
                 TfoHook::load(maps).map_err(|e| e.to_string())
             } else {
                 Err(super::TRACEPOINTS_OFF.into())

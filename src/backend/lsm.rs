@@ -1,14 +1,17 @@
 //! The lsm backend: BPF-LSM hooks (`bprm_check_security`, `mmap_file`,
-//! `file_mprotect`, `socket_connect`, `socket_sendmsg`) refuse the syscall with EPERM before it takes effect.
-//! The hooks are host-wide and find the task's scope themselves (nearest
-//! cgroup ancestor in `mg_scopes`). Stratum inspection, MSR and cmdline use
-//! the hooks shared with the cgroup backend.
+//! `file_mprotect`, `socket_connect`, `socket_sendmsg`, and the sleepable
+//! `socket_sendmsg` that judges Stratum payloads) refuse the syscall with
+//! EPERM before it takes effect. The hooks are host-wide and find the task's
+//! scope themselves (nearest cgroup ancestor in `mg_scopes`). MSR, cmdline
+//! and Stratum sent through sendfile/splice use the hooks shared with the
+//! cgroup backend.
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     hooks::SharedHooks,
     load_err,
+    lsm_stratum::LsmStratumHook,
     maps::SharedMaps,
     skel::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
@@ -34,6 +37,9 @@ pub(crate) struct LsmBackend {
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
     _mmap: Owned<LsmMmapSkel<'static>>,
+    /// The sleepable Stratum judge, or why this kernel refused it (the
+    /// shared sk_msg program and Fast Open tracepoints judge then).
+    stratum: Result<LsmStratumHook, String>,
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
@@ -66,7 +72,8 @@ impl LsmBackend {
             open.load()
         })
         .map_err(load_err("lsm_mmap"))?;
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
+        let stratum = LsmStratumHook::load(&maps).map_err(|e| e.to_string());
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints, stratum.is_ok())?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -85,6 +92,7 @@ impl LsmBackend {
             _net: net,
             _exec: exec,
             _mmap: mmap,
+            stratum,
         })
     }
 }
@@ -109,6 +117,18 @@ impl Backend for LsmBackend {
 
     fn hooks_mut(&mut self) -> &mut SharedHooks {
         &mut self.hooks
+    }
+
+    fn fast_open(&self) -> Result<(), String> {
+        match &self.stratum {
+            // socket_sendmsg sees a Fast Open payload before the SYN.
+            Ok(_) => Ok(()),
+            Err(_) => self.hooks.fast_open(),
+        }
+    }
+
+    fn stratum_in_lsm(&self) -> Result<(), String> {
+        self.stratum.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

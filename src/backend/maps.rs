@@ -284,6 +284,8 @@ pub(crate) struct SharedMaps {
     pub exec_started: MapHandle,
     pub tfo: MapHandle,
     pub tfo_armed: MapHandle,
+    /// `mg_stratum_done`: the lsm backend's per-socket Stratum verdicts.
+    pub stratum_done: MapHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -313,6 +315,7 @@ impl SharedMaps {
             "mg_exec_started" => &self.exec_started,
             "mg_tfo" => &self.tfo,
             "mg_tfo_armed" => &self.tfo_armed,
+            "mg_stratum_done" => &self.stratum_done,
             _ => return None,
         })
     }

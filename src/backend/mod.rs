@@ -11,6 +11,7 @@ mod device;
 mod exec_map;
 pub(crate) mod hooks;
 pub(crate) mod lsm;
+mod lsm_stratum;
 pub(crate) mod maps;
 mod selftest;
 pub(crate) mod skel;
@@ -162,6 +163,12 @@ pub(crate) trait Backend: Send {
     /// not.
     fn fast_open(&self) -> Result<(), String> {
         self.hooks().fast_open()
+    }
+
+    /// Whether Stratum payloads are judged by the lsm socket_sendmsg hook
+    /// (EPERM); otherwise why not (the sk_msg program judges them: EACCES).
+    fn stratum_in_lsm(&self) -> Result<(), String> {
+        Err("the cgroup backend judges Stratum in its sk_msg program".into())
     }
 
     /// A policy with a stratum rule is (about to be) applied: attaches the

@@ -24,6 +24,7 @@ skeleton!(net_cgroup, "net_cgroup.skel.rs");
 skeleton!(lsm_exec, "lsm_exec.skel.rs");
 skeleton!(lsm_mmap, "lsm_mmap.skel.rs");
 skeleton!(lsm_net, "lsm_net.skel.rs");
+skeleton!(lsm_stratum, "lsm_stratum.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 skeleton!(selftest, "selftest.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
@@ -131,6 +132,7 @@ macro_rules! shared_maps_of {
                 exec_started: libbpf_rs::MapHandle::try_from(&m.mg_exec_started)?,
                 tfo: libbpf_rs::MapHandle::try_from(&m.mg_tfo)?,
                 tfo_armed: libbpf_rs::MapHandle::try_from(&m.mg_tfo_armed)?,
+                stratum_done: libbpf_rs::MapHandle::try_from(&m.mg_stratum_done)?,
             })
         })()
     }};

@@ -1,6 +1,7 @@
 //! The Stratum hook (bpf/stratum.bpf.c): sockops puts each new client socket
 //! of a scope into a sockhash, and an sk_msg verdict judges its first bytes.
-//! Needs no BPF LSM, so both backends use it.
+//! Needs no BPF LSM: the cgroup backend's Stratum judge, and on the lsm
+//! backend the judge of sends that bypass its socket_sendmsg hook.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -31,12 +32,15 @@ impl StratumHook {
     /// Loads the object on the shared maps and attaches the verdict program.
     ///
     /// What sk_msg programs may call on this kernel comes from the probe.
-    pub fn load(maps: &SharedMaps, report: &ProbeReport) -> Result<Self, Error> {
+    /// `lsm_judges`: the lsm backend's socket_sendmsg hook judges Stratum,
+    /// and this program follows its verdicts.
+    pub fn load(maps: &SharedMaps, report: &ProbeReport, lsm_judges: bool) -> Result<Self, Error> {
         let skel = Owned::build(|storage| {
             let mut open = StratumSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
                 rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
                 rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
+                rodata.mg_lsm_judges = lsm_judges;
             }
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()

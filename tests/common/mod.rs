@@ -727,3 +727,67 @@ pub fn fast_open_send_in(
     }
     end
 }
+
+/// One part of a message for [`send_parts_in`].
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// Sent with send(2) from the child's memory.
+    Send(&'a [u8]),
+    /// Sent with sendfile(2) from a file holding these bytes (the kernel
+    /// moves file pages: before 6.5 this bypasses the socket_sendmsg LSM
+    /// hook).
+    Sendfile(&'a [u8]),
+}
+
+/// Connects to `addr` from a child forked into `cgroup` and sends `parts` in
+/// order (sendfile parts from files written into `dir`): `Code(0)` when all
+/// went out, `Code(100 + errno)` at the first failed call.
+pub fn send_parts_in(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    parts: &[Part],
+    dir: &Path,
+) -> ChildEnd {
+    // Files are opened before the fork: the child only makes syscalls.
+    let files: Vec<Option<std::fs::File>> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| match part {
+            Part::Send(_) => None,
+            Part::Sendfile(bytes) => {
+                let path = dir.join(format!("part-{i}"));
+                std::fs::write(&path, bytes).unwrap();
+                Some(std::fs::File::open(&path).unwrap())
+            }
+        })
+        .collect();
+    let (storage, len, family) = sockaddr(addr, false);
+    fork_in(cgroup, || unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if s < 0 || libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return 99;
+        }
+        for (part, file) in parts.iter().zip(&files) {
+            let (sent, want) = match (part, file) {
+                (Part::Sendfile(bytes), Some(f)) => {
+                    let mut off: libc::off_t = 0;
+                    (
+                        libc::sendfile(s, f.as_raw_fd(), &mut off, bytes.len()),
+                        bytes.len(),
+                    )
+                }
+                (Part::Send(bytes), _) | (Part::Sendfile(bytes), None) => (
+                    libc::send(s, bytes.as_ptr().cast(), bytes.len(), 0),
+                    bytes.len(),
+                ),
+            };
+            if sent != want as isize {
+                let errno = *libc::__errno_location();
+                // Give a userspace SIGKILL (for `kill` rules) time to land.
+                libc::usleep(300_000);
+                return 100 + errno.min(100);
+            }
+        }
+        0
+    })
+}

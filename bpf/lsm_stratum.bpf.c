@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lsm backend, Stratum: the sleepable socket_sendmsg hook reads the first
+ * bytes a TCP socket sends straight from the caller's buffers (send, sendto,
+ * sendmsg, write, writev; a Fast Open sendto before its SYN) and refuses the
+ * send that carries or completes a Stratum signature with EPERM.
+ *
+ * A socket's first message may be split across iovecs (walked with
+ * bpf_loop, so any number of them) and across calls (the bytes so far are
+ * kept in socket storage while they could still become a signature, as the
+ * sk_msg program does). Once judged, the verdict stays in mg_stratum_done
+ * for the socket's life: a later send costs one socket-storage lookup.
+ *
+ * Sends whose data is not user memory (kernel senders; splice on newer
+ * kernels) are left to the sk_msg program, which the lsm backend keeps for
+ * them.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "net_match.h"
+#include "stratum_match.h"
+
+#define MG_EPERM 1
+#define MG_IPPROTO_TCP 6
+/* UIO_MAXIOV: no sendmsg/writev carries more segments. */
+#define MG_IOV_MAX 1024
+
+/* Before 6.4 the iovec array of an iov_iter was `iov`; now `__iov`. */
+struct iov_iter___pre64 {
+	const struct iovec *iov;
+} __attribute__((preserve_access_index));
+
+/* This thread's copy of the bytes being sent (up to the window). */
+struct mg_send_copy {
+	char buf[MG_STRATUM_BUF];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mg_send_copy);
+} mg_send_copy SEC(".maps");
+
+/* A socket's first bytes while they are being judged. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mg_stratum_state);
+} mg_lsm_stratum_sk SEC(".maps");
+
+/* Where the iovec walk is (bpf_loop context). */
+struct mg_iov_walk {
+	__u64 iov;  /* kernel address of the iovec array */
+	__u64 skip; /* bytes of the first segment already sent */
+	__u32 len;  /* bytes copied so far */
+};
+
+/*
+ * Copies up to the rest of the window from user address `from` (n bytes
+ * available) into the thread's copy. Returns 1 when the walk should stop.
+ */
+static __always_inline long mg_copy_user(struct mg_iov_walk *w, __u64 from,
+					 __u64 n)
+{
+	struct mg_send_copy *copy;
+	__u32 off, room;
+
+	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
+				    0, 0);
+	if (!copy || w->len >= MG_STRATUM_WINDOW)
+		return 1;
+	off = w->len & (MG_STRATUM_WINDOW - 1);
+	room = MG_STRATUM_WINDOW - off;
+	if (n > room)
+		n = room;
+	/* 6.1's verifier learns no bound from comparing two registers. */
+	barrier_var(n);
+	n &= 2 * MG_STRATUM_WINDOW - 1;
+	if (n == 0)
+		return 0;
+	/* A fault here fails the kernel's own copy at the same byte. */
+	if (bpf_copy_from_user(copy->buf + off, n, (const void *)from))
+		return 1;
+	w->len = off + n;
+	return w->len >= MG_STRATUM_WINDOW;
+}
+
+static long mg_copy_segment(__u32 i, void *ctx)
+{
+	struct mg_iov_walk *w = ctx;
+	struct iovec v;
+
+	if (bpf_probe_read_kernel(&v, sizeof(v),
+				  (const void *)(w->iov + i * sizeof(v))))
+		return 1;
+	if (i == 0) {
+		if (w->skip >= v.iov_len)
+			return 0;
+		return mg_copy_user(w, (__u64)v.iov_base + w->skip,
+				    v.iov_len - w->skip);
+	}
+	return mg_copy_user(w, (__u64)v.iov_base, v.iov_len);
+}
+
+/*
+ * Copies the first bytes of the data `msg` is about to send into the
+ * thread's copy (zeroed past them). Returns how many, or -1 when the data
+ * is not in user memory.
+ */
+static __always_inline long mg_copy_sent(struct msghdr *msg,
+					 struct mg_send_copy *copy)
+{
+	struct mg_iov_walk w = {};
+	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
+	__u64 nr;
+
+	__builtin_memset(copy->buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
+	w.skip = BPF_CORE_READ(msg, msg_iter.iov_offset);
+	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
+	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF)) {
+		__u64 ubuf = (__u64)BPF_CORE_READ(msg, msg_iter.ubuf);
+		__u64 count = BPF_CORE_READ(msg, msg_iter.count);
+
+		mg_copy_user(&w, ubuf + w.skip, count);
+		return w.len;
+	}
+	if (type != bpf_core_enum_value(enum iter_type, ITER_IOVEC))
+		return -1;
+	if (bpf_core_field_exists(struct iov_iter___pre64, iov)) {
+		struct iov_iter___pre64 *it = (void *)&msg->msg_iter;
+
+		w.iov = (__u64)BPF_CORE_READ(it, iov);
+	} else {
+		w.iov = (__u64)BPF_CORE_READ(msg, msg_iter.__iov);
+	}
+	nr = BPF_CORE_READ(msg, msg_iter.nr_segs);
+	if (nr > MG_IOV_MAX)
+		nr = MG_IOV_MAX;
+	bpf_loop(nr, mg_copy_segment, &w, 0);
+	return w.len;
+}
+
+/* Reports a matched signature against the destination (connected peer, or
+ * the address a Fast Open sendto names). */
+static __always_inline void mg_lsm_stratum_event(struct sock *sk,
+						 struct msghdr *msg,
+						 const struct mg_scope *scope,
+						 const struct mg_rule_ref *ref,
+						 __u8 sig)
+{
+	struct mg_event *e = mg_event_start(MG_KIND_STRATUM, scope, ref,
+					    ref->action);
+	struct sockaddr_in6 to = {};
+	struct sockaddr *name;
+	__u32 ip[4] = {};
+	__u16 port_be;
+
+	if (!e)
+		return;
+	name = BPF_CORE_READ(msg, msg_name);
+	if (name && BPF_CORE_READ(msg, msg_namelen) >= (int)sizeof(struct sockaddr_in)) {
+		bpf_probe_read_kernel(&to, sizeof(struct sockaddr_in), name);
+		if (to.sin6_family == MG_AF_INET6 &&
+		    BPF_CORE_READ(msg, msg_namelen) >= (int)sizeof(to))
+			bpf_probe_read_kernel(&to, sizeof(to), name);
+	}
+	if (to.sin6_family == MG_AF_INET) {
+		struct sockaddr_in *sin = (void *)&to;
+
+		ip[0] = sin->sin_addr.s_addr;
+		port_be = sin->sin_port;
+		e->family = MG_AF_INET;
+	} else if (to.sin6_family == MG_AF_INET6) {
+		__builtin_memcpy(ip, &to.sin6_addr, 16);
+		port_be = to.sin6_port;
+		e->family = mg_unmap_v4(ip);
+	} else if (BPF_CORE_READ(sk, __sk_common.skc_family) == MG_AF_INET) {
+		ip[0] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		port_be = BPF_CORE_READ(sk, __sk_common.skc_dport);
+		e->family = MG_AF_INET;
+	} else {
+		BPF_CORE_READ_INTO(&ip, sk, __sk_common.skc_v6_daddr);
+		port_be = BPF_CORE_READ(sk, __sk_common.skc_dport);
+		e->family = mg_unmap_v4(ip);
+	}
+	__builtin_memcpy(e->addr, ip, 16);
+	e->port = bpf_ntohs(port_be);
+	e->protocol = MG_IPPROTO_TCP;
+	e->path[0] = sig; /* signature id; named in userspace */
+	e->path[1] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Records the socket's verdict; returns what the send gets. */
+static __always_inline int mg_judged(struct sock *sk, __u32 verdict)
+{
+	__u32 *done = bpf_sk_storage_get(&mg_stratum_done, sk, 0,
+					 BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (done)
+		*done = verdict;
+	return verdict == MG_STRATUM_DENIED ? -MG_EPERM : 0;
+}
+
+/* A signature in the socket's first bytes: reported, refused unless audit. */
+static __always_inline int mg_matched(struct sock *sk, struct msghdr *msg,
+				      const struct mg_scope *scope,
+				      const struct mg_rule_ref *ref, __u8 sig)
+{
+	if (ref->action == MG_ACTION_KILL)
+		bpf_send_signal(MG_SIGKILL);
+	mg_lsm_stratum_event(sk, msg, scope, ref, sig);
+	return mg_judged(sk, ref->action == MG_ACTION_AUDIT ? MG_STRATUM_PASSED
+							    : MG_STRATUM_DENIED);
+}
+
+SEC("lsm.s/socket_sendmsg")
+int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
+	     int size, int ret)
+{
+	struct mg_stratum_state *st;
+	struct mg_send_copy *copy;
+	struct mg_scope *scope;
+	struct mg_rule_ref *ref;
+	struct sock *sk;
+	__u32 *done, off, n, total;
+	long got;
+	__u8 sig;
+
+	if (ret)
+		return ret;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	/* A judged socket: this one lookup. */
+	done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
+	if (done)
+		return *done == MG_STRATUM_DENIED ? -MG_EPERM : 0;
+	if (sk->sk_protocol != MG_IPPROTO_TCP)
+		return 0;
+	scope = mg_current_scope();
+	if (!scope)
+		return 0;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return 0;
+	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
+				    0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!copy)
+		return 0;
+	got = mg_copy_sent(msg, copy);
+	if (got <= 0)
+		return 0;
+
+	st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
+	if (!st) {
+		/* The first send, judged by itself: no socket state unless it
+		 * could still grow into a signature. */
+		sig = mg_stratum_signature(copy->buf, got);
+		if (sig != MG_SIG_NONE)
+			return mg_matched(sk, msg, scope, ref, sig);
+		if (got >= MG_STRATUM_WINDOW || !mg_stratum_possible(copy->buf, got))
+			return mg_judged(sk, MG_STRATUM_PASSED);
+		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,
+					BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st)
+			return 0;
+		__builtin_memcpy(st->buf, copy->buf, MG_STRATUM_WINDOW);
+		st->len = got;
+		return 0;
+	}
+
+	/* Append this send's first bytes to what the socket sent before. */
+	off = st->len & (MG_STRATUM_WINDOW - 1);
+	n = got;
+	if (n > MG_STRATUM_WINDOW - off)
+		n = MG_STRATUM_WINDOW - off;
+	barrier_var(n);
+	n &= 2 * MG_STRATUM_WINDOW - 1;
+	if (n == 0 || bpf_probe_read_kernel(st->buf + off, n, copy->buf)) {
+		bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+		return mg_judged(sk, MG_STRATUM_PASSED);
+	}
+	total = off + n;
+	st->len = total;
+	sig = mg_stratum_signature(st->buf, total);
+	if (sig != MG_SIG_NONE) {
+		bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+		return mg_matched(sk, msg, scope, ref, sig);
+	}
+	/* Not yet: let this part through and see the next send. */
+	if (total < MG_STRATUM_WINDOW && mg_stratum_possible(st->buf, total))
+		return 0;
+	bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+	return mg_judged(sk, MG_STRATUM_PASSED);
+}
+
+char LICENSE[] SEC("license") = "GPL";

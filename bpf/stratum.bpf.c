@@ -73,10 +73,34 @@ int mg_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/*
+ * Cookies of sockets whose first bytes passed. Userspace takes each out of
+ * the sockhash (the enforcer's event thread), so the socket's later sends
+ * leave the sk_msg path (tcp_bpf_sendmsg) altogether. A full queue only
+ * leaves a socket where it is.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 16384);
+	__type(value, __u64);
+} mg_judged SEC(".maps");
+
 static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
 {
+	struct bpf_sock *sk = msg->sk;
+	struct tcp_sock *tp;
+
 	/* The verdict covers the next 4 GiB: no program run per send. */
 	bpf_msg_apply_bytes(msg, 0xffffffff);
+	/* The sockhash key is the cookie sockops set (sk_msg has no cookie
+	 * helper; the field is read through the socket's BTF type). */
+	tp = sk ? bpf_skc_to_tcp_sock(sk) : NULL;
+	if (tp) {
+		__u64 cookie = tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+
+		if (cookie)
+			bpf_map_push_elem(&mg_judged, &cookie, 0);
+	}
 	return MG_SK_PASS;
 }
 

@@ -40,6 +40,8 @@ guest=$out/guest.sh
 {
     echo '#!/bin/sh'
     echo "cd $root"
+    # Criterion keeps its reports under target/, read-only in the guest.
+    echo "export CRITERION_HOME=$out/criterion"
     echo "echo \"guest: kernel \$(uname -r), lsm=\$(cat /sys/kernel/security/lsm)\""
     for b in "${benches[@]}"; do
         # Short criterion phases: the SUMMARY rounds carry the ratios.

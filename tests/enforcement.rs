@@ -1064,6 +1064,81 @@ fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
 }
 
 #[test]
+fn judged_sockets_leave_the_stratum_send_path() {
+    require_kernel!();
+    use std::io::{Read, Write};
+    let (cg, enforcer) = stratum_scope();
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let (storage, len, family) = sockaddr_of(addr);
+    assert_eq!(enforcer.released_sockets(), 0);
+    std::thread::scope(|s| {
+        // The client: a clean first message, then it waits for the
+        // server's go before sending more on the same socket.
+        let client = s.spawn(|| {
+            fork_in(Some(&cg), || unsafe {
+                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+                        != 0
+                {
+                    return 99;
+                }
+                let mut go = [0u8; 1];
+                if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0)
+                    != HTTP_GET.len() as isize
+                    || libc::recv(fd, go.as_mut_ptr().cast(), 1, 0) != 1
+                {
+                    return 98;
+                }
+                // Judged already: later bytes are not looked at.
+                if libc::send(
+                    fd,
+                    STRATUM_SUBSCRIBE.as_ptr().cast(),
+                    STRATUM_SUBSCRIBE.len(),
+                    0,
+                ) != STRATUM_SUBSCRIBE.len() as isize
+                {
+                    return 97;
+                }
+                0
+            })
+        });
+        let (mut conn, _) = server.accept().unwrap();
+        let mut first = vec![0u8; HTTP_GET.len()];
+        conn.read_exact(&mut first).unwrap();
+        assert_eq!(first, HTTP_GET);
+        // The event thread takes the judged socket out of the sockhash.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while enforcer.released_sockets() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            enforcer.released_sockets(),
+            1,
+            "the judged socket left the sockhash"
+        );
+        conn.write_all(b"g").unwrap();
+        let mut rest = vec![0u8; STRATUM_SUBSCRIBE.len()];
+        conn.read_exact(&mut rest).unwrap();
+        assert_eq!(rest, STRATUM_SUBSCRIBE);
+        assert_eq!(client.join().unwrap(), ChildEnd::Code(0));
+    });
+    // A refused socket stays where it is (every later send is refused).
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    assert_eq!(
+        send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::SendFailed {
+            index: 0,
+            errno: enforcer.stratum_errno()
+        }
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(enforcer.released_sockets(), 1);
+}
+
+#[test]
 fn stratum_kill_and_audit() {
     require_kernel!();
     let pool = listener(false);

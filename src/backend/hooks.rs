@@ -10,7 +10,7 @@ use super::{
     device::DeviceHook,
     maps::SharedMaps,
     selftest::SelfTestHook,
-    stratum::StratumHook,
+    stratum::{JudgedSockets, StratumHook},
     tfo::TfoHook,
     BackendKind,
 };
@@ -93,6 +93,11 @@ impl SharedHooks {
             Ok(tfo) => tfo.set_active(true),
             Err(_) => Ok(()),
         }
+    }
+
+    /// Handles for releasing judged sockets from the Stratum send path.
+    pub fn judged_sockets(&self) -> Result<JudgedSockets, Error> {
+        self.stratum.judged_sockets()
     }
 
     /// Runs the event-path self-test program (see `Backend::self_test`).

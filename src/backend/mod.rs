@@ -15,7 +15,7 @@ mod lsm_stratum;
 pub(crate) mod maps;
 mod selftest;
 pub(crate) mod skel;
-mod stratum;
+pub(crate) mod stratum;
 mod tfo;
 mod tracefs;
 

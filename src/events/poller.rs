@@ -20,7 +20,10 @@ use super::{
     Event, InlineStr, Protocol, StratumSignature, Target,
 };
 use crate::{
-    backend::maps::action_from_code, compile::RuleKind, error::AttachError, profile::Action,
+    backend::{maps::action_from_code, stratum::JudgedSockets},
+    compile::RuleKind,
+    error::AttachError,
+    profile::Action,
 };
 
 /// How long one poll waits; bounds how late a stop request is noticed.
@@ -28,10 +31,20 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Running poller; stopped and joined on drop.
 pub(crate) struct Poller {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    channel_drops: Arc<AtomicU64>,
     receiver: Receiver<Event>,
+}
+
+/// What the poller thread and its owner share.
+#[derive(Default)]
+struct Shared {
+    /// Set to end the thread.
+    stop: AtomicBool,
+    /// Events dropped because the channel was full.
+    channel_drops: AtomicU64,
+    /// Judged sockets taken out of the Stratum send path.
+    released: AtomicU64,
 }
 
 /// What the poller needs to turn records into events.
@@ -147,19 +160,19 @@ impl Poller {
     ///
     /// `kill_from_userspace`: rule kinds whose `kill` the kernel programs
     /// could not carry out; the poller sends the SIGKILL on receipt.
+    /// `judged`: sockets to take out of the Stratum send path, between polls.
     pub fn start(
         events: MapHandle,
         decoder: Decoder,
         capacity: usize,
         kill_from_userspace: Vec<RuleKind>,
+        judged: JudgedSockets,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let channel_drops = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let thread = {
-            let stop = stop.clone();
-            let drops = channel_drops.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("minerguard-events".into())
                 .spawn(move || {
@@ -167,9 +180,9 @@ impl Poller {
                         events,
                         decoder,
                         tx,
-                        stop,
-                        drops,
+                        shared,
                         kill_from_userspace,
+                        judged,
                         ready_tx,
                     )
                 })
@@ -177,9 +190,8 @@ impl Poller {
         };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Poller {
-                stop,
+                shared,
                 thread: Some(thread),
-                channel_drops,
                 receiver: rx,
             }),
             Ok(Err(msg)) => {
@@ -200,13 +212,18 @@ impl Poller {
 
     /// Events dropped because the channel was full.
     pub fn channel_drops(&self) -> u64 {
-        self.channel_drops.load(Ordering::Relaxed)
+        self.shared.channel_drops.load(Ordering::Relaxed)
+    }
+
+    /// Judged sockets taken out of the Stratum send path so far.
+    pub fn released_sockets(&self) -> u64 {
+        self.shared.released.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -217,11 +234,12 @@ fn run(
     events: MapHandle,
     decoder: Decoder,
     tx: Sender<Event>,
-    stop: Arc<AtomicBool>,
-    drops: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     kill_from_userspace: Vec<RuleKind>,
+    judged: JudgedSockets,
     ready: Sender<Result<(), String>>,
 ) {
+    let counters = shared.clone();
     let deliver = move |data: &[u8]| -> i32 {
         let Some(mut ev) = RawEvent::read(data).and_then(|raw| decoder.decode(&raw)) else {
             return 0;
@@ -238,7 +256,7 @@ fn run(
         match tx.try_send(ev) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
-                drops.fetch_add(1, Ordering::Relaxed);
+                counters.channel_drops.fetch_add(1, Ordering::Relaxed);
             }
         }
         0
@@ -256,9 +274,12 @@ fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         // Errors here are EINTR; anything else would repeat, so keep polling.
         let _ = ring.poll(POLL_INTERVAL);
+        shared
+            .released
+            .fetch_add(judged.release(), Ordering::Relaxed);
     }
     // Deliver what is already queued before the thread ends.
     let _ = ring.consume();

@@ -212,6 +212,12 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
     }
 }
 
+/// `addr` as a sockaddr for raw syscalls in a forked child: (storage,
+/// length, address family).
+pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
+    sockaddr(addr, false)
+}
+
 fn sockaddr(addr: SocketAddr, v4_mapped: bool) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match addr {

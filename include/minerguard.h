@@ -512,6 +512,17 @@ enum mg_result mg_enforcer_check_status(const struct mg_enforcer *enforcer,
                                         size_t *needed);
 
 /**
+ * `*out_count` receives how many TCP sockets whose first bytes were judged
+ * clean have left the Stratum send path (see
+ * `Enforcer::released_sockets`).
+ *
+ * # Safety
+ * `out_count` must be writable.
+ */
+enum mg_result mg_enforcer_released_sockets(const struct mg_enforcer *enforcer,
+                                            uint64_t *out_count);
+
+/**
  * Has the kernel write `count` audit events for the handle's first rule
  * (exec events naming `minerguard-self-test`) into the event stream, to
  * check that events reach their consumer; `*out_written` receives how many

@@ -348,13 +348,20 @@ impl Enforcer {
         self.backend.fast_open()
     }
 
+    /// Whether the lsm backend's sleepable socket_sendmsg hook judges
+    /// Stratum payloads (a refused send fails with EPERM, before anything is
+    /// queued); otherwise why not (the sk_msg program judges them: EACCES).
+    pub fn lsm_stratum(&self) -> std::result::Result<(), String> {
+        self.backend.stratum_in_lsm()
+    }
+
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
     /// where the sk_msg program does (the cgroup backend; on the lsm backend
     /// also sends that bypass socket_sendmsg, such as sendfile on kernels
     /// before 6.5).
     pub fn stratum_errno(&self) -> i32 {
-        match self.backend.stratum_in_lsm() {
+        match self.lsm_stratum() {
             Ok(()) => libc::EPERM,
             Err(_) => libc::EACCES,
         }

@@ -672,6 +672,44 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         assert_eq!(active, 1, "{check:?} is active on the test kernels");
         assert_eq!(needed, 1, "an empty reason");
     }
+    // Stratum in the lsm hook: active exactly on the lsm backend; on the
+    // cgroup backend the reason says why.
+    // SAFETY: as above.
+    let rc = unsafe {
+        mg_enforcer_check_status(
+            e,
+            mg_check::MG_CHECK_LSM_STRATUM as u32,
+            &mut active,
+            why.as_mut_ptr(),
+            why.len(),
+            &mut needed,
+        )
+    };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let mut kind = mg_backend::MG_BACKEND_NONE;
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { mg_enforcer_backend(e, &mut kind) },
+        mg_result::MG_OK
+    );
+    assert_eq!(
+        active,
+        u32::from(kind == mg_backend::MG_BACKEND_LSM),
+        "lsm stratum on backend {kind:?}"
+    );
+    assert_eq!(needed > 1, active == 0, "a reason exactly when inactive");
+    let mut released = 7u64;
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { mg_enforcer_released_sockets(e, &mut released) },
+        mg_result::MG_OK
+    );
+    assert_eq!(released, 0, "nothing applied yet");
+    // SAFETY: a null out-pointer is refused, not written.
+    assert_eq!(
+        unsafe { mg_enforcer_released_sockets(e, std::ptr::null_mut()) },
+        mg_result::MG_ERR_NULL_POINTER
+    );
     // SAFETY: as above.
     let rc = unsafe {
         mg_enforcer_check_status(e, 9, &mut active, why.as_mut_ptr(), why.len(), &mut needed)

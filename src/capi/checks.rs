@@ -1,5 +1,6 @@
 //! C API: learn mode, the event-path self-test, and whether the optional
-//! checks (loader exec, TCP Fast Open) are active on this kernel.
+//! checks (loader exec, TCP Fast Open, Stratum in the lsm hook) are active
+//! on this kernel, and the sockets released from the Stratum send path.
 
 use std::{ffi::c_char, time::Duration};
 
@@ -19,6 +20,9 @@ pub enum mg_check {
     MG_CHECK_LOADER_EXEC = 1,
     /// Stratum in the payload of a TCP Fast Open SYN.
     MG_CHECK_FAST_OPEN = 2,
+    /// Stratum judged by the lsm backend's socket_sendmsg hook (refused
+    /// sends fail with EPERM; otherwise the sk_msg program's EACCES).
+    MG_CHECK_LSM_STRATUM = 3,
 }
 
 /// Whether optional check `check` (an `MG_CHECK_*` value) is active:
@@ -43,9 +47,10 @@ pub unsafe extern "C" fn mg_enforcer_check_status(
             Ok(match check {
                 1 => e.loader_exec(),
                 2 => e.fast_open(),
+                3 => e.lsm_stratum(),
                 other => {
                     return Err(Failure::invalid(format!(
-                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open)"
+                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum)"
                     )))
                 }
             })
@@ -54,6 +59,24 @@ pub unsafe extern "C" fn mg_enforcer_check_status(
         unsafe { write_out(out_active, u32::from(status.is_ok()), "out_active")? };
         // SAFETY: forwarded contract.
         unsafe { copy_str(status.err().as_deref().unwrap_or(""), why, len, needed) }
+    })
+}
+
+/// `*out_count` receives how many TCP sockets whose first bytes were judged
+/// clean have left the Stratum send path (see
+/// `Enforcer::released_sockets`).
+///
+/// # Safety
+/// `out_count` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_released_sockets(
+    enforcer: *const mg_enforcer,
+    out_count: *mut u64,
+) -> mg_result {
+    guard(|| {
+        let n = with_enforcer(enforcer, |e| Ok(e.released_sockets()))?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_count, n, "out_count") }
     })
 }
 

@@ -346,6 +346,26 @@ impl Enforcer {
         self.with(py, |e| Ok(e.fast_open().err()))
     }
 
+    /// None when the lsm backend's socket_sendmsg hook judges Stratum
+    /// (refused sends fail with EPERM); otherwise why not (EACCES from the
+    /// sk_msg program).
+    #[getter]
+    fn lsm_stratum(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.lsm_stratum().err()))
+    }
+
+    /// The errno a send refused by a stratum rule fails with.
+    #[getter]
+    fn stratum_errno(&self, py: Python<'_>) -> PyResult<i32> {
+        self.with(py, |e| Ok(e.stratum_errno()))
+    }
+
+    /// TCP sockets judged clean and taken out of the Stratum send path.
+    #[getter]
+    fn released_sockets(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |e| Ok(e.released_sockets()))
+    }
+
     /// Handles of every applied profile.
     fn handles(&self, py: Python<'_>) -> PyResult<Vec<PolicyHandle>> {
         let serial = self.serial;

@@ -159,6 +159,37 @@ def test_denied_connect_inside_scope_only(
         other.close()
 
 
+_SEND = """
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+try:
+    s.sendall(sys.argv[2].encode())
+except OSError as e:
+    sys.exit(e.errno)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_stratum_send_is_refused_and_clean_sockets_are_released(
+    cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket
+) -> None:
+    port = port_of(listener)
+    enforcer.apply(
+        Profile("py-stratum").add_rule_dict({"name": "stratum-protocol", "action": "deny", "stratum": {}}),
+        cgroup=str(cgroup.path),
+    )
+    assert enforcer.stratum_errno == (errno.EPERM if enforcer.lsm_stratum is None else errno.EACCES)
+    assert (enforcer.lsm_stratum is None) == (enforcer.backend == "lsm"), enforcer.lsm_stratum
+    subscribe = '{"id": 1, "method": "mining.subscribe", "params": []}\n'
+    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), subscribe, "0"]) == enforcer.stratum_errno
+    ev = wait_for(enforcer, "stratum-protocol")
+    assert (ev.kind, ev.port, ev.signature) == ("stratum", port, "stratum-v1")
+    # A clean client that stays connected leaves the Stratum send path.
+    assert enforcer.released_sockets == 0
+    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), "GET / HTTP/1.1\r\n\r\n", "0.5"]) == 0
+    assert enforcer.released_sockets == 1
+
+
 def test_update_swaps_profile_and_context_exit_removes_everything(
     cgroup: Cgroup, kernel: None, listener: socket.socket, tmp_path: Path
 ) -> None:

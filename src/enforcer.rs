@@ -298,7 +298,9 @@ impl Enforcer {
         let new_id = self.install(&policy)?;
         // Before the switch, so the new policy is whole from its start.
         let hooks = if policy.stratum.is_some() {
-            self.backend.stratum_in_use()
+            let cgroup = self.get(handle)?.cgroup.clone();
+            self.sync_stratum_coverage(Some(&cgroup))
+                .and_then(|()| self.backend.stratum_in_use())
         } else {
             Ok(())
         };
@@ -314,6 +316,9 @@ impl Enforcer {
         applied.profile = kept_for_refresh(&applied.policy, profile);
         applied.unresolved = unresolved;
         self.uninstall(old_id, &old, true);
+        // A stratum rule gone: its socket tracking goes too (only
+        // detaches, so it cannot fail halfway).
+        let _ = self.sync_stratum_coverage(None);
         Ok(())
     }
 
@@ -516,14 +521,40 @@ impl Enforcer {
     /// Attaches the backend to the outermost scopes only, so a task runs
     /// each program once however scopes nest.
     fn sync_coverage(&mut self) -> Result<()> {
+        let roots = self.roots();
+        self.backend.cover_exactly(&roots)?;
+        self.sync_stratum_coverage(None)?;
+        self.sync_stratum()
+    }
+
+    /// The outermost applied scopes.
+    fn roots(&self) -> Vec<CgroupRef> {
         let cgroups: Vec<&CgroupRef> = self.applied.values().map(|a| &a.cgroup).collect();
-        let roots: Vec<CgroupRef> = cgroups
+        cgroups
             .iter()
             .filter(|c| !cgroups.iter().any(|o| o != *c && o.contains(c)))
             .map(|c| (*c).clone())
+            .collect()
+    }
+
+    /// Attaches the Stratum socket tracking (sockops) to exactly the roots
+    /// whose subtree holds a policy with a stratum rule (and, with
+    /// `also`, the scope about to get one): sockets of other scopes never
+    /// enter the sk_msg send path.
+    fn sync_stratum_coverage(&mut self, also: Option<&CgroupRef>) -> Result<()> {
+        let stratum: Vec<&CgroupRef> = self
+            .applied
+            .values()
+            .filter(|a| a.policy.stratum.is_some())
+            .map(|a| &a.cgroup)
+            .chain(also)
             .collect();
-        self.backend.cover_exactly(&roots)?;
-        self.sync_stratum()
+        let roots: Vec<CgroupRef> = self
+            .roots()
+            .into_iter()
+            .filter(|r| stratum.iter().any(|c| r.contains(c)))
+            .collect();
+        self.backend.stratum_cover_exactly(&roots)
     }
 
     /// Hooks only stratum rules need are attached once a policy has one.

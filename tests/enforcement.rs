@@ -1138,6 +1138,58 @@ fn judged_sockets_leave_the_stratum_send_path() {
     assert_eq!(enforcer.released_sockets(), 1);
 }
 
+/// From a child in `cg`: connects to `addr`, sends a clean first message,
+/// and keeps the socket open 300 ms (time for the enforcer to release it).
+fn clean_long_lived_client(cg: &minerguard::cgroup::OwnedCgroup, addr: SocketAddr) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    fork_in(Some(cg), || unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0
+        {
+            return 99;
+        }
+        if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0) != HTTP_GET.len() as isize {
+            return 98;
+        }
+        libc::usleep(300_000);
+        0
+    })
+}
+
+#[test]
+fn only_scopes_with_a_stratum_rule_track_sockets() {
+    require_kernel!();
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let ports = port_profile(Action::Deny, 9);
+    let h = enforcer.apply(&ports, scope_of(&cg)).unwrap();
+    // No stratum rule: the socket never enters the sk_msg send path, so
+    // there is nothing to release.
+    assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), 0);
+    // An update that adds one starts tracking before the switch.
+    enforcer.update(h, &stratum_profile(Action::Deny)).unwrap();
+    assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), 1);
+    assert_eq!(
+        send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::SendFailed {
+            index: 0,
+            errno: enforcer.stratum_errno()
+        }
+    );
+    // And one that drops it stops tracking.
+    enforcer.update(h, &ports).unwrap();
+    assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), 1);
+    assert_eq!(
+        send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+}
+
 #[test]
 fn stratum_kill_and_audit() {
     require_kernel!();

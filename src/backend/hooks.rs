@@ -25,6 +25,8 @@ const LSM_JUDGES_FAST_OPEN: &str = "judged by the lsm socket_sendmsg hook instea
 pub(crate) struct SharedHooks {
     // Links go first: they reference the programs below.
     links: CgroupLinks,
+    /// sockops, on the roots whose scopes have a stratum rule.
+    stratum_links: CgroupLinks,
     stratum: StratumHook,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
@@ -50,6 +52,7 @@ impl SharedHooks {
     ) -> Result<Self, Error> {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
+            stratum_links: CgroupLinks::default(),
             stratum: StratumHook::load(maps, report, lsm_judges_stratum)?,
             device: DeviceHook::load(maps).ok(),
             cmdline: CmdlineHook::load(maps).ok(),
@@ -73,10 +76,17 @@ impl SharedHooks {
         own: &[(&'static str, &ProgramMut<'_>)],
     ) -> Result<(), Error> {
         let mut programs = own.to_vec();
-        programs.push(self.stratum.sockops());
         programs.extend(self.device.as_ref().map(DeviceHook::program));
         self.links
             .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
+    }
+
+    /// Attaches sockops to exactly `roots` (see
+    /// `Backend::stratum_cover_exactly`).
+    pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+        let sockops = [self.stratum.sockops()];
+        self.stratum_links
+            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &sockops))
     }
 
     /// Whether `kind`'s matcher `m` is enforced, given the optional hooks.
@@ -88,11 +98,16 @@ impl SharedHooks {
 
     /// Attaches the hooks only stratum rules need (see
     /// `Backend::stratum_in_use`).
+    /// The Fast Open check is optional: if its tracepoints cannot be
+    /// attached, `fast_open()` says why from then on and the policy is
+    /// applied without it (`enforcer run`/`watch` warn).
     pub fn stratum_in_use(&mut self) -> Result<(), Error> {
-        match &mut self.tfo {
-            Ok(tfo) => tfo.set_active(true),
-            Err(_) => Ok(()),
+        if let Ok(tfo) = &mut self.tfo {
+            if let Err(e) = tfo.activate() {
+                self.tfo = Err(format!("attaching its tracepoints failed: {e}"));
+            }
         }
+        Ok(())
     }
 
     /// Handles for releasing judged sockets from the Stratum send path.

@@ -137,6 +137,13 @@ pub(crate) trait Backend: Send {
     /// on failure the previous coverage is left as it was.
     fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error>;
 
+    /// Makes the Stratum socket tracking (sockops into the sockhash the
+    /// sk_msg verdict runs on) see exactly these subtrees: the roots whose
+    /// scopes have a stratum rule. Same contract as `cover_exactly`.
+    fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+        self.hooks_mut().stratum_cover_exactly(roots)
+    }
+
     /// The hooks both backends share.
     fn hooks(&self) -> &hooks::SharedHooks;
 

@@ -26,14 +26,18 @@ use crate::error::{AttachError, Error};
 pub(crate) struct TfoHook {
     // Links go first: they reference the programs.
     /// Our own links (not the skeleton's, which libbpf would destroy again
-    /// with the skeleton): dropping them detaches.
+    /// with the skeleton): dropped (detached) with the hook.
     links: Vec<Link>,
     skel: Owned<TfoTpSkel<'static>>,
 }
 
 impl TfoHook {
-    /// Loads the programs on the shared maps; attaches them once to prove
-    /// this kernel takes them, then leaves them detached.
+    /// Loads the programs on the shared maps (the verifier accepting them is
+    /// the check that this kernel takes them); attached by [`Self::activate`].
+    ///
+    /// No trial attach here: a detached link stays attached while any
+    /// process forked meanwhile still holds its fd (fork copies every fd),
+    /// and attaching the same program again then fails with EEXIST.
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         super::tracefs::ensure_mounted()?;
         let skel = Owned::build(|storage| {
@@ -42,39 +46,31 @@ impl TfoHook {
             open.load()
         })
         .map_err(load_err("tfo_tp"))?;
-        let mut hook = TfoHook {
+        Ok(TfoHook {
             links: Vec::new(),
             skel,
-        };
-        hook.set_active(true)?;
-        hook.set_active(false)?;
-        Ok(hook)
+        })
     }
 
-    /// Attaches (`true`) or detaches the tracepoints.
-    pub fn set_active(&mut self, on: bool) -> Result<(), Error> {
-        if !on {
-            self.links.clear();
-        } else if self.links.is_empty() {
-            let progs = &self.skel.progs;
-            for (name, prog) in [
-                ("mg_tfo_sendto", &progs.mg_tfo_sendto),
-                ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),
-            ] {
-                match prog.attach() {
-                    Ok(link) => self.links.push(link),
-                    Err(source) => {
-                        self.links.clear();
-                        return Err(AttachError::Program {
-                            program: name,
-                            target: "tracepoint/syscalls".into(),
-                            source,
-                        }
-                        .into());
-                    }
-                }
-            }
+    /// Attaches the tracepoints if they are not attached yet. They stay
+    /// attached until the hook is dropped.
+    pub fn activate(&mut self) -> Result<(), Error> {
+        if !self.links.is_empty() {
+            return Ok(());
         }
+        let progs = &self.skel.progs;
+        let mut links = Vec::new();
+        for (name, prog) in [
+            ("mg_tfo_sendto", &progs.mg_tfo_sendto),
+            ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),
+        ] {
+            links.push(prog.attach().map_err(|source| AttachError::Program {
+                program: name,
+                target: "tracepoint/syscalls".into(),
+                source,
+            })?);
+        }
+        self.links = links;
         Ok(())
     }
 }

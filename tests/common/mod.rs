@@ -193,6 +193,7 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         unsafe {
+            close_inherited_bpf_fds();
             if let Some(fd) = &procs {
                 if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                     libc::_exit(250);
@@ -216,6 +217,41 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
 /// length, address family).
 pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
     sockaddr(addr, false)
+}
+
+/// In a forked child: closes the BPF objects and perf events it inherited
+/// (fork copies every fd). A link another test detached in the meantime
+/// would otherwise stay attached while this child lives: its cgroup keeps
+/// the program, and attaching the same program again fails (EEXIST/EINVAL).
+/// Async-signal-safe: readlink(2) and close(2) only.
+unsafe fn close_inherited_bpf_fds() {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0";
+    let mut target = [0u8; 32];
+    for fd in 3..1024i32 {
+        // "/proc/self/fd/" is 14 bytes; write the decimal fd after it.
+        let mut digits = [0u8; 8];
+        let (mut n, mut i) = (fd, digits.len());
+        while n > 0 {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let len = digits.len() - i;
+        path[14..14 + len].copy_from_slice(&digits[i..]);
+        path[14 + len] = 0;
+        let got = libc::readlink(
+            path.as_ptr().cast(),
+            target.as_mut_ptr().cast(),
+            target.len(),
+        );
+        if got <= 0 {
+            continue;
+        }
+        let t = &target[..got as usize];
+        if t.starts_with(b"anon_inode:bpf") || t.starts_with(b"anon_inode:[perf_event]") {
+            libc::close(fd);
+        }
+    }
 }
 
 fn sockaddr(addr: SocketAddr, v4_mapped: bool) -> (libc::sockaddr_storage, libc::socklen_t, i32) {

@@ -14,9 +14,9 @@
 //!   (100 ms earlier: by then the enforcer took it out of the sockhash).
 //!
 //! Configurations: no enforcer (`unhooked`), `default` without its stratum
-//! rule (`stratum-off`: the sockops program is still attached, because it
-//! is attached with the connect hooks whatever the profile holds), and the
-//! bundled `default` (`stratum-on`). The quoted ratios are the interleaved
+//! rule (`stratum-off`: the connect hooks are attached, sockops is not: it
+//! goes only to scopes with a stratum rule), and the bundled `default`
+//! (`stratum-on`). The quoted ratios are the interleaved
 //! `SUMMARY` printed after criterion's runs.
 
 mod common;

@@ -71,8 +71,27 @@ fn main() {
             )
         };
         let mut buf = [0u8; 1 << 16];
+        // Reads the message just sent (outside the timed region). All of
+        // it, waiting if delivery lags (it does in the emulated VM): a
+        // single-threaded worker that left bytes behind would fill the
+        // buffers and block in its own send() forever.
         let mut drain = |c: i32| {
-            libc::recv(c, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
+            let mut got = 0;
+            while got < msg.len() {
+                let r = libc::recv(
+                    c,
+                    buf.as_mut_ptr().cast(),
+                    msg.len() - got,
+                    libc::MSG_DONTWAIT,
+                );
+                if r > 0 {
+                    got += r as usize;
+                } else if r == 0 || *libc::__errno_location() != libc::EAGAIN {
+                    break;
+                } else {
+                    libc::sched_yield();
+                }
+            }
         };
         match op {
             OP_FIRST => {
@@ -92,17 +111,20 @@ fn main() {
                 let s = tcp_socket();
                 connect(s, &to);
                 let c = accept();
-                send(s);
-                drain(c);
+                if send(s) == 0 {
+                    drain(c);
+                }
                 // A long-lived socket: give the enforcer's event thread the
                 // time to take the judged socket out of the sockhash (it
                 // does so within one 50 ms poll).
                 libc::usleep(100_000);
                 for _ in 0..n {
                     let t0 = now_ns();
-                    send(s);
+                    let rc = send(s);
                     lat.push(now_ns() - t0);
-                    drain(c);
+                    if rc == 0 {
+                        drain(c);
+                    }
                 }
                 libc::close(s);
                 libc::close(c);
@@ -115,11 +137,13 @@ fn main() {
                 if rc == 0 {
                     rc = send(s);
                 }
-                drain(c);
                 if rc == 0 {
+                    drain(c);
                     rc = send(s);
                 }
-                drain(c);
+                if rc == 0 {
+                    drain(c);
+                }
                 libc::close(s);
                 libc::close(c);
                 rc as u64

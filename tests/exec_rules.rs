@@ -428,15 +428,20 @@ fn syscall_tracepoints_can_be_turned_off_and_say_so() {
         ..Default::default()
     })
     .unwrap();
-    let off = e.fast_open().unwrap_err();
-    assert!(off.contains("syscall_tracepoints"), "{off}");
     match e.backend() {
-        // Only the cgroup backend needs tracepoints for mappings.
+        // Only the cgroup backend needs tracepoints, for mappings and for
+        // Fast Open payloads.
         BackendKind::Cgroup => {
-            let off = e.loader_exec().unwrap_err();
-            assert!(off.contains("syscall_tracepoints"), "{off}");
+            for off in [e.loader_exec().unwrap_err(), e.fast_open().unwrap_err()] {
+                assert!(off.contains("syscall_tracepoints"), "{off}");
+            }
         }
-        BackendKind::Lsm => e.loader_exec().unwrap(),
+        // lsm: mmap_file/file_mprotect, and the socket_sendmsg hook sees a
+        // Fast Open payload before the SYN.
+        BackendKind::Lsm => {
+            e.loader_exec().unwrap();
+            e.fast_open().unwrap();
+        }
     }
     // Everything else is enforced as usual.
     let dir = TempDir::new("tp-off");

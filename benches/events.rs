@@ -166,15 +166,7 @@ fn main() {
                 connect(s, &refused);
             } else if connect(s, &to) == 0 {
                 libc::send(s, LOGIN.as_ptr().cast(), LOGIN.len(), libc::MSG_NOSIGNAL);
-                let c = libc::accept4(
-                    lfd,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                );
-                if c >= 0 {
-                    libc::close(c);
-                }
+                accept_close(lfd);
             }
             libc::close(s);
         }

@@ -62,14 +62,7 @@ fn main() {
             }
         };
         // The server end of a connection the worker just made.
-        let accept = || {
-            libc::accept4(
-                lfd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
+        let accept = || accept_next(lfd, libc::SOCK_NONBLOCK);
         let mut buf = [0u8; 1 << 16];
         // Reads the message just sent (outside the timed region). All of
         // it, waiting if delivery lags (it does in the emulated VM): a

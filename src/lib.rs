@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod learn;
 mod mountinfo;
+mod parallel;
 pub mod probe;
 pub mod profile;
 pub mod seccomp;

@@ -358,17 +358,44 @@ impl Listener {
     }
 }
 
-/// accept(2) and close(2) the next queued connection on `listener`.
+/// accept(2) of the connection the caller just made on the (non-blocking)
+/// `listener`, with `flags` for the new socket; -1 when none came within 5 s.
+/// Waits for it: connect() returns once the client has the SYN-ACK, and the
+/// server side may complete later (it does in the emulated VM). Accepting too
+/// early left that connection queued, and the next accept returned it in
+/// place of a later one: the stratum_send worker then drained the wrong
+/// socket and blocked for good in send() on the right one.
+///
+/// # Safety
+/// Raw syscalls.
+pub unsafe fn accept_next(listener: i32, flags: i32) -> i32 {
+    let mut waited = 0;
+    loop {
+        let c = libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags | libc::SOCK_CLOEXEC,
+        );
+        if c >= 0 || *libc::__errno_location() != libc::EAGAIN || waited >= 5000 {
+            return c;
+        }
+        let mut pfd = libc::pollfd {
+            fd: listener,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        libc::poll(&mut pfd, 1, 100);
+        waited += 100;
+    }
+}
+
+/// accept(2) and close(2) the connection the caller just made on `listener`.
 ///
 /// # Safety
 /// Raw syscalls.
 pub unsafe fn accept_close(listener: i32) {
-    let c = libc::accept4(
-        listener,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_CLOEXEC,
-    );
+    let c = accept_next(listener, 0);
     if c >= 0 {
         libc::close(c);
     }

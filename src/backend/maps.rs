@@ -337,12 +337,14 @@ impl SharedMaps {
     /// Writes every entry of `policy` under `policy_id`; on failure removes
     /// what it wrote, so the maps are as before.
     pub fn write_policy(&self, policy_id: u32, policy: &KernelPolicy) -> Result<(), AttachError> {
-        let result = (|| {
-            let e = PolicyEntries::of(policy_id, policy);
+        let e = PolicyEntries::of(policy_id, policy);
+        let tries = || {
+            update_all(&self.cidr4, "mg_cidr4", &e.cidrs4)?;
+            update_all(&self.cidr6, "mg_cidr6", &e.cidrs6)
+        };
+        let rest = || {
             update_all(&self.exec_names, "mg_exec_names", &e.names)?;
             update_all(&self.ports, "mg_ports", &e.ports)?;
-            update_all(&self.cidr4, "mg_cidr4", &e.cidrs4)?;
-            update_all(&self.cidr6, "mg_cidr6", &e.cidrs6)?;
             update_all(&self.cmd_pattern, "mg_cmd_pattern", &e.patterns)?;
             update_all(&self.cmd_prefix, "mg_cmd_prefix", &e.prefixes)?;
             update_all(&self.inodes, "mg_inodes", &e.inodes)?;
@@ -357,7 +359,15 @@ impl SharedMaps {
                 }
             }
             Ok(())
-        })();
+        };
+        let tried = e.cidrs4.keys.len() + e.cidrs6.keys.len();
+        let hashed = e.names.keys.len() + e.ports.keys.len();
+        let result = if tried.min(hashed) >= PARALLEL_WRITE_ENTRIES {
+            let (tried, rest) = crate::parallel::on_two_threads(tries, rest);
+            tried.and(rest)
+        } else {
+            tries().and_then(|()| rest())
+        };
         if result.is_err() {
             self.delete_policy(policy_id, policy);
         }
@@ -446,15 +456,29 @@ impl SharedMaps {
     }
 }
 
-/// A policy's entries for each multi-entry map, as (key, value) pairs.
+/// One map's entries as the batch calls take them: the keys back to back,
+/// and the values back to back.
+struct Entries<K, V> {
+    keys: Vec<K>,
+    values: Vec<V>,
+}
+
+impl<K, V> FromIterator<(K, V)> for Entries<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let (keys, values) = iter.into_iter().unzip();
+        Entries { keys, values }
+    }
+}
+
+/// A policy's entries for each multi-entry map.
 struct PolicyEntries {
-    names: Vec<(NameKey, RuleRefValue)>,
-    ports: Vec<(PortKey, RuleRefValue)>,
-    cidrs4: Vec<(Cidr4Key, RuleRefValue)>,
-    cidrs6: Vec<(Cidr6Key, RuleRefValue)>,
-    patterns: Vec<(PatternKey, PatternValue)>,
-    prefixes: Vec<(PrefixKey, PrefixBucket)>,
-    inodes: Vec<(InodeKey, RuleRefValue)>,
+    names: Entries<NameKey, RuleRefValue>,
+    ports: Entries<PortKey, RuleRefValue>,
+    cidrs4: Entries<Cidr4Key, RuleRefValue>,
+    cidrs6: Entries<Cidr6Key, RuleRefValue>,
+    patterns: Entries<PatternKey, PatternValue>,
+    prefixes: Entries<PrefixKey, PrefixBucket>,
+    inodes: Entries<InodeKey, RuleRefValue>,
 }
 
 impl PolicyEntries {
@@ -513,9 +537,17 @@ impl PolicyEntries {
     }
 }
 
-/// The bytes of `items`, back to back (the layout batch calls take).
-fn concat<'a, T: Pod + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<u8> {
-    items.flat_map(|t| t.bytes()).copied().collect()
+/// From this many LPM entries and as many hash entries on, a policy's tries
+/// are written on a second thread while this one writes the hash maps: an
+/// LPM insert allocates a trie node and costs about as much as the hash
+/// inserts of the same profile, and a thread costs ~50 µs.
+const PARALLEL_WRITE_ENTRIES: usize = 2048;
+
+/// The bytes of `items`, as they lie in memory (the layout batch calls take).
+fn slice_bytes<T: Pod>(items: &[T]) -> &[u8] {
+    // SAFETY: Pod types have no uninitialised padding (trait contract), and
+    // a slice is one contiguous allocation of size_of_val bytes.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast(), std::mem::size_of_val(items)) }
 }
 
 /// Writes `entries` into `map`: in one `BPF_MAP_UPDATE_BATCH` call (a
@@ -524,14 +556,14 @@ fn concat<'a, T: Pod + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<u8> {
 fn update_all<K: Pod, V: Pod>(
     map: &MapHandle,
     name: &'static str,
-    entries: &[(K, V)],
+    entries: &Entries<K, V>,
 ) -> Result<(), AttachError> {
-    if entries.len() > 1 {
-        let keys = concat(entries.iter().map(|(k, _)| k));
-        let values = concat(entries.iter().map(|(_, v)| v));
-        let count = entries.len() as u32;
+    let count = entries.keys.len();
+    if count > 1 {
+        let keys = slice_bytes(&entries.keys);
+        let values = slice_bytes(&entries.values);
         if map
-            .update_batch(&keys, &values, count, MapFlags::ANY, MapFlags::ANY)
+            .update_batch(keys, values, count as u32, MapFlags::ANY, MapFlags::ANY)
             .is_ok()
         {
             return Ok(());
@@ -539,7 +571,7 @@ fn update_all<K: Pod, V: Pod>(
         // Fall through: the one-by-one writes name the failing map, and
         // succeed where only the batch call is missing.
     }
-    for (k, v) in entries {
+    for (k, v) in entries.keys.iter().zip(&entries.values) {
         map.update(k.bytes(), v.bytes(), MapFlags::ANY)
             .map_err(map_err(name))?;
     }
@@ -548,18 +580,21 @@ fn update_all<K: Pod, V: Pod>(
 
 /// Deletes the keys of `entries` from `map` (missing ones are fine): one
 /// batch call, or key by key when that fails (a missing key stops a batch).
-fn delete_all<K: Pod, V>(map: &MapHandle, entries: &[(K, V)]) {
-    if entries.len() > 1 {
-        let keys = concat(entries.iter().map(|(k, _)| k));
-        let count = entries.len() as u32;
-        if map
-            .delete_batch(&keys, count, MapFlags::ANY, MapFlags::ANY)
+fn delete_all<K: Pod, V>(map: &MapHandle, entries: &Entries<K, V>) {
+    let count = entries.keys.len();
+    if count > 1
+        && map
+            .delete_batch(
+                slice_bytes(&entries.keys),
+                count as u32,
+                MapFlags::ANY,
+                MapFlags::ANY,
+            )
             .is_ok()
-        {
-            return;
-        }
+    {
+        return;
     }
-    for (k, _) in entries {
+    for k in &entries.keys {
         let _ = map.delete(k.bytes());
     }
 }

@@ -46,6 +46,8 @@ pub(super) fn check(profile: &Profile) -> Vec<Diagnostic> {
         );
     }
     let mut seen = HashSet::with_capacity(profile.rules.len());
+    // Summed in the same walk over the rules.
+    let mut totals = Totals::default();
     // One buffer for every rule's `rules[i]` (no allocation per rule).
     let mut at = String::with_capacity(24);
     for (i, rule) in profile.rules.iter().enumerate() {
@@ -63,8 +65,9 @@ pub(super) fn check(profile: &Profile) -> Vec<Diagnostic> {
             );
         }
         check_rule(rule, at, &mut r);
+        totals.add(rule);
     }
-    check_totals(profile, &mut r);
+    totals.check(&mut r);
     r.0
 }
 
@@ -295,34 +298,45 @@ fn seccomp_action_problem(a: &SeccompAction) -> Option<String> {
     }
 }
 
-fn check_totals(profile: &Profile, r: &mut Report) {
-    let (mut names, mut ports, mut cidrs, mut domains) = (0usize, 0usize, 0usize, 0usize);
-    for rule in &profile.rules {
+/// Entries of the size-limited kernel maps, summed over the profile.
+#[derive(Default)]
+struct Totals {
+    names: usize,
+    ports: usize,
+    cidrs: usize,
+    domains: usize,
+}
+
+impl Totals {
+    fn add(&mut self, rule: &Rule) {
         if let Some(e) = &rule.exec {
-            names += e.names.len();
+            self.names += e.names.len();
         }
         if let Some(c) = &rule.connect {
-            ports += c.ports.iter().map(|p| p.len()).sum::<usize>();
-            cidrs += c.cidrs.len();
-            domains += c.domains.len();
+            self.ports += c.ports.iter().map(|p| p.len()).sum::<usize>();
+            self.cidrs += c.cidrs.len();
+            self.domains += c.domains.len();
         }
     }
-    let limits = [
-        ("exec names", names, limits::MAX_EXEC_NAMES),
-        (
-            "ports (ranges counted port by port)",
-            ports,
-            limits::MAX_PORTS,
-        ),
-        ("CIDRs", cidrs, limits::MAX_CIDRS),
-        ("domains", domains, limits::MAX_DOMAINS),
-    ];
-    for (what, n, max) in limits {
-        if n > max {
-            r.push(
-                "rules",
-                format!("{n} {what} in all; the kernel maps hold {max}"),
-            );
+
+    fn check(&self, r: &mut Report) {
+        let limits = [
+            ("exec names", self.names, limits::MAX_EXEC_NAMES),
+            (
+                "ports (ranges counted port by port)",
+                self.ports,
+                limits::MAX_PORTS,
+            ),
+            ("CIDRs", self.cidrs, limits::MAX_CIDRS),
+            ("domains", self.domains, limits::MAX_DOMAINS),
+        ];
+        for (what, n, max) in limits {
+            if n > max {
+                r.push(
+                    "rules",
+                    format!("{n} {what} in all; the kernel maps hold {max}"),
+                );
+            }
         }
     }
 }

@@ -356,6 +356,9 @@ impl Enforcer {
     /// Whether the lsm backend's sleepable socket_sendmsg hook judges
     /// Stratum payloads (a refused send fails with EPERM, before anything is
     /// queued); otherwise why not (the sk_msg program judges them: EACCES).
+    /// The hook is loaded with the enforcer and attached with the first
+    /// policy that has a stratum rule; an attach failure turns this into
+    /// the reason.
     pub fn lsm_stratum(&self) -> std::result::Result<(), String> {
         self.backend.stratum_in_lsm()
     }

@@ -38,8 +38,12 @@ pub(crate) struct LsmBackend {
     _exec: Owned<LsmExecSkel<'static>>,
     _mmap: Owned<LsmMmapSkel<'static>>,
     /// The sleepable Stratum judge, or why this kernel refused it (the
-    /// shared sk_msg program and Fast Open tracepoints judge then).
+    /// shared sk_msg program and Fast Open tracepoints judge then), or why
+    /// attaching it failed.
     stratum: Result<LsmStratumHook, String>,
+    /// Fast Open payloads were left to the sleepable judge at load (no
+    /// tracepoints loaded for them).
+    fast_open_in_lsm: bool,
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
@@ -92,6 +96,7 @@ impl LsmBackend {
             _net: net,
             _exec: exec,
             _mmap: mmap,
+            fast_open_in_lsm: stratum.is_ok(),
             stratum,
         })
     }
@@ -123,8 +128,23 @@ impl Backend for LsmBackend {
         match &self.stratum {
             // socket_sendmsg sees a Fast Open payload before the SYN.
             Ok(_) => Ok(()),
+            Err(e) if self.fast_open_in_lsm => Err(format!(
+                "the socket_sendmsg hook that judges Fast Open payloads is off: {e}"
+            )),
             Err(_) => self.hooks.fast_open(),
         }
+    }
+
+    fn stratum_in_use(&mut self) -> Result<(), Error> {
+        if let Ok(hook) = &mut self.stratum {
+            if let Err(e) = hook.activate() {
+                // The sk_msg verdict still judges what the hook would have
+                // (it judges a socket itself unless the hook did), with
+                // EACCES; `run`/`watch` warn through `lsm_stratum()`.
+                self.stratum = Err(format!("attaching it failed: {e}"));
+            }
+        }
+        self.hooks.stratum_in_use()
     }
 
     fn stratum_in_lsm(&self) -> Result<(), String> {

@@ -16,27 +16,44 @@ use super::{
 };
 use crate::error::{AttachError, Error};
 
-/// The loaded and attached sleepable socket_sendmsg program.
+/// The loaded sleepable socket_sendmsg program, attached from the first
+/// policy with a stratum rule on (an LSM hook runs for every send on the
+/// host: a host whose profiles have no stratum rule should not pay for it).
 pub(crate) struct LsmStratumHook {
-    /// Owns the program and its link (detached on drop).
-    _skel: Owned<LsmStratumSkel<'static>>,
+    /// Owns the program and, once attached, its link (detached on drop).
+    skel: Owned<LsmStratumSkel<'static>>,
+    attached: bool,
 }
 
 impl LsmStratumHook {
-    /// Loads the program on the shared maps and attaches it (host-wide; it
-    /// returns at once for tasks outside scopes and for judged sockets).
+    /// Loads the program on the shared maps (the verifier's verdict comes
+    /// now, so a kernel that refuses it is known before any policy).
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
-        let mut skel = Owned::build(|storage| {
+        let skel = Owned::build(|storage| {
             let mut open = LsmStratumSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("lsm_stratum"))?;
-        skel.attach().map_err(|source| AttachError::Program {
-            program: "mg_lsm_stratum",
-            target: "lsm.s/socket_sendmsg".into(),
-            source,
-        })?;
-        Ok(LsmStratumHook { _skel: skel })
+        Ok(LsmStratumHook {
+            skel,
+            attached: false,
+        })
+    }
+
+    /// Attaches the program (host-wide; it returns at once for tasks
+    /// outside scopes and for judged sockets); a no-op once attached. It
+    /// stays attached until the backend is dropped, as the Fast Open
+    /// tracepoints do.
+    pub fn activate(&mut self) -> Result<(), AttachError> {
+        if !self.attached {
+            self.skel.attach().map_err(|source| AttachError::Program {
+                program: "mg_lsm_stratum",
+                target: "lsm.s/socket_sendmsg".into(),
+                source,
+            })?;
+            self.attached = true;
+        }
+        Ok(())
     }
 }

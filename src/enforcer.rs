@@ -300,10 +300,10 @@ impl Enforcer {
         let hooks = if policy.stratum.is_some() {
             let cgroup = self.get(handle)?.cgroup.clone();
             self.sync_stratum_coverage(Some(&cgroup))
-                .and_then(|()| self.backend.stratum_in_use())
         } else {
             Ok(())
-        };
+        }
+        .and_then(|()| self.backend.policy_in_use(&policy));
         if let Err(e) =
             hooks.and_then(|()| Ok(self.backend.maps().set_scope(cgroup_id, new_id, &policy)?))
         {
@@ -341,7 +341,10 @@ impl Enforcer {
 
     /// Whether executable mappings of files an exec rule refuses are judged
     /// too (loader exec: `ld.so ./xmrig` maps the miner without exec'ing
-    /// it); otherwise why not on this kernel.
+    /// it); otherwise why not on this kernel. On the cgroup backend the
+    /// syscall tracepoints doing it are attached with the first policy
+    /// whose exec rules judge files; a failed attach turns this into the
+    /// reason.
     pub fn loader_exec(&self) -> std::result::Result<(), String> {
         self.backend.loader_exec()
     }
@@ -527,7 +530,7 @@ impl Enforcer {
         let roots = self.roots();
         self.backend.cover_exactly(&roots)?;
         self.sync_stratum_coverage(None)?;
-        self.sync_stratum()
+        self.sync_host_hooks()
     }
 
     /// The outermost applied scopes.
@@ -561,9 +564,10 @@ impl Enforcer {
     }
 
     /// Hooks only stratum rules need are attached once a policy has one.
-    fn sync_stratum(&mut self) -> Result<()> {
-        if self.applied.values().any(|a| a.policy.stratum.is_some()) {
-            self.backend.stratum_in_use()?;
+    /// Attaches the host-wide hooks the applied policies need.
+    fn sync_host_hooks(&mut self) -> Result<()> {
+        for applied in self.applied.values() {
+            self.backend.policy_in_use(&applied.policy)?;
         }
         Ok(())
     }

@@ -97,6 +97,62 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
 }
 
+/// Prints how many perf-event fds (tracepoint attachments) the enforcer
+/// running this command holds: its parent's, counted by the command.
+const COUNT_PARENT_PERF_EVENTS: &str = "n=0; for f in /proc/$PPID/fd/*; do case $(readlink $f) in *perf_event*) n=$((n+1));; esac; done; echo $n";
+
+#[test]
+fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
+    if !kernel_tests_enabled("syscall_tracepoints_are_attached_only_for_policies_that_need_them") {
+        return;
+    }
+    // Any attached syscalls/* tracepoint puts every syscall on the host on
+    // the tracing slow path: an enforcer must not attach one no rule needs.
+    let dir = TempDir::new("cli-tracepoints");
+    let attached = |text: &str| -> (String, usize) {
+        let profile = write_profile(&dir, text);
+        let out = enforcer_cmd(&[
+            "run",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            COUNT_PARENT_PERF_EVENTS,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let backend = stderr
+            .split(" backend on ")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no status line in:\n{stderr}"))
+            .to_string();
+        let n = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("count: {e}; {stderr}"));
+        (backend, n)
+    };
+    let ports_only = "apiVersion: minerguard/v1\nname: ports\nrules:\n  - name: pool-port\n    action: deny\n    connect: { ports: [3333] }\n";
+    let (backend, for_ports) = attached(ports_only);
+    let (_, for_exec) = attached(EXEC_PROFILE);
+    if backend == "cgroup" {
+        assert_eq!(for_ports, 0, "a ports-only profile needs no tracepoint");
+        assert_eq!(
+            for_exec, 2,
+            "exec.names: the loader-exec check on sys_enter_mmap and sys_enter_mprotect"
+        );
+    } else {
+        assert_eq!(backend, "lsm");
+        assert_eq!(
+            (for_ports, for_exec),
+            (0, 0),
+            "the lsm backend judges mappings in LSM hooks"
+        );
+    }
+}
+
 #[test]
 fn run_passes_exit_status_through_and_writes_events_to_file() {
     if !kernel_tests_enabled("run_passes_exit_status_through_and_writes_events_to_file") {

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     cgroup::CgroupRef,
-    compile::RuleKind,
+    compile::{KernelPolicy, RuleKind},
     error::{AttachError, Error},
     probe::ProbeReport,
 };
@@ -114,6 +114,20 @@ impl Backend for CgroupBackend {
 
     fn loader_exec(&self) -> Result<(), String> {
         self.exec_map.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+        if policy.judges_mapped_files() {
+            if let Ok(hook) = &mut self.exec_map {
+                if let Err(e) = hook.activate() {
+                    self.exec_map = Err(format!("attaching its tracepoints failed: {e}"));
+                }
+            }
+        }
+        if policy.stratum.is_some() {
+            self.hooks.stratum_in_use()?;
+        }
+        Ok(())
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

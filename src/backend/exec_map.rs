@@ -3,9 +3,17 @@
 //! task asking for an executable mapping of a file an exec rule refuses
 //! (`ld.so ./xmrig`). Classic tracepoints are found through tracefs, which
 //! is mounted at /sys/kernel/tracing when no tracefs is mounted yet.
-//! Optional: without it, loader exec is reported as not enforced.
+//! Optional: without it, loader exec is reported as not enforced. Loaded
+//! with the backend, attached when the first policy whose exec rules judge
+//! files is applied: while any `syscalls/*` tracepoint is attached, every
+//! syscall of every task on the host takes the tracing slow path, so an
+//! enforcer with no such policy should not attach them. Kept attached until
+//! the enforcer is dropped (detaching waits for an RCU grace period).
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    Link,
+};
 
 use super::{
     load_err,
@@ -17,26 +25,58 @@ use super::{
 };
 use crate::error::{AttachError, Error};
 
-/// The loaded and attached mapping tracepoints.
+/// The loaded mapping tracepoints, attached while active.
 pub(crate) struct ExecMapHook {
-    _skel: Owned<ExecMapTpSkel<'static>>,
+    // Links go first: they reference the programs.
+    /// Our own links, detached with the hook.
+    links: Vec<Link>,
+    skel: Owned<ExecMapTpSkel<'static>>,
 }
 
 impl ExecMapHook {
-    /// Loads the programs on the shared maps and attaches them.
+    /// Loads the programs on the shared maps (tracefs is mounted now, so a
+    /// kernel without it is known before any policy).
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         super::tracefs::ensure_mounted()?;
-        let mut skel = Owned::build(|storage| {
+        let skel = Owned::build(|storage| {
             let mut open = ExecMapTpSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("exec_map_tp"))?;
-        skel.attach().map_err(|source| AttachError::Program {
-            program: "mg_mmap_tp",
-            target: "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect".into(),
-            source,
-        })?;
-        Ok(ExecMapHook { _skel: skel })
+        Ok(ExecMapHook {
+            links: Vec::new(),
+            skel,
+        })
+    }
+
+    /// Attaches both tracepoints if they are not attached yet; both or
+    /// neither (a failed second attach drops the first link).
+    pub fn activate(&mut self) -> Result<(), Error> {
+        if !self.links.is_empty() {
+            return Ok(());
+        }
+        let progs = &self.skel.progs;
+        let mut links = Vec::new();
+        for (name, prog, target) in [
+            (
+                "mg_mmap_tp",
+                &progs.mg_mmap_tp,
+                "tracepoint/syscalls/sys_enter_mmap",
+            ),
+            (
+                "mg_mprotect_tp",
+                &progs.mg_mprotect_tp,
+                "tracepoint/syscalls/sys_enter_mprotect",
+            ),
+        ] {
+            links.push(prog.attach().map_err(|source| AttachError::Program {
+                program: name,
+                target: target.into(),
+                source,
+            })?);
+        }
+        self.links = links;
+        Ok(())
     }
 }

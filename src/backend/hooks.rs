@@ -97,7 +97,7 @@ impl SharedHooks {
     }
 
     /// Attaches the hooks only stratum rules need (see
-    /// `Backend::stratum_in_use`).
+    /// `Backend::policy_in_use`).
     /// The Fast Open check is optional: if its tracepoints cannot be
     /// attached, `fast_open()` says why from then on and the policy is
     /// applied without it (`enforcer run`/`watch` warn).

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     cgroup::CgroupRef,
-    compile::RuleKind,
+    compile::{KernelPolicy, RuleKind},
     error::{AttachError, Error},
     probe::ProbeReport,
 };
@@ -135,7 +135,10 @@ impl Backend for LsmBackend {
         }
     }
 
-    fn stratum_in_use(&mut self) -> Result<(), Error> {
+    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+        if policy.stratum.is_none() {
+            return Ok(());
+        }
         if let Ok(hook) = &mut self.stratum {
             if let Err(e) = hook.activate() {
                 // The sk_msg verdict still judges what the hook would have

@@ -21,7 +21,7 @@ mod tracefs;
 
 use crate::{
     cgroup::CgroupRef,
-    compile::RuleKind,
+    compile::{KernelPolicy, RuleKind},
     error::{Error, LoadError},
     profile::{Action, MatcherKind},
 };
@@ -178,13 +178,19 @@ pub(crate) trait Backend: Send {
         Err("the cgroup backend judges Stratum in its sk_msg program".into())
     }
 
-    /// A policy with a stratum rule is (about to be) applied: attaches the
-    /// hooks only stratum rules need, which cost every task on the host, if
-    /// they are not attached yet. They stay attached until the backend is
-    /// dropped: detaching a tracepoint waits for an RCU grace period (tens
-    /// of ms), which an update or remove should not.
-    fn stratum_in_use(&mut self) -> Result<(), Error> {
-        self.hooks_mut().stratum_in_use()
+    /// `policy` is (about to be) applied: attaches the host-wide hooks its
+    /// rules need and that are not attached yet (they cost every task on
+    /// the host, so an enforcer attaches none it has no rule for). They
+    /// stay attached until the backend is dropped: detaching a tracepoint
+    /// waits for an RCU grace period (tens of ms), which an update or
+    /// remove should not. A hook that cannot be attached turns its status
+    /// (`fast_open`, `loader_exec`, `stratum_in_lsm`) into the reason
+    /// rather than failing the apply.
+    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+        if policy.stratum.is_some() {
+            self.hooks_mut().stratum_in_use()?;
+        }
+        Ok(())
     }
 
     /// Writes up to `count` self-test events for `rule_idx` of `policy_id`

@@ -532,6 +532,16 @@ impl KernelPolicy {
         Ok(())
     }
 
+    /// Whether an executable mapping of a file can match (loader exec:
+    /// mappings are judged by the rules that judge an exec of the same file
+    /// by itself: names, files and directories, fileless).
+    pub fn judges_mapped_files(&self) -> bool {
+        !self.exec_names.is_empty()
+            || !self.exec_files.is_empty()
+            || !self.exec_dirs.is_empty()
+            || self.memfd.is_some()
+    }
+
     /// Whether any rule of this kind is present.
     pub fn has(&self, kind: RuleKind) -> bool {
         self.rules.iter().any(|r| r.kind == kind)

@@ -547,9 +547,10 @@ fn warn_unenforced(
     if let Err(why) = enforcer.fast_open() {
         eprintln!("minerguard: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
     }
-    if enforcer.backend() == minerguard::BackendKind::Lsm && enforcer.stratum_errno() != libc::EPERM
-    {
-        eprintln!("minerguard: warning: this kernel refused the sleepable socket_sendmsg hook: Stratum sends are refused by the sk_msg program (EACCES) instead");
+    if enforcer.backend() == minerguard::BackendKind::Lsm {
+        if let Err(why) = enforcer.lsm_stratum() {
+            eprintln!("minerguard: warning: the sleepable socket_sendmsg hook does not judge Stratum ({why}): Stratum sends are refused by the sk_msg program (EACCES) instead");
+        }
     }
     if let Err(why) = enforcer.loader_exec() {
         eprintln!("minerguard: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");

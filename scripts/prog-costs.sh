@@ -16,12 +16,10 @@ command -v bpftool >/dev/null || { echo "prog-costs: bpftool not found (apt-get 
 [ "$(id -u)" = 0 ] || { echo "prog-costs: needs root" >&2; exit 1; }
 
 cargo build --release --example enforcer >&2
-before=$(sysctl -n kernel.bpf_stats_enabled)
-trap 'sysctl -qw kernel.bpf_stats_enabled="$before"' EXIT
-sysctl -qw kernel.bpf_stats_enabled=1
-
 inner=$(mktemp /tmp/prog-costs.XXXXXX.py)
+before=$(sysctl -n kernel.bpf_stats_enabled)
 trap 'sysctl -qw kernel.bpf_stats_enabled="$before"; rm -f "$inner"' EXIT
+sysctl -qw kernel.bpf_stats_enabled=1
 cat > "$inner" <<'EOF'
 import json, socket, subprocess, sys, time
 

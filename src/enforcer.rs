@@ -563,7 +563,6 @@ impl Enforcer {
         self.backend.stratum_cover_exactly(&roots)
     }
 
-    /// Hooks only stratum rules need are attached once a policy has one.
     /// Attaches the host-wide hooks the applied policies need.
     fn sync_host_hooks(&mut self) -> Result<()> {
         for applied in self.applied.values() {

@@ -123,9 +123,8 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");
         let backend = stderr
-            .split(" backend on ")
-            .next()
-            .and_then(|s| s.rsplit(' ').next())
+            .split_once(" backend on ")
+            .and_then(|(before, _)| before.rsplit(' ').next())
             .unwrap_or_else(|| panic!("no status line in:\n{stderr}"))
             .to_string();
         let n = String::from_utf8_lossy(&out.stdout)

@@ -534,12 +534,15 @@ impl KernelPolicy {
 
     /// Whether an executable mapping of a file can match (loader exec:
     /// mappings are judged by the rules that judge an exec of the same file
-    /// by itself: names, files and directories, fileless).
+    /// by itself: names, resolved files and directories, fileless; not the
+    /// allow-list). Call after [`KernelPolicy::resolve_inodes`].
     pub fn judges_mapped_files(&self) -> bool {
         !self.exec_names.is_empty()
-            || !self.exec_files.is_empty()
-            || !self.exec_dirs.is_empty()
             || self.memfd.is_some()
+            || self
+                .inodes
+                .iter()
+                .any(|e| matches!(e.kind, InodeKind::File | InodeKind::Dir))
     }
 
     /// Whether any rule of this kind is present.

@@ -28,8 +28,8 @@ impl<K: Ord> Strongest<K> {
     pub(super) fn into_map(mut self) -> BTreeMap<K, RuleRef> {
         self.0.sort_unstable_by(|(ka, a), (kb, b)| {
             ka.cmp(kb)
-                .then(b.action.cmp(&a.action))
-                .then(a.rule_idx.cmp(&b.rule_idx))
+                .then_with(|| b.action.cmp(&a.action))
+                .then_with(|| a.rule_idx.cmp(&b.rule_idx))
         });
         // The first of each run of equal keys is the winner.
         self.0.dedup_by(|later, first| later.0 == first.0);

@@ -36,6 +36,8 @@ pub(crate) struct SharedHooks {
     tfo: Result<TfoHook, String>,
     self_test: SelfTestHook,
     signal_in_skmsg: bool,
+    /// `EnforcerOptions::syscall_tracepoints`.
+    syscall_tracepoints: bool,
 }
 
 impl SharedHooks {
@@ -65,7 +67,22 @@ impl SharedHooks {
             },
             self_test: SelfTestHook::load(maps)?,
             signal_in_skmsg: report.skmsg_signal.available,
+            syscall_tracepoints,
         })
+    }
+
+    /// The lsm socket_sendmsg hook, which was to judge Fast Open payloads,
+    /// could not be attached after all: the Fast Open tracepoints take
+    /// over, as on a kernel that refuses that hook at load (attached by
+    /// the next `stratum_in_use`).
+    pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) {
+        if matches!(&self.tfo, Err(why) if why == LSM_JUDGES_FAST_OPEN) {
+            self.tfo = if self.syscall_tracepoints {
+                TfoHook::load(maps).map_err(|e| e.to_string())
+            } else {
+                Err(super::TRACEPOINTS_OFF.into())
+            };
+        }
     }
 
     /// Attaches `own` (the backend's per-scope programs) and the shared

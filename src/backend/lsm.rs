@@ -41,9 +41,6 @@ pub(crate) struct LsmBackend {
     /// shared sk_msg program and Fast Open tracepoints judge then), or why
     /// attaching it failed.
     stratum: Result<LsmStratumHook, String>,
-    /// Fast Open payloads were left to the sleepable judge at load (no
-    /// tracepoints loaded for them).
-    fast_open_in_lsm: bool,
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
@@ -96,7 +93,6 @@ impl LsmBackend {
             _net: net,
             _exec: exec,
             _mmap: mmap,
-            fast_open_in_lsm: stratum.is_ok(),
             stratum,
         })
     }
@@ -128,9 +124,6 @@ impl Backend for LsmBackend {
         match &self.stratum {
             // socket_sendmsg sees a Fast Open payload before the SYN.
             Ok(_) => Ok(()),
-            Err(e) if self.fast_open_in_lsm => Err(format!(
-                "the socket_sendmsg hook that judges Fast Open payloads is off: {e}"
-            )),
             Err(_) => self.hooks.fast_open(),
         }
     }
@@ -143,8 +136,10 @@ impl Backend for LsmBackend {
             if let Err(e) = hook.activate() {
                 // The sk_msg verdict still judges what the hook would have
                 // (it judges a socket itself unless the hook did), with
-                // EACCES; `run`/`watch` warn through `lsm_stratum()`.
+                // EACCES, and the Fast Open tracepoints take over Fast Open;
+                // `run`/`watch` warn through `lsm_stratum()`.
                 self.stratum = Err(format!("attaching it failed: {e}"));
+                self.hooks.fast_open_without_lsm(&self.maps);
             }
         }
         self.hooks.stratum_in_use()

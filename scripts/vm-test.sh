@@ -60,7 +60,7 @@ chmod +x "$guest"
 echo "vm-test: booting $(basename "$kernel") with lsm=$lsm (QEMU, no KVM; takes a minute)"
 start=$(date +%s)
 set +e
-timeout 1200 vng --run "$kernel" --disable-kvm --memory 2G --cpus 2 \
+timeout 1800 vng --run "$kernel" --disable-kvm --memory 2G --cpus 2 \
     --append "lsm=$lsm" --rwdir "$out" --exec "$guest" 2>&1 | tee "$out/console.log"
 vng_rc=${PIPESTATUS[0]}
 set -e

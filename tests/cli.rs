@@ -37,6 +37,19 @@ fn enforcer_cmd(args: &[&str]) -> Output {
     cmd.output().expect("run enforcer")
 }
 
+/// `enforcer run --profile <profile> -- sh -c <script>`.
+fn run_sh(profile: &Path, script: &str) -> Output {
+    enforcer_cmd(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 fn write_profile(dir: &TempDir, text: &str) -> PathBuf {
     let p = dir.path().join("profile.yaml");
     std::fs::write(&p, text).unwrap();
@@ -111,15 +124,7 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
     let dir = TempDir::new("cli-tracepoints");
     let attached = |text: &str| -> (String, usize) {
         let profile = write_profile(&dir, text);
-        let out = enforcer_cmd(&[
-            "run",
-            "--profile",
-            profile.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            COUNT_PARENT_PERF_EVENTS,
-        ]);
+        let out = run_sh(&profile, COUNT_PARENT_PERF_EVENTS);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");
         let backend = stderr
@@ -288,15 +293,7 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
     // Signals pass through: a command killed by a signal is reported as 128+n.
     let dir = TempDir::new("cli-sig");
     let profile = write_profile(&dir, EXEC_PROFILE);
-    let out = enforcer_cmd(&[
-        "run",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        "kill -TERM $$",
-    ]);
+    let out = run_sh(&profile, "kill -TERM $$");
     assert_eq!(
         out.status.code(),
         Some(128 + 15),

@@ -1,4 +1,5 @@
-//! Programs attached to cgroups, kept in step with the outermost scopes.
+//! Programs attached to cgroups, kept in step with the outermost scopes,
+//! and host-wide programs attached all or none.
 
 use std::{collections::HashMap, os::fd::AsRawFd, path::PathBuf};
 
@@ -62,6 +63,28 @@ pub(crate) fn attach_to_cgroup(
                 AttachError::Program {
                     program,
                     target: cgroup.path().display().to_string(),
+                    source,
+                }
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// Attaches each program at its own section's hook (host-wide: tracepoints,
+/// LSM hooks), all or none: on failure the links made so far are dropped
+/// (detached). `target` names the hooks in the error.
+pub(crate) fn attach_all(
+    programs: &[(&'static str, &ProgramMut<'_>)],
+    target: &'static str,
+) -> Result<Vec<Link>, Error> {
+    programs
+        .iter()
+        .map(|(program, prog)| {
+            prog.attach().map_err(|source| {
+                AttachError::Program {
+                    program,
+                    target: target.into(),
                     source,
                 }
                 .into()

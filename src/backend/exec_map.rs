@@ -23,7 +23,7 @@ use super::{
         reuse_shared_maps, Owned,
     },
 };
-use crate::error::{AttachError, Error};
+use crate::error::Error;
 
 /// The loaded mapping tracepoints, attached while active.
 pub(crate) struct ExecMapHook {
@@ -57,25 +57,13 @@ impl ExecMapHook {
             return Ok(());
         }
         let progs = &self.skel.progs;
-        let mut links = Vec::new();
-        for (name, prog, target) in [
-            (
-                "mg_mmap_tp",
-                &progs.mg_mmap_tp,
-                "tracepoint/syscalls/sys_enter_mmap",
-            ),
-            (
-                "mg_mprotect_tp",
-                &progs.mg_mprotect_tp,
-                "tracepoint/syscalls/sys_enter_mprotect",
-            ),
-        ] {
-            links.push(prog.attach().map_err(|source| AttachError::Program {
-                program: name,
-                target: target.into(),
-                source,
-            })?);
-        }
+        let links = super::attach::attach_all(
+            &[
+                ("mg_mmap_tp", &progs.mg_mmap_tp),
+                ("mg_mprotect_tp", &progs.mg_mprotect_tp),
+            ],
+            "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect",
+        )?;
         self.links = links;
         Ok(())
     }

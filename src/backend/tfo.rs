@@ -20,7 +20,7 @@ use super::{
         Owned,
     },
 };
-use crate::error::{AttachError, Error};
+use crate::error::Error;
 
 /// The loaded Fast Open tracepoints, attached while active.
 pub(crate) struct TfoHook {
@@ -59,17 +59,13 @@ impl TfoHook {
             return Ok(());
         }
         let progs = &self.skel.progs;
-        let mut links = Vec::new();
-        for (name, prog) in [
-            ("mg_tfo_sendto", &progs.mg_tfo_sendto),
-            ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),
-        ] {
-            links.push(prog.attach().map_err(|source| AttachError::Program {
-                program: name,
-                target: "tracepoint/syscalls".into(),
-                source,
-            })?);
-        }
+        let links = super::attach::attach_all(
+            &[
+                ("mg_tfo_sendto", &progs.mg_tfo_sendto),
+                ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),
+            ],
+            "tracepoint/syscalls/sys_enter_sendto, sys_enter_sendmsg",
+        )?;
         self.links = links;
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Userspace control-path costs: profile parse + validate + compile, and
-//! `Enforcer::apply` / `Enforcer::update` latency on a bench cgroup.
+//! Userspace control-path costs: profile parse + validate + compile,
+//! start-up (`Enforcer::new` + the first apply), and `Enforcer::apply` /
+//! `Enforcer::update` latency on a bench cgroup.
 //!
 //! Profiles: the bundled ones (`default`, `container-strict` with its
 //! `extends`, `audit`), and generated ones where every rule is named and
@@ -120,10 +121,39 @@ fn main() {
     }
     let cgroup = bench_cgroup();
     let scope = Scope::Cgroup(cgroup.cgroup().path().to_path_buf());
-    let mut enforcer = minerguard::Enforcer::new().expect("load the enforcer");
     let default = Profile::bundled("default").unwrap();
     let strict = Profile::bundled("container-strict").unwrap();
     let large = generated(big);
+    {
+        // Start-up to first enforcement: the optional hooks load with the
+        // first profile that needs them, so a profile without stratum,
+        // cmdline or file-judging exec rules skips most of the verifier's
+        // work. Baseline: the bundled default, which needs every hook.
+        let ports_only = Profile::new("ports-only").rule(Rule::connect_ports(
+            "pool-ports",
+            Action::Deny,
+            [3333u16, 4444, 14444],
+        ));
+        let mut group = c.benchmark_group("start");
+        group.sample_size(10);
+        group.sampling_mode(criterion::SamplingMode::Flat);
+        for (name, profile) in [
+            ("new+apply/default", &default),
+            ("new+apply/ports-only", &ports_only),
+        ] {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| {
+                    let mut e = minerguard::Enforcer::new().expect("load the enforcer");
+                    black_box(e.apply(profile, scope.clone()).expect("apply"));
+                })
+            });
+        }
+        group.finish();
+    }
+    let mut enforcer = minerguard::Enforcer::new().expect("load the enforcer");
+    // The first apply of `default` loads the optional hooks; not timed.
+    let warm = enforcer.apply(&default, scope.clone()).expect("apply");
+    enforcer.remove(warm).expect("remove");
     {
         let mut group = c.benchmark_group("apply");
         group.sample_size(10);

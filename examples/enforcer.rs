@@ -544,16 +544,28 @@ fn warn_unenforced(
     for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
         eprintln!("minerguard: warning: domain `{domain}` resolved to no address; not enforced until it does");
     }
-    if let Err(why) = enforcer.fast_open() {
-        eprintln!("minerguard: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
-    }
-    if enforcer.backend() == minerguard::BackendKind::Lsm {
-        if let Err(why) = enforcer.lsm_stratum() {
-            eprintln!("minerguard: warning: the sleepable socket_sendmsg hook does not judge Stratum ({why}): Stratum sends are refused by the sk_msg program (EACCES) instead");
+    // The optional checks load with the first profile that needs them: only
+    // a profile with such rules has anything to warn about.
+    let has_stratum = profile.rules.iter().any(|r| r.stratum.is_some());
+    let judges_files = profile
+        .rules
+        .iter()
+        .filter_map(|r| r.exec.as_ref())
+        .any(|e| !e.names.is_empty() || !e.files.is_empty() || !e.dirs.is_empty() || e.memfd);
+    if has_stratum {
+        if let Err(why) = enforcer.fast_open() {
+            eprintln!("minerguard: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
+        }
+        if enforcer.backend() == minerguard::BackendKind::Lsm {
+            if let Err(why) = enforcer.lsm_stratum() {
+                eprintln!("minerguard: warning: the sleepable socket_sendmsg hook does not judge Stratum ({why}): Stratum sends are refused by the sk_msg program (EACCES) instead");
+            }
         }
     }
-    if let Err(why) = enforcer.loader_exec() {
-        eprintln!("minerguard: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");
+    if judges_files {
+        if let Err(why) = enforcer.loader_exec() {
+            eprintln!("minerguard: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");
+        }
     }
     let gaps = enforcer.unenforced(handle).unwrap_or_default();
     for gap in gaps

@@ -498,7 +498,9 @@ const char *mg_version(void);
  * Whether optional check `check` (an `MG_CHECK_*` value) is active:
  * `*out_active` receives 1 or 0, and `why` (may be NULL with `len == 0`)
  * the reason it is not (an empty string when it is); `needed` (may be
- * NULL) receives the size required.
+ * NULL) receives the size required. A check is loaded with the first
+ * profile whose rules need it (a stratum rule; exec rules that judge
+ * files): before one is applied it is inactive, "not loaded yet".
  *
  * # Safety
  * `out_active` must be writable; `why` must point to `len` writable bytes

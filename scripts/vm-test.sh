@@ -41,20 +41,25 @@ for b in "${bins[@]}"; do
     case $(basename "$b") in enforcement-* | exec_rules-*) runs+=("cgroup $b") ;; esac
 done
 
+# Per test binary: past this many seconds it is stopped and its log says
+# where its tasks wait (scripts/vm-guest.sh); the other binaries still run.
+limit=${MINERGUARD_VM_BINARY_LIMIT:-600}
 guest=$out/guest.sh
 {
-    echo '#!/bin/sh'
+    echo '#!/bin/bash'
     echo "export RUST_BACKTRACE=1"
+    echo ". $root/scripts/vm-guest.sh"
     echo "echo \"guest: kernel \$(uname -r), lsm=\$(cat /sys/kernel/security/lsm 2>/dev/null || echo unknown)\""
     for run in "${runs[@]}"; do
         read -r backend b <<<"$run"
-        log="$out/$backend-$(basename "$b").log"
+        name=$backend-$(basename "$b")
+        log="$out/$name.log"
         echo "echo \"guest: $(basename "$b") with the $backend backend\""
-        echo "MINERGUARD_TEST_BACKEND=$backend $b > $log 2>&1; echo \"$backend-$(basename "$b") \$?\" >> $out/status"
-        echo "cat $log"
+        echo "s=\$(date +%s); run_one $backend $b $log $limit; echo \"$name \$?\" >> $out/status"
+        echo "cat $log; echo \"guest: $name took \$((\$(date +%s) - s)) s\""
     done
     echo "echo done >> $out/status"
-} > "$guest"
+} >"$guest"
 chmod +x "$guest"
 
 echo "vm-test: booting $(basename "$kernel") with lsm=$lsm (QEMU, no KVM; takes a minute)"
@@ -66,8 +71,12 @@ vng_rc=${PIPESTATUS[0]}
 set -e
 echo "vm-test: VM exited with $vng_rc after $(( $(date +%s) - start )) s"
 
-[ -f "$out/status" ] && grep -qx done "$out/status" ||
+if ! { [ -f "$out/status" ] && grep -qx done "$out/status"; }; then
+    # Show where the unfinished binary was (its log is not in the console).
+    last=$(ls -t "$out"/*.log 2>/dev/null | grep -v console.log | head -n 1 || true)
+    [ -z "$last" ] || { echo "vm-test: last lines of $last:"; tail -n 60 "$last"; }
     die "the suite did not run to the end inside the VM (see $out/console.log)"
+fi
 
 passed=0 failed=0 bad=0
 for run in "${runs[@]}"; do

@@ -191,7 +191,6 @@ impl Enforcer {
                 .into_iter()
                 .filter(|k| !backend.kills_in_kernel(*k))
                 .collect(),
-            backend.hooks().judged_sockets()?,
         )?;
         Ok(Enforcer {
             poller,
@@ -341,17 +340,18 @@ impl Enforcer {
 
     /// Whether executable mappings of files an exec rule refuses are judged
     /// too (loader exec: `ld.so ./xmrig` maps the miner without exec'ing
-    /// it); otherwise why not on this kernel. On the cgroup backend the
-    /// syscall tracepoints doing it are attached with the first policy
-    /// whose exec rules judge files; a failed attach turns this into the
-    /// reason.
+    /// it); otherwise why not. On the cgroup backend the syscall
+    /// tracepoints doing it are loaded and attached with the first policy
+    /// whose exec rules judge files (before that this says so); a refused
+    /// load or failed attach turns this into the reason.
     pub fn loader_exec(&self) -> std::result::Result<(), String> {
         self.backend.loader_exec()
     }
 
     /// Whether the first bytes of a TCP Fast Open send (carried in the SYN,
     /// before the socket's sends are inspected) are judged by `stratum`
-    /// rules; otherwise why not on this kernel.
+    /// rules; otherwise why not. What judges them is loaded with the first
+    /// profile that has a stratum rule: ask after applying one.
     pub fn fast_open(&self) -> std::result::Result<(), String> {
         self.backend.fast_open()
     }
@@ -359,9 +359,9 @@ impl Enforcer {
     /// Whether the lsm backend's sleepable socket_sendmsg hook judges
     /// Stratum payloads (a refused send fails with EPERM, before anything is
     /// queued); otherwise why not (the sk_msg program judges them: EACCES).
-    /// The hook is loaded with the enforcer and attached with the first
-    /// policy that has a stratum rule; an attach failure turns this into
-    /// the reason.
+    /// The hook is loaded and attached with the first policy that has a
+    /// stratum rule (before that this says so: ask after applying one); a
+    /// refused load or failed attach turns this into the reason.
     pub fn lsm_stratum(&self) -> std::result::Result<(), String> {
         self.backend.stratum_in_lsm()
     }
@@ -434,9 +434,16 @@ impl Enforcer {
 
     /// Compiles and resolves files and domains, refusing unenforceable rules
     /// when asked to. Also returns the domains that did not resolve.
-    fn compile(&self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
+    /// Loads the optional hooks the policy needs first (see
+    /// `Backend::prepare`), so what it reports as not enforced is final.
+    fn compile(&mut self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
         let mut policy = KernelPolicy::compile(profile)?;
         policy.resolve_inodes()?;
+        if self.backend.prepare(&policy)? {
+            if let Some(judged) = self.backend.hooks().judged_sockets()? {
+                self.poller.release_judged(judged);
+            }
+        }
         let unresolved = policy.resolve_domains().unresolved;
         let gaps = self.unenforced_in(&policy);
         if self.require_all_rules && !gaps.is_empty() {

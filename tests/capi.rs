@@ -653,10 +653,11 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         mg_result::MG_OK
     );
 
-    // Status of the optional checks, and a bad check id.
-    let (mut active, mut needed) = (7u32, 0usize);
-    let mut why = [0 as std::ffi::c_char; 256];
-    for check in [mg_check::MG_CHECK_LOADER_EXEC, mg_check::MG_CHECK_FAST_OPEN] {
+    // Status of the optional checks: loaded with the first profile that
+    // needs them, so inactive (saying so) until one is applied.
+    let status = |check: mg_check| {
+        let (mut active, mut needed) = (7u32, 0usize);
+        let mut why = [0 as std::ffi::c_char; 256];
         // SAFETY: buffers of the stated sizes.
         let rc = unsafe {
             mg_enforcer_check_status(
@@ -669,42 +670,77 @@ fn learn_self_test_and_check_status_through_the_c_api() {
             )
         };
         assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
-        assert_eq!(active, 1, "{check:?} is active on the test kernels");
-        assert_eq!(needed, 1, "an empty reason");
-    }
-    // Stratum in the lsm hook: active exactly on the lsm backend; on the
-    // cgroup backend the reason says why.
-    // SAFETY: as above.
-    let rc = unsafe {
-        mg_enforcer_check_status(
-            e,
-            mg_check::MG_CHECK_LSM_STRATUM as u32,
-            &mut active,
-            why.as_mut_ptr(),
-            why.len(),
-            &mut needed,
-        )
+        // SAFETY: NUL-terminated by the call.
+        let why = unsafe { std::ffi::CStr::from_ptr(why.as_ptr()) };
+        let why = why.to_string_lossy().into_owned();
+        assert_eq!(needed, why.len() + 1, "needed counts the NUL");
+        (active, why)
     };
-    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
     let mut kind = mg_backend::MG_BACKEND_NONE;
     // SAFETY: valid out-pointer.
     assert_eq!(
         unsafe { mg_enforcer_backend(e, &mut kind) },
         mg_result::MG_OK
     );
+    let lsm = kind == mg_backend::MG_BACKEND_LSM;
+    let (active, why) = status(mg_check::MG_CHECK_FAST_OPEN);
+    assert_eq!(active, 0, "Fast Open before any profile");
+    assert!(why.contains("not loaded yet"), "Fast Open: {why}");
+    // Loader exec: the lsm backend's mmap_file hook is always loaded; the
+    // cgroup backend's tracepoints wait for a profile.
+    let (active, why) = status(mg_check::MG_CHECK_LOADER_EXEC);
+    assert_eq!(active, u32::from(lsm), "loader exec before any profile");
+    assert!(lsm || why.contains("not loaded yet"), "loader exec: {why}");
+    // (On the cgroup backend the reason is that backend, not the load.)
+    let (active, why) = status(mg_check::MG_CHECK_LSM_STRATUM);
+    assert_eq!(active, 0, "lsm stratum before any profile: {why}");
+    assert!(!why.is_empty());
+    let needs_all = "apiVersion: minerguard/v1\nname: needs-all\nrules:\n\
+        - {name: n, action: deny, exec: {names: [xmrig]}}\n\
+        - {name: s, action: deny, stratum: {}}\n";
+    let mut profile: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: a buffer of the stated length, valid out-pointer.
+    let rc =
+        unsafe { mg_profile_from_text(needs_all.as_ptr().cast(), needs_all.len(), &mut profile) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let status_cg = test_cgroup();
+    let status_path = std::ffi::CString::new(status_cg.cgroup().path().to_str().unwrap()).unwrap();
+    let mut handle = 0u64;
+    // SAFETY: valid pointers.
+    let rc = unsafe { mg_enforcer_apply_cgroup(e, profile, status_path.as_ptr(), &mut handle) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    for check in [mg_check::MG_CHECK_LOADER_EXEC, mg_check::MG_CHECK_FAST_OPEN] {
+        assert_eq!(
+            status(check),
+            (1, String::new()),
+            "{check:?} on the test kernels"
+        );
+    }
+    // Stratum in the lsm hook: active exactly on the lsm backend; on the
+    // cgroup backend the reason says why.
+    let (active, why) = status(mg_check::MG_CHECK_LSM_STRATUM);
     assert_eq!(
         active,
-        u32::from(kind == mg_backend::MG_BACKEND_LSM),
-        "lsm stratum on backend {kind:?}"
+        u32::from(lsm),
+        "lsm stratum on backend {kind:?}: {why}"
     );
-    assert_eq!(needed > 1, active == 0, "a reason exactly when inactive");
+    assert_eq!(
+        why.is_empty(),
+        active == 1,
+        "a reason exactly when inactive"
+    );
+    assert_eq!(mg_enforcer_remove(e, handle), mg_result::MG_OK);
+    assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
+    drop(status_cg);
+    let (mut active, mut needed) = (7u32, 0usize);
+    let mut why = [0 as std::ffi::c_char; 256];
     let mut released = 7u64;
     // SAFETY: valid out-pointer.
     assert_eq!(
         unsafe { mg_enforcer_released_sockets(e, &mut released) },
         mg_result::MG_OK
     );
-    assert_eq!(released, 0, "nothing applied yet");
+    assert_eq!(released, 0, "no socket of a stratum scope sent anything");
     // SAFETY: a null out-pointer is refused, not written.
     assert_eq!(
         unsafe { mg_enforcer_released_sockets(e, std::ptr::null_mut()) },

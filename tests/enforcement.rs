@@ -965,12 +965,14 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     require_kernel!();
     let cg = test_cgroup();
     let mut enforcer = enforcer();
-    enforcer
-        .fast_open()
-        .expect("Fast Open payloads are judged on this kernel");
+    let not_yet = enforcer.fast_open().unwrap_err();
+    assert!(not_yet.contains("not loaded yet"), "{not_yet}");
     enforcer
         .apply(&stratum_profile(Action::Deny), scope_of(&cg))
         .unwrap();
+    enforcer
+        .fast_open()
+        .expect("Fast Open payloads are judged on this kernel");
     let pool = listener(false);
     let addr = pool.local_addr().unwrap();
     assert_eq!(
@@ -1104,7 +1106,7 @@ fn judged_sockets_leave_the_stratum_send_path() {
                 0
             })
         });
-        let (mut conn, _) = server.accept().unwrap();
+        let mut conn = accept_within(&server);
         let mut first = vec![0u8; HTTP_GET.len()];
         conn.read_exact(&mut first).unwrap();
         assert_eq!(first, HTTP_GET);

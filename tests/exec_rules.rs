@@ -166,9 +166,6 @@ fn loader_exec_of_a_refused_file_is_stopped() {
     let miner = fake_miner(&dir, "xmrig");
     let cg = test_cgroup();
     let mut enforcer = enforcer();
-    enforcer
-        .loader_exec()
-        .expect("executable mappings are judged on this kernel");
     let profile = Profile::new("loader")
         .rule(Rule::exec_files(
             "known-miner",
@@ -181,6 +178,9 @@ fn loader_exec_of_a_refused_file_is_stopped() {
             ["xmrig-renamed"],
         ));
     enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    enforcer
+        .loader_exec()
+        .expect("executable mappings are judged on this kernel");
     let marker = dir.path().join("marker");
     let via_loader = |cg: Option<&OwnedCgroup>, program: &Path| match run_in(
         cg,
@@ -428,6 +428,15 @@ fn syscall_tracepoints_can_be_turned_off_and_say_so() {
         ..Default::default()
     })
     .unwrap();
+    // Everything else is enforced as usual; the statuses are asked with a
+    // profile applied that needs both checks (they load with it).
+    let dir = TempDir::new("tp-off");
+    let miner = fake_miner(&dir, "xmrig");
+    let cg = test_cgroup();
+    let profile = Profile::new("off")
+        .rule(Rule::exec_names("miner", Action::Deny, ["xmrig"]))
+        .rule(Rule::stratum("stratum", Action::Deny, Vec::<String>::new()));
+    e.apply(&profile, scope_of(&cg)).unwrap();
     match e.backend() {
         // Only the cgroup backend needs tracepoints, for mappings and for
         // Fast Open payloads.
@@ -443,12 +452,6 @@ fn syscall_tracepoints_can_be_turned_off_and_say_so() {
             e.fast_open().unwrap();
         }
     }
-    // Everything else is enforced as usual.
-    let dir = TempDir::new("tp-off");
-    let miner = fake_miner(&dir, "xmrig");
-    let cg = test_cgroup();
-    let profile = Profile::new("off").rule(Rule::exec_names("miner", Action::Deny, ["xmrig"]));
-    e.apply(&profile, scope_of(&cg)).unwrap();
     let marker = dir.path().join("marker");
     assert_eq!(
         exec_in(Some(&cg), &miner, &marker),

@@ -11,6 +11,7 @@ use super::{
     hooks::SharedHooks,
     load_err,
     maps::SharedMaps,
+    on_demand::OnDemand,
     skel::{
         exec_tp::{ExecTpSkel, ExecTpSkelBuilder},
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
@@ -34,8 +35,9 @@ pub(crate) struct CgroupBackend {
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
-    /// The loader-exec tracepoints, or why this kernel refused them.
-    exec_map: Result<ExecMapHook, String>,
+    /// The loader-exec tracepoints (loaded with the first policy whose exec
+    /// rules judge files), or why not.
+    exec_map: OnDemand<ExecMapHook>,
     signal_in_cgroup: bool,
 }
 
@@ -60,7 +62,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints, false)?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -69,9 +71,11 @@ impl CgroupBackend {
             source,
         })?;
         let exec_map = if syscall_tracepoints {
-            ExecMapHook::load(&maps).map_err(|e| e.to_string())
+            OnDemand::not_yet(
+                "the first profile whose exec rules name programs, files, directories or memfd",
+            )
         } else {
-            Err(super::TRACEPOINTS_OFF.into())
+            OnDemand::Off(super::TRACEPOINTS_OFF.into())
         };
         Ok(CgroupBackend {
             hooks,
@@ -113,14 +117,21 @@ impl Backend for CgroupBackend {
     }
 
     fn loader_exec(&self) -> Result<(), String> {
-        self.exec_map.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.exec_map.status()
+    }
+
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error> {
+        if policy.judges_mapped_files() {
+            self.exec_map.load_with(|| ExecMapHook::load(&self.maps));
+        }
+        self.hooks.prepare(&self.maps, policy, false)
     }
 
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
         if policy.judges_mapped_files() {
-            if let Ok(hook) = &mut self.exec_map {
+            if let Some(hook) = self.exec_map.ready_mut() {
                 if let Err(e) = hook.activate() {
-                    self.exec_map = Err(format!("attaching its tracepoints failed: {e}"));
+                    self.exec_map = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
                 }
             }
         }

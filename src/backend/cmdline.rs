@@ -1,7 +1,9 @@
 //! The cmdline hook (bpf/cmdline.bpf.c): `tp_btf/sched_process_exec`
 //! searching the new argv for `exec.cmdline` substrings. Host-wide but inert
-//! outside scopes whose policy has patterns. Optional: where a kernel refuses
-//! it, `exec.cmdline` rules are reported as not enforced.
+//! outside scopes whose policy has patterns; loaded and attached with the
+//! first such policy (its verification is the largest of an enforcer's
+//! start). Optional: where a kernel refuses it, `exec.cmdline` rules are
+//! reported as not enforced.
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 

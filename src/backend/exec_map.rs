@@ -4,8 +4,7 @@
 //! (`ld.so ./xmrig`). Classic tracepoints are found through tracefs, which
 //! is mounted at /sys/kernel/tracing when no tracefs is mounted yet.
 //! Optional: without it, loader exec is reported as not enforced. Loaded
-//! with the backend, attached when the first policy whose exec rules judge
-//! files is applied: while any `syscalls/*` tracepoint is attached, every
+//! and attached with the first policy whose exec rules judge files: while any `syscalls/*` tracepoint is attached, every
 //! syscall of every task on the host takes the tracing slow path, so an
 //! enforcer with no such policy should not attach them. Kept attached until
 //! the enforcer is dropped (detaching waits for an RCU grace period).
@@ -34,8 +33,7 @@ pub(crate) struct ExecMapHook {
 }
 
 impl ExecMapHook {
-    /// Loads the programs on the shared maps (tracefs is mounted now, so a
-    /// kernel without it is known before any policy).
+    /// Loads the programs on the shared maps (mounting tracefs if needed).
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         super::tracefs::ensure_mounted()?;
         let skel = Owned::build(|storage| {

@@ -1,6 +1,9 @@
 //! The hooks both backends share: Stratum (sockops + sk_msg, and the Fast
-//! Open tracepoints where the lsm backend does not judge Stratum itself), the MSR device program and the cmdline exec program, plus the per-scope cgroup links.
-//! A backend adds its own programs to the per-scope set.
+//! Open tracepoints where the lsm backend does not judge Stratum itself),
+//! the MSR device program and the cmdline exec program, plus the per-scope
+//! cgroup links. A backend adds its own programs to the per-scope set.
+//! Stratum and cmdline are loaded with the first policy that needs them
+//! (see `on_demand`).
 
 use libbpf_rs::ProgramMut;
 
@@ -9,17 +12,25 @@ use super::{
     cmdline::CmdlineHook,
     device::DeviceHook,
     maps::SharedMaps,
+    on_demand::OnDemand,
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
     tfo::TfoHook,
     BackendKind,
 };
 use crate::{
-    cgroup::CgroupRef, compile::RuleKind, error::Error, probe::ProbeReport, profile::MatcherKind,
+    cgroup::CgroupRef,
+    compile::{KernelPolicy, RuleKind},
+    error::{Error, LoadError},
+    probe::ProbeReport,
+    profile::MatcherKind,
 };
 
 /// Why the Fast Open tracepoints are not loaded on the lsm backend.
 const LSM_JUDGES_FAST_OPEN: &str = "judged by the lsm socket_sendmsg hook instead";
+
+/// The rules that load the Stratum programs.
+pub(crate) const STRATUM_NEEDED_BY: &str = "the first profile with a stratum rule";
 
 /// Shared hooks and the links that attach programs to covered cgroups.
 pub(crate) struct SharedHooks {
@@ -27,48 +38,75 @@ pub(crate) struct SharedHooks {
     links: CgroupLinks,
     /// sockops, on the roots whose scopes have a stratum rule.
     stratum_links: CgroupLinks,
-    stratum: StratumHook,
+    /// Loaded with the first policy that has a stratum rule; a kernel that
+    /// refuses it fails that apply (Stratum has no other judge here).
+    stratum: Option<StratumHook>,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
-    /// `None` where this kernel refused the cmdline program.
-    cmdline: Option<CmdlineHook>,
-    /// The Fast Open tracepoints, or why this kernel refused them.
-    tfo: Result<TfoHook, String>,
+    /// Loaded with the first policy that has `exec.cmdline` patterns.
+    cmdline: OnDemand<CmdlineHook>,
+    /// The Fast Open tracepoints (loaded with the Stratum programs), or why
+    /// not.
+    tfo: OnDemand<TfoHook>,
     self_test: SelfTestHook,
-    signal_in_skmsg: bool,
-    /// `EnforcerOptions::syscall_tracepoints`.
-    syscall_tracepoints: bool,
+    probe: ProbeReport,
 }
 
 impl SharedHooks {
-    /// Loads the shared hooks on the shared maps; the device and cmdline
-    /// hooks are optional (their rules are then reported as not enforced).
-    /// `lsm_judges_stratum`: the lsm backend judges Stratum payloads in its
-    /// socket_sendmsg hook (Fast Open included), so the sk_msg program only
-    /// covers what bypasses it and the Fast Open tracepoints are not loaded.
+    /// Loads the hooks every enforcer needs on the shared maps; the rest
+    /// are loaded by [`Self::prepare`] for the first policy that needs them.
+    /// The device hook is optional (open.msr rules are then reported as
+    /// not enforced).
     pub fn load(
         maps: &SharedMaps,
         report: &ProbeReport,
         syscall_tracepoints: bool,
-        lsm_judges_stratum: bool,
     ) -> Result<Self, Error> {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
             stratum_links: CgroupLinks::default(),
-            stratum: StratumHook::load(maps, report, lsm_judges_stratum)?,
+            stratum: None,
             device: DeviceHook::load(maps).ok(),
-            cmdline: CmdlineHook::load(maps).ok(),
-            tfo: if lsm_judges_stratum {
-                Err(LSM_JUDGES_FAST_OPEN.into())
-            } else if syscall_tracepoints {
-                TfoHook::load(maps).map_err(|e| e.to_string())
+            cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
+            tfo: if syscall_tracepoints {
+                OnDemand::not_yet(STRATUM_NEEDED_BY)
             } else {
-                Err(super::TRACEPOINTS_OFF.into())
+                OnDemand::Off(super::TRACEPOINTS_OFF.into())
             },
             self_test: SelfTestHook::load(maps)?,
-            signal_in_skmsg: report.skmsg_signal.available,
-            syscall_tracepoints,
+            probe: report.clone(),
         })
+    }
+
+    /// Loads the hooks `policy` needs that are not loaded yet: the cmdline
+    /// program (optional: where this kernel refuses it, `exec.cmdline`
+    /// rules are reported as not enforced) and the Stratum programs with
+    /// the Fast Open tracepoints (optional). `lsm_judges_stratum`: the lsm
+    /// backend's socket_sendmsg hook judges Stratum payloads (Fast Open
+    /// included), so the sk_msg program only covers what bypasses it and
+    /// the Fast Open tracepoints are not loaded. Returns whether the
+    /// Stratum programs were loaded now.
+    pub fn prepare(
+        &mut self,
+        maps: &SharedMaps,
+        policy: &KernelPolicy,
+        lsm_judges_stratum: bool,
+    ) -> Result<bool, Error> {
+        if !policy.cmdline.is_empty() {
+            self.cmdline.load_with(|| CmdlineHook::load(maps));
+        }
+        if policy.stratum.is_none() || self.stratum.is_some() {
+            return Ok(false);
+        }
+        self.stratum = Some(StratumHook::load(maps, &self.probe, lsm_judges_stratum)?);
+        if lsm_judges_stratum {
+            if matches!(self.tfo, OnDemand::NotYet { .. }) {
+                self.tfo = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
+            }
+        } else {
+            self.tfo.load_with(|| TfoHook::load(maps));
+        }
+        Ok(true)
     }
 
     /// The lsm socket_sendmsg hook, which was to judge Fast Open payloads,
@@ -76,12 +114,9 @@ impl SharedHooks {
     /// over, as on a kernel that refuses that hook at load (attached by
     /// the next `stratum_in_use`).
     pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) {
-        if matches!(&self.tfo, Err(why) if why == LSM_JUDGES_FAST_OPEN) {
-            self.tfo = if self.syscall_tracepoints {
-                TfoHook::load(maps).map_err(|e| e.to_string())
-            } else {
-                Err(super::TRACEPOINTS_OFF.into())
-            };
+        if matches!(&self.tfo, OnDemand::Off(why) if why == LSM_JUDGES_FAST_OPEN) {
+            self.tfo = OnDemand::not_yet(STRATUM_NEEDED_BY);
+            self.tfo.load_with(|| TfoHook::load(maps));
         }
     }
 
@@ -100,8 +135,20 @@ impl SharedHooks {
 
     /// Attaches sockops to exactly `roots` (see
     /// `Backend::stratum_cover_exactly`).
+    /// Before the Stratum programs are loaded no root can have a stratum
+    /// rule (`prepare` runs first), so there is nothing to attach.
     pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        let sockops = [self.stratum.sockops()];
+        let Some(stratum) = &self.stratum else {
+            return match roots.first() {
+                None => Ok(()),
+                Some(_) => Err(LoadError::Unsupported {
+                    what: "Stratum socket tracking".into(),
+                    fix: format!("{STRATUM_NEEDED_BY} loads it (internal ordering error)"),
+                }
+                .into()),
+            };
+        };
+        let sockops = [stratum.sockops()];
         self.stratum_links
             .cover_exactly(roots, |cg| attach_to_cgroup(cg, &sockops))
     }
@@ -110,7 +157,7 @@ impl SharedHooks {
     pub fn supports(&self, kind: BackendKind, m: MatcherKind) -> bool {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
-            && (m != MatcherKind::ExecCmdline || self.cmdline.is_some())
+            && (m != MatcherKind::ExecCmdline || self.cmdline.ready().is_some())
     }
 
     /// Attaches the hooks only stratum rules need (see
@@ -119,17 +166,21 @@ impl SharedHooks {
     /// attached, `fast_open()` says why from then on and the policy is
     /// applied without it (`enforcer run`/`watch` warn).
     pub fn stratum_in_use(&mut self) -> Result<(), Error> {
-        if let Ok(tfo) = &mut self.tfo {
+        if let Some(tfo) = self.tfo.ready_mut() {
             if let Err(e) = tfo.activate() {
-                self.tfo = Err(format!("attaching its tracepoints failed: {e}"));
+                self.tfo = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
             }
         }
         Ok(())
     }
 
-    /// Handles for releasing judged sockets from the Stratum send path.
-    pub fn judged_sockets(&self) -> Result<JudgedSockets, Error> {
-        self.stratum.judged_sockets()
+    /// Handles for releasing judged sockets from the Stratum send path,
+    /// once the Stratum programs are loaded.
+    pub fn judged_sockets(&self) -> Result<Option<JudgedSockets>, Error> {
+        self.stratum
+            .as_ref()
+            .map(StratumHook::judged_sockets)
+            .transpose()
     }
 
     /// Runs the event-path self-test program (see `Backend::self_test`).
@@ -139,14 +190,14 @@ impl SharedHooks {
 
     /// Whether TCP Fast Open payloads are judged; otherwise why not.
     pub fn fast_open(&self) -> Result<(), String> {
-        self.tfo.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.tfo.status()
     }
 
     /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;
     /// `None` for kinds they do not handle.
     pub fn kills_in_kernel(&self, kind: RuleKind) -> Option<bool> {
         match kind {
-            RuleKind::Stratum => Some(self.signal_in_skmsg),
+            RuleKind::Stratum => Some(self.probe.skmsg_signal.available),
             // cgroup/dev programs cannot signal.
             RuleKind::Open => Some(false),
             _ => None,

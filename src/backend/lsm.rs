@@ -9,10 +9,11 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
-    hooks::SharedHooks,
+    hooks::{SharedHooks, STRATUM_NEEDED_BY},
     load_err,
     lsm_stratum::LsmStratumHook,
     maps::SharedMaps,
+    on_demand::OnDemand,
     skel::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
         lsm_mmap::{LsmMmapSkel, LsmMmapSkelBuilder},
@@ -37,10 +38,11 @@ pub(crate) struct LsmBackend {
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
     _mmap: Owned<LsmMmapSkel<'static>>,
-    /// The sleepable Stratum judge, or why this kernel refused it (the
-    /// shared sk_msg program and Fast Open tracepoints judge then), or why
-    /// attaching it failed.
-    stratum: Result<LsmStratumHook, String>,
+    /// The sleepable Stratum judge (loaded with the first policy that has
+    /// a stratum rule), or why this kernel refused it (the shared sk_msg
+    /// program and Fast Open tracepoints judge then), or why attaching it
+    /// failed.
+    stratum: OnDemand<LsmStratumHook>,
 }
 
 fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
@@ -73,8 +75,7 @@ impl LsmBackend {
             open.load()
         })
         .map_err(load_err("lsm_mmap"))?;
-        let stratum = LsmStratumHook::load(&maps).map_err(|e| e.to_string());
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints, stratum.is_ok())?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -93,7 +94,7 @@ impl LsmBackend {
             _net: net,
             _exec: exec,
             _mmap: mmap,
-            stratum,
+            stratum: OnDemand::not_yet(STRATUM_NEEDED_BY),
         })
     }
 }
@@ -121,24 +122,36 @@ impl Backend for LsmBackend {
     }
 
     fn fast_open(&self) -> Result<(), String> {
-        match &self.stratum {
+        match self.stratum.ready() {
             // socket_sendmsg sees a Fast Open payload before the SYN.
-            Ok(_) => Ok(()),
-            Err(_) => self.hooks.fast_open(),
+            Some(_) => Ok(()),
+            None => self.hooks.fast_open(),
         }
+    }
+
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error> {
+        // The sleepable judge first: whether it loads decides what the
+        // shared sk_msg program judges and whether Fast Open needs the
+        // tracepoints.
+        let lsm_judges = policy.stratum.is_some()
+            && self
+                .stratum
+                .load_with(|| LsmStratumHook::load(&self.maps))
+                .is_some();
+        self.hooks.prepare(&self.maps, policy, lsm_judges)
     }
 
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
         if policy.stratum.is_none() {
             return Ok(());
         }
-        if let Ok(hook) = &mut self.stratum {
+        if let Some(hook) = self.stratum.ready_mut() {
             if let Err(e) = hook.activate() {
                 // The sk_msg verdict still judges what the hook would have
                 // (it judges a socket itself unless the hook did), with
                 // EACCES, and the Fast Open tracepoints take over Fast Open;
                 // `run`/`watch` warn through `lsm_stratum()`.
-                self.stratum = Err(format!("attaching it failed: {e}"));
+                self.stratum = OnDemand::Off(format!("attaching it failed: {e}"));
                 self.hooks.fast_open_without_lsm(&self.maps);
             }
         }
@@ -146,7 +159,7 @@ impl Backend for LsmBackend {
     }
 
     fn stratum_in_lsm(&self) -> Result<(), String> {
-        self.stratum.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.stratum.status()
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

@@ -26,8 +26,8 @@ pub(crate) struct LsmStratumHook {
 }
 
 impl LsmStratumHook {
-    /// Loads the program on the shared maps (the verifier's verdict comes
-    /// now, so a kernel that refuses it is known before any policy).
+    /// Loads the program on the shared maps (with the first policy that
+    /// has a stratum rule; attached by [`Self::activate`]).
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         let skel = Owned::build(|storage| {
             let mut open = LsmStratumSkelBuilder::default().open(storage)?;

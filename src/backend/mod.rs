@@ -13,6 +13,7 @@ pub(crate) mod hooks;
 pub(crate) mod lsm;
 mod lsm_stratum;
 pub(crate) mod maps;
+mod on_demand;
 mod selftest;
 pub(crate) mod skel;
 pub(crate) mod stratum;
@@ -177,6 +178,16 @@ pub(crate) trait Backend: Send {
     fn stratum_in_lsm(&self) -> Result<(), String> {
         Err("the cgroup backend judges Stratum in its sk_msg program".into())
     }
+
+    /// `policy` is about to be compiled into an apply or update: loads the
+    /// optional hooks its rules need that are not loaded yet (Stratum,
+    /// cmdline, loader exec; see `on_demand`), so what it reports as
+    /// enforced is known before it is applied. A loaded hook stays loaded
+    /// (inert outside scopes whose policy uses it) until the backend is
+    /// dropped, even if that apply fails later. Returns whether the
+    /// Stratum programs were loaded now (the event thread then starts
+    /// releasing judged sockets).
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error>;
 
     /// `policy` is (about to be) applied: attaches the host-wide hooks its
     /// rules need and that are not attached yet (they cost every task on

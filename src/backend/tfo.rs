@@ -2,8 +2,9 @@
 //! tracepoints read a `MSG_FASTOPEN` payload and mark the thread when it is
 //! Stratum; the backend's connect hook then refuses the send. Shared by both
 //! backends; optional (needs tracefs): without it, Fast Open payloads are
-//! not judged (their destinations still are). Attached when the first
-//! policy with a stratum rule is applied (the sendto tracepoint runs for
+//! not judged (their destinations still are). Loaded with the Stratum
+//! programs and attached when the first policy with a stratum rule is
+//! applied (the sendto tracepoint runs for
 //! every send() on the host), and kept until the enforcer is dropped.
 
 use libbpf_rs::{

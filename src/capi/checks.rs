@@ -12,7 +12,9 @@ use super::{
 };
 use crate::Scope;
 
-/// The optional checks `mg_enforcer_check_status()` reports on.
+/// The optional checks `mg_enforcer_check_status()` reports on. Each is
+/// loaded with the first profile whose rules need it (until then it is
+/// reported inactive, with that as the reason): ask after applying.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum mg_check {
@@ -28,7 +30,9 @@ pub enum mg_check {
 /// Whether optional check `check` (an `MG_CHECK_*` value) is active:
 /// `*out_active` receives 1 or 0, and `why` (may be NULL with `len == 0`)
 /// the reason it is not (an empty string when it is); `needed` (may be
-/// NULL) receives the size required.
+/// NULL) receives the size required. A check is loaded with the first
+/// profile whose rules need it (a stratum rule; exec rules that judge
+/// files): before one is applied it is inactive, "not loaded yet".
 ///
 /// # Safety
 /// `out_active` must be writable; `why` must point to `len` writable bytes

@@ -34,6 +34,8 @@ pub(crate) struct Poller {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     receiver: Receiver<Event>,
+    /// Hands the judged-socket queue to the thread once it exists.
+    judged_tx: Sender<JudgedSockets>,
 }
 
 /// What the poller thread and its owner share.
@@ -160,15 +162,16 @@ impl Poller {
     ///
     /// `kill_from_userspace`: rule kinds whose `kill` the kernel programs
     /// could not carry out; the poller sends the SIGKILL on receipt.
-    /// `judged`: sockets to take out of the Stratum send path, between polls.
+    /// Judged sockets are released once [`Self::release_judged`] hands
+    /// over their queue.
     pub fn start(
         events: MapHandle,
         decoder: Decoder,
         capacity: usize,
         kill_from_userspace: Vec<RuleKind>,
-        judged: JudgedSockets,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let (judged_tx, judged) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let thread = {
@@ -193,6 +196,7 @@ impl Poller {
                 shared,
                 thread: Some(thread),
                 receiver: rx,
+                judged_tx,
             }),
             Ok(Err(msg)) => {
                 let _ = thread.join();
@@ -213,6 +217,14 @@ impl Poller {
     /// Events dropped because the channel was full.
     pub fn channel_drops(&self) -> u64 {
         self.shared.channel_drops.load(Ordering::Relaxed)
+    }
+
+    /// From now on, takes the sockets queued in `judged` out of the Stratum
+    /// send path between polls (the Stratum programs are loaded with the
+    /// first policy that has a stratum rule; called once then).
+    pub fn release_judged(&self, judged: JudgedSockets) {
+        // Capacity 1 and called once: only fails if the thread is gone.
+        let _ = self.judged_tx.try_send(judged);
     }
 
     /// Judged sockets taken out of the Stratum send path so far.
@@ -236,7 +248,7 @@ fn run(
     tx: Sender<Event>,
     shared: Arc<Shared>,
     kill_from_userspace: Vec<RuleKind>,
-    judged: JudgedSockets,
+    judged_rx: Receiver<JudgedSockets>,
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
@@ -274,12 +286,16 @@ fn run(
         }
     };
     let _ = ready.send(Ok(()));
+    let mut judged = None;
     while !shared.stop.load(Ordering::Relaxed) {
         // Errors here are EINTR; anything else would repeat, so keep polling.
         let _ = ring.poll(POLL_INTERVAL);
-        shared
-            .released
-            .fetch_add(judged.release(), Ordering::Relaxed);
+        if judged.is_none() {
+            judged = judged_rx.try_recv().ok();
+        }
+        if let Some(j) = &judged {
+            shared.released.fetch_add(j.release(), Ordering::Relaxed);
+        }
     }
     // Deliver what is already queued before the thread ends.
     let _ = ring.consume();

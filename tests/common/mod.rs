@@ -302,6 +302,29 @@ pub fn listener(v6: bool) -> TcpListener {
     TcpListener::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).expect("bind loopback")
 }
 
+/// The next connection to `listener`, within 30 s (the emulated VM is
+/// slow, but a client that never connects must fail the test, not hang it);
+/// reads on it time out after 30 s too.
+pub fn accept_within(listener: &TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                return conn;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection within 30 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// Waits up to 5 s for an event that `pred` accepts; other events are skipped.
 pub fn wait_event(enforcer: &Enforcer, pred: impl Fn(&Event) -> bool) -> Option<Event> {
     let rx = enforcer.events();

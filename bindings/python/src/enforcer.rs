@@ -333,14 +333,15 @@ impl Enforcer {
     }
 
     /// None when executable mappings of refused files (loader exec) are
-    /// judged on this kernel; otherwise why not.
+    /// judged; otherwise why not (on the cgroup backend, loaded with the
+    /// first profile whose exec rules judge files).
     #[getter]
     fn loader_exec(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.loader_exec().err()))
     }
 
     /// None when TCP Fast Open payloads are judged for Stratum; otherwise
-    /// why not.
+    /// why not (loaded with the first profile that has a stratum rule).
     #[getter]
     fn fast_open(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.fast_open().err()))
@@ -348,7 +349,8 @@ impl Enforcer {
 
     /// None when the lsm backend's socket_sendmsg hook judges Stratum
     /// (refused sends fail with EPERM); otherwise why not (EACCES from the
-    /// sk_msg program).
+    /// sk_msg program; loaded with the first profile that has a stratum
+    /// rule).
     #[getter]
     fn lsm_stratum(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.lsm_stratum().err()))

@@ -1,0 +1,40 @@
+# Sourced by the guest script scripts/vm-test.sh writes: runs one test
+# binary inside the VM under a time limit. A binary still running after the
+# limit is stopped, and its log gets the kernel stacks of its threads and
+# child processes (what each one waits on) and the TCP sockets, so a hang
+# names itself and the binaries after it still run.
+
+# run_one BACKEND BINARY LOG LIMIT_SECONDS; returns the binary's status
+# (137 when it was stopped).
+run_one() {
+    local backend=$1 bin=$2 log=$3 limit=$4 start pid
+    start=$(date +%s)
+    MINERGUARD_TEST_BACKEND=$backend "$bin" >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 2
+        if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+            {
+                echo "vm-test: stopped after $limit s; kernel stacks of its tasks:"
+                stacks_of "$bin"
+                echo "--- TCP sockets"
+                ss -tanp 2>/dev/null | head -n 60
+            } >>"$log"
+            pkill -KILL -f "$bin"
+            break
+        fi
+    done
+    wait "$pid"
+}
+
+# Kernel stacks of every thread of every process whose command line names
+# $1 (the test binary, and the children it forked).
+stacks_of() {
+    local p t
+    for p in $(pgrep -f "$1"); do
+        for t in /proc/"$p"/task/*; do
+            echo "--- $t $(cat "$t"/comm 2>/dev/null) wchan=$(cat "$t"/wchan 2>/dev/null)"
+            cat "$t"/stack 2>/dev/null
+        done
+    done
+}

@@ -409,6 +409,10 @@ fn watch(
             Ok(()) => {
                 profile = new;
                 eprintln!("minerguard: reloaded profile `{}`", profile.name);
+                // The new profile may need hooks the old one did not load.
+                if let Some(handle) = handles.first() {
+                    warn_unenforced(&enforcer, *handle, &profile, false);
+                }
             }
             Err(e) => eprintln!("minerguard: reload failed: {e}"),
         }
@@ -545,13 +549,12 @@ fn warn_unenforced(
         eprintln!("minerguard: warning: domain `{domain}` resolved to no address; not enforced until it does");
     }
     // The optional checks load with the first profile that needs them: only
-    // a profile with such rules has anything to warn about.
-    let has_stratum = profile.rules.iter().any(|r| r.stratum.is_some());
-    let judges_files = profile
-        .rules
-        .iter()
-        .filter_map(|r| r.exec.as_ref())
-        .any(|e| !e.names.is_empty() || !e.files.is_empty() || !e.dirs.is_empty() || e.memfd);
+    // a profile with such rules (as compiled: e.g. exec.files that exist)
+    // has anything to warn about.
+    let compiled = KernelPolicy::compile(profile).and_then(|mut p| p.resolve_inodes().map(|()| p));
+    let (has_stratum, judges_files) = compiled
+        .map(|p| (p.stratum.is_some(), p.judges_mapped_files()))
+        .unwrap_or((false, false));
     if has_stratum {
         if let Err(why) = enforcer.fast_open() {
             eprintln!("minerguard: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");

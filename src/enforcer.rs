@@ -131,7 +131,8 @@ pub struct UnenforcedRule {
     pub matcher: MatcherKind,
 }
 
-/// Loads the BPF programs once and enforces profiles on scopes.
+/// Loads the BPF programs (the optional ones with the first profile that
+/// needs them) and enforces profiles on scopes.
 ///
 /// Dropping it removes every scope and detaches every program.
 pub struct Enforcer {
@@ -223,6 +224,10 @@ impl Enforcer {
     ///
     /// Transactional: the policy is fully written before the scope points at
     /// it; on any error nothing of it remains and other scopes are untouched.
+    /// The first apply or update whose profile needs an optional hook
+    /// (Stratum, cmdline, loader exec) loads it first: that call takes the
+    /// hook's verification time (about a second for `default`), and the
+    /// hook stays loaded, inert, even if the call then fails.
     pub fn apply(&mut self, profile: &Profile, scope: Scope) -> Result<PolicyHandle> {
         let (policy, unresolved) = self.compile(profile)?;
         let cgroup = match &scope {
@@ -370,7 +375,8 @@ impl Enforcer {
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
     /// where the sk_msg program does (the cgroup backend; on the lsm backend
     /// also sends that bypass socket_sendmsg, such as sendfile on kernels
-    /// before 6.5).
+    /// before 6.5). Follows [`Enforcer::lsm_stratum`]: final once a profile
+    /// with a stratum rule is applied.
     pub fn stratum_errno(&self) -> i32 {
         match self.lsm_stratum() {
             Ok(()) => libc::EPERM,
@@ -439,10 +445,8 @@ impl Enforcer {
     fn compile(&mut self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
         let mut policy = KernelPolicy::compile(profile)?;
         policy.resolve_inodes()?;
-        if self.backend.prepare(&policy)? {
-            if let Some(judged) = self.backend.hooks().judged_sockets()? {
-                self.poller.release_judged(judged);
-            }
+        if let Some(judged) = self.backend.prepare(&policy)? {
+            self.poller.release_judged(judged);
         }
         let unresolved = policy.resolve_domains().unresolved;
         let gaps = self.unenforced_in(&policy);

@@ -127,11 +127,7 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
         let out = run_sh(&profile, COUNT_PARENT_PERF_EVENTS);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");
-        let backend = stderr
-            .split_once(" backend on ")
-            .and_then(|(before, _)| before.rsplit(' ').next())
-            .unwrap_or_else(|| panic!("no status line in:\n{stderr}"))
-            .to_string();
+        let backend = backend_of(&stderr);
         let n = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -153,6 +149,87 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
             (for_ports, for_exec),
             (0, 0),
             "the lsm backend judges mappings in LSM hooks"
+        );
+    }
+}
+
+/// The backend `run`'s status line names ("… enforced by the X backend on …").
+fn backend_of(stderr: &str) -> String {
+    stderr
+        .split_once(" backend on ")
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no status line in:\n{stderr}"))
+        .to_string()
+}
+
+/// Counts of the parent's BPF program fds by program type (from fdinfo),
+/// as "count type" lines.
+const COUNT_PARENT_PROG_TYPES: &str = "for f in /proc/$PPID/fd/*; do [ \"$(readlink $f)\" = anon_inode:bpf-prog ] && sed -n 's/^prog_type:[[:space:]]*//p' /proc/$PPID/fdinfo/${f##*/}; done | sort -n | uniq -c";
+
+/// `BPF_PROG_TYPE_*` values (include/uapi/linux/bpf.h).
+const PROG_TRACEPOINT: u32 = 5;
+const PROG_SOCK_OPS: u32 = 13;
+const PROG_SK_MSG: u32 = 16;
+const PROG_TRACING: u32 = 26;
+const PROG_LSM: u32 = 29;
+
+#[test]
+fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
+    if !kernel_tests_enabled("optional_programs_are_loaded_only_for_profiles_that_need_them") {
+        return;
+    }
+    // The verifier is most of a start: the Stratum, cmdline and loader-exec
+    // programs load with the first profile that needs them.
+    let dir = TempDir::new("cli-on-demand");
+    let loaded = |profile: &std::path::Path| -> (String, std::collections::BTreeMap<u32, usize>) {
+        let out = run_sh(profile, COUNT_PARENT_PROG_TYPES);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let backend = backend_of(&stderr);
+        let counts = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let (n, t) = l.trim().split_once(' ').expect("count type");
+                (t.trim().parse().unwrap(), n.parse().unwrap())
+            })
+            .collect();
+        (backend, counts)
+    };
+    let ports_only = write_profile(&dir, "apiVersion: minerguard/v1\nname: ports\nrules:\n  - name: pool-port\n    action: deny\n    connect: { ports: [3333] }\n");
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/default.yaml");
+    let (backend, few) = loaded(&ports_only);
+    let (_, all) = loaded(&default);
+    let n = |m: &std::collections::BTreeMap<u32, usize>, t| m.get(&t).copied().unwrap_or(0);
+    // Stratum: the socket tracking and the sk_msg verdict.
+    for t in [PROG_SOCK_OPS, PROG_SK_MSG] {
+        assert_eq!(
+            (n(&few, t), n(&all, t)),
+            (0, 1),
+            "type {t}: {few:?} {all:?}"
+        );
+    }
+    // exec.cmdline: one tp_btf program more.
+    assert_eq!(
+        n(&all, PROG_TRACING),
+        n(&few, PROG_TRACING) + 1,
+        "{few:?} {all:?}"
+    );
+    if backend == "cgroup" {
+        // Loader exec (mmap, mprotect) and Fast Open (sendto, sendmsg).
+        assert_eq!(
+            (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
+            (0, 4),
+            "{few:?} {all:?}"
+        );
+    } else {
+        assert_eq!(backend, "lsm");
+        // The sleepable socket_sendmsg Stratum judge; Fast Open is judged
+        // there, so no tracepoints.
+        assert_eq!(n(&all, PROG_LSM), n(&few, PROG_LSM) + 1, "{few:?} {all:?}");
+        assert_eq!(
+            (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
+            (0, 0),
+            "{few:?} {all:?}"
         );
     }
 }

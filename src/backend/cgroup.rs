@@ -17,6 +17,7 @@ use super::{
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
+    stratum::JudgedSockets,
     Backend, BackendKind,
 };
 use crate::{
@@ -120,7 +121,7 @@ impl Backend for CgroupBackend {
         self.exec_map.status()
     }
 
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error> {
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
         if policy.judges_mapped_files() {
             self.exec_map.load_with(|| ExecMapHook::load(&self.maps));
         }

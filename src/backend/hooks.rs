@@ -84,21 +84,27 @@ impl SharedHooks {
     /// the Fast Open tracepoints (optional). `lsm_judges_stratum`: the lsm
     /// backend's socket_sendmsg hook judges Stratum payloads (Fast Open
     /// included), so the sk_msg program only covers what bypasses it and
-    /// the Fast Open tracepoints are not loaded. Returns whether the
-    /// Stratum programs were loaded now.
+    /// the Fast Open tracepoints are not loaded. When it loads the Stratum
+    /// programs now, returns their judged-socket queue for the event
+    /// thread. A refused Stratum load fails this call and is tried again by
+    /// the next one (nothing of it is kept).
     pub fn prepare(
         &mut self,
         maps: &SharedMaps,
         policy: &KernelPolicy,
         lsm_judges_stratum: bool,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<JudgedSockets>, Error> {
         if !policy.cmdline.is_empty() {
             self.cmdline.load_with(|| CmdlineHook::load(maps));
         }
         if policy.stratum.is_none() || self.stratum.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
-        self.stratum = Some(StratumHook::load(maps, &self.probe, lsm_judges_stratum)?);
+        let stratum = StratumHook::load(maps, &self.probe, lsm_judges_stratum)?;
+        // Before keeping it: a hook whose queue the event thread never got
+        // would keep judged sockets on the sk_msg path for good.
+        let judged = stratum.judged_sockets()?;
+        self.stratum = Some(stratum);
         if lsm_judges_stratum {
             if matches!(self.tfo, OnDemand::NotYet { .. }) {
                 self.tfo = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
@@ -106,7 +112,16 @@ impl SharedHooks {
         } else {
             self.tfo.load_with(|| TfoHook::load(maps));
         }
-        Ok(true)
+        Ok(Some(judged))
+    }
+
+    /// Whether the Stratum programs are loaded; otherwise why not (a
+    /// profile with a stratum rule loads them).
+    pub fn stratum_loaded(&self) -> Result<(), String> {
+        match self.stratum {
+            Some(_) => Ok(()),
+            None => Err(format!("not loaded yet: {STRATUM_NEEDED_BY} loads it")),
+        }
     }
 
     /// The lsm socket_sendmsg hook, which was to judge Fast Open payloads,
@@ -172,15 +187,6 @@ impl SharedHooks {
             }
         }
         Ok(())
-    }
-
-    /// Handles for releasing judged sockets from the Stratum send path,
-    /// once the Stratum programs are loaded.
-    pub fn judged_sockets(&self) -> Result<Option<JudgedSockets>, Error> {
-        self.stratum
-            .as_ref()
-            .map(StratumHook::judged_sockets)
-            .transpose()
     }
 
     /// Runs the event-path self-test program (see `Backend::self_test`).

@@ -20,6 +20,7 @@ use super::{
         lsm_net::{LsmNetSkel, LsmNetSkelBuilder},
         reuse_shared_maps, shared_maps_of, Owned,
     },
+    stratum::JudgedSockets,
     Backend, BackendKind,
 };
 use crate::{
@@ -122,14 +123,14 @@ impl Backend for LsmBackend {
     }
 
     fn fast_open(&self) -> Result<(), String> {
-        match self.stratum.ready() {
+        match self.stratum_in_lsm() {
             // socket_sendmsg sees a Fast Open payload before the SYN.
-            Some(_) => Ok(()),
-            None => self.hooks.fast_open(),
+            Ok(()) => Ok(()),
+            Err(_) => self.hooks.fast_open(),
         }
     }
 
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error> {
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
         // The sleepable judge first: whether it loads decides what the
         // shared sk_msg program judges and whether Fast Open needs the
         // tracepoints.
@@ -159,7 +160,9 @@ impl Backend for LsmBackend {
     }
 
     fn stratum_in_lsm(&self) -> Result<(), String> {
-        self.stratum.status()
+        // Both halves: the hook, and the shared programs a stratum policy
+        // loads with it (a kernel refusing those fails every stratum apply).
+        self.stratum.status().and(self.hooks.stratum_loaded())
     }
 
     fn kills_in_kernel(&self, kind: RuleKind) -> bool {

@@ -20,6 +20,7 @@ pub(crate) mod stratum;
 mod tfo;
 mod tracefs;
 
+use self::stratum::JudgedSockets;
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -184,10 +185,9 @@ pub(crate) trait Backend: Send {
     /// cmdline, loader exec; see `on_demand`), so what it reports as
     /// enforced is known before it is applied. A loaded hook stays loaded
     /// (inert outside scopes whose policy uses it) until the backend is
-    /// dropped, even if that apply fails later. Returns whether the
-    /// Stratum programs were loaded now (the event thread then starts
-    /// releasing judged sockets).
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<bool, Error>;
+    /// dropped, even if that apply fails later. When the Stratum programs
+    /// load now, returns their judged-socket queue (for the event thread).
+    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error>;
 
     /// `policy` is (about to be) applied: attaches the host-wide hooks its
     /// rules need and that are not attached yet (they cost every task on

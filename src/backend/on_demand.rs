@@ -24,7 +24,8 @@ impl<T> OnDemand<T> {
 
     /// Loads the hook if nothing was tried yet; a failed load turns it
     /// `Off` with the reason (tried once: the kernel's answer does not
-    /// change). Returns the hook when it is ready.
+    /// change, and each hook this serves has another judge or is reported
+    /// unenforced). Returns the hook when it is ready.
     pub fn load_with<E: std::fmt::Display>(
         &mut self,
         load: impl FnOnce() -> Result<T, E>,

@@ -1,6 +1,6 @@
 //! C API: learn mode, the event-path self-test, and whether the optional
-//! checks (loader exec, TCP Fast Open, Stratum in the lsm hook) are active
-//! on this kernel, and the sockets released from the Stratum send path.
+//! checks (loader exec, TCP Fast Open, Stratum in the lsm hook) are active,
+//! and the sockets released from the Stratum send path.
 
 use std::{ffi::c_char, time::Duration};
 

@@ -106,7 +106,8 @@ impl From<minerguard::Drops> for Drops {
     }
 }
 
-/// Loads the BPF programs once and enforces profiles on scopes (cgroup v2
+/// Loads the BPF programs (the optional ones with the first profile that
+/// needs them) and enforces profiles on scopes (cgroup v2
 /// subtrees, or the host).
 ///
 /// Use it as a context manager: leaving the `with` block (or `close()`)
@@ -356,7 +357,9 @@ impl Enforcer {
         self.with(py, |e| Ok(e.lsm_stratum().err()))
     }
 
-    /// The errno a send refused by a stratum rule fails with.
+    /// The errno a send refused by a stratum rule fails with (final once a
+    /// profile with a stratum rule is applied: the Stratum hooks load with
+    /// it).
     #[getter]
     fn stratum_errno(&self, py: Python<'_>) -> PyResult<i32> {
         self.with(py, |e| Ok(e.stratum_errno()))

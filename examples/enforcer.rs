@@ -36,6 +36,19 @@ struct Cli {
     command: Cmd,
 }
 
+/// How the enforcer loads (run, watch, learn).
+#[derive(clap::Args, Clone, Copy)]
+struct LoadArgs {
+    /// Backend: auto, lsm or cgroup.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Attach no syscall tracepoints (cgroup backend: no loader-exec and no
+    /// TCP Fast Open check; saves the tracing slow path on every syscall
+    /// on the host).
+    #[arg(long)]
+    no_syscall_tracepoints: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run CMD in a fresh cgroup under the profile; exit with its status.
@@ -46,9 +59,8 @@ enum Cmd {
         /// Write events (JSON lines) here instead of stderr.
         #[arg(long)]
         events: Option<PathBuf>,
-        /// Backend: auto, lsm or cgroup.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
+        #[command(flatten)]
+        load: LoadArgs,
         /// No status lines, only events.
         #[arg(long, short)]
         quiet: bool,
@@ -70,9 +82,8 @@ enum Cmd {
         /// Write events (JSON lines) here instead of stdout.
         #[arg(long)]
         events: Option<PathBuf>,
-        /// Backend: auto, lsm or cgroup.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Record what a cgroup executes (nothing is refused meanwhile), then
     /// write an `exec.allow_only` profile listing it.
@@ -92,9 +103,8 @@ enum Cmd {
         /// Action of the written rule for anything not learned.
         #[arg(long, default_value = "deny", value_parser = ["deny", "kill", "audit"])]
         action: String,
-        /// Backend: auto, lsm or cgroup.
-        #[arg(long, default_value = "auto")]
-        backend: BackendChoice,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Validate profiles; print every error, compiler style.
     Check {
@@ -128,25 +138,25 @@ fn main() -> ExitCode {
         Cmd::Run {
             profile,
             events,
-            backend,
+            load,
             quiet,
             cmd,
-        } => run(&profile, events.as_deref(), backend, quiet, &cmd),
+        } => run(&profile, events.as_deref(), load, quiet, &cmd),
         Cmd::Watch {
             profile,
             cgroups,
             host,
             events,
-            backend,
-        } => watch(&profile, &cgroups, host, events.as_deref(), backend),
+            load,
+        } => watch(&profile, &cgroups, host, events.as_deref(), load),
         Cmd::Learn {
             cgroup,
             duration,
             out,
             name,
             action,
-            backend,
-        } => learn(&cgroup, duration, out.as_deref(), &name, &action, backend),
+            load,
+        } => learn(&cgroup, duration, out.as_deref(), &name, &action, load),
         Cmd::Check { profiles } => Ok(check(&profiles)),
         Cmd::Seccomp { profile, format } => print_seccomp(&profile, &format),
         Cmd::Probe { json } => Ok(print_probe(json)),
@@ -208,9 +218,10 @@ fn load_profile(path: &Path) -> AnyResult<Profile> {
     Ok(Profile::from_file(path)?)
 }
 
-fn new_enforcer(backend: BackendChoice) -> AnyResult<Enforcer> {
+fn new_enforcer(load: LoadArgs) -> AnyResult<Enforcer> {
     Ok(Enforcer::with_options(EnforcerOptions {
-        backend,
+        backend: load.backend,
+        syscall_tracepoints: !load.no_syscall_tracepoints,
         ..Default::default()
     })?)
 }
@@ -256,12 +267,12 @@ fn event_sink(
 fn run(
     profile_path: &Path,
     events: Option<&Path>,
-    backend: BackendChoice,
+    load: LoadArgs,
     quiet: bool,
     cmd: &[String],
 ) -> AnyResult<ExitCode> {
     let profile = load_profile(profile_path)?;
-    let mut enforcer = new_enforcer(backend)?;
+    let mut enforcer = new_enforcer(load)?;
     let cgroup = OwnedCgroup::create_in_root("minerguard-run")?;
     let handle = enforcer.apply(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
     if !quiet {
@@ -354,7 +365,7 @@ fn watch(
     cgroups: &[PathBuf],
     host: bool,
     events: Option<&Path>,
-    backend: BackendChoice,
+    load: LoadArgs,
 ) -> AnyResult<ExitCode> {
     let mut scopes: Vec<Scope> = cgroups.iter().cloned().map(Scope::Cgroup).collect();
     if host {
@@ -364,7 +375,7 @@ fn watch(
         return Err("nothing to watch: give --cgroup PATH (repeatable) or --host".into());
     }
     let mut profile = load_profile(profile_path)?;
-    let mut enforcer = new_enforcer(backend)?;
+    let mut enforcer = new_enforcer(load)?;
     let mut handles = Vec::new();
     for scope in &scopes {
         // On error, dropping the enforcer removes what was applied so far.
@@ -458,14 +469,14 @@ fn learn(
     out: Option<&Path>,
     name: &str,
     action: &str,
-    backend: BackendChoice,
+    load: LoadArgs,
 ) -> AnyResult<ExitCode> {
     let action = match action {
         "kill" => Action::Kill,
         "audit" => Action::Audit,
         _ => Action::Deny,
     };
-    let mut enforcer = new_enforcer(backend)?;
+    let mut enforcer = new_enforcer(load)?;
     let kind = enforcer.backend();
     let learner = enforcer.learn(Scope::Cgroup(cgroup.to_path_buf()), duration, |p| match p {
         LearnProgress::Started => eprintln!(

@@ -39,15 +39,15 @@ fn enforcer_cmd(args: &[&str]) -> Output {
 
 /// `enforcer run --profile <profile> -- sh -c <script>`.
 fn run_sh(profile: &Path, script: &str) -> Output {
-    enforcer_cmd(&[
-        "run",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
+    run_sh_with(profile, &[], script)
+}
+
+/// `enforcer run --profile <profile> <options> -- sh -c <script>`.
+fn run_sh_with(profile: &Path, options: &[&str], script: &str) -> Output {
+    let mut args = vec!["run", "--profile", profile.to_str().unwrap()];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    enforcer_cmd(&args)
 }
 
 fn write_profile(dir: &TempDir, text: &str) -> PathBuf {
@@ -122,9 +122,9 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
     // Any attached syscalls/* tracepoint puts every syscall on the host on
     // the tracing slow path: an enforcer must not attach one no rule needs.
     let dir = TempDir::new("cli-tracepoints");
-    let attached = |text: &str| -> (String, usize) {
+    let attached_with = |text: &str, options: &[&str]| -> (String, usize) {
         let profile = write_profile(&dir, text);
-        let out = run_sh(&profile, COUNT_PARENT_PERF_EVENTS);
+        let out = run_sh_with(&profile, options, COUNT_PARENT_PERF_EVENTS);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");
         let backend = backend_of(&stderr);
@@ -134,7 +134,14 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
             .unwrap_or_else(|e| panic!("count: {e}; {stderr}"));
         (backend, n)
     };
+    let attached = |text: &str| attached_with(text, &[]);
     let ports_only = "apiVersion: minerguard/v1\nname: ports\nrules:\n  - name: pool-port\n    action: deny\n    connect: { ports: [3333] }\n";
+    // `--no-syscall-tracepoints` attaches none, whatever the profile needs.
+    assert_eq!(
+        attached_with(EXEC_PROFILE, &["--no-syscall-tracepoints"]).1,
+        0,
+        "--no-syscall-tracepoints"
+    );
     let (backend, for_ports) = attached(ports_only);
     let (_, for_exec) = attached(EXEC_PROFILE);
     if backend == "cgroup" {

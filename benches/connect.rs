@@ -3,8 +3,9 @@
 //!
 //! A worker forked into a fresh bench cgroup makes TCP connects to
 //! 127.0.0.1, in three configurations: no enforcer loaded (`unhooked`), the
-//! bundled `default` profile applied to the bench cgroup, and
-//! `container-strict`. Measured:
+//! bundled `default` profile applied to the bench cgroup,
+//! `container-strict`, and `default-connect-rules` (only default's
+//! `connect` rules: no Stratum socket tracking). Measured:
 //! - `connect/listener`: the connect() syscall alone, to a loopback listener
 //!   created by the bench process outside the cgroup; the worker accepts
 //!   each connection itself, outside the timed region;
@@ -103,7 +104,9 @@ fn main() {
         }
     });
     let mut switch = Switch::new(&cgroup);
-    let configs = Config::standard();
+    let mut configs = Config::standard();
+    // Where the gap comes from: the same ports without the stratum rule.
+    configs.push(Config::default_connect_rules());
     let check = |w: &Worker| {
         assert_eq!(w.run(OP_CHECK_LISTENER, 1), 0, "connect to the listener");
         assert_eq!(

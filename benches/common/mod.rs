@@ -259,6 +259,15 @@ impl Config {
         Config::Profile(name, Profile::bundled(name).expect("bundled profile"))
     }
 
+    /// Only the `connect` rules of the bundled `default` (its pool ports):
+    /// a profile without a stratum rule, so no Stratum socket tracking.
+    pub fn default_connect_rules() -> Config {
+        let mut p = Profile::bundled("default").expect("bundled profile");
+        p.rules.retain(|r| r.connect.is_some());
+        p.name = "default-connect-rules".into();
+        Config::Profile("default-connect-rules", p)
+    }
+
     /// The three configurations of the kernel benches.
     pub fn standard() -> Vec<Config> {
         vec![

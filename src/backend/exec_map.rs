@@ -4,9 +4,10 @@
 //! (`ld.so ./xmrig`). Classic tracepoints are found through tracefs, which
 //! is mounted at /sys/kernel/tracing when no tracefs is mounted yet.
 //! Optional: without it, loader exec is reported as not enforced. Loaded
-//! and attached with the first policy whose exec rules judge files: while any `syscalls/*` tracepoint is attached, every
-//! syscall of every task on the host takes the tracing slow path, so an
-//! enforcer with no such policy should not attach them. Kept attached until
+//! and attached with the first policy whose exec rules judge files: while
+//! any `syscalls/*` tracepoint is attached, every syscall of every task on
+//! the host takes the tracing slow path, so an enforcer with no such policy
+//! should not attach them. Kept attached until
 //! the enforcer is dropped (detaching waits for an RCU grace period).
 
 use libbpf_rs::{

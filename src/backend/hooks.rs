@@ -12,7 +12,7 @@ use super::{
     cmdline::CmdlineHook,
     device::DeviceHook,
     maps::SharedMaps,
-    on_demand::OnDemand,
+    on_demand::{not_loaded_yet, OnDemand},
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
     tfo::TfoHook,
@@ -120,7 +120,7 @@ impl SharedHooks {
     pub fn stratum_loaded(&self) -> Result<(), String> {
         match self.stratum {
             Some(_) => Ok(()),
-            None => Err(format!("not loaded yet: {STRATUM_NEEDED_BY} loads it")),
+            None => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
         }
     }
 

@@ -3,6 +3,12 @@
 //! programs are about 80 % of it), so an enforcer whose profiles have no
 //! such rule never pays for them, and never runs them.
 
+/// The status of a hook no policy has needed yet; `needed_by` names the
+/// rules that load it.
+pub(crate) fn not_loaded_yet(needed_by: &str) -> String {
+    format!("not loaded yet: {needed_by} loads it")
+}
+
 /// An optional hook: not needed yet, loaded, or off (and why).
 pub(crate) enum OnDemand<T> {
     /// No policy has needed it yet; `needed_by` names the rules that load it.
@@ -59,7 +65,7 @@ impl<T> OnDemand<T> {
     pub fn status(&self) -> Result<(), String> {
         match self {
             OnDemand::Ready(_) => Ok(()),
-            OnDemand::NotYet { needed_by } => Err(format!("not loaded yet: {needed_by} loads it")),
+            OnDemand::NotYet { needed_by } => Err(not_loaded_yet(needed_by)),
             OnDemand::Off(why) => Err(why.clone()),
         }
     }

@@ -11,9 +11,13 @@
  * sk_msg program does). Once judged, the verdict stays in mg_stratum_done
  * for the socket's life: a later send costs one socket-storage lookup.
  *
- * Sends whose data is not user memory (kernel senders; splice on newer
- * kernels) are left to the sk_msg program, which the lsm backend keeps for
- * them.
+ * sendfile and splice reach this hook from Linux 6.5 on (MSG_SPLICE_PAGES:
+ * the data is pages, an ITER_BVEC); their first bytes are read through the
+ * kernel's direct map. Where that works and nothing can bypass the hook
+ * (no proto_ops.sendpage), the lsm backend needs no sk_msg program and no
+ * sockops at all. Before 6.5 sendfile and splice go through sendpage, past
+ * this hook, and are left to the sk_msg program, which the lsm backend
+ * keeps for them there; so are kernel senders (ITER_KVEC).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,6 +36,16 @@
 struct iov_iter___pre64 {
 	const struct iovec *iov;
 } __attribute__((preserve_access_index));
+
+/*
+ * Where the direct map and the page array start (x86-64 with a randomised
+ * memory layout); absent elsewhere (weak: the object still loads, and page
+ * data is then left to the sk_msg program). Userspace drops that program
+ * only where both symbols exist.
+ */
+extern const void page_offset_base __ksym __weak;
+extern const void vmemmap_base __ksym __weak;
+#define MG_PAGE_SHIFT 12
 
 /* This thread's copy of the bytes being sent (up to the window). */
 struct mg_send_copy {
@@ -53,19 +67,22 @@ struct {
 	__type(value, struct mg_stratum_state);
 } mg_lsm_stratum_sk SEC(".maps");
 
-/* Where the iovec walk is (bpf_loop context). */
+/* Where the iovec or bio_vec walk is (bpf_loop context). */
 struct mg_iov_walk {
-	__u64 iov;  /* kernel address of the iovec array */
+	__u64 iov;  /* kernel address of the iovec or bio_vec array */
 	__u64 skip; /* bytes of the first segment already sent */
+	__u64 vmemmap;	    /* bio_vec walks: the page array's address */
+	__u64 direct_map; /* bio_vec walks: the direct map's address */
 	__u32 len;  /* bytes copied so far */
 };
 
 /*
- * Copies up to the rest of the window from user address `from` (n bytes
- * available) into the thread's copy. Returns 1 when the walk should stop.
+ * Copies up to the rest of the window from address `from` (n bytes
+ * available; user memory unless `kernel`) into the thread's copy. Returns 1
+ * when the walk should stop.
  */
-static __always_inline long mg_copy_user(struct mg_iov_walk *w, __u64 from,
-					 __u64 n)
+static __always_inline long mg_copy_from(struct mg_iov_walk *w, __u64 from,
+					 __u64 n, bool kernel)
 {
 	struct mg_send_copy *copy;
 	__u32 off, room;
@@ -84,7 +101,8 @@ static __always_inline long mg_copy_user(struct mg_iov_walk *w, __u64 from,
 	if (n == 0)
 		return 0;
 	/* A fault here fails the kernel's own copy at the same byte. */
-	if (bpf_copy_from_user(copy->buf + off, n, (const void *)from))
+	if (kernel ? bpf_probe_read_kernel(copy->buf + off, n, (const void *)from)
+		   : bpf_copy_from_user(copy->buf + off, n, (const void *)from))
 		return 1;
 	w->len = off + n;
 	return w->len >= MG_STRATUM_WINDOW;
@@ -101,16 +119,46 @@ static long mg_copy_segment(__u32 i, void *ctx)
 	if (i == 0) {
 		if (w->skip >= v.iov_len)
 			return 0;
-		return mg_copy_user(w, (__u64)v.iov_base + w->skip,
-				    v.iov_len - w->skip);
+		return mg_copy_from(w, (__u64)v.iov_base + w->skip,
+				    v.iov_len - w->skip, false);
 	}
-	return mg_copy_user(w, (__u64)v.iov_base, v.iov_len);
+	return mg_copy_from(w, (__u64)v.iov_base, v.iov_len, false);
+}
+
+/*
+ * One bio_vec of a page-backed send (sendfile, splice, vmsplice'd pages):
+ * its bytes are read through the direct map (page_address(), which on
+ * x86-64 is the page's index in the page array times the page size, past
+ * the direct map's start). A multi-page bio_vec is physically contiguous,
+ * and so is its range in the direct map.
+ */
+static long mg_copy_page_segment(__u32 i, void *ctx)
+{
+	struct mg_iov_walk *w = ctx;
+	const struct bio_vec *bv;
+	__u64 page, addr;
+	__u32 len, off;
+
+	bv = (const void *)(w->iov + i * bpf_core_type_size(struct bio_vec));
+	page = (__u64)BPF_CORE_READ(bv, bv_page);
+	len = BPF_CORE_READ(bv, bv_len);
+	off = BPF_CORE_READ(bv, bv_offset);
+	if (page < w->vmemmap)
+		return 1;
+	addr = w->direct_map +
+	       ((page - w->vmemmap) / bpf_core_type_size(struct page) << MG_PAGE_SHIFT) + off;
+	if (i == 0) {
+		if (w->skip >= len)
+			return 0;
+		return mg_copy_from(w, addr + w->skip, len - w->skip, true);
+	}
+	return mg_copy_from(w, addr, len, true);
 }
 
 /*
  * Copies the first bytes of the data `msg` is about to send into the
  * thread's copy (zeroed past them). Returns how many, or -1 when the data
- * is not in user memory.
+ * is neither user memory nor pages this program can read.
  */
 static __always_inline long mg_copy_sent(struct msghdr *msg,
 					 struct mg_send_copy *copy)
@@ -126,7 +174,20 @@ static __always_inline long mg_copy_sent(struct msghdr *msg,
 		__u64 ubuf = (__u64)BPF_CORE_READ(msg, msg_iter.ubuf);
 		__u64 count = BPF_CORE_READ(msg, msg_iter.count);
 
-		mg_copy_user(&w, ubuf + w.skip, count);
+		mg_copy_from(&w, ubuf + w.skip, count, false);
+		return w.len;
+	}
+	if (type == bpf_core_enum_value(enum iter_type, ITER_BVEC)) {
+		if (!&vmemmap_base || !&page_offset_base ||
+		    bpf_probe_read_kernel(&w.vmemmap, sizeof(w.vmemmap), &vmemmap_base) ||
+		    bpf_probe_read_kernel(&w.direct_map, sizeof(w.direct_map),
+					  &page_offset_base))
+			return -1;
+		w.iov = (__u64)BPF_CORE_READ(msg, msg_iter.bvec);
+		nr = BPF_CORE_READ(msg, msg_iter.nr_segs);
+		if (nr > MG_IOV_MAX)
+			nr = MG_IOV_MAX;
+		bpf_loop(nr, mg_copy_page_segment, &w, 0);
 		return w.len;
 	}
 	if (type != bpf_core_enum_value(enum iter_type, ITER_IOVEC))

@@ -270,6 +270,45 @@ typedef uint32_t mg_mode;
 #endif // __cplusplus
 
 /**
+ * The optional checks `mg_enforcer_check_status()` reports on. Each is
+ * loaded with the first profile whose rules need it (until then it is
+ * reported inactive, with that as the reason): ask after applying.
+ */
+enum mg_check
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Executable mappings of refused files (`ld.so ./xmrig`).
+   */
+  MG_CHECK_LOADER_EXEC = 1,
+  /**
+   * Stratum in the payload of a TCP Fast Open SYN.
+   */
+  MG_CHECK_FAST_OPEN = 2,
+  /**
+   * Stratum judged by the lsm backend's socket_sendmsg hook (refused
+   * sends fail with EPERM; otherwise the sk_msg program's EACCES).
+   */
+  MG_CHECK_LSM_STRATUM = 3,
+  /**
+   * Stratum judged by the sk_msg program, with sockops tracking each new
+   * client socket of a stratum scope (the cgroup backend; on the lsm
+   * backend only where sendfile and splice bypass its hook, before
+   * Linux 6.5).
+   */
+  MG_CHECK_STRATUM_SK_MSG = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mg_check mg_check;
+#else
+typedef uint32_t mg_check;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A loaded backend enforcing profiles on scopes (opaque). Create with
  * `mg_enforcer_new()`, free with `mg_enforcer_free()`.
  */

@@ -18,6 +18,17 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Debian 12 also ships Linux 6.12 (bookworm-security): the VM suite boots it
+# too, for what changed in 6.5 (sendfile and splice reach socket_sendmsg).
+if ! ls /boot/vmlinuz-6.12.* >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    [ -n "$(apt-cache pkgnames linux-image-6.12 2>/dev/null)" ] || apt-get update -qq
+    k612=$(apt-cache pkgnames linux-image-6.12 | grep -E '^linux-image-6\.12\.[0-9.]+\+deb12-amd64$' | sort -V | tail -n 1 || true)
+    [ -n "$k612" ] || { echo "install-deps: no linux-image-6.12.*+deb12-amd64 in apt's lists" >&2; exit 1; }
+    echo "install-deps: apt-get install $k612"
+    apt-get install -y -qq "$k612" >/dev/null
+fi
+
 if ! python3 -c 'import virtme_ng' 2>/dev/null; then
     echo "install-deps: pip install virtme-ng"
     python3 -m pip install -q --root-user-action=ignore virtme-ng

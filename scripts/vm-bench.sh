@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Runs the kernel benches (connect, exec, stratum_send) with the lsm backend
-# inside the VM of scripts/vm-test.sh (Debian's 6.1 kernel with BPF LSM,
-# QEMU without KVM). The CPU is emulated: only the ratios of the interleaved
-# SUMMARY lines mean anything, and only against the unhooked baseline of the
-# same VM run. Usage: scripts/vm-bench.sh [bench...]; output in
-# target/vm-bench/<bench>.log, SUMMARY lines printed at the end.
+# inside the VM of scripts/vm-test.sh (Debian 12's 6.1 kernel with BPF LSM,
+# or MINERGUARD_VM_KERNEL=6.12; QEMU without KVM). The CPU is emulated: only
+# the ratios of the interleaved SUMMARY lines mean anything, and only against
+# the unhooked baseline of the same VM run. Usage: scripts/vm-bench.sh
+# [bench...]; output in target/vm-bench-<series>/<bench>.log, SUMMARY lines
+# printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-out=$root/target/vm-bench
+series=${MINERGUARD_VM_KERNEL:-6.1}
+out=$root/target/vm-bench-$series
 lsm="lockdown,capability,landlock,bpf"
 benches=("$@")
 [ "${#benches[@]}" -gt 0 ] || benches=(connect exec stratum_send)
 
 die() { echo "vm-bench: $*" >&2; exit 1; }
 
-kernel=$(ls -1 /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -n 1 || true)
-[ -n "$kernel" ] || die "no /boot/vmlinuz-6.1.* (apt-get install linux-image-amd64 on Debian 12)"
+kernel=$(ls -1 "/boot/vmlinuz-$series".* 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$kernel" ] || die "no /boot/vmlinuz-$series.* (scripts/install-deps.sh installs Debian 12's 6.1 and 6.12 kernels)"
 PATH=$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 command -v vng >/dev/null || die "vng not found (pip install virtme-ng)"
 

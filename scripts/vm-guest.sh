@@ -4,12 +4,13 @@
 # child processes (what each one waits on) and the TCP sockets, so a hang
 # names itself and the binaries after it still run.
 
-# run_one BACKEND BINARY LOG LIMIT_SECONDS; returns the binary's status
-# (137 when it was stopped).
+# run_one BACKEND BINARY LOG LIMIT_SECONDS [TEST_FILTER...]; returns the
+# binary's status (137 when it was stopped).
 run_one() {
     local backend=$1 bin=$2 log=$3 limit=$4 start pid
+    shift 4
     start=$(date +%s)
-    MINERGUARD_TEST_BACKEND=$backend "$bin" >"$log" 2>&1 &
+    MINERGUARD_TEST_BACKEND=$backend "$bin" "$@" >"$log" 2>&1 &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         sleep 2

@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
 # Runs the kernel integration tests with the lsm backend inside a VM whose
-# kernel has BPF LSM enabled: Debian's 6.1 kernel booted by virtme-ng under
-# QEMU (software emulation: nested KVM crashes on our hosts), sharing this
-# filesystem, so the test binaries built here run there. One boot for the
-# whole suite. Fails when the VM does not boot or the suite does not run.
+# kernel has BPF LSM enabled: one of Debian 12's kernels booted by virtme-ng
+# under QEMU (software emulation: nested KVM crashes on our hosts), sharing
+# this filesystem, so the test binaries built here run there. One boot for
+# the whole suite. Fails when the VM does not boot or the suite does not run.
+#
+# Environment:
+#   MINERGUARD_VM_KERNEL       kernel series to boot (default 6.1, Debian 12's
+#                              own; 6.12 is in bookworm-security too)
+#   MINERGUARD_VM_TESTS        test binaries run with the lsm backend
+#                              (default: enforcement exec_rules cli capi)
+#   MINERGUARD_VM_CGROUP_TESTS test binaries run with the cgroup backend too
+#                              (default: enforcement; empty for none)
+#   MINERGUARD_VM_FILTER       test-name filters passed to every binary
+#                              (default: none, every test runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-out=$root/target/vm-test
+series=${MINERGUARD_VM_KERNEL:-6.1}
+lsm_tests=${MINERGUARD_VM_TESTS-enforcement exec_rules cli capi}
+cgroup_tests=${MINERGUARD_VM_CGROUP_TESTS-enforcement}
+filter=${MINERGUARD_VM_FILTER:-}
+out=$root/target/vm-test-$series
 lsm="lockdown,capability,landlock,bpf"
 
 die() { echo "vm-test: $*" >&2; exit 1; }
 
-kernel=$(ls -1 /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -n 1 || true)
-[ -n "$kernel" ] || die "no /boot/vmlinuz-6.1.* (apt-get install linux-image-amd64 on Debian 12)"
+kernel=$(ls -1 "/boot/vmlinuz-$series".* 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$kernel" ] || die "no /boot/vmlinuz-$series.* (scripts/install-deps.sh installs Debian 12's 6.1 and 6.12 kernels)"
 # pip may have put vng where PATH does not look (e.g. a pyenv version dir).
 PATH=$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 command -v vng >/dev/null || die "vng not found (pip install virtme-ng)"
@@ -21,7 +35,9 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (a
 
 echo "vm-test: building test binaries"
 cargo build --examples --quiet
-mapfile -t bins < <(cargo test --no-run --message-format=json --test enforcement --test exec_rules --test cli --test capi 2>/dev/null |
+test_args=()
+for t in $lsm_tests; do test_args+=(--test "$t"); done
+mapfile -t bins < <(cargo test --no-run --message-format=json "${test_args[@]}" 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -29,7 +45,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["executable"])
 ')
-[ "${#bins[@]}" -eq 4 ] || die "expected 4 test binaries, found ${#bins[@]}"
+n=$(wc -w <<<"$lsm_tests")
+[ "${#bins[@]}" -eq "$n" ] || die "expected $n test binaries ($lsm_tests), found ${#bins[@]}"
 
 rm -rf "$out" && mkdir -p "$out"
 # Each run: "<backend> <test binary>". The lsm backend is the point of the
@@ -38,7 +55,9 @@ rm -rf "$out" && mkdir -p "$out"
 runs=()
 for b in "${bins[@]}"; do runs+=("lsm $b"); done
 for b in "${bins[@]}"; do
-    case $(basename "$b") in enforcement-* | exec_rules-*) runs+=("cgroup $b") ;; esac
+    for t in $cgroup_tests; do
+        case $(basename "$b") in "$t"-*) runs+=("cgroup $b") ;; esac
+    done
 done
 
 # Per test binary: past this many seconds it is stopped and its log says
@@ -55,7 +74,7 @@ guest=$out/guest.sh
         name=$backend-$(basename "$b")
         log="$out/$name.log"
         echo "echo \"guest: $(basename "$b") with the $backend backend\""
-        echo "s=\$(date +%s); run_one $backend $b $log $limit; echo \"$name \$?\" >> $out/status"
+        echo "s=\$(date +%s); run_one $backend $b $log $limit $filter; echo \"$name \$?\" >> $out/status"
         echo "cat $log; echo \"guest: $name took \$((\$(date +%s) - s)) s\""
     done
     echo "echo done >> $out/status"
@@ -94,4 +113,4 @@ done
 [ "$passed" -gt 0 ] || bad=1
 [ "$bad" = 0 ] && [ "$failed" = 0 ] || die "VM suite failed ($passed passed, $failed failed)"
 echo "vm-test: all suites ran in $(basename "$kernel")"
-echo "lsm-vm: $passed passed, $failed failed"
+echo "lsm-vm ($series): $passed passed, $failed failed"

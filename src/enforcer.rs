@@ -371,12 +371,26 @@ impl Enforcer {
         self.backend.stratum_in_lsm()
     }
 
+    /// Whether the sk_msg program judges Stratum sends, with sockops putting
+    /// each new client socket of a scope that has a stratum rule into its
+    /// sockhash (about 1.2 µs per connection; BENCHMARKS.md); otherwise why
+    /// not. The cgroup backend always uses it. The lsm backend uses it for
+    /// the sends that bypass its socket_sendmsg hook (sendfile and splice
+    /// before Linux 6.5); where every send reaches that hook it loads
+    /// neither program, and this says so. Settled with the first profile
+    /// that has a stratum rule (before that this says so: ask after
+    /// applying one).
+    pub fn stratum_sk_msg(&self) -> std::result::Result<(), String> {
+        self.backend.stratum_sk_msg()
+    }
+
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
     /// where the sk_msg program does (the cgroup backend; on the lsm backend
     /// also sends that bypass socket_sendmsg, such as sendfile on kernels
-    /// before 6.5). Follows [`Enforcer::lsm_stratum`]: final once a profile
-    /// with a stratum rule is applied.
+    /// before 6.5, see [`Enforcer::stratum_sk_msg`]). Follows
+    /// [`Enforcer::lsm_stratum`]: final once a profile with a stratum rule
+    /// is applied.
     pub fn stratum_errno(&self) -> i32 {
         match self.lsm_stratum() {
             Ok(()) => libc::EPERM,
@@ -491,7 +505,8 @@ impl Enforcer {
     /// taken out of the Stratum send path (the sockhash the sk_msg verdict
     /// runs on), so that their later sends cost nothing more. Done by the
     /// event thread between polls (within 50 ms); sockets that closed first
-    /// are not counted.
+    /// are not counted. Stays 0 where no sk_msg program is needed
+    /// ([`Enforcer::stratum_sk_msg`]): no socket enters that path there.
     pub fn released_sockets(&self) -> u64 {
         self.poller.released_sockets()
     }

@@ -695,6 +695,9 @@ fn learn_self_test_and_check_status_through_the_c_api() {
     let (active, why) = status(mg_check::MG_CHECK_LSM_STRATUM);
     assert_eq!(active, 0, "lsm stratum before any profile: {why}");
     assert!(!why.is_empty());
+    let (active, why) = status(mg_check::MG_CHECK_STRATUM_SK_MSG);
+    assert_eq!(active, 0, "stratum sk_msg before any profile");
+    assert!(why.contains("not loaded yet"), "stratum sk_msg: {why}");
     let needs_all = "apiVersion: minerguard/v1\nname: needs-all\nrules:\n\
         - {name: n, action: deny, exec: {names: [xmrig]}}\n\
         - {name: s, action: deny, stratum: {}}\n";
@@ -729,6 +732,15 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         active == 1,
         "a reason exactly when inactive"
     );
+    // The sk_msg program: everywhere except where the lsm hook sees every
+    // send (Linux 6.5 and later).
+    let (active, why) = status(mg_check::MG_CHECK_STRATUM_SK_MSG);
+    assert_eq!(
+        active,
+        u32::from(!lsm_judges_every_send(lsm)),
+        "stratum sk_msg on backend {kind:?}: {why}"
+    );
+    assert_eq!(why.is_empty(), active == 1, "{why}");
     assert_eq!(mg_enforcer_remove(e, handle), mg_result::MG_OK);
     assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
     drop(status_cg);

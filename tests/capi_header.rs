@@ -52,6 +52,10 @@ fn header_declares_the_whole_surface() {
         "mg_result mg_profile_seccomp_bpf(",
         "mg_result mg_profile_seccomp_oci_json(",
         "mg_result mg_profile_has_seccomp(",
+        // The names of the uint32_t arguments' values.
+        "MG_CHECK_FAST_OPEN = 2,",
+        "MG_CHECK_STRATUM_SK_MSG = 4,",
+        "MG_BACKEND_LSM",
     ] {
         assert!(header.contains(item), "header lacks `{item}`:\n{header}");
     }

@@ -795,6 +795,31 @@ fn stratum_scope() -> (minerguard::cgroup::OwnedCgroup, Enforcer) {
 }
 
 #[test]
+fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let not_yet = enforcer.stratum_sk_msg().unwrap_err();
+    assert!(not_yet.contains("not loaded yet"), "{not_yet}");
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    // The cgroup backend always judges in sk_msg; the lsm backend only
+    // before 6.5, where sendfile and splice bypass its hook.
+    match enforcer.stratum_sk_msg() {
+        Ok(()) => assert!(!lsm_judges_every_send(lsm), "lsm on 6.5+ tracks sockets"),
+        Err(why) => {
+            assert!(lsm_judges_every_send(lsm), "{why}");
+            assert!(why.contains("every send reaches"), "{why}");
+            assert_eq!(enforcer.lsm_stratum(), Ok(()));
+            assert_eq!(enforcer.stratum_errno(), libc::EPERM);
+            assert_eq!(enforcer.fast_open(), Ok(()));
+        }
+    }
+}
+
+#[test]
 fn stratum_first_message_is_refused_on_any_port() {
     require_kernel!();
     let pool = listener(false);
@@ -920,6 +945,15 @@ fn stratum_sent_with_sendfile_is_refused() {
     // program judges it on both backends, and refuses the call that
     // completes the method (EACCES), also when part of the message went
     // out through send() (judged by the lsm hook too) before or after.
+    // From 6.5 on it reaches the lsm hook as pages, which judges it alone
+    // (EPERM), and the cgroup backend's sk_msg program (EACCES).
+    let refused = match enforcer.stratum_sk_msg() {
+        Ok(()) => libc::EACCES,
+        Err(why) => {
+            assert!(why.contains("every send"), "{why}");
+            libc::EPERM
+        }
+    };
     for parts in [
         &[Part::Sendfile(STRATUM_SUBSCRIBE)][..],
         &[Part::Send(head), Part::Sendfile(tail)],
@@ -929,7 +963,7 @@ fn stratum_sent_with_sendfile_is_refused() {
         let addr = pool.local_addr().unwrap();
         assert_eq!(
             send_parts_in(Some(&cg), addr, parts, dir.path()),
-            ChildEnd::Code(100 + libc::EACCES),
+            ChildEnd::Code(100 + refused),
             "{parts:?}"
         );
         let got = received(&pool);
@@ -1074,6 +1108,9 @@ fn judged_sockets_leave_the_stratum_send_path() {
     let addr = server.local_addr().unwrap();
     let (storage, len, family) = sockaddr_of(addr);
     assert_eq!(enforcer.released_sockets(), 0);
+    // Where the lsm hook alone judges, no socket is tracked: it judges a
+    // socket once and then returns after one socket-storage lookup.
+    let tracked = u64::from(enforcer.stratum_sk_msg().is_ok());
     std::thread::scope(|s| {
         // The client: a clean first message, then it waits for the
         // server's go before sending more on the same socket.
@@ -1112,12 +1149,12 @@ fn judged_sockets_leave_the_stratum_send_path() {
         assert_eq!(first, HTTP_GET);
         // The event thread takes the judged socket out of the sockhash.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while enforcer.released_sockets() == 0 && std::time::Instant::now() < deadline {
+        while enforcer.released_sockets() < tracked && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(
             enforcer.released_sockets(),
-            1,
+            tracked,
             "the judged socket left the sockhash"
         );
         conn.write_all(b"g").unwrap();
@@ -1137,7 +1174,7 @@ fn judged_sockets_leave_the_stratum_send_path() {
         }
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(enforcer.released_sockets(), 1);
+    assert_eq!(enforcer.released_sockets(), tracked);
 }
 
 /// From a child in `cg`: connects to `addr`, sends a clean first message,
@@ -1171,10 +1208,12 @@ fn only_scopes_with_a_stratum_rule_track_sockets() {
     // there is nothing to release.
     assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
     assert_eq!(enforcer.released_sockets(), 0);
-    // An update that adds one starts tracking before the switch.
+    // An update that adds one starts tracking before the switch (except
+    // where the lsm hook alone judges: nothing is tracked there).
     enforcer.update(h, &stratum_profile(Action::Deny)).unwrap();
+    let tracked = u64::from(enforcer.stratum_sk_msg().is_ok());
     assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
-    assert_eq!(enforcer.released_sockets(), 1);
+    assert_eq!(enforcer.released_sockets(), tracked);
     assert_eq!(
         send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
         SendOutcome::SendFailed {
@@ -1185,7 +1224,7 @@ fn only_scopes_with_a_stratum_rule_track_sockets() {
     // And one that drops it stops tracking.
     enforcer.update(h, &ports).unwrap();
     assert_eq!(clean_long_lived_client(&cg, addr), ChildEnd::Code(0));
-    assert_eq!(enforcer.released_sockets(), 1);
+    assert_eq!(enforcer.released_sockets(), tracked);
     assert_eq!(
         send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
         SendOutcome::AllSent

@@ -43,10 +43,25 @@ static __always_inline __u64 word_at(const char *buf, __u32 i)
 	 (__u64)(h) << 56)
 
 /*
+ * 1 when a == b, else 0, computed without a branch ((d | -d) has its top
+ * bit set exactly when d != 0; the barrier keeps clang from turning it back
+ * into a compare, which the BPF backend emits as a branch).
+ */
+static __always_inline __u32 mg_eq(__u64 a, __u64 b)
+{
+	__u64 d = a ^ b, neg = -d;
+
+	barrier_var(neg);
+	return (__u32)(((d | neg) >> 63) ^ 1);
+}
+
+/*
  * Which of `"method"`, `"mining.` and `"login"` occur in the window. The
  * buffer is zeroed past the message, so the whole window is scanned with no
- * length test; the loop is unrolled, which keeps the verifier's work linear
- * (and bpf_loop's callback is refused in sk_msg by 6.1).
+ * length test; the loop is unrolled (bpf_loop's callback is refused in
+ * sk_msg by 6.1) and has no branch, so the verifier walks it once: with a
+ * branch per key found, 6.12's verifier followed each combination of keys
+ * seen and gave up past a million instructions.
  */
 static __always_inline __u32 scan_keys(const char *buf)
 {
@@ -59,14 +74,9 @@ static __always_inline __u32 scan_keys(const char *buf)
 	for (__u32 i = 0; i < MG_STRATUM_WINDOW; i++) {
 		__u64 w = word_at(buf, i);
 
-		if ((__u8)w != '"')
-			continue;
-		if (w == method)
-			seen |= MG_SEEN_METHOD;
-		else if (w == mining)
-			seen |= MG_SEEN_MINING;
-		else if ((w & 0x00ffffffffffffffULL) == login)
-			seen |= MG_SEEN_LOGIN;
+		seen |= mg_eq(w, method) * MG_SEEN_METHOD;
+		seen |= mg_eq(w, mining) * MG_SEEN_MINING;
+		seen |= mg_eq(w & 0x00ffffffffffffffULL, login) * MG_SEEN_LOGIN;
 	}
 	return seen;
 }

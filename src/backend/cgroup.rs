@@ -8,7 +8,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
     exec_map::ExecMapHook,
-    hooks::SharedHooks,
+    hooks::{SharedHooks, StratumJudge},
     load_err,
     maps::SharedMaps,
     on_demand::OnDemand,
@@ -125,7 +125,7 @@ impl Backend for CgroupBackend {
         if policy.judges_mapped_files() {
             self.exec_map.load_with(|| ExecMapHook::load(&self.maps));
         }
-        self.hooks.prepare(&self.maps, policy, false)
+        self.hooks.prepare(&self.maps, policy, StratumJudge::SkMsg)
     }
 
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {

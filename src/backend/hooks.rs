@@ -32,15 +32,42 @@ const LSM_JUDGES_FAST_OPEN: &str = "judged by the lsm socket_sendmsg hook instea
 /// The rules that load the Stratum programs.
 pub(crate) const STRATUM_NEEDED_BY: &str = "the first profile with a stratum rule";
 
+/// Why the lsm backend loads no sk_msg program (and no sockops).
+const LSM_JUDGES_EVERY_SEND: &str =
+    "not needed: every send reaches the lsm socket_sendmsg hook on this kernel (sendfile and splice included, Linux 6.5 and later)";
+
+/// What judges the Stratum payloads of the scopes a stratum rule covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StratumJudge {
+    /// The sk_msg program, on the sockets sockops puts into its sockhash
+    /// (the cgroup backend; the lsm backend where its hook is refused).
+    SkMsg,
+    /// The lsm socket_sendmsg hook, and the sk_msg program for the sends
+    /// that bypass that hook (sendfile and splice before Linux 6.5).
+    LsmAndSkMsg,
+    /// The lsm socket_sendmsg hook alone: every send reaches it.
+    Lsm,
+}
+
+/// The sockops and sk_msg programs.
+enum StratumPrograms {
+    /// No policy with a stratum rule has been prepared yet.
+    NotYet,
+    /// Loaded; a kernel that refuses them fails that apply (Stratum has no
+    /// other judge then) and leaves this `NotYet`.
+    Loaded(Box<StratumHook>),
+    /// Not needed: the lsm hook judges every send ([`StratumJudge::Lsm`]).
+    NotNeeded,
+}
+
 /// Shared hooks and the links that attach programs to covered cgroups.
 pub(crate) struct SharedHooks {
     // Links go first: they reference the programs below.
     links: CgroupLinks,
     /// sockops, on the roots whose scopes have a stratum rule.
     stratum_links: CgroupLinks,
-    /// Loaded with the first policy that has a stratum rule; a kernel that
-    /// refuses it fails that apply (Stratum has no other judge here).
-    stratum: Option<StratumHook>,
+    /// Settled by the first policy that has a stratum rule.
+    stratum: StratumPrograms,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
     /// Loaded with the first policy that has `exec.cmdline` patterns.
@@ -65,7 +92,7 @@ impl SharedHooks {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
             stratum_links: CgroupLinks::default(),
-            stratum: None,
+            stratum: StratumPrograms::NotYet,
             device: DeviceHook::load(maps).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
             tfo: if syscall_tracepoints {
@@ -78,33 +105,46 @@ impl SharedHooks {
         })
     }
 
+    /// Whether the first policy with a stratum rule has settled what
+    /// judges Stratum (the backend then need not work out `judge` again).
+    pub fn stratum_settled(&self) -> bool {
+        !matches!(self.stratum, StratumPrograms::NotYet)
+    }
+
     /// Loads the hooks `policy` needs that are not loaded yet: the cmdline
     /// program (optional: where this kernel refuses it, `exec.cmdline`
-    /// rules are reported as not enforced) and the Stratum programs with
-    /// the Fast Open tracepoints (optional). `lsm_judges_stratum`: the lsm
-    /// backend's socket_sendmsg hook judges Stratum payloads (Fast Open
-    /// included), so the sk_msg program only covers what bypasses it and
-    /// the Fast Open tracepoints are not loaded. When it loads the Stratum
-    /// programs now, returns their judged-socket queue for the event
-    /// thread. A refused Stratum load fails this call and is tried again by
-    /// the next one (nothing of it is kept).
+    /// rules are reported as not enforced) and, as `judge` says, the
+    /// Stratum programs with the Fast Open tracepoints (optional). Where
+    /// the lsm backend's socket_sendmsg hook judges Stratum payloads, Fast
+    /// Open included, the sk_msg program only covers what bypasses it (or
+    /// is not loaded at all) and the Fast Open tracepoints are not loaded.
+    /// When it loads the Stratum programs now, returns their judged-socket
+    /// queue for the event thread. A refused Stratum load fails this call
+    /// and is tried again by the next one (nothing of it is kept).
     pub fn prepare(
         &mut self,
         maps: &SharedMaps,
         policy: &KernelPolicy,
-        lsm_judges_stratum: bool,
+        judge: StratumJudge,
     ) -> Result<Option<JudgedSockets>, Error> {
         if !policy.cmdline.is_empty() {
             self.cmdline.load_with(|| CmdlineHook::load(maps));
         }
-        if policy.stratum.is_none() || self.stratum.is_some() {
+        if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
         }
-        let stratum = StratumHook::load(maps, &self.probe, lsm_judges_stratum)?;
-        // Before keeping it: a hook whose queue the event thread never got
-        // would keep judged sockets on the sk_msg path for good.
-        let judged = stratum.judged_sockets()?;
-        self.stratum = Some(stratum);
+        let lsm_judges_stratum = judge != StratumJudge::SkMsg;
+        let judged = if judge == StratumJudge::Lsm {
+            self.stratum = StratumPrograms::NotNeeded;
+            None
+        } else {
+            let stratum = StratumHook::load(maps, &self.probe, lsm_judges_stratum)?;
+            // Before keeping it: a hook whose queue the event thread never
+            // got would keep judged sockets on the sk_msg path for good.
+            let judged = stratum.judged_sockets()?;
+            self.stratum = StratumPrograms::Loaded(Box::new(stratum));
+            Some(judged)
+        };
         if lsm_judges_stratum {
             if matches!(self.tfo, OnDemand::NotYet { .. }) {
                 self.tfo = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
@@ -112,15 +152,27 @@ impl SharedHooks {
         } else {
             self.tfo.load_with(|| TfoHook::load(maps));
         }
-        Ok(Some(judged))
+        Ok(judged)
     }
 
-    /// Whether the Stratum programs are loaded; otherwise why not (a
+    /// Whether what judges Stratum is in place (the Stratum programs, or
+    /// the lsm hook alone where they are not needed); otherwise why not (a
     /// profile with a stratum rule loads them).
     pub fn stratum_loaded(&self) -> Result<(), String> {
         match self.stratum {
-            Some(_) => Ok(()),
-            None => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
+            StratumPrograms::NotYet => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
+            StratumPrograms::Loaded(_) | StratumPrograms::NotNeeded => Ok(()),
+        }
+    }
+
+    /// Whether the sk_msg program (and sockops, which puts each new client
+    /// socket of a stratum scope into its sockhash) judges Stratum sends;
+    /// otherwise why not.
+    pub fn stratum_sk_msg(&self) -> Result<(), String> {
+        match self.stratum {
+            StratumPrograms::NotYet => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
+            StratumPrograms::Loaded(_) => Ok(()),
+            StratumPrograms::NotNeeded => Err(LSM_JUDGES_EVERY_SEND.into()),
         }
     }
 
@@ -151,17 +203,22 @@ impl SharedHooks {
     /// Attaches sockops to exactly `roots` (see
     /// `Backend::stratum_cover_exactly`).
     /// Before the Stratum programs are loaded no root can have a stratum
-    /// rule (`prepare` runs first), so there is nothing to attach.
+    /// rule (`prepare` runs first), so there is nothing to attach; where
+    /// they are not needed, nothing is attached either.
     pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        let Some(stratum) = &self.stratum else {
-            return match roots.first() {
-                None => Ok(()),
-                Some(_) => Err(LoadError::Unsupported {
-                    what: "Stratum socket tracking".into(),
-                    fix: format!("{STRATUM_NEEDED_BY} loads it (internal ordering error)"),
+        let stratum = match &self.stratum {
+            StratumPrograms::Loaded(stratum) => stratum,
+            StratumPrograms::NotNeeded => return Ok(()),
+            StratumPrograms::NotYet => {
+                return match roots.first() {
+                    None => Ok(()),
+                    Some(_) => Err(LoadError::Unsupported {
+                        what: "Stratum socket tracking".into(),
+                        fix: format!("{STRATUM_NEEDED_BY} loads it (internal ordering error)"),
+                    }
+                    .into()),
                 }
-                .into()),
-            };
+            }
         };
         let sockops = [stratum.sockops()];
         self.stratum_links
@@ -203,7 +260,11 @@ impl SharedHooks {
     /// `None` for kinds they do not handle.
     pub fn kills_in_kernel(&self, kind: RuleKind) -> Option<bool> {
         match kind {
-            RuleKind::Stratum => Some(self.probe.skmsg_signal.available),
+            // The lsm hook, where it judges alone, can always signal.
+            RuleKind::Stratum => Some(
+                matches!(self.stratum, StratumPrograms::NotNeeded)
+                    || self.probe.skmsg_signal.available,
+            ),
             // cgroup/dev programs cannot signal.
             RuleKind::Open => Some(false),
             _ => None,

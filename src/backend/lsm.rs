@@ -9,9 +9,9 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
-    hooks::{SharedHooks, STRATUM_NEEDED_BY},
+    hooks::{SharedHooks, StratumJudge, STRATUM_NEEDED_BY},
     load_err,
-    lsm_stratum::LsmStratumHook,
+    lsm_stratum::{every_send_reaches_the_hook, LsmStratumHook},
     maps::SharedMaps,
     on_demand::OnDemand,
     skel::{
@@ -132,14 +132,27 @@ impl Backend for LsmBackend {
 
     fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
         // The sleepable judge first: whether it loads decides what the
-        // shared sk_msg program judges and whether Fast Open needs the
-        // tracepoints.
-        let lsm_judges = policy.stratum.is_some()
-            && self
-                .stratum
-                .load_with(|| LsmStratumHook::load(&self.maps))
-                .is_some();
-        self.hooks.prepare(&self.maps, policy, lsm_judges)
+        // shared sk_msg program judges (if it is needed at all) and
+        // whether Fast Open needs the tracepoints.
+        let mut judge = StratumJudge::SkMsg;
+        if policy.stratum.is_some() && !self.hooks.stratum_settled() {
+            let maps = &self.maps;
+            if let Some(hook) = self.stratum.load_with(|| LsmStratumHook::load(maps)) {
+                judge = StratumJudge::LsmAndSkMsg;
+                if every_send_reaches_the_hook().is_ok() {
+                    // It alone judges: attached now, so that a failed
+                    // attach still leaves the sk_msg program to judge.
+                    judge = match hook.activate() {
+                        Ok(()) => StratumJudge::Lsm,
+                        Err(e) => {
+                            self.stratum = OnDemand::Off(format!("attaching it failed: {e}"));
+                            StratumJudge::SkMsg
+                        }
+                    };
+                }
+            }
+        }
+        self.hooks.prepare(&self.maps, policy, judge)
     }
 
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {

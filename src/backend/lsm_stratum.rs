@@ -57,3 +57,56 @@ impl LsmStratumHook {
         Ok(())
     }
 }
+
+/// Whether every send of this kernel reaches `socket_sendmsg` with data the
+/// hook can read, so that no sk_msg program (and no sockops) is needed;
+/// otherwise why not.
+///
+/// - Linux 6.5 removed `proto_ops.sendpage`: sendfile and splice became
+///   `sendmsg(MSG_SPLICE_PAGES)` and reach the hook as pages (ITER_BVEC).
+///   Before, they went through sendpage, past the hook.
+/// - The hook reads those pages through the direct map, which needs the
+///   `page_offset_base` and `vmemmap_base` symbols (x86-64 with a
+///   randomised memory layout; the program's weak references to them are
+///   unset otherwise).
+pub(crate) fn every_send_reaches_the_hook() -> Result<(), String> {
+    use libbpf_rs::btf::{types::Struct, Btf};
+
+    let btf = Btf::from_vmlinux().map_err(|e| format!("reading the kernel's BTF failed: {e}"))?;
+    let ops: Struct<'_> = btf
+        .type_by_name("proto_ops")
+        .ok_or("the kernel's BTF has no struct proto_ops")?;
+    if ops.iter().any(|m| m.name.is_some_and(|n| n == "sendpage")) {
+        return Err(
+            "sendfile and splice bypass socket_sendmsg on this kernel (proto_ops.sendpage, before Linux 6.5)"
+                .into(),
+        );
+    }
+    let missing = kernel_symbols_missing(&["page_offset_base", "vmemmap_base"])
+        .map_err(|e| format!("reading /proc/kallsyms failed: {e}"))?;
+    match missing.first() {
+        None => Ok(()),
+        Some(name) => Err(format!(
+            "the kernel has no `{name}` symbol: the hook cannot read page-backed sends"
+        )),
+    }
+}
+
+/// Which of `names` /proc/kallsyms does not list.
+fn kernel_symbols_missing<'n>(names: &[&'n str]) -> std::io::Result<Vec<&'n str>> {
+    use std::io::BufRead;
+
+    let mut missing = names.to_vec();
+    let file = std::io::BufReader::new(std::fs::File::open("/proc/kallsyms")?);
+    for line in file.lines() {
+        let line = line?;
+        // "<address> <type> <name>[\t[module]]"
+        if let Some(name) = line.split_whitespace().nth(2) {
+            missing.retain(|n| *n != name);
+            if missing.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(missing)
+}

@@ -180,6 +180,12 @@ pub(crate) trait Backend: Send {
         Err("the cgroup backend judges Stratum in its sk_msg program".into())
     }
 
+    /// Whether the sk_msg program (with sockops) judges Stratum sends;
+    /// otherwise why not (see `SharedHooks::stratum_sk_msg`).
+    fn stratum_sk_msg(&self) -> Result<(), String> {
+        self.hooks().stratum_sk_msg()
+    }
+
     /// `policy` is about to be compiled into an apply or update: loads the
     /// optional hooks its rules need that are not loaded yet (Stratum,
     /// cmdline, loader exec; see `on_demand`), so what it reports as

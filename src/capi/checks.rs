@@ -1,5 +1,6 @@
 //! C API: learn mode, the event-path self-test, and whether the optional
-//! checks (loader exec, TCP Fast Open, Stratum in the lsm hook) are active,
+//! checks (loader exec, TCP Fast Open, Stratum in the lsm hook or in the
+//! sk_msg program) are active,
 //! and the sockets released from the Stratum send path.
 
 use std::{ffi::c_char, time::Duration};
@@ -25,6 +26,11 @@ pub enum mg_check {
     /// Stratum judged by the lsm backend's socket_sendmsg hook (refused
     /// sends fail with EPERM; otherwise the sk_msg program's EACCES).
     MG_CHECK_LSM_STRATUM = 3,
+    /// Stratum judged by the sk_msg program, with sockops tracking each new
+    /// client socket of a stratum scope (the cgroup backend; on the lsm
+    /// backend only where sendfile and splice bypass its hook, before
+    /// Linux 6.5).
+    MG_CHECK_STRATUM_SK_MSG = 4,
 }
 
 /// Whether optional check `check` (an `MG_CHECK_*` value) is active:
@@ -52,9 +58,10 @@ pub unsafe extern "C" fn mg_enforcer_check_status(
                 1 => e.loader_exec(),
                 2 => e.fast_open(),
                 3 => e.lsm_stratum(),
+                4 => e.stratum_sk_msg(),
                 other => {
                     return Err(Failure::invalid(format!(
-                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum)"
+                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum, 4 stratum sk_msg)"
                     )))
                 }
             })

@@ -856,3 +856,22 @@ pub fn send_parts_in(
         0
     })
 }
+
+/// Whether the running kernel is at least `major.minor` (from uname).
+#[allow(dead_code)]
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// Whether, on `backend`, the lsm socket_sendmsg hook alone judges Stratum
+/// (every send reaches it from Linux 6.5: no sk_msg program, no sockops).
+#[allow(dead_code)]
+pub fn lsm_judges_every_send(backend_is_lsm: bool) -> bool {
+    backend_is_lsm && kernel_at_least(6, 5)
+}

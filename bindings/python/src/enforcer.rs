@@ -357,6 +357,16 @@ impl Enforcer {
         self.with(py, |e| Ok(e.lsm_stratum().err()))
     }
 
+    /// None when the sk_msg program (with sockops tracking each new client
+    /// socket of a stratum scope) judges Stratum sends; otherwise why not
+    /// (the lsm backend needs neither where every send reaches its hook,
+    /// Linux 6.5 and later; loaded with the first profile that has a
+    /// stratum rule).
+    #[getter]
+    fn stratum_sk_msg(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.stratum_sk_msg().err()))
+    }
+
     /// The errno a send refused by a stratum rule fails with (final once a
     /// profile with a stratum rule is applied: the Stratum hooks load with
     /// it).

@@ -135,6 +135,7 @@ def test_learn_then_allow_only_and_self_test_events(
     # Loaded with the first profile that needs them: none so far has a
     # stratum rule, nor (on the cgroup backend) exec rules judging files.
     assert enforcer.fast_open is not None and "not loaded yet" in enforcer.fast_open
+    assert enforcer.stratum_sk_msg is not None and "not loaded yet" in enforcer.stratum_sk_msg
     if enforcer.backend == "lsm":
         assert enforcer.loader_exec is None
     else:
@@ -187,6 +188,8 @@ def test_stratum_send_is_refused_and_clean_sockets_are_released(
     assert enforcer.stratum_errno == (errno.EPERM if enforcer.lsm_stratum is None else errno.EACCES)
     assert enforcer.fast_open is None
     assert (enforcer.lsm_stratum is None) == (enforcer.backend == "lsm"), enforcer.lsm_stratum
+    if enforcer.backend == "cgroup":
+        assert enforcer.stratum_sk_msg is None
     subscribe = '{"id": 1, "method": "mining.subscribe", "params": []}\n'
     assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), subscribe, "0"]) == enforcer.stratum_errno
     ev = wait_for(enforcer, "stratum-protocol")

@@ -59,9 +59,11 @@ static __always_inline __u32 mg_eq(__u64 a, __u64 b)
  * Which of `"method"`, `"mining.` and `"login"` occur in the window. The
  * buffer is zeroed past the message, so the whole window is scanned with no
  * length test; the loop is unrolled (bpf_loop's callback is refused in
- * sk_msg by 6.1) and has no branch, so the verifier walks it once: with a
- * branch per key found, 6.12's verifier followed each combination of keys
- * seen and gave up past a million instructions.
+ * sk_msg by 6.1). Only a quote starts a key, so other bytes cost one load
+ * and one test. The keys are compared without branches: with a branch per
+ * key found, 6.12's verifier followed each combination of keys seen (as
+ * constants) and gave up past a million instructions; now `seen` is one
+ * unknown value wherever the paths meet.
  */
 static __always_inline __u32 scan_keys(const char *buf)
 {
@@ -72,8 +74,11 @@ static __always_inline __u32 scan_keys(const char *buf)
 
 #pragma clang loop unroll(full)
 	for (__u32 i = 0; i < MG_STRATUM_WINDOW; i++) {
-		__u64 w = word_at(buf, i);
+		__u64 w;
 
+		if (buf[i] != '"')
+			continue;
+		w = word_at(buf, i);
 		seen |= mg_eq(w, method) * MG_SEEN_METHOD;
 		seen |= mg_eq(w, mining) * MG_SEEN_MINING;
 		seen |= mg_eq(w & 0x00ffffffffffffffULL, login) * MG_SEEN_LOGIN;

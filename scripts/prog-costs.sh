@@ -2,7 +2,7 @@
 # What each of the enforcer's cgroup programs costs per run, on a loop of
 # loopback connects (connect + accept + close) run under a profile:
 #   scripts/prog-costs.sh [profile.yaml] [connects]
-# The enforcer runs the loop in a fresh cgroup of its own (`enforcer run`);
+# The enforcer runs the loop in a fresh cgroup of its own (`minerguard run`);
 # the kernel's BPF run-time statistics (kernel.bpf_stats_enabled, restored on
 # exit) are read with bpftool for exactly the programs attached to that
 # cgroup. The statistics themselves add two clock reads per run (≈20-40 ns),
@@ -15,7 +15,7 @@ connects=${2:-20000}
 command -v bpftool >/dev/null || { echo "prog-costs: bpftool not found (apt-get install bpftool)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "prog-costs: needs root" >&2; exit 1; }
 
-cargo build --release --example enforcer >&2
+cargo build --release -p minerguard-cli >&2
 inner=$(mktemp /tmp/prog-costs.XXXXXX.py)
 before=$(sysctl -n kernel.bpf_stats_enabled)
 trap 'sysctl -qw kernel.bpf_stats_enabled="$before"; rm -f "$inner"' EXIT
@@ -51,4 +51,4 @@ for prog in attached:
     print(f"{info['name']:<18} {prog['attach_type']:<16} {runs:>9} {runs / connects:>12.2f} "
           f"{per_run:>8.0f} {ns / connects:>10.0f}")
 EOF
-target/release/examples/enforcer run --profile "$profile" -- python3 "$inner" "$connects"
+target/release/minerguard run --profile "$profile" -- python3 "$inner" "$connects"

@@ -15,12 +15,16 @@ step() { printf '\n== %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy -D warnings (the whole workspace: library, cli, Python bindings)"
+cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test (unit, doc and kernel integration tests; backend: ${MINERGUARD_TEST_BACKEND:-auto})"
-# Plain `cargo test` also builds examples/enforcer, which tests/cli.rs runs.
-cargo test
+step "cargo test (unit, doc and kernel integration tests of the library and the CLI; backend: ${MINERGUARD_TEST_BACKEND:-auto})"
+# The CLI's tests (cli/tests) run the `minerguard` binary cargo builds for them.
+cargo test --workspace
+
+step "cargo install --path cli (the minerguard binary installs)"
+cargo install --quiet --locked --debug --path cli --root target/install-check --target-dir target
+target/install-check/bin/minerguard --version
 
 step "benches, once each in test mode (they must keep working; figures: BENCHMARKS.md)"
 cargo test --benches

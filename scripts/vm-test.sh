@@ -34,7 +34,8 @@ command -v vng >/dev/null || die "vng not found (pip install virtme-ng)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 
 echo "vm-test: building test binaries"
-cargo build --examples --quiet
+# `cli` is the minerguard-cli package's test: building it builds the
+# `minerguard` binary it runs (CARGO_BIN_EXE_minerguard).
 test_args=()
 for t in $lsm_tests; do test_args+=(--test "$t"); done
 mapfile -t bins < <(cargo test --no-run --message-format=json "${test_args[@]}" 2>/dev/null |

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::{os::unix::process::ExitStatusExt, process::Command};
-
 use minerguard::{
     profile::{ArgCmp, ArgOp, SeccompAction, SeccompMatch, SeccompPreset, SyscallRule},
     seccomp::{install_raw, oci},
@@ -233,82 +231,4 @@ fn oci_errors_name_the_field() {
         .unwrap_err()
         .to_string()
         .contains("listenerPath"));
-}
-
-/// target/<profile>/examples/enforcer, built by `cargo test`.
-fn enforcer_bin() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    deps.parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/enforcer")
-}
-
-#[test]
-fn enforcer_seccomp_prints_each_format() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let strict = root.join("profiles/container-strict.yaml");
-    let out = Command::new(enforcer_bin())
-        .args(["seccomp", strict.to_str().unwrap(), "--format", "oci"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
-    let out = Command::new(enforcer_bin())
-        .args(["seccomp", strict.to_str().unwrap(), "--format", "bpf"])
-        .output()
-        .unwrap();
-    assert!(out.status.success() && out.stdout.len() % 8 == 0 && !out.stdout.is_empty());
-    let out = Command::new(enforcer_bin())
-        .args(["seccomp", strict.to_str().unwrap(), "--format", "pfc"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ptrace"));
-    let default = root.join("profiles/default.yaml");
-    let out = Command::new(enforcer_bin())
-        .args(["seccomp", default.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no seccomp rule"));
-}
-
-#[test]
-fn enforcer_run_installs_the_profiles_filter_in_the_command() {
-    if !common::kernel_tests_enabled("enforcer_run_installs_the_profiles_filter_in_the_command") {
-        return;
-    }
-    let dir = common::TempDir::new("seccomp-run");
-    let profile = dir.path().join("p.yaml");
-    std::fs::write(
-        &profile,
-        "apiVersion: minerguard/v1\nname: sc\nrules:\n  - name: no-ptrace\n    action: deny\n    seccomp:\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 13 }\n",
-    )
-    .unwrap();
-    // perl's syscall(): ptrace(PTRACE_TRACEME) = syscall 101 on x86_64.
-    let script = "my $r = syscall(101, 0, 0, 0, 0); exit($r == -1 ? $!+0 : 0)";
-    let under = Command::new(enforcer_bin())
-        .args([
-            "run",
-            "--profile",
-            profile.to_str().unwrap(),
-            "--",
-            "perl",
-            "-e",
-            script,
-        ])
-        .status()
-        .unwrap();
-    assert_eq!(under.code(), Some(libc::EACCES), "{:?}", under.signal());
-    let plain = Command::new("perl").args(["-e", script]).status().unwrap();
-    assert_eq!(
-        plain.code(),
-        Some(0),
-        "outside the filter ptrace(TRACEME) works"
-    );
 }

@@ -289,24 +289,14 @@ impl KernelPolicy {
                         }
                     }
                 }
-                MatcherKind::Stratum if policy.stratum.map_or(true, |s| r.action > s.action) => {
-                    policy.stratum = Some(r);
-                }
-                MatcherKind::ExecMemfd if policy.memfd.map_or(true, |s| r.action > s.action) => {
-                    policy.memfd = Some(r);
-                }
-                MatcherKind::OpenMsr if policy.msr.map_or(true, |s| r.action > s.action) => {
-                    policy.msr = Some(r);
-                }
-                MatcherKind::ExecNoNewExec
-                    if policy.no_new_exec.map_or(true, |s| r.action > s.action) =>
-                {
-                    policy.no_new_exec = Some(r);
-                }
+                // One switch each: the strongest rule (the earlier among
+                // equals) holds it.
+                MatcherKind::Stratum => keep_strongest(&mut policy.stratum, r),
+                MatcherKind::ExecMemfd => keep_strongest(&mut policy.memfd, r),
+                MatcherKind::OpenMsr => keep_strongest(&mut policy.msr, r),
+                MatcherKind::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
                 MatcherKind::ExecAllowOnly => {
-                    if policy.allow_only.map_or(true, |s| r.action > s.action) {
-                        policy.allow_only = Some(r);
-                    }
+                    keep_strongest(&mut policy.allow_only, r);
                     for p in rule.exec.iter().flat_map(|e| &e.allow_only) {
                         let is_prefix = p.ends_with('/');
                         let path = if is_prefix {
@@ -340,9 +330,11 @@ impl KernelPolicy {
                         }
                     }
                 }
-                // Kept as rules (named in events and reports); their kernel
-                // entries come with the backends that enforce them.
-                _ => {}
+                // Not a kernel map entry: the seccomp compiler builds the
+                // filter (SeccompPolicy); the rule is kept below so events
+                // and reports can name it. No `_` arm: a new matcher kind
+                // does not build until it is compiled here.
+                MatcherKind::Seccomp => {}
             }
             policy.rules.push(CompiledRule {
                 name: rule.name.as_str().into(),
@@ -585,6 +577,14 @@ pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
         None => bits,
     };
     Some((ip, len))
+}
+
+/// Sets a profile-wide switch to `r` unless a rule at least as strong
+/// holds it already (kill > deny > audit; the earlier among equals).
+fn keep_strongest(slot: &mut Option<RuleRef>, r: RuleRef) {
+    if slot.map_or(true, |s| r.action > s.action) {
+        *slot = Some(r);
+    }
 }
 
 fn insert_strongest<K: Ord>(map: &mut BTreeMap<K, RuleRef>, key: K, r: RuleRef) {

@@ -1,6 +1,7 @@
-//! The standalone enforcer (examples/enforcer.rs) end to end, on the real
-//! kernel: exit statuses, JSON-lines events, cgroup cleanup, check, probe.
+//! The `minerguard` binary end to end, on the real kernel: exit statuses,
+//! JSON-lines events, cgroup cleanup, check, probe, seccomp, learn, watch.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::{
@@ -11,21 +12,18 @@ use std::{
 
 use common::*;
 
-/// target/<profile>/examples/enforcer, built by `cargo test` with the tests.
-fn enforcer_bin() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let dir = deps.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples/enforcer");
-    assert!(
-        bin.exists(),
-        "{} missing: run through `cargo test`",
-        bin.display()
-    );
-    bin
+/// The binary under test, built by cargo with these tests.
+fn minerguard_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_minerguard"))
 }
 
-fn enforcer_cmd(args: &[&str]) -> Output {
-    let mut cmd = Command::new(enforcer_bin());
+/// The repository's top level (bundled profiles live there).
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn minerguard_cmd(args: &[&str]) -> Output {
+    let mut cmd = Command::new(minerguard_bin());
     cmd.args(args.first());
     // Right after the subcommand: after `--` it would be the command's.
     if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
@@ -34,20 +32,20 @@ fn enforcer_cmd(args: &[&str]) -> Output {
         }
     }
     cmd.args(args.iter().skip(1));
-    cmd.output().expect("run enforcer")
+    cmd.output().expect("run minerguard")
 }
 
-/// `enforcer run --profile <profile> -- sh -c <script>`.
+/// `minerguard run --profile <profile> -- sh -c <script>`.
 fn run_sh(profile: &Path, script: &str) -> Output {
     run_sh_with(profile, &[], script)
 }
 
-/// `enforcer run --profile <profile> <options> -- sh -c <script>`.
+/// `minerguard run --profile <profile> <options> -- sh -c <script>`.
 fn run_sh_with(profile: &Path, options: &[&str], script: &str) -> Output {
     let mut args = vec!["run", "--profile", profile.to_str().unwrap()];
     args.extend_from_slice(options);
     args.extend_from_slice(&["--", "sh", "-c", script]);
-    enforcer_cmd(&args)
+    minerguard_cmd(&args)
 }
 
 fn write_profile(dir: &TempDir, text: &str) -> PathBuf {
@@ -83,7 +81,7 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     let miner = fake_miner(&dir, "xmrig");
     let marker = dir.path().join("marker");
     let profile = write_profile(&dir, EXEC_PROFILE);
-    let out = enforcer_cmd(&[
+    let out = minerguard_cmd(&[
         "run",
         "--profile",
         profile.to_str().unwrap(),
@@ -94,7 +92,7 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!marker.exists(), "the miner ran");
     // Killed (cgroup backend: 128 + SIGKILL) or refused (lsm backend: 127).
-    let code = out.status.code().expect("enforcer exits normally");
+    let code = out.status.code().expect("minerguard exits normally");
     assert!(code == 137 || code == 127, "exit {code}, stderr:\n{stderr}");
 
     let events = json_events(&stderr);
@@ -203,7 +201,7 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
         (backend, counts)
     };
     let ports_only = write_profile(&dir, "apiVersion: minerguard/v1\nname: ports\nrules:\n  - name: pool-port\n    action: deny\n    connect: { ports: [3333] }\n");
-    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/default.yaml");
+    let default = repo_root().join("profiles/default.yaml");
     let (backend, few) = loaded(&ports_only);
     let (_, all) = loaded(&default);
     let n = |m: &std::collections::BTreeMap<u32, usize>, t| m.get(&t).copied().unwrap_or(0);
@@ -251,7 +249,7 @@ fn run_passes_exit_status_through_and_writes_events_to_file() {
     let dir = TempDir::new("cli-status");
     let profile = write_profile(&dir, EXEC_PROFILE);
     let events = dir.path().join("events.jsonl");
-    let out = enforcer_cmd(&[
+    let out = minerguard_cmd(&[
         "run",
         "--profile",
         profile.to_str().unwrap(),
@@ -284,7 +282,7 @@ fn run_reports_a_missing_command() {
     }
     let dir = TempDir::new("cli-missing");
     let profile = write_profile(&dir, EXEC_PROFILE);
-    let out = enforcer_cmd(&[
+    let out = minerguard_cmd(&[
         "run",
         "--profile",
         profile.to_str().unwrap(),
@@ -304,7 +302,7 @@ fn run_rejects_a_bad_profile_before_touching_the_kernel() {
         &dir,
         "apiVersion: minerguard/v1\nname: bad\nrules:\n  - name: p\n    action: deny\n    connect: { ports: [0] }\n",
     );
-    let out = enforcer_cmd(&["run", "--profile", profile.to_str().unwrap(), "--", "true"]);
+    let out = minerguard_cmd(&["run", "--profile", profile.to_str().unwrap(), "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rules[0].connect.ports[0]"), "{stderr}");
@@ -317,7 +315,7 @@ fn check_reports_every_error_compiler_style() {
         &dir,
         "apiVersion: minerguard/v1\nname: bad\nrules:\n  - name: a\n    action: deny\n    exec: { names: [\"\", \"x/y\"] }\n  - name: a\n    action: deny\n    connect: { ports: [0] }\n",
     );
-    let out = enforcer_cmd(&["check", bad.to_str().unwrap()]);
+    let out = minerguard_cmd(&["check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -337,7 +335,7 @@ fn check_reports_every_error_compiler_style() {
         &dir,
         "apiVersion: minerguard/v1\nname: u\nrules:\n  - name: a\n    action: deny\n    exek: {}\n",
     );
-    let out = enforcer_cmd(&["check", unknown.to_str().unwrap()]);
+    let out = minerguard_cmd(&["check", unknown.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -345,8 +343,8 @@ fn check_reports_every_error_compiler_style() {
         "{stderr}"
     );
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = enforcer_cmd(&[
+    let root = repo_root();
+    let out = minerguard_cmd(&[
         "check",
         root.join("profiles/default.yaml").to_str().unwrap(),
     ]);
@@ -364,7 +362,7 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
     if !kernel_tests_enabled("probe_json_names_the_backend_and_why_lsm_is_missing") {
         return;
     }
-    let out = enforcer_cmd(&["probe", "--json"]);
+    let out = minerguard_cmd(&["probe", "--json"]);
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["cgroup2"]["available"], true);
@@ -439,7 +437,7 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
     let marker = dir.path().join("marker");
     let profile = write_profile(&dir, EXEC_PROFILE);
     let cg = test_cgroup();
-    let mut cmd = Command::new(enforcer_bin());
+    let mut cmd = Command::new(minerguard_bin());
     cmd.args(["watch", "--profile", profile.to_str().unwrap(), "--cgroup"])
         .arg(cg.cgroup().path())
         .stdout(std::process::Stdio::piped())
@@ -499,7 +497,7 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
     let marker = dir.path().join("marker");
     let learned = dir.path().join("learned.yaml");
     let cg = test_cgroup();
-    let mut cmd = Command::new(enforcer_bin());
+    let mut cmd = Command::new(minerguard_bin());
     cmd.args([
         "learn",
         "--duration",
@@ -531,7 +529,7 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
     // `run` under the learned profile: the app runs, a newcomer does not.
     let _ = std::fs::remove_file(&marker);
     let run = |program: &Path| {
-        enforcer_cmd(&[
+        minerguard_cmd(&[
             "run",
             "--profile",
             learned.to_str().unwrap(),
@@ -559,7 +557,191 @@ fn learn_writes_an_allow_only_profile_that_run_enforces() {
     );
 
     // Bad durations are refused before anything is loaded.
-    let bad = enforcer_cmd(&["learn", "--cgroup", "/nonexistent", "--duration", "5x"]);
+    let bad = minerguard_cmd(&["learn", "--cgroup", "/nonexistent", "--duration", "5x"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown unit"));
+}
+
+#[test]
+fn seccomp_prints_each_format() {
+    let root = repo_root();
+    let strict = root.join("profiles/container-strict.yaml");
+    let out = Command::new(minerguard_bin())
+        .args(["seccomp", strict.to_str().unwrap(), "--format", "oci"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+    let out = Command::new(minerguard_bin())
+        .args(["seccomp", strict.to_str().unwrap(), "--format", "bpf"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.len() % 8 == 0 && !out.stdout.is_empty());
+    let out = Command::new(minerguard_bin())
+        .args(["seccomp", strict.to_str().unwrap(), "--format", "pfc"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ptrace"));
+    let default = root.join("profiles/default.yaml");
+    let out = Command::new(minerguard_bin())
+        .args(["seccomp", default.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no seccomp rule"));
+}
+
+#[test]
+fn run_installs_the_profiles_filter_in_the_command() {
+    if !kernel_tests_enabled("run_installs_the_profiles_filter_in_the_command") {
+        return;
+    }
+    let dir = TempDir::new("seccomp-run");
+    let profile = dir.path().join("p.yaml");
+    std::fs::write(
+        &profile,
+        "apiVersion: minerguard/v1\nname: sc\nrules:\n  - name: no-ptrace\n    action: deny\n    seccomp:\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 13 }\n",
+    )
+    .unwrap();
+    // perl's syscall(): ptrace(PTRACE_TRACEME) = syscall 101 on x86_64.
+    let script = "my $r = syscall(101, 0, 0, 0, 0); exit($r == -1 ? $!+0 : 0)";
+    let under = Command::new(minerguard_bin())
+        .args([
+            "run",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--",
+            "perl",
+            "-e",
+            script,
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(under.code(), Some(libc::EACCES), "{:?}", under.signal());
+    let plain = Command::new("perl").args(["-e", script]).status().unwrap();
+    assert_eq!(
+        plain.code(),
+        Some(0),
+        "outside the filter ptrace(TRACEME) works"
+    );
+}
+
+#[test]
+fn profile_takes_a_bundled_name_and_events_are_appended() {
+    if !kernel_tests_enabled("profile_takes_a_bundled_name_and_events_are_appended") {
+        return;
+    }
+    let dir = TempDir::new("cli-bundled");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let events = dir.path().join("events.jsonl");
+    // `default` is no file here: it names the bundled profile.
+    for round in 1..=2 {
+        let out = minerguard_cmd(&[
+            "run",
+            "--profile",
+            "default",
+            "--events",
+            events.to_str().unwrap(),
+            "--",
+            miner.to_str().unwrap(),
+            marker.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("profile `default` enforced"), "{stderr}");
+        assert!(!marker.exists(), "round {round}: the miner ran");
+        // A second run adds to the file: a restart never loses alerts.
+        let written = json_events(&std::fs::read_to_string(&events).unwrap());
+        assert_eq!(written.len(), round, "round {round}: {written:?}");
+        assert!(written.iter().all(|e| e["rule"] == "miner-binary"));
+    }
+}
+
+#[test]
+fn check_takes_bundled_names_and_says_what_a_missing_file_may_be() {
+    let out = minerguard_cmd(&["check", "default", "container-strict", "audit"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for name in ["default", "container-strict", "audit"] {
+        assert!(
+            stdout.contains(&format!("bundled:{name}: ok: profile `{name}`")),
+            "{stdout}"
+        );
+    }
+    // Neither a file nor a bundled name: an input error (2), with the names.
+    let out = minerguard_cmd(&["check", "defualt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("defualt") && stderr.contains("bundled profiles: default"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_json_lists_every_diagnostic_with_its_position() {
+    let dir = TempDir::new("cli-check-json");
+    let bad = write_profile(
+        &dir,
+        "apiVersion: minerguard/v1\nname: bad\nrules:\n  - name: a\n    action: deny\n    exec: { names: [\"\", \"x/y\"] }\n  - name: a\n    action: deny\n    connect: { ports: [0] }\n",
+    );
+    let out = minerguard_cmd(&["check", "--json", bad.to_str().unwrap(), "audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    let profiles = doc["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2);
+    assert_eq!(profiles[0]["file"], bad.to_str().unwrap());
+    assert_eq!(profiles[0]["ok"], false);
+    let fields: Vec<&str> = profiles[0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "rules[0].exec.names[0]",
+            "rules[0].exec.names[1]",
+            "rules[1].name",
+            "rules[1].connect.ports[0]"
+        ]
+    );
+    assert_eq!(profiles[1]["file"], "bundled:audit");
+    assert_eq!(profiles[1]["ok"], true);
+}
+
+#[test]
+fn a_kernel_that_refuses_the_backend_exits_3() {
+    if !kernel_tests_enabled("a_kernel_that_refuses_the_backend_exits_3") {
+        return;
+    }
+    let lsm = minerguard::probe().bpf_lsm.available;
+    let out = Command::new(minerguard_bin())
+        .args([
+            "run",
+            "--backend",
+            "lsm",
+            "--profile",
+            "default",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if lsm {
+        assert!(out.status.success(), "{stderr}");
+    } else {
+        // This machine's kernel refuses BPF-LSM programs: a kernel error,
+        // told apart from bad input (2).
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.starts_with("minerguard: error: "), "{stderr}");
+    }
 }

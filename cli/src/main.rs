@@ -1,0 +1,215 @@
+//! `minerguard`: stop crypto-miners in the kernel, from the command line.
+//!
+//! ```text
+//! minerguard run --profile P [--events FILE] [--backend B] -- CMD ARGS...
+//! minerguard watch --profile P [--cgroup PATH]... [--host] [--events FILE]
+//! minerguard learn --cgroup PATH [--duration 60s] [--out FILE]
+//! minerguard check [--json] P...
+//! minerguard seccomp P [--format oci|bpf|pfc]
+//! minerguard probe [--json]
+//! ```
+//!
+//! `P` is a profile file (YAML or JSON) or a bundled profile's name
+//! (`default`, `container-strict`, `audit`). Exit codes: 0 success, 1
+//! problems found (`check`, `probe` without a usable backend), 2 usage or
+//! input error, 3 the kernel refused to load or attach; `run` exits with its
+//! command's status.
+
+mod check;
+mod learn;
+mod probe;
+mod profile_arg;
+mod run;
+mod seccomp;
+mod signals;
+mod sink;
+mod warnings;
+mod watch;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use minerguard::{BackendChoice, Enforcer, EnforcerOptions};
+
+use profile_arg::ProfileArg;
+
+/// The result of a command: its exit code, or an error to print.
+type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Every line the command prints about itself starts with this.
+const PREFIX: &str = "minerguard";
+
+/// Exit code for problems found (`check`) or no usable backend (`probe`).
+const EXIT_FINDINGS: u8 = 1;
+/// Exit code for bad usage or input (a missing or invalid profile, ...).
+const EXIT_USAGE: u8 = 2;
+/// Exit code for a kernel that refused to load or attach a program.
+const EXIT_KERNEL: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "minerguard",
+    version,
+    about = "minerguard: stop crypto-miners in the kernel",
+    after_help = "Exit codes: 0 success, 1 problems found, 2 usage or input error, 3 kernel refused to load or attach. `run` exits with its command's status."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// How the enforcer loads (run, watch, learn).
+#[derive(clap::Args, Clone, Copy)]
+struct LoadArgs {
+    /// Backend: auto, lsm or cgroup.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Attach no syscall tracepoints (cgroup backend: no loader-exec and no
+    /// TCP Fast Open check; saves the tracing slow path on every syscall
+    /// on the host).
+    #[arg(long)]
+    no_syscall_tracepoints: bool,
+}
+
+impl LoadArgs {
+    /// A new enforcer with these options.
+    fn enforcer(self) -> CliResult<Enforcer> {
+        Ok(Enforcer::with_options(EnforcerOptions {
+            backend: self.backend,
+            syscall_tracepoints: !self.no_syscall_tracepoints,
+            ..Default::default()
+        })?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run CMD in a fresh cgroup under the profile; exit with its status.
+    Run {
+        /// Profile file (YAML or JSON) or bundled profile name.
+        #[arg(long)]
+        profile: ProfileArg,
+        /// Append events (JSON lines) to this file instead of stderr.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// No status lines, only events.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Enforce on cgroups (or the host) until SIGINT/SIGTERM; SIGHUP reloads.
+    Watch {
+        /// Profile file (YAML or JSON) or bundled profile name.
+        #[arg(long)]
+        profile: ProfileArg,
+        /// cgroup v2 directory to enforce on (repeatable).
+        #[arg(long = "cgroup")]
+        cgroups: Vec<PathBuf>,
+        /// Enforce on the whole host.
+        #[arg(long)]
+        host: bool,
+        /// Append events (JSON lines) to this file instead of stdout.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Record what a cgroup executes (nothing is refused meanwhile), then
+    /// write an `exec.allow_only` profile listing it.
+    Learn {
+        /// cgroup v2 directory to learn from.
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// How long to learn: `90`, `90s`, `5m`, `1h`.
+        #[arg(long, default_value = "60s", value_parser = learn::parse_duration)]
+        duration: Duration,
+        /// Write the profile here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of the written profile.
+        #[arg(long, default_value = "learned")]
+        name: String,
+        /// Action of the written rule for anything not learned.
+        #[arg(long, default_value = "deny", value_parser = ["deny", "kill", "audit"])]
+        action: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Validate profiles; print every problem, compiler style
+    /// (file:line:column). Exit 0 when clean, 1 with problems, 2 when a
+    /// file cannot be read.
+    Check {
+        /// Print the diagnostics as JSON (one document on stdout).
+        #[arg(long)]
+        json: bool,
+        /// Profile files or bundled profile names.
+        #[arg(required = true)]
+        profiles: Vec<ProfileArg>,
+    },
+    /// Print the profile's seccomp filter: OCI `linux.seccomp` JSON, raw BPF
+    /// (binary `sock_filter` array) or libseccomp PFC text.
+    Seccomp {
+        /// Profile file (YAML or JSON) or bundled profile name.
+        profile: ProfileArg,
+        /// Output format.
+        #[arg(long, default_value = "oci", value_parser = ["oci", "bpf", "pfc"])]
+        format: String,
+    },
+    /// Report what this kernel supports and which backend would be used.
+    Probe {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run {
+            profile,
+            events,
+            load,
+            quiet,
+            cmd,
+        } => run::run(&profile, events.as_deref(), load, quiet, &cmd),
+        Cmd::Watch {
+            profile,
+            cgroups,
+            host,
+            events,
+            load,
+        } => watch::watch(&profile, &cgroups, host, events.as_deref(), load),
+        Cmd::Learn {
+            cgroup,
+            duration,
+            out,
+            name,
+            action,
+            load,
+        } => learn::learn(&cgroup, duration, out.as_deref(), &name, &action, load),
+        Cmd::Check { json, profiles } => Ok(check::check(&profiles, json)),
+        Cmd::Seccomp { profile, format } => seccomp::print(&profile, &format),
+        Cmd::Probe { json } => Ok(probe::print(json)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{PREFIX}: error: {e}");
+            ExitCode::from(exit_code_of(e.as_ref()))
+        }
+    }
+}
+
+/// [`EXIT_KERNEL`] when the kernel refused a program or an attachment,
+/// [`EXIT_USAGE`] for everything else.
+fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> u8 {
+    match e.downcast_ref::<minerguard::Error>() {
+        Some(minerguard::Error::Load(_) | minerguard::Error::Attach(_)) => EXIT_KERNEL,
+        _ => EXIT_USAGE,
+    }
+}

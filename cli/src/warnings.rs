@@ -1,0 +1,66 @@
+//! What an applied profile leaves unenforced on this kernel, said once.
+
+use minerguard::{BackendKind, Enforcer, KernelPolicy, MatcherKind, PolicyHandle, Profile};
+
+use crate::PREFIX;
+
+/// Says which rules of the applied profile this backend leaves unenforced.
+///
+/// `seccomp_installed`: the command gets the seccomp filter (`run`), so
+/// seccomp rules are enforced even though no BPF backend carries them.
+pub fn unenforced(
+    enforcer: &Enforcer,
+    handle: PolicyHandle,
+    profile: &Profile,
+    seccomp_installed: bool,
+) {
+    for rule in &profile.rules {
+        if rule
+            .stratum
+            .as_ref()
+            .is_some_and(|s| !s.signatures.is_empty())
+        {
+            eprintln!(
+                "{PREFIX}: warning: rule `{}`: extra stratum.signatures are not matched in the kernel in this release (the built-in signatures are)",
+                rule.name
+            );
+        }
+    }
+    for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
+        eprintln!("{PREFIX}: warning: domain `{domain}` resolved to no address; not enforced until it does");
+    }
+    // The optional checks load with the first profile that needs them: only
+    // a profile with such rules (as compiled: e.g. exec.files that exist)
+    // has anything to warn about.
+    let compiled = KernelPolicy::compile(profile).and_then(|mut p| p.resolve_inodes().map(|()| p));
+    let (has_stratum, judges_files) = compiled
+        .map(|p| (p.stratum.is_some(), p.judges_mapped_files()))
+        .unwrap_or((false, false));
+    if has_stratum {
+        if let Err(why) = enforcer.fast_open() {
+            eprintln!("{PREFIX}: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
+        }
+        if enforcer.backend() == BackendKind::Lsm {
+            if let Err(why) = enforcer.lsm_stratum() {
+                eprintln!("{PREFIX}: warning: the sleepable socket_sendmsg hook does not judge Stratum ({why}): Stratum sends are refused by the sk_msg program (EACCES) instead");
+            }
+        }
+    }
+    if judges_files {
+        if let Err(why) = enforcer.loader_exec() {
+            eprintln!("{PREFIX}: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");
+        }
+    }
+    let gaps = enforcer.unenforced(handle).unwrap_or_default();
+    for gap in gaps
+        .iter()
+        .filter(|g| !(seccomp_installed && g.matcher == MatcherKind::Seccomp))
+    {
+        eprintln!(
+            "{PREFIX}: warning: rule `{}` ({}) is not enforced by the {} backend in this release",
+            gap.rule,
+            gap.matcher,
+            enforcer.backend()
+        );
+    }
+}

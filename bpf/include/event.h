@@ -9,12 +9,21 @@
 #ifndef MINERGUARD_EVENT_H
 #define MINERGUARD_EVENT_H
 
-#define MG_COMM_LEN 16
-#define MG_PATH_LEN 256
-/* Longest exec basename a rule can name (key size of the exec_names map). */
-#define MG_NAME_LEN 64
-/* Deepest cgroup level (root = 0) a scope can sit at. */
-#define MG_MAX_SCOPE_DEPTH 32
+/* Sizes and limits shared with userspace: an enum, not #defines, so they
+ * are in BTF and the Rust side reads them from the skeleton (bpf/abi.bpf.c). */
+enum mg_limit {
+	MG_COMM_LEN = 16,
+	MG_PATH_LEN = 256,
+	/* Longest exec basename a rule can name (key size of the exec_names map). */
+	MG_NAME_LEN = 64,
+	/* Deepest cgroup level (root = 0) a scope can sit at. */
+	MG_MAX_SCOPE_DEPTH = 32,
+	/* max_entries of mg_scopes: scopes one enforcer holds. */
+	MG_MAX_SCOPES = 4096,
+	/* exec.cmdline: pattern bytes, and patterns per 4-byte prefix bucket. */
+	MG_PATTERN_LEN = 64,
+	MG_BUCKET_SIZE = 8,
+};
 
 /* What a rule matched on. */
 enum mg_kind {
@@ -135,8 +144,6 @@ struct mg_cidr6_key {
 };
 
 /* exec.cmdline: patterns by their first 4 bytes. */
-#define MG_PATTERN_LEN 64
-#define MG_BUCKET_SIZE 8
 
 /* Key of `mg_cmdline_prefixes`. */
 struct mg_prefix_key {

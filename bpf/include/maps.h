@@ -30,7 +30,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MG_MAX_SCOPES);
 	__type(key, __u64);
 	__type(value, struct mg_scope);
 } mg_scopes SEC(".maps");

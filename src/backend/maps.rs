@@ -9,30 +9,31 @@ use crate::{
     profile::Action,
 };
 
-/// MG_NAME_LEN in event.h.
-pub(crate) const NAME_LEN: usize = 64;
-/// MG_MAX_SCOPE_DEPTH in event.h.
-pub(crate) const MAX_SCOPE_DEPTH: u32 = 32;
-/// max_entries of `mg_scopes`.
-pub(crate) const MAX_SCOPES: usize = 4096;
-/// MG_STAT_RINGBUF_DROPS.
-const STAT_RINGBUF_DROPS: u32 = 0;
+pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, NAME_LEN};
+use super::abi::{
+    ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
+    INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS,
+};
+pub(crate) use super::abi::{
+    SCOPE_ALLOW_ONLY, SCOPE_CIDR4, SCOPE_CIDR6, SCOPE_CMDLINE, SCOPE_INODES, SCOPE_MEMFD,
+    SCOPE_NO_NEW_EXEC,
+};
 
 /// `enum mg_action` values.
 pub(crate) fn action_code(a: Action) -> u8 {
     match a {
-        Action::Deny => 1,
-        Action::Kill => 2,
-        Action::Audit => 3,
+        Action::Deny => ACTION_DENY,
+        Action::Kill => ACTION_KILL,
+        Action::Audit => ACTION_AUDIT,
     }
 }
 
 /// Inverse of [`action_code`].
 pub(crate) fn action_from_code(c: u8) -> Option<Action> {
     match c {
-        1 => Some(Action::Deny),
-        2 => Some(Action::Kill),
-        3 => Some(Action::Audit),
+        ACTION_DENY => Some(Action::Deny),
+        ACTION_KILL => Some(Action::Kill),
+        ACTION_AUDIT => Some(Action::Audit),
         _ => None,
     }
 }
@@ -102,25 +103,6 @@ pub(crate) struct Cidr6Key {
     pub addr: [u8; 16],
 }
 
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_CIDR4: u32 = 1;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_CIDR6: u32 = 2;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_INODES: u32 = 4;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_MEMFD: u32 = 8;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_CMDLINE: u32 = 16;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_ALLOW_ONLY: u32 = 32;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_NO_NEW_EXEC: u32 = 64;
-/// MG_PATTERN_LEN.
-const PATTERN_LEN: usize = 64;
-/// MG_BUCKET_SIZE.
-const BUCKET_SIZE: usize = 8;
-
 /// `struct mg_prefix_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,10 +155,10 @@ impl InodeKey {
             ino: e.ino,
             // enum mg_inode_kind
             kind: match e.kind {
-                InodeKind::File => 1,
-                InodeKind::Dir => 2,
-                InodeKind::AllowFile => 3,
-                InodeKind::AllowDir => 4,
+                InodeKind::File => INODE_FILE,
+                InodeKind::Dir => INODE_DIR,
+                InodeKind::AllowFile => INODE_ALLOW_FILE,
+                InodeKind::AllowDir => INODE_ALLOW_DIR,
             },
             _pad: [0; 7],
         }
@@ -262,30 +244,68 @@ impl NameKey {
     }
 }
 
-/// Owned handles to the shared maps.
-#[derive(Debug)]
-pub(crate) struct SharedMaps {
-    pub events: MapHandle,
-    pub stats: MapHandle,
-    pub config: MapHandle,
-    pub scopes: MapHandle,
-    pub exec_names: MapHandle,
-    pub ports: MapHandle,
-    pub cidr4: MapHandle,
-    pub cidr6: MapHandle,
-    pub stratum: MapHandle,
-    pub memfd: MapHandle,
-    pub inodes: MapHandle,
-    pub msr: MapHandle,
-    pub cmd_prefix: MapHandle,
-    pub cmd_pattern: MapHandle,
-    pub allow_only: MapHandle,
-    pub no_new_exec: MapHandle,
-    pub exec_started: MapHandle,
-    pub tfo: MapHandle,
-    pub tfo_armed: MapHandle,
+/// Declares [`SharedMaps`] and its name lookup from one list of the maps
+/// that `bpf/include/maps.h` shares: `field: c_name`. The list is the only
+/// place a map name is written on the Rust side; `shared_maps_of!` (skel.rs)
+/// is generated from it too.
+macro_rules! declare_shared_maps {
+    // `$d` is a literal `$`, so the generated macro can have metavariables.
+    ($d:tt; $($(#[$doc:meta])* $field:ident: $c_name:ident,)+) => {
+        /// Owned handles to the shared maps.
+        #[derive(Debug)]
+        pub(crate) struct SharedMaps {
+            $($(#[$doc])* pub $field: MapHandle,)+
+        }
+
+        impl SharedMaps {
+            /// The handle for a map name of maps.h, for `bpf_map__reuse_fd`.
+            pub fn by_name(&self, name: &str) -> Option<&MapHandle> {
+                match name {
+                    $(stringify!($c_name) => Some(&self.$field),)+
+                    _ => None,
+                }
+            }
+        }
+
+        /// Owned handles (duplicated fds) on the shared maps of a loaded
+        /// skeleton's `maps` struct: `shared_maps_of!(skel.maps)`.
+        macro_rules! shared_maps_of {
+            ($d maps:expr) => {{
+                let m = &$d maps;
+                (|| -> libbpf_rs::Result<$crate::backend::maps::SharedMaps> {
+                    Ok($crate::backend::maps::SharedMaps {
+                        $($field: libbpf_rs::MapHandle::try_from(&m.$c_name)?,)+
+                    })
+                })()
+            }};
+        }
+        pub(crate) use shared_maps_of;
+    };
+}
+
+declare_shared_maps! {
+    $;
+    events: mg_events,
+    stats: mg_stats,
+    config: mg_config,
+    scopes: mg_scopes,
+    exec_names: mg_exec_names,
+    ports: mg_ports,
+    cidr4: mg_cidr4,
+    cidr6: mg_cidr6,
+    stratum: mg_stratum,
+    memfd: mg_memfd,
+    inodes: mg_inodes,
+    msr: mg_msr,
+    cmd_prefix: mg_cmd_prefix,
+    cmd_pattern: mg_cmd_pattern,
+    allow_only: mg_allow_only,
+    no_new_exec: mg_no_new_exec,
+    exec_started: mg_exec_started,
+    tfo: mg_tfo,
+    tfo_armed: mg_tfo_armed,
     /// `mg_stratum_done`: the lsm backend's per-socket Stratum verdicts.
-    pub stratum_done: MapHandle,
+    stratum_done: mg_stratum_done,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
@@ -293,33 +313,6 @@ fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {
 }
 
 impl SharedMaps {
-    /// The handle for a map name of maps.h, for `bpf_map__reuse_fd`.
-    pub fn by_name(&self, name: &str) -> Option<&MapHandle> {
-        Some(match name {
-            "mg_events" => &self.events,
-            "mg_stats" => &self.stats,
-            "mg_config" => &self.config,
-            "mg_scopes" => &self.scopes,
-            "mg_exec_names" => &self.exec_names,
-            "mg_ports" => &self.ports,
-            "mg_cidr4" => &self.cidr4,
-            "mg_cidr6" => &self.cidr6,
-            "mg_stratum" => &self.stratum,
-            "mg_memfd" => &self.memfd,
-            "mg_inodes" => &self.inodes,
-            "mg_msr" => &self.msr,
-            "mg_cmd_prefix" => &self.cmd_prefix,
-            "mg_cmd_pattern" => &self.cmd_pattern,
-            "mg_allow_only" => &self.allow_only,
-            "mg_no_new_exec" => &self.no_new_exec,
-            "mg_exec_started" => &self.exec_started,
-            "mg_tfo" => &self.tfo,
-            "mg_tfo_armed" => &self.tfo_armed,
-            "mg_stratum_done" => &self.stratum_done,
-            _ => return None,
-        })
-    }
-
     /// The maps holding one rule per policy, with the policy's rule for each.
     fn singletons(
         &self,

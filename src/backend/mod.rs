@@ -4,6 +4,7 @@
 //! policy the same way whichever one runs; a backend only loads its programs
 //! and decides where they attach.
 
+pub(crate) mod abi;
 mod attach;
 pub(crate) mod cgroup;
 mod cmdline;

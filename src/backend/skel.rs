@@ -16,6 +16,7 @@ macro_rules! skeleton {
     };
 }
 
+skeleton!(abi, "abi.skel.rs");
 skeleton!(cmdline, "cmdline.skel.rs");
 skeleton!(device, "device.skel.rs");
 skeleton!(exec_map_tp, "exec_map_tp.skel.rs");
@@ -106,35 +107,4 @@ pub(crate) fn reuse_shared_maps(
     Ok(())
 }
 
-/// Owned handles (duplicated fds) on the shared maps of a loaded skeleton's
-/// `maps` struct: `shared_maps_of!(skel.maps)`.
-macro_rules! shared_maps_of {
-    ($maps:expr) => {{
-        let m = &$maps;
-        (|| -> libbpf_rs::Result<$crate::backend::maps::SharedMaps> {
-            Ok($crate::backend::maps::SharedMaps {
-                events: libbpf_rs::MapHandle::try_from(&m.mg_events)?,
-                stats: libbpf_rs::MapHandle::try_from(&m.mg_stats)?,
-                config: libbpf_rs::MapHandle::try_from(&m.mg_config)?,
-                scopes: libbpf_rs::MapHandle::try_from(&m.mg_scopes)?,
-                exec_names: libbpf_rs::MapHandle::try_from(&m.mg_exec_names)?,
-                ports: libbpf_rs::MapHandle::try_from(&m.mg_ports)?,
-                cidr4: libbpf_rs::MapHandle::try_from(&m.mg_cidr4)?,
-                cidr6: libbpf_rs::MapHandle::try_from(&m.mg_cidr6)?,
-                stratum: libbpf_rs::MapHandle::try_from(&m.mg_stratum)?,
-                memfd: libbpf_rs::MapHandle::try_from(&m.mg_memfd)?,
-                inodes: libbpf_rs::MapHandle::try_from(&m.mg_inodes)?,
-                msr: libbpf_rs::MapHandle::try_from(&m.mg_msr)?,
-                cmd_prefix: libbpf_rs::MapHandle::try_from(&m.mg_cmd_prefix)?,
-                cmd_pattern: libbpf_rs::MapHandle::try_from(&m.mg_cmd_pattern)?,
-                allow_only: libbpf_rs::MapHandle::try_from(&m.mg_allow_only)?,
-                no_new_exec: libbpf_rs::MapHandle::try_from(&m.mg_no_new_exec)?,
-                exec_started: libbpf_rs::MapHandle::try_from(&m.mg_exec_started)?,
-                tfo: libbpf_rs::MapHandle::try_from(&m.mg_tfo)?,
-                tfo_armed: libbpf_rs::MapHandle::try_from(&m.mg_tfo_armed)?,
-                stratum_done: libbpf_rs::MapHandle::try_from(&m.mg_stratum_done)?,
-            })
-        })()
-    }};
-}
-pub(crate) use shared_maps_of;
+pub(crate) use super::maps::shared_maps_of;

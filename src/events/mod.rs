@@ -108,13 +108,14 @@ pub enum StratumSignature {
 }
 
 impl StratumSignature {
-    /// `enum mg_stratum_sig` in bpf/stratum.bpf.c.
+    /// `enum mg_stratum_sig` in bpf/include/stratum_match.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
+        use crate::backend::abi::{SIG_LOGIN, SIG_UNREADABLE, SIG_V1, SIG_V2};
         match id {
-            1 => Some(StratumSignature::V1),
-            2 => Some(StratumSignature::Login),
-            3 => Some(StratumSignature::V2),
-            4 => Some(StratumSignature::Unreadable),
+            SIG_V1 => Some(StratumSignature::V1),
+            SIG_LOGIN => Some(StratumSignature::Login),
+            SIG_V2 => Some(StratumSignature::V2),
+            SIG_UNREADABLE => Some(StratumSignature::Unreadable),
             _ => None,
         }
     }

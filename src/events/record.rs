@@ -1,18 +1,8 @@
 //! `struct mg_event` (bpf/include/event.h), as the ring buffer delivers it.
 
-/// MG_COMM_LEN.
-pub(crate) const COMM_LEN: usize = 16;
-/// MG_PATH_LEN.
-pub(crate) const PATH_LEN: usize = 256;
-
-/// `enum mg_kind`.
-pub(crate) const KIND_EXEC: u8 = 1;
-/// `enum mg_kind`.
-pub(crate) const KIND_CONNECT: u8 = 2;
-/// `enum mg_kind`.
-pub(crate) const KIND_STRATUM: u8 = 3;
-/// `enum mg_kind`.
-pub(crate) const KIND_DEVICE: u8 = 4;
+pub(crate) use crate::backend::abi::{
+    COMM_LEN, KIND_CONNECT, KIND_DEVICE, KIND_EXEC, KIND_STRATUM, PATH_LEN,
+};
 
 /// Mirror of `struct mg_event`.
 #[repr(C)]

@@ -1,0 +1,80 @@
+//! The values the BPF programs and userspace share, taken from the C
+//! declarations in `bpf/include/event.h` and `stratum_match.h` through the
+//! BTF of `bpf/abi.bpf.c` (its skeleton's `types`), never copied by hand:
+//! a change in C changes these, and a removed name stops the build.
+
+use super::skel::abi::types as c;
+
+/// `MG_COMM_LEN`: bytes of a task's comm in an event.
+pub(crate) const COMM_LEN: usize = c::mg_limit::MG_COMM_LEN.0 as usize;
+/// `MG_PATH_LEN`: bytes of a path in an event.
+pub(crate) const PATH_LEN: usize = c::mg_limit::MG_PATH_LEN.0 as usize;
+/// `MG_NAME_LEN`: longest exec basename a rule can name, NUL included.
+pub(crate) const NAME_LEN: usize = c::mg_limit::MG_NAME_LEN.0 as usize;
+/// `MG_MAX_SCOPE_DEPTH`: deepest cgroup level a scope can sit at.
+pub(crate) const MAX_SCOPE_DEPTH: u32 = c::mg_limit::MG_MAX_SCOPE_DEPTH.0;
+/// `MG_MAX_SCOPES`: max_entries of `mg_scopes`.
+pub(crate) const MAX_SCOPES: usize = c::mg_limit::MG_MAX_SCOPES.0 as usize;
+/// `MG_PATTERN_LEN`: bytes of an exec.cmdline pattern.
+pub(crate) const PATTERN_LEN: usize = c::mg_limit::MG_PATTERN_LEN.0 as usize;
+/// `MG_BUCKET_SIZE`: cmdline patterns per 4-byte prefix.
+pub(crate) const BUCKET_SIZE: usize = c::mg_limit::MG_BUCKET_SIZE.0 as usize;
+
+/// `MG_STAT_RINGBUF_DROPS`: the per-CPU counter of events the ring refused.
+pub(crate) const STAT_RINGBUF_DROPS: u32 = c::mg_stat::MG_STAT_RINGBUF_DROPS.0;
+
+/// `enum mg_kind` (a `u8` in `struct mg_event`).
+pub(crate) const KIND_EXEC: u8 = byte(c::mg_kind::MG_KIND_EXEC.0);
+/// `enum mg_kind`.
+pub(crate) const KIND_CONNECT: u8 = byte(c::mg_kind::MG_KIND_CONNECT.0);
+/// `enum mg_kind`.
+pub(crate) const KIND_STRATUM: u8 = byte(c::mg_kind::MG_KIND_STRATUM.0);
+/// `enum mg_kind`.
+pub(crate) const KIND_DEVICE: u8 = byte(c::mg_kind::MG_KIND_DEVICE.0);
+
+/// `enum mg_action` (a `u8` in events and rule references).
+pub(crate) const ACTION_DENY: u8 = byte(c::mg_action::MG_ACTION_DENY.0);
+/// `enum mg_action`.
+pub(crate) const ACTION_KILL: u8 = byte(c::mg_action::MG_ACTION_KILL.0);
+/// `enum mg_action`.
+pub(crate) const ACTION_AUDIT: u8 = byte(c::mg_action::MG_ACTION_AUDIT.0);
+
+/// `enum mg_scope_flag` (bits of `mg_scope.flags`).
+pub(crate) const SCOPE_CIDR4: u32 = c::mg_scope_flag::MG_SCOPE_CIDR4.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_CIDR6: u32 = c::mg_scope_flag::MG_SCOPE_CIDR6.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_INODES: u32 = c::mg_scope_flag::MG_SCOPE_INODES.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_MEMFD: u32 = c::mg_scope_flag::MG_SCOPE_MEMFD.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_CMDLINE: u32 = c::mg_scope_flag::MG_SCOPE_CMDLINE.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_ALLOW_ONLY: u32 = c::mg_scope_flag::MG_SCOPE_ALLOW_ONLY.0;
+/// `enum mg_scope_flag`.
+pub(crate) const SCOPE_NO_NEW_EXEC: u32 = c::mg_scope_flag::MG_SCOPE_NO_NEW_EXEC.0;
+
+/// `enum mg_inode_kind` (a `u8` in `mg_inode_key`).
+pub(crate) const INODE_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_FILE.0);
+/// `enum mg_inode_kind`.
+pub(crate) const INODE_DIR: u8 = byte(c::mg_inode_kind::MG_INODE_DIR.0);
+/// `enum mg_inode_kind`.
+pub(crate) const INODE_ALLOW_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_ALLOW_FILE.0);
+/// `enum mg_inode_kind`.
+pub(crate) const INODE_ALLOW_DIR: u8 = byte(c::mg_inode_kind::MG_INODE_ALLOW_DIR.0);
+
+/// `enum mg_stratum_sig` (the first byte of a Stratum event's path).
+pub(crate) const SIG_V1: u8 = byte(c::mg_stratum_sig::MG_SIG_V1.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_LOGIN: u8 = byte(c::mg_stratum_sig::MG_SIG_LOGIN.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_V2: u8 = byte(c::mg_stratum_sig::MG_SIG_V2.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_UNREADABLE: u8 = byte(c::mg_stratum_sig::MG_SIG_UNREADABLE.0);
+
+/// An enum value stored in a `__u8` field; refuses to build if it does not
+/// fit (a const panic is a compile error).
+const fn byte(v: u32) -> u8 {
+    assert!(v <= u8::MAX as u32, "enum value does not fit the u8 field");
+    v as u8
+}

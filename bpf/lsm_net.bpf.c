@@ -52,7 +52,7 @@ static __always_inline int mg_judge(struct socket *sock,
 	}
 
 	/* A TCP Fast Open send whose payload the syscall tracepoint
-	 * (tfo_tp.bpf.c) found to be Stratum: refused before its SYN. */
+	 * (fast_open_tp.bpf.c) found to be Stratum: refused before its SYN. */
 	if (BPF_CORE_READ(sock, sk, sk_protocol) == 6 /* IPPROTO_TCP */) {
 		__u8 sig = mg_take_tfo_signature();
 

@@ -5,7 +5,7 @@
  * attached to each scope's cgroup, which covers every descendant. Returning 0
  * makes the syscall fail with EPERM before any packet leaves. The connect
  * hooks also refuse a TCP Fast Open send whose payload the syscall
- * tracepoint (tfo_tp.bpf.c) found to be Stratum.
+ * tracepoint (fast_open_tp.bpf.c) found to be Stratum.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

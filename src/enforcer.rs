@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 
 use crate::{
     backend::{
-        cgroup::CgroupBackend,
+        cgroup_bpf::CgroupBackend,
         lsm::LsmBackend,
         maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
         Backend, BackendChoice, BackendKind,

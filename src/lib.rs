@@ -25,16 +25,16 @@ pub mod events;
 pub mod learn;
 mod mountinfo;
 mod parallel;
-pub mod probe;
 pub mod profile;
 pub mod seccomp;
 
+pub use backend::probe;
+pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
 pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope, UnenforcedRule};
 pub use error::{Error, Result};
 pub use events::{falco_json, Drops, Event, Target};
 pub use learn::{ExecLearner, LearnProgress};
-pub use probe::{probe, ProbeReport};
 pub use profile::{Action, MatcherKind, Mode, Profile, Rule};
 pub use seccomp::{SeccompError, SeccompFilter};

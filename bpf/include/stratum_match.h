@@ -2,7 +2,7 @@
 /*
  * The built-in Stratum signatures, matched on a socket's first bytes: by
  * the sk_msg verdict (stratum.bpf.c), the lsm backend's socket_sendmsg
- * (lsm_stratum.bpf.c) and the TCP Fast Open check (tfo_tp.bpf.c).
+ * (lsm_stratum.bpf.c) and the TCP Fast Open check (fast_open_tp.bpf.c).
  */
 #ifndef MINERGUARD_STRATUM_MATCH_H
 #define MINERGUARD_STRATUM_MATCH_H

@@ -11,11 +11,11 @@ use super::{
     attach::{attach_to_cgroup, CgroupLinks},
     cmdline::CmdlineHook,
     device::DeviceHook,
+    fast_open::FastOpenHook,
     maps::SharedMaps,
     on_demand::{not_loaded_yet, OnDemand},
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
-    tfo::TfoHook,
     BackendKind,
 };
 use crate::{
@@ -74,7 +74,7 @@ pub(crate) struct SharedHooks {
     cmdline: OnDemand<CmdlineHook>,
     /// The Fast Open tracepoints (loaded with the Stratum programs), or why
     /// not.
-    tfo: OnDemand<TfoHook>,
+    fast_open: OnDemand<FastOpenHook>,
     self_test: SelfTestHook,
     probe: ProbeReport,
 }
@@ -95,7 +95,7 @@ impl SharedHooks {
             stratum: StratumPrograms::NotYet,
             device: DeviceHook::load(maps).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
-            tfo: if syscall_tracepoints {
+            fast_open: if syscall_tracepoints {
                 OnDemand::not_yet(STRATUM_NEEDED_BY)
             } else {
                 OnDemand::Off(super::TRACEPOINTS_OFF.into())
@@ -146,11 +146,11 @@ impl SharedHooks {
             Some(judged)
         };
         if lsm_judges_stratum {
-            if matches!(self.tfo, OnDemand::NotYet { .. }) {
-                self.tfo = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
+            if matches!(self.fast_open, OnDemand::NotYet { .. }) {
+                self.fast_open = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
             }
         } else {
-            self.tfo.load_with(|| TfoHook::load(maps));
+            self.fast_open.load_with(|| FastOpenHook::load(maps));
         }
         Ok(judged)
     }
@@ -181,9 +181,9 @@ impl SharedHooks {
     /// over, as on a kernel that refuses that hook at load (attached by
     /// the next `stratum_in_use`).
     pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) {
-        if matches!(&self.tfo, OnDemand::Off(why) if why == LSM_JUDGES_FAST_OPEN) {
-            self.tfo = OnDemand::not_yet(STRATUM_NEEDED_BY);
-            self.tfo.load_with(|| TfoHook::load(maps));
+        if matches!(&self.fast_open, OnDemand::Off(why) if why == LSM_JUDGES_FAST_OPEN) {
+            self.fast_open = OnDemand::not_yet(STRATUM_NEEDED_BY);
+            self.fast_open.load_with(|| FastOpenHook::load(maps));
         }
     }
 
@@ -238,9 +238,9 @@ impl SharedHooks {
     /// attached, `fast_open()` says why from then on and the policy is
     /// applied without it (`enforcer run`/`watch` warn).
     pub fn stratum_in_use(&mut self) -> Result<(), Error> {
-        if let Some(tfo) = self.tfo.ready_mut() {
-            if let Err(e) = tfo.activate() {
-                self.tfo = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
+        if let Some(hook) = self.fast_open.ready_mut() {
+            if let Err(e) = hook.activate() {
+                self.fast_open = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
             }
         }
         Ok(())
@@ -253,7 +253,7 @@ impl SharedHooks {
 
     /// Whether TCP Fast Open payloads are judged; otherwise why not.
     pub fn fast_open(&self) -> Result<(), String> {
-        self.tfo.status()
+        self.fast_open.status()
     }
 
     /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;

@@ -9,11 +9,11 @@ use crate::{
     profile::Action,
 };
 
-pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, NAME_LEN};
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
     INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS,
 };
+pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, NAME_LEN};
 pub(crate) use super::abi::{
     SCOPE_ALLOW_ONLY, SCOPE_CIDR4, SCOPE_CIDR6, SCOPE_CMDLINE, SCOPE_INODES, SCOPE_MEMFD,
     SCOPE_NO_NEW_EXEC,

@@ -6,19 +6,20 @@
 
 pub(crate) mod abi;
 mod attach;
-pub(crate) mod cgroup;
+pub(crate) mod cgroup_bpf;
 mod cmdline;
 mod device;
-mod exec_map;
+mod fast_open;
 pub(crate) mod hooks;
+mod loader_exec;
 pub(crate) mod lsm;
 mod lsm_stratum;
 pub(crate) mod maps;
 mod on_demand;
+pub mod probe;
 mod selftest;
 pub(crate) mod skel;
 pub(crate) mod stratum;
-mod tfo;
 mod tracefs;
 
 use self::stratum::JudgedSockets;

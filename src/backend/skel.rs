@@ -19,7 +19,7 @@ macro_rules! skeleton {
 skeleton!(abi, "abi.skel.rs");
 skeleton!(cmdline, "cmdline.skel.rs");
 skeleton!(device, "device.skel.rs");
-skeleton!(exec_map_tp, "exec_map_tp.skel.rs");
+skeleton!(loader_exec_tp, "loader_exec_tp.skel.rs");
 skeleton!(exec_tp, "exec_tp.skel.rs");
 skeleton!(net_cgroup, "net_cgroup.skel.rs");
 skeleton!(lsm_exec, "lsm_exec.skel.rs");
@@ -29,7 +29,7 @@ skeleton!(lsm_stratum, "lsm_stratum.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 skeleton!(selftest, "selftest.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
-skeleton!(tfo_tp, "tfo_tp.skel.rs");
+skeleton!(fast_open_tp, "fast_open_tp.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.
 ///

@@ -9,7 +9,7 @@ use super::{
     result::{guard, mg_result, Failure},
     strings::{copy_str, fill_array, write_out},
 };
-use crate::probe::probe;
+use crate::backend::probe::probe;
 
 /// Size of `mg_probe_report.kernel`.
 pub const MG_KERNEL_LEN: usize = 65;

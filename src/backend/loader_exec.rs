@@ -1,4 +1,4 @@
-//! The cgroup backend's loader-exec hook (bpf/exec_map_tp.bpf.c): the
+//! The cgroup backend's loader-exec hook (bpf/loader_exec_tp.bpf.c): the
 //! `syscalls/sys_enter_mmap` and `sys_enter_mprotect` tracepoints kill a
 //! task asking for an executable mapping of a file an exec rule refuses
 //! (`ld.so ./xmrig`). Classic tracepoints are found through tracefs, which
@@ -19,31 +19,31 @@ use super::{
     load_err,
     maps::SharedMaps,
     skel::{
-        exec_map_tp::{ExecMapTpSkel, ExecMapTpSkelBuilder},
+        loader_exec_tp::{LoaderExecTpSkel, LoaderExecTpSkelBuilder},
         reuse_shared_maps, Owned,
     },
 };
 use crate::error::Error;
 
 /// The loaded mapping tracepoints, attached while active.
-pub(crate) struct ExecMapHook {
+pub(crate) struct LoaderExecHook {
     // Links go first: they reference the programs.
     /// Our own links, detached with the hook.
     links: Vec<Link>,
-    skel: Owned<ExecMapTpSkel<'static>>,
+    skel: Owned<LoaderExecTpSkel<'static>>,
 }
 
-impl ExecMapHook {
+impl LoaderExecHook {
     /// Loads the programs on the shared maps (mounting tracefs if needed).
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         super::tracefs::ensure_mounted()?;
         let skel = Owned::build(|storage| {
-            let mut open = ExecMapTpSkelBuilder::default().open(storage)?;
+            let mut open = LoaderExecTpSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
-        .map_err(load_err("exec_map_tp"))?;
-        Ok(ExecMapHook {
+        .map_err(load_err("loader_exec_tp"))?;
+        Ok(LoaderExecHook {
             links: Vec::new(),
             skel,
         })

@@ -1,4 +1,4 @@
-//! The TCP Fast Open check (bpf/tfo_tp.bpf.c): the sendto/sendmsg syscall
+//! The TCP Fast Open check (bpf/fast_open_tp.bpf.c): the sendto/sendmsg syscall
 //! tracepoints read a `MSG_FASTOPEN` payload and mark the thread when it is
 //! Stratum; the backend's connect hook then refuses the send. Shared by both
 //! backends; optional (needs tracefs): without it, Fast Open payloads are
@@ -16,23 +16,22 @@ use super::{
     load_err,
     maps::SharedMaps,
     skel::{
-        reuse_shared_maps,
-        tfo_tp::{TfoTpSkel, TfoTpSkelBuilder},
-        Owned,
+        fast_open_tp::{FastOpenTpSkel, FastOpenTpSkelBuilder},
+        reuse_shared_maps, Owned,
     },
 };
 use crate::error::Error;
 
 /// The loaded Fast Open tracepoints, attached while active.
-pub(crate) struct TfoHook {
+pub(crate) struct FastOpenHook {
     // Links go first: they reference the programs.
     /// Our own links (not the skeleton's, which libbpf would destroy again
     /// with the skeleton): dropped (detached) with the hook.
     links: Vec<Link>,
-    skel: Owned<TfoTpSkel<'static>>,
+    skel: Owned<FastOpenTpSkel<'static>>,
 }
 
-impl TfoHook {
+impl FastOpenHook {
     /// Loads the programs on the shared maps (the verifier accepting them is
     /// the check that this kernel takes them); attached by [`Self::activate`].
     ///
@@ -42,12 +41,12 @@ impl TfoHook {
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         super::tracefs::ensure_mounted()?;
         let skel = Owned::build(|storage| {
-            let mut open = TfoTpSkelBuilder::default().open(storage)?;
+            let mut open = FastOpenTpSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
-        .map_err(load_err("tfo_tp"))?;
-        Ok(TfoHook {
+        .map_err(load_err("fast_open_tp"))?;
+        Ok(FastOpenHook {
             links: Vec::new(),
             skel,
         })

@@ -7,9 +7,9 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
-    exec_map::ExecMapHook,
     hooks::{SharedHooks, StratumJudge},
     load_err,
+    loader_exec::LoaderExecHook,
     maps::SharedMaps,
     on_demand::OnDemand,
     skel::{
@@ -38,7 +38,7 @@ pub(crate) struct CgroupBackend {
     net: Owned<NetCgroupSkel<'static>>,
     /// The loader-exec tracepoints (loaded with the first policy whose exec
     /// rules judge files), or why not.
-    exec_map: OnDemand<ExecMapHook>,
+    loader_exec: OnDemand<LoaderExecHook>,
     signal_in_cgroup: bool,
 }
 
@@ -71,7 +71,7 @@ impl CgroupBackend {
             target: "tp_btf/sched_process_exec".into(),
             source,
         })?;
-        let exec_map = if syscall_tracepoints {
+        let loader_exec = if syscall_tracepoints {
             OnDemand::not_yet(
                 "the first profile whose exec rules name programs, files, directories or memfd",
             )
@@ -83,7 +83,7 @@ impl CgroupBackend {
             maps,
             _exec: exec,
             net,
-            exec_map,
+            loader_exec,
             signal_in_cgroup,
         })
     }
@@ -118,21 +118,23 @@ impl Backend for CgroupBackend {
     }
 
     fn loader_exec(&self) -> Result<(), String> {
-        self.exec_map.status()
+        self.loader_exec.status()
     }
 
     fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
         if policy.judges_mapped_files() {
-            self.exec_map.load_with(|| ExecMapHook::load(&self.maps));
+            self.loader_exec
+                .load_with(|| LoaderExecHook::load(&self.maps));
         }
         self.hooks.prepare(&self.maps, policy, StratumJudge::SkMsg)
     }
 
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
         if policy.judges_mapped_files() {
-            if let Some(hook) = self.exec_map.ready_mut() {
+            if let Some(hook) = self.loader_exec.ready_mut() {
                 if let Err(e) = hook.activate() {
-                    self.exec_map = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
+                    self.loader_exec =
+                        OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
                 }
             }
         }

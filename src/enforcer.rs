@@ -15,6 +15,7 @@ use crossbeam_channel::Receiver;
 use crate::{
     backend::{
         cgroup_bpf::CgroupBackend,
+        checks::Checks,
         lsm::LsmBackend,
         maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
         Backend, BackendChoice, BackendKind,
@@ -343,6 +344,18 @@ impl Enforcer {
         coverage
     }
 
+    /// The status of every optional check, as data: loaded, not loaded
+    /// yet (and what loads it), not needed (and what covers it instead),
+    /// or off (and why). The getters below give the same as text.
+    pub fn checks(&self) -> Checks {
+        Checks {
+            loader_exec: self.backend.loader_exec(),
+            fast_open: self.backend.fast_open(),
+            lsm_stratum: self.backend.stratum_in_lsm(),
+            stratum_sk_msg: self.backend.stratum_sk_msg(),
+        }
+    }
+
     /// Whether executable mappings of files an exec rule refuses are judged
     /// too (loader exec: `ld.so ./xmrig` maps the miner without exec'ing
     /// it); otherwise why not. On the cgroup backend the syscall
@@ -350,7 +363,7 @@ impl Enforcer {
     /// whose exec rules judge files (before that this says so); a refused
     /// load or failed attach turns this into the reason.
     pub fn loader_exec(&self) -> std::result::Result<(), String> {
-        self.backend.loader_exec()
+        self.backend.loader_exec().as_result()
     }
 
     /// Whether the first bytes of a TCP Fast Open send (carried in the SYN,
@@ -358,7 +371,7 @@ impl Enforcer {
     /// rules; otherwise why not. What judges them is loaded with the first
     /// profile that has a stratum rule: ask after applying one.
     pub fn fast_open(&self) -> std::result::Result<(), String> {
-        self.backend.fast_open()
+        self.backend.fast_open().as_result()
     }
 
     /// Whether the lsm backend's sleepable socket_sendmsg hook judges
@@ -368,7 +381,7 @@ impl Enforcer {
     /// stratum rule (before that this says so: ask after applying one); a
     /// refused load or failed attach turns this into the reason.
     pub fn lsm_stratum(&self) -> std::result::Result<(), String> {
-        self.backend.stratum_in_lsm()
+        self.backend.stratum_in_lsm().as_result()
     }
 
     /// Whether the sk_msg program judges Stratum sends, with sockops putting
@@ -381,7 +394,7 @@ impl Enforcer {
     /// that has a stratum rule (before that this says so: ask after
     /// applying one).
     pub fn stratum_sk_msg(&self) -> std::result::Result<(), String> {
-        self.backend.stratum_sk_msg()
+        self.backend.stratum_sk_msg().as_result()
     }
 
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
@@ -392,9 +405,10 @@ impl Enforcer {
     /// [`Enforcer::lsm_stratum`]: final once a profile with a stratum rule
     /// is applied.
     pub fn stratum_errno(&self) -> i32 {
-        match self.lsm_stratum() {
-            Ok(()) => libc::EPERM,
-            Err(_) => libc::EACCES,
+        if self.backend.stratum_in_lsm().is_active() {
+            libc::EPERM
+        } else {
+            libc::EACCES
         }
     }
 

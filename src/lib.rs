@@ -28,6 +28,7 @@ mod parallel;
 pub mod profile;
 pub mod seccomp;
 
+pub use backend::checks::{CheckStatus, Checks};
 pub use backend::probe;
 pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};

@@ -36,20 +36,26 @@ pub fn unenforced(
     let (has_stratum, judges_files) = compiled
         .map(|p| (p.stratum.is_some(), p.judges_mapped_files()))
         .unwrap_or((false, false));
+    let checks = enforcer.checks();
     if has_stratum {
-        if let Err(why) = enforcer.fast_open() {
-            eprintln!("{PREFIX}: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {why}");
+        if !checks.fast_open.is_covered() {
+            eprintln!(
+                "{PREFIX}: warning: TCP Fast Open payloads are not judged for Stratum on this kernel: {}",
+                checks.fast_open
+            );
         }
-        if enforcer.backend() == BackendKind::Lsm {
-            if let Err(why) = enforcer.lsm_stratum() {
-                eprintln!("{PREFIX}: warning: the sleepable socket_sendmsg hook does not judge Stratum ({why}): Stratum sends are refused by the sk_msg program (EACCES) instead");
-            }
+        if enforcer.backend() == BackendKind::Lsm && !checks.lsm_stratum.is_active() {
+            eprintln!(
+                "{PREFIX}: warning: the sleepable socket_sendmsg hook does not judge Stratum ({}): Stratum sends are refused by the sk_msg program (EACCES) instead",
+                checks.lsm_stratum
+            );
         }
     }
-    if judges_files {
-        if let Err(why) = enforcer.loader_exec() {
-            eprintln!("{PREFIX}: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {why}");
-        }
+    if judges_files && !checks.loader_exec.is_covered() {
+        eprintln!(
+            "{PREFIX}: warning: executable mappings (loader exec, `ld.so ./miner`) are not judged on this kernel: {}",
+            checks.loader_exec
+        );
     }
     let gaps = enforcer.unenforced(handle).unwrap_or_default();
     for gap in gaps

@@ -7,6 +7,7 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    checks::CheckStatus,
     hooks::{SharedHooks, StratumJudge},
     load_err,
     loader_exec::LoaderExecHook,
@@ -117,7 +118,7 @@ impl Backend for CgroupBackend {
         &mut self.hooks
     }
 
-    fn loader_exec(&self) -> Result<(), String> {
+    fn loader_exec(&self) -> CheckStatus {
         self.loader_exec.status()
     }
 

@@ -9,11 +9,12 @@ use libbpf_rs::ProgramMut;
 
 use super::{
     attach::{attach_to_cgroup, CgroupLinks},
+    checks::CheckStatus,
     cmdline::CmdlineHook,
     device::DeviceHook,
     fast_open::FastOpenHook,
     maps::SharedMaps,
-    on_demand::{not_loaded_yet, OnDemand},
+    on_demand::OnDemand,
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
     BackendKind,
@@ -27,14 +28,21 @@ use crate::{
 };
 
 /// Why the Fast Open tracepoints are not loaded on the lsm backend.
-const LSM_JUDGES_FAST_OPEN: &str = "judged by the lsm socket_sendmsg hook instead";
+const LSM_JUDGES_FAST_OPEN: &str = "the lsm socket_sendmsg hook judges Fast Open payloads";
 
 /// The rules that load the Stratum programs.
 pub(crate) const STRATUM_NEEDED_BY: &str = "the first profile with a stratum rule";
 
+/// The status of a Stratum hook before the first stratum policy.
+pub(crate) fn stratum_not_loaded_yet() -> CheckStatus {
+    CheckStatus::NotLoadedYet {
+        needed_by: STRATUM_NEEDED_BY.into(),
+    }
+}
+
 /// Why the lsm backend loads no sk_msg program (and no sockops).
 const LSM_JUDGES_EVERY_SEND: &str =
-    "not needed: every send reaches the lsm socket_sendmsg hook on this kernel (sendfile and splice included, Linux 6.5 and later)";
+    "every send reaches the lsm socket_sendmsg hook on this kernel (sendfile and splice included, Linux 6.5 and later)";
 
 /// What judges the Stratum payloads of the scopes a stratum rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +155,7 @@ impl SharedHooks {
         };
         if lsm_judges_stratum {
             if matches!(self.fast_open, OnDemand::NotYet { .. }) {
-                self.fast_open = OnDemand::Off(LSM_JUDGES_FAST_OPEN.into());
+                self.fast_open = OnDemand::NotNeeded(LSM_JUDGES_FAST_OPEN);
             }
         } else {
             self.fast_open.load_with(|| FastOpenHook::load(maps));
@@ -158,21 +166,23 @@ impl SharedHooks {
     /// Whether what judges Stratum is in place (the Stratum programs, or
     /// the lsm hook alone where they are not needed); otherwise why not (a
     /// profile with a stratum rule loads them).
-    pub fn stratum_loaded(&self) -> Result<(), String> {
+    pub fn stratum_loaded(&self) -> CheckStatus {
         match self.stratum {
-            StratumPrograms::NotYet => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
-            StratumPrograms::Loaded(_) | StratumPrograms::NotNeeded => Ok(()),
+            StratumPrograms::NotYet => stratum_not_loaded_yet(),
+            StratumPrograms::Loaded(_) | StratumPrograms::NotNeeded => CheckStatus::Active,
         }
     }
 
     /// Whether the sk_msg program (and sockops, which puts each new client
     /// socket of a stratum scope into its sockhash) judges Stratum sends;
     /// otherwise why not.
-    pub fn stratum_sk_msg(&self) -> Result<(), String> {
+    pub fn stratum_sk_msg(&self) -> CheckStatus {
         match self.stratum {
-            StratumPrograms::NotYet => Err(not_loaded_yet(STRATUM_NEEDED_BY)),
-            StratumPrograms::Loaded(_) => Ok(()),
-            StratumPrograms::NotNeeded => Err(LSM_JUDGES_EVERY_SEND.into()),
+            StratumPrograms::NotYet => stratum_not_loaded_yet(),
+            StratumPrograms::Loaded(_) => CheckStatus::Active,
+            StratumPrograms::NotNeeded => CheckStatus::NotNeeded {
+                reason: LSM_JUDGES_EVERY_SEND.into(),
+            },
         }
     }
 
@@ -181,7 +191,7 @@ impl SharedHooks {
     /// over, as on a kernel that refuses that hook at load (attached by
     /// the next `stratum_in_use`).
     pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) {
-        if matches!(&self.fast_open, OnDemand::Off(why) if why == LSM_JUDGES_FAST_OPEN) {
+        if matches!(&self.fast_open, OnDemand::NotNeeded(_)) {
             self.fast_open = OnDemand::not_yet(STRATUM_NEEDED_BY);
             self.fast_open.load_with(|| FastOpenHook::load(maps));
         }
@@ -252,7 +262,7 @@ impl SharedHooks {
     }
 
     /// Whether TCP Fast Open payloads are judged; otherwise why not.
-    pub fn fast_open(&self) -> Result<(), String> {
+    pub fn fast_open(&self) -> CheckStatus {
         self.fast_open.status()
     }
 

@@ -9,6 +9,7 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    checks::CheckStatus,
     hooks::{SharedHooks, StratumJudge, STRATUM_NEEDED_BY},
     load_err,
     lsm_stratum::{every_send_reaches_the_hook, LsmStratumHook},
@@ -122,11 +123,11 @@ impl Backend for LsmBackend {
         &mut self.hooks
     }
 
-    fn fast_open(&self) -> Result<(), String> {
+    fn fast_open(&self) -> CheckStatus {
         match self.stratum_in_lsm() {
             // socket_sendmsg sees a Fast Open payload before the SYN.
-            Ok(()) => Ok(()),
-            Err(_) => self.hooks.fast_open(),
+            CheckStatus::Active => CheckStatus::Active,
+            _ => self.hooks.fast_open(),
         }
     }
 
@@ -172,7 +173,7 @@ impl Backend for LsmBackend {
         self.hooks.stratum_in_use()
     }
 
-    fn stratum_in_lsm(&self) -> Result<(), String> {
+    fn stratum_in_lsm(&self) -> CheckStatus {
         // Both halves: the hook, and the shared programs a stratum policy
         // loads with it (a kernel refusing those fails every stratum apply).
         self.stratum.status().and(self.hooks.stratum_loaded())

@@ -7,6 +7,7 @@
 pub(crate) mod abi;
 mod attach;
 pub(crate) mod cgroup_bpf;
+pub mod checks;
 mod cmdline;
 mod device;
 mod fast_open;
@@ -22,7 +23,7 @@ pub(crate) mod skel;
 pub(crate) mod stratum;
 mod tracefs;
 
-use self::stratum::JudgedSockets;
+use self::{checks::CheckStatus, stratum::JudgedSockets};
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -165,26 +166,27 @@ pub(crate) trait Backend: Send {
     fn kills_in_kernel(&self, kind: RuleKind) -> bool;
 
     /// Whether executable mappings of refused files (loader exec) are
-    /// judged; otherwise why not.
-    fn loader_exec(&self) -> Result<(), String> {
-        Ok(())
+    /// judged (the lsm backend's mmap hooks always load with it).
+    fn loader_exec(&self) -> CheckStatus {
+        CheckStatus::Active
     }
 
-    /// Whether TCP Fast Open payloads are judged for Stratum; otherwise why
-    /// not.
-    fn fast_open(&self) -> Result<(), String> {
+    /// Whether TCP Fast Open payloads are judged for Stratum.
+    fn fast_open(&self) -> CheckStatus {
         self.hooks().fast_open()
     }
 
     /// Whether Stratum payloads are judged by the lsm socket_sendmsg hook
-    /// (EPERM); otherwise why not (the sk_msg program judges them: EACCES).
-    fn stratum_in_lsm(&self) -> Result<(), String> {
-        Err("the cgroup backend judges Stratum in its sk_msg program".into())
+    /// (EPERM); otherwise the sk_msg program judges them (EACCES).
+    fn stratum_in_lsm(&self) -> CheckStatus {
+        CheckStatus::Off {
+            reason: "the cgroup backend judges Stratum in its sk_msg program".into(),
+        }
     }
 
-    /// Whether the sk_msg program (with sockops) judges Stratum sends;
-    /// otherwise why not (see `SharedHooks::stratum_sk_msg`).
-    fn stratum_sk_msg(&self) -> Result<(), String> {
+    /// Whether the sk_msg program (with sockops) judges Stratum sends (see
+    /// `SharedHooks::stratum_sk_msg`).
+    fn stratum_sk_msg(&self) -> CheckStatus {
         self.hooks().stratum_sk_msg()
     }
 
@@ -203,7 +205,7 @@ pub(crate) trait Backend: Send {
     /// stay attached until the backend is dropped: detaching a tracepoint
     /// waits for an RCU grace period (tens of ms), which an update or
     /// remove should not. A hook that cannot be attached turns its status
-    /// (`fast_open`, `loader_exec`, `stratum_in_lsm`) into the reason
+    /// (`fast_open`, `loader_exec`, `stratum_in_lsm`) into `Off`
     /// rather than failing the apply.
     fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
         if policy.stratum.is_some() {

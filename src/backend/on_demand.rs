@@ -3,13 +3,10 @@
 //! programs are about 80 % of it), so an enforcer whose profiles have no
 //! such rule never pays for them, and never runs them.
 
-/// The status of a hook no policy has needed yet; `needed_by` names the
-/// rules that load it.
-pub(crate) fn not_loaded_yet(needed_by: &str) -> String {
-    format!("not loaded yet: {needed_by} loads it")
-}
+use super::checks::CheckStatus;
 
-/// An optional hook: not needed yet, loaded, or off (and why).
+/// An optional hook: not needed yet, loaded, not needed here, or off (and
+/// why).
 pub(crate) enum OnDemand<T> {
     /// No policy has needed it yet; `needed_by` names the rules that load it.
     NotYet {
@@ -18,6 +15,8 @@ pub(crate) enum OnDemand<T> {
     },
     /// Loaded (and, for hooks that attach on load, attached).
     Ready(T),
+    /// Not loaded because something else covers it here: what.
+    NotNeeded(&'static str),
     /// This kernel refused it, or options turned it off: why.
     Off(String),
 }
@@ -61,25 +60,33 @@ impl<T> OnDemand<T> {
         }
     }
 
-    /// `Ok` when loaded; otherwise why not (not needed yet, or off).
-    pub fn status(&self) -> Result<(), String> {
+    /// Where the hook stands.
+    pub fn status(&self) -> CheckStatus {
         match self {
-            OnDemand::Ready(_) => Ok(()),
-            OnDemand::NotYet { needed_by } => Err(not_loaded_yet(needed_by)),
-            OnDemand::Off(why) => Err(why.clone()),
+            OnDemand::Ready(_) => CheckStatus::Active,
+            OnDemand::NotYet { needed_by } => CheckStatus::NotLoadedYet {
+                needed_by: (*needed_by).into(),
+            },
+            OnDemand::NotNeeded(reason) => CheckStatus::NotNeeded {
+                reason: (*reason).into(),
+            },
+            OnDemand::Off(why) => CheckStatus::Off {
+                reason: why.clone(),
+            },
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OnDemand;
+    use super::{CheckStatus, OnDemand};
 
     #[test]
     fn loads_once_and_remembers_a_refusal() {
         let mut hook: OnDemand<u32> = OnDemand::not_yet("the first profile with X");
         assert!(hook
             .status()
+            .as_result()
             .unwrap_err()
             .contains("the first profile with X"));
         assert_eq!(
@@ -88,12 +95,17 @@ mod tests {
         );
         // Not tried again: the kernel's answer does not change.
         assert_eq!(hook.load_with(|| Ok::<_, String>(7)), None);
-        assert_eq!(hook.status().unwrap_err(), "refused by the verifier");
+        assert_eq!(
+            hook.status(),
+            CheckStatus::Off {
+                reason: "refused by the verifier".into()
+            }
+        );
 
         let mut hook: OnDemand<u32> = OnDemand::not_yet("x");
         assert_eq!(hook.load_with(|| Ok::<_, String>(7)).copied(), Some(7));
         assert_eq!(hook.load_with(|| Ok::<_, String>(8)).copied(), Some(7));
-        assert_eq!(hook.status(), Ok(()));
+        assert_eq!(hook.status(), CheckStatus::Active);
         assert_eq!(hook.ready().copied(), Some(7));
     }
 }

@@ -44,6 +44,6 @@ else
     # Stratum alone (no sk_msg, no sockops): the tests that cover Stratum
     # and which programs load (≈4 minutes).
     step "lsm backend inside a VM with BPF LSM, Linux 6.12: Stratum (scripts/vm-test.sh)"
-    MINERGUARD_VM_KERNEL=6.12 MINERGUARD_VM_TESTS="enforcement cli" MINERGUARD_VM_CGROUP_TESTS="" \
+    MINERGUARD_VM_KERNEL=6.12 MINERGUARD_VM_TESTS="kernel cli" MINERGUARD_VM_CGROUP_TESTS="" \
         MINERGUARD_VM_FILTER="stratum sendfile judged optional_programs" bash scripts/vm-test.sh
 fi

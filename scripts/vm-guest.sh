@@ -4,8 +4,11 @@
 # child processes (what each one waits on) and the TCP sockets, so a hang
 # names itself and the binaries after it still run.
 
-# run_one BACKEND BINARY LOG LIMIT_SECONDS [TEST_FILTER...]; returns the
-# binary's status (137 when it was stopped).
+# run_one BACKEND BINARY LOG LIMIT_SECONDS [TEST_ARG...]; returns the
+# binary's status (137 when it was stopped). The TEST_ARGs go to the test
+# binary as they are: test-name filters and libtest options such as
+# `--skip FILTER` (scripts/vm-test.sh passes MINERGUARD_VM_FILTER, and
+# MINERGUARD_VM_CGROUP_SKIP as --skip options to the cgroup-backend runs).
 run_one() {
     local backend=$1 bin=$2 log=$3 limit=$4 start pid
     shift 4

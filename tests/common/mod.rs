@@ -1,5 +1,6 @@
 //! Shared plumbing for the kernel integration tests: privilege checks, test
-//! cgroups, running commands and connects inside a cgroup, event waits.
+//! cgroups, the `Scoped` fixture (a test cgroup with a profile applied to it),
+//! running commands and connects inside a cgroup, event waits.
 #![allow(dead_code)]
 
 use std::{
@@ -15,7 +16,8 @@ use std::{
 
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
-    Action, BackendChoice, Enforcer, EnforcerOptions, Event, RuleKind,
+    Action, BackendChoice, Enforcer, EnforcerOptions, Event, PolicyHandle, Profile, RuleKind,
+    Scope,
 };
 
 /// Whether the kernel tests can run here. Without root or a usable backend
@@ -73,6 +75,72 @@ pub fn test_cgroup() -> OwnedCgroup {
 /// A child cgroup of `parent`.
 pub fn child_cgroup(parent: &OwnedCgroup) -> OwnedCgroup {
     OwnedCgroup::create_under(parent.cgroup(), "child").expect("create child cgroup")
+}
+
+/// The scope of a test cgroup: that cgroup and its descendants.
+pub fn scope_of(cg: &OwnedCgroup) -> Scope {
+    Scope::Cgroup(cg.cgroup().path().to_path_buf())
+}
+
+/// The set-up most kernel tests share: a fresh test cgroup, an enforcer on
+/// the backend under test, and a profile applied to that cgroup. Dropped in
+/// order: the scope is removed, the enforcer dropped (its programs detach),
+/// then the cgroup removed (its processes killed).
+pub struct Scoped {
+    // Fields drop in declaration order, after `Drop::drop` removed the scope.
+    enforcer: Enforcer,
+    cgroup: OwnedCgroup,
+    handle: PolicyHandle,
+}
+
+impl Scoped {
+    /// Applies `profile` to a fresh test cgroup with a new enforcer.
+    pub fn apply(profile: &Profile) -> Self {
+        let cgroup = test_cgroup();
+        let mut enforcer = enforcer();
+        let handle = enforcer
+            .apply(profile, scope_of(&cgroup))
+            .expect("apply the profile to the test cgroup");
+        Scoped {
+            enforcer,
+            cgroup,
+            handle,
+        }
+    }
+
+    /// The test cgroup the profile applies to.
+    pub fn cgroup(&self) -> &OwnedCgroup {
+        &self.cgroup
+    }
+
+    /// The enforcer that applied it.
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
+    }
+
+    /// The enforcer, to update the scope or apply more.
+    pub fn enforcer_mut(&mut self) -> &mut Enforcer {
+        &mut self.enforcer
+    }
+
+    /// The cgroup and the enforcer together, for a test that changes the
+    /// enforcer (update, refresh, apply more) while it runs things in the
+    /// cgroup.
+    pub fn cgroup_and_enforcer_mut(&mut self) -> (&OwnedCgroup, &mut Enforcer) {
+        (&self.cgroup, &mut self.enforcer)
+    }
+
+    /// The handle of the applied profile (still valid after an `update`).
+    pub fn handle(&self) -> PolicyHandle {
+        self.handle
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        // Fails only when the test removed it itself.
+        let _ = self.enforcer.remove(self.handle);
+    }
 }
 
 /// Runs `cmd` inside `cgroup` (or outside any test cgroup when `None`).

@@ -1,13 +1,12 @@
-//! Exec rules that a miner would try to walk around, on the real kernel:
-//! allow-lists and learn mode, "no new exec after start", loader exec
-//! (`ld.so ./xmrig` and executable mappings), execveat of an open file and
-//! scripts whose interpreter is refused. Each test runs in its own cgroup and
-//! shows the refused outcome inside the scope and the normal one outside.
+//! Exec rules that a miner would try to walk around: allow-lists and learn
+//! mode, "no new exec after start", loader exec (`ld.so ./xmrig` and
+//! executable mappings), execveat of an open file, scripts whose interpreter
+//! is refused, and the syscall tracepoints turned off. Each test runs in its
+//! own cgroup and shows the refused outcome inside the scope and the normal
+//! one outside.
 //!
-//! The backend is MINERGUARD_TEST_BACKEND (auto by default); the VM harness
-//! runs this file with the lsm and with the cgroup backend.
-
-mod common;
+//! scripts/vm-test.sh runs these in the VM with the lsm backend only (not
+//! again with the cgroup backend, which runs them natively).
 
 use std::{
     ffi::CString,
@@ -17,23 +16,12 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use minerguard::{
     cgroup::OwnedCgroup, Action, BackendKind, Enforcer, Event, LearnProgress, Profile, Rule,
-    RuleKind, Scope, Target,
+    RuleKind, Target,
 };
 
-macro_rules! require_kernel {
-    () => {
-        if !kernel_tests_enabled(module_path!()) {
-            return;
-        }
-    };
-}
-
-fn scope_of(cg: &OwnedCgroup) -> Scope {
-    Scope::Cgroup(cg.cgroup().path().to_path_buf())
-}
+use crate::common::*;
 
 fn exec_path(ev: &Event) -> &str {
     match &ev.target {
@@ -69,28 +57,27 @@ fn allow_only_runs_the_listed_programs_and_refuses_the_rest() {
     let listed = fake_miner(&app, "server");
     let single = fake_miner(&other, "helper");
     let unlisted = fake_miner(&other, "dropped");
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
     let prefix = format!("{}/", app.path().display());
     let profile = Profile::new("allow").rule(Rule::exec_allow_only(
         "only-the-app",
         Action::Deny,
         [prefix.as_str(), single.to_str().unwrap()],
     ));
-    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     let marker = other.path().join("marker");
 
-    assert_eq!(exec_in(Some(&cg), &listed, &marker), ExecOutcome::Exited(0));
-    assert_eq!(exec_in(Some(&cg), &single, &marker), ExecOutcome::Exited(0));
+    assert_eq!(exec_in(Some(cg), &listed, &marker), ExecOutcome::Exited(0));
+    assert_eq!(exec_in(Some(cg), &single, &marker), ExecOutcome::Exited(0));
     std::fs::remove_file(&marker).unwrap();
     assert_eq!(
-        exec_in(Some(&cg), &unlisted, &marker),
-        denied_exec(&enforcer, Action::Deny),
+        exec_in(Some(cg), &unlisted, &marker),
+        denied_exec(enforcer, Action::Deny),
         "an unlisted program"
     );
     assert!(!marker.exists(), "the unlisted program ran");
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "only-the-app").expect("event");
-    assert_exec_event(&ev, &enforcer, "only-the-app", Action::Deny);
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "only-the-app").expect("event");
+    assert_exec_event(&ev, enforcer, "only-the-app", Action::Deny);
     assert_eq!(exec_path(&ev), unlisted.to_str().unwrap());
 
     // Outside the scope nothing is refused.
@@ -164,8 +151,6 @@ fn loader_exec_of_a_refused_file_is_stopped() {
     require_kernel!();
     let dir = TempDir::new("loader");
     let miner = fake_miner(&dir, "xmrig");
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
     let profile = Profile::new("loader")
         .rule(Rule::exec_files(
             "known-miner",
@@ -177,7 +162,8 @@ fn loader_exec_of_a_refused_file_is_stopped() {
             Action::Deny,
             ["xmrig-renamed"],
         ));
-    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     enforcer
         .loader_exec()
         .expect("executable mappings are judged on this kernel");
@@ -194,24 +180,21 @@ fn loader_exec_of_a_refused_file_is_stopped() {
         Err(e) => ExecOutcome::Refused(e.raw_os_error().unwrap_or(-1)),
     };
 
-    assert_eq!(via_loader(Some(&cg), &miner), denied_loader_exec(&enforcer));
+    assert_eq!(via_loader(Some(cg), &miner), denied_loader_exec(enforcer));
     assert!(!marker.exists(), "the miner's code ran through the loader");
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
-    assert_exec_event(&ev, &enforcer, "known-miner", Action::Deny);
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
+    assert_exec_event(&ev, enforcer, "known-miner", Action::Deny);
     assert_eq!(exec_path(&ev), "xmrig", "the mapped file's name");
 
     // By name as well (a copy is another inode).
     let renamed = fake_miner(&dir, "xmrig-renamed");
-    assert_eq!(
-        via_loader(Some(&cg), &renamed),
-        denied_loader_exec(&enforcer)
-    );
+    assert_eq!(via_loader(Some(cg), &renamed), denied_loader_exec(enforcer));
     assert!(!marker.exists());
 
     // Programs no rule names still run through the loader in the scope,
     // and the miner runs through it outside the scope.
     let fine = fake_miner(&dir, "fine");
-    assert_eq!(via_loader(Some(&cg), &fine), ExecOutcome::Exited(0));
+    assert_eq!(via_loader(Some(cg), &fine), ExecOutcome::Exited(0));
     std::fs::remove_file(&marker).unwrap();
     assert_eq!(via_loader(None, &miner), ExecOutcome::Exited(0));
 }
@@ -243,19 +226,18 @@ fn executable_mappings_of_a_refused_file_are_stopped() {
     require_kernel!();
     let dir = TempDir::new("mappings");
     let miner = fake_miner(&dir, "cpuminer");
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
     let profile =
         Profile::new("maps").rule(Rule::exec_names("miner-name", Action::Deny, ["cpuminer"]));
-    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     let refused = match enforcer.backend() {
         BackendKind::Lsm => ChildEnd::Code(100 + libc::EPERM),
         BackendKind::Cgroup => ChildEnd::Signal(libc::SIGKILL),
     };
-    assert_eq!(map_exec_in(Some(&cg), &miner, false), refused, "mmap");
-    assert_eq!(map_exec_in(Some(&cg), &miner, true), refused, "mprotect");
+    assert_eq!(map_exec_in(Some(cg), &miner, false), refused, "mmap");
+    assert_eq!(map_exec_in(Some(cg), &miner, true), refused, "mprotect");
     // A read-only mapping is fine, and so is everything outside the scope.
-    let ro = fork_in(Some(&cg), || unsafe {
+    let ro = fork_in(Some(cg), || unsafe {
         let f = libc::open(c"/usr/bin/true".as_ptr(), libc::O_RDONLY);
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -270,8 +252,8 @@ fn executable_mappings_of_a_refused_file_are_stopped() {
     assert_eq!(ro, ChildEnd::Code(0));
     assert_eq!(map_exec_in(None, &miner, false), ChildEnd::Code(0));
     assert_eq!(map_exec_in(None, &miner, true), ChildEnd::Code(0));
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "miner-name").expect("event");
-    assert_exec_event(&ev, &enforcer, "miner-name", Action::Deny);
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-name").expect("event");
+    assert_exec_event(&ev, enforcer, "miner-name", Action::Deny);
     assert_eq!(exec_path(&ev), "cpuminer");
 }
 
@@ -301,23 +283,22 @@ fn execveat_of_an_open_refused_file_is_stopped() {
     require_kernel!();
     let dir = TempDir::new("execveat");
     let miner = fake_miner(&dir, "looks-fine");
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
     let profile = Profile::new("execveat").rule(Rule::exec_files(
         "known-miner",
         Action::Deny,
         [miner.to_str().unwrap()],
     ));
-    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     let marker = dir.path().join("marker");
     let refused = match enforcer.effective_action(RuleKind::Exec, Action::Deny) {
         Action::Kill => ChildEnd::Signal(libc::SIGKILL),
         _ => ChildEnd::Code(100 + libc::EPERM),
     };
-    assert_eq!(execveat_in(Some(&cg), &miner, &marker), refused);
+    assert_eq!(execveat_in(Some(cg), &miner, &marker), refused);
     assert!(!marker.exists());
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
-    assert_exec_event(&ev, &enforcer, "known-miner", Action::Deny);
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
+    assert_exec_event(&ev, enforcer, "known-miner", Action::Deny);
     assert_eq!(execveat_in(None, &miner, &marker), ChildEnd::Code(0));
     assert!(marker.exists());
 }
@@ -332,21 +313,20 @@ fn a_script_whose_interpreter_is_refused_does_not_run() {
     let marker = dir.path().join("marker");
     std::fs::write(&script, format!("#!{}\n: > \"$1\"\n", shell.display())).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cg = test_cgroup();
-    let mut enforcer = enforcer();
     let profile = Profile::new("interp").rule(Rule::exec_files(
         "bad-interpreter",
         Action::Deny,
         [shell.to_str().unwrap()],
     ));
-    enforcer.apply(&profile, scope_of(&cg)).unwrap();
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     assert_eq!(
-        exec_in(Some(&cg), &script, &marker),
-        denied_exec(&enforcer, Action::Deny)
+        exec_in(Some(cg), &script, &marker),
+        denied_exec(enforcer, Action::Deny)
     );
     assert!(!marker.exists(), "the script ran");
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "bad-interpreter").expect("event");
-    assert_exec_event(&ev, &enforcer, "bad-interpreter", Action::Deny);
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "bad-interpreter").expect("event");
+    assert_exec_event(&ev, enforcer, "bad-interpreter", Action::Deny);
     // lsm names the interpreter it refused; the cgroup backend the script.
     let want = match enforcer.backend() {
         BackendKind::Lsm => shell.to_str().unwrap(),

@@ -1,0 +1,245 @@
+//! Exec rules: a miner's name, file (by inode, through renames and hard
+//! links), scratch directory, fileless image (memfd, deleted file), script,
+//! and command line. Inside the scope the miner never runs an instruction;
+//! outside it runs.
+
+use std::{os::unix::process::ExitStatusExt, process::Command};
+
+use minerguard::{Action, Enforcer, Profile, Rule, RuleKind, Target};
+
+use crate::{common::*, exec_profile};
+
+#[test]
+fn miner_exec_never_runs_inside_scope_and_runs_outside() {
+    require_kernel!();
+    let dir = TempDir::new("exec");
+    let miner = fake_miner(&dir, "xmrig");
+    let scoped = Scoped::apply(&exec_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+
+    let inside = dir.path().join("ran-inside");
+    assert_eq!(
+        exec_in(Some(cg), &miner, &inside),
+        denied_exec(enforcer, Action::Deny)
+    );
+    assert!(
+        !inside.exists(),
+        "the miner ran an instruction inside the scope"
+    );
+
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-binary").expect("exec event");
+    assert_eq!(
+        ev.action,
+        enforcer.effective_action(RuleKind::Exec, Action::Deny)
+    );
+    assert_eq!(ev.requested, Action::Deny);
+    assert_eq!(&*ev.profile, "test-exec");
+    assert_eq!(ev.cgroup_id, cg.cgroup().id());
+    match &ev.target {
+        Target::Exec { path } => assert_eq!(path.as_str(), miner.to_str().unwrap()),
+        other => panic!("expected an exec target, got {other:?}"),
+    }
+    assert!(
+        ev.pid > 0 && ev.tgid == ev.pid,
+        "exec event names the process: {ev:?}"
+    );
+    if ev.action == Action::Kill {
+        // Killed after the exec: the task already carries the new name.
+        assert_eq!(ev.comm.as_str(), "xmrig");
+    } else {
+        // Refused before the exec: the caller keeps its own name.
+        assert!(!ev.comm.is_empty() && ev.comm.as_str() != "xmrig", "{ev:?}");
+    }
+
+    let outside = dir.path().join("ran-outside");
+    assert_eq!(exec_in(None, &miner, &outside), ExecOutcome::Exited(0));
+    assert!(outside.exists(), "the same file must run outside the scope");
+}
+
+#[test]
+fn other_programs_still_run_inside_scope() {
+    require_kernel!();
+    let dir = TempDir::new("exec-other");
+    let scoped = Scoped::apply(&exec_profile(Action::Kill));
+    let cg = scoped.cgroup();
+    let allowed = fake_miner(&dir, "not-a-miner");
+    let marker = dir.path().join("marker");
+    assert_eq!(exec_in(Some(cg), &allowed, &marker), ExecOutcome::Exited(0));
+    assert!(marker.exists());
+}
+
+#[test]
+fn script_named_like_a_miner_is_stopped() {
+    require_kernel!();
+    let dir = TempDir::new("exec-script");
+    let script = dir.path().join("xmrig");
+    std::fs::write(&script, "#!/bin/sh\ntouch \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let scoped = Scoped::apply(&exec_profile(Action::Kill));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let marker = dir.path().join("marker");
+    assert_eq!(
+        exec_in(Some(cg), &script, &marker),
+        denied_exec(enforcer, Action::Kill)
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn exec_files_follow_the_inode_through_renames_and_hard_links() {
+    require_kernel!();
+    let dir = TempDir::new("files");
+    let miner = fake_miner(&dir, "innocent-name");
+    let profile = Profile::new("files").rule(Rule::exec_files(
+        "known-miner",
+        Action::Deny,
+        [miner.to_str().unwrap()],
+    ));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let denied = denied_exec(enforcer, Action::Deny);
+
+    let marker = dir.path().join("m1");
+    assert_eq!(
+        exec_in(Some(cg), &miner, &marker),
+        denied,
+        "the file itself"
+    );
+    let link = dir.path().join("hard-link");
+    std::fs::hard_link(&miner, &link).unwrap();
+    assert_eq!(exec_in(Some(cg), &link, &marker), denied, "a hard link");
+    let renamed = dir.path().join("renamed");
+    std::fs::rename(&miner, &renamed).unwrap();
+    assert_eq!(
+        exec_in(Some(cg), &renamed, &marker),
+        denied,
+        "after a rename"
+    );
+    assert!(!marker.exists());
+    // A copy is another inode: it runs.
+    let copy = fake_miner(&dir, "copy");
+    assert_eq!(exec_in(Some(cg), &copy, &marker), ExecOutcome::Exited(0));
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "known-miner").expect("event");
+    assert_eq!(ev.requested, Action::Deny);
+}
+
+#[test]
+fn exec_dirs_cover_subdirectories_and_symlinks_into_them() {
+    require_kernel!();
+    let scratch = TempDir::new("dirs");
+    let outside = TempDir::new("dirs-outside");
+    std::fs::create_dir_all(scratch.path().join("a/b")).unwrap();
+    let deep = scratch.path().join("a/b/payload");
+    std::fs::copy("/usr/bin/touch", &deep).unwrap();
+    let via_symlink = outside.path().join("looks-safe");
+    std::os::unix::fs::symlink(&deep, &via_symlink).unwrap();
+    let profile = Profile::new("dirs").rule(Rule::exec_dirs(
+        "scratch-dir-exec",
+        Action::Deny,
+        [scratch.path().to_str().unwrap()],
+    ));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let denied = denied_exec(enforcer, Action::Deny);
+    let marker = outside.path().join("marker");
+    assert_eq!(exec_in(Some(cg), &deep, &marker), denied, "two levels down");
+    assert_eq!(
+        exec_in(Some(cg), &via_symlink, &marker),
+        denied,
+        "through a symlink"
+    );
+    assert!(!marker.exists());
+    // The same program from elsewhere runs, inside and outside the scope.
+    assert_eq!(
+        exec_in(Some(cg), std::path::Path::new("/usr/bin/touch"), &marker),
+        ExecOutcome::Exited(0)
+    );
+    assert_eq!(
+        exec_in(None, &deep, &outside.path().join("m2")),
+        ExecOutcome::Exited(0)
+    );
+}
+
+/// What a refused exec looks like from a forked child, with this backend.
+fn denied_fork(enforcer: &Enforcer, requested: Action) -> ForkOutcome {
+    match enforcer.effective_action(RuleKind::Exec, requested) {
+        Action::Kill => ForkOutcome::Signal(libc::SIGKILL),
+        _ => ForkOutcome::ExecFailed(libc::EPERM),
+    }
+}
+
+#[test]
+fn fileless_exec_from_memfd_or_deleted_file_is_stopped() {
+    require_kernel!();
+    let scratch = TempDir::new("fileless");
+    let scoped = Scoped::apply(
+        &Profile::new("fileless").rule(Rule::exec_memfd("fileless-exec", Action::Deny)),
+    );
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let marker = scratch.path().join("marker");
+    let args = [marker.to_str().unwrap()];
+    let touch = std::path::Path::new("/usr/bin/touch");
+    for how in [Fileless::Memfd, Fileless::DeletedFile] {
+        assert_eq!(
+            fileless_exec_in(Some(cg), touch, &args, how, &scratch),
+            denied_fork(enforcer, Action::Deny),
+            "{how:?}"
+        );
+        assert!(!marker.exists(), "{how:?} ran");
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "fileless-exec").expect("event");
+        assert_eq!(ev.requested, Action::Deny);
+    }
+    // Outside the scope fileless exec works (the test itself would be wrong otherwise).
+    assert_eq!(
+        fileless_exec_in(None, touch, &args, Fileless::Memfd, &scratch),
+        ForkOutcome::Exited(0)
+    );
+    assert!(marker.exists());
+    // A normal file on disk still runs inside the scope.
+    assert_eq!(
+        exec_in(Some(cg), touch, &scratch.path().join("m2")),
+        ExecOutcome::Exited(0)
+    );
+}
+
+#[test]
+fn a_pool_url_on_the_command_line_is_killed_before_the_program_runs() {
+    require_kernel!();
+    let dir = TempDir::new("cmdline");
+    let marker = dir.path().join("marker");
+    let profile = Profile::new("cmdline").rule(Rule::exec_cmdline(
+        "miner-cmdline",
+        Action::Kill,
+        ["stratum+tcp://", "--donate-level"],
+    ));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer, h) = (scoped.cgroup(), scoped.enforcer(), scoped.handle());
+    assert!(enforcer.unenforced(h).unwrap().is_empty());
+    let sh = |args: &[&str]| {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "touch \"$1\"", "sh", marker.to_str().unwrap()])
+            .args(args);
+        c
+    };
+    let status = run_in(
+        Some(cg),
+        &mut sh(&["-o", "stratum+tcp://pool.example:3333"]),
+    )
+    .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!marker.exists(), "the program ran");
+    let status = run_in(Some(cg), &mut sh(&["--donate-level=1"])).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    // Other arguments, and the same arguments outside the scope, run.
+    assert!(run_in(Some(cg), &mut sh(&["-o", "https://example"]))
+        .unwrap()
+        .success());
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    assert!(run_in(None, &mut sh(&["stratum+tcp://x"]))
+        .unwrap()
+        .success());
+    assert!(marker.exists());
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline").expect("event");
+    assert_eq!(ev.action, Action::Kill);
+}

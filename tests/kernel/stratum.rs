@@ -1,0 +1,500 @@
+//! Stratum rules: the mining protocol is recognised on the first bytes a
+//! socket sends, on any port (Stratum V1, XMRig's login, Stratum V2), and
+//! refused however it is sent: split over calls, send/write/writev/sendmsg,
+//! sendfile, a TCP Fast Open SYN. Clean first messages pass and their
+//! sockets are not judged again; only scopes with a stratum rule track
+//! sockets; `kill` and `audit`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use minerguard::{Action, Profile, Rule, Target};
+
+use crate::{common::*, port_profile};
+
+const STRATUM_SUBSCRIBE: &[u8] =
+    b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer/2.5\"]}\n";
+const XMRIG_LOGIN: &[u8] =
+    b"  {\"params\":{\"login\":\"wallet\",\"pass\":\"x\",\"agent\":\"XMRig/6.21\"},\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\"}\n";
+/// Stratum V2 SetupConnection: ext 0x0000, type 0x00, length, protocol 0,
+/// min/max version 2, flags, then (truncated) strings.
+const SV2_SETUP: &[u8] = &[
+    0, 0, 0, 0x20, 0, 0, 0, 2, 0, 2, 0, 1, 0, 0, 0, 9, b'1', b'2', b'7',
+];
+const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+
+fn stratum_profile(action: Action) -> Profile {
+    Profile::new("stratum").rule(Rule::stratum(
+        "stratum-protocol",
+        action,
+        Vec::<String>::new(),
+    ))
+}
+
+#[test]
+fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let not_yet = enforcer.stratum_sk_msg().unwrap_err();
+    assert!(not_yet.contains("not loaded yet"), "{not_yet}");
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    // The cgroup backend always judges in sk_msg; the lsm backend only
+    // before 6.5, where sendfile and splice bypass its hook.
+    match enforcer.stratum_sk_msg() {
+        Ok(()) => assert!(!lsm_judges_every_send(lsm), "lsm on 6.5+ tracks sockets"),
+        Err(why) => {
+            assert!(lsm_judges_every_send(lsm), "{why}");
+            assert!(why.contains("every send reaches"), "{why}");
+            assert_eq!(enforcer.lsm_stratum(), Ok(()));
+            assert_eq!(enforcer.stratum_errno(), libc::EPERM);
+            assert_eq!(enforcer.fast_open(), Ok(()));
+        }
+    }
+}
+
+#[test]
+fn stratum_first_message_is_refused_on_any_port() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+
+    for (payload, sig) in [
+        (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1),
+        (XMRIG_LOGIN, minerguard::events::StratumSignature::Login),
+        (SV2_SETUP, minerguard::events::StratumSignature::V2),
+    ] {
+        assert_eq!(
+            send_in(Some(cg), addr, &[payload]),
+            SendOutcome::SendFailed {
+                index: 0,
+                errno: enforcer.stratum_errno()
+            },
+            "{sig:?}"
+        );
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert_eq!(ev.action, Action::Deny);
+        match ev.target {
+            Target::Stratum {
+                addr: to,
+                signature,
+            } => {
+                assert_eq!(signature, sig);
+                assert_eq!(to, addr, "the event names the pool");
+            }
+            t => panic!("expected a stratum target, got {t:?}"),
+        }
+    }
+    assert!(
+        received(&pool).is_empty(),
+        "no Stratum byte reached the pool"
+    );
+
+    // Outside the scope the same bytes go through.
+    assert_eq!(
+        send_in(None, addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    assert!(received(&pool).starts_with(b"{\"id\": 1"));
+}
+
+#[test]
+fn stratum_is_refused_whatever_call_sends_it_and_however_it_is_split() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    // EPERM from the lsm socket_sendmsg hook, EACCES from sk_msg.
+    let refused = ChildEnd::Code(100 + enforcer.stratum_errno());
+    if enforcer.backend() == minerguard::BackendKind::Lsm {
+        assert_eq!(
+            enforcer.stratum_errno(),
+            libc::EPERM,
+            "lsm judges Stratum itself"
+        );
+    }
+    for (payload, method) in [
+        (STRATUM_SUBSCRIBE, &b"mining.subscribe"[..]),
+        (XMRIG_LOGIN, &b"\"method\":\"login\""[..]),
+        (SV2_SETUP, &SV2_SETUP[..11]),
+    ] {
+        let vias = [
+            (1, SendVia::Send),
+            (3, SendVia::Write),
+            (7, SendVia::Writev),
+            (payload.len(), SendVia::Send),
+            (payload.len(), SendVia::Sendto),
+            (payload.len(), SendVia::Sendmsg),
+            (payload.len(), SendVia::Write),
+            (payload.len(), SendVia::Writev),
+        ];
+        for (chunk, via) in vias {
+            let pool = listener(false);
+            let addr = pool.local_addr().unwrap();
+            assert_eq!(
+                send_chunks_in(Some(cg), addr, payload, chunk, via),
+                refused,
+                "{} in {chunk}-byte {via:?} calls",
+                String::from_utf8_lossy(payload)
+            );
+            let got = received(&pool);
+            assert!(
+                !got.windows(method.len()).any(|w| w == method),
+                "the pool got the whole method: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            // Outside the scope the same sends go through.
+            assert_eq!(
+                send_chunks_in(None, addr, payload, chunk, via),
+                ChildEnd::Code(0)
+            );
+            assert!(received(&pool).ends_with(payload));
+        }
+    }
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(ev.pid > 0, "{ev:?}");
+    // A clean protocol sent byte by byte, and JSON that is not Stratum,
+    // pass whole.
+    for payload in [
+        HTTP_GET,
+        &b"{\"id\":1,\"method\":\"eth_blockNumber\",\"params\":[]}"[..],
+    ] {
+        let server = listener(false);
+        let addr = server.local_addr().unwrap();
+        assert_eq!(
+            send_chunks_in(Some(cg), addr, payload, 1, SendVia::Send),
+            ChildEnd::Code(0)
+        );
+        assert_eq!(received(&server), payload);
+    }
+}
+
+#[test]
+fn stratum_sent_with_sendfile_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let dir = TempDir::new("sendfile");
+    let method = &b"mining.subscribe"[..];
+    let (head, tail) = STRATUM_SUBSCRIBE.split_at(12);
+    // sendfile bypasses socket_sendmsg before 6.5 (sendpage): the sk_msg
+    // program judges it on both backends, and refuses the call that
+    // completes the method (EACCES), also when part of the message went
+    // out through send() (judged by the lsm hook too) before or after.
+    // From 6.5 on it reaches the lsm hook as pages, which judges it alone
+    // (EPERM), and the cgroup backend's sk_msg program (EACCES).
+    let refused = match enforcer.stratum_sk_msg() {
+        Ok(()) => libc::EACCES,
+        Err(why) => {
+            assert!(why.contains("every send"), "{why}");
+            libc::EPERM
+        }
+    };
+    for parts in [
+        &[Part::Sendfile(STRATUM_SUBSCRIBE)][..],
+        &[Part::Send(head), Part::Sendfile(tail)],
+        &[Part::Sendfile(head), Part::Send(tail)],
+    ] {
+        let pool = listener(false);
+        let addr = pool.local_addr().unwrap();
+        assert_eq!(
+            send_parts_in(Some(cg), addr, parts, dir.path()),
+            ChildEnd::Code(100 + refused),
+            "{parts:?}"
+        );
+        let got = received(&pool);
+        assert!(
+            !got.windows(method.len()).any(|w| w == method),
+            "the pool got the whole method: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert!(
+            matches!(ev.target, Target::Stratum { addr: to, .. } if to == addr),
+            "{ev:?}"
+        );
+        // Outside the scope the same calls go through.
+        assert_eq!(
+            send_parts_in(None, addr, parts, dir.path()),
+            ChildEnd::Code(0)
+        );
+        assert!(received(&pool).ends_with(tail));
+    }
+    // A clean file served with sendfile passes.
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    assert_eq!(
+        send_parts_in(Some(cg), addr, &[Part::Sendfile(HTTP_GET)], dir.path()),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&server), HTTP_GET);
+}
+
+#[test]
+fn stratum_in_a_tcp_fast_open_syn_is_refused() {
+    require_kernel!();
+    let cg = test_cgroup();
+    let mut enforcer = enforcer();
+    let not_yet = enforcer.fast_open().unwrap_err();
+    assert!(not_yet.contains("not loaded yet"), "{not_yet}");
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    enforcer
+        .fast_open()
+        .expect("Fast Open payloads are judged on this kernel");
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, STRATUM_SUBSCRIBE, None),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    assert!(received(&pool).is_empty(), "the pool got a connection");
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    match ev.target {
+        Target::Stratum {
+            addr: to,
+            signature,
+        } => {
+            assert_eq!(to, addr);
+            assert_eq!(signature, minerguard::events::StratumSignature::V1);
+        }
+        ref t => panic!("{t:?}"),
+    }
+    assert!(ev.pid > 0, "{ev:?}");
+    // Clean Fast Open in the scope, and Stratum outside it, go through.
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, HTTP_GET, None),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), HTTP_GET);
+    assert_eq!(
+        fast_open_send_in(None, addr, STRATUM_SUBSCRIBE, None),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+    // A payload in an untouched file mapping: the lsm socket_sendmsg hook
+    // faults it in and judges it (Stratum refused, clean passes); the
+    // syscall tracepoint cannot, and refuses it unjudged.
+    let dir = TempDir::new("tfo");
+    let file = dir.path().join("payload");
+    let (payload, signature) = if enforcer.stratum_errno() == libc::EPERM {
+        assert_eq!(
+            fast_open_send_in(Some(&cg), addr, HTTP_GET, Some(&file)),
+            ChildEnd::Code(0)
+        );
+        assert_eq!(received(&pool), HTTP_GET);
+        (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1)
+    } else {
+        (HTTP_GET, minerguard::events::StratumSignature::Unreadable)
+    };
+    assert_eq!(
+        fast_open_send_in(Some(&cg), addr, payload, Some(&file)),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    assert!(received(&pool).is_empty(), "the pool got a connection");
+    let ev = wait_event(
+        &enforcer,
+        |e| matches!(e.target, Target::Stratum { signature: s, .. } if s == signature),
+    );
+    assert!(ev.is_some(), "a {signature:?} event");
+    // A refused send leaves nothing behind: the same thread's next connect
+    // in the scope works.
+    assert_eq!(
+        connect_in(Some(&cg), addr, false),
+        ConnectOutcome::Connected
+    );
+}
+
+#[test]
+fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
+    require_kernel!();
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    // Only a socket's first bytes are judged: later sends cost nothing.
+    assert_eq!(
+        send_in(Some(cg), addr, &[HTTP_GET, STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    let got = received(&server);
+    assert!(
+        got.starts_with(HTTP_GET),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // JSON that is not Stratum passes too.
+    assert_eq!(
+        send_in(
+            Some(cg),
+            addr,
+            &[b"{\"id\":1,\"method\":\"eth_blockNumber\",\"params\":[]}"]
+        ),
+        SendOutcome::AllSent
+    );
+    assert!(events_within(enforcer, Duration::from_millis(500), |_| true).is_empty());
+}
+
+#[test]
+fn judged_sockets_leave_the_stratum_send_path() {
+    require_kernel!();
+    use std::io::{Read, Write};
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let (storage, len, family) = sockaddr_of(addr);
+    assert_eq!(enforcer.released_sockets(), 0);
+    // Where the lsm hook alone judges, no socket is tracked: it judges a
+    // socket once and then returns after one socket-storage lookup.
+    let tracked = u64::from(enforcer.stratum_sk_msg().is_ok());
+    std::thread::scope(|s| {
+        // The client: a clean first message, then it waits for the
+        // server's go before sending more on the same socket.
+        let client = s.spawn(|| {
+            fork_in(Some(cg), || unsafe {
+                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+                        != 0
+                {
+                    return 99;
+                }
+                let mut go = [0u8; 1];
+                if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0)
+                    != HTTP_GET.len() as isize
+                    || libc::recv(fd, go.as_mut_ptr().cast(), 1, 0) != 1
+                {
+                    return 98;
+                }
+                // Judged already: later bytes are not looked at.
+                if libc::send(
+                    fd,
+                    STRATUM_SUBSCRIBE.as_ptr().cast(),
+                    STRATUM_SUBSCRIBE.len(),
+                    0,
+                ) != STRATUM_SUBSCRIBE.len() as isize
+                {
+                    return 97;
+                }
+                0
+            })
+        });
+        let mut conn = accept_within(&server);
+        let mut first = vec![0u8; HTTP_GET.len()];
+        conn.read_exact(&mut first).unwrap();
+        assert_eq!(first, HTTP_GET);
+        // The event thread takes the judged socket out of the sockhash.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while enforcer.released_sockets() < tracked && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            enforcer.released_sockets(),
+            tracked,
+            "the judged socket left the sockhash"
+        );
+        conn.write_all(b"g").unwrap();
+        let mut rest = vec![0u8; STRATUM_SUBSCRIBE.len()];
+        conn.read_exact(&mut rest).unwrap();
+        assert_eq!(rest, STRATUM_SUBSCRIBE);
+        assert_eq!(client.join().unwrap(), ChildEnd::Code(0));
+    });
+    // A refused socket stays where it is (every later send is refused).
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    assert_eq!(
+        send_in(Some(cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::SendFailed {
+            index: 0,
+            errno: enforcer.stratum_errno()
+        }
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(enforcer.released_sockets(), tracked);
+}
+
+/// From a child in `cg`: connects to `addr`, sends a clean first message,
+/// and keeps the socket open 300 ms (time for the enforcer to release it).
+fn clean_long_lived_client(cg: &minerguard::cgroup::OwnedCgroup, addr: SocketAddr) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    fork_in(Some(cg), || unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0
+        {
+            return 99;
+        }
+        if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0) != HTTP_GET.len() as isize {
+            return 98;
+        }
+        libc::usleep(300_000);
+        0
+    })
+}
+
+#[test]
+fn only_scopes_with_a_stratum_rule_track_sockets() {
+    require_kernel!();
+    let server = listener(false);
+    let addr = server.local_addr().unwrap();
+    let ports = port_profile(Action::Deny, 9);
+    let mut scoped = Scoped::apply(&ports);
+    let h = scoped.handle();
+    let (cg, enforcer) = scoped.cgroup_and_enforcer_mut();
+    // No stratum rule: the socket never enters the sk_msg send path, so
+    // there is nothing to release.
+    assert_eq!(clean_long_lived_client(cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), 0);
+    // An update that adds one starts tracking before the switch (except
+    // where the lsm hook alone judges: nothing is tracked there).
+    enforcer.update(h, &stratum_profile(Action::Deny)).unwrap();
+    let tracked = u64::from(enforcer.stratum_sk_msg().is_ok());
+    assert_eq!(clean_long_lived_client(cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), tracked);
+    assert_eq!(
+        send_in(Some(cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::SendFailed {
+            index: 0,
+            errno: enforcer.stratum_errno()
+        }
+    );
+    // And one that drops it stops tracking.
+    enforcer.update(h, &ports).unwrap();
+    assert_eq!(clean_long_lived_client(cg, addr), ChildEnd::Code(0));
+    assert_eq!(enforcer.released_sockets(), tracked);
+    assert_eq!(
+        send_in(Some(cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+}
+
+#[test]
+fn stratum_kill_and_audit() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let killed = test_cgroup();
+    let audited = test_cgroup();
+    let mut enforcer = enforcer();
+    enforcer
+        .apply(&stratum_profile(Action::Kill), scope_of(&killed))
+        .unwrap();
+    enforcer
+        .apply(&stratum_profile(Action::Audit), scope_of(&audited))
+        .unwrap();
+    assert_eq!(
+        send_in(Some(&killed), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::Signal(libc::SIGKILL)
+    );
+    assert_eq!(
+        send_in(Some(&audited), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    let evs = events_within(&enforcer, Duration::from_secs(1), |_| true);
+    let actions: Vec<Action> = evs.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [Action::Kill, Action::Audit], "{evs:?}");
+}

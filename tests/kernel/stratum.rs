@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use minerguard::{Action, Profile, Rule, Target};
+use minerguard::{Action, CheckStatus, Profile, Rule, Target};
 
 use crate::{common::*, port_profile};
 
@@ -37,10 +37,33 @@ fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
     let mut enforcer = enforcer();
     let not_yet = enforcer.stratum_sk_msg().unwrap_err();
     assert!(not_yet.contains("not loaded yet"), "{not_yet}");
+    let before = enforcer.checks();
+    for status in [&before.stratum_sk_msg, &before.lsm_stratum] {
+        // The cgroup backend has no lsm hook at all: off, with its reason.
+        if matches!(status, CheckStatus::Off { .. }) {
+            assert_eq!(enforcer.backend(), minerguard::BackendKind::Cgroup);
+            continue;
+        }
+        assert!(
+            matches!(status, CheckStatus::NotLoadedYet { needed_by } if needed_by.contains("stratum rule")),
+            "{status:?}"
+        );
+    }
     enforcer
         .apply(&stratum_profile(Action::Deny), scope_of(&cg))
         .unwrap();
     let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    // The status as data says what the text getters say.
+    let checks = enforcer.checks();
+    assert_eq!(checks.stratum_sk_msg.as_result(), enforcer.stratum_sk_msg());
+    assert_eq!(checks.lsm_stratum.as_result(), enforcer.lsm_stratum());
+    assert_eq!(checks.fast_open.as_result(), enforcer.fast_open());
+    assert_eq!(checks.lsm_stratum.is_active(), lsm, "{checks:?}");
+    assert_eq!(
+        matches!(checks.stratum_sk_msg, CheckStatus::NotNeeded { .. }),
+        lsm_judges_every_send(lsm),
+        "{checks:?}"
+    );
     // The cgroup backend always judges in sk_msg; the lsm backend only
     // before 6.5, where sendfile and splice bypass its hook.
     match enforcer.stratum_sk_msg() {

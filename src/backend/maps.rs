@@ -3,6 +3,8 @@
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
+use super::skel::abi::types as c;
+
 use crate::{
     compile::{InodeEntry, InodeKind, KernelPolicy, RuleRef},
     error::AttachError,
@@ -51,31 +53,14 @@ pub(crate) unsafe trait Pod: Copy {
     }
 }
 
-/// `struct mg_scope`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ScopeValue {
-    pub policy_id: u32,
-    pub flags: u32,
-    pub cgroup_id: u64,
-}
+/// `struct mg_scope`, as the C header declares it (through BTF).
+pub(crate) type ScopeValue = c::mg_scope;
 
-/// `struct mg_config`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ConfigValue {
-    pub scope_levels: u32,
-    pub flags: u32,
-}
+/// `struct mg_config`, as the C header declares it (through BTF).
+pub(crate) type ConfigValue = c::mg_config;
 
-/// `struct mg_rule_ref`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RuleRefValue {
-    pub rule_idx: u32,
-    pub action: u8,
-    pub _pad: [u8; 3],
-}
+/// `struct mg_rule_ref`, as the C header declares it (through BTF).
+pub(crate) type RuleRefValue = c::mg_rule_ref;
 
 /// `struct mg_name_key`.
 #[repr(C)]
@@ -85,67 +70,26 @@ pub(crate) struct NameKey {
     pub name: [u8; NAME_LEN],
 }
 
-/// `struct mg_cidr4_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Cidr4Key {
-    pub prefixlen: u32,
-    pub policy_id: u32,
-    pub addr: [u8; 4],
-}
+/// `struct mg_cidr4_key`, as the C header declares it (through BTF).
+pub(crate) type Cidr4Key = c::mg_cidr4_key;
 
-/// `struct mg_cidr6_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Cidr6Key {
-    pub prefixlen: u32,
-    pub policy_id: u32,
-    pub addr: [u8; 16],
-}
+/// `struct mg_cidr6_key`, as the C header declares it (through BTF).
+pub(crate) type Cidr6Key = c::mg_cidr6_key;
 
-/// `struct mg_prefix_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PrefixKey {
-    pub policy_id: u32,
-    pub prefix: [u8; 4],
-}
+/// `struct mg_prefix_key`, as the C header declares it (through BTF).
+pub(crate) type PrefixKey = c::mg_prefix_key;
 
-/// `struct mg_prefix_bucket`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PrefixBucket {
-    pub count: u32,
-    pub ids: [u32; BUCKET_SIZE],
-}
+/// `struct mg_prefix_bucket`, as the C header declares it (through BTF).
+pub(crate) type PrefixBucket = c::mg_prefix_bucket;
 
-/// `struct mg_pattern_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PatternKey {
-    pub policy_id: u32,
-    pub id: u32,
-}
+/// `struct mg_pattern_key`, as the C header declares it (through BTF).
+pub(crate) type PatternKey = c::mg_pattern_key;
 
-/// `struct mg_pattern`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PatternValue {
-    pub rule: RuleRefValue,
-    pub len: u32,
-    pub bytes: [u8; PATTERN_LEN],
-}
+/// `struct mg_pattern`, as the C header declares it (through BTF).
+pub(crate) type PatternValue = c::mg_pattern;
 
-/// `struct mg_inode_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct InodeKey {
-    pub policy_id: u32,
-    pub dev: u32,
-    pub ino: u64,
-    pub kind: u8,
-    pub _pad: [u8; 7],
-}
+/// `struct mg_inode_key`, as the C header declares it (through BTF).
+pub(crate) type InodeKey = c::mg_inode_key;
 
 impl InodeKey {
     fn new(policy_id: u32, e: &InodeEntry) -> Self {
@@ -196,16 +140,12 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
     flags
 }
 
-/// `struct mg_port_key`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PortKey {
-    pub policy_id: u32,
-    pub port: u16,
-    pub _pad: u16,
-}
+/// `struct mg_port_key`, as the C header declares it (through BTF).
+pub(crate) type PortKey = c::mg_port_key;
 
-// SAFETY: all five are repr(C) with explicit padding (checked by the layout test).
+// SAFETY: repr(C) with every padding byte a named field: the C structs as
+// libbpf-cargo generates them from BTF (it names padding `_pad`/`__pad_N`),
+// and NameKey (checked against its C struct by the layout test).
 unsafe impl Pod for ScopeValue {}
 unsafe impl Pod for ConfigValue {}
 unsafe impl Pod for RuleRefValue {}
@@ -503,7 +443,7 @@ impl PolicyEntries {
                     let n = pattern.len().min(PATTERN_LEN);
                     bytes[..n].copy_from_slice(&pattern.as_bytes()[..n]);
                     let value = PatternValue {
-                        rule: rule(r),
+                        r#ref: rule(r),
                         len: n as u32,
                         bytes,
                     };
@@ -612,65 +552,20 @@ fn cidr6_key(policy_id: u32, (addr, len): &([u8; 16], u8)) -> Cidr6Key {
 
 #[cfg(test)]
 mod layout_tests {
-    //! The C structs come back to us through BTF in the generated skeleton's
-    //! `types` module: compare our mirrors to them field by field.
+    //! Every key and value but `NameKey` is the C struct itself (the
+    //! skeleton's BTF type); `NameKey` keeps bytes where C has `char`, so it
+    //! is compared to the C struct field by field.
     use std::mem::{offset_of, size_of};
 
     use super::*;
-    use crate::backend::skel::net_cgroup::types as c;
 
     #[test]
     fn mirrors_match_the_c_header() {
-        assert_eq!(size_of::<ScopeValue>(), size_of::<c::mg_scope>());
-        assert_eq!(
-            offset_of!(ScopeValue, flags),
-            offset_of!(c::mg_scope, flags)
-        );
-        assert_eq!(
-            offset_of!(ScopeValue, cgroup_id),
-            offset_of!(c::mg_scope, cgroup_id)
-        );
-        assert_eq!(size_of::<ConfigValue>(), size_of::<c::mg_config>());
-        assert_eq!(
-            offset_of!(ConfigValue, scope_levels),
-            offset_of!(c::mg_config, scope_levels)
-        );
-        assert_eq!(size_of::<RuleRefValue>(), size_of::<c::mg_rule_ref>());
-        assert_eq!(
-            offset_of!(RuleRefValue, action),
-            offset_of!(c::mg_rule_ref, action)
-        );
         assert_eq!(size_of::<NameKey>(), size_of::<c::mg_name_key>());
         assert_eq!(offset_of!(NameKey, name), offset_of!(c::mg_name_key, name));
-        assert_eq!(size_of::<PortKey>(), size_of::<c::mg_port_key>());
-        assert_eq!(offset_of!(PortKey, port), offset_of!(c::mg_port_key, port));
-        assert_eq!(size_of::<PrefixKey>(), size_of::<c::mg_prefix_key>());
-        assert_eq!(size_of::<PrefixBucket>(), size_of::<c::mg_prefix_bucket>());
-        assert_eq!(size_of::<PatternKey>(), size_of::<c::mg_pattern_key>());
-        assert_eq!(size_of::<PatternValue>(), size_of::<c::mg_pattern>());
         assert_eq!(
-            offset_of!(PatternValue, len),
-            offset_of!(c::mg_pattern, len)
-        );
-        assert_eq!(
-            offset_of!(PatternValue, bytes),
-            offset_of!(c::mg_pattern, bytes)
-        );
-        assert_eq!(size_of::<InodeKey>(), size_of::<c::mg_inode_key>());
-        assert_eq!(offset_of!(InodeKey, ino), offset_of!(c::mg_inode_key, ino));
-        assert_eq!(
-            offset_of!(InodeKey, kind),
-            offset_of!(c::mg_inode_key, kind)
-        );
-        assert_eq!(size_of::<Cidr4Key>(), size_of::<c::mg_cidr4_key>());
-        assert_eq!(
-            offset_of!(Cidr4Key, addr),
-            offset_of!(c::mg_cidr4_key, addr)
-        );
-        assert_eq!(size_of::<Cidr6Key>(), size_of::<c::mg_cidr6_key>());
-        assert_eq!(
-            offset_of!(Cidr6Key, addr),
-            offset_of!(c::mg_cidr6_key, addr)
+            size_of::<[u8; NAME_LEN]>(),
+            size_of_val(&c::mg_name_key::default().name)
         );
     }
 

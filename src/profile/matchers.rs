@@ -363,77 +363,46 @@ pub struct SeccompMatch {
     pub syscalls: Vec<SyscallRule>,
 }
 
-/// Every matcher kind, by its profile key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MatcherKind {
-    /// `exec.names`
-    ExecNames,
-    /// `exec.path_prefixes`
-    ExecPathPrefixes,
-    /// `exec.files`
-    ExecFiles,
-    /// `exec.dirs`
-    ExecDirs,
-    /// `exec.memfd`
-    ExecMemfd,
-    /// `exec.cmdline`
-    ExecCmdline,
-    /// `exec.allow_only`
-    ExecAllowOnly,
-    /// `exec.no_new_exec`
-    ExecNoNewExec,
-    /// `connect.ports`
-    ConnectPorts,
-    /// `connect.cidrs`
-    ConnectCidrs,
-    /// `connect.domains`
-    ConnectDomains,
-    /// `stratum`
-    Stratum,
-    /// `open.msr`
-    OpenMsr,
-    /// `seccomp`
-    Seccomp,
+/// Declares [`MatcherKind`], its `ALL` table and its profile keys from one
+/// list: a new kind is one line here (and, until it is compiled, a build
+/// error in `compile::KernelPolicy::build`, whose match has no `_` arm).
+macro_rules! matcher_kinds {
+    ($($variant:ident => $key:literal,)+) => {
+        /// Every matcher kind, by its profile key.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MatcherKind {
+            $(#[doc = concat!("`", $key, "`")] $variant,)+
+        }
+
+        impl MatcherKind {
+            /// Every kind, in documentation order.
+            pub const ALL: [MatcherKind; [$($key),+].len()] = [$(MatcherKind::$variant),+];
+
+            /// The profile key (`exec.names`, `connect.ports`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(MatcherKind::$variant => $key,)+
+                }
+            }
+        }
+    };
 }
 
-impl MatcherKind {
-    /// Every kind, in documentation order.
-    pub const ALL: [MatcherKind; 14] = [
-        MatcherKind::ExecNames,
-        MatcherKind::ExecPathPrefixes,
-        MatcherKind::ExecFiles,
-        MatcherKind::ExecDirs,
-        MatcherKind::ExecMemfd,
-        MatcherKind::ExecCmdline,
-        MatcherKind::ExecAllowOnly,
-        MatcherKind::ExecNoNewExec,
-        MatcherKind::ConnectPorts,
-        MatcherKind::ConnectCidrs,
-        MatcherKind::ConnectDomains,
-        MatcherKind::Stratum,
-        MatcherKind::OpenMsr,
-        MatcherKind::Seccomp,
-    ];
-
-    /// The profile key (`exec.names`, `connect.ports`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MatcherKind::ExecNames => "exec.names",
-            MatcherKind::ExecPathPrefixes => "exec.path_prefixes",
-            MatcherKind::ExecFiles => "exec.files",
-            MatcherKind::ExecDirs => "exec.dirs",
-            MatcherKind::ExecMemfd => "exec.memfd",
-            MatcherKind::ExecCmdline => "exec.cmdline",
-            MatcherKind::ExecAllowOnly => "exec.allow_only",
-            MatcherKind::ExecNoNewExec => "exec.no_new_exec",
-            MatcherKind::ConnectPorts => "connect.ports",
-            MatcherKind::ConnectCidrs => "connect.cidrs",
-            MatcherKind::ConnectDomains => "connect.domains",
-            MatcherKind::Stratum => "stratum",
-            MatcherKind::OpenMsr => "open.msr",
-            MatcherKind::Seccomp => "seccomp",
-        }
-    }
+matcher_kinds! {
+    ExecNames => "exec.names",
+    ExecPathPrefixes => "exec.path_prefixes",
+    ExecFiles => "exec.files",
+    ExecDirs => "exec.dirs",
+    ExecMemfd => "exec.memfd",
+    ExecCmdline => "exec.cmdline",
+    ExecAllowOnly => "exec.allow_only",
+    ExecNoNewExec => "exec.no_new_exec",
+    ConnectPorts => "connect.ports",
+    ConnectCidrs => "connect.cidrs",
+    ConnectDomains => "connect.domains",
+    Stratum => "stratum",
+    OpenMsr => "open.msr",
+    Seccomp => "seccomp",
 }
 
 impl fmt::Display for MatcherKind {

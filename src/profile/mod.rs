@@ -342,8 +342,9 @@ impl Rule {
     }
 
     /// Each matcher key with whether it is set (no allocation: validating
-    /// and compiling large profiles asks this for every rule).
-    fn matcher_keys(&self) -> [(bool, MatcherKind); 14] {
+    /// and compiling large profiles asks this for every rule). Sized by
+    /// the matcher table, so a new kind does not build until it is here.
+    fn matcher_keys(&self) -> [(bool, MatcherKind); MatcherKind::ALL.len()] {
         // Plain closures passed straight to `is_some_and` inline; `fn`
         // pointers did not (14 indirect calls per rule, twice per compile).
         let e = self.exec.as_ref();

@@ -92,6 +92,10 @@ enum Cmd {
         /// Append events (JSON lines) to this file instead of stderr.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Rotate the events file before it passes this size (`10M`, `1G`;
+        /// FILE.1 … FILE.5 are kept).
+        #[arg(long, requires = "events", value_parser = sink::parse_size)]
+        events_max_size: Option<u64>,
         #[command(flatten)]
         load: LoadArgs,
         /// No status lines, only events.
@@ -115,6 +119,10 @@ enum Cmd {
         /// Append events (JSON lines) to this file instead of stdout.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Rotate the events file before it passes this size (`10M`, `1G`;
+        /// FILE.1 … FILE.5 are kept).
+        #[arg(long, requires = "events", value_parser = sink::parse_size)]
+        events_max_size: Option<u64>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -173,17 +181,33 @@ fn main() -> ExitCode {
         Cmd::Run {
             profile,
             events,
+            events_max_size,
             load,
             quiet,
             cmd,
-        } => run::run(&profile, events.as_deref(), load, quiet, &cmd),
+        } => run::run(
+            &profile,
+            events.as_deref(),
+            events_max_size,
+            load,
+            quiet,
+            &cmd,
+        ),
         Cmd::Watch {
             profile,
             cgroups,
             host,
             events,
+            events_max_size,
             load,
-        } => watch::watch(&profile, &cgroups, host, events.as_deref(), load),
+        } => watch::watch(
+            &profile,
+            &cgroups,
+            host,
+            events.as_deref(),
+            events_max_size,
+            load,
+        ),
         Cmd::Learn {
             cgroup,
             duration,

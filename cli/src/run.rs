@@ -19,12 +19,13 @@ use crate::{profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArg
 pub fn run(
     profile_arg: &ProfileArg,
     events: Option<&Path>,
+    events_max_size: Option<u64>,
     load: LoadArgs,
     quiet: bool,
     cmd: &[String],
 ) -> CliResult<ExitCode> {
     let profile = profile_arg.load_for_command()?;
-    let events_out = sink::open(events, Box::new(io::stderr()))?;
+    let events_out = sink::Sink::open(events, events_max_size, Box::new(io::stderr()))?;
     // From here on there is something to protect: Ctrl-C goes to the
     // command, and we clean up after it.
     signals::block();

@@ -1,9 +1,10 @@
-//! Where events go: JSON lines (Falco's shape) to a stream or a file.
+//! Where events go: JSON lines (Falco's shape) to a stream, or appended to
+//! a file that is rotated by size.
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
-    path::Path,
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -12,26 +13,134 @@ use std::{
     time::Duration,
 };
 
-use minerguard::{falco_json, Enforcer, Event};
+use minerguard::{falco_json, Enforcer};
 
-use crate::CliResult;
+use crate::{CliResult, PREFIX};
 
-/// An event stream's destination.
-pub type Sink = Box<dyn Write + Send>;
+/// Rotated files kept beside an events file (`FILE.1` newest … `FILE.5`).
+pub const ROTATED_KEPT: u32 = 5;
 
-/// `path` opened for appending (created when missing): a restarted command
-/// must never lose the alerts an earlier one wrote. `default` without a path.
-pub fn open(path: Option<&Path>, default: Sink) -> CliResult<Sink> {
-    Ok(match path {
-        Some(p) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("opening {} for events: {e}", p.display()))?,
-        ),
-        None => default,
-    })
+/// An event stream's destination: whole lines only, so a rotation never
+/// splits an event.
+pub enum Sink {
+    /// A stream (stdout, stderr).
+    Stream(Box<dyn Write + Send>),
+    /// A file, appended to and rotated past a size.
+    File(RotatingFile),
+}
+
+impl Sink {
+    /// `path` opened for appending (created when missing): a restarted
+    /// command never loses the alerts an earlier one wrote. With
+    /// `max_size`, the file is rotated before a line would take it past
+    /// that many bytes. `default` without a path.
+    pub fn open(
+        path: Option<&Path>,
+        max_size: Option<u64>,
+        default: Box<dyn Write + Send>,
+    ) -> CliResult<Sink> {
+        Ok(match path {
+            Some(p) => Sink::File(RotatingFile::open(p, max_size)?),
+            None => Sink::Stream(default),
+        })
+    }
+
+    fn write_line(&mut self, line: &str) {
+        let result = match self {
+            Sink::Stream(out) => writeln!(out, "{line}").and_then(|()| out.flush()),
+            Sink::File(file) => file.write_line(line),
+        };
+        if let Err(e) = result {
+            // Never fatal: enforcement goes on whatever happens to its log.
+            eprintln!("{PREFIX}: warning: writing an event failed: {e}");
+        }
+    }
+}
+
+/// An append-only events file with size-based rotation.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_size: Option<u64>,
+    file: File,
+    size: u64,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, max_size: Option<u64>) -> CliResult<RotatingFile> {
+        let file = append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            max_size,
+            file,
+            size,
+        })
+    }
+
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if let Some(max) = self.max_size {
+            // A line longer than the limit still gets a file of its own.
+            if self.size > 0 && self.size + len > max {
+                self.rotate()?;
+            }
+        }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file.write_all(&bytes)?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// `FILE.4` -> `FILE.5` … `FILE` -> `FILE.1`, then a new `FILE`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let numbered = |n: u32| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        for n in (1..ROTATED_KEPT).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, numbered(1))?;
+        self.file = append(&self.path).map_err(|e| io::Error::other(e.to_string()))?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn append(path: &Path) -> CliResult<File> {
+    Ok(OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("opening {} for events: {e}", path.display()))?)
+}
+
+/// `4096`, `64K`, `10M`, `1G` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 4096, 64K, 10M, 1G)"))?;
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (K, M or G)")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("the size must be above zero".into()),
+        Some(size) => Ok(size),
+        None => Err(format!("`{text}` is too large")),
+    }
 }
 
 /// The thread writing the enforcer's events; [`Writer::finish`] drains it.
@@ -49,11 +158,10 @@ impl Writer {
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(ev) => write_event(&mut out, &ev),
+                Ok(ev) => out.write_line(&falco_json(&ev)),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    // Nothing more arrived for a poll interval: drained.
                     if stopping.load(Ordering::Relaxed) {
-                        // Nothing more arrived for a poll interval: drained.
-                        let _ = out.flush();
                         return;
                     }
                 }
@@ -70,7 +178,46 @@ impl Writer {
     }
 }
 
-fn write_event(out: &mut dyn Write, ev: &Event) {
-    let _ = writeln!(out, "{}", falco_json(ev));
-    let _ = out.flush();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_units_and_refuse_the_rest() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").unwrap_err().contains("above zero"));
+        assert!(parse_size("5T").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("big").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999999G")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn a_file_past_its_size_is_rotated_at_line_boundaries() {
+        let dir = std::env::temp_dir().join(format!("mg-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        std::fs::write(&path, "earlier\n").unwrap();
+        let mut sink = Sink::open(Some(&path), Some(20), Box::new(io::sink())).unwrap();
+        // 8 bytes kept, then 10 + 10 would pass 20: rotated before the second.
+        for line in ["line-0001", "line-0002", "line-0003", "line-0004"] {
+            sink.write_line(line);
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        assert_eq!(read(&numbered(2)), "earlier\nline-0001\n");
+        assert_eq!(read(&numbered(1)), "line-0002\nline-0003\n");
+        assert_eq!(read(&path), "line-0004\n");
+        // Never more than ROTATED_KEPT old files.
+        for i in 0..20 {
+            sink.write_line(&format!("line-{i:04}+"));
+        }
+        assert!(numbered(ROTATED_KEPT).exists());
+        assert!(!numbered(ROTATED_KEPT + 1).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

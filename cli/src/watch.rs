@@ -22,6 +22,7 @@ pub fn watch(
     cgroups: &[PathBuf],
     host: bool,
     events: Option<&Path>,
+    events_max_size: Option<u64>,
     load: LoadArgs,
 ) -> CliResult<ExitCode> {
     let mut scopes: Vec<Scope> = cgroups.iter().cloned().map(Scope::Cgroup).collect();
@@ -32,7 +33,7 @@ pub fn watch(
         return Err("nothing to watch: give --cgroup PATH (repeatable) or --host".into());
     }
     let mut profile = profile_arg.load_for_command()?;
-    let events_out = sink::open(events, Box::new(io::stdout()))?;
+    let events_out = sink::Sink::open(events, events_max_size, Box::new(io::stdout()))?;
     signals::block();
     let mut enforcer = load.enforcer()?;
     let mut handles = Vec::new();

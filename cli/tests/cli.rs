@@ -745,3 +745,33 @@ fn a_kernel_that_refuses_the_backend_exits_3() {
         assert!(stderr.starts_with("minerguard: error: "), "{stderr}");
     }
 }
+
+#[test]
+fn events_max_size_needs_an_events_file_and_a_valid_size() {
+    let out = minerguard_cmd(&[
+        "run",
+        "--profile",
+        "default",
+        "--events-max-size",
+        "1M",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--events <EVENTS>"));
+    let out = minerguard_cmd(&[
+        "watch",
+        "--profile",
+        "default",
+        "--events",
+        "/tmp/never-written.jsonl",
+        "--events-max-size",
+        "5T",
+        // Never the host: were the size accepted, nothing may attach.
+        "--cgroup",
+        "/nonexistent/minerguard-test",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit `T`"));
+    assert!(!Path::new("/tmp/never-written.jsonl").exists());
+}

@@ -115,6 +115,9 @@ struct Applied {
     profile: Option<Profile>,
     /// Domains that resolved to nothing at the last apply/update/refresh.
     unresolved: Vec<String>,
+    /// The cgroup was removed (seen by `follow_cgroups`); the scope waits
+    /// for a cgroup at the same path.
+    gone: bool,
 }
 
 /// The copy of `profile` a scope keeps to re-resolve its domains, if it
@@ -130,6 +133,28 @@ pub struct UnenforcedRule {
     pub rule: Arc<str>,
     /// Its matcher.
     pub matcher: MatcherKind,
+}
+
+/// What became of a cgroup scope's directory since it was applied
+/// ([`Enforcer::follow_cgroups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeChange {
+    /// The cgroup was removed: nothing can run in it any more. The scope
+    /// stays, and applies again to a cgroup created at the same path.
+    Gone {
+        /// The scope.
+        handle: PolicyHandle,
+        /// Its cgroup path.
+        path: PathBuf,
+    },
+    /// A new cgroup at the scope's path (a restarted container): the
+    /// scope's profile now applies to it.
+    Recreated {
+        /// The scope.
+        handle: PolicyHandle,
+        /// Its cgroup path.
+        path: PathBuf,
+    },
 }
 
 /// Loads the BPF programs (the optional ones with the first profile that
@@ -271,6 +296,7 @@ impl Enforcer {
                 profile: kept_for_refresh(&policy, profile),
                 policy,
                 unresolved,
+                gone: false,
             },
         );
         let switched = self
@@ -464,6 +490,64 @@ impl Enforcer {
             }
         }
         Ok(changed)
+    }
+
+    /// Follows every cgroup scope by its path: a cgroup that was removed is
+    /// reported once as [`ScopeChange::Gone`]; a cgroup found at the path
+    /// in place of the one the scope was applied to (removed and created
+    /// again, as a restarted container's is) gets the scope's profile, and
+    /// is reported as [`ScopeChange::Recreated`]. Call it often (`minerguard
+    /// watch` does every 100 ms): a new cgroup is unprotected until then,
+    /// unless a scope on an ancestor covers it. The handle stays valid
+    /// throughout; on error, scopes already moved stay moved and the rest
+    /// stay as they were.
+    pub fn follow_cgroups(&mut self) -> Result<Vec<ScopeChange>> {
+        let mut changes = Vec::new();
+        for handle in self.handles() {
+            let applied = &self.applied[&handle];
+            let Scope::Cgroup(path) = &applied.scope else {
+                continue;
+            };
+            let path = path.clone();
+            match CgroupRef::open(&path) {
+                Ok(now) if now.id() == applied.cgroup.id() => {}
+                Ok(now) => {
+                    self.move_scope(handle, now)?;
+                    changes.push(ScopeChange::Recreated { handle, path });
+                }
+                Err(_) if applied.gone => {}
+                Err(_) => {
+                    self.applied.get_mut(&handle).expect("listed").gone = true;
+                    changes.push(ScopeChange::Gone { handle, path });
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Points the handle's scope at `cgroup` (its path's new cgroup): the
+    /// new cgroup's entry first, then coverage, then the old entry goes.
+    fn move_scope(&mut self, handle: PolicyHandle, cgroup: CgroupRef) -> Result<()> {
+        let applied = &self.applied[&handle];
+        let old = applied.cgroup.clone();
+        // exec.no_new_exec counts from the new cgroup's first exec.
+        self.backend.maps().clear_exec_started(cgroup.id());
+        self.backend
+            .maps()
+            .set_scope(cgroup.id(), applied.policy_id, &applied.policy)?;
+        let entry = self.applied.get_mut(&handle).expect("listed");
+        entry.cgroup = cgroup.clone();
+        entry.gone = false;
+        if let Err(e) = self.sync_coverage().and_then(|()| self.sync_levels()) {
+            let entry = self.applied.get_mut(&handle).expect("listed");
+            entry.cgroup = old;
+            let _ = self.backend.maps().clear_scope(cgroup.id());
+            let _ = self.sync_coverage();
+            return Err(e);
+        }
+        let _ = self.backend.maps().clear_scope(old.id());
+        self.backend.maps().clear_exec_started(old.id());
+        Ok(())
     }
 
     /// Compiles and resolves files and domains, refusing unenforceable rules

@@ -5,15 +5,17 @@ use std::{
     io,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use minerguard::Scope;
+use minerguard::{Enforcer, Scope, ScopeChange};
 
 use crate::{profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX};
 
 /// How often `watch` resolves `connect.domains` again.
 const DOMAIN_REFRESH: Duration = Duration::from_secs(300);
+/// How often `watch` looks for watched cgroups removed or created again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// Enforces `profile_arg` on `cgroups` (and the host with `host`) until
 /// SIGINT or SIGTERM.
@@ -49,15 +51,21 @@ pub fn watch(
         warnings::unenforced(&enforcer, handle, &profile, false);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
-    // SIGHUP reloads; SIGINT or SIGTERM ends the loop; every few minutes
-    // `connect.domains` are resolved again.
+    // SIGHUP reloads; SIGINT or SIGTERM ends the loop. Between signals:
+    // scopes follow their cgroups by path (a restarted container's cgroup
+    // is new), and every few minutes `connect.domains` are resolved again.
+    let mut last_refresh = Instant::now();
     loop {
-        match signals::wait_for(DOMAIN_REFRESH) {
+        match signals::wait_for(FOLLOW_EVERY) {
             None => {
-                match enforcer.refresh_domains() {
-                    Ok(0) => {}
-                    Ok(n) => eprintln!("{PREFIX}: domains re-resolved; {n} scopes updated"),
-                    Err(e) => eprintln!("{PREFIX}: refreshing domains failed: {e}"),
+                follow(&mut enforcer);
+                if last_refresh.elapsed() >= DOMAIN_REFRESH {
+                    last_refresh = Instant::now();
+                    match enforcer.refresh_domains() {
+                        Ok(0) => {}
+                        Ok(n) => eprintln!("{PREFIX}: domains re-resolved; {n} scopes updated"),
+                        Err(e) => eprintln!("{PREFIX}: refreshing domains failed: {e}"),
+                    }
                 }
                 continue;
             }
@@ -89,4 +97,25 @@ pub fn watch(
     }
     writer.finish();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-applies scopes whose cgroup was created again, and says which went.
+fn follow(enforcer: &mut Enforcer) {
+    match enforcer.follow_cgroups() {
+        Ok(changes) => {
+            for change in changes {
+                match change {
+                    ScopeChange::Gone { path, .. } => eprintln!(
+                        "{PREFIX}: cgroup {} is gone; its profile applies again if it comes back",
+                        path.display()
+                    ),
+                    ScopeChange::Recreated { path, .. } => eprintln!(
+                        "{PREFIX}: cgroup {} was created again; enforced on the new cgroup",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        Err(e) => eprintln!("{PREFIX}: error: following the watched cgroups failed: {e}"),
+    }
 }

@@ -775,3 +775,41 @@ fn events_max_size_needs_an_events_file_and_a_valid_size() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown unit `T`"));
     assert!(!Path::new("/tmp/never-written.jsonl").exists());
 }
+
+#[test]
+fn watch_follows_a_cgroup_removed_and_created_again() {
+    if !kernel_tests_enabled("watch_follows_a_cgroup_removed_and_created_again") {
+        return;
+    }
+    let dir = TempDir::new("cli-follow");
+    let xmrig = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let cg = test_cgroup();
+    let path = cg.cgroup().path().to_path_buf();
+    let mut cmd = Command::new(minerguard_bin());
+    cmd.args(["watch", "--profile", profile.to_str().unwrap(), "--cgroup"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let (child, status_lines) = spawn_with_stderr_lines(&mut cmd);
+    wait_line(&status_lines, "enforced by the");
+
+    // A restarted container: the same path, a new cgroup.
+    std::fs::remove_dir(&path).unwrap();
+    let gone = wait_line(&status_lines, "is gone");
+    assert!(gone.contains(path.to_str().unwrap()), "{gone}");
+    std::fs::create_dir(&path).unwrap();
+    wait_line(&status_lines, "was created again");
+    assert!(!ran_in(&cg, &xmrig, &marker), "xmrig ran in the new cgroup");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["rule"], "miner-binary");
+}

@@ -10,10 +10,12 @@ use crate::{
     error::{AttachError, Error},
 };
 
-/// Links per covered cgroup; dropping a link detaches its program.
+/// Links per covered cgroup, by path and id (a cgroup removed and created
+/// again at the same path is another cgroup); dropping a link detaches its
+/// program.
 #[derive(Default)]
 pub(crate) struct CgroupLinks {
-    attached: HashMap<PathBuf, Vec<Link>>,
+    attached: HashMap<(PathBuf, u64), Vec<Link>>,
 }
 
 impl CgroupLinks {
@@ -26,25 +28,26 @@ impl CgroupLinks {
         attach: impl Fn(&CgroupRef) -> Result<Vec<Link>, Error>,
     ) -> Result<(), Error> {
         let mut added = Vec::new();
+        let key = |r: &CgroupRef| (r.path().to_path_buf(), r.id());
         for root in roots {
-            if self.attached.contains_key(root.path()) {
+            if self.attached.contains_key(&key(root)) {
                 continue;
             }
             match attach(root) {
                 Ok(links) => {
-                    self.attached.insert(root.path().to_path_buf(), links);
-                    added.push(root.path().to_path_buf());
+                    self.attached.insert(key(root), links);
+                    added.push(key(root));
                 }
                 Err(e) => {
-                    for path in added {
-                        self.attached.remove(&path);
+                    for k in added {
+                        self.attached.remove(&k);
                     }
                     return Err(e);
                 }
             }
         }
         self.attached
-            .retain(|path, _| roots.iter().any(|r| r.path() == path));
+            .retain(|k, _| roots.iter().any(|r| key(r) == *k));
         Ok(())
     }
 }

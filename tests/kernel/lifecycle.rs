@@ -3,8 +3,8 @@
 //! once, `remove` and dropping the enforcer restore normal behaviour, a
 //! failed apply or update changes nothing, audit (per rule or the profile's
 //! mode) allows and reports, handles belong to one enforcer, self-test
-//! events travel the whole event path, drop counters, the probe, and rules a
-//! backend cannot enforce.
+//! events travel the whole event path, drop counters, the probe, rules a
+//! backend cannot enforce, and a scope that follows its cgroup's path.
 
 use std::time::Duration;
 
@@ -395,4 +395,69 @@ fn rules_the_backend_cannot_enforce_are_reported_or_refused() {
         other => panic!("expected Unenforceable, got {other:?}"),
     }
     assert!(strict.handles().is_empty(), "nothing applied");
+}
+
+#[test]
+fn a_scope_follows_its_cgroup_removed_and_created_again_at_the_same_path() {
+    require_kernel!();
+    let dir = TempDir::new("follow");
+    let miner = fake_miner(&dir, "xmrig");
+    let other = fake_miner(&dir, "other");
+    let marker = dir.path().join("marker");
+    let pool = listener(false);
+    let profile = exec_profile(Action::Deny).rule(Rule::connect_ports(
+        "pool-port",
+        Action::Deny,
+        [pool.local_addr().unwrap().port()],
+    ));
+    let mut scoped = Scoped::apply(&profile);
+    let path = scoped.cgroup().cgroup().path().to_path_buf();
+    let handle = scoped.handle();
+    assert_eq!(scoped.enforcer_mut().follow_cgroups().unwrap(), []);
+
+    // A restarted container: its cgroup goes, and a new one comes at the
+    // same path.
+    std::fs::remove_dir(&path).unwrap();
+    let changes = scoped.enforcer_mut().follow_cgroups().unwrap();
+    assert_eq!(
+        changes,
+        [minerguard::ScopeChange::Gone {
+            handle,
+            path: path.clone()
+        }]
+    );
+    assert_eq!(
+        scoped.enforcer_mut().follow_cgroups().unwrap(),
+        [],
+        "said once"
+    );
+    std::fs::create_dir(&path).unwrap();
+    let changes = scoped.enforcer_mut().follow_cgroups().unwrap();
+    assert_eq!(
+        changes,
+        [minerguard::ScopeChange::Recreated {
+            handle,
+            path: path.clone()
+        }]
+    );
+    assert_eq!(scoped.enforcer_mut().follow_cgroups().unwrap(), []);
+
+    // The new cgroup is enforced: what the miner gets, and the pool.
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    assert_eq!(
+        exec_in(Some(cg), &miner, &marker),
+        denied_exec(enforcer, Action::Deny)
+    );
+    assert!(!marker.exists(), "the miner ran in the new cgroup");
+    assert_eq!(exec_in(Some(cg), &other, &marker), ExecOutcome::Exited(0));
+    assert!(marker.exists());
+    assert_eq!(
+        connect_in(Some(cg), pool.local_addr().unwrap(), false),
+        ConnectOutcome::Errno(libc::EPERM)
+    );
+    // The handle still works: the scope can be removed as usual.
+    let (cg, enforcer) = scoped.cgroup_and_enforcer_mut();
+    enforcer.remove(handle).unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(exec_in(Some(cg), &miner, &marker), ExecOutcome::Exited(0));
 }

@@ -354,6 +354,22 @@ typedef struct mg_enforcer_options {
 } mg_enforcer_options;
 
 /**
+ * What `mg_enforcer_follow_cgroups` found.
+ */
+typedef struct mg_follow {
+  /**
+   * Scopes whose cgroup was removed since the last call (each reported
+   * once; the scope stays and applies again if the cgroup comes back).
+   */
+  uint32_t gone;
+  /**
+   * Scopes whose path now holds a new cgroup (a restarted container),
+   * which the scope's profile now covers.
+   */
+  uint32_t recreated;
+} mg_follow;
+
+/**
  * Events lost so far.
  */
 typedef struct mg_drops {
@@ -690,6 +706,18 @@ enum mg_result mg_enforcer_update(struct mg_enforcer *enforcer,
  * returns `MG_ERR_SCOPE`.
  */
 enum mg_result mg_enforcer_remove(struct mg_enforcer *enforcer, uint64_t handle);
+
+/**
+ * Follows every cgroup scope by its path: a scope whose cgroup was removed
+ * and created again at the same path is re-pointed at the new cgroup
+ * (same handle). Call it often (the `minerguard watch` command does every
+ * 100 ms): a new cgroup is unprotected until then, unless a scope on an
+ * ancestor covers it. `out` (may be NULL) receives the counts.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+enum mg_result mg_enforcer_follow_cgroups(struct mg_enforcer *enforcer, struct mg_follow *out);
 
 /**
  * Rules of the handle's profile that this backend does not enforce, one

@@ -839,3 +839,67 @@ fn learn_self_test_and_check_status_through_the_c_api() {
     assert_eq!(mg_profile_free(learned), mg_result::MG_OK);
     assert_eq!(mg_enforcer_free(e), mg_result::MG_OK);
 }
+
+#[test]
+fn a_scope_follows_its_cgroup_through_the_c_api() {
+    if !kernel_tests_enabled("a_scope_follows_its_cgroup_through_the_c_api") {
+        return;
+    }
+    use capi::{enforcer::*, profile::*};
+    let backend = match std::env::var("MINERGUARD_TEST_BACKEND").as_deref() {
+        Ok("lsm") => 1,
+        Ok("cgroup") => 2,
+        _ => 0,
+    };
+    let mut e: *mut mg_enforcer = std::ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { mg_enforcer_new(backend, &mut e) },
+        mg_result::MG_OK
+    );
+    let text = "apiVersion: minerguard/v1\nname: follow\nrules:\n\
+        - {name: miner-binary, action: deny, exec: {names: [xmrig]}}\n";
+    let mut profile: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: a buffer of the stated length, valid out-pointer.
+    let rc = unsafe { mg_profile_from_text(text.as_ptr().cast(), text.len(), &mut profile) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let cg = test_cgroup();
+    let path = cg.cgroup().path().to_path_buf();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let mut handle = 0u64;
+    // SAFETY: valid pointers.
+    let rc = unsafe { mg_enforcer_apply_cgroup(e, profile, c_path.as_ptr(), &mut handle) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+
+    let follow = || {
+        let mut out = mg_follow {
+            gone: 9,
+            recreated: 9,
+        };
+        // SAFETY: valid out-pointer.
+        let rc = unsafe { mg_enforcer_follow_cgroups(e, &mut out) };
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+        (out.gone, out.recreated)
+    };
+    assert_eq!(follow(), (0, 0));
+    std::fs::remove_dir(&path).unwrap();
+    assert_eq!(follow(), (1, 0));
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(follow(), (0, 1));
+    // SAFETY: NULL out is allowed.
+    assert_eq!(
+        unsafe { mg_enforcer_follow_cgroups(e, std::ptr::null_mut()) },
+        mg_result::MG_OK
+    );
+    // What the miner gets in the new cgroup.
+    let dir = TempDir::new("capi-follow");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    assert!(!matches!(
+        exec_in(Some(&cg), &miner, &marker),
+        ExecOutcome::Exited(0)
+    ));
+    assert!(!marker.exists(), "the miner ran in the new cgroup");
+    assert_eq!(mg_enforcer_free(e), mg_result::MG_OK);
+    assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
+}

@@ -341,6 +341,48 @@ pub extern "C" fn mg_enforcer_remove(enforcer: *mut mg_enforcer, handle: u64) ->
     })
 }
 
+/// What `mg_enforcer_follow_cgroups` found.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mg_follow {
+    /// Scopes whose cgroup was removed since the last call (each reported
+    /// once; the scope stays and applies again if the cgroup comes back).
+    pub gone: u32,
+    /// Scopes whose path now holds a new cgroup (a restarted container),
+    /// which the scope's profile now covers.
+    pub recreated: u32,
+}
+
+/// Follows every cgroup scope by its path: a scope whose cgroup was removed
+/// and created again at the same path is re-pointed at the new cgroup
+/// (same handle). Call it often (the `minerguard watch` command does every
+/// 100 ms): a new cgroup is unprotected until then, unless a scope on an
+/// ancestor covers it. `out` (may be NULL) receives the counts.
+///
+/// # Safety
+/// `out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_follow_cgroups(
+    enforcer: *mut mg_enforcer,
+    out: *mut mg_follow,
+) -> mg_result {
+    guard(|| {
+        let changes = with_enforcer(enforcer, |e| Ok(e.follow_cgroups()?))?;
+        let mut counts = mg_follow::default();
+        for change in changes {
+            match change {
+                crate::ScopeChange::Gone { .. } => counts.gone += 1,
+                crate::ScopeChange::Recreated { .. } => counts.recreated += 1,
+            }
+        }
+        if out.is_null() {
+            return Ok(());
+        }
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out, counts, "out") }
+    })
+}
+
 /// Rules of the handle's profile that this backend does not enforce, one
 /// `rule (matcher)` per line (an empty string when every rule is enforced),
 /// copied into `buf`; `needed` (may be NULL) receives the size required.

@@ -279,6 +279,27 @@ impl Enforcer {
         self.with(py, move |e| e.remove(h))
     }
 
+    /// Follows every cgroup scope by its path: a cgroup that was removed is
+    /// reported once, and one created again at the same path (a restarted
+    /// container) gets the scope's profile (same handle). Returns
+    /// `(change, handle id, cgroup path)` with change `"gone"` or
+    /// `"recreated"`. Call it often: a new cgroup is unprotected until
+    /// then, unless a scope on an ancestor covers it.
+    fn follow_cgroups(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, u64, String)>> {
+        let changes = self.with(py, |e| e.follow_cgroups())?;
+        Ok(changes
+            .into_iter()
+            .map(|c| match c {
+                minerguard::ScopeChange::Gone { handle, path } => {
+                    ("gone", handle.id(), path.display().to_string())
+                }
+                minerguard::ScopeChange::Recreated { handle, path } => {
+                    ("recreated", handle.id(), path.display().to_string())
+                }
+            })
+            .collect())
+    }
+
     /// Rules of the handle's profile this backend does not enforce, as
     /// `(rule name, matcher)` pairs.
     fn unenforced(

@@ -144,6 +144,24 @@ def test_learn_then_allow_only_and_self_test_events(
         enforcer.learn(cgroup=cgroup.path, duration=0)
 
 
+def test_a_scope_follows_its_cgroup_created_again(
+    cgroup: Cgroup, enforcer: Enforcer, tmp_path: Path
+) -> None:
+    miner = fake_miner(tmp_path)
+    handle = enforcer.apply(exec_profile(), cgroup=cgroup.path)
+    assert enforcer.follow_cgroups() == []
+    # A restarted container: the cgroup goes, a new one comes at its path.
+    cgroup.path.rmdir()
+    assert enforcer.follow_cgroups() == [("gone", handle.id, str(cgroup.path))]
+    assert enforcer.follow_cgroups() == [], "said once"
+    cgroup.path.mkdir()
+    assert enforcer.follow_cgroups() == [("recreated", handle.id, str(cgroup.path))]
+    inside = tmp_path / "ran-inside"
+    assert run_in(cgroup, [str(miner), str(inside)]) == denied_exec(enforcer)
+    assert not inside.exists(), "the miner ran in the new cgroup"
+    enforcer.remove(handle)
+
+
 def test_denied_connect_inside_scope_only(
     cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket
 ) -> None:

@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use minerguard::{
-    profile::{MatcherKind, ProfileError},
+    profile::{FileKind, MatcherKind, ProfileError, MAX_NESTING, MAX_PROFILE_BYTES},
     KernelPolicy, Profile, SeccompPolicy,
 };
 use proptest::prelude::*;
@@ -287,6 +287,398 @@ fn golden_compiled_entries_of_bundled_profiles() {
             "{name}: compiled entries changed; if intended, rerun with MINERGUARD_BLESS=1"
         );
     }
+}
+
+/// A fresh directory for one test's files.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mg-lang-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `load` on another thread; a hang fails the test instead of
+/// stopping the suite.
+fn within_deadline<T: Send + 'static>(load: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("loading did not return: it blocked or looped")
+}
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn dev_zero_is_refused_as_a_profile_and_as_a_base() {
+    let err = within_deadline(|| Profile::from_file("/dev/zero").unwrap_err());
+    assert!(
+        matches!(
+            &err,
+            ProfileError::NotRegularFile {
+                kind: FileKind::CharDevice,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/dev/zero"), "{err}");
+
+    let dir = temp_dir("zero");
+    let path = dir.join("p.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: minerguard/v1\nname: p\nextends: /dev/zero\n",
+    )
+    .unwrap();
+    let err = within_deadline(move || Profile::from_file(path).unwrap_err());
+    let d = &err.diagnostics()[0];
+    assert_eq!(
+        (d.field.as_str(), d.line, d.column),
+        ("extends", Some(3), Some(10)),
+        "{d}"
+    );
+    assert!(
+        d.message
+            .contains("/dev/zero: is a character device, not a regular file"),
+        "{d}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("p.yaml");
+    mkfifo(&fifo);
+    let path = fifo.clone();
+    let err = within_deadline(move || Profile::from_file(path).unwrap_err());
+    assert!(
+        matches!(
+            &err,
+            ProfileError::NotRegularFile {
+                kind: FileKind::Fifo,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("is a FIFO, not a regular file"),
+        "{err}"
+    );
+
+    let base = dir.join("base.yaml");
+    std::fs::write(
+        &base,
+        "apiVersion: minerguard/v1\nname: b\nextends: ./p.yaml\n",
+    )
+    .unwrap();
+    let err = within_deadline(move || Profile::from_file(base).unwrap_err());
+    assert_eq!(err.diagnostics()[0].field, "extends", "{err}");
+    assert!(err.to_string().contains("is a FIFO"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused() {
+    let dir = temp_dir("size");
+    let path = dir.join("big.yaml");
+    let mut text = String::from("apiVersion: minerguard/v1\nname: big\n");
+    text.push_str(&"#".repeat(MAX_PROFILE_BYTES as usize));
+    std::fs::write(&path, text).unwrap();
+    let err = Profile::from_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ProfileError::TooLarge { limit, .. } if *limit == MAX_PROFILE_BYTES),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&MAX_PROFILE_BYTES.to_string()),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deep_nests_are_refused_before_parsing() {
+    let deep = [
+        ("flow", "[".repeat(100_000)),
+        (
+            "flow in a profile",
+            format!("apiVersion: minerguard/v1\nname: {}", "{a: ".repeat(50_000)),
+        ),
+        ("block", "- ".repeat(100_000)),
+        (
+            "block mappings",
+            (0..1000)
+                .map(|i| format!("{}k:\n", " ".repeat(i)))
+                .collect::<String>(),
+        ),
+    ];
+    for (what, text) in deep {
+        let started = std::time::Instant::now();
+        let err = within_deadline(move || Profile::from_yaml(&text).unwrap_err());
+        eprintln!("{what}: refused in {:?}", started.elapsed());
+        assert!(
+            matches!(&err, ProfileError::TooDeep { limit, .. } if *limit == MAX_NESTING),
+            "{what}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("nesting deeper than {MAX_NESTING}")),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_profile_is_never_quoted() {
+    let dir = temp_dir("secret");
+    let secrets = [
+        (
+            "shadow",
+            "root:$6$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",
+        ),
+        ("mapping", "password: SECRETHASH\n"),
+        ("list", "- SECRETHASH\n"),
+        ("duplicate", "SECRETHASH: 1\nSECRETHASH: 2\n"),
+        ("broken", "key: \"SECRETHASH\n"),
+        ("tagged", "!SECRETHASH {a: 1}\n"),
+    ];
+    for (name, content) in secrets {
+        let secret = dir.join(name);
+        std::fs::write(&secret, content).unwrap();
+        let err = Profile::from_file(&secret).unwrap_err();
+        let shown = format!("{err}\n{:?}", err.diagnostics());
+        assert!(!shown.contains("SECRETHASH"), "{name}: {shown}");
+
+        let profile = dir.join(format!("uses-{name}.yaml"));
+        std::fs::write(
+            &profile,
+            format!("apiVersion: minerguard/v1\nname: p\nextends: ./{name}\n"),
+        )
+        .unwrap();
+        let err = Profile::from_file(&profile).unwrap_err();
+        let shown = format!("{err}\n{:?}", err.diagnostics());
+        assert!(!shown.contains("SECRETHASH"), "extends {name}: {shown}");
+    }
+    let err = Profile::from_file(dir.join("uses-shadow.yaml")).unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!((d.field.as_str(), d.line), ("extends", Some(3)), "{d}");
+    assert!(
+        d.message.ends_with(
+            "shadow` is not a minerguard profile (line 1: expected a mapping with apiVersion)"
+        ),
+        "{d}"
+    );
+    let err = Profile::from_file(dir.join("shadow")).unwrap_err();
+    assert!(
+        matches!(err, ProfileError::NotAProfile { line: 1, .. }),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Eight problems of eight kinds, reading and semantic ones mixed.
+const EIGHT_PROBLEMS: &str = "\
+apiVersion: minerguard/v2
+name: eight
+rules:
+  - name: a
+    action: block
+    exec: { names: [xmrig] }
+  - name: b
+    action: deny
+    connect: { ports: [3333, 70000] }
+  - name: c
+    action: deny
+    exec: { names: [minerd] }
+    colour: red
+  - name: d
+    action: deny
+    stratum: {}
+  - name: d
+    action: deny
+    open: { msr: true }
+  - name: \"\"
+    action: deny
+    exec: { names: [cpuminer] }
+  - name: g
+    action: deny
+    connect: { cidrs: [10.0.0.1/8] }
+  - name: h
+    action: deny
+    exec: { names: [x] }
+    connect: { ports: [4444] }
+";
+
+#[test]
+fn every_problem_comes_at_once_with_line_and_column() {
+    let dir = temp_dir("eight");
+    let path = dir.join("eight.yaml");
+    std::fs::write(&path, EIGHT_PROBLEMS).unwrap();
+    let err = Profile::from_file(&path).unwrap_err();
+    assert!(matches!(&err, ProfileError::Invalid { .. }), "{err}");
+    let got: Vec<(String, usize, usize)> = err
+        .diagnostics()
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.file.as_deref(), Some(path.as_path()), "{d}");
+            (
+                d.field,
+                d.line.expect("a line"),
+                d.column.expect("a column"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, usize, usize)> = [
+        ("apiVersion", 1, 13),
+        ("rules[0].action", 5, 13),
+        ("rules[1].connect.ports[1]", 9, 30),
+        ("rules[2]", 13, 5),
+        ("rules[4].name", 17, 11),
+        ("rules[5].name", 20, 11),
+        ("rules[6].connect.cidrs[0]", 25, 24),
+        ("rules[7]", 26, 5),
+    ]
+    .into_iter()
+    .map(|(f, l, c)| (f.to_string(), l, c))
+    .collect();
+    assert_eq!(got, want, "{err}");
+    let messages: Vec<String> = err.diagnostics().into_iter().map(|d| d.message).collect();
+    for (m, fragment) in messages.iter().zip([
+        "unsupported apiVersion",
+        "unknown variant `block`",
+        "port 70000 is out of range",
+        "unknown field `colour`",
+        "duplicate rule name `d`",
+        "must not be empty",
+        "host bits",
+        "exactly one matcher",
+    ]) {
+        assert!(m.contains(fragment), "`{m}` lacks `{fragment}`");
+    }
+    // Rendered compiler style, one line each, and as JSON for `check --json`.
+    let text = err.to_string();
+    assert_eq!(text.lines().count(), 8, "{text}");
+    assert!(
+        text.lines().nth(2).unwrap().ends_with(
+            "eight.yaml:9:30: rules[1].connect.ports[1]: port 70000 is out of range (1-65535)"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(err.diagnostics()).unwrap();
+    assert_eq!(json[3]["field"], "rules[2]");
+    assert_eq!(json[3]["line"], 13);
+    assert_eq!(json[3]["column"], 5);
+    assert_eq!(json[3]["file"], path.display().to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn problems_in_json_profiles_have_lines_too() {
+    let json = "{\n  \"apiVersion\": \"minerguard/v1\",\n  \"name\": \"j\",\n  \"rules\": [\n    {\"name\": \"a\", \"action\": \"deny\", \"connect\": {\"ports\": [0]}},\n    {\"name\": \"b\", \"action\": \"nope\", \"stratum\": {}}\n  ]\n}\n";
+    let err = Profile::from_json(json).unwrap_err();
+    let got: Vec<(String, Option<usize>)> = err
+        .diagnostics()
+        .into_iter()
+        .map(|d| (d.field, d.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("rules[0].connect.ports[0]".to_string(), Some(5)),
+            ("rules[1].action".to_string(), Some(6))
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn problems_in_json_that_serde_json_reads_have_lines_too() {
+    let json = "{\"apiVersion\": \"minerguard/v1\", \"name\": \"j\",\n \"rules\": [\n  {\"name\": \"a\", \"action\": \"deny\", \"connect\": {\"ports\": [0]}}]}";
+    let err = Profile::from_json(json).unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!(
+        (d.field.as_str(), d.line, d.column),
+        ("rules[0].connect.ports[0]", Some(3), Some(57)),
+        "{err}"
+    );
+}
+
+#[test]
+fn problems_of_a_base_and_of_its_extender_come_together() {
+    let dir = temp_dir("base");
+    std::fs::write(
+        dir.join("base.yaml"),
+        "apiVersion: minerguard/v1\nname: base\nrules:\n  - name: b\n    action: deny\n    connect: { ports: [0] }\n",
+    )
+    .unwrap();
+    let own = dir.join("own.yaml");
+    std::fs::write(
+        &own,
+        "apiVersion: minerguard/v1\nname: own\nextends: ./base.yaml\nrules:\n  - name: o\n    action: nope\n    stratum: {}\n",
+    )
+    .unwrap();
+    let err = Profile::from_file(&own).unwrap_err();
+    let got: Vec<(String, String, Option<usize>)> = err
+        .diagnostics()
+        .into_iter()
+        .map(|d| {
+            let file = d
+                .file
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (file, d.field, d.line)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "own.yaml".to_string(),
+                "rules[0].action".to_string(),
+                Some(6)
+            ),
+            (
+                "base.yaml".to_string(),
+                "rules[0].connect.ports[0]".to_string(),
+                Some(6)
+            ),
+        ],
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn problems_of_an_extending_profile_point_into_it() {
+    let err = Profile::from_yaml(
+        "apiVersion: minerguard/v1\nname: mine\nextends: default\nrules:\n  - name: extra\n    action: deny\n    exec: { names: [a/b] }\n  - name: bad\n    action: nope\n    stratum: {}\n",
+    )
+    .unwrap_err();
+    let got: Vec<(String, Option<usize>)> = err
+        .diagnostics()
+        .into_iter()
+        .map(|d| (d.field, d.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("rules[0].exec.names[0]".to_string(), Some(7)),
+            ("rules[1].action".to_string(), Some(9))
+        ],
+        "{err}"
+    );
 }
 
 fn arb_name() -> impl Strategy<Value = String> {

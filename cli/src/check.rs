@@ -13,7 +13,7 @@ enum Outcome {
     Clean(Profile),
     /// Invalid: every problem.
     Problems(ProfileError),
-    /// Not readable at all (missing, not a regular file, too large...).
+    /// Not readable at all (missing, not a regular file, too large).
     Unreadable(String),
 }
 
@@ -25,7 +25,11 @@ fn check_one(arg: &ProfileArg) -> Outcome {
     });
     match checked {
         Ok(p) => Outcome::Clean(p),
-        Err(e @ ProfileError::Io { .. }) => Outcome::Unreadable(match arg.hint() {
+        Err(
+            e @ (ProfileError::Io { .. }
+            | ProfileError::NotRegularFile { .. }
+            | ProfileError::TooLarge { .. }),
+        ) => Outcome::Unreadable(match arg.hint() {
             Some(hint) => format!("{e} {hint}"),
             None => e.to_string(),
         }),
@@ -75,9 +79,8 @@ fn to_json(arg: &ProfileArg, outcome: &Outcome) -> Value {
         Outcome::Problems(e) => json!({
             "file": file,
             "ok": false,
-            "diagnostics": e.diagnostics().iter().map(|d| json!({
-                "line": d.line, "column": d.column, "field": d.field, "message": d.message,
-            })).collect::<Vec<_>>(),
+            // Each names its own file: a problem may be in a base profile.
+            "diagnostics": e.diagnostics(),
         }),
         Outcome::Unreadable(message) => json!({
             "file": file, "ok": false, "error": message, "diagnostics": [],

@@ -813,3 +813,113 @@ fn watch_follows_a_cgroup_removed_and_created_again() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["rule"], "miner-binary");
 }
+
+/// Eight problems of every sort (type errors and semantic ones) in one file.
+const EIGHT_PROBLEMS: &str = "\
+apiVersion: minerguard/v2
+name: eight
+rules:
+  - name: a
+    action: block
+    exec: { names: [xmrig] }
+  - name: b
+    action: deny
+    connect: { ports: [3333, 70000] }
+  - name: c
+    action: deny
+    exec: { names: [minerd] }
+    colour: red
+  - name: d
+    action: deny
+    stratum: {}
+  - name: d
+    action: deny
+    open: { msr: true }
+  - name: \"\"
+    action: deny
+    exec: { names: [cpuminer] }
+  - name: g
+    action: deny
+    connect: { cidrs: [10.0.0.1/8] }
+  - name: h
+    action: deny
+    exec: { names: [x] }
+    connect: { ports: [4444] }
+";
+
+#[test]
+fn check_prints_eight_problems_with_line_and_column_and_exits_1() {
+    let dir = TempDir::new("cli-eight");
+    let bad = write_profile(&dir, EIGHT_PROBLEMS);
+    let file = bad.to_str().unwrap();
+    let out = minerguard_cmd(&["check", file]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 8, "{stderr}");
+    for (line, at) in lines.iter().zip([
+        ":1:13: apiVersion",
+        ":5:13: rules[0].action",
+        ":9:30: rules[1].connect.ports[1]",
+        ":13:5: rules[2]",
+        ":17:11: rules[4].name",
+        ":20:11: rules[5].name",
+        ":25:24: rules[6].connect.cidrs[0]",
+        ":26:5: rules[7]",
+    ]) {
+        assert!(line.starts_with(&format!("{file}{at}")), "{line}");
+    }
+    let out = minerguard_cmd(&["check", "--json", file]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diagnostics = doc["profiles"][0]["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 8);
+    assert!(diagnostics
+        .iter()
+        .all(|d| d["file"] == file && d["line"].is_u64() && d["column"].is_u64()));
+}
+
+#[test]
+fn hostile_inputs_get_a_clear_error_quickly_and_nothing_of_them_is_echoed() {
+    let dir = TempDir::new("cli-hostile");
+    let fifo = dir.path().join("profile.fifo");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").unwrap();
+    let extends_secret = write_profile(
+        &dir,
+        &format!(
+            "apiVersion: minerguard/v1\nname: x\nextends: {}\n",
+            secret.display()
+        ),
+    );
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    for (input, code, says) in [
+        ("/dev/zero".to_string(), 2, "not a regular file"),
+        (fifo.display().to_string(), 2, "FIFO"),
+        (deep.display().to_string(), 1, "nest"),
+        (extends_secret.display().to_string(), 1, "not a minerguard profile"),
+    ] {
+        // `run` too: it must refuse before anything is loaded.
+        for args in [
+            vec!["check", input.as_str()],
+            vec!["run", "--profile", input.as_str(), "--", "true"],
+        ] {
+            let started = std::time::Instant::now();
+            let out = minerguard_cmd(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{args:?}: {:?}", started.elapsed());
+            let want = if args[0] == "run" { 2 } else { code };
+            assert_eq!(out.status.code(), Some(want), "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+            assert!(!stderr.contains("SECRETHASH"), "{args:?}: {stderr}");
+        }
+    }
+}

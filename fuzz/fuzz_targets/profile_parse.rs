@@ -65,11 +65,12 @@ fn check(profile: &Profile, input: &str) {
 /// False when the parser could follow an `extends` to a file.
 ///
 /// `extends: NAME` with a bundled NAME stays in memory (and exercises the
-/// merge code), but anything else would read a file (`/dev/zero` would never
-/// end). In serde_yaml 0.9 a mapping key spells `extends` only with those
-/// letters in the text or through a `\` escape (`"\x65xtends"`), and a profile
-/// is read from a mapping only (never from a sequence), so text with neither
-/// is safe as is. Otherwise the document is read as a plain YAML value first,
+/// merge code), but anything else would read a file (the loader refuses
+/// devices and FIFOs, but a fuzzer has no business reading files). A
+/// mapping key spells `extends` only with those letters in the text or
+/// through a `\` escape (`"\x65xtends"`), and a profile is read from a
+/// mapping only (never from a sequence), so text with neither is safe as
+/// is. Otherwise the document is read as a plain YAML value first,
 /// and let through only if its sole `extends` is a top-level key whose value
 /// is an untagged bundled name.
 fn extends_is_safe(text: &str) -> bool {

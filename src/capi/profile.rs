@@ -308,6 +308,7 @@ pub unsafe extern "C" fn mg_profile_add_rule_json(
                 format!("rule JSON (would be rules[{index}]): {e}"),
             );
             f.diagnostics.push(crate::error::Diagnostic {
+                file: None,
                 field: format!("rules[{index}]"),
                 line: Some(e.line()),
                 column: Some(e.column()),

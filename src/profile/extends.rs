@@ -1,11 +1,14 @@
-//! Loading profiles: parse, resolve `extends` (bundled names or paths, with
-//! cycle detection), merge, validate.
+//! Loading profiles: read safely, bound the nesting, parse, resolve
+//! `extends` (bundled names or paths, with cycle detection), merge,
+//! validate; and on failure, every problem with its line and column.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Diagnostic, Mode, Profile, ProfileError, Rule};
+use super::{
+    collect, input, nesting, tree::Tree, Diagnostic, Mode, Profile, ProfileError, Rule, API_VERSION,
+};
 
 /// Bundled profiles, by name.
 const BUNDLED: &[(&str, &str)] = &[
@@ -37,6 +40,31 @@ struct Document {
     rules: Vec<Rule>,
 }
 
+/// What was read of a document: everything when serde read it whole, the
+/// pieces that read cleanly otherwise (a `None` field failed, or was
+/// missing, and has been reported).
+#[derive(Default)]
+pub(super) struct Parts {
+    pub(super) api_version: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) extends: Option<String>,
+    pub(super) mode: Option<Mode>,
+    /// Each rule with its index in the document.
+    pub(super) rules: Vec<(usize, Rule)>,
+}
+
+impl From<Document> for Parts {
+    fn from(doc: Document) -> Self {
+        Parts {
+            api_version: Some(doc.api_version),
+            name: Some(doc.name),
+            extends: doc.extends,
+            mode: doc.mode,
+            rules: doc.rules.into_iter().enumerate().collect(),
+        }
+    }
+}
+
 pub(super) fn bundled_text(name: &str) -> Option<&'static str> {
     BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
@@ -46,16 +74,9 @@ pub(super) fn load_text(text: &str, file: Option<&Path>) -> Result<Profile, Prof
 }
 
 pub(super) fn load_file(path: &Path) -> Result<Profile, ProfileError> {
-    let text = read(path)?;
+    let text = input::read(path)?;
     let id = identity_of_file(path);
     load(&text, Some(path), &mut vec![id])
-}
-
-fn read(path: &Path) -> Result<String, ProfileError> {
-    std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn identity_of_file(path: &Path) -> String {
@@ -65,40 +86,166 @@ fn identity_of_file(path: &Path) -> String {
         .to_string()
 }
 
-fn invalid(file: Option<&Path>, field: &str, message: String) -> ProfileError {
-    ProfileError::Invalid {
-        file: file.map(Path::to_path_buf),
-        diagnostics: vec![Diagnostic::new(field, message)],
-    }
-}
-
-/// JSON is YAML too, but serde_json reads it several times faster (large
-/// generated profiles are JSON); a JSON document it refuses is read again
-/// by serde_yaml, whose errors name the field path.
-fn parse_document(text: &str) -> Result<Document, serde_yaml::Error> {
+fn load(text: &str, file: Option<&Path>, chain: &mut Vec<String>) -> Result<Profile, ProfileError> {
+    // JSON is YAML too, but serde_json reads it several times faster (large
+    // generated profiles are JSON). It needs no nesting pre-scan: it stops
+    // at depth 128 by itself, in linear time, and a document it reads as a
+    // profile nests no deeper than the language (under 10).
     if text.trim_start().starts_with('{') {
-        if let Ok(doc) = serde_json::from_str(text) {
-            return Ok(doc);
+        if let Ok(doc) = serde_json::from_str::<Document>(text) {
+            return finish(doc.into(), text, file, chain, Vec::new(), None);
         }
     }
-    serde_yaml::from_str(text)
+    nesting::check(text).map_err(|at| ProfileError::TooDeep {
+        file: file.map(Path::to_path_buf),
+        line: at.line,
+        column: at.column,
+        limit: nesting::MAX_NESTING,
+    })?;
+    match serde_yaml::from_str::<Document>(text) {
+        Ok(doc) => finish(doc.into(), text, file, chain, Vec::new(), None),
+        Err(first) => Err(collect::diagnose(text, file, chain, &first)),
+    }
 }
 
-fn load(text: &str, file: Option<&Path>, chain: &mut Vec<String>) -> Result<Profile, ProfileError> {
-    let doc = parse_document(text).map_err(|e| ProfileError::syntax(file, &e))?;
+/// Where a rule of the merged profile came from.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// `rules[i]` of this document.
+    Own(usize),
+    /// The base profile (`extends`).
+    Base,
+}
+
+/// Resolves `extends`, merges and validates what was read; `problems` are
+/// those met while reading (type errors, unknown keys), already placed.
+/// Builds the position index from `text` only when there is something to
+/// report (unless `tree` already is one).
+pub(super) fn finish(
+    parts: Parts,
+    text: &str,
+    file: Option<&Path>,
+    chain: &mut Vec<String>,
+    mut problems: Vec<Diagnostic>,
+    tree: Option<&Tree>,
+) -> Result<Profile, ProfileError> {
+    // A field that failed to read was reported; a placeholder keeps the
+    // semantic checks from reporting it twice.
     let mut profile = Profile {
-        api_version: doc.api_version,
-        name: doc.name,
-        mode: doc.mode.unwrap_or_default(),
-        rules: doc.rules,
+        api_version: parts.api_version.unwrap_or_else(|| API_VERSION.into()),
+        name: parts.name.unwrap_or_else(|| "-".into()),
+        mode: parts.mode.unwrap_or_default(),
+        rules: Vec::with_capacity(parts.rules.len()),
     };
-    if let Some(base_ref) = doc.extends {
-        let base = load_base(&base_ref, file, chain)?;
-        profile.mode = doc.mode.unwrap_or(base.mode);
-        profile.rules = merge(base.rules, profile.rules);
+    let mut origins = Vec::with_capacity(parts.rules.len());
+    for (i, rule) in parts.rules {
+        origins.push(Origin::Own(i));
+        profile.rules.push(rule);
     }
-    profile.validate().map_err(|e| e.in_file(file))?;
-    Ok(profile)
+    // A base that is a profile with problems of its own: its error.
+    let mut base_error = None;
+    if let Some(base_ref) = &parts.extends {
+        match load_base(base_ref, file, chain) {
+            Ok(base) => {
+                profile.mode = parts.mode.unwrap_or(base.mode);
+                (profile.rules, origins) = merge(base.rules, profile.rules, origins);
+            }
+            Err(BaseError::Here(message)) => problems.push(Diagnostic::new("extends", message)),
+            Err(BaseError::There(e)) => base_error = Some(e),
+        }
+    }
+    let semantic = super::validate::check(&profile);
+    if problems.is_empty() && semantic.is_empty() {
+        return match base_error {
+            None => Ok(profile),
+            // As before: the base's own error, naming its file.
+            Some(e) => Err(e),
+        };
+    }
+    let parsed;
+    let tree = match tree {
+        Some(t) => Some(t),
+        None => {
+            parsed = Tree::parse(text);
+            parsed.as_ref()
+        }
+    };
+    let place = |mut d: Diagnostic, path: &str| {
+        if d.line.is_none() {
+            d = d.at(tree.map(|t| t.locate(path)));
+        }
+        d
+    };
+    let mut reading: Vec<Diagnostic> = problems
+        .into_iter()
+        .map(|d| {
+            let path = d.field.clone();
+            place(d, &path)
+        })
+        .collect();
+    reading.sort_by_key(position_key);
+    let checks = semantic.into_iter().map(|mut d| {
+        // Merged indices name rules of this document by their own index.
+        let path = match own_path(&d.field, &origins) {
+            Some(Some(own)) => {
+                d.field = own;
+                d.field.clone()
+            }
+            Some(None) => "extends".to_string(),
+            None => d.field.clone(),
+        };
+        place(d, &path)
+    });
+    let mut diagnostics = merge_by_position(reading, checks.collect());
+    if let Some(e) = base_error {
+        diagnostics.extend(e.diagnostics());
+    }
+    Err(ProfileError::Invalid {
+        file: file.map(Path::to_path_buf),
+        diagnostics,
+    })
+}
+
+/// `rules[i]...` of the merged profile as a path in this document:
+/// `Some(Some(path))` for a rule of its own, `Some(None)` for one of the
+/// base, `None` for a path that names no rule.
+fn own_path(field: &str, origins: &[Origin]) -> Option<Option<String>> {
+    let rest = field.strip_prefix("rules[")?;
+    let (index, tail) = rest.split_once(']')?;
+    match origins.get(index.parse::<usize>().ok()?)? {
+        Origin::Own(j) => Some(Some(format!("rules[{j}]{tail}"))),
+        Origin::Base => Some(None),
+    }
+}
+
+/// Sorts before anything later in the text; no position sorts last.
+fn position_key(d: &Diagnostic) -> (usize, usize) {
+    (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(usize::MAX))
+}
+
+/// Interleaves problems met while reading (in position order) with those
+/// of the checks (in their own order, which follows the document), so
+/// that both come out in document order.
+fn merge_by_position(reading: Vec<Diagnostic>, checks: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out = Vec::with_capacity(reading.len() + checks.len());
+    let mut reading = reading.into_iter().peekable();
+    for d in checks {
+        while let Some(r) = reading.next_if(|r| position_key(r) < position_key(&d)) {
+            out.push(r);
+        }
+        out.push(d);
+    }
+    out.extend(reading);
+    out
+}
+
+/// Why `extends` could not be followed.
+enum BaseError {
+    /// A problem of this document's `extends` (no such profile, a cycle, a
+    /// file that cannot be read or is not a profile).
+    Here(String),
+    /// The base is a profile, with problems of its own.
+    There(ProfileError),
 }
 
 /// Loads what `extends: base_ref` names, relative to `file`.
@@ -106,7 +253,7 @@ fn load_base(
     base_ref: &str,
     file: Option<&Path>,
     chain: &mut Vec<String>,
-) -> Result<Profile, ProfileError> {
+) -> Result<Profile, BaseError> {
     let looks_like_path =
         base_ref.contains('/') || base_ref.ends_with(".yaml") || base_ref.ends_with(".json");
     let (id, text, base_file): (String, String, Option<PathBuf>) = match bundled_text(base_ref) {
@@ -117,14 +264,10 @@ fn load_base(
             Some(PathBuf::from(format!("bundled:{base_ref}.yaml"))),
         ),
         _ if !looks_like_path => {
-            return Err(invalid(
-                file,
-                "extends",
-                format!(
-                    "`{base_ref}` is neither a bundled profile ({}) nor a path (paths contain `/` or end in .yaml/.json)",
-                    BUNDLED_NAMES.join(", ")
-                ),
-            ))
+            return Err(BaseError::Here(format!(
+                "`{base_ref}` is neither a bundled profile ({}) nor a path (paths contain `/` or end in .yaml/.json)",
+                BUNDLED_NAMES.join(", ")
+            )))
         }
         _ => {
             let dir = file
@@ -132,47 +275,52 @@ fn load_base(
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let path = dir.join(base_ref);
-            let text = read(&path).map_err(|e| invalid(file, "extends", e.to_string()))?;
+            let text = input::read(&path).map_err(|e| BaseError::Here(e.to_string()))?;
             (identity_of_file(&path), text, Some(path))
         }
     };
     if chain.contains(&id) {
         let mut cycle: Vec<&str> = chain.iter().map(String::as_str).collect();
         cycle.push(&id);
-        return Err(invalid(
-            file,
-            "extends",
-            format!("extends cycle: {}", cycle.join(" -> ")),
-        ));
+        return Err(BaseError::Here(format!(
+            "extends cycle: {}",
+            cycle.join(" -> ")
+        )));
     }
     if chain.len() >= MAX_DEPTH {
-        return Err(invalid(
-            file,
-            "extends",
-            format!("extends chain deeper than {MAX_DEPTH} profiles"),
-        ));
+        return Err(BaseError::Here(format!(
+            "extends chain deeper than {MAX_DEPTH} profiles"
+        )));
     }
     chain.push(id);
     let base = load(&text, base_file.as_deref(), chain);
     chain.pop();
-    base
+    base.map_err(|e| match e {
+        e @ (ProfileError::Syntax { .. } | ProfileError::Invalid { .. }) => BaseError::There(e),
+        // Not a profile (or refused unread): its name and why, nothing of
+        // its content.
+        e => BaseError::Here(e.to_string()),
+    })
 }
 
 /// The base's rules in order, each replaced by a same-named rule of `own`;
-/// then `own`'s other rules.
-fn merge(base: Vec<Rule>, own: Vec<Rule>) -> Vec<Rule> {
-    let mut own: Vec<Option<Rule>> = own.into_iter().map(Some).collect();
-    let mut out: Vec<Rule> = base
+/// then `own`'s other rules. Origins follow the rules.
+fn merge(base: Vec<Rule>, own: Vec<Rule>, origins: Vec<Origin>) -> (Vec<Rule>, Vec<Origin>) {
+    let mut own: Vec<Option<(Rule, Origin)>> = own.into_iter().zip(origins).map(Some).collect();
+    let (mut rules, mut from): (Vec<Rule>, Vec<Origin>) = base
         .into_iter()
         .map(|b| {
             own.iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| o.name == b.name))
+                .find(|o| o.as_ref().is_some_and(|(o, _)| o.name == b.name))
                 .and_then(Option::take)
-                .unwrap_or(b)
+                .unwrap_or((b, Origin::Base))
         })
-        .collect();
-    out.extend(own.into_iter().flatten());
-    out
+        .unzip();
+    for (r, o) in own.into_iter().flatten() {
+        rules.push(r);
+        from.push(o);
+    }
+    (rules, from)
 }
 
 #[cfg(test)]

@@ -1,22 +1,28 @@
 //! Profiles: named rules, each one matcher and an action, parsed from YAML or
 //! JSON (with `extends`) or built in code. `PROFILES.md` documents the keys.
 
+mod collect;
 mod error;
 mod extends;
 pub mod indicators;
+mod input;
 mod matchers;
+mod nesting;
 pub mod syscalls;
+mod tree;
 mod validate;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use error::{Diagnostic, ProfileError};
+pub use error::{Diagnostic, FileKind, ProfileError};
+pub use input::MAX_PROFILE_BYTES;
 pub use matchers::{
     ArgCmp, ArgOp, ConnectMatch, ExecMatch, MatcherKind, OpenMatch, PortSpec, SeccompAction,
     SeccompMatch, SeccompPreset, StratumMatch, SyscallRule,
 };
+pub use nesting::MAX_NESTING;
 
 /// The only `apiVersion` this release reads.
 pub const API_VERSION: &str = "minerguard/v1";
@@ -438,6 +444,12 @@ impl Profile {
     /// Parses and validates YAML (JSON is YAML too, so both are accepted).
     /// `extends` may name a bundled profile, or a path relative to the
     /// current directory.
+    ///
+    /// On failure every problem is reported at once, each with its line
+    /// and column: wrong types and unknown keys (the rules that have them
+    /// are left out of the other checks) along with everything
+    /// [`Profile::validate`] finds. Text nested deeper than
+    /// [`MAX_NESTING`] is refused before it is parsed.
     pub fn from_yaml(text: &str) -> Result<Self, ProfileError> {
         extends::load_text(text, None)
     }
@@ -448,7 +460,12 @@ impl Profile {
     }
 
     /// Reads, parses and validates a profile file (YAML or JSON); `extends`
-    /// paths are relative to the file.
+    /// paths are relative to the file. This is `check`'s entry point: the
+    /// error's [`ProfileError::diagnostics`] carry file, line and column.
+    ///
+    /// Only regular files of at most [`MAX_PROFILE_BYTES`] are read (the
+    /// same holds for files named by `extends`): a FIFO, a device or a
+    /// directory is refused without blocking or reading.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ProfileError> {
         extends::load_file(path.as_ref())
     }
@@ -538,12 +555,18 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_is_a_syntax_error() {
+    fn wrong_type_is_reported_with_the_other_problems() {
         let err = Profile::from_yaml(
             "apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: deny\n    connect: { ports: [99999] }\n",
         )
         .unwrap_err();
-        assert!(matches!(err, ProfileError::Syntax { .. }), "{err}");
+        assert!(matches!(err, ProfileError::Invalid { .. }), "{err}");
+        let d = &err.diagnostics()[0];
+        assert_eq!(
+            (d.field.as_str(), d.line, d.column),
+            ("rules[0].connect.ports[0]", Some(6), Some(24)),
+            "{d}"
+        );
         let err = Profile::from_yaml("apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: block\n    exec: { names: [a] }\n").unwrap_err();
         assert!(err.to_string().contains("unknown variant `block`"), "{err}");
     }

@@ -97,6 +97,7 @@ impl From<minerguard::error::Diagnostic> for Diagnostic {
 impl From<Diagnostic> for minerguard::error::Diagnostic {
     fn from(d: Diagnostic) -> Self {
         minerguard::error::Diagnostic {
+            file: None,
             field: d.field,
             line: d.line,
             column: d.column,

@@ -108,6 +108,7 @@ impl Profile {
                     format!("rules[{index}].{path}")
                 };
                 let d = MgDiagnostic {
+                    file: None,
                     field: field.clone(),
                     line: None,
                     column: None,

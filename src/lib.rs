@@ -37,5 +37,5 @@ pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, 
 pub use error::{Error, Result};
 pub use events::{falco_json, Drops, Event, Target};
 pub use learn::{ExecLearner, LearnProgress};
-pub use profile::{Action, MatcherKind, Mode, Profile, Rule};
+pub use profile::{Action, Matcher, MatcherKind, Mode, Profile, Rule, ValidProfile};
 pub use seccomp::{SeccompError, SeccompFilter};

@@ -16,30 +16,44 @@ fn profile_with(rule_body: &str) -> String {
 
 #[test]
 fn every_matcher_kind_parses_and_compiles() {
-    let cases = [
-        ("    action: deny\n    exec: { names: [xmrig] }\n", MatcherKind::ExecNames),
-        ("    action: deny\n    exec: { path_prefixes: [/tmp/] }\n", MatcherKind::ExecPathPrefixes),
-        ("    action: deny\n    exec: { files: [/usr/local/bin/xmrig] }\n", MatcherKind::ExecFiles),
-        ("    action: deny\n    exec: { dirs: [/tmp, /dev/shm] }\n", MatcherKind::ExecDirs),
-        ("    action: deny\n    exec: { memfd: true }\n", MatcherKind::ExecMemfd),
-        ("    action: kill\n    exec: { cmdline: [\"stratum+tcp://\"] }\n", MatcherKind::ExecCmdline),
-        ("    action: deny\n    exec: { allow_only: [/usr/bin/, /bin/sh] }\n", MatcherKind::ExecAllowOnly),
-        ("    action: deny\n    connect: { ports: [3333, \"5000-5010\"] }\n", MatcherKind::ConnectPorts),
-        ("    action: deny\n    connect: { cidrs: [203.0.113.0/24, \"2001:db8::/32\"] }\n", MatcherKind::ConnectCidrs),
-        ("    action: audit\n    connect: { domains: [pool.supportxmr.com] }\n", MatcherKind::ConnectDomains),
-        ("    action: kill\n    stratum: {}\n", MatcherKind::Stratum),
-        ("    action: kill\n    stratum: { signatures: [\"mining.notify\"] }\n", MatcherKind::Stratum),
-        ("    action: deny\n    open: { msr: true }\n", MatcherKind::OpenMsr),
-        (
-            "    action: deny\n    seccomp:\n      default: allow\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 1 }\n        - names: [personality]\n          action: kill_process\n          args: [{ index: 0, op: masked_eq, value: 8, mask: 8 }]\n",
-            MatcherKind::Seccomp,
-        ),
-    ];
-    for (body, kind) in cases {
+    // Iterates the matcher table: a new kind fails to build here until it
+    // has a sample (the match has no `_` arm).
+    let sample = |kind: MatcherKind| {
+        match kind {
+        MatcherKind::ExecNames => "    action: deny\n    exec: { names: [xmrig] }\n",
+        MatcherKind::ExecPathPrefixes => "    action: deny\n    exec: { path_prefixes: [/tmp/] }\n",
+        MatcherKind::ExecFiles => "    action: deny\n    exec: { files: [/usr/local/bin/xmrig] }\n",
+        MatcherKind::ExecDirs => "    action: deny\n    exec: { dirs: [/tmp, /dev/shm] }\n",
+        MatcherKind::ExecMemfd => "    action: deny\n    exec: { memfd: true }\n",
+        MatcherKind::ExecCmdline => "    action: kill\n    exec: { cmdline: [\"stratum+tcp://\"] }\n",
+        MatcherKind::ExecAllowOnly => "    action: deny\n    exec: { allow_only: [/usr/bin/, /bin/sh] }\n",
+        MatcherKind::ExecNoNewExec => "    action: deny\n    exec: { no_new_exec: true }\n",
+        MatcherKind::ConnectPorts => "    action: deny\n    connect: { ports: [3333, \"5000-5010\"] }\n",
+        MatcherKind::ConnectCidrs => "    action: deny\n    connect: { cidrs: [203.0.113.0/24, \"2001:db8::/32\"] }\n",
+        MatcherKind::ConnectDomains => "    action: audit\n    connect: { domains: [pool.supportxmr.com] }\n",
+        MatcherKind::Stratum => "    action: kill\n    stratum: { signatures: [\"mining.notify\"] }\n",
+        MatcherKind::OpenMsr => "    action: deny\n    open: { msr: true }\n",
+        MatcherKind::Seccomp => "    action: deny\n    seccomp:\n      default: allow\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 1 }\n        - names: [personality]\n          action: kill_process\n          args: [{ index: 0, op: masked_eq, value: 8, mask: 8 }]\n",
+    }
+    };
+    let mut bodies: Vec<(&str, MatcherKind)> =
+        MatcherKind::ALL.iter().map(|k| (sample(*k), *k)).collect();
+    bodies.push(("    action: kill\n    stratum: {}\n", MatcherKind::Stratum));
+    assert_eq!(bodies.len(), MatcherKind::ALL.len() + 1);
+    for (body, kind) in bodies {
         let p = Profile::from_yaml(&profile_with(body)).unwrap_or_else(|e| panic!("{body}: {e}"));
         assert_eq!(p.rules[0].matcher_kind(), Some(kind), "{body}");
-        let k = KernelPolicy::compile(&p).unwrap();
+        let valid = p.validate().unwrap();
+        let (_, matcher) = valid.rules().next().unwrap();
+        assert_eq!(matcher.kind(), kind, "{body}");
+        let k = KernelPolicy::from_valid(valid).unwrap();
         assert_eq!(k.rules[0].matcher, kind);
+        assert_eq!(KernelPolicy::compile(&p).unwrap(), k);
+        assert_eq!(
+            SeccompPolicy::compile(&p).unwrap().is_some(),
+            kind == MatcherKind::Seccomp,
+            "{body}"
+        );
     }
 }
 

@@ -905,7 +905,11 @@ fn hostile_inputs_get_a_clear_error_quickly_and_nothing_of_them_is_echoed() {
         ("/dev/zero".to_string(), 2, "not a regular file"),
         (fifo.display().to_string(), 2, "FIFO"),
         (deep.display().to_string(), 1, "nest"),
-        (extends_secret.display().to_string(), 1, "not a minerguard profile"),
+        (
+            extends_secret.display().to_string(),
+            1,
+            "not a minerguard profile",
+        ),
     ] {
         // `run` too: it must refuse before anything is loaded.
         for args in [

@@ -325,7 +325,7 @@ pub unsafe extern "C" fn mg_profile_add_rule_json(
 /// `mg_last_error_diagnostic()` gives each one's field path and message.
 #[no_mangle]
 pub extern "C" fn mg_profile_validate(profile: *const mg_profile) -> mg_result {
-    guard(|| with_profile(profile, |p| Ok(p.validate()?)))
+    guard(|| with_profile(profile, |p| p.validate().map(|_| ()).map_err(Into::into)))
 }
 
 /// The profile as JSON (NUL-terminated) in `buf` of `len` bytes; `needed`

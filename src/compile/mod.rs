@@ -14,7 +14,9 @@ pub use domains::DomainResolution;
 pub use seccomp::{SeccompEntry, SeccompPolicy};
 use strongest::Strongest;
 
-use crate::profile::{Action, Diagnostic, MatcherKind, Mode, Profile, ProfileError};
+use crate::profile::{
+    Action, Diagnostic, Matcher, MatcherKind, Mode, Profile, ProfileError, ValidProfile,
+};
 
 /// Sizes of the kernel maps (bpf/include/maps.h and event.h); profiles are
 /// validated against them so an apply never fails half-way on a full map.
@@ -186,37 +188,48 @@ pub struct InodeEntry {
 }
 
 impl KernelPolicy {
-    /// Validates and compiles `profile`.
+    /// Validates and compiles `profile` (see [`KernelPolicy::from_valid`]).
+    pub fn compile(profile: &Profile) -> Result<Self, ProfileError> {
+        if profile.rules.len() >= PARALLEL_VALIDATION_RULES {
+            // Validated on a second thread while this one builds the
+            // entries; they are only used when the profile is valid.
+            let (valid, policy) = crate::parallel::on_two_threads(
+                || profile.validate().map(|_| ()),
+                || Self::build(profile),
+            );
+            valid?;
+            return policy.checked();
+        }
+        Self::from_valid(profile.validate()?)
+    }
+
+    /// Compiles a validated profile into map entries; it is not validated
+    /// again. Fails only on what the entries themselves show: too many
+    /// cmdline patterns sharing a prefix, or rules that can never fire.
     ///
     /// When two rules match the same key, the stronger action wins
     /// (kill > deny > audit), and the earlier rule among equals.
-    pub fn compile(profile: &Profile) -> Result<Self, ProfileError> {
-        let policy = if profile.rules.len() >= PARALLEL_VALIDATION_RULES {
-            // Validated on a second thread while this one builds the
-            // entries; they are only used when the profile is valid.
-            let (valid, policy) =
-                crate::parallel::on_two_threads(|| profile.validate(), || Self::build(profile));
-            valid?;
-            policy
-        } else {
-            profile.validate()?;
-            Self::build(profile)
-        };
-        let crowded = policy.crowded_cmdline_prefixes();
+    pub fn from_valid(profile: ValidProfile<'_>) -> Result<Self, ProfileError> {
+        Self::build(profile.profile()).checked()
+    }
+
+    /// The checks only the built entries can make.
+    fn checked(self) -> Result<Self, ProfileError> {
+        let crowded = self.crowded_cmdline_prefixes();
         if !crowded.is_empty() {
             return Err(ProfileError::Invalid {
                 file: None,
                 diagnostics: crowded,
             });
         }
-        let dead = policy.rules_that_never_fire();
+        let dead = self.rules_that_never_fire();
         if !dead.is_empty() {
             return Err(ProfileError::Invalid {
                 file: None,
                 diagnostics: dead,
             });
         }
-        Ok(policy)
+        Ok(self)
     }
 
     /// The entries of `profile`, which may not have been validated yet:
@@ -256,22 +269,19 @@ impl KernelPolicy {
                 rule_idx: i as u32,
                 action: effective(rule.action),
             };
-            let Some(matcher) = rule.matcher_kind() else {
+            let Some(matcher) = rule.matcher() else {
                 continue;
             };
+            // No `_` arm: a new matcher does not build until it is
+            // compiled here.
             match matcher {
-                MatcherKind::ExecNames => {
-                    for name in rule.exec.iter().flat_map(|e| &e.names) {
+                Matcher::ExecNames(names) => {
+                    for name in names {
                         exec_names.push(name.clone(), r);
                     }
                 }
-                MatcherKind::ConnectPorts => {
-                    for port in rule
-                        .connect
-                        .iter()
-                        .flat_map(|c| &c.ports)
-                        .flat_map(|p| p.ports())
-                    {
+                Matcher::ConnectPorts(specs) => {
+                    for port in specs.iter().flat_map(|p| p.ports()) {
                         // A range expands port by port: stop past the
                         // limit validation enforces.
                         if ports.len() > limits::MAX_PORTS {
@@ -280,8 +290,8 @@ impl KernelPolicy {
                         ports.push(port, r);
                     }
                 }
-                MatcherKind::ConnectCidrs => {
-                    for cidr in rule.connect.iter().flat_map(|c| &c.cidrs) {
+                Matcher::ConnectCidrs(cidrs) => {
+                    for cidr in cidrs {
                         match parse_cidr(cidr) {
                             Some((IpAddr::V4(a), len)) => cidrs4.push((a.octets(), len), r),
                             Some((IpAddr::V6(a), len)) => cidrs6.push((a.octets(), len), r),
@@ -291,13 +301,13 @@ impl KernelPolicy {
                 }
                 // One switch each: the strongest rule (the earlier among
                 // equals) holds it.
-                MatcherKind::Stratum => keep_strongest(&mut policy.stratum, r),
-                MatcherKind::ExecMemfd => keep_strongest(&mut policy.memfd, r),
-                MatcherKind::OpenMsr => keep_strongest(&mut policy.msr, r),
-                MatcherKind::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
-                MatcherKind::ExecAllowOnly => {
+                Matcher::Stratum(_) => keep_strongest(&mut policy.stratum, r),
+                Matcher::ExecMemfd => keep_strongest(&mut policy.memfd, r),
+                Matcher::OpenMsr => keep_strongest(&mut policy.msr, r),
+                Matcher::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
+                Matcher::ExecAllowOnly(allowed) => {
                     keep_strongest(&mut policy.allow_only, r);
-                    for p in rule.exec.iter().flat_map(|e| &e.allow_only) {
+                    for p in allowed {
                         let is_prefix = p.ends_with('/');
                         let path = if is_prefix {
                             normalize_dir(p)
@@ -307,35 +317,33 @@ impl KernelPolicy {
                         policy.exec_allow.insert(path, is_prefix);
                     }
                 }
-                MatcherKind::ExecCmdline => {
-                    for c in rule.exec.iter().flat_map(|e| &e.cmdline) {
+                Matcher::ExecCmdline(patterns) => {
+                    for c in patterns {
                         insert_strongest(&mut policy.cmdline, c.clone(), r);
                     }
                 }
-                MatcherKind::ConnectDomains => {
-                    for d in rule.connect.iter().flat_map(|c| &c.domains) {
+                Matcher::ConnectDomains(domains) => {
+                    for d in domains {
                         let d = d.trim_end_matches('.').to_ascii_lowercase();
                         insert_strongest(&mut policy.domains, d, r);
                     }
                 }
-                MatcherKind::ExecFiles => {
-                    for f in rule.exec.iter().flat_map(|e| &e.files) {
+                Matcher::ExecFiles(files) => {
+                    for f in files {
                         insert_strongest(&mut policy.exec_files, f.clone(), r);
                     }
                 }
-                MatcherKind::ExecDirs | MatcherKind::ExecPathPrefixes => {
-                    if let Some(exec) = &rule.exec {
-                        for d in exec.dirs.iter().chain(&exec.path_prefixes) {
-                            insert_strongest(&mut policy.exec_dirs, normalize_dir(d), r);
-                        }
+                Matcher::ExecDirs(dirs) | Matcher::ExecPathPrefixes(dirs) => {
+                    for d in dirs {
+                        insert_strongest(&mut policy.exec_dirs, normalize_dir(d), r);
                     }
                 }
                 // Not a kernel map entry: the seccomp compiler builds the
                 // filter (SeccompPolicy); the rule is kept below so events
-                // and reports can name it. No `_` arm: a new matcher kind
-                // does not build until it is compiled here.
-                MatcherKind::Seccomp => {}
+                // and reports can name it.
+                Matcher::Seccomp(_) => {}
             }
+            let matcher = matcher.kind();
             policy.rules.push(CompiledRule {
                 name: rule.name.as_str().into(),
                 kind: RuleKind::of(matcher),

@@ -3,7 +3,7 @@
 
 use crate::profile::{
     syscalls, Action, ArgCmp, ArgOp, Diagnostic, Mode, Profile, ProfileError, SeccompAction,
-    SeccompPreset, SyscallRule,
+    SeccompPreset, SyscallRule, ValidProfile,
 };
 
 /// The calls [`SeccompPreset::Miner`] refuses with EPERM (see its docs for why).
@@ -74,7 +74,13 @@ impl SeccompPolicy {
     /// Audit (the rule's action, or the profile mode) turns every action
     /// other than allow into `log`: the syscall runs and is reported.
     pub fn compile(profile: &Profile) -> Result<Option<Self>, ProfileError> {
-        profile.validate()?;
+        Self::from_valid(profile.validate()?)
+    }
+
+    /// [`SeccompPolicy::compile`] of a validated profile: not validated
+    /// again.
+    pub fn from_valid(profile: ValidProfile<'_>) -> Result<Option<Self>, ProfileError> {
+        let profile = profile.profile();
         let mut default: Option<(usize, SeccompAction)> = None;
         let mut entries = Vec::new();
         let mut problems = Vec::new();

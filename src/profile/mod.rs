@@ -338,6 +338,28 @@ impl Rule {
             .collect()
     }
 
+    /// The rule's one matcher with its payload, when it has exactly one.
+    pub fn matcher(&self) -> Option<Matcher<'_>> {
+        let kind = self.matcher_kind()?;
+        let (e, c) = (self.exec.as_ref(), self.connect.as_ref());
+        Some(match kind {
+            MatcherKind::ExecNames => Matcher::ExecNames(&e?.names),
+            MatcherKind::ExecPathPrefixes => Matcher::ExecPathPrefixes(&e?.path_prefixes),
+            MatcherKind::ExecFiles => Matcher::ExecFiles(&e?.files),
+            MatcherKind::ExecDirs => Matcher::ExecDirs(&e?.dirs),
+            MatcherKind::ExecMemfd => Matcher::ExecMemfd,
+            MatcherKind::ExecCmdline => Matcher::ExecCmdline(&e?.cmdline),
+            MatcherKind::ExecAllowOnly => Matcher::ExecAllowOnly(&e?.allow_only),
+            MatcherKind::ExecNoNewExec => Matcher::ExecNoNewExec,
+            MatcherKind::ConnectPorts => Matcher::ConnectPorts(&c?.ports),
+            MatcherKind::ConnectCidrs => Matcher::ConnectCidrs(&c?.cidrs),
+            MatcherKind::ConnectDomains => Matcher::ConnectDomains(&c?.domains),
+            MatcherKind::Stratum => Matcher::Stratum(self.stratum.as_ref()?),
+            MatcherKind::OpenMsr => Matcher::OpenMsr,
+            MatcherKind::Seccomp => Matcher::Seccomp(self.seccomp.as_ref()?),
+        })
+    }
+
     /// The rule's matcher kind, when it has exactly one.
     pub fn matcher_kind(&self) -> Option<MatcherKind> {
         let mut set = self.matcher_keys().into_iter().filter(|(set, _)| *set);
@@ -418,6 +440,95 @@ pub struct Profile {
     pub rules: Vec<Rule>,
 }
 
+/// A profile that passed [`Profile::validate`]: the only input of
+/// [`KernelPolicy::from_valid`](crate::KernelPolicy::from_valid) and
+/// [`SeccompPolicy::from_valid`](crate::SeccompPolicy::from_valid), so
+/// neither checks it again. Borrowed: a change to the profile needs a new
+/// validation.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidProfile<'a>(&'a Profile);
+
+impl<'a> ValidProfile<'a> {
+    /// The validated profile.
+    pub fn profile(&self) -> &'a Profile {
+        self.0
+    }
+
+    /// Each rule with its one matcher, typed.
+    pub fn rules(&self) -> impl Iterator<Item = (&'a Rule, Matcher<'a>)> {
+        self.0.rules.iter().map(|r| {
+            (
+                r,
+                r.matcher().expect("a valid rule has exactly one matcher"),
+            )
+        })
+    }
+}
+
+impl std::ops::Deref for ValidProfile<'_> {
+    type Target = Profile;
+
+    fn deref(&self) -> &Profile {
+        self.0
+    }
+}
+
+/// A rule's one matcher with its typed payload ([`Rule::matcher`]): what the
+/// compilers match on, exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matcher<'a> {
+    /// `exec.names`: basenames.
+    ExecNames(&'a [String]),
+    /// `exec.path_prefixes`: path prefixes.
+    ExecPathPrefixes(&'a [String]),
+    /// `exec.files`: files, resolved to (device, inode) at apply.
+    ExecFiles(&'a [String]),
+    /// `exec.dirs`: scratch directories.
+    ExecDirs(&'a [String]),
+    /// `exec.memfd`: fileless exec.
+    ExecMemfd,
+    /// `exec.cmdline`: argv substrings.
+    ExecCmdline(&'a [String]),
+    /// `exec.allow_only`: the paths and prefixes that may run.
+    ExecAllowOnly(&'a [String]),
+    /// `exec.no_new_exec`: the first exec only.
+    ExecNoNewExec,
+    /// `connect.ports`: destination ports and ranges.
+    ConnectPorts(&'a [PortSpec]),
+    /// `connect.cidrs`: destination networks.
+    ConnectCidrs(&'a [String]),
+    /// `connect.domains`: destination domains.
+    ConnectDomains(&'a [String]),
+    /// `stratum`: the protocol's signatures, and extra ones.
+    Stratum(&'a StratumMatch),
+    /// `open.msr`: MSR device opens.
+    OpenMsr,
+    /// `seccomp`: a seccomp filter.
+    Seccomp(&'a SeccompMatch),
+}
+
+impl Matcher<'_> {
+    /// Its kind (the profile key).
+    pub fn kind(&self) -> MatcherKind {
+        match self {
+            Matcher::ExecNames(_) => MatcherKind::ExecNames,
+            Matcher::ExecPathPrefixes(_) => MatcherKind::ExecPathPrefixes,
+            Matcher::ExecFiles(_) => MatcherKind::ExecFiles,
+            Matcher::ExecDirs(_) => MatcherKind::ExecDirs,
+            Matcher::ExecMemfd => MatcherKind::ExecMemfd,
+            Matcher::ExecCmdline(_) => MatcherKind::ExecCmdline,
+            Matcher::ExecAllowOnly(_) => MatcherKind::ExecAllowOnly,
+            Matcher::ExecNoNewExec => MatcherKind::ExecNoNewExec,
+            Matcher::ConnectPorts(_) => MatcherKind::ConnectPorts,
+            Matcher::ConnectCidrs(_) => MatcherKind::ConnectCidrs,
+            Matcher::ConnectDomains(_) => MatcherKind::ConnectDomains,
+            Matcher::Stratum(_) => MatcherKind::Stratum,
+            Matcher::OpenMsr => MatcherKind::OpenMsr,
+            Matcher::Seccomp(_) => MatcherKind::Seccomp,
+        }
+    }
+}
+
 impl Profile {
     /// An empty profile in enforce mode (add rules with [`Profile::rule`]).
     pub fn new(name: impl Into<String>) -> Self {
@@ -481,11 +592,13 @@ impl Profile {
         extends::BUNDLED_NAMES
     }
 
-    /// Checks everything the parser cannot: returns every problem at once.
-    pub fn validate(&self) -> Result<(), ProfileError> {
+    /// Checks everything the parser cannot: returns every problem at once,
+    /// or the profile as a [`ValidProfile`], which is what the compilers
+    /// take (they never validate again).
+    pub fn validate(&self) -> Result<ValidProfile<'_>, ProfileError> {
         let diagnostics = validate::check(self);
         if diagnostics.is_empty() {
-            Ok(())
+            Ok(ValidProfile(self))
         } else {
             Err(ProfileError::Invalid {
                 file: None,

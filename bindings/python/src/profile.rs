@@ -376,7 +376,7 @@ impl Profile {
     /// valid). Never raises for an invalid profile; `check()` does.
     fn validate(&self) -> Vec<Diagnostic> {
         match self.inner.validate() {
-            Ok(()) => Vec::new(),
+            Ok(_) => Vec::new(),
             Err(e) => e.diagnostics().into_iter().map(Diagnostic::from).collect(),
         }
     }
@@ -386,6 +386,7 @@ impl Profile {
     fn check(&self, py: Python<'_>) -> PyResult<()> {
         self.inner
             .validate()
+            .map(|_| ())
             .map_err(|e| from_profile_error(py, &e))
     }
 

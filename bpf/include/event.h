@@ -20,6 +20,10 @@ enum mg_limit {
 	MG_MAX_SCOPE_DEPTH = 32,
 	/* max_entries of mg_scopes: scopes one enforcer holds. */
 	MG_MAX_SCOPES = 4096,
+	/* max_entries of mg_exec_names, mg_ports and the CIDR tries. */
+	MG_EXEC_NAMES_ENTRIES = 16384,
+	MG_PORTS_ENTRIES = 65536,
+	MG_CIDRS_ENTRIES = 65536,
 	/* exec.cmdline: pattern bytes, and patterns per 4-byte prefix bucket. */
 	MG_PATTERN_LEN = 64,
 	MG_BUCKET_SIZE = 8,

@@ -37,21 +37,21 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, MG_EXEC_NAMES_ENTRIES);
 	__type(key, struct mg_name_key);
 	__type(value, struct mg_rule_ref);
 } mg_exec_names SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, MG_PORTS_ENTRIES);
 	__type(key, struct mg_port_key);
 	__type(value, struct mg_rule_ref);
 } mg_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, MG_CIDRS_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct mg_cidr4_key);
 	__type(value, struct mg_rule_ref);
@@ -59,7 +59,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536);
+	__uint(max_entries, MG_CIDRS_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct mg_cidr6_key);
 	__type(value, struct mg_rule_ref);

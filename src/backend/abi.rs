@@ -15,6 +15,12 @@ pub(crate) const NAME_LEN: usize = c::mg_limit::MG_NAME_LEN.0 as usize;
 pub(crate) const MAX_SCOPE_DEPTH: u32 = c::mg_limit::MG_MAX_SCOPE_DEPTH.0;
 /// `MG_MAX_SCOPES`: max_entries of `mg_scopes`.
 pub(crate) const MAX_SCOPES: usize = c::mg_limit::MG_MAX_SCOPES.0 as usize;
+/// `MG_EXEC_NAMES_ENTRIES`: max_entries of `mg_exec_names`.
+pub(crate) const EXEC_NAMES_ENTRIES: usize = c::mg_limit::MG_EXEC_NAMES_ENTRIES.0 as usize;
+/// `MG_PORTS_ENTRIES`: max_entries of `mg_ports`.
+pub(crate) const PORTS_ENTRIES: usize = c::mg_limit::MG_PORTS_ENTRIES.0 as usize;
+/// `MG_CIDRS_ENTRIES`: max_entries of `mg_cidr4` and `mg_cidr6`.
+pub(crate) const CIDRS_ENTRIES: usize = c::mg_limit::MG_CIDRS_ENTRIES.0 as usize;
 /// `MG_PATTERN_LEN`: bytes of an exec.cmdline pattern.
 pub(crate) const PATTERN_LEN: usize = c::mg_limit::MG_PATTERN_LEN.0 as usize;
 /// `MG_BUCKET_SIZE`: cmdline patterns per 4-byte prefix.

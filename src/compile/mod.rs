@@ -20,28 +20,31 @@ use crate::profile::{
 
 /// Sizes of the kernel maps (bpf/include/maps.h and event.h); profiles are
 /// validated against them so an apply never fails half-way on a full map.
+/// The kernel's figures come from its BTF (`backend::abi`), not copies.
 pub mod limits {
+    use crate::backend::abi;
+
     /// Longest exec basename, in bytes (MG_NAME_LEN - 1 for the NUL).
-    pub const MAX_NAME_BYTES: usize = 63;
+    pub const MAX_NAME_BYTES: usize = abi::NAME_LEN - 1;
     /// Rules in one profile (far above any hand-written one; keeps a
     /// generated profile's compile and apply within milliseconds).
     pub const MAX_RULES: usize = 16384;
     /// Entries of the shared `mg_exec_names` map; one profile may use half,
     /// so an update can write its new entries before dropping the old ones.
-    pub const MAX_EXEC_NAMES: usize = 16384 / 2;
+    pub const MAX_EXEC_NAMES: usize = abi::EXEC_NAMES_ENTRIES / 2;
     /// Entries of the shared `mg_ports` map, halved as above.
-    pub const MAX_PORTS: usize = 65536 / 2;
-    /// CIDRs in one profile.
-    pub const MAX_CIDRS: usize = 65536;
+    pub const MAX_PORTS: usize = abi::PORTS_ENTRIES / 2;
+    /// CIDRs in one profile (the tries' size).
+    pub const MAX_CIDRS: usize = abi::CIDRS_ENTRIES;
     /// Domains in one profile.
     pub const MAX_DOMAINS: usize = 4096;
     /// Longest path in path matchers (MG_PATH_LEN - 1).
-    pub const MAX_PATH_BYTES: usize = 255;
+    pub const MAX_PATH_BYTES: usize = abi::PATH_LEN - 1;
     /// Longest byte pattern (cmdline substring, Stratum signature).
-    pub const MAX_PATTERN_BYTES: usize = 64;
+    pub const MAX_PATTERN_BYTES: usize = abi::PATTERN_LEN;
     /// exec.cmdline substrings that may share their first 4 bytes
     /// (MG_BUCKET_SIZE).
-    pub const MAX_PATTERNS_PER_PREFIX: usize = 8;
+    pub const MAX_PATTERNS_PER_PREFIX: usize = abi::BUCKET_SIZE;
 }
 
 /// What kind of operation a rule matches.

@@ -14,11 +14,9 @@ use crossbeam_channel::Receiver;
 
 use crate::{
     backend::{
-        cgroup_bpf::CgroupBackend,
         checks::Checks,
-        lsm::LsmBackend,
         maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
-        Backend, BackendChoice, BackendKind,
+        BackendChoice, BackendKind, Kernel,
     },
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -166,7 +164,7 @@ pub struct Enforcer {
     poller: Poller,
     applied: BTreeMap<PolicyHandle, Applied>,
     registry: Arc<Registry>,
-    backend: Box<dyn Backend>,
+    kernel: Kernel,
     probe: ProbeReport,
     require_all_rules: bool,
     next_policy_id: u32,
@@ -190,40 +188,30 @@ impl Enforcer {
                 fix: report.missing().join("; "),
             })?,
         };
-        let backend: Box<dyn Backend> = match kind {
-            BackendKind::Cgroup => Box::new(
-                CgroupBackend::load(&report, options.syscall_tracepoints)
-                    .map_err(|e| privileged(e, euid))?,
-            ),
-            BackendKind::Lsm => {
-                if !report.bpf_lsm.available {
-                    return Err(LoadError::Unsupported {
-                        what: "the lsm backend".into(),
-                        fix: report.bpf_lsm.detail.clone(),
-                    }
-                    .into());
-                }
-                Box::new(
-                    LsmBackend::load(&report, options.syscall_tracepoints)
-                        .map_err(|e| privileged(e, euid))?,
-                )
+        if kind == BackendKind::Lsm && !report.bpf_lsm.available {
+            return Err(LoadError::Unsupported {
+                what: "the lsm backend".into(),
+                fix: report.bpf_lsm.detail.clone(),
             }
-        };
+            .into());
+        }
+        let kernel = Kernel::load(kind, &report, options.syscall_tracepoints)
+            .map_err(|e| privileged(e, euid))?;
         let registry = Arc::new(Registry::default());
         let poller = Poller::start(
-            backend.maps().events_handle()?,
+            kernel.maps().events_handle()?,
             Decoder::new(registry.clone()),
             options.event_capacity,
             [RuleKind::Connect, RuleKind::Stratum, RuleKind::Open]
                 .into_iter()
-                .filter(|k| !backend.kills_in_kernel(*k))
+                .filter(|k| !kernel.kills_in_kernel(*k))
                 .collect(),
         )?;
         Ok(Enforcer {
             poller,
             applied: BTreeMap::new(),
             registry,
-            backend,
+            kernel,
             probe: report,
             require_all_rules: options.require_all_rules,
             next_policy_id: 1,
@@ -232,7 +220,7 @@ impl Enforcer {
 
     /// The backend in use.
     pub fn backend(&self) -> BackendKind {
-        self.backend.kind()
+        self.kernel.kind()
     }
 
     /// What the probe found when this enforcer started.
@@ -243,7 +231,7 @@ impl Enforcer {
     /// What the kernel actually does, with this backend, for a rule of
     /// `kind` that asks for `requested`.
     pub fn effective_action(&self, kind: RuleKind, requested: Action) -> Action {
-        self.backend.kind().effective(kind, requested)
+        self.kernel.kind().effective(kind, requested)
     }
 
     /// Enforces `profile` on `scope`.
@@ -285,7 +273,7 @@ impl Enforcer {
 
         let policy_id = self.install(&policy)?;
         // exec.no_new_exec counts from this apply.
-        self.backend.maps().clear_exec_started(cgroup.id());
+        self.kernel.maps().clear_exec_started(cgroup.id());
         let handle = PolicyHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         self.applied.insert(
             handle,
@@ -304,7 +292,7 @@ impl Enforcer {
             .and_then(|()| {
                 let applied = &self.applied[&handle];
                 Ok(self
-                    .backend
+                    .kernel
                     .maps()
                     .set_scope(cgroup.id(), policy_id, &applied.policy)?)
             })
@@ -312,7 +300,7 @@ impl Enforcer {
         if let Err(e) = switched {
             // Undo in reverse; every step tolerates what never happened.
             let applied = self.applied.remove(&handle).expect("inserted above");
-            let _ = self.backend.maps().clear_scope(cgroup.id());
+            let _ = self.kernel.maps().clear_scope(cgroup.id());
             let _ = self.sync_levels();
             let _ = self.sync_coverage();
             self.uninstall(applied.policy_id, &applied.policy, false);
@@ -334,9 +322,9 @@ impl Enforcer {
         } else {
             Ok(())
         }
-        .and_then(|()| self.backend.policy_in_use(&policy));
+        .and_then(|()| self.kernel.policy_in_use(&policy));
         if let Err(e) =
-            hooks.and_then(|()| Ok(self.backend.maps().set_scope(cgroup_id, new_id, &policy)?))
+            hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup_id, new_id, &policy)?))
         {
             self.uninstall(new_id, &policy, false);
             return Err(e);
@@ -359,7 +347,7 @@ impl Enforcer {
             .applied
             .remove(&handle)
             .ok_or(ScopeError::UnknownHandle(handle.0))?;
-        let maps = self.backend.maps();
+        let maps = self.kernel.maps();
         let cleared = maps.clear_scope(applied.cgroup.id());
         maps.clear_exec_started(applied.cgroup.id());
         let levels = self.sync_levels();
@@ -375,10 +363,10 @@ impl Enforcer {
     /// or off (and why). The getters below give the same as text.
     pub fn checks(&self) -> Checks {
         Checks {
-            loader_exec: self.backend.loader_exec(),
-            fast_open: self.backend.fast_open(),
-            lsm_stratum: self.backend.stratum_in_lsm(),
-            stratum_sk_msg: self.backend.stratum_sk_msg(),
+            loader_exec: self.kernel.loader_exec(),
+            fast_open: self.kernel.fast_open(),
+            lsm_stratum: self.kernel.stratum_in_lsm(),
+            stratum_sk_msg: self.kernel.stratum_sk_msg(),
         }
     }
 
@@ -389,7 +377,7 @@ impl Enforcer {
     /// whose exec rules judge files (before that this says so); a refused
     /// load or failed attach turns this into the reason.
     pub fn loader_exec(&self) -> std::result::Result<(), String> {
-        self.backend.loader_exec().as_result()
+        self.kernel.loader_exec().as_result()
     }
 
     /// Whether the first bytes of a TCP Fast Open send (carried in the SYN,
@@ -397,7 +385,7 @@ impl Enforcer {
     /// rules; otherwise why not. What judges them is loaded with the first
     /// profile that has a stratum rule: ask after applying one.
     pub fn fast_open(&self) -> std::result::Result<(), String> {
-        self.backend.fast_open().as_result()
+        self.kernel.fast_open().as_result()
     }
 
     /// Whether the lsm backend's sleepable socket_sendmsg hook judges
@@ -407,7 +395,7 @@ impl Enforcer {
     /// stratum rule (before that this says so: ask after applying one); a
     /// refused load or failed attach turns this into the reason.
     pub fn lsm_stratum(&self) -> std::result::Result<(), String> {
-        self.backend.stratum_in_lsm().as_result()
+        self.kernel.stratum_in_lsm().as_result()
     }
 
     /// Whether the sk_msg program judges Stratum sends, with sockops putting
@@ -420,7 +408,7 @@ impl Enforcer {
     /// that has a stratum rule (before that this says so: ask after
     /// applying one).
     pub fn stratum_sk_msg(&self) -> std::result::Result<(), String> {
-        self.backend.stratum_sk_msg().as_result()
+        self.kernel.stratum_sk_msg().as_result()
     }
 
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
@@ -431,7 +419,7 @@ impl Enforcer {
     /// [`Enforcer::lsm_stratum`]: final once a profile with a stratum rule
     /// is applied.
     pub fn stratum_errno(&self) -> i32 {
-        if self.backend.stratum_in_lsm().is_active() {
+        if self.kernel.stratum_in_lsm().is_active() {
             libc::EPERM
         } else {
             libc::EACCES
@@ -447,7 +435,7 @@ impl Enforcer {
     /// [`Enforcer::drops`]). Nothing is enforced or refused by it.
     pub fn self_test_events(&self, handle: PolicyHandle, count: u32) -> Result<u32> {
         let applied = self.get(handle)?;
-        self.backend.self_test(applied.policy_id, 0, count)
+        self.kernel.self_test(applied.policy_id, 0, count)
     }
 
     /// Rules of the handle's profile that this backend does not enforce.
@@ -459,7 +447,7 @@ impl Enforcer {
         policy
             .rules
             .iter()
-            .filter(|r| !self.backend.supports(r.matcher))
+            .filter(|r| !self.kernel.supports(r.matcher))
             .map(|r| UnenforcedRule {
                 rule: r.name.clone(),
                 matcher: r.matcher,
@@ -531,8 +519,8 @@ impl Enforcer {
         let applied = &self.applied[&handle];
         let old = applied.cgroup.clone();
         // exec.no_new_exec counts from the new cgroup's first exec.
-        self.backend.maps().clear_exec_started(cgroup.id());
-        self.backend
+        self.kernel.maps().clear_exec_started(cgroup.id());
+        self.kernel
             .maps()
             .set_scope(cgroup.id(), applied.policy_id, &applied.policy)?;
         let entry = self.applied.get_mut(&handle).expect("listed");
@@ -541,12 +529,12 @@ impl Enforcer {
         if let Err(e) = self.sync_coverage().and_then(|()| self.sync_levels()) {
             let entry = self.applied.get_mut(&handle).expect("listed");
             entry.cgroup = old;
-            let _ = self.backend.maps().clear_scope(cgroup.id());
+            let _ = self.kernel.maps().clear_scope(cgroup.id());
             let _ = self.sync_coverage();
             return Err(e);
         }
-        let _ = self.backend.maps().clear_scope(old.id());
-        self.backend.maps().clear_exec_started(old.id());
+        let _ = self.kernel.maps().clear_scope(old.id());
+        self.kernel.maps().clear_exec_started(old.id());
         Ok(())
     }
 
@@ -557,14 +545,14 @@ impl Enforcer {
     fn compile(&mut self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
         let mut policy = KernelPolicy::compile(profile)?;
         policy.resolve_inodes()?;
-        if let Some(judged) = self.backend.prepare(&policy)? {
+        if let Some(judged) = self.kernel.prepare(&policy)? {
             self.poller.release_judged(judged);
         }
         let unresolved = policy.resolve_domains().unresolved;
         let gaps = self.unenforced_in(&policy);
         if self.require_all_rules && !gaps.is_empty() {
             return Err(ScopeError::Unenforceable {
-                backend: self.backend.kind().to_string(),
+                backend: self.kernel.kind().to_string(),
                 rules: gaps
                     .iter()
                     .map(|g| format!("`{}` ({})", g.rule, g.matcher))
@@ -594,7 +582,7 @@ impl Enforcer {
     /// Events lost so far (full ring buffer, full channel).
     pub fn drops(&self) -> Drops {
         Drops {
-            ring: self.backend.maps().ringbuf_drops(),
+            ring: self.kernel.maps().ringbuf_drops(),
             channel: self.poller.channel_drops(),
         }
     }
@@ -620,7 +608,7 @@ impl Enforcer {
     fn install(&mut self, policy: &KernelPolicy) -> Result<u32> {
         let policy_id = self.alloc_policy_id();
         self.registry.insert(policy_id, policy);
-        if let Err(e) = self.backend.maps().write_policy(policy_id, policy) {
+        if let Err(e) = self.kernel.maps().write_policy(policy_id, policy) {
             self.registry.forget(policy_id);
             return Err(e.into());
         }
@@ -629,7 +617,7 @@ impl Enforcer {
 
     /// Deletes `policy`'s entries; `was_live`: events may still name it.
     fn uninstall(&mut self, policy_id: u32, policy: &KernelPolicy, was_live: bool) {
-        self.backend.maps().delete_policy(policy_id, policy);
+        self.kernel.maps().delete_policy(policy_id, policy);
         if was_live {
             self.registry.retire(policy_id);
         } else {
@@ -652,7 +640,7 @@ impl Enforcer {
     /// each program once however scopes nest.
     fn sync_coverage(&mut self) -> Result<()> {
         let roots = self.roots();
-        self.backend.cover_exactly(&roots)?;
+        self.kernel.cover_exactly(&roots)?;
         self.sync_stratum_coverage(None)?;
         self.sync_host_hooks()
     }
@@ -684,13 +672,13 @@ impl Enforcer {
             .into_iter()
             .filter(|r| stratum.iter().any(|c| r.contains(c)))
             .collect();
-        self.backend.stratum_cover_exactly(&roots)
+        self.kernel.stratum_cover_exactly(&roots)
     }
 
     /// Attaches the host-wide hooks the applied policies need.
     fn sync_host_hooks(&mut self) -> Result<()> {
         for applied in self.applied.values() {
-            self.backend.policy_in_use(&applied.policy)?;
+            self.kernel.policy_in_use(&applied.policy)?;
         }
         Ok(())
     }
@@ -700,7 +688,7 @@ impl Enforcer {
             .applied
             .values()
             .fold(0u32, |acc, a| acc | (1 << a.cgroup.level()));
-        Ok(self.backend.maps().set_scope_levels(levels)?)
+        Ok(self.kernel.maps().set_scope_levels(levels)?)
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
     skel::{
         exec_tp::{ExecTpSkel, ExecTpSkelBuilder},
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
-        reuse_shared_maps, shared_maps_of, Owned,
+        reuse_shared_maps, Owned,
     },
     stratum::JudgedSockets,
     Backend, BackendKind,
@@ -28,12 +28,9 @@ use crate::{
     probe::ProbeReport,
 };
 
-/// Loaded cgroup-backend programs and their per-cgroup attachments.
+/// Loaded cgroup-backend programs (their per-cgroup links live in the
+/// shared hooks' `CgroupLinks`).
 pub(crate) struct CgroupBackend {
-    // Shared hooks (and the cgroup links, which reference the programs
-    // below) go first.
-    hooks: SharedHooks,
-    maps: SharedMaps,
     /// Owns the exec tracepoint program and its link.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
@@ -44,27 +41,31 @@ pub(crate) struct CgroupBackend {
 }
 
 impl CgroupBackend {
-    /// Loads the objects and attaches the (scope-filtered) exec tracepoint.
-    /// Which helpers the kernel allows where comes from the probe.
-    /// `syscall_tracepoints`: see `EnforcerOptions::syscall_tracepoints`.
-    pub fn load(report: &ProbeReport, syscall_tracepoints: bool) -> Result<Self, Error> {
+    /// Loads the objects on the shared maps and attaches the
+    /// (scope-filtered) exec tracepoint. Which helpers the kernel allows
+    /// where comes from the probe. `syscall_tracepoints`: see
+    /// `EnforcerOptions::syscall_tracepoints`.
+    pub fn load(
+        maps: &SharedMaps,
+        report: &ProbeReport,
+        syscall_tracepoints: bool,
+    ) -> Result<Self, Error> {
         let signal_in_cgroup = report.cgroup_signal.available;
         let net = Owned::build(|storage| {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
                 rodata.mg_signal_in_cgroup = signal_in_cgroup;
             }
+            reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("net_cgroup"))?;
-        let maps = shared_maps_of!(net.maps).map_err(load_err("net_cgroup"))?;
         let mut exec = Owned::build(|storage| {
             let mut open = ExecTpSkelBuilder::default().open(storage)?;
-            reuse_shared_maps(open.open_object_mut(), &maps)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("exec_tp"))?;
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
         exec.attach().map_err(|source| AttachError::Program {
@@ -80,8 +81,6 @@ impl CgroupBackend {
             OnDemand::Off(super::TRACEPOINTS_OFF.into())
         };
         Ok(CgroupBackend {
-            hooks,
-            maps,
             _exec: exec,
             net,
             loader_exec,
@@ -95,11 +94,7 @@ impl Backend for CgroupBackend {
         BackendKind::Cgroup
     }
 
-    fn maps(&self) -> &SharedMaps {
-        &self.maps
-    }
-
-    fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+    fn cover_exactly(&mut self, hooks: &mut SharedHooks, roots: &[CgroupRef]) -> Result<(), Error> {
         let progs = &self.net.progs;
         let own = [
             ("mg_connect4", &progs.mg_connect4),
@@ -107,30 +102,31 @@ impl Backend for CgroupBackend {
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
         ];
-        self.hooks.cover_exactly(roots, &own)
-    }
-
-    fn hooks(&self) -> &SharedHooks {
-        &self.hooks
-    }
-
-    fn hooks_mut(&mut self) -> &mut SharedHooks {
-        &mut self.hooks
+        hooks.cover_exactly(roots, &own)
     }
 
     fn loader_exec(&self) -> CheckStatus {
         self.loader_exec.status()
     }
 
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
+    fn prepare(
+        &mut self,
+        maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<Option<JudgedSockets>, Error> {
         if policy.judges_mapped_files() {
-            self.loader_exec
-                .load_with(|| LoaderExecHook::load(&self.maps));
+            self.loader_exec.load_with(|| LoaderExecHook::load(maps));
         }
-        self.hooks.prepare(&self.maps, policy, StratumJudge::SkMsg)
+        hooks.prepare(maps, policy, StratumJudge::SkMsg)
     }
 
-    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+    fn activate(
+        &mut self,
+        _maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<(), Error> {
         if policy.judges_mapped_files() {
             if let Some(hook) = self.loader_exec.ready_mut() {
                 if let Err(e) = hook.activate() {
@@ -140,15 +136,15 @@ impl Backend for CgroupBackend {
             }
         }
         if policy.stratum.is_some() {
-            self.hooks.stratum_in_use()?;
+            hooks.stratum_in_use()?;
         }
         Ok(())
     }
 
-    fn kills_in_kernel(&self, kind: RuleKind) -> bool {
+    fn kills_in_kernel(&self, hooks: &SharedHooks, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,
-            other => self.hooks.kills_in_kernel(other).unwrap_or(true),
+            other => hooks.kills_in_kernel(other).unwrap_or(true),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{
         lsm_exec::{LsmExecSkel, LsmExecSkelBuilder},
         lsm_mmap::{LsmMmapSkel, LsmMmapSkelBuilder},
         lsm_net::{LsmNetSkel, LsmNetSkelBuilder},
-        reuse_shared_maps, shared_maps_of, Owned,
+        reuse_shared_maps, Owned,
     },
     stratum::JudgedSockets,
     Backend, BackendKind,
@@ -28,14 +28,10 @@ use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
     error::{AttachError, Error},
-    probe::ProbeReport,
 };
 
 /// Loaded and attached BPF-LSM programs.
 pub(crate) struct LsmBackend {
-    // Shared hooks (and their cgroup links) go first.
-    hooks: SharedHooks,
-    maps: SharedMaps,
     /// Own the programs and their links (detached on drop).
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
@@ -59,25 +55,26 @@ fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::E
 }
 
 impl LsmBackend {
-    /// Loads the objects (sharing one set of maps) and attaches the hooks.
-    /// `syscall_tracepoints`: see `EnforcerOptions::syscall_tracepoints`.
-    pub fn load(report: &ProbeReport, syscall_tracepoints: bool) -> Result<Self, Error> {
-        let mut net = Owned::build(|storage| LsmNetSkelBuilder::default().open(storage)?.load())
-            .map_err(load_err("lsm_net"))?;
-        let maps = shared_maps_of!(net.maps).map_err(load_err("lsm_net"))?;
+    /// Loads the objects on the shared maps and attaches the hooks.
+    pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
+        let mut net = Owned::build(|storage| {
+            let mut open = LsmNetSkelBuilder::default().open(storage)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(load_err("lsm_net"))?;
         let mut exec = Owned::build(|storage| {
             let mut open = LsmExecSkelBuilder::default().open(storage)?;
-            reuse_shared_maps(open.open_object_mut(), &maps)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("lsm_exec"))?;
         let mut mmap = Owned::build(|storage| {
             let mut open = LsmMmapSkelBuilder::default().open(storage)?;
-            reuse_shared_maps(open.open_object_mut(), &maps)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("lsm_mmap"))?;
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
         net.attach().map_err(attach_err(
@@ -91,8 +88,6 @@ impl LsmBackend {
             "lsm/mmap_file, lsm/file_mprotect",
         ))?;
         Ok(LsmBackend {
-            hooks,
-            maps,
             _net: net,
             _exec: exec,
             _mmap: mmap,
@@ -106,38 +101,30 @@ impl Backend for LsmBackend {
         BackendKind::Lsm
     }
 
-    fn maps(&self) -> &SharedMaps {
-        &self.maps
-    }
-
-    fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+    fn cover_exactly(&mut self, hooks: &mut SharedHooks, roots: &[CgroupRef]) -> Result<(), Error> {
         // The LSM hooks see every task: only the shared per-scope programs.
-        self.hooks.cover_exactly(roots, &[])
+        hooks.cover_exactly(roots, &[])
     }
 
-    fn hooks(&self) -> &SharedHooks {
-        &self.hooks
-    }
-
-    fn hooks_mut(&mut self) -> &mut SharedHooks {
-        &mut self.hooks
-    }
-
-    fn fast_open(&self) -> CheckStatus {
-        match self.stratum_in_lsm() {
+    fn fast_open(&self, hooks: &SharedHooks) -> CheckStatus {
+        match self.stratum_in_lsm(hooks) {
             // socket_sendmsg sees a Fast Open payload before the SYN.
             CheckStatus::Active => CheckStatus::Active,
-            _ => self.hooks.fast_open(),
+            _ => hooks.fast_open(),
         }
     }
 
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
+    fn prepare(
+        &mut self,
+        maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<Option<JudgedSockets>, Error> {
         // The sleepable judge first: whether it loads decides what the
         // shared sk_msg program judges (if it is needed at all) and
         // whether Fast Open needs the tracepoints.
         let mut judge = StratumJudge::SkMsg;
-        if policy.stratum.is_some() && !self.hooks.stratum_settled() {
-            let maps = &self.maps;
+        if policy.stratum.is_some() && !hooks.stratum_settled() {
             if let Some(hook) = self.stratum.load_with(|| LsmStratumHook::load(maps)) {
                 judge = StratumJudge::LsmAndSkMsg;
                 if every_send_reaches_the_hook().is_ok() {
@@ -153,10 +140,15 @@ impl Backend for LsmBackend {
                 }
             }
         }
-        self.hooks.prepare(&self.maps, policy, judge)
+        hooks.prepare(maps, policy, judge)
     }
 
-    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+    fn activate(
+        &mut self,
+        maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<(), Error> {
         if policy.stratum.is_none() {
             return Ok(());
         }
@@ -167,19 +159,19 @@ impl Backend for LsmBackend {
                 // EACCES, and the Fast Open tracepoints take over Fast Open;
                 // `run`/`watch` warn through `lsm_stratum()`.
                 self.stratum = OnDemand::Off(format!("attaching it failed: {e}"));
-                self.hooks.fast_open_without_lsm(&self.maps);
+                hooks.fast_open_without_lsm(maps);
             }
         }
-        self.hooks.stratum_in_use()
+        hooks.stratum_in_use()
     }
 
-    fn stratum_in_lsm(&self) -> CheckStatus {
+    fn stratum_in_lsm(&self, hooks: &SharedHooks) -> CheckStatus {
         // Both halves: the hook, and the shared programs a stratum policy
         // loads with it (a kernel refusing those fails every stratum apply).
-        self.stratum.status().and(self.hooks.stratum_loaded())
+        self.stratum.status().and(hooks.stratum_loaded())
     }
 
-    fn kills_in_kernel(&self, kind: RuleKind) -> bool {
-        self.hooks.kills_in_kernel(kind).unwrap_or(true)
+    fn kills_in_kernel(&self, hooks: &SharedHooks, kind: RuleKind) -> bool {
+        hooks.kills_in_kernel(kind).unwrap_or(true)
     }
 }

@@ -186,7 +186,7 @@ impl NameKey {
 
 /// Declares [`SharedMaps`] and its name lookup from one list of the maps
 /// that `bpf/include/maps.h` shares: `field: c_name`. The list is the only
-/// place a map name is written on the Rust side; `shared_maps_of!` (skel.rs)
+/// place a map name is written on the Rust side; `shared_maps_of!`
 /// is generated from it too.
 macro_rules! declare_shared_maps {
     // `$d` is a literal `$`, so the generated macro can have metavariables.
@@ -219,7 +219,6 @@ macro_rules! declare_shared_maps {
                 })()
             }};
         }
-        pub(crate) use shared_maps_of;
     };
 }
 
@@ -246,6 +245,23 @@ declare_shared_maps! {
     tfo_armed: mg_tfo_armed,
     /// `mg_stratum_done`: the lsm backend's per-socket Stratum verdicts.
     stratum_done: mg_stratum_done,
+}
+
+impl SharedMaps {
+    /// Creates the maps of `bpf/include/maps.h` by loading `bpf/abi.bpf.c`,
+    /// an object with no programs: every object loaded afterwards reuses
+    /// them (`reuse_shared_maps`), whichever backend runs.
+    pub fn create() -> Result<Self, crate::error::Error> {
+        use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+        let abi = super::skel::Owned::build(|storage| {
+            super::skel::abi::AbiSkelBuilder::default()
+                .open(storage)?
+                .load()
+        })
+        .map_err(super::load_err("abi"))?;
+        // Duplicated fds: the maps outlive the object that made them.
+        Ok(shared_maps_of!(abi.maps).map_err(super::load_err("abi"))?)
+    }
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> AttachError {

@@ -23,7 +23,10 @@ pub(crate) mod skel;
 pub(crate) mod stratum;
 mod tracefs;
 
-use self::{checks::CheckStatus, stratum::JudgedSockets};
+use self::{
+    checks::CheckStatus, hooks::SharedHooks, maps::SharedMaps, probe::ProbeReport,
+    stratum::JudgedSockets,
+};
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -129,41 +132,50 @@ pub(crate) fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> Loa
     move |source| LoadError::Object { object, source }
 }
 
-/// A loaded set of programs enforcing the policy in the shared maps.
+/// What differs between the backends: their own programs, and how they
+/// cover scopes, prepare and activate a policy's hooks and send `kill`'s
+/// signal. The maps and the hooks both share live in [`Kernel`].
 pub(crate) trait Backend: Send {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
-    /// The shared maps the enforcer writes policy into.
-    fn maps(&self) -> &maps::SharedMaps;
-
     /// Makes the programs see tasks in exactly these cgroup subtrees (none of
-    /// which contains another). Attaches new ones before detaching old ones;
-    /// on failure the previous coverage is left as it was.
-    fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error>;
-
-    /// Makes the Stratum socket tracking (sockops into the sockhash the
-    /// sk_msg verdict runs on) see exactly these subtrees: the roots whose
-    /// scopes have a stratum rule. Same contract as `cover_exactly`.
-    fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        self.hooks_mut().stratum_cover_exactly(roots)
-    }
-
-    /// The hooks both backends share.
-    fn hooks(&self) -> &hooks::SharedHooks;
-
-    /// The hooks both backends share, to attach or change.
-    fn hooks_mut(&mut self) -> &mut hooks::SharedHooks;
-
-    /// Whether this loaded backend enforces rules with matcher `m` (the
-    /// kind's capability, less optional hooks this kernel refused).
-    fn supports(&self, m: MatcherKind) -> bool {
-        self.hooks().supports(self.kind(), m)
-    }
+    /// which contains another): this backend's per-cgroup programs and the
+    /// shared ones. Attaches new ones before detaching old ones; on failure
+    /// the previous coverage is left as it was.
+    fn cover_exactly(&mut self, hooks: &mut SharedHooks, roots: &[CgroupRef]) -> Result<(), Error>;
 
     /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
     /// (otherwise the event poller sends it on receipt).
-    fn kills_in_kernel(&self, kind: RuleKind) -> bool;
+    fn kills_in_kernel(&self, hooks: &SharedHooks, kind: RuleKind) -> bool;
+
+    /// `policy` is about to be compiled into an apply or update: loads the
+    /// optional hooks its rules need that are not loaded yet (Stratum,
+    /// cmdline, loader exec; see `on_demand`), so what it reports as
+    /// enforced is known before it is applied. A loaded hook stays loaded
+    /// (inert outside scopes whose policy uses it) until the kernel state is
+    /// dropped, even if that apply fails later. When the Stratum programs
+    /// load now, returns their judged-socket queue (for the event thread).
+    fn prepare(
+        &mut self,
+        maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<Option<JudgedSockets>, Error>;
+
+    /// `policy` is (about to be) applied: attaches the host-wide hooks its
+    /// rules need and that are not attached yet (they cost every task on
+    /// the host, so an enforcer attaches none it has no rule for). They
+    /// stay attached until the kernel state is dropped: detaching a
+    /// tracepoint waits for an RCU grace period (tens of ms), which an
+    /// update or remove should not. A hook that cannot be attached turns
+    /// its status into `Off` rather than failing the apply.
+    fn activate(
+        &mut self,
+        maps: &SharedMaps,
+        hooks: &mut SharedHooks,
+        policy: &KernelPolicy,
+    ) -> Result<(), Error>;
 
     /// Whether executable mappings of refused files (loader exec) are
     /// judged (the lsm backend's mmap hooks always load with it).
@@ -172,51 +184,123 @@ pub(crate) trait Backend: Send {
     }
 
     /// Whether TCP Fast Open payloads are judged for Stratum.
-    fn fast_open(&self) -> CheckStatus {
-        self.hooks().fast_open()
+    fn fast_open(&self, hooks: &SharedHooks) -> CheckStatus {
+        hooks.fast_open()
     }
 
     /// Whether Stratum payloads are judged by the lsm socket_sendmsg hook
     /// (EPERM); otherwise the sk_msg program judges them (EACCES).
-    fn stratum_in_lsm(&self) -> CheckStatus {
+    fn stratum_in_lsm(&self, _hooks: &SharedHooks) -> CheckStatus {
         CheckStatus::Off {
             reason: "the cgroup backend judges Stratum in its sk_msg program".into(),
         }
     }
+}
 
-    /// Whether the sk_msg program (with sockops) judges Stratum sends (see
-    /// `SharedHooks::stratum_sk_msg`).
-    fn stratum_sk_msg(&self) -> CheckStatus {
-        self.hooks().stratum_sk_msg()
+/// The kernel state of an enforcer: the shared maps (created first, every
+/// object reuses them), the hooks both backends share, and the backend's
+/// own programs. Field order is drop order: the hooks' cgroup links go
+/// before the backend programs they attach, the maps last.
+pub(crate) struct Kernel {
+    hooks: SharedHooks,
+    backend: Box<dyn Backend>,
+    maps: SharedMaps,
+}
+
+impl Kernel {
+    /// Creates the shared maps, then loads the shared hooks and the
+    /// backend of `kind` on them. `syscall_tracepoints`: see
+    /// `EnforcerOptions::syscall_tracepoints`.
+    pub fn load(
+        kind: BackendKind,
+        report: &ProbeReport,
+        syscall_tracepoints: bool,
+    ) -> Result<Self, Error> {
+        let maps = SharedMaps::create()?;
+        let backend: Box<dyn Backend> = match kind {
+            BackendKind::Cgroup => Box::new(cgroup_bpf::CgroupBackend::load(
+                &maps,
+                report,
+                syscall_tracepoints,
+            )?),
+            BackendKind::Lsm => Box::new(lsm::LsmBackend::load(&maps)?),
+        };
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
+        Ok(Kernel {
+            hooks,
+            backend,
+            maps,
+        })
     }
 
-    /// `policy` is about to be compiled into an apply or update: loads the
-    /// optional hooks its rules need that are not loaded yet (Stratum,
-    /// cmdline, loader exec; see `on_demand`), so what it reports as
-    /// enforced is known before it is applied. A loaded hook stays loaded
-    /// (inert outside scopes whose policy uses it) until the backend is
-    /// dropped, even if that apply fails later. When the Stratum programs
-    /// load now, returns their judged-socket queue (for the event thread).
-    fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error>;
+    /// Which backend runs.
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
 
-    /// `policy` is (about to be) applied: attaches the host-wide hooks its
-    /// rules need and that are not attached yet (they cost every task on
-    /// the host, so an enforcer attaches none it has no rule for). They
-    /// stay attached until the backend is dropped: detaching a tracepoint
-    /// waits for an RCU grace period (tens of ms), which an update or
-    /// remove should not. A hook that cannot be attached turns its status
-    /// (`fast_open`, `loader_exec`, `stratum_in_lsm`) into `Off`
-    /// rather than failing the apply.
-    fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
-        if policy.stratum.is_some() {
-            self.hooks_mut().stratum_in_use()?;
-        }
-        Ok(())
+    /// The shared maps the enforcer writes policy into.
+    pub fn maps(&self) -> &SharedMaps {
+        &self.maps
+    }
+
+    /// Makes the programs see tasks in exactly these subtrees (see
+    /// `Backend::cover_exactly`).
+    pub fn cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+        self.backend.cover_exactly(&mut self.hooks, roots)
+    }
+
+    /// Makes the Stratum socket tracking (sockops into the sockhash the
+    /// sk_msg verdict runs on) see exactly these subtrees: the roots whose
+    /// scopes have a stratum rule. Same contract as `cover_exactly`.
+    pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+        self.hooks.stratum_cover_exactly(roots)
+    }
+
+    /// Whether rules with matcher `m` are enforced (the backend kind's
+    /// capability, less optional hooks this kernel refused).
+    pub fn supports(&self, m: MatcherKind) -> bool {
+        self.hooks.supports(self.kind(), m)
+    }
+
+    /// See `Backend::kills_in_kernel`.
+    pub fn kills_in_kernel(&self, kind: RuleKind) -> bool {
+        self.backend.kills_in_kernel(&self.hooks, kind)
+    }
+
+    /// See `Backend::prepare`.
+    pub fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
+        self.backend.prepare(&self.maps, &mut self.hooks, policy)
+    }
+
+    /// See `Backend::activate`.
+    pub fn policy_in_use(&mut self, policy: &KernelPolicy) -> Result<(), Error> {
+        self.backend.activate(&self.maps, &mut self.hooks, policy)
+    }
+
+    /// Executable mappings of refused files (loader exec).
+    pub fn loader_exec(&self) -> CheckStatus {
+        self.backend.loader_exec()
+    }
+
+    /// TCP Fast Open payloads judged for Stratum.
+    pub fn fast_open(&self) -> CheckStatus {
+        self.backend.fast_open(&self.hooks)
+    }
+
+    /// Stratum judged by the lsm socket_sendmsg hook.
+    pub fn stratum_in_lsm(&self) -> CheckStatus {
+        self.backend.stratum_in_lsm(&self.hooks)
+    }
+
+    /// Stratum judged by the sk_msg program (see
+    /// `SharedHooks::stratum_sk_msg`).
+    pub fn stratum_sk_msg(&self) -> CheckStatus {
+        self.hooks.stratum_sk_msg()
     }
 
     /// Writes up to `count` self-test events for `rule_idx` of `policy_id`
     /// into the ring buffer; returns how many fit.
-    fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
-        self.hooks().self_test(policy_id, rule_idx, count)
+    pub fn self_test(&self, policy_id: u32, rule_idx: u32, count: u32) -> Result<u32, Error> {
+        self.hooks.self_test(policy_id, rule_idx, count)
     }
 }

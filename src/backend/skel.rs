@@ -106,5 +106,3 @@ pub(crate) fn reuse_shared_maps(
     }
     Ok(())
 }
-
-pub(crate) use super::maps::shared_maps_of;

@@ -45,20 +45,7 @@ pub(crate) const ACTION_KILL: u8 = byte(c::mg_action::MG_ACTION_KILL.0);
 /// `enum mg_action`.
 pub(crate) const ACTION_AUDIT: u8 = byte(c::mg_action::MG_ACTION_AUDIT.0);
 
-/// `enum mg_scope_flag` (bits of `mg_scope.flags`).
-pub(crate) const SCOPE_CIDR4: u32 = c::mg_scope_flag::MG_SCOPE_CIDR4.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_CIDR6: u32 = c::mg_scope_flag::MG_SCOPE_CIDR6.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_INODES: u32 = c::mg_scope_flag::MG_SCOPE_INODES.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_MEMFD: u32 = c::mg_scope_flag::MG_SCOPE_MEMFD.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_CMDLINE: u32 = c::mg_scope_flag::MG_SCOPE_CMDLINE.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_ALLOW_ONLY: u32 = c::mg_scope_flag::MG_SCOPE_ALLOW_ONLY.0;
-/// `enum mg_scope_flag`.
-pub(crate) const SCOPE_NO_NEW_EXEC: u32 = c::mg_scope_flag::MG_SCOPE_NO_NEW_EXEC.0;
+// `enum mg_scope_flag`: used by its C names in `maps::scope_flags`.
 
 /// `enum mg_inode_kind` (a `u8` in `mg_inode_key`).
 pub(crate) const INODE_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_FILE.0);

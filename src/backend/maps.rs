@@ -16,10 +16,6 @@ use super::abi::{
     INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, NAME_LEN};
-pub(crate) use super::abi::{
-    SCOPE_ALLOW_ONLY, SCOPE_CIDR4, SCOPE_CIDR6, SCOPE_CMDLINE, SCOPE_INODES, SCOPE_MEMFD,
-    SCOPE_NO_NEW_EXEC,
-};
 
 /// `enum mg_action` values.
 pub(crate) fn action_code(a: Action) -> u8 {
@@ -109,35 +105,26 @@ impl InodeKey {
     }
 }
 
-/// The scope flags a policy needs (which optional lookups to make).
+/// The scope flags a policy needs (which optional lookups to make): the
+/// bits of `enum mg_scope_flag`, named as C names them (through BTF).
 pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
-    let mut flags = 0;
-    if !policy.cidrs4.is_empty() {
-        flags |= SCOPE_CIDR4;
-    }
-    if !policy.cidrs6.is_empty() {
-        flags |= SCOPE_CIDR6;
-    }
-    if policy
+    type F = c::mg_scope_flag;
+    let file_rules = policy
         .inodes
         .iter()
-        .any(|e| e.kind == InodeKind::File || e.kind == InodeKind::Dir)
-    {
-        flags |= SCOPE_INODES;
-    }
-    if policy.allow_only.is_some() {
-        flags |= SCOPE_ALLOW_ONLY;
-    }
-    if policy.no_new_exec.is_some() {
-        flags |= SCOPE_NO_NEW_EXEC;
-    }
-    if policy.memfd.is_some() {
-        flags |= SCOPE_MEMFD;
-    }
-    if !policy.cmdline.is_empty() {
-        flags |= SCOPE_CMDLINE;
-    }
-    flags
+        .any(|e| e.kind == InodeKind::File || e.kind == InodeKind::Dir);
+    [
+        (!policy.cidrs4.is_empty(), F::MG_SCOPE_CIDR4),
+        (!policy.cidrs6.is_empty(), F::MG_SCOPE_CIDR6),
+        (file_rules, F::MG_SCOPE_INODES),
+        (policy.allow_only.is_some(), F::MG_SCOPE_ALLOW_ONLY),
+        (policy.no_new_exec.is_some(), F::MG_SCOPE_NO_NEW_EXEC),
+        (policy.memfd.is_some(), F::MG_SCOPE_MEMFD),
+        (!policy.cmdline.is_empty(), F::MG_SCOPE_CMDLINE),
+    ]
+    .into_iter()
+    .filter(|(needed, _)| *needed)
+    .fold(0, |flags, (_, flag)| flags | flag.0)
 }
 
 /// `struct mg_port_key`, as the C header declares it (through BTF).

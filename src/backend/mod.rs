@@ -73,22 +73,11 @@ impl BackendKind {
     /// Rules it does not enforce are applied as nothing and reported by
     /// [`Enforcer::unenforced`](crate::Enforcer::unenforced).
     pub fn supports(self, m: MatcherKind) -> bool {
-        matches!(
-            m,
-            MatcherKind::ExecNames
-                | MatcherKind::ExecFiles
-                | MatcherKind::ExecDirs
-                | MatcherKind::ExecPathPrefixes
-                | MatcherKind::ExecMemfd
-                | MatcherKind::ExecCmdline
-                | MatcherKind::ExecAllowOnly
-                | MatcherKind::ExecNoNewExec
-                | MatcherKind::ConnectPorts
-                | MatcherKind::ConnectCidrs
-                | MatcherKind::ConnectDomains
-                | MatcherKind::OpenMsr
-                | MatcherKind::Stratum
-        )
+        // Both backends enforce every BPF matcher; a seccomp filter is
+        // installed in the command (by `run`, or a runtime through the OCI
+        // export), not by a BPF backend. Optional hooks a kernel refuses
+        // are taken off by the loaded backend (`SharedHooks::supports`).
+        m != MatcherKind::Seccomp
     }
 }
 

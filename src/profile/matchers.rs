@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Rule;
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -408,5 +410,157 @@ matcher_kinds! {
 impl fmt::Display for MatcherKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A rule's one matcher with its typed payload ([`Rule::matcher`]): what the
+/// compilers match on, exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matcher<'a> {
+    /// `exec.names`: basenames.
+    ExecNames(&'a [String]),
+    /// `exec.path_prefixes`: path prefixes.
+    ExecPathPrefixes(&'a [String]),
+    /// `exec.files`: files, resolved to (device, inode) at apply.
+    ExecFiles(&'a [String]),
+    /// `exec.dirs`: scratch directories.
+    ExecDirs(&'a [String]),
+    /// `exec.memfd`: fileless exec.
+    ExecMemfd,
+    /// `exec.cmdline`: argv substrings.
+    ExecCmdline(&'a [String]),
+    /// `exec.allow_only`: the paths and prefixes that may run.
+    ExecAllowOnly(&'a [String]),
+    /// `exec.no_new_exec`: the first exec only.
+    ExecNoNewExec,
+    /// `connect.ports`: destination ports and ranges.
+    ConnectPorts(&'a [PortSpec]),
+    /// `connect.cidrs`: destination networks.
+    ConnectCidrs(&'a [String]),
+    /// `connect.domains`: destination domains.
+    ConnectDomains(&'a [String]),
+    /// `stratum`: the protocol's signatures, and extra ones.
+    Stratum(&'a StratumMatch),
+    /// `open.msr`: MSR device opens.
+    OpenMsr,
+    /// `seccomp`: a seccomp filter.
+    Seccomp(&'a SeccompMatch),
+}
+
+impl Matcher<'_> {
+    /// Its kind (the profile key).
+    pub fn kind(&self) -> MatcherKind {
+        match self {
+            Matcher::ExecNames(_) => MatcherKind::ExecNames,
+            Matcher::ExecPathPrefixes(_) => MatcherKind::ExecPathPrefixes,
+            Matcher::ExecFiles(_) => MatcherKind::ExecFiles,
+            Matcher::ExecDirs(_) => MatcherKind::ExecDirs,
+            Matcher::ExecMemfd => MatcherKind::ExecMemfd,
+            Matcher::ExecCmdline(_) => MatcherKind::ExecCmdline,
+            Matcher::ExecAllowOnly(_) => MatcherKind::ExecAllowOnly,
+            Matcher::ExecNoNewExec => MatcherKind::ExecNoNewExec,
+            Matcher::ConnectPorts(_) => MatcherKind::ConnectPorts,
+            Matcher::ConnectCidrs(_) => MatcherKind::ConnectCidrs,
+            Matcher::ConnectDomains(_) => MatcherKind::ConnectDomains,
+            Matcher::Stratum(_) => MatcherKind::Stratum,
+            Matcher::OpenMsr => MatcherKind::OpenMsr,
+            Matcher::Seccomp(_) => MatcherKind::Seccomp,
+        }
+    }
+}
+
+/// Which matcher a rule has: everything about matchers stays in this file,
+/// so a new one is added here (and compiled in `compile`).
+impl Rule {
+    /// Every matcher key this rule sets (a valid rule has exactly one).
+    pub fn matcher_kinds(&self) -> Vec<MatcherKind> {
+        self.matcher_keys()
+            .into_iter()
+            .filter_map(|(set, k)| set.then_some(k))
+            .collect()
+    }
+
+    /// The rule's one matcher with its payload, when it has exactly one.
+    pub fn matcher(&self) -> Option<Matcher<'_>> {
+        let kind = self.matcher_kind()?;
+        let (e, c) = (self.exec.as_ref(), self.connect.as_ref());
+        Some(match kind {
+            MatcherKind::ExecNames => Matcher::ExecNames(&e?.names),
+            MatcherKind::ExecPathPrefixes => Matcher::ExecPathPrefixes(&e?.path_prefixes),
+            MatcherKind::ExecFiles => Matcher::ExecFiles(&e?.files),
+            MatcherKind::ExecDirs => Matcher::ExecDirs(&e?.dirs),
+            MatcherKind::ExecMemfd => Matcher::ExecMemfd,
+            MatcherKind::ExecCmdline => Matcher::ExecCmdline(&e?.cmdline),
+            MatcherKind::ExecAllowOnly => Matcher::ExecAllowOnly(&e?.allow_only),
+            MatcherKind::ExecNoNewExec => Matcher::ExecNoNewExec,
+            MatcherKind::ConnectPorts => Matcher::ConnectPorts(&c?.ports),
+            MatcherKind::ConnectCidrs => Matcher::ConnectCidrs(&c?.cidrs),
+            MatcherKind::ConnectDomains => Matcher::ConnectDomains(&c?.domains),
+            MatcherKind::Stratum => Matcher::Stratum(self.stratum.as_ref()?),
+            MatcherKind::OpenMsr => Matcher::OpenMsr,
+            MatcherKind::Seccomp => Matcher::Seccomp(self.seccomp.as_ref()?),
+        })
+    }
+
+    /// The rule's matcher kind, when it has exactly one.
+    pub fn matcher_kind(&self) -> Option<MatcherKind> {
+        let mut set = self.matcher_keys().into_iter().filter(|(set, _)| *set);
+        match (set.next(), set.next()) {
+            (Some((_, k)), None) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Each matcher key with whether it is set (no allocation: validating
+    /// and compiling large profiles asks this for every rule). Sized by
+    /// the matcher table, so a new kind does not build until it is here.
+    fn matcher_keys(&self) -> [(bool, MatcherKind); MatcherKind::ALL.len()] {
+        // Plain closures passed straight to `is_some_and` inline; `fn`
+        // pointers did not (14 indirect calls per rule, twice per compile).
+        let e = self.exec.as_ref();
+        let c = self.connect.as_ref();
+        [
+            (
+                e.is_some_and(|e| !e.names.is_empty()),
+                MatcherKind::ExecNames,
+            ),
+            (
+                e.is_some_and(|e| !e.path_prefixes.is_empty()),
+                MatcherKind::ExecPathPrefixes,
+            ),
+            (
+                e.is_some_and(|e| !e.files.is_empty()),
+                MatcherKind::ExecFiles,
+            ),
+            (e.is_some_and(|e| !e.dirs.is_empty()), MatcherKind::ExecDirs),
+            (e.is_some_and(|e| e.memfd), MatcherKind::ExecMemfd),
+            (
+                e.is_some_and(|e| !e.cmdline.is_empty()),
+                MatcherKind::ExecCmdline,
+            ),
+            (
+                e.is_some_and(|e| !e.allow_only.is_empty()),
+                MatcherKind::ExecAllowOnly,
+            ),
+            (e.is_some_and(|e| e.no_new_exec), MatcherKind::ExecNoNewExec),
+            (
+                c.is_some_and(|c| !c.ports.is_empty()),
+                MatcherKind::ConnectPorts,
+            ),
+            (
+                c.is_some_and(|c| !c.cidrs.is_empty()),
+                MatcherKind::ConnectCidrs,
+            ),
+            (
+                c.is_some_and(|c| !c.domains.is_empty()),
+                MatcherKind::ConnectDomains,
+            ),
+            (self.stratum.is_some(), MatcherKind::Stratum),
+            (
+                self.open.as_ref().is_some_and(|o| o.msr),
+                MatcherKind::OpenMsr,
+            ),
+            (self.seccomp.is_some(), MatcherKind::Seccomp),
+        ]
     }
 }

@@ -25,6 +25,7 @@ pub mod events;
 pub mod learn;
 mod mountinfo;
 mod parallel;
+pub mod pin;
 pub mod profile;
 pub mod seccomp;
 

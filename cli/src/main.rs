@@ -17,12 +17,14 @@
 
 mod check;
 mod learn;
+mod pinning;
 mod probe;
 mod profile_arg;
 mod run;
 mod seccomp;
 mod signals;
 mod sink;
+mod status;
 mod warnings;
 mod watch;
 
@@ -60,7 +62,7 @@ struct Cli {
 
 /// How the enforcer loads (run, watch, learn).
 #[derive(clap::Args, Clone, Copy)]
-struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Backend: auto, lsm or cgroup.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -105,27 +107,9 @@ enum Cmd {
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
-    /// Enforce on cgroups (or the host) until SIGINT/SIGTERM; SIGHUP reloads.
-    Watch {
-        /// Profile file (YAML or JSON) or bundled profile name.
-        #[arg(long)]
-        profile: ProfileArg,
-        /// cgroup v2 directory to enforce on (repeatable).
-        #[arg(long = "cgroup")]
-        cgroups: Vec<PathBuf>,
-        /// Enforce on the whole host.
-        #[arg(long)]
-        host: bool,
-        /// Append events (JSON lines) to this file instead of stdout.
-        #[arg(long)]
-        events: Option<PathBuf>,
-        /// Rotate the events file before it passes this size (`10M`, `1G`;
-        /// FILE.1 … FILE.5 are kept).
-        #[arg(long, requires = "events", value_parser = sink::parse_size)]
-        events_max_size: Option<u64>,
-        #[command(flatten)]
-        load: LoadArgs,
-    },
+    /// Enforce on cgroups (or the host); SIGHUP reloads. Pinned: see
+    /// `--instance`.
+    Watch(watch::WatchArgs),
     /// Record what a cgroup executes (nothing is refused meanwhile), then
     /// write an `exec.allow_only` profile listing it.
     Learn {
@@ -167,6 +151,23 @@ enum Cmd {
         #[arg(long, default_value = "oci", value_parser = ["oci", "bpf", "pfc"])]
         format: String,
     },
+    /// List the pinned instances: what they enforce on, pinned
+    /// attachments, whether their process still runs.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End pinned enforcement: unpin an instance (or all) so its programs
+    /// detach.
+    Remove {
+        /// The instance to remove.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        instance: Option<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
+    },
     /// Report what this kernel supports and which backend would be used.
     Probe {
         /// Machine-readable output.
@@ -193,21 +194,9 @@ fn main() -> ExitCode {
             quiet,
             &cmd,
         ),
-        Cmd::Watch {
-            profile,
-            cgroups,
-            host,
-            events,
-            events_max_size,
-            load,
-        } => watch::watch(
-            &profile,
-            &cgroups,
-            host,
-            events.as_deref(),
-            events_max_size,
-            load,
-        ),
+        Cmd::Watch(args) => watch::watch(&args),
+        Cmd::Status { json } => status::print(json),
+        Cmd::Remove { instance, all } => status::remove(instance.as_deref(), all),
         Cmd::Learn {
             cgroup,
             duration,

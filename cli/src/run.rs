@@ -12,7 +12,9 @@ use minerguard::{
     Scope, SeccompFilter, SeccompPolicy,
 };
 
-use crate::{profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX};
+use crate::{
+    pinning, profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX,
+};
 
 /// Runs `cmd` in a new cgroup enforced by `profile`; the command's exit
 /// status (128+n when killed by signal n; 127 when it cannot start).
@@ -70,6 +72,14 @@ pub fn run(
             }
         });
     }
+    // Fail closed: if this process dies, the command stays enforced (the
+    // attachments are pinned) until its cgroup is empty; then the next
+    // `minerguard run` or `minerguard remove` cleans up.
+    pinning::clean_stale();
+    let pins = pinning::pin(
+        &format!("run-{}", std::process::id()),
+        Some(cgroup.cgroup().path()),
+    );
     let status = match command.spawn() {
         Ok(mut child) => {
             let pid = child.id() as i32;
@@ -88,6 +98,8 @@ pub fn run(
     };
 
     writer.finish();
+    // Released before the programs detach: with pins they would not.
+    pinning::release(pins);
     let drops = enforcer.drops();
     enforcer.remove(handle)?;
     drop(enforcer);

@@ -3,30 +3,69 @@
 
 use std::{
     io,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use minerguard::{Enforcer, Scope, ScopeChange};
 
-use crate::{profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX};
+use crate::{
+    pinning, profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX,
+};
 
 /// How often `watch` resolves `connect.domains` again.
 const DOMAIN_REFRESH: Duration = Duration::from_secs(300);
 /// How often `watch` looks for watched cgroups removed or created again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
-/// Enforces `profile_arg` on `cgroups` (and the host with `host`) until
-/// SIGINT or SIGTERM.
-pub fn watch(
-    profile_arg: &ProfileArg,
-    cgroups: &[PathBuf],
-    host: bool,
-    events: Option<&Path>,
-    events_max_size: Option<u64>,
-    load: LoadArgs,
-) -> CliResult<ExitCode> {
+/// `minerguard watch`'s arguments.
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    /// Profile file (YAML or JSON) or bundled profile name.
+    #[arg(long)]
+    pub profile: ProfileArg,
+    /// cgroup v2 directory to enforce on (repeatable).
+    #[arg(long = "cgroup")]
+    pub cgroups: Vec<PathBuf>,
+    /// Name the pinned state: enforcement outlives this process (pinned
+    /// under /sys/fs/bpf/minerguard/NAME) until `minerguard remove`; a
+    /// new `watch` of the same name replaces it with no gap.
+    #[arg(long, default_value = "watch")]
+    pub instance: String,
+    /// On SIGINT/SIGTERM, detach and unpin instead of leaving the
+    /// enforcement in place.
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// Enforce on the whole host.
+    #[arg(long)]
+    pub host: bool,
+    /// Append events (JSON lines) to this file instead of stdout.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Rotate the events file before it passes this size (`10M`, `1G`;
+    /// FILE.1 … FILE.5 are kept).
+    #[arg(long, requires = "events", value_parser = crate::sink::parse_size)]
+    pub events_max_size: Option<u64>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Enforces the profile on the cgroups (and the host with `--host`) until
+/// SIGINT or SIGTERM; pinned as `--instance`.
+pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
+    let WatchArgs {
+        profile: profile_arg,
+        cgroups,
+        instance,
+        detach_on_exit,
+        host,
+        events,
+        events_max_size,
+        load,
+    } = args;
+    let (host, detach_on_exit, load) = (*host, *detach_on_exit, *load);
+    let (events, events_max_size) = (events.as_deref(), *events_max_size);
     let mut scopes: Vec<Scope> = cgroups.iter().cloned().map(Scope::Cgroup).collect();
     if host {
         scopes.push(Scope::Host);
@@ -51,6 +90,9 @@ pub fn watch(
         warnings::unenforced(&enforcer, handle, &profile, false);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
+    // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the same
+    // instance attaches anew, then releases what the old process left.
+    let pins = pinning::pin(instance, None);
     // SIGHUP reloads; SIGINT or SIGTERM ends the loop. Between signals:
     // scopes follow their cgroups by path (a restarted container's cgroup
     // is new), and every few minutes `connect.domains` are resolved again.
@@ -58,7 +100,9 @@ pub fn watch(
     loop {
         match signals::wait_for(FOLLOW_EVERY) {
             None => {
-                follow(&mut enforcer);
+                if follow(&mut enforcer) {
+                    pinning::resync(pins.as_ref());
+                }
                 if last_refresh.elapsed() >= DOMAIN_REFRESH {
                     last_refresh = Instant::now();
                     match enforcer.refresh_domains() {
@@ -82,6 +126,7 @@ pub fn watch(
         match handles.iter().try_for_each(|h| enforcer.update(*h, &new)) {
             Ok(()) => {
                 profile = new;
+                pinning::resync(pins.as_ref());
                 eprintln!("{PREFIX}: reloaded profile `{}`", profile.name);
                 // The new profile may need hooks the old one did not load.
                 if let Some(handle) = handles.first() {
@@ -91,7 +136,18 @@ pub fn watch(
             Err(e) => eprintln!("{PREFIX}: reload failed: {e}"),
         }
     }
+    if !detach_on_exit && pins.is_some() {
+        eprintln!(
+            "{PREFIX}: stopping; enforcement stays pinned as instance `{instance}` (`minerguard remove --instance {instance}` ends it)"
+        );
+        writer.finish();
+        // Dropping the enforcer would clear the policy from the maps that
+        // the pinned programs still use.
+        std::mem::forget(enforcer);
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!("{PREFIX}: stopping; detaching");
+    pinning::release(pins);
     for h in handles {
         enforcer.remove(h)?;
     }
@@ -99,10 +155,12 @@ pub fn watch(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-applies scopes whose cgroup was created again, and says which went.
-fn follow(enforcer: &mut Enforcer) {
+/// Re-applies scopes whose cgroup was created again, and says which went;
+/// whether anything changed.
+fn follow(enforcer: &mut Enforcer) -> bool {
     match enforcer.follow_cgroups() {
         Ok(changes) => {
+            let changed = !changes.is_empty();
             for change in changes {
                 match change {
                     ScopeChange::Gone { path, .. } => eprintln!(
@@ -115,7 +173,11 @@ fn follow(enforcer: &mut Enforcer) {
                     ),
                 }
             }
+            changed
         }
-        Err(e) => eprintln!("{PREFIX}: error: following the watched cgroups failed: {e}"),
+        Err(e) => {
+            eprintln!("{PREFIX}: error: following the watched cgroups failed: {e}");
+            false
+        }
     }
 }

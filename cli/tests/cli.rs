@@ -438,7 +438,8 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
     let profile = write_profile(&dir, EXEC_PROFILE);
     let cg = test_cgroup();
     let mut cmd = Command::new(minerguard_bin());
-    cmd.args(["watch", "--profile", profile.to_str().unwrap(), "--cgroup"])
+    cmd.args(["watch", "--detach-on-exit", "--instance", "cli-watch-test"])
+        .args(["--profile", profile.to_str().unwrap(), "--cgroup"])
         .arg(cg.cgroup().path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -788,7 +789,8 @@ fn watch_follows_a_cgroup_removed_and_created_again() {
     let cg = test_cgroup();
     let path = cg.cgroup().path().to_path_buf();
     let mut cmd = Command::new(minerguard_bin());
-    cmd.args(["watch", "--profile", profile.to_str().unwrap(), "--cgroup"])
+    cmd.args(["watch", "--detach-on-exit", "--instance", "cli-follow-test"])
+        .args(["--profile", profile.to_str().unwrap(), "--cgroup"])
         .arg(&path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -926,4 +928,176 @@ fn hostile_inputs_get_a_clear_error_quickly_and_nothing_of_them_is_echoed() {
             assert!(!stderr.contains("SECRETHASH"), "{args:?}: {stderr}");
         }
     }
+}
+
+/// Unpins an instance when a test ends, passed or not (a failed test must
+/// not leave programs attached).
+struct UnpinOnDrop(String);
+
+impl Drop for UnpinOnDrop {
+    fn drop(&mut self) {
+        let _ = minerguard::pin::remove(&self.0);
+    }
+}
+
+/// The pinned instance `name`, from `minerguard status --json`.
+fn pinned_instance(name: &str) -> Option<serde_json::Value> {
+    let out = minerguard_cmd(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter().find(|i| i["name"] == name)
+}
+
+/// Pin names (link ids) of an instance.
+fn pinned_links(name: &str) -> Vec<String> {
+    let dir = Path::new("/sys/fs/bpf/minerguard").join(name).join("links");
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn run_fails_closed_when_the_command_kills_it() {
+    if !kernel_tests_enabled("run_fails_closed_when_the_command_kills_it") {
+        return;
+    }
+    let dir = TempDir::new("cli-fail-closed");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let finished = dir.path().join("finished");
+    let pool = listener(false);
+    pool.set_nonblocking(true).unwrap();
+    let port = pool.local_addr().unwrap().port();
+    let profile = write_profile(
+        &dir,
+        &format!("{EXEC_PROFILE}  - name: pool-port\n    action: deny\n    connect: {{ ports: [{port}] }}\n"),
+    );
+    // A root command that kills its guard, then tries to mine (and stays,
+    // so that no other `run` cleans the instance up as stale meanwhile).
+    let script = format!(
+        "exec >/dev/null 2>&1; kill -9 $PPID; sleep 1; {miner} {marker}; bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>/dev/null; touch {finished}; exec sleep 60",
+        miner = miner.display(),
+        marker = marker.display(),
+        finished = finished.display(),
+    );
+    let out = run_sh(&profile, &script);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cgroup = scope_path(&stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !finished.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(finished.exists(), "the command did not finish");
+    // What the attacker got: no miner ran, the pool saw no connection.
+    assert!(!marker.exists(), "the miner ran after its guard was killed");
+    assert!(
+        matches!(pool.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the pool was reached after the guard was killed"
+    );
+
+    // `status` shows the orphaned instance; `remove` ends it.
+    let name = std::fs::read_dir("/sys/fs/bpf/minerguard")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| {
+            std::fs::read_link(Path::new("/sys/fs/bpf/minerguard").join(n).join("cgroup"))
+                .is_ok_and(|c| c == cgroup)
+        })
+        .expect("a pinned instance for the run's cgroup");
+    let instance = pinned_instance(&name).unwrap();
+    assert_eq!(instance["alive"], false, "{instance}");
+    assert!(instance["links"].as_u64().unwrap() > 0, "{instance}");
+    let out = minerguard_cmd(&["remove", "--instance", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pinned_instance(&name).is_none());
+    assert!(!Path::new("/sys/fs/bpf/minerguard").join(&name).exists());
+    // Nothing enforces on the leftover cgroup any more; then it goes.
+    std::fs::write(cgroup.join("cgroup.kill"), "1").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::remove_dir(&cgroup).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+}
+
+#[test]
+fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
+    if !kernel_tests_enabled("watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it") {
+        return;
+    }
+    let instance = format!("cli-restart-{}", std::process::id());
+    let _cleanup = UnpinOnDrop(instance.clone());
+    let dir = TempDir::new("cli-restart");
+    let xmrig = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let cg = test_cgroup();
+    let start = |detach: bool| {
+        let mut cmd = Command::new(minerguard_bin());
+        cmd.args(["watch", "--instance", &instance]);
+        if detach {
+            cmd.arg("--detach-on-exit");
+        }
+        cmd.args(["--profile", profile.to_str().unwrap(), "--cgroup"])
+            .arg(cg.cgroup().path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+            cmd.args(["--backend", &b]);
+        }
+        let (child, lines) = spawn_with_stderr_lines(&mut cmd);
+        wait_line(&lines, "enforced by the");
+        (child, lines)
+    };
+    let (mut first, _lines) = start(false);
+    // Pinned once the first scope is enforced; wait for the pins.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pinned_links(&instance).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = pinned_links(&instance);
+    assert!(!before.is_empty(), "nothing pinned");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        !ran_in(&cg, &xmrig, &marker),
+        "xmrig ran after watch was killed"
+    );
+
+    // A new watch of the same instance: attached anew, the old pins go.
+    let (second, lines) = start(true);
+    wait_line(&lines, "replaced");
+    let after = pinned_links(&instance);
+    assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        !ran_in(&cg, &xmrig, &marker),
+        "xmrig ran under the second watch"
+    );
+    // SIGTERM with --detach-on-exit: unpinned and detached.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(pinned_instance(&instance).is_none());
+    assert!(
+        ran_in(&cg, &xmrig, &marker),
+        "still enforced after a detaching stop"
+    );
 }

@@ -27,7 +27,7 @@ use crate::{
         Drops, Event,
     },
     probe::{probe, ProbeReport},
-    profile::{Action, MatcherKind, Profile},
+    profile::{Action, MatcherKind, Profile, ValidProfile},
 };
 
 /// Where a profile applies.
@@ -110,7 +110,7 @@ struct Applied {
     policy: KernelPolicy,
     /// Kept to re-resolve `connect.domains` on refresh; `None` when the
     /// profile has none (a copy of 10,000 rules costs 1 ms of an apply).
-    profile: Option<Profile>,
+    profile: Option<ValidProfile<'static>>,
     /// Domains that resolved to nothing at the last apply/update/refresh.
     unresolved: Vec<String>,
     /// The cgroup was removed (seen by `follow_cgroups`); the scope waits
@@ -120,8 +120,9 @@ struct Applied {
 
 /// The copy of `profile` a scope keeps to re-resolve its domains, if it
 /// has any.
-fn kept_for_refresh(policy: &KernelPolicy, profile: &Profile) -> Option<Profile> {
-    (!policy.domains.is_empty()).then(|| profile.clone())
+fn kept_for_refresh(policy: &KernelPolicy, profile: &Profile) -> Option<ValidProfile<'static>> {
+    // Only called once `policy` compiled from `profile`: it is valid.
+    (!policy.domains.is_empty()).then(|| ValidProfile::checked(profile.clone()))
 }
 
 /// A rule the backend does not enforce.
@@ -243,7 +244,28 @@ impl Enforcer {
     /// hook's verification time (about a second for `default`), and the
     /// hook stays loaded, inert, even if the call then fails.
     pub fn apply(&mut self, profile: &Profile, scope: Scope) -> Result<PolicyHandle> {
-        let (policy, unresolved) = self.compile(profile)?;
+        let policy = KernelPolicy::compile(profile)?;
+        self.apply_compiled(policy, profile, scope)
+    }
+
+    /// [`Enforcer::apply`] of a profile validated already (not validated
+    /// again).
+    pub fn apply_valid(
+        &mut self,
+        profile: &ValidProfile<'_>,
+        scope: Scope,
+    ) -> Result<PolicyHandle> {
+        let policy = KernelPolicy::from_valid(profile)?;
+        self.apply_compiled(policy, profile, scope)
+    }
+
+    fn apply_compiled(
+        &mut self,
+        policy: KernelPolicy,
+        profile: &Profile,
+        scope: Scope,
+    ) -> Result<PolicyHandle> {
+        let (policy, unresolved) = self.resolve(policy)?;
         let cgroup = match &scope {
             Scope::Host => CgroupRef::root()?,
             Scope::Cgroup(path) => CgroupRef::open(path)?,
@@ -312,7 +334,24 @@ impl Enforcer {
     /// Replaces the profile of an applied scope atomically: the new entries
     /// are written first, then the scope switches to them in one map update.
     pub fn update(&mut self, handle: PolicyHandle, profile: &Profile) -> Result<()> {
-        let (policy, unresolved) = self.compile(profile)?;
+        let policy = KernelPolicy::compile(profile)?;
+        self.update_compiled(handle, policy, profile)
+    }
+
+    /// [`Enforcer::update`] with a profile validated already (not
+    /// validated again).
+    pub fn update_valid(&mut self, handle: PolicyHandle, profile: &ValidProfile<'_>) -> Result<()> {
+        let policy = KernelPolicy::from_valid(profile)?;
+        self.update_compiled(handle, policy, profile)
+    }
+
+    fn update_compiled(
+        &mut self,
+        handle: PolicyHandle,
+        policy: KernelPolicy,
+        profile: &Profile,
+    ) -> Result<()> {
+        let (policy, unresolved) = self.resolve(policy)?;
         let cgroup_id = self.get(handle)?.cgroup.id();
         let new_id = self.install(&policy)?;
         // Before the switch, so the new policy is whole from its start.
@@ -471,9 +510,9 @@ impl Enforcer {
             let Some(profile) = self.applied[&handle].profile.clone() else {
                 continue;
             };
-            let (fresh, _) = self.compile(&profile)?;
+            let (fresh, _) = self.resolve(KernelPolicy::from_valid(&profile)?)?;
             if fresh.domain_addresses != self.applied[&handle].policy.domain_addresses {
-                self.update(handle, &profile)?;
+                self.update_valid(handle, &profile)?;
                 changed += 1;
             }
         }
@@ -538,12 +577,11 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Compiles and resolves files and domains, refusing unenforceable rules
-    /// when asked to. Also returns the domains that did not resolve.
-    /// Loads the optional hooks the policy needs first (see
+    /// Resolves a compiled policy's files and domains, refusing
+    /// unenforceable rules when asked to. Also returns the domains that did
+    /// not resolve. Loads the optional hooks the policy needs first (see
     /// `Backend::prepare`), so what it reports as not enforced is final.
-    fn compile(&mut self, profile: &Profile) -> Result<(KernelPolicy, Vec<String>)> {
-        let mut policy = KernelPolicy::compile(profile)?;
+    fn resolve(&mut self, mut policy: KernelPolicy) -> Result<(KernelPolicy, Vec<String>)> {
         policy.resolve_inodes()?;
         if let Some(judged) = self.kernel.prepare(&policy)? {
             self.poller.release_judged(judged);

@@ -46,7 +46,7 @@ fn every_matcher_kind_parses_and_compiles() {
         let valid = p.validate().unwrap();
         let (_, matcher) = valid.rules().next().unwrap();
         assert_eq!(matcher.kind(), kind, "{body}");
-        let k = KernelPolicy::from_valid(valid).unwrap();
+        let k = KernelPolicy::from_valid(&valid).unwrap();
         assert_eq!(k.rules[0].matcher, kind);
         assert_eq!(KernelPolicy::compile(&p).unwrap(), k);
         assert_eq!(

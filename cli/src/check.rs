@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use minerguard::{profile::ProfileError, KernelPolicy, Mode, Profile, SeccompPolicy};
+use minerguard::{profile::ProfileError, KernelPolicy, Mode, Profile, SeccompPolicy, ValidProfile};
 use serde_json::{json, Value};
 
 use crate::{profile_arg::ProfileArg, EXIT_FINDINGS, EXIT_USAGE};
@@ -10,7 +10,7 @@ use crate::{profile_arg::ProfileArg, EXIT_FINDINGS, EXIT_USAGE};
 /// One profile's outcome.
 enum Outcome {
     /// Valid: what it enforces.
-    Clean(Profile),
+    Clean(ValidProfile<'static>),
     /// Invalid: every problem.
     Problems(ProfileError),
     /// Not readable at all (missing, not a regular file, too large).
@@ -19,8 +19,8 @@ enum Outcome {
 
 fn check_one(arg: &ProfileArg) -> Outcome {
     let checked = arg.load().and_then(|p| {
-        KernelPolicy::compile(&p)?;
-        SeccompPolicy::compile(&p)?;
+        KernelPolicy::from_valid(&p)?;
+        SeccompPolicy::from_valid(&p)?;
         Ok(p)
     });
     match checked {

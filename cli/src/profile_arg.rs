@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, str::FromStr};
 
-use minerguard::{profile::ProfileError, Profile};
+use minerguard::{profile::ProfileError, Profile, ValidProfile};
 
 /// Where a command's profile comes from.
 #[derive(Debug, Clone)]
@@ -39,12 +39,13 @@ impl std::fmt::Display for ProfileArg {
 }
 
 impl ProfileArg {
-    /// Reads, parses and validates the profile.
-    pub fn load(&self) -> Result<Profile, ProfileError> {
+    /// Reads, parses and validates the profile, once: what is compiled
+    /// and enforced from it is not validated again.
+    pub fn load(&self) -> Result<ValidProfile<'static>, ProfileError> {
         match self {
-            ProfileArg::File(p) => Profile::from_file(p),
+            ProfileArg::File(p) => Profile::load(p),
             ProfileArg::Bundled(n) => {
-                Ok(Profile::bundled(n).expect("only bundled names parse as Bundled"))
+                Ok(ValidProfile::bundled(n).expect("only bundled names parse as Bundled"))
             }
         }
     }
@@ -64,7 +65,7 @@ impl ProfileArg {
     }
 
     /// [`ProfileArg::load`], with the hint added to a read error.
-    pub fn load_for_command(&self) -> crate::CliResult<Profile> {
+    pub fn load_for_command(&self) -> crate::CliResult<ValidProfile<'static>> {
         self.load().map_err(|e| match (&e, self.hint()) {
             (ProfileError::Io { .. }, Some(hint)) => format!("{e} {hint}").into(),
             _ => e.into(),

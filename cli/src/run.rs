@@ -33,7 +33,7 @@ pub fn run(
     signals::block();
     let mut enforcer = load.enforcer()?;
     let cgroup = OwnedCgroup::create_in_root("minerguard-run")?;
-    let handle = enforcer.apply(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
+    let handle = enforcer.apply_valid(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
     if !quiet {
         eprintln!(
             "{PREFIX}: profile `{}` enforced by the {} backend on {}",
@@ -47,7 +47,7 @@ pub fn run(
 
     // The profile's seccomp part, built here: between fork and exec only
     // async-signal-safe calls may run, so the child just installs the bytes.
-    let seccomp = match SeccompPolicy::compile(&profile)? {
+    let seccomp = match SeccompPolicy::from_valid(&profile)? {
         Some(policy) => Some(SeccompFilter::new(&policy)?.to_sock_filters()?),
         None => None,
     };

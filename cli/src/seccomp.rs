@@ -12,7 +12,7 @@ use crate::{profile_arg::ProfileArg, CliResult};
 /// Prints the filter of `profile` in `format` (`oci`, `bpf` or `pfc`).
 pub fn print(profile: &ProfileArg, format: &str) -> CliResult<ExitCode> {
     let profile = profile.load_for_command()?;
-    let Some(policy) = SeccompPolicy::compile(&profile)? else {
+    let Some(policy) = SeccompPolicy::from_valid(&profile)? else {
         return Err(format!("profile `{}` has no seccomp rule", profile.name).into());
     };
     let mut out = io::stdout().lock();

@@ -1,6 +1,6 @@
 //! What an applied profile leaves unenforced on this kernel, said once.
 
-use minerguard::{BackendKind, Enforcer, KernelPolicy, MatcherKind, PolicyHandle, Profile};
+use minerguard::{BackendKind, Enforcer, KernelPolicy, MatcherKind, PolicyHandle, ValidProfile};
 
 use crate::PREFIX;
 
@@ -11,7 +11,7 @@ use crate::PREFIX;
 pub fn unenforced(
     enforcer: &Enforcer,
     handle: PolicyHandle,
-    profile: &Profile,
+    profile: &ValidProfile<'_>,
     seccomp_installed: bool,
 ) {
     for rule in &profile.rules {
@@ -32,7 +32,8 @@ pub fn unenforced(
     // The optional checks load with the first profile that needs them: only
     // a profile with such rules (as compiled: e.g. exec.files that exist)
     // has anything to warn about.
-    let compiled = KernelPolicy::compile(profile).and_then(|mut p| p.resolve_inodes().map(|()| p));
+    let compiled =
+        KernelPolicy::from_valid(profile).and_then(|mut p| p.resolve_inodes().map(|()| p));
     let (has_stratum, judges_files) = compiled
         .map(|p| (p.stratum.is_some(), p.judges_mapped_files()))
         .unwrap_or((false, false));

@@ -80,7 +80,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
     let mut handles = Vec::new();
     for scope in &scopes {
         // On error, dropping the enforcer removes what was applied so far.
-        let handle = enforcer.apply(&profile, scope.clone())?;
+        let handle = enforcer.apply_valid(&profile, scope.clone())?;
         handles.push(handle);
         eprintln!(
             "{PREFIX}: profile `{}` enforced by the {} backend on {scope}",
@@ -123,7 +123,10 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
                 continue;
             }
         };
-        match handles.iter().try_for_each(|h| enforcer.update(*h, &new)) {
+        match handles
+            .iter()
+            .try_for_each(|h| enforcer.update_valid(*h, &new))
+        {
             Ok(()) => {
                 profile = new;
                 pinning::resync(pins.as_ref());

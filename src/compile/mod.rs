@@ -203,7 +203,7 @@ impl KernelPolicy {
             valid?;
             return policy.checked();
         }
-        Self::from_valid(profile.validate()?)
+        Self::from_valid(&profile.validate()?)
     }
 
     /// Compiles a validated profile into map entries; it is not validated
@@ -212,7 +212,7 @@ impl KernelPolicy {
     ///
     /// When two rules match the same key, the stronger action wins
     /// (kill > deny > audit), and the earlier rule among equals.
-    pub fn from_valid(profile: ValidProfile<'_>) -> Result<Self, ProfileError> {
+    pub fn from_valid(profile: &ValidProfile<'_>) -> Result<Self, ProfileError> {
         Self::build(profile.profile()).checked()
     }
 

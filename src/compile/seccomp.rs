@@ -74,12 +74,12 @@ impl SeccompPolicy {
     /// Audit (the rule's action, or the profile mode) turns every action
     /// other than allow into `log`: the syscall runs and is reported.
     pub fn compile(profile: &Profile) -> Result<Option<Self>, ProfileError> {
-        Self::from_valid(profile.validate()?)
+        Self::from_valid(&profile.validate()?)
     }
 
     /// [`SeccompPolicy::compile`] of a validated profile: not validated
     /// again.
-    pub fn from_valid(profile: ValidProfile<'_>) -> Result<Option<Self>, ProfileError> {
+    pub fn from_valid(profile: &ValidProfile<'_>) -> Result<Option<Self>, ProfileError> {
         let profile = profile.profile();
         let mut default: Option<(usize, SeccompAction)> = None;
         let mut entries = Vec::new();

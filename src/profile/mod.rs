@@ -349,21 +349,23 @@ pub struct Profile {
 }
 
 /// A profile that passed [`Profile::validate`]: the only input of
-/// [`KernelPolicy::from_valid`](crate::KernelPolicy::from_valid) and
-/// [`SeccompPolicy::from_valid`](crate::SeccompPolicy::from_valid), so
-/// neither checks it again. Borrowed: a change to the profile needs a new
-/// validation.
-#[derive(Debug, Clone, Copy)]
-pub struct ValidProfile<'a>(&'a Profile);
+/// [`KernelPolicy::from_valid`](crate::KernelPolicy::from_valid),
+/// [`SeccompPolicy::from_valid`](crate::SeccompPolicy::from_valid) and
+/// [`Enforcer::apply_valid`](crate::Enforcer::apply_valid), so none of them
+/// checks it again. Borrowed from `validate`, or owned from
+/// [`Profile::load`] and [`ValidProfile::bundled`] (read and validated once);
+/// either way it cannot change, so it stays valid.
+#[derive(Debug, Clone)]
+pub struct ValidProfile<'a>(std::borrow::Cow<'a, Profile>);
 
 impl<'a> ValidProfile<'a> {
     /// The validated profile.
-    pub fn profile(&self) -> &'a Profile {
-        self.0
+    pub fn profile(&self) -> &Profile {
+        &self.0
     }
 
     /// Each rule with its one matcher, typed.
-    pub fn rules(&self) -> impl Iterator<Item = (&'a Rule, Matcher<'a>)> {
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, Matcher<'_>)> {
         self.0.rules.iter().map(|r| {
             (
                 r,
@@ -371,13 +373,28 @@ impl<'a> ValidProfile<'a> {
             )
         })
     }
+
+    /// A profile the crate has just validated (e.g. compiled): no check.
+    pub(crate) fn checked(profile: Profile) -> ValidProfile<'static> {
+        ValidProfile(std::borrow::Cow::Owned(profile))
+    }
+
+    /// An owned copy (a clone when borrowed).
+    pub fn into_owned(self) -> ValidProfile<'static> {
+        ValidProfile(std::borrow::Cow::Owned(self.0.into_owned()))
+    }
+
+    /// A bundled profile by name (`default`, `container-strict`, `audit`).
+    pub fn bundled(name: &str) -> Option<ValidProfile<'static>> {
+        Profile::bundled(name).map(|p| ValidProfile(std::borrow::Cow::Owned(p)))
+    }
 }
 
 impl std::ops::Deref for ValidProfile<'_> {
     type Target = Profile;
 
     fn deref(&self) -> &Profile {
-        self.0
+        &self.0
     }
 }
 
@@ -433,6 +450,13 @@ impl Profile {
         extends::load_file(path.as_ref())
     }
 
+    /// [`Profile::from_file`], kept as the [`ValidProfile`] it was checked
+    /// to be: what is enforced from it is not validated again.
+    pub fn load(path: impl AsRef<Path>) -> Result<ValidProfile<'static>, ProfileError> {
+        // from_file validated it (`extends::load` ends in `validate`).
+        Self::from_file(path).map(|p| ValidProfile(std::borrow::Cow::Owned(p)))
+    }
+
     /// A bundled profile by name (`default`, `container-strict`, `audit`).
     pub fn bundled(name: &str) -> Option<Self> {
         extends::bundled_text(name)
@@ -450,7 +474,7 @@ impl Profile {
     pub fn validate(&self) -> Result<ValidProfile<'_>, ProfileError> {
         let diagnostics = validate::check(self);
         if diagnostics.is_empty() {
-            Ok(ValidProfile(self))
+            Ok(ValidProfile(std::borrow::Cow::Borrowed(self)))
         } else {
             Err(ProfileError::Invalid {
                 file: None,

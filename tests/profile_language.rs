@@ -500,37 +500,7 @@ fn a_file_that_is_not_a_profile_is_never_quoted() {
 }
 
 /// Eight problems of eight kinds, reading and semantic ones mixed.
-const EIGHT_PROBLEMS: &str = "\
-apiVersion: minerguard/v2
-name: eight
-rules:
-  - name: a
-    action: block
-    exec: { names: [xmrig] }
-  - name: b
-    action: deny
-    connect: { ports: [3333, 70000] }
-  - name: c
-    action: deny
-    exec: { names: [minerd] }
-    colour: red
-  - name: d
-    action: deny
-    stratum: {}
-  - name: d
-    action: deny
-    open: { msr: true }
-  - name: \"\"
-    action: deny
-    exec: { names: [cpuminer] }
-  - name: g
-    action: deny
-    connect: { cidrs: [10.0.0.1/8] }
-  - name: h
-    action: deny
-    exec: { names: [x] }
-    connect: { ports: [4444] }
-";
+const EIGHT_PROBLEMS: &str = include_str!("fixtures/eight-problems.yaml");
 
 #[test]
 fn every_problem_comes_at_once_with_line_and_column() {

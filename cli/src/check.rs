@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use minerguard::{profile::ProfileError, KernelPolicy, Mode, Profile, SeccompPolicy, ValidProfile};
+use minerguard::{profile::ProfileError, KernelPolicy, SeccompPolicy, ValidProfile};
 use serde_json::{json, Value};
 
 use crate::{profile_arg::ProfileArg, EXIT_FINDINGS, EXIT_USAGE};
@@ -61,7 +61,7 @@ pub fn check(args: &[ProfileArg], json: bool) -> ExitCode {
     } else {
         for (arg, outcome) in &outcomes {
             match outcome {
-                Outcome::Clean(p) => println!("{arg}: ok: {}", summary(p)),
+                Outcome::Clean(p) => println!("{arg}: ok: {}", p.summary()),
                 Outcome::Problems(e) => eprintln!("{e}"),
                 Outcome::Unreadable(e) => eprintln!("{e}"),
             }
@@ -86,26 +86,4 @@ fn to_json(arg: &ProfileArg, outcome: &Outcome) -> Value {
             "file": file, "ok": false, "error": message, "diagnostics": [],
         }),
     }
-}
-
-/// One line: what a valid profile enforces.
-fn summary(p: &Profile) -> String {
-    let mode = match p.mode {
-        Mode::Audit => "audit",
-        Mode::Enforce => "enforce",
-    };
-    let rules: Vec<String> = p
-        .rules
-        .iter()
-        .map(|r| {
-            let m = r.matcher_kind().map(|m| m.as_str()).unwrap_or("?");
-            format!("{} {m} `{}`", r.action, r.name)
-        })
-        .collect();
-    format!(
-        "profile `{}` ({mode} mode), {} rules: {}",
-        p.name,
-        p.rules.len(),
-        rules.join("; ")
-    )
 }

@@ -817,37 +817,7 @@ fn watch_follows_a_cgroup_removed_and_created_again() {
 }
 
 /// Eight problems of every sort (type errors and semantic ones) in one file.
-const EIGHT_PROBLEMS: &str = "\
-apiVersion: minerguard/v2
-name: eight
-rules:
-  - name: a
-    action: block
-    exec: { names: [xmrig] }
-  - name: b
-    action: deny
-    connect: { ports: [3333, 70000] }
-  - name: c
-    action: deny
-    exec: { names: [minerd] }
-    colour: red
-  - name: d
-    action: deny
-    stratum: {}
-  - name: d
-    action: deny
-    open: { msr: true }
-  - name: \"\"
-    action: deny
-    exec: { names: [cpuminer] }
-  - name: g
-    action: deny
-    connect: { cidrs: [10.0.0.1/8] }
-  - name: h
-    action: deny
-    exec: { names: [x] }
-    connect: { ports: [4444] }
-";
+const EIGHT_PROBLEMS: &str = include_str!("../../tests/fixtures/eight-problems.yaml");
 
 #[test]
 fn check_prints_eight_problems_with_line_and_column_and_exits_1() {

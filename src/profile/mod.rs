@@ -483,6 +483,29 @@ impl Profile {
         }
     }
 
+    /// One line: the name, mode and each rule's action, matcher and name
+    /// (what `minerguard check` prints for a valid profile).
+    pub fn summary(&self) -> String {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        };
+        let rules: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let m = r.matcher_kind().map(|m| m.as_str()).unwrap_or("?");
+                format!("{} {m} `{}`", r.action, r.name)
+            })
+            .collect();
+        format!(
+            "profile `{}` ({mode} mode), {} rules: {}",
+            self.name,
+            self.rules.len(),
+            rules.join("; ")
+        )
+    }
+
     /// The profile as YAML.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("a Profile always serializes")

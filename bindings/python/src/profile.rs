@@ -461,22 +461,7 @@ impl Profile {
 
     /// One line: mode and each rule's action, matcher and name.
     fn summary(&self) -> String {
-        let rules: Vec<String> = self
-            .inner
-            .rules
-            .iter()
-            .map(|r| {
-                let m = r.matcher_kind().map(|m| m.as_str()).unwrap_or("?");
-                format!("{} {m} `{}`", r.action, r.name)
-            })
-            .collect();
-        format!(
-            "profile `{}` ({} mode), {} rules: {}",
-            self.inner.name,
-            mode_str(self.inner.mode),
-            self.inner.rules.len(),
-            rules.join("; ")
-        )
+        self.inner.summary()
     }
 
     fn __len__(&self) -> usize {

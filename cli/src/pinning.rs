@@ -10,11 +10,18 @@ use crate::PREFIX;
 /// Pins what this process attached as instance `name` (releasing what an
 /// earlier process of that name left, once this one's is pinned). Pinning
 /// that fails is said loudly: enforcement then ends with this process.
-pub fn pin(name: &str, cgroup: Option<&Path>) -> Option<Pins> {
+pub fn pin(name: &str, cgroup: Option<&Path>, quiet: bool) -> Option<Pins> {
     let pinned = Pins::open(name).and_then(|pins| {
         pins.record(cgroup)?;
-        pins.sync()?;
+        let pinned = pins.sync()?;
         let replaced = pins.release_others()?;
+        if !quiet {
+            // Said once everything is pinned: from here on, killing this
+            // process leaves the enforcement in place.
+            eprintln!(
+                "{PREFIX}: enforcement pinned as instance `{name}` ({pinned} attachments): it outlives this process"
+            );
+        }
         if replaced > 0 {
             eprintln!(
                 "{PREFIX}: replaced {replaced} pinned attachments an earlier `{name}` left (enforcing all along)"

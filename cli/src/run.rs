@@ -79,6 +79,7 @@ pub fn run(
     let pins = pinning::pin(
         &format!("run-{}", std::process::id()),
         Some(cgroup.cgroup().path()),
+        quiet,
     );
     let status = match command.spawn() {
         Ok(mut child) => {

@@ -92,7 +92,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
     let writer = sink::Writer::spawn(&enforcer, events_out);
     // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the same
     // instance attaches anew, then releases what the old process left.
-    let pins = pinning::pin(instance, None);
+    let pins = pinning::pin(instance, None, false);
     // SIGHUP reloads; SIGINT or SIGTERM ends the loop. Between signals:
     // scopes follow their cgroups by path (a restarted container's cgroup
     // is new), and every few minutes `connect.domains` are resolved again.

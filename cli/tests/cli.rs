@@ -1031,14 +1031,12 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
         }
         let (child, lines) = spawn_with_stderr_lines(&mut cmd);
         wait_line(&lines, "enforced by the");
+        // Killing it is safe once everything is pinned, which it says.
+        let pinned = wait_line(&lines, "enforcement pinned as instance");
+        assert!(pinned.contains(&instance), "{pinned}");
         (child, lines)
     };
     let (mut first, _lines) = start(false);
-    // Pinned once the first scope is enforced; wait for the pins.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while pinned_links(&instance).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let before = pinned_links(&instance);
     assert!(!before.is_empty(), "nothing pinned");
     first.kill().unwrap();
@@ -1050,6 +1048,7 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
 
     // A new watch of the same instance: attached anew, the old pins go.
     let (second, lines) = start(true);
+    // Said right after the pinned line (start() waited for that).
     wait_line(&lines, "replaced");
     let after = pinned_links(&instance);
     assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");

@@ -273,16 +273,7 @@ fn rule(c: &mut Collector<'_>, node: &Node, field: &str) -> Option<Rule> {
     };
     let mut name = None;
     let mut action = None;
-    let mut r = Rule {
-        name: String::new(),
-        action: Action::Audit,
-        description: None,
-        exec: None,
-        connect: None,
-        stratum: None,
-        open: None,
-        seccomp: None,
-    };
+    let mut r = Rule::with(String::new(), Action::Audit);
     let mut failed = false;
     let known = c.fields(entries, field, RULE_FIELDS, |c, key, v| {
         let at = format!("{field}.{key}");

@@ -96,7 +96,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn with(name: impl Into<String>, action: Action) -> Self {
+    /// A rule with no matcher yet (builders and the collector fill it in).
+    pub(super) fn with(name: impl Into<String>, action: Action) -> Self {
         Rule {
             name: name.into(),
             action,

@@ -8,7 +8,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "common.h"
-#include "stratum_match.h"
+#include "stratum_reader.h"
 
 struct mg_abi {
 	enum mg_kind kind;
@@ -22,6 +22,8 @@ struct mg_abi {
 	struct mg_scope scope;
 	struct mg_config config;
 	struct mg_rule_ref rule_ref;
+	struct mg_method_key method_key;
+	struct mg_method method;
 };
 
 struct mg_abi mg_abi;

@@ -16,16 +16,22 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "stratum_match.h"
+#include "stratum_reader.h"
 
 /* MSG_FASTOPEN, include/linux/socket.h */
 #define MG_MSG_FASTOPEN 0x20000000
+
+/* This CPU's copy of a Fast Open payload, and a reader for it. */
+struct mg_tfo_scratch {
+	__u8 buf[MG_READ_BUDGET];
+	struct mg_reader r;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
+	__type(value, struct mg_tfo_scratch);
 } mg_tfo_scratch SEC(".maps");
 
 /* struct user_msghdr's head and struct iovec, as user space lays them out. */
@@ -41,36 +47,35 @@ struct mg_iovec {
 	__u64 len;
 };
 
-/* Reads up to a window of the user buffer and marks the thread on a match. */
+/* Reads the payload (up to the reader's budget) and marks the thread when
+ * it carries a mining method. */
 static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 {
 	struct mg_scope *scope = mg_current_scope();
+	struct mg_tfo_scratch *scratch;
 	struct mg_tfo_mark mark = {};
 	__u64 id, *armed;
 	__u32 zero = 0, len;
-	__u8 sig;
-	char *buf;
+	__u8 sig = MG_SIG_NONE;
 
 	if (!scope || !ubuf ||
 	    !bpf_map_lookup_elem(&mg_stratum, &scope->policy_id))
 		return;
-	buf = bpf_map_lookup_elem(&mg_tfo_scratch, &zero);
-	if (!buf)
+	scratch = bpf_map_lookup_elem(&mg_tfo_scratch, &zero);
+	if (!scratch)
 		return;
-	len = size > MG_STRATUM_WINDOW ? MG_STRATUM_WINDOW : size;
-	len &= 2 * MG_STRATUM_WINDOW - 1;
-	if (len > MG_STRATUM_WINDOW)
+	len = size > MG_READ_BUDGET ? MG_READ_BUDGET : size;
+	len &= 2 * MG_READ_BUDGET - 1;
+	if (len > MG_READ_BUDGET || !len)
 		return;
-	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
-	if (!len)
-		return;
+	mg_reader_init(&scratch->r, scope->policy_id);
 	/* A non-sleepable program cannot fault a page in: a payload that is
 	 * not resident is refused unjudged (fail closed), or a miner could
 	 * send from an untouched file mapping. */
-	if (bpf_probe_read_user(buf, len, ubuf))
+	if (bpf_probe_read_user(scratch->buf, len, ubuf))
 		sig = MG_SIG_UNREADABLE;
-	else
-		sig = mg_stratum_signature(buf, len);
+	else if (mg_reader_feed(&scratch->r, scratch->buf, len) == MG_READ_MINING)
+		sig = scratch->r.sig;
 	id = bpf_get_current_pid_tgid();
 	armed = bpf_map_lookup_elem(&mg_tfo_armed, &zero);
 	if (!armed)

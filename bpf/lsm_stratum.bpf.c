@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * lsm backend, Stratum: the sleepable socket_sendmsg hook reads the first
- * bytes a TCP socket sends straight from the caller's buffers (send, sendto,
- * sendmsg, write, writev; a Fast Open sendto before its SYN) and refuses the
- * send that carries or completes a Stratum signature with EPERM.
+ * lsm backend, Stratum: the sleepable socket_sendmsg hook feeds the bytes a
+ * TCP socket sends, straight from the caller's buffers (send, sendto,
+ * sendmsg, write, writev; a Fast Open sendto before its SYN), to the
+ * socket's Stratum reader (stratum_reader.h), and refuses with EPERM the
+ * send that carries the byte deciding a mining method.
  *
- * A socket's first message may be split across iovecs (walked with
- * bpf_loop, so any number of them) and across calls (the bytes so far are
- * kept in socket storage while they could still become a signature, as the
- * sk_msg program does). Once judged, the verdict stays in mg_stratum_done
- * for the socket's life: a later send costs one socket-storage lookup.
+ * The iovecs of a send are walked with bpf_loop (so any number of them);
+ * the reader's state is kept in socket storage from send to send while the
+ * stream is undecided. Once judged (a mining method, or the reader's budget
+ * spent), the verdict stays in mg_stratum_done for the socket's life: a
+ * later send costs one socket-storage lookup.
  *
  * sendfile and splice reach this hook from Linux 6.5 on (MSG_SPLICE_PAGES:
  * the data is pages, an ITER_BVEC); their first bytes are read through the
@@ -25,7 +26,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
-#include "stratum_match.h"
+#include "stratum_reader.h"
 
 #define MG_EPERM 1
 #define MG_IPPROTO_TCP 6
@@ -47,9 +48,12 @@ extern const void page_offset_base __ksym __weak;
 extern const void vmemmap_base __ksym __weak;
 #define MG_PAGE_SHIFT 12
 
-/* This thread's copy of the bytes being sent (up to the window). */
+/* This thread's copy of the bytes being judged, segment by segment, and a
+ * reader for a socket's first send (task storage: the hook may sleep, so a
+ * per-CPU buffer could be taken over by another task). */
 struct mg_send_copy {
-	char buf[MG_STRATUM_BUF];
+	__u8 buf[MG_READ_BUDGET];
+	struct mg_reader r;
 };
 
 struct {
@@ -59,12 +63,12 @@ struct {
 	__type(value, struct mg_send_copy);
 } mg_send_copy SEC(".maps");
 
-/* A socket's first bytes while they are being judged. */
+/* A socket's reader while its stream is being judged. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct mg_stratum_state);
+	__type(value, struct mg_reader);
 } mg_lsm_stratum_sk SEC(".maps");
 
 /* Where the iovec or bio_vec walk is (bpf_loop context). */
@@ -73,42 +77,48 @@ struct mg_iov_walk {
 	__u64 skip; /* bytes of the first segment already sent */
 	__u64 vmemmap;	    /* bio_vec walks: the page array's address */
 	__u64 direct_map; /* bio_vec walks: the direct map's address */
-	__u32 len;  /* bytes copied so far */
+	struct mg_reader *r;
+	__u32 verdict; /* enum mg_read_verdict */
+	__u32 failed;  /* a segment could not be read */
 };
 
 /*
- * Copies up to the rest of the window from address `from` (n bytes
- * available; user memory unless `kernel`) into the thread's copy. Returns 1
- * when the walk should stop.
+ * Reads the bytes at `from` (n of them; user memory unless `kernel`), up to
+ * what the reader still takes, and feeds them to it. Returns 1 when the
+ * walk should stop.
  */
-static __always_inline long mg_copy_from(struct mg_iov_walk *w, __u64 from,
+static __always_inline long mg_read_from(struct mg_iov_walk *w, __u64 from,
 					 __u64 n, bool kernel)
 {
 	struct mg_send_copy *copy;
-	__u32 off, room;
+	struct mg_reader *r = w->r;
+	__u32 room;
 
 	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
 				    0, 0);
-	if (!copy || w->len >= MG_STRATUM_WINDOW)
+	if (!copy || !r || mg_reader_spent(r)) {
+		w->verdict = MG_READ_DONE;
 		return 1;
-	off = w->len & (MG_STRATUM_WINDOW - 1);
-	room = MG_STRATUM_WINDOW - off;
+	}
+	room = MG_READ_BUDGET - (r->seen & (MG_READ_BUDGET - 1));
 	if (n > room)
 		n = room;
 	/* 6.1's verifier learns no bound from comparing two registers. */
 	barrier_var(n);
-	n &= 2 * MG_STRATUM_WINDOW - 1;
-	if (n == 0)
+	n &= 2 * MG_READ_BUDGET - 1;
+	if (n == 0 || n > MG_READ_BUDGET)
 		return 0;
 	/* A fault here fails the kernel's own copy at the same byte. */
-	if (kernel ? bpf_probe_read_kernel(copy->buf + off, n, (const void *)from)
-		   : bpf_copy_from_user(copy->buf + off, n, (const void *)from))
+	if (kernel ? bpf_probe_read_kernel(copy->buf, n, (const void *)from)
+		   : bpf_copy_from_user(copy->buf, n, (const void *)from)) {
+		w->failed = 1;
 		return 1;
-	w->len = off + n;
-	return w->len >= MG_STRATUM_WINDOW;
+	}
+	w->verdict = mg_reader_feed(r, copy->buf, n);
+	return w->verdict != MG_READ_MORE;
 }
 
-static long mg_copy_segment(__u32 i, void *ctx)
+static long mg_read_segment(__u32 i, void *ctx)
 {
 	struct mg_iov_walk *w = ctx;
 	struct iovec v;
@@ -119,10 +129,10 @@ static long mg_copy_segment(__u32 i, void *ctx)
 	if (i == 0) {
 		if (w->skip >= v.iov_len)
 			return 0;
-		return mg_copy_from(w, (__u64)v.iov_base + w->skip,
+		return mg_read_from(w, (__u64)v.iov_base + w->skip,
 				    v.iov_len - w->skip, false);
 	}
-	return mg_copy_from(w, (__u64)v.iov_base, v.iov_len, false);
+	return mg_read_from(w, (__u64)v.iov_base, v.iov_len, false);
 }
 
 /*
@@ -132,7 +142,7 @@ static long mg_copy_segment(__u32 i, void *ctx)
  * the direct map's start). A multi-page bio_vec is physically contiguous,
  * and so is its range in the direct map.
  */
-static long mg_copy_page_segment(__u32 i, void *ctx)
+static long mg_read_page_segment(__u32 i, void *ctx)
 {
 	struct mg_iov_walk *w = ctx;
 	const struct bio_vec *bv;
@@ -150,32 +160,30 @@ static long mg_copy_page_segment(__u32 i, void *ctx)
 	if (i == 0) {
 		if (w->skip >= len)
 			return 0;
-		return mg_copy_from(w, addr + w->skip, len - w->skip, true);
+		return mg_read_from(w, addr + w->skip, len - w->skip, true);
 	}
-	return mg_copy_from(w, addr, len, true);
+	return mg_read_from(w, addr, len, true);
 }
 
 /*
- * Copies the first bytes of the data `msg` is about to send into the
- * thread's copy (zeroed past them). Returns how many, or -1 when the data
- * is neither user memory nor pages this program can read.
+ * Feeds the data `msg` is about to send to reader `r`. Returns the verdict,
+ * or -1 when the data is neither user memory nor pages this program can
+ * read.
  */
-static __always_inline long mg_copy_sent(struct msghdr *msg,
-					 struct mg_send_copy *copy)
+static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r)
 {
-	struct mg_iov_walk w = {};
+	struct mg_iov_walk w = { .r = r, .verdict = MG_READ_MORE };
 	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
 	__u64 nr;
 
-	__builtin_memset(copy->buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
 	w.skip = BPF_CORE_READ(msg, msg_iter.iov_offset);
 	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
 	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF)) {
 		__u64 ubuf = (__u64)BPF_CORE_READ(msg, msg_iter.ubuf);
 		__u64 count = BPF_CORE_READ(msg, msg_iter.count);
 
-		mg_copy_from(&w, ubuf + w.skip, count, false);
-		return w.len;
+		mg_read_from(&w, ubuf + w.skip, count, false);
+		goto out;
 	}
 	if (type == bpf_core_enum_value(enum iter_type, ITER_BVEC)) {
 		if (!&vmemmap_base || !&page_offset_base ||
@@ -187,8 +195,8 @@ static __always_inline long mg_copy_sent(struct msghdr *msg,
 		nr = BPF_CORE_READ(msg, msg_iter.nr_segs);
 		if (nr > MG_IOV_MAX)
 			nr = MG_IOV_MAX;
-		bpf_loop(nr, mg_copy_page_segment, &w, 0);
-		return w.len;
+		bpf_loop(nr, mg_read_page_segment, &w, 0);
+		goto out;
 	}
 	if (type != bpf_core_enum_value(enum iter_type, ITER_IOVEC))
 		return -1;
@@ -202,8 +210,13 @@ static __always_inline long mg_copy_sent(struct msghdr *msg,
 	nr = BPF_CORE_READ(msg, msg_iter.nr_segs);
 	if (nr > MG_IOV_MAX)
 		nr = MG_IOV_MAX;
-	bpf_loop(nr, mg_copy_segment, &w, 0);
-	return w.len;
+	bpf_loop(nr, mg_read_segment, &w, 0);
+out:
+	if (w.failed)
+		return -1;
+	if (w.verdict == MG_READ_MORE && mg_reader_spent(r))
+		return MG_READ_DONE;
+	return w.verdict;
 }
 
 /* Reports a matched signature against the destination (connected peer, or
@@ -212,7 +225,7 @@ static __always_inline void mg_lsm_stratum_event(struct sock *sk,
 						 struct msghdr *msg,
 						 const struct mg_scope *scope,
 						 const struct mg_rule_ref *ref,
-						 __u8 sig)
+						 const struct mg_reader *r)
 {
 	struct mg_event *e = mg_event_start(MG_KIND_STRATUM, scope, ref,
 					    ref->action);
@@ -252,8 +265,7 @@ static __always_inline void mg_lsm_stratum_event(struct sock *sk,
 	__builtin_memcpy(e->addr, ip, 16);
 	e->port = bpf_ntohs(port_be);
 	e->protocol = MG_IPPROTO_TCP;
-	e->path[0] = sig; /* signature id; named in userspace */
-	e->path[1] = 0;
+	mg_stratum_event_method(e, r);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -268,14 +280,15 @@ static __always_inline int mg_judged(struct sock *sk, __u32 verdict)
 	return verdict == MG_STRATUM_DENIED ? -MG_EPERM : 0;
 }
 
-/* A signature in the socket's first bytes: reported, refused unless audit. */
+/* A mining method in the socket's stream: reported, refused unless audit. */
 static __always_inline int mg_matched(struct sock *sk, struct msghdr *msg,
 				      const struct mg_scope *scope,
-				      const struct mg_rule_ref *ref, __u8 sig)
+				      const struct mg_rule_ref *ref,
+				      const struct mg_reader *r)
 {
 	if (ref->action == MG_ACTION_KILL)
 		bpf_send_signal(MG_SIGKILL);
-	mg_lsm_stratum_event(sk, msg, scope, ref, sig);
+	mg_lsm_stratum_event(sk, msg, scope, ref, r);
 	return mg_judged(sk, ref->action == MG_ACTION_AUDIT ? MG_STRATUM_PASSED
 							    : MG_STRATUM_DENIED);
 }
@@ -284,14 +297,13 @@ SEC("lsm.s/socket_sendmsg")
 int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	     int size, int ret)
 {
-	struct mg_stratum_state *st;
 	struct mg_send_copy *copy;
 	struct mg_scope *scope;
 	struct mg_rule_ref *ref;
+	struct mg_reader *st, *r;
 	struct sock *sk;
-	__u32 *done, off, n, total;
-	long got;
-	__u8 sig;
+	__u32 *done;
+	int verdict;
 
 	if (ret)
 		return ret;
@@ -312,53 +324,43 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 		return 0;
 	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
 				    0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	/* A send that cannot be judged is not let through. */
 	if (!copy)
-		return 0;
-	got = mg_copy_sent(msg, copy);
-	if (got <= 0)
-		return 0;
-
+		return -MG_EPERM;
 	st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
-	if (!st) {
-		/* The first send, judged by itself: no socket state unless it
-		 * could still grow into a signature. */
-		sig = mg_stratum_signature(copy->buf, got);
-		if (sig != MG_SIG_NONE)
-			return mg_matched(sk, msg, scope, ref, sig);
-		if (got >= MG_STRATUM_WINDOW || !mg_stratum_possible(copy->buf, got))
-			return mg_judged(sk, MG_STRATUM_PASSED);
-		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,
-					BPF_SK_STORAGE_GET_F_CREATE);
-		if (!st)
-			return 0;
-		__builtin_memcpy(st->buf, copy->buf, MG_STRATUM_WINDOW);
-		st->len = got;
-		return 0;
+	if (st) {
+		r = st;
+	} else {
+		/* A first send is read in the thread's copy: socket storage
+		 * only if it leaves the stream undecided. */
+		r = &copy->r;
+		mg_reader_init(r, scope->policy_id);
 	}
-
-	/* Append this send's first bytes to what the socket sent before. */
-	off = st->len & (MG_STRATUM_WINDOW - 1);
-	n = got;
-	if (n > MG_STRATUM_WINDOW - off)
-		n = MG_STRATUM_WINDOW - off;
-	barrier_var(n);
-	n &= 2 * MG_STRATUM_WINDOW - 1;
-	if (n == 0 || bpf_probe_read_kernel(st->buf + off, n, copy->buf)) {
-		bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+	verdict = mg_read_sent(msg, r);
+	/* Kernel senders (ITER_KVEC) and pages this program cannot read
+	 * are left to the sk_msg program where it runs. */
+	if (verdict < 0)
+		return 0;
+	if (verdict == MG_READ_MINING) {
+		if (st)
+			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+		return mg_matched(sk, msg, scope, ref, r);
+	}
+	if (verdict == MG_READ_DONE) {
+		if (st)
+			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
 		return mg_judged(sk, MG_STRATUM_PASSED);
 	}
-	total = off + n;
-	st->len = total;
-	sig = mg_stratum_signature(st->buf, total);
-	if (sig != MG_SIG_NONE) {
-		bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
-		return mg_matched(sk, msg, scope, ref, sig);
+	if (!st) {
+		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,
+					BPF_SK_STORAGE_GET_F_CREATE);
+		/* A socket that cannot be followed is not let through. */
+		if (!st)
+			return -MG_EPERM;
+		__builtin_memcpy(st, r, sizeof(*r));
 	}
-	/* Not yet: let this part through and see the next send. */
-	if (total < MG_STRATUM_WINDOW && mg_stratum_possible(st->buf, total))
-		return 0;
-	bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
-	return mg_judged(sk, MG_STRATUM_PASSED);
+	/* Not decided yet: let this part through and read the next send. */
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -1,21 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Stratum detection on the first bytes a TCP socket sends, any port: sockops
- * (attached to each scope's cgroup) puts every new client socket into a
- * sockhash; the sk_msg verdict program runs in the sender's context on its
- * sends, matches the Stratum signatures on the socket's first bytes, and
- * drops the send that completes a signature (the sender gets EACCES, and so
- * does every later send on that socket).
+ * Stratum on the stream a TCP socket sends, any port: sockops (attached to
+ * each scope's cgroup) puts every new client socket into a sockhash; the
+ * sk_msg verdict program runs in the sender's context on its sends and
+ * feeds their bytes to the socket's Stratum reader (stratum_reader.h),
+ * kept in socket storage from send to send. The send that carries the byte
+ * deciding a mining method is dropped (the sender gets EACCES, and so does
+ * every later send on that socket); earlier sends went out as they came
+ * (nothing is corked, so a client waiting for a reply never stalls), so the
+ * pool never gets a whole mining method name.
  *
- * A first message split across several small sends is judged as a whole:
- * the socket's first bytes are collected in socket storage, send by send,
- * for as long as they could still become a signature (a JSON object, or a
- * Stratum V2 frame header) and are shorter than the window. Each partial
- * send goes out at once (nothing is corked, so a client waiting for a reply
- * never stalls); the send that completes a signature key is dropped, so the
- * pool never gets a whole Stratum method name. Once the bytes cannot be
- * Stratum, or fill the window, the verdict covers the next 4 GiB without
- * running again and the storage is freed: a judged socket costs nothing more.
+ * Once the reader's budget is spent (MG_READ_BUDGET bytes or
+ * MG_READ_MESSAGES messages), the verdict covers the next 4 GiB without
+ * running again, the storage is freed and userspace takes the socket out of
+ * the sockhash: a judged socket costs nothing more.
  *
  * Needs no BPF LSM: the cgroup backend judges Stratum here. The lsm backend
  * judges in its sleepable socket_sendmsg (lsm_stratum.bpf.c, EPERM) and keeps
@@ -27,7 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
-#include "stratum_match.h"
+#include "stratum_reader.h"
 
 #define MG_SK_DROP 0
 #define MG_SK_PASS 1
@@ -39,11 +37,25 @@ struct {
 	__type(value, __u64);
 } mg_sockhash SEC(".maps");
 
+/* A socket's reader while its stream is being judged. */
+struct mg_stratum_state {
+	struct mg_reader r;
+	__u32 denied; /* a mining method matched: every later send is dropped */
+	__u32 _pad;
+};
+
+/* This CPU's copy of the bytes being judged, and a reader for a first send
+ * (sockets whose first send decides need no storage). */
+struct mg_msg_scratch {
+	__u8 buf[MG_READ_BUDGET];
+	struct mg_reader r;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, char[MG_STRATUM_WINDOW + MG_STRATUM_SLACK]);
+	__type(value, struct mg_msg_scratch);
 } mg_msg_scratch SEC(".maps");
 
 struct {
@@ -74,10 +86,10 @@ int mg_sockops(struct bpf_sock_ops *skops)
 }
 
 /*
- * Cookies of sockets whose first bytes passed. Userspace takes each out of
- * the sockhash (the enforcer's event thread), so the socket's later sends
- * leave the sk_msg path (tcp_bpf_sendmsg) altogether. A full queue only
- * leaves a socket where it is.
+ * Cookies of sockets whose stream was judged clean. Userspace takes each
+ * out of the sockhash (the enforcer's event thread), so the socket's later
+ * sends leave the sk_msg path (tcp_bpf_sendmsg) altogether. A full queue
+ * only leaves a socket where it is.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
@@ -104,11 +116,11 @@ static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
 	return MG_SK_PASS;
 }
 
-/* Reports a matched signature. */
+/* Reports a matched mining method. */
 static __always_inline void mg_stratum_event(struct sk_msg_md *msg,
 					     const struct mg_scope *scope,
 					     const struct mg_rule_ref *ref,
-					     __u8 sig)
+					     const struct mg_reader *r)
 {
 	struct mg_event *e;
 	__u32 ip[4] = {};
@@ -132,8 +144,7 @@ static __always_inline void mg_stratum_event(struct sk_msg_md *msg,
 	__builtin_memcpy(e->addr, ip, 16);
 	e->port = bpf_ntohl(msg->remote_port);
 	e->protocol = 6; /* sk_msg sees TCP only */
-	e->path[0] = sig; /* signature id; named in userspace */
-	e->path[1] = 0;
+	mg_stratum_event_method(e, r);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -143,9 +154,9 @@ static __always_inline int mg_stratum_matched(struct sk_msg_md *msg,
 					      const struct mg_rule_ref *ref,
 					      struct bpf_sock *sk,
 					      struct mg_stratum_state *st,
-					      __u8 sig)
+					      const struct mg_reader *r)
 {
-	mg_stratum_event(msg, scope, ref, sig);
+	mg_stratum_event(msg, scope, ref, r);
 	if (ref->action == MG_ACTION_AUDIT) {
 		if (st)
 			bpf_sk_storage_delete(&mg_stratum_sk, sk);
@@ -159,55 +170,29 @@ static __always_inline int mg_stratum_matched(struct sk_msg_md *msg,
 	return MG_SK_DROP;
 }
 
-/*
- * A socket's first send: judged by itself in per-CPU scratch, so the
- * common cases (a whole signature, or bytes that cannot be Stratum) need no
- * socket storage. Only a first send that could still grow into a signature
- * gets storage, to be continued by the next send.
- */
-static __always_inline int mg_first_send(struct sk_msg_md *msg,
-					 const struct mg_scope *scope,
-					 const struct mg_rule_ref *ref,
-					 struct bpf_sock *sk)
+/* Copies the send's first `n` bytes (n <= MG_READ_BUDGET) to scratch. */
+static __always_inline int mg_copy_msg(struct sk_msg_md *msg,
+				       struct mg_msg_scratch *scratch, __u32 n)
 {
-	struct mg_stratum_state *st;
-	__u32 zero = 0, len;
-	char *buf;
-	__u8 sig;
-
-	buf = bpf_map_lookup_elem(&mg_msg_scratch, &zero);
-	if (!buf)
-		return mg_pass_rest(msg);
-	len = msg->size;
-	if (len > MG_STRATUM_WINDOW)
-		len = MG_STRATUM_WINDOW;
-	__builtin_memset(buf, 0, MG_STRATUM_WINDOW + MG_STRATUM_SLACK);
-	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) ||
-	    bpf_probe_read_kernel(buf, len, msg->data))
-		return mg_pass_rest(msg);
-	sig = mg_stratum_signature(buf, len);
-	if (sig != MG_SIG_NONE)
-		return mg_stratum_matched(msg, scope, ref, sk, NULL, sig);
-	if (len >= MG_STRATUM_WINDOW || !mg_stratum_possible(buf, len))
-		return mg_pass_rest(msg);
-	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
-				BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return mg_pass_rest(msg);
-	__builtin_memcpy(st->buf, buf, MG_STRATUM_WINDOW);
-	st->len = len;
-	return MG_SK_PASS;
+	n &= 2 * MG_READ_BUDGET - 1;
+	if (n == 0 || n > MG_READ_BUDGET)
+		return -1;
+	if (bpf_msg_pull_data(msg, 0, n, 0))
+		return -1;
+	return bpf_probe_read_kernel(scratch->buf, n, msg->data);
 }
 
 SEC("sk_msg")
 int mg_stratum_msg(struct sk_msg_md *msg)
 {
+	struct mg_msg_scratch *scratch;
 	struct mg_scope *scope = mg_current_scope();
 	struct mg_stratum_state *st;
+	struct mg_reader *r;
 	struct mg_rule_ref *ref;
 	struct bpf_sock *sk;
-	__u32 off, len, total;
-	__u8 sig;
+	__u32 zero = 0, n;
+	int verdict;
 
 	if (!scope)
 		return mg_pass_rest(msg);
@@ -224,43 +209,55 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 		/* Refused by socket_sendmsg: so is anything sent past it. */
 		if (done && *done == MG_STRATUM_DENIED)
 			return MG_SK_DROP;
-		/* Judged clean there from the first byte, and nothing sent
-		 * past the hook before it: done. Bytes this program collected
-		 * itself (a sendfile first) keep being judged here. */
+		/* Judged there from the first byte, and nothing sent past the
+		 * hook before it: done. Bytes this program read itself (a
+		 * sendfile first) keep being judged here. */
 		if (done && !st)
 			return mg_pass_rest(msg);
 	}
-	if (!st)
-		return mg_first_send(msg, scope, ref, sk);
-	if (st->denied)
+	if (st && st->denied)
 		return MG_SK_DROP;
+	scratch = bpf_map_lookup_elem(&mg_msg_scratch, &zero);
+	if (!scratch)
+		return MG_SK_DROP;
+	if (st) {
+		r = &st->r;
+	} else {
+		/* A first send is read in scratch: storage only if it
+		 * leaves the stream undecided. */
+		r = &scratch->r;
+		mg_reader_init(r, scope->policy_id);
+	}
+	n = MG_READ_BUDGET - (r->seen & (MG_READ_BUDGET - 1));
+	if (r->seen >= MG_READ_BUDGET)
+		n = 0;
+	if (n > msg->size)
+		n = msg->size;
+	if (n == 0)
+		verdict = MG_READ_DONE;
+	else if (mg_copy_msg(msg, scratch, n))
+		/* Bytes this program cannot read are not passed unjudged. */
+		return MG_SK_DROP;
+	else
+		verdict = mg_reader_feed(r, scratch->buf, n);
 
-	/* Append this send's first bytes to what the socket sent before. */
-	off = st->len & (MG_STRATUM_WINDOW - 1);
-	len = msg->size;
-	if (len > MG_STRATUM_WINDOW - off)
-		len = MG_STRATUM_WINDOW - off;
-	/* Older verifiers (6.1) do not learn a bound from comparing two
-	 * registers; the barrier keeps the compiler from dropping the mask as
-	 * redundant. */
-	barrier_var(len);
-	len &= 2 * MG_STRATUM_WINDOW - 1;
-	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) ||
-	    bpf_probe_read_kernel(st->buf + off, len, msg->data)) {
-		bpf_sk_storage_delete(&mg_stratum_sk, sk);
+	if (verdict == MG_READ_MINING)
+		return mg_stratum_matched(msg, scope, ref, sk, st, r);
+	if (verdict == MG_READ_DONE) {
+		if (st)
+			bpf_sk_storage_delete(&mg_stratum_sk, sk);
 		return mg_pass_rest(msg);
 	}
-	total = off + len;
-	st->len = total;
-
-	sig = mg_stratum_signature(st->buf, total);
-	if (sig != MG_SIG_NONE)
-		return mg_stratum_matched(msg, scope, ref, sk, st, sig);
-	/* Not yet: let this part through and see the next send. */
-	if (total < MG_STRATUM_WINDOW && mg_stratum_possible(st->buf, total))
-		return MG_SK_PASS;
-	bpf_sk_storage_delete(&mg_stratum_sk, sk);
-	return mg_pass_rest(msg);
+	if (!st) {
+		st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0,
+					BPF_SK_STORAGE_GET_F_CREATE);
+		/* A socket that cannot be followed is not let through. */
+		if (!st)
+			return MG_SK_DROP;
+		__builtin_memcpy(&st->r, r, sizeof(*r));
+	}
+	/* Not decided yet: let this part through and read the next send. */
+	return MG_SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -449,7 +449,9 @@ typedef struct mg_event {
    */
   char comm[MG_COMM_LEN];
   /**
-   * Executed file as passed to execve, for exec events ("" otherwise).
+   * Exec events: the executed file as passed to execve. Stratum events:
+   * the signature family and the method, space-separated
+   * (`"stratum-v1 mining."`, `"xmrig-login login"`). "" otherwise.
    */
   char path[MG_PATH_LEN];
   /**

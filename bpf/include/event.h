@@ -27,6 +27,10 @@ enum mg_limit {
 	/* exec.cmdline: pattern bytes, and patterns per 4-byte prefix bucket. */
 	MG_PATTERN_LEN = 64,
 	MG_BUCKET_SIZE = 8,
+	/* stratum: bytes of a method name (NUL included), and max_entries of
+	 * mg_stratum_methods. */
+	MG_METHOD_LEN = 32,
+	MG_METHODS_ENTRIES = 16384,
 };
 
 /* What a rule matched on. */
@@ -172,6 +176,19 @@ struct mg_pattern {
 	struct mg_rule_ref ref;
 	__u32 len;
 	__u8 bytes[MG_PATTERN_LEN];
+};
+
+/* Key of `mg_stratum_methods`: a mining method name, lower case, NUL
+ * padded; a name ending in ".*" is a prefix ("mining.*"). */
+struct mg_method_key {
+	__u32 policy_id;
+	char name[MG_METHOD_LEN];
+};
+
+/* Value of `mg_stratum_methods`: which family the method belongs to. */
+struct mg_method {
+	__u8 sig; /* enum mg_stratum_sig */
+	__u8 _pad[3];
 };
 
 /* Value of `mg_tfo`: a Fast Open send's Stratum signature, and when it was

@@ -157,6 +157,14 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_stratum SEC(".maps");
 
+/* The mining methods of each policy with a stratum rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MG_METHODS_ENTRIES);
+	__type(key, struct mg_method_key);
+	__type(value, struct mg_method);
+} mg_stratum_methods SEC(".maps");
+
 /*
  * The lsm backend's Stratum verdict per TCP socket (lsm_stratum.bpf.c):
  * kept for the socket's life once its first bytes are judged, so a later

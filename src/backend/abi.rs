@@ -1,5 +1,5 @@
 //! The values the BPF programs and userspace share, taken from the C
-//! declarations in `bpf/include/event.h` and `stratum_match.h` through the
+//! declarations in `bpf/include/event.h` and `stratum_reader.h` through the
 //! BTF of `bpf/abi.bpf.c` (its skeleton's `types`), never copied by hand:
 //! a change in C changes these, and a removed name stops the build.
 
@@ -64,6 +64,17 @@ pub(crate) const SIG_LOGIN: u8 = byte(c::mg_stratum_sig::MG_SIG_LOGIN.0);
 pub(crate) const SIG_V2: u8 = byte(c::mg_stratum_sig::MG_SIG_V2.0);
 /// `enum mg_stratum_sig`.
 pub(crate) const SIG_UNREADABLE: u8 = byte(c::mg_stratum_sig::MG_SIG_UNREADABLE.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_ETHPROXY: u8 = byte(c::mg_stratum_sig::MG_SIG_ETHPROXY.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_SOLO: u8 = byte(c::mg_stratum_sig::MG_SIG_SOLO.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_CUSTOM: u8 = byte(c::mg_stratum_sig::MG_SIG_CUSTOM.0);
+
+/// `MG_METHOD_LEN`: bytes of a Stratum method name in the kernel, NUL included.
+pub(crate) const METHOD_LEN: usize = c::mg_limit::MG_METHOD_LEN.0 as usize;
+/// `MG_METHODS_ENTRIES`: max_entries of `mg_stratum_methods`.
+pub(crate) const METHODS_ENTRIES: usize = c::mg_limit::MG_METHODS_ENTRIES.0 as usize;
 
 /// An enum value stored in a `__u8` field; refuses to build if it does not
 /// fit (a const panic is a compile error).

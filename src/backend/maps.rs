@@ -15,7 +15,7 @@ use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
     INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS,
 };
-pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, NAME_LEN};
+pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
 /// `enum mg_action` values.
 pub(crate) fn action_code(a: Action) -> u8 {
@@ -130,6 +130,30 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
 /// `struct mg_port_key`, as the C header declares it (through BTF).
 pub(crate) type PortKey = c::mg_port_key;
 
+/// `struct mg_method_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MethodKey {
+    pub policy_id: u32,
+    pub name: [u8; METHOD_LEN],
+}
+
+impl MethodKey {
+    fn new(policy_id: u32, method: &str) -> Self {
+        let mut key = MethodKey {
+            policy_id,
+            name: [0; METHOD_LEN],
+        };
+        // Validation keeps methods below METHOD_LEN; the NUL stays in place.
+        let n = method.len().min(METHOD_LEN - 1);
+        key.name[..n].copy_from_slice(&method.as_bytes()[..n]);
+        key
+    }
+}
+
+/// `struct mg_method`, as the C header declares it (through BTF).
+pub(crate) type MethodValue = c::mg_method;
+
 // SAFETY: repr(C) with every padding byte a named field: the C structs as
 // libbpf-cargo generates them from BTF (it names padding `_pad`/`__pad_N`),
 // and NameKey (checked against its C struct by the layout test).
@@ -138,6 +162,8 @@ unsafe impl Pod for ConfigValue {}
 unsafe impl Pod for RuleRefValue {}
 unsafe impl Pod for NameKey {}
 unsafe impl Pod for PortKey {}
+unsafe impl Pod for MethodKey {}
+unsafe impl Pod for MethodValue {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for InodeKey {}
@@ -232,6 +258,8 @@ declare_shared_maps! {
     tfo_armed: mg_tfo_armed,
     /// `mg_stratum_done`: the lsm backend's per-socket Stratum verdicts.
     stratum_done: mg_stratum_done,
+    /// `mg_stratum_methods`: each policy's mining methods.
+    stratum_methods: mg_stratum_methods,
 }
 
 impl SharedMaps {
@@ -284,6 +312,7 @@ impl SharedMaps {
             update_all(&self.cmd_pattern, "mg_cmd_pattern", &e.patterns)?;
             update_all(&self.cmd_prefix, "mg_cmd_prefix", &e.prefixes)?;
             update_all(&self.inodes, "mg_inodes", &e.inodes)?;
+            update_all(&self.stratum_methods, "mg_stratum_methods", &e.methods)?;
             for (map, name, rule) in self.singletons(policy) {
                 if let Some(r) = rule {
                     map.update(
@@ -320,6 +349,7 @@ impl SharedMaps {
         delete_all(&self.cmd_pattern, &e.patterns);
         delete_all(&self.cmd_prefix, &e.prefixes);
         delete_all(&self.inodes, &e.inodes);
+        delete_all(&self.stratum_methods, &e.methods);
         for (map, _, rule) in self.singletons(policy) {
             if rule.is_some() {
                 let _ = map.delete(policy_id.bytes());
@@ -415,6 +445,7 @@ struct PolicyEntries {
     patterns: Entries<PatternKey, PatternValue>,
     prefixes: Entries<PrefixKey, PrefixBucket>,
     inodes: Entries<InodeKey, RuleRefValue>,
+    methods: Entries<MethodKey, MethodValue>,
 }
 
 impl PolicyEntries {
@@ -464,6 +495,15 @@ impl PolicyEntries {
                         *slot = *id;
                     }
                     (PrefixKey { policy_id, prefix }, bucket)
+                })
+                .collect(),
+            methods: (policy.stratum_methods.iter())
+                .map(|(m, family)| {
+                    let value = MethodValue {
+                        sig: family.id(),
+                        _pad: [0; 3],
+                    };
+                    (MethodKey::new(policy_id, m), value)
                 })
                 .collect(),
             inodes: (policy.inodes.iter())
@@ -555,9 +595,9 @@ fn cidr6_key(policy_id: u32, (addr, len): &([u8; 16], u8)) -> Cidr6Key {
 
 #[cfg(test)]
 mod layout_tests {
-    //! Every key and value but `NameKey` is the C struct itself (the
-    //! skeleton's BTF type); `NameKey` keeps bytes where C has `char`, so it
-    //! is compared to the C struct field by field.
+    //! Every key and value but `NameKey` and `MethodKey` is the C struct
+    //! itself (the skeleton's BTF type); those two keep bytes where C has
+    //! `char`, so they are compared to the C struct field by field.
     use std::mem::{offset_of, size_of};
 
     use super::*;
@@ -569,6 +609,15 @@ mod layout_tests {
         assert_eq!(
             size_of::<[u8; NAME_LEN]>(),
             size_of_val(&c::mg_name_key::default().name)
+        );
+        assert_eq!(size_of::<MethodKey>(), size_of::<c::mg_method_key>());
+        assert_eq!(
+            offset_of!(MethodKey, name),
+            offset_of!(c::mg_method_key, name)
+        );
+        assert_eq!(
+            size_of::<[u8; METHOD_LEN]>(),
+            size_of_val(&c::mg_method_key::default().name)
         );
     }
 

@@ -101,7 +101,9 @@ pub struct mg_event {
     pub ip: [u8; 16],
     /// Task command name.
     pub comm: [c_char; MG_COMM_LEN],
-    /// Executed file as passed to execve, for exec events ("" otherwise).
+    /// Exec events: the executed file as passed to execve. Stratum events:
+    /// the signature family and the method, space-separated
+    /// (`"stratum-v1 mining."`, `"xmrig-login login"`). "" otherwise.
     pub path: [c_char; MG_PATH_LEN],
     /// Name of the rule that fired.
     pub rule: [c_char; MG_NAME_LEN],
@@ -146,6 +148,17 @@ impl mg_event {
                     crate::events::Protocol::Other(n) => *n,
                 };
                 set_ip(&mut out, addr);
+            }
+            Target::Stratum {
+                addr,
+                signature,
+                method,
+            } => {
+                out.port = addr.port();
+                out.protocol = 6;
+                set_ip(&mut out, addr);
+                let what = format!("{} {method}", signature.as_str());
+                cut |= fill_array(&mut out.path, what.trim_end());
             }
             #[allow(unreachable_patterns)]
             _ => {}

@@ -14,6 +14,8 @@ pub use domains::DomainResolution;
 pub use seccomp::{SeccompEntry, SeccompPolicy};
 use strongest::Strongest;
 
+use crate::events::StratumSignature;
+
 use crate::profile::{
     Action, Diagnostic, Matcher, MatcherKind, Mode, Profile, ProfileError, ValidProfile,
 };
@@ -40,6 +42,10 @@ pub mod limits {
     pub const MAX_DOMAINS: usize = 4096;
     /// Longest path in path matchers (MG_PATH_LEN - 1).
     pub const MAX_PATH_BYTES: usize = abi::PATH_LEN - 1;
+    /// Longest `stratum.methods` entry (MG_METHOD_LEN - 1 for the NUL).
+    pub const MAX_METHOD_BYTES: usize = abi::METHOD_LEN - 1;
+    /// Mining methods of one profile, halved as the exec names are.
+    pub const MAX_METHODS: usize = abi::METHODS_ENTRIES / 2;
     /// Longest byte pattern (cmdline substring, Stratum signature).
     pub const MAX_PATTERN_BYTES: usize = abi::PATTERN_LEN;
     /// exec.cmdline substrings that may share their first 4 bytes
@@ -127,6 +133,9 @@ pub struct KernelPolicy {
     pub cidrs6: BTreeMap<([u8; 16], u8), RuleRef>,
     /// The `stratum` rule (the strongest, earliest among equals).
     pub stratum: Option<RuleRef>,
+    /// The mining methods the stratum rules refuse (every stratum rule's
+    /// list, lower case), with the family each is reported as.
+    pub stratum_methods: BTreeMap<String, StratumSignature>,
     /// The `exec.memfd` rule (the strongest, earliest among equals).
     pub memfd: Option<RuleRef>,
     /// The `open.msr` rule (the strongest, earliest among equals).
@@ -251,6 +260,7 @@ impl KernelPolicy {
             cidrs4: BTreeMap::new(),
             cidrs6: BTreeMap::new(),
             stratum: None,
+            stratum_methods: BTreeMap::new(),
             memfd: None,
             msr: None,
             cmdline: BTreeMap::new(),
@@ -304,7 +314,14 @@ impl KernelPolicy {
                 }
                 // One switch each: the strongest rule (the earlier among
                 // equals) holds it.
-                Matcher::Stratum(_) => keep_strongest(&mut policy.stratum, r),
+                Matcher::Stratum(m) => {
+                    keep_strongest(&mut policy.stratum, r);
+                    for method in m.effective_methods() {
+                        let method = method.to_ascii_lowercase();
+                        let family = stratum_family(&method);
+                        policy.stratum_methods.insert(method, family);
+                    }
+                }
                 Matcher::ExecMemfd => keep_strongest(&mut policy.memfd, r),
                 Matcher::OpenMsr => keep_strongest(&mut policy.msr, r),
                 Matcher::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
@@ -605,10 +622,56 @@ fn insert_strongest<K: Ord>(map: &mut BTreeMap<K, RuleRef>, key: K, r: RuleRef) 
     }
 }
 
+/// The family a mining method is reported as (by the built-in lists'
+/// sources, see `indicators::STRATUM_METHODS`).
+fn stratum_family(method: &str) -> StratumSignature {
+    match method {
+        m if m.starts_with("mining.") => StratumSignature::V1,
+        "login" | "submit" | "getjob" | "keepalived" => StratumSignature::Login,
+        m if m.starts_with("eth_") => StratumSignature::EthProxy,
+        "getblocktemplate" | "submitblock" => StratumSignature::Solo,
+        _ => StratumSignature::Custom,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::profile::Rule;
+
+    #[test]
+    fn stratum_methods_are_the_built_in_list_or_the_rules_own_in_lower_case() {
+        use crate::profile::StratumMatch;
+        let k = KernelPolicy::compile(&Profile::new("t").rule(Rule::stratum(
+            "s",
+            Action::Deny,
+            Vec::<String>::new(),
+        )))
+        .unwrap();
+        assert_eq!(k.stratum_methods["mining.*"], StratumSignature::V1);
+        assert_eq!(k.stratum_methods["login"], StratumSignature::Login);
+        assert_eq!(
+            k.stratum_methods["eth_submitlogin"],
+            StratumSignature::EthProxy
+        );
+        assert_eq!(
+            k.stratum_methods["getblocktemplate"],
+            StratumSignature::Solo
+        );
+        let own = Rule {
+            stratum: Some(StratumMatch {
+                methods: vec!["My_Pool.Auth".into(), "mining.*".into()],
+                ..Default::default()
+            }),
+            ..Rule::with("own", Action::Kill)
+        };
+        let k = KernelPolicy::compile(&Profile::new("t").rule(own)).unwrap();
+        assert_eq!(
+            k.stratum_methods.keys().collect::<Vec<_>>(),
+            vec!["mining.*", "my_pool.auth"]
+        );
+        assert_eq!(k.stratum_methods["my_pool.auth"], StratumSignature::Custom);
+    }
 
     #[test]
     fn stronger_action_wins_on_shared_keys() {

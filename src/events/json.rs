@@ -32,12 +32,21 @@ pub fn falco_json(ev: &Event) -> String {
             fields.insert("fd.dev.minor".into(), json!(minor));
             format!("open of device {major}:{minor}")
         }
-        Target::Stratum { addr, signature } => {
+        Target::Stratum {
+            addr,
+            signature,
+            method,
+        } => {
             fields.insert("fd.sip".into(), json!(addr.ip().to_string()));
             fields.insert("fd.sport".into(), json!(addr.port()));
             fields.insert("fd.l4proto".into(), json!("tcp"));
             fields.insert("minerguard.signature".into(), json!(signature.as_str()));
-            format!("{} message to {addr}", signature.as_str())
+            if method.is_empty() {
+                format!("{} message to {addr}", signature.as_str())
+            } else {
+                fields.insert("minerguard.method".into(), json!(&**method));
+                format!("{} message ({method}) to {addr}", signature.as_str())
+            }
         }
     };
     if let Some(d) = &ev.domain {

@@ -71,12 +71,16 @@ pub enum Target {
         /// Device minor number (the CPU, for MSR devices).
         minor: u32,
     },
-    /// The first bytes a TCP socket sent matched a Stratum signature.
+    /// The stream a TCP socket sent carried a mining method.
     Stratum {
         /// The socket's peer.
         addr: SocketAddr,
-        /// Which signature.
+        /// Which family of mining protocol.
         signature: StratumSignature,
+        /// The method as the reader decoded it (lower case; a prefix such
+        /// as `mining.` when a `mining.*` entry decided it; empty for
+        /// Stratum V2 and Fast Open payloads).
+        method: InlineStr<32>,
     },
 }
 
@@ -92,12 +96,12 @@ impl Target {
     }
 }
 
-/// Which Stratum signature a socket's first bytes carried.
+/// Which family of mining protocol a socket's stream carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StratumSignature {
     /// Stratum v1 JSON-RPC with a `mining.*` method.
     V1,
-    /// XMRig-style JSON-RPC `login`.
+    /// XMRig / CryptoNote JSON-RPC: `login`, `submit`, `getjob`, `keepalived`.
     Login,
     /// Stratum V2 plaintext `SetupConnection`.
     V2,
@@ -105,29 +109,61 @@ pub enum StratumSignature {
     /// (its page was not resident): refused unjudged, so a payload placed
     /// in an untouched mapping cannot slip past the check.
     Unreadable,
+    /// EthProxy: `eth_submitLogin`, `eth_getWork`, `eth_submitWork`.
+    EthProxy,
+    /// Solo mining against a node: `getblocktemplate`, `submitblock`.
+    Solo,
+    /// A method the profile's `stratum.methods` lists beyond the built-in
+    /// ones.
+    Custom,
 }
 
 impl StratumSignature {
-    /// `enum mg_stratum_sig` in bpf/include/stratum_match.h.
+    /// `enum mg_stratum_sig` in bpf/include/stratum_reader.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
-        use crate::backend::abi::{SIG_LOGIN, SIG_UNREADABLE, SIG_V1, SIG_V2};
+        use crate::backend::abi::{
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_SOLO, SIG_UNREADABLE, SIG_V1, SIG_V2,
+        };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
             SIG_LOGIN => Some(StratumSignature::Login),
             SIG_V2 => Some(StratumSignature::V2),
             SIG_UNREADABLE => Some(StratumSignature::Unreadable),
+            SIG_ETHPROXY => Some(StratumSignature::EthProxy),
+            SIG_SOLO => Some(StratumSignature::Solo),
+            SIG_CUSTOM => Some(StratumSignature::Custom),
             _ => None,
         }
     }
 
+    /// The kernel's id (`enum mg_stratum_sig`).
+    pub(crate) fn id(self) -> u8 {
+        use crate::backend::abi::{
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_SOLO, SIG_UNREADABLE, SIG_V1, SIG_V2,
+        };
+        match self {
+            StratumSignature::V1 => SIG_V1,
+            StratumSignature::Login => SIG_LOGIN,
+            StratumSignature::V2 => SIG_V2,
+            StratumSignature::Unreadable => SIG_UNREADABLE,
+            StratumSignature::EthProxy => SIG_ETHPROXY,
+            StratumSignature::Solo => SIG_SOLO,
+            StratumSignature::Custom => SIG_CUSTOM,
+        }
+    }
+
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
-    /// `unreadable-fast-open`).
+    /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
+    /// `custom-method`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
             StratumSignature::Login => "xmrig-login",
             StratumSignature::V2 => "stratum-v2",
             StratumSignature::Unreadable => "unreadable-fast-open",
+            StratumSignature::EthProxy => "ethproxy",
+            StratumSignature::Solo => "solo-getblocktemplate",
+            StratumSignature::Custom => "custom-method",
         }
     }
 }

@@ -84,6 +84,7 @@ impl Decoder {
             KIND_STRATUM => Target::Stratum {
                 addr: socket_addr(raw),
                 signature: StratumSignature::from_id(raw.path[0])?,
+                method: InlineStr::from_c_bytes(&raw.path[1..]),
             },
             _ => return None,
         };

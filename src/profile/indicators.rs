@@ -112,16 +112,31 @@ pub const STRATUM_URL_SCHEMES: &[&str] = &[
     "stratum2+ssl://",
 ];
 
-/// Stratum v1 JSON-RPC methods a miner sends first (Stratum v1 spec:
-/// `mining.subscribe`, `mining.authorize`, `mining.configure` from BIP 310),
-/// and XMRig's Monero-style `login`.
+/// The mining methods a `stratum` rule refuses unless it lists its own
+/// (`stratum.methods`). Compared without case; `x.*` is any method
+/// starting `x.`. Sources:
+/// - Stratum v1 (slushpool's "Stratum mining protocol" and BIP 310):
+///   `mining.subscribe`, `mining.authorize`, `mining.configure`,
+///   `mining.submit`, `mining.extranonce.subscribe`, ... — all `mining.*`;
+/// - XMRig and the CryptoNote pools (xmrig `src/base/net/stratum/Client.cpp`,
+///   nodejs-pool `lib/pool.js`): `login`, `submit`, `getjob`, `keepalived`;
+/// - EthProxy (ethminer `libpoolprotocols/stratum/EthStratumClient.cpp`):
+///   `eth_submitLogin`, `eth_getWork`, `eth_submitWork`,
+///   `eth_submitHashrate`;
+/// - solo mining against a node (Bitcoin Core RPC, monerod's `/json_rpc`;
+///   XMRig `--daemon`): `getblocktemplate`, `submitblock`.
 pub const STRATUM_METHODS: &[&str] = &[
-    "mining.subscribe",
-    "mining.authorize",
-    "mining.configure",
-    "mining.submit",
-    "mining.extranonce.subscribe",
+    "mining.*",
     "login",
+    "submit",
+    "getjob",
+    "keepalived",
+    "eth_submitlogin",
+    "eth_getwork",
+    "eth_submitwork",
+    "eth_submithashrate",
+    "getblocktemplate",
+    "submitblock",
 ];
 
 /// Stratum V2 plaintext `SetupConnection`: 6-byte frame header (extension

@@ -162,13 +162,32 @@ pub struct ConnectMatch {
     pub domains: Vec<String>,
 }
 
-/// The Stratum mining protocol on the first bytes a socket sends, any port.
+/// The Stratum mining protocol on the stream a socket sends, any port.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StratumMatch {
     /// Extra byte strings to match besides the built-in signatures.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<String>,
+    /// The JSON-RPC methods refused (compared without case; `x.*` is any
+    /// method starting `x.`). Empty: the built-in list,
+    /// [`crate::profile::indicators::STRATUM_METHODS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+impl StratumMatch {
+    /// The methods this rule refuses: its own list, or the built-in one.
+    pub fn effective_methods(&self) -> impl Iterator<Item = &str> {
+        let builtin = self.methods.is_empty();
+        (self.methods.iter().map(String::as_str)).chain(
+            builtin
+                .then_some(super::indicators::STRATUM_METHODS)
+                .into_iter()
+                .flatten()
+                .copied(),
+        )
+    }
 }
 
 /// File-open matchers.

@@ -310,6 +310,7 @@ impl Rule {
         Rule {
             stratum: Some(StratumMatch {
                 signatures: extra.into_iter().map(Into::into).collect(),
+                methods: Vec::new(),
             }),
             ..Rule::with(name, action)
         }

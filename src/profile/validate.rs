@@ -130,6 +130,21 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
         check_connect(connect, at, r);
     }
     if let Some(stratum) = &rule.stratum {
+        if stratum.methods.len() > limits::MAX_METHODS {
+            r.push(
+                format!("{at}.stratum.methods"),
+                format!(
+                    "{} methods; the kernel holds at most {} per profile",
+                    stratum.methods.len(),
+                    limits::MAX_METHODS
+                ),
+            );
+        }
+        for (j, method) in stratum.methods.iter().enumerate() {
+            if let Err(why) = check_method(method) {
+                r.push(format!("{at}.stratum.methods[{j}]"), why);
+            }
+        }
         for (j, sig) in stratum.signatures.iter().enumerate() {
             let field = format!("{at}.stratum.signatures[{j}]");
             if sig.is_empty() {
@@ -428,9 +443,63 @@ fn domain_problem(domain: &str) -> Option<String> {
     }
 }
 
+/// A `stratum.methods` entry: a JSON-RPC method name the kernel reader can
+/// hold (MG_METHOD_LEN - 1 bytes of printable ASCII), or `word.*`.
+fn check_method(method: &str) -> Result<(), String> {
+    let max = limits::MAX_METHOD_BYTES;
+    if method.is_empty() {
+        return Err("method must not be empty".into());
+    }
+    if method.len() > max {
+        return Err(format!(
+            "method is {} bytes; the kernel reader holds at most {max}",
+            method.len()
+        ));
+    }
+    if let Some(bad) = method
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || *c == '"' || *c == '\\')
+    {
+        return Err(format!(
+            "method has {bad:?}: only printable ASCII without quotes or backslashes"
+        ));
+    }
+    if let Some(star) = method.find('*') {
+        let stem = &method[..star];
+        let is_prefix = star == method.len() - 1
+            && stem.ends_with('.')
+            && stem.len() > 1
+            && stem.matches('.').count() == 1;
+        if !is_prefix {
+            return Err("`*` only ends a prefix of one word and a dot (`mining.*`)".into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stratum_methods() {
+        for ok in ["mining.*", "login", "eth_submitLogin", &"m".repeat(31)] {
+            assert_eq!(check_method(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (&"m".repeat(32)[..], "at most 31"),
+            ("a\"b", "printable ASCII"),
+            ("mining .x", "printable ASCII"),
+            ("mining*", "`*` only"),
+            ("a.b.*", "`*` only"),
+            ("*", "`*` only"),
+            ("min*ing.", "`*` only"),
+        ] {
+            let err = check_method(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn cidrs() {

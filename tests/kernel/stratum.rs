@@ -1,9 +1,10 @@
-//! Stratum rules: the mining protocol is recognised on the first bytes a
-//! socket sends, on any port (Stratum V1, XMRig's login, Stratum V2), and
-//! refused however it is sent: split over calls, send/write/writev/sendmsg,
-//! sendfile, a TCP Fast Open SYN. Clean first messages pass and their
-//! sockets are not judged again; only scopes with a stratum rule track
-//! sockets; `kill` and `audit`.
+//! Stratum rules: the mining protocol is recognised in the stream a socket
+//! sends, on any port (Stratum V1, XMRig's login, Stratum V2), and refused
+//! however it is sent: split over calls, send/write/writev/sendmsg,
+//! sendfile, a TCP Fast Open SYN. Clean streams pass, and a socket is not
+//! judged past the reader's budget; only scopes with a stratum rule track
+//! sockets; `kill` and `audit`. The evasions (tunnels, escapes, batches,
+//! ...) are in `stratum_evasions.rs`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -21,6 +22,13 @@ const SV2_SETUP: &[u8] = &[
     0, 0, 0, 0x20, 0, 0, 0, 2, 0, 2, 0, 1, 0, 0, 0, 9, b'1', b'2', b'7',
 ];
 const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+
+/// A clean stream as long as the reader's budget (4096 bytes): an upload.
+fn clean_budget() -> Vec<u8> {
+    let mut out = b"POST /upload HTTP/1.1\r\nContent-Length: 4040\r\n\r\n".to_vec();
+    out.resize(4096, b'x');
+    out
+}
 
 fn stratum_profile(action: Action) -> Profile {
     Profile::new("stratum").rule(Rule::stratum(
@@ -86,10 +94,19 @@ fn stratum_first_message_is_refused_on_any_port() {
     let scoped = Scoped::apply(&stratum_profile(Action::Deny));
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
 
-    for (payload, sig) in [
-        (STRATUM_SUBSCRIBE, minerguard::events::StratumSignature::V1),
-        (XMRIG_LOGIN, minerguard::events::StratumSignature::Login),
-        (SV2_SETUP, minerguard::events::StratumSignature::V2),
+    for (payload, sig, method) in [
+        // A `mining.*` entry decides at the dot.
+        (
+            STRATUM_SUBSCRIBE,
+            minerguard::events::StratumSignature::V1,
+            "mining.",
+        ),
+        (
+            XMRIG_LOGIN,
+            minerguard::events::StratumSignature::Login,
+            "login",
+        ),
+        (SV2_SETUP, minerguard::events::StratumSignature::V2, ""),
     ] {
         assert_eq!(
             send_in(Some(cg), addr, &[payload]),
@@ -105,8 +122,10 @@ fn stratum_first_message_is_refused_on_any_port() {
             Target::Stratum {
                 addr: to,
                 signature,
+                method: got,
             } => {
                 assert_eq!(signature, sig);
+                assert_eq!(&*got, method, "the event names the method");
                 assert_eq!(to, addr, "the event names the pool");
             }
             t => panic!("expected a stratum target, got {t:?}"),
@@ -281,6 +300,7 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
         Target::Stratum {
             addr: to,
             signature,
+            ..
         } => {
             assert_eq!(to, addr);
             assert_eq!(signature, minerguard::events::StratumSignature::V1);
@@ -333,20 +353,33 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
 }
 
 #[test]
-fn clean_first_message_passes_and_the_socket_is_not_judged_again() {
+fn clean_streams_pass_and_a_socket_is_read_up_to_its_budget() {
     require_kernel!();
     let server = listener(false);
     let addr = server.local_addr().unwrap();
     let scoped = Scoped::apply(&stratum_profile(Action::Deny));
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
-    // Only a socket's first bytes are judged: later sends cost nothing.
+    // The stream is read past a clean first message: Stratum after an
+    // HTTP request is refused.
     assert_eq!(
         send_in(Some(cg), addr, &[HTTP_GET, STRATUM_SUBSCRIBE]),
+        SendOutcome::SendFailed {
+            index: 1,
+            errno: enforcer.stratum_errno()
+        }
+    );
+    assert_eq!(received(&server), HTTP_GET);
+    assert!(wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").is_some());
+    // Past the reader's budget (4096 bytes) a socket is not judged again:
+    // later sends cost nothing.
+    let budget = clean_budget();
+    assert_eq!(
+        send_in(Some(cg), addr, &[&budget, STRATUM_SUBSCRIBE]),
         SendOutcome::AllSent
     );
     let got = received(&server);
     assert!(
-        got.starts_with(HTTP_GET),
+        got.starts_with(&budget),
         "{:?}",
         String::from_utf8_lossy(&got)
     );
@@ -371,13 +404,15 @@ fn judged_sockets_leave_the_stratum_send_path() {
     let server = listener(false);
     let addr = server.local_addr().unwrap();
     let (storage, len, family) = sockaddr_of(addr);
+    let budget = clean_budget();
     assert_eq!(enforcer.released_sockets(), 0);
     // Where the lsm hook alone judges, no socket is tracked: it judges a
     // socket once and then returns after one socket-storage lookup.
     let tracked = u64::from(enforcer.stratum_sk_msg().is_ok());
     std::thread::scope(|s| {
-        // The client: a clean first message, then it waits for the
-        // server's go before sending more on the same socket.
+        // The client: a clean stream as long as the reader's budget, then
+        // it waits for the server's go before sending more on the same
+        // socket.
         let client = s.spawn(|| {
             fork_in(Some(cg), || unsafe {
                 let fd = libc::socket(family, libc::SOCK_STREAM, 0);
@@ -388,8 +423,7 @@ fn judged_sockets_leave_the_stratum_send_path() {
                     return 99;
                 }
                 let mut go = [0u8; 1];
-                if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0)
-                    != HTTP_GET.len() as isize
+                if libc::send(fd, budget.as_ptr().cast(), budget.len(), 0) != budget.len() as isize
                     || libc::recv(fd, go.as_mut_ptr().cast(), 1, 0) != 1
                 {
                     return 98;
@@ -408,9 +442,9 @@ fn judged_sockets_leave_the_stratum_send_path() {
             })
         });
         let mut conn = accept_within(&server);
-        let mut first = vec![0u8; HTTP_GET.len()];
+        let mut first = vec![0u8; budget.len()];
         conn.read_exact(&mut first).unwrap();
-        assert_eq!(first, HTTP_GET);
+        assert_eq!(first, budget);
         // The event thread takes the judged socket out of the sockhash.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while enforcer.released_sockets() < tracked && std::time::Instant::now() < deadline {
@@ -441,17 +475,19 @@ fn judged_sockets_leave_the_stratum_send_path() {
     assert_eq!(enforcer.released_sockets(), tracked);
 }
 
-/// From a child in `cg`: connects to `addr`, sends a clean first message,
-/// and keeps the socket open 300 ms (time for the enforcer to release it).
+/// From a child in `cg`: connects to `addr`, sends a clean stream as long
+/// as the reader's budget, and keeps the socket open 300 ms (time for the
+/// enforcer to release it).
 fn clean_long_lived_client(cg: &minerguard::cgroup::OwnedCgroup, addr: SocketAddr) -> ChildEnd {
     let (storage, len, family) = sockaddr_of(addr);
+    let budget = clean_budget();
     fork_in(Some(cg), || unsafe {
         let fd = libc::socket(family, libc::SOCK_STREAM, 0);
         if fd < 0 || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0
         {
             return 99;
         }
-        if libc::send(fd, HTTP_GET.as_ptr().cast(), HTTP_GET.len(), 0) != HTTP_GET.len() as isize {
+        if libc::send(fd, budget.as_ptr().cast(), budget.len(), 0) != budget.len() as isize {
             return 98;
         }
         libc::usleep(300_000);

@@ -160,6 +160,16 @@ impl Event {
         }
     }
 
+    /// Stratum events: the mining method that decided (lower case; `mining.`
+    /// when a `mining.*` entry decided it at the dot; `""` for Stratum V2).
+    #[getter]
+    fn method(&self) -> Option<String> {
+        match &self.inner.target {
+            Target::Stratum { method, .. } => Some(method.to_string()),
+            _ => None,
+        }
+    }
+
     /// The event as one line of Falco-shaped JSON (what `enforcer` prints).
     fn to_json(&self) -> String {
         minerguard::falco_json(&self.inner)
@@ -183,7 +193,9 @@ impl Event {
                     protocol.name()
                 )
             }
-            Target::Stratum { addr, signature } => format!(
+            Target::Stratum {
+                addr, signature, ..
+            } => format!(
                 "addr={:?}, port={}, signature={:?}",
                 addr.ip().to_string(),
                 addr.port(),

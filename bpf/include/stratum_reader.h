@@ -1,0 +1,754 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * The Stratum judge: reads the stream a TCP socket sends, byte by byte, as
+ * pool software would, and says when it carries a mining method. Shared by
+ * the sk_msg verdict (stratum.bpf.c), the lsm backend's socket_sendmsg
+ * (lsm_stratum.bpf.c) and the TCP Fast Open check (fast_open_tp.bpf.c).
+ *
+ * Not a window of first bytes, a reader with state kept per socket:
+ *  - framing: a Stratum V2 SetupConnection header; a SOCKS4/4a or SOCKS5
+ *    handshake (with or without user/password) or an HTTP CONNECT request,
+ *    after which the tunnelled stream is read as a new one; an HTTP/1.1
+ *    WebSocket upgrade, after which the (masked) frames are unmasked and
+ *    their payload read; anything else is text;
+ *  - text is read as JSON-RPC twice over: as lines (pools split their
+ *    input on newlines and parse each line, so a broken line ends there)
+ *    and as a stream (pools that parse a stream of JSON values). In both,
+ *    a BOM, whitespace, blank lines and non-JSON lines are skipped, batches
+ *    are read, the top-level "method" member is found in any position, `\u`
+ *    escapes are decoded, and the key and the method name are compared
+ *    without case;
+ *  - a method value is looked up in mg_stratum_methods (the profile's list;
+ *    "mining.*" style prefixes are decided at the dot, exact names at the
+ *    closing quote). The send that carries the deciding byte is refused.
+ *
+ * A socket is read up to MG_READ_BUDGET bytes or MG_READ_MESSAGES complete
+ * JSON messages, whichever comes first, and then released.
+ */
+#ifndef MINERGUARD_STRATUM_READER_H
+#define MINERGUARD_STRATUM_READER_H
+
+#include "common.h"
+
+/* Bytes of a socket's stream read before it is released. */
+#define MG_READ_BUDGET 4096
+/* Complete JSON messages read before it is released. */
+#define MG_READ_MESSAGES 8
+
+/* Signature families, reported in the event's path[0] (named in
+ * userspace); path[1..] holds the method name. */
+enum mg_stratum_sig {
+	MG_SIG_NONE = 0,
+	MG_SIG_V1 = 1,    /* Stratum v1: "mining.*" */
+	MG_SIG_LOGIN = 2, /* XMRig / CryptoNote: login, submit, getjob, keepalived */
+	MG_SIG_V2 = 3,    /* Stratum V2 plaintext SetupConnection */
+	MG_SIG_UNREADABLE = 4, /* Fast Open payload the kernel could not read */
+	MG_SIG_ETHPROXY = 5,   /* EthProxy: eth_submitLogin, eth_getWork, ... */
+	MG_SIG_SOLO = 6,       /* a node's getblocktemplate / submitblock */
+	MG_SIG_CUSTOM = 7,     /* a method the profile lists itself */
+};
+
+/* What a byte did to the reader. */
+enum mg_read_verdict {
+	MG_READ_MORE = 0,   /* keep reading */
+	MG_READ_MINING = 1, /* a mining method: refuse (r->sig, r->method) */
+	MG_READ_DONE = 2,   /* budget spent: release the socket */
+};
+
+/* enum mg_frame: how the bytes are framed. */
+#define MG_FR_START 0  /* first byte of a (possibly tunnelled) stream */
+#define MG_FR_TEXT 1   /* newline-delimited text: JSON-RPC, HTTP */
+#define MG_FR_V2 2     /* a Stratum V2 frame header */
+#define MG_FR_SOCKS5 3 /* a SOCKS5 client handshake */
+#define MG_FR_SOCKS4 4 /* a SOCKS4/4a request */
+#define MG_FR_WS 5     /* WebSocket frames (client side) */
+
+/* SOCKS5 steps (r->sub). */
+#define MG_S5_NMETHODS 0
+#define MG_S5_METHODS 1
+#define MG_S5_NEXT 2 /* an auth sub-negotiation (01) or the request (05) */
+#define MG_S5_ULEN 3
+#define MG_S5_USER 4
+#define MG_S5_PLEN 5
+#define MG_S5_PASS 6
+#define MG_S5_CMD 7
+#define MG_S5_ATYP 8
+#define MG_S5_DLEN 9
+#define MG_S5_ADDR 10
+
+/* WebSocket steps (r->sub). */
+#define MG_WS_OP 0
+#define MG_WS_LEN 1
+#define MG_WS_EXT 2
+#define MG_WS_MASK 3
+#define MG_WS_DATA 4
+
+/* r->http bits: the text's first line, and its header block. */
+#define MG_H_CONNECT_OK 1 /* the first line still spells "CONNECT " */
+#define MG_H_GET_OK 2     /* the first line still spells "GET " */
+#define MG_H_CONNECT 4    /* an HTTP CONNECT request's headers */
+#define MG_H_GET 8        /* an HTTP GET request's headers */
+#define MG_H_WS 16        /* "websocket" in those headers */
+#define MG_H_FIRST 32     /* on the text's first line */
+
+/* mg_json_view.flags */
+#define MG_J_STR 1     /* inside a string */
+#define MG_J_KEY 2     /* the next message-level string is a key */
+#define MG_J_CAPKEY 4  /* reading a message-level key */
+#define MG_J_CAPVAL 8  /* reading the method's value */
+#define MG_J_METHOD 16 /* the key just read is "method" */
+#define MG_J_VALUE 32  /* after `"method":`: its value comes next */
+#define MG_J_JUNK 64   /* skipping a line that is not JSON */
+#define MG_J_KEYOK 128 /* the key read so far spells the start of "method" */
+
+/* One reading of the text as JSON-RPC. */
+struct mg_json_view {
+	__u16 depth;    /* nesting of objects and arrays */
+	__u8 batch;     /* the top-level value is an array */
+	__u8 flags;     /* MG_J_* */
+	__u8 esc;       /* 0; 1 after a backslash; 2..5 at \u's hex digits */
+	__u8 pos;       /* characters of the key or value read (decoded) */
+	__u8 dot;       /* 1 + where the value's first '.' is; 0: none yet */
+	__u8 messages;  /* complete messages */
+	__u16 uval;     /* a \u escape's value so far */
+	__u8 _pad[2];
+	struct mg_method_key key; /* the policy, and the value read (lower case) */
+};
+
+/* A socket's reader. */
+struct mg_reader {
+	__u32 seen;     /* bytes read */
+	__u32 need;     /* framing: bytes still to skip or to unmask */
+	__u8 frame;     /* MG_FR_* */
+	__u8 sub;       /* step within the frame */
+	__u8 http;      /* MG_H_* */
+	__u8 line_pos;  /* non-CR characters on the current text line (max 255) */
+	__u8 ws_pos;    /* characters of "websocket" matched */
+	__u8 ws_data;   /* the WebSocket frame's payload is data (read) */
+	__u8 sig;       /* family of the method that matched */
+	__u8 mask_i;    /* WebSocket: payload bytes unmasked (mod 4), or ext-length bytes left */
+	__u8 mask[4];   /* WebSocket masking key */
+	__u32 _pad;
+	struct mg_json_view line;   /* the text read line by line */
+	struct mg_json_view stream; /* the text read as a stream */
+	char method[MG_METHOD_LEN]; /* the method that matched */
+};
+
+/* "CONNECT " and "GET " as little-endian words: byte n is character n. */
+#define MG_CONNECT_WORD 0x205443454e4e4f43ULL
+#define MG_GET_WORD 0x20544547ULL
+/* "websocke" (and a final 't'). */
+#define MG_WEBSOCKE_WORD 0x656b636f73626577ULL
+
+static __always_inline __u8 mg_lower(__u8 c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+static __always_inline void mg_view_reset(struct mg_json_view *v)
+{
+	v->depth = 0;
+	v->batch = 0;
+	v->flags = 0;
+	v->esc = 0;
+}
+
+/* A new reader for a policy's stratum rule. */
+static __always_inline void mg_reader_init(struct mg_reader *r, __u32 policy_id)
+{
+	__builtin_memset(r, 0, sizeof(*r));
+	r->line.key.policy_id = policy_id;
+	r->stream.key.policy_id = policy_id;
+}
+
+/* A tunnel is open: what follows is read as a new stream. */
+static __always_inline void mg_reader_restart(struct mg_reader *r)
+{
+	r->frame = MG_FR_START;
+	r->sub = 0;
+	r->need = 0;
+	r->http = 0;
+	r->line_pos = 0;
+	r->ws_pos = 0;
+	mg_view_reset(&r->line);
+	mg_view_reset(&r->stream);
+}
+
+/* The family of the method named in v->key, or MG_SIG_NONE. */
+static __always_inline __u8 mg_method_family(struct mg_json_view *v)
+{
+	struct mg_method *m = bpf_map_lookup_elem(&mg_stratum_methods, &v->key);
+
+	return m ? m->sig : MG_SIG_NONE;
+}
+
+/*
+ * One decoded character of a message-level key or of the method's value.
+ * Returns a family once the value is known to be a mining method ("mining."
+ * with a prefix entry "mining.*").
+ */
+static __always_inline __u8 mg_view_char(struct mg_json_view *v, __u8 d)
+{
+	__u8 pos = v->pos;
+	__u8 want;
+
+	d = mg_lower(d);
+	if (v->flags & MG_J_CAPKEY) {
+		/* "method", one character at a time. */
+		want = pos < 6 ? (__u8)(0x646f6874656dULL >> (pos * 8)) : 0;
+		if (d != want)
+			v->flags &= ~MG_J_KEYOK;
+		if (pos < 255)
+			v->pos = pos + 1;
+		return MG_SIG_NONE;
+	}
+	/* The method value: too long for any listed name once it fills the
+	 * key (pos then stays past the last index). */
+	if (pos >= MG_METHOD_LEN - 1) {
+		v->pos = MG_METHOD_LEN;
+		return MG_SIG_NONE;
+	}
+	v->key.name[pos & (MG_METHOD_LEN - 1)] = d;
+	v->pos = pos + 1;
+	if (d == '.' && !v->dot) {
+		__u8 sig;
+
+		v->dot = pos + 1;
+		/* A prefix entry ("mining.*") decides at the dot. */
+		v->key.name[(pos + 1) & (MG_METHOD_LEN - 1)] = '*';
+		sig = mg_method_family(v);
+		v->key.name[(pos + 1) & (MG_METHOD_LEN - 1)] = 0;
+		return sig;
+	}
+	return MG_SIG_NONE;
+}
+
+/* A string ends (its closing quote). Returns the method's family when it
+ * was the method's value and names a mining method. */
+static __always_inline __u8 mg_view_string_end(struct mg_json_view *v)
+{
+	__u8 sig = MG_SIG_NONE;
+
+	if (v->flags & MG_J_CAPKEY) {
+		if ((v->flags & MG_J_KEYOK) && v->pos == 6)
+			v->flags |= MG_J_METHOD;
+	} else if (v->flags & MG_J_CAPVAL) {
+		if (v->pos > 0 && v->pos < MG_METHOD_LEN)
+			sig = mg_method_family(v);
+		v->flags &= ~MG_J_VALUE;
+	}
+	v->flags &= ~(MG_J_STR | MG_J_CAPKEY | MG_J_CAPVAL | MG_J_KEY | MG_J_KEYOK);
+	return sig;
+}
+
+static __always_inline int mg_hex(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = mg_lower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/*
+ * One byte of text for one view. `lines`: the view that parses each line by
+ * itself. Returns a family when a mining method is decided.
+ */
+static __noinline __u8 mg_view_byte(struct mg_json_view *v, __u8 c, __u32 lines)
+{
+	__u16 msg_depth;
+	int h;
+
+	if (!v)
+		return MG_SIG_NONE;
+	if (c == '\n' && (lines || (v->flags & MG_J_JUNK))) {
+		/* A line ends: line-based pools start over whatever state the
+		 * line left (a broken message is dropped there). */
+		if (lines || !(v->flags & MG_J_STR))
+			mg_view_reset(v);
+		return MG_SIG_NONE;
+	}
+	if (v->flags & MG_J_JUNK)
+		return MG_SIG_NONE;
+	if (v->flags & MG_J_STR) {
+		if (v->esc == 1) {
+			v->esc = 0;
+			if (c == 'u') {
+				v->esc = 2;
+				v->uval = 0;
+				return MG_SIG_NONE;
+			}
+			/* \n, \t and friends are never in a method name. */
+			if (c != '"' && c != '\\' && c != '/')
+				c = 1;
+		} else if (v->esc >= 2) {
+			h = mg_hex(c);
+			if (h < 0) {
+				v->esc = 0;
+				return MG_SIG_NONE;
+			}
+			v->uval = v->uval << 4 | h;
+			if (++v->esc < 6)
+				return MG_SIG_NONE;
+			v->esc = 0;
+			/* ASCII is enough for method names: others never match. */
+			c = v->uval < 0x80 ? v->uval : 1;
+		} else if (c == '\\') {
+			v->esc = 1;
+			return MG_SIG_NONE;
+		} else if (c == '"') {
+			return mg_view_string_end(v);
+		}
+		if (v->flags & (MG_J_CAPKEY | MG_J_CAPVAL))
+			return mg_view_char(v, c);
+		return MG_SIG_NONE;
+	}
+
+	msg_depth = v->batch ? 2 : 1;
+	switch (c) {
+	case ' ':
+	case '\t':
+	case '\r':
+	case '\n':
+		return MG_SIG_NONE;
+	case '"':
+		v->flags |= MG_J_STR;
+		if (v->depth != msg_depth)
+			return MG_SIG_NONE;
+		if (v->flags & MG_J_KEY) {
+			v->flags |= MG_J_CAPKEY | MG_J_KEYOK;
+			v->pos = 0;
+		} else if (v->flags & MG_J_VALUE) {
+			v->flags |= MG_J_CAPVAL;
+			v->pos = 0;
+			v->dot = 0;
+			__builtin_memset(v->key.name, 0, MG_METHOD_LEN);
+		}
+		return MG_SIG_NONE;
+	case '{':
+		if (v->depth == 0 || (v->depth == 1 && v->batch)) {
+			/* A message starts. */
+			if (v->depth == 0)
+				v->batch = 0;
+			v->depth++;
+			v->flags = MG_J_KEY;
+			return MG_SIG_NONE;
+		}
+		goto nested;
+	case '[':
+		if (v->depth == 0) {
+			v->batch = 1;
+			v->depth = 1;
+			v->flags = 0;
+			return MG_SIG_NONE;
+		}
+nested:
+		if (v->depth == msg_depth)
+			v->flags &= ~(MG_J_METHOD | MG_J_VALUE);
+		if (v->depth < 0xffff)
+			v->depth++;
+		return MG_SIG_NONE;
+	case '}':
+	case ']':
+		if (v->depth == 0)
+			break;
+		v->depth--;
+		if (v->depth == 0 || (v->batch && v->depth == 1 && c == '}')) {
+			if (v->messages < 255)
+				v->messages++;
+			v->flags = 0;
+		}
+		return MG_SIG_NONE;
+	case ':':
+		if (v->depth == msg_depth && (v->flags & MG_J_METHOD))
+			v->flags = (v->flags & ~MG_J_METHOD) | MG_J_VALUE;
+		return MG_SIG_NONE;
+	case ',':
+		if (v->depth == msg_depth)
+			v->flags = MG_J_KEY;
+		return MG_SIG_NONE;
+	case 0xef: /* a UTF-8 BOM, between messages */
+	case 0xbb:
+	case 0xbf:
+		if (v->depth == 0)
+			return MG_SIG_NONE;
+		break;
+	default:
+		break;
+	}
+	if (v->depth == 0) {
+		/* Not JSON: skip the line. */
+		v->flags |= MG_J_JUNK;
+		return MG_SIG_NONE;
+	}
+	/* A number, literal or stray byte inside: the method is not a string. */
+	if (v->depth == msg_depth)
+		v->flags &= ~(MG_J_METHOD | MG_J_VALUE);
+	return MG_SIG_NONE;
+}
+
+/* Records a match: its family and method name. */
+static __always_inline int mg_reader_hit(struct mg_reader *r,
+					 struct mg_json_view *v, __u8 sig)
+{
+	r->sig = sig;
+	__builtin_memcpy(r->method, v->key.name, MG_METHOD_LEN);
+	return MG_READ_MINING;
+}
+
+/* One byte of text (or of a WebSocket payload): HTTP framing, then both
+ * JSON views. */
+static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
+{
+	__u8 sig, lc, p;
+
+	if (http) {
+		if (c == '\n') {
+			if (r->line_pos == 0 && (r->http & (MG_H_CONNECT | MG_H_GET))) {
+				/* The blank line ending a request's headers. */
+				if (r->http & MG_H_CONNECT) {
+					mg_reader_restart(r);
+					return MG_READ_MORE;
+				}
+				if (r->http & MG_H_WS) {
+					r->frame = MG_FR_WS;
+					r->sub = MG_WS_OP;
+					r->need = 0;
+					return MG_READ_MORE;
+				}
+				r->http = 0;
+			}
+			if (r->http & MG_H_FIRST) {
+				if (r->line_pos >= 8 && (r->http & MG_H_CONNECT_OK))
+					r->http |= MG_H_CONNECT;
+				else if (r->line_pos >= 4 && (r->http & MG_H_GET_OK))
+					r->http |= MG_H_GET;
+				r->http &= ~(MG_H_FIRST | MG_H_CONNECT_OK | MG_H_GET_OK);
+			}
+			r->line_pos = 0;
+		} else if (c != '\r') {
+			p = r->line_pos;
+			if (r->http & MG_H_FIRST) {
+				if (p < 8 && c != (__u8)(MG_CONNECT_WORD >> (p * 8)))
+					r->http &= ~MG_H_CONNECT_OK;
+				if (p < 4 && c != (__u8)(MG_GET_WORD >> (p * 8)))
+					r->http &= ~MG_H_GET_OK;
+			}
+			if (r->http & MG_H_GET) {
+				/* "websocket", any case, anywhere in the headers. */
+				lc = mg_lower(c);
+				if (r->ws_pos < 8 && lc == (__u8)(MG_WEBSOCKE_WORD >> (r->ws_pos * 8)))
+					r->ws_pos++;
+				else if (r->ws_pos == 8 && lc == 't')
+					r->http |= MG_H_WS;
+				else
+					r->ws_pos = lc == 'w';
+			}
+			if (p < 255)
+				r->line_pos = p + 1;
+		}
+	}
+	sig = mg_view_byte(&r->line, c, 1);
+	if (sig)
+		return mg_reader_hit(r, &r->line, sig);
+	sig = mg_view_byte(&r->stream, c, 0);
+	if (sig)
+		return mg_reader_hit(r, &r->stream, sig);
+	return MG_READ_MORE;
+}
+
+/* Leaves a framing that did not hold: this byte starts a non-JSON line. */
+static __always_inline int mg_read_as_junk(struct mg_reader *r, __u8 c)
+{
+	r->frame = MG_FR_TEXT;
+	r->http = 0;
+	r->line_pos = 0;
+	r->line.flags = MG_J_JUNK;
+	r->stream.flags = MG_J_JUNK;
+	return mg_read_text(r, c, true);
+}
+
+/* Stratum V2 SetupConnection: extension 0x0000, type 0x00, a 3-byte
+ * length, protocol 0 (mining), min and max version 2 (little-endian). */
+static __always_inline int mg_read_v2(struct mg_reader *r, __u8 c)
+{
+	__u8 i = r->sub;
+	bool ok;
+
+	if (i >= 3 && i <= 5)
+		ok = true;
+	else if (i == 7 || i == 9)
+		ok = c == 2;
+	else
+		ok = c == 0;
+	if (!ok)
+		return mg_read_as_junk(r, c);
+	if (i == 10) {
+		r->sig = MG_SIG_V2;
+		__builtin_memset(r->method, 0, MG_METHOD_LEN);
+		return MG_READ_MINING;
+	}
+	r->sub = i + 1;
+	return MG_READ_MORE;
+}
+
+/* SOCKS5, client side: greeting, optional user/password, request. */
+static __always_inline int mg_read_socks5(struct mg_reader *r, __u8 c)
+{
+	switch (r->sub) {
+	case MG_S5_NMETHODS:
+		r->need = c;
+		r->sub = c ? MG_S5_METHODS : MG_S5_NEXT;
+		return MG_READ_MORE;
+	case MG_S5_METHODS:
+	case MG_S5_USER:
+	case MG_S5_PASS:
+	case MG_S5_CMD:
+	case MG_S5_ADDR:
+		if (r->need > 1) {
+			r->need--;
+			return MG_READ_MORE;
+		}
+		r->need = 0;
+		switch (r->sub) {
+		case MG_S5_USER:
+			r->sub = MG_S5_PLEN;
+			break;
+		case MG_S5_CMD:
+			r->sub = MG_S5_ATYP;
+			break;
+		case MG_S5_ADDR:
+			mg_reader_restart(r);
+			break;
+		default:
+			r->sub = MG_S5_NEXT;
+		}
+		return MG_READ_MORE;
+	case MG_S5_NEXT:
+		if (c == 1) {
+			r->sub = MG_S5_ULEN;
+		} else if (c == 5) {
+			r->sub = MG_S5_CMD;
+			r->need = 2; /* command, reserved */
+		} else {
+			return mg_read_as_junk(r, c);
+		}
+		return MG_READ_MORE;
+	case MG_S5_ULEN:
+	case MG_S5_PLEN:
+		r->need = c;
+		if (c)
+			r->sub = r->sub == MG_S5_ULEN ? MG_S5_USER : MG_S5_PASS;
+		else
+			r->sub = r->sub == MG_S5_ULEN ? MG_S5_PLEN : MG_S5_NEXT;
+		return MG_READ_MORE;
+	case MG_S5_ATYP:
+		if (c == 1) {
+			r->need = 4 + 2;
+		} else if (c == 4) {
+			r->need = 16 + 2;
+		} else if (c == 3) {
+			r->sub = MG_S5_DLEN;
+			return MG_READ_MORE;
+		} else {
+			return mg_read_as_junk(r, c);
+		}
+		r->sub = MG_S5_ADDR;
+		return MG_READ_MORE;
+	case MG_S5_DLEN:
+		r->need = c + 2;
+		r->sub = MG_S5_ADDR;
+		return MG_READ_MORE;
+	}
+	return mg_read_as_junk(r, c);
+}
+
+/*
+ * SOCKS4 and 4a: command, port (2), address (4), user id up to a NUL; with
+ * an address 0.0.0.x (x > 0, SOCKS4a) a host name up to a NUL follows.
+ * r->sub counts the fixed bytes; mask[0] remembers "4a".
+ */
+static __always_inline int mg_read_socks4(struct mg_reader *r, __u8 c)
+{
+	__u8 i = r->sub;
+
+	if (i < 7) {
+		if (i == 3)
+			r->mask[0] = 1;
+		if (i >= 3 && i <= 5 && c)
+			r->mask[0] = 0;
+		if (i == 6 && !c)
+			r->mask[0] = 0;
+		r->sub = i + 1;
+		return MG_READ_MORE;
+	}
+	if (c)
+		return MG_READ_MORE;
+	if (i == 7 && r->mask[0]) {
+		r->sub = 8; /* the SOCKS4a host name */
+		return MG_READ_MORE;
+	}
+	mg_reader_restart(r);
+	return MG_READ_MORE;
+}
+
+/* WebSocket frames from the client: header, masking key, payload. */
+static __always_inline int mg_read_ws(struct mg_reader *r, __u8 c)
+{
+	__u8 len;
+
+	switch (r->sub) {
+	case MG_WS_OP:
+		/* Continuation, text and binary frames carry the messages;
+		 * control frames (ping, pong, close) are skipped. */
+		r->ws_data = (c & 0x0f) <= 2;
+		r->sub = MG_WS_LEN;
+		return MG_READ_MORE;
+	case MG_WS_LEN:
+		len = c & 0x7f;
+		r->mask_i = 0;
+		__builtin_memset(r->mask, 0, 4);
+		r->need = len;
+		r->ws_pos = c & 0x80; /* masked */
+		if (len >= 126) {
+			r->need = 0;
+			r->mask_i = len == 126 ? 2 : 8;
+			r->sub = MG_WS_EXT;
+			return MG_READ_MORE;
+		}
+		goto header_done;
+	case MG_WS_EXT:
+		/* Big-endian length; more than 4 GiB reads as "the rest". */
+		if (r->need >> 24)
+			r->need = 0xffffffff;
+		else
+			r->need = r->need << 8 | c;
+		if (--r->mask_i)
+			return MG_READ_MORE;
+		goto header_done;
+	case MG_WS_MASK:
+		r->mask[r->mask_i & 3] = c;
+		if (++r->mask_i < 4)
+			return MG_READ_MORE;
+		r->mask_i = 0;
+		r->sub = r->need ? MG_WS_DATA : MG_WS_OP;
+		return MG_READ_MORE;
+	case MG_WS_DATA:
+		c ^= r->mask[r->mask_i & 3];
+		r->mask_i++;
+		if (--r->need == 0)
+			r->sub = MG_WS_OP;
+		if (r->ws_data)
+			return mg_read_text(r, c, false);
+		return MG_READ_MORE;
+	}
+	return MG_READ_MORE;
+
+header_done:
+	if (r->ws_pos) {
+		r->ws_pos = 0;
+		r->mask_i = 0;
+		r->sub = MG_WS_MASK;
+	} else {
+		r->sub = r->need ? MG_WS_DATA : MG_WS_OP;
+	}
+	return MG_READ_MORE;
+}
+
+/* One byte of the socket's stream. */
+static __noinline int mg_read_byte(struct mg_reader *r, __u8 c)
+{
+	if (!r)
+		return MG_READ_DONE;
+	if (r->seen >= MG_READ_BUDGET || r->line.messages >= MG_READ_MESSAGES)
+		return MG_READ_DONE;
+	r->seen++;
+	switch (r->frame) {
+	case MG_FR_START:
+		r->sub = 0;
+		r->need = 0;
+		if (c == 0x00) {
+			r->frame = MG_FR_V2;
+			r->sub = 1;
+			return MG_READ_MORE;
+		}
+		if (c == 0x05) {
+			r->frame = MG_FR_SOCKS5;
+			return MG_READ_MORE;
+		}
+		if (c == 0x04) {
+			r->frame = MG_FR_SOCKS4;
+			return MG_READ_MORE;
+		}
+		r->frame = MG_FR_TEXT;
+		r->http = MG_H_FIRST | MG_H_CONNECT_OK | MG_H_GET_OK;
+		r->line_pos = 0;
+		r->ws_pos = 0;
+		return mg_read_text(r, c, true);
+	case MG_FR_TEXT:
+		return mg_read_text(r, c, true);
+	case MG_FR_V2:
+		return mg_read_v2(r, c);
+	case MG_FR_SOCKS5:
+		return mg_read_socks5(r, c);
+	case MG_FR_SOCKS4:
+		return mg_read_socks4(r, c);
+	case MG_FR_WS:
+		return mg_read_ws(r, c);
+	}
+	return MG_READ_DONE;
+}
+
+/* Whether the reader has nothing left to read. */
+static __always_inline bool mg_reader_spent(const struct mg_reader *r)
+{
+	return r->seen >= MG_READ_BUDGET || r->line.messages >= MG_READ_MESSAGES;
+}
+
+/* Puts a match into a Stratum event: the family in path[0], the method
+ * name after it. */
+static __always_inline void mg_stratum_event_method(struct mg_event *e,
+						    const struct mg_reader *r)
+{
+	e->path[0] = r->sig;
+	__builtin_memcpy(e->path + 1, r->method, MG_METHOD_LEN);
+	e->path[MG_METHOD_LEN + 1] = 0;
+}
+
+/* Feeding a buffer to a reader with bpf_loop. */
+struct mg_feed {
+	struct mg_reader *r;
+	const __u8 *buf; /* MG_READ_BUDGET bytes readable */
+	__u32 verdict;
+	__u32 at; /* index of the byte that decided */
+};
+
+static long mg_feed_byte(__u32 i, void *ctx)
+{
+	struct mg_feed *f = ctx;
+	int v;
+
+	v = mg_read_byte(f->r, f->buf[i & (MG_READ_BUDGET - 1)]);
+	if (v == MG_READ_MORE)
+		return 0;
+	f->verdict = v;
+	f->at = i;
+	return 1;
+}
+
+/* Reads buf[0..n) (n <= MG_READ_BUDGET). Returns a verdict. */
+static __always_inline int mg_reader_feed(struct mg_reader *r, const __u8 *buf,
+					  __u32 n)
+{
+	struct mg_feed f = { .r = r, .buf = buf, .verdict = MG_READ_MORE };
+
+	if (n > MG_READ_BUDGET)
+		n = MG_READ_BUDGET;
+	bpf_loop(n, mg_feed_byte, &f, 0);
+	if (f.verdict == MG_READ_MORE && mg_reader_spent(r))
+		return MG_READ_DONE;
+	return f.verdict;
+}
+
+#endif

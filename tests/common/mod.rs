@@ -10,7 +10,7 @@ use std::{
         unix::process::{CommandExt, ExitStatusExt},
     },
     path::{Path, PathBuf},
-    process::{Command, ExitStatus},
+    process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -19,6 +19,15 @@ use minerguard::{
     Action, BackendChoice, Enforcer, EnforcerOptions, Event, PolicyHandle, Profile, RuleKind,
     Scope,
 };
+
+pub mod pool;
+pub mod proxy;
+pub mod stream;
+pub mod xmrig;
+
+// Not every test binary that includes this module uses them all.
+#[allow(unused_imports)]
+pub use {pool::*, proxy::*, stream::*, xmrig::*};
 
 /// Whether the kernel tests can run here. Without root or a usable backend
 /// they fail loudly, unless MINERGUARD_ALLOW_SKIP=1 (then they print why
@@ -145,13 +154,7 @@ impl Drop for Scoped {
 
 /// Runs `cmd` inside `cgroup` (or outside any test cgroup when `None`).
 pub fn run_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Result<ExitStatus> {
-    if let Some(cg) = cgroup {
-        let procs = cg.procs_file().expect("open cgroup.procs");
-        // SAFETY: join_cgroup_raw is a single write(2).
-        unsafe {
-            cmd.pre_exec(move || join_cgroup_raw(&procs));
-        }
-    }
+    join_on_exec(cgroup, cmd);
     // ETXTBSY: a child forked by a parallel test may still hold an inherited
     // write descriptor of a freshly copied program; retry until it is gone.
     for _ in 0..100 {
@@ -163,6 +166,32 @@ pub fn run_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Resul
         }
     }
     cmd.status()
+}
+
+/// Makes `cmd`'s child join `cgroup` (when given) before it execs.
+fn join_on_exec(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) {
+    if let Some(cg) = cgroup {
+        let procs = cg.procs_file().expect("open cgroup.procs");
+        // SAFETY: join_cgroup_raw is a single write(2).
+        unsafe {
+            cmd.pre_exec(move || join_cgroup_raw(&procs));
+        }
+    }
+}
+
+/// Starts `cmd` inside `cgroup` (or outside any test cgroup when `None`)
+/// without waiting for it (retried on ETXTBSY, see [`run_in`]).
+pub fn spawn_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Result<Child> {
+    join_on_exec(cgroup, cmd);
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    cmd.spawn()
 }
 
 /// Result of a connect made by a forked child.
@@ -519,6 +548,39 @@ pub enum SendVia {
     Writev,
 }
 
+/// One call of `via` on socket `s` with `part` (split over two iovecs for
+/// writev and sendmsg): what the call returned. Async-signal-safe, for a
+/// forked child.
+///
+/// # Safety
+/// `s` is a socket of this process.
+pub unsafe fn send_once(s: i32, part: &[u8], via: SendVia) -> isize {
+    let half = part.len() / 2;
+    let iov = [
+        libc::iovec {
+            iov_base: part.as_ptr() as *mut libc::c_void,
+            iov_len: half,
+        },
+        libc::iovec {
+            iov_base: part.as_ptr().add(half) as *mut libc::c_void,
+            iov_len: part.len() - half,
+        },
+    ];
+    let p = part.as_ptr().cast();
+    match via {
+        SendVia::Send => libc::send(s, p, part.len(), 0),
+        SendVia::Sendto => libc::sendto(s, p, part.len(), 0, std::ptr::null(), 0),
+        SendVia::Write => libc::write(s, p, part.len()),
+        SendVia::Writev => libc::writev(s, iov.as_ptr(), 2),
+        SendVia::Sendmsg => {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = 2;
+            libc::sendmsg(s, &msg, 0)
+        }
+    }
+}
+
 /// Connects to `addr` from a child forked into `cgroup` and sends `data`
 /// in `chunk`-byte calls of `via`: `Code(0)` when all went out, `Code(100 +
 /// errno)` at the first failed call, or the signal that killed the child.
@@ -536,30 +598,7 @@ pub fn send_chunks_in(
             return 99;
         }
         for part in data.chunks(chunk) {
-            let half = part.len() / 2;
-            let iov = [
-                libc::iovec {
-                    iov_base: part.as_ptr() as *mut libc::c_void,
-                    iov_len: half,
-                },
-                libc::iovec {
-                    iov_base: part.as_ptr().add(half) as *mut libc::c_void,
-                    iov_len: part.len() - half,
-                },
-            ];
-            let p = part.as_ptr().cast();
-            let sent = match via {
-                SendVia::Send => libc::send(s, p, part.len(), 0),
-                SendVia::Sendto => libc::sendto(s, p, part.len(), 0, std::ptr::null(), 0),
-                SendVia::Write => libc::write(s, p, part.len()),
-                SendVia::Writev => libc::writev(s, iov.as_ptr(), 2),
-                SendVia::Sendmsg => {
-                    let mut msg: libc::msghdr = std::mem::zeroed();
-                    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-                    msg.msg_iovlen = 2;
-                    libc::sendmsg(s, &msg, 0)
-                }
-            };
+            let sent = send_once(s, part, via);
             if sent != part.len() as isize {
                 let errno = *libc::__errno_location();
                 // Give a userspace SIGKILL (for `kill` rules) time to land.

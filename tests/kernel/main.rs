@@ -12,6 +12,10 @@
 //! - `stratum`: the Stratum signature on a socket's first bytes, whatever
 //!   call sends them (sendfile and TCP Fast Open too), and which sockets are
 //!   tracked.
+//! - `stratum_evasions`: the Stratum judge against what real pools accept
+//!   (BOM, junk lines, key order, escapes, case, batches, other mining
+//!   methods, SOCKS/HTTP CONNECT/WebSocket tunnels, real XMRig through
+//!   SOCKS5), and clean traffic passing byte for byte.
 //! - `domains`: domains resolved to addresses, refreshed.
 //! - `device`: MSR device opens.
 //! - `lifecycle`: scopes and nesting, update, remove, failed apply, audit
@@ -43,6 +47,7 @@ mod exec;
 mod exec_rules;
 mod lifecycle;
 mod stratum;
+mod stratum_evasions;
 
 use minerguard::{Action, Profile, Rule};
 

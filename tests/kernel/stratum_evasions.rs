@@ -1,0 +1,866 @@
+//! The Stratum judge against what real pools accept (issue #19): a mining
+//! method hidden behind a BOM, blank or junk lines, other keys, padding,
+//! `\u` escapes, another case, a batch, a harmless first message, other
+//! mining protocols, a SOCKS or HTTP CONNECT tunnel, or a WebSocket, must
+//! still be refused; clean traffic must pass byte for byte.
+//!
+//! Each evasion case is first sent outside the scope, where the fake pool
+//! (tests/common/pool.rs, which parses like pool software, leniently) must
+//! take its mining method: that proves the case is a real evasion and the
+//! check below can fail. In the scope the pool must take no mining method
+//! and receive no whole quoted method name, the client's send must fail
+//! with `Enforcer::stratum_errno` (and so must the next send on that
+//! socket), and a `stratum-protocol` event must name the socket's peer.
+//! Every case runs; a test fails listing all the cases that failed (and
+//! prints `ok`/`FAIL` per case; `--nocapture` shows them).
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use minerguard::{cgroup::OwnedCgroup, Action, Profile, Rule, Target};
+
+use crate::common::*;
+
+fn stratum_profile() -> Profile {
+    Profile::new("stratum").rule(Rule::stratum(
+        "stratum-protocol",
+        Action::Deny,
+        Vec::<String>::new(),
+    ))
+}
+
+const SUBSCRIBE: &str =
+    "{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"cpuminer/2.5.1\"]}\n";
+const AUTHORIZE: &str =
+    "{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"wallet.rig1\",\"x\"]}\n";
+const WALLET: &str = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A";
+
+/// XMRig's login, as XMRig 6.16 sends it (its algo list shortened).
+fn login() -> String {
+    format!(
+        "{{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{{\"login\":\"{WALLET}\",\
+         \"pass\":\"x\",\"agent\":\"XMRig/6.16.0 (Linux x86_64) libuv/1.42.0 gcc/5.4.0\",\
+         \"algo\":[\"cn/r\",\"rx/0\",\"rx/wow\"]}}}}\n"
+    )
+}
+
+/// The calls a case is sent in.
+const WHOLE: &[Chunks] = &[Chunks::Whole];
+const SPLIT: &[Chunks] = &[Chunks::Whole, Chunks::Of(7), Chunks::Of(1)];
+
+/// The call that sends `chunks`: 7-byte parts go with writev over two
+/// iovecs (3 + 4 bytes), the rest with send.
+fn via(chunks: Chunks) -> SendVia {
+    match chunks {
+        Chunks::Of(7) => SendVia::Writev,
+        _ => SendVia::Send,
+    }
+}
+
+/// One way of sending a mining method to a pool.
+struct Case {
+    label: String,
+    tunnel: Tunnel,
+    payload: Vec<u8>,
+    /// The mining method the pool takes from it (outside the scope).
+    method: &'static str,
+    chunks: &'static [Chunks],
+}
+
+fn case(label: impl Into<String>, payload: impl Into<Vec<u8>>, method: &'static str) -> Case {
+    Case {
+        label: label.into(),
+        tunnel: Tunnel::Direct,
+        payload: payload.into(),
+        method,
+        chunks: WHOLE,
+    }
+}
+
+impl Case {
+    /// Also sent in 7-byte and 1-byte calls.
+    fn split(mut self) -> Self {
+        self.chunks = SPLIT;
+        self
+    }
+
+    fn through(mut self, tunnel: Tunnel) -> Self {
+        self.tunnel = tunnel;
+        self
+    }
+}
+
+/// Where a client goes to reach `server` through `tunnel`: the proxy (kept
+/// running while it lives), the first hop and the handshake.
+struct Route {
+    _proxy: Option<Proxy>,
+    to: SocketAddr,
+    handshake: Vec<Step>,
+}
+
+fn route(tunnel: Tunnel, server: SocketAddr) -> Route {
+    let proxy = tunnel.proxy().map(Proxy::start);
+    Route {
+        to: proxy.as_ref().map_or(server, Proxy::addr),
+        handshake: tunnel.handshake(server),
+        _proxy: proxy,
+    }
+}
+
+/// Whether the handshake got through (then the server saw a connection).
+fn reached_server(out: &StreamOutcome) -> bool {
+    !matches!(
+        out,
+        StreamOutcome::ConnectFailed(_) | StreamOutcome::HandshakeFailed { .. }
+    )
+}
+
+/// Sends `case` to a fresh fake pool from a child in `cgroup` (or outside
+/// any), waits until the pool saw the connection close, and returns the
+/// pool, the client's first hop and how the client did.
+fn send_case(
+    case: &Case,
+    cgroup: Option<&OwnedCgroup>,
+    chunks: Chunks,
+) -> (FakePool, SocketAddr, StreamOutcome) {
+    let pool = FakePool::start();
+    let r = route(case.tunnel, pool.addr());
+    let out = send_stream_in(
+        cgroup,
+        r.to,
+        &r.handshake,
+        &case.payload,
+        chunks,
+        via(chunks),
+    );
+    if reached_server(&out) {
+        assert!(
+            pool.wait_closed(1),
+            "{}: the pool's connection did not close",
+            case.label
+        );
+    }
+    (pool, r.to, out)
+}
+
+/// Runs every case (see the module doc) and fails listing those that failed.
+fn assert_all_refused(scoped: &Scoped, cases: &[Case]) {
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let errno = enforcer.stratum_errno();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for case in cases {
+        // Outside the scope the pool takes the method: a real evasion.
+        let (pool, _, out) = send_case(case, None, Chunks::Whole);
+        let taken = pool.methods();
+        if out != StreamOutcome::AllSent
+            || !taken.iter().any(|m| m.eq_ignore_ascii_case(case.method))
+        {
+            failures.push(format!(
+                "{} [outside the scope]: the fake pool should take {:?}; client {out:?}, pool took {taken:?}",
+                case.label, case.method
+            ));
+            continue;
+        }
+        for &chunks in case.chunks {
+            runs += 1;
+            let label = format!("{} [{chunks}, {:?}]", case.label, via(chunks));
+            let (pool, to, out) = send_case(case, Some(cg), chunks);
+            let mut problems = Vec::new();
+            let taken = pool.mining_methods();
+            if !taken.is_empty() {
+                problems.push(format!("the pool took {taken:?}"));
+            }
+            let quoted = format!("\"{}\"", case.method);
+            if contains_ignore_case(&pool.bytes(), quoted.as_bytes()) {
+                problems.push(format!("the pool received {quoted} whole"));
+            }
+            if !out.refused_with(errno) {
+                problems.push(format!(
+                    "the client was not refused with errno {errno} (then again): {out:?}"
+                ));
+            } else if wait_event(enforcer, |e| {
+                e.rule.as_ref() == "stratum-protocol"
+                    && matches!(e.target, Target::Stratum { addr, .. } if addr == to)
+            })
+            .is_none()
+            {
+                problems.push(format!("no stratum-protocol event for {to}"));
+            }
+            if problems.is_empty() {
+                eprintln!("ok   {label}");
+            } else {
+                eprintln!("FAIL {label}: {}", problems.join("; "));
+                failures.push(format!("{label}: {}", problems.join("; ")));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+#[test]
+fn mining_after_skipped_bytes_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let cases = [
+        case(
+            "a UTF-8 BOM",
+            format!("\u{feff}{SUBSCRIBE}"),
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "9 newlines",
+            format!("{}{SUBSCRIBE}", "\n".repeat(9)),
+            "mining.subscribe",
+        ),
+        case(
+            "20 CRLF blank lines",
+            format!("{}{SUBSCRIBE}", "\r\n".repeat(20)),
+            "mining.subscribe",
+        ),
+        case(
+            "a line of 40 spaces",
+            format!("{}\n{SUBSCRIBE}", " ".repeat(40)),
+            "mining.subscribe",
+        ),
+        case(
+            "spaces and tabs before the object",
+            format!(" \t  \t {SUBSCRIBE}"),
+            "mining.subscribe",
+        ),
+        case(
+            "a non-JSON line (hello)",
+            format!("hello\n{SUBSCRIBE}"),
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "junk lines: hello, 300 bytes of x, {not json}",
+            format!("hello\n{}\n{{not json}}\n{AUTHORIZE}", "x".repeat(300)),
+            "mining.authorize",
+        ),
+        case(
+            "JSON that is not an object: a string and a number line",
+            format!("\"hello\"\n42\n{SUBSCRIBE}"),
+            "mining.subscribe",
+        ),
+        case(
+            "BOM, blank lines, spaces, junk, then XMRig's login",
+            format!("\u{feff}\n\n   \nhello\n{}", login()),
+            "login",
+        )
+        .split(),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+#[test]
+fn mining_method_in_any_key_position_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let cases = [
+        case(
+            "params (a 200-byte array) before method",
+            format!(
+                "{{\"id\":1,\"params\":[\"{}\"],\"method\":\"mining.subscribe\"}}\n",
+                "a".repeat(200)
+            ),
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "params (XMRig's login object) before method",
+            format!(
+                "{{\"params\":{{\"login\":\"{WALLET}\",\"pass\":\"x\",\"agent\":\"XMRig/6.16.0 \
+                 (Linux x86_64) libuv/1.42.0 gcc/5.4.0\",\"algo\":[\"cn/r\",\"rx/0\"]}},\
+                 \"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\"}}\n"
+            ),
+            "login",
+        ),
+        case(
+            "200 spaces push \"method\" past byte 128",
+            format!(
+                "{{\"id\":1,{}\"method\":\"mining.subscribe\",\"params\":[]}}\n",
+                " ".repeat(200)
+            ),
+            "mining.subscribe",
+        ),
+        case(
+            "200 spaces push the method's value past byte 128",
+            format!(
+                "{{\"id\":2,\"method\":{}\"mining.authorize\",\"params\":[\"w\",\"x\"]}}\n",
+                " ".repeat(200)
+            ),
+            "mining.authorize",
+        )
+        .split(),
+        case(
+            "spaces around the colon",
+            "{ \"id\" : 1 , \"method\"   :   \"mining.subscribe\" , \"params\" : [ ] }\n",
+            "mining.subscribe",
+        ),
+        case(
+            "a nested method key before the top-level one",
+            format!(
+                "{{\"id\":1,\"params\":{{\"method\":\"client.show_message\",\"text\":\"{}\"}},\
+                 \"method\":\"mining.subscribe\"}}\n",
+                "t".repeat(60)
+            ),
+            "mining.subscribe",
+        ),
+        case(
+            "an escaped quote in an earlier string",
+            "{\"id\":1,\"worker\":\"rig\\\",\\\"method\\\":\\\"x\",\"method\":\"mining.subscribe\"}\n",
+            "mining.subscribe",
+        ),
+        case(
+            "3000 bytes of params before method (within 4096)",
+            format!(
+                "{{\"id\":1,\"params\":[\"{}\"],\"method\":\"mining.subscribe\"}}\n",
+                "b".repeat(3000)
+            ),
+            "mining.subscribe",
+        ),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+#[test]
+fn escaped_and_upper_case_mining_methods_are_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let cases = [
+        case(
+            "\\u in the key: \"met\\u0068od\"",
+            "{\"id\":1,\"met\\u0068od\":\"mining.subscribe\",\"params\":[]}\n",
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "\\u in the value: \"\\u006dining.subscribe\"",
+            "{\"id\":1,\"method\":\"\\u006dining.subscribe\",\"params\":[]}\n",
+            "mining.subscribe",
+        ),
+        case(
+            "every character of the value escaped",
+            "{\"id\":1,\"method\":\"\\u006d\\u0069\\u006e\\u0069\\u006e\\u0067\\u002e\\u0073\\u0075\
+             \\u0062\\u0073\\u0063\\u0072\\u0069\\u0062\\u0065\",\"params\":[]}\n",
+            "mining.subscribe",
+        ),
+        case(
+            "\\u in key and value of XMRig's login",
+            format!(
+                "{{\"id\":1,\"jsonrpc\":\"2.0\",\"\\u006d\\u0065thod\":\"l\\u006Fgin\",\
+                 \"params\":{{\"login\":\"{WALLET}\",\"pass\":\"x\"}}}}\n"
+            ),
+            "login",
+        ),
+        case(
+            "upper-case key METHOD",
+            "{\"id\":1,\"METHOD\":\"mining.subscribe\",\"params\":[]}\n",
+            "mining.subscribe",
+        ),
+        case(
+            "upper-case value MINING.SUBSCRIBE",
+            "{\"id\":1,\"method\":\"MINING.SUBSCRIBE\",\"params\":[]}\n",
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "mixed case: \"Method\": \"Mining.Authorize\"",
+            "{\"id\":2,\"Method\":\"Mining.Authorize\",\"params\":[\"w\",\"x\"]}\n",
+            "mining.authorize",
+        ),
+        case(
+            "upper-case LOGIN",
+            format!("{{\"id\":1,\"method\":\"LOGIN\",\"params\":{{\"login\":\"{WALLET}\"}}}}\n"),
+            "login",
+        ),
+        case(
+            "an escaped capital: \"\\u004Dining.subscribe\"",
+            "{\"id\":1,\"method\":\"\\u004Dining.subscribe\",\"params\":[]}\n",
+            "mining.subscribe",
+        ),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+#[test]
+fn mining_in_a_batch_or_after_a_harmless_message_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let harmless = |id: u32| format!("{{\"id\":{id},\"method\":\"client.ping\",\"params\":[]}}\n");
+    let cases = [
+        case(
+            "a batch [mining.subscribe, mining.authorize]",
+            "[{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]},\
+             {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"w\",\"x\"]}]\n",
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "a batch whose first call is harmless",
+            "[{\"id\":1,\"method\":\"client.get_version\",\"params\":[]},\
+             {\"id\":2,\"method\":\"mining.subscribe\",\"params\":[]}]\n",
+            "mining.subscribe",
+        ),
+        case(
+            "a batch after a BOM and spaces",
+            "\u{feff}  [ {\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]} ]\n",
+            "mining.subscribe",
+        ),
+        case(
+            "a harmless 200-byte client.get_version, then mining.subscribe",
+            format!(
+                "{{\"id\":0,\"method\":\"client.get_version\",\"params\":[\"{}\"]}}\n{SUBSCRIBE}",
+                "v".repeat(200)
+            ),
+            "mining.subscribe",
+        )
+        .split(),
+        case(
+            "eth_blockNumber, then XMRig's login",
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"eth_blockNumber\",\"params\":[],\"id\":83}}\n{}",
+                login()
+            ),
+            "login",
+        ),
+        case(
+            "seven harmless messages, then mining.subscribe (the 8th)",
+            format!(
+                "{}{SUBSCRIBE}",
+                (1..=7).map(harmless).collect::<Vec<_>>().concat()
+            ),
+            "mining.subscribe",
+        ),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+/// An HTTP/1.1 POST of a JSON-RPC body, as a miner talks to a daemon.
+fn http_post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nUser-Agent: miner/1.0\r\n\
+         Accept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn every_mining_method_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let gbt = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":\"0\",\"method\":\"getblocktemplate\",\
+         \"params\":{{\"wallet_address\":\"{WALLET}\",\"reserve_size\":60}}}}"
+    );
+    let cases = [
+        case(
+            "XMRig submit",
+            "{\"id\":2,\"jsonrpc\":\"2.0\",\"method\":\"submit\",\"params\":{\"id\":\"a1b2c3\",\
+             \"job_id\":\"j77\",\"nonce\":\"0000a1b2\",\"result\":\"e1364b8782719d7683e2ccd3d8f72484\"}}\n",
+            "submit",
+        ),
+        case(
+            "XMRig getjob",
+            "{\"id\":3,\"jsonrpc\":\"2.0\",\"method\":\"getjob\",\"params\":{\"id\":\"a1b2c3\"}}\n",
+            "getjob",
+        ),
+        case(
+            "XMRig keepalived",
+            "{\"id\":4,\"jsonrpc\":\"2.0\",\"method\":\"keepalived\",\"params\":{\"id\":\"a1b2c3\"}}\n",
+            "keepalived",
+        ),
+        case(
+            "EthProxy eth_submitLogin",
+            "{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"eth_submitLogin\",\
+             \"params\":[\"0xb85150eb365e7df0941f0cf08235f987ba91506a\"],\"worker\":\"rig1\"}\n",
+            "eth_submitLogin",
+        )
+        .split(),
+        case(
+            "EthProxy eth_getWork",
+            "{\"id\":2,\"jsonrpc\":\"2.0\",\"method\":\"eth_getWork\",\"params\":[]}\n",
+            "eth_getWork",
+        ),
+        case(
+            "EthProxy eth_submitWork",
+            "{\"id\":3,\"jsonrpc\":\"2.0\",\"method\":\"eth_submitWork\",\"params\":[\
+             \"0x0000000000000001\",\"0x1c4d2a9f8e7b6a5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d\",\
+             \"0xd1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2\"]}\n",
+            "eth_submitWork",
+        ),
+        case(
+            "getblocktemplate in an HTTP POST body",
+            http_post("/json_rpc", &gbt),
+            "getblocktemplate",
+        )
+        .split(),
+        case(
+            "submitblock in an HTTP POST body",
+            http_post(
+                "/",
+                "{\"jsonrpc\":\"1.0\",\"id\":\"miner\",\"method\":\"submitblock\",\
+                 \"params\":[\"0000002083a1c0c2e1b4b1a0ffee\"]}",
+            ),
+            "submitblock",
+        ),
+        case(
+            "an HTTP GET, then getblocktemplate POSTed on the same connection",
+            format!(
+                "GET /get_info HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n{}",
+                http_post("/json_rpc", &gbt)
+            ),
+            "getblocktemplate",
+        ),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+#[test]
+fn mining_through_a_proxy_tunnel_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let mut cases = Vec::new();
+    for tunnel in Tunnel::PROXIES {
+        let sub = case(
+            format!("{tunnel:?}, then mining.subscribe"),
+            SUBSCRIBE,
+            "mining.subscribe",
+        )
+        .through(tunnel);
+        let login =
+            case(format!("{tunnel:?}, then XMRig's login"), login(), "login").through(tunnel);
+        match tunnel {
+            Tunnel::Socks5 => cases.extend([sub.split(), login]),
+            Tunnel::HttpConnect => cases.extend([sub, login.split()]),
+            _ => cases.extend([sub, login]),
+        }
+    }
+    assert_all_refused(&scoped, &cases);
+}
+
+#[test]
+fn mining_over_a_websocket_is_refused() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let sub = SUBSCRIBE.trim_end().as_bytes();
+    let (head, tail) = sub.split_at(sub.len() / 2);
+    let ws = |label: &str, frames: Vec<u8>, method| {
+        case(label, frames, method).through(Tunnel::WebSocket)
+    };
+    let cases = [
+        ws("one masked frame", ws_message(sub, 1), "mining.subscribe").split(),
+        ws(
+            "two frames: text then continuation",
+            ws_message(sub, 2),
+            "mining.subscribe",
+        )
+        .split(),
+        ws(
+            "a ping between the fragments",
+            [
+                ws_frame(WS_TEXT, false, head, [1, 2, 3, 4]),
+                ws_frame(WS_PING, true, b"ping", [5, 6, 7, 8]),
+                ws_frame(WS_CONTINUATION, true, tail, [9, 10, 11, 12]),
+            ]
+            .concat(),
+            "mining.subscribe",
+        ),
+        ws(
+            "a chat message, then mining.subscribe",
+            [
+                ws_message(b"{\"type\":\"chat\",\"text\":\"hi\"}", 1),
+                ws_message(sub, 1),
+            ]
+            .concat(),
+            "mining.subscribe",
+        ),
+        ws(
+            "XMRig's login in a 16-bit-length frame",
+            ws_message(login().trim_end().as_bytes(), 1),
+            "login",
+        ),
+    ];
+    assert_all_refused(&scoped, &cases);
+}
+
+/// Clean traffic: what a server must receive exactly, and the calls it is
+/// sent in.
+struct Clean {
+    label: &'static str,
+    tunnel: Tunnel,
+    payload: Vec<u8>,
+    chunks: &'static [Chunks],
+}
+
+fn clean(label: &'static str, tunnel: Tunnel, payload: impl Into<Vec<u8>>) -> Clean {
+    Clean {
+        label,
+        tunnel,
+        payload: payload.into(),
+        chunks: SPLIT,
+    }
+}
+
+/// `len` bytes that look like a compressed upload (xorshift).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn clean_traffic_passes_untouched() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let get = "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+    let lsp_body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"processId\":4242,\
+                    \"rootUri\":\"file:///home/dev/project\",\"capabilities\":{\"textDocument\":{}}}}";
+    let eth = "{\"jsonrpc\":\"2.0\",\"method\":\"eth_blockNumber\",\"params\":[],\"id\":83}";
+    let chat = b"{\"type\":\"chat\",\"text\":\"hi\"}";
+    let mut upload = format!(
+        "PUT /upload/backup.tar.zst HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        4 << 20
+    )
+    .into_bytes();
+    upload.extend(noise(4 << 20));
+    let cases = [
+        clean("an HTTP/1.1 GET", Tunnel::Direct, get),
+        clean(
+            "an HTTP POST with a JSON body",
+            Tunnel::Direct,
+            http_post(
+                "/api/orders",
+                "{\"method\":\"card\",\"item\":\"widget\",\"qty\":2,\"note\":\"login later\"}",
+            ),
+        ),
+        clean(
+            "a WebSocket chat",
+            Tunnel::WebSocket,
+            [
+                ws_message(chat, 1),
+                ws_message(b"{\"type\":\"chat\",\"text\":\"how are you?\"}", 2),
+                ws_message(chat, 1),
+            ]
+            .concat(),
+        ),
+        clean(
+            "an LSP initialize (Content-Length framed)",
+            Tunnel::Direct,
+            format!("Content-Length: {}\r\n\r\n{lsp_body}", lsp_body.len()),
+        ),
+        clean("Ethereum eth_blockNumber", Tunnel::Direct, format!("{eth}\n")),
+        clean(
+            "eth_blockNumber in an HTTP POST",
+            Tunnel::Direct,
+            http_post("/", eth),
+        ),
+        clean(
+            "a JSON-RPC batch of non-mining calls",
+            Tunnel::Direct,
+            format!(
+                "[{eth},{{\"jsonrpc\":\"2.0\",\"method\":\"eth_getBalance\",\
+                 \"params\":[\"0x407d73d8a49eeb85d32cf465507dd71d507100c1\",\"latest\"],\"id\":2}}]\n"
+            ),
+        ),
+        clean(
+            "JSON-RPC methods that only start like mining ones",
+            Tunnel::Direct,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"submitOrder\",\"params\":[]}\n\
+             {\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"loginUser\",\"params\":{\"user\":\"alice\"}}\n",
+        ),
+        clean("SOCKS5 to an HTTP server", Tunnel::Socks5, get),
+        clean("SOCKS5 (user/pass) to an HTTP server", Tunnel::Socks5Auth, get),
+        clean("SOCKS4 to an HTTP server", Tunnel::Socks4, get),
+        clean("SOCKS4a to an HTTP server", Tunnel::Socks4a, get),
+        clean("HTTP CONNECT to an HTTP server", Tunnel::HttpConnect, get),
+        Clean {
+            chunks: &[Chunks::Whole, Chunks::Of(64 * 1024)],
+            ..clean("a 4 MiB upload", Tunnel::Direct, upload)
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        for &chunks in case.chunks {
+            let label = format!("{} [{chunks}, {:?}]", case.label, via(chunks));
+            let server = if case.tunnel == Tunnel::WebSocket {
+                Sink::websocket()
+            } else {
+                Sink::start()
+            };
+            let r = route(case.tunnel, server.addr());
+            let out = send_stream_in(
+                Some(cg),
+                r.to,
+                &r.handshake,
+                &case.payload,
+                chunks,
+                via(chunks),
+            );
+            // A WebSocket server receives the upgrade too; a proxy's target
+            // only what follows the handshake.
+            let mut want = Vec::new();
+            if case.tunnel == Tunnel::WebSocket {
+                want.extend(r.handshake.iter().flat_map(|s| s.send.iter().copied()));
+            }
+            want.extend_from_slice(&case.payload);
+            let closed = reached_server(&out) && server.wait_closed(1);
+            let got = server.bytes();
+            let mut problems = Vec::new();
+            if out != StreamOutcome::AllSent {
+                problems.push(format!("the client got {out:?}"));
+            }
+            if !closed {
+                problems.push("the server's connection did not close".to_string());
+            }
+            if got != want {
+                let first_diff = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+                problems.push(format!(
+                    "the server received {} bytes, not the {} sent (they differ from byte {first_diff})",
+                    got.len(),
+                    want.len()
+                ));
+            }
+            if problems.is_empty() {
+                eprintln!("ok   {label}");
+            } else {
+                eprintln!("FAIL {label}: {}", problems.join("; "));
+                failures.push(format!("{label}: {}", problems.join("; ")));
+            }
+        }
+    }
+    let events = events_within(enforcer, Duration::from_millis(500), |e| {
+        e.rule.as_ref() == "stratum-protocol"
+    });
+    assert!(
+        failures.is_empty() && events.is_empty(),
+        "clean traffic was touched:\n  {}\nevents: {events:?}",
+        failures.join("\n  ")
+    );
+}
+
+/// Polls `done` every 20 ms for up to `limit`.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// XMRig 6.16 reaches a pool through a proxy only with `--proxy`/`-x`,
+/// SOCKS5 without authentication (it has no HTTP CONNECT: that tunnel is
+/// covered by the scripted client above).
+#[test]
+fn xmrig_through_a_socks5_proxy_cannot_log_in() {
+    require_kernel!();
+    let Some(xmrig) = xmrig_binary(module_path!()) else {
+        return;
+    };
+    let dir = TempDir::new("xmrig");
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+
+    // Outside the scope its login reaches the pool through the proxy.
+    let pool = FakePool::start();
+    let proxy = Proxy::start(ProxyKind::Socks5);
+    let miner = Xmrig::start(None, &xmrig, pool.addr(), Some(proxy.addr()), &dir);
+    let logged_in = wait_until(Duration::from_secs(20), || {
+        pool.mining_methods().iter().any(|m| m == "login")
+    });
+    let said = miner.stop();
+    assert!(
+        logged_in && proxy.tunnels() >= 1,
+        "outside the scope XMRig's login should reach the pool through SOCKS5 \
+         (tunnels: {}, pool took {:?}); XMRig said:\n{said}",
+        proxy.tunnels(),
+        pool.methods()
+    );
+
+    // In the scope: it goes through the proxy, its login is refused, and it
+    // closes the socket (then retries, a second later).
+    let pool = FakePool::start();
+    let proxy = Proxy::start(ProxyKind::Socks5);
+    let miner = Xmrig::start(Some(cg), &xmrig, pool.addr(), Some(proxy.addr()), &dir);
+    let tried = wait_until(Duration::from_secs(20), || {
+        pool.closed() >= 1 || !pool.mining_methods().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let said = miner.stop();
+    let taken = pool.mining_methods();
+    assert!(
+        tried && proxy.tunnels() >= 1,
+        "XMRig did not reach the pool through the proxy (tunnels: {}); XMRig said:\n{said}",
+        proxy.tunnels()
+    );
+    assert!(
+        taken.is_empty() && !contains_ignore_case(&pool.bytes(), b"\"login\""),
+        "the pool took {taken:?} from XMRig through SOCKS5; XMRig said:\n{said}"
+    );
+    let ev = wait_event(enforcer, |e| {
+        e.rule.as_ref() == "stratum-protocol"
+            && matches!(e.target, Target::Stratum { addr, .. } if addr == proxy.addr())
+    });
+    assert!(ev.is_some(), "no stratum-protocol event for XMRig's login");
+}
+
+/// The fake pool itself (no kernel needed): it takes what pools take, and
+/// nothing from clean traffic.
+#[test]
+fn fake_pool_parses_like_a_pool() {
+    let sub = SUBSCRIBE.trim_end().as_bytes();
+    for (bytes, want) in [
+        (
+            format!("\u{feff}\n\n  \nhello\n{SUBSCRIBE}").into_bytes(),
+            vec!["mining.subscribe"],
+        ),
+        (
+            b"[{\"METHOD\":\"a\"},{\"method\":\"\\u006dining.x\"}]".to_vec(),
+            vec!["a", "mining.x"],
+        ),
+        (
+            http_post("/", "{\"method\":\n\"getjob\"}").into_bytes(),
+            vec!["getjob"],
+        ),
+        (
+            [
+                websocket_upgrade("127.0.0.1:1".parse().unwrap(), "/")[0]
+                    .send
+                    .clone(),
+                ws_message(sub, 3),
+            ]
+            .concat(),
+            vec!["mining.subscribe"],
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![]),
+    ] {
+        assert_eq!(
+            parse_stream(&bytes),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert!(is_mining_method("Mining.Notify") && is_mining_method("ETH_GETWORK"));
+    assert!(!is_mining_method("submitOrder") && !is_mining_method("mining"));
+}

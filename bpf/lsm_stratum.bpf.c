@@ -30,6 +30,7 @@
 
 #define MG_EPERM 1
 #define MG_IPPROTO_TCP 6
+#define MG_IPPROTO_MPTCP 262
 /* UIO_MAXIOV: no sendmsg/writev carries more segments. */
 #define MG_IOV_MAX 1024
 
@@ -314,7 +315,9 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
 	if (done)
 		return *done == MG_STRATUM_DENIED ? -MG_EPERM : 0;
-	if (sk->sk_protocol != MG_IPPROTO_TCP)
+	/* MPTCP sockets too: their data reaches the subflows inside the
+	 * kernel, so this hook is where it can be read. */
+	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP)
 		return 0;
 	scope = mg_current_scope();
 	if (!scope)

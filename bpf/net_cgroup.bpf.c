@@ -11,6 +11,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
+#include "stratum_reader.h"
+
+/* IPPROTO_MPTCP, include/uapi/linux/in.h */
+#define MG_IPPROTO_MPTCP 262
 
 /*
  * Set by userspace before load when this kernel allows bpf_send_signal in
@@ -96,6 +100,36 @@ SEC("cgroup/sendmsg6")
 int mg_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return mg_judge6(ctx);
+}
+
+/*
+ * MPTCP: the data of an MPTCP socket reaches its TCP subflows inside the
+ * kernel, never through the sk_msg verdict that reads a stream here, so in
+ * a scope with a stratum rule an MPTCP socket is refused when it is made
+ * (socket() fails with EPERM; the program that asked falls back to TCP or
+ * stops), with a Stratum event.
+ */
+SEC("cgroup/sock_create")
+int mg_sock_create(struct bpf_sock *sk)
+{
+	const __u32 none[4] = {};
+	struct mg_scope *scope;
+	struct mg_rule_ref *ref;
+	__u8 taken;
+
+	if (sk->protocol != MG_IPPROTO_MPTCP)
+		return 1;
+	scope = mg_current_scope();
+	if (!scope)
+		return 1;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return 1;
+	taken = ref->action;
+	if (taken == MG_ACTION_KILL && mg_signal_in_cgroup)
+		bpf_send_signal(MG_SIGKILL);
+	mg_tfo_event(scope, ref, taken, sk->family, none, 0, MG_SIG_MPTCP);
+	return taken == MG_ACTION_AUDIT ? 1 : 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

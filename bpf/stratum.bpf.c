@@ -78,7 +78,10 @@ int mg_sockops(struct bpf_sock_ops *skops)
 {
 	__u64 cookie;
 
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+	/* Client sockets, and sockets a listener in the scope accepted (a
+	 * pool may connect in). */
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
 	bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST);

@@ -99,7 +99,8 @@ static __always_inline void mg_net_event(const struct mg_scope *scope,
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Reports a refused TCP Fast Open send: a Stratum event for its destination. */
+/* Reports a refused TCP Fast Open send (a Stratum event for its
+ * destination), or a refused MPTCP socket. */
 static __always_inline void mg_tfo_event(const struct mg_scope *scope,
 					 const struct mg_rule_ref *ref,
 					 __u8 taken, __u8 family,

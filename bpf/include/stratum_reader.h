@@ -46,6 +46,7 @@ enum mg_stratum_sig {
 	MG_SIG_ETHPROXY = 5,   /* EthProxy: eth_submitLogin, eth_getWork, ... */
 	MG_SIG_SOLO = 6,       /* a node's getblocktemplate / submitblock */
 	MG_SIG_CUSTOM = 7,     /* a method the profile lists itself */
+	MG_SIG_MPTCP = 8,      /* an MPTCP socket where only sk_msg reads streams */
 };
 
 /* What a byte did to the reader. */

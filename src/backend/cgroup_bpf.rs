@@ -101,6 +101,7 @@ impl Backend for CgroupBackend {
             ("mg_connect6", &progs.mg_connect6),
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
+            ("mg_sock_create", &progs.mg_sock_create),
         ];
         hooks.cover_exactly(roots, &own)
     }

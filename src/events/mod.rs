@@ -116,13 +116,17 @@ pub enum StratumSignature {
     /// A method the profile's `stratum.methods` lists beyond the built-in
     /// ones.
     Custom,
+    /// An MPTCP socket, refused when made on the cgroup backend (its data
+    /// never reaches the `sk_msg` verdict that reads streams there).
+    Mptcp,
 }
 
 impl StratumSignature {
     /// `enum mg_stratum_sig` in bpf/include/stratum_reader.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_SOLO, SIG_UNREADABLE, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_UNREADABLE, SIG_V1,
+            SIG_V2,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -132,6 +136,7 @@ impl StratumSignature {
             SIG_ETHPROXY => Some(StratumSignature::EthProxy),
             SIG_SOLO => Some(StratumSignature::Solo),
             SIG_CUSTOM => Some(StratumSignature::Custom),
+            SIG_MPTCP => Some(StratumSignature::Mptcp),
             _ => None,
         }
     }
@@ -139,7 +144,8 @@ impl StratumSignature {
     /// The kernel's id (`enum mg_stratum_sig`).
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_SOLO, SIG_UNREADABLE, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_UNREADABLE, SIG_V1,
+            SIG_V2,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -149,12 +155,13 @@ impl StratumSignature {
             StratumSignature::EthProxy => SIG_ETHPROXY,
             StratumSignature::Solo => SIG_SOLO,
             StratumSignature::Custom => SIG_CUSTOM,
+            StratumSignature::Mptcp => SIG_MPTCP,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
-    /// `custom-method`).
+    /// `custom-method`, `mptcp-refused`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -164,6 +171,7 @@ impl StratumSignature {
             StratumSignature::EthProxy => "ethproxy",
             StratumSignature::Solo => "solo-getblocktemplate",
             StratumSignature::Custom => "custom-method",
+            StratumSignature::Mptcp => "mptcp-refused",
         }
     }
 }

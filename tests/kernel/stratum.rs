@@ -557,3 +557,168 @@ fn stratum_kill_and_audit() {
     let actions: Vec<Action> = evs.iter().map(|e| e.action).collect();
     assert_eq!(actions, [Action::Kill, Action::Audit], "{evs:?}");
 }
+
+/// IPPROTO_MPTCP (include/uapi/linux/in.h).
+const IPPROTO_MPTCP: i32 = 262;
+
+/// From a child in `cg` (or not moved): an MPTCP socket to `addr` sends
+/// `payload`. `Code(0)` when sent, `50 + errno` when socket() failed, `99`
+/// when connect() failed, `100 + errno` when the send failed.
+fn mptcp_send_in(
+    cg: Option<&minerguard::cgroup::OwnedCgroup>,
+    addr: SocketAddr,
+    payload: &[u8],
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    fork_in(cg, || unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, IPPROTO_MPTCP);
+        if fd < 0 {
+            return 50 + (*libc::__errno_location()).min(40);
+        }
+        if libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return 99;
+        }
+        if libc::send(fd, payload.as_ptr().cast(), payload.len(), 0) != payload.len() as isize {
+            let errno = *libc::__errno_location();
+            libc::usleep(100_000);
+            return 100 + errno.min(100);
+        }
+        0
+    })
+}
+
+#[test]
+fn mptcp_sockets_cannot_carry_stratum() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // Outside a scope MPTCP carries Stratum to the pool (the test can fail).
+    assert_eq!(
+        mptcp_send_in(None, addr, STRATUM_SUBSCRIBE),
+        ChildEnd::Code(0),
+        "this kernel makes MPTCP sockets"
+    );
+    assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let got = mptcp_send_in(Some(cg), addr, STRATUM_SUBSCRIBE);
+    if enforcer.backend() == minerguard::BackendKind::Lsm {
+        // The lsm hook reads an MPTCP socket's sends like a TCP socket's.
+        assert_eq!(got, ChildEnd::Code(100 + libc::EPERM));
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert!(
+            matches!(
+                ev.target,
+                Target::Stratum {
+                    signature: minerguard::events::StratumSignature::V1,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+    } else {
+        // sk_msg never sees MPTCP data: the socket is refused when made.
+        assert_eq!(got, ChildEnd::Code(50 + libc::EPERM));
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert!(
+            matches!(
+                ev.target,
+                Target::Stratum {
+                    signature: minerguard::events::StratumSignature::Mptcp,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        // Plain TCP sockets are still made (and judged).
+        assert_eq!(send_in(Some(cg), addr, &[HTTP_GET]), SendOutcome::AllSent);
+    }
+    let got = received(&pool);
+    assert!(
+        !got.windows(16).any(|w| w == b"mining.subscribe"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn a_pool_that_connects_in_is_refused() {
+    require_kernel!();
+    use std::io::Read;
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (port_rx, port_tx) = (fds[0], fds[1]);
+    std::thread::scope(|s| {
+        // The miner listens in the scope; the pool connects to it and the
+        // miner logs in on the accepted socket.
+        let miner = s.spawn(|| {
+            fork_in(Some(cg), || unsafe {
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+                let sl = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                if l < 0
+                    || libc::bind(l, (&sa as *const libc::sockaddr_in).cast(), sl) != 0
+                    || libc::listen(l, 1) != 0
+                {
+                    return 98;
+                }
+                let mut got = sl;
+                libc::getsockname(l, (&mut sa as *mut libc::sockaddr_in).cast(), &mut got);
+                if libc::write(port_tx, (&sa.sin_port as *const u16).cast(), 2) != 2 {
+                    return 97;
+                }
+                let c = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
+                if c < 0 {
+                    return 96;
+                }
+                if libc::send(c, XMRIG_LOGIN.as_ptr().cast(), XMRIG_LOGIN.len(), 0)
+                    != XMRIG_LOGIN.len() as isize
+                {
+                    let errno = *libc::__errno_location();
+                    libc::usleep(100_000);
+                    return 100 + errno.min(100);
+                }
+                0
+            })
+        });
+        let mut port = [0u8; 2];
+        assert_eq!(
+            unsafe { libc::read(port_rx, port.as_mut_ptr().cast(), 2) },
+            2
+        );
+        let port = u16::from_be_bytes(port);
+        let mut pool = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        pool.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            miner.join().unwrap(),
+            ChildEnd::Code(100 + enforcer.stratum_errno())
+        );
+        let mut got = Vec::new();
+        let _ = pool.read_to_end(&mut got);
+        assert!(
+            got.is_empty(),
+            "the pool got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    });
+    unsafe {
+        libc::close(port_rx);
+        libc::close(port_tx);
+    }
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: minerguard::events::StratumSignature::Login,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}

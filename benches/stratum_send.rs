@@ -10,6 +10,7 @@
 //! with `{`, so the verdict scans the whole 128-byte window (the worst case
 //! for a clean message) and passes it. Measured:
 //! - `send/first`: the first send() of a fresh socket (the judged one);
+//! - `send/first-http`: the same with a plain HTTP GET as the first message;
 //! - `send/later`: sends on a socket whose first message was already judged
 //!   (100 ms earlier: by then the enforcer took it out of the sockhash).
 //!
@@ -28,6 +29,11 @@ use minerguard::Profile;
 const OP_FIRST: u64 = 0;
 const OP_LATER: u64 = 1;
 const OP_CHECK: u64 = 2;
+const OP_FIRST_HTTP: u64 = 3;
+
+/// A plain HTTP request as a connection's first message.
+const HTTP_GET: &[u8] =
+    b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench/1\r\nAccept: */*\r\n\r\n";
 
 /// A clean first message: a JSON object with no `"method"` key, padded to
 /// the 128-byte window the verdict inspects.
@@ -53,14 +59,15 @@ fn main() {
     let mut lat = Latencies::with_capacity(LATENCY_CAPACITY);
     let worker = Worker::spawn(&cgroup, move |op, n| unsafe {
         lat.clear();
-        let send = |s: i32| -> i32 {
-            let sent = libc::send(s, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL);
-            if sent == msg.len() as isize {
+        let send_buf = |s: i32, buf: &[u8]| -> i32 {
+            let sent = libc::send(s, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL);
+            if sent == buf.len() as isize {
                 0
             } else {
                 *libc::__errno_location()
             }
         };
+        let send = |s: i32| send_buf(s, &msg);
         // The server end of a connection the worker just made.
         let accept = || accept_next(lfd, libc::SOCK_NONBLOCK);
         let mut buf = [0u8; 1 << 16];
@@ -87,13 +94,14 @@ fn main() {
             }
         };
         match op {
-            OP_FIRST => {
+            OP_FIRST | OP_FIRST_HTTP => {
+                let first: &[u8] = if op == OP_FIRST { &msg } else { HTTP_GET };
                 for _ in 0..n {
                     let s = tcp_socket();
                     connect(s, &to);
                     let c = accept();
                     let t0 = now_ns();
-                    send(s);
+                    send_buf(s, first);
                     lat.push(now_ns() - t0);
                     libc::close(s);
                     libc::close(c);
@@ -162,7 +170,11 @@ fn main() {
     let mut switch = Switch::new(&cgroup);
     let check = |w: &Worker| assert_eq!(w.run(OP_CHECK, 1), 0, "clean sends pass");
     let mut c = criterion();
-    for (name, op) in [("first", OP_FIRST), ("later", OP_LATER)] {
+    for (name, op) in [
+        ("first", OP_FIRST),
+        ("first-http", OP_FIRST_HTTP),
+        ("later", OP_LATER),
+    ] {
         let mut group = c.benchmark_group(format!("send/{name}"));
         group.throughput(Throughput::Elements(1));
         for config in &configs {
@@ -179,6 +191,7 @@ fn main() {
     if benchmarking() {
         for (name, op, n) in [
             ("send/first", OP_FIRST, 10_000),
+            ("send/first-http", OP_FIRST_HTTP, 10_000),
             ("send/later", OP_LATER, 100_000),
         ] {
             interleaved(name, &mut switch, &configs, summary_rounds(), |_| {

@@ -76,9 +76,16 @@ done
 # margin for a slow host.
 limit=${MINERGUARD_VM_BINARY_LIMIT:-900}
 guest=$out/guest.sh
+# The guest sees /var/cache as its own: it gets the cached XMRig (the
+# stratum evasion tests run it) through the shared output directory.
+xmrig=${MINERGUARD_XMRIG:-/var/cache/minerguard-test/xmrig-6.16.0/xmrig}
+if [ -x "$xmrig" ]; then
+    cp "$xmrig" "$out/xmrig"
+fi
 {
     echo '#!/bin/bash'
     echo "export RUST_BACKTRACE=1"
+    [ -x "$out/xmrig" ] && echo "export MINERGUARD_XMRIG=$out/xmrig"
     echo ". $root/scripts/vm-guest.sh"
     echo "echo \"guest: kernel \$(uname -r), lsm=\$(cat /sys/kernel/security/lsm 2>/dev/null || echo unknown)\""
     for run in "${runs[@]}"; do

@@ -635,6 +635,17 @@ impl Enforcer {
         self.poller.released_sockets()
     }
 
+    /// TCP sockets that were already connected when their cgroup came under
+    /// a stratum rule, and that the sk_msg verdict reads from their next
+    /// send on: `(tracked, shut_down)`, where `shut_down` counts those that
+    /// could not be tracked (the sockhash was full) and were shut down
+    /// rather than left to send unjudged. Stays `(0, 0)` where no sk_msg
+    /// program is needed ([`Enforcer::stratum_sk_msg`]): the lsm hook reads
+    /// every send, whenever its socket was made.
+    pub fn adopted_sockets(&self) -> (u64, u64) {
+        self.kernel.adopted_sockets()
+    }
+
     fn get(&self, handle: PolicyHandle) -> Result<&Applied> {
         Ok(self
             .applied

@@ -74,6 +74,9 @@ pub(crate) struct SharedHooks {
     links: CgroupLinks,
     /// sockops, on the roots whose scopes have a stratum rule.
     stratum_links: CgroupLinks,
+    /// Sockets found already connected in newly covered cgroups: put into
+    /// the sockhash, and shut down when that failed.
+    adopted: super::adopt_sockets::Adopted,
     /// Settled by the first policy that has a stratum rule.
     stratum: StratumPrograms,
     /// `None` where this kernel refused the device program (open.msr).
@@ -100,6 +103,7 @@ impl SharedHooks {
         Ok(SharedHooks {
             links: CgroupLinks::default(),
             stratum_links: CgroupLinks::default(),
+            adopted: Default::default(),
             stratum: StratumPrograms::NotYet,
             device: DeviceHook::load(maps).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
@@ -231,8 +235,27 @@ impl SharedHooks {
             }
         };
         let sockops = [stratum.sockops()];
-        self.stratum_links
-            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &sockops))
+        let adopted = std::cell::Cell::new(self.adopted);
+        let result = self.stratum_links.cover_exactly(roots, |cg| {
+            let links = attach_to_cgroup(cg, &sockops)?;
+            // Sockets connected before sockops was attached: tracked from
+            // their next send (after the attach, so none falls between).
+            let now = super::adopt_sockets::adopt_sockets(cg, stratum.sockhash());
+            let mut total = adopted.get();
+            total.tracked += now.tracked;
+            total.shut_down += now.shut_down;
+            adopted.set(total);
+            Ok(links)
+        });
+        self.adopted = adopted.get();
+        result
+    }
+
+    /// Sockets tracked from their next send because they were connected
+    /// before their cgroup was covered, and those shut down because they
+    /// could not be tracked.
+    pub fn adopted_sockets(&self) -> (u64, u64) {
+        (self.adopted.tracked, self.adopted.shut_down)
     }
 
     /// Whether `kind`'s matcher `m` is enforced, given the optional hooks.

@@ -5,6 +5,7 @@
 //! and decides where they attach.
 
 pub(crate) mod abi;
+mod adopt_sockets;
 mod attach;
 pub(crate) mod cgroup_bpf;
 pub mod checks;
@@ -243,6 +244,11 @@ impl Kernel {
     /// scopes have a stratum rule. Same contract as `cover_exactly`.
     pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
         self.hooks.stratum_cover_exactly(roots)
+    }
+
+    /// See `SharedHooks::adopted_sockets`.
+    pub fn adopted_sockets(&self) -> (u64, u64) {
+        self.hooks.adopted_sockets()
     }
 
     /// Whether rules with matcher `m` are enforced (the backend kind's

@@ -73,6 +73,11 @@ impl StratumHook {
         })
     }
 
+    /// The sockhash the sk_msg verdict is attached to.
+    pub fn sockhash(&self) -> &dyn libbpf_rs::MapCore {
+        &self.skel.maps.mg_sockhash
+    }
+
     /// The sockops program, attached to each covered cgroup.
     pub fn sockops(&self) -> (&'static str, &ProgramMut<'static>) {
         ("mg_sockops", &self.skel.progs.mg_sockops)

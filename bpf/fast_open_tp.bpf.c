@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * TCP Fast Open carries the first bytes in the SYN, before the socket is in
- * the sockhash the sk_msg verdict judges. The sendto/sendmsg syscall
+ * the sockhash the sk_msg verdict judges. The sendto/sendmsg/sendmmsg syscall
  * tracepoints read the payload of a MSG_FASTOPEN send (user memory, at
  * syscall entry) and, when it carries a Stratum signature in a scope with a
  * stratum rule, mark the thread in `mg_tfo`; the connect hook the send goes
@@ -111,6 +111,24 @@ int mg_tfo_sendmsg(struct trace_event_raw_sys_enter *ctx)
 
 	/* sendmsg(fd, msg, flags): the first iovec holds the first bytes. */
 	if (!(ctx->args[2] & MG_MSG_FASTOPEN))
+		return 0;
+	if (bpf_probe_read_user(&m, sizeof(m), (const void *)ctx->args[1]) ||
+	    !m.iovlen || bpf_probe_read_user(&iov, sizeof(iov), m.iov))
+		return 0;
+	mg_tfo_judge(iov.base, iov.len);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int mg_tfo_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	struct mg_user_msghdr m = {};
+	struct mg_iovec iov = {};
+
+	/* sendmmsg(fd, msgvec, vlen, flags): the first message's first iovec
+	 * holds the bytes the SYN carries (struct mmsghdr starts with its
+	 * msghdr). */
+	if (!(ctx->args[3] & MG_MSG_FASTOPEN) || !ctx->args[2])
 		return 0;
 	if (bpf_probe_read_user(&m, sizeof(m), (const void *)ctx->args[1]) ||
 	    !m.iovlen || bpf_probe_read_user(&iov, sizeof(iov), m.iov))

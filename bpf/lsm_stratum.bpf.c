@@ -31,6 +31,7 @@
 #define MG_EPERM 1
 #define MG_IPPROTO_TCP 6
 #define MG_IPPROTO_MPTCP 262
+#define MG_IPPROTO_UDP 17
 /* UIO_MAXIOV: no sendmsg/writev carries more segments. */
 #define MG_IOV_MAX 1024
 
@@ -265,7 +266,8 @@ static __always_inline void mg_lsm_stratum_event(struct sock *sk,
 	}
 	__builtin_memcpy(e->addr, ip, 16);
 	e->port = bpf_ntohs(port_be);
-	e->protocol = MG_IPPROTO_TCP;
+	e->protocol = BPF_CORE_READ(sk, sk_protocol) == MG_IPPROTO_UDP ? MG_IPPROTO_UDP
+								       : MG_IPPROTO_TCP;
 	mg_stratum_event_method(e, r);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -305,6 +307,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	struct sock *sk;
 	__u32 *done;
 	int verdict;
+	bool udp;
 
 	if (ret)
 		return ret;
@@ -316,8 +319,10 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	if (done)
 		return *done == MG_STRATUM_DENIED ? -MG_EPERM : 0;
 	/* MPTCP sockets too: their data reaches the subflows inside the
-	 * kernel, so this hook is where it can be read. */
-	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP)
+	 * kernel, so this hook is where it can be read. UDP datagrams are
+	 * read one by one (each is a message; no state is kept). */
+	udp = sk->sk_protocol == MG_IPPROTO_UDP;
+	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP && !udp)
 		return 0;
 	scope = mg_current_scope();
 	if (!scope)
@@ -330,7 +335,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	/* A send that cannot be judged is not let through. */
 	if (!copy)
 		return -MG_EPERM;
-	st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
+	st = udp ? NULL : bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
 	if (st) {
 		r = st;
 	} else {
@@ -349,6 +354,9 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
 		return mg_matched(sk, msg, scope, ref, r);
 	}
+	/* A clean datagram: the next one is read by itself again. */
+	if (udp)
+		return 0;
 	if (verdict == MG_READ_DONE) {
 		if (st)
 			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);

@@ -15,6 +15,9 @@
 
 /* IPPROTO_MPTCP, include/uapi/linux/in.h */
 #define MG_IPPROTO_MPTCP 262
+/* SOL_TCP and TCP_FASTOPEN_CONNECT, include/uapi/linux/tcp.h */
+#define MG_SOL_TCP 6
+#define MG_TCP_FASTOPEN_CONNECT 30
 
 /*
  * Set by userspace before load when this kernel allows bpf_send_signal in
@@ -100,6 +103,36 @@ SEC("cgroup/sendmsg6")
 int mg_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return mg_judge6(ctx);
+}
+
+/*
+ * TCP_FASTOPEN_CONNECT: connect() returns at once and the first write()
+ * carries its bytes in the SYN, through no call the Fast Open tracepoints
+ * watch and before the socket is in the sockhash. In a scope with a stratum
+ * rule the option is refused (EPERM; clients fall back to a plain connect
+ * or to MSG_FASTOPEN, which are judged), with a Stratum event.
+ */
+SEC("cgroup/setsockopt")
+int mg_setsockopt(struct bpf_sockopt *ctx)
+{
+	const __u32 none[4] = {};
+	struct mg_scope *scope;
+	struct mg_rule_ref *ref;
+	__u8 taken;
+
+	if (ctx->level != MG_SOL_TCP || ctx->optname != MG_TCP_FASTOPEN_CONNECT)
+		return 1;
+	scope = mg_current_scope();
+	if (!scope)
+		return 1;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return 1;
+	taken = ref->action;
+	if (taken == MG_ACTION_KILL && mg_signal_in_cgroup)
+		bpf_send_signal(MG_SIGKILL);
+	mg_tfo_event(scope, ref, taken, 0, none, 0, MG_SIG_TFO_CONNECT);
+	return taken == MG_ACTION_AUDIT ? 1 : 0;
 }
 
 /*

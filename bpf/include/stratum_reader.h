@@ -47,6 +47,7 @@ enum mg_stratum_sig {
 	MG_SIG_SOLO = 6,       /* a node's getblocktemplate / submitblock */
 	MG_SIG_CUSTOM = 7,     /* a method the profile lists itself */
 	MG_SIG_MPTCP = 8,      /* an MPTCP socket where only sk_msg reads streams */
+	MG_SIG_TFO_CONNECT = 9, /* TCP_FASTOPEN_CONNECT where only sk_msg reads streams */
 };
 
 /* What a byte did to the reader. */

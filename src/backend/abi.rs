@@ -72,6 +72,8 @@ pub(crate) const SIG_SOLO: u8 = byte(c::mg_stratum_sig::MG_SIG_SOLO.0);
 pub(crate) const SIG_CUSTOM: u8 = byte(c::mg_stratum_sig::MG_SIG_CUSTOM.0);
 /// `enum mg_stratum_sig`.
 pub(crate) const SIG_MPTCP: u8 = byte(c::mg_stratum_sig::MG_SIG_MPTCP.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_TFO_CONNECT: u8 = byte(c::mg_stratum_sig::MG_SIG_TFO_CONNECT.0);
 
 /// `MG_METHOD_LEN`: bytes of a Stratum method name in the kernel, NUL included.
 pub(crate) const METHOD_LEN: usize = c::mg_limit::MG_METHOD_LEN.0 as usize;

@@ -102,6 +102,7 @@ impl Backend for CgroupBackend {
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
             ("mg_sock_create", &progs.mg_sock_create),
+            ("mg_setsockopt", &progs.mg_setsockopt),
         ];
         hooks.cover_exactly(roots, &own)
     }

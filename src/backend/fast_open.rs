@@ -63,8 +63,9 @@ impl FastOpenHook {
             &[
                 ("mg_tfo_sendto", &progs.mg_tfo_sendto),
                 ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),
+                ("mg_tfo_sendmmsg", &progs.mg_tfo_sendmmsg),
             ],
-            "tracepoint/syscalls/sys_enter_sendto, sys_enter_sendmsg",
+            "tracepoint/syscalls/sys_enter_sendto, sys_enter_sendmsg, sys_enter_sendmmsg",
         )?;
         self.links = links;
         Ok(())

@@ -119,14 +119,17 @@ pub enum StratumSignature {
     /// An MPTCP socket, refused when made on the cgroup backend (its data
     /// never reaches the `sk_msg` verdict that reads streams there).
     Mptcp,
+    /// `TCP_FASTOPEN_CONNECT`, refused on the cgroup backend (its first
+    /// write goes out in the SYN, before any hook there reads a stream).
+    FastOpenConnect,
 }
 
 impl StratumSignature {
     /// `enum mg_stratum_sig` in bpf/include/stratum_reader.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_UNREADABLE, SIG_V1,
-            SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
+            SIG_UNREADABLE, SIG_V1, SIG_V2,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -137,6 +140,7 @@ impl StratumSignature {
             SIG_SOLO => Some(StratumSignature::Solo),
             SIG_CUSTOM => Some(StratumSignature::Custom),
             SIG_MPTCP => Some(StratumSignature::Mptcp),
+            SIG_TFO_CONNECT => Some(StratumSignature::FastOpenConnect),
             _ => None,
         }
     }
@@ -144,8 +148,8 @@ impl StratumSignature {
     /// The kernel's id (`enum mg_stratum_sig`).
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_UNREADABLE, SIG_V1,
-            SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
+            SIG_UNREADABLE, SIG_V1, SIG_V2,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -156,12 +160,13 @@ impl StratumSignature {
             StratumSignature::Solo => SIG_SOLO,
             StratumSignature::Custom => SIG_CUSTOM,
             StratumSignature::Mptcp => SIG_MPTCP,
+            StratumSignature::FastOpenConnect => SIG_TFO_CONNECT,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
-    /// `custom-method`, `mptcp-refused`).
+    /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -172,6 +177,7 @@ impl StratumSignature {
             StratumSignature::Solo => "solo-getblocktemplate",
             StratumSignature::Custom => "custom-method",
             StratumSignature::Mptcp => "mptcp-refused",
+            StratumSignature::FastOpenConnect => "fastopen-connect-refused",
         }
     }
 }

@@ -791,3 +791,182 @@ fn sockets_connected_before_apply_are_judged_from_their_next_send() {
     );
     assert!(wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").is_some());
 }
+
+/// The other ways a Fast Open SYN carries data.
+#[derive(Debug, Clone, Copy)]
+enum FastOpenVia {
+    /// sendmmsg(MSG_FASTOPEN): the first message goes in the SYN.
+    Sendmmsg,
+    /// setsockopt(TCP_FASTOPEN_CONNECT), connect(), then write().
+    ConnectOption,
+}
+
+/// From a child in `cg` (or not moved): `payload` to `addr` through `via`.
+/// `Code(0)` when sent, `50 + errno` when setsockopt failed, `60 + errno`
+/// when connect failed, `100 + errno` when the send failed.
+fn fast_open_via_in(
+    cg: Option<&minerguard::cgroup::OwnedCgroup>,
+    addr: SocketAddr,
+    payload: &[u8],
+    via: FastOpenVia,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    let to = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    fork_in(cg, || unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if s < 0 {
+            return 99;
+        }
+        let sent = match via {
+            FastOpenVia::Sendmmsg => {
+                let mut iov = libc::iovec {
+                    iov_base: payload.as_ptr() as *mut libc::c_void,
+                    iov_len: payload.len(),
+                };
+                let mut msg: libc::mmsghdr = std::mem::zeroed();
+                msg.msg_hdr.msg_name = to as *mut libc::c_void;
+                msg.msg_hdr.msg_namelen = len;
+                msg.msg_hdr.msg_iov = &mut iov;
+                msg.msg_hdr.msg_iovlen = 1;
+                if libc::sendmmsg(s, &mut msg, 1, libc::MSG_FASTOPEN) == 1 {
+                    msg.msg_len as isize
+                } else {
+                    -1
+                }
+            }
+            FastOpenVia::ConnectOption => {
+                let one: i32 = 1;
+                if libc::setsockopt(
+                    s,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_FASTOPEN_CONNECT,
+                    (&one as *const i32).cast(),
+                    4,
+                ) != 0
+                {
+                    return 50 + (*libc::__errno_location()).min(9);
+                }
+                if libc::connect(s, to, len) != 0 {
+                    return 60 + (*libc::__errno_location()).min(39);
+                }
+                libc::write(s, payload.as_ptr().cast(), payload.len())
+            }
+        };
+        if sent != payload.len() as isize {
+            let errno = *libc::__errno_location();
+            libc::usleep(100_000);
+            return 100 + errno.min(100);
+        }
+        0
+    })
+}
+
+#[test]
+fn fast_open_by_sendmmsg_or_connect_option_cannot_carry_stratum() {
+    require_kernel!();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // Outside a scope both ways deliver the login (the test can fail).
+    for via in [FastOpenVia::Sendmmsg, FastOpenVia::ConnectOption] {
+        assert_eq!(
+            fast_open_via_in(None, addr, XMRIG_LOGIN, via),
+            ChildEnd::Code(0),
+            "{via:?}"
+        );
+        assert_eq!(received(&pool), XMRIG_LOGIN, "{via:?}");
+    }
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    // sendmmsg: judged by the syscall tracepoint (cgroup) or the lsm hook.
+    assert_eq!(
+        fast_open_via_in(Some(cg), addr, XMRIG_LOGIN, FastOpenVia::Sendmmsg),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    // TCP_FASTOPEN_CONNECT: the lsm hook judges the write; the cgroup
+    // backend refuses the option itself.
+    let expected = if lsm {
+        ChildEnd::Code(100 + libc::EPERM)
+    } else {
+        ChildEnd::Code(50 + libc::EPERM)
+    };
+    assert_eq!(
+        fast_open_via_in(Some(cg), addr, XMRIG_LOGIN, FastOpenVia::ConnectOption),
+        expected
+    );
+    let got = received(&pool);
+    assert!(
+        !got.windows(7).any(|w| w == b"\"login\""),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let want = if lsm {
+        minerguard::events::StratumSignature::Login
+    } else {
+        minerguard::events::StratumSignature::FastOpenConnect
+    };
+    assert!(
+        wait_event(
+            enforcer,
+            |e| matches!(e.target, Target::Stratum { signature, .. } if signature == want)
+        )
+        .is_some(),
+        "a {want:?} event"
+    );
+    // A clean sendmmsg Fast Open still goes through.
+    assert_eq!(
+        fast_open_via_in(Some(cg), addr, HTTP_GET, FastOpenVia::Sendmmsg),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), HTTP_GET);
+}
+
+#[test]
+fn stratum_over_udp_is_judged_where_the_backend_reads_datagrams() {
+    require_kernel!();
+    let pool = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    pool.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let addr = pool.local_addr().unwrap();
+    let (storage, len, family) = sockaddr_of(addr);
+    let send = |cg: Option<&minerguard::cgroup::OwnedCgroup>, payload: &[u8]| {
+        fork_in(cg, || unsafe {
+            let s = libc::socket(family, libc::SOCK_DGRAM, 0);
+            let to = (&storage as *const libc::sockaddr_storage).cast();
+            if libc::sendto(s, payload.as_ptr().cast(), payload.len(), 0, to, len)
+                != payload.len() as isize
+            {
+                return 100 + (*libc::__errno_location()).min(100);
+            }
+            0
+        })
+    };
+    let datagram = |pool: &std::net::UdpSocket| {
+        let mut buf = [0u8; 2048];
+        pool.recv(&mut buf).map(|n| buf[..n].to_vec()).ok()
+    };
+    let scoped = Scoped::apply(&stratum_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    // Clean datagrams pass on both backends.
+    assert_eq!(
+        send(Some(cg), b"{\"id\":1,\"method\":\"eth_blockNumber\"}\n"),
+        ChildEnd::Code(0)
+    );
+    assert!(datagram(&pool).is_some());
+    let got = send(Some(cg), STRATUM_SUBSCRIBE);
+    if enforcer.backend() == minerguard::BackendKind::Lsm {
+        // socket_sendmsg reads each datagram.
+        assert_eq!(got, ChildEnd::Code(100 + libc::EPERM));
+        assert_eq!(datagram(&pool), None, "the pool got the datagram");
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert!(
+            matches!(ev.target, Target::Stratum { addr: to, .. } if to == addr),
+            "{ev:?}"
+        );
+    } else {
+        // The cgroup backend sees UDP destinations, not payloads
+        // (PROFILES.md): the datagram goes out.
+        assert_eq!(got, ChildEnd::Code(0));
+        assert_eq!(datagram(&pool).as_deref(), Some(STRATUM_SUBSCRIBE));
+    }
+}

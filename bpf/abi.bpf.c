@@ -24,6 +24,7 @@ struct mg_abi {
 	struct mg_rule_ref rule_ref;
 	struct mg_method_key method_key;
 	struct mg_method method;
+	struct mg_tracking tracking;
 };
 
 struct mg_abi mg_abi;

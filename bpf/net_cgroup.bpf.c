@@ -26,6 +26,16 @@
  */
 const volatile bool mg_signal_in_cgroup = false;
 
+/* Whether the Stratum sockhash is full (cgroup backend: mg_tracking). */
+static __always_inline bool mg_tracking_full(void)
+{
+	struct mg_tracking *t;
+	__u32 zero = 0;
+
+	t = bpf_map_lookup_elem(&mg_tracking, &zero);
+	return t && t->limit && t->sockets >= t->limit;
+}
+
 static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
 				    __u8 family)
 {
@@ -39,6 +49,18 @@ static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
 	if (family == MG_AF_INET6)
 		family = mg_unmap_v4(ip);
 	port = bpf_ntohs((__u16)ctx->user_port);
+
+	/* A stratum scope's connection the full sockhash could not take
+	 * would send unjudged: refused (fail closed). */
+	if (ctx->protocol == 6 /* IPPROTO_TCP */ && mg_tracking_full()) {
+		ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+		if (ref) {
+			taken = ref->action == MG_ACTION_AUDIT ? MG_ACTION_AUDIT : MG_ACTION_DENY;
+			mg_tfo_event(scope, ref, taken, family, ip, port, MG_SIG_UNTRACKED);
+			if (taken != MG_ACTION_AUDIT)
+				return 0;
+		}
+	}
 
 	/* A TCP Fast Open sendto connects here, before its SYN carries the
 	 * payload: refuse it when the payload is Stratum. */

@@ -73,18 +73,67 @@ const volatile bool mg_comm_in_skmsg = false;
 /* Set on the lsm backend when its socket_sendmsg judges Stratum. */
 const volatile bool mg_lsm_judges = false;
 
+/* 1 while a socket is counted in mg_tracking (it is in the sockhash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} mg_counted_sk SEC(".maps");
+
+/* The socket leaves the sockhash (released, or closed): not counted. */
+static __always_inline void mg_uncount(struct bpf_sock *sk)
+{
+	struct mg_tracking *t;
+	__u32 zero = 0, *counted;
+
+	counted = sk ? bpf_sk_storage_get(&mg_counted_sk, sk, 0, 0) : NULL;
+	if (!counted || !*counted)
+		return;
+	*counted = 0;
+	t = bpf_map_lookup_elem(&mg_tracking, &zero);
+	if (t)
+		__sync_fetch_and_sub(&t->sockets, 1);
+}
+
 SEC("sockops")
 int mg_sockops(struct bpf_sock_ops *skops)
 {
+	struct mg_tracking *t;
+	__u32 zero = 0, *counted;
+	struct bpf_sock *sk;
 	__u64 cookie;
 
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			mg_uncount(skops->sk);
+		return 1;
+	}
 	/* Client sockets, and sockets a listener in the scope accepted (a
 	 * pool may connect in). */
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
-	bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST);
+	if (bpf_sock_hash_update(skops, &mg_sockhash, &cookie, BPF_NOEXIST)) {
+		/* Full. Client connections never get here (the connect hooks
+		 * refuse them first, see mg_tracking); an accepted one cannot
+		 * be refused from here: counted, and reported by userspace. */
+		mg_count(MG_STAT_UNTRACKED);
+		return 1;
+	}
+	t = bpf_map_lookup_elem(&mg_tracking, &zero);
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	counted = bpf_sk_storage_get(&mg_counted_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (t && counted) {
+		__sync_fetch_and_add(&t->sockets, 1);
+		*counted = 1;
+		/* Told when it closes, to count it out. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
+	}
 	return 1;
 }
 
@@ -107,6 +156,8 @@ static __always_inline int mg_pass_rest(struct sk_msg_md *msg)
 
 	/* The verdict covers the next 4 GiB: no program run per send. */
 	bpf_msg_apply_bytes(msg, 0xffffffff);
+	/* Userspace takes it out of the sockhash (below). */
+	mg_uncount(sk);
 	/* The sockhash key is the cookie sockops set (sk_msg has no cookie
 	 * helper; the field is read through the socket's BTF type). */
 	tp = sk ? bpf_skc_to_tcp_sock(sk) : NULL;

@@ -90,6 +90,15 @@ pub struct EnforcerOptions {
     /// trades those two checks for it ([`Enforcer::loader_exec`] and
     /// [`Enforcer::fast_open`] then say so).
     pub syscall_tracepoints: bool,
+    /// Sockets the cgroup backend's Stratum tracking follows at once (the
+    /// sockhash the `sk_msg` verdict reads; a socket leaves it when its
+    /// stream is judged or it closes). When they are all taken, new TCP
+    /// connections of scopes with a stratum rule are refused (EPERM, event
+    /// signature `untracked-refused`) rather than let through unjudged.
+    /// The sockhash has room for 1024 more, for sockets found at apply and
+    /// accepted ones ([`Enforcer::untracked_sockets`] counts accepted sockets
+    /// past even that). Unused where the lsm hook judges every send.
+    pub stratum_sockets: u32,
 }
 
 impl Default for EnforcerOptions {
@@ -99,6 +108,7 @@ impl Default for EnforcerOptions {
             event_capacity: 65_536,
             require_all_rules: false,
             syscall_tracepoints: true,
+            stratum_sockets: 65_536,
         }
     }
 }
@@ -196,8 +206,13 @@ impl Enforcer {
             }
             .into());
         }
-        let kernel = Kernel::load(kind, &report, options.syscall_tracepoints)
-            .map_err(|e| privileged(e, euid))?;
+        let kernel = Kernel::load(
+            kind,
+            &report,
+            options.syscall_tracepoints,
+            options.stratum_sockets,
+        )
+        .map_err(|e| privileged(e, euid))?;
         let registry = Arc::new(Registry::default());
         let poller = Poller::start(
             kernel.maps().events_handle()?,
@@ -644,6 +659,20 @@ impl Enforcer {
     /// every send, whenever its socket was made.
     pub fn adopted_sockets(&self) -> (u64, u64) {
         self.kernel.adopted_sockets()
+    }
+
+    /// Sockets the cgroup backend's Stratum tracking follows now (see
+    /// [`EnforcerOptions::stratum_sockets`]).
+    pub fn tracked_sockets(&self) -> u64 {
+        self.kernel.maps().tracked_sockets()
+    }
+
+    /// Accepted TCP sockets of stratum scopes that the full Stratum
+    /// tracking could not take (they send unjudged; client connections are
+    /// refused instead). Should stay 0; raise
+    /// [`EnforcerOptions::stratum_sockets`] if not.
+    pub fn untracked_sockets(&self) -> u64 {
+        self.kernel.maps().untracked_sockets()
     }
 
     fn get(&self, handle: PolicyHandle) -> Result<&Applied> {

@@ -51,6 +51,8 @@ enum mg_action {
 /* Indices of the per-CPU `stats` counters. */
 enum mg_stat {
 	MG_STAT_RINGBUF_DROPS = 0,
+	/* Accepted sockets the Stratum sockhash had no room for. */
+	MG_STAT_UNTRACKED = 1,
 	MG_STAT_MAX = 4,
 };
 
@@ -106,6 +108,13 @@ struct mg_scope {
 struct mg_config {
 	__u32 scope_levels; /* bit n set: some scope sits at cgroup level n */
 	__u32 flags;
+};
+
+/* The Stratum sockhash's fill (cgroup backend): sockets in it, and how many
+ * it holds; single entry of `mg_tracking`. */
+struct mg_tracking {
+	__u64 sockets; /* changed by the BPF programs only */
+	__u64 limit;   /* set by userspace when the sockhash is made; 0: none yet */
 };
 
 /* The rule a map entry belongs to; value of every rule map. */

@@ -157,6 +157,15 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_stratum SEC(".maps");
 
+/* How full the Stratum sockhash is (stratum.bpf.c counts; the connect
+ * hooks refuse new connections of stratum scopes when it is full). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_tracking);
+} mg_tracking SEC(".maps");
+
 /* The mining methods of each policy with a stratum rule. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -48,6 +48,7 @@ enum mg_stratum_sig {
 	MG_SIG_CUSTOM = 7,     /* a method the profile lists itself */
 	MG_SIG_MPTCP = 8,      /* an MPTCP socket where only sk_msg reads streams */
 	MG_SIG_TFO_CONNECT = 9, /* TCP_FASTOPEN_CONNECT where only sk_msg reads streams */
+	MG_SIG_UNTRACKED = 10,  /* a connection the full sockhash could not take */
 };
 
 /* What a byte did to the reader. */

@@ -28,6 +28,8 @@ pub(crate) const BUCKET_SIZE: usize = c::mg_limit::MG_BUCKET_SIZE.0 as usize;
 
 /// `MG_STAT_RINGBUF_DROPS`: the per-CPU counter of events the ring refused.
 pub(crate) const STAT_RINGBUF_DROPS: u32 = c::mg_stat::MG_STAT_RINGBUF_DROPS.0;
+/// `MG_STAT_UNTRACKED`: accepted sockets the full Stratum sockhash refused.
+pub(crate) const STAT_UNTRACKED: u32 = c::mg_stat::MG_STAT_UNTRACKED.0;
 
 /// `enum mg_kind` (a `u8` in `struct mg_event`).
 pub(crate) const KIND_EXEC: u8 = byte(c::mg_kind::MG_KIND_EXEC.0);
@@ -74,6 +76,8 @@ pub(crate) const SIG_CUSTOM: u8 = byte(c::mg_stratum_sig::MG_SIG_CUSTOM.0);
 pub(crate) const SIG_MPTCP: u8 = byte(c::mg_stratum_sig::MG_SIG_MPTCP.0);
 /// `enum mg_stratum_sig`.
 pub(crate) const SIG_TFO_CONNECT: u8 = byte(c::mg_stratum_sig::MG_SIG_TFO_CONNECT.0);
+/// `enum mg_stratum_sig`.
+pub(crate) const SIG_UNTRACKED: u8 = byte(c::mg_stratum_sig::MG_SIG_UNTRACKED.0);
 
 /// `MG_METHOD_LEN`: bytes of a Stratum method name in the kernel, NUL included.
 pub(crate) const METHOD_LEN: usize = c::mg_limit::MG_METHOD_LEN.0 as usize;

@@ -77,6 +77,8 @@ pub(crate) struct SharedHooks {
     /// Sockets found already connected in newly covered cgroups: put into
     /// the sockhash, and shut down when that failed.
     adopted: super::adopt_sockets::Adopted,
+    /// `EnforcerOptions::stratum_sockets`.
+    stratum_sockets: u32,
     /// Settled by the first policy that has a stratum rule.
     stratum: StratumPrograms,
     /// `None` where this kernel refused the device program (open.msr).
@@ -99,8 +101,10 @@ impl SharedHooks {
         maps: &SharedMaps,
         report: &ProbeReport,
         syscall_tracepoints: bool,
+        stratum_sockets: u32,
     ) -> Result<Self, Error> {
         Ok(SharedHooks {
+            stratum_sockets,
             links: CgroupLinks::default(),
             stratum_links: CgroupLinks::default(),
             adopted: Default::default(),
@@ -150,7 +154,8 @@ impl SharedHooks {
             self.stratum = StratumPrograms::NotNeeded;
             None
         } else {
-            let stratum = StratumHook::load(maps, &self.probe, lsm_judges_stratum)?;
+            let stratum =
+                StratumHook::load(maps, &self.probe, lsm_judges_stratum, self.stratum_sockets)?;
             // Before keeping it: a hook whose queue the event thread never
             // got would keep judged sockets on the sk_msg path for good.
             let judged = stratum.judged_sockets()?;

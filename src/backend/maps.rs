@@ -13,7 +13,7 @@ use crate::{
 
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
-    INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS,
+    INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -54,6 +54,9 @@ pub(crate) type ScopeValue = c::mg_scope;
 
 /// `struct mg_config`, as the C header declares it (through BTF).
 pub(crate) type ConfigValue = c::mg_config;
+
+/// `struct mg_tracking`, as the C header declares it (through BTF).
+pub(crate) type TrackingValue = c::mg_tracking;
 
 /// `struct mg_rule_ref`, as the C header declares it (through BTF).
 pub(crate) type RuleRefValue = c::mg_rule_ref;
@@ -159,6 +162,7 @@ pub(crate) type MethodValue = c::mg_method;
 // and NameKey (checked against its C struct by the layout test).
 unsafe impl Pod for ScopeValue {}
 unsafe impl Pod for ConfigValue {}
+unsafe impl Pod for TrackingValue {}
 unsafe impl Pod for RuleRefValue {}
 unsafe impl Pod for NameKey {}
 unsafe impl Pod for PortKey {}
@@ -260,6 +264,8 @@ declare_shared_maps! {
     stratum_done: mg_stratum_done,
     /// `mg_stratum_methods`: each policy's mining methods.
     stratum_methods: mg_stratum_methods,
+    /// `mg_tracking`: how full the Stratum sockhash is.
+    tracking: mg_tracking,
 }
 
 impl SharedMaps {
@@ -402,10 +408,41 @@ impl SharedMaps {
 
     /// Events the kernel could not write because the ring buffer was full.
     pub fn ringbuf_drops(&self) -> u64 {
-        match self
-            .stats
-            .lookup_percpu(STAT_RINGBUF_DROPS.bytes(), MapFlags::ANY)
-        {
+        self.stat(STAT_RINGBUF_DROPS)
+    }
+
+    /// Accepted sockets the full Stratum sockhash could not take.
+    pub fn untracked_sockets(&self) -> u64 {
+        self.stat(STAT_UNTRACKED)
+    }
+
+    /// Sets how many sockets the Stratum sockhash holds before the connect
+    /// hooks refuse new connections of stratum scopes.
+    pub fn set_tracking_limit(&self, limit: u32) -> Result<(), AttachError> {
+        let v = TrackingValue {
+            sockets: 0,
+            limit: u64::from(limit),
+        };
+        self.tracking
+            .update(0u32.bytes(), v.bytes(), MapFlags::ANY)
+            .map_err(map_err("mg_tracking"))
+    }
+
+    /// Sockets the Stratum sockhash holds now (those it counts).
+    pub fn tracked_sockets(&self) -> u64 {
+        match self.tracking.lookup(0u32.bytes(), MapFlags::ANY) {
+            Ok(Some(v)) => v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// The sum over CPUs of a per-CPU counter of `mg_stats`.
+    fn stat(&self, index: u32) -> u64 {
+        match self.stats.lookup_percpu(index.bytes(), MapFlags::ANY) {
             Ok(Some(per_cpu)) => per_cpu
                 .iter()
                 .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))

@@ -200,11 +200,13 @@ pub(crate) struct Kernel {
 impl Kernel {
     /// Creates the shared maps, then loads the shared hooks and the
     /// backend of `kind` on them. `syscall_tracepoints`: see
-    /// `EnforcerOptions::syscall_tracepoints`.
+    /// `EnforcerOptions::syscall_tracepoints`; `stratum_sockets`: see
+    /// `EnforcerOptions::stratum_sockets`.
     pub fn load(
         kind: BackendKind,
         report: &ProbeReport,
         syscall_tracepoints: bool,
+        stratum_sockets: u32,
     ) -> Result<Self, Error> {
         let maps = SharedMaps::create()?;
         let backend: Box<dyn Backend> = match kind {
@@ -215,7 +217,7 @@ impl Kernel {
             )?),
             BackendKind::Lsm => Box::new(lsm::LsmBackend::load(&maps)?),
         };
-        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints)?;
+        let hooks = SharedHooks::load(&maps, report, syscall_tracepoints, stratum_sockets)?;
         Ok(Kernel {
             hooks,
             backend,

@@ -23,6 +23,9 @@ use crate::{
     probe::ProbeReport,
 };
 
+/// Sockhash entries past `EnforcerOptions::stratum_sockets`.
+const SOCKHASH_HEADROOM: u32 = 1024;
+
 /// Loaded Stratum programs; the sk_msg verdict is attached to the sockhash.
 pub(crate) struct StratumHook {
     skel: Owned<StratumSkel<'static>>,
@@ -33,10 +36,21 @@ impl StratumHook {
     ///
     /// What sk_msg programs may call on this kernel comes from the probe.
     /// `lsm_judges`: the lsm backend's socket_sendmsg hook judges Stratum,
-    /// and this program follows its verdicts.
-    pub fn load(maps: &SharedMaps, report: &ProbeReport, lsm_judges: bool) -> Result<Self, Error> {
+    /// and this program follows its verdicts. `sockets`: see
+    /// `EnforcerOptions::stratum_sockets`.
+    pub fn load(
+        maps: &SharedMaps,
+        report: &ProbeReport,
+        lsm_judges: bool,
+        sockets: u32,
+    ) -> Result<Self, Error> {
         let skel = Owned::build(|storage| {
             let mut open = StratumSkelBuilder::default().open(storage)?;
+            // Room past the limit the connect hooks keep to, for sockets
+            // found at apply and accepted ones.
+            open.maps
+                .mg_sockhash
+                .set_max_entries(sockets.max(1).saturating_add(SOCKHASH_HEADROOM))?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
                 rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
                 rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
@@ -49,6 +63,7 @@ impl StratumHook {
             object: "stratum",
             source,
         })?;
+        maps.set_tracking_limit(sockets.max(1))?;
         let sockhash = skel.maps.mg_sockhash.as_fd().as_raw_fd();
         skel.progs
             .mg_stratum_msg

@@ -122,6 +122,9 @@ pub enum StratumSignature {
     /// `TCP_FASTOPEN_CONNECT`, refused on the cgroup backend (its first
     /// write goes out in the SYN, before any hook there reads a stream).
     FastOpenConnect,
+    /// A connection refused because the Stratum socket tracking was full
+    /// (cgroup backend): it would have sent unjudged.
+    Untracked,
 }
 
 impl StratumSignature {
@@ -129,7 +132,7 @@ impl StratumSignature {
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
             SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
-            SIG_UNREADABLE, SIG_V1, SIG_V2,
+            SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -141,6 +144,7 @@ impl StratumSignature {
             SIG_CUSTOM => Some(StratumSignature::Custom),
             SIG_MPTCP => Some(StratumSignature::Mptcp),
             SIG_TFO_CONNECT => Some(StratumSignature::FastOpenConnect),
+            SIG_UNTRACKED => Some(StratumSignature::Untracked),
             _ => None,
         }
     }
@@ -149,7 +153,7 @@ impl StratumSignature {
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
             SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
-            SIG_UNREADABLE, SIG_V1, SIG_V2,
+            SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -161,12 +165,14 @@ impl StratumSignature {
             StratumSignature::Custom => SIG_CUSTOM,
             StratumSignature::Mptcp => SIG_MPTCP,
             StratumSignature::FastOpenConnect => SIG_TFO_CONNECT,
+            StratumSignature::Untracked => SIG_UNTRACKED,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
-    /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`).
+    /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`,
+    /// `untracked-refused`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -178,6 +184,7 @@ impl StratumSignature {
             StratumSignature::Custom => "custom-method",
             StratumSignature::Mptcp => "mptcp-refused",
             StratumSignature::FastOpenConnect => "fastopen-connect-refused",
+            StratumSignature::Untracked => "untracked-refused",
         }
     }
 }

@@ -812,7 +812,14 @@ fn fast_open_via_in(
 ) -> ChildEnd {
     let (storage, len, family) = sockaddr_of(addr);
     let to = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    assert!(payload.len() <= 512);
     fork_in(cg, || unsafe {
+        // The bytes in the child's own (touched) memory: a Fast Open
+        // payload the syscall tracepoint cannot read without a fault is
+        // refused unjudged (see stratum_in_a_tcp_fast_open_syn_is_refused).
+        let mut copy = [0u8; 512];
+        copy[..payload.len()].copy_from_slice(payload);
+        let payload = &copy[..payload.len()];
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 {
             return 99;
@@ -969,4 +976,99 @@ fn stratum_over_udp_is_judged_where_the_backend_reads_datagrams() {
         assert_eq!(got, ChildEnd::Code(0));
         assert_eq!(datagram(&pool).as_deref(), Some(STRATUM_SUBSCRIBE));
     }
+}
+
+#[test]
+fn a_full_socket_tracking_refuses_connections_never_passes_them() {
+    require_kernel!();
+    const LIMIT: usize = 4;
+    let cg = test_cgroup();
+    let mut enforcer = minerguard::Enforcer::with_options(minerguard::EnforcerOptions {
+        backend: backend_choice(),
+        stratum_sockets: LIMIT as u32,
+        ..Default::default()
+    })
+    .unwrap();
+    enforcer
+        .apply(&stratum_profile(Action::Deny), scope_of(&cg))
+        .unwrap();
+    let tracked = enforcer.stratum_sk_msg().is_ok();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let (storage, len, family) = sockaddr_of(addr);
+    let to = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // In the scope: LIMIT idle connections, then one more. Code 100 +
+    // errno: the extra one connected and its Stratum send failed; 60 +
+    // errno: it was refused, and after one of the idle ones closed a new
+    // one connected; 80 + errno: that one was refused too.
+    let end = fork_in(Some(&cg), || unsafe {
+        let connect = || {
+            let s = libc::socket(family, libc::SOCK_STREAM, 0);
+            if libc::connect(s, to, len) == 0 {
+                Ok(s)
+            } else {
+                let e = *libc::__errno_location();
+                libc::close(s);
+                Err(e)
+            }
+        };
+        let mut idle = Vec::new();
+        for _ in 0..LIMIT {
+            match connect() {
+                Ok(s) => idle.push(s),
+                Err(_) => return 99,
+            }
+        }
+        match connect() {
+            Ok(s) => {
+                let sent = libc::send(
+                    s,
+                    STRATUM_SUBSCRIBE.as_ptr().cast(),
+                    STRATUM_SUBSCRIBE.len(),
+                    0,
+                );
+                if sent != STRATUM_SUBSCRIBE.len() as isize {
+                    return 100 + (*libc::__errno_location()).min(100);
+                }
+                0
+            }
+            Err(refused) => {
+                // An abortive close: the socket is gone at once (a FIN
+                // would leave it to the peer).
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                libc::setsockopt(
+                    idle[0],
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                );
+                libc::close(idle[0]);
+                libc::usleep(50_000);
+                match connect() {
+                    Ok(_) => 60 + refused.min(19),
+                    Err(e) => 80 + e.min(19),
+                }
+            }
+        }
+    });
+    if tracked {
+        // The sockhash was full: the connection was refused, not passed
+        // unjudged, and a closed socket made room again.
+        assert_eq!(end, ChildEnd::Code(60 + libc::EPERM));
+        let ev = wait_event(
+            &enforcer,
+            |e| matches!(e.target, Target::Stratum { signature: minerguard::events::StratumSignature::Untracked, addr: a, .. } if a == addr),
+        );
+        assert!(ev.is_some(), "an untracked-refused event");
+        assert_eq!(enforcer.untracked_sockets(), 0);
+    } else {
+        // The lsm hook reads every send: nothing to track, nothing full.
+        assert_eq!(end, ChildEnd::Code(100 + libc::EPERM));
+    }
+    let got = received(&pool);
+    assert!(!got.windows(16).any(|w| w == b"mining.subscribe"));
 }

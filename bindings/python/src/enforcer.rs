@@ -182,6 +182,7 @@ impl Enforcer {
             event_capacity: event_capacity.max(1),
             require_all_rules,
             syscall_tracepoints,
+            ..EnforcerOptions::default()
         };
         let enforcer = py
             .detach(|| minerguard::Enforcer::with_options(options))

@@ -1,18 +1,21 @@
 //! `send()` overhead of the Stratum check (sockops puts each new TCP client
-//! socket of a covered cgroup into a sockhash; an `sk_msg` verdict judges
-//! the socket's first message, then `bpf_msg_apply_bytes` passes the rest).
+//! socket of a covered cgroup into a sockhash; an `sk_msg` verdict feeds
+//! its sends to the socket's Stratum reader until the reader's budget is
+//! spent, then `bpf_msg_apply_bytes` passes the rest and the enforcer takes
+//! the socket out of the sockhash).
 //!
 //! A worker forked into a fresh bench cgroup connects to a loopback listener
 //! (created outside the cgroup; the worker accepts and drains the server
-//! end itself, outside the timed region) and sends a clean 128-byte JSON
-//! object, timing each send() alone (figure: the median per-call latency
-//! of a batch, robust to preemption on this shared machine): it starts
-//! with `{`, so the verdict scans the whole 128-byte window (the worst case
-//! for a clean message) and passes it. Measured:
-//! - `send/first`: the first send() of a fresh socket (the judged one);
+//! end itself, outside the timed region) and times each send() alone
+//! (figure: the median per-call latency of a batch, robust to preemption on
+//! this shared machine). Measured:
+//! - `send/first`: the first send() of a fresh socket: a clean 128-byte
+//!   JSON-RPC object, read whole by the reader (a message, not mining);
 //! - `send/first-http`: the same with a plain HTTP GET as the first message;
-//! - `send/later`: sends on a socket whose first message was already judged
-//!   (100 ms earlier: by then the enforcer took it out of the sockhash).
+//! - `send/later`: sends on a long-lived socket (the same 128-byte message;
+//!   the reader releases the socket after 8 messages, and the enforcer takes
+//!   it out of the sockhash within 50 ms, so the median is a released
+//!   socket's send).
 //!
 //! Configurations: no enforcer (`unhooked`), `default` without its stratum
 //! rule (`stratum-off`: the connect hooks are attached, sockops is not: it

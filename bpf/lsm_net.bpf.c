@@ -11,6 +11,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
+#include "stratum_reader.h"
 
 #define MG_EPERM 1
 
@@ -49,6 +50,23 @@ static __always_inline int mg_judge(struct socket *sock,
 		fam = mg_unmap_v4(ip);
 	} else {
 		return 0;
+	}
+
+	/* Before 6.5 sendfile and splice are read by the sk_msg verdict
+	 * alone: a stratum scope's connection its full sockhash could not
+	 * take is refused (fail closed). */
+	if (BPF_CORE_READ(sock, sk, sk_protocol) == 6 /* IPPROTO_TCP */ &&
+	    mg_tracking_full()) {
+		ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+		if (ref) {
+			__u8 taken = ref->action == MG_ACTION_AUDIT ? MG_ACTION_AUDIT
+								    : MG_ACTION_DENY;
+
+			mg_tfo_event(scope, ref, taken, fam, ip, bpf_ntohs(port_be),
+				     MG_SIG_UNTRACKED);
+			if (taken != MG_ACTION_AUDIT)
+				return -MG_EPERM;
+		}
 	}
 
 	/* A TCP Fast Open send whose payload the syscall tracepoint

@@ -26,16 +26,6 @@
  */
 const volatile bool mg_signal_in_cgroup = false;
 
-/* Whether the Stratum sockhash is full (cgroup backend: mg_tracking). */
-static __always_inline bool mg_tracking_full(void)
-{
-	struct mg_tracking *t;
-	__u32 zero = 0;
-
-	t = bpf_map_lookup_elem(&mg_tracking, &zero);
-	return t && t->limit && t->sockets >= t->limit;
-}
-
 static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
 				    __u8 family)
 {

@@ -99,6 +99,17 @@ static __always_inline void mg_net_event(const struct mg_scope *scope,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Whether the Stratum sockhash is full (mg_tracking; where the sk_msg
+ * verdict reads streams). */
+static __always_inline bool mg_tracking_full(void)
+{
+	struct mg_tracking *t;
+	__u32 zero = 0;
+
+	t = bpf_map_lookup_elem(&mg_tracking, &zero);
+	return t && t->limit && t->sockets >= t->limit;
+}
+
 /* Reports a refused TCP Fast Open send (a Stratum event for its
  * destination), or a refused MPTCP socket. */
 static __always_inline void mg_tfo_event(const struct mg_scope *scope,

@@ -425,7 +425,8 @@ pub fn accept_within(listener: &TcpListener) -> std::net::TcpStream {
 /// Waits up to 5 s for an event that `pred` accepts; other events are skipped.
 pub fn wait_event(enforcer: &Enforcer, pred: impl Fn(&Event) -> bool) -> Option<Event> {
     let rx = enforcer.events();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous: the emulated VM, busy with other tests, can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(ev) if pred(&ev) => return Some(ev),

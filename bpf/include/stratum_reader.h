@@ -93,6 +93,7 @@ enum mg_read_verdict {
 #define MG_H_GET 8        /* an HTTP GET request's headers */
 #define MG_H_WS 16        /* "websocket" in those headers */
 #define MG_H_FIRST 32     /* on the text's first line */
+#define MG_H_UPGRADE 64   /* this header line still spells "upgrade:" */
 
 /* mg_json_view.flags */
 #define MG_J_STR 1     /* inside a string */
@@ -131,7 +132,9 @@ struct mg_reader {
 	__u8 sig;       /* family of the method that matched */
 	__u8 mask_i;    /* WebSocket: payload bytes unmasked (mod 4), or ext-length bytes left */
 	__u8 mask[4];   /* WebSocket masking key */
-	__u32 _pad;
+	__u8 quiet;     /* only '"', '\\', CR and LF can change anything (mg_reader_quiet) */
+	__u8 diverged;  /* the stream view differs from the line view (else stale) */
+	__u8 _pad[2];
 	struct mg_json_view line;   /* the text read line by line */
 	struct mg_json_view stream; /* the text read as a stream */
 	char method[MG_METHOD_LEN]; /* the method that matched */
@@ -140,6 +143,8 @@ struct mg_reader {
 /* "CONNECT " and "GET " as little-endian words: byte n is character n. */
 #define MG_CONNECT_WORD 0x205443454e4e4f43ULL
 #define MG_GET_WORD 0x20544547ULL
+/* "upgrade:" (a header name, compared in lower case). */
+#define MG_UPGRADE_WORD 0x3a65646172677075ULL
 /* "websocke" (and a final 't'). */
 #define MG_WEBSOCKE_WORD 0x656b636f73626577ULL
 
@@ -173,6 +178,7 @@ static __always_inline void mg_reader_restart(struct mg_reader *r)
 	r->http = 0;
 	r->line_pos = 0;
 	r->ws_pos = 0;
+	r->diverged = 0;
 	mg_view_reset(&r->line);
 	mg_view_reset(&r->stream);
 }
@@ -258,7 +264,7 @@ static __always_inline int mg_hex(__u8 c)
  * One byte of text for one view. `lines`: the view that parses each line by
  * itself. Returns a family when a mining method is decided.
  */
-static __noinline __u8 mg_view_byte(struct mg_json_view *v, __u8 c, __u32 lines)
+static __always_inline __u8 mg_view_byte(struct mg_json_view *v, __u8 c, __u32 lines)
 {
 	__u16 msg_depth;
 	int h;
@@ -400,7 +406,14 @@ static __always_inline int mg_reader_hit(struct mg_reader *r,
 	return MG_READ_MINING;
 }
 
-/* One byte of text (or of a WebSocket payload): HTTP framing, then both
+/* Between messages, or skipping a line: two views both in one of these
+ * states (the same one) read the rest alike. */
+static __always_inline bool mg_view_between(const struct mg_json_view *v)
+{
+	return (v->flags & MG_J_JUNK) || (!v->depth && !(v->flags & MG_J_STR));
+}
+
+/* One byte of text (or of a WebSocket payload): HTTP framing, then the
  * JSON views. */
 static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
 {
@@ -439,18 +452,45 @@ static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
 					r->http &= ~MG_H_GET_OK;
 			}
 			if (r->http & MG_H_GET) {
-				/* "websocket", any case, anywhere in the headers. */
+				/* "websocket", any case, in the value of an
+				 * "Upgrade:" header (servers take no other). */
 				lc = mg_lower(c);
-				if (r->ws_pos < 8 && lc == (__u8)(MG_WEBSOCKE_WORD >> (r->ws_pos * 8)))
-					r->ws_pos++;
-				else if (r->ws_pos == 8 && lc == 't')
-					r->http |= MG_H_WS;
-				else
-					r->ws_pos = lc == 'w';
+				if (p == 0)
+					r->http |= MG_H_UPGRADE;
+				if (p < 8) {
+					if (lc != (__u8)(MG_UPGRADE_WORD >> (p * 8)))
+						r->http &= ~MG_H_UPGRADE;
+					r->ws_pos = 0;
+				} else if (r->http & MG_H_UPGRADE) {
+					if (r->ws_pos < 8 &&
+					    lc == (__u8)(MG_WEBSOCKE_WORD >> (r->ws_pos * 8)))
+						r->ws_pos++;
+					else if (r->ws_pos == 8 && lc == 't')
+						r->http |= MG_H_WS;
+					else
+						r->ws_pos = lc == 'w';
+				}
 			}
 			if (p < 255)
 				r->line_pos = p + 1;
 		}
+	}
+	/*
+	 * The two views read the same until a line ends inside a value or a
+	 * string (the line view starts over there, the stream view goes on):
+	 * until then only the line view runs, and the stream view is a copy
+	 * of it made at that line end. They agree again once both are between
+	 * messages, or both skip a line.
+	 */
+	if (!r->diverged) {
+		if (c != '\n' || (!r->line.depth && !(r->line.flags & MG_J_STR))) {
+			sig = mg_view_byte(&r->line, c, 1);
+			if (sig)
+				return mg_reader_hit(r, &r->line, sig);
+			return MG_READ_MORE;
+		}
+		__builtin_memcpy(&r->stream, &r->line, sizeof(r->stream));
+		r->diverged = 1;
 	}
 	sig = mg_view_byte(&r->line, c, 1);
 	if (sig)
@@ -458,6 +498,9 @@ static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
 	sig = mg_view_byte(&r->stream, c, 0);
 	if (sig)
 		return mg_reader_hit(r, &r->stream, sig);
+	if (mg_view_between(&r->line) && mg_view_between(&r->stream) &&
+	    (r->line.flags & MG_J_JUNK) == (r->stream.flags & MG_J_JUNK))
+		r->diverged = 0;
 	return MG_READ_MORE;
 }
 
@@ -703,6 +746,33 @@ static __noinline int mg_read_byte(struct mg_reader *r, __u8 c)
 	return MG_READ_DONE;
 }
 
+/* A view that only a quote, a backslash or a line end can change: it
+ * skips a line, or is inside a string it does not read. */
+static __always_inline bool mg_view_quiet(const struct mg_json_view *v)
+{
+	return (v->flags & MG_J_JUNK) ||
+	       ((v->flags & (MG_J_STR | MG_J_CAPKEY | MG_J_CAPVAL)) == MG_J_STR && !v->esc);
+}
+
+/*
+ * Whether the next bytes other than '"', '\\', CR and LF change nothing but
+ * the byte and line counts: text whose views are quiet, past where the HTTP
+ * framing looks (a request's first 8 characters, the first 8 of a GET's
+ * header lines, and its Upgrade header). Most of a stream is
+ * such bytes (strings, skipped lines, headers), so they take a short path.
+ */
+static __always_inline bool mg_reader_quiet(const struct mg_reader *r)
+{
+	if (r->frame != MG_FR_TEXT || !mg_view_quiet(&r->line) ||
+	    (r->diverged && !mg_view_quiet(&r->stream)))
+		return false;
+	if ((r->http & MG_H_FIRST) && r->line_pos < 8)
+		return false;
+	if ((r->http & MG_H_GET) && (r->line_pos < 8 || (r->http & MG_H_UPGRADE)))
+		return false;
+	return true;
+}
+
 /* Whether the reader has nothing left to read. */
 static __always_inline bool mg_reader_spent(const struct mg_reader *r)
 {
@@ -730,9 +800,21 @@ struct mg_feed {
 static long mg_feed_byte(__u32 i, void *ctx)
 {
 	struct mg_feed *f = ctx;
+	struct mg_reader *r = f->r;
+	__u8 c = f->buf[i & (MG_READ_BUDGET - 1)];
 	int v;
 
-	v = mg_read_byte(f->r, f->buf[i & (MG_READ_BUDGET - 1)]);
+	if (!r)
+		return 1;
+	if (r->quiet && c != '"' && c != '\\' && c != '\n' && c != '\r' &&
+	    r->seen < MG_READ_BUDGET) {
+		r->seen++;
+		if (r->line_pos < 255)
+			r->line_pos++;
+		return 0;
+	}
+	v = mg_read_byte(r, c);
+	r->quiet = mg_reader_quiet(r);
 	if (v == MG_READ_MORE)
 		return 0;
 	f->verdict = v;

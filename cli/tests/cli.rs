@@ -222,10 +222,11 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
         "{few:?} {all:?}"
     );
     if backend == "cgroup" {
-        // Loader exec (mmap, mprotect) and Fast Open (sendto, sendmsg).
+        // Loader exec (mmap, mprotect) and Fast Open (sendto, sendmsg,
+        // sendmmsg).
         assert_eq!(
             (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
-            (0, 4),
+            (0, 5),
             "{few:?} {all:?}"
         );
     } else {

@@ -211,10 +211,13 @@ def test_stratum_send_is_refused_and_clean_sockets_are_released(
     subscribe = '{"id": 1, "method": "mining.subscribe", "params": []}\n'
     assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), subscribe, "0"]) == enforcer.stratum_errno
     ev = wait_for(enforcer, "stratum-protocol")
-    assert (ev.kind, ev.port, ev.signature) == ("stratum", port, "stratum-v1")
-    # A clean client that stays connected leaves the Stratum send path.
+    assert (ev.kind, ev.port, ev.signature, ev.method) == ("stratum", port, "stratum-v1", "mining.")
+    # A clean client that stays connected leaves the Stratum send path once
+    # the reader's budget (4096 bytes) is spent.
     assert enforcer.released_sockets == 0
-    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), "GET / HTTP/1.1\r\n\r\n", "0.5"]) == 0
+    upload = "POST /upload HTTP/1.1\r\nContent-Length: 4040\r\n\r\n"
+    upload += "x" * (4096 - len(upload))
+    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), upload, "0.5"]) == 0
     assert enforcer.released_sockets == 1
 
 

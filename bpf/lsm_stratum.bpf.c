@@ -50,11 +50,18 @@ extern const void page_offset_base __ksym __weak;
 extern const void vmemmap_base __ksym __weak;
 #define MG_PAGE_SHIFT 12
 
-/* This thread's copy of the bytes being judged, segment by segment, and a
- * reader for a socket's first send (task storage: the hook may sleep, so a
- * per-CPU buffer could be taken over by another task). */
+/*
+ * This thread's copy of the bytes being judged (the send's segments one
+ * after the other, up to what the reader still takes), and a reader for a
+ * socket's first send (task storage: the hook may sleep, so a per-CPU
+ * buffer could be taken over by another task). The copy is read by one
+ * bpf_loop after the segment walk: a byte loop nested in the segment loop
+ * is more than 6.12's verifier takes. Three budgets of room: what the
+ * verifier can prove of an append (an offset below the budget, a length
+ * masked below twice the budget).
+ */
 struct mg_send_copy {
-	__u8 buf[MG_READ_BUDGET];
+	__u8 buf[3 * MG_READ_BUDGET];
 	struct mg_reader r;
 };
 
@@ -79,45 +86,44 @@ struct mg_iov_walk {
 	__u64 skip; /* bytes of the first segment already sent */
 	__u64 vmemmap;	    /* bio_vec walks: the page array's address */
 	__u64 direct_map; /* bio_vec walks: the direct map's address */
-	struct mg_reader *r;
-	__u32 verdict; /* enum mg_read_verdict */
+	__u32 room;    /* bytes the reader still takes (at most the budget) */
+	__u32 len;     /* bytes copied so far */
 	__u32 failed;  /* a segment could not be read */
+	__u32 _pad;
 };
 
 /*
- * Reads the bytes at `from` (n of them; user memory unless `kernel`), up to
- * what the reader still takes, and feeds them to it. Returns 1 when the
+ * Appends the bytes at `from` (n of them; user memory unless `kernel`) to
+ * the thread's copy, up to what the reader still takes. Returns 1 when the
  * walk should stop.
  */
 static __always_inline long mg_read_from(struct mg_iov_walk *w, __u64 from,
 					 __u64 n, bool kernel)
 {
 	struct mg_send_copy *copy;
-	struct mg_reader *r = w->r;
-	__u32 room;
+	__u32 off, room;
 
 	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
 				    0, 0);
-	if (!copy || !r || mg_reader_spent(r)) {
-		w->verdict = MG_READ_DONE;
+	if (!copy || w->len >= w->room)
 		return 1;
-	}
-	room = MG_READ_BUDGET - (r->seen & (MG_READ_BUDGET - 1));
+	off = w->len & (MG_READ_BUDGET - 1);
+	room = w->room - w->len;
 	if (n > room)
 		n = room;
 	/* 6.1's verifier learns no bound from comparing two registers. */
 	barrier_var(n);
 	n &= 2 * MG_READ_BUDGET - 1;
-	if (n == 0 || n > MG_READ_BUDGET)
+	if (n == 0)
 		return 0;
 	/* A fault here fails the kernel's own copy at the same byte. */
-	if (kernel ? bpf_probe_read_kernel(copy->buf, n, (const void *)from)
-		   : bpf_copy_from_user(copy->buf, n, (const void *)from)) {
+	if (kernel ? bpf_probe_read_kernel(copy->buf + off, n, (const void *)from)
+		   : bpf_copy_from_user(copy->buf + off, n, (const void *)from)) {
 		w->failed = 1;
 		return 1;
 	}
-	w->verdict = mg_reader_feed(r, copy->buf, n);
-	return w->verdict != MG_READ_MORE;
+	w->len = off + n;
+	return w->len >= w->room;
 }
 
 static long mg_read_segment(__u32 i, void *ctx)
@@ -172,11 +178,16 @@ static long mg_read_page_segment(__u32 i, void *ctx)
  * or -1 when the data is neither user memory nor pages this program can
  * read.
  */
-static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r)
+static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
+					struct mg_send_copy *copy)
 {
-	struct mg_iov_walk w = { .r = r, .verdict = MG_READ_MORE };
+	struct mg_iov_walk w = {};
 	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
 	__u64 nr;
+
+	if (mg_reader_spent(r))
+		return MG_READ_DONE;
+	w.room = MG_READ_BUDGET - (r->seen & (MG_READ_BUDGET - 1));
 
 	w.skip = BPF_CORE_READ(msg, msg_iter.iov_offset);
 	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
@@ -216,9 +227,9 @@ static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r)
 out:
 	if (w.failed)
 		return -1;
-	if (w.verdict == MG_READ_MORE && mg_reader_spent(r))
-		return MG_READ_DONE;
-	return w.verdict;
+	if (!w.len)
+		return MG_READ_MORE;
+	return mg_reader_feed(r, copy->buf, w.len);
 }
 
 /* Reports a matched signature against the destination (connected peer, or
@@ -344,7 +355,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 		r = &copy->r;
 		mg_reader_init(r, scope->policy_id);
 	}
-	verdict = mg_read_sent(msg, r);
+	verdict = mg_read_sent(msg, r, copy);
 	/* Kernel senders (ITER_KVEC) and pages this program cannot read
 	 * are left to the sk_msg program where it runs. */
 	if (verdict < 0)

@@ -21,6 +21,8 @@
 #                              the 6.1 VM with the cgroup backend, with the
 #                              guest's CPUs busy (#19's note). Empty:
 #                              nothing skipped)
+#   MINERGUARD_VM_APPEND       extra guest kernel command line (e.g.
+#                              "softlockup_panic=1 ignore_loglevel")
 #   MINERGUARD_VM_FILTER       test-name filters passed to every binary
 #                              (default: none, every test runs)
 set -euo pipefail
@@ -78,6 +80,9 @@ done
 # about 230 + 45 s on lsm in the emulated VM; 600 would leave too little
 # margin for a slow host.
 limit=${MINERGUARD_VM_BINARY_LIMIT:-900}
+# Extra kernel command line (e.g. "softlockup_panic=1 ignore_loglevel" when
+# hunting a guest that stops making progress).
+append=${MINERGUARD_VM_APPEND:-}
 guest=$out/guest.sh
 # The guest sees /var/cache as its own: it gets the cached XMRig (the
 # stratum evasion tests run it) through the shared output directory.
@@ -114,7 +119,7 @@ echo "vm-test: booting $(basename "$kernel") with lsm=$lsm (QEMU, no KVM; takes 
 start=$(date +%s)
 set +e
 timeout 1800 vng --run "$kernel" --disable-kvm --memory 2G --cpus 2 \
-    --append "lsm=$lsm" --rwdir "$out" --exec "$guest" 2>&1 | tee "$out/console.log"
+    --append "lsm=$lsm $append" --rwdir "$out" --exec "$guest" 2>&1 | tee "$out/console.log"
 vng_rc=${PIPESTATUS[0]}
 set -e
 echo "vm-test: VM exited with $vng_rc after $(( $(date +%s) - start )) s"

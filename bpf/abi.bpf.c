@@ -16,6 +16,7 @@ struct mg_abi {
 	enum mg_stat stat;
 	enum mg_scope_flag scope_flag;
 	enum mg_inode_kind inode_kind;
+	enum mg_path_kind path_kind;
 	enum mg_stratum_sig stratum_sig;
 	enum mg_limit limit;
 	struct mg_event event;
@@ -25,6 +26,7 @@ struct mg_abi {
 	struct mg_method_key method_key;
 	struct mg_method method;
 	struct mg_tracking tracking;
+	struct mg_path_key path_key;
 };
 
 struct mg_abi mg_abi;

@@ -21,15 +21,15 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 	struct mg_scope *scope = mg_current_scope();
 	struct mg_rule_ref *ref;
 	struct mg_event *e;
-	char *path = NULL;
+	int view = -1;
 	__u8 taken;
 
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &path, false);
+	ref = mg_exec_match(bprm, scope, &view);
 	if (!ref || ref->action == MG_ACTION_AUDIT)
 		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
-	if (!ref || !path)
+	if (!ref)
 		return 0;
 
 	if (ref->action == MG_ACTION_AUDIT) {
@@ -42,7 +42,8 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 	e = mg_event_start(MG_KIND_EXEC, scope, ref, taken);
 	if (!e)
 		return 0;
-	__builtin_memcpy(e->path, path, MG_PATH_LEN);
+	mg_event_path(e, BPF_CORE_READ(bprm, file), view,
+		      BPF_CORE_READ(bprm, filename));
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

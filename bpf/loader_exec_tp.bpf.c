@@ -22,17 +22,17 @@ static __always_inline void mg_kill_mapping(struct file *file)
 {
 	struct mg_scope *scope = NULL;
 	struct mg_rule_ref *ref;
-	char *name = NULL;
+	int view = -1;
 	__u8 taken = MG_ACTION_AUDIT;
 
-	ref = mg_mapping_match(file, &scope, &name);
-	if (!ref || !scope || !name)
+	ref = mg_mapping_match(file, &scope, &view);
+	if (!ref || !scope)
 		return;
 	if (ref->action != MG_ACTION_AUDIT) {
 		bpf_send_signal(MG_SIGKILL);
 		taken = MG_ACTION_KILL;
 	}
-	mg_mapping_event(scope, ref, taken, name);
+	mg_mapping_event(scope, ref, taken, file, view);
 }
 
 /* The open file behind descriptor `fd` of the current task, or NULL. */

@@ -22,7 +22,7 @@ int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	struct mg_scope *scope;
 	struct mg_rule_ref *ref;
 	struct mg_event *e;
-	char *path = NULL;
+	int view = -1;
 	__u8 action;
 
 	/* Another LSM (or BPF program) already refused. */
@@ -31,13 +31,13 @@ int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	scope = mg_current_scope();
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &path, true);
+	ref = mg_exec_match(bprm, scope, &view);
 	/* exec.no_new_exec counts execve calls, not binfmt passes: a script's
 	 * interpreter pass (interp no longer the filename) was counted with it. */
 	if ((!ref || ref->action == MG_ACTION_AUDIT) &&
 	    BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename))
 		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
-	if (!ref || !path)
+	if (!ref)
 		return 0;
 
 	action = ref->action;
@@ -46,7 +46,10 @@ int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 
 	e = mg_event_start(MG_KIND_EXEC, scope, ref, action);
 	if (e) {
-		__builtin_memcpy(e->path, path, MG_PATH_LEN);
+		/* In a script's interpreter pass, bprm->file is the
+		 * interpreter: the event names what this pass judged. */
+		mg_event_path(e, BPF_CORE_READ(bprm, file), view,
+			      BPF_CORE_READ(bprm, interp));
 		bpf_ringbuf_submit(e, 0);
 	}
 	return action == MG_ACTION_AUDIT ? 0 : -MG_EPERM;

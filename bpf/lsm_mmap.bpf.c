@@ -16,16 +16,16 @@ static __always_inline int mg_judge_mapping(struct file *file)
 {
 	struct mg_scope *scope = NULL;
 	struct mg_rule_ref *ref;
-	char *name = NULL;
+	int view = -1;
 	__u8 action;
 
-	ref = mg_mapping_match(file, &scope, &name);
-	if (!ref || !scope || !name)
+	ref = mg_mapping_match(file, &scope, &view);
+	if (!ref || !scope)
 		return 0;
 	action = ref->action;
 	if (action == MG_ACTION_KILL)
 		bpf_send_signal(MG_SIGKILL);
-	mg_mapping_event(scope, ref, action, name);
+	mg_mapping_event(scope, ref, action, file, view);
 	return action == MG_ACTION_AUDIT ? 0 : -MG_EPERM;
 }
 

@@ -4,11 +4,17 @@
 //! Learning applies [`ExecLearner::profile`] (an allow-list that allows
 //! nothing, in audit mode: every exec in the scope is reported, none is
 //! refused) and feeds the events to [`ExecLearner::record`]. Each event
-//! names the executed path as the caller passed it; the learner makes it
-//! absolute (against the process's working directory) and canonical
-//! (symlinks resolved), and, on the cgroup backend where the event comes
-//! after the exec, adds the binary the process now runs (`/proc/PID/exe`,
-//! the interpreter for a script).
+//! names the executed file by its path from the executing task's root,
+//! built by the kernel (symlinks, `/proc/self/exe` and relative paths
+//! resolved in the task itself): for a task in a container, the path as the
+//! container sees it, which is what the learned allow-list must say (the
+//! enforcer matches allow-list paths on the same view). The learner takes
+//! that path as it is and never resolves it on the host.
+//!
+//! What is judged, and so learned: on the lsm backend a script and its
+//! interpreter (two events); on the cgroup backend the program the task
+//! runs after the exec (a script's interpreter: the script file is gone by
+//! the time its tracepoint runs).
 
 use std::{
     collections::BTreeSet,
@@ -34,19 +40,18 @@ const NOTHING: &str = "/proc/minerguard-allows-nothing/";
 /// Collects the programs a scope runs.
 #[derive(Debug, Clone)]
 pub struct ExecLearner {
-    /// Events come after the exec (cgroup backend): /proc/PID/exe is the
-    /// new image. On the lsm backend they come before it.
-    after_exec: bool,
     learned: BTreeSet<PathBuf>,
-    /// Events whose path could not be made absolute (the process was gone).
+    /// Events whose path the kernel could not build (it fell back to the
+    /// path as the caller passed it, which may be relative).
     unresolved: Vec<String>,
 }
 
 impl ExecLearner {
-    /// An empty learner for events from `backend`.
+    /// An empty learner for events from `backend` (both name files by the
+    /// same view; the backend decides only which files are judged).
     pub fn new(backend: BackendKind) -> Self {
+        let _ = backend;
         ExecLearner {
-            after_exec: backend == BackendKind::Cgroup,
             learned: BTreeSet::new(),
             unresolved: Vec::new(),
         }
@@ -70,22 +75,18 @@ impl ExecLearner {
         let Target::Exec { path } = &ev.target else {
             return Vec::new();
         };
-        let proc = PathBuf::from(format!("/proc/{}", ev.tgid));
-        let mut found = Vec::new();
-        match absolute(Path::new(path.as_str()), &proc) {
-            Some(p) => found.push(p),
-            None => self.unresolved.push(path.as_str().to_owned()),
+        let path = Path::new(path.as_str());
+        if !path.is_absolute() || path.as_os_str().len() >= crate::compile::limits::MAX_PATH_BYTES {
+            // Relative: the kernel could not build the path (too deep); a
+            // path that filled the event may be cut short.
+            self.unresolved.push(path.to_string_lossy().into_owned());
+            return Vec::new();
         }
-        // After the exec (cgroup backend), the image the process runs now.
-        if self.after_exec {
-            if let Ok(exe) = std::fs::read_link(proc.join("exe")) {
-                if exe.is_absolute() && exe.exists() {
-                    found.push(exe);
-                }
-            }
+        if self.learned.insert(path.to_path_buf()) {
+            vec![path.to_path_buf()]
+        } else {
+            Vec::new()
         }
-        found.retain(|p| self.learned.insert(p.clone()));
-        found
     }
 
     /// Everything learned so far, sorted.
@@ -93,7 +94,8 @@ impl ExecLearner {
         self.learned.iter().map(PathBuf::as_path)
     }
 
-    /// Relative paths of processes that exited before they could be resolved.
+    /// Paths the kernel could not name from the task's root (nested too
+    /// deep or too long for an event): not learned, so still refused.
     pub fn unresolved(&self) -> &[String] {
         &self.unresolved
     }
@@ -109,19 +111,6 @@ impl ExecLearner {
                 .map(|p| p.to_string_lossy().into_owned()),
         ))
     }
-}
-
-/// `path` made absolute against the process's working directory and
-/// canonicalised; None when that is not possible (process gone).
-fn absolute(path: &Path, proc: &Path) -> Option<PathBuf> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::fs::read_link(proc.join("cwd")).ok()?.join(path)
-    };
-    std::fs::canonicalize(&full)
-        .ok()
-        .or_else(|| full.is_absolute().then_some(full))
 }
 
 /// What [`Enforcer::learn`] reports while it runs.
@@ -179,21 +168,6 @@ mod tests {
         k.resolve_inodes().unwrap();
         assert!(k.allow_only.is_some());
         assert!(k.inodes.is_empty(), "{:?}", k.inodes);
-    }
-
-    #[test]
-    fn absolute_paths_are_canonicalised() {
-        let me = PathBuf::from("/proc/self");
-        assert_eq!(
-            absolute(Path::new("/bin/sh"), &me).unwrap(),
-            std::fs::canonicalize("/bin/sh").unwrap()
-        );
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(
-            absolute(Path::new("Cargo.toml"), &me).unwrap(),
-            cwd.join("Cargo.toml")
-        );
-        assert!(absolute(Path::new("x"), Path::new("/proc/0")).is_none());
     }
 
     #[test]

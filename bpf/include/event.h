@@ -31,6 +31,11 @@ enum mg_limit {
 	 * mg_stratum_methods. */
 	MG_METHOD_LEN = 32,
 	MG_METHODS_ENTRIES = 16384,
+	/* exec.dirs / path_prefixes / allow_only: bytes of a path entry (a
+	 * path from the task's root, NUL excluded: longer ones are refused by
+	 * validation), and max_entries of mg_exec_paths. */
+	MG_PREFIX_LEN = 128,
+	MG_PATHS_ENTRIES = 16384,
 };
 
 /* What a rule matched on. */
@@ -74,27 +79,41 @@ struct mg_event {
 	__u8 _pad0;
 	__u8 addr[16];      /* destination; IPv4 in the first 4 bytes */
 	char comm[MG_COMM_LEN];
-	char path[MG_PATH_LEN]; /* executed file as passed to execve (exec) */
+	char path[MG_PATH_LEN]; /* exec: the file's path from the task's root */
 };
 
 /* mg_scope.flags: which optional lookups the scope's policy needs. */
 enum mg_scope_flag {
 	MG_SCOPE_CIDR4 = 1, /* the policy has IPv4 CIDR entries */
 	MG_SCOPE_CIDR6 = 2, /* the policy has IPv6 CIDR entries */
-	MG_SCOPE_INODES = 4, /* the policy has exec.files / exec.dirs entries */
+	MG_SCOPE_INODES = 4, /* the policy has exec.files entries */
 	MG_SCOPE_MEMFD = 8, /* the policy has an exec.memfd rule */
 	MG_SCOPE_CMDLINE = 16, /* the policy has exec.cmdline patterns */
 	MG_SCOPE_ALLOW_ONLY = 32, /* the policy has an exec.allow_only rule */
 	MG_SCOPE_NO_NEW_EXEC = 64, /* the policy has an exec.no_new_exec rule */
+	MG_SCOPE_PATHS = 128, /* the policy has exec.dirs / path_prefixes entries */
 };
 
 
 /* mg_inode_key.kind */
 enum mg_inode_kind {
 	MG_INODE_FILE = 1, /* exec.files: the executed file itself */
-	MG_INODE_DIR = 2,  /* exec.dirs: a directory above it */
-	MG_INODE_ALLOW_FILE = 3, /* exec.allow_only: an allowed file */
-	MG_INODE_ALLOW_DIR = 4,  /* exec.allow_only: an allowed prefix */
+};
+
+/* mg_path_key.kind: entries matched on the path from the task's root. */
+enum mg_path_kind {
+	MG_PATH_DIR = 1,        /* exec.dirs / path_prefixes: a directory above it */
+	MG_PATH_ALLOW_FILE = 2, /* exec.allow_only: an allowed file */
+	MG_PATH_ALLOW_DIR = 3,  /* exec.allow_only: an allowed prefix */
+};
+
+/* Key of the `mg_exec_paths` map: a path from the task's root, without a
+ * trailing '/' ("" for the root directory), zero-padded. */
+struct mg_path_key {
+	__u32 policy_id;
+	__u8 kind; /* enum mg_path_kind */
+	__u8 _pad[3];
+	char path[MG_PREFIX_LEN];
 };
 
 /* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */

@@ -7,6 +7,7 @@
 #define MINERGUARD_EXEC_MATCH_H
 
 #include "common.h"
+#include "path_view.h"
 
 /* Per-CPU scratch for the execve filename (too big for the BPF stack).
  * Not shared between objects: each object gets its own. */
@@ -61,80 +62,58 @@ static __always_inline __u32 basename_offset(const char *buf)
 	return ctx.off;
 }
 
-/* Deepest directory walk for exec.dirs (levels above the file). */
-#define MG_DIR_DEPTH 24
-
-/* Looks up a dentry's (device, inode) as `kind` in the policy. */
+/* exec.files: the file itself by (device, inode). */
 static __always_inline struct mg_rule_ref *
-lookup_inode(__u32 policy_id, __u8 kind, struct dentry *d)
+lookup_file_inode(__u32 policy_id, struct dentry *d)
 {
 	struct mg_inode_key key = {};
 
 	key.policy_id = policy_id;
-	key.kind = kind;
+	key.kind = MG_INODE_FILE;
 	key.dev = BPF_CORE_READ(d, d_sb, s_dev);
 	key.ino = BPF_CORE_READ(d, d_inode, i_ino);
 	return bpf_map_lookup_elem(&mg_inodes, &key);
 }
 
-/* What the inode walk found: the strongest deny match, and whether an
- * allow-list entry covers the file. */
-struct mg_inode_verdict {
-	struct mg_rule_ref *deny;
-	bool allowed;
-};
-
 /*
- * exec.files / exec.dirs (`deny`) and exec.allow_only (`allow`): the file by
- * (device, inode), then each directory above it, following d_parent (so
- * symlinks and bind mounts, which share dentries, do not escape). Stops at
- * the filesystem root.
- */
-static __always_inline struct mg_inode_verdict
-mg_inode_match(__u32 policy_id, struct dentry *d, bool deny, bool allow)
-{
-	struct mg_inode_verdict v = {};
-
-	if (deny)
-		v.deny = lookup_inode(policy_id, MG_INODE_FILE, d);
-	if (allow && lookup_inode(policy_id, MG_INODE_ALLOW_FILE, d))
-		v.allowed = true;
-	for (int i = 0; i < MG_DIR_DEPTH; i++) {
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-
-		if (!parent || parent == d)
-			break;
-		if (deny)
-			v.deny = mg_stronger(v.deny, lookup_inode(policy_id, MG_INODE_DIR,
-								  parent));
-		if (allow && !v.allowed &&
-		    lookup_inode(policy_id, MG_INODE_ALLOW_DIR, parent))
-			v.allowed = true;
-		d = parent;
-	}
-	return v;
-}
-
-/*
- * The deny rules that judge a file by itself (name, inode, fileless), for
- * both an exec and an executable mapping of the file. With `allow_list`,
- * also the scope's exec.allow_only rule when no allow entry covers it.
+ * The deny rules that judge a file by itself (name, inode, path from the
+ * task's root, fileless), for both an exec and an executable mapping of the
+ * file. With `allow_list`, also the scope's exec.allow_only rule when no
+ * allow entry covers it. *view is the offset of the file's path in the
+ * path scratch when it was built (for the event), else -1.
  */
 static __always_inline struct mg_rule_ref *
-mg_file_match(const struct mg_scope *scope, struct dentry *dentry,
-	      bool allow_list)
+mg_file_match(const struct mg_scope *scope, struct file *file,
+	      bool allow_list, int *view)
 {
 	bool allow = allow_list && (scope->flags & MG_SCOPE_ALLOW_ONLY);
+	bool dirs = scope->flags & MG_SCOPE_PATHS;
+	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
 	struct mg_rule_ref *ref;
+	__u32 zero = 0;
 
+	*view = -1;
 	ref = lookup_name(scope->policy_id,
 			  (const char *)BPF_CORE_READ(dentry, d_name.name));
-	if ((scope->flags & MG_SCOPE_INODES) || allow) {
-		struct mg_inode_verdict v = mg_inode_match(
-			scope->policy_id, dentry, scope->flags & MG_SCOPE_INODES,
-			allow);
+	if (scope->flags & MG_SCOPE_INODES)
+		ref = mg_stronger(ref, lookup_file_inode(scope->policy_id, dentry));
+	if (dirs || allow) {
+		struct mg_path_scratch *s =
+			bpf_map_lookup_elem(&mg_path_scratch, &zero);
+		struct mg_path_verdict v = {};
 
+		if (s)
+			v = mg_path_match(scope->policy_id, file, dirs, allow, s,
+					  view);
+		else
+			v.unresolved = true;
 		ref = mg_stronger(ref, v.deny);
+		/* A path that cannot be built is refused, never let through:
+		 * as the strongest directory rule, and as not allowed. */
+		if (v.unresolved && dirs)
+			ref = mg_stronger(ref, bpf_map_lookup_elem(
+						       &mg_deep_path,
+						       &scope->policy_id));
 		if (allow && !v.allowed)
 			ref = mg_stronger(ref, bpf_map_lookup_elem(
 						       &mg_allow_only,
@@ -149,42 +128,52 @@ mg_file_match(const struct mg_scope *scope, struct dentry *dentry,
 }
 
 /*
+ * Fills an exec event's path: `file`'s path from the task's root (built
+ * already at `view`, or now), else `fallback` (a kernel string).
+ */
+static __always_inline void mg_event_path(struct mg_event *e, struct file *file,
+					  int view, const char *fallback)
+{
+	struct mg_path_scratch *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&mg_path_scratch, &zero);
+	if (s && view < 0)
+		view = mg_path_of(file, s);
+	if (s && view >= 0 &&
+	    bpf_probe_read_kernel_str(e->path, MG_PATH_LEN,
+				      s->buf + (view & (MG_PATH_BUF - 1))) > 0)
+		return;
+	if (bpf_probe_read_kernel_str(e->path, MG_PATH_LEN, fallback) <= 0)
+		e->path[0] = 0;
+}
+
+/*
  * The rule matching this exec in the scope's policy, or NULL: the strongest
  * of the name rules (the name of the file being executed, symlinks
  * resolved, or the basename the caller executed: for scripts bprm->file may
- * be the interpreter), the inode rules, the fileless rule and the
- * allow-list. *path is left pointing at the execve filename, for the
- * event; with `interp_path`, at bprm->interp instead: the same, except in a
- * script's interpreter pass of bprm_check_security, where it names the
- * interpreter this pass judges.
+ * be the interpreter), the inode rules, the path rules, the fileless rule
+ * and the allow-list. *view: as for mg_file_match (bprm->file's path).
  */
 static __always_inline struct mg_rule_ref *
 mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
-	      char **path, bool interp_path)
+	      int *view)
 {
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	struct mg_rule_ref *ref;
-	struct dentry *dentry;
 	__u32 zero = 0;
 	__u32 off;
 	char *buf;
 
+	ref = mg_file_match(scope, BPF_CORE_READ(bprm, file), true, view);
 	buf = bpf_map_lookup_elem(&mg_exec_scratch, &zero);
 	if (!buf)
-		return NULL;
-	*path = buf;
+		return ref;
 	if (bpf_probe_read_kernel_str(buf, MG_PATH_LEN, filename) <= 0)
-		buf[0] = 0;
-
-	dentry = BPF_CORE_READ(bprm, file, f_path.dentry);
-	ref = mg_file_match(scope, dentry, true);
+		return ref;
 	off = basename_offset(buf);
 	if (off < MG_PATH_LEN)
 		ref = mg_stronger(ref, lookup_name(scope->policy_id, filename + off));
-	if (interp_path && BPF_CORE_READ(bprm, interp) != filename &&
-	    bpf_probe_read_kernel_str(buf, MG_PATH_LEN,
-				      BPF_CORE_READ(bprm, interp)) <= 0)
-		buf[0] = 0;
 	return ref;
 }
 

@@ -16,47 +16,41 @@
 
 /* Scopes with exec rules that judge files; others never pay more than the
  * scope lookup. */
-#define MG_SCOPE_FILE_RULES (MG_SCOPE_INODES | MG_SCOPE_MEMFD)
+#define MG_SCOPE_FILE_RULES (MG_SCOPE_INODES | MG_SCOPE_PATHS | MG_SCOPE_MEMFD)
 
 /*
  * The rule refusing an executable mapping of `file` in the current scope,
- * or NULL. Fills the event's scope and the mapped file's name into *name.
+ * or NULL. Fills the event's scope and where the file's path was built
+ * (*view, for mg_mapping_event).
  */
 static __always_inline struct mg_rule_ref *
-mg_mapping_match(struct file *file, struct mg_scope **scope_out, char **name)
+mg_mapping_match(struct file *file, struct mg_scope **scope_out, int *view)
 {
 	struct mg_scope *scope;
-	struct dentry *dentry;
-	__u32 zero = 0;
-	char *buf;
 
+	*view = -1;
 	if (!file)
 		return NULL;
 	scope = mg_current_scope();
 	if (!scope)
 		return NULL;
-	buf = bpf_map_lookup_elem(&mg_exec_scratch, &zero);
-	if (!buf)
-		return NULL;
-	dentry = BPF_CORE_READ(file, f_path.dentry);
-	if (bpf_probe_read_kernel_str(buf, MG_PATH_LEN,
-				      BPF_CORE_READ(dentry, d_name.name)) <= 0)
-		buf[0] = 0;
 	*scope_out = scope;
-	*name = buf;
-	return mg_file_match(scope, dentry, false);
+	return mg_file_match(scope, file, false, view);
 }
 
-/* Writes the mapping event (kind exec, path = the mapped file's name). */
+/* Writes the mapping event (kind exec, path = the mapped file's path from
+ * the task's root, else its name). */
 static __always_inline void mg_mapping_event(const struct mg_scope *scope,
 					     const struct mg_rule_ref *ref,
-					     __u8 taken, const char *name)
+					     __u8 taken, struct file *file,
+					     int view)
 {
 	struct mg_event *e = mg_event_start(MG_KIND_EXEC, scope, ref, taken);
 
 	if (!e)
 		return;
-	__builtin_memcpy(e->path, name, MG_PATH_LEN);
+	mg_event_path(e, file, view,
+		      (const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name));
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -72,6 +72,25 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_inodes SEC(".maps");
 
+/* exec.dirs, path_prefixes and allow_only entries, by path from the task's
+ * root (bpf/include/path_view.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MG_PATHS_ENTRIES);
+	__type(key, struct mg_path_key);
+	__type(value, struct mg_rule_ref);
+} mg_exec_paths SEC(".maps");
+
+/* The rule an exec matches when its path cannot be built (deeper or longer
+ * than the walk goes): each policy's strongest exec.dirs rule (key: policy
+ * id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_deep_path SEC(".maps");
+
 /* The exec.memfd rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -51,12 +51,13 @@ pub(crate) const ACTION_AUDIT: u8 = byte(c::mg_action::MG_ACTION_AUDIT.0);
 
 /// `enum mg_inode_kind` (a `u8` in `mg_inode_key`).
 pub(crate) const INODE_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_FILE.0);
-/// `enum mg_inode_kind`.
-pub(crate) const INODE_DIR: u8 = byte(c::mg_inode_kind::MG_INODE_DIR.0);
-/// `enum mg_inode_kind`.
-pub(crate) const INODE_ALLOW_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_ALLOW_FILE.0);
-/// `enum mg_inode_kind`.
-pub(crate) const INODE_ALLOW_DIR: u8 = byte(c::mg_inode_kind::MG_INODE_ALLOW_DIR.0);
+
+/// `enum mg_path_kind` (a `u8` in `mg_path_key`).
+pub(crate) const PATH_DIR: u8 = byte(c::mg_path_kind::MG_PATH_DIR.0);
+/// `enum mg_path_kind`.
+pub(crate) const PATH_ALLOW_FILE: u8 = byte(c::mg_path_kind::MG_PATH_ALLOW_FILE.0);
+/// `enum mg_path_kind`.
+pub(crate) const PATH_ALLOW_DIR: u8 = byte(c::mg_path_kind::MG_PATH_ALLOW_DIR.0);
 
 /// `enum mg_stratum_sig` (the first byte of a Stratum event's path).
 pub(crate) const SIG_V1: u8 = byte(c::mg_stratum_sig::MG_SIG_V1.0);
@@ -79,6 +80,10 @@ pub(crate) const SIG_TFO_CONNECT: u8 = byte(c::mg_stratum_sig::MG_SIG_TFO_CONNEC
 /// `enum mg_stratum_sig`.
 pub(crate) const SIG_UNTRACKED: u8 = byte(c::mg_stratum_sig::MG_SIG_UNTRACKED.0);
 
+/// `MG_PREFIX_LEN`: bytes of a path in `mg_path_key` (no NUL needed).
+pub(crate) const PREFIX_LEN: usize = c::mg_limit::MG_PREFIX_LEN.0 as usize;
+/// `MG_PATHS_ENTRIES`: max_entries of `mg_exec_paths`.
+pub(crate) const PATHS_ENTRIES: usize = c::mg_limit::MG_PATHS_ENTRIES.0 as usize;
 /// `MG_METHOD_LEN`: bytes of a Stratum method name in the kernel, NUL included.
 pub(crate) const METHOD_LEN: usize = c::mg_limit::MG_METHOD_LEN.0 as usize;
 /// `MG_METHODS_ENTRIES`: max_entries of `mg_stratum_methods`.

@@ -6,14 +6,14 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::skel::abi::types as c;
 
 use crate::{
-    compile::{InodeEntry, InodeKind, KernelPolicy, RuleRef},
+    compile::{InodeEntry, KernelPolicy, PathEntry, PathKind, RuleRef},
     error::AttachError,
     profile::Action,
 };
 
 use super::abi::{
-    ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
-    INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_FILE, PATH_ALLOW_DIR,
+    PATH_ALLOW_FILE, PATH_DIR, PATTERN_LEN, PREFIX_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -96,15 +96,37 @@ impl InodeKey {
             policy_id,
             dev: e.dev,
             ino: e.ino,
-            // enum mg_inode_kind
-            kind: match e.kind {
-                InodeKind::File => INODE_FILE,
-                InodeKind::Dir => INODE_DIR,
-                InodeKind::AllowFile => INODE_ALLOW_FILE,
-                InodeKind::AllowDir => INODE_ALLOW_DIR,
-            },
+            kind: INODE_FILE,
             _pad: [0; 7],
         }
+    }
+}
+
+/// `struct mg_path_key`, as the C header declares it (through BTF).
+pub(crate) type PathKey = c::mg_path_key;
+
+impl PathKey {
+    fn new(policy_id: u32, e: &PathEntry) -> Self {
+        let mut key = PathKey {
+            policy_id,
+            // enum mg_path_kind
+            kind: match e.kind {
+                PathKind::Dir => PATH_DIR,
+                PathKind::AllowFile => PATH_ALLOW_FILE,
+                PathKind::AllowDir => PATH_ALLOW_DIR,
+            },
+            _pad: [0; 3],
+            path: [0; PREFIX_LEN],
+        };
+        // The kernel looks a directory up by the bytes before its '/': the
+        // root directory is the empty key. Validation keeps paths shorter
+        // than the key.
+        let path = if e.path == "/" { "" } else { e.path.as_str() };
+        let n = path.len().min(PREFIX_LEN - 1);
+        for (dst, src) in key.path.iter_mut().zip(&path.as_bytes()[..n]) {
+            *dst = *src as _;
+        }
+        key
     }
 }
 
@@ -112,14 +134,11 @@ impl InodeKey {
 /// bits of `enum mg_scope_flag`, named as C names them (through BTF).
 pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
     type F = c::mg_scope_flag;
-    let file_rules = policy
-        .inodes
-        .iter()
-        .any(|e| e.kind == InodeKind::File || e.kind == InodeKind::Dir);
     [
         (!policy.cidrs4.is_empty(), F::MG_SCOPE_CIDR4),
         (!policy.cidrs6.is_empty(), F::MG_SCOPE_CIDR6),
-        (file_rules, F::MG_SCOPE_INODES),
+        (!policy.inodes.is_empty(), F::MG_SCOPE_INODES),
+        (!policy.exec_dirs.is_empty(), F::MG_SCOPE_PATHS),
         (policy.allow_only.is_some(), F::MG_SCOPE_ALLOW_ONLY),
         (policy.no_new_exec.is_some(), F::MG_SCOPE_NO_NEW_EXEC),
         (policy.memfd.is_some(), F::MG_SCOPE_MEMFD),
@@ -171,6 +190,7 @@ unsafe impl Pod for MethodValue {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for InodeKey {}
+unsafe impl Pod for PathKey {}
 unsafe impl Pod for PrefixKey {}
 unsafe impl Pod for PrefixBucket {}
 unsafe impl Pod for PatternKey {}
@@ -266,6 +286,10 @@ declare_shared_maps! {
     stratum_methods: mg_stratum_methods,
     /// `mg_tracking`: how full the Stratum sockhash is.
     tracking: mg_tracking,
+    /// `mg_exec_paths`: exec.dirs / path_prefixes / allow_only by path.
+    exec_paths: mg_exec_paths,
+    /// `mg_deep_path`: the rule for an exec whose path cannot be built.
+    deep_path: mg_deep_path,
 }
 
 impl SharedMaps {
@@ -294,13 +318,14 @@ impl SharedMaps {
     fn singletons(
         &self,
         policy: &KernelPolicy,
-    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 5] {
+    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 6] {
         [
             (&self.stratum, "mg_stratum", policy.stratum),
             (&self.memfd, "mg_memfd", policy.memfd),
             (&self.msr, "mg_msr", policy.msr),
             (&self.allow_only, "mg_allow_only", policy.allow_only),
             (&self.no_new_exec, "mg_no_new_exec", policy.no_new_exec),
+            (&self.deep_path, "mg_deep_path", policy.deep_path_rule()),
         ]
     }
 
@@ -318,6 +343,7 @@ impl SharedMaps {
             update_all(&self.cmd_pattern, "mg_cmd_pattern", &e.patterns)?;
             update_all(&self.cmd_prefix, "mg_cmd_prefix", &e.prefixes)?;
             update_all(&self.inodes, "mg_inodes", &e.inodes)?;
+            update_all(&self.exec_paths, "mg_exec_paths", &e.paths)?;
             update_all(&self.stratum_methods, "mg_stratum_methods", &e.methods)?;
             for (map, name, rule) in self.singletons(policy) {
                 if let Some(r) = rule {
@@ -355,6 +381,7 @@ impl SharedMaps {
         delete_all(&self.cmd_pattern, &e.patterns);
         delete_all(&self.cmd_prefix, &e.prefixes);
         delete_all(&self.inodes, &e.inodes);
+        delete_all(&self.exec_paths, &e.paths);
         delete_all(&self.stratum_methods, &e.methods);
         for (map, _, rule) in self.singletons(policy) {
             if rule.is_some() {
@@ -482,6 +509,7 @@ struct PolicyEntries {
     patterns: Entries<PatternKey, PatternValue>,
     prefixes: Entries<PrefixKey, PrefixBucket>,
     inodes: Entries<InodeKey, RuleRefValue>,
+    paths: Entries<PathKey, RuleRefValue>,
     methods: Entries<MethodKey, MethodValue>,
 }
 
@@ -545,6 +573,9 @@ impl PolicyEntries {
                 .collect(),
             inodes: (policy.inodes.iter())
                 .map(|e| (InodeKey::new(policy_id, e), rule(&e.rule)))
+                .collect(),
+            paths: (policy.path_entries().iter())
+                .map(|e| (PathKey::new(policy_id, e), rule(&e.rule)))
                 .collect(),
         }
     }

@@ -42,6 +42,13 @@ pub mod limits {
     pub const MAX_DOMAINS: usize = 4096;
     /// Longest path in path matchers (MG_PATH_LEN - 1).
     pub const MAX_PATH_BYTES: usize = abi::PATH_LEN - 1;
+    /// Longest exec.dirs / path_prefixes / allow_only path without its
+    /// trailing `/` (MG_PREFIX_LEN - 1: the kernel compares whole keys).
+    pub const MAX_PATH_ENTRY_BYTES: usize = abi::PREFIX_LEN - 1;
+    /// exec.dirs, path_prefixes and allow_only paths of one profile: a
+    /// quarter of `mg_exec_paths`, as each may add a host alias and an
+    /// update writes its entries before dropping the old ones.
+    pub const MAX_PATH_ENTRIES: usize = abi::PATHS_ENTRIES / 4;
     /// Longest `stratum.methods` entry (MG_METHOD_LEN - 1 for the NUL).
     pub const MAX_METHOD_BYTES: usize = abi::METHOD_LEN - 1;
     /// Mining methods of one profile, halved as the exec names are.
@@ -144,8 +151,9 @@ pub struct KernelPolicy {
     pub cmdline: BTreeMap<String, RuleRef>,
     /// `exec.files` paths → rule (resolved to inodes at apply).
     pub exec_files: BTreeMap<String, RuleRef>,
-    /// `exec.dirs` and `exec.path_prefixes` directories → rule (resolved
-    /// to inodes at apply).
+    /// `exec.dirs` and `exec.path_prefixes` directories → rule, matched in
+    /// the kernel on the path from the executing task's root (a container's
+    /// `/tmp` for a task in it).
     pub exec_dirs: BTreeMap<String, RuleRef>,
     /// `connect.domains` → rule (resolved to addresses at apply).
     pub domains: BTreeMap<String, RuleRef>,
@@ -160,17 +168,20 @@ pub struct KernelPolicy {
     /// Resolved domain addresses → their domain, filled by
     /// [`KernelPolicy::resolve_domains`] (their entries are in `cidrs4/6`).
     pub domain_addresses: BTreeMap<IpAddr, Arc<str>>,
-    /// The (device, inode) entries of `exec_files` and `exec_dirs`, filled
-    /// by [`KernelPolicy::resolve_inodes`] (empty after `compile`, which
-    /// does not touch the filesystem).
+    /// The (device, inode) entries of `exec_files`, filled by
+    /// [`KernelPolicy::resolve_inodes`] (empty after `compile`, which does
+    /// not touch the filesystem).
     pub inodes: Vec<InodeEntry>,
+    /// Host aliases of `exec_dirs` and `exec_allow` paths (the path → where
+    /// it leads on this host, when a symlink makes that differ, e.g. `/bin`
+    /// → `/usr/bin`), filled by [`KernelPolicy::resolve_inodes`]: the
+    /// kernel sees the resolved path, so both are entries.
+    pub path_aliases: BTreeMap<String, String>,
 }
 
-/// What an entry of the kernel's inode map stands for.
+/// What an entry of the kernel's path map (`mg_exec_paths`) stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum InodeKind {
-    /// `exec.files`: the file itself is refused.
-    File,
+pub enum PathKind {
     /// `exec.dirs` / `exec.path_prefixes`: anything under the directory.
     Dir,
     /// `exec.allow_only`: the file itself is allowed.
@@ -179,22 +190,24 @@ pub enum InodeKind {
     AllowDir,
 }
 
-impl InodeKind {
-    /// Whether the entry names a directory (anything under it).
-    pub fn is_dir(self) -> bool {
-        matches!(self, InodeKind::Dir | InodeKind::AllowDir)
-    }
+/// One entry of the kernel's path map: a path from the task's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathEntry {
+    /// The path, absolute, without a trailing `/` (`/` itself is `/`).
+    pub path: String,
+    /// What the entry stands for.
+    pub kind: PathKind,
+    /// The rule.
+    pub rule: RuleRef,
 }
 
-/// A file or directory resolved for the kernel's inode map.
+/// An `exec.files` file resolved for the kernel's inode map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeEntry {
     /// Device, in the kernel's encoding (`major << 20 | minor`).
     pub dev: u32,
     /// Inode number.
     pub ino: u64,
-    /// What the entry stands for.
-    pub kind: InodeKind,
     /// The rule.
     pub rule: RuleRef,
 }
@@ -269,6 +282,7 @@ impl KernelPolicy {
             domains: BTreeMap::new(),
             domain_addresses: BTreeMap::new(),
             inodes: Vec::new(),
+            path_aliases: BTreeMap::new(),
             allow_only: None,
             exec_allow: BTreeMap::new(),
             no_new_exec: None,
@@ -456,22 +470,59 @@ impl KernelPolicy {
             .collect()
     }
 
-    /// Resolves `exec.files`, `exec.dirs` and `exec.allow_only` to (device, inode) through the
-    /// filesystem, following symlinks. A missing file is an error (a rule
-    /// naming a file that is not there is most likely wrong); a missing
-    /// directory is skipped (e.g. no /dev/shm in this container).
+    /// Resolves `exec.files` to (device, inode) through the filesystem,
+    /// following symlinks, and finds the host aliases of the `exec.dirs`,
+    /// `exec.path_prefixes` and `exec.allow_only` paths
+    /// ([`KernelPolicy::path_aliases`]). A missing file named by
+    /// `exec.files` is an error (a rule naming a file that is not there is
+    /// most likely wrong). Directory and allow-list paths need not exist on
+    /// the host: they are matched on the path from the executing task's root,
+    /// which for a container is the container's own tree; where they exist,
+    /// a file where a directory is meant (and the reverse) is reported.
     pub fn resolve_inodes(&mut self) -> Result<(), ProfileError> {
+        let mut problems = Vec::new();
+        self.path_aliases.clear();
         let allow_rule = self.allow_only;
-        if self.exec_files.is_empty()
-            && self.exec_dirs.is_empty()
-            && (allow_rule.is_none() || self.exec_allow.is_empty())
-        {
+        let allow = allow_rule
+            .iter()
+            .flat_map(|r| self.exec_allow.iter().map(move |(p, pre)| (p, *r, *pre)));
+        let paths = (self.exec_dirs.iter().map(|(p, r)| (p, *r, true))).chain(allow);
+        for (path, rule, is_dir) in paths {
+            let field = if self.exec_allow.contains_key(path) && Some(rule) == allow_rule {
+                "exec.allow_only"
+            } else {
+                "exec"
+            };
+            let at = format!("rules[{}].{field}", rule.rule_idx);
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            if is_dir && !meta.is_dir() {
+                problems.push(Diagnostic::new(at, format!("`{path}` is not a directory")));
+                continue;
+            }
+            if !is_dir && meta.is_dir() {
+                problems.push(Diagnostic::new(
+                    at,
+                    format!(
+                        "`{path}` is a directory: write `{path}/` to allow everything under it"
+                    ),
+                ));
+                continue;
+            }
+            if let Ok(real) = std::fs::canonicalize(path) {
+                let real = real.to_string_lossy().into_owned();
+                if real != *path && real.len() <= limits::MAX_PATH_ENTRY_BYTES {
+                    self.path_aliases.insert(path.clone(), real);
+                }
+            }
+        }
+        if self.exec_files.is_empty() {
             // Nothing to resolve: skip reading the mount table.
             self.inodes.clear();
-            return Ok(());
+            return finish(problems);
         }
         let mut entries = Vec::new();
-        let mut problems = Vec::new();
         // The kernel sees the superblock's device, which stat() does not
         // always report (overlayfs gives the upper layer's): take it from
         // the mount that holds the path.
@@ -482,87 +533,91 @@ impl KernelPolicy {
                 .and_then(|p| crate::mountinfo::mount_of(&mounts, &p).map(|m| m.kernel_dev))
                 .unwrap_or_else(|| kernel_dev(st_dev))
         };
-        let all = self
-            .exec_files
-            .iter()
-            .map(|(p, r)| (p, *r, InodeKind::File))
-            .chain(self.exec_dirs.iter().map(|(p, r)| (p, *r, InodeKind::Dir)))
-            .chain(allow_rule.iter().flat_map(|r| {
-                self.exec_allow.iter().map(move |(p, is_prefix)| {
-                    let kind = if *is_prefix {
-                        InodeKind::AllowDir
-                    } else {
-                        InodeKind::AllowFile
-                    };
-                    (p, *r, kind)
-                })
-            }));
-        for (path, rule, kind) in all {
-            let field = match kind {
-                InodeKind::File => "exec.files",
-                InodeKind::Dir => "exec",
-                InodeKind::AllowFile | InodeKind::AllowDir => "exec.allow_only",
-            };
-            let at = format!("rules[{}].{field}", rule.rule_idx);
+        for (path, rule) in &self.exec_files {
+            let at = format!("rules[{}].exec.files", rule.rule_idx);
             match std::fs::metadata(path) {
-                Ok(meta) if kind.is_dir() && !meta.is_dir() => {
-                    problems.push(Diagnostic::new(at, format!("`{path}` is not a directory")))
-                }
-                Ok(meta) if kind == InodeKind::AllowFile && meta.is_dir() => {
-                    problems.push(Diagnostic::new(
-                        at,
-                        format!(
-                            "`{path}` is a directory: write `{path}/` to allow everything under it"
-                        ),
-                    ))
-                }
                 Ok(meta) => entries.push(InodeEntry {
                     dev: dev_of(path, meta.dev()),
                     ino: meta.ino(),
-                    kind,
-                    rule,
+                    rule: *rule,
                 }),
-                // A missing directory cannot hold anything to run (e.g. no
-                // /dev/shm in this container); for an allow-list it only
-                // allows less.
-                Err(e) if kind.is_dir() && e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     problems.push(Diagnostic::new(at, format!("cannot resolve `{path}`: {e}")))
                 }
             }
-        }
-        if !problems.is_empty() {
-            return Err(ProfileError::Invalid {
-                file: None,
-                diagnostics: problems,
-            });
         }
         // Two paths may name one inode (hard links, symlinks): strongest wins.
         entries.sort_by_key(|e| {
             (
                 e.dev,
                 e.ino,
-                e.kind,
                 std::cmp::Reverse(e.rule.action),
                 e.rule.rule_idx,
             )
         });
-        entries.dedup_by_key(|e| (e.dev, e.ino, e.kind));
+        entries.dedup_by_key(|e| (e.dev, e.ino));
         self.inodes = entries;
-        Ok(())
+        finish(problems)
+    }
+
+    /// The kernel's path entries: every `exec.dirs` / `exec.path_prefixes`
+    /// directory and, with an `exec.allow_only` rule, every allow-list path,
+    /// each also under its host alias ([`KernelPolicy::path_aliases`]). The
+    /// strongest rule wins where two name one path.
+    pub fn path_entries(&self) -> Vec<PathEntry> {
+        let mut out: BTreeMap<(String, PathKind), RuleRef> = BTreeMap::new();
+        let mut add = |path: &str, kind: PathKind, rule: RuleRef| {
+            let names =
+                std::iter::once(path).chain(self.path_aliases.get(path).map(|a| a.as_str()));
+            for name in names {
+                out.entry((name.to_string(), kind))
+                    .and_modify(|r| {
+                        if (rule.action, std::cmp::Reverse(rule.rule_idx))
+                            > (r.action, std::cmp::Reverse(r.rule_idx))
+                        {
+                            *r = rule;
+                        }
+                    })
+                    .or_insert(rule);
+            }
+        };
+        for (path, rule) in &self.exec_dirs {
+            add(path, PathKind::Dir, *rule);
+        }
+        if let Some(rule) = self.allow_only {
+            for (path, is_prefix) in &self.exec_allow {
+                let kind = if *is_prefix {
+                    PathKind::AllowDir
+                } else {
+                    PathKind::AllowFile
+                };
+                add(path, kind, rule);
+            }
+        }
+        out.into_iter()
+            .map(|((path, kind), rule)| PathEntry { path, kind, rule })
+            .collect()
+    }
+
+    /// The rule an exec matches when its path cannot be built in the kernel
+    /// (nested deeper or longer than the walk goes): the strongest
+    /// `exec.dirs` / `exec.path_prefixes` rule, the earliest among equals.
+    pub fn deep_path_rule(&self) -> Option<RuleRef> {
+        self.exec_dirs
+            .values()
+            .copied()
+            .max_by_key(|r| (r.action, std::cmp::Reverse(r.rule_idx)))
     }
 
     /// Whether an executable mapping of a file can match (loader exec:
     /// mappings are judged by the rules that judge an exec of the same file
-    /// by itself: names, resolved files and directories, fileless; not the
+    /// by itself: names, resolved files, directories, fileless; not the
     /// allow-list). Call after [`KernelPolicy::resolve_inodes`].
     pub fn judges_mapped_files(&self) -> bool {
         !self.exec_names.is_empty()
             || self.memfd.is_some()
-            || self
-                .inodes
-                .iter()
-                .any(|e| matches!(e.kind, InodeKind::File | InodeKind::Dir))
+            || !self.inodes.is_empty()
+            || !self.exec_dirs.is_empty()
     }
 
     /// Whether any rule of this kind is present.
@@ -583,6 +638,18 @@ fn normalize_dir(d: &str) -> String {
         "/".into()
     } else {
         t.into()
+    }
+}
+
+/// `Ok` when nothing was reported, else every problem at once.
+fn finish(problems: Vec<Diagnostic>) -> Result<(), ProfileError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ProfileError::Invalid {
+            file: None,
+            diagnostics: problems,
+        })
     }
 }
 

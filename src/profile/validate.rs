@@ -191,8 +191,8 @@ fn each<'a>(
 fn check_exec(exec: &ExecMatch, at: &str, r: &mut Report) {
     each(&exec.names, at, "exec.names", r, basename_problem);
     each(&exec.path_prefixes, at, "exec.path_prefixes", r, |p| {
-        absolute_problem(p, limits::MAX_PATH_BYTES).or_else(|| {
-            // Matched in the kernel by the directory's inode, so a
+        path_entry_problem(p).or_else(|| {
+            // Matched in the kernel on whole path components, so a
             // prefix must name a whole directory.
             (!p.ends_with('/')).then(|| {
                 format!("`{p}` must end with `/`: path prefixes name directories (e.g. `/tmp/`)")
@@ -202,12 +202,14 @@ fn check_exec(exec: &ExecMatch, at: &str, r: &mut Report) {
     each(&exec.files, at, "exec.files", r, |p| {
         absolute_problem(p, limits::MAX_PATH_BYTES)
     });
-    each(&exec.dirs, at, "exec.dirs", r, |p| {
-        absolute_problem(p, limits::MAX_PATH_BYTES)
-    });
-    each(&exec.allow_only, at, "exec.allow_only", r, |p| {
-        absolute_problem(p, limits::MAX_PATH_BYTES)
-    });
+    each(&exec.dirs, at, "exec.dirs", r, path_entry_problem);
+    each(
+        &exec.allow_only,
+        at,
+        "exec.allow_only",
+        r,
+        path_entry_problem,
+    );
     each(&exec.cmdline, at, "exec.cmdline", r, |s| {
         if s.len() < 4 {
             Some(format!(
@@ -317,6 +319,7 @@ fn seccomp_action_problem(a: &SeccompAction) -> Option<String> {
 #[derive(Default)]
 struct Totals {
     names: usize,
+    paths: usize,
     ports: usize,
     cidrs: usize,
     domains: usize,
@@ -326,6 +329,7 @@ impl Totals {
     fn add(&mut self, rule: &Rule) {
         if let Some(e) = &rule.exec {
             self.names += e.names.len();
+            self.paths += e.dirs.len() + e.path_prefixes.len() + e.allow_only.len();
         }
         if let Some(c) = &rule.connect {
             self.ports += c.ports.iter().map(|p| p.len()).sum::<usize>();
@@ -337,6 +341,11 @@ impl Totals {
     fn check(&self, r: &mut Report) {
         let limits = [
             ("exec names", self.names, limits::MAX_EXEC_NAMES),
+            (
+                "exec.dirs, path_prefixes and allow_only paths",
+                self.paths,
+                limits::MAX_PATH_ENTRIES,
+            ),
             (
                 "ports (ranges counted port by port)",
                 self.ports,
@@ -386,6 +395,33 @@ fn absolute_problem(path: &str, max: usize) -> Option<String> {
     } else {
         None
     }
+}
+
+/// A path matched in the kernel on the path from the task's root
+/// (exec.dirs, exec.path_prefixes, exec.allow_only): absolute, with no
+/// component the kernel's path never has (`.`, `..`, an empty one), and
+/// short enough for a key of the path map.
+fn path_entry_problem(path: &str) -> Option<String> {
+    if let Some(p) = absolute_problem(path, limits::MAX_PATH_BYTES) {
+        return Some(p);
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some(format!(
+            "`{path}` has an empty, `.` or `..` component: write the path as the kernel sees it (e.g. `/usr/bin`)"
+        ));
+    }
+    let max = limits::MAX_PATH_ENTRY_BYTES;
+    (trimmed.len() > max).then(|| {
+        format!(
+            "path is {} bytes without its trailing `/`; directory and allow-list paths may have at most {max}",
+            trimmed.len()
+        )
+    })
 }
 
 fn cidr_problem(cidr: &str) -> Option<String> {

@@ -46,6 +46,7 @@ mod domains;
 mod exec;
 mod exec_rules;
 mod lifecycle;
+mod path_view;
 mod stratum;
 mod stratum_evasions;
 

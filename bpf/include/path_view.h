@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Paths as the task sees them: a file's path from the current task's root
+ * (task->fs->root), crossing mounts, so `/tmp` in a profile means every
+ * container's own /tmp and never the host directory a container's rootfs
+ * happens to live under. exec.dirs, exec.path_prefixes and exec.allow_only
+ * are matched on it, and exec events report it.
+ *
+ * The path is built right to left (as the kernel's d_path does) by one
+ * bpf_loop over dentries and mounts, then read left to right once: at each
+ * '/', the prefix before it is looked up as a directory entry of the policy
+ * (a hash lookup on the exact bytes: no hashing of our own that a crafted
+ * name could collide with). A walk that cannot finish (deeper than
+ * MG_WALK_STEPS, longer than MG_PATH_BUF) is reported as unresolved, and
+ * the caller refuses: an attacker cannot nest a miner out of reach.
+ */
+#ifndef MINERGUARD_PATH_VIEW_H
+#define MINERGUARD_PATH_VIEW_H
+
+#include "common.h"
+
+/* Bytes a built path may take (PATH_MAX), and dentries + mounts walked. */
+#define MG_PATH_BUF 4096
+#define MG_WALK_STEPS 2048
+/* Longest name of one path component (NAME_MAX). */
+#define MG_NAME_MAX 255
+
+/* Per-CPU scratch: the path is written into buf ending at MG_PATH_BUF - 1
+ * (a NUL); buf is twice that so every masked write stays inside. */
+struct mg_path_scratch {
+	char buf[2 * MG_PATH_BUF];
+	struct mg_path_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_path_scratch);
+} mg_path_scratch SEC(".maps");
+
+struct mg_walk {
+	struct dentry *d;
+	struct mount *m;
+	struct dentry *root_d;
+	struct mount *root_m;
+	char *buf;
+	__u32 pos;  /* first byte of the path built so far */
+	__u8 state; /* 0 walking, 1 done, 2 unresolved */
+};
+
+static __always_inline struct mount *mg_real_mount(struct vfsmount *v)
+{
+	return (struct mount *)((void *)v - bpf_core_field_offset(struct mount, mnt));
+}
+
+static long mg_walk_step(__u32 i, void *data)
+{
+	struct mg_walk *w = data;
+	struct dentry *d = w->d, *parent;
+	struct mount *m = w->m;
+	const unsigned char *name;
+	__u32 len;
+
+	if (d == w->root_d && m == w->root_m) {
+		w->state = 1;
+		return 1;
+	}
+	if (d == BPF_CORE_READ(m, mnt.mnt_root)) {
+		struct mount *up = BPF_CORE_READ(m, mnt_parent);
+
+		/* The top of a mount tree: the task's root is not above the
+		 * file (another namespace's file, an internal mount such as a
+		 * memfd's). The path is the one from that top. */
+		if (!up || up == m) {
+			w->state = 1;
+			return 1;
+		}
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = up;
+		return 0;
+	}
+	parent = BPF_CORE_READ(d, d_parent);
+	if (!parent || parent == d) {
+		w->state = 1;
+		return 1;
+	}
+	len = BPF_CORE_READ(d, d_name.len);
+	name = BPF_CORE_READ(d, d_name.name);
+	if (len > MG_NAME_MAX || w->pos < len + 1) {
+		w->state = 2;
+		return 1;
+	}
+	w->pos -= len;
+	if (bpf_probe_read_kernel(w->buf + (w->pos & (MG_PATH_BUF - 1)),
+				  len & MG_NAME_MAX, name)) {
+		w->state = 2;
+		return 1;
+	}
+	w->pos -= 1;
+	w->buf[w->pos & (MG_PATH_BUF - 1)] = '/';
+	w->d = parent;
+	return 0;
+}
+
+/*
+ * Builds the path of `file` from the current task's root into s->buf.
+ * Returns the offset of its first byte (the path ends at MG_PATH_BUF - 1,
+ * NUL-terminated), or -1 when the walk cannot finish.
+ */
+static __always_inline int mg_path_of(struct file *file,
+				      struct mg_path_scratch *s)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mg_walk w = {};
+
+	w.d = BPF_CORE_READ(file, f_path.dentry);
+	w.m = mg_real_mount(BPF_CORE_READ(file, f_path.mnt));
+	w.root_d = BPF_CORE_READ(task, fs, root.dentry);
+	w.root_m = mg_real_mount(BPF_CORE_READ(task, fs, root.mnt));
+	w.buf = s->buf;
+	w.pos = MG_PATH_BUF - 1;
+	s->buf[MG_PATH_BUF - 1] = 0;
+	bpf_loop(MG_WALK_STEPS, mg_walk_step, &w, 0);
+	if (w.state != 1)
+		return -1;
+	if (w.pos == MG_PATH_BUF - 1) {
+		/* The root itself. */
+		w.pos -= 1;
+		s->buf[w.pos & (MG_PATH_BUF - 1)] = '/';
+	}
+	return w.pos & (MG_PATH_BUF - 1);
+}
+
+/* What the path entries of a policy say about one file. */
+struct mg_path_verdict {
+	struct mg_rule_ref *deny; /* strongest exec.dirs / path_prefixes match */
+	bool allowed;             /* an exec.allow_only entry covers it */
+	bool unresolved;          /* the path could not be built */
+};
+
+struct mg_path_scan {
+	struct mg_path_scratch *s;
+	__u32 start;
+	__u32 len;
+	bool deny;
+	bool allow;
+	struct mg_path_verdict v;
+};
+
+static __always_inline struct mg_rule_ref *
+mg_path_lookup(struct mg_path_key *key, __u8 kind)
+{
+	key->kind = kind;
+	return bpf_map_lookup_elem(&mg_exec_paths, key);
+}
+
+/* One byte of the path, left to right: at a '/', the prefix before it (a
+ * directory above the file) is looked up; then the byte joins the key. */
+static long mg_path_scan_step(__u32 i, void *data)
+{
+	struct mg_path_scan *sc = data;
+	struct mg_path_key *key = &sc->s->key;
+	__u32 at = i & (MG_PREFIX_LEN - 1);
+	char c;
+
+	if (i >= sc->len || i >= MG_PREFIX_LEN)
+		return 1;
+	/* Keep the mask: the verifier needs it, the compiler sees the test. */
+	barrier_var(at);
+	c = sc->s->buf[(sc->start + i) & (2 * MG_PATH_BUF - 1)];
+	if (c == '/') {
+		if (sc->deny)
+			sc->v.deny = mg_stronger(sc->v.deny,
+						 mg_path_lookup(key, MG_PATH_DIR));
+		if (sc->allow && !sc->v.allowed &&
+		    mg_path_lookup(key, MG_PATH_ALLOW_DIR))
+			sc->v.allowed = true;
+	}
+	key->path[at & (MG_PREFIX_LEN - 1)] = c;
+	return 0;
+}
+
+/*
+ * Matches `file`'s path (from the task's root) against the policy's
+ * directory (`deny`) and allow-list (`allow`) entries. The path is left in
+ * s->buf at *start (for the event) unless unresolved.
+ */
+static __always_inline struct mg_path_verdict
+mg_path_match(__u32 policy_id, struct file *file, bool deny, bool allow,
+	      struct mg_path_scratch *s, int *start)
+{
+	struct mg_path_scan sc = {};
+	int at;
+
+	at = mg_path_of(file, s);
+	*start = at;
+	if (at < 0) {
+		sc.v.unresolved = true;
+		return sc.v;
+	}
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.policy_id = policy_id;
+	sc.s = s;
+	sc.start = at;
+	sc.len = MG_PATH_BUF - 1 - at;
+	sc.deny = deny;
+	sc.allow = allow;
+	bpf_loop(MG_PREFIX_LEN, mg_path_scan_step, &sc, 0);
+	/* The whole path, when it fits a key: an allowed file. */
+	if (allow && !sc.v.allowed && sc.len < MG_PREFIX_LEN &&
+	    mg_path_lookup(&s->key, MG_PATH_ALLOW_FILE))
+		sc.v.allowed = true;
+	return sc.v;
+}
+
+#endif

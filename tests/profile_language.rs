@@ -25,6 +25,7 @@ fn every_matcher_kind_parses_and_compiles() {
         MatcherKind::ExecFiles => "    action: deny\n    exec: { files: [/usr/local/bin/xmrig] }\n",
         MatcherKind::ExecDirs => "    action: deny\n    exec: { dirs: [/tmp, /dev/shm] }\n",
         MatcherKind::ExecMemfd => "    action: deny\n    exec: { memfd: true }\n",
+        MatcherKind::ExecDrift => "    action: deny\n    exec: { drift: true }\n",
         MatcherKind::ExecCmdline => "    action: kill\n    exec: { cmdline: [\"stratum+tcp://\"] }\n",
         MatcherKind::ExecAllowOnly => "    action: deny\n    exec: { allow_only: [/usr/bin/, /bin/sh] }\n",
         MatcherKind::ExecNoNewExec => "    action: deny\n    exec: { no_new_exec: true }\n",
@@ -237,6 +238,10 @@ fn render(p: &Profile) -> String {
     if let Some(r) = k.memfd {
         writeln!(out, "memfd -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
+    if let Some(r) = &k.drift {
+        writeln!(out, "drift -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+
     for (pattern, r) in &k.cmdline {
         writeln!(
             out,

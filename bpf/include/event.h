@@ -92,6 +92,7 @@ enum mg_scope_flag {
 	MG_SCOPE_ALLOW_ONLY = 32, /* the policy has an exec.allow_only rule */
 	MG_SCOPE_NO_NEW_EXEC = 64, /* the policy has an exec.no_new_exec rule */
 	MG_SCOPE_PATHS = 128, /* the policy has exec.dirs / path_prefixes entries */
+	MG_SCOPE_DRIFT = 256, /* the policy has an exec.drift rule */
 };
 
 

@@ -62,6 +62,37 @@ static __always_inline __u32 basename_offset(const char *buf)
 	return ctx.off;
 }
 
+/* overlayfs (include/uapi/linux/magic.h OVERLAYFS_SUPER_MAGIC). */
+#define MG_OVERLAYFS_MAGIC 0x794c7630
+
+/* The fields of overlayfs's inode that exec.drift reads: a module type on
+ * most kernels, relocated against the module's BTF (CO-RE). */
+struct ovl_inode___mg {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+} __attribute__((preserve_access_index));
+
+/*
+ * exec.drift: the file is on overlayfs and has an upper (writable-layer)
+ * dentry, i.e. it was created, or copied up by a change, after the overlay
+ * was mounted: not part of the image. Where the kernel's overlayfs layout
+ * cannot be read, userspace reports the rule unenforced
+ * (ProbeReport::overlay_types) rather than letting it pass silently.
+ */
+static __always_inline bool mg_drifted(struct dentry *d)
+{
+	struct inode *inode = BPF_CORE_READ(d, d_inode);
+	struct ovl_inode___mg *oi;
+
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != MG_OVERLAYFS_MAGIC)
+		return false;
+	if (!bpf_core_type_exists(struct ovl_inode___mg) ||
+	    !bpf_core_field_exists(struct ovl_inode___mg, __upperdentry))
+		return false;
+	oi = (void *)inode - bpf_core_field_offset(struct ovl_inode___mg, vfs_inode);
+	return BPF_CORE_READ(oi, __upperdentry) != NULL;
+}
+
 /* exec.files: the file itself by (device, inode). */
 static __always_inline struct mg_rule_ref *
 lookup_file_inode(__u32 policy_id, struct dentry *d)
@@ -119,6 +150,9 @@ mg_file_match(const struct mg_scope *scope, struct file *file,
 						       &mg_allow_only,
 						       &scope->policy_id));
 	}
+	if ((scope->flags & MG_SCOPE_DRIFT) && mg_drifted(dentry))
+		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_drift,
+							   &scope->policy_id));
 	/* A memfd or a deleted file has no link left: fileless exec. */
 	if ((scope->flags & MG_SCOPE_MEMFD) &&
 	    BPF_CORE_READ(dentry, d_inode, i_nlink) == 0)

@@ -16,7 +16,8 @@
 
 /* Scopes with exec rules that judge files; others never pay more than the
  * scope lookup. */
-#define MG_SCOPE_FILE_RULES (MG_SCOPE_INODES | MG_SCOPE_PATHS | MG_SCOPE_MEMFD)
+#define MG_SCOPE_FILE_RULES \
+	(MG_SCOPE_INODES | MG_SCOPE_PATHS | MG_SCOPE_MEMFD | MG_SCOPE_DRIFT)
 
 /*
  * The rule refusing an executable mapping of `file` in the current scope,

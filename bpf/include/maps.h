@@ -91,6 +91,14 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_deep_path SEC(".maps");
 
+/* The exec.drift rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_drift SEC(".maps");
+
 /* The exec.memfd rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

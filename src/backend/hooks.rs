@@ -268,6 +268,7 @@ impl SharedHooks {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
             && (m != MatcherKind::ExecCmdline || self.cmdline.ready().is_some())
+            && (m != MatcherKind::ExecDrift || self.probe.overlay_types.available)
     }
 
     /// Attaches the hooks only stratum rules need (see

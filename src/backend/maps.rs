@@ -142,6 +142,7 @@ pub(crate) fn scope_flags(policy: &KernelPolicy) -> u32 {
         (policy.allow_only.is_some(), F::MG_SCOPE_ALLOW_ONLY),
         (policy.no_new_exec.is_some(), F::MG_SCOPE_NO_NEW_EXEC),
         (policy.memfd.is_some(), F::MG_SCOPE_MEMFD),
+        (policy.drift.is_some(), F::MG_SCOPE_DRIFT),
         (!policy.cmdline.is_empty(), F::MG_SCOPE_CMDLINE),
     ]
     .into_iter()
@@ -271,6 +272,8 @@ declare_shared_maps! {
     cidr6: mg_cidr6,
     stratum: mg_stratum,
     memfd: mg_memfd,
+    /// `mg_drift`: each policy's exec.drift rule.
+    drift: mg_drift,
     inodes: mg_inodes,
     msr: mg_msr,
     cmd_prefix: mg_cmd_prefix,
@@ -318,10 +321,11 @@ impl SharedMaps {
     fn singletons(
         &self,
         policy: &KernelPolicy,
-    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 6] {
+    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 7] {
         [
             (&self.stratum, "mg_stratum", policy.stratum),
             (&self.memfd, "mg_memfd", policy.memfd),
+            (&self.drift, "mg_drift", policy.drift),
             (&self.msr, "mg_msr", policy.msr),
             (&self.allow_only, "mg_allow_only", policy.allow_only),
             (&self.no_new_exec, "mg_no_new_exec", policy.no_new_exec),

@@ -67,6 +67,9 @@ pub struct ProbeReport {
     pub tracefs: Feature,
     /// A `sockops` program loads (Stratum inspection on the cgroup backend).
     pub sockops: Feature,
+    /// overlayfs's inode layout is in the kernel's BTF (built in, or the
+    /// `overlay` module's BTF), so `exec.drift` can be read (CO-RE).
+    pub overlay_types: Feature,
     /// What `BackendChoice::Auto` picks here, if anything.
     pub backend: Option<BackendKind>,
 }
@@ -86,6 +89,44 @@ impl ProbeReport {
         .filter(|(_, f)| !f.available)
         .map(|(name, f)| format!("{name}: {}", f.detail))
         .collect()
+    }
+}
+
+/// Whether the programs loaded now can read overlayfs's inodes
+/// (`exec.drift`): `struct ovl_inode` in vmlinux's BTF (overlayfs built in)
+/// or the `overlay` module's BTF. A module not loaded yet is loaded
+/// (`modprobe overlay`): CO-RE relocates against the BTF present when the
+/// exec programs load, so a module loaded later, by the first container,
+/// would leave drift unread.
+fn overlay_types() -> Feature {
+    let built_in = || {
+        libbpf_rs::btf::Btf::from_vmlinux()
+            .ok()
+            .and_then(|btf| {
+                btf.type_by_name::<libbpf_rs::btf::types::Struct<'_>>("ovl_inode")
+                    .map(|_| ())
+            })
+            .is_some()
+    };
+    let module = || fs::metadata("/sys/kernel/btf/overlay").is_ok();
+    if built_in() {
+        return Feature::yes("overlayfs is built in (struct ovl_inode in vmlinux BTF)");
+    }
+    if !module() && fs::metadata("/sys/module/overlay").is_err() {
+        let _ = std::process::Command::new("modprobe")
+            .args(["-q", "overlay"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    if module() {
+        Feature::yes("the overlay module's BTF is at /sys/kernel/btf/overlay")
+    } else {
+        Feature::no(
+            "no overlayfs BTF (neither built in nor /sys/kernel/btf/overlay): exec.drift is not enforced; \
+             load the overlay module (modprobe overlay, CONFIG_DEBUG_INFO_BTF_MODULES=y) before the enforcer starts",
+        )
     }
 }
 
@@ -188,6 +229,7 @@ pub fn probe() -> ProbeReport {
         exec_tracepoint,
         tracefs,
         sockops,
+        overlay_types: overlay_types(),
         backend,
     }
 }

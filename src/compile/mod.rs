@@ -91,8 +91,8 @@ impl RuleKind {
     pub fn of(m: MatcherKind) -> Self {
         use MatcherKind::*;
         match m {
-            ExecNames | ExecPathPrefixes | ExecFiles | ExecDirs | ExecMemfd | ExecCmdline
-            | ExecAllowOnly | ExecNoNewExec => RuleKind::Exec,
+            ExecNames | ExecPathPrefixes | ExecFiles | ExecDirs | ExecMemfd | ExecDrift
+            | ExecCmdline | ExecAllowOnly | ExecNoNewExec => RuleKind::Exec,
             ConnectPorts | ConnectCidrs | ConnectDomains => RuleKind::Connect,
             Stratum => RuleKind::Stratum,
             OpenMsr => RuleKind::Open,
@@ -145,6 +145,8 @@ pub struct KernelPolicy {
     pub stratum_methods: BTreeMap<String, StratumSignature>,
     /// The `exec.memfd` rule (the strongest, earliest among equals).
     pub memfd: Option<RuleRef>,
+    /// The `exec.drift` rule (the strongest, earliest among equals).
+    pub drift: Option<RuleRef>,
     /// The `open.msr` rule (the strongest, earliest among equals).
     pub msr: Option<RuleRef>,
     /// `exec.cmdline` substrings → rule.
@@ -275,6 +277,7 @@ impl KernelPolicy {
             stratum: None,
             stratum_methods: BTreeMap::new(),
             memfd: None,
+            drift: None,
             msr: None,
             cmdline: BTreeMap::new(),
             exec_files: BTreeMap::new(),
@@ -337,6 +340,7 @@ impl KernelPolicy {
                     }
                 }
                 Matcher::ExecMemfd => keep_strongest(&mut policy.memfd, r),
+                Matcher::ExecDrift => keep_strongest(&mut policy.drift, r),
                 Matcher::OpenMsr => keep_strongest(&mut policy.msr, r),
                 Matcher::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
                 Matcher::ExecAllowOnly(allowed) => {
@@ -616,6 +620,7 @@ impl KernelPolicy {
     pub fn judges_mapped_files(&self) -> bool {
         !self.exec_names.is_empty()
             || self.memfd.is_some()
+            || self.drift.is_some()
             || !self.inodes.is_empty()
             || !self.exec_dirs.is_empty()
     }

@@ -31,6 +31,11 @@ pub struct ExecMatch {
     /// Exec of a memfd or of a deleted file (fileless exec).
     #[serde(default, skip_serializing_if = "is_false")]
     pub memfd: bool,
+    /// Exec (and executable mappings) of a file that is not part of the
+    /// container's image: on overlayfs, a file in the upper (writable)
+    /// layer, i.e. created or modified after the container started.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drift: bool,
     /// Substrings of the new argv (`stratum+tcp://`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cmdline: Vec<String>,
@@ -415,6 +420,7 @@ matcher_kinds! {
     ExecFiles => "exec.files",
     ExecDirs => "exec.dirs",
     ExecMemfd => "exec.memfd",
+    ExecDrift => "exec.drift",
     ExecCmdline => "exec.cmdline",
     ExecAllowOnly => "exec.allow_only",
     ExecNoNewExec => "exec.no_new_exec",
@@ -446,6 +452,8 @@ pub enum Matcher<'a> {
     ExecDirs(&'a [String]),
     /// `exec.memfd`: fileless exec.
     ExecMemfd,
+    /// `exec.drift`: files not from the container's image.
+    ExecDrift,
     /// `exec.cmdline`: argv substrings.
     ExecCmdline(&'a [String]),
     /// `exec.allow_only`: the paths and prefixes that may run.
@@ -475,6 +483,7 @@ impl Matcher<'_> {
             Matcher::ExecFiles(_) => MatcherKind::ExecFiles,
             Matcher::ExecDirs(_) => MatcherKind::ExecDirs,
             Matcher::ExecMemfd => MatcherKind::ExecMemfd,
+            Matcher::ExecDrift => MatcherKind::ExecDrift,
             Matcher::ExecCmdline(_) => MatcherKind::ExecCmdline,
             Matcher::ExecAllowOnly(_) => MatcherKind::ExecAllowOnly,
             Matcher::ExecNoNewExec => MatcherKind::ExecNoNewExec,
@@ -509,6 +518,7 @@ impl Rule {
             MatcherKind::ExecFiles => Matcher::ExecFiles(&e?.files),
             MatcherKind::ExecDirs => Matcher::ExecDirs(&e?.dirs),
             MatcherKind::ExecMemfd => Matcher::ExecMemfd,
+            MatcherKind::ExecDrift => Matcher::ExecDrift,
             MatcherKind::ExecCmdline => Matcher::ExecCmdline(&e?.cmdline),
             MatcherKind::ExecAllowOnly => Matcher::ExecAllowOnly(&e?.allow_only),
             MatcherKind::ExecNoNewExec => Matcher::ExecNoNewExec,
@@ -553,6 +563,7 @@ impl Rule {
             ),
             (e.is_some_and(|e| !e.dirs.is_empty()), MatcherKind::ExecDirs),
             (e.is_some_and(|e| e.memfd), MatcherKind::ExecMemfd),
+            (e.is_some_and(|e| e.drift), MatcherKind::ExecDrift),
             (
                 e.is_some_and(|e| !e.cmdline.is_empty()),
                 MatcherKind::ExecCmdline,

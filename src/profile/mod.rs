@@ -204,6 +204,18 @@ impl Rule {
         )
     }
 
+    /// `exec.drift`: files not from the container's image.
+    pub fn exec_drift(name: impl Into<String>, action: Action) -> Self {
+        Rule::with_exec(
+            name,
+            action,
+            ExecMatch {
+                drift: true,
+                ..Default::default()
+            },
+        )
+    }
+
     /// `exec.cmdline`: argv containing one of these substrings.
     pub fn exec_cmdline<S: Into<String>>(
         name: impl Into<String>,

@@ -288,3 +288,120 @@ fn learning_a_container_allows_its_programs_in_a_fresh_one() {
         "a program never learned ran"
     );
 }
+
+/// Runs `script` with busybox sh in a child forked into `cg`, in its own
+/// mount namespace, chrooted into an overlay of `image` (read-only lower
+/// layer) and an empty upper layer, as a container runtime mounts it.
+/// Returns how the child ended and the upper (writable) directory.
+fn run_in_overlay(
+    cg: &OwnedCgroup,
+    dir: &TempDir,
+    image: &Path,
+    script: &str,
+) -> (ChildEnd, PathBuf) {
+    let (upper, work, merged) = (
+        dir.path().join("upper"),
+        dir.path().join("work"),
+        dir.path().join("merged"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let opts = CString::new(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        image.display(),
+        upper.display(),
+        work.display()
+    ))
+    .unwrap();
+    let target = CString::new(merged.to_str().unwrap()).unwrap();
+    let prog = CString::new("/bin/busybox").unwrap();
+    let args = [
+        c"sh".to_owned(),
+        c"-c".to_owned(),
+        CString::new(script).unwrap(),
+    ];
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let end = fork_in(Some(cg), || unsafe {
+        let none = std::ptr::null();
+        if libc::unshare(libc::CLONE_NEWNS) != 0
+            || libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ) != 0
+        {
+            return 120;
+        }
+        let overlay = c"overlay";
+        if libc::mount(
+            overlay.as_ptr(),
+            target.as_ptr(),
+            overlay.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        ) != 0
+        {
+            return 121;
+        }
+        if libc::chroot(target.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+            return 122;
+        }
+        libc::execv(prog.as_ptr(), argv.as_ptr());
+        123
+    });
+    (end, upper)
+}
+
+#[test]
+fn drift_refuses_what_was_not_in_the_image() {
+    require_kernel!();
+    let dir = TempDir::new("drift");
+    let image = busybox_root(&dir);
+    std::fs::create_dir_all(image.join("opt/app")).unwrap();
+    std::fs::copy(image.join("bin/busybox"), image.join("opt/app/touch")).unwrap();
+    let profile = Profile::new("drift").rule(Rule::exec_drift("drift", Action::Deny));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    assert!(
+        enforcer.unenforced(scoped.handle()).unwrap().is_empty(),
+        "exec.drift is not enforced here: {}",
+        enforcer.probe_report().overlay_types.detail
+    );
+    let script = "
+        /bin/busybox touch /image-ran
+        /opt/app/touch /image-app-ran
+        mkdir -p /usr/local/bin && cp /bin/busybox /usr/local/bin/touch
+        /usr/local/bin/touch /written-ran
+        chmod 700 /opt/app/touch && /opt/app/touch /modified-ran
+        exit 0
+    ";
+    let (end, upper) = run_in_overlay(cg, &dir, &image, script);
+    assert_eq!(end, ChildEnd::Code(0));
+    // The markers were written in the container: they are in the upper layer.
+    let ran = |f: &str| upper.join(f).exists();
+    assert!(ran("image-ran"), "the image's /bin/busybox was refused");
+    assert!(
+        ran("image-app-ran"),
+        "the image's /opt/app/touch was refused"
+    );
+    assert!(
+        !ran("written-ran"),
+        "a binary written into the container ran"
+    );
+    assert!(
+        !ran("modified-ran"),
+        "a binary of the image changed in the container ran"
+    );
+    let paths = exec_event_paths(enforcer, "drift");
+    assert!(
+        paths.iter().any(|p| p == "/usr/local/bin/touch"),
+        "events: {paths:?}"
+    );
+}

@@ -41,6 +41,7 @@ macro_rules! require_kernel {
 }
 
 mod connect;
+mod containers;
 mod device;
 mod domains;
 mod exec;

@@ -13,7 +13,7 @@ use crate::{
 
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_ALLOW_DIR, INODE_ALLOW_FILE,
-    INODE_DIR, INODE_FILE, PATTERN_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    INODE_DIR, INODE_FILE, PATTERN_ID_OVERLONG, PATTERN_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -521,6 +521,20 @@ impl PolicyEntries {
                     let id = id as u32;
                     (PatternKey { policy_id, id }, value)
                 })
+                // An argv too long to search is matched as the strongest
+                // cmdline rule: an entry with no bytes, in no bucket.
+                .chain(policy.strongest_cmdline().map(|r| {
+                    let key = PatternKey {
+                        policy_id,
+                        id: PATTERN_ID_OVERLONG,
+                    };
+                    let value = PatternValue {
+                        r#ref: rule(&r),
+                        len: 0,
+                        bytes: [0; PATTERN_LEN],
+                    };
+                    (key, value)
+                }))
                 .collect(),
             prefixes: (policy.cmdline_buckets().into_iter())
                 .map(|(prefix, ids)| {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * cgroup backend, loader exec: the syscall tracepoints of mmap and mprotect
- * see an executable mapping being asked for; when an exec rule refuses the
+ * cgroup backend, loader exec: the syscall tracepoints of mmap, mprotect
+ * and pkey_mprotect (mprotect with a protection key; pkey -1 is plain
+ * mprotect, #20) see an executable mapping being asked for; when an exec rule refuses the
  * file, the task gets SIGKILL, delivered before the syscall returns to user
  * mode, so no instruction of the mapped code runs (`deny` is carried out as
  * `kill`, as for exec on this backend).
@@ -69,19 +70,32 @@ static long mg_vma_file(struct task_struct *task, struct vm_area_struct *vma,
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int mg_mprotect_tp(struct trace_event_raw_sys_enter *ctx)
+/* mprotect(start, len, prot) and pkey_mprotect(start, len, prot, pkey). */
+static __always_inline void mg_protect_exec(struct trace_event_raw_sys_enter *ctx)
 {
 	struct file *file = NULL;
 
 	if (!(ctx->args[2] & MG_PROT_EXEC))
-		return 0;
+		return;
 	/* Cheap exit for the common case: no scope, no walk of the VMAs. */
 	if (!mg_current_scope())
-		return 0;
+		return;
 	bpf_find_vma(bpf_get_current_task_btf(), ctx->args[0], mg_vma_file,
 		     &file, 0);
 	mg_kill_mapping(file);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int mg_mprotect_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	mg_protect_exec(ctx);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_pkey_mprotect")
+int mg_pkey_mprotect_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	mg_protect_exec(ctx);
 	return 0;
 }
 

@@ -82,11 +82,11 @@ pub struct EnforcerOptions {
     /// they are applied as nothing and listed by [`Enforcer::unenforced`]).
     pub require_all_rules: bool,
     /// Use the `syscalls/sys_enter_*` tracepoints: the cgroup backend's
-    /// loader-exec check (`mmap`/`mprotect`) and the TCP Fast Open check
-    /// (`sendto`/`sendmsg`, attached once a stratum rule is applied). While
-    /// any syscall tracepoint is attached the kernel sends every syscall
-    /// of every task through its tracing slow path (measured in
-    /// BENCHMARKS.md: +2.3 % on execve, ≈80 ns more per send()); `false`
+    /// loader-exec check (`mmap`/`mprotect`/`pkey_mprotect`) and the TCP
+    /// Fast Open check (`sendto`/`sendmsg`, attached once a stratum rule is
+    /// applied). While any syscall tracepoint is attached the kernel sends
+    /// every syscall of every task through its tracing slow path (measured
+    /// in BENCHMARKS.md: +2.3 % on execve, ≈80 ns more per send()); `false`
     /// trades those two checks for it ([`Enforcer::loader_exec`] and
     /// [`Enforcer::fast_open`] then say so).
     pub syscall_tracepoints: bool,

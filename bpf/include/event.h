@@ -27,6 +27,15 @@ enum mg_limit {
 	/* exec.cmdline: pattern bytes, and patterns per 4-byte prefix bucket. */
 	MG_PATTERN_LEN = 64,
 	MG_BUCKET_SIZE = 8,
+	/* exec.cmdline: bytes of argv read and searched per step (a power of
+	 * two; each step reads MG_PATTERN_LEN - 1 bytes more, so a pattern
+	 * that straddles two steps is still found), and the most bytes of
+	 * argv searched: a longer argv is matched as the policy's strongest
+	 * cmdline rule, stored in `mg_cmd_pattern` under id
+	 * MG_PATTERN_ID_OVERLONG (an entry with no bytes, in no bucket). */
+	MG_ARGV_CHUNK = 4096,
+	MG_ARGV_MAX = 262144,
+	MG_PATTERN_ID_OVERLONG = 0x7fffffff,
 	/* stratum: bytes of a method name (NUL included), and max_entries of
 	 * mg_stratum_methods. */
 	MG_METHOD_LEN = 32,

@@ -145,8 +145,8 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
     if backend == "cgroup" {
         assert_eq!(for_ports, 0, "a ports-only profile needs no tracepoint");
         assert_eq!(
-            for_exec, 2,
-            "exec.names: the loader-exec check on sys_enter_mmap and sys_enter_mprotect"
+            for_exec, 3,
+            "exec.names: the loader-exec check on sys_enter_mmap, sys_enter_mprotect and sys_enter_pkey_mprotect"
         );
     } else {
         assert_eq!(backend, "lsm");
@@ -222,11 +222,11 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
         "{few:?} {all:?}"
     );
     if backend == "cgroup" {
-        // Loader exec (mmap, mprotect) and Fast Open (sendto, sendmsg,
-        // sendmmsg).
+        // Loader exec (mmap, mprotect, pkey_mprotect) and Fast Open
+        // (sendto, sendmsg, sendmmsg).
         assert_eq!(
             (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
-            (0, 5),
+            (0, 6),
             "{few:?} {all:?}"
         );
     } else {

@@ -25,6 +25,11 @@ pub(crate) const CIDRS_ENTRIES: usize = c::mg_limit::MG_CIDRS_ENTRIES.0 as usize
 pub(crate) const PATTERN_LEN: usize = c::mg_limit::MG_PATTERN_LEN.0 as usize;
 /// `MG_BUCKET_SIZE`: cmdline patterns per 4-byte prefix.
 pub(crate) const BUCKET_SIZE: usize = c::mg_limit::MG_BUCKET_SIZE.0 as usize;
+/// `MG_ARGV_MAX`: bytes of argv the cmdline program searches; a longer argv
+/// is matched as the policy's strongest cmdline rule.
+pub(crate) const ARGV_MAX: usize = c::mg_limit::MG_ARGV_MAX.0 as usize;
+/// `MG_PATTERN_ID_OVERLONG`: the `mg_cmd_pattern` id of that rule.
+pub(crate) const PATTERN_ID_OVERLONG: u32 = c::mg_limit::MG_PATTERN_ID_OVERLONG.0;
 
 /// `MG_STAT_RINGBUF_DROPS`: the per-CPU counter of events the ring refused.
 pub(crate) const STAT_RINGBUF_DROPS: u32 = c::mg_stat::MG_STAT_RINGBUF_DROPS.0;

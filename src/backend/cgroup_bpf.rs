@@ -1,6 +1,6 @@
 //! The cgroup backend: `cgroup/connect4/6` and `cgroup/sendmsg4/6` attached
 //! to each scope's cgroup, one `tp_btf/sched_process_exec` program for exec
-//! rules, the mmap/mprotect syscall tracepoints for loader exec, and the hooks shared with the lsm backend (Stratum, MSR, cmdline).
+//! rules, the mmap/mprotect/pkey_mprotect syscall tracepoints for loader exec, and the hooks shared with the lsm backend (Stratum, MSR, cmdline).
 //! Needs neither BPF LSM nor trampolines (fentry), so it runs on kernels that
 //! refuse those.
 

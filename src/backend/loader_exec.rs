@@ -1,5 +1,6 @@
 //! The cgroup backend's loader-exec hook (bpf/loader_exec_tp.bpf.c): the
-//! `syscalls/sys_enter_mmap` and `sys_enter_mprotect` tracepoints kill a
+//! `syscalls/sys_enter_mmap`, `sys_enter_mprotect` and
+//! `sys_enter_pkey_mprotect` tracepoints kill a
 //! task asking for an executable mapping of a file an exec rule refuses
 //! (`ld.so ./xmrig`). Classic tracepoints are found through tracefs, which
 //! is mounted at /sys/kernel/tracing when no tracefs is mounted yet.
@@ -49,8 +50,8 @@ impl LoaderExecHook {
         })
     }
 
-    /// Attaches both tracepoints if they are not attached yet; both or
-    /// neither (a failed second attach drops the first link).
+    /// Attaches the three tracepoints if they are not attached yet; all or
+    /// none (a failed attach drops the links made before it).
     pub fn activate(&mut self) -> Result<(), Error> {
         if !self.links.is_empty() {
             return Ok(());
@@ -60,8 +61,9 @@ impl LoaderExecHook {
             &[
                 ("mg_mmap_tp", &progs.mg_mmap_tp),
                 ("mg_mprotect_tp", &progs.mg_mprotect_tp),
+                ("mg_pkey_mprotect_tp", &progs.mg_pkey_mprotect_tp),
             ],
-            "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect",
+            "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect, sys_enter_pkey_mprotect",
         )?;
         self.links = links;
         Ok(())

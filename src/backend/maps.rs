@@ -13,7 +13,8 @@ use crate::{
 
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_FILE, PATH_ALLOW_DIR,
-    PATH_ALLOW_FILE, PATH_DIR, PATTERN_LEN, PREFIX_LEN, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN, STAT_RINGBUF_DROPS,
+    STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -553,6 +554,20 @@ impl PolicyEntries {
                     let id = id as u32;
                     (PatternKey { policy_id, id }, value)
                 })
+                // An argv too long to search is matched as the strongest
+                // cmdline rule: an entry with no bytes, in no bucket.
+                .chain(policy.strongest_cmdline().map(|r| {
+                    let key = PatternKey {
+                        policy_id,
+                        id: PATTERN_ID_OVERLONG,
+                    };
+                    let value = PatternValue {
+                        r#ref: rule(&r),
+                        len: 0,
+                        bytes: [0; PATTERN_LEN],
+                    };
+                    (key, value)
+                }))
                 .collect(),
             prefixes: (policy.cmdline_buckets().into_iter())
                 .map(|(prefix, ids)| {

@@ -201,10 +201,10 @@ pub fn probe() -> ProbeReport {
     );
     let tracefs = match fs::read_to_string("/proc/self/mountinfo") {
         Ok(m) if m.lines().any(|l| l.contains(" - tracefs ")) => {
-            Feature::yes("mounted (the cgroup backend's loader-exec hook uses the mmap/mprotect syscall tracepoints)")
+            Feature::yes("mounted (the cgroup backend's loader-exec hook uses the mmap/mprotect/pkey_mprotect syscall tracepoints)")
         }
         _ => Feature::no(
-            "not mounted; the cgroup backend mounts it at /sys/kernel/tracing for its loader-exec hook (mmap/mprotect syscall tracepoints); nothing else needs it",
+            "not mounted; the cgroup backend mounts it at /sys/kernel/tracing for its loader-exec hook (mmap/mprotect/pkey_mprotect syscall tracepoints); nothing else needs it",
         ),
     };
     let backend = if bpf_lsm.available {

@@ -58,6 +58,10 @@ pub mod limits {
     /// exec.cmdline substrings that may share their first 4 bytes
     /// (MG_BUCKET_SIZE).
     pub const MAX_PATTERNS_PER_PREFIX: usize = abi::BUCKET_SIZE;
+    /// Bytes of a new program's argv searched for exec.cmdline substrings
+    /// (MG_ARGV_MAX, 256 KiB). In a scope with cmdline rules, an argv longer
+    /// than this is matched as the strongest cmdline rule.
+    pub const MAX_CMDLINE_ARGV_BYTES: usize = abi::ARGV_MAX;
 }
 
 /// What kind of operation a rule matches.
@@ -149,7 +153,9 @@ pub struct KernelPolicy {
     pub drift: Option<RuleRef>,
     /// The `open.msr` rule (the strongest, earliest among equals).
     pub msr: Option<RuleRef>,
-    /// `exec.cmdline` substrings → rule.
+    /// `exec.cmdline` substrings → rule. ASCII lower case: the kernel
+    /// lowercases argv before it searches, so matching ignores ASCII case
+    /// (XMRig takes `STRATUM+TCP://` as well).
     pub cmdline: BTreeMap<String, RuleRef>,
     /// `exec.files` paths → rule (resolved to inodes at apply).
     pub exec_files: BTreeMap<String, RuleRef>,
@@ -357,7 +363,7 @@ impl KernelPolicy {
                 }
                 Matcher::ExecCmdline(patterns) => {
                     for c in patterns {
-                        insert_strongest(&mut policy.cmdline, c.clone(), r);
+                        insert_strongest(&mut policy.cmdline, c.to_ascii_lowercase(), r);
                     }
                 }
                 Matcher::ConnectDomains(domains) => {
@@ -408,6 +414,16 @@ impl KernelPolicy {
                 .push(id as u32);
         }
         buckets
+    }
+
+    /// The strongest `exec.cmdline` rule (earliest among equals): what an
+    /// argv longer than the kernel searches (`MG_ARGV_MAX`) is matched as,
+    /// so that padding argv past the bound does not let a pattern through.
+    pub fn strongest_cmdline(&self) -> Option<RuleRef> {
+        self.cmdline
+            .values()
+            .copied()
+            .max_by(|a, b| (a.action.cmp(&b.action)).then_with(|| b.rule_idx.cmp(&a.rule_idx)))
     }
 
     /// More patterns share a 4-byte prefix than a kernel bucket holds.
@@ -743,6 +759,40 @@ mod tests {
             vec!["mining.*", "my_pool.auth"]
         );
         assert_eq!(k.stratum_methods["my_pool.auth"], StratumSignature::Custom);
+    }
+
+    #[test]
+    fn cmdline_patterns_are_lower_case_and_the_strongest_rule_is_known() {
+        let p = Profile::new("t")
+            .rule(Rule::exec_cmdline("a", Action::Audit, ["--Donate-Level"]))
+            .rule(Rule::exec_cmdline("b", Action::Deny, ["STRATUM+TCP://"]))
+            .rule(Rule::exec_cmdline(
+                "c",
+                Action::Kill,
+                ["stratum+tcp://", "x.Y.z"],
+            ))
+            .rule(Rule::exec_cmdline("d", Action::Kill, ["--coin=XMR"]));
+        let k = KernelPolicy::compile(&p).unwrap();
+        assert_eq!(
+            k.cmdline.keys().collect::<Vec<_>>(),
+            ["--coin=xmr", "--donate-level", "stratum+tcp://", "x.y.z"]
+        );
+        assert_eq!(
+            k.strongest_cmdline(),
+            Some(RuleRef {
+                rule_idx: 2,
+                action: Action::Kill
+            })
+        );
+        // The same pattern in another case is one key: the stronger rule's.
+        assert_eq!(k.cmdline["stratum+tcp://"].rule_idx, 2);
+        let none = KernelPolicy::compile(&Profile::new("t").rule(Rule::exec_names(
+            "n",
+            Action::Deny,
+            ["xmrig"],
+        )))
+        .unwrap();
+        assert_eq!(none.strongest_cmdline(), None);
     }
 
     #[test]

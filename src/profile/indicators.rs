@@ -36,6 +36,14 @@ pub const MINER_PORTS: &[u16] = &[
     8001, 8008, 8080, 8118, 8333, 8888, 8899, 9332, 9999, 14433, 14444, 45560, 45700,
 ];
 
+/// The ports of [`MINER_PORTS`] that ordinary services also use: 25 (SMTP),
+/// 8000, 8008, 8080, 8888 (HTTP alternates, dev servers, Jupyter), 8001
+/// (kubectl proxy), 8118 (Privoxy), 8333 (Bitcoin P2P: a node, not a pool),
+/// 8899 (Solana RPC, HTTP alternate), 9999 (admin consoles, Dash P2P). The
+/// bundled `container-strict` profile denies the rest of [`MINER_PORTS`] and
+/// only audits these (#20).
+pub const SHARED_MINER_PORTS: &[u16] = &[25, 8000, 8001, 8008, 8080, 8118, 8333, 8888, 8899, 9999];
+
 /// Mining-pool domains (Falco `miner_domains`, 63 names).
 pub const MINER_DOMAINS: &[&str] = &[
     "asia1.ethpool.org",
@@ -153,5 +161,36 @@ mod tests {
         assert_eq!(MINER_BINARIES.len(), 21);
         assert_eq!(MINER_PORTS.len(), 29);
         assert_eq!(MINER_DOMAINS.len(), 63);
+        assert!(SHARED_MINER_PORTS.iter().all(|p| MINER_PORTS.contains(p)));
+    }
+
+    /// `container-strict` denies the pool-only ports and audits the shared
+    /// ones: together Falco's whole list, each port once.
+    #[test]
+    fn container_strict_denies_pool_ports_and_audits_shared_ones() {
+        use crate::profile::{Action, Matcher, Profile};
+        let strict = Profile::bundled("container-strict").unwrap();
+        let ports_of = |name: &str| {
+            let rule = strict.rules.iter().find(|r| r.name.as_str() == name);
+            let rule = rule.unwrap_or_else(|| panic!("no rule {name}"));
+            let Some(Matcher::ConnectPorts(ports)) = rule.matcher() else {
+                panic!("{name} is not a connect.ports rule");
+            };
+            let mut ports: Vec<u16> = ports.iter().flat_map(|r| r.first..=r.last).collect();
+            ports.sort_unstable();
+            (rule.action, ports)
+        };
+        let (deny_action, denied) = ports_of("miner-pool-port");
+        let (audit_action, audited) = ports_of("miner-pool-port-shared");
+        assert_eq!(deny_action, Action::Deny);
+        assert_eq!(audit_action, Action::Audit);
+        assert_eq!(audited, SHARED_MINER_PORTS);
+        let pool_only: Vec<u16> = (MINER_PORTS.iter().copied())
+            .filter(|p| !SHARED_MINER_PORTS.contains(p))
+            .collect();
+        assert_eq!(denied, pool_only);
+        for port in [3333, 4444, 5555, 7777, 14433, 14444, 45560, 45700] {
+            assert!(denied.contains(&port), "{port}");
+        }
     }
 }

@@ -243,3 +243,132 @@ fn a_pool_url_on_the_command_line_is_killed_before_the_program_runs() {
     let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline").expect("event");
     assert_eq!(ev.action, Action::Kill);
 }
+
+/// `sh -c 'touch "$1"' sh MARKER ARGS...`: the marker shows whether the
+/// program ran an instruction. Its argv starts with `/bin/sh`, `-c`, the
+/// script, `sh` and the marker: [`argv_head_len`] bytes.
+fn touch_with_args(marker: &std::path::Path, args: &[String]) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "touch \"$1\"", "sh", marker.to_str().unwrap()])
+        .args(args);
+    c
+}
+
+/// Bytes of argv (NULs included) before the first of `touch_with_args`' ARGS.
+fn argv_head_len(marker: &std::path::Path) -> usize {
+    let head = [
+        "/bin/sh",
+        "-c",
+        "touch \"$1\"",
+        "sh",
+        marker.to_str().unwrap(),
+    ];
+    head.iter().map(|a| a.len() + 1).sum()
+}
+
+/// Benign argv padding of `len` bytes in arguments the kernel takes (each
+/// under MAX_ARG_STRLEN, 128 KiB), NULs counted.
+fn padding(len: usize) -> Vec<String> {
+    const PIECE: usize = 64 * 1024;
+    let mut out = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(PIECE);
+        // One byte of each piece is its NUL.
+        out.push("p".repeat(n - 1));
+        left -= n;
+    }
+    out
+}
+
+#[test]
+fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
+    require_kernel!();
+    use minerguard::compile::limits::MAX_CMDLINE_ARGV_BYTES;
+    let dir = TempDir::new("cmdline-anywhere");
+    let marker = dir.path().join("marker");
+    // The profile's own case does not matter either.
+    let profile = Profile::new("cmdline")
+        .rule(Rule::exec_cmdline(
+            "donate-flag",
+            Action::Audit,
+            ["--Donate-Level"],
+        ))
+        .rule(Rule::exec_cmdline(
+            "miner-cmdline",
+            Action::Kill,
+            ["stratum+tcp://"],
+        ));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    assert!(enforcer.unenforced(scoped.handle()).unwrap().is_empty());
+    let head = argv_head_len(&marker);
+    let url = |s: &str| vec![s.to_string()];
+    let after = |pad: usize, s: &str| {
+        let mut args = padding(pad);
+        args.push(s.to_string());
+        args
+    };
+    // The URL starting `at` bytes into argv (at > head).
+    let starting_at = |at: usize| after(at - head, "stratum+tcp://pool.example:3333");
+    let killed: Vec<(&str, Vec<String>)> = vec![
+        ("upper case", url("STRATUM+TCP://POOL.EXAMPLE:3333")),
+        ("mixed case", url("-o=Stratum+Tcp://pool.example:3333")),
+        (
+            "after 600 bytes",
+            after(600, "stratum+tcp://pool.example:3333"),
+        ),
+        (
+            "after 100 KiB",
+            after(100 * 1024, "STRATUM+tcp://pool.example:3333"),
+        ),
+        // Straddling the kernel's 4 KiB read steps.
+        ("across 4096", starting_at(4096 - 5)),
+        ("across 8192", starting_at(8192 - 13)),
+        (
+            "at the end of the bound",
+            starting_at(MAX_CMDLINE_ARGV_BYTES - "stratum+tcp://x".len() - 1),
+        ),
+    ];
+    for (what, args) in &killed {
+        let status = run_in(Some(cg), &mut touch_with_args(&marker, args)).unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}");
+        assert!(!marker.exists(), "{what}: the program ran");
+        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline")
+            .unwrap_or_else(|| panic!("{what}: no event"));
+        assert_eq!(ev.action, Action::Kill, "{what}");
+    }
+    // An argv longer than the kernel searches is matched as the strongest
+    // cmdline rule: padding cannot push the URL out of sight.
+    let over = padding(MAX_CMDLINE_ARGV_BYTES + 1024);
+    let status = run_in(Some(cg), &mut touch_with_args(&marker, &over)).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "over the bound");
+    assert!(!marker.exists(), "over the bound: the program ran");
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline").expect("event");
+    assert_eq!(ev.action, Action::Kill);
+
+    // A long benign argv runs, and the audit rule only reports (its
+    // pattern in another case than the profile's).
+    let long = padding(MAX_CMDLINE_ARGV_BYTES - 8 * 1024);
+    assert!(run_in(Some(cg), &mut touch_with_args(&marker, &long))
+        .unwrap()
+        .success());
+    assert!(marker.exists(), "a long benign argv did not run");
+    std::fs::remove_file(&marker).unwrap();
+    let flagged = after(5000, "--DONATE-LEVEL=1");
+    assert!(run_in(Some(cg), &mut touch_with_args(&marker, &flagged))
+        .unwrap()
+        .success());
+    assert!(marker.exists(), "an audited argv did not run");
+    std::fs::remove_file(&marker).unwrap();
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "donate-flag").expect("audit event");
+    assert_eq!(ev.action, Action::Audit);
+    // Outside the scope all of it runs.
+    for args in [&killed[0].1, &killed[3].1, &over] {
+        assert!(run_in(None, &mut touch_with_args(&marker, args))
+            .unwrap()
+            .success());
+        assert!(marker.exists());
+        std::fs::remove_file(&marker).unwrap();
+    }
+}

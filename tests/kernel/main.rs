@@ -21,6 +21,8 @@
 //! - `lifecycle`: scopes and nesting, update, remove, failed apply, audit
 //!   mode, handles, self-test events, drop counters, probe, rules a backend
 //!   cannot enforce.
+//! - `workloads`: each bundled profile lets ordinary programs run (HTTP on
+//!   8080, a redis client, shell pipelines, JSON-RPC that is not mining).
 //!
 //! The backend under test is MINERGUARD_TEST_BACKEND (auto by default); the
 //! same tests run natively (cgroup backend) and in the VM (lsm backend;
@@ -50,6 +52,7 @@ mod lifecycle;
 mod path_view;
 mod stratum;
 mod stratum_evasions;
+mod workloads;
 
 use minerguard::{Action, Profile, Rule};
 

@@ -34,14 +34,24 @@ struct {
 	__type(value, char[MG_ARGV_BUF]);
 } mg_argv_scratch SEC(".maps");
 
+/* The strongest match so far (action 0: none). In a map, not in the
+ * bpf_loop context: Linux 6.1's verifier checks a callback once, with the
+ * context's first values, and hard-wires branches on them (a first "no
+ * match yet" made every later match replace the best, a kill included). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_argv_best SEC(".maps");
+
 struct argv_scan {
 	char *buf;
 	unsigned long start; /* user address of argv */
 	__u32 len;           /* bytes of argv to search, at most MG_ARGV_MAX */
 	__u32 n;             /* bytes of the current chunk in buf, overlap included */
 	__u32 policy_id;
-	__u32 rule_idx; /* best match so far */
-	__u8 action;    /* 0: none */
+	struct mg_rule_ref *best; /* mg_argv_best */
 };
 
 /* mg_len_masks[len][w]: the bytes of word w (8 bytes, little endian) that
@@ -111,10 +121,8 @@ static long argv_step(__u32 i, void *data)
 		p = bpf_map_lookup_elem(&mg_cmd_pattern, &pk);
 		if (!p || !pattern_at(s->buf, at, s->n, p))
 			continue;
-		if (mg_rank(p->ref.action) > mg_rank(s->action)) {
-			s->action = p->ref.action;
-			s->rule_idx = p->ref.rule_idx;
-		}
+		if (mg_rank(p->ref.action) > mg_rank(s->best->action))
+			*s->best = p->ref;
 	}
 	return 0;
 }
@@ -142,7 +150,7 @@ static long chunk_step(__u32 i, void *data)
 	struct argv_scan *s = data;
 	__u32 off = i * MG_ARGV_CHUNK, n;
 
-	if (off >= s->len || s->action == MG_ACTION_KILL)
+	if (off >= s->len || s->best->action == MG_ACTION_KILL)
 		return 1;
 	n = s->len - off;
 	if (n > MG_ARGV_CHUNK + MG_PATTERN_LEN - 1)
@@ -175,8 +183,11 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 	if (!scope || !(scope->flags & MG_SCOPE_CMDLINE))
 		return 0;
 	buf = bpf_map_lookup_elem(&mg_argv_scratch, &zero);
-	if (!buf)
+	scan.best = bpf_map_lookup_elem(&mg_argv_best, &zero);
+	if (!buf || !scan.best)
 		return 0;
+	scan.best->action = 0;
+	scan.best->rule_idx = 0;
 	start = BPF_CORE_READ(task, mm, arg_start);
 	end = BPF_CORE_READ(task, mm, arg_end);
 	if (end <= start)
@@ -189,10 +200,8 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 		};
 		struct mg_pattern *p = bpf_map_lookup_elem(&mg_cmd_pattern, &pk);
 
-		if (p) {
-			scan.action = p->ref.action;
-			scan.rule_idx = p->ref.rule_idx;
-		}
+		if (p)
+			*scan.best = p->ref;
 	} else {
 		scan.buf = buf;
 		scan.start = start;
@@ -200,12 +209,12 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 		bpf_loop((scan.len + MG_ARGV_CHUNK - 1) / MG_ARGV_CHUNK,
 			 chunk_step, &scan, 0);
 	}
-	if (!scan.action)
+	if (!scan.best->action)
 		return 0;
 
-	ref.rule_idx = scan.rule_idx;
-	ref.action = scan.action;
-	if (scan.action == MG_ACTION_AUDIT) {
+	ref.rule_idx = scan.best->rule_idx;
+	ref.action = scan.best->action;
+	if (ref.action == MG_ACTION_AUDIT) {
 		taken = MG_ACTION_AUDIT;
 	} else {
 		bpf_send_signal(MG_SIGKILL);

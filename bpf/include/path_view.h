@@ -30,6 +30,13 @@
 struct mg_path_scratch {
 	char buf[2 * MG_PATH_BUF];
 	struct mg_path_key key;
+	/* The scan's verdict so far. Kept here, not in the bpf_loop context
+	 * on the stack: Linux 6.1's verifier checks a callback once, with the
+	 * context's first values, and would hard-wire branches on them
+	 * (a first "no match" made every later lookup replace the verdict). */
+	struct mg_rule_ref deny;
+	__u8 has_deny;
+	__u8 allowed;
 };
 
 struct {
@@ -145,7 +152,6 @@ struct mg_path_scan {
 	__u32 len;
 	bool deny;
 	bool allow;
-	struct mg_path_verdict v;
 };
 
 static __always_inline struct mg_rule_ref *
@@ -170,12 +176,20 @@ static long mg_path_scan_step(__u32 i, void *data)
 	barrier_var(at);
 	c = sc->s->buf[(sc->start + i) & (2 * MG_PATH_BUF - 1)];
 	if (c == '/') {
-		if (sc->deny)
-			sc->v.deny = mg_stronger(sc->v.deny,
-						 mg_path_lookup(key, MG_PATH_DIR));
-		if (sc->allow && !sc->v.allowed &&
+		struct mg_path_scratch *s = sc->s;
+		struct mg_rule_ref *ref;
+
+		if (sc->deny) {
+			ref = mg_path_lookup(key, MG_PATH_DIR);
+			if (ref && (!s->has_deny ||
+				    mg_rank(ref->action) > mg_rank(s->deny.action))) {
+				s->deny = *ref;
+				s->has_deny = 1;
+			}
+		}
+		if (sc->allow && !s->allowed &&
 		    mg_path_lookup(key, MG_PATH_ALLOW_DIR))
-			sc->v.allowed = true;
+			s->allowed = 1;
 	}
 	key->path[at & (MG_PREFIX_LEN - 1)] = c;
 	return 0;
@@ -190,28 +204,33 @@ static __always_inline struct mg_path_verdict
 mg_path_match(__u32 policy_id, struct file *file, bool deny, bool allow,
 	      struct mg_path_scratch *s, int *start)
 {
+	struct mg_path_verdict v = {};
 	struct mg_path_scan sc = {};
 	int at;
 
 	at = mg_path_of(file, s);
 	*start = at;
 	if (at < 0) {
-		sc.v.unresolved = true;
-		return sc.v;
+		v.unresolved = true;
+		return v;
 	}
 	__builtin_memset(&s->key, 0, sizeof(s->key));
 	s->key.policy_id = policy_id;
+	s->has_deny = 0;
+	s->allowed = 0;
 	sc.s = s;
 	sc.start = at;
 	sc.len = MG_PATH_BUF - 1 - at;
 	sc.deny = deny;
 	sc.allow = allow;
 	bpf_loop(MG_PREFIX_LEN, mg_path_scan_step, &sc, 0);
+	v.deny = s->has_deny ? &s->deny : NULL;
+	v.allowed = s->allowed;
 	/* The whole path, when it fits a key: an allowed file. */
-	if (allow && !sc.v.allowed && sc.len < MG_PREFIX_LEN &&
+	if (allow && !v.allowed && sc.len < MG_PREFIX_LEN &&
 	    mg_path_lookup(&s->key, MG_PATH_ALLOW_FILE))
-		sc.v.allowed = true;
-	return sc.v;
+		v.allowed = true;
+	return v;
 }
 
 #endif

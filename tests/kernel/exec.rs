@@ -329,6 +329,15 @@ fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
             "at the end of the bound",
             starting_at(MAX_CMDLINE_ARGV_BYTES - "stratum+tcp://x".len() - 1),
         ),
+        // The kill pattern, then the audit one: the strongest match wins
+        // whatever comes after it (Linux 6.1 once let the last one win).
+        (
+            "before an audited flag",
+            vec![
+                "stratum+tcp://pool.example:3333".to_string(),
+                "--donate-level=1".to_string(),
+            ],
+        ),
     ];
     for (what, args) in &killed {
         let status = run_in(Some(cg), &mut touch_with_args(&marker, args)).unwrap();

@@ -203,6 +203,11 @@ enum mg_rule_kind
    */
   MG_RULE_KIND_SECCOMP = 4,
   /**
+   * A task leaving its scope (`path`: the moved pid, a space, the cgroup
+   * it went to or what was refused).
+   */
+  MG_RULE_KIND_SCOPE = 5,
+  /**
    * A kind this version of the C API does not know yet.
    */
   MG_RULE_KIND_OTHER = 255,
@@ -449,9 +454,10 @@ typedef struct mg_event {
    */
   char comm[MG_COMM_LEN];
   /**
-   * Exec events: the executed file as passed to execve. Stratum events:
-   * the signature family and the method, space-separated
-   * (`"stratum-v1 mining."`, `"xmrig-login login"`). "" otherwise.
+   * Exec events: the executed file's path from the task's root. Stratum
+   * events: the signature family and the method, space-separated
+   * (`"stratum-v1 mining."`, `"xmrig-login login"`). Scope events: the
+   * moved process and where it went (`"1234 /other"`). "" otherwise.
    */
   char path[MG_PATH_LEN];
   /**

@@ -326,6 +326,7 @@ impl Enforcer {
         );
         let switched = self
             .sync_coverage()
+            .and_then(|()| self.seed_scope(handle))
             .and_then(|()| {
                 let applied = &self.applied[&handle];
                 Ok(self
@@ -376,7 +377,14 @@ impl Enforcer {
         } else {
             Ok(())
         }
-        .and_then(|()| self.kernel.policy_in_use(&policy));
+        .and_then(|()| self.kernel.policy_in_use(&policy))
+        .and_then(|()| {
+            if policy.escape.is_some() {
+                let cgroup = self.get(handle)?.cgroup.clone();
+                self.kernel.seed_scope(&cgroup)?;
+            }
+            Ok(())
+        });
         if let Err(e) =
             hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup_id, new_id, &policy)?))
         {
@@ -422,6 +430,16 @@ impl Enforcer {
             lsm_stratum: self.kernel.stratum_in_lsm(),
             stratum_sk_msg: self.kernel.stratum_sk_msg(),
         }
+    }
+
+    /// Whether a task leaving its scope (`scope.escape`) is stopped;
+    /// otherwise why not. Loaded with the first profile that has the rule.
+    /// On the lsm backend the move is refused before it happens; where the
+    /// lsm part could not load (and on the cgroup backend) the task is
+    /// killed right after the move: `Ok(Some(why))`.
+    pub fn scope_guard(&self) -> std::result::Result<Option<String>, String> {
+        let (status, note) = self.kernel.scope_guard();
+        status.as_result().map(|()| note.map(str::to_string))
     }
 
     /// Whether executable mappings of files an exec rule refuses are judged
@@ -757,6 +775,17 @@ impl Enforcer {
     fn sync_host_hooks(&mut self) -> Result<()> {
         for applied in self.applied.values() {
             self.kernel.policy_in_use(&applied.policy)?;
+        }
+        Ok(())
+    }
+
+    /// With a `scope.escape` rule, records the processes already in the
+    /// handle's scope, so the guard knows them (new ones are followed from
+    /// their fork or move on).
+    fn seed_scope(&self, handle: PolicyHandle) -> Result<()> {
+        let applied = &self.applied[&handle];
+        if applied.policy.escape.is_some() {
+            self.kernel.seed_scope(&applied.cgroup)?;
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ fn every_matcher_kind_parses_and_compiles() {
         MatcherKind::ConnectDomains => "    action: audit\n    connect: { domains: [pool.supportxmr.com] }\n",
         MatcherKind::Stratum => "    action: kill\n    stratum: { signatures: [\"mining.notify\"] }\n",
         MatcherKind::OpenMsr => "    action: deny\n    open: { msr: true }\n",
+        MatcherKind::ScopeEscape => "    action: kill\n    scope: { escape: true }\n",
         MatcherKind::Seccomp => "    action: deny\n    seccomp:\n      default: allow\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 1 }\n        - names: [personality]\n          action: kill_process\n          args: [{ index: 0, op: masked_eq, value: 8, mask: 8 }]\n",
     }
     };
@@ -240,6 +241,9 @@ fn render(p: &Profile) -> String {
     }
     if let Some(r) = &k.drift {
         writeln!(out, "drift -> rule {} {}", r.rule_idx, r.action).unwrap();
+    }
+    if let Some(r) = &k.escape {
+        writeln!(out, "escape -> rule {} {}", r.rule_idx, r.action).unwrap();
     }
 
     for (pattern, r) in &k.cmdline {

@@ -53,6 +53,10 @@ enum mg_kind {
 	MG_KIND_CONNECT = 2,
 	MG_KIND_STRATUM = 3, /* path[0] holds the signature id */
 	MG_KIND_DEVICE = 4,  /* addr: major, minor (u32 each) */
+	/* A task left its scope: addr holds the moved process (u32 tgid) and,
+	 * at byte 8, its new cgroup's id (u64); path the cgroup's path when
+	 * known (cgroup.procs write), else empty (clone into a cgroup). */
+	MG_KIND_ESCAPE = 5,
 };
 
 /* What a rule asks for, and what the kernel did. */
@@ -124,6 +128,12 @@ struct mg_path_key {
 	__u8 kind; /* enum mg_path_kind */
 	__u8 _pad[3];
 	char path[MG_PREFIX_LEN];
+};
+
+/* Task storage `mg_task_scope`, on a process's thread-group leader: the
+ * scope it was last seen in (0: none). */
+struct mg_task_scope {
+	__u64 scope_cgid;
 };
 
 /* Where a scope's policy lives; value of the `scopes` map (key: cgroup id). */

@@ -91,6 +91,23 @@ struct {
 	__type(value, struct mg_rule_ref);
 } mg_deep_path SEC(".maps");
 
+/* The scope.escape rule of each policy (key: policy id). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_rule_ref);
+} mg_escape SEC(".maps");
+
+/* The scope each process is in (bpf/scope_guard.bpf.c); seeded by
+ * userspace at apply for the processes already there. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mg_task_scope);
+} mg_task_scope SEC(".maps");
+
 /* The exec.drift rule of each policy (key: policy id). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

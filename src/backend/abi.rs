@@ -44,6 +44,8 @@ pub(crate) const KIND_CONNECT: u8 = byte(c::mg_kind::MG_KIND_CONNECT.0);
 pub(crate) const KIND_STRATUM: u8 = byte(c::mg_kind::MG_KIND_STRATUM.0);
 /// `enum mg_kind`.
 pub(crate) const KIND_DEVICE: u8 = byte(c::mg_kind::MG_KIND_DEVICE.0);
+/// `enum mg_kind`.
+pub(crate) const KIND_ESCAPE: u8 = byte(c::mg_kind::MG_KIND_ESCAPE.0);
 
 /// `enum mg_action` (a `u8` in events and rule references).
 pub(crate) const ACTION_DENY: u8 = byte(c::mg_action::MG_ACTION_DENY.0);

@@ -62,7 +62,7 @@ pub(crate) fn adopt_sockets(root: &CgroupRef, sockhash: &dyn MapCore) -> Adopted
 
 /// The processes of a cgroup subtree (a process may come or go meanwhile:
 /// one that joins later connects after sockops is attached).
-fn pids_under(dir: &Path) -> Vec<i32> {
+pub(crate) fn pids_under(dir: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {

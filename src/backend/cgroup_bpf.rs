@@ -120,7 +120,7 @@ impl Backend for CgroupBackend {
         if policy.judges_mapped_files() {
             self.loader_exec.load_with(|| LoaderExecHook::load(maps));
         }
-        hooks.prepare(maps, policy, StratumJudge::SkMsg)
+        hooks.prepare(maps, policy, StratumJudge::SkMsg, false)
     }
 
     fn activate(

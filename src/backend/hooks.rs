@@ -15,6 +15,7 @@ use super::{
     fast_open::FastOpenHook,
     maps::SharedMaps,
     on_demand::OnDemand,
+    scope_guard::ScopeGuardHook,
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
     BackendKind,
@@ -85,6 +86,8 @@ pub(crate) struct SharedHooks {
     device: Option<DeviceHook>,
     /// Loaded with the first policy that has `exec.cmdline` patterns.
     cmdline: OnDemand<CmdlineHook>,
+    /// Loaded with the first policy that has a `scope.escape` rule.
+    scope_guard: OnDemand<ScopeGuardHook>,
     /// The Fast Open tracepoints (loaded with the Stratum programs), or why
     /// not.
     fast_open: OnDemand<FastOpenHook>,
@@ -111,6 +114,7 @@ impl SharedHooks {
             stratum: StratumPrograms::NotYet,
             device: DeviceHook::load(maps).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
+            scope_guard: OnDemand::not_yet("the first profile with a scope.escape rule"),
             fast_open: if syscall_tracepoints {
                 OnDemand::not_yet(STRATUM_NEEDED_BY)
             } else {
@@ -142,9 +146,14 @@ impl SharedHooks {
         maps: &SharedMaps,
         policy: &KernelPolicy,
         judge: StratumJudge,
+        lsm: bool,
     ) -> Result<Option<JudgedSockets>, Error> {
         if !policy.cmdline.is_empty() {
             self.cmdline.load_with(|| CmdlineHook::load(maps));
+        }
+        if policy.escape.is_some() {
+            self.scope_guard
+                .load_with(|| ScopeGuardHook::load(maps, lsm));
         }
         if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
@@ -268,6 +277,7 @@ impl SharedHooks {
         kind.supports(m)
             && (m != MatcherKind::OpenMsr || self.device.is_some())
             && (m != MatcherKind::ExecCmdline || self.cmdline.ready().is_some())
+            && (m != MatcherKind::ScopeEscape || self.scope_guard.ready().is_some())
             && (m != MatcherKind::ExecDrift || self.probe.overlay_types.available)
     }
 
@@ -293,6 +303,16 @@ impl SharedHooks {
     /// Whether TCP Fast Open payloads are judged; otherwise why not.
     pub fn fast_open(&self) -> CheckStatus {
         self.fast_open.status()
+    }
+
+    /// Whether tasks leaving their scope are stopped (`scope.escape`);
+    /// otherwise why not. With `Ok`, a note when escapes are killed after
+    /// the move rather than refused before it (the lsm part not loaded).
+    pub fn scope_guard(&self) -> (CheckStatus, Option<&str>) {
+        (
+            self.scope_guard.status(),
+            self.scope_guard.ready().and_then(|h| h.lsm_off()),
+        )
     }
 
     /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;

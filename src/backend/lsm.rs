@@ -140,7 +140,7 @@ impl Backend for LsmBackend {
                 }
             }
         }
-        hooks.prepare(maps, policy, judge)
+        hooks.prepare(maps, policy, judge, true)
     }
 
     fn activate(

@@ -275,6 +275,10 @@ declare_shared_maps! {
     memfd: mg_memfd,
     /// `mg_drift`: each policy's exec.drift rule.
     drift: mg_drift,
+    /// `mg_escape`: each policy's scope.escape rule.
+    escape: mg_escape,
+    /// `mg_task_scope`: the scope each process is in (task storage).
+    task_scope: mg_task_scope,
     inodes: mg_inodes,
     msr: mg_msr,
     cmd_prefix: mg_cmd_prefix,
@@ -322,11 +326,12 @@ impl SharedMaps {
     fn singletons(
         &self,
         policy: &KernelPolicy,
-    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 7] {
+    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 8] {
         [
             (&self.stratum, "mg_stratum", policy.stratum),
             (&self.memfd, "mg_memfd", policy.memfd),
             (&self.drift, "mg_drift", policy.drift),
+            (&self.escape, "mg_escape", policy.escape),
             (&self.msr, "mg_msr", policy.msr),
             (&self.allow_only, "mg_allow_only", policy.allow_only),
             (&self.no_new_exec, "mg_no_new_exec", policy.no_new_exec),

@@ -19,6 +19,7 @@ mod lsm_stratum;
 pub(crate) mod maps;
 mod on_demand;
 pub mod probe;
+mod scope_guard;
 mod selftest;
 pub(crate) mod skel;
 pub(crate) mod stratum;
@@ -282,6 +283,16 @@ impl Kernel {
     /// TCP Fast Open payloads judged for Stratum.
     pub fn fast_open(&self) -> CheckStatus {
         self.backend.fast_open(&self.hooks)
+    }
+
+    /// See `SharedHooks::scope_guard`.
+    pub fn scope_guard(&self) -> (CheckStatus, Option<&str>) {
+        self.hooks.scope_guard()
+    }
+
+    /// Records the processes already in `scope` for the scope guard.
+    pub fn seed_scope(&self, scope: &crate::cgroup::CgroupRef) -> Result<usize, Error> {
+        Ok(scope_guard::seed(&self.maps, scope)?)
     }
 
     /// Stratum judged by the lsm socket_sendmsg hook.

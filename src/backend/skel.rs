@@ -30,6 +30,8 @@ skeleton!(probe, "probe.skel.rs");
 skeleton!(selftest, "selftest.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
 skeleton!(fast_open_tp, "fast_open_tp.skel.rs");
+skeleton!(scope_guard, "scope_guard.skel.rs");
+skeleton!(lsm_scope_guard, "lsm_scope_guard.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.
 ///

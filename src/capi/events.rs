@@ -46,6 +46,9 @@ pub enum mg_rule_kind {
     MG_RULE_KIND_OPEN = 3,
     /// System calls, through seccomp.
     MG_RULE_KIND_SECCOMP = 4,
+    /// A task leaving its scope (`path`: the moved pid, a space, the cgroup
+    /// it went to or what was refused).
+    MG_RULE_KIND_SCOPE = 5,
     /// A kind this version of the C API does not know yet.
     MG_RULE_KIND_OTHER = 255,
 }
@@ -58,6 +61,7 @@ impl From<RuleKind> for mg_rule_kind {
             RuleKind::Stratum => mg_rule_kind::MG_RULE_KIND_STRATUM,
             RuleKind::Open => mg_rule_kind::MG_RULE_KIND_OPEN,
             RuleKind::Seccomp => mg_rule_kind::MG_RULE_KIND_SECCOMP,
+            RuleKind::Scope => mg_rule_kind::MG_RULE_KIND_SCOPE,
             #[allow(unreachable_patterns)]
             _ => mg_rule_kind::MG_RULE_KIND_OTHER,
         }
@@ -101,9 +105,10 @@ pub struct mg_event {
     pub ip: [u8; 16],
     /// Task command name.
     pub comm: [c_char; MG_COMM_LEN],
-    /// Exec events: the executed file as passed to execve. Stratum events:
-    /// the signature family and the method, space-separated
-    /// (`"stratum-v1 mining."`, `"xmrig-login login"`). "" otherwise.
+    /// Exec events: the executed file's path from the task's root. Stratum
+    /// events: the signature family and the method, space-separated
+    /// (`"stratum-v1 mining."`, `"xmrig-login login"`). Scope events: the
+    /// moved process and where it went (`"1234 /other"`). "" otherwise.
     pub path: [c_char; MG_PATH_LEN],
     /// Name of the rule that fired.
     pub rule: [c_char; MG_NAME_LEN],
@@ -158,6 +163,10 @@ impl mg_event {
                 out.protocol = 6;
                 set_ip(&mut out, addr);
                 let what = format!("{} {method}", signature.as_str());
+                cut |= fill_array(&mut out.path, what.trim_end());
+            }
+            Target::ScopeEscape { moved, cgroup, .. } => {
+                let what = format!("{moved} {cgroup}");
                 cut |= fill_array(&mut out.path, what.trim_end());
             }
             #[allow(unreachable_patterns)]

@@ -77,6 +77,8 @@ pub enum RuleKind {
     Open,
     /// System calls, through seccomp.
     Seccomp,
+    /// A task leaving its scope (cgroup moves, clones into a cgroup).
+    Scope,
 }
 
 impl RuleKind {
@@ -88,6 +90,7 @@ impl RuleKind {
             RuleKind::Stratum => "stratum",
             RuleKind::Open => "open",
             RuleKind::Seccomp => "seccomp",
+            RuleKind::Scope => "scope",
         }
     }
 
@@ -100,6 +103,7 @@ impl RuleKind {
             ConnectPorts | ConnectCidrs | ConnectDomains => RuleKind::Connect,
             Stratum => RuleKind::Stratum,
             OpenMsr => RuleKind::Open,
+            ScopeEscape => RuleKind::Scope,
             Seccomp => RuleKind::Seccomp,
         }
     }
@@ -151,6 +155,8 @@ pub struct KernelPolicy {
     pub memfd: Option<RuleRef>,
     /// The `exec.drift` rule (the strongest, earliest among equals).
     pub drift: Option<RuleRef>,
+    /// The `scope.escape` rule (the strongest, earliest among equals).
+    pub escape: Option<RuleRef>,
     /// The `open.msr` rule (the strongest, earliest among equals).
     pub msr: Option<RuleRef>,
     /// `exec.cmdline` substrings → rule. ASCII lower case: the kernel
@@ -284,6 +290,7 @@ impl KernelPolicy {
             stratum_methods: BTreeMap::new(),
             memfd: None,
             drift: None,
+            escape: None,
             msr: None,
             cmdline: BTreeMap::new(),
             exec_files: BTreeMap::new(),
@@ -347,6 +354,7 @@ impl KernelPolicy {
                 }
                 Matcher::ExecMemfd => keep_strongest(&mut policy.memfd, r),
                 Matcher::ExecDrift => keep_strongest(&mut policy.drift, r),
+                Matcher::ScopeEscape => keep_strongest(&mut policy.escape, r),
                 Matcher::OpenMsr => keep_strongest(&mut policy.msr, r),
                 Matcher::ExecNoNewExec => keep_strongest(&mut policy.no_new_exec, r),
                 Matcher::ExecAllowOnly(allowed) => {

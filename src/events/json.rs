@@ -32,6 +32,16 @@ pub fn falco_json(ev: &Event) -> String {
             fields.insert("fd.dev.minor".into(), json!(minor));
             format!("open of device {major}:{minor}")
         }
+        Target::ScopeEscape {
+            moved,
+            cgroup_id,
+            cgroup,
+        } => {
+            fields.insert("minerguard.moved.pid".into(), json!(moved));
+            fields.insert("minerguard.to.cgroup.id".into(), json!(cgroup_id));
+            fields.insert("minerguard.to.cgroup".into(), json!(cgroup.as_str()));
+            format!("scope escape of pid {moved} to {}", cgroup.as_str())
+        }
         Target::Stratum {
             addr,
             signature,
@@ -137,6 +147,33 @@ mod tests {
             rfc3339_nanos(1_709_210_096_500_000_000),
             "2024-02-29T12:34:56.500000000Z"
         );
+    }
+
+    #[test]
+    fn scope_escape_event_names_the_moved_process_and_where_it_went() {
+        let ev = Event {
+            time: UNIX_EPOCH + Duration::from_secs(1),
+            pid: 11,
+            tgid: 10,
+            uid: 0,
+            cgroup_id: 99,
+            comm: InlineStr::from_c_bytes(b"sh"),
+            profile: Arc::from("container-strict"),
+            rule: Arc::from("scope-escape"),
+            action: Action::Kill,
+            requested: Action::Kill,
+            target: Target::ScopeEscape {
+                moved: 12,
+                cgroup_id: 7,
+                cgroup: InlineStr::from_c_bytes(b"/other"),
+            },
+            domain: None,
+        };
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["output_fields"]["minerguard.moved.pid"], 12);
+        assert_eq!(v["output_fields"]["minerguard.to.cgroup.id"], 7);
+        assert_eq!(v["output_fields"]["minerguard.to.cgroup"], "/other");
+        assert!(v["output"].as_str().unwrap().contains("scope escape of pid 12 to /other"));
     }
 
     #[test]

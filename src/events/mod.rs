@@ -51,10 +51,12 @@ impl Protocol {
 pub enum Target {
     /// A program execution.
     Exec {
-        /// The file as passed to execve (may be relative). On the lsm
-        /// backend a script is judged twice, and the second event names
-        /// the interpreter from its `#!` line. For an executable mapping
-        /// (loader exec), the mapped file's name.
+        /// The executed file's path from the executing task's root (a
+        /// container's own view), symlinks resolved; the path as passed to
+        /// execve when the kernel could not build it. On the lsm backend a
+        /// script is judged twice, and the second event names the
+        /// interpreter. For an executable mapping (loader exec), the
+        /// mapped file's path.
         path: InlineStr<256>,
     },
     /// An outbound connection.
@@ -82,6 +84,18 @@ pub enum Target {
         /// Stratum V2 and Fast Open payloads).
         method: InlineStr<32>,
     },
+    /// A task of a scope leaving it (`scope.escape`).
+    ScopeEscape {
+        /// The process that was moved (or cloned) out; the event's own
+        /// pid is the task that did it.
+        moved: u32,
+        /// The id of the cgroup it went to (0 when refused before the
+        /// kernel chose one: a refused clone into a cgroup).
+        cgroup_id: u64,
+        /// The cgroup's path when known, else what was refused
+        /// (`clone3(CLONE_INTO_CGROUP)`, `bpf map`, `bpf prog`).
+        cgroup: InlineStr<256>,
+    },
 }
 
 impl Target {
@@ -92,6 +106,7 @@ impl Target {
             Target::Connect { .. } => RuleKind::Connect,
             Target::Stratum { .. } => RuleKind::Stratum,
             Target::Device { .. } => RuleKind::Open,
+            Target::ScopeEscape { .. } => RuleKind::Scope,
         }
     }
 }

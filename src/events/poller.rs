@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::{
-    record::{RawEvent, KIND_CONNECT, KIND_DEVICE, KIND_EXEC, KIND_STRATUM},
+    record::{RawEvent, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM},
     registry::Registry,
     Event, InlineStr, Protocol, StratumSignature, Target,
 };
@@ -81,6 +81,11 @@ impl Decoder {
                 major: u32::from_ne_bytes([raw.addr[0], raw.addr[1], raw.addr[2], raw.addr[3]]),
                 minor: u32::from_ne_bytes([raw.addr[4], raw.addr[5], raw.addr[6], raw.addr[7]]),
             },
+            KIND_ESCAPE => Target::ScopeEscape {
+                moved: u32::from_ne_bytes([raw.addr[0], raw.addr[1], raw.addr[2], raw.addr[3]]),
+                cgroup_id: u64::from_ne_bytes(raw.addr[8..16].try_into().ok()?),
+                cgroup: InlineStr::from_c_bytes(&raw.path),
+            },
             KIND_STRATUM => Target::Stratum {
                 addr: socket_addr(raw),
                 signature: StratumSignature::from_id(raw.path[0])?,
@@ -92,7 +97,7 @@ impl Decoder {
             Target::Connect { addr, .. } | Target::Stratum { addr, .. } => {
                 names.domains.get(&addr.ip()).cloned()
             }
-            Target::Exec { .. } | Target::Device { .. } => None,
+            Target::Exec { .. } | Target::Device { .. } | Target::ScopeEscape { .. } => None,
         };
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
         let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);
@@ -265,6 +270,15 @@ fn run(
         if ev.action == Action::Kill && kill_from_userspace.contains(&ev.target.kind()) {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
+        }
+        // A scoped task moved (or cloned) another process out of its scope:
+        // the kernel killed the task that did it; the process that left is
+        // killed here (no helper signals another task on every kernel).
+        if let Target::ScopeEscape { moved, .. } = ev.target {
+            if ev.action == Action::Kill && moved != ev.tgid && moved > 1 {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(moved as i32, libc::SIGKILL) };
+            }
         }
         match tx.try_send(ev) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}

@@ -1,7 +1,7 @@
 //! `struct mg_event` (bpf/include/event.h), as the ring buffer delivers it.
 
 pub(crate) use crate::backend::abi::{
-    COMM_LEN, KIND_CONNECT, KIND_DEVICE, KIND_EXEC, KIND_STRATUM, PATH_LEN,
+    COMM_LEN, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM, PATH_LEN,
 };
 
 /// Mirror of `struct mg_event`.

@@ -13,8 +13,8 @@ use super::{
     error::{shorten, without_location},
     extends::{self, Parts},
     tree::{Kind, Node, Tree},
-    Action, ConnectMatch, Diagnostic, ExecMatch, Mode, OpenMatch, ProfileError, Rule, SeccompMatch,
-    StratumMatch,
+    Action, ConnectMatch, Diagnostic, ExecMatch, Mode, OpenMatch, ProfileError, Rule, ScopeMatch,
+    SeccompMatch, StratumMatch,
 };
 
 /// Keys of a profile document, as serde names them.
@@ -28,6 +28,7 @@ const RULE_FIELDS: &[&str] = &[
     "connect",
     "stratum",
     "open",
+    "scope",
     "seccomp",
 ];
 
@@ -289,6 +290,7 @@ fn rule(c: &mut Collector<'_>, node: &Node, field: &str) -> Option<Rule> {
                 .piece::<Option<StratumMatch>>(v, &at)
                 .map(|m| r.stratum = m),
             "open" => c.piece::<Option<OpenMatch>>(v, &at).map(|m| r.open = m),
+            "scope" => c.piece::<Option<ScopeMatch>>(v, &at).map(|m| r.scope = m),
             _ => c
                 .piece::<Option<SeccompMatch>>(v, &at)
                 .map(|m| r.seccomp = m),

@@ -204,6 +204,17 @@ pub struct OpenMatch {
     pub msr: bool,
 }
 
+/// Scope matchers: what a task in the scope does to the scope itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeMatch {
+    /// A task leaving the scope: moved to a cgroup outside it (a write to
+    /// another cgroup's `cgroup.procs`/`cgroup.threads`) or cloned into one
+    /// (`clone3(CLONE_INTO_CGROUP)`), by a task in the scope.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub escape: bool,
+}
+
 /// What a seccomp filter does with a system call. Written as a word
 /// (`allow`, `log`, `kill_process`, `kill_thread`, `trap`, `notify`) or, for
 /// the two that carry a number, a one-key map (`{errno: 1}`, `{trace: 7}`).
@@ -429,6 +440,7 @@ matcher_kinds! {
     ConnectDomains => "connect.domains",
     Stratum => "stratum",
     OpenMsr => "open.msr",
+    ScopeEscape => "scope.escape",
     Seccomp => "seccomp",
 }
 
@@ -470,6 +482,8 @@ pub enum Matcher<'a> {
     Stratum(&'a StratumMatch),
     /// `open.msr`: MSR device opens.
     OpenMsr,
+    /// `scope.escape`: a task leaving its scope.
+    ScopeEscape,
     /// `seccomp`: a seccomp filter.
     Seccomp(&'a SeccompMatch),
 }
@@ -492,6 +506,7 @@ impl Matcher<'_> {
             Matcher::ConnectDomains(_) => MatcherKind::ConnectDomains,
             Matcher::Stratum(_) => MatcherKind::Stratum,
             Matcher::OpenMsr => MatcherKind::OpenMsr,
+            Matcher::ScopeEscape => MatcherKind::ScopeEscape,
             Matcher::Seccomp(_) => MatcherKind::Seccomp,
         }
     }
@@ -527,6 +542,7 @@ impl Rule {
             MatcherKind::ConnectDomains => Matcher::ConnectDomains(&c?.domains),
             MatcherKind::Stratum => Matcher::Stratum(self.stratum.as_ref()?),
             MatcherKind::OpenMsr => Matcher::OpenMsr,
+            MatcherKind::ScopeEscape => Matcher::ScopeEscape,
             MatcherKind::Seccomp => Matcher::Seccomp(self.seccomp.as_ref()?),
         })
     }
@@ -589,6 +605,10 @@ impl Rule {
             (
                 self.open.as_ref().is_some_and(|o| o.msr),
                 MatcherKind::OpenMsr,
+            ),
+            (
+                self.scope.as_ref().is_some_and(|s| s.escape),
+                MatcherKind::ScopeEscape,
             ),
             (self.seccomp.is_some(), MatcherKind::Seccomp),
         ]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{Diagnostic, FileKind, ProfileError};
 pub use input::MAX_PROFILE_BYTES;
 pub use matchers::{
-    ArgCmp, ArgOp, ConnectMatch, ExecMatch, Matcher, MatcherKind, OpenMatch, PortSpec,
+    ArgCmp, ArgOp, ConnectMatch, ExecMatch, Matcher, MatcherKind, OpenMatch, PortSpec, ScopeMatch,
     SeccompAction, SeccompMatch, SeccompPreset, StratumMatch, SyscallRule,
 };
 pub use nesting::MAX_NESTING;
@@ -90,6 +90,9 @@ pub struct Rule {
     /// File-open matcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<OpenMatch>,
+    /// Scope matcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeMatch>,
     /// Seccomp filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<SeccompMatch>,
@@ -106,6 +109,7 @@ impl Rule {
             connect: None,
             stratum: None,
             open: None,
+            scope: None,
             seccomp: None,
         }
     }
@@ -332,6 +336,14 @@ impl Rule {
     pub fn open_msr(name: impl Into<String>, action: Action) -> Self {
         Rule {
             open: Some(OpenMatch { msr: true }),
+            ..Rule::with(name, action)
+        }
+    }
+
+    /// `scope.escape`: a task of the scope leaving it.
+    pub fn scope_escape(name: impl Into<String>, action: Action) -> Self {
+        Rule {
+            scope: Some(ScopeMatch { escape: true }),
             ..Rule::with(name, action)
         }
     }

@@ -93,6 +93,7 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
         ("connect", rule.connect.is_some()),
         ("stratum", rule.stratum.is_some()),
         ("open", rule.open.is_some()),
+        ("scope", rule.scope.is_some()),
         ("seccomp", rule.seccomp.is_some()),
     ];
     let mut present = sections.iter().filter(|(_, p)| *p).map(|(n, _)| *n);
@@ -164,6 +165,11 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
     if let Some(open) = &rule.open {
         if !open.msr {
             r.push(format!("{at}.open"), "empty matcher: set `msr: true`");
+        }
+    }
+    if let Some(scope) = &rule.scope {
+        if !scope.escape {
+            r.push(format!("{at}.scope"), "empty matcher: set `escape: true`");
         }
     }
     if let Some(seccomp) = &rule.seccomp {

@@ -169,7 +169,7 @@ pub fn run_in(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) -> std::io::Resul
 }
 
 /// Makes `cmd`'s child join `cgroup` (when given) before it execs.
-fn join_on_exec(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) {
+pub fn join_on_exec(cgroup: Option<&OwnedCgroup>, cmd: &mut Command) {
     if let Some(cg) = cgroup {
         let procs = cg.procs_file().expect("open cgroup.procs");
         // SAFETY: join_cgroup_raw is a single write(2).

@@ -50,6 +50,7 @@ mod exec;
 mod exec_rules;
 mod lifecycle;
 mod path_view;
+mod scope_escape;
 mod stratum;
 mod stratum_evasions;
 mod workloads;

@@ -34,8 +34,9 @@ fn parse_kind(s: &str) -> PyResult<RuleKind> {
         "stratum" => Ok(RuleKind::Stratum),
         "open" => Ok(RuleKind::Open),
         "seccomp" => Ok(RuleKind::Seccomp),
+        "scope" => Ok(RuleKind::Scope),
         other => Err(PyValueError::new_err(format!(
-            "unknown rule kind {other:?} (expected exec, connect, stratum, open or seccomp)"
+            "unknown rule kind {other:?} (expected exec, connect, stratum, open, seccomp or scope)"
         ))),
     }
 }

@@ -105,17 +105,29 @@ impl Event {
         self.inner.degraded()
     }
 
-    /// `"exec"`, `"connect"`, `"stratum"` or `"open"` (device opens).
+    /// `"exec"`, `"connect"`, `"stratum"`, `"open"` (device opens) or
+    /// `"scope"` (a task leaving its scope).
     #[getter]
     fn kind(&self) -> &'static str {
         self.inner.target.kind().as_str()
     }
 
-    /// Exec events: the file as passed to execve.
+    /// Exec events: the file's path from the task's root. Scope events: the
+    /// cgroup the process went to, or what was refused.
     #[getter]
     fn path(&self) -> Option<&str> {
         match &self.inner.target {
             Target::Exec { path } => Some(path.as_str()),
+            Target::ScopeEscape { cgroup, .. } => Some(cgroup.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Scope events: the process that left (or was to leave) the scope.
+    #[getter]
+    fn moved_pid(&self) -> Option<u32> {
+        match &self.inner.target {
+            Target::ScopeEscape { moved, .. } => Some(*moved),
             _ => None,
         }
     }
@@ -202,6 +214,9 @@ impl Event {
                 signature.as_str()
             ),
             Target::Device { major, minor } => format!("device={major}:{minor}"),
+            Target::ScopeEscape { moved, cgroup, .. } => {
+                format!("moved_pid={moved}, path={:?}", cgroup.as_str())
+            }
         };
         format!(
             "Event(kind={:?}, rule={:?}, action={:?}, requested={:?}, pid={}, comm={:?}, {what})",

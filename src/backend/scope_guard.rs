@@ -1,0 +1,127 @@
+//! The scope guard (`scope.escape`): bpf/scope_guard.bpf.c on both backends
+//! (`tp_btf/cgroup_attach_task` and `tp_btf/sched_process_fork`, killing a
+//! scoped task that moves a process out of its scope) and, on the lsm
+//! backend, bpf/lsm_scope_guard.bpf.c (refusing the `cgroup.procs` open,
+//! `clone3(CLONE_INTO_CGROUP)` and `bpf()` on minerguard's objects first).
+//! Host-wide but inert outside scopes whose policy has the rule; loaded
+//! with the first such policy. Optional: where a kernel refuses the
+//! tracepoints, `scope.escape` rules are reported as not enforced.
+//!
+//! The programs know which scope a process is in from task storage
+//! (`mg_task_scope`), kept from forks and moves; [`seed`] puts the
+//! processes already in a scope there when a policy with the rule is
+//! applied.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use libbpf_rs::{
+    skel::{OpenSkel, Skel, SkelBuilder},
+    MapCore, MapFlags,
+};
+
+use super::{
+    adopt_sockets::pids_under,
+    load_err,
+    maps::SharedMaps,
+    skel::{
+        lsm_scope_guard::{LsmScopeGuardSkel, LsmScopeGuardSkelBuilder},
+        reuse_shared_maps,
+        scope_guard::{ScopeGuardSkel, ScopeGuardSkelBuilder},
+        Owned,
+    },
+};
+use crate::{
+    cgroup::CgroupRef,
+    error::{AttachError, Error},
+};
+
+/// The loaded and attached scope-guard programs.
+pub(crate) struct ScopeGuardHook {
+    _tracepoints: Owned<ScopeGuardSkel<'static>>,
+    lsm: Result<Owned<LsmScopeGuardSkel<'static>>, String>,
+}
+
+impl ScopeGuardHook {
+    /// Loads and attaches the tracepoints and, with `lsm`, the LSM hooks
+    /// (optional on top: where they fail, [`ScopeGuardHook::lsm_off`] says
+    /// why and escapes are still killed).
+    pub fn load(maps: &SharedMaps, lsm: bool) -> Result<Self, Error> {
+        let mut skel = Owned::build(|storage| {
+            let mut open = ScopeGuardSkelBuilder::default().open(storage)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(load_err("scope_guard"))?;
+        skel.attach().map_err(|source| AttachError::Program {
+            program: "mg_cgroup_attach",
+            target: "tp_btf/cgroup_attach_task, tp_btf/sched_process_fork".into(),
+            source,
+        })?;
+        let lsm = if lsm {
+            Self::load_lsm(maps)
+        } else {
+            Err("the cgroup backend kills escapes after the move".into())
+        };
+        Ok(ScopeGuardHook {
+            _tracepoints: skel,
+            lsm,
+        })
+    }
+
+    fn load_lsm(maps: &SharedMaps) -> Result<Owned<LsmScopeGuardSkel<'static>>, String> {
+        let mut skel = Owned::build(|storage| {
+            let mut open = LsmScopeGuardSkelBuilder::default().open(storage)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(|e| format!("loading lsm_scope_guard: {e}"))?;
+        skel.attach()
+            .map_err(|e| format!("attaching lsm_scope_guard: {e}"))?;
+        Ok(skel)
+    }
+
+    /// Why escapes are killed after the fact rather than refused, if so.
+    pub fn lsm_off(&self) -> Option<&str> {
+        self.lsm.as_ref().err().map(String::as_str)
+    }
+}
+
+/// Records every process now in `scope`'s subtree as in the scope
+/// (`scope_cgid`), where nothing is recorded for it yet (a nested scope's
+/// processes keep theirs). Returns how many were recorded. A process that
+/// exits meanwhile is skipped; a map that refuses an entry is an error.
+pub(crate) fn seed(maps: &SharedMaps, scope: &CgroupRef) -> Result<usize, AttachError> {
+    let map = &maps.task_scope;
+    let value = scope.id().to_ne_bytes();
+    let mut seeded = 0;
+    for pid in pids_under(scope.path()) {
+        // SAFETY: pidfd_open returns a new fd (owned below) or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            continue; // gone
+        }
+        // SAFETY: a fresh fd from the kernel, owned once.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        let key = pidfd.as_raw_fd().to_ne_bytes();
+        let known = map
+            .lookup(&key, MapFlags::ANY)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.iter().any(|b| *b != 0));
+        if known {
+            continue;
+        }
+        match map.update(&key, &value, MapFlags::ANY) {
+            Ok(()) => seeded += 1,
+            // Exited between pidfd_open and the update.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(AttachError::Map {
+                    map: "mg_task_scope",
+                    source,
+                })
+            }
+        }
+    }
+    Ok(seeded)
+}

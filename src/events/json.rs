@@ -173,7 +173,10 @@ mod tests {
         assert_eq!(v["output_fields"]["minerguard.moved.pid"], 12);
         assert_eq!(v["output_fields"]["minerguard.to.cgroup.id"], 7);
         assert_eq!(v["output_fields"]["minerguard.to.cgroup"], "/other");
-        assert!(v["output"].as_str().unwrap().contains("scope escape of pid 12 to /other"));
+        assert!(v["output"]
+            .as_str()
+            .unwrap()
+            .contains("scope escape of pid 12 to /other"));
     }
 
     #[test]

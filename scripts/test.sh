@@ -42,8 +42,9 @@ else
     bash scripts/vm-test.sh
     # From 6.5 on sendfile/splice reach the lsm hook, which then judges
     # Stratum alone (no sk_msg, no sockops): the tests that cover Stratum
-    # and which programs load (≈4 minutes).
+    # and which programs load, and the exec path view and scope guard,
+    # whose lsm programs 6.12's verifier checks differently (≈5 minutes).
     step "lsm backend inside a VM with BPF LSM, Linux 6.12: Stratum (scripts/vm-test.sh)"
     MINERGUARD_VM_KERNEL=6.12 MINERGUARD_VM_TESTS="kernel cli" MINERGUARD_VM_CGROUP_TESTS="" \
-        MINERGUARD_VM_FILTER="stratum sendfile judged optional_programs" bash scripts/vm-test.sh
+        MINERGUARD_VM_FILTER="stratum sendfile judged optional_programs path_view scope_escape" bash scripts/vm-test.sh
 fi

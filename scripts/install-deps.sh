@@ -7,10 +7,10 @@ need_apt=()
 # Build: clang/llvm for the BPF objects, libelf/zlib for libbpf.
 # VM suite (lsm backend): QEMU, busybox, and Debian's 6.1 kernel with BPF LSM.
 # C API tests: a C compiler (gcc). Python bindings: venv and pip.
-# Container tests (tests/kernel/containers.rs): podman with runc (crun
-# refuses cgroup hybrid mode).
+# Container tests (tests/kernel/containers.rs): podman and containerd with
+# runc (crun refuses cgroup hybrid mode).
 for pkg in clang llvm libelf-dev zlib1g-dev libseccomp-dev pkg-config make gcc valgrind python3-venv python3-pip \
-    qemu-system-x86 busybox-static linux-image-amd64 podman runc; do
+    qemu-system-x86 busybox-static linux-image-amd64 podman runc containerd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

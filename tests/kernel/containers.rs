@@ -3,25 +3,37 @@
 //! cgroup with `--cgroup-parent`. `container-strict` is applied to that
 //! cgroup; what each container prints is what the attacker's code got to do.
 //!
-//! Needs podman and runc (scripts/install-deps.sh installs them); without
-//! them the tests fail, unless MINERGUARD_ALLOW_SKIP=1.
+//! The same with containerd and runc through `ctr`: the test runs its own
+//! containerd (its own root, state and socket under a temporary directory)
+//! and imports the image podman saved as an OCI archive.
+//!
+//! Needs podman, containerd and runc (scripts/install-deps.sh installs
+//! them); without them the tests fail, unless MINERGUARD_ALLOW_SKIP=1.
 
 use crate::common::*;
 use minerguard::{Profile, Target};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// podman, or None (printed) when missing and skipping is allowed.
-fn podman(test: &str) -> Option<&'static str> {
-    let found = Command::new("podman")
+/// Whether `program --version` runs.
+fn installed(program: &str) -> bool {
+    Command::new(program)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-        && Command::new("runc").arg("--version").output().is_ok();
+}
+
+/// podman (and, with `ctr`, containerd), or None (printed) when missing and
+/// skipping is allowed.
+fn podman(test: &str, ctr: bool) -> Option<&'static str> {
+    let found = installed("podman")
+        && installed("runc")
+        && (!ctr || (installed("containerd") && installed("ctr")));
     if found {
         return Some("podman");
     }
-    let reason = "podman and runc are not installed (scripts/install-deps.sh installs them)";
+    let reason =
+        "podman, containerd and runc are not all installed (scripts/install-deps.sh installs them)";
     if std::env::var("MINERGUARD_ALLOW_SKIP").as_deref() == Ok("1") {
         eprintln!("SKIPPED {test}: {reason} (MINERGUARD_ALLOW_SKIP=1)");
         return None;
@@ -110,9 +122,10 @@ fn podman_run(parent: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// podman's cgroupfs manager makes `parent` (with a `conmon` child) in
-/// every v1 hierarchy too on a hybrid host, and `conmon` in the v2 one:
-/// taken away on drop, even when the test fails.
+/// The runtimes make `parent` (with children: podman's `conmon`, a `ctr`
+/// container's own cgroup) in every v1 hierarchy too on a hybrid host, and
+/// the children in the v2 one: taken away on drop, even when the test
+/// fails.
 struct PodmanCgroups(String);
 
 impl Drop for PodmanCgroups {
@@ -122,7 +135,11 @@ impl Drop for PodmanCgroups {
         };
         for h in hierarchies.flatten() {
             let dir = h.path().join(&self.0);
-            let _ = std::fs::remove_dir(dir.join("conmon"));
+            if let Ok(children) = std::fs::read_dir(&dir) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
             // The v2 directory is the test's own cgroup: its owner removes it.
             if h.file_name() != "unified" {
                 let _ = std::fs::remove_dir(&dir);
@@ -131,10 +148,81 @@ impl Drop for PodmanCgroups {
     }
 }
 
+/// A containerd of the test's own (root, state and socket in `dir`),
+/// stopped on drop.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+    root: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &TempDir) -> Containerd {
+        let (root, state, socket) = (
+            dir.path().join("containerd-root"),
+            dir.path().join("containerd-state"),
+            dir.path().join("containerd.sock"),
+        );
+        let child = Command::new("containerd")
+            .arg("--root")
+            .arg(&root)
+            .arg("--state")
+            .arg(&state)
+            .arg("--address")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd {
+            child,
+            socket,
+            root,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        c
+    }
+
+    /// `ctr` against this containerd, in the test's namespace.
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "minerguard-test"])
+            .args(args)
+            .output()
+            .expect("run ctr")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Snapshots containerd left mounted under its root.
+        let _ = Command::new("umount").arg("-R").arg(&self.root).output();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let root = self.root.to_string_lossy();
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.starts_with(root.as_ref()) {
+                    let _ = Command::new("umount").arg("-l").arg(m).output();
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn container_strict_holds_in_a_real_podman_container() {
     require_kernel!();
-    let Some(_) = podman(module_path!()) else {
+    let Some(_) = podman(module_path!(), false) else {
         return;
     };
     let dir = TempDir::new("podman");
@@ -203,6 +291,108 @@ fn container_strict_holds_in_a_real_podman_container() {
         assert!(
             paths.iter().any(|(r, p)| r == rule && p == path),
             "no {rule} event for {path}: {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn container_strict_holds_in_a_real_containerd_container() {
+    require_kernel!();
+    let Some(_) = podman(module_path!(), true) else {
+        return;
+    };
+    let dir = TempDir::new("ctr");
+    let root = rootfs(&dir);
+    let image = Image::import(&root, &dir);
+    // podman's image, as an OCI archive containerd imports.
+    let archive = dir.path().join("image-oci.tar");
+    let out = Command::new("podman")
+        .args(["save", "--format", "oci-archive", "-o"])
+        .arg(&archive)
+        .arg(&image.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let containerd = Containerd::start(&dir);
+    let base = image.0.split(':').next().unwrap();
+    let out = containerd.ctr(&[
+        "image",
+        "import",
+        "--base-name",
+        base,
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr image import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let scoped = Scoped::apply(&Profile::bundled("container-strict").unwrap());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let parent = cg
+        .cgroup()
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _cleanup = PodmanCgroups(parent.clone());
+    let script = "
+        /bin/busybox echo image-ran
+        /opt/app/echo app-ran
+        cp /bin/busybox /tmp/echo; /tmp/echo tmp-ran
+        mkdir -p /usr/local/bin; cp /bin/busybox /usr/local/bin/echo; /usr/local/bin/echo drift-ran
+        exit 0
+    ";
+    let id = format!("minerguard-{}", std::process::id());
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v2",
+        "--cgroup",
+        &format!("/{parent}/{id}"),
+        &image.0,
+        &id,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("image-ran"),
+        "the image's busybox was refused: {stdout:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("app-ran"),
+        "the image's app was refused: {stdout:?}"
+    );
+    for refused in ["tmp-ran", "drift-ran"] {
+        assert!(!stdout.contains(refused), "{refused}: {stdout:?}");
+    }
+    let mut rules = Vec::new();
+    while let Some(ev) = wait_event(enforcer, |e| {
+        matches!(e.rule.as_ref(), "scratch-dir-exec" | "drift")
+    }) {
+        if let Target::Exec { path } = &ev.target {
+            rules.push((ev.rule.to_string(), path.as_str().to_string()));
+        }
+    }
+    for (rule, path) in [
+        ("scratch-dir-exec", "/tmp/echo"),
+        ("drift", "/usr/local/bin/echo"),
+    ] {
+        assert!(
+            rules.iter().any(|(r, p)| r == rule && p == path),
+            "no {rule} event for {path}: {rules:?}"
         );
     }
 }

@@ -37,6 +37,9 @@ struct mg_path_scratch {
 	struct mg_rule_ref deny;
 	__u8 has_deny;
 	__u8 allowed;
+	/* The walk's write position, for the same reason (its first value,
+	 * MG_PATH_BUF - 1, made 6.1 drop the overflow check). */
+	__u32 pos;
 };
 
 struct {
@@ -51,8 +54,7 @@ struct mg_walk {
 	struct mount *m;
 	struct dentry *root_d;
 	struct mount *root_m;
-	char *buf;
-	__u32 pos;  /* first byte of the path built so far */
+	struct mg_path_scratch *s; /* s->pos: first byte of the path so far */
 	__u8 state; /* 0 walking, 1 done, 2 unresolved */
 };
 
@@ -66,8 +68,9 @@ static long mg_walk_step(__u32 i, void *data)
 	struct mg_walk *w = data;
 	struct dentry *d = w->d, *parent;
 	struct mount *m = w->m;
+	struct mg_path_scratch *s = w->s;
 	const unsigned char *name;
-	__u32 len;
+	__u32 len, pos;
 
 	if (d == w->root_d && m == w->root_m) {
 		w->state = 1;
@@ -94,49 +97,64 @@ static long mg_walk_step(__u32 i, void *data)
 	}
 	len = BPF_CORE_READ(d, d_name.len);
 	name = BPF_CORE_READ(d, d_name.name);
-	if (len > MG_NAME_MAX || w->pos < len + 1) {
+	pos = s->pos;
+	if (len > MG_NAME_MAX || pos < len + 1 || pos >= MG_PATH_BUF) {
 		w->state = 2;
 		return 1;
 	}
-	w->pos -= len;
-	if (bpf_probe_read_kernel(w->buf + (w->pos & (MG_PATH_BUF - 1)),
+	pos -= len;
+	if (bpf_probe_read_kernel(s->buf + (pos & (MG_PATH_BUF - 1)),
 				  len & MG_NAME_MAX, name)) {
 		w->state = 2;
 		return 1;
 	}
-	w->pos -= 1;
-	w->buf[w->pos & (MG_PATH_BUF - 1)] = '/';
+	pos -= 1;
+	s->buf[pos & (MG_PATH_BUF - 1)] = '/';
+	s->pos = pos;
 	w->d = parent;
 	return 0;
 }
 
 /*
- * Builds the path of `file` from the current task's root into s->buf.
- * Returns the offset of its first byte (the path ends at MG_PATH_BUF - 1,
- * NUL-terminated), or -1 when the walk cannot finish.
+ * Builds the path of (mnt, dentry) from the current task's root into
+ * s->buf. Returns the offset of its first byte (the path ends at
+ * MG_PATH_BUF - 1, NUL-terminated), or -1 when the walk cannot finish.
  */
-static __always_inline int mg_path_of(struct file *file,
-				      struct mg_path_scratch *s)
+static __always_inline int mg_path_of_dentry(struct vfsmount *mnt,
+					     struct dentry *dentry,
+					     struct mg_path_scratch *s)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mg_walk w = {};
+	__u32 pos;
 
-	w.d = BPF_CORE_READ(file, f_path.dentry);
-	w.m = mg_real_mount(BPF_CORE_READ(file, f_path.mnt));
+	w.d = dentry;
+	w.m = mg_real_mount(mnt);
 	w.root_d = BPF_CORE_READ(task, fs, root.dentry);
 	w.root_m = mg_real_mount(BPF_CORE_READ(task, fs, root.mnt));
-	w.buf = s->buf;
-	w.pos = MG_PATH_BUF - 1;
+	w.s = s;
+	s->pos = MG_PATH_BUF - 1;
 	s->buf[MG_PATH_BUF - 1] = 0;
 	bpf_loop(MG_WALK_STEPS, mg_walk_step, &w, 0);
 	if (w.state != 1)
 		return -1;
-	if (w.pos == MG_PATH_BUF - 1) {
+	pos = s->pos;
+	if (pos >= MG_PATH_BUF)
+		return -1;
+	if (pos == MG_PATH_BUF - 1) {
 		/* The root itself. */
-		w.pos -= 1;
-		s->buf[w.pos & (MG_PATH_BUF - 1)] = '/';
+		pos -= 1;
+		s->buf[pos & (MG_PATH_BUF - 1)] = '/';
 	}
-	return w.pos & (MG_PATH_BUF - 1);
+	return pos & (MG_PATH_BUF - 1);
+}
+
+/* mg_path_of_dentry for an open file. */
+static __always_inline int mg_path_of(struct file *file,
+				      struct mg_path_scratch *s)
+{
+	return mg_path_of_dentry(BPF_CORE_READ(file, f_path.mnt),
+				 BPF_CORE_READ(file, f_path.dentry), s);
 }
 
 /* What the path entries of a policy say about one file. */

@@ -140,7 +140,19 @@ fn exec_dirs_mean_the_containers_own_directories() {
 /// no PATH_MAX applies), a hard link of /bin/busybox named `touch` at the
 /// bottom, run by a relative path to create `marker`.
 fn deep_exec(cg: &OwnedCgroup, root: &Path, depth: usize, marker: &str) -> ChildEnd {
+    deep_exec_named(cg, root, "d", depth, marker)
+}
+
+/// [`deep_exec`] with levels named `name`.
+fn deep_exec_named(
+    cg: &OwnedCgroup,
+    root: &Path,
+    name: &str,
+    depth: usize,
+    marker: &str,
+) -> ChildEnd {
     let root = CString::new(root.to_str().unwrap()).unwrap();
+    let level = CString::new(name).unwrap();
     let marker = CString::new(marker).unwrap();
     let touch = c"touch";
     let argv = [touch.as_ptr(), marker.as_ptr(), std::ptr::null()];
@@ -149,7 +161,7 @@ fn deep_exec(cg: &OwnedCgroup, root: &Path, depth: usize, marker: &str) -> Child
             return 122;
         }
         for _ in 0..depth {
-            let d = c"d";
+            let d = level.as_c_str();
             if libc::mkdir(d.as_ptr(), 0o755) != 0 || libc::chdir(d.as_ptr()) != 0 {
                 return 124;
             }
@@ -194,6 +206,24 @@ fn a_path_too_deep_to_build_is_refused() {
     assert!(
         wait_event(enforcer, |e| e.rule.as_ref() == "scratch-dir-exec").is_some(),
         "no event for the refused deep exec"
+    );
+    // 17 levels of 255-byte names under /opt: 4,352 bytes, too long to
+    // build (6.1 once overran the buffer here and let it run); 15 (3,840
+    // bytes) still run.
+    let dir = TempDir::new("pathlong");
+    let root = busybox_root(&dir);
+    let long = "n".repeat(255);
+    assert_eq!(
+        deep_exec_named(cg, &root, &long, 15, "/fits-ran"),
+        ChildEnd::Code(0)
+    );
+    assert!(root.join("fits-ran").exists());
+    let dir = TempDir::new("pathlong2");
+    let root = busybox_root(&dir);
+    assert_eq!(deep_exec_named(cg, &root, &long, 17, "/long-ran"), refused);
+    assert!(
+        !root.join("long-ran").exists(),
+        "a binary too long to name ran"
     );
 }
 

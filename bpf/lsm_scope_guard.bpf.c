@@ -24,18 +24,20 @@
 /* include/uapi/linux/sched.h */
 #define MG_CLONE_INTO_CGROUP 0x200000000ULL
 
-/* The current task's scope and its escape rule, or NULL. */
+/* The current task's scope and its escape rule, or NULL. The scope is the
+ * one the guard recorded for the process (seeded at apply, followed from
+ * forks and moves): not looked up again from the cgroup, which also keeps
+ * these programs small enough for the verifier. */
 static __always_inline struct mg_rule_ref *mg_guarding(struct mg_scope **left)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mg_task_scope *ts;
-	struct mg_scope *scope = NULL;
+	struct mg_scope *scope;
 
 	ts = bpf_task_storage_get(&mg_task_scope, task->group_leader, 0, 0);
-	if (ts && ts->scope_cgid)
-		scope = bpf_map_lookup_elem(&mg_scopes, &ts->scope_cgid);
-	if (!scope)
-		scope = mg_current_scope();
+	if (!ts || !ts->scope_cgid)
+		return NULL;
+	scope = bpf_map_lookup_elem(&mg_scopes, &ts->scope_cgid);
 	if (!scope)
 		return NULL;
 	*left = scope;
@@ -65,22 +67,19 @@ static __always_inline int mg_refuse(const struct mg_scope *left,
 	return ref->action == MG_ACTION_AUDIT ? 0 : -MG_EPERM;
 }
 
-/* Whether the 16 bytes at `name` start with "cgroup.procs\0" or
- * "cgroup.threads\0". */
+/* Whether the kernel string `name` is "cgroup.procs" or "cgroup.threads":
+ * two 8-byte words each (a byte loop made the verifier walk every path). */
 static __always_inline bool mg_is_procs_file(const unsigned char *name)
 {
-	char n[16] = {};
+	__u64 w[2] = {}, p0, p1, t0, t1;
 
-	const char procs[] = "cgroup.procs", threads[] = "cgroup.threads";
-	bool is_procs = true, is_threads = true;
-
-	if (bpf_probe_read_kernel_str(n, sizeof(n), name) <= 0)
+	if (bpf_probe_read_kernel_str(w, sizeof(w), name) <= 0)
 		return false;
-	for (int i = 0; i < (int)sizeof(procs); i++)
-		is_procs &= n[i] == procs[i];
-	for (int i = 0; i < (int)sizeof(threads); i++)
-		is_threads &= n[i] == threads[i];
-	return is_procs || is_threads;
+	__builtin_memcpy(&p0, "cgroup.p", 8);
+	__builtin_memcpy(&p1, "rocs\0\0\0\0", 8);
+	__builtin_memcpy(&t0, "cgroup.t", 8);
+	__builtin_memcpy(&t1, "hreads\0\0", 8);
+	return (w[0] == p0 && w[1] == p1) || (w[0] == t0 && w[1] == t1);
 }
 
 SEC("lsm/file_open")

@@ -13,8 +13,19 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `deny`: refused on lsm (the task goes on, without what it asked), the
+/// task killed on the cgroup backend (the move has happened).
 fn guarded() -> Profile {
-    Profile::new("sealed").rule(Rule::scope_escape("scope-escape", Action::Kill))
+    Profile::new("sealed").rule(Rule::scope_escape("scope-escape", Action::Deny))
+}
+
+/// On lsm, escapes must be refused before they happen, not only killed.
+fn assert_refusing(enforcer: &minerguard::Enforcer) {
+    let status = enforcer.scope_guard();
+    match enforcer.backend() {
+        BackendKind::Lsm => assert_eq!(status, Ok(None), "the lsm part of the guard"),
+        BackendKind::Cgroup => assert!(status.is_ok(), "{status:?}"),
+    }
 }
 
 fn escape_events(enforcer: &minerguard::Enforcer) -> Vec<(u32, u32, String)> {
@@ -52,7 +63,7 @@ fn a_task_moving_itself_out_of_its_scope_does_not_get_out() {
     require_kernel!();
     let scoped = Scoped::apply(&guarded());
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
-    assert_eq!(enforcer.scope_guard().map(|_| ()), Ok(()));
+    assert_refusing(enforcer);
     let other = test_cgroup();
     let dir = TempDir::new("escape");
     let marker = dir.path().join("escaped");
@@ -84,13 +95,14 @@ fn a_scoped_task_moving_another_out_is_stopped_with_it() {
     require_kernel!();
     let scoped = Scoped::apply(&guarded());
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    assert_refusing(enforcer);
     let other = test_cgroup();
     let dir = TempDir::new("escape2");
     let (marker, pidfile) = (dir.path().join("moved"), dir.path().join("pid"));
     let procs = other.cgroup().path().join("cgroup.procs");
     // A background job (a miner, say) is moved out by its parent shell.
     let script = format!(
-        "sleep 30 & echo $! > {pid}; echo $! > {procs} && touch {marker}; wait",
+        "sleep 30 & echo $! > {pid}; echo $! > {procs} && touch {marker}; kill $!; wait",
         pid = pidfile.display(),
         procs = procs.display(),
         marker = marker.display()
@@ -205,6 +217,7 @@ fn a_clone_into_another_cgroup_is_stopped() {
     require_kernel!();
     let scoped = Scoped::apply(&guarded());
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    assert_refusing(enforcer);
     let other = test_cgroup();
     let dir = TempDir::new("clone-escape");
     let marker = dir.path().join("cloned");

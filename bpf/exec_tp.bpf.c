@@ -14,19 +14,56 @@
 #include <bpf/bpf_core_read.h>
 #include "exec_match.h"
 
+/*
+ * A `#!` script's own path (exec.dirs / path_prefixes): by this tracepoint
+ * bprm->file is the interpreter and the script's file is released, so the
+ * script is judged by the path it was run by (see mg_named_path_match).
+ * Returns the rule and leaves *at at the path in the scratch, or NULL.
+ */
+static __always_inline struct mg_rule_ref *
+mg_script_match(struct linux_binprm *bprm, const struct mg_scope *scope,
+		struct mg_path_scratch **s, int *at)
+{
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	struct mg_path_verdict v;
+	__u32 zero = 0;
+
+	*at = -1;
+	if (!(scope->flags & MG_SCOPE_PATHS) ||
+	    BPF_CORE_READ(bprm, interp) == filename)
+		return NULL;
+	*s = bpf_map_lookup_elem(&mg_path_scratch, &zero);
+	if (!*s)
+		return NULL;
+	v = mg_named_path_match(scope->policy_id, filename, *s, at);
+	if (v.unresolved)
+		return bpf_map_lookup_elem(&mg_deep_path, &scope->policy_id);
+	return v.deny;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
 	struct mg_scope *scope = mg_current_scope();
-	struct mg_rule_ref *ref;
+	struct mg_path_scratch *s = NULL;
+	struct mg_rule_ref *ref, *script;
 	struct mg_event *e;
-	int view = -1;
+	int view = -1, at = -1;
 	__u8 taken;
 
 	if (!scope)
 		return 0;
 	ref = mg_exec_match(bprm, scope, &view);
+	script = mg_script_match(bprm, scope, &s, &at);
+	if (script) {
+		/* The scratch now holds the script's path. */
+		view = -1;
+		if (!ref || mg_rank(script->action) > mg_rank(ref->action))
+			ref = script;
+		else
+			script = NULL;
+	}
 	if (!ref || ref->action == MG_ACTION_AUDIT)
 		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
 	if (!ref)
@@ -42,8 +79,14 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 	e = mg_event_start(MG_KIND_EXEC, scope, ref, taken);
 	if (!e)
 		return 0;
-	mg_event_path(e, BPF_CORE_READ(bprm, file), view,
-		      BPF_CORE_READ(bprm, filename));
+	if (script && s && at >= 0 &&
+	    bpf_probe_read_kernel_str(e->path, MG_PATH_LEN,
+				      s->buf + (at & (2 * MG_PATH_BUF - 1))) > 0) {
+		/* The event names the script it refused. */
+	} else {
+		mg_event_path(e, BPF_CORE_READ(bprm, file), view,
+			      BPF_CORE_READ(bprm, filename));
+	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

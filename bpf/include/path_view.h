@@ -40,6 +40,15 @@ struct mg_path_scratch {
 	/* The walk's write position, for the same reason (its first value,
 	 * MG_PATH_BUF - 1, made 6.1 drop the overflow check). */
 	__u32 pos;
+	/* mg_dots_step: the current component's length and dots in it, and
+	 * whether a `.` or `..` component was seen. */
+	__u32 comp;
+	__u32 dots;
+	__u8 dotted;
+	/* mg_path_scan_step: bytes in the key, and whether the last byte taken
+	 * was a '/' (repeated slashes count once, as the kernel reads them). */
+	__u32 klen;
+	__u8 slash;
 };
 
 struct {
@@ -184,17 +193,18 @@ mg_path_lookup(struct mg_path_key *key, __u8 kind)
 static long mg_path_scan_step(__u32 i, void *data)
 {
 	struct mg_path_scan *sc = data;
-	struct mg_path_key *key = &sc->s->key;
-	__u32 at = i & (MG_PREFIX_LEN - 1);
+	struct mg_path_scratch *s = sc->s;
+	struct mg_path_key *key = &s->key;
+	__u32 at = s->klen;
 	char c;
 
-	if (i >= sc->len || i >= MG_PREFIX_LEN)
+	if (i >= sc->len || at >= MG_PREFIX_LEN)
 		return 1;
-	/* Keep the mask: the verifier needs it, the compiler sees the test. */
-	barrier_var(at);
-	c = sc->s->buf[(sc->start + i) & (2 * MG_PATH_BUF - 1)];
+	c = s->buf[(sc->start + i) & (2 * MG_PATH_BUF - 1)];
+	if (c == '/' && s->slash)
+		return 0;
+	s->slash = c == '/';
 	if (c == '/') {
-		struct mg_path_scratch *s = sc->s;
 		struct mg_rule_ref *ref;
 
 		if (sc->deny) {
@@ -210,7 +220,20 @@ static long mg_path_scan_step(__u32 i, void *data)
 			s->allowed = 1;
 	}
 	key->path[at & (MG_PREFIX_LEN - 1)] = c;
+	s->klen = at + 1;
 	return 0;
+}
+
+/* Clears the key and the scan's verdict for a new scan. */
+static __always_inline void mg_path_scan_reset(struct mg_path_scratch *s,
+					       __u32 policy_id)
+{
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	s->key.policy_id = policy_id;
+	s->has_deny = 0;
+	s->allowed = 0;
+	s->klen = 0;
+	s->slash = 0;
 }
 
 /*
@@ -232,10 +255,7 @@ mg_path_match(__u32 policy_id, struct file *file, bool deny, bool allow,
 		v.unresolved = true;
 		return v;
 	}
-	__builtin_memset(&s->key, 0, sizeof(s->key));
-	s->key.policy_id = policy_id;
-	s->has_deny = 0;
-	s->allowed = 0;
+	mg_path_scan_reset(s, policy_id);
 	sc.s = s;
 	sc.start = at;
 	sc.len = MG_PATH_BUF - 1 - at;
@@ -248,6 +268,115 @@ mg_path_match(__u32 policy_id, struct file *file, bool deny, bool allow,
 	if (allow && !v.allowed && sc.len < MG_PREFIX_LEN &&
 	    mg_path_lookup(&s->key, MG_PATH_ALLOW_FILE))
 		v.allowed = true;
+	return v;
+}
+
+/* One byte of a path named by a string: a `.` or `..` component marks it
+ * (the string is not what the kernel resolved, so it cannot be matched). */
+struct mg_dots_scan {
+	struct mg_path_scratch *s;
+	__u32 start;
+	__u32 len;
+};
+
+static long mg_dots_step(__u32 i, void *data)
+{
+	struct mg_dots_scan *d = data;
+	struct mg_path_scratch *s = d->s;
+	char c = i < d->len ? s->buf[(d->start + i) & (2 * MG_PATH_BUF - 1)] : '/';
+
+	if (c == '/') {
+		if (s->comp && s->comp == s->dots && s->comp <= 2)
+			s->dotted = 1;
+		s->comp = 0;
+		s->dots = 0;
+	} else {
+		s->comp += 1;
+		if (c == '.')
+			s->dots += 1;
+	}
+	return i >= d->len ? 1 : 0;
+}
+
+/* 2 when the kernel string `name` starts with "./" (a second "./" after
+ * it is a `.` component: refused as unresolved). */
+static __always_inline __u32 mg_dot_slash(const char *name)
+{
+	char head[2] = {};
+
+	bpf_probe_read_kernel(head, sizeof(head), name);
+	return ((head[0] == '.') & (head[1] == '/')) ? 2 : 0;
+}
+
+/*
+ * exec.dirs for a file known only by the path a task named it with (a `#!`
+ * script on the cgroup backend, whose file is released before the exec
+ * tracepoint runs): the string as given when absolute, else after the
+ * working directory's path from the task's root. Symlinks in it are not
+ * resolved. *start gets the path's offset in s->buf (for the event). A
+ * string with a `.` or `..` component, or too long, is unresolved.
+ */
+static __always_inline struct mg_path_verdict
+mg_named_path_match(__u32 policy_id, const char *name,
+		    struct mg_path_scratch *s, int *start)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mg_path_verdict v = {};
+	struct mg_path_scan sc = {};
+	struct mg_dots_scan d = {};
+	char first = 0;
+	__u32 skip;
+	long n;
+	int at;
+
+	*start = -1;
+	bpf_probe_read_kernel(&first, 1, name);
+	if (first == '/') {
+		n = bpf_probe_read_kernel_str(s->buf + MG_PATH_BUF, MG_PATH_BUF, name);
+		at = MG_PATH_BUF;
+		if (n <= 1) {
+			v.unresolved = true;
+			return v;
+		}
+		sc.len = n - 1;
+	} else {
+		at = mg_path_of_dentry(BPF_CORE_READ(task, fs, pwd.mnt),
+				       BPF_CORE_READ(task, fs, pwd.dentry), s);
+		skip = mg_dot_slash(name);
+		n = bpf_probe_read_kernel_str(s->buf + MG_PATH_BUF, MG_PATH_BUF,
+					      name + (skip & 3));
+		if (at < 0 || n <= 1) {
+			v.unresolved = true;
+			return v;
+		}
+		/* The working directory ends at MG_PATH_BUF - 1: join there
+		 * (the scan reads the root's "//" as one '/'). */
+		s->buf[MG_PATH_BUF - 1] = '/';
+		sc.len = (MG_PATH_BUF - 1 - at) + 1 + (n - 1);
+	}
+	if (n >= MG_PATH_BUF) {
+		v.unresolved = true;
+		return v;
+	}
+	*start = at;
+	s->comp = 0;
+	s->dots = 0;
+	s->dotted = 0;
+	d.s = s;
+	d.start = at;
+	d.len = sc.len;
+	bpf_loop(2 * MG_PATH_BUF, mg_dots_step, &d, 0);
+	if (s->dotted) {
+		v.unresolved = true;
+		return v;
+	}
+	mg_path_scan_reset(s, policy_id);
+	sc.s = s;
+	sc.start = at;
+	sc.deny = true;
+	/* Every byte may be a repeated '/': scan the whole string. */
+	bpf_loop(2 * MG_PATH_BUF, mg_path_scan_step, &sc, 0);
+	v.deny = s->has_deny ? &s->deny : NULL;
 	return v;
 }
 

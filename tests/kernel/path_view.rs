@@ -417,3 +417,47 @@ fn drift_refuses_what_was_not_in_the_image() {
         "events: {paths:?}"
     );
 }
+
+#[test]
+fn a_script_in_a_scratch_dir_is_refused_whatever_runs_it() {
+    require_kernel!();
+    let dir = TempDir::new("pathscript");
+    let root = busybox_root(&dir);
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let profile =
+        Profile::new("scratch").rule(Rule::exec_dirs("scratch-dir-exec", Action::Deny, ["/tmp"]));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    // The interpreter (/bin/sh) is outside /tmp; the script is in it, run
+    // by an absolute path, a relative one, `./`, and through `..`.
+    let script = "
+        printf '#!/bin/sh\\n/bin/busybox touch \"$1\"\\n' > /tmp/job.sh
+        chmod +x /tmp/job.sh
+        cp /tmp/job.sh /opt/job.sh
+        /opt/job.sh /outside-ran
+        /tmp/job.sh /absolute-ran
+        cd /tmp && ./job.sh /dot-ran
+        cd / && tmp/job.sh /relative-ran
+        cd /opt && ../tmp/job.sh /dotdot-ran
+        /opt/../tmp/job.sh /inner-dotdot-ran
+        //tmp///job.sh /slashes-ran
+        exit 0
+    ";
+    assert_eq!(run_contained(cg, &root, script), ChildEnd::Code(0));
+    let ran = |f: &str| root.join(f).exists();
+    assert!(ran("outside-ran"), "a script outside /tmp was refused");
+    for marker in [
+        "absolute-ran",
+        "dot-ran",
+        "relative-ran",
+        "dotdot-ran",
+        "inner-dotdot-ran",
+    ] {
+        assert!(!ran(marker), "{marker}: a script in /tmp ran");
+    }
+    let paths = exec_event_paths(enforcer, "scratch-dir-exec");
+    assert!(
+        paths.iter().any(|p| p == "/tmp/job.sh"),
+        "events: {paths:?}"
+    );
+}

@@ -41,6 +41,20 @@ static __always_inline void mg_report_escape(const struct mg_scope *left,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Reports `moved` leaving `left`; where the rule only audits, the process
+ * is followed to its new scope (`to`, or none) in `ts`. */
+static __always_inline void mg_escaped(const struct mg_scope *left,
+				       const struct mg_rule_ref *ref,
+				       struct task_struct *moved,
+				       struct cgroup *dst, const char *path,
+				       struct mg_task_scope *ts,
+				       const struct mg_scope *to)
+{
+	mg_report_escape(left, ref, moved, dst, path);
+	if (ref->action == MG_ACTION_AUDIT)
+		ts->scope_cgid = to ? to->cgroup_id : 0;
+}
+
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(mg_cgroup_attach, struct cgroup *dst, const char *path,
 	     struct task_struct *task, bool threadgroup)
@@ -81,9 +95,7 @@ int BPF_PROG(mg_cgroup_attach, struct cgroup *dst, const char *path,
 		ts->scope_cgid = to ? to->cgroup_id : 0;
 		return 0;
 	}
-	mg_report_escape(left, ref, leader, dst, path);
-	if (ref->action == MG_ACTION_AUDIT)
-		ts->scope_cgid = to ? to->cgroup_id : 0;
+	mg_escaped(left, ref, leader, dst, path, ts, to);
 	return 0;
 }
 
@@ -119,9 +131,7 @@ int BPF_PROG(mg_process_fork, struct task_struct *parent,
 		cs->scope_cgid = to ? to->cgroup_id : 0;
 		return 0;
 	}
-	mg_report_escape(left, ref, child, cg, NULL);
-	if (ref->action == MG_ACTION_AUDIT)
-		cs->scope_cgid = to ? to->cgroup_id : 0;
+	mg_escaped(left, ref, child, cg, NULL, cs, to);
 	return 0;
 }
 

@@ -219,6 +219,37 @@ impl Drop for Containerd {
     }
 }
 
+/// `container-strict` on a test cgroup; the cgroup's name (the runtimes'
+/// `--cgroup-parent`/`--cgroup` prefix), and the cleanup of what the
+/// runtimes make under it.
+fn strict_scope() -> (Scoped, String, PodmanCgroups) {
+    let scoped = Scoped::apply(&Profile::bundled("container-strict").unwrap());
+    let parent = (scoped.cgroup().cgroup().path().file_name())
+        .and_then(|n| n.to_str())
+        .unwrap()
+        .to_string();
+    let cleanup = PodmanCgroups(parent.clone());
+    (scoped, parent, cleanup)
+}
+
+/// Asserts an exec event of each (rule, path) pair came.
+fn assert_exec_events(enforcer: &minerguard::Enforcer, want: &[(&str, &str)]) {
+    let mut seen = Vec::new();
+    while let Some(ev) = wait_event(enforcer, |e| {
+        want.iter().any(|(r, _)| e.rule.as_ref() == *r)
+    }) {
+        if let Target::Exec { path } = &ev.target {
+            seen.push((ev.rule.to_string(), path.as_str().to_string()));
+        }
+    }
+    for (rule, path) in want {
+        assert!(
+            seen.iter().any(|(r, p)| r == rule && p == path),
+            "no {rule} event for {path}: {seen:?}"
+        );
+    }
+}
+
 #[test]
 fn container_strict_holds_in_a_real_podman_container() {
     require_kernel!();
@@ -228,17 +259,8 @@ fn container_strict_holds_in_a_real_podman_container() {
     let dir = TempDir::new("podman");
     let root = rootfs(&dir);
     let image = Image::import(&root, &dir);
-    let scoped = Scoped::apply(&Profile::bundled("container-strict").unwrap());
-    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
-    let parent = cg
-        .cgroup()
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _cleanup = PodmanCgroups(parent.clone());
+    let (scoped, parent, _cleanup) = strict_scope();
+    let enforcer = scoped.enforcer();
     let script = "
         /bin/busybox echo image-ran
         /opt/app/echo app-ran
@@ -275,24 +297,14 @@ fn container_strict_holds_in_a_real_podman_container() {
     assert!(rootfs_out.contains("rootfs-ran"), "{rootfs_out:?}");
     // Events name the container's paths. (podman mounts /dev/shm noexec:
     // the kernel refuses that exec before any hook sees it.)
-    let mut paths = Vec::new();
-    while let Some(ev) = wait_event(enforcer, |e| {
-        matches!(e.rule.as_ref(), "scratch-dir-exec" | "drift")
-    }) {
-        if let Target::Exec { path } = &ev.target {
-            paths.push((ev.rule.to_string(), path.as_str().to_string()));
-        }
-    }
-    for (rule, path) in [
-        ("scratch-dir-exec", "/tmp/echo"),
-        ("drift", "/opt/echo"),
-        ("drift", "/usr/local/bin/echo"),
-    ] {
-        assert!(
-            paths.iter().any(|(r, p)| r == rule && p == path),
-            "no {rule} event for {path}: {paths:?}"
-        );
-    }
+    assert_exec_events(
+        enforcer,
+        &[
+            ("scratch-dir-exec", "/tmp/echo"),
+            ("drift", "/opt/echo"),
+            ("drift", "/usr/local/bin/echo"),
+        ],
+    );
 }
 
 #[test]
@@ -332,17 +344,8 @@ fn container_strict_holds_in_a_real_containerd_container() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let scoped = Scoped::apply(&Profile::bundled("container-strict").unwrap());
-    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
-    let parent = cg
-        .cgroup()
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _cleanup = PodmanCgroups(parent.clone());
+    let (scoped, parent, _cleanup) = strict_scope();
+    let enforcer = scoped.enforcer();
     let script = "
         /bin/busybox echo image-ran
         /opt/app/echo app-ran
@@ -378,21 +381,11 @@ fn container_strict_holds_in_a_real_containerd_container() {
     for refused in ["tmp-ran", "drift-ran"] {
         assert!(!stdout.contains(refused), "{refused}: {stdout:?}");
     }
-    let mut rules = Vec::new();
-    while let Some(ev) = wait_event(enforcer, |e| {
-        matches!(e.rule.as_ref(), "scratch-dir-exec" | "drift")
-    }) {
-        if let Target::Exec { path } = &ev.target {
-            rules.push((ev.rule.to_string(), path.as_str().to_string()));
-        }
-    }
-    for (rule, path) in [
-        ("scratch-dir-exec", "/tmp/echo"),
-        ("drift", "/usr/local/bin/echo"),
-    ] {
-        assert!(
-            rules.iter().any(|(r, p)| r == rule && p == path),
-            "no {rule} event for {path}: {rules:?}"
-        );
-    }
+    assert_exec_events(
+        enforcer,
+        &[
+            ("scratch-dir-exec", "/tmp/echo"),
+            ("drift", "/usr/local/bin/echo"),
+        ],
+    );
 }

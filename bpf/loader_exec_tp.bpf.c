@@ -15,6 +15,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "mapping_match.h"
+#include "fd_file.h"
 
 /* MAP_ANONYMOUS, include/uapi/asm-generic/mman-common.h */
 #define MG_MAP_ANONYMOUS 0x20
@@ -34,21 +35,6 @@ static __always_inline void mg_kill_mapping(struct file *file)
 		taken = MG_ACTION_KILL;
 	}
 	mg_mapping_event(scope, ref, taken, file, view);
-}
-
-/* The open file behind descriptor `fd` of the current task, or NULL. */
-static __always_inline struct file *mg_fd_file(unsigned long fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *file = NULL;
-
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")

@@ -434,12 +434,15 @@ impl Enforcer {
 
     /// Whether a task leaving its scope (`scope.escape`) is stopped;
     /// otherwise why not. Loaded with the first profile that has the rule.
-    /// On the lsm backend the move is refused before it happens; where the
-    /// lsm part could not load (and on the cgroup backend) the task is
-    /// killed right after the move: `Ok(Some(why))`.
+    /// On the lsm backend a move or clone is refused before it happens
+    /// (`Ok(None)`); on the cgroup backend a clone into another cgroup is
+    /// stopped before the child exists and a `cgroup.procs` move kills the
+    /// mover right after it, and where the lsm part or the clone
+    /// tracepoint could not load, escapes are killed after the fact:
+    /// `Ok(Some(what))`.
     pub fn scope_guard(&self) -> std::result::Result<Option<String>, String> {
         let (status, note) = self.kernel.scope_guard();
-        status.as_result().map(|()| note.map(str::to_string))
+        status.as_result().map(|()| note)
     }
 
     /// Whether executable mappings of files an exec rule refuses are judged

@@ -88,6 +88,8 @@ pub(crate) struct SharedHooks {
     cmdline: OnDemand<CmdlineHook>,
     /// Loaded with the first policy that has a `scope.escape` rule.
     scope_guard: OnDemand<ScopeGuardHook>,
+    /// `EnforcerOptions::syscall_tracepoints`.
+    syscall_tracepoints: bool,
     /// The Fast Open tracepoints (loaded with the Stratum programs), or why
     /// not.
     fast_open: OnDemand<FastOpenHook>,
@@ -115,6 +117,7 @@ impl SharedHooks {
             device: DeviceHook::load(maps).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
             scope_guard: OnDemand::not_yet("the first profile with a scope.escape rule"),
+            syscall_tracepoints,
             fast_open: if syscall_tracepoints {
                 OnDemand::not_yet(STRATUM_NEEDED_BY)
             } else {
@@ -152,8 +155,9 @@ impl SharedHooks {
             self.cmdline.load_with(|| CmdlineHook::load(maps));
         }
         if policy.escape.is_some() {
+            let tracepoints = self.syscall_tracepoints;
             self.scope_guard
-                .load_with(|| ScopeGuardHook::load(maps, lsm));
+                .load_with(|| ScopeGuardHook::load(maps, lsm, tracepoints));
         }
         if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
@@ -308,10 +312,10 @@ impl SharedHooks {
     /// Whether tasks leaving their scope are stopped (`scope.escape`);
     /// otherwise why not. With `Ok`, a note when escapes are killed after
     /// the move rather than refused before it (the lsm part not loaded).
-    pub fn scope_guard(&self) -> (CheckStatus, Option<&str>) {
+    pub fn scope_guard(&self) -> (CheckStatus, Option<String>) {
         (
             self.scope_guard.status(),
-            self.scope_guard.ready().and_then(|h| h.lsm_off()),
+            self.scope_guard.ready().and_then(|h| h.refused_after()),
         )
     }
 

@@ -286,7 +286,7 @@ impl Kernel {
     }
 
     /// See `SharedHooks::scope_guard`.
-    pub fn scope_guard(&self) -> (CheckStatus, Option<&str>) {
+    pub fn scope_guard(&self) -> (CheckStatus, Option<String>) {
         self.hooks.scope_guard()
     }
 

@@ -2,7 +2,11 @@
 //! (`tp_btf/cgroup_attach_task` and `tp_btf/sched_process_fork`, killing a
 //! scoped task that moves a process out of its scope) and, on the lsm
 //! backend, bpf/lsm_scope_guard.bpf.c (refusing the `cgroup.procs` open,
-//! `clone3(CLONE_INTO_CGROUP)` and `bpf()` on minerguard's objects first).
+//! `clone3(CLONE_INTO_CGROUP)` and `bpf()` on minerguard's objects first)
+//! or, on the cgroup backend, bpf/clone_guard_tp.bpf.c (the
+//! `sys_enter_clone3` tracepoint, killing a scoped caller that clones into
+//! another cgroup before the child exists; left out with syscall
+//! tracepoints switched off).
 //! Host-wide but inert outside scopes whose policy has the rule; loaded
 //! with the first such policy. Optional: where a kernel refuses the
 //! tracepoints, `scope.escape` rules are reported as not enforced.
@@ -24,6 +28,7 @@ use super::{
     load_err,
     maps::SharedMaps,
     skel::{
+        clone_guard_tp::{CloneGuardTpSkel, CloneGuardTpSkelBuilder},
         lsm_scope_guard::{LsmScopeGuardSkel, LsmScopeGuardSkelBuilder},
         reuse_shared_maps,
         scope_guard::{ScopeGuardSkel, ScopeGuardSkelBuilder},
@@ -38,14 +43,24 @@ use crate::{
 /// The loaded and attached scope-guard programs.
 pub(crate) struct ScopeGuardHook {
     _tracepoints: Owned<ScopeGuardSkel<'static>>,
-    lsm: Result<Owned<LsmScopeGuardSkel<'static>>, String>,
+    /// What refuses escapes before they happen, or why nothing does.
+    before: Result<Before, String>,
+}
+
+/// The programs that stop an escape before it happens.
+enum Before {
+    /// lsm: the cgroup.procs open, the clone, bpf().
+    Lsm(#[allow(dead_code)] Owned<LsmScopeGuardSkel<'static>>),
+    /// cgroup backend: the clone only (the move itself has no hook).
+    Clone(#[allow(dead_code)] Owned<CloneGuardTpSkel<'static>>),
 }
 
 impl ScopeGuardHook {
-    /// Loads and attaches the tracepoints and, with `lsm`, the LSM hooks
-    /// (optional on top: where they fail, [`ScopeGuardHook::lsm_off`] says
-    /// why and escapes are still killed).
-    pub fn load(maps: &SharedMaps, lsm: bool) -> Result<Self, Error> {
+    /// Loads and attaches the tracepoints and, with `lsm`, the LSM hooks,
+    /// else (with `syscall_tracepoints`) the clone3 tracepoint: optional on
+    /// top; where they fail, [`ScopeGuardHook::refused_after`] says why and
+    /// escapes are still killed.
+    pub fn load(maps: &SharedMaps, lsm: bool, syscall_tracepoints: bool) -> Result<Self, Error> {
         let mut skel = Owned::build(|storage| {
             let mut open = ScopeGuardSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
@@ -57,15 +72,30 @@ impl ScopeGuardHook {
             target: "tp_btf/cgroup_attach_task, tp_btf/sched_process_fork".into(),
             source,
         })?;
-        let lsm = if lsm {
-            Self::load_lsm(maps)
+        let before = if lsm {
+            Self::load_lsm(maps).map(Before::Lsm)
+        } else if syscall_tracepoints {
+            Self::load_clone(maps).map(Before::Clone)
         } else {
-            Err("the cgroup backend kills escapes after the move".into())
+            Err(super::TRACEPOINTS_OFF.into())
         };
         Ok(ScopeGuardHook {
             _tracepoints: skel,
-            lsm,
+            before,
         })
+    }
+
+    fn load_clone(maps: &SharedMaps) -> Result<Owned<CloneGuardTpSkel<'static>>, String> {
+        super::tracefs::ensure_mounted().map_err(|e| e.to_string())?;
+        let mut skel = Owned::build(|storage| {
+            let mut open = CloneGuardTpSkelBuilder::default().open(storage)?;
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(|e| format!("loading clone_guard_tp: {e}"))?;
+        skel.attach()
+            .map_err(|e| format!("attaching tracepoint/syscalls/sys_enter_clone3: {e}"))?;
+        Ok(skel)
     }
 
     fn load_lsm(maps: &SharedMaps) -> Result<Owned<LsmScopeGuardSkel<'static>>, String> {
@@ -80,9 +110,19 @@ impl ScopeGuardHook {
         Ok(skel)
     }
 
-    /// Why escapes are killed after the fact rather than refused, if so.
-    pub fn lsm_off(&self) -> Option<&str> {
-        self.lsm.as_ref().err().map(String::as_str)
+    /// What is only killed after the fact rather than stopped before, and
+    /// why; `None` when everything is stopped before (lsm).
+    pub fn refused_after(&self) -> Option<String> {
+        match &self.before {
+            Ok(Before::Lsm(_)) => None,
+            Ok(Before::Clone(_)) => Some(
+                "the cgroup backend has no hook before a cgroup.procs write: the mover is killed right after the move"
+                    .into(),
+            ),
+            Err(why) => Some(format!(
+                "escapes are killed right after the move, not refused before it: {why}"
+            )),
+        }
     }
 }
 

@@ -22,10 +22,21 @@ fn main() {
             .and_then(|n| n.strip_suffix(".bpf.c"))
             .expect("bpf source name");
         let skel = out_dir.join(format!("{stem}.skel.rs"));
+        let obj = out_dir.join(format!("{stem}.bpf.o"));
         SkeletonBuilder::new()
             .source(&src)
+            .obj(&obj)
             .clang_args(["-Ibpf/include", "-Wall", "-D__TARGET_ARCH_x86"])
             .build_and_generate(&skel)
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+        if stem == "abi" {
+            // The generation of the shared maps' layout (names, sizes, BTF):
+            // pinned maps of another generation are never adopted.
+            use std::hash::{Hash, Hasher};
+            let bytes = fs::read(&obj).expect("the abi object just built");
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            println!("cargo:rustc-env=MINERGUARD_ABI_DIGEST={:016x}", h.finish());
+        }
     }
 }

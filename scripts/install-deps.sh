@@ -8,9 +8,10 @@ need_apt=()
 # VM suite (lsm backend): QEMU, busybox, and Debian's 6.1 kernel with BPF LSM.
 # C API tests: a C compiler (gcc). Python bindings: venv and pip.
 # Container tests (tests/kernel/containers.rs): podman and containerd with
-# runc (crun refuses cgroup hybrid mode).
+# runc (crun refuses cgroup hybrid mode). bpftool: the no-gap tests check
+# that nothing of a removed instance is left in the kernel.
 for pkg in clang llvm libelf-dev zlib1g-dev libseccomp-dev pkg-config make gcc valgrind python3-venv python3-pip \
-    qemu-system-x86 busybox-static linux-image-amd64 podman runc containerd; do
+    qemu-system-x86 busybox-static linux-image-amd64 podman runc containerd bpftool; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -93,6 +93,8 @@ fi
 {
     echo '#!/bin/bash'
     echo "export RUST_BACKTRACE=1"
+    # Each watch start loads the lsm programs under an emulated CPU.
+    echo "export MINERGUARD_RESTART_CYCLES=${MINERGUARD_RESTART_CYCLES:-5}"
     [ -x "$out/xmrig" ] && echo "export MINERGUARD_XMRIG=$out/xmrig"
     echo ". $root/scripts/vm-guest.sh"
     echo "echo \"guest: kernel \$(uname -r), lsm=\$(cat /sys/kernel/security/lsm 2>/dev/null || echo unknown)\""

@@ -25,6 +25,9 @@ pub enum Error {
     /// A seccomp filter could not be built, installed or exported.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// Pinned state (an enforcer instance) could not be used.
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
 }
 
 /// Loading BPF objects into the kernel.

@@ -34,7 +34,9 @@ pub use backend::probe;
 pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
-pub use enforcer::{Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, UnenforcedRule};
+pub use enforcer::{
+    Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled, UnenforcedRule,
+};
 pub use error::{Error, Result};
 pub use events::{falco_json, Drops, Event, Target};
 pub use learn::{ExecLearner, LearnProgress};

@@ -74,11 +74,18 @@ pub(crate) struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// A new enforcer with these options.
+    /// A new enforcer with these options (nothing pinned).
     fn enforcer(self) -> CliResult<Enforcer> {
+        self.enforcer_as(None)
+    }
+
+    /// A new enforcer pinned as `instance` (adopting what an earlier
+    /// process of that instance left), or not pinned.
+    fn enforcer_as(self, instance: Option<&str>) -> CliResult<Enforcer> {
         Ok(Enforcer::with_options(EnforcerOptions {
             backend: self.backend,
             syscall_tracepoints: !self.no_syscall_tracepoints,
+            instance: instance.map(str::to_string),
             ..Default::default()
         })?)
     }

@@ -1,70 +1,90 @@
-//! Pinned enforcement for `run` and `watch`: what they attach outlives them
-//! (SIGKILL included) until released on purpose.
+//! Pinned enforcement for `run` and `watch`: what they enforce outlives
+//! them (SIGKILL included) until released on purpose, and a restart adopts
+//! it.
 
-use std::path::Path;
-
-use minerguard::pin::{self, Pins};
+use minerguard::{pin, Enforcer};
 
 use crate::PREFIX;
 
-/// Pins what this process attached as instance `name` (releasing what an
-/// earlier process of that name left, once this one's is pinned). Pinning
-/// that fails is said loudly: enforcement then ends with this process.
-pub fn pin(name: &str, cgroup: Option<&Path>, quiet: bool) -> Option<Pins> {
-    let pinned = Pins::open(name).and_then(|pins| {
-        pins.record(cgroup)?;
-        let pinned = pins.sync()?;
-        let replaced = pins.release_others()?;
-        if !quiet {
-            // Said once everything is pinned: from here on, killing this
-            // process leaves the enforcement in place.
-            eprintln!(
-                "{PREFIX}: enforcement pinned as instance `{name}` ({pinned} attachments): it outlives this process"
-            );
+/// What an earlier process of `name` left, if anything (read before the
+/// new enforcer opens the instance).
+pub fn earlier(name: &str) -> Option<pin::Instance> {
+    pin::instance(name).ok().flatten()
+}
+
+/// Says what adoption did once every scope is applied, releases what the
+/// earlier process enforced that this one does not (its scopes not asked
+/// for again, links replaced), and says the enforcement is pinned. From
+/// that line on, killing this process leaves the enforcement in place.
+pub fn settle(enforcer: &mut Enforcer, earlier: Option<&pin::Instance>, quiet: bool) {
+    let Some(name) = enforcer.instance().map(str::to_string) else {
+        return;
+    };
+    if let Some(earlier) = earlier {
+        let now = pin::instance(&name).ok().flatten();
+        for old in &earlier.scopes {
+            let new = now
+                .as_ref()
+                .and_then(|n| n.scopes.iter().find(|s| s.scope == old.scope));
+            match new {
+                Some(new) if new.policy_id == old.policy_id => eprintln!(
+                    "{PREFIX}: adopted {} from an earlier `{name}`: profile `{}` kept as it was (policy {})",
+                    old.scope, old.profile, old.policy_id
+                ),
+                Some(new) => eprintln!(
+                    "{PREFIX}: adopted {} from an earlier `{name}`: profile `{}` swapped in for `{}` (policy {} -> {})",
+                    old.scope, new.profile, old.profile, old.policy_id, new.policy_id
+                ),
+                None => {}
+            }
         }
-        if replaced > 0 {
-            eprintln!(
-                "{PREFIX}: replaced {replaced} pinned attachments an earlier `{name}` left (enforcing all along)"
-            );
+    }
+    match enforcer.release_unadopted() {
+        Ok(settled) => {
+            for scope in settled.dropped {
+                eprintln!(
+                    "{PREFIX}: {scope} was enforced by an earlier `{name}` and is not asked for now: no longer enforced"
+                );
+            }
+            if settled.released_links > 0 {
+                eprintln!(
+                    "{PREFIX}: released {} links an earlier `{name}` pinned that are not needed now",
+                    settled.released_links
+                );
+            }
         }
-        Ok(pins)
-    });
-    match pinned {
-        Ok(pins) => Some(pins),
         Err(e) => {
-            eprintln!(
-                "{PREFIX}: warning: enforcement is not pinned ({e}): it ends with this process"
-            );
-            None
+            eprintln!("{PREFIX}: warning: releasing what an earlier `{name}` left failed: {e}")
         }
     }
-}
-
-/// After a change of what is attached (reload, a cgroup created again):
-/// pins the new attachments and unpins the ones dropped.
-pub fn resync(pins: Option<&Pins>) {
-    if let Some(pins) = pins {
-        if let Err(e) = pins.sync().and_then(|_| pins.release_others()) {
-            eprintln!("{PREFIX}: warning: updating the pins failed: {e}");
-        }
+    let links = pin::instance(&name)
+        .ok()
+        .flatten()
+        .map(|i| i.links.len())
+        .unwrap_or(0);
+    if !quiet {
+        eprintln!(
+            "{PREFIX}: enforcement pinned as instance `{name}` ({links} links): it outlives this process"
+        );
     }
+    state_problem(enforcer);
 }
 
-/// Unpins an instance before its process detaches on purpose.
-pub fn release(pins: Option<Pins>) {
-    if let Some(pins) = pins {
-        if let Err(e) = pins.release() {
-            eprintln!("{PREFIX}: warning: releasing the pins failed: {e}");
-        }
+/// Says loudly when the instance's state could not be recorded.
+pub fn state_problem(enforcer: &Enforcer) {
+    if let Some(problem) = enforcer.state_problem() {
+        eprintln!(
+            "{PREFIX}: warning: {problem} (enforcement is in place; a restart would re-apply it)"
+        );
     }
 }
 
 /// Cleans up instances of dead `run`s whose cgroup is empty.
 pub fn clean_stale() {
-    match pin::clean_stale() {
+    match pin::clean_stale("run-", true) {
         Ok(names) => {
             for name in names {
-                eprintln!("{PREFIX}: removed stale pinned instance `{name}` (its process and cgroup are gone)");
+                eprintln!("{PREFIX}: removed stale pinned instance `{name}` (its process is gone and its cgroup is empty)");
             }
         }
         Err(e) => eprintln!("{PREFIX}: warning: cleaning stale pinned instances failed: {e}"),

@@ -31,7 +31,11 @@ pub fn run(
     // From here on there is something to protect: Ctrl-C goes to the
     // command, and we clean up after it.
     signals::block();
-    let mut enforcer = load.enforcer()?;
+    // Fail closed: if this process dies, the command stays enforced (pinned
+    // as `run-<pid>`) until its cgroup is empty; then the next `minerguard
+    // run` or `minerguard remove` cleans up.
+    pinning::clean_stale();
+    let mut enforcer = load.enforcer_as(Some(&format!("run-{}", std::process::id())))?;
     let cgroup = OwnedCgroup::create_in_root("minerguard-run")?;
     let handle = enforcer.apply_valid(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
     if !quiet {
@@ -72,15 +76,7 @@ pub fn run(
             }
         });
     }
-    // Fail closed: if this process dies, the command stays enforced (the
-    // attachments are pinned) until its cgroup is empty; then the next
-    // `minerguard run` or `minerguard remove` cleans up.
-    pinning::clean_stale();
-    let pins = pinning::pin(
-        &format!("run-{}", std::process::id()),
-        Some(cgroup.cgroup().path()),
-        quiet,
-    );
+    pinning::settle(&mut enforcer, None, quiet);
     let status = match command.spawn() {
         Ok(mut child) => {
             let pid = child.id() as i32;
@@ -99,11 +95,9 @@ pub fn run(
     };
 
     writer.finish();
-    // Released before the programs detach: with pins they would not.
-    pinning::release(pins);
     let drops = enforcer.drops();
     enforcer.remove(handle)?;
-    drop(enforcer);
+    enforcer.detach()?;
     cgroup.remove()?;
     if !quiet && (drops.ring > 0 || drops.channel > 0) {
         eprintln!(

@@ -30,7 +30,9 @@ pub struct WatchArgs {
     pub cgroups: Vec<PathBuf>,
     /// Name the pinned state: enforcement outlives this process (pinned
     /// under /sys/fs/bpf/minerguard/NAME) until `minerguard remove`; a
-    /// new `watch` of the same name replaces it with no gap.
+    /// new `watch` of the same name adopts it with no gap (same programs
+    /// and policy kept, a changed profile swapped in atomically, events
+    /// written meanwhile delivered).
     #[arg(long, default_value = "watch")]
     pub instance: String,
     /// On SIGINT/SIGTERM, detach and unpin instead of leaving the
@@ -76,7 +78,8 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
     let mut profile = profile_arg.load_for_command()?;
     let events_out = sink::Sink::open(events, events_max_size, Box::new(io::stdout()))?;
     signals::block();
-    let mut enforcer = load.enforcer()?;
+    let earlier = pinning::earlier(instance);
+    let mut enforcer = load.enforcer_as(Some(instance))?;
     let mut handles = Vec::new();
     for scope in &scopes {
         // On error, dropping the enforcer removes what was applied so far.
@@ -90,9 +93,9 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         warnings::unenforced(&enforcer, handle, &profile, false);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
-    // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the same
-    // instance attaches anew, then releases what the old process left.
-    let pins = pinning::pin(instance, None, false);
+    // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the
+    // same instance adopts it, and releases what it does not take over.
+    pinning::settle(&mut enforcer, earlier.as_ref(), false);
     // SIGHUP reloads; SIGINT or SIGTERM ends the loop. Between signals:
     // scopes follow their cgroups by path (a restarted container's cgroup
     // is new), and every few minutes `connect.domains` are resolved again.
@@ -101,7 +104,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         match signals::wait_for(FOLLOW_EVERY) {
             None => {
                 if follow(&mut enforcer) {
-                    pinning::resync(pins.as_ref());
+                    pinning::state_problem(&enforcer);
                 }
                 if last_refresh.elapsed() >= DOMAIN_REFRESH {
                     last_refresh = Instant::now();
@@ -129,7 +132,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         {
             Ok(()) => {
                 profile = new;
-                pinning::resync(pins.as_ref());
+                pinning::state_problem(&enforcer);
                 eprintln!("{PREFIX}: reloaded profile `{}`", profile.name);
                 // The new profile may need hooks the old one did not load.
                 if let Some(handle) = handles.first() {
@@ -139,21 +142,18 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
             Err(e) => eprintln!("{PREFIX}: reload failed: {e}"),
         }
     }
-    if !detach_on_exit && pins.is_some() {
+    if !detach_on_exit {
         eprintln!(
             "{PREFIX}: stopping; enforcement stays pinned as instance `{instance}` (`minerguard remove --instance {instance}` ends it)"
         );
+        // The events written from here on wait in the pinned ring buffer
+        // for the next `watch` of this instance.
+        drop(enforcer);
         writer.finish();
-        // Dropping the enforcer would clear the policy from the maps that
-        // the pinned programs still use.
-        std::mem::forget(enforcer);
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{PREFIX}: stopping; detaching");
-    pinning::release(pins);
-    for h in handles {
-        enforcer.remove(h)?;
-    }
+    enforcer.detach()?;
     writer.finish();
     Ok(ExitCode::SUCCESS)
 }

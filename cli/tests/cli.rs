@@ -923,17 +923,72 @@ fn pinned_instance(name: &str) -> Option<serde_json::Value> {
     all.into_iter().find(|i| i["name"] == name)
 }
 
-/// Pin names (link ids) of an instance.
-fn pinned_links(name: &str) -> Vec<String> {
-    let dir = Path::new("/sys/fs/bpf/minerguard").join(name).join("links");
-    let mut ids: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
+/// The pinned links of an instance: (name, link id, program id), from
+/// `minerguard status --json`.
+fn pinned_links(name: &str) -> Vec<(String, u64, u64)> {
+    let Some(instance) = pinned_instance(name) else {
+        return Vec::new();
+    };
+    let mut links: Vec<(String, u64, u64)> = instance["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["id"].as_u64().unwrap_or(0),
+                l["program_id"].as_u64().unwrap_or(0),
+            )
         })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+        .collect();
+    links.sort();
+    links
+}
+
+/// The policy id of an instance's only scope.
+fn pinned_policy(name: &str) -> u64 {
+    let instance = pinned_instance(name).expect("pinned");
+    instance["scopes"][0]["policy_id"].as_u64().unwrap()
+}
+
+/// A `watch` of `instance` on `cg` with `profile`, started and past the
+/// line that says everything is pinned (killing it is safe from there),
+/// with what it said until then.
+fn start_watch(
+    instance: &str,
+    profile: &Path,
+    cg: &minerguard::cgroup::OwnedCgroup,
+    detach: bool,
+) -> (std::process::Child, String) {
+    let mut cmd = Command::new(minerguard_bin());
+    cmd.args(["watch", "--instance", instance]);
+    if detach {
+        cmd.arg("--detach-on-exit");
+    }
+    cmd.args(["--profile", profile.to_str().unwrap(), "--cgroup"])
+        .arg(cg.cgroup().path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let (child, lines) = spawn_with_stderr_lines(&mut cmd);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !seen
+        .last()
+        .is_some_and(|l: &String| l.contains("enforcement pinned as instance"))
+    {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .unwrap_or_else(|| panic!("watch did not say it pinned: {seen:?}"));
+        match lines.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("watch did not say it pinned: {seen:?}"),
+        }
+    }
+    assert!(seen.last().unwrap().contains(instance), "{seen:?}");
+    (child, seen.join("\n"))
 }
 
 #[test]
@@ -977,17 +1032,18 @@ fn run_fails_closed_when_the_command_kills_it() {
     );
 
     // `status` shows the orphaned instance; `remove` ends it.
-    let name = std::fs::read_dir("/sys/fs/bpf/minerguard")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|n| {
-            std::fs::read_link(Path::new("/sys/fs/bpf/minerguard").join(n).join("cgroup"))
-                .is_ok_and(|c| c == cgroup)
-        })
+    let out = minerguard_cmd(&["status", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let instance = all
+        .into_iter()
+        .find(|i| i["scopes"][0]["scope"] == cgroup.display().to_string())
         .expect("a pinned instance for the run's cgroup");
-    let instance = pinned_instance(&name).unwrap();
+    let name = instance["name"].as_str().unwrap().to_string();
     assert_eq!(instance["alive"], false, "{instance}");
-    assert!(instance["links"].as_u64().unwrap() > 0, "{instance}");
+    assert!(
+        !instance["links"].as_array().unwrap().is_empty(),
+        "{instance}"
+    );
     let out = minerguard_cmd(&["remove", "--instance", &name]);
     assert!(
         out.status.success(),
@@ -1006,8 +1062,8 @@ fn run_fails_closed_when_the_command_kills_it() {
 }
 
 #[test]
-fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
-    if !kernel_tests_enabled("watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it") {
+fn watch_keeps_enforcing_after_sigkill_and_a_restart_adopts_it() {
+    if !kernel_tests_enabled("watch_keeps_enforcing_after_sigkill_and_a_restart_adopts_it") {
         return;
     }
     let instance = format!("cli-restart-{}", std::process::id());
@@ -1017,46 +1073,26 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
     let marker = dir.path().join("marker");
     let profile = write_profile(&dir, EXEC_PROFILE);
     let cg = test_cgroup();
-    let start = |detach: bool| {
-        let mut cmd = Command::new(minerguard_bin());
-        cmd.args(["watch", "--instance", &instance]);
-        if detach {
-            cmd.arg("--detach-on-exit");
-        }
-        cmd.args(["--profile", profile.to_str().unwrap(), "--cgroup"])
-            .arg(cg.cgroup().path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
-            cmd.args(["--backend", &b]);
-        }
-        let (child, lines) = spawn_with_stderr_lines(&mut cmd);
-        wait_line(&lines, "enforced by the");
-        // Killing it is safe once everything is pinned, which it says.
-        let pinned = wait_line(&lines, "enforcement pinned as instance");
-        assert!(pinned.contains(&instance), "{pinned}");
-        (child, lines)
-    };
-    let (mut first, _lines) = start(false);
+    let (mut first, _) = start_watch(&instance, &profile, &cg, false);
     let before = pinned_links(&instance);
     assert!(!before.is_empty(), "nothing pinned");
+    let policy = pinned_policy(&instance);
     first.kill().unwrap();
     first.wait().unwrap();
+    // Nobody watches now: the kernel still refuses the miner, and keeps
+    // the event in the pinned ring buffer.
     assert!(
         !ran_in(&cg, &xmrig, &marker),
         "xmrig ran after watch was killed"
     );
 
-    // A new watch of the same instance: attached anew, the old pins go.
-    let (second, lines) = start(true);
-    // Said right after the pinned line (start() waited for that).
-    wait_line(&lines, "replaced");
+    // A new watch of the same instance adopts it: the same links running
+    // the same programs (nothing attached again), the same policy.
+    let (second, said) = start_watch(&instance, &profile, &cg, true);
+    assert!(said.contains("kept as it was"), "{said}");
     let after = pinned_links(&instance);
-    assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
-    assert!(
-        after.iter().all(|id| !before.contains(id)),
-        "{before:?} -> {after:?}"
-    );
+    assert_eq!(after, before, "links were attached again");
+    assert_eq!(pinned_policy(&instance), policy);
     assert!(
         !ran_in(&cg, &xmrig, &marker),
         "xmrig ran under the second watch"
@@ -1065,9 +1101,166 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_replaces_it() {
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
     let out = second.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    // The exec refused while nobody watched reached the second watch.
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    let refused = events
+        .iter()
+        .filter(|e| e["rule"] == "miner-binary" && e["output_fields"]["proc.name"] == "xmrig")
+        .count();
+    assert!(
+        refused >= 2,
+        "the exec refused while watch was down was not delivered: {events:?}"
+    );
     assert!(pinned_instance(&instance).is_none());
     assert!(
         ran_in(&cg, &xmrig, &marker),
         "still enforced after a detaching stop"
     );
+}
+
+#[test]
+fn a_restart_with_another_profile_swaps_it_in() {
+    if !kernel_tests_enabled("a_restart_with_another_profile_swaps_it_in") {
+        return;
+    }
+    let instance = format!("cli-swap-{}", std::process::id());
+    let _cleanup = UnpinOnDrop(instance.clone());
+    let dir = TempDir::new("cli-swap");
+    let xmrig = fake_miner(&dir, "xmrig");
+    let cpuminer = fake_miner(&dir, "cpuminer");
+    let marker = dir.path().join("marker");
+    let first_profile = write_profile(&dir, EXEC_PROFILE);
+    let second_profile = dir.path().join("second.yaml");
+    std::fs::write(
+        &second_profile,
+        EXEC_PROFILE
+            .replace("cli-test", "cli-test-2")
+            .replace("[xmrig]", "[cpuminer]"),
+    )
+    .unwrap();
+    let cg = test_cgroup();
+    let (mut first, _) = start_watch(&instance, &first_profile, &cg, false);
+    let policy = pinned_policy(&instance);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (second, said) = start_watch(&instance, &second_profile, &cg, true);
+    assert!(said.contains("swapped in"), "{said}");
+    assert_ne!(pinned_policy(&instance), policy, "the old policy was kept");
+    assert!(
+        ran_in(&cg, &xmrig, &marker),
+        "the old profile still applies"
+    );
+    assert!(
+        !ran_in(&cg, &cpuminer, &marker),
+        "the new profile does not apply"
+    );
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(pinned_instance(&instance).is_none());
+}
+
+/// Start, SIGKILL and start `watch` again and again (100 times; set
+/// MINERGUARD_RESTART_CYCLES for fewer, as the emulated VM does) while a
+/// process in the scope tries to connect to a denied port in a loop:
+/// no connection gets through at any moment, and nothing leaks (the
+/// instance pins the same links, running the same programs, and the same
+/// maps, every time).
+#[test]
+fn restarts_under_load_leak_nothing_and_leave_no_window() {
+    if !kernel_tests_enabled("restarts_under_load_leak_nothing_and_leave_no_window") {
+        return;
+    }
+    let cycles: usize = std::env::var("MINERGUARD_RESTART_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let instance = format!("cli-cycles-{}", std::process::id());
+    let _cleanup = UnpinOnDrop(instance.clone());
+    let dir = TempDir::new("cli-cycles");
+    let pool = listener(false);
+    pool.set_nonblocking(true).unwrap();
+    let port = pool.local_addr().unwrap().port();
+    let profile = write_profile(
+        &dir,
+        &format!("{EXEC_PROFILE}  - name: pool-port\n    action: deny\n    connect: {{ ports: [{port}] }}\n"),
+    );
+    let cg = test_cgroup();
+    let (mut watch, _) = start_watch(&instance, &profile, &cg, false);
+    let links = pinned_links(&instance);
+    let maps = pinned_instance(&instance).unwrap()["maps"].clone();
+    // The prober: a connect attempt after another for the whole test, one
+    // dot per refused attempt.
+    let tries = dir.path().join("tries");
+    let probe = format!(
+        "while :; do if {{ exec 3<>/dev/tcp/127.0.0.1/{port}; }} 2>/dev/null; then echo connected; exec 3>&-; else printf .; fi; done >{}",
+        tries.display()
+    );
+    let mut prober = {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", &probe]);
+        let procs = cg.procs_file().unwrap();
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || minerguard::cgroup::join_cgroup_raw(&procs));
+        }
+        cmd.spawn().unwrap()
+    };
+    let mut dots = 0;
+    for cycle in 0..cycles {
+        watch.kill().unwrap();
+        watch.wait().unwrap();
+        let (next, _) = start_watch(&instance, &profile, &cg, false);
+        watch = next;
+        assert_eq!(
+            pinned_links(&instance),
+            links,
+            "cycle {cycle}: links changed"
+        );
+        assert_eq!(
+            pinned_instance(&instance).unwrap()["maps"],
+            maps,
+            "cycle {cycle}: maps changed"
+        );
+        let now = std::fs::metadata(&tries).map(|m| m.len()).unwrap_or(0);
+        assert!(now > dots, "cycle {cycle}: the prober stopped trying");
+        dots = now;
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let _ = prober.kill();
+    let _ = prober.wait();
+    let tried = std::fs::read_to_string(&tries).unwrap();
+    assert!(!tried.contains("connected"), "a connect got through");
+    assert!(
+        matches!(pool.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the pool port was reached during a restart"
+    );
+    println!(
+        "{cycles} restarts; {} refused connects; {} links, {maps} maps pinned throughout",
+        tried.len(),
+        links.len()
+    );
+    let out = minerguard_cmd(&["remove", "--instance", &instance]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!Path::new("/sys/fs/bpf/minerguard").join(&instance).exists());
+    // Nothing of it is left in the kernel: no link, no program (the
+    // kernel frees them after an RCU grace period: wait up to 30 s).
+    for (name, link, program) in &links {
+        for (kind, id) in [("link", link), ("prog", program)] {
+            let loaded = || {
+                Command::new("bpftool")
+                    .args([kind, "show", "id", &id.to_string()])
+                    .output()
+                    .expect("bpftool")
+                    .status
+                    .success()
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while loaded() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            assert!(!loaded(), "{kind} {id} of {name} is still loaded");
+        }
+    }
 }

@@ -1,13 +1,15 @@
 //! Programs attached to cgroups, kept in step with the outermost scopes,
-//! and host-wide programs attached all or none.
+//! and host-wide programs attached all or none; pinned under stable names
+//! when the enforcer is an instance (see `pin`).
 
-use std::{collections::HashMap, os::fd::AsRawFd, path::PathBuf};
+use std::{collections::HashMap, os::fd::AsRawFd, path::PathBuf, sync::Arc};
 
-use libbpf_rs::{Link, ProgramMut};
+use libbpf_rs::ProgramMut;
 
 use crate::{
     cgroup::CgroupRef,
     error::{AttachError, Error},
+    pin::{attach_pinned, HeldLink, PinDir},
 };
 
 /// Links per covered cgroup, by path and id (a cgroup removed and created
@@ -15,7 +17,7 @@ use crate::{
 /// program.
 #[derive(Default)]
 pub(crate) struct CgroupLinks {
-    attached: HashMap<(PathBuf, u64), Vec<Link>>,
+    attached: HashMap<(PathBuf, u64), Vec<HeldLink>>,
 }
 
 impl CgroupLinks {
@@ -25,7 +27,7 @@ impl CgroupLinks {
     pub fn cover_exactly(
         &mut self,
         roots: &[CgroupRef],
-        attach: impl Fn(&CgroupRef) -> Result<Vec<Link>, Error>,
+        attach: impl Fn(&CgroupRef) -> Result<Vec<HeldLink>, Error>,
     ) -> Result<(), Error> {
         let mut added = Vec::new();
         let key = |r: &CgroupRef| (r.path().to_path_buf(), r.id());
@@ -52,23 +54,32 @@ impl CgroupLinks {
     }
 }
 
+/// The pin name of `program`'s link on cgroup `id` (bpffs refuses names
+/// with a `.`).
+fn cgroup_key(id: u64, program: &str) -> String {
+    format!("cg{id}-{program}")
+}
+
 /// Attaches each program to `cgroup`; on failure the links made so far are
 /// dropped (detached).
 pub(crate) fn attach_to_cgroup(
+    pins: Option<&Arc<PinDir>>,
     cgroup: &CgroupRef,
     programs: &[(&'static str, &ProgramMut<'_>)],
-) -> Result<Vec<Link>, Error> {
+) -> Result<Vec<HeldLink>, Error> {
     let dir = cgroup.open_dir()?;
     programs
         .iter()
         .map(|(program, prog)| {
-            prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
-                AttachError::Program {
-                    program,
-                    target: cgroup.path().display().to_string(),
-                    source,
-                }
-                .into()
+            attach_pinned(pins, &cgroup_key(cgroup.id(), program), prog, true, || {
+                prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
+                    AttachError::Program {
+                        program,
+                        target: cgroup.path().display().to_string(),
+                        source,
+                    }
+                    .into()
+                })
             })
         })
         .collect()
@@ -78,19 +89,47 @@ pub(crate) fn attach_to_cgroup(
 /// LSM hooks), all or none: on failure the links made so far are dropped
 /// (detached). `target` names the hooks in the error.
 pub(crate) fn attach_all(
+    pins: Option<&Arc<PinDir>>,
     programs: &[(&'static str, &ProgramMut<'_>)],
     target: &'static str,
-) -> Result<Vec<Link>, Error> {
+) -> Result<Vec<HeldLink>, Error> {
     programs
         .iter()
         .map(|(program, prog)| {
-            prog.attach().map_err(|source| {
-                AttachError::Program {
-                    program,
-                    target: target.into(),
-                    source,
-                }
-                .into()
+            attach_pinned(pins, program, prog, false, || {
+                prog.attach().map_err(|source| {
+                    AttachError::Program {
+                        program,
+                        target: target.into(),
+                        source,
+                    }
+                    .into()
+                })
+            })
+        })
+        .collect()
+}
+
+/// [`attach_all`] for every program of a loaded object (each at its own
+/// section's hook), named by their function names.
+pub(crate) fn attach_object(
+    pins: Option<&Arc<PinDir>>,
+    object: &libbpf_rs::Object,
+    target: &'static str,
+) -> Result<Vec<HeldLink>, Error> {
+    object
+        .progs_mut()
+        .map(|prog| {
+            let name = prog.name().to_string_lossy().into_owned();
+            attach_pinned(pins, &name, &prog, false, || {
+                prog.attach().map_err(|source| {
+                    AttachError::Program {
+                        program: "object program",
+                        target: format!("{name} ({target})"),
+                        source,
+                    }
+                    .into()
+                })
             })
         })
         .collect()

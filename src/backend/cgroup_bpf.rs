@@ -7,6 +7,7 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    attach::attach_object,
     checks::CheckStatus,
     hooks::{SharedHooks, StratumJudge},
     load_err,
@@ -24,14 +25,17 @@ use super::{
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
-    error::{AttachError, Error},
+    error::Error,
+    pin::HeldLink,
     probe::ProbeReport,
 };
 
 /// Loaded cgroup-backend programs (their per-cgroup links live in the
 /// shared hooks' `CgroupLinks`).
 pub(crate) struct CgroupBackend {
-    /// Owns the exec tracepoint program and its link.
+    /// The exec tracepoint's link (before the program it references).
+    _exec_link: Vec<HeldLink>,
+    /// Owns the exec tracepoint program.
     _exec: Owned<ExecTpSkel<'static>>,
     net: Owned<NetCgroupSkel<'static>>,
     /// The loader-exec tracepoints (loaded with the first policy whose exec
@@ -60,7 +64,7 @@ impl CgroupBackend {
             open.load()
         })
         .map_err(load_err("net_cgroup"))?;
-        let mut exec = Owned::build(|storage| {
+        let exec = Owned::build(|storage| {
             let mut open = ExecTpSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
@@ -68,11 +72,7 @@ impl CgroupBackend {
         .map_err(load_err("exec_tp"))?;
         // Host-wide hook, but inert outside scopes: the program returns at
         // once unless a cgroup ancestor of the task is in mg_scopes.
-        exec.attach().map_err(|source| AttachError::Program {
-            program: "mg_exec_tp",
-            target: "tp_btf/sched_process_exec".into(),
-            source,
-        })?;
+        let exec_link = attach_object(maps.pins(), exec.object(), "tp_btf/sched_process_exec")?;
         let loader_exec = if syscall_tracepoints {
             OnDemand::not_yet(
                 "the first profile whose exec rules name programs, files, directories or memfd",
@@ -81,6 +81,7 @@ impl CgroupBackend {
             OnDemand::Off(super::TRACEPOINTS_OFF.into())
         };
         Ok(CgroupBackend {
+            _exec_link: exec_link,
             _exec: exec,
             net,
             loader_exec,

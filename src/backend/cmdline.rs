@@ -15,27 +15,29 @@ use super::{
         reuse_shared_maps, Owned,
     },
 };
-use crate::error::{AttachError, Error};
+use crate::error::Error;
 
 /// The loaded and attached cmdline program.
 pub(crate) struct CmdlineHook {
+    /// Its link (before the program it references).
+    _links: Vec<crate::pin::HeldLink>,
     _skel: Owned<CmdlineSkel<'static>>,
 }
 
 impl CmdlineHook {
     /// Loads the program on the shared maps and attaches it.
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
-        let mut skel = Owned::build(|storage| {
+        let skel = Owned::build(|storage| {
             let mut open = CmdlineSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("cmdline"))?;
-        skel.attach().map_err(|source| AttachError::Program {
-            program: "mg_cmdline_tp",
-            target: "tp_btf/sched_process_exec".into(),
-            source,
-        })?;
-        Ok(CmdlineHook { _skel: skel })
+        let links =
+            super::attach::attach_object(maps.pins(), skel.object(), "tp_btf/sched_process_exec")?;
+        Ok(CmdlineHook {
+            _links: links,
+            _skel: skel,
+        })
     }
 }

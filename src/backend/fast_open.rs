@@ -7,10 +7,7 @@
 //! applied (the sendto tracepoint runs for
 //! every send() on the host), and kept until the enforcer is dropped.
 
-use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    Link,
-};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use super::{
     load_err,
@@ -27,7 +24,9 @@ pub(crate) struct FastOpenHook {
     // Links go first: they reference the programs.
     /// Our own links (not the skeleton's, which libbpf would destroy again
     /// with the skeleton): dropped (detached) with the hook.
-    links: Vec<Link>,
+    links: Vec<crate::pin::HeldLink>,
+    /// The instance links are pinned as, if any.
+    pins: Option<std::sync::Arc<crate::pin::PinDir>>,
     skel: Owned<FastOpenTpSkel<'static>>,
 }
 
@@ -48,6 +47,7 @@ impl FastOpenHook {
         .map_err(load_err("fast_open_tp"))?;
         Ok(FastOpenHook {
             links: Vec::new(),
+            pins: maps.pins().cloned(),
             skel,
         })
     }
@@ -60,6 +60,7 @@ impl FastOpenHook {
         }
         let progs = &self.skel.progs;
         let links = super::attach::attach_all(
+            self.pins.as_ref(),
             &[
                 ("mg_tfo_sendto", &progs.mg_tfo_sendto),
                 ("mg_tfo_sendmsg", &progs.mg_tfo_sendmsg),

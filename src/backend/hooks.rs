@@ -95,6 +95,8 @@ pub(crate) struct SharedHooks {
     fast_open: OnDemand<FastOpenHook>,
     self_test: SelfTestHook,
     probe: ProbeReport,
+    /// The instance links are pinned as, if any.
+    pins: Option<std::sync::Arc<crate::pin::PinDir>>,
 }
 
 impl SharedHooks {
@@ -125,6 +127,7 @@ impl SharedHooks {
             },
             self_test: SelfTestHook::load(maps)?,
             probe: report.clone(),
+            pins: maps.pins().cloned(),
         })
     }
 
@@ -228,8 +231,9 @@ impl SharedHooks {
     ) -> Result<(), Error> {
         let mut programs = own.to_vec();
         programs.extend(self.device.as_ref().map(DeviceHook::program));
+        let pins = self.pins.as_ref();
         self.links
-            .cover_exactly(roots, |cg| attach_to_cgroup(cg, &programs))
+            .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &programs))
     }
 
     /// Attaches sockops to exactly `roots` (see
@@ -254,8 +258,9 @@ impl SharedHooks {
         };
         let sockops = [stratum.sockops()];
         let adopted = std::cell::Cell::new(self.adopted);
+        let pins = self.pins.as_ref();
         let result = self.stratum_links.cover_exactly(roots, |cg| {
-            let links = attach_to_cgroup(cg, &sockops)?;
+            let links = attach_to_cgroup(pins, cg, &sockops)?;
             // Sockets connected before sockops was attached: tracked from
             // their next send (after the attach, so none falls between).
             let now = super::adopt_sockets::adopt_sockets(cg, stratum.sockhash());

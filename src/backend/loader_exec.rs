@@ -11,10 +11,7 @@
 //! should not attach them. Kept attached until
 //! the enforcer is dropped (detaching waits for an RCU grace period).
 
-use libbpf_rs::{
-    skel::{OpenSkel, SkelBuilder},
-    Link,
-};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use super::{
     load_err,
@@ -30,7 +27,9 @@ use crate::error::Error;
 pub(crate) struct LoaderExecHook {
     // Links go first: they reference the programs.
     /// Our own links, detached with the hook.
-    links: Vec<Link>,
+    links: Vec<crate::pin::HeldLink>,
+    /// The instance links are pinned as, if any.
+    pins: Option<std::sync::Arc<crate::pin::PinDir>>,
     skel: Owned<LoaderExecTpSkel<'static>>,
 }
 
@@ -46,6 +45,7 @@ impl LoaderExecHook {
         .map_err(load_err("loader_exec_tp"))?;
         Ok(LoaderExecHook {
             links: Vec::new(),
+            pins: maps.pins().cloned(),
             skel,
         })
     }
@@ -58,6 +58,7 @@ impl LoaderExecHook {
         }
         let progs = &self.skel.progs;
         let links = super::attach::attach_all(
+            self.pins.as_ref(),
             &[
                 ("mg_mmap_tp", &progs.mg_mmap_tp),
                 ("mg_mprotect_tp", &progs.mg_mprotect_tp),

@@ -9,6 +9,7 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use super::{
+    attach::attach_object,
     checks::CheckStatus,
     hooks::{SharedHooks, StratumJudge, STRATUM_NEEDED_BY},
     load_err,
@@ -27,12 +28,15 @@ use super::{
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
-    error::{AttachError, Error},
+    error::Error,
+    pin::HeldLink,
 };
 
 /// Loaded and attached BPF-LSM programs.
 pub(crate) struct LsmBackend {
-    /// Own the programs and their links (detached on drop).
+    /// The hooks' links (before the programs they reference).
+    _links: Vec<HeldLink>,
+    /// Own the programs.
     _net: Owned<LsmNetSkel<'static>>,
     _exec: Owned<LsmExecSkel<'static>>,
     _mmap: Owned<LsmMmapSkel<'static>>,
@@ -43,33 +47,22 @@ pub(crate) struct LsmBackend {
     stratum: OnDemand<LsmStratumHook>,
 }
 
-fn attach_err(program: &'static str, hook: &'static str) -> impl Fn(libbpf_rs::Error) -> Error {
-    move |source| {
-        AttachError::Program {
-            program,
-            target: hook.into(),
-            source,
-        }
-        .into()
-    }
-}
-
 impl LsmBackend {
     /// Loads the objects on the shared maps and attaches the hooks.
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
-        let mut net = Owned::build(|storage| {
+        let net = Owned::build(|storage| {
             let mut open = LsmNetSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("lsm_net"))?;
-        let mut exec = Owned::build(|storage| {
+        let exec = Owned::build(|storage| {
             let mut open = LsmExecSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("lsm_exec"))?;
-        let mut mmap = Owned::build(|storage| {
+        let mmap = Owned::build(|storage| {
             let mut open = LsmMmapSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
@@ -77,17 +70,21 @@ impl LsmBackend {
         .map_err(load_err("lsm_mmap"))?;
         // Inert outside scopes: each hook returns at once unless a cgroup
         // ancestor of the task is in mg_scopes.
-        net.attach().map_err(attach_err(
-            "mg_lsm_net",
-            "lsm/socket_connect, lsm/socket_sendmsg",
-        ))?;
-        exec.attach()
-            .map_err(attach_err("mg_lsm_bprm_check", "lsm/bprm_check_security"))?;
-        mmap.attach().map_err(attach_err(
-            "mg_lsm_mmap_file",
+        let pins = maps.pins();
+        let mut links =
+            attach_object(pins, net.object(), "lsm/socket_connect, lsm/socket_sendmsg")?;
+        links.extend(attach_object(
+            pins,
+            exec.object(),
+            "lsm/bprm_check_security",
+        )?);
+        links.extend(attach_object(
+            pins,
+            mmap.object(),
             "lsm/mmap_file, lsm/file_mprotect",
-        ))?;
+        )?);
         Ok(LsmBackend {
+            _links: links,
             _net: net,
             _exec: exec,
             _mmap: mmap,

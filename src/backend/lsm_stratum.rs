@@ -14,15 +14,19 @@ use super::{
         reuse_shared_maps, Owned,
     },
 };
-use crate::error::{AttachError, Error};
+use crate::error::Error;
 
 /// The loaded sleepable socket_sendmsg program, attached from the first
 /// policy with a stratum rule on (an LSM hook runs for every send on the
 /// host: a host whose profiles have no stratum rule should not pay for it).
 pub(crate) struct LsmStratumHook {
-    /// Owns the program and, once attached, its link (detached on drop).
+    /// Its link once attached (before the program it references).
+    links: Vec<crate::pin::HeldLink>,
+    /// Owns the program.
     skel: Owned<LsmStratumSkel<'static>>,
     attached: bool,
+    /// The instance links are pinned as, if any.
+    pins: Option<std::sync::Arc<crate::pin::PinDir>>,
 }
 
 impl LsmStratumHook {
@@ -36,8 +40,10 @@ impl LsmStratumHook {
         })
         .map_err(load_err("lsm_stratum"))?;
         Ok(LsmStratumHook {
+            links: Vec::new(),
             skel,
             attached: false,
+            pins: maps.pins().cloned(),
         })
     }
 
@@ -45,13 +51,13 @@ impl LsmStratumHook {
     /// outside scopes and for judged sockets); a no-op once attached. It
     /// stays attached until the backend is dropped, as the Fast Open
     /// tracepoints do.
-    pub fn activate(&mut self) -> Result<(), AttachError> {
+    pub fn activate(&mut self) -> Result<(), Error> {
         if !self.attached {
-            self.skel.attach().map_err(|source| AttachError::Program {
-                program: "mg_lsm_stratum",
-                target: "lsm.s/socket_sendmsg".into(),
-                source,
-            })?;
+            self.links = super::attach::attach_object(
+                self.pins.as_ref(),
+                self.skel.object(),
+                "lsm.s/socket_sendmsg",
+            )?;
             self.attached = true;
         }
         Ok(())

@@ -234,6 +234,8 @@ macro_rules! declare_shared_maps {
         #[derive(Debug)]
         pub(crate) struct SharedMaps {
             $($(#[$doc])* pub $field: MapHandle,)+
+            /// The instance these maps (and every link) are pinned as.
+            pub pins: Option<std::sync::Arc<crate::pin::PinDir>>,
         }
 
         impl SharedMaps {
@@ -254,6 +256,7 @@ macro_rules! declare_shared_maps {
                 (|| -> libbpf_rs::Result<$crate::backend::maps::SharedMaps> {
                     Ok($crate::backend::maps::SharedMaps {
                         $($field: libbpf_rs::MapHandle::try_from(&m.$c_name)?,)+
+                        pins: None,
                     })
                 })()
             }};
@@ -303,17 +306,49 @@ declare_shared_maps! {
 impl SharedMaps {
     /// Creates the maps of `bpf/include/maps.h` by loading `bpf/abi.bpf.c`,
     /// an object with no programs: every object loaded afterwards reuses
-    /// them (`reuse_shared_maps`), whichever backend runs.
-    pub fn create() -> Result<Self, crate::error::Error> {
+    /// them (`reuse_shared_maps`), whichever backend runs. With `pins`,
+    /// maps pinned by an earlier process of the instance are reused (their
+    /// policy, scopes and unread events with them); where they cannot be
+    /// (another size), they are set aside and new ones pinned.
+    pub fn create(
+        pins: Option<std::sync::Arc<crate::pin::PinDir>>,
+    ) -> Result<Self, crate::error::Error> {
         use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-        let abi = super::skel::Owned::build(|storage| {
-            super::skel::abi::AbiSkelBuilder::default()
-                .open(storage)?
-                .load()
-        })
+        let build = |pinned: Option<&crate::pin::PinDir>| {
+            super::skel::Owned::build(|storage| {
+                let mut open = super::skel::abi::AbiSkelBuilder::default().open(storage)?;
+                if let Some(pins) = pinned {
+                    for mut map in open.open_object_mut().maps_mut() {
+                        let name = map.name().to_string_lossy().into_owned();
+                        if !name.contains('.') {
+                            map.set_pin_path(pins.map_pin(&name))?;
+                        }
+                    }
+                }
+                open.load()
+            })
+        };
+        let abi = match pins.as_deref() {
+            None => build(None),
+            Some(p) => match build(Some(p)) {
+                Ok(abi) => Ok(abi),
+                Err(_) if p.has_pinned_maps() => {
+                    p.retire_maps()?;
+                    build(Some(p))
+                }
+                Err(e) => Err(e),
+            },
+        }
         .map_err(super::load_err("abi"))?;
         // Duplicated fds: the maps outlive the object that made them.
-        Ok(shared_maps_of!(abi.maps).map_err(super::load_err("abi"))?)
+        let mut maps = shared_maps_of!(abi.maps).map_err(super::load_err("abi"))?;
+        maps.pins = pins;
+        Ok(maps)
+    }
+
+    /// The instance the maps are pinned as, if any.
+    pub fn pins(&self) -> Option<&std::sync::Arc<crate::pin::PinDir>> {
+        self.pins.as_ref()
     }
 }
 
@@ -397,6 +432,57 @@ impl SharedMaps {
             if rule.is_some() {
                 let _ = map.delete(policy_id.bytes());
             }
+        }
+    }
+
+    /// Removes every entry of policy `policy_id`, found by scanning the
+    /// maps (an adopted policy's entries, whose compiled form this process
+    /// never had). Missing ones are fine.
+    pub fn delete_policy_id(&self, policy_id: u32) {
+        let id = policy_id.to_ne_bytes();
+        let by_offset: [(&MapHandle, usize); 9] = [
+            (&self.exec_names, 0),
+            (&self.ports, 0),
+            (&self.cmd_pattern, 0),
+            (&self.cmd_prefix, 0),
+            (&self.inodes, 0),
+            (&self.exec_paths, 0),
+            (&self.stratum_methods, 0),
+            // LPM keys start with the prefix length.
+            (&self.cidr4, 4),
+            (&self.cidr6, 4),
+        ];
+        for (map, at) in by_offset {
+            let doomed: Vec<Vec<u8>> = map
+                .keys()
+                .filter(|k| k.get(at..at + 4) == Some(&id[..]))
+                .collect();
+            for key in doomed {
+                let _ = map.delete(&key);
+            }
+        }
+        for map in [
+            &self.stratum,
+            &self.memfd,
+            &self.drift,
+            &self.escape,
+            &self.msr,
+            &self.allow_only,
+            &self.no_new_exec,
+            &self.deep_path,
+        ] {
+            let _ = map.delete(&id);
+        }
+    }
+
+    /// Whether scope `cgroup_id` points at `policy_id` in the maps.
+    pub fn scope_policy(&self, cgroup_id: u64) -> Option<u32> {
+        match self.scopes.lookup(cgroup_id.bytes(), MapFlags::ANY) {
+            Ok(Some(v)) => v
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes),
+            _ => None,
         }
     }
 
@@ -603,6 +689,45 @@ impl PolicyEntries {
                 .collect(),
         }
     }
+}
+
+/// A digest of what `policy` puts into the maps (every entry, under one
+/// policy id) and of the names its events carry: equal digests mean a
+/// pinned policy is exactly what this one would write.
+pub(crate) fn policy_digest(policy: &KernelPolicy) -> String {
+    use std::hash::{Hash, Hasher};
+    fn feed<K: Pod, V: Pod>(h: &mut impl Hasher, e: &Entries<K, V>) {
+        slice_bytes(&e.keys).hash(h);
+        slice_bytes(&e.values).hash(h);
+    }
+    let e = PolicyEntries::of(0, policy);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(&mut h, &e.names);
+    feed(&mut h, &e.ports);
+    feed(&mut h, &e.cidrs4);
+    feed(&mut h, &e.cidrs6);
+    feed(&mut h, &e.patterns);
+    feed(&mut h, &e.prefixes);
+    feed(&mut h, &e.inodes);
+    feed(&mut h, &e.paths);
+    feed(&mut h, &e.methods);
+    for rule in [
+        policy.stratum,
+        policy.memfd,
+        policy.drift,
+        policy.escape,
+        policy.msr,
+        policy.allow_only,
+        policy.no_new_exec,
+        policy.deep_path_rule(),
+    ] {
+        rule.map(|r| RuleRefValue::from(r).bytes().to_vec())
+            .hash(&mut h);
+    }
+    scope_flags(policy).hash(&mut h);
+    policy.profile.hash(&mut h);
+    format!("{:?}", policy.rules).hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// From this many LPM entries and as many hash entries on, a policy's tries

@@ -208,8 +208,9 @@ impl Kernel {
         report: &ProbeReport,
         syscall_tracepoints: bool,
         stratum_sockets: u32,
+        pins: Option<std::sync::Arc<crate::pin::PinDir>>,
     ) -> Result<Self, Error> {
-        let maps = SharedMaps::create()?;
+        let maps = SharedMaps::create(pins)?;
         let backend: Box<dyn Backend> = match kind {
             BackendKind::Cgroup => Box::new(cgroup_bpf::CgroupBackend::load(
                 &maps,
@@ -229,6 +230,11 @@ impl Kernel {
     /// Which backend runs.
     pub fn kind(&self) -> BackendKind {
         self.backend.kind()
+    }
+
+    /// The instance this kernel state is pinned as, if any.
+    pub fn pins(&self) -> Option<&std::sync::Arc<crate::pin::PinDir>> {
+        self.maps.pins()
     }
 
     /// The shared maps the enforcer writes policy into.

@@ -25,6 +25,7 @@ use libbpf_rs::{
 
 use super::{
     adopt_sockets::pids_under,
+    attach::attach_object,
     load_err,
     maps::SharedMaps,
     skel::{
@@ -42,10 +43,15 @@ use crate::{
 
 /// The loaded and attached scope-guard programs.
 pub(crate) struct ScopeGuardHook {
+    /// The links of every program below (before the programs).
+    _links: Vec<crate::pin::HeldLink>,
     _tracepoints: Owned<ScopeGuardSkel<'static>>,
     /// What refuses escapes before they happen, or why nothing does.
     before: Result<Before, String>,
 }
+
+/// An object's links and the object.
+type Loaded<S> = (Vec<crate::pin::HeldLink>, Owned<S>);
 
 /// The programs that stop an escape before it happens.
 enum Before {
@@ -61,53 +67,62 @@ impl ScopeGuardHook {
     /// top; where they fail, [`ScopeGuardHook::refused_after`] says why and
     /// escapes are still killed.
     pub fn load(maps: &SharedMaps, lsm: bool, syscall_tracepoints: bool) -> Result<Self, Error> {
-        let mut skel = Owned::build(|storage| {
+        let skel = Owned::build(|storage| {
             let mut open = ScopeGuardSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(load_err("scope_guard"))?;
-        skel.attach().map_err(|source| AttachError::Program {
-            program: "mg_cgroup_attach",
-            target: "tp_btf/cgroup_attach_task, tp_btf/sched_process_fork".into(),
-            source,
-        })?;
+        let mut links = attach_object(
+            maps.pins(),
+            skel.object(),
+            "tp_btf/cgroup_attach_task, tp_btf/sched_process_fork",
+        )?;
         let before = if lsm {
-            Self::load_lsm(maps).map(Before::Lsm)
+            Self::load_lsm(maps).map(|(l, s)| (l, Before::Lsm(s)))
         } else if syscall_tracepoints {
-            Self::load_clone(maps).map(Before::Clone)
+            Self::load_clone(maps).map(|(l, s)| (l, Before::Clone(s)))
         } else {
             Err(super::TRACEPOINTS_OFF.into())
         };
+        let before = before.map(|(more, before)| {
+            links.extend(more);
+            before
+        });
         Ok(ScopeGuardHook {
+            _links: links,
             _tracepoints: skel,
             before,
         })
     }
 
-    fn load_clone(maps: &SharedMaps) -> Result<Owned<CloneGuardTpSkel<'static>>, String> {
+    fn load_clone(maps: &SharedMaps) -> Result<Loaded<CloneGuardTpSkel<'static>>, String> {
         super::tracefs::ensure_mounted().map_err(|e| e.to_string())?;
-        let mut skel = Owned::build(|storage| {
+        let skel = Owned::build(|storage| {
             let mut open = CloneGuardTpSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(|e| format!("loading clone_guard_tp: {e}"))?;
-        skel.attach()
-            .map_err(|e| format!("attaching tracepoint/syscalls/sys_enter_clone3: {e}"))?;
-        Ok(skel)
+        let links = attach_object(
+            maps.pins(),
+            skel.object(),
+            "tracepoint/syscalls/sys_enter_clone3",
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((links, skel))
     }
 
-    fn load_lsm(maps: &SharedMaps) -> Result<Owned<LsmScopeGuardSkel<'static>>, String> {
-        let mut skel = Owned::build(|storage| {
+    fn load_lsm(maps: &SharedMaps) -> Result<Loaded<LsmScopeGuardSkel<'static>>, String> {
+        let skel = Owned::build(|storage| {
             let mut open = LsmScopeGuardSkelBuilder::default().open(storage)?;
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })
         .map_err(|e| format!("loading lsm_scope_guard: {e}"))?;
-        skel.attach()
-            .map_err(|e| format!("attaching lsm_scope_guard: {e}"))?;
-        Ok(skel)
+        let links = attach_object(maps.pins(), skel.object(), "lsm_scope_guard")
+            .map_err(|e| e.to_string())?;
+        Ok((links, skel))
     }
 
     /// What is only killed after the fact rather than stopped before, and

@@ -44,21 +44,48 @@ impl StratumHook {
         lsm_judges: bool,
         sockets: u32,
     ) -> Result<Self, Error> {
-        let skel = Owned::build(|storage| {
-            let mut open = StratumSkelBuilder::default().open(storage)?;
-            // Room past the limit the connect hooks keep to, for sockets
-            // found at apply and accepted ones.
-            open.maps
-                .mg_sockhash
-                .set_max_entries(sockets.max(1).saturating_add(SOCKHASH_HEADROOM))?;
-            if let Some(rodata) = open.maps.rodata_data.as_mut() {
-                rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
-                rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
-                rodata.mg_lsm_judges = lsm_judges;
+        // With an instance, the sockhash (whose user reference holds the
+        // sk_msg program and the sockets it tracks) and the judged-socket
+        // queue are pinned and reused: sockets tracked before a restart
+        // stay judged and are released after it.
+        let pins = maps.pins();
+        let build = |pinned: bool| {
+            Owned::build(|storage| {
+                let mut open = StratumSkelBuilder::default().open(storage)?;
+                if let (Some(pins), true) = (pins, pinned) {
+                    open.maps
+                        .mg_sockhash
+                        .set_pin_path(pins.map_pin("mg_sockhash"))?;
+                    open.maps
+                        .mg_judged
+                        .set_pin_path(pins.map_pin("mg_judged"))?;
+                }
+                // Room past the limit the connect hooks keep to, for sockets
+                // found at apply and accepted ones.
+                open.maps
+                    .mg_sockhash
+                    .set_max_entries(sockets.max(1).saturating_add(SOCKHASH_HEADROOM))?;
+                if let Some(rodata) = open.maps.rodata_data.as_mut() {
+                    rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
+                    rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
+                    rodata.mg_lsm_judges = lsm_judges;
+                }
+                reuse_shared_maps(open.open_object_mut(), maps)?;
+                open.load()
+            })
+        };
+        let skel = match build(true) {
+            // Pinned by a run with another socket limit: those sockets go
+            // back to the plain path (their first bytes were judged or are
+            // judged by the old program until they close), new ones here.
+            Err(_) if pins.is_some() => {
+                for name in ["mg_sockhash", "mg_judged"] {
+                    let _ = std::fs::remove_file(pins.expect("checked").map_pin(name));
+                }
+                build(true)
             }
-            reuse_shared_maps(open.open_object_mut(), maps)?;
-            open.load()
-        })
+            other => other,
+        }
         .map_err(|source| LoadError::Object {
             object: "stratum",
             source,

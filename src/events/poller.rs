@@ -258,6 +258,10 @@ fn run(
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
+    // Events written before this poller started were kept by a pinned ring
+    // buffer while nobody read it: delivered, but their process is not
+    // killed from here (it may be long gone, and its pid reused).
+    let started = SystemTime::now();
     let deliver = move |data: &[u8]| -> i32 {
         let Some(mut ev) = RawEvent::read(data).and_then(|raw| decoder.decode(&raw)) else {
             return 0;
@@ -267,7 +271,8 @@ fn run(
             // ask /proc while the task is still there (before any kill).
             ev.comm = proc_comm(ev.tgid);
         }
-        if ev.action == Action::Kill && kill_from_userspace.contains(&ev.target.kind()) {
+        let fresh = ev.time >= started;
+        if fresh && ev.action == Action::Kill && kill_from_userspace.contains(&ev.target.kind()) {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
         }
@@ -275,7 +280,7 @@ fn run(
         // the kernel killed the task that did it; the process that left is
         // killed here (no helper signals another task on every kernel).
         if let Target::ScopeEscape { moved, .. } = ev.target {
-            if ev.action == Action::Kill && moved != ev.tgid && moved > 1 {
+            if fresh && ev.action == Action::Kill && moved != ev.tgid && moved > 1 {
                 // SAFETY: plain syscall.
                 unsafe { libc::kill(moved as i32, libc::SIGKILL) };
             }

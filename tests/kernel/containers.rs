@@ -11,9 +11,10 @@
 //! them); without them the tests fail, unless MINERGUARD_ALLOW_SKIP=1.
 
 use crate::common::*;
-use minerguard::{Profile, Target};
+use minerguard::{cgroup::CgroupRef, Enforcer, Profile, Scope, ScopeChange, Target};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Whether `program --version` runs.
 fn installed(program: &str) -> bool {
@@ -95,27 +96,37 @@ impl Drop for Image {
     }
 }
 
-/// `podman run` of `args` (after the common options) in a container under
-/// `parent` (a cgroup v2 directory name in the root); its stdout.
+/// `podman` with the global options every command here needs.
+fn podman_cmd() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    cmd
+}
+
+/// `podman run` with the options every container here gets, under `parent`
+/// (a cgroup v2 directory name in the root); the caller adds the rest.
+fn podman_run_cmd(parent: &str) -> Command {
+    let mut cmd = podman_cmd();
+    cmd.args([
+        "run",
+        "--network",
+        "none",
+        // This host's hard limits are below podman's defaults.
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--cgroup-parent",
+    ])
+    .arg(format!("/{parent}"));
+    cmd
+}
+
+/// `podman run --rm` of `args` (after the common options) in a container
+/// under `parent`; its stdout.
 fn podman_run(parent: &str, args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args([
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            // This host's hard limits are below podman's defaults.
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--cgroup-parent",
-        ])
-        .arg(format!("/{parent}"))
+    let out = podman_run_cmd(parent)
+        .arg("--rm")
         .args(args)
         .output()
         .expect("run podman");
@@ -387,5 +398,231 @@ fn container_strict_holds_in_a_real_containerd_container() {
             ("scratch-dir-exec", "/tmp/echo"),
             ("drift", "/usr/local/bin/echo"),
         ],
+    );
+}
+
+/// A detached podman container, removed (killed) on drop.
+struct Container(String);
+
+impl Container {
+    /// `podman` `args` about this container (its name appended); asserted
+    /// to succeed.
+    fn podman(&self, args: &[&str]) {
+        let out = podman_cmd().args(args).arg(&self.0).output().unwrap();
+        assert!(
+            out.status.success(),
+            "podman {} {}: {}",
+            args.join(" "),
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `podman exec` of `args` in the container.
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        podman_cmd()
+            .arg("exec")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("podman exec")
+    }
+
+    /// The container's own cgroup v2 directory: its init's, from
+    /// /proc/<pid>/cgroup, under the cgroup v2 mount.
+    fn cgroup(&self) -> PathBuf {
+        let out = podman_cmd()
+            .args(["inspect", "--format", "{{.State.Pid}}", &self.0])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_else(|e| panic!("the container's init (pid {pid:?}): {e}"));
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::/"))
+            .expect("the container's init is in a cgroup v2 cgroup");
+        minerguard::cgroup::cgroup2_mount().unwrap().join(rel)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman_cmd().args(["rm", "-f", "-t", "0", &self.0]).output();
+    }
+}
+
+/// Polls `follow_cgroups` every 50 ms until it reports `want` (and nothing
+/// else); fails after 5 s (a liveness bound). How long it took.
+fn follow_until(enforcer: &mut Enforcer, want: &ScopeChange) -> Duration {
+    let start = Instant::now();
+    loop {
+        let changes = enforcer.follow_cgroups().expect("follow_cgroups");
+        if !changes.is_empty() {
+            assert_eq!(changes, std::slice::from_ref(want));
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "follow_cgroups did not report {want:?} in 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The miner (the image's /opt/app/xmrig, a busybox copy) is refused in
+/// `container`, whether `podman exec` runs it or a shell in the container
+/// does (as `touch`, to write `marker`): busybox printed nothing and wrote
+/// no marker, while the image's own app still runs; `miner-binary` events
+/// came from the cgroup `cgroup_id`.
+fn assert_miner_refused(
+    enforcer: &Enforcer,
+    container: &Container,
+    cgroup_id: u64,
+    marker: &str,
+    when: &str,
+) {
+    // Run under its own name, the busybox copy only complains that there
+    // is no `xmrig` applet: that line is what it does when it runs.
+    let miner = container.exec(&["/opt/app/xmrig"]);
+    let said = String::from_utf8_lossy(&miner.stdout) + String::from_utf8_lossy(&miner.stderr);
+    assert!(
+        !miner.status.success() && !said.contains("applet not found"),
+        "{when}: the miner ran ({}): {said:?}",
+        miner.status
+    );
+    let check = container.exec(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &format!(
+            "(exec -a touch /opt/app/xmrig {marker}); \
+             /bin/busybox test -e {marker} && echo marker-present; /opt/app/echo app-ran"
+        ),
+    ]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("app-ran"),
+        "{when}: the image's app was refused: {out:?} {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !out.contains("marker-present"),
+        "{when}: the miner wrote {marker}"
+    );
+    for n in 0..2 {
+        let event = wait_event(enforcer, |e| {
+            e.rule.as_ref() == "miner-binary"
+                && e.cgroup_id == cgroup_id
+                && matches!(&e.target, Target::Exec { path } if path.as_str() == "/opt/app/xmrig")
+        });
+        assert!(
+            event.is_some(),
+            "{when}: {n} of 2 miner-binary events for /opt/app/xmrig from cgroup {cgroup_id}"
+        );
+    }
+}
+
+/// #21 "no gap": `podman restart` removes the container's cgroup and
+/// creates a new one at the same path. `container-strict` on that exact
+/// cgroup (and not on its parent, which has no profile) follows it:
+/// `follow_cgroups` reports it gone after the stop and re-created after the
+/// start, and the miner is refused again in the restarted container. The
+/// restart is done as `podman stop` + `podman start` (what `podman restart`
+/// does) to look between the two.
+#[test]
+fn container_strict_follows_a_podman_restart() {
+    require_kernel!();
+    let Some(_) = podman(module_path!(), false) else {
+        return;
+    };
+    let dir = TempDir::new("podman-restart");
+    let root = rootfs(&dir);
+    // The miner, in the image: not drift, not in a scratch dir, only its
+    // name is refused.
+    std::fs::copy(root.join("bin/busybox"), root.join("opt/app/xmrig")).unwrap();
+    let image = Image::import(&root, &dir);
+    // The parent is a test cgroup with no profile: only the container's own
+    // cgroup is a scope. Dropped in reverse order: the container, the
+    // enforcer (its scope), what the runtime made under the parent, the
+    // parent.
+    let parent_cgroup = test_cgroup();
+    let parent = (parent_cgroup.cgroup().path().file_name())
+        .and_then(|n| n.to_str())
+        .unwrap()
+        .to_string();
+    let _cleanup = PodmanCgroups(parent.clone());
+    let mut enforcer = enforcer();
+    let name = format!("minerguard-restart-{}", std::process::id());
+    let out = podman_run_cmd(&parent)
+        .args([
+            "-d",
+            "--name",
+            &name,
+            &image.0,
+            "/bin/busybox",
+            "sleep",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    let container = Container(name);
+    assert!(
+        out.status.success(),
+        "podman run -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = container.cgroup();
+    assert!(
+        path.starts_with(parent_cgroup.cgroup().path()) && path != parent_cgroup.cgroup().path(),
+        "the container's cgroup {} is not under {}",
+        path.display(),
+        parent_cgroup.cgroup().path().display()
+    );
+    let before = CgroupRef::open(&path).unwrap();
+    let handle = enforcer
+        .apply(
+            &Profile::bundled("container-strict").unwrap(),
+            Scope::Cgroup(path.clone()),
+        )
+        .expect("apply container-strict to the container's cgroup");
+    assert_miner_refused(
+        &enforcer,
+        &container,
+        before.id(),
+        "/tmp/mined-before",
+        "before the restart",
+    );
+
+    container.podman(&["stop", "-t", "0"]);
+    let gone = follow_until(
+        &mut enforcer,
+        &ScopeChange::Gone {
+            handle,
+            path: path.clone(),
+        },
+    );
+    container.podman(&["start"]);
+    let after = CgroupRef::open(&path).expect("the restarted container's cgroup");
+    assert_ne!(after.id(), before.id(), "the restart kept the cgroup");
+    assert_eq!(container.cgroup(), path, "the restart moved the container");
+    let followed = follow_until(
+        &mut enforcer,
+        &ScopeChange::Recreated {
+            handle,
+            path: path.clone(),
+        },
+    );
+    println!(
+        "podman restart: cgroup {} -> {}; reported Gone {gone:?} after `podman stop`, Recreated {followed:?} after `podman start` returned",
+        before.id(),
+        after.id(),
+    );
+    assert_miner_refused(
+        &enforcer,
+        &container,
+        after.id(),
+        "/tmp/mined-after",
+        "after the restart",
     );
 }

@@ -47,6 +47,13 @@ create_exception!(
     "A seccomp filter could not be built, exported or installed (libseccomp or the kernel refused it, or the export format cannot express an action)."
 );
 
+create_exception!(
+    minerguard,
+    PinError,
+    Error,
+    "Pinned state (an enforcer instance under /sys/fs/bpf/minerguard) could not be used: a bad name, an instance another process holds, or a bpffs failure."
+);
+
 /// One problem in a profile: field path, 1-based line and column where the
 /// format gives them, and what is wrong.
 #[pyclass(module = "minerguard", name = "Diagnostic", frozen, get_all, eq)]
@@ -116,6 +123,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ScopeError", py.get_type::<ScopeError>())?;
     m.add("CgroupError", py.get_type::<CgroupError>())?;
     m.add("SeccompError", py.get_type::<SeccompError>())?;
+    m.add("PinError", py.get_type::<PinError>())?;
     m.add_class::<Diagnostic>()?;
     Ok(())
 }
@@ -167,5 +175,6 @@ pub fn to_py(py: Python<'_>, e: minerguard::Error) -> PyErr {
         E::Scope(_) => ScopeError::new_err(e.to_string()),
         E::Cgroup(_) => CgroupError::new_err(e.to_string()),
         E::Seccomp(_) => SeccompError::new_err(e.to_string()),
+        E::Pin(_) => PinError::new_err(e.to_string()),
     }
 }

@@ -1,6 +1,10 @@
 //! The [`Enforcer`]: loads a backend once, applies compiled profiles to
 //! scopes (cgroup v2 subtrees, or the host), and streams what it enforced.
 
+mod instance;
+
+pub use self::instance::Settled;
+
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -99,6 +103,17 @@ pub struct EnforcerOptions {
     /// accepted ones ([`Enforcer::untracked_sockets`] counts accepted sockets
     /// past even that). Unused where the lsm hook judges every send.
     pub stratum_sockets: u32,
+    /// Pin the enforcement as this instance (`/sys/fs/bpf/minerguard/NAME`):
+    /// it stays in force when the enforcer is dropped or its process dies,
+    /// SIGKILL included, until [`Enforcer::detach`] or
+    /// [`pin::remove`](crate::pin::remove). An enforcer opened with the name
+    /// of an existing instance adopts it: the same maps (policy, scopes,
+    /// the events nobody read), the same links where the programs are the
+    /// same; a scope applied again keeps its policy when the profile
+    /// compiles to the same entries and swaps atomically otherwise.
+    /// `None` (the default): nothing is pinned, and dropping the enforcer
+    /// ends its enforcement.
+    pub instance: Option<String>,
 }
 
 impl Default for EnforcerOptions {
@@ -109,6 +124,7 @@ impl Default for EnforcerOptions {
             require_all_rules: false,
             syscall_tracepoints: true,
             stratum_sockets: 65_536,
+            instance: None,
         }
     }
 }
@@ -126,6 +142,10 @@ struct Applied {
     /// The cgroup was removed (seen by `follow_cgroups`); the scope waits
     /// for a cgroup at the same path.
     gone: bool,
+    /// When its policy was applied (Unix seconds).
+    since: u64,
+    /// What a pinned instance records of it (`None` when not pinned).
+    record: Option<instance::Recorded>,
 }
 
 /// The copy of `profile` a scope keeps to re-resolve its domains, if it
@@ -179,6 +199,13 @@ pub struct Enforcer {
     probe: ProbeReport,
     require_all_rules: bool,
     next_policy_id: u32,
+    /// Scopes a pinned instance enforced before this enforcer opened it,
+    /// not applied again yet (by scope name).
+    pending: BTreeMap<String, crate::pin::ScopeRecord>,
+    /// The instance was removed ([`Enforcer::detach`]): nothing to record.
+    released: bool,
+    /// Why recording the instance's state failed last, if it did.
+    state_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Enforcer {
@@ -206,14 +233,23 @@ impl Enforcer {
             }
             .into());
         }
+        let pins = options
+            .instance
+            .as_deref()
+            .map(crate::pin::PinDir::open)
+            .transpose()?;
         let kernel = Kernel::load(
             kind,
             &report,
             options.syscall_tracepoints,
             options.stratum_sockets,
+            pins,
         )
         .map_err(|e| privileged(e, euid))?;
         let registry = Arc::new(Registry::default());
+        // The rules of adopted policies are named before the poller reads
+        // the events the pinned ring buffer kept.
+        let (pending, next_policy_id) = instance::pending_scopes(&kernel, &registry)?;
         let poller = Poller::start(
             kernel.maps().events_handle()?,
             Decoder::new(registry.clone()),
@@ -230,7 +266,10 @@ impl Enforcer {
             kernel,
             probe: report,
             require_all_rules: options.require_all_rules,
-            next_policy_id: 1,
+            next_policy_id,
+            pending,
+            released: false,
+            state_error: Default::default(),
         })
     }
 
@@ -293,6 +332,9 @@ impl Enforcer {
             }
             .into());
         }
+        if let Some(record) = self.pending.remove(&instance::scope_name(&scope, &cgroup)) {
+            return self.adopt(record, policy, unresolved, profile, scope, cgroup);
+        }
         if let Some((handle, _)) = self.applied.iter().find(|(_, a)| a.cgroup == cgroup) {
             return Err(ScopeError::AlreadyApplied {
                 scope: scope.to_string(),
@@ -319,9 +361,11 @@ impl Enforcer {
                 cgroup: cgroup.clone(),
                 policy_id,
                 profile: kept_for_refresh(&policy, profile),
+                record: self.record_of(&policy, profile),
                 policy,
                 unresolved,
                 gone: false,
+                since: crate::pin::now(),
             },
         );
         let switched = self
@@ -344,6 +388,7 @@ impl Enforcer {
             self.uninstall(applied.policy_id, &applied.policy, false);
             return Err(e);
         }
+        self.save_state();
         Ok(handle)
     }
 
@@ -391,15 +436,19 @@ impl Enforcer {
             self.uninstall(new_id, &policy, false);
             return Err(e);
         }
+        let record = self.record_of(&policy, profile);
         let applied = self.applied.get_mut(&handle).expect("checked above");
         let old_id = std::mem::replace(&mut applied.policy_id, new_id);
         let old = std::mem::replace(&mut applied.policy, policy);
         applied.profile = kept_for_refresh(&applied.policy, profile);
         applied.unresolved = unresolved;
+        applied.record = record;
+        applied.since = crate::pin::now();
         self.uninstall(old_id, &old, true);
         // A stratum rule gone: its socket tracking goes too (only
         // detaches, so it cannot fail halfway).
         let _ = self.sync_stratum_coverage(None);
+        self.save_state();
         Ok(())
     }
 
@@ -415,6 +464,7 @@ impl Enforcer {
         let levels = self.sync_levels();
         let coverage = self.sync_coverage();
         self.uninstall(applied.policy_id, &applied.policy, true);
+        self.save_state();
         cleared?;
         levels?;
         coverage
@@ -610,6 +660,7 @@ impl Enforcer {
         }
         let _ = self.kernel.maps().clear_scope(old.id());
         self.kernel.maps().clear_exec_started(old.id());
+        self.save_state();
         Ok(())
     }
 
@@ -794,16 +845,26 @@ impl Enforcer {
     }
 
     fn sync_levels(&self) -> Result<()> {
+        // Adopted scopes not applied again yet are still in the maps.
         let levels = self
             .applied
             .values()
-            .fold(0u32, |acc, a| acc | (1 << a.cgroup.level()));
+            .map(|a| a.cgroup.level())
+            .chain(self.pending.values().map(|r| r.level))
+            .fold(0u32, |acc, level| acc | (1 << level));
         Ok(self.kernel.maps().set_scope_levels(levels)?)
     }
 }
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
+        // A pinned instance stays in force: only this process's
+        // descriptors close (see `EnforcerOptions::instance`).
+        if let Some(pins) = self.kernel.pins() {
+            pins.keep();
+            self.save_state();
+            return;
+        }
         for handle in self.handles() {
             let _ = self.remove(handle);
         }

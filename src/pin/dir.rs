@@ -1,0 +1,281 @@
+//! One instance's pin directory, held by one live process at a time.
+
+use std::{
+    collections::HashSet,
+    fs, io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
+
+use super::{ensure_bpffs, io_err, pin_dir_of, state_dir_of, PinError};
+
+/// The shared maps' layout generation (build.rs hashes the abi object).
+const ABI_DIGEST: &str = env!("MINERGUARD_ABI_DIGEST");
+
+/// The maps directory of this build's layout.
+fn maps_dir_name() -> String {
+    format!("maps-{ABI_DIGEST}")
+}
+
+/// An instance's pins, locked for this process (`flock` on its state
+/// directory's `lock`: a second live process of one instance would fight
+/// over the links and read the ring buffer twice).
+#[derive(Debug)]
+pub(crate) struct PinDir {
+    name: String,
+    dir: PathBuf,
+    run: PathBuf,
+    maps: PathBuf,
+    _lock: fs::File,
+    /// Link pins this process attached or adopted; the others are an
+    /// earlier process's, released by [`PinDir::release_unclaimed`].
+    claimed: Mutex<HashSet<String>>,
+    /// Set when the enforcer goes but its enforcement stays: dropped links
+    /// then keep their pins.
+    keep: AtomicBool,
+}
+
+impl PinDir {
+    /// Opens (creating) instance `name`'s directories and takes its lock;
+    /// bpffs is mounted when missing.
+    pub fn open(name: &str) -> Result<Arc<PinDir>, PinError> {
+        let dir = pin_dir_of(name)?;
+        ensure_bpffs()?;
+        let run = state_dir_of(name);
+        fs::create_dir_all(&run).map_err(io_err("creating", &run))?;
+        let lock_path = run.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        // SAFETY: flock on an fd this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let pid = super::state::InstanceState::load(&run)
+                .ok()
+                .flatten()
+                .map(|s| format!(" (pid {})", s.pid))
+                .unwrap_or_default();
+            return Err(PinError::InUse {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        let maps = dir.join(maps_dir_name());
+        for d in [dir.join("links"), maps.clone()] {
+            fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+        }
+        Ok(Arc::new(PinDir {
+            name: name.to_string(),
+            dir,
+            run,
+            maps,
+            _lock: lock,
+            claimed: Mutex::default(),
+            keep: AtomicBool::new(false),
+        }))
+    }
+
+    /// Opens an existing instance to remove it (see [`super::remove`]).
+    pub fn open_existing(name: &str) -> Result<Arc<PinDir>, PinError> {
+        Self::open(name)
+    }
+
+    /// The instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.maps.join(name)
+    }
+
+    /// Where link `key` is pinned.
+    pub fn link_pin(&self, key: &str) -> PathBuf {
+        self.dir.join("links").join(key)
+    }
+
+    /// The directory of the state file.
+    pub fn state_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// From now on, links this process drops keep their pins (the
+    /// enforcer goes, its enforcement stays).
+    pub fn keep(&self) {
+        self.keep.store(true, Ordering::SeqCst);
+    }
+
+    /// See [`PinDir::keep`].
+    pub fn keeping(&self) -> bool {
+        self.keep.load(Ordering::SeqCst)
+    }
+
+    /// Link `key` belongs to this process now.
+    pub fn claim(&self, key: &str) {
+        self.claimed_set().insert(key.to_string());
+    }
+
+    /// Link `key` was released by this process.
+    pub fn unclaim(&self, key: &str) {
+        self.claimed_set().remove(key);
+    }
+
+    fn claimed_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.claimed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ids of the maps pinned in this generation's directory.
+    pub fn pinned_map_ids(&self) -> HashSet<u32> {
+        super::names(&self.maps)
+            .into_iter()
+            .filter_map(|name| MapHandle::from_pinned_path(self.maps.join(name)).ok())
+            .filter_map(|map| {
+                use std::os::fd::AsFd;
+                super::identity::map_info(map.as_fd()).ok().map(|i| i.id)
+            })
+            .collect()
+    }
+
+    /// Maps of this layout generation were pinned before this process.
+    pub fn has_pinned_maps(&self) -> bool {
+        super::count(&self.maps) > 0
+    }
+
+    /// Moves this generation's pinned maps aside (they could not be
+    /// reused): programs that use them keep them until they are replaced,
+    /// and [`PinDir::release_unclaimed`] unpins them.
+    pub fn retire_maps(&self) -> Result<(), PinError> {
+        let old = self.dir.join(format!("{}-retired", maps_dir_name()));
+        if old.exists() {
+            release_maps_dir(&old)?;
+        }
+        fs::rename(&self.maps, &old).map_err(io_err("moving", &self.maps))?;
+        fs::create_dir_all(&self.maps).map_err(io_err("creating", &self.maps))
+    }
+
+    /// Unpins the links an earlier process pinned that this one did not
+    /// adopt (their programs detach: this process's replace them by now)
+    /// and the maps of other layout generations. Returns how many links
+    /// it released.
+    pub fn release_unclaimed(&self) -> Result<usize, PinError> {
+        let claimed = self.claimed_set().clone();
+        let mut released = 0;
+        for name in super::names(&self.dir.join("links")) {
+            if !claimed.contains(&name) {
+                release_link(&self.link_pin(&name))?;
+                released += 1;
+            }
+        }
+        for name in super::names(&self.dir) {
+            let path = self.dir.join(&name);
+            if name.starts_with("maps-") && path != self.maps {
+                release_maps_dir(&path)?;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Ends the instance: detaches and unpins every link, unpins every
+    /// map, removes the state and the directories.
+    pub fn release_all(&self) -> Result<(), PinError> {
+        let links = self.dir.join("links");
+        for name in super::names(&links) {
+            release_link(&links.join(name))?;
+        }
+        remove_dir(&links)?;
+        for name in super::names(&self.dir) {
+            let path = self.dir.join(&name);
+            if name.starts_with("maps-") {
+                release_maps_dir(&path)?;
+            } else if path.is_dir() {
+                // An older layout's directories.
+                release_maps_dir(&path)?;
+            } else {
+                fs::remove_file(&path).map_err(io_err("unpinning", &path))?;
+            }
+        }
+        remove_dir(&self.dir)?;
+        super::state::InstanceState::remove(&self.run);
+        let _ = fs::remove_file(self.run.join("lock"));
+        let _ = fs::remove_dir(&self.run);
+        self.claimed_set().clear();
+        Ok(())
+    }
+}
+
+fn remove_dir(dir: &Path) -> Result<(), PinError> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", dir)(e)),
+    }
+}
+
+/// Unpins one link; a cgroup link is detached first, so it ends even where
+/// some process still holds a descriptor of it.
+fn release_link(path: &Path) -> Result<(), PinError> {
+    if let Ok(link) = Link::open(path) {
+        if matches!(
+            link.info().map(|i| i.info),
+            Ok(libbpf_rs::query::LinkTypeInfo::Cgroup(_))
+        ) {
+            let _ = link.detach();
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("unpinning", path)(e)),
+    }
+}
+
+/// Unpins every map of a maps directory and removes it.
+fn release_maps_dir(dir: &Path) -> Result<(), PinError> {
+    for name in super::names(dir) {
+        let path = dir.join(name);
+        if path.is_dir() {
+            release_maps_dir(&path)?;
+        } else {
+            fs::remove_file(&path).map_err(io_err("unpinning", &path))?;
+        }
+    }
+    remove_dir(dir)
+}
+
+/// The maps directory an instance's status reads: this build's, else any.
+pub(crate) fn current_maps(dir: &Path) -> Option<PathBuf> {
+    let own = dir.join(maps_dir_name());
+    if own.is_dir() {
+        return Some(own);
+    }
+    super::names(dir)
+        .into_iter()
+        .find(|n| n.starts_with("maps-") && !n.ends_with("-retired"))
+        .map(|n| dir.join(n))
+}
+
+/// The ring-buffer drop counter of pinned maps (`mg_stats`).
+pub(crate) fn pinned_ring_drops(maps: &Path) -> u64 {
+    let Ok(stats) = MapHandle::from_pinned_path(maps.join("mg_stats")) else {
+        return 0;
+    };
+    let key = crate::backend::abi::STAT_RINGBUF_DROPS.to_ne_bytes();
+    match stats.lookup_percpu(&key, MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum(),
+        _ => 0,
+    }
+}

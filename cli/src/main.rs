@@ -169,11 +169,15 @@ enum Cmd {
     /// detach.
     Remove {
         /// The instance to remove.
-        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        #[arg(long, conflicts_with_all = ["all", "stale"], required_unless_present_any = ["all", "stale"])]
         instance: Option<String>,
         /// Every instance.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stale")]
         all: bool,
+        /// Every instance whose process is gone and whose cgroups are gone
+        /// too (and dead `run`s whose cgroup is empty).
+        #[arg(long)]
+        stale: bool,
     },
     /// Report what this kernel supports and which backend would be used.
     Probe {
@@ -203,7 +207,18 @@ fn main() -> ExitCode {
         ),
         Cmd::Watch(args) => watch::watch(&args),
         Cmd::Status { json } => status::print(json),
-        Cmd::Remove { instance, all } => status::remove(instance.as_deref(), all),
+        Cmd::Remove {
+            instance,
+            all,
+            stale,
+        } => {
+            if stale {
+                crate::pinning::clean_stale();
+                Ok(std::process::ExitCode::SUCCESS)
+            } else {
+                status::remove(instance.as_deref(), all)
+            }
+        }
         Cmd::Learn {
             cgroup,
             duration,

@@ -79,14 +79,20 @@ pub fn state_problem(enforcer: &Enforcer) {
     }
 }
 
-/// Cleans up instances of dead `run`s whose cgroup is empty.
+/// Cleans up stale instances: dead `run`s whose cgroup is empty, and any
+/// instance whose process is gone and whose cgroups are all gone.
 pub fn clean_stale() {
-    match pin::clean_stale("run-", true) {
-        Ok(names) => {
-            for name in names {
-                eprintln!("{PREFIX}: removed stale pinned instance `{name}` (its process is gone and its cgroup is empty)");
+    for (prefix, run_cgroups, why) in [
+        ("run-", true, "its process is gone and its cgroup is empty"),
+        ("", false, "its process and its cgroups are gone"),
+    ] {
+        match pin::clean_stale(prefix, run_cgroups) {
+            Ok(names) => {
+                for name in names {
+                    eprintln!("{PREFIX}: removed stale pinned instance `{name}` ({why})");
+                }
             }
+            Err(e) => eprintln!("{PREFIX}: warning: cleaning stale pinned instances failed: {e}"),
         }
-        Err(e) => eprintln!("{PREFIX}: warning: cleaning stale pinned instances failed: {e}"),
     }
 }

@@ -78,6 +78,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
     let mut profile = profile_arg.load_for_command()?;
     let events_out = sink::Sink::open(events, events_max_size, Box::new(io::stdout()))?;
     signals::block();
+    pinning::clean_stale();
     let earlier = pinning::earlier(instance);
     let mut enforcer = load.enforcer_as(Some(instance))?;
     let mut handles = Vec::new();

@@ -960,7 +960,22 @@ fn start_watch(
     cg: &minerguard::cgroup::OwnedCgroup,
     detach: bool,
 ) -> (std::process::Child, String) {
+    start_watch_as(instance, profile, cg, detach, None)
+}
+
+/// [`start_watch`] as a build whose maps have layout `layout` (another
+/// minerguard build: `MINERGUARD_TEST_LAYOUT`).
+fn start_watch_as(
+    instance: &str,
+    profile: &Path,
+    cg: &minerguard::cgroup::OwnedCgroup,
+    detach: bool,
+    layout: Option<&str>,
+) -> (std::process::Child, String) {
     let mut cmd = Command::new(minerguard_bin());
+    if let Some(layout) = layout {
+        cmd.env("MINERGUARD_TEST_LAYOUT", layout);
+    }
     cmd.args(["watch", "--instance", instance]);
     if detach {
         cmd.arg("--detach-on-exit");
@@ -1160,6 +1175,125 @@ fn a_restart_with_another_profile_swaps_it_in() {
     assert!(pinned_instance(&instance).is_none());
 }
 
+#[test]
+fn remove_stale_ends_instances_whose_process_and_cgroups_are_gone() {
+    if !kernel_tests_enabled("remove_stale_ends_instances_whose_process_and_cgroups_are_gone") {
+        return;
+    }
+    let instance = format!("cli-stale-{}", std::process::id());
+    let _cleanup = UnpinOnDrop(instance.clone());
+    let dir = TempDir::new("cli-stale");
+    let profile = write_profile(&dir, EXEC_PROFILE);
+    let cg = test_cgroup();
+    let (mut watch, _) = start_watch(&instance, &profile, &cg, false);
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    // Its process is gone but its cgroup is there: not stale.
+    let out = minerguard_cmd(&["remove", "--stale"]);
+    assert!(out.status.success(), "{out:?}");
+    let pinned = pinned_instance(&instance).expect("removed while its cgroup is there");
+    assert_eq!(pinned["scopes"][0]["present"], true, "{pinned}");
+    let links = pinned_links(&instance);
+    cg.remove().unwrap();
+    assert_eq!(
+        pinned_instance(&instance).unwrap()["scopes"][0]["present"],
+        false
+    );
+    let out = minerguard_cmd(&["remove", "--stale"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("removed stale pinned instance `{instance}`")),
+        "{stderr}"
+    );
+    assert!(pinned_instance(&instance).is_none());
+    assert!(!links.is_empty());
+}
+
+/// A process in `cg` that tries to connect to loopback `port` again and
+/// again, writing one `.` per refused attempt and `connected` per
+/// successful one into `tries`.
+fn start_prober(
+    cg: &minerguard::cgroup::OwnedCgroup,
+    port: u16,
+    tries: &Path,
+) -> std::process::Child {
+    let probe = format!(
+        "while :; do if {{ exec 3<>/dev/tcp/127.0.0.1/{port}; }} 2>/dev/null; then echo connected; exec 3>&-; else printf .; fi; done >{}",
+        tries.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &probe]);
+    let procs = cg.procs_file().unwrap();
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || minerguard::cgroup::join_cgroup_raw(&procs));
+    }
+    cmd.spawn().unwrap()
+}
+
+/// A newer build whose maps have another layout cannot adopt the old maps:
+/// it makes new ones and replaces every program, the new attached before
+/// the old go, with no moment in which a denied connect gets through.
+#[test]
+fn a_build_with_another_map_layout_replaces_everything_without_a_gap() {
+    if !kernel_tests_enabled("a_build_with_another_map_layout_replaces_everything_without_a_gap") {
+        return;
+    }
+    let instance = format!("cli-layout-{}", std::process::id());
+    let _cleanup = UnpinOnDrop(instance.clone());
+    let dir = TempDir::new("cli-layout");
+    let xmrig = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let pool = listener(false);
+    pool.set_nonblocking(true).unwrap();
+    let port = pool.local_addr().unwrap().port();
+    let profile = write_profile(
+        &dir,
+        &format!("{EXEC_PROFILE}  - name: pool-port\n    action: deny\n    connect: {{ ports: [{port}] }}\n"),
+    );
+    let cg = test_cgroup();
+    let (mut first, _) = start_watch(&instance, &profile, &cg, false);
+    let before = pinned_links(&instance);
+    let tries = dir.path().join("tries");
+    let mut prober = start_prober(&cg, port, &tries);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (second, said) = start_watch_as(&instance, &profile, &cg, true, Some("newer"));
+    assert!(said.contains("swapped in"), "{said}");
+    let after = pinned_links(&instance);
+    let names = |l: &[(String, u64, u64)]| l.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before), "other links pinned");
+    for ((name, _, old), (_, _, new)) in before.iter().zip(&after) {
+        assert_ne!(old, new, "{name} still runs the old program");
+    }
+    let maps_dirs: Vec<String> =
+        std::fs::read_dir(Path::new("/sys/fs/bpf/minerguard").join(&instance))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("maps-"))
+            .collect();
+    assert_eq!(maps_dirs.len(), 1, "{maps_dirs:?}");
+    assert!(maps_dirs[0].ends_with("newer"), "{maps_dirs:?}");
+    assert!(
+        !ran_in(&cg, &xmrig, &marker),
+        "xmrig ran under the newer build"
+    );
+    let _ = prober.kill();
+    let _ = prober.wait();
+    let tried = std::fs::read_to_string(&tries).unwrap();
+    assert!(!tried.is_empty(), "the prober never tried");
+    assert!(!tried.contains("connected"), "a connect got through");
+    assert!(
+        matches!(pool.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the pool port was reached during the replacement"
+    );
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(pinned_instance(&instance).is_none());
+}
+
 /// Start, SIGKILL and start `watch` again and again (100 times; set
 /// MINERGUARD_RESTART_CYCLES for fewer, as the emulated VM does) while a
 /// process in the scope tries to connect to a denied port in a loop:
@@ -1189,23 +1323,8 @@ fn restarts_under_load_leak_nothing_and_leave_no_window() {
     let (mut watch, _) = start_watch(&instance, &profile, &cg, false);
     let links = pinned_links(&instance);
     let maps = pinned_instance(&instance).unwrap()["maps"].clone();
-    // The prober: a connect attempt after another for the whole test, one
-    // dot per refused attempt.
     let tries = dir.path().join("tries");
-    let probe = format!(
-        "while :; do if {{ exec 3<>/dev/tcp/127.0.0.1/{port}; }} 2>/dev/null; then echo connected; exec 3>&-; else printf .; fi; done >{}",
-        tries.display()
-    );
-    let mut prober = {
-        let mut cmd = Command::new("bash");
-        cmd.args(["-c", &probe]);
-        let procs = cg.procs_file().unwrap();
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || minerguard::cgroup::join_cgroup_raw(&procs));
-        }
-        cmd.spawn().unwrap()
-    };
+    let mut prober = start_prober(&cg, port, &tries);
     let mut dots = 0;
     for cycle in 0..cycles {
         watch.kill().unwrap();
@@ -1241,26 +1360,60 @@ fn restarts_under_load_leak_nothing_and_leave_no_window() {
         tried.len(),
         links.len()
     );
+    // The ids of its pinned maps, to check they go with it.
+    let pin_dir = Path::new("/sys/fs/bpf/minerguard").join(&instance);
+    let mut map_ids = Vec::new();
+    for maps_dir in std::fs::read_dir(&pin_dir).unwrap() {
+        let maps_dir = maps_dir.unwrap().path();
+        if !maps_dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("maps-")
+        {
+            continue;
+        }
+        for map in std::fs::read_dir(&maps_dir).unwrap() {
+            let shown = Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(map.unwrap().path())
+                .output()
+                .expect("bpftool");
+            let info: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+            map_ids.push((
+                info["name"].as_str().unwrap_or("?").to_string(),
+                info["id"].as_u64().unwrap(),
+            ));
+        }
+    }
+    assert!(map_ids.len() > 10, "{map_ids:?}");
     let out = minerguard_cmd(&["remove", "--instance", &instance]);
     assert!(out.status.success(), "{out:?}");
-    assert!(!Path::new("/sys/fs/bpf/minerguard").join(&instance).exists());
-    // Nothing of it is left in the kernel: no link, no program (the
-    // kernel frees them after an RCU grace period: wait up to 30 s).
-    for (name, link, program) in &links {
-        for (kind, id) in [("link", link), ("prog", program)] {
-            let loaded = || {
-                Command::new("bpftool")
-                    .args([kind, "show", "id", &id.to_string()])
-                    .output()
-                    .expect("bpftool")
-                    .status
-                    .success()
-            };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while loaded() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            assert!(!loaded(), "{kind} {id} of {name} is still loaded");
+    assert!(!pin_dir.exists());
+    // Nothing of it is left in the kernel: no link, no program, no map
+    // (the kernel frees them after an RCU grace period: wait up to 30 s).
+    let objects = links
+        .iter()
+        .flat_map(|(name, link, program)| {
+            [
+                (name.clone(), "link", *link),
+                (name.clone(), "prog", *program),
+            ]
+        })
+        .chain(map_ids.iter().map(|(name, id)| (name.clone(), "map", *id)));
+    for (name, kind, id) in objects {
+        let loaded = || {
+            Command::new("bpftool")
+                .args([kind, "show", "id", &id.to_string()])
+                .output()
+                .expect("bpftool")
+                .status
+                .success()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while loaded() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        assert!(!loaded(), "{kind} {id} of {name} is still loaded");
     }
 }

@@ -184,17 +184,27 @@ impl Enforcer {
                 },
             },
         );
-        let switched = self
-            .sync_coverage()
-            .and_then(|()| self.seed_scope(handle))
-            .and_then(|()| {
-                let applied = &self.applied[&handle];
-                Ok(self
-                    .kernel
-                    .maps()
-                    .set_scope(cgroup.id(), policy_id, &applied.policy)?)
-            })
-            .and_then(|()| self.sync_levels());
+        let point = |e: &Self| -> Result<()> {
+            let applied = &e.applied[&handle];
+            Ok(e.kernel
+                .maps()
+                .set_scope(cgroup.id(), policy_id, &applied.policy)?)
+        };
+        // Maps the earlier process never wrote (another layout: a newer
+        // build) get the scope before the cgroup links switch to programs
+        // that read them; otherwise the links first, then the one update
+        // that moves the scope to the new policy.
+        let switched = if in_maps {
+            self.sync_coverage()
+                .and_then(|()| self.seed_scope(handle))
+                .and_then(|()| point(self))
+        } else {
+            self.sync_levels()
+                .and_then(|()| point(self))
+                .and_then(|()| self.sync_coverage())
+                .and_then(|()| self.seed_scope(handle))
+        }
+        .and_then(|()| self.sync_levels());
         if let Err(e) = switched {
             // The earlier policy is still what the scope points at (the
             // switch is the last step that can fail but one).

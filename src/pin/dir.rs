@@ -15,12 +15,23 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 
 use super::{ensure_bpffs, io_err, pin_dir_of, state_dir_of, PinError};
 
+/// The pin-name suffix of a link that replaces another until the start is
+/// settled ([`PinDir::release_unclaimed`] renames it).
+pub(crate) const NEW_SUFFIX: &str = "-new";
+
 /// The shared maps' layout generation (build.rs hashes the abi object).
 const ABI_DIGEST: &str = env!("MINERGUARD_ABI_DIGEST");
 
-/// The maps directory of this build's layout.
+/// The maps directory of this build's layout. `MINERGUARD_TEST_LAYOUT`
+/// stands in for another build's layout (the tests of a newer minerguard
+/// replacing an older one's instance).
 fn maps_dir_name() -> String {
-    format!("maps-{ABI_DIGEST}")
+    match std::env::var("MINERGUARD_TEST_LAYOUT") {
+        Ok(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            format!("maps-{ABI_DIGEST}{v}")
+        }
+        _ => format!("maps-{ABI_DIGEST}"),
+    }
 }
 
 /// An instance's pins, locked for this process (`flock` on its state
@@ -104,6 +115,16 @@ impl PinDir {
         self.dir.join("links").join(key)
     }
 
+    /// Where link `key` is pinned now: a replacing link (`<name>-new`) is
+    /// renamed to `<name>` once the start settled.
+    pub fn current_pin(&self, key: &str) -> PathBuf {
+        let pin = self.link_pin(key);
+        match key.strip_suffix(NEW_SUFFIX) {
+            Some(base) if !pin.exists() => self.link_pin(base),
+            _ => pin,
+        }
+    }
+
     /// The directory of the state file.
     pub fn state_dir(&self) -> &Path {
         &self.run
@@ -174,6 +195,19 @@ impl PinDir {
             if !claimed.contains(&name) {
                 release_link(&self.link_pin(&name))?;
                 released += 1;
+            }
+        }
+        // The replacing links take their names (the next start finds them
+        // there); the rename also drops whatever still had that name.
+        for name in claimed {
+            if let Some(base) = name.strip_suffix(NEW_SUFFIX) {
+                let from = self.link_pin(&name);
+                if from.exists() {
+                    fs::rename(&from, self.link_pin(base)).map_err(io_err("renaming", &from))?;
+                    let mut set = self.claimed_set();
+                    set.remove(&name);
+                    set.insert(base.to_string());
+                }
             }
         }
         for name in super::names(&self.dir) {

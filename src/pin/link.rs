@@ -39,7 +39,7 @@ impl Drop for HeldLink {
     fn drop(&mut self) {
         if let Some((pins, key)) = &self.pin {
             if !pins.keeping() {
-                let _ = fs::remove_file(pins.link_pin(key));
+                let _ = fs::remove_file(pins.current_pin(key));
                 pins.unclaim(key);
             }
         }
@@ -55,9 +55,12 @@ impl Drop for HeldLink {
 ///   `identity`): that link is adopted, and nothing is attached again;
 /// - a cgroup link (`in_place`) running another program: its program is
 ///   swapped in place (`BPF_LINK_UPDATE`, atomic for every task);
-/// - otherwise: the new link is attached and pinned first, then takes the
-///   old one's name (an atomic rename, which releases the old link): the
-///   two run side by side for that moment, never neither.
+/// - otherwise: the new link is attached and pinned as `<key>-new`; the
+///   old one keeps running beside it until [`PinDir::release_unclaimed`]
+///   (once every scope is applied: the new program may read maps that are
+///   still being filled), which unpins it and renames the new pin to
+///   `<key>`. The two run side by side for that time, never neither; for
+///   LSM hooks a deny from either wins.
 pub(crate) fn attach_pinned(
     pins: Option<&Arc<PinDir>>,
     key: &str,
@@ -85,20 +88,15 @@ pub(crate) fn attach_pinned(
             return Ok(held(old));
         }
         let mut new = attach()?;
-        let tmp = pins.link_pin(&format!("{key}-new"));
+        let new_key = format!("{key}{}", super::dir::NEW_SUFFIX);
+        let tmp = pins.link_pin(&new_key);
         let _ = fs::remove_file(&tmp);
-        let pinned = new
-            .pin(&tmp)
-            .map_err(|e| pin_failed(&tmp, e))
-            .and_then(|()| {
-                fs::rename(&tmp, &path).map_err(|e| {
-                    let _ = fs::remove_file(&tmp);
-                    super::io_err("pinning", &path)(e).into()
-                })
-            });
-        pinned?;
-        pins.claim(key);
-        return Ok(held(new));
+        new.pin(&tmp).map_err(|e| pin_failed(&tmp, e))?;
+        pins.claim(&new_key);
+        return Ok(HeldLink {
+            link: Some(new),
+            pin: Some((pins.clone(), new_key)),
+        });
     }
     // Not a link (or nothing) at that name: attach and pin afresh.
     let _ = fs::remove_file(&path);

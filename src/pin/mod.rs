@@ -278,25 +278,34 @@ pub fn remove(name: &str) -> Result<(), PinError> {
     pins.release_all()
 }
 
-/// Removes instances whose process is gone and whose scopes' cgroups no
-/// longer hold a process (nothing left to protect), with those cgroups
-/// when `remove_cgroups` (a dead `run`'s own cgroup). Returns their names.
-/// Instances whose cgroups still have tasks stay enforced: a dead `run`
-/// fails closed. Instances without scopes are left alone (a `watch`
-/// restarting adopts them).
-pub fn clean_stale(prefix: &str, remove_cgroups: bool) -> Result<Vec<String>, PinError> {
+/// Removes the stale instances whose name starts with `prefix`: their
+/// process is gone and no scope of theirs has anything left to protect.
+/// With `run_cgroups` (a dead `run`'s instance), a scope whose cgroup holds
+/// no process counts as that, and the cgroup is removed too; otherwise
+/// only a scope whose cgroup is gone (not at its path any more, or another
+/// cgroup there) does. Returns their names. Instances whose cgroups still
+/// have tasks stay enforced (a dead `run` fails closed); instances without
+/// scopes are left alone (a restarting `watch` adopts them).
+pub fn clean_stale(prefix: &str, run_cgroups: bool) -> Result<Vec<String>, PinError> {
     let mut cleaned = Vec::new();
     for instance in instances()? {
         if !instance.name.starts_with(prefix) || instance.alive || instance.scopes.is_empty() {
             continue;
         }
-        let empty = instance.scopes.iter().all(|s| {
-            match fs::read_to_string(Path::new(&s.scope).join("cgroup.procs")) {
-                Ok(procs) => procs.trim().is_empty(),
-                Err(_) => true,
+        let nothing_left = |s: &ScopeStatus| {
+            if s.scope == "host" {
+                return false;
             }
-        });
-        if !empty {
+            if !s.present {
+                return true;
+            }
+            run_cgroups
+                && match fs::read_to_string(Path::new(&s.scope).join("cgroup.procs")) {
+                    Ok(procs) => procs.trim().is_empty(),
+                    Err(_) => true,
+                }
+        };
+        if !instance.scopes.iter().all(nothing_left) {
             continue;
         }
         match remove(&instance.name) {
@@ -305,7 +314,7 @@ pub fn clean_stale(prefix: &str, remove_cgroups: bool) -> Result<Vec<String>, Pi
             Err(PinError::InUse { .. }) => continue,
             Err(e) => return Err(e),
         }
-        if remove_cgroups {
+        if run_cgroups {
             for s in &instance.scopes {
                 let _ = fs::remove_dir(&s.scope);
             }

@@ -7,6 +7,17 @@
 //! - [`identity`]: which runtime and container a cgroup belongs to, from
 //!   its name alone, and what the runtime says about a container.
 //! - [`runtime`]: reading a container's metadata from its runtime's API.
+//! - [`config`]: the `AgentConfig` file, checked whole.
+//! - [`binding`]: which binding's profile a container gets.
+//! - [`discovery`]: the pods' cgroup root and the containers' cgroups.
+//! - [`agent`]: the baseline and the bound containers' scopes, kept in
+//!   step with containers and configuration.
+//! - [`enrich`]: events with the node, container and pod they came from.
 
+pub mod agent;
+pub mod binding;
+pub mod config;
+pub mod discovery;
+pub mod enrich;
 pub mod identity;
 pub mod runtime;

@@ -15,6 +15,7 @@
 //! input error, 3 the kernel refused to load or attach; `run` exits with its
 //! command's status.
 
+mod agent;
 mod check;
 mod learn;
 mod pinning;
@@ -83,11 +84,18 @@ impl LoadArgs {
     /// process of that instance left), or not pinned.
     fn enforcer_as(self, instance: Option<&str>) -> CliResult<Enforcer> {
         Ok(Enforcer::with_options(EnforcerOptions {
+            instance: instance.map(str::to_string),
+            ..self.options()
+        })?)
+    }
+
+    /// The enforcer options these arguments ask for.
+    fn options(self) -> EnforcerOptions {
+        EnforcerOptions {
             backend: self.backend,
             syscall_tracepoints: !self.no_syscall_tracepoints,
-            instance: instance.map(str::to_string),
             ..Default::default()
-        })?)
+        }
     }
 }
 
@@ -158,8 +166,18 @@ enum Cmd {
         #[arg(long, default_value = "oci", value_parser = ["oci", "bpf", "pfc"])]
         format: String,
     },
-    /// List the pinned instances: what they enforce on, pinned
-    /// attachments, whether their process still runs.
+    /// The node agent: a baseline profile on every pod of this node, a
+    /// binding's profile on each matching container, events that say which
+    /// container and pod did what.
+    Agent {
+        /// The AgentConfig file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// List the pinned instances: scopes, profiles, policy ids, links,
+    /// maps, events lost, whether their process still runs.
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -206,6 +224,7 @@ fn main() -> ExitCode {
             &cmd,
         ),
         Cmd::Watch(args) => watch::watch(&args),
+        Cmd::Agent { config, load } => agent::agent(&config, load),
         Cmd::Status { json } => status::print(json),
         Cmd::Remove {
             instance,
@@ -243,7 +262,14 @@ fn main() -> ExitCode {
 /// [`EXIT_KERNEL`] when the kernel refused a program or an attachment,
 /// [`EXIT_USAGE`] for everything else.
 fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> u8 {
-    match e.downcast_ref::<minerguard::Error>() {
+    let lib =
+        e.downcast_ref::<minerguard::Error>().or_else(|| match e
+            .downcast_ref::<minerguard_agent::agent::AgentError>()
+        {
+            Some(minerguard_agent::agent::AgentError::Enforce(lib)) => Some(lib),
+            _ => None,
+        });
+    match lib {
         Some(minerguard::Error::Load(_) | minerguard::Error::Attach(_)) => EXIT_KERNEL,
         _ => EXIT_USAGE,
     }

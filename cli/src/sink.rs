@@ -45,7 +45,7 @@ impl Sink {
         })
     }
 
-    fn write_line(&mut self, line: &str) {
+    pub(crate) fn write_line(&mut self, line: &str) {
         let result = match self {
             Sink::Stream(out) => writeln!(out, "{line}").and_then(|()| out.flush()),
             Sink::File(file) => file.write_line(line),
@@ -152,13 +152,28 @@ pub struct Writer {
 impl Writer {
     /// Writes each event of `enforcer` as a JSON line to `out` until the
     /// channel closes or [`Writer::finish`] is called.
-    pub fn spawn(enforcer: &Enforcer, mut out: Sink) -> Writer {
+    pub fn spawn(enforcer: &Enforcer, out: Sink) -> Writer {
+        Self::spawn_with(enforcer, vec![out], falco_json)
+    }
+
+    /// Writes each event of `enforcer`, as `format` makes its line, to
+    /// every sink of `outs`.
+    pub fn spawn_with(
+        enforcer: &Enforcer,
+        mut outs: Vec<Sink>,
+        format: impl Fn(&minerguard::Event) -> String + Send + 'static,
+    ) -> Writer {
         let rx = enforcer.events();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(ev) => out.write_line(&falco_json(&ev)),
+                Ok(ev) => {
+                    let line = format(&ev);
+                    for out in &mut outs {
+                        out.write_line(&line);
+                    }
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     // Nothing more arrived for a poll interval: drained.
                     if stopping.load(Ordering::Relaxed) {

@@ -1,0 +1,341 @@
+//! The agent's state: the baseline on the pods' cgroup root, a scope per
+//! bound container, kept in step with the containers that come and go and
+//! with the configuration file.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use minerguard::{Enforcer, EnforcerOptions, PolicyHandle, Scope};
+
+use crate::{
+    binding::binding_for,
+    config::{AgentConfig, ConfigError},
+    discovery::{self, ContainerCgroup},
+    identity::ContainerInfo,
+    runtime::MetadataSource,
+};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No pods' cgroup root was given or found.
+    #[error("no pods' cgroup root: neither kubepods.slice nor kubepods is under {mount}; set `podsRoot` in the configuration")]
+    NoPodsRoot {
+        /// The cgroup v2 mount searched.
+        mount: PathBuf,
+    },
+    /// Enforcement failed.
+    #[error(transparent)]
+    Enforce(#[from] minerguard::Error),
+}
+
+/// A container the agent knows.
+#[derive(Debug)]
+struct Tracked {
+    cgroup: ContainerCgroup,
+    info: Arc<ContainerInfo>,
+    /// The binding it falls under, and its scope.
+    bound: Option<(String, PolicyHandle)>,
+}
+
+/// Container metadata by cgroup id, shared with whatever writes events.
+pub type Directory = Arc<RwLock<HashMap<u64, Arc<ContainerInfo>>>>;
+
+/// The running agent.
+pub struct Agent {
+    config_path: PathBuf,
+    config: AgentConfig,
+    stamp: Option<(PathBuf, SystemTime, u64)>,
+    enforcer: Enforcer,
+    root: PathBuf,
+    baseline: PolicyHandle,
+    source: Option<Box<dyn MetadataSource>>,
+    containers: BTreeMap<PathBuf, Tracked>,
+    directory: Directory,
+}
+
+/// What identifies the configuration's content on disk: the file it
+/// resolves to (a ConfigMap volume swaps a `..data` symlink), its mtime
+/// and size.
+fn stamp(path: &Path) -> Option<(PathBuf, SystemTime, u64)> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&real).ok()?;
+    Some((real, meta.modified().ok()?, meta.len()))
+}
+
+impl Agent {
+    /// Starts enforcing `config` (read from `config_path`): the enforcer
+    /// opens the pinned instance (adopting what an earlier agent left), the
+    /// baseline goes on the pods' root, then every container found gets
+    /// its binding's profile. Returns the agent and what it did, to log.
+    pub fn start(
+        config_path: &Path,
+        config: AgentConfig,
+        source: Option<Box<dyn MetadataSource>>,
+        options: EnforcerOptions,
+    ) -> Result<(Agent, Vec<String>), AgentError> {
+        let root = match &config.pods_root {
+            Some(root) => root.clone(),
+            None => {
+                let mount = minerguard::cgroup::cgroup2_mount()
+                    .map_err(|e| AgentError::Enforce(e.into()))?;
+                discovery::pods_root(&mount).ok_or(AgentError::NoPodsRoot { mount })?
+            }
+        };
+        let mut enforcer = Enforcer::with_options(EnforcerOptions {
+            instance: Some(config.instance.clone()),
+            ..options
+        })?;
+        let baseline =
+            enforcer.apply_valid(&config.baseline.profile, Scope::Cgroup(root.clone()))?;
+        let mut notes = vec![format!(
+            "baseline `{}` enforced by the {} backend on {}",
+            config.baseline.source,
+            enforcer.backend(),
+            root.display()
+        )];
+        let mut agent = Agent {
+            stamp: stamp(config_path),
+            config_path: config_path.to_path_buf(),
+            config,
+            enforcer,
+            root,
+            baseline,
+            source,
+            containers: BTreeMap::new(),
+            directory: Directory::default(),
+        };
+        notes.extend(agent.rescan());
+        let settled = agent.enforcer.release_unadopted()?;
+        for scope in settled.dropped {
+            notes.push(format!(
+                "{scope} was enforced by an earlier agent and is not bound now: no longer enforced"
+            ));
+        }
+        Ok((agent, notes))
+    }
+
+    /// The enforcer (events, drops, status).
+    pub fn enforcer(&self) -> &Enforcer {
+        &self.enforcer
+    }
+
+    /// The enforcer, to end it.
+    pub fn into_enforcer(self) -> Enforcer {
+        self.enforcer
+    }
+
+    /// Container metadata by cgroup id, for event writers.
+    pub fn directory(&self) -> Directory {
+        self.directory.clone()
+    }
+
+    /// The pods' cgroup root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// How many containers it knows, and how many of them are bound.
+    pub fn counts(&self) -> (usize, usize) {
+        let bound = self
+            .containers
+            .values()
+            .filter(|t| t.bound.is_some())
+            .count();
+        (self.containers.len(), bound)
+    }
+
+    /// One round: containers that came and went, and a changed
+    /// configuration file. Returns what it did, to log.
+    pub fn tick(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if stamp(&self.config_path) != self.stamp {
+            notes.extend(self.reload());
+        }
+        notes.extend(self.rescan());
+        notes
+    }
+
+    /// What the runtime says of a container (only its id when it cannot
+    /// say: the container keeps the baseline).
+    fn describe(&self, c: &ContainerCgroup, notes: &mut Vec<String>) -> ContainerInfo {
+        let bare = ContainerInfo {
+            id: c.container.id.clone(),
+            ..Default::default()
+        };
+        match &self.source {
+            None => bare,
+            Some(source) => match source.container(&c.container.id) {
+                Ok(info) => info,
+                Err(e) => {
+                    notes.push(format!(
+                        "container {}: {e}; it keeps the baseline",
+                        short(&c.container.id)
+                    ));
+                    bare
+                }
+            },
+        }
+    }
+
+    /// Follows the containers under the root: new ones are described and
+    /// bound, gone ones (or a new cgroup at a known path) unbound.
+    fn rescan(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let now = discovery::scan(&self.root);
+        let gone: Vec<PathBuf> = self
+            .containers
+            .iter()
+            .filter(|(p, t)| now.get(*p).map(|c| c.cgroup_id) != Some(t.cgroup.cgroup_id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in gone {
+            let t = self.containers.remove(&path).expect("listed");
+            self.write_directory().remove(&t.cgroup.cgroup_id);
+            if let Some((binding, handle)) = t.bound {
+                let _ = self.enforcer.remove(handle);
+                notes.push(format!(
+                    "container {} is gone; binding `{binding}` released",
+                    short(&t.info.id)
+                ));
+            }
+        }
+        for (path, c) in now {
+            if self.containers.contains_key(&path) {
+                continue;
+            }
+            let info = Arc::new(self.describe(&c, &mut notes));
+            self.write_directory().insert(c.cgroup_id, info.clone());
+            let mut t = Tracked {
+                cgroup: c,
+                info,
+                bound: None,
+            };
+            self.bind(&mut t, &mut notes);
+            self.containers.insert(path, t);
+        }
+        notes
+    }
+
+    /// Puts `t` under the binding it matches now (applying, updating or
+    /// removing its scope).
+    fn bind(&mut self, t: &mut Tracked, notes: &mut Vec<String>) {
+        let want = binding_for(&self.config.bindings, &t.info)
+            .map(|b| (b.name.clone(), b.profile.clone()));
+        let who = describe_short(&t.info);
+        match (want, t.bound.take()) {
+            (None, None) => {}
+            (None, Some((old, handle))) => {
+                let _ = self.enforcer.remove(handle);
+                notes.push(format!(
+                    "{who}: binding `{old}` no longer matches; baseline only"
+                ));
+            }
+            (Some((name, profile)), None) => {
+                let scope = Scope::Cgroup(t.cgroup.path.clone());
+                match self.enforcer.apply_valid(&profile.profile, scope) {
+                    Ok(handle) => {
+                        notes.push(format!(
+                            "{who}: binding `{name}` applies profile `{}`",
+                            profile.source
+                        ));
+                        t.bound = Some((name, handle));
+                    }
+                    Err(e) => notes.push(format!(
+                        "{who}: applying binding `{name}` failed: {e}; it keeps the baseline"
+                    )),
+                }
+            }
+            (Some((name, profile)), Some((_, handle))) => {
+                match self.enforcer.update_valid(handle, &profile.profile) {
+                    Ok(()) => {
+                        notes.push(format!(
+                            "{who}: binding `{name}` applies profile `{}`",
+                            profile.source
+                        ));
+                        t.bound = Some((name, handle));
+                    }
+                    Err(e) => {
+                        notes.push(format!(
+                            "{who}: switching to binding `{name}` failed: {e}; the previous profile stays"
+                        ));
+                        t.bound = Some((name, handle));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the configuration again; a bad one is refused whole and the
+    /// current one kept.
+    fn reload(&mut self) -> Vec<String> {
+        self.stamp = stamp(&self.config_path);
+        let config = match AgentConfig::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                return vec![format!(
+                    "configuration not reloaded, the current one stays: {e}"
+                )]
+            }
+        };
+        let mut notes = vec![format!(
+            "configuration {} reloaded",
+            self.config_path.display()
+        )];
+        if *config.baseline.profile != *self.config.baseline.profile {
+            match self
+                .enforcer
+                .update_valid(self.baseline, &config.baseline.profile)
+            {
+                Ok(()) => notes.push(format!(
+                    "baseline `{}` now enforced",
+                    config.baseline.source
+                )),
+                Err(e) => notes.push(format!("baseline not changed: {e}")),
+            }
+        }
+        self.config = config;
+        let paths: Vec<PathBuf> = self.containers.keys().cloned().collect();
+        for path in paths {
+            let mut t = self.containers.remove(&path).expect("listed");
+            let before = t.bound.as_ref().map(|(n, _)| n.clone());
+            let profile_now = binding_for(&self.config.bindings, &t.info).map(|b| b.name.clone());
+            if before != profile_now || before.is_some() {
+                self.bind(&mut t, &mut notes);
+            }
+            self.containers.insert(path, t);
+        }
+        notes
+    }
+
+    fn write_directory(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<ContainerInfo>>> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The first 12 digits of a container id, as runtimes show it.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// `ns/pod/container (id)` or the id alone.
+fn describe_short(info: &ContainerInfo) -> String {
+    if info.pod_name.is_empty() {
+        format!("container {}", short(&info.id))
+    } else {
+        format!(
+            "container {}/{}/{} ({})",
+            info.namespace,
+            info.pod_name,
+            info.name,
+            short(&info.id)
+        )
+    }
+}

@@ -49,10 +49,19 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code for a kernel that refused to load or attach a program.
 const EXIT_KERNEL: u8 = 3;
 
+/// `--version`: the release, the commit it is built from, and the
+/// backends built in (which one runs is the kernel's say: `probe`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MINERGUARD_GIT_COMMIT"),
+    "; backends: lsm, cgroup)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "minerguard",
-    version,
+    version = VERSION,
     about = "minerguard: stop crypto-miners in the kernel",
     after_help = "Exit codes: 0 success, 1 problems found, 2 usage or input error, 3 kernel refused to load or attach. `run` exits with its command's status."
 )]

@@ -1417,3 +1417,14 @@ fn restarts_under_load_leak_nothing_and_leave_no_window() {
         assert!(!loaded(), "{kind} {id} of {name} is still loaded");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_the_backends() {
+    let out = minerguard_cmd(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("minerguard "), "{text}");
+    assert!(text.contains("(commit "), "{text}");
+    assert!(!text.contains("commit unknown"), "{text}");
+    assert!(text.contains("backends: lsm, cgroup"), "{text}");
+}

@@ -102,12 +102,35 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-/// Mounts bpffs at /sys/fs/bpf unless it is there.
-fn ensure_bpffs() -> Result<(), PinError> {
-    let path = CString::new("/sys/fs/bpf").expect("no NUL");
+/// Whether bpffs is mounted at /sys/fs/bpf.
+fn bpffs_mounted(path: &CString) -> bool {
     // SAFETY: statfs into a zeroed struct, with a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type == libc::BPF_FS_MAGIC {
+    unsafe { libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type == libc::BPF_FS_MAGIC }
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless it is there. Under a lock: two
+/// processes that both found it missing would otherwise both mount it,
+/// and the second mount would hide what the first one pinned meanwhile.
+fn ensure_bpffs() -> Result<(), PinError> {
+    let path = CString::new("/sys/fs/bpf").expect("no NUL");
+    if bpffs_mounted(&path) {
+        return Ok(());
+    }
+    fs::create_dir_all(STATE_ROOT).map_err(io_err("creating", Path::new(STATE_ROOT)))?;
+    let lock_path = Path::new(STATE_ROOT).join("bpffs.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("opening", &lock_path))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an fd we own; released when `lock` closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io_err("locking", &lock_path)(io::Error::last_os_error()));
+    }
+    if bpffs_mounted(&path) {
         return Ok(());
     }
     let bpf = CString::new("bpf").expect("no NUL");

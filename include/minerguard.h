@@ -18,6 +18,10 @@
  *    arrays given with a count) must be valid for the sizes given.
  *  - Seccomp: mg_profile_seccomp_install() (in the calling process),
  *    mg_profile_seccomp_bpf() and mg_profile_seccomp_oci_json() (exports).
+ *  - Pinned instances: an enforcer opened with mg_enforcer_options.instance
+ *    keeps enforcing after mg_enforcer_free() and is adopted by the next
+ *    enforcer of that name; mg_enforcer_detach() or mg_instance_remove()
+ *    ends it, mg_instances_json() lists them.
  *
  * Linking (see include/README.md; `cargo build --release` builds both):
  *   shared: cc app.c -I include -L target/release -lminerguard
@@ -138,6 +142,12 @@ typedef enum mg_result {
    * express an action).
    */
   MG_ERR_SECCOMP = 15,
+  /**
+   * A pinned enforcer instance could not be used: a bad instance name,
+   * no such instance, an instance another live process holds, or a
+   * bpffs or state file failure.
+   */
+  MG_ERR_PIN = 16,
 } mg_result;
 
 /**
@@ -356,6 +366,20 @@ typedef struct mg_enforcer_options {
    * the kernel's tracing slow path. Zero keeps both checks.
    */
   uint32_t no_syscall_tracepoints;
+  /**
+   * NULL: nothing is pinned, and `mg_enforcer_free()` ends the
+   * enforcement. Otherwise a NUL-terminated instance name (1-64 of
+   * `A-Z a-z 0-9 _ -`; another is `MG_ERR_PIN`): the enforcement is
+   * pinned as `/sys/fs/bpf/minerguard/<instance>` and stays in force
+   * when the enforcer is freed or its process dies, until
+   * `mg_enforcer_detach()` or `mg_instance_remove()`. An enforcer opened
+   * with the name of an existing instance adopts it (its maps, links,
+   * scopes and undelivered events; see `mg_enforcer_unadopted()`); one
+   * live enforcer per instance (`MG_ERR_PIN` while another holds it).
+   * Read during the call only. Zero-initialise the struct
+   * (`mg_enforcer_options o = {0};`) so fields added later are NULL/0.
+   */
+  const char *instance;
 } mg_enforcer_options;
 
 /**
@@ -637,19 +661,25 @@ enum mg_result mg_enforcer_new(uint32_t backend, struct mg_enforcer **out);
 
 /**
  * Like `mg_enforcer_new()`, with every option; `options` NULL means the
- * defaults.
+ * defaults. With `options->instance` set, the enforcement is pinned as that
+ * instance, or an existing instance of that name is adopted (see
+ * `mg_enforcer_options.instance`).
  *
  * # Safety
- * `options` must be NULL or readable; `out` must be writable.
+ * `options` must be NULL or readable, and its `instance` NULL or a
+ * NUL-terminated string; `out` must be writable.
  */
 enum mg_result mg_enforcer_new_with_options(const struct mg_enforcer_options *options,
                                             struct mg_enforcer **out);
 
 /**
- * Frees an enforcer: removes every scope it applied and detaches its
- * programs. NULL is a no-op; a handle freed already returns
- * `MG_ERR_INVALID_HANDLE` and changes nothing. Event receivers stay valid
- * and report `MG_ERR_CLOSED` once drained.
+ * Frees an enforcer. Without an instance it removes every scope it applied
+ * and detaches its programs; a pinned enforcer (`options.instance`) only
+ * lets go: the instance keeps enforcing, to be adopted by a later enforcer
+ * of that name or ended with `mg_instance_remove()` (`mg_enforcer_detach()`
+ * frees and ends it at once). NULL is a no-op; a handle freed already
+ * returns `MG_ERR_INVALID_HANDLE` and changes nothing. Event receivers stay
+ * valid and report `MG_ERR_CLOSED` once drained.
  */
 enum mg_result mg_enforcer_free(struct mg_enforcer *enforcer);
 
@@ -786,6 +816,96 @@ enum mg_result mg_events_try_receive(const struct mg_events *events, struct mg_e
  * returns `MG_ERR_INVALID_HANDLE`.
  */
 enum mg_result mg_events_free(struct mg_events *events);
+
+/**
+ * The instance the enforcer is pinned as, copied into `buf`: an empty
+ * string when it is not pinned. `needed` (may be NULL) receives the size
+ * required, NUL included.
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_enforcer_instance(const struct mg_enforcer *enforcer,
+                                    char *buf,
+                                    size_t len,
+                                    size_t *needed);
+
+/**
+ * The scopes an earlier enforcer of this instance enforced that this one
+ * has not applied again, as a JSON array of strings (`"host"` or the
+ * cgroup path), copied into `buf`; `"[]"` when there are none or the
+ * enforcer is not pinned. They stay enforced until
+ * `mg_enforcer_release_unadopted()`. `needed` (may be NULL) receives the
+ * size required.
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_enforcer_unadopted(const struct mg_enforcer *enforcer,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *needed);
+
+/**
+ * Ends what an earlier enforcer of this instance enforced and this one did
+ * not take over: the scopes not applied again (`mg_enforcer_unadopted()`)
+ * and the pinned links it did not adopt. Call it once every scope is
+ * applied again; until then they keep enforcing, so a restart leaves no
+ * gap. `*dropped_out` receives how many scopes were ended and
+ * `*released_links_out` how many links were released; either may be NULL.
+ * Without an instance there is nothing to end (both 0).
+ *
+ * # Safety
+ * `dropped_out` and `released_links_out` must each be NULL or writable.
+ */
+enum mg_result mg_enforcer_release_unadopted(struct mg_enforcer *enforcer,
+                                             size_t *dropped_out,
+                                             size_t *released_links_out);
+
+/**
+ * Ends the enforcement and frees the enforcer: every scope is removed and,
+ * for a pinned enforcer, the instance's links, maps and state go with it
+ * (its programs detach); without an instance this is `mg_enforcer_free()`.
+ *
+ * The handle is freed whatever this returns, except for a NULL
+ * (`MG_ERR_NULL_POINTER`) or a handle that is not live
+ * (`MG_ERR_INVALID_HANDLE`), which change nothing: never use it again.
+ * On another failure the part of the instance not ended yet stays pinned
+ * and enforcing; `mg_instances_json()` shows it and `mg_instance_remove()`
+ * ends it. Calls in progress on other threads finish first; later ones
+ * get `MG_ERR_INVALID_HANDLE`. Event receivers stay valid and report
+ * `MG_ERR_CLOSED` once drained.
+ */
+enum mg_result mg_enforcer_detach(struct mg_enforcer *enforcer);
+
+/**
+ * Every pinned instance, as a JSON array copied into `buf`; `needed` (may
+ * be NULL) receives the size required. Each element: `name`, `pid` (the
+ * process that enforced it last, or null), `alive` (whether it runs;
+ * the kernel enforces either way), `backend`, `scopes` (`scope`,
+ * `cgroup_id`, `present`, `profile`, `policy_id`, `since` in Unix
+ * seconds), `links` (`name`, `id`, `program_id`), `maps` (a count) and
+ * `ring_drops`. `"[]"` when nothing is pinned. Needs root to read bpffs.
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_instances_json(char *buf, size_t len, size_t *needed);
+
+/**
+ * Ends pinned instance `name`: its cgroup links are detached, every link
+ * and map unpinned (the programs detach), and its state removed.
+ * `MG_ERR_PIN` when there is no such instance, the name is not a valid
+ * instance name, or a live enforcer holds it (free or detach that one
+ * first).
+ *
+ * # Safety
+ * `name` must be a NUL-terminated string.
+ */
+enum mg_result mg_instance_remove(const char *name);
 
 /**
  * Probes the running kernel (loads and unloads trivial BPF programs; as

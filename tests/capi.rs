@@ -257,15 +257,44 @@ fn header_compiles_as_cpp_too() {
     );
 }
 
+/// Ends a pinned instance when a test ends, passed or not: first the C
+/// enforcer handle still holding it, if any, then the instance.
+struct UnpinOnDrop {
+    name: String,
+    holder: std::cell::Cell<*mut capi::mg_enforcer>,
+}
+
+impl UnpinOnDrop {
+    fn new(tag: &str) -> Self {
+        UnpinOnDrop {
+            name: format!("{tag}-{}", std::process::id()),
+            holder: std::cell::Cell::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl Drop for UnpinOnDrop {
+    fn drop(&mut self) {
+        let _ = capi::enforcer::mg_enforcer_free(self.holder.get());
+        let _ = minerguard::pin::remove(&self.name);
+    }
+}
+
 #[test]
 fn c_contract_checks_pass_with_an_enforcer() {
     require_kernel!();
     let b = built();
     let cg = test_cgroup();
+    let pinned = UnpinOnDrop::new("contract");
     let (out, text) = run(Command::new(&b.contract)
         .arg(cg.cgroup().path())
-        .arg(backend_arg()));
-    assert_all_ok(&out, &text, 100);
+        .arg(backend_arg())
+        .arg(&pinned.name));
+    assert_all_ok(&out, &text, 130);
+    assert!(
+        minerguard::pin::instance(&pinned.name).unwrap().is_none(),
+        "the contract left its instance pinned:\n{text}"
+    );
     cg.remove().expect("remove the test cgroup");
 }
 
@@ -606,10 +635,12 @@ fn c_contract_with_an_enforcer_leaks_nothing_under_leak_sanitizer() {
     require_kernel!();
     let b = built();
     let cg = test_cgroup();
+    let pinned = UnpinOnDrop::new("contract-asan");
     let (out, text) = run(Command::new(&b.contract_asan)
         .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=98")
         .arg(cg.cgroup().path())
-        .arg(backend_arg()));
+        .arg(backend_arg())
+        .arg(&pinned.name));
     assert!(
         !text.contains("LeakSanitizer") && !text.contains("AddressSanitizer"),
         "sanitizer report:\n{text}"
@@ -902,4 +933,227 @@ fn a_scope_follows_its_cgroup_through_the_c_api() {
     assert!(!marker.exists(), "the miner ran in the new cgroup");
     assert_eq!(mg_enforcer_free(e), mg_result::MG_OK);
     assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
+}
+
+/// The instances' JSON through the C API (a size query, then the copy).
+fn instances_json() -> Vec<serde_json::Value> {
+    use capi::instance::mg_instances_json;
+    for _ in 0..8 {
+        let mut needed = 0;
+        // SAFETY: a size query.
+        let rc = unsafe { mg_instances_json(std::ptr::null_mut(), 0, &mut needed) };
+        assert_eq!(rc, mg_result::MG_ERR_BUFFER_TOO_SMALL, "{}", last_error());
+        let mut buf = vec![0u8; needed];
+        // SAFETY: a buffer of the stated length.
+        let rc = unsafe { mg_instances_json(buf.as_mut_ptr().cast(), buf.len(), &mut needed) };
+        if rc == mg_result::MG_ERR_BUFFER_TOO_SMALL {
+            continue; // another test pinned something meanwhile
+        }
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+        let text = CStr::from_bytes_with_nul(&buf).unwrap().to_str().unwrap();
+        return serde_json::from_str(text).expect("mg_instances_json gives JSON");
+    }
+    panic!("the instances kept growing");
+}
+
+fn c_text(f: impl Fn(*mut std::ffi::c_char, usize, *mut usize) -> mg_result) -> String {
+    let mut buf = vec![0 as std::ffi::c_char; 4096];
+    let mut needed = 0;
+    let rc = f(buf.as_mut_ptr(), buf.len(), &mut needed);
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    // SAFETY: NUL-terminated by the call.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    let text = text.to_str().unwrap().to_string();
+    assert_eq!(needed, text.len() + 1);
+    text
+}
+
+#[test]
+fn a_pinned_instance_outlives_its_enforcer_and_is_adopted_through_the_c_api() {
+    require_kernel!();
+    use capi::{enforcer::*, instance::*, profile::*};
+    let pinned = UnpinOnDrop::new("capi");
+    let name = std::ffi::CString::new(pinned.name.clone()).unwrap();
+    let dir = TempDir::new("capi-pinned");
+    let miner = fake_miner(&dir, "xmrig");
+    let cg = test_cgroup();
+    let cg_path = cg.cgroup().path().to_str().unwrap().to_string();
+    let c_path = std::ffi::CString::new(cg_path.clone()).unwrap();
+    let text = "apiVersion: minerguard/v1\nname: capi-pinned\nrules:\n\
+        - {name: miner-binary, action: deny, exec: {names: [xmrig]}}\n";
+    let mut profile: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: a buffer of the stated length, valid out-pointer.
+    let rc = unsafe { mg_profile_from_text(text.as_ptr().cast(), text.len(), &mut profile) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let options = mg_enforcer_options {
+        backend: match backend_arg().as_str() {
+            "lsm" => 1,
+            "cgroup" => 2,
+            _ => 0,
+        },
+        event_capacity: 0,
+        require_all_rules: 0,
+        no_syscall_tracepoints: 0,
+        instance: name.as_ptr(),
+    };
+    let open = || {
+        let mut e: *mut mg_enforcer = std::ptr::null_mut();
+        // SAFETY: readable options with a NUL-terminated name; writable out.
+        let rc = unsafe { mg_enforcer_new_with_options(&options, &mut e) };
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+        pinned.holder.set(e);
+        e
+    };
+    let apply = |e| {
+        let mut handle = 0u64;
+        // SAFETY: valid pointers.
+        let rc = unsafe { mg_enforcer_apply_cgroup(e, profile, c_path.as_ptr(), &mut handle) };
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    };
+    let mine = || {
+        instances_json()
+            .into_iter()
+            .find(|i| i["name"] == pinned.name.as_str())
+    };
+    let ran = |tag: &str| {
+        let marker = dir.path().join(tag);
+        exec_in(Some(&cg), &miner, &marker);
+        marker.exists()
+    };
+    assert!(mine().is_none(), "no instance of that name yet");
+
+    let e = open();
+    // SAFETY (c_text closures): buffers of the stated length.
+    let instance = c_text(|b, l, n| unsafe { mg_enforcer_instance(e, b, l, n) });
+    assert_eq!(instance, pinned.name);
+    assert_eq!(
+        c_text(|b, l, n| unsafe { mg_enforcer_unadopted(e, b, l, n) }),
+        "[]"
+    );
+    apply(e);
+    assert!(!ran("first"), "the miner ran under the first enforcer");
+
+    // Freed, the enforcer leaves its enforcement pinned.
+    assert_eq!(mg_enforcer_free(e), mg_result::MG_OK);
+    pinned.holder.set(std::ptr::null_mut());
+    assert!(
+        !ran("after-free"),
+        "the miner ran once the enforcer was freed"
+    );
+    let status = mine().expect("mg_instances_json lists the instance");
+    assert_eq!(status["pid"], std::process::id(), "{status}");
+    assert_eq!(status["scopes"].as_array().unwrap().len(), 1, "{status}");
+    let scope = &status["scopes"][0];
+    assert_eq!(scope["scope"], cg_path.as_str(), "{status}");
+    assert_eq!(scope["profile"], "capi-pinned", "{status}");
+    assert_eq!(scope["present"], true, "{status}");
+    assert!(!status["links"].as_array().unwrap().is_empty(), "{status}");
+
+    // Opened again by name: the scope is the earlier one's until applied.
+    let e = open();
+    let unadopted = c_text(|b, l, n| unsafe { mg_enforcer_unadopted(e, b, l, n) });
+    let unadopted: Vec<String> = serde_json::from_str(&unadopted).unwrap();
+    assert_eq!(unadopted, [cg_path.as_str()]);
+    assert!(
+        !ran("reopened"),
+        "the miner ran while the scope was unadopted"
+    );
+    apply(e);
+    assert_eq!(
+        c_text(|b, l, n| unsafe { mg_enforcer_unadopted(e, b, l, n) }),
+        "[]"
+    );
+    let (mut dropped, mut links) = (99usize, 99usize);
+    // SAFETY: writable outs.
+    let rc = unsafe { mg_enforcer_release_unadopted(e, &mut dropped, &mut links) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    assert_eq!(dropped, 0, "the scope was adopted, not dropped");
+    assert!(!ran("adopted"), "the miner ran in the adopted scope");
+    let policy = mine().unwrap()["scopes"][0]["policy_id"].clone();
+    assert_eq!(policy, scope["policy_id"], "the same policy was kept");
+
+    // Detach ends the instance and frees the handle.
+    assert_eq!(mg_enforcer_detach(e), mg_result::MG_OK, "{}", last_error());
+    pinned.holder.set(std::ptr::null_mut());
+    assert_eq!(mg_enforcer_free(e), mg_result::MG_ERR_INVALID_HANDLE);
+    assert!(mine().is_none(), "the detached instance is still listed");
+    assert!(
+        ran("detached"),
+        "the miner must run once the instance is detached"
+    );
+    // SAFETY: NUL-terminated.
+    let rc = unsafe { mg_instance_remove(name.as_ptr()) };
+    assert_eq!(rc, mg_result::MG_ERR_PIN);
+    assert!(
+        last_error().contains("no pinned instance"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
+}
+
+#[test]
+fn instance_names_are_checked_before_anything_is_loaded() {
+    use capi::{enforcer::*, instance::*};
+    let with_name = |name: &CStr| {
+        let options = mg_enforcer_options {
+            backend: 0,
+            event_capacity: 0,
+            require_all_rules: 0,
+            no_syscall_tracepoints: 0,
+            instance: name.as_ptr(),
+        };
+        let mut e: *mut mg_enforcer = 0x10 as *mut mg_enforcer;
+        // SAFETY: readable options, writable out.
+        let rc = unsafe { mg_enforcer_new_with_options(&options, &mut e) };
+        assert!(e.is_null(), "a failed open leaves *out NULL");
+        rc
+    };
+    for bad in [c"a/b", c"..", c"", c"a.b", c"x y"] {
+        assert_eq!(with_name(bad), mg_result::MG_ERR_PIN, "{bad:?}");
+        let shown = format!("`{}`", bad.to_str().unwrap());
+        assert!(last_error().contains(&shown), "{}", last_error());
+        // SAFETY: NUL-terminated.
+        assert_eq!(
+            unsafe { mg_instance_remove(bad.as_ptr()) },
+            mg_result::MG_ERR_PIN
+        );
+        assert!(last_error().contains(&shown), "{}", last_error());
+    }
+    assert_eq!(with_name(c"bad\xff"), mg_result::MG_ERR_INVALID_UTF8);
+    assert!(
+        last_error().contains("`options.instance`"),
+        "{}",
+        last_error()
+    );
+    // SAFETY: NULL is refused before any read.
+    assert_eq!(
+        unsafe { mg_instance_remove(std::ptr::null()) },
+        mg_result::MG_ERR_NULL_POINTER
+    );
+    assert!(last_error().contains("`name`"), "{}", last_error());
+    let missing = std::ffi::CString::new(format!("capi-missing-{}", std::process::id())).unwrap();
+    // SAFETY: NUL-terminated.
+    assert_eq!(
+        unsafe { mg_instance_remove(missing.as_ptr()) },
+        mg_result::MG_ERR_PIN
+    );
+    assert!(
+        last_error().contains("no pinned instance") && last_error().contains("capi-missing-"),
+        "{}",
+        last_error()
+    );
+    // SAFETY: NULL outs are allowed; the handle is refused first.
+    let rc = unsafe {
+        mg_enforcer_release_unadopted(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, mg_result::MG_ERR_NULL_POINTER);
+    assert_eq!(
+        mg_enforcer_detach(std::ptr::null_mut()),
+        mg_result::MG_ERR_NULL_POINTER
+    );
 }

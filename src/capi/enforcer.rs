@@ -13,7 +13,7 @@ use super::{
     handles::{lock, Registry},
     profile::{mg_profile, with_profile},
     result::{guard, mg_result, Failure},
-    strings::{copy_str, path_arg, write_out},
+    strings::{copy_str, path_arg, utf8_arg, write_out},
 };
 use crate::{
     cgroup::cgroup2_mount,
@@ -93,9 +93,23 @@ pub struct mg_enforcer_options {
     /// backend, no TCP Fast Open check), sparing every syscall on the host
     /// the kernel's tracing slow path. Zero keeps both checks.
     pub no_syscall_tracepoints: u32,
+    /// NULL: nothing is pinned, and `mg_enforcer_free()` ends the
+    /// enforcement. Otherwise a NUL-terminated instance name (1-64 of
+    /// `A-Z a-z 0-9 _ -`; another is `MG_ERR_PIN`): the enforcement is
+    /// pinned as `/sys/fs/bpf/minerguard/<instance>` and stays in force
+    /// when the enforcer is freed or its process dies, until
+    /// `mg_enforcer_detach()` or `mg_instance_remove()`. An enforcer opened
+    /// with the name of an existing instance adopts it (its maps, links,
+    /// scopes and undelivered events; see `mg_enforcer_unadopted()`); one
+    /// live enforcer per instance (`MG_ERR_PIN` while another holds it).
+    /// Read during the call only. Zero-initialise the struct
+    /// (`mg_enforcer_options o = {0};`) so fields added later are NULL/0.
+    pub instance: *const c_char,
 }
 
-pub(crate) static ENFORCERS: Registry<Mutex<Enforcer>> = Registry::new("mg_enforcer");
+/// Live enforcers; `None` once `mg_enforcer_detach()` took the enforcer out
+/// while another thread still held a reference to its slot.
+pub(crate) static ENFORCERS: Registry<Mutex<Option<Enforcer>>> = Registry::new("mg_enforcer");
 
 pub(crate) fn with_enforcer<R>(
     enforcer: *const mg_enforcer,
@@ -103,7 +117,10 @@ pub(crate) fn with_enforcer<R>(
 ) -> Result<R, Failure> {
     let shared = ENFORCERS.get(enforcer, "enforcer")?;
     let mut e = lock(&shared, "enforcer")?;
-    f(&mut e)
+    match e.as_mut() {
+        Some(e) => f(e),
+        None => Err(ENFORCERS.not_live("enforcer")),
+    }
 }
 
 /// Runs `f` with the enforcer and a copy of the profile (so neither lock is
@@ -126,7 +143,7 @@ unsafe fn create(
     unsafe { write_out(out, std::ptr::null_mut(), "out")? };
     let enforcer = Enforcer::with_options(options()?)?;
     // SAFETY: checked writable above.
-    unsafe { out.write(ENFORCERS.insert(Mutex::new(enforcer))) };
+    unsafe { out.write(ENFORCERS.insert(Mutex::new(Some(enforcer)))) };
     Ok(())
 }
 
@@ -151,10 +168,13 @@ pub unsafe extern "C" fn mg_enforcer_new(backend: u32, out: *mut *mut mg_enforce
 }
 
 /// Like `mg_enforcer_new()`, with every option; `options` NULL means the
-/// defaults.
+/// defaults. With `options->instance` set, the enforcement is pinned as that
+/// instance, or an existing instance of that name is adopted (see
+/// `mg_enforcer_options.instance`).
 ///
 /// # Safety
-/// `options` must be NULL or readable; `out` must be writable.
+/// `options` must be NULL or readable, and its `instance` NULL or a
+/// NUL-terminated string; `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn mg_enforcer_new_with_options(
     options: *const mg_enforcer_options,
@@ -172,6 +192,12 @@ pub unsafe extern "C" fn mg_enforcer_new_with_options(
                 }
                 built.require_all_rules = o.require_all_rules != 0;
                 built.syscall_tracepoints = o.no_syscall_tracepoints == 0;
+                if !o.instance.is_null() {
+                    // SAFETY: non-NULL: a NUL-terminated string per the
+                    // caller's contract.
+                    let name = unsafe { utf8_arg(o.instance, "options.instance")? };
+                    built.instance = Some(name.to_owned());
+                }
             }
             Ok(built)
         };
@@ -180,10 +206,13 @@ pub unsafe extern "C" fn mg_enforcer_new_with_options(
     })
 }
 
-/// Frees an enforcer: removes every scope it applied and detaches its
-/// programs. NULL is a no-op; a handle freed already returns
-/// `MG_ERR_INVALID_HANDLE` and changes nothing. Event receivers stay valid
-/// and report `MG_ERR_CLOSED` once drained.
+/// Frees an enforcer. Without an instance it removes every scope it applied
+/// and detaches its programs; a pinned enforcer (`options.instance`) only
+/// lets go: the instance keeps enforcing, to be adopted by a later enforcer
+/// of that name or ended with `mg_instance_remove()` (`mg_enforcer_detach()`
+/// frees and ends it at once). NULL is a no-op; a handle freed already
+/// returns `MG_ERR_INVALID_HANDLE` and changes nothing. Event receivers stay
+/// valid and report `MG_ERR_CLOSED` once drained.
 #[no_mangle]
 pub extern "C" fn mg_enforcer_free(enforcer: *mut mg_enforcer) -> mg_result {
     guard(|| ENFORCERS.remove(enforcer, "enforcer"))

@@ -62,15 +62,22 @@ impl<T> Registry<T> {
         if handle.is_null() {
             return Ok(());
         }
-        let removed = self.map().remove(&(handle as usize));
-        match removed {
-            // Dropped here, or by the last call still using it.
-            Some(_) => Ok(()),
-            None => Err(self.not_live(what)),
-        }
+        // Dropped here, or by the last call still using it.
+        self.take(handle, what).map(drop)
     }
 
-    fn not_live(&self, what: &str) -> Failure {
+    /// Unregisters `handle` (not NULL) and returns its object: later calls
+    /// with the handle are refused, calls in progress keep their reference.
+    pub(crate) fn take<C>(&self, handle: *const C, what: &str) -> Result<Arc<T>, Failure> {
+        if handle.is_null() {
+            return Err(Failure::null(what));
+        }
+        let removed = self.map().remove(&(handle as usize));
+        removed.ok_or_else(|| self.not_live(what))
+    }
+
+    /// The failure for a handle that is not (or no longer) live.
+    pub(crate) fn not_live(&self, what: &str) -> Failure {
         Failure::new(
             MG_ERR_INVALID_HANDLE,
             format!(

@@ -14,6 +14,11 @@
 //!
 //! Seccomp ([`seccomp`]): a profile's seccomp filter installed in the calling
 //! process, or exported as raw BPF or OCI `linux.seccomp` JSON.
+//!
+//! Pinned instances ([`instance`]): an enforcer opened with
+//! `mg_enforcer_options.instance` keeps enforcing after it is freed, and a
+//! later one of that name adopts it; `mg_enforcer_detach()` and
+//! `mg_instance_remove()` end it, `mg_instances_json()` lists them.
 #![allow(non_camel_case_types)]
 
 use std::ffi::c_char;
@@ -22,6 +27,7 @@ pub mod checks;
 pub mod enforcer;
 pub mod events;
 mod handles;
+pub mod instance;
 pub mod probe;
 pub mod profile;
 pub mod result;

@@ -56,6 +56,10 @@ pub enum mg_result {
     /// (libseccomp or the kernel refused it, or the export format cannot
     /// express an action).
     MG_ERR_SECCOMP = 15,
+    /// A pinned enforcer instance could not be used: a bad instance name,
+    /// no such instance, an instance another live process holds, or a
+    /// bpffs or state file failure.
+    MG_ERR_PIN = 16,
 }
 
 use mg_result::*;
@@ -80,6 +84,7 @@ impl mg_result {
             MG_ERR_PANIC => c"MG_ERR_PANIC",
             MG_ERR_OTHER => c"MG_ERR_OTHER",
             MG_ERR_SECCOMP => c"MG_ERR_SECCOMP",
+            MG_ERR_PIN => c"MG_ERR_PIN",
         }
     }
 }
@@ -136,6 +141,7 @@ impl From<LibError> for Failure {
             Error::Scope(_) => MG_ERR_SCOPE,
             Error::Cgroup(_) => MG_ERR_CGROUP,
             Error::Seccomp(_) => MG_ERR_SECCOMP,
+            Error::Pin(_) => MG_ERR_PIN,
             // Error families added later report a generic code until the C
             // API gives them their own.
             #[allow(unreachable_patterns)]
@@ -355,6 +361,7 @@ pub extern "C" fn mg_result_name(code: i32) -> *const c_char {
         MG_ERR_PANIC,
         MG_ERR_OTHER,
         MG_ERR_SECCOMP,
+        MG_ERR_PIN,
     ];
     all.iter()
         .find(|c| **c as i32 == code)
@@ -404,13 +411,29 @@ mod tests {
             (MG_ERR_PANIC, "MG_ERR_PANIC"),
             (MG_ERR_OTHER, "MG_ERR_OTHER"),
             (MG_ERR_SECCOMP, "MG_ERR_SECCOMP"),
+            (MG_ERR_PIN, "MG_ERR_PIN"),
         ] {
             // SAFETY: static strings.
             let got = unsafe { CStr::from_ptr(mg_result_name(code as i32)) };
             assert_eq!(got.to_str().unwrap(), name);
         }
-        // SAFETY: static string.
-        let unknown = unsafe { CStr::from_ptr(mg_result_name(999)) };
-        assert_eq!(unknown.to_str().unwrap(), "MG_UNKNOWN");
+        // Every value up to the last code has a name; the next has none.
+        for value in 0..=MG_ERR_PIN as i32 {
+            // SAFETY: static strings.
+            let got = unsafe { CStr::from_ptr(mg_result_name(value)) };
+            assert_ne!(got.to_str().unwrap(), "MG_UNKNOWN", "code {value}");
+        }
+        for value in [MG_ERR_PIN as i32 + 1, 999] {
+            // SAFETY: static string.
+            let unknown = unsafe { CStr::from_ptr(mg_result_name(value)) };
+            assert_eq!(unknown.to_str().unwrap(), "MG_UNKNOWN");
+        }
+    }
+
+    #[test]
+    fn pin_errors_have_their_code() {
+        let f = Failure::from(LibError::from(crate::pin::PinError::NotFound("x".into())));
+        assert_eq!(f.code, MG_ERR_PIN);
+        assert!(f.message.contains("`x`"), "{}", f.message);
     }
 }

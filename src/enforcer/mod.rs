@@ -216,6 +216,12 @@ impl Enforcer {
 
     /// Probes the kernel and loads the backend `options` asks for.
     pub fn with_options(options: EnforcerOptions) -> Result<Self> {
+        // A bad instance name is refused before the kernel is touched.
+        if let Some(name) = options.instance.as_deref() {
+            if !crate::pin::valid_name(name) {
+                return Err(crate::pin::PinError::BadName(name.to_string()).into());
+            }
+        }
         let report = probe();
         let euid = report.euid;
         let kind = match options.backend {

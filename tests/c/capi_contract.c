@@ -6,6 +6,10 @@
  *   capi_contract                         checks that need no kernel
  *   capi_contract CGROUP_PATH BACKEND     also enforcer checks, scoped to
  *                                         CGROUP_PATH (made by the caller)
+ *   capi_contract CGROUP_PATH BACKEND INSTANCE
+ *                                         also a pinned instance of that
+ *                                         name (the caller removes it if a
+ *                                         failed check leaves it behind)
  */
 #define _GNU_SOURCE
 #include <stddef.h>
@@ -314,6 +318,60 @@ static void seccomp_checks(void) {
   mg_profile_free(notify);
 }
 
+/* Pinned instances, the checks that touch no kernel: names are checked
+ * before anything is loaded or looked up. */
+static void instance_names(void) {
+  mg_enforcer *e = (mg_enforcer *)0x1;
+  mg_enforcer_options opts = {0};
+  opts.instance = "a/b";
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_ERR_PIN && e == NULL &&
+            has(mg_last_error(), "`a/b`"),
+        "an instance name with a slash is MG_ERR_PIN naming it");
+  opts.instance = "";
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_ERR_PIN && has(mg_last_error(), "1-64"),
+        "an empty instance name is MG_ERR_PIN saying what a name may hold");
+  opts.instance = "bad\xff";
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_ERR_INVALID_UTF8 && e == NULL &&
+            has(mg_last_error(), "`options.instance`"),
+        "an invalid UTF-8 instance name is MG_ERR_INVALID_UTF8 naming the field");
+  check(mg_instance_remove(NULL) == MG_ERR_NULL_POINTER && has(mg_last_error(), "`name`"),
+        "mg_instance_remove(NULL)");
+  check(mg_instance_remove("../x") == MG_ERR_PIN && has(mg_last_error(), "`../x`"),
+        "mg_instance_remove of a bad name is MG_ERR_PIN naming it");
+  check(mg_instance_remove("bad\xff") == MG_ERR_INVALID_UTF8, "mg_instance_remove of invalid UTF-8");
+  char missing[64];
+  snprintf(missing, sizeof missing, "contract-missing-%d", (int)getpid());
+  check(mg_instance_remove(missing) == MG_ERR_PIN && has(mg_last_error(), "no pinned instance") &&
+            has(mg_last_error(), missing),
+        "mg_instance_remove of a missing instance is MG_ERR_PIN naming it");
+  check(strcmp(mg_result_name(MG_ERR_PIN), "MG_ERR_PIN") == 0 && MG_ERR_PIN == 16,
+        "MG_ERR_PIN has its name");
+  check(mg_enforcer_detach(NULL) == MG_ERR_NULL_POINTER, "detach of NULL");
+  check(mg_enforcer_detach((mg_enforcer *)(uintptr_t)0xdead0) == MG_ERR_INVALID_HANDLE,
+        "detach of a forged handle");
+  char buf[8];
+  check(mg_enforcer_instance(NULL, buf, sizeof buf, NULL) == MG_ERR_NULL_POINTER &&
+            mg_enforcer_release_unadopted(NULL, NULL, NULL) == MG_ERR_NULL_POINTER &&
+            mg_enforcer_unadopted(NULL, buf, sizeof buf, NULL) == MG_ERR_NULL_POINTER,
+        "instance calls on a NULL enforcer");
+}
+
+/* The instances' JSON, grown until it fits (other enforcers may pin or end
+ * instances meanwhile). The caller frees it; NULL on failure. */
+static char *instances_json(void) {
+  size_t size = 64;
+  for (int tries = 0; tries < 8; tries++) {
+    char *buf = malloc(size);
+    size_t needed = 0;
+    mg_result rc = mg_instances_json(buf, size, &needed);
+    if (rc == MG_OK) return buf;
+    free(buf);
+    if (rc != MG_ERR_BUFFER_TOO_SMALL || needed <= size) return NULL;
+    size = needed + 256;
+  }
+  return NULL;
+}
+
 static void static_strings(void) {
   check(strcmp(mg_version(), MG_EXPECTED_VERSION) == 0, "mg_version");
   check(strcmp(mg_result_name(MG_ERR_BUFFER_TOO_SMALL), "MG_ERR_BUFFER_TOO_SMALL") == 0 &&
@@ -436,17 +494,93 @@ static void enforcer(const char *cgroup, const char *backend_name) {
   mg_profile_free(unenforceable);
 }
 
+/* A pinned instance: it outlives its enforcer, is adopted by name, and ends
+ * with mg_enforcer_detach(). */
+static void pinned(const char *cgroup, const char *backend_name, const char *name) {
+  char quoted[128];
+  snprintf(quoted, sizeof quoted, "\"name\":\"%s\"", name);
+  mg_enforcer_options opts = {0};
+  opts.backend = strcmp(backend_name, "lsm") == 0      ? MG_BACKEND_LSM
+                 : strcmp(backend_name, "cgroup") == 0 ? MG_BACKEND_CGROUP
+                                                       : MG_BACKEND_AUTO;
+  opts.instance = name;
+  mg_enforcer *e = NULL;
+  char *json = instances_json();
+  check(json && !has(json, quoted), "no instance of the name before");
+  free(json);
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_OK, "open a pinned instance");
+  char got[80];
+  size_t needed = 0;
+  check(mg_enforcer_instance(e, got, sizeof got, &needed) == MG_OK && strcmp(got, name) == 0 &&
+            needed == strlen(name) + 1,
+        "mg_enforcer_instance names it");
+  mg_profile *p = NULL;
+  uint16_t ports[] = {3333};
+  mg_profile_new("pinned", &p);
+  mg_profile_add_connect_ports(p, "pool", MG_ACTION_DENY, ports, 1);
+  uint64_t h = 0;
+  check(mg_enforcer_apply_cgroup(e, p, cgroup, &h) == MG_OK, "apply on the pinned instance");
+  mg_enforcer *second = (mg_enforcer *)0x1;
+  check(mg_enforcer_new_with_options(&opts, &second) == MG_ERR_PIN && second == NULL &&
+            has(mg_last_error(), "in use"),
+        "a second live enforcer of the instance is MG_ERR_PIN");
+  check(mg_instance_remove(name) == MG_ERR_PIN && has(mg_last_error(), "in use"),
+        "removing an instance a live enforcer holds is MG_ERR_PIN");
+  check(mg_enforcer_free(e) == MG_OK, "free the pinned enforcer");
+
+  json = instances_json();
+  check(json && json[0] == '[' && has(json, quoted) && has(json, cgroup) &&
+            has(json, "\"profile\":\"pinned\""),
+        "mg_instances_json lists the freed enforcer's instance and its scope");
+  free(json);
+
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_OK, "open the instance again: adopt it");
+  char unadopted[512];
+  check(mg_enforcer_unadopted(e, unadopted, sizeof unadopted, NULL) == MG_OK &&
+            unadopted[0] == '[' && has(unadopted, cgroup),
+        "the earlier scope is unadopted until applied again");
+  check(mg_enforcer_apply_cgroup(e, p, cgroup, &h) == MG_OK, "apply again: adopted");
+  check(mg_enforcer_unadopted(e, unadopted, sizeof unadopted, NULL) == MG_OK &&
+            strcmp(unadopted, "[]") == 0,
+        "nothing unadopted after the apply");
+  size_t dropped = 99, links = 99;
+  check(mg_enforcer_release_unadopted(e, &dropped, &links) == MG_OK && dropped == 0,
+        "release_unadopted drops nothing");
+  check(mg_enforcer_release_unadopted(e, NULL, NULL) == MG_OK, "release_unadopted with NULL outs");
+  check(mg_enforcer_detach(e) == MG_OK, "mg_enforcer_detach");
+  check(mg_enforcer_free(e) == MG_ERR_INVALID_HANDLE && mg_enforcer_detach(e) == MG_ERR_INVALID_HANDLE,
+        "detach freed the handle");
+  json = instances_json();
+  check(json && !has(json, quoted), "the detached instance is gone from mg_instances_json");
+  free(json);
+  check(mg_instance_remove(name) == MG_ERR_PIN && has(mg_last_error(), "no pinned instance"),
+        "removing the detached instance is MG_ERR_PIN");
+
+  /* An unpinned enforcer: no instance name, nothing to adopt, detach frees. */
+  opts.instance = NULL;
+  check(mg_enforcer_new_with_options(&opts, &e) == MG_OK &&
+            mg_enforcer_instance(e, got, sizeof got, &needed) == MG_OK && got[0] == '\0' &&
+            needed == 1,
+        "an unpinned enforcer has no instance name");
+  check(mg_enforcer_release_unadopted(e, &dropped, &links) == MG_OK && dropped == 0 && links == 0,
+        "an unpinned enforcer releases nothing");
+  check(mg_enforcer_detach(e) == MG_OK, "detach of an unpinned enforcer frees it");
+  mg_profile_free(p);
+}
+
 int main(int argc, char **argv) {
   handles_and_pointers();
   utf8();
   profiles();
   static_strings();
+  instance_names();
   /* valgrind does not implement seccomp(2): its run leaves these out. */
   if (getenv("MG_CONTRACT_NO_SECCOMP"))
     printf("# seccomp checks skipped (MG_CONTRACT_NO_SECCOMP)\n");
   else
     seccomp_checks();
-  if (argc == 3) enforcer(argv[1], argv[2]);
+  if (argc >= 3) enforcer(argv[1], argv[2]);
+  if (argc == 4) pinned(argv[1], argv[2], argv[3]);
   printf("# %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

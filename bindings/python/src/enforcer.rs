@@ -11,7 +11,11 @@ use std::{
 
 use crossbeam_channel::Receiver;
 use minerguard::{BackendChoice, EnforcerOptions, RuleKind, Scope};
-use pyo3::{exceptions::PyValueError, prelude::*, types::PyTuple};
+use pyo3::{
+    exceptions::PyValueError,
+    prelude::*,
+    types::{PyDict, PyTuple},
+};
 
 use crate::{
     errors::{to_py, ScopeError},
@@ -112,12 +116,15 @@ impl From<minerguard::Drops> for Drops {
 /// subtrees, or the host).
 ///
 /// Use it as a context manager: leaving the `with` block (or `close()`)
-/// removes every scope and detaches every program.
+/// removes every scope and detaches every program, unless the enforcer is
+/// a pinned `instance` (then its enforcement stays until `detach()` or
+/// `remove_instance()`).
 #[pyclass(module = "minerguard", name = "Enforcer", frozen)]
 pub struct Enforcer {
     inner: Mutex<Option<minerguard::Enforcer>>,
     events: Receiver<minerguard::Event>,
     backend: &'static str,
+    instance: Option<String>,
     serial: u64,
 }
 
@@ -163,13 +170,21 @@ impl Enforcer {
     /// the event queue (overflow is counted in `drops`);
     /// `require_all_rules` makes `apply` refuse rules the backend cannot
     /// enforce instead of listing them in `unenforced()`.
+    ///
+    /// `instance` pins the enforcement as `/sys/fs/bpf/minerguard/<name>`
+    /// (1-64 of `A-Z a-z 0-9 _ -`, else `PinError`): it stays in force when
+    /// the enforcer is closed or its process dies, until `detach()` or
+    /// `remove_instance()`. Given the name of an existing instance, the
+    /// enforcer adopts it (its maps, links, scopes and undelivered events);
+    /// one live enforcer per instance (`PinError` while another holds it).
     #[new]
     #[pyo3(signature = (
         backend = "auto",
         *,
         event_capacity = 65_536,
         require_all_rules = false,
-        syscall_tracepoints = true
+        syscall_tracepoints = true,
+        instance = None
     ))]
     fn new(
         py: Python<'_>,
@@ -177,12 +192,14 @@ impl Enforcer {
         event_capacity: usize,
         require_all_rules: bool,
         syscall_tracepoints: bool,
+        instance: Option<String>,
     ) -> PyResult<Self> {
         let options = EnforcerOptions {
             backend: parse_backend(backend)?,
             event_capacity: event_capacity.max(1),
             require_all_rules,
             syscall_tracepoints,
+            instance,
             ..EnforcerOptions::default()
         };
         let enforcer = py
@@ -191,6 +208,7 @@ impl Enforcer {
         Ok(Enforcer {
             events: enforcer.events(),
             backend: enforcer.backend().as_str(),
+            instance: enforcer.instance().map(str::to_owned),
             inner: Mutex::new(Some(enforcer)),
             serial: NEXT_ENFORCER.fetch_add(1, Ordering::Relaxed),
         })
@@ -206,7 +224,8 @@ impl Enforcer {
         false
     }
 
-    /// Removes every scope and detaches every program. Idempotent.
+    /// Removes every scope and detaches every program; a pinned `instance`
+    /// is left enforcing instead (`detach()` ends it). Idempotent.
     fn close(&self, py: Python<'_>) {
         py.detach(|| {
             let taken = self.lock().take();
@@ -225,6 +244,45 @@ impl Enforcer {
     #[getter]
     fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The instance this enforcer is pinned as, or None.
+    #[getter]
+    fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// Scopes an earlier enforcer of this instance enforced that this one
+    /// has not applied again (`"host"` or the cgroup path). They stay
+    /// enforced until `release_unadopted()`.
+    fn unadopted(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.with(py, |e| Ok(e.unadopted()))
+    }
+
+    /// Ends what an earlier enforcer of this instance enforced and this one
+    /// did not take over: scopes not applied again and pinned links not
+    /// adopted. Call it once every scope is applied again (until then they
+    /// keep enforcing: no gap). Returns `{"dropped": [scope, ...],
+    /// "released_links": n}`.
+    fn release_unadopted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let settled = self.with(py, |e| e.release_unadopted())?;
+        let out = PyDict::new(py);
+        out.set_item("dropped", settled.dropped)?;
+        out.set_item("released_links", settled.released_links)?;
+        Ok(out)
+    }
+
+    /// Ends the enforcement and closes the enforcer: every scope is removed
+    /// and, for a pinned instance, its links, maps and state too. The
+    /// enforcer is closed afterwards even when this raises (then what was
+    /// not ended stays pinned: `instances()` shows it, `remove_instance()`
+    /// ends it). Raises ValueError when already closed.
+    fn detach(&self, py: Python<'_>) -> PyResult<()> {
+        let result = py.detach(|| self.lock().take().map(|e| e.detach()));
+        match result {
+            None => Err(closed()),
+            Some(r) => r.map_err(|e| to_py(py, e)),
+        }
     }
 
     /// Enforces `profile` on a cgroup v2 subtree (`cgroup`: a path,
@@ -462,6 +520,12 @@ impl Enforcer {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.closed(py) { "closed" } else { "open" };
-        format!("Enforcer(backend={:?}, {state})", self.backend)
+        match &self.instance {
+            Some(name) => format!(
+                "Enforcer(backend={:?}, instance={name:?}, {state})",
+                self.backend
+            ),
+            None => format!("Enforcer(backend={:?}, {state})", self.backend),
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! re-exports it. Each submodule binds one part of the library:
 //! [`profile`] (profiles and the builder), [`enforcer`] (apply/update/remove
 //! and the event stream), [`events`] (event objects), [`run`] (a command
-//! under a profile in a fresh cgroup), [`probe`] (what the kernel supports)
-//! and [`errors`] (one exception class per error kind).
+//! under a profile in a fresh cgroup), [`probe`] (what the kernel supports),
+//! [`instance`] (pinned enforcer instances) and [`errors`] (one exception
+//! class per error kind).
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 pub mod enforcer;
 pub mod errors;
 pub mod events;
+pub mod instance;
 pub mod probe;
 pub mod profile;
 pub mod run;
@@ -32,6 +34,8 @@ fn _minerguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::RunResult>()?;
     m.add_function(wrap_pyfunction!(probe::probe, m)?)?;
     m.add_function(wrap_pyfunction!(run::run, m)?)?;
+    m.add_function(wrap_pyfunction!(instance::instances, m)?)?;
+    m.add_function(wrap_pyfunction!(instance::remove_instance, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -6,6 +6,9 @@ read :class:`Event` objects; or run one command under a profile with
 :func:`run`. A profile's ``seccomp`` rules export as OCI JSON, raw BPF or
 PFC text (``Profile.to_oci_json()``, ``to_bpf()``, ``to_pfc()``) and install
 with ``Profile.install_seccomp()``; :func:`run` installs them in its command.
+An ``Enforcer(instance="name")`` is pinned: its enforcement outlives it,
+the next enforcer of that name adopts it, and ``detach()`` or
+:func:`remove_instance` ends it (:func:`instances` lists them).
 Errors are subclasses of :class:`Error`.
 """
 
@@ -19,6 +22,7 @@ from minerguard._minerguard import (
     Event,
     EventIterator,
     LoadError,
+    PinError,
     PolicyHandle,
     Profile,
     ProfileError,
@@ -26,7 +30,9 @@ from minerguard._minerguard import (
     ScopeError,
     SeccompError,
     __version__,
+    instances,
     probe,
+    remove_instance,
     run,
 )
 
@@ -40,6 +46,7 @@ __all__ = [
     "Event",
     "EventIterator",
     "LoadError",
+    "PinError",
     "PolicyHandle",
     "Profile",
     "ProfileError",
@@ -47,6 +54,8 @@ __all__ = [
     "ScopeError",
     "SeccompError",
     "__version__",
+    "instances",
     "probe",
+    "remove_instance",
     "run",
 ]

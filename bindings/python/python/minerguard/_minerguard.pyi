@@ -42,6 +42,10 @@ class CgroupError(Error):
 class SeccompError(Error):
     """A seccomp filter could not be built, exported or installed."""
 
+class PinError(Error):
+    """A pinned enforcer instance could not be used: a bad name, no such
+    instance, one another process holds, or a bpffs failure."""
+
 class Diagnostic:
     """One problem in a profile."""
 
@@ -201,7 +205,10 @@ class Enforcer:
         event_capacity: int = 65536,
         require_all_rules: bool = False,
         syscall_tracepoints: bool = True,
-    ) -> None: ...
+        instance: Optional[str] = None,
+    ) -> None:
+        """`instance`: pin the enforcement under that name (it outlives
+        `close()`), or adopt the existing instance of that name."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -214,6 +221,14 @@ class Enforcer:
     def closed(self) -> bool: ...
     @property
     def backend(self) -> Literal["lsm", "cgroup"]: ...
+    @property
+    def instance(self) -> Optional[str]: ...
+    def unadopted(self) -> list[str]:
+        """Scopes an earlier enforcer of the instance left, not applied again."""
+    def release_unadopted(self) -> Settled:
+        """Ends the unadopted scopes and links; what it ended."""
+    def detach(self) -> None:
+        """Ends the enforcement (a pinned instance too) and closes the enforcer."""
     def apply(
         self, profile: Profile, *, cgroup: Optional[StrPath] = None, host: bool = False
     ) -> PolicyHandle: ...
@@ -250,6 +265,33 @@ class Enforcer:
     def drops(self) -> Drops: ...
     def events(self, timeout: Optional[float] = None) -> EventIterator: ...
     def next_event(self, timeout: Optional[float] = None) -> Optional[Event]: ...
+
+class Settled(TypedDict):
+    dropped: list[str]
+    released_links: int
+
+class ScopeStatus(TypedDict):
+    scope: str
+    cgroup_id: int
+    present: bool
+    profile: str
+    policy_id: int
+    since: int
+
+class LinkStatus(TypedDict):
+    name: str
+    id: Optional[int]
+    program_id: Optional[int]
+
+class Instance(TypedDict):
+    name: str
+    pid: Optional[int]
+    alive: bool
+    backend: Optional[str]
+    scopes: list[ScopeStatus]
+    links: list[LinkStatus]
+    maps: int
+    ring_drops: int
 
 class RunResult:
     """How a `run()` ended."""
@@ -301,3 +343,7 @@ def run(
     settle: float = 0.2,
 ) -> RunResult:
     """Runs argv in a fresh cgroup under the profile (and its seccomp filter)."""
+def instances() -> list[Instance]:
+    """Every pinned enforcer instance."""
+def remove_instance(name: str) -> None:
+    """Ends pinned instance `name` (PinError if missing, invalid or held)."""

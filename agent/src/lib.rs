@@ -7,6 +7,14 @@
 //! - [`identity`]: which runtime and container a cgroup belongs to, from
 //!   its name alone, and what the runtime says about a container.
 //! - [`runtime`]: reading a container's metadata from its runtime's API.
+//!
+//! Outputs:
+//! - [`webhook`]: a falcosidekick-compatible webhook (bounded queue, retries).
+//! - [`metrics`]: Prometheus metrics and `/metrics`, `/healthz`, `/readyz`.
 
 pub mod identity;
 pub mod runtime;
+
+// Outputs.
+pub mod metrics;
+pub mod webhook;

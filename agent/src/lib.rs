@@ -13,6 +13,10 @@
 //! - [`agent`]: the baseline and the bound containers' scopes, kept in
 //!   step with containers and configuration.
 //! - [`enrich`]: events with the node, container and pod they came from.
+//!
+//! Outputs:
+//! - [`webhook`]: a falcosidekick-compatible webhook (bounded queue, retries).
+//! - [`metrics`]: Prometheus metrics and `/metrics`, `/healthz`, `/readyz`.
 
 pub mod agent;
 pub mod binding;
@@ -21,3 +25,7 @@ pub mod discovery;
 pub mod enrich;
 pub mod identity;
 pub mod runtime;
+
+// Outputs.
+pub mod metrics;
+pub mod webhook;

@@ -3,14 +3,62 @@
 //! agent adopts it); SIGHUP, or a change of the configuration file (a
 //! ConfigMap's `..data` swap included), reloads it.
 
-use std::{io, path::Path, process::ExitCode, time::Duration};
+use std::{
+    io,
+    path::Path,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use minerguard_agent::{agent::Agent, config::AgentConfig, enrich::Enricher};
+use minerguard::{CheckStatus, Enforcer};
+use minerguard_agent::{
+    agent::Agent,
+    config::AgentConfig,
+    enrich::Enricher,
+    metrics::{Delivery, DropSite, Metrics, MetricsServer},
+    webhook::Webhook,
+};
 
 use crate::{signals, sink, CliResult, LoadArgs, PREFIX};
 
 /// How often containers and the configuration file are looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the gauges and totals of `/metrics` are refreshed.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// The status of a check as a metric label.
+fn status_label(s: &CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Active => "active",
+        CheckStatus::NotLoadedYet { .. } => "not_loaded_yet",
+        CheckStatus::NotNeeded { .. } => "not_needed",
+        CheckStatus::Off { .. } => "off",
+    }
+}
+
+/// Refreshes what `/metrics` reads from the enforcer and the webhook.
+fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>) {
+    let enforcer: &Enforcer = agent.enforcer();
+    let drops = enforcer.drops();
+    metrics.set_drops(DropSite::Ring, drops.ring);
+    metrics.set_drops(DropSite::Channel, drops.channel);
+    if let Some(w) = webhook {
+        let s = w.stats();
+        metrics.set_drops(DropSite::Webhook, s.dropped);
+        metrics.set_deliveries(Delivery::Delivered, s.delivered);
+        metrics.set_deliveries(Delivery::Failed, s.failed);
+    }
+    metrics.set_scopes(enforcer.handles().len() as u64);
+    metrics.set_containers(agent.counts().0 as u64);
+    let checks = enforcer.checks();
+    metrics.set_hook_status([
+        ("loader_exec", status_label(&checks.loader_exec)),
+        ("fast_open", status_label(&checks.fast_open)),
+        ("lsm_stratum", status_label(&checks.lsm_stratum)),
+        ("stratum_sk_msg", status_label(&checks.stratum_sk_msg)),
+    ]);
+}
 
 /// Runs the agent on `config_path`.
 pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
@@ -26,6 +74,25 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
             Box::new(io::stdout()),
         )?);
     }
+    let webhook = match &config.outputs.webhook {
+        Some(w) => Some(Arc::new(Webhook::start(&w.url, w.timeout, w.queue)?)),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    // Served before the baseline is in place: /healthz answers, /readyz
+    // says 503 until it is.
+    let server = match config.metrics {
+        Some(listen) => {
+            let server = MetricsServer::start(listen, metrics.clone())
+                .map_err(|e| format!("serving metrics on {listen}: {e}"))?;
+            eprintln!(
+                "{PREFIX}: metrics on http://{}/metrics (/healthz, /readyz)",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     signals::block();
     let source = None;
     let (mut agent, notes) = Agent::start(config_path, config, source, load.options())?;
@@ -33,26 +100,55 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         eprintln!("{PREFIX}: {note}");
     }
     let enricher = Enricher::new(agent.directory());
+    let (to_webhook, counted) = (webhook.clone(), metrics.clone());
     let writer = sink::Writer::spawn_with(agent.enforcer(), outs, move |ev| {
-        enricher.json(ev).to_string()
+        let json = enricher.json(ev);
+        counted.event(
+            json["rule"].as_str().unwrap_or(""),
+            json["action"].as_str().unwrap_or(""),
+        );
+        if let Some(w) = &to_webhook {
+            w.send(json.clone());
+        }
+        json.to_string()
     });
+    refresh(&metrics, &agent, webhook.as_deref());
+    metrics.set_ready(true);
     let (containers, bound) = agent.counts();
     eprintln!(
         "{PREFIX}: agent ready: {containers} containers under {}, {bound} bound; enforcement pinned as instance `{}`",
         agent.root().display(),
         agent.enforcer().instance().unwrap_or("?")
     );
+    let mut refreshed = Instant::now();
     // SIGHUP or a quiet tick: look again; SIGINT or SIGTERM: stop.
     while let None | Some(libc::SIGHUP) = signals::wait_for(TICK) {
         for note in agent.tick() {
             eprintln!("{PREFIX}: {note}");
+        }
+        if refreshed.elapsed() >= METRICS_EVERY {
+            refreshed = Instant::now();
+            refresh(&metrics, &agent, webhook.as_deref());
         }
     }
     eprintln!(
         "{PREFIX}: stopping; enforcement stays pinned as instance `{}` (a restarted agent adopts it; `minerguard remove` ends it)",
         agent.enforcer().instance().unwrap_or("?")
     );
+    metrics.set_ready(false);
     drop(agent);
     writer.finish();
+    if let Some(w) = webhook.and_then(|w| Arc::try_unwrap(w).ok()) {
+        let s = w.finish();
+        if s.failed + s.dropped > 0 {
+            eprintln!(
+                "{PREFIX}: webhook: {} events delivered, {} failed, {} dropped",
+                s.delivered, s.failed, s.dropped
+            );
+        }
+    }
+    if let Some(server) = server {
+        server.stop();
+    }
     Ok(ExitCode::SUCCESS)
 }

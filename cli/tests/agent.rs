@@ -270,3 +270,190 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     );
     let _ = std::fs::remove_dir_all(&shm);
 }
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET of `path` on 127.0.0.1:`port`: (status code, body). Test-only
+/// HTTP/1.0 by hand.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the first `/metrics` line starting with `prefix`.
+fn metric(port: u16, prefix: &str) -> Option<f64> {
+    http_get(port, "/metrics")
+        .1
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Receives HTTP POSTs on a loopback port (test-only: reads each request
+/// whole by its Content-Length, answers 200) and hands their bodies over.
+fn webhook_receiver() -> (u16, Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(64) {
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(conn);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
+    if !kernel_tests_enabled("the_agent_posts_events_to_a_webhook_and_serves_metrics") {
+        return;
+    }
+    let instance = format!("agent-out-{}", std::process::id());
+    let _cleanup = RemoveOnDrop(instance.clone());
+    let dir = TempDir::new("agent-out");
+    let root = test_cgroup();
+    let container = OwnedCgroup::create(
+        root.cgroup()
+            .path()
+            .join(format!("cri-containerd-{CONTAINER_ID}.scope")),
+    )
+    .unwrap();
+    let xmrig = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let (hook_port, posts) = webhook_receiver();
+    let metrics_port = free_port();
+    let write_config = |hook_port: u16| {
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}outputs:\n  webhook: {{ url: \"http://127.0.0.1:{hook_port}/\", timeout: 1s }}\nmetrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\n",
+                config(root.cgroup().path(), &instance, false)
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    // A receiver that answers: it gets the event, Falco-shaped.
+    let (agent, lines) = start_agent(&write_config(hook_port));
+    wait_line(&lines, "agent ready");
+    assert_eq!(http_get(metrics_port, "/readyz").0, 200);
+    assert_eq!(http_get(metrics_port, "/healthz").0, 200);
+    assert!(!ran_in(&container, &xmrig, &marker), "the miner ran");
+    let post = posts
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook got nothing");
+    let event: serde_json::Value = serde_json::from_str(&post).unwrap();
+    assert_eq!(event["rule"], "miner-binary", "{event}");
+    assert_eq!(event["source"], "minerguard", "{event}");
+    assert!(
+        !event["hostname"].as_str().unwrap_or("").is_empty(),
+        "{event}"
+    );
+    assert_eq!(
+        event["output_fields"]["container.id"],
+        &CONTAINER_ID[..12],
+        "{event}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(
+        metrics_port,
+        "minerguard_webhook_deliveries_total{outcome=\"delivered\"}",
+    )
+    .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            http_get(metrics_port, "/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // deny, or kill where the backend can only kill an exec.
+    let counted = metric(
+        metrics_port,
+        "minerguard_events_total{rule=\"miner-binary\"",
+    );
+    assert!(
+        counted.unwrap_or(0.0) >= 1.0,
+        "{}",
+        http_get(metrics_port, "/metrics").1
+    );
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait_with_output().unwrap().status.success());
+
+    // A receiver that is down: enforcement and stdout go on, the failures
+    // are counted.
+    let (agent, lines) = start_agent(&write_config(free_port()));
+    wait_line(&lines, "agent ready");
+    assert!(
+        !ran_in(&container, &xmrig, &marker),
+        "the miner ran with the receiver down"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(
+        metrics_port,
+        "minerguard_webhook_deliveries_total{outcome=\"failed\"}",
+    )
+    .unwrap_or(0.0)
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            http_get(metrics_port, "/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let out = agent.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.contains("\"miner-binary\"")),
+        "no event on stdout: {stdout}"
+    );
+}

@@ -1120,7 +1120,14 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_adopts_it() {
     let events = json_events(&String::from_utf8_lossy(&out.stdout));
     let refused = events
         .iter()
-        .filter(|e| e["rule"] == "miner-binary" && e["output_fields"]["proc.name"] == "xmrig")
+        // The exe path: on lsm the exec is refused before the task takes
+        // the new name.
+        .filter(|e| {
+            e["rule"] == "miner-binary"
+                && e["output_fields"]["proc.exepath"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/xmrig"))
+        })
         .count();
     assert!(
         refused >= 2,

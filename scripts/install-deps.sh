@@ -6,7 +6,9 @@ set -euo pipefail
 need_apt=()
 # Build: clang/llvm for the BPF objects, libelf/zlib for libbpf.
 # VM suite (lsm backend): QEMU, busybox, and Debian's 6.1 kernel with BPF LSM.
-# C API tests: a C compiler (gcc). Python bindings: venv and pip.
+# C API tests: a C compiler (gcc). Python bindings: venv and pip; the
+# Kubernetes manifest check (scripts/validate-manifests.sh) needs venv too,
+# and pip-installs its pinned tools into its own venv under target/.
 # Container tests (tests/kernel/containers.rs): podman and containerd with
 # runc (crun refuses cgroup hybrid mode). bpftool: the no-gap tests check
 # that nothing of a removed instance is left in the kernel.

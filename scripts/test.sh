@@ -32,6 +32,9 @@ cargo test --benches
 step "fuzz the profile parser (scripts/fuzz.sh, 30 s)"
 bash scripts/fuzz.sh
 
+step "Kubernetes deployment: manifests against the schemas, kustomize, Containerfile (scripts/validate-manifests.sh)"
+bash scripts/validate-manifests.sh
+
 step "Python bindings (scripts/test-python.sh)"
 bash scripts/test-python.sh
 

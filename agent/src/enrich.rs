@@ -14,8 +14,15 @@ pub struct Enricher {
     directory: Directory,
 }
 
-/// This node's name (`uname -n`).
+/// This node's name: `NODE_NAME` (the DaemonSet sets it from the pod's
+/// `spec.nodeName`: inside a pod `uname -n` is the pod's name), else
+/// `uname -n`.
 pub fn hostname() -> String {
+    if let Ok(name) = std::env::var("NODE_NAME") {
+        if !name.is_empty() {
+            return name;
+        }
+    }
     // SAFETY: uname fills the struct we own.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut u) } != 0 {

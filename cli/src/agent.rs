@@ -17,6 +17,7 @@ use minerguard_agent::{
     config::AgentConfig,
     enrich::Enricher,
     metrics::{Delivery, DropSite, Metrics, MetricsServer},
+    runtime::{self, MetadataSource},
     webhook::Webhook,
 };
 
@@ -60,6 +61,36 @@ fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>) {
     ]);
 }
 
+/// The runtime API the configuration names (or the first found), or
+/// `None` with a warning: containers then keep the baseline, which still
+/// covers every one of them.
+fn metadata_source(config: &AgentConfig) -> Option<Box<dyn MetadataSource>> {
+    let (kind, endpoint) = match (config.runtime.kind(), &config.runtime_endpoint) {
+        (Some(kind), Some(endpoint)) => (kind, endpoint.clone()),
+        (Some(kind), None) => (kind, runtime::default_endpoint(kind).to_path_buf()),
+        (None, _) => match runtime::detect() {
+            Some(found) => found,
+            None => {
+                eprintln!("{PREFIX}: warning: no container runtime socket found (runtime: auto); bindings cannot match, every container keeps the baseline");
+                return None;
+            }
+        },
+    };
+    match runtime::connect(kind, &endpoint, &config.runtime_namespace) {
+        Ok(source) => {
+            eprintln!(
+                "{PREFIX}: container metadata from the {kind} API at {}",
+                endpoint.display()
+            );
+            Some(source)
+        }
+        Err(e) => {
+            eprintln!("{PREFIX}: warning: {e}; bindings cannot match, every container keeps the baseline");
+            None
+        }
+    }
+}
+
 /// Runs the agent on `config_path`.
 pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     let config = AgentConfig::load(config_path)?;
@@ -94,7 +125,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         None => None,
     };
     signals::block();
-    let source = None;
+    let source = metadata_source(&config);
     let (mut agent, notes) = Agent::start(config_path, config, source, load.options())?;
     for note in notes {
         eprintln!("{PREFIX}: {note}");

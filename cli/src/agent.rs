@@ -85,7 +85,9 @@ fn metadata_source(config: &AgentConfig) -> Option<Box<dyn MetadataSource>> {
             Some(source)
         }
         Err(e) => {
-            eprintln!("{PREFIX}: warning: {e}; bindings cannot match, every container keeps the baseline");
+            eprintln!(
+                "{PREFIX}: warning: {e}; bindings cannot match, every container keeps the baseline"
+            );
             None
         }
     }

@@ -10,180 +10,17 @@
 //! Needs root, podman, containerd and ctr (scripts/install-deps.sh installs
 //! them); without them the tests fail, unless MINERGUARD_ALLOW_SKIP=1.
 
+mod support;
+
 use minerguard_agent::identity::ContainerInfo;
 use minerguard_agent::runtime::{
     ContainerdSource, MetadataSource, PodmanSource, RuntimeError, CALL_TIMEOUT,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Whether `program --version` runs.
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Whether this process runs as root (the effective uid in
-/// /proc/self/status).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Whether `test` can run: root and every one of `programs`. Fails loudly
-/// when not, unless MINERGUARD_ALLOW_SKIP=1 (then prints why: skipped).
-fn can_run(test: &str, programs: &[&str]) -> bool {
-    let missing: Vec<&str> = programs.iter().copied().filter(|p| !installed(p)).collect();
-    let reason = if !is_root() {
-        "needs root".to_string()
-    } else if !missing.is_empty() {
-        format!(
-            "{} not installed (scripts/install-deps.sh installs them)",
-            missing.join(", ")
-        )
-    } else {
-        return true;
-    };
-    if std::env::var("MINERGUARD_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: {reason} (MINERGUARD_ALLOW_SKIP=1)");
-        return false;
-    }
-    panic!("{test}: {reason}; set MINERGUARD_ALLOW_SKIP=1 to skip");
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("minerguard-agent-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Asserts `out` succeeded; its stdout.
-fn ok(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A child process of the test, killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A Podman store of the test's own under `dir` (vfs: nothing mounted), so
-/// nothing is left in the host's.
-struct Podman {
-    dir: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: &TempDir) -> Podman {
-        let dir = dir.path().join("podman");
-        for d in ["root", "run", "tmp", "networks"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        Podman { dir }
-    }
-
-    /// `podman` with this store and the options this host needs.
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new("podman");
-        for (flag, d) in [
-            ("--root", "root"),
-            ("--runroot", "run"),
-            ("--tmpdir", "tmp"),
-            ("--network-config-dir", "networks"),
-        ] {
-            cmd.arg(flag).arg(self.dir.join(d));
-        }
-        cmd.args([
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "none",
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-        ]);
-        cmd
-    }
-
-    /// An image of a busybox rootfs, imported as `name`.
-    fn import_busybox(&self, dir: &TempDir, name: &str) {
-        let root = dir.path().join("rootfs");
-        for d in ["bin", "tmp", "proc", "sys", "dev", "etc"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox-static is installed");
-        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap();
-        ok("tar the rootfs", out);
-        let out = self.cmd().arg("import").arg(&tar).arg(name).output();
-        ok("podman import", out.unwrap());
-    }
-}
-
-/// A fresh source from `connect`, retried while the runtime starts (20 s).
-fn wait_for<S>(what: &str, connect: impl Fn() -> Result<S, RuntimeError>) -> S {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match connect() {
-            Ok(source) => return source,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("{what} did not come up: {e}"),
-        }
-    }
-}
+use support::*;
 
 /// `pairs` as a label map.
 fn label_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -222,44 +59,6 @@ fn silent_socket(dir: &TempDir) -> (std::os::unix::net::UnixListener, PathBuf) {
     (std::os::unix::net::UnixListener::bind(&path).unwrap(), path)
 }
 
-/// A containerd of the test's own, its CRI plugin off.
-fn start_containerd(dir: &TempDir) -> (Daemon, PathBuf) {
-    let config = dir.path().join("containerd.toml");
-    std::fs::write(
-        &config,
-        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-    )
-    .unwrap();
-    let socket = dir.path().join("containerd.sock");
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(dir.path().join("containerd-root"))
-        .arg("--state")
-        .arg(dir.path().join("containerd-state"))
-        .arg("--address")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start containerd");
-    (Daemon(child), socket)
-}
-
-/// Unmounts whatever containerd left mounted under `root`.
-fn unmount_under(root: &Path) {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return;
-    };
-    let root = root.to_string_lossy();
-    for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-        if m.starts_with(root.as_ref()) {
-            let _ = Command::new("umount").arg("-l").arg(m).output();
-        }
-    }
-}
-
 #[test]
 fn containerd_gives_a_cri_container_and_its_pod() {
     if !can_run(module_path!(), &["containerd", "ctr", "podman"]) {
@@ -269,23 +68,10 @@ fn containerd_gives_a_cri_container_and_its_pod() {
     let podman = Podman::new(&dir);
     let image = format!("localhost/minerguard-agent-test:{}", std::process::id());
     podman.import_busybox(&dir, &image);
-    let archive = dir.path().join("image-oci.tar");
-    let out = podman
-        .cmd()
-        .args(["save", "--format", "oci-archive", "-o"])
-        .arg(&archive)
-        .arg(&image)
-        .output();
-    ok("podman save", out.unwrap());
+    let archive = podman.save_oci(&dir, &image);
 
     let (containerd, socket) = start_containerd(&dir);
     // Unmounted after containerd stops, before the directory goes.
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            unmount_under(&self.0);
-        }
-    }
     let _unmount = Unmount(dir.path().to_path_buf());
     let namespace = "minerguard-agent-test";
     let source = wait_for("containerd", || {

@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ fn minerguard_bin() -> PathBuf {
 }
 
 /// Spawns the agent and streams its stderr lines.
-fn start_agent(config: &Path) -> (Child, Receiver<String>) {
+fn start_agent(config: &Path) -> (ChildGuard, Receiver<String>) {
     use std::io::BufRead;
     let mut cmd = Command::new(minerguard_bin());
     cmd.args(["agent", "--config"])
@@ -43,7 +43,7 @@ fn start_agent(config: &Path) -> (Child, Receiver<String>) {
             let _ = tx.send(line);
         }
     });
-    (child, rx)
+    (ChildGuard::new(child), rx)
 }
 
 /// Waits (60 s at most) for a line containing `needle`; returns the lines
@@ -236,7 +236,7 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     // Its events say which container: the refused exec in the container.
     assert!(!ran_in(&container, &xmrig, &marker));
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let out = agent.wait_with_output().unwrap();
+    let out = agent.into_inner().wait_with_output().unwrap();
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -423,7 +423,12 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         http_get(metrics_port, "/metrics").1
     );
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    assert!(agent.wait_with_output().unwrap().status.success());
+    assert!(agent
+        .into_inner()
+        .wait_with_output()
+        .unwrap()
+        .status
+        .success());
 
     // A receiver that is down: enforcement and stdout go on, the failures
     // are counted.
@@ -449,7 +454,7 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         std::thread::sleep(Duration::from_millis(200));
     }
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let out = agent.wait_with_output().unwrap();
+    let out = agent.into_inner().wait_with_output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -959,7 +959,7 @@ fn start_watch(
     profile: &Path,
     cg: &minerguard::cgroup::OwnedCgroup,
     detach: bool,
-) -> (std::process::Child, String) {
+) -> (ChildGuard, String) {
     start_watch_as(instance, profile, cg, detach, None)
 }
 
@@ -971,7 +971,7 @@ fn start_watch_as(
     cg: &minerguard::cgroup::OwnedCgroup,
     detach: bool,
     layout: Option<&str>,
-) -> (std::process::Child, String) {
+) -> (ChildGuard, String) {
     let mut cmd = Command::new(minerguard_bin());
     if let Some(layout) = layout {
         cmd.env("MINERGUARD_TEST_LAYOUT", layout);
@@ -1003,7 +1003,7 @@ fn start_watch_as(
         }
     }
     assert!(seen.last().unwrap().contains(instance), "{seen:?}");
-    (child, seen.join("\n"))
+    (ChildGuard::new(child), seen.join("\n"))
 }
 
 #[test]
@@ -1114,7 +1114,7 @@ fn watch_keeps_enforcing_after_sigkill_and_a_restart_adopts_it() {
     );
     // SIGTERM with --detach-on-exit: unpinned and detached.
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let out = second.wait_with_output().unwrap();
+    let out = second.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     // The exec refused while nobody watched reached the second watch.
     let events = json_events(&String::from_utf8_lossy(&out.stdout));
@@ -1177,7 +1177,7 @@ fn a_restart_with_another_profile_swaps_it_in() {
         "the new profile does not apply"
     );
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let out = second.wait_with_output().unwrap();
+    let out = second.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(pinned_instance(&instance).is_none());
 }
@@ -1220,11 +1220,7 @@ fn remove_stale_ends_instances_whose_process_and_cgroups_are_gone() {
 /// A process in `cg` that tries to connect to loopback `port` again and
 /// again, writing one `.` per refused attempt and `connected` per
 /// successful one into `tries`.
-fn start_prober(
-    cg: &minerguard::cgroup::OwnedCgroup,
-    port: u16,
-    tries: &Path,
-) -> std::process::Child {
+fn start_prober(cg: &minerguard::cgroup::OwnedCgroup, port: u16, tries: &Path) -> ChildGuard {
     let probe = format!(
         "while :; do if {{ exec 3<>/dev/tcp/127.0.0.1/{port}; }} 2>/dev/null; then echo connected; exec 3>&-; else printf .; fi; done >{}",
         tries.display()
@@ -1236,7 +1232,7 @@ fn start_prober(
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || minerguard::cgroup::join_cgroup_raw(&procs));
     }
-    cmd.spawn().unwrap()
+    ChildGuard::new(cmd.spawn().unwrap())
 }
 
 /// A newer build whose maps have another layout cannot adopt the old maps:
@@ -1296,7 +1292,7 @@ fn a_build_with_another_map_layout_replaces_everything_without_a_gap() {
         "the pool port was reached during the replacement"
     );
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    let out = second.wait_with_output().unwrap();
+    let out = second.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(pinned_instance(&instance).is_none());
 }

@@ -983,3 +983,42 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
 pub fn lsm_judges_every_send(backend_is_lsm: bool) -> bool {
     backend_is_lsm && kernel_at_least(6, 5)
 }
+
+/// A child process that is killed (and reaped) when the guard drops, so a
+/// test that fails midway leaves nothing running (an enforcer still
+/// holding its instance, a loop still connecting).
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        ChildGuard(Some(child))
+    }
+
+    /// The child, no longer guarded (to wait for its output).
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("guarded until taken")
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("guarded until taken")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("guarded until taken")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

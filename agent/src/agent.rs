@@ -122,6 +122,38 @@ impl Agent {
         Ok((agent, notes))
     }
 
+    /// Whether a runtime API describes containers.
+    pub fn has_source(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// A runtime API reached after the start (it was down then): the
+    /// containers it could not describe are described and bound now.
+    pub fn set_source(&mut self, source: Box<dyn MetadataSource>) -> Vec<String> {
+        self.source = Some(source);
+        let mut notes = Vec::new();
+        let paths: Vec<PathBuf> = self
+            .containers
+            .iter()
+            .filter(|(_, t)| t.info.pod_name.is_empty() && t.info.image.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in paths {
+            let mut t = self.containers.remove(&path).expect("listed");
+            t.info = Arc::new(self.describe(&t.cgroup, &mut notes));
+            self.write_directory()
+                .insert(t.cgroup.cgroup_id, t.info.clone());
+            self.bind(&mut t, &mut notes);
+            self.containers.insert(path, t);
+        }
+        notes
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
     /// The enforcer (events, drops, status).
     pub fn enforcer(&self) -> &Enforcer {
         &self.enforcer

@@ -27,6 +27,8 @@ use crate::{signals, sink, CliResult, LoadArgs, PREFIX};
 const TICK: Duration = Duration::from_millis(100);
 /// How often the gauges and totals of `/metrics` are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// How often a runtime API that was down is tried again.
+const RUNTIME_RETRY: Duration = Duration::from_secs(10);
 
 /// The status of a check as a metric label.
 fn status_label(s: &CheckStatus) -> &'static str {
@@ -64,14 +66,16 @@ fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>) {
 /// The runtime API the configuration names (or the first found), or
 /// `None` with a warning: containers then keep the baseline, which still
 /// covers every one of them.
-fn metadata_source(config: &AgentConfig) -> Option<Box<dyn MetadataSource>> {
+fn metadata_source(config: &AgentConfig, quiet: bool) -> Option<Box<dyn MetadataSource>> {
     let (kind, endpoint) = match (config.runtime.kind(), &config.runtime_endpoint) {
         (Some(kind), Some(endpoint)) => (kind, endpoint.clone()),
         (Some(kind), None) => (kind, runtime::default_endpoint(kind).to_path_buf()),
         (None, _) => match runtime::detect() {
             Some(found) => found,
             None => {
-                eprintln!("{PREFIX}: warning: no container runtime socket found (runtime: auto); bindings cannot match, every container keeps the baseline");
+                if !quiet {
+                    eprintln!("{PREFIX}: warning: no container runtime socket found (runtime: auto); bindings cannot match, every container keeps the baseline (tried again every {} s)", RUNTIME_RETRY.as_secs());
+                }
                 return None;
             }
         },
@@ -85,9 +89,12 @@ fn metadata_source(config: &AgentConfig) -> Option<Box<dyn MetadataSource>> {
             Some(source)
         }
         Err(e) => {
-            eprintln!(
-                "{PREFIX}: warning: {e}; bindings cannot match, every container keeps the baseline"
-            );
+            if !quiet {
+                eprintln!(
+                    "{PREFIX}: warning: {e}; bindings cannot match, every container keeps the baseline (tried again every {} s)",
+                    RUNTIME_RETRY.as_secs()
+                );
+            }
             None
         }
     }
@@ -127,7 +134,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         None => None,
     };
     signals::block();
-    let source = metadata_source(&config);
+    let source = metadata_source(&config, false);
     let (mut agent, notes) = Agent::start(config_path, config, source, load.options())?;
     for note in notes {
         eprintln!("{PREFIX}: {note}");
@@ -154,10 +161,19 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         agent.enforcer().instance().unwrap_or("?")
     );
     let mut refreshed = Instant::now();
+    let mut runtime_tried = Instant::now();
     // SIGHUP or a quiet tick: look again; SIGINT or SIGTERM: stop.
     while let None | Some(libc::SIGHUP) = signals::wait_for(TICK) {
         for note in agent.tick() {
             eprintln!("{PREFIX}: {note}");
+        }
+        if !agent.has_source() && runtime_tried.elapsed() >= RUNTIME_RETRY {
+            runtime_tried = Instant::now();
+            if let Some(source) = metadata_source(agent.config(), true) {
+                for note in agent.set_source(source) {
+                    eprintln!("{PREFIX}: {note}");
+                }
+            }
         }
         if refreshed.elapsed() >= METRICS_EVERY {
             refreshed = Instant::now();

@@ -3,11 +3,17 @@
 //!
 //! Cgroup names by runtime and cgroup driver (the container id is 64 hex
 //! digits in every case):
-//! - containerd (CRI, systemd driver): `cri-containerd-<id>.scope`;
-//! - CRI-O: `crio-<id>.scope` (its conmon: `crio-conmon-<id>.scope`);
-//! - Docker: `docker-<id>.scope`;
+//! - containerd (CRI, systemd driver): `cri-containerd-<id>.scope`; with
+//!   the cgroupfs driver `<id>` under `pod<uid>`;
+//! - CRI-O: `crio-<id>.scope` (its conmon: `crio-conmon-<id>.scope`); with
+//!   the cgroupfs manager `crio-<id>` (its conmon: `crio-conmon-<id>`),
+//!   as CRI-O's `CgroupfsManager::ContainerCgroupPath` makes it;
+//! - Docker: `docker-<id>.scope`; with the cgroupfs driver `<id>` under
+//!   the cgroup parent;
 //! - Podman: `libpod-<id>.scope` (its conmon: `libpod-conmon-<id>.scope`);
-//! - any runtime with the cgroupfs driver: `<id>` under `pod<uid>`.
+//!   with the cgroupfs manager `libpod-<id>` (its conmon: `conmon` beside
+//!   it), as libpod's `getOCICgroupPath` makes it and as the agent's
+//!   end-to-end test sees it.
 
 use std::collections::BTreeMap;
 
@@ -63,20 +69,27 @@ fn is_container_id(s: &str) -> bool {
 /// The container a cgroup directory name belongs to, if it is a
 /// container's own cgroup (not a runtime's monitor process, not a pod).
 pub fn parse_cgroup_name(name: &str) -> Option<ContainerRef> {
-    const SCOPES: [(&str, RuntimeKind); 4] = [
-        ("cri-containerd-", RuntimeKind::Containerd),
-        ("crio-", RuntimeKind::Crio),
-        ("docker-", RuntimeKind::Docker),
-        ("libpod-", RuntimeKind::Podman),
+    // A runtime's prefix, and whether its cgroupfs layout names a
+    // container `<prefix><id>` (no `.scope`) too.
+    const PREFIXES: [(&str, RuntimeKind, bool); 4] = [
+        ("cri-containerd-", RuntimeKind::Containerd, false),
+        ("crio-", RuntimeKind::Crio, true),
+        ("docker-", RuntimeKind::Docker, false),
+        ("libpod-", RuntimeKind::Podman, true),
     ];
-    if let Some(stem) = name.strip_suffix(".scope") {
-        return SCOPES.iter().find_map(|(prefix, runtime)| {
-            let id = stem.strip_prefix(prefix)?;
-            is_container_id(id).then(|| ContainerRef {
-                runtime: Some(*runtime),
-                id: id.to_string(),
-            })
-        });
+    let (stem, scope) = match name.strip_suffix(".scope") {
+        Some(stem) => (stem, true),
+        None => (name, false),
+    };
+    let prefixed = PREFIXES.iter().find_map(|(prefix, runtime, bare)| {
+        let id = stem.strip_prefix(prefix)?;
+        ((scope || *bare) && is_container_id(id)).then(|| ContainerRef {
+            runtime: Some(*runtime),
+            id: id.to_string(),
+        })
+    });
+    if prefixed.is_some() || scope {
+        return prefixed;
     }
     is_container_id(name).then(|| ContainerRef {
         runtime: None,
@@ -164,6 +177,9 @@ mod tests {
             (format!("crio-{ID}.scope"), Some(RuntimeKind::Crio)),
             (format!("docker-{ID}.scope"), Some(RuntimeKind::Docker)),
             (format!("libpod-{ID}.scope"), Some(RuntimeKind::Podman)),
+            // The cgroupfs managers' names.
+            (format!("crio-{ID}"), Some(RuntimeKind::Crio)),
+            (format!("libpod-{ID}"), Some(RuntimeKind::Podman)),
             (ID.to_string(), None),
         ] {
             let got = parse_cgroup_name(&name).unwrap_or_else(|| panic!("{name}"));
@@ -177,6 +193,16 @@ mod tests {
         for name in [
             format!("crio-conmon-{ID}.scope"),
             format!("libpod-conmon-{ID}.scope"),
+            // The monitors with the cgroupfs managers.
+            format!("crio-conmon-{ID}"),
+            format!("libpod-conmon-{ID}"),
+            "conmon".to_string(),
+            // No runtime's cgroupfs layout names them so.
+            format!("cri-containerd-{ID}"),
+            format!("docker-{ID}"),
+            format!("{ID}.scope"),
+            format!("libpod-{}", &ID[1..]),
+            format!("libpod-{ID}.slice"),
             format!("cri-containerd-{}.scope", &ID[1..]),
             format!("docker-{}.scope", ID.to_uppercase()),
             "kubepods-besteffort-pod1234.slice".to_string(),

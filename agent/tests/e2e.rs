@@ -9,10 +9,15 @@
 //! (`ctr task exec`) shows which profile holds where, and the events it
 //! reports name the node, the container and the pod.
 //!
+//! The same with Podman as the runtime: a `podman system service` of the
+//! test's own (its own store) describes a container Podman runs (runc,
+//! cgroupfs manager: `<podsRoot>/kubepods/besteffort/pod<uid>/libpod-<id>`)
+//! with the CRI labels; the agent reads it through Podman's API.
+//!
 //! Needs root, a usable backend, containerd, ctr, runc and podman (which
 //! builds the image: no registry is reachable); scripts/install-deps.sh
-//! installs them. Without them the test fails, unless
-//! MINERGUARD_ALLOW_SKIP=1.
+//! installs them. Without them the tests fail, unless
+//! MINERGUARD_ALLOW_SKIP=1. The tests run one at a time.
 
 mod support;
 
@@ -24,6 +29,7 @@ use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
 
@@ -33,6 +39,19 @@ const NAMESPACE: &str = "minerguard-e2e";
 
 /// How long one `ctr` command may take before the test is declared stuck.
 const CTR_LIMIT: &str = "120";
+
+/// How long one `podman` command may take before the test is declared
+/// stuck (seconds).
+const PODMAN_LIMIT: u32 = 120;
+
+/// Held by each test while it runs: one at a time (each runs a runtime,
+/// containers and an agent).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The test's turn ([`SERIAL`]; a failed test before it does not matter).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Why the kernel side cannot run here, if it cannot: root and a backend.
 fn no_backend() -> Option<String> {
@@ -113,13 +132,20 @@ impl Drop for PodsRoot {
         if hierarchies != Path::new("/sys/fs/cgroup") {
             return;
         }
+        // A runtime's monitor may still be leaving one of them (a while).
+        let deadline = Instant::now() + Duration::from_secs(5);
         for h in std::fs::read_dir(hierarchies)
             .into_iter()
             .flatten()
             .flatten()
         {
             if h.path() != self.mount {
-                rmdir_tree(&h.path().join(name));
+                let tree = h.path().join(name);
+                rmdir_tree(&tree);
+                while tree.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                    rmdir_tree(&tree);
+                }
             }
         }
     }
@@ -391,6 +417,7 @@ fn the_agent_binds_a_real_containerd_pod_by_namespace_and_labels() {
     ) {
         return;
     }
+    let _turn = serial();
     let started = Instant::now();
     let pid = std::process::id();
     let dir = TempDir::new("e2e");
@@ -652,6 +679,323 @@ bindings:
     assert_eq!(miner_b["minerguard.profile"], "default");
     assert_eq!(miner_b["k8s.ns.name"], "tenant-b");
     assert_eq!(miner_b["container.id"], &id_b[..12]);
+
+    // The agent goes, its pinned enforcement with it; the rest on drop.
+    drop(agent);
+    pinned.remove();
+    println!("{:?}: done", started.elapsed());
+}
+
+/// A container Podman runs, under its name: removed (killed) on drop,
+/// its conmon gone, before the service stops and the pods' root goes.
+struct PodmanContainer<'a> {
+    podman: &'a Podman,
+    name: String,
+    /// Its conmon (in `<pod>/conmon` of the cgroup v1 hierarchies on a
+    /// hybrid host, which it keeps from being removed while it lives).
+    conmon: Option<i32>,
+}
+
+impl PodmanContainer<'_> {
+    /// `podman args`, bounded in time.
+    fn podman(&self, args: &[&str]) -> Output {
+        self.podman
+            .timed(PODMAN_LIMIT)
+            .args(args)
+            .output()
+            .expect("run podman")
+    }
+
+    /// `args` run in the container (`podman exec`).
+    fn exec(&self, args: &[&str]) -> Output {
+        let mut all = vec!["exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        self.podman(&all)
+    }
+}
+
+/// Whether process `pid` is a live conmon (not gone, not a zombie).
+fn conmon_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `pid (comm) state ...`
+        let comm = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "));
+        comm.is_some_and(|(comm, rest)| comm == "conmon" && !rest.starts_with('Z'))
+    })
+}
+
+impl Drop for PodmanContainer<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--force", "--time", "0", &self.name]);
+        // conmon exits after the container; the pods' root is removed
+        // next.
+        let Some(conmon) = self.conmon else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while conmon_alive(conmon) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if conmon_alive(conmon) {
+            // SAFETY: plain syscall, on the conmon of this test's container.
+            unsafe { libc::kill(conmon, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The names of `dir`'s subdirectories.
+fn subdirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cgroup v2 path of process `pid` (the `0::` line of
+/// /proc/<pid>/cgroup).
+fn cgroup2_of(pid: &str) -> String {
+    let file = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {file}: {text:?}"))
+        .to_string()
+}
+
+#[test]
+fn the_agent_binds_a_real_podman_container_by_namespace() {
+    let test = "e2e::the_agent_binds_a_real_podman_container_by_namespace";
+    if !skip_unless(test, missing(&["podman", "runc"]).or_else(no_backend)) {
+        return;
+    }
+    let _turn = serial();
+    let started = Instant::now();
+    let pid = std::process::id();
+    let dir = TempDir::new("e2e-podman");
+    // What Podman left mounted under the directory, unmounted after
+    // everything else has gone and before the directory goes.
+    let _unmount = Unmount(dir.path().to_path_buf());
+
+    // The image: busybox, the app (/opt/app/echo) and a miner
+    // (/opt/app/xmrig), both busybox copies.
+    let podman = Podman::new(&dir);
+    let root = busybox_rootfs(&dir);
+    for d in ["opt/app", "dev/shm"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for app in ["opt/app/echo", "opt/app/xmrig"] {
+        std::fs::copy(busybox(), root.join(app)).unwrap();
+    }
+    let repository = "localhost/minerguard-agent-e2e-podman";
+    let tag = pid.to_string();
+    let image = format!("{repository}:{tag}");
+    podman.import(&dir, &root, &image);
+
+    // Dropped in reverse: the agent, its pinned instance, the container,
+    // the service, the pods' cgroups, the mounts, the directory.
+    let pods_root = PodsRoot::create();
+    let socket = dir.path().join("podman.sock");
+    let _service = podman.service(&socket);
+    println!(
+        "{:?}: podman service started, image {image} imported",
+        started.elapsed()
+    );
+
+    // The pod's container, labelled as the CRI labels a pod's container;
+    // in a kubelet-like pod cgroup (the cgroupfs layout).
+    let uid = format!("3f5d2c1b-7a6e-4d9c-8b0a-{pid:012}");
+    let pod_cgroup = pods_root.pod(&uid);
+    let mut container = PodmanContainer {
+        podman: &podman,
+        name: format!("mg-e2e-web-0-app-{pid}"),
+        conmon: None,
+    };
+    let cgroup_parent = format!("--cgroup-parent={pod_cgroup}");
+    let name_arg = format!("--name={}", container.name);
+    let labels = [
+        "--label=io.kubernetes.pod.namespace=tenant-a".to_string(),
+        "--label=io.kubernetes.pod.name=web-0".to_string(),
+        format!("--label=io.kubernetes.pod.uid={uid}"),
+        "--label=io.kubernetes.container.name=app".to_string(),
+    ];
+    let mut run = vec![
+        "run",
+        "--detach",
+        &name_arg,
+        "--network=none",
+        "--ulimit=nofile=1024:1024",
+        "--ulimit=nproc=1024:1024",
+        &cgroup_parent,
+    ];
+    run.extend(labels.iter().map(String::as_str));
+    run.extend([image.as_str(), "/bin/busybox", "sleep", "1000"]);
+    let id = ok("podman run", container.podman(&run));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "podman run gave no container id: {id:?}"
+    );
+
+    // Where Podman put it: `libpod-<id>` (no `.scope`: the cgroupfs
+    // manager) under the pod's cgroup, the container's process in it.
+    let pids = ok(
+        "podman inspect",
+        container.podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}} {{.State.ConmonPid}}",
+            &container.name,
+        ]),
+    );
+    let (init, conmon) = pids
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("podman inspect: {pids:?}"));
+    container.conmon = conmon.parse().ok();
+    let init = init.to_string();
+    let own = cgroup2_of(&init);
+    let want = format!("{pod_cgroup}/libpod-{id}");
+    let path = pods_root.mount.join(&want[1..]);
+    println!(
+        "{:?}: container {} running, process {init} in cgroup {own} (child cgroups {:?}); the pod's cgroup holds {:?}",
+        started.elapsed(),
+        &id[..12],
+        subdirs(&path),
+        subdirs(&pods_root.mount.join(&pod_cgroup[1..])),
+    );
+    assert_eq!(own, want, "the container's process is not in its cgroup");
+    let cg = cgroup_id(&path);
+
+    // The agent, as its configuration file says.
+    let instance = format!("agent-e2e-podman-{pid}");
+    let config_path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "apiVersion: minerguard/v1
+kind: AgentConfig
+baseline: default
+runtime: podman
+runtimeEndpoint: {socket}
+podsRoot: {root}
+instance: {instance}
+bindings:
+  - name: tenants-strict
+    match:
+      namespaces: [tenant-a]
+      containers: [app]
+    profile: container-strict
+",
+            socket = socket.display(),
+            root = pods_root.path.display(),
+        ),
+    )
+    .unwrap();
+    let config = AgentConfig::load(&config_path).expect("the configuration");
+    let endpoint = config.runtime_endpoint.clone().unwrap();
+    let source = wait_for("podman system service", || {
+        minerguard_agent::runtime::connect(RuntimeKind::Podman, &endpoint, "")
+    });
+    let pinned = PinnedInstance(Some(instance.clone()));
+    let (mut agent, notes) = Agent::start(
+        &config_path,
+        config,
+        Some(source),
+        EnforcerOptions::default(),
+    )
+    .expect("the agent starts");
+    println!("{:?}: agent started:", started.elapsed());
+    for note in &notes {
+        println!("  {note}");
+    }
+    let bound = format!(
+        "container tenant-a/web-0/app ({}): binding `tenants-strict` applies profile `container-strict`",
+        &id[..12]
+    );
+    assert!(notes.contains(&bound), "no note {bound:?}: {notes:?}");
+    assert_eq!(agent.counts(), (1, 1), "containers known, bound: {notes:?}");
+    let again = agent.tick();
+    assert!(again.is_empty(), "a tick with nothing changed: {again:?}");
+
+    // A program written to /tmp is refused; the image's own programs run.
+    let script = "/bin/busybox echo image-ran; \
+                  /bin/busybox cp /bin/busybox /tmp/echo; /tmp/echo tmp-ran; \
+                  /opt/app/echo app-ran";
+    let out = container.exec(&["/bin/busybox", "sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("exec: {}", said(&out));
+    for ran in ["image-ran", "app-ran"] {
+        assert!(stdout.contains(ran), "{ran} missing: {}", said(&out));
+    }
+    assert!(
+        !stdout.contains("tmp-ran"),
+        "the bound container ran a program from /tmp: {}",
+        said(&out)
+    );
+
+    // The miner is refused: run under its own name, the busybox copy would
+    // only say that it has no `xmrig` applet.
+    let miner = container.exec(&["/opt/app/xmrig"]);
+    let text = said(&miner);
+    println!("miner: {text}");
+    assert!(
+        !miner.status.success() && !text.contains("applet not found"),
+        "the miner ran: {text}"
+    );
+
+    // The events, with the node, container and pod they came from.
+    let enricher = Enricher::new(agent.directory());
+    let events = agent.enforcer().events();
+    let want = [
+        (cg, "scratch-dir-exec", "/tmp/echo"),
+        (cg, "miner-binary", "/opt/app/xmrig"),
+    ];
+    let found = |seen: &[Value], (cg, rule, path): (u64, &str, &str)| {
+        seen.iter().position(|v| {
+            v["rule"] == rule
+                && v["output_fields"]["cgroup.id"] == cg
+                && v["output_fields"]["proc.exepath"] == path
+        })
+    };
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want.iter().all(|w| found(&seen, *w).is_some()) {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Ok(ev) = events.recv_timeout(left) {
+            if ev.cgroup_id == cg {
+                let v = enricher.json(&ev);
+                println!("event: {v}");
+                seen.push(v);
+            }
+        }
+    }
+    for w in want {
+        assert!(found(&seen, w).is_some(), "no event {w:?}: {seen:#?}");
+    }
+    for w in want {
+        let event = &seen[found(&seen, w).unwrap()];
+        let fields = &event["output_fields"];
+        for (field, value) in [
+            ("k8s.ns.name", "tenant-a"),
+            ("k8s.pod.name", "web-0"),
+            ("k8s.pod.uid", uid.as_str()),
+            ("container.id", &id[..12]),
+            ("container.full_id", id.as_str()),
+            ("container.name", "app"),
+            ("container.image.repository", repository),
+            ("container.image.tag", tag.as_str()),
+            ("minerguard.profile", "container-strict"),
+        ] {
+            assert_eq!(fields[field], value, "{field} of {event:#}");
+        }
+        assert!(
+            event["hostname"].as_str().is_some_and(|h| !h.is_empty()),
+            "no hostname: {event:#}"
+        );
+    }
 
     // The agent goes, its pinned enforcement with it; the rest on drop.
     drop(agent);

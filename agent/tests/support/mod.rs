@@ -147,6 +147,36 @@ impl Podman {
     /// `podman` with this store and the options this host needs.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new("podman");
+        self.global_args(&mut cmd);
+        cmd
+    }
+
+    /// [`Podman::cmd`] killed after `limit` seconds (`timeout`), so that a
+    /// stuck podman fails the test instead of hanging it.
+    pub fn timed(&self, limit: u32) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", &limit.to_string(), "podman"]);
+        self.global_args(&mut cmd);
+        cmd
+    }
+
+    /// `podman system service` on the unix socket `socket`, over this
+    /// store (stopped on drop).
+    pub fn service(&self, socket: &Path) -> Daemon {
+        let child = self
+            .cmd()
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start podman system service");
+        Daemon(child)
+    }
+
+    /// The options of every `podman` command: this store, no events, runc
+    /// and the cgroupfs manager.
+    fn global_args(&self, cmd: &mut Command) {
         for (flag, d) in [
             ("--root", "root"),
             ("--runroot", "run"),
@@ -165,7 +195,6 @@ impl Podman {
             "--cgroup-manager",
             "cgroupfs",
         ]);
-        cmd
     }
 
     /// An image of the rootfs `root`, imported as `name`.

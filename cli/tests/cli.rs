@@ -1208,12 +1208,12 @@ fn remove_stale_ends_instances_whose_process_and_cgroups_are_gone() {
     );
     let out = minerguard_cmd(&["remove", "--stale"]);
     assert!(out.status.success(), "{out:?}");
+    // This call removes it, unless a `watch` or `run` that other tests
+    // start meanwhile cleaned it up first (they run the same cleanup).
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("removed stale pinned instance `{instance}`")),
-        "{stderr}"
-    );
-    assert!(pinned_instance(&instance).is_none());
+    let ours = stderr.contains(&format!("removed stale pinned instance `{instance}`"));
+    println!("removed by this call: {ours}");
+    assert!(pinned_instance(&instance).is_none(), "{stderr}");
     assert!(!links.is_empty());
 }
 

@@ -117,6 +117,7 @@ impl Enforcer {
         });
         let state = InstanceState {
             pid: std::process::id(),
+            start_time: crate::pin::start_time(std::process::id()).unwrap_or(0),
             backend: self.kernel.kind().to_string(),
             scopes: applied.chain(self.pending.values().cloned()).collect(),
         };

@@ -29,7 +29,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub(crate) use self::state::now;
+pub(crate) use self::state::{now, start_time};
 pub use self::state::{InstanceState, ScopeRecord};
 pub(crate) use self::{
     dir::PinDir,
@@ -247,7 +247,10 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// Whether process `pid` runs.
-fn alive(pid: u32) -> bool {
+fn alive(pid: u32, started: u64) -> bool {
+    if started != 0 {
+        return state::start_time(pid) == Some(started);
+    }
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -266,7 +269,7 @@ pub fn instance(name: &str) -> Result<Option<Instance>, PinError> {
     Ok(Some(Instance {
         name: name.to_string(),
         pid: state.as_ref().map(|s| s.pid),
-        alive: state.as_ref().is_some_and(|s| alive(s.pid)),
+        alive: state.as_ref().is_some_and(|s| alive(s.pid, s.start_time)),
         backend: state.as_ref().map(|s| s.backend.clone()),
         scopes,
         links: links_in(&dir.join("links")),

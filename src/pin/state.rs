@@ -16,6 +16,10 @@ use super::{io_err, PinError, ScopeStatus};
 pub struct InstanceState {
     /// The process that wrote it last.
     pub pid: u32,
+    /// That process's start time (clock ticks after boot, `/proc/PID/stat`
+    /// field 22): a pid reused by another process is not taken for it.
+    #[serde(default)]
+    pub start_time: u64,
     /// `lsm` or `cgroup`.
     pub backend: String,
     /// Its scopes.
@@ -111,10 +115,30 @@ impl InstanceState {
     }
 }
 
+/// The start time of process `pid` (`/proc/PID/stat` field 22), if it runs.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Now, in Unix seconds.
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_running_process_has_a_start_time_and_a_gone_one_none() {
+        let me = super::start_time(std::process::id()).expect("this process runs");
+        assert!(me > 0);
+        assert_eq!(super::start_time(std::process::id()), Some(me));
+        assert_eq!(super::start_time(u32::MAX), None);
+    }
 }

@@ -18,7 +18,7 @@ use minerguard_agent::runtime::{
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -205,15 +205,7 @@ fn podman_gives_a_container_with_cri_labels() {
     let image = format!("localhost/minerguard-agent-test:{}", std::process::id());
     podman.import_busybox(&dir, &image);
     let socket = dir.path().join("podman.sock");
-    let service = podman
-        .cmd()
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", socket.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start podman system service");
-    let service = Daemon(service);
+    let service = podman.service(&socket);
     let source = wait_for("podman system service", || PodmanSource::new(&socket));
 
     let create = |name: &str, labels: &[(&str, &str)]| {

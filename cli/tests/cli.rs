@@ -390,24 +390,6 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
 /// Waits up to 60 s (loading BPF under an emulated CPU is slow) for a line
 /// containing `needle` from `lines`.
 /// Spawns `cmd` (stderr piped) and streams its stderr lines to a channel.
-fn spawn_with_stderr_lines(
-    cmd: &mut Command,
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let mut child = cmd.spawn().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    (child, lines)
-}
-
 fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {

@@ -290,6 +290,11 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The lines not read yet.
+fn drain(lines: &Receiver<String>) -> String {
+    lines.try_iter().collect::<Vec<_>>().join("\n")
+}
+
 /// Waits (`within` at most) until the metric starting with `prefix` is at
 /// least 1 on the agent's /metrics; fails with the page otherwise.
 fn wait_metric(port: u16, prefix: &str, within: Duration) {
@@ -416,12 +421,8 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         http_get(metrics_port, "/metrics").1
     );
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    assert!(agent
-        .into_inner()
-        .wait_with_output()
-        .unwrap()
-        .status
-        .success());
+    let out = agent.into_inner().wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, drain(&lines));
 
     // A receiver that is down: enforcement and stdout go on, the failures
     // are counted.

@@ -7,8 +7,8 @@
 #include "event.h"
 
 /*
- * Fills ppid, pname, args_len and cmdline from the current task and sets
- * the proc_src bits of what it read. Uses only bpf_get_current_task and
+ * Fills ppid, pname, args_len and cmdline (and comm when empty) from the
+ * current task and sets the proc_src bits of what it read. Uses only bpf_get_current_task and
  * bpf_probe_read_kernel/user (no BTF pointers), so every program type that
  * has those helpers can call it; bpf/probe.bpf.c loads it in each guarded
  * program type to learn which may.
@@ -26,6 +26,10 @@ static __always_inline void mg_fill_proc(struct mg_event *e)
 	unsigned long start = 0, end = 0, len;
 	__u32 n;
 
+	/* The task's own name too where bpf_get_current_comm was not allowed
+	 * (sk_msg, cgroup/dev on older kernels). */
+	if (!e->comm[0])
+		bpf_core_read(e->comm, sizeof(e->comm), &task->comm);
 	e->ppid = BPF_CORE_READ(parent, tgid);
 	if (!bpf_core_read(e->pname, sizeof(e->pname), &parent->comm))
 		e->proc_src |= MG_PROC_PARENT;

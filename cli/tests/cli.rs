@@ -106,7 +106,10 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     // cgroup backend, minerguard's fork before it on lsm); both command
     // lines name the marker.
     assert_eq!(ev["output_fields"]["proc.pname"], "minerguard", "{ev}");
-    assert!(ev["output_fields"]["proc.ppid"].as_u64().unwrap() > 1, "{ev}");
+    assert!(
+        ev["output_fields"]["proc.ppid"].as_u64().unwrap() > 1,
+        "{ev}"
+    );
     let cmdline = ev["output_fields"]["proc.cmdline"].as_str().unwrap();
     assert!(cmdline.contains(marker.to_str().unwrap()), "{ev}");
     assert_eq!(ev["output_fields"]["minerguard.proc.source"], "kernel");

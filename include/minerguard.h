@@ -52,9 +52,15 @@
 #define MG_PATH_LEN 264
 
 /**
- * Size of `mg_event.rule` and `mg_event.profile`.
+ * Size of `mg_event.rule`, `mg_event.profile` and `mg_event.pattern`.
  */
 #define MG_NAME_LEN 128
+
+/**
+ * Size of `mg_event.cmdline` (a command name, a space, 256 bytes of
+ * argv, NUL, rounded up).
+ */
+#define MG_CMDLINE_LEN 280
 
 /**
  * Size of `mg_probe_report.kernel`.
@@ -256,6 +262,32 @@ enum mg_action
 typedef enum mg_action mg_action;
 #else
 typedef uint32_t mg_action;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where `mg_event.ppid`, `pname` and `cmdline` come from.
+ */
+enum mg_proc_source
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Read by the BPF program from the task, at the decision.
+   */
+  MG_PROC_SOURCE_KERNEL = 0,
+  /**
+   * Read from /proc when the event arrived (this kernel does not let the
+   * program type read the task): best effort, the process may be gone.
+   */
+  MG_PROC_SOURCE_PROC = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mg_proc_source mg_proc_source;
+#else
+typedef uint32_t mg_proc_source;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -492,6 +524,34 @@ typedef struct mg_event {
    * Name of the profile the rule belongs to.
    */
   char profile[MG_NAME_LEN];
+  /**
+   * Parent's process id (0 when unknown).
+   */
+  uint32_t ppid;
+  /**
+   * Where `ppid`, `pname` and `cmdline` come from.
+   */
+  mg_proc_source proc_source;
+  /**
+   * Whether argv was longer than an event carries (`cmdline` is cut).
+   */
+  bool cmdline_truncated;
+  /**
+   * Parent's command name.
+   */
+  char pname[MG_COMM_LEN];
+  /**
+   * Falco's `proc.cmdline`: the command name, then the arguments after
+   * argv[0], space-separated. Exec refused before it happens (lsm): the
+   * process that tried; judged after it happened (cgroup backend,
+   * exec.cmdline rules): the new program's.
+   */
+  char cmdline[MG_CMDLINE_LEN];
+  /**
+   * exec.cmdline events: the pattern that matched (lower case); "" for
+   * other events.
+   */
+  char pattern[MG_NAME_LEN];
 } mg_event;
 
 /**

@@ -38,7 +38,7 @@ pub use enforcer::{
     Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled, UnenforcedRule,
 };
 pub use error::{Error, Result};
-pub use events::{falco_json, Drops, Event, Target};
+pub use events::{falco_json, Drops, Event, ProcSource, Target, CMDLINE_CAPACITY, OVERLONG_ARGV};
 pub use learn::{ExecLearner, LearnProgress};
 pub use profile::{Action, Matcher, MatcherKind, Mode, Profile, Rule, ValidProfile};
 pub use seccomp::{SeccompError, SeccompFilter};

@@ -207,6 +207,11 @@ fn c_and_rust_agree_on_struct_layouts() {
         ("path", offset_of!(mg_event, path)),
         ("rule", offset_of!(mg_event, rule)),
         ("profile", offset_of!(mg_event, profile)),
+        ("ppid", offset_of!(mg_event, ppid)),
+        ("proc_source", offset_of!(mg_event, proc_source)),
+        ("pname", offset_of!(mg_event, pname)),
+        ("cmdline", offset_of!(mg_event, cmdline)),
+        ("pattern", offset_of!(mg_event, pattern)),
     ];
     let expected: Vec<(String, usize)> = rust_event
         .iter()
@@ -360,6 +365,12 @@ fn c_shim_stops_a_miner_exec_in_its_cgroup() {
         event.contains(&format!("kind=exec path={}", miner.display())),
         "{event}"
     );
+    // Who did it: the shim's child (the miner after its exec on the cgroup
+    // backend, the shim's fork before it on lsm); both command lines name
+    // the marker.
+    assert!(!event.contains(" ppid=0 "), "{event}");
+    let cmdline = event.split("cmdline=[").nth(1).unwrap_or("");
+    assert!(cmdline.contains(&marker.display().to_string()), "{event}");
 
     // The same file runs outside the scope.
     let outside = dir.path().join("outside");

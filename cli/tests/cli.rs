@@ -102,6 +102,17 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     assert!(ev["action"] == "kill" || ev["action"] == "deny");
     assert_eq!(ev["output_fields"]["proc.exepath"], miner.to_str().unwrap());
     assert!(ev["output_fields"]["proc.pid"].as_u64().unwrap() > 0);
+    // Who did it: minerguard's child (the miner after the exec on the
+    // cgroup backend, minerguard's fork before it on lsm); both command
+    // lines name the marker.
+    assert_eq!(ev["output_fields"]["proc.pname"], "minerguard", "{ev}");
+    assert!(
+        ev["output_fields"]["proc.ppid"].as_u64().unwrap() > 1,
+        "{ev}"
+    );
+    let cmdline = ev["output_fields"]["proc.cmdline"].as_str().unwrap();
+    assert!(cmdline.contains(marker.to_str().unwrap()), "{ev}");
+    assert_eq!(ev["output_fields"]["minerguard.proc.source"], "kernel");
     assert!(ev["time"].as_str().unwrap().ends_with('Z'));
 
     let cgroup = scope_path(&stderr);

@@ -91,6 +91,8 @@ static void print_event(const mg_event *ev) {
   } else {
     printf(" kind=%u", (unsigned)ev->kind);
   }
+  printf(" ppid=%u pname=%s cmdline=[%s]", ev->ppid, ev->pname, ev->cmdline);
+  if (ev->pattern[0]) printf(" pattern=%s", ev->pattern);
   printf(" cgroup_id=%llu\n", (unsigned long long)ev->cgroup_id);
   fflush(stdout);
 }

@@ -36,7 +36,7 @@ mod strings;
 
 pub use checks::mg_check;
 pub use enforcer::{mg_backend, mg_drops, mg_enforcer, mg_enforcer_options};
-pub use events::{mg_event, mg_events, mg_rule_kind};
+pub use events::{mg_event, mg_events, mg_proc_source, mg_rule_kind};
 pub use probe::mg_probe_report;
 pub use profile::{mg_action, mg_mode, mg_profile};
 pub use result::{mg_diagnostic, mg_result};

@@ -12,6 +12,16 @@ pub fn falco_json(ev: &Event) -> String {
     fields.insert("proc.pid".into(), json!(ev.tgid));
     fields.insert("proc.tid".into(), json!(ev.pid));
     fields.insert("proc.name".into(), json!(ev.comm.as_str()));
+    fields.insert("proc.ppid".into(), json!(ev.ppid));
+    fields.insert("proc.pname".into(), json!(ev.pname.as_str()));
+    fields.insert("proc.cmdline".into(), json!(ev.cmdline.as_str()));
+    if ev.cmdline_truncated {
+        fields.insert("minerguard.proc.cmdline_truncated".into(), json!(true));
+    }
+    fields.insert(
+        "minerguard.proc.source".into(),
+        json!(ev.proc_source.as_str()),
+    );
     fields.insert("user.uid".into(), json!(ev.uid));
     fields.insert("cgroup.id".into(), json!(ev.cgroup_id));
     fields.insert("minerguard.profile".into(), json!(&*ev.profile));
@@ -59,6 +69,9 @@ pub fn falco_json(ev: &Event) -> String {
             }
         }
     };
+    if let Some(p) = &ev.pattern {
+        fields.insert("minerguard.pattern".into(), json!(&**p));
+    }
     if let Some(d) = &ev.domain {
         // Falco's name for the server's resolved name.
         fields.insert("fd.sip.name".into(), json!(&**d));
@@ -137,7 +150,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::events::{InlineStr, Protocol};
+    use crate::events::{InlineStr, ProcSource, Protocol};
 
     #[test]
     fn formats_known_instants() {
@@ -158,6 +171,11 @@ mod tests {
             uid: 0,
             cgroup_id: 99,
             comm: InlineStr::from_c_bytes(b"sh"),
+            ppid: 1,
+            pname: InlineStr::from_c_bytes(b"init"),
+            cmdline: InlineStr::from_c_bytes(b"sh"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
             profile: Arc::from("container-strict"),
             rule: Arc::from("scope-escape"),
             action: Action::Kill,
@@ -168,6 +186,7 @@ mod tests {
                 cgroup: InlineStr::from_c_bytes(b"/other"),
             },
             domain: None,
+            pattern: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["output_fields"]["minerguard.moved.pid"], 12);
@@ -188,6 +207,11 @@ mod tests {
             uid: 0,
             cgroup_id: 99,
             comm: InlineStr::from_c_bytes(b"curl"),
+            ppid: 9,
+            pname: InlineStr::from_c_bytes(b"bash"),
+            cmdline: InlineStr::from_c_bytes(b"curl http://pool.example:3333"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Proc,
             profile: Arc::from("default"),
             rule: Arc::from("miner-pool-port"),
             action: Action::Deny,
@@ -197,6 +221,7 @@ mod tests {
                 protocol: Protocol::Tcp,
             },
             domain: Some(Arc::from("pool.example")),
+            pattern: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["rule"], "miner-pool-port");
@@ -207,5 +232,67 @@ mod tests {
         assert_eq!(v["output_fields"]["fd.sport"], 3333);
         assert_eq!(v["output_fields"]["fd.sip.name"], "pool.example");
         assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
+        // Who did it, read from /proc here.
+        assert_eq!(v["output_fields"]["proc.ppid"], 9);
+        assert_eq!(v["output_fields"]["proc.pname"], "bash");
+        assert_eq!(
+            v["output_fields"]["proc.cmdline"],
+            "curl http://pool.example:3333"
+        );
+        assert_eq!(v["output_fields"]["minerguard.proc.source"], "proc");
+        assert!(v["output_fields"]
+            .get("minerguard.proc.cmdline_truncated")
+            .is_none());
+        assert!(v["output_fields"].get("minerguard.pattern").is_none());
+    }
+
+    #[test]
+    fn cmdline_event_names_the_pattern_and_who_ran_it() {
+        let argv = b"xmrig\0-o\0stratum+tcp://pool:3333\0";
+        let (cmdline, cut) = InlineStr::command_line("xmrig", argv);
+        let ev = Event {
+            time: UNIX_EPOCH,
+            pid: 21,
+            tgid: 21,
+            uid: 1000,
+            cgroup_id: 5,
+            comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 20,
+            pname: InlineStr::from_c_bytes(b"launcher"),
+            cmdline,
+            cmdline_truncated: cut,
+            proc_source: ProcSource::Kernel,
+            profile: Arc::from("default"),
+            rule: Arc::from("pool-url"),
+            action: Action::Kill,
+            requested: Action::Kill,
+            target: Target::Exec {
+                path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
+            },
+            domain: None,
+            pattern: Some(Arc::from("stratum+tcp://")),
+        };
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        let f = &v["output_fields"];
+        assert_eq!(f["proc.pid"], 21);
+        assert_eq!(f["proc.ppid"], 20);
+        assert_eq!(f["proc.pname"], "launcher");
+        assert_eq!(f["proc.cmdline"], "xmrig -o stratum+tcp://pool:3333");
+        assert_eq!(f["proc.exepath"], "/tmp/xmrig");
+        assert_eq!(f["minerguard.pattern"], "stratum+tcp://");
+        assert_eq!(f["minerguard.proc.source"], "kernel");
+
+        let long = Event {
+            cmdline_truncated: true,
+            pattern: Some(Arc::from(crate::events::OVERLONG_ARGV)),
+            ..ev
+        };
+        let v: Value = serde_json::from_str(&falco_json(&long)).unwrap();
+        let f = &v["output_fields"];
+        assert_eq!(f["minerguard.proc.cmdline_truncated"], true);
+        assert!(f["minerguard.pattern"]
+            .as_str()
+            .unwrap()
+            .contains("not searched"));
     }
 }

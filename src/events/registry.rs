@@ -25,6 +25,21 @@ pub(crate) struct PolicyNames {
     pub rules: Vec<CompiledRule>,
     /// Resolved `connect.domains` addresses → domain.
     pub domains: std::collections::BTreeMap<std::net::IpAddr, Arc<str>>,
+    /// `exec.cmdline` patterns by their kernel id (`mg_cmd_pattern`).
+    pub patterns: Vec<Arc<str>>,
+}
+
+impl PolicyNames {
+    /// The text of `mg_cmd_pattern` entry `id` (`MG_PATTERN_ID_OVERLONG`
+    /// included).
+    pub fn pattern(&self, id: u32) -> Option<Arc<str>> {
+        if id == crate::backend::abi::PATTERN_ID_OVERLONG {
+            static OVERLONG: std::sync::LazyLock<Arc<str>> =
+                std::sync::LazyLock::new(|| Arc::from(super::OVERLONG_ARGV));
+            return Some(OVERLONG.clone());
+        }
+        self.patterns.get(id as usize).cloned()
+    }
 }
 
 /// Shared between the enforcer (writer) and the poller thread (reader).
@@ -40,6 +55,12 @@ impl Registry {
             profile: policy.profile.clone(),
             rules: policy.rules.clone(),
             domains: policy.domain_addresses.clone(),
+            // Ids are positions in `cmdline` (backend::maps, cmdline_buckets).
+            patterns: policy
+                .cmdline
+                .keys()
+                .map(|p| Arc::from(p.as_str()))
+                .collect(),
         });
         self.write().policies.insert(policy_id, names);
     }

@@ -262,11 +262,13 @@ impl Rules {
             .iter()
             .filter_map(|r| {
                 let why = match r.matcher {
-                    MatcherKind::Stratum => "the bytes a socket sent before the scan are gone (its port and address rules judge it)",
-                    MatcherKind::ExecDrift => "not judged by a scan yet (the overlay upper layer of a running program)",
-                    MatcherKind::ExecNoNewExec => "which exec came first is not known after the fact",
+                    MatcherKind::Stratum => {
+                        "bytes sent before the scan are gone; ports and addresses judge connections"
+                    }
+                    MatcherKind::ExecDrift => "the overlay upper layer is not read by scans yet",
+                    MatcherKind::ExecNoNewExec => "which exec came first is not known afterwards",
                     MatcherKind::ScopeEscape => "an operation, not a state",
-                    MatcherKind::Seccomp => "system calls, judged by the seccomp filter",
+                    MatcherKind::Seccomp => "system calls, for the seccomp filter",
                     _ => return None,
                 };
                 Some((r.name.clone(), why))

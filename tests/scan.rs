@@ -138,6 +138,7 @@ struct Scene {
     _listener: std::net::TcpListener,
     _tmp: TempDir,
     plain: PathBuf,
+    shm: PathBuf,
     _child: OwnedCgroup,
     cgroup: OwnedCgroup,
 }
@@ -145,8 +146,7 @@ struct Scene {
 impl Drop for Scene {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.plain);
-        let shm = Path::new("/dev/shm").join(format!("mg-scan-{}", std::process::id()));
-        let _ = std::fs::remove_file(shm);
+        let _ = std::fs::remove_file(&self.shm);
     }
 }
 
@@ -202,7 +202,8 @@ fn scene(test: &str) -> Option<Scene> {
     });
 
     // A program copied to /dev/shm.
-    let shm = Path::new("/dev/shm").join(format!("mg-scan-{}", std::process::id()));
+    // One per test: the tests of this binary run in parallel.
+    let shm = Path::new("/dev/shm").join(format!("mg-{test}-{}", std::process::id()));
     let _ = std::fs::remove_file(&shm);
     copy_exec(Path::new("/usr/bin/sleep"), &shm);
     suspects.push(Suspect {
@@ -255,6 +256,7 @@ fn scene(test: &str) -> Option<Scene> {
         _listener: listener,
         _tmp: tmp,
         plain,
+        shm,
         _child: child,
         cgroup,
     })

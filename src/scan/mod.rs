@@ -323,7 +323,7 @@ impl Scanner {
         rules.judge_exe(p, exe, &mut out);
         rules.judge_cmdline(p, &mut out);
         if rules.needs_mappings() {
-            for file in process::executable_mappings(p.pid, Some(exe)) {
+            for file in process::executable_mappings(p) {
                 rules.judge_mapping(&file, &mut out);
             }
         }

@@ -41,6 +41,8 @@ pub(crate) struct Process {
     pub cmdline: Vec<u8>,
     /// Whether argv was longer than the limit it was read with.
     pub cmdline_overlong: bool,
+    /// Its root as this process sees it, when not ours.
+    pub root: Option<String>,
 }
 
 /// `/proc/<pid>/stat`: (comm, start time).
@@ -74,6 +76,7 @@ pub(crate) fn read(pid: u32, cmdline_limit: usize) -> Option<Process> {
         exe,
         cmdline,
         cmdline_overlong,
+        root,
     })
 }
 
@@ -116,14 +119,14 @@ fn exe_view(pid: u32, root: Option<&str>) -> Option<FileView> {
     })
 }
 
-/// Executable file mappings of `pid` other than `except` (its program), one
+/// Executable file mappings of `p` other than its program, one
 /// per file, from `/proc/<pid>/maps`: a program run through the loader
 /// (`ld.so ./xmrig`) or loaded as a library shows here, not as the exe.
-pub(crate) fn executable_mappings(pid: u32, except: Option<&FileView>) -> Vec<FileView> {
+pub(crate) fn executable_mappings(p: &Process) -> Vec<FileView> {
+    let (pid, except, root) = (p.pid, p.exe.as_ref(), &p.root);
     let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
-    let root = process_root(pid);
     let mut out: Vec<FileView> = Vec::new();
     for line in text.lines() {
         // address perms offset dev inode path
@@ -206,8 +209,8 @@ pub(crate) fn descriptors(pid: u32, sockets: bool, msr: bool) -> Descriptors {
             continue;
         }
         // Device nodes live under /dev (a container's own /dev included);
-        // only those are worth a stat.
-        if msr && bytes.starts_with(b"/dev/") {
+        // only those are worth a stat, less the ones every process holds.
+        if msr && bytes.starts_with(b"/dev/") && !is_common_device(bytes) {
             if let Ok(meta) = fs::metadata(entry.path()) {
                 let is_char = meta.mode() & libc::S_IFMT == libc::S_IFCHR;
                 if is_char && libc::major(meta.rdev()) == MSR_MAJOR {
@@ -220,10 +223,28 @@ pub(crate) fn descriptors(pid: u32, sockets: bool, msr: bool) -> Descriptors {
     out
 }
 
+/// Device nodes that are never an MSR device by their usual names (a
+/// miner cannot rename /dev/null without CAP_MKNOD, and then it would not
+/// be the null device): not stat'ed.
+fn is_common_device(path: &[u8]) -> bool {
+    matches!(
+        path,
+        b"/dev/null"
+            | b"/dev/zero"
+            | b"/dev/full"
+            | b"/dev/random"
+            | b"/dev/urandom"
+            | b"/dev/ptmx"
+            | b"/dev/tty"
+    ) || path.starts_with(b"/dev/pts/")
+}
+
 /// Up to `limit` bytes of a file, and whether there was more.
 fn read_limited(path: &str, limit: usize) -> Option<(Vec<u8>, bool)> {
     let file = fs::File::open(path).ok()?;
-    let mut buf = Vec::new();
+    // Most argvs fit one page: one read, where an empty Vec would take a
+    // few growing ones (each walks the other process's memory).
+    let mut buf = Vec::with_capacity(4096.min(limit + 1));
     file.take(limit as u64 + 1).read_to_end(&mut buf).ok()?;
     let over = buf.len() > limit;
     buf.truncate(limit);
@@ -277,7 +298,7 @@ mod tests {
     #[test]
     fn mappings_list_each_executable_file_once_without_the_program() {
         let me = read(std::process::id(), 16).unwrap();
-        let maps = executable_mappings(std::process::id(), me.exe.as_ref());
+        let maps = executable_mappings(&me);
         let exe = me.exe.unwrap();
         assert!(maps.iter().all(|m| (m.dev, m.ino) != (exe.dev, exe.ino)));
         let mut keys: Vec<_> = maps.iter().map(|m| (m.dev, m.ino)).collect();

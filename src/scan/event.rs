@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Evidence, Finding, Outcome};
+use super::{Evidence, Finding, Outcome, ScanReport};
 use crate::{
     events::{json::falco_value, Event, InlineStr, Target},
     profile::Action,
@@ -75,6 +75,33 @@ impl Finding {
 /// (`killed`, `reported`, `dry-run`, `gone`, `failed: …`),
 /// `minerguard.evidence` every rule it matched and why.
 pub fn scan_json(finding: &Finding, profile: &Arc<str>) -> String {
+    scan_value(finding, profile).to_string()
+}
+
+impl ScanReport {
+    /// The whole report as one JSON object (for C and Python): `profile`,
+    /// `scanned`, `vanished`, `elapsed_ms`, `findings` (each the event
+    /// object of [`scan_json`]) and `unjudged` (`rule`, `reason`).
+    pub fn to_json(&self) -> String {
+        let findings: Vec<Value> = (self.findings.iter())
+            .map(|f| scan_value(f, &self.profile))
+            .collect();
+        let unjudged: Vec<Value> = (self.unjudged.iter())
+            .map(|u| json!({ "rule": &*u.rule, "reason": u.reason }))
+            .collect();
+        json!({
+            "profile": &*self.profile,
+            "scanned": self.scanned,
+            "vanished": self.vanished,
+            "elapsed_ms": self.elapsed.as_secs_f64() * 1e3,
+            "findings": findings,
+            "unjudged": unjudged,
+        })
+        .to_string()
+    }
+}
+
+fn scan_value(finding: &Finding, profile: &Arc<str>) -> Value {
     let mut v = falco_value(&finding.event(profile));
     let p = &finding.process;
     let m = finding.decisive();
@@ -116,7 +143,7 @@ pub fn scan_json(finding: &Finding, profile: &Arc<str>) -> String {
     if let Some(tags) = v["tags"].as_array_mut() {
         tags.push(json!("scan"));
     }
-    v.to_string()
+    v
 }
 
 #[cfg(test)]
@@ -186,6 +213,31 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("minerguard scan: kworker"));
+    }
+
+    #[test]
+    fn a_report_is_one_object_with_every_finding() {
+        let report = ScanReport {
+            profile: "p".into(),
+            scanned: 3,
+            vanished: 1,
+            findings: vec![finding(
+                Evidence::Exe {
+                    path: "/tmp/x".into(),
+                },
+                Outcome::Reported,
+            )],
+            unjudged: vec![crate::scan::Unjudged {
+                rule: "stratum-protocol".into(),
+                reason: "why",
+            }],
+            elapsed: Duration::from_millis(2),
+        };
+        let v: Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(v["scanned"], 3);
+        assert_eq!(v["vanished"], 1);
+        assert_eq!(v["findings"][0]["output_fields"]["minerguard.kind"], "scan");
+        assert_eq!(v["unjudged"][0]["rule"], "stratum-protocol");
     }
 
     #[test]

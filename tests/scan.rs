@@ -39,15 +39,30 @@ fn root_or_skip(test: &str) -> bool {
 }
 
 /// A directory outside every scratch directory of the bundled profiles, so
-/// only the rule a test means can match a program placed there.
-fn plain_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "scan-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// only the rule a test means can match a program placed there; removed
+/// on drop.
+struct PlainDir(PathBuf);
+
+impl PlainDir {
+    fn new(tag: &str) -> PlainDir {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "scan-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        PlainDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for PlainDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A copy of `from` at `to`, executable.
@@ -137,7 +152,7 @@ struct Scene {
     _conn: std::net::TcpStream,
     _listener: std::net::TcpListener,
     _tmp: TempDir,
-    plain: PathBuf,
+    _plain: PlainDir,
     shm: PathBuf,
     _child: OwnedCgroup,
     cgroup: OwnedCgroup,
@@ -145,7 +160,6 @@ struct Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.plain);
         let _ = std::fs::remove_file(&self.shm);
     }
 }
@@ -156,7 +170,7 @@ fn scene(test: &str) -> Option<Scene> {
     let xmrig = xmrig_binary(test)?;
     let cgroup = test_cgroup();
     let tmp = TempDir::new("scan");
-    let plain = plain_dir(test);
+    let plain = PlainDir::new(test);
     let pool = FakePool::start();
     let mut suspects = Vec::new();
 
@@ -255,7 +269,7 @@ fn scene(test: &str) -> Option<Scene> {
         _conn: conn,
         _listener: listener,
         _tmp: tmp,
-        plain,
+        _plain: plain,
         shm,
         _child: child,
         cgroup,
@@ -420,4 +434,101 @@ fn a_path_that_is_not_a_cgroup_is_a_typed_error() {
         "unexpected: {err:?}"
     );
     assert!(err.to_string().contains("/proc/self"), "{err}");
+}
+
+/// An overlay mounted for one test (outside scratch dirs), unmounted and
+/// removed on drop: `lower` is the image, what is written through
+/// `merged` lands in the upper layer.
+struct Overlay {
+    dir: PlainDir,
+}
+
+impl Overlay {
+    fn mount(test: &str) -> Overlay {
+        let dir = PlainDir::new(test);
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let options = format!(
+            "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+            dir.0.display()
+        );
+        let to_c = |s: &str| CString::new(s).unwrap();
+        let (target, data) = (to_c(dir.join("merged").to_str().unwrap()), to_c(&options));
+        // SAFETY: NUL-terminated strings; mounting as root in a directory of ours.
+        let rc = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        Overlay { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.join(sub)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let target = CString::new(self.path("merged").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path of ours.
+        // Detached first; the directory goes with `dir`.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_program_written_into_the_overlay_is_drift_and_the_image_is_not() {
+    if !root_or_skip("scan_drift") {
+        return;
+    }
+    let cgroup = test_cgroup();
+    let overlay = Overlay::mount("drift");
+    // In the image (lower layer), then one written after the mount.
+    copy_exec(
+        Path::new("/usr/bin/sleep"),
+        &overlay.path("lower/image-sleep"),
+    );
+    copy_exec(
+        Path::new("/usr/bin/sleep"),
+        &overlay.path("merged/written-sleep"),
+    );
+    assert!(
+        overlay.path("upper/written-sleep").exists(),
+        "not in the upper layer"
+    );
+    let mut image = start(
+        &cgroup,
+        Command::new(overlay.path("merged/image-sleep")).arg("600"),
+    );
+    let mut written = start(
+        &cgroup,
+        Command::new(overlay.path("merged/written-sleep")).arg("600"),
+    );
+    let profile = Profile::new("drift").rule(minerguard::Rule::exec_drift(
+        "drift",
+        minerguard::Action::Deny,
+    ));
+    let report = minerguard::scan::scan(
+        &[cgroup.cgroup().path().to_path_buf()],
+        &profile,
+        &ScanOptions::default(),
+    )
+    .expect("scan");
+    assert_eq!(report.scanned, 2);
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    let f = &report.findings[0];
+    assert_eq!(f.process.pid, written.id());
+    assert_eq!(&*f.decisive().rule, "drift");
+    assert_eq!(f.outcome, Outcome::Killed);
+    assert_eq!(written.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(alive(&mut image), "the image's program runs on");
+    drop(image);
+    drop(written);
 }

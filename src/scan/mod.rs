@@ -5,7 +5,8 @@
 //!
 //! What is looked at, per process of each cgroup and its descendants: its
 //! program (name, (device, inode), the path from its own root, memfd or
-//! deleted), the name it was run by (`comm`), its argv, the files it maps
+//! deleted, written into the container: drift), the name it was run by
+//! (`comm`), its argv, the files it maps
 //! executable (`ld.so ./xmrig`, a miner as a `.so`), its connected TCP and
 //! UDP sockets (ports, CIDRs, resolved domains), and MSR devices it holds
 //! open. Processes that exit meanwhile are skipped: that is normal.
@@ -22,6 +23,7 @@
 //! # Ok::<(), minerguard::Error>(())
 //! ```
 
+mod drift;
 mod event;
 mod kill;
 mod net;

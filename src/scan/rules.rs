@@ -118,7 +118,8 @@ impl Rules {
 
     /// The rules the program (`exe`) matches: names (the file's and the
     /// name it was run by, which `comm` keeps), inodes, directories,
-    /// fileless, and the allow-list.
+    /// fileless, drift (the program only: a scan does not judge mappings
+    /// for drift), and the allow-list.
     pub fn judge_exe(&self, p: &Process, exe: &FileView, out: &mut Vec<Match>) {
         let evidence = || Evidence::Exe {
             path: exe.path.clone(),
@@ -127,6 +128,11 @@ impl Rules {
         if let Some(r) = self.policy.exec_names.get(p.comm.as_str()) {
             if basename(&exe.path) != p.comm {
                 out.push(self.to_match(*r, evidence()));
+            }
+        }
+        if let Some(r) = self.policy.drift {
+            if super::drift::drifted(p.pid, &exe.path) {
+                out.push(self.to_match(r, evidence()));
             }
         }
         if let Some(r) = self.policy.allow_only {
@@ -265,7 +271,6 @@ impl Rules {
                     MatcherKind::Stratum => {
                         "bytes sent before the scan are gone; ports and addresses judge connections"
                     }
-                    MatcherKind::ExecDrift => "the overlay upper layer is not read by scans yet",
                     MatcherKind::ExecNoNewExec => "which exec came first is not known afterwards",
                     MatcherKind::ScopeEscape => "an operation, not a state",
                     MatcherKind::Seccomp => "system calls, for the seccomp filter",

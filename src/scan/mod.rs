@@ -355,6 +355,9 @@ pub fn scan(
     Scanner::new(profile)?.scan(cgroups, options)
 }
 
+/// The init process of the scanner's pid namespace.
+const INIT_PID: u32 = 1;
+
 /// Carries out the deciding rule's action on `p`.
 fn act(p: &process::Process, decisive: &Match, options: &ScanOptions) -> Outcome {
     if options.dry_run {
@@ -365,6 +368,11 @@ fn act(p: &process::Process, decisive: &Match, options: &ScanOptions) -> Outcome
         Action::Audit => Outcome::Reported,
         // A running process cannot be denied what it already did: both
         // end it.
+        // Killing init would take the whole host (or container) down with
+        // it: that is never a scan's call.
+        Action::Deny | Action::Kill if p.pid == INIT_PID => {
+            Outcome::Failed("pid 1 (init) is never killed by a scan".into())
+        }
         Action::Deny | Action::Kill => match kill::kill(p.pid, p.start_time) {
             kill::Killed::Yes => Outcome::Killed,
             kill::Killed::Gone => Outcome::Gone,
@@ -401,5 +409,49 @@ fn describe(p: &process::Process, cgroup: &std::path::Path) -> ScannedProcess {
         cmdline,
         cgroup: cgroup.to_path_buf(),
         cgroup_id: std::fs::metadata(cgroup).map(|m| m.ino()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init_like() -> process::Process {
+        process::Process {
+            pid: INIT_PID,
+            start_time: 1,
+            comm: "init".into(),
+            exe: None,
+            cmdline: Vec::new(),
+            cmdline_overlong: false,
+            root: None,
+        }
+    }
+
+    fn deciding(action: Action) -> Match {
+        Match {
+            rule: "r".into(),
+            rule_index: 0,
+            kind: RuleKind::Exec,
+            matcher: MatcherKind::ExecAllowOnly,
+            action,
+            evidence: Evidence::Exe {
+                path: "/sbin/init".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn init_is_never_killed_but_still_reported() {
+        let p = init_like();
+        let opts = ScanOptions::default();
+        let outcome = act(&p, &deciding(Action::Kill), &opts);
+        assert!(
+            matches!(&outcome, Outcome::Failed(why) if why.contains("pid 1")),
+            "{outcome:?}"
+        );
+        assert_eq!(act(&p, &deciding(Action::Audit), &opts), Outcome::Reported);
+        let dry = ScanOptions { dry_run: true };
+        assert_eq!(act(&p, &deciding(Action::Deny), &dry), Outcome::DryRun);
     }
 }

@@ -375,6 +375,12 @@ typedef struct mg_events mg_events;
 typedef struct mg_profile mg_profile;
 
 /**
+ * The result of a scan (opaque): read it with `mg_scan_report_json()`,
+ * free it with `mg_scan_report_free()`.
+ */
+typedef struct mg_scan_report mg_scan_report;
+
+/**
  * How to build an enforcer (`mg_enforcer_new_with_options()`).
  */
 typedef struct mg_enforcer_options {
@@ -1167,6 +1173,47 @@ enum mg_result mg_last_error_diagnostic(size_t index, struct mg_diagnostic *out)
  * value that is not one. A static string: never freed, never NULL.
  */
 const char *mg_result_name(int32_t code);
+
+/**
+ * Scans the processes of each of the `count` cgroups (absolute paths, or
+ * relative to the cgroup v2 mount) and their descendants with `profile`:
+ * what an `audit` rule matches is reported, what a `deny` or `kill` rule
+ * matches is killed, unless `dry_run`. The calling process is never
+ * acted on. `*out` receives the report. Fails (nothing scanned) on a
+ * path that is not a cgroup v2 directory (`MG_ERR_CGROUP`) or an invalid
+ * profile (`MG_ERR_PROFILE`).
+ *
+ * # Safety
+ * `cgroups` must point to `count` NUL-terminated strings; `out` must be
+ * writable.
+ */
+enum mg_result mg_scan(const struct mg_profile *profile,
+                       const char *const *cgroups,
+                       size_t count,
+                       bool dry_run,
+                       struct mg_scan_report **out);
+
+/**
+ * The report as JSON, copied into `buf` (`len` bytes, NUL included);
+ * `needed` (may be NULL) receives the size required. An object:
+ * `profile`, `scanned`, `vanished`, `elapsed_ms`, `findings` (each an
+ * event in Falco's shape, `output_fields["minerguard.kind"] == "scan"`,
+ * with `minerguard.outcome`: `killed`, `reported`, `dry-run`, `gone`,
+ * `failed: …`) and `unjudged` (`rule`, `reason`).
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_scan_report_json(const struct mg_scan_report *report,
+                                   char *buf,
+                                   size_t len,
+                                   size_t *needed);
+
+/**
+ * Frees a report; NULL is a no-op.
+ */
+enum mg_result mg_scan_report_free(struct mg_scan_report *report);
 
 /**
  * Whether the profile has a seccomp filter: `*out` is true when at least

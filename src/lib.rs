@@ -27,6 +27,7 @@ mod mountinfo;
 mod parallel;
 pub mod pin;
 pub mod profile;
+pub mod scan;
 pub mod seccomp;
 
 pub use backend::checks::{CheckStatus, Checks};

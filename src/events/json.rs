@@ -8,6 +8,11 @@ use crate::profile::Action;
 
 /// One event as a Falco-style JSON object (one line, no trailing newline).
 pub fn falco_json(ev: &Event) -> String {
+    falco_value(ev).to_string()
+}
+
+/// [`falco_json`] as a value, for outputs that add fields (scan findings).
+pub(crate) fn falco_value(ev: &Event) -> Value {
     let mut fields = Map::new();
     fields.insert("proc.pid".into(), json!(ev.tgid));
     fields.insert("proc.tid".into(), json!(ev.pid));
@@ -90,7 +95,7 @@ pub fn falco_json(ev: &Event) -> String {
         "minerguard: {what} {verb}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
         ev.rule, ev.comm, ev.tgid, ev.cgroup_id
     );
-    let line = json!({
+    json!({
         "time": rfc3339_nanos(unix_nanos(ev.time)),
         "rule": &*ev.rule,
         "priority": priority(ev.action),
@@ -99,8 +104,7 @@ pub fn falco_json(ev: &Event) -> String {
         "output": output,
         "output_fields": Value::Object(fields),
         "action": ev.action.as_str(),
-    });
-    line.to_string()
+    })
 }
 
 /// Falco priority names, by severity of what was done.

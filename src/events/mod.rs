@@ -2,7 +2,7 @@
 //! handed to consumers through a bounded channel.
 
 mod inline_str;
-mod json;
+pub(crate) mod json;
 pub(crate) mod poller;
 pub(crate) mod record;
 pub(crate) mod registry;

@@ -305,6 +305,18 @@ class Instance(TypedDict):
     maps: int
     ring_drops: int
 
+class Unjudged(TypedDict):
+    rule: str
+    reason: str
+
+class ScanReport(TypedDict):
+    profile: str
+    scanned: int
+    vanished: int
+    elapsed_ms: float
+    findings: list[dict[str, Any]]
+    unjudged: list[Unjudged]
+
 class RunResult:
     """How a `run()` ended."""
 
@@ -359,3 +371,7 @@ def instances() -> list[Instance]:
     """Every pinned enforcer instance."""
 def remove_instance(name: str) -> None:
     """Ends pinned instance `name` (PinError if missing, invalid or held)."""
+def scan(
+    profile: Profile, cgroups: Sequence[StrPath], *, dry_run: bool = False
+) -> ScanReport:
+    """Judges the processes already running in the cgroups; kills what deny/kill rules match."""

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{Evidence, Finding, Outcome, ScanReport};
 use crate::{
-    events::{json::falco_value, Event, InlineStr, Target},
+    events::{json::falco_value, Event, InlineStr, ProcSource, Target},
     profile::Action,
 };
 
@@ -53,6 +53,14 @@ impl Finding {
             Outcome::Killed => Action::Kill,
             _ => Action::Audit,
         };
+        // `cmdline` holds argv joined by spaces: split back, Falco's form is
+        // built as for kernel events (the name, then the arguments).
+        let (cmdline, cmdline_truncated) =
+            InlineStr::command_line(&p.comm, p.cmdline.replace(' ', "\0").as_bytes());
+        let pattern = match &m.evidence {
+            Evidence::Cmdline { pattern } => Some(Arc::from(pattern.as_str())),
+            _ => None,
+        };
         Event {
             time: self.time,
             pid: p.pid,
@@ -60,6 +68,12 @@ impl Finding {
             uid: p.uid,
             cgroup_id: p.cgroup_id,
             comm: InlineStr::from_c_bytes(p.comm.as_bytes()),
+            ppid: p.ppid,
+            pname: InlineStr::from_c_bytes(p.pname.as_bytes()),
+            cmdline,
+            cmdline_truncated,
+            proc_source: ProcSource::Proc,
+            pattern,
             profile: profile.clone(),
             rule: m.rule.clone(),
             action,
@@ -113,7 +127,6 @@ fn scan_value(finding: &Finding, profile: &Arc<str>) -> Value {
         );
         fields.insert("minerguard.rule".into(), json!(&*m.rule));
         fields.insert("proc.exepath".into(), json!(p.exe));
-        fields.insert("proc.cmdline".into(), json!(p.cmdline));
         fields.insert("cgroup.path".into(), json!(p.cgroup.to_string_lossy()));
         let evidence: Vec<Value> = finding
             .matches
@@ -166,6 +179,8 @@ mod tests {
                 start_time: 7,
                 uid: 0,
                 comm: "kworker".into(),
+                ppid: 1,
+                pname: "containerd-shim".into(),
                 exe: "/opt/kworker".into(),
                 cmdline: "kworker --url=stratum+tcp://pool:3333".into(),
                 cgroup: "/sys/fs/cgroup/c1".into(),
@@ -203,6 +218,9 @@ mod tests {
         assert_eq!(fields["minerguard.outcome"], "killed");
         assert_eq!(fields["minerguard.profile"], "container-strict");
         assert_eq!(fields["proc.pid"], 42);
+        assert_eq!(fields["proc.ppid"], 1);
+        assert_eq!(fields["proc.pname"], "containerd-shim");
+        assert_eq!(fields["minerguard.proc.source"], "proc");
         assert_eq!(fields["fd.sport"], 3333);
         assert_eq!(
             fields["proc.cmdline"],

@@ -143,6 +143,10 @@ pub struct ScannedProcess {
     pub uid: u32,
     /// `comm`.
     pub comm: String,
+    /// Its parent's pid (0 when unknown).
+    pub ppid: u32,
+    /// Its parent's `comm` (empty when unknown).
+    pub pname: String,
     /// Its program's path from its own root; empty when unknown.
     pub exe: String,
     /// argv, NUL-separated arguments joined with spaces (lossy UTF-8).
@@ -393,6 +397,10 @@ fn describe(p: &process::Process, cgroup: &std::path::Path) -> ScannedProcess {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(u32::MAX);
+    let ppid = process::parent(p.pid).unwrap_or(0);
+    let pname = std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .unwrap_or_default();
     let cmdline = p
         .cmdline
         .split(|b| *b == 0)
@@ -405,6 +413,8 @@ fn describe(p: &process::Process, cgroup: &std::path::Path) -> ScannedProcess {
         start_time: p.start_time,
         uid,
         comm: p.comm.clone(),
+        ppid,
+        pname,
         exe: p.exe.as_ref().map(|e| e.path.clone()).unwrap_or_default(),
         cmdline,
         cgroup: cgroup.to_path_buf(),

@@ -62,6 +62,18 @@ pub(crate) fn stat(pid: u32) -> Option<(String, u64)> {
     Some((comm, start))
 }
 
+/// `pid`'s parent from `/proc/<pid>/stat` (the field after the state,
+/// which follows the comm's last `)`).
+pub(crate) fn parent(pid: u32) -> Option<u32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = text.rfind(')')?;
+    text.get(close + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Reads `pid`'s identity, program and command line (argv up to
 /// `cmdline_limit` bytes).
 pub(crate) fn read(pid: u32, cmdline_limit: usize) -> Option<Process> {

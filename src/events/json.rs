@@ -100,11 +100,30 @@ pub(crate) fn falco_value(ev: &Event) -> Value {
         "rule": &*ev.rule,
         "priority": priority(ev.action),
         "source": "minerguard",
-        "tags": ["minerguard", "cryptomining"],
+        "tags": tags(&ev.target),
         "output": output,
         "output_fields": Value::Object(fields),
         "action": ev.action.as_str(),
     })
+}
+
+/// Falco-style tags: the project's two, what the rule watched (Falco's
+/// `process`, `network`, `filesystem`, `container` tags), and the MITRE
+/// ATT&CK tactic and technique: mining is Resource Hijacking (T1496,
+/// tactic Impact); leaving the scope's cgroup is Impair Defenses (T1562,
+/// tactic Defense Evasion). Source: attack.mitre.org/techniques/T1496 and
+/// /T1562.
+fn tags(target: &Target) -> Value {
+    let kind: &[&str] = match target {
+        Target::Exec { .. } => &["process", "mitre_impact", "T1496"],
+        Target::Connect { .. } => &["network", "mitre_impact", "T1496"],
+        Target::Stratum { .. } => &["network", "stratum", "mitre_impact", "T1496"],
+        Target::Device { .. } => &["filesystem", "msr", "mitre_impact", "T1496"],
+        Target::ScopeEscape { .. } => &["container", "mitre_defense_evasion", "T1562"],
+    };
+    let mut all = vec!["minerguard", "cryptomining"];
+    all.extend_from_slice(kind);
+    json!(all)
 }
 
 /// Falco priority names, by severity of what was done.
@@ -231,6 +250,16 @@ mod tests {
         assert_eq!(v["rule"], "miner-pool-port");
         assert_eq!(v["priority"], "Error");
         assert_eq!(v["action"], "deny");
+        assert_eq!(
+            v["tags"],
+            json!([
+                "minerguard",
+                "cryptomining",
+                "network",
+                "mitre_impact",
+                "T1496"
+            ])
+        );
         assert_eq!(v["output_fields"]["proc.pid"], 10);
         assert_eq!(v["output_fields"]["fd.sip"], "127.0.0.1");
         assert_eq!(v["output_fields"]["fd.sport"], 3333);

@@ -74,7 +74,12 @@ impl Image {
             .unwrap()
             .success();
         assert!(ok, "tar the rootfs");
-        let name = format!("localhost/minerguard-test:{}", std::process::id());
+        // A tag of its own per import: the tests run in parallel in one
+        // process, and a shared tag let one test's rootfs replace another's
+        // (a restart test found no /opt/app/xmrig in its image).
+        static IMPORTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("localhost/minerguard-test:{}-{n}", std::process::id());
         let out = Command::new("podman")
             .arg("import")
             .arg(&tar)
@@ -123,13 +128,18 @@ fn podman_run_cmd(parent: &str) -> Command {
 }
 
 /// `podman run --rm` of `args` (after the common options) in a container
-/// under `parent`; its stdout.
+/// under `parent`; its stdout (podman's stderr is printed, for a failure's
+/// story).
 fn podman_run(parent: &str, args: &[&str]) -> String {
     let out = podman_run_cmd(parent)
         .arg("--rm")
         .args(args)
         .output()
         .expect("run podman");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !stderr.trim().is_empty() {
+        println!("podman run {args:?}: {}: {stderr}", out.status);
+    }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -518,7 +528,8 @@ fn assert_miner_refused(
         });
         assert!(
             event.is_some(),
-            "{when}: {n} of 2 miner-binary events for /opt/app/xmrig from cgroup {cgroup_id}"
+            "{when}: {n} of 2 miner-binary events for /opt/app/xmrig from cgroup {cgroup_id} (drops: {:?}; miner: {said:?})",
+            enforcer.drops()
         );
     }
 }

@@ -103,6 +103,7 @@ fn cc(dir: &Path, source: &str, out: &str, link: &[String]) -> PathBuf {
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
+        remove_stale_builds();
         let dir = TempDir::new("capi-build");
         let lib = lib_dir();
         let archive = lib.join("libminerguard.a");
@@ -139,6 +140,29 @@ fn built() -> &'static Built {
             _dir: dir,
         }
     })
+}
+
+/// Removes the build directories of earlier runs: a static is never
+/// dropped, so each run's directory outlives it (about 50 MB each). One is
+/// stale when the test process named in it (`minerguard-capi-build-<pid>-<n>`)
+/// is gone.
+fn remove_stale_builds() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("minerguard-capi-build-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn run(cmd: &mut Command) -> (Output, String) {

@@ -207,6 +207,8 @@ fn c_and_rust_agree_on_struct_layouts() {
         ("path", offset_of!(mg_event, path)),
         ("rule", offset_of!(mg_event, rule)),
         ("profile", offset_of!(mg_event, profile)),
+        ("killed_cgroup", offset_of!(mg_event, killed_cgroup)),
+        ("kill_error", offset_of!(mg_event, kill_error)),
     ];
     let expected: Vec<(String, usize)> = rust_event
         .iter()

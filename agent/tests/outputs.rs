@@ -49,6 +49,7 @@ fn payload(rule: &str) -> Value {
             path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
         },
         domain: None,
+        cgroup_kill: None,
     };
     serde_json::from_str(&falco_json(&ev)).unwrap()
 }

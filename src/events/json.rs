@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{poller::unix_nanos, Event, Target};
+use super::{poller::unix_nanos, CgroupKill, Event, Target};
 use crate::profile::Action;
 
 /// One event as a Falco-style JSON object (one line, no trailing newline).
@@ -66,15 +66,35 @@ pub fn falco_json(ev: &Event) -> String {
     let verb = match ev.action {
         Action::Audit => "audited",
         Action::Deny => "denied",
-        Action::Kill => "denied and killed",
+        Action::Kill | Action::KillContainer => "denied and killed",
     };
     let degraded = if ev.degraded() {
         format!(" (rule asked {})", ev.requested)
     } else {
         String::new()
     };
+    let container = match &ev.cgroup_kill {
+        None => String::new(),
+        Some(CgroupKill::Killed { cgroup, method }) => {
+            let cgroup = cgroup.display().to_string();
+            let text = format!(", with every process of cgroup {cgroup}");
+            fields.insert("minerguard.killed.cgroup".into(), json!(cgroup));
+            fields.insert("minerguard.killed.method".into(), json!(method.as_str()));
+            text
+        }
+        Some(CgroupKill::NotKilled { cgroup, reason }) => {
+            if let Some(c) = cgroup {
+                fields.insert(
+                    "minerguard.kill.cgroup".into(),
+                    json!(c.display().to_string()),
+                );
+            }
+            fields.insert("minerguard.kill.error".into(), json!(reason));
+            format!(" (its cgroup was not killed: {reason})")
+        }
+    };
     let output = format!(
-        "minerguard: {what} {verb}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
+        "minerguard: {what} {verb}{container}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
         ev.rule, ev.comm, ev.tgid, ev.cgroup_id
     );
     let line = json!({
@@ -93,7 +113,7 @@ pub fn falco_json(ev: &Event) -> String {
 /// Falco priority names, by severity of what was done.
 fn priority(a: Action) -> &'static str {
     match a {
-        Action::Kill => "Critical",
+        Action::Kill | Action::KillContainer => "Critical",
         Action::Deny => "Error",
         Action::Audit => "Warning",
     }
@@ -168,6 +188,7 @@ mod tests {
                 cgroup: InlineStr::from_c_bytes(b"/other"),
             },
             domain: None,
+            cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["output_fields"]["minerguard.moved.pid"], 12);
@@ -197,6 +218,7 @@ mod tests {
                 protocol: Protocol::Tcp,
             },
             domain: Some(Arc::from("pool.example")),
+            cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["rule"], "miner-pool-port");
@@ -207,5 +229,72 @@ mod tests {
         assert_eq!(v["output_fields"]["fd.sport"], 3333);
         assert_eq!(v["output_fields"]["fd.sip.name"], "pool.example");
         assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
+    }
+
+    fn kill_container_event(cgroup_kill: CgroupKill) -> Event {
+        Event {
+            time: UNIX_EPOCH + Duration::from_secs(1),
+            pid: 11,
+            tgid: 11,
+            uid: 0,
+            cgroup_id: 99,
+            comm: InlineStr::from_c_bytes(b"xmrig"),
+            profile: Arc::from("p"),
+            rule: Arc::from("miner"),
+            action: Action::KillContainer,
+            requested: Action::KillContainer,
+            target: Target::Exec {
+                path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
+            },
+            domain: None,
+            cgroup_kill: Some(cgroup_kill),
+        }
+    }
+
+    #[test]
+    fn kill_container_event_names_the_killed_cgroup_or_why_not() {
+        let ev = kill_container_event(CgroupKill::Killed {
+            cgroup: "/sys/fs/cgroup/pod/ctr".into(),
+            method: crate::events::KillMethod::CgroupKill,
+        });
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["action"], "kill-container");
+        assert_eq!(v["priority"], "Critical");
+        assert_eq!(v["output_fields"]["minerguard.requested"], "kill-container");
+        assert_eq!(
+            v["output_fields"]["minerguard.killed.cgroup"],
+            "/sys/fs/cgroup/pod/ctr"
+        );
+        assert_eq!(
+            v["output_fields"]["minerguard.killed.method"],
+            "cgroup.kill"
+        );
+        assert!(v["output_fields"].get("minerguard.kill.error").is_none());
+        let output = v["output"].as_str().unwrap();
+        assert!(
+            output
+                .contains("denied and killed, with every process of cgroup /sys/fs/cgroup/pod/ctr"),
+            "{output}"
+        );
+
+        let ev = kill_container_event(CgroupKill::NotKilled {
+            cgroup: Some("/sys/fs/cgroup/x".into()),
+            reason: "/sys/fs/cgroup/x holds this process".into(),
+        });
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["action"], "kill-container");
+        assert!(v["output_fields"].get("minerguard.killed.cgroup").is_none());
+        assert_eq!(
+            v["output_fields"]["minerguard.kill.cgroup"],
+            "/sys/fs/cgroup/x"
+        );
+        assert_eq!(
+            v["output_fields"]["minerguard.kill.error"],
+            "/sys/fs/cgroup/x holds this process"
+        );
+        assert!(v["output"]
+            .as_str()
+            .unwrap()
+            .contains("(its cgroup was not killed: /sys/fs/cgroup/x holds this process)"));
     }
 }

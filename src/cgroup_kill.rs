@@ -102,13 +102,21 @@ const PROCS_PAUSE: Duration = Duration::from_millis(2);
 /// The cgroup whose kernel id is `id` (an event's `cgroup_id`, what
 /// `bpf_get_current_cgroup_id()` returns), looked for at `under` and below
 /// it: `under` is an enforced scope, whose tasks' cgroups are the scope's
-/// own or its descendants. `None` when there is none (removed since).
+/// own or its descendants. [`CgroupKillError::NotFound`] when there is
+/// none (removed since).
 ///
 /// A cgroup's id is the inode number of its directory; the walk compares
 /// each directory entry's inode number (one `getdents` per directory, no
 /// `stat`) and visits at most 65,536 directories. Ids are not reused, so
 /// the cgroup found is the one the id named.
-pub fn find_cgroup(under: &Path, id: u64) -> Option<PathBuf> {
+pub fn find_cgroup(under: &Path, id: u64) -> Result<PathBuf, CgroupKillError> {
+    find(under, id).ok_or_else(|| CgroupKillError::NotFound {
+        id,
+        under: under.to_path_buf(),
+    })
+}
+
+fn find(under: &Path, id: u64) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     if fs::metadata(under).ok()?.ino() == id {
         return Some(under.to_path_buf());
@@ -329,10 +337,7 @@ mod tests {
         let Ok(root) = CgroupRef::root() else {
             return;
         };
-        assert_eq!(
-            find_cgroup(root.path(), root.id()).as_deref(),
-            Some(root.path())
-        );
+        assert_eq!(find(root.path(), root.id()).as_deref(), Some(root.path()));
         if unsafe { libc::geteuid() } != 0 {
             return;
         }
@@ -343,18 +348,20 @@ mod tests {
         let grandchild = OwnedCgroup::create_under(child.cgroup(), "leaf").unwrap();
         for cg in [&parent, &child, &grandchild] {
             assert_eq!(
-                find_cgroup(root.path(), cg.cgroup().id()).as_deref(),
+                find(root.path(), cg.cgroup().id()).as_deref(),
                 Some(cg.cgroup().path())
             );
             assert_eq!(
-                find_cgroup(parent.cgroup().path(), cg.cgroup().id()).as_deref(),
-                Some(cg.cgroup().path())
+                find_cgroup(parent.cgroup().path(), cg.cgroup().id()).unwrap(),
+                cg.cgroup().path()
             );
         }
-        assert_eq!(
-            find_cgroup(child.cgroup().path(), parent.cgroup().id()),
-            None
+        assert_eq!(find(child.cgroup().path(), parent.cgroup().id()), None);
+        let err = find_cgroup(parent.cgroup().path(), u64::MAX).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no cgroup with id 18446744073709551615 under"),
+            "{err}"
         );
-        assert_eq!(find_cgroup(parent.cgroup().path(), u64::MAX), None);
     }
 }

@@ -419,12 +419,10 @@ impl Enforcer {
         profile: &Profile,
     ) -> Result<()> {
         let (policy, unresolved) = self.resolve(policy)?;
-        let scope_cgroup = self.get(handle)?.cgroup.clone();
-        let cgroup_id = scope_cgroup.id();
-        let new_id = self.install(&policy, &scope_cgroup)?;
+        let cgroup = self.get(handle)?.cgroup.clone();
+        let new_id = self.install(&policy, &cgroup)?;
         // Before the switch, so the new policy is whole from its start.
         let hooks = if policy.stratum.is_some() {
-            let cgroup = self.get(handle)?.cgroup.clone();
             self.sync_stratum_coverage(Some(&cgroup))
         } else {
             Ok(())
@@ -432,13 +430,12 @@ impl Enforcer {
         .and_then(|()| self.kernel.policy_in_use(&policy))
         .and_then(|()| {
             if policy.escape.is_some() {
-                let cgroup = self.get(handle)?.cgroup.clone();
                 self.kernel.seed_scope(&cgroup)?;
             }
             Ok(())
         });
         if let Err(e) =
-            hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup_id, new_id, &policy)?))
+            hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup.id(), new_id, &policy)?))
         {
             self.uninstall(new_id, &policy, false);
             return Err(e);

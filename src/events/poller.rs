@@ -148,16 +148,12 @@ impl Decoder {
         let Some(names) = self.registry.lookup(raw.policy_id) else {
             return not_killed(None, format!("policy {} is unknown", raw.policy_id));
         };
-        let Some(cgroup) = cgroup_kill::find_cgroup(&names.scope, raw.cgroup_id) else {
-            let e = cgroup_kill::CgroupKillError::NotFound {
-                id: raw.cgroup_id,
-                under: names.scope.clone(),
-            };
-            return not_killed(None, e.to_string());
-        };
-        match cgroup_kill::kill_cgroup(&cgroup) {
-            Ok(method) => CgroupKill::Killed { cgroup, method },
-            Err(e) => not_killed(Some(cgroup), e.to_string()),
+        match cgroup_kill::find_cgroup(&names.scope, raw.cgroup_id) {
+            Err(e) => not_killed(None, e.to_string()),
+            Ok(cgroup) => match cgroup_kill::kill_cgroup(&cgroup) {
+                Ok(method) => CgroupKill::Killed { cgroup, method },
+                Err(e) => not_killed(Some(cgroup), e.to_string()),
+            },
         }
     }
 }

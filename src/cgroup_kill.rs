@@ -49,7 +49,8 @@ pub enum CgroupKillError {
         /// Where it was looked for.
         under: PathBuf,
     },
-    /// The path is not a cgroup v2 directory, or could not be resolved.
+    /// The path is not a cgroup v2 directory, could not be resolved, or
+    /// writing its `cgroup.kill` or reading its `cgroup.procs` failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     /// The root cgroup holds every process of the host: never killed.
@@ -66,17 +67,6 @@ pub enum CgroupKillError {
     /// The cgroup holds init (pid 1).
     #[error("{0} holds init (pid 1): not killed")]
     HoldsInit(PathBuf),
-    /// Writing `cgroup.kill` or reading `cgroup.procs` failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// Processes were still listed after every round of SIGKILL (they
     /// forked faster than they were killed, or could not be killed).
     #[error("{left} processes still in {path} after {rounds} rounds of SIGKILL")]
@@ -171,10 +161,13 @@ pub fn kill_cgroup(path: &Path) -> Result<KillMethod, CgroupKillError> {
     if !has_child_cgroups(path) && kill_file.exists() {
         return fs::write(&kill_file, "1")
             .map(|()| KillMethod::CgroupKill)
-            .map_err(|source| CgroupKillError::Io {
-                action: "writing 1 to",
-                path: kill_file,
-                source,
+            .map_err(|source| {
+                CgroupError::Io {
+                    action: "writing 1 to",
+                    path: kill_file,
+                    source,
+                }
+                .into()
             });
     }
     kill_listed(path)
@@ -237,7 +230,7 @@ fn has_child_cgroups(path: &Path) -> bool {
 /// this pid namespace).
 fn listed_pids(path: &Path) -> Result<Vec<u32>, CgroupKillError> {
     let procs = path.join("cgroup.procs");
-    let text = fs::read_to_string(&procs).map_err(|source| CgroupKillError::Io {
+    let text = fs::read_to_string(&procs).map_err(|source| CgroupError::Io {
         action: "reading",
         path: procs,
         source,

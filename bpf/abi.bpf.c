@@ -19,6 +19,7 @@ struct mg_abi {
 	enum mg_path_kind path_kind;
 	enum mg_stratum_sig stratum_sig;
 	enum mg_limit limit;
+	enum mg_proc_src proc_src;
 	struct mg_event event;
 	struct mg_scope scope;
 	struct mg_config config;

@@ -34,7 +34,14 @@ struct {
 	__type(value, char[MG_ARGV_BUF]);
 } mg_argv_scratch SEC(".maps");
 
-/* The strongest match so far (action 0: none). In a map, not in the
+/* The strongest match so far (ref.action 0: none), and which pattern it
+ * was (reported in the event). */
+struct mg_argv_best {
+	struct mg_rule_ref ref;
+	__u32 pattern_id;
+};
+
+/* The strongest match so far, in a map, not in the
  * bpf_loop context: Linux 6.1's verifier checks a callback once, with the
  * context's first values, and hard-wires branches on them (a first "no
  * match yet" made every later match replace the best, a kill included). */
@@ -42,7 +49,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct mg_rule_ref);
+	__type(value, struct mg_argv_best);
 } mg_argv_best SEC(".maps");
 
 struct argv_scan {
@@ -51,7 +58,7 @@ struct argv_scan {
 	__u32 len;           /* bytes of argv to search, at most MG_ARGV_MAX */
 	__u32 n;             /* bytes of the current chunk in buf, overlap included */
 	__u32 policy_id;
-	struct mg_rule_ref *best; /* mg_argv_best */
+	struct mg_argv_best *best; /* mg_argv_best */
 };
 
 /* mg_len_masks[len][w]: the bytes of word w (8 bytes, little endian) that
@@ -121,8 +128,10 @@ static long argv_step(__u32 i, void *data)
 		p = bpf_map_lookup_elem(&mg_cmd_pattern, &pk);
 		if (!p || !pattern_at(s->buf, at, s->n, p))
 			continue;
-		if (mg_rank(p->ref.action) > mg_rank(s->best->action))
-			*s->best = p->ref;
+		if (mg_rank(p->ref.action) > mg_rank(s->best->ref.action)) {
+			s->best->ref = p->ref;
+			s->best->pattern_id = pk.id;
+		}
 	}
 	return 0;
 }
@@ -150,7 +159,7 @@ static long chunk_step(__u32 i, void *data)
 	struct argv_scan *s = data;
 	__u32 off = i * MG_ARGV_CHUNK, n;
 
-	if (off >= s->len || s->best->action == MG_ACTION_KILL)
+	if (off >= s->len || s->best->ref.action == MG_ACTION_KILL)
 		return 1;
 	n = s->len - off;
 	if (n > MG_ARGV_CHUNK + MG_PATTERN_LEN - 1)
@@ -186,8 +195,9 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 	scan.best = bpf_map_lookup_elem(&mg_argv_best, &zero);
 	if (!buf || !scan.best)
 		return 0;
-	scan.best->action = 0;
-	scan.best->rule_idx = 0;
+	scan.best->ref.action = 0;
+	scan.best->ref.rule_idx = 0;
+	scan.best->pattern_id = 0;
 	start = BPF_CORE_READ(task, mm, arg_start);
 	end = BPF_CORE_READ(task, mm, arg_end);
 	if (end <= start)
@@ -200,8 +210,10 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 		};
 		struct mg_pattern *p = bpf_map_lookup_elem(&mg_cmd_pattern, &pk);
 
-		if (p)
-			*scan.best = p->ref;
+		if (p) {
+			scan.best->ref = p->ref;
+			scan.best->pattern_id = MG_PATTERN_ID_OVERLONG;
+		}
 	} else {
 		scan.buf = buf;
 		scan.start = start;
@@ -209,11 +221,11 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 		bpf_loop((scan.len + MG_ARGV_CHUNK - 1) / MG_ARGV_CHUNK,
 			 chunk_step, &scan, 0);
 	}
-	if (!scan.best->action)
+	if (!scan.best->ref.action)
 		return 0;
 
-	ref.rule_idx = scan.best->rule_idx;
-	ref.action = scan.best->action;
+	ref.rule_idx = scan.best->ref.rule_idx;
+	ref.action = scan.best->ref.action;
 	if (ref.action == MG_ACTION_AUDIT) {
 		taken = MG_ACTION_AUDIT;
 	} else {
@@ -223,9 +235,12 @@ int BPF_PROG(mg_cmdline_tp, struct task_struct *task, pid_t old_pid,
 	e = mg_event_start(MG_KIND_EXEC, scope, &ref, taken);
 	if (!e)
 		return 0;
-	/* The file as passed to execve. */
+	/* The file as passed to execve, and the pattern that matched
+	 * (enum mg_kind: MG_KIND_EXEC). */
 	bpf_probe_read_kernel_str(e->path, MG_PATH_LEN,
 				  BPF_CORE_READ(bprm, filename));
+	__builtin_memcpy(e->addr, &scan.best->pattern_id, 4);
+	e->addr[4] = 1;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -6,6 +6,9 @@
  * character devices with major 202 (Linux Documentation/admin-guide/devices.txt:
  * "202 char: CPU model-specific registers").
  */
+/* cgroup/sockops/sk_msg programs: the task is read only where the probe
+ * allowed it (common.h). */
+#define MG_PROC_GUARDED
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "common.h"

@@ -7,6 +7,9 @@
  * hooks also refuse a TCP Fast Open send whose payload the syscall
  * tracepoint (fast_open_tp.bpf.c) found to be Stratum.
  */
+/* cgroup/sockops/sk_msg programs: the task is read only where the probe
+ * allowed it (common.h). */
+#define MG_PROC_GUARDED
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>

@@ -21,6 +21,9 @@
  * through sendpage on older kernels): it follows the lsm verdict for sockets
  * it has not started judging itself.
  */
+/* cgroup/sockops/sk_msg programs: the task is read only where the probe
+ * allowed it (common.h). */
+#define MG_PROC_GUARDED
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>

@@ -52,9 +52,15 @@
 #define MG_PATH_LEN 264
 
 /**
- * Size of `mg_event.rule` and `mg_event.profile`.
+ * Size of `mg_event.rule`, `mg_event.profile` and `mg_event.pattern`.
  */
 #define MG_NAME_LEN 128
+
+/**
+ * Size of `mg_event.cmdline` (a command name, a space, 256 bytes of
+ * argv, NUL, rounded up).
+ */
+#define MG_CMDLINE_LEN 280
 
 /**
  * Size of `mg_probe_report.kernel`.
@@ -266,6 +272,32 @@ typedef uint32_t mg_action;
 #endif // __cplusplus
 
 /**
+ * Where `mg_event.ppid`, `pname` and `cmdline` come from.
+ */
+enum mg_proc_source
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Read by the BPF program from the task, at the decision.
+   */
+  MG_PROC_SOURCE_KERNEL = 0,
+  /**
+   * Read from /proc when the event arrived (this kernel does not let the
+   * program type read the task): best effort, the process may be gone.
+   */
+  MG_PROC_SOURCE_PROC = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mg_proc_source mg_proc_source;
+#else
+typedef uint32_t mg_proc_source;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Profile-wide mode.
  */
 enum mg_mode
@@ -347,6 +379,12 @@ typedef struct mg_events mg_events;
  * `mg_profile_from_*()`, free with `mg_profile_free()`.
  */
 typedef struct mg_profile mg_profile;
+
+/**
+ * The result of a scan (opaque): read it with `mg_scan_report_json()`,
+ * free it with `mg_scan_report_free()`.
+ */
+typedef struct mg_scan_report mg_scan_report;
 
 /**
  * How to build an enforcer (`mg_enforcer_new_with_options()`).
@@ -498,6 +536,34 @@ typedef struct mg_event {
    * Name of the profile the rule belongs to.
    */
   char profile[MG_NAME_LEN];
+  /**
+   * Parent's process id (0 when unknown).
+   */
+  uint32_t ppid;
+  /**
+   * Where `ppid`, `pname` and `cmdline` come from.
+   */
+  mg_proc_source proc_source;
+  /**
+   * Whether argv was longer than an event carries (`cmdline` is cut).
+   */
+  bool cmdline_truncated;
+  /**
+   * Parent's command name.
+   */
+  char pname[MG_COMM_LEN];
+  /**
+   * Falco's `proc.cmdline`: the command name, then the arguments after
+   * argv[0], space-separated. Exec refused before it happens (lsm): the
+   * process that tried; judged after it happened (cgroup backend,
+   * exec.cmdline rules): the new program's.
+   */
+  char cmdline[MG_CMDLINE_LEN];
+  /**
+   * exec.cmdline events: the pattern that matched (lower case); "" for
+   * other events.
+   */
+  char pattern[MG_NAME_LEN];
   /**
    * `MG_ACTION_KILL_CONTAINER` events: the cgroup the task was in,
    * whose every process was sent SIGKILL; "" when none was (then
@@ -1125,6 +1191,47 @@ enum mg_result mg_last_error_diagnostic(size_t index, struct mg_diagnostic *out)
  * value that is not one. A static string: never freed, never NULL.
  */
 const char *mg_result_name(int32_t code);
+
+/**
+ * Scans the processes of each of the `count` cgroups (absolute paths, or
+ * relative to the cgroup v2 mount) and their descendants with `profile`:
+ * what an `audit` rule matches is reported, what a `deny` or `kill` rule
+ * matches is killed, unless `dry_run`. The calling process is never
+ * acted on. `*out` receives the report. Fails (nothing scanned) on a
+ * path that is not a cgroup v2 directory (`MG_ERR_CGROUP`) or an invalid
+ * profile (`MG_ERR_PROFILE`).
+ *
+ * # Safety
+ * `cgroups` must point to `count` NUL-terminated strings; `out` must be
+ * writable.
+ */
+enum mg_result mg_scan(const struct mg_profile *profile,
+                       const char *const *cgroups,
+                       size_t count,
+                       bool dry_run,
+                       struct mg_scan_report **out);
+
+/**
+ * The report as JSON, copied into `buf` (`len` bytes, NUL included);
+ * `needed` (may be NULL) receives the size required. An object:
+ * `profile`, `scanned`, `vanished`, `elapsed_ms`, `findings` (each an
+ * event in Falco's shape, `output_fields["minerguard.kind"] == "scan"`,
+ * with `minerguard.outcome`: `killed`, `reported`, `dry-run`, `gone`,
+ * `failed: …`) and `unjudged` (`rule`, `reason`).
+ *
+ * # Safety
+ * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+ * `needed` must be NULL or writable.
+ */
+enum mg_result mg_scan_report_json(const struct mg_scan_report *report,
+                                   char *buf,
+                                   size_t len,
+                                   size_t *needed);
+
+/**
+ * Frees a report; NULL is a no-op.
+ */
+enum mg_result mg_scan_report_free(struct mg_scan_report *report);
 
 /**
  * Whether the profile has a seccomp filter: `*out` is true when at least

@@ -28,6 +28,7 @@ mod mountinfo;
 mod parallel;
 pub mod pin;
 pub mod profile;
+pub mod scan;
 pub mod seccomp;
 
 pub use backend::checks::{CheckStatus, Checks};
@@ -39,7 +40,9 @@ pub use enforcer::{
     Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled, UnenforcedRule,
 };
 pub use error::{Error, Result};
-pub use events::{falco_json, CgroupKill, Drops, Event, Target};
+pub use events::{
+    falco_json, CgroupKill, Drops, Event, ProcSource, Target, CMDLINE_CAPACITY, OVERLONG_ARGV,
+};
 pub use learn::{ExecLearner, LearnProgress};
 pub use profile::{Action, Matcher, MatcherKind, Mode, Profile, Rule, ValidProfile};
 pub use seccomp::{SeccompError, SeccompFilter};

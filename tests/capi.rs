@@ -207,6 +207,11 @@ fn c_and_rust_agree_on_struct_layouts() {
         ("path", offset_of!(mg_event, path)),
         ("rule", offset_of!(mg_event, rule)),
         ("profile", offset_of!(mg_event, profile)),
+        ("ppid", offset_of!(mg_event, ppid)),
+        ("proc_source", offset_of!(mg_event, proc_source)),
+        ("pname", offset_of!(mg_event, pname)),
+        ("cmdline", offset_of!(mg_event, cmdline)),
+        ("pattern", offset_of!(mg_event, pattern)),
         ("killed_cgroup", offset_of!(mg_event, killed_cgroup)),
         ("kill_error", offset_of!(mg_event, kill_error)),
     ];
@@ -362,6 +367,12 @@ fn c_shim_stops_a_miner_exec_in_its_cgroup() {
         event.contains(&format!("kind=exec path={}", miner.display())),
         "{event}"
     );
+    // Who did it: the shim's child (the miner after its exec on the cgroup
+    // backend, the shim's fork before it on lsm); both command lines name
+    // the marker.
+    assert!(!event.contains(" ppid=0 "), "{event}");
+    let cmdline = event.split("cmdline=[").nth(1).unwrap_or("");
+    assert!(cmdline.contains(&marker.display().to_string()), "{event}");
 
     // The same file runs outside the scope.
     let outside = dir.path().join("outside");
@@ -1158,4 +1169,91 @@ fn instance_names_are_checked_before_anything_is_loaded() {
         mg_enforcer_detach(std::ptr::null_mut()),
         mg_result::MG_ERR_NULL_POINTER
     );
+}
+
+#[test]
+fn a_scan_through_the_c_api_kills_what_ran_before_and_reports_it_as_json() {
+    use capi::{profile::*, scan::*};
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(
+            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
+            Ok("1"),
+            "scans make cgroups and need root; MINERGUARD_ALLOW_SKIP=1 skips"
+        );
+        return;
+    }
+    let cg = test_cgroup();
+    let shm = PathBuf::from(format!("/dev/shm/mg-capi-scan-{}", std::process::id()));
+    let _ = std::fs::remove_file(&shm);
+    std::fs::copy("/usr/bin/sleep", &shm).unwrap();
+    let mut miner = ChildGuard::new(spawn_in(Some(&cg), Command::new(&shm).arg("600")).unwrap());
+    let mut benign =
+        ChildGuard::new(spawn_in(Some(&cg), Command::new("/usr/bin/sleep").arg("600")).unwrap());
+
+    let mut p: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings and out-pointer.
+    assert_eq!(
+        unsafe { mg_profile_bundled(c"container-strict".as_ptr(), &mut p) },
+        mg_result::MG_OK
+    );
+    let path = std::ffi::CString::new(cg.cgroup().path().to_str().unwrap()).unwrap();
+    let cgroups = [path.as_ptr()];
+    let mut report: *mut mg_scan_report = std::ptr::null_mut();
+
+    // Bad input: no cgroup, a path that is no cgroup, a NULL out-pointer.
+    // SAFETY: each call's pointers are valid or refused before use.
+    unsafe {
+        assert_eq!(
+            mg_scan(p, cgroups.as_ptr(), 0, false, &mut report),
+            mg_result::MG_ERR_INVALID_ARGUMENT
+        );
+        let proc_path = [c"/proc".as_ptr()];
+        assert_eq!(
+            mg_scan(p, proc_path.as_ptr(), 1, false, &mut report),
+            mg_result::MG_ERR_CGROUP,
+            "{}",
+            last_error()
+        );
+        assert!(last_error().contains("/proc"), "{}", last_error());
+        assert_eq!(
+            mg_scan(p, cgroups.as_ptr(), 1, false, std::ptr::null_mut()),
+            mg_result::MG_ERR_NULL_POINTER
+        );
+    }
+    assert!(miner.try_wait().unwrap().is_none(), "nothing scanned yet");
+
+    // SAFETY: valid profile, one cgroup path, writable out-pointer.
+    let rc = unsafe { mg_scan(p, cgroups.as_ptr(), 1, false, &mut report) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let mut needed = 0;
+    // SAFETY: a NULL buffer of length 0 asks for the size.
+    let rc = unsafe { mg_scan_report_json(report, std::ptr::null_mut(), 0, &mut needed) };
+    assert_eq!(rc, mg_result::MG_ERR_BUFFER_TOO_SMALL);
+    let mut buf = vec![0 as std::ffi::c_char; needed];
+    // SAFETY: a buffer of `needed` bytes.
+    let rc = unsafe { mg_scan_report_json(report, buf.as_mut_ptr(), buf.len(), &mut needed) };
+    assert_eq!(rc, mg_result::MG_OK);
+    // SAFETY: NUL-terminated by the call.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["scanned"], 2, "{v}");
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(f["rule"], "scratch-dir-exec");
+    assert_eq!(f["output_fields"]["proc.pid"], miner.id());
+    assert_eq!(f["output_fields"]["minerguard.outcome"], "killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(miner.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(
+        benign.try_wait().unwrap().is_none(),
+        "the benign one runs on"
+    );
+
+    assert_eq!(mg_scan_report_free(report), mg_result::MG_OK);
+    assert_eq!(
+        mg_scan_report_free(report),
+        mg_result::MG_ERR_INVALID_HANDLE
+    );
+    assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+    let _ = std::fs::remove_file(&shm);
 }

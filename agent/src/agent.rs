@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use minerguard::{Enforcer, EnforcerOptions, PolicyHandle, Scope};
@@ -15,6 +15,7 @@ use crate::{
     binding::binding_for,
     config::{AgentConfig, ConfigError},
     discovery::{self, ContainerCgroup},
+    follow::Follower,
     identity::ContainerInfo,
     runtime::MetadataSource,
 };
@@ -59,7 +60,17 @@ pub struct Agent {
     source: Option<Box<dyn MetadataSource>>,
     containers: BTreeMap<PathBuf, Tracked>,
     directory: Directory,
+    /// Says when the tree changed; `None` when inotify failed (then the
+    /// tree is walked on every tick, as a fallback).
+    follower: Option<Follower>,
+    /// When the tree was last walked in full.
+    walked: Instant,
 }
+
+/// How often the whole tree is walked even when inotify said nothing: a
+/// safety net (a watch that could not be added, a missed event), cheap at
+/// this rate.
+const FULL_RESCAN: Duration = Duration::from_secs(5);
 
 /// What identifies the configuration's content on disk: the file it
 /// resolves to (a ConfigMap volume swaps a `..data` symlink), its mtime
@@ -101,7 +112,22 @@ impl Agent {
             enforcer.backend(),
             root.display()
         )];
+        // Watches go on before the first walk: a container made in between
+        // is then reported, not missed.
+        let (follower, follow_note) = match Follower::new(&root) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "warning: cannot follow {} with inotify ({e}); containers are looked for every tick instead",
+                    root.display()
+                )),
+            ),
+        };
+        notes.extend(follow_note);
         let mut agent = Agent {
+            follower,
+            walked: Instant::now(),
             stamp: stamp(config_path),
             config_path: config_path.to_path_buf(),
             config,
@@ -184,15 +210,36 @@ impl Agent {
         (self.containers.len(), bound)
     }
 
-    /// One round: containers that came and went, and a changed
+    /// One round: containers that came and went (when inotify said the
+    /// tree changed, or on the safety-net timer), and a changed
     /// configuration file. Returns what it did, to log.
     pub fn tick(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
         if stamp(&self.config_path) != self.stamp {
             notes.extend(self.reload());
         }
-        notes.extend(self.rescan());
+        let changed = match self.follower.as_mut().map(Follower::changed) {
+            Some(Ok(changed)) => changed,
+            Some(Err(e)) => {
+                notes.push(format!(
+                    "warning: following {} with inotify failed ({e}); containers are looked for every tick instead",
+                    self.root.display()
+                ));
+                self.follower = None;
+                true
+            }
+            None => true,
+        };
+        if changed || self.walked.elapsed() >= FULL_RESCAN {
+            notes.extend(self.rescan());
+        }
         notes
+    }
+
+    /// A descriptor that becomes readable when containers may have come or
+    /// gone (poll it, then call [`Agent::tick`]); `None` without inotify.
+    pub fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.follower.as_ref().map(Follower::raw_fd)
     }
 
     /// What the runtime says of a container (only its id when it cannot
@@ -220,6 +267,7 @@ impl Agent {
     /// Follows the containers under the root: new ones are described and
     /// bound, gone ones (or a new cgroup at a known path) unbound.
     fn rescan(&mut self) -> Vec<String> {
+        self.walked = Instant::now();
         let mut notes = Vec::new();
         let now = discovery::scan(&self.root);
         let gone: Vec<PathBuf> = self

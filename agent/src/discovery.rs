@@ -31,7 +31,7 @@ pub struct ContainerCgroup {
 
 /// How deep below the root containers are looked for: kubepods / QoS /
 /// pod / container is 3; a runtime may nest one more.
-const MAX_DEPTH: usize = 5;
+pub const MAX_DEPTH: usize = 5;
 
 /// The containers' cgroups under `root`, by path. A container's own
 /// subtree is not searched (its child cgroups are covered by its scope).

@@ -10,6 +10,7 @@
 //! - [`config`]: the `AgentConfig` file, checked whole.
 //! - [`binding`]: which binding's profile a container gets.
 //! - [`discovery`]: the pods' cgroup root and the containers' cgroups.
+//! - [`follow`]: the moment a container's cgroup appears or goes (inotify).
 //! - [`agent`]: the baseline and the bound containers' scopes, kept in
 //!   step with containers and configuration.
 //! - [`enrich`]: events with the node, container and pod they came from.
@@ -23,6 +24,7 @@ pub mod binding;
 pub mod config;
 pub mod discovery;
 pub mod enrich;
+pub mod follow;
 pub mod identity;
 pub mod runtime;
 

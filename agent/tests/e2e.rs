@@ -533,14 +533,18 @@ bindings:
     )
     .expect("connect to containerd");
     let pinned = PinnedInstance(Some(instance.clone()));
-    let (mut agent, notes) = Agent::start(
-        &config_path,
-        config,
-        Some(source),
-        EnforcerOptions::default(),
-    )
-    .expect("the agent starts");
-    println!("{:?}: agent started:", started.elapsed());
+    // Started as when the runtime's API was down: the container is known
+    // (from its cgroup) and keeps the baseline; once the API is reached
+    // (the CLI tries every 10 s), it is described and bound.
+    let (mut agent, notes) = Agent::start(&config_path, config, None, EnforcerOptions::default())
+        .expect("the agent starts");
+    println!("{:?}: agent started without the API:", started.elapsed());
+    for note in &notes {
+        println!("  {note}");
+    }
+    assert_eq!(agent.counts(), (1, 0), "containers known, bound: {notes:?}");
+    let notes = agent.set_source(source);
+    println!("{:?}: the API reached:", started.elapsed());
     for note in &notes {
         println!("  {note}");
     }
@@ -898,14 +902,18 @@ bindings:
         minerguard_agent::runtime::connect(RuntimeKind::Podman, &endpoint, "")
     });
     let pinned = PinnedInstance(Some(instance.clone()));
-    let (mut agent, notes) = Agent::start(
-        &config_path,
-        config,
-        Some(source),
-        EnforcerOptions::default(),
-    )
-    .expect("the agent starts");
-    println!("{:?}: agent started:", started.elapsed());
+    // Started as when the runtime's API was down: the container is known
+    // (from its cgroup) and keeps the baseline; once the API is reached
+    // (the CLI tries every 10 s), it is described and bound.
+    let (mut agent, notes) = Agent::start(&config_path, config, None, EnforcerOptions::default())
+        .expect("the agent starts");
+    println!("{:?}: agent started without the API:", started.elapsed());
+    for note in &notes {
+        println!("  {note}");
+    }
+    assert_eq!(agent.counts(), (1, 0), "containers known, bound: {notes:?}");
+    let notes = agent.set_source(source);
+    println!("{:?}: the API reached:", started.elapsed());
     for note in &notes {
         println!("  {note}");
     }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender};
-use minerguard::{events::InlineStr, falco_json, Action, Event, Target};
+use minerguard::{events::InlineStr, falco_json, Action, Event, ProcSource, Target};
 use minerguard_agent::{
     metrics::{Delivery, DropSite, Metrics, MetricsServer, OPENMETRICS_CONTENT_TYPE},
     webhook::{Retry, Webhook, WebhookStats},
@@ -41,6 +41,11 @@ fn payload(rule: &str) -> Value {
         uid: 1000,
         cgroup_id: 77,
         comm: InlineStr::from_c_bytes(b"xmrig"),
+        ppid: 1,
+        pname: InlineStr::from_c_bytes(b"containerd-shim"),
+        cmdline: InlineStr::from_c_bytes(b"xmrig -o pool:3333"),
+        cmdline_truncated: false,
+        proc_source: ProcSource::Kernel,
         profile: Arc::from("default"),
         rule: Arc::from(rule),
         action: Action::Deny,
@@ -49,6 +54,7 @@ fn payload(rule: &str) -> Value {
             path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
         },
         domain: None,
+        pattern: None,
         cgroup_kill: None,
     };
     serde_json::from_str(&falco_json(&ev)).unwrap()

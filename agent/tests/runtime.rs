@@ -14,11 +14,12 @@ mod support;
 
 use minerguard_agent::identity::ContainerInfo;
 use minerguard_agent::runtime::{
-    ContainerdSource, MetadataSource, PodmanSource, RuntimeError, CALL_TIMEOUT,
+    ContainerdSource, CrioSource, DockerSource, MetadataSource, PodmanSource, RuntimeError,
+    CALL_TIMEOUT,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -205,15 +206,7 @@ fn podman_gives_a_container_with_cri_labels() {
     let image = format!("localhost/minerguard-agent-test:{}", std::process::id());
     podman.import_busybox(&dir, &image);
     let socket = dir.path().join("podman.sock");
-    let service = podman
-        .cmd()
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", socket.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start podman system service");
-    let service = Daemon(service);
+    let service = podman.service(&socket);
     let source = wait_for("podman system service", || PodmanSource::new(&socket));
 
     let create = |name: &str, labels: &[(&str, &str)]| {
@@ -265,6 +258,47 @@ fn podman_gives_a_container_with_cri_labels() {
 
     assert_not_found(source.container(&"0".repeat(64)));
 
+    // The same service's Docker-compatible API, read by the Docker source
+    // as on a node with cri-dockerd: the container names its sandbox,
+    // whose labels are the pod's (less kubelet's and the annotations).
+    let docker = DockerSource::new(&socket).expect("Podman's Docker-compatible API");
+    let sandbox_id = create(
+        &format!("mg-sandbox-{pid}"),
+        &[
+            ("io.kubernetes.pod.uid", "uid1"),
+            ("io.kubernetes.docker.type", "podsandbox"),
+            ("annotation.kubernetes.io/config.source", "api"),
+            ("tier", "web"),
+        ],
+    );
+    let in_pod = create(
+        &format!("mg-in-pod-{pid}"),
+        &[
+            ("io.kubernetes.pod.namespace", "ns2"),
+            ("io.kubernetes.pod.name", "pod2"),
+            ("io.kubernetes.pod.uid", "uid2"),
+            ("io.kubernetes.container.name", "app"),
+            ("io.kubernetes.sandbox.id", &sandbox_id),
+        ],
+    );
+    let info = docker
+        .container(&in_pod)
+        .expect("the container, through the Docker API");
+    println!("docker: {info:?}");
+    assert_eq!(info.id, in_pod);
+    assert_eq!(info.name, "app");
+    assert_eq!(info.image, image);
+    assert_eq!(
+        (
+            info.namespace.as_str(),
+            info.pod_name.as_str(),
+            info.pod_uid.as_str()
+        ),
+        ("ns2", "pod2", "uid2")
+    );
+    assert_eq!(info.pod_labels, label_map(&[("tier", "web")]));
+    assert_not_found(docker.container(&"0".repeat(64)));
+
     let started = Instant::now();
     assert_unreachable(started, PodmanSource::new(&dir.path().join("none.sock")));
     let (_listener, silent) = silent_socket(&dir);
@@ -273,4 +307,109 @@ fn podman_gives_a_container_with_cri_labels() {
     drop(service);
     let started = Instant::now();
     assert_unreachable(started, source.container(&id));
+}
+
+/// What CRI-O's inspect endpoint answers (the fields of its `ContainerInfo`
+/// type), served by a small HTTP server on a unix socket: CRI-O is not
+/// installed here.
+fn crio_answer(labels: &[(&str, &str)], sandbox: &str) -> String {
+    serde_json::json!({
+        "name": "k8s_app_web-0_tenant-a_uid-1_0",
+        "pid": 4242,
+        "image": "registry.example/app:1.2",
+        "image_ref": "registry.example/app@sha256:00",
+        "created_time": 1,
+        "labels": label_map(labels),
+        "annotations": {"io.kubernetes.cri-o.Labels": "{}"},
+        "crio_annotations": {},
+        "log_path": "/var/log/x",
+        "root": "/var/lib/x",
+        "sandbox": sandbox,
+        "ip_addresses": ["10.0.0.5"],
+    })
+    .to_string()
+}
+
+#[test]
+fn crio_source_reads_containers_and_their_pods_labels() {
+    let dir = TempDir::new("crio");
+    let socket = dir.path().join("crio.sock");
+    let server = tiny_http::Server::http_unix(&socket).expect("a unix socket server");
+    let (ctr, sandbox) = ("c".repeat(64), "5".repeat(64));
+    let answers: BTreeMap<String, (u16, String)> = [
+        (
+            "/info".to_string(),
+            (200, r#"{"storage_driver":"overlay"}"#.to_string()),
+        ),
+        (
+            format!("/containers/{ctr}"),
+            (
+                200,
+                crio_answer(
+                    &[
+                        ("io.kubernetes.pod.namespace", "tenant-a"),
+                        ("io.kubernetes.pod.name", "web-0"),
+                        ("io.kubernetes.pod.uid", "uid-1"),
+                        ("io.kubernetes.container.name", "app"),
+                    ],
+                    &sandbox,
+                ),
+            ),
+        ),
+        (
+            format!("/containers/{sandbox}"),
+            (
+                200,
+                crio_answer(
+                    &[("io.kubernetes.pod.uid", "uid-1"), ("tier", "web")],
+                    &sandbox,
+                ),
+            ),
+        ),
+        (
+            "/containers/bad".to_string(),
+            (200, r#"{"labels":{"a":1}}"#.to_string()),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let serving = std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let url = request.url().to_string();
+            let (code, body) = answers
+                .get(&url)
+                .cloned()
+                .unwrap_or((404, format!("container with id: {url} not found")));
+            let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(code));
+            if url == "/containers/stop" {
+                break;
+            }
+        }
+    });
+
+    let source = CrioSource::new(&socket).expect("the fake CRI-O answers /info");
+    let info = source.container(&ctr).expect("the container");
+    assert_eq!(info.id, ctr);
+    assert_eq!(info.name, "app");
+    assert_eq!(info.image, "registry.example/app:1.2");
+    assert_eq!(
+        (
+            info.namespace.as_str(),
+            info.pod_name.as_str(),
+            info.pod_uid.as_str()
+        ),
+        ("tenant-a", "web-0", "uid-1")
+    );
+    assert_eq!(info.pod_labels, label_map(&[("tier", "web")]));
+    assert_not_found(source.container(&"0".repeat(64)));
+    match source.container("bad") {
+        Err(RuntimeError::BadAnswer { detail, .. }) => {
+            assert!(detail.contains("labels.a"), "{detail}")
+        }
+        other => panic!("want BadAnswer, got {other:?}"),
+    }
+    let _ = source.container("stop");
+    serving.join().unwrap();
+    let started = Instant::now();
+    assert_unreachable(started, source.container(&ctr));
 }

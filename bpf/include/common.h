@@ -4,6 +4,22 @@
 #define MINERGUARD_COMMON_H
 
 #include "maps.h"
+#include "proc_info.h"
+
+/*
+ * Objects whose program types may not read the current task on every
+ * kernel (cgroup sock_addr/sockopt/sock/device, sockops, sk_msg) define
+ * MG_PROC_GUARDED before including this header: userspace sets
+ * mg_proc_in_prog before load when bpf/probe.bpf.c found those helpers
+ * allowed, and the verifier prunes mg_fill_proc otherwise (userspace then
+ * reads /proc). Tracing and LSM programs always have them.
+ */
+#ifdef MG_PROC_GUARDED
+const volatile bool mg_proc_in_prog = false;
+#define MG_PROC_ALLOWED mg_proc_in_prog
+#else
+#define MG_PROC_ALLOWED true
+#endif
 
 #define MG_SIGKILL 9
 
@@ -75,7 +91,8 @@ static __always_inline struct mg_scope *mg_current_scope(void)
 /*
  * Reserves an event filled with the task identity; NULL (counted) when full.
  * `with_comm`: the program type may call bpf_get_current_comm (sk_msg may
- * not on older kernels; userspace then fills the name in).
+ * not on older kernels; userspace then fills the name in). The parent and
+ * command line are read where MG_PROC_ALLOWED (see above).
  */
 static __always_inline struct mg_event *
 mg_event_start_comm(__u8 kind, const struct mg_scope *scope,
@@ -109,6 +126,16 @@ mg_event_start_comm(__u8 kind, const struct mg_scope *scope,
 	else
 		__builtin_memset(e->comm, 0, sizeof(e->comm));
 	e->path[0] = 0;
+	e->ppid = 0;
+	e->args_len = 0;
+	e->proc_src = 0;
+	__builtin_memset(e->_pad1, 0, sizeof(e->_pad1));
+	if (MG_PROC_ALLOWED) {
+		mg_fill_proc(e);
+	} else {
+		__builtin_memset(e->pname, 0, sizeof(e->pname));
+		__builtin_memset(e->cmdline, 0, sizeof(e->cmdline));
+	}
 	return e;
 }
 

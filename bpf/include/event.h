@@ -14,6 +14,11 @@
 enum mg_limit {
 	MG_COMM_LEN = 16,
 	MG_PATH_LEN = 256,
+	/* Bytes of the task's argv an event carries (mg_event.cmdline): room
+	 * for a miner's usual command line (a pool URL, a 95-character
+	 * Monero wallet, a few options) in one fixed-size read, while keeping
+	 * the record small enough for the ring buffer to hold ~1700 events. */
+	MG_CMDLINE_LEN = 256,
 	/* Longest exec basename a rule can name (key size of the exec_names map). */
 	MG_NAME_LEN = 64,
 	/* Deepest cgroup level (root = 0) a scope can sit at. */
@@ -49,6 +54,9 @@ enum mg_limit {
 
 /* What a rule matched on. */
 enum mg_kind {
+	/* addr: for exec.cmdline, the matched pattern's id in mg_cmd_pattern
+	 * (u32 at byte 0; MG_PATTERN_ID_OVERLONG for an argv too long to
+	 * search) and 1 at byte 4 (byte 4 is 0 for every other exec rule). */
 	MG_KIND_EXEC = 1,
 	MG_KIND_CONNECT = 2,
 	MG_KIND_STRATUM = 3, /* path[0] holds the signature id */
@@ -64,6 +72,15 @@ enum mg_action {
 	MG_ACTION_DENY = 1,
 	MG_ACTION_KILL = 2,
 	MG_ACTION_AUDIT = 3,
+};
+
+/* mg_event.proc_src: which of the "who did it" fields the kernel filled at
+ * the decision. A program type that may not read the current task on this
+ * kernel (mg_proc_in_prog false) leaves them to userspace, which reads
+ * /proc/<tgid> on receipt (best effort: the task may be gone). */
+enum mg_proc_src {
+	MG_PROC_PARENT = 1,  /* ppid and pname */
+	MG_PROC_CMDLINE = 2, /* args_len and cmdline */
 };
 
 /* Indices of the per-CPU `stats` counters. */
@@ -93,6 +110,18 @@ struct mg_event {
 	__u8 addr[16];      /* destination; IPv4 in the first 4 bytes */
 	char comm[MG_COMM_LEN];
 	char path[MG_PATH_LEN]; /* exec: the file's path from the task's root */
+	/* Who did it, read from the current task at the decision (see
+	 * enum mg_proc_src). For an exec refused before it happened (lsm
+	 * bprm_check_security) that is the process that tried, old argv;
+	 * after it happened (sched_process_exec) the new program's. */
+	__u32 ppid;         /* task->real_parent->tgid */
+	__u32 args_len;     /* mm->arg_end - arg_start: the whole argv's bytes */
+	__u8 proc_src;      /* enum mg_proc_src bits */
+	__u8 _pad1[3];
+	char pname[MG_COMM_LEN]; /* the parent's comm */
+	/* The first MG_CMDLINE_LEN bytes of argv (NUL after each argument,
+	 * zero-filled past args_len). */
+	char cmdline[MG_CMDLINE_LEN];
 };
 
 /* mg_scope.flags: which optional lookups the scope's policy needs. */

@@ -23,7 +23,8 @@ use minerguard_agent::{
 
 use crate::{signals, sink, CliResult, LoadArgs, PREFIX};
 
-/// How often containers and the configuration file are looked at.
+/// How long the loop waits at most: for the configuration file's stamp,
+/// signals and the metrics (containers wake it at once through inotify).
 const TICK: Duration = Duration::from_millis(100);
 /// How often the gauges and totals of `/metrics` are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
@@ -114,6 +115,11 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
             Box::new(io::stdout()),
         )?);
     }
+    // Blocked before any thread starts (webhook, metrics), so that every
+    // thread inherits the mask: a SIGTERM must reach the loop below, never a
+    // thread that would take the default action and end the agent without
+    // its clean stop. One that comes during start-up is taken there.
+    signals::block();
     let webhook = match &config.outputs.webhook {
         Some(w) => Some(Arc::new(Webhook::start(&w.url, w.timeout, w.queue)?)),
         None => None,
@@ -133,7 +139,6 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
         None => None,
     };
-    signals::block();
     let source = metadata_source(&config, false);
     let (mut agent, notes) = Agent::start(config_path, config, source, load.options())?;
     for note in notes {
@@ -162,8 +167,9 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     );
     let mut refreshed = Instant::now();
     let mut runtime_tried = Instant::now();
-    // SIGHUP or a quiet tick: look again; SIGINT or SIGTERM: stop.
-    while let None | Some(libc::SIGHUP) = signals::wait_for(TICK) {
+    // A container came or went, SIGHUP or a quiet tick: look again; SIGINT
+    // or SIGTERM: stop.
+    while let None | Some(libc::SIGHUP) = signals::wait_for_or_readable(agent.wake_fd(), TICK) {
         for note in agent.tick() {
             eprintln!("{PREFIX}: {note}");
         }

@@ -2,16 +2,18 @@
 //!
 //! ```text
 //! minerguard run --profile P [--events FILE] [--backend B] -- CMD ARGS...
-//! minerguard watch --profile P [--cgroup PATH]... [--host] [--events FILE]
+//! minerguard watch --profile P [--cgroup PATH]... [--host] [--events FILE] [--scan-every 10m]
 //! minerguard learn --cgroup PATH [--duration 60s] [--out FILE]
 //! minerguard check [--json] P...
 //! minerguard seccomp P [--format oci|bpf|pfc]
 //! minerguard probe [--json]
+//! minerguard scan [--cgroup PATH]... [--host] [--profile P] [--json] [--dry-run]
 //! ```
 //!
 //! `P` is a profile file (YAML or JSON) or a bundled profile's name
 //! (`default`, `container-strict`, `audit`). Exit codes: 0 success, 1
-//! problems found (`check`, `probe` without a usable backend), 2 usage or
+//! problems found (`check`, `probe` without a usable backend, `scan` with
+//! findings), 2 usage or
 //! input error, 3 the kernel refused to load or attach; `run` exits with its
 //! command's status.
 
@@ -22,6 +24,8 @@ mod pinning;
 mod probe;
 mod profile_arg;
 mod run;
+mod scan;
+mod scan_loop;
 mod seccomp;
 mod signals;
 mod sink;
@@ -206,6 +210,10 @@ enum Cmd {
         #[arg(long)]
         stale: bool,
     },
+    /// Judge the processes already running in cgroups by a profile's
+    /// rules; kill what `deny`/`kill` rules match, report what `audit`
+    /// rules match. Exit 0 when nothing is found, 1 with findings.
+    Scan(scan::ScanArgs),
     /// Report what this kernel supports and which backend would be used.
     Probe {
         /// Machine-readable output.
@@ -258,6 +266,7 @@ fn main() -> ExitCode {
         Cmd::Check { json, profiles } => Ok(check::check(&profiles, json)),
         Cmd::Seccomp { profile, format } => seccomp::print(&profile, &format),
         Cmd::Probe { json } => Ok(probe::print(json)),
+        Cmd::Scan(args) => scan::scan(&args),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,7 @@ pub fn print(json: bool) -> ExitCode {
     line("cgroup v2", &report.cgroup2);
     line("cgroup-BPF", &report.cgroup_bpf);
     line("cgroup signal", &report.cgroup_signal);
+    line("task in cgroup", &report.proc_in_cgroup);
     line("exec tracepoint", &report.exec_tracepoint);
     line("sockops", &report.sockops);
     line("tracefs", &report.tracefs);

@@ -46,6 +46,24 @@ pub fn wait_for(timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
+/// Waits up to `timeout` for `fd` to become readable, then takes SIGINT,
+/// SIGTERM or SIGHUP if one is pending (`None` otherwise). A signal that
+/// comes while it waits is taken when the wait ends (the signals are
+/// blocked, so they do not cut `poll` short): at most `timeout` late.
+pub fn wait_for_or_readable(fd: Option<std::os::fd::RawFd>, timeout: Duration) -> Option<i32> {
+    let Some(fd) = fd else {
+        return wait_for(timeout);
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on the stack; an error (EINTR) just ends the wait.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+    wait_for(Duration::ZERO)
+}
+
 /// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread).
 pub fn wait() -> i32 {
     let set = signal_set();

@@ -143,10 +143,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-/// The thread writing the enforcer's events; [`Writer::finish`] drains it.
+/// The thread writing the enforcer's events, and lines made elsewhere
+/// (scan findings: [`Writer::lines`]); [`Writer::finish`] drains it.
 pub struct Writer {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    lines: crossbeam_channel::Sender<String>,
 }
 
 impl Writer {
@@ -164,26 +166,44 @@ impl Writer {
         format: impl Fn(&minerguard::Event) -> String + Send + 'static,
     ) -> Writer {
         let rx = enforcer.events();
+        // Unbounded: findings are few, and a scan must not wait on a sink.
+        let (lines, lines_rx) = crossbeam_channel::unbounded::<String>();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(ev) => {
-                    let line = format(&ev);
-                    for out in &mut outs {
-                        out.write_line(&line);
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            let line = crossbeam_channel::select! {
+                recv(rx) -> ev => match ev {
+                    Ok(ev) => format(&ev),
+                    Err(_) => return,
+                },
+                // The Writer holds a sender: this never disconnects first.
+                recv(lines_rx) -> line => match line {
+                    Ok(line) => line,
+                    Err(_) => return,
+                },
+                default(Duration::from_millis(100)) => {
                     // Nothing more arrived for a poll interval: drained.
                     if stopping.load(Ordering::Relaxed) {
                         return;
                     }
+                    continue;
                 }
-                Err(_) => return,
+            };
+            for out in &mut outs {
+                out.write_line(&line);
             }
         });
-        Writer { stop, thread }
+        Writer {
+            stop,
+            thread,
+            lines,
+        }
+    }
+
+    /// Where lines that are not enforcement events (scan findings, already
+    /// formatted) go, to the same sinks, in arrival order.
+    pub fn lines(&self) -> crossbeam_channel::Sender<String> {
+        self.lines.clone()
     }
 
     /// Waits until the events queued so far are written, then ends.

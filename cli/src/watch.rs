@@ -8,10 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use minerguard::{Enforcer, Scope, ScopeChange};
+use minerguard::{scan::Scanner, Enforcer, Scope, ScopeChange};
 
 use crate::{
-    pinning, profile_arg::ProfileArg, signals, sink, warnings, CliResult, LoadArgs, PREFIX,
+    pinning, profile_arg::ProfileArg, scan_loop::ScanLoop, signals, sink, warnings, CliResult,
+    LoadArgs, PREFIX,
 };
 
 /// How often `watch` resolves `connect.domains` again.
@@ -49,6 +50,14 @@ pub struct WatchArgs {
     /// FILE.1 … FILE.5 are kept).
     #[arg(long, requires = "events", value_parser = crate::sink::parse_size)]
     pub events_max_size: Option<u64>,
+    /// Scan the processes already running in the scopes once the profile
+    /// is applied (and reloaded), then this often (± 10 %); `0`: only at
+    /// apply and reload. Findings are events of kind `scan`.
+    #[arg(long, default_value = "10m", value_parser = crate::scan_loop::parse_every)]
+    pub scan_every: Duration,
+    /// Never scan the running processes.
+    #[arg(long)]
+    pub no_scan: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -64,6 +73,8 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         host,
         events,
         events_max_size,
+        scan_every,
+        no_scan,
         load,
     } = args;
     let (host, detach_on_exit, load) = (*host, *detach_on_exit, *load);
@@ -94,6 +105,17 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         warnings::unenforced(&enforcer, handle, &profile, false);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
+    // After apply: what ran before it is judged now, off the event path.
+    let scans = if *no_scan {
+        None
+    } else {
+        let mut paths = cgroups.clone();
+        if host {
+            paths.push(minerguard::cgroup::cgroup2_mount()?);
+        }
+        let scanner = Scanner::from_valid(&profile)?;
+        Some(ScanLoop::spawn(scanner, paths, *scan_every, writer.lines()))
+    };
     // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the
     // same instance adopts it, and releases what it does not take over.
     pinning::settle(&mut enforcer, earlier.as_ref(), false);
@@ -135,6 +157,12 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
                 profile = new;
                 pinning::state_problem(&enforcer);
                 eprintln!("{PREFIX}: reloaded profile `{}`", profile.name);
+                if let Some(scans) = &scans {
+                    match Scanner::from_valid(&profile) {
+                        Ok(scanner) => scans.profile_changed(scanner),
+                        Err(e) => eprintln!("{PREFIX}: scan after reload skipped: {e}"),
+                    }
+                }
                 // The new profile may need hooks the old one did not load.
                 if let Some(handle) = handles.first() {
                     warnings::unenforced(&enforcer, *handle, &profile, false);
@@ -149,11 +177,13 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         );
         // The events written from here on wait in the pinned ring buffer
         // for the next `watch` of this instance.
+        drop(scans);
         drop(enforcer);
         writer.finish();
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{PREFIX}: stopping; detaching");
+    drop(scans);
     enforcer.detach()?;
     writer.finish();
     Ok(ExitCode::SUCCESS)

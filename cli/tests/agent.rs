@@ -23,7 +23,6 @@ fn minerguard_bin() -> PathBuf {
 
 /// Spawns the agent and streams its stderr lines.
 fn start_agent(config: &Path) -> (ChildGuard, Receiver<String>) {
-    use std::io::BufRead;
     let mut cmd = Command::new(minerguard_bin());
     cmd.args(["agent", "--config"])
         .arg(config)
@@ -32,17 +31,7 @@ fn start_agent(config: &Path) -> (ChildGuard, Receiver<String>) {
     if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
         cmd.args(["--backend", &b]);
     }
-    let mut child = cmd.spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, rx) = spawn_with_stderr_lines(&mut cmd);
     (ChildGuard::new(child), rx)
 }
 
@@ -301,6 +290,25 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The lines not read yet.
+fn drain(lines: &Receiver<String>) -> String {
+    lines.try_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// Waits (`within` at most) until the metric starting with `prefix` is at
+/// least 1 on the agent's /metrics; fails with the page otherwise.
+fn wait_metric(port: u16, prefix: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while metric(port, prefix).unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            http_get(port, "/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The value of the first `/metrics` line starting with `prefix`.
 fn metric(port: u16, prefix: &str) -> Option<f64> {
     http_get(port, "/metrics")
@@ -397,21 +405,11 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         &CONTAINER_ID[..12],
         "{event}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(
+    wait_metric(
         metrics_port,
         "minerguard_webhook_deliveries_total{outcome=\"delivered\"}",
-    )
-    .unwrap_or(0.0)
-        < 1.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            http_get(metrics_port, "/metrics").1
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        Duration::from_secs(30),
+    );
     // deny, or kill where the backend can only kill an exec.
     let counted = metric(
         metrics_port,
@@ -423,12 +421,8 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         http_get(metrics_port, "/metrics").1
     );
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    assert!(agent
-        .into_inner()
-        .wait_with_output()
-        .unwrap()
-        .status
-        .success());
+    let out = agent.into_inner().wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, drain(&lines));
 
     // A receiver that is down: enforcement and stdout go on, the failures
     // are counted.
@@ -438,21 +432,11 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         !ran_in(&container, &xmrig, &marker),
         "the miner ran with the receiver down"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(
+    wait_metric(
         metrics_port,
         "minerguard_webhook_deliveries_total{outcome=\"failed\"}",
-    )
-    .unwrap_or(0.0)
-        < 1.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            http_get(metrics_port, "/metrics").1
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        Duration::from_secs(60),
+    );
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let out = agent.into_inner().wait_with_output().unwrap();
     assert!(out.status.success());

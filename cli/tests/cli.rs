@@ -102,6 +102,17 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     assert!(ev["action"] == "kill" || ev["action"] == "deny");
     assert_eq!(ev["output_fields"]["proc.exepath"], miner.to_str().unwrap());
     assert!(ev["output_fields"]["proc.pid"].as_u64().unwrap() > 0);
+    // Who did it: minerguard's child (the miner after the exec on the
+    // cgroup backend, minerguard's fork before it on lsm); both command
+    // lines name the marker.
+    assert_eq!(ev["output_fields"]["proc.pname"], "minerguard", "{ev}");
+    assert!(
+        ev["output_fields"]["proc.ppid"].as_u64().unwrap() > 1,
+        "{ev}"
+    );
+    let cmdline = ev["output_fields"]["proc.cmdline"].as_str().unwrap();
+    assert!(cmdline.contains(marker.to_str().unwrap()), "{ev}");
+    assert_eq!(ev["output_fields"]["minerguard.proc.source"], "kernel");
     assert!(ev["time"].as_str().unwrap().ends_with('Z'));
 
     let cgroup = scope_path(&stderr);
@@ -438,24 +449,6 @@ fn probe_json_names_the_backend_and_why_lsm_is_missing() {
 /// Waits up to 60 s (loading BPF under an emulated CPU is slow) for a line
 /// containing `needle` from `lines`.
 /// Spawns `cmd` (stderr piped) and streams its stderr lines to a channel.
-fn spawn_with_stderr_lines(
-    cmd: &mut Command,
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let mut child = cmd.spawn().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    (child, lines)
-}
-
 fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -1478,4 +1471,230 @@ fn version_names_the_commit_and_the_backends() {
     assert!(text.contains("(commit "), "{text}");
     assert!(!text.contains("commit unknown"), "{text}");
     assert!(text.contains("backends: lsm, cgroup"), "{text}");
+}
+
+/// Starts, in `cg`, a copy of `sleep` named `xmrig` (outside scratch
+/// directories) and one in /dev/shm: two miners a scan must find under
+/// container-strict. The /dev/shm copy is removed when the guard drops.
+fn start_scan_suspects(cg: &minerguard::cgroup::OwnedCgroup, tag: &str) -> ScanSuspects {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let named = dir.join("xmrig");
+    let shm = PathBuf::from(format!("/dev/shm/mg-cli-{tag}-{}", std::process::id()));
+    for p in [&named, &shm] {
+        let _ = std::fs::remove_file(p);
+        std::fs::copy("/usr/bin/sleep", p).unwrap();
+    }
+    let start = |program: &Path| {
+        let mut cmd = Command::new(program);
+        cmd.arg("600");
+        ChildGuard::new(spawn_in(Some(cg), &mut cmd).expect("start a suspect"))
+    };
+    ScanSuspects {
+        named: start(&named),
+        shm: start(&shm),
+        benign: start(Path::new("/usr/bin/sleep")),
+        files: vec![named, shm, dir],
+    }
+}
+
+struct ScanSuspects {
+    named: ChildGuard,
+    shm: ChildGuard,
+    benign: ChildGuard,
+    files: Vec<PathBuf>,
+}
+
+impl Drop for ScanSuspects {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+            let _ = std::fs::remove_dir_all(f);
+        }
+    }
+}
+
+/// Whether a guarded child still runs.
+fn still_running(child: &mut ChildGuard) -> bool {
+    child.try_wait().unwrap().is_none()
+}
+
+/// Waits (bounded) for a guarded child to end; its status.
+fn ended(child: &mut ChildGuard) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn scan_kills_what_ran_before_reports_it_as_events_and_exits_1() {
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(
+            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
+            Ok("1"),
+            "scan tests need root; MINERGUARD_ALLOW_SKIP=1 skips"
+        );
+        return;
+    }
+    let cg = test_cgroup();
+    let mut s = start_scan_suspects(&cg, "scan");
+    let path = cg.cgroup().path().to_str().unwrap().to_string();
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["scan", "--cgroup", &path, "--profile", "container-strict"];
+        args.extend_from_slice(extra);
+        minerguard_cmd(&args)
+    };
+
+    // --dry-run: found, named, nothing killed.
+    let out = scan(&["--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(events.len(), 2, "{events:?}");
+    for ev in &events {
+        assert_eq!(ev["output_fields"]["minerguard.kind"], "scan");
+        assert_eq!(ev["output_fields"]["minerguard.outcome"], "dry-run");
+        assert_eq!(ev["action"], "audit");
+    }
+    assert!(still_running(&mut s.named) && still_running(&mut s.shm));
+
+    // For real: killed, one event each naming its rule.
+    let out = scan(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    let rule_of = |pid: u32| {
+        events
+            .iter()
+            .find(|e| e["output_fields"]["proc.pid"] == pid)
+            .map(|e| e["rule"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        rule_of(s.named.id()).as_deref(),
+        Some("miner-binary"),
+        "{events:?}"
+    );
+    assert_eq!(
+        rule_of(s.shm.id()).as_deref(),
+        Some("scratch-dir-exec"),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["action"] == "kill" && e["output_fields"]["minerguard.outcome"] == "killed"));
+    assert_eq!(ended(&mut s.named).signal(), Some(libc::SIGKILL));
+    assert_eq!(ended(&mut s.shm).signal(), Some(libc::SIGKILL));
+    assert!(still_running(&mut s.benign), "the benign process runs on");
+
+    // Nothing left to find: exit 0, a table with no rows.
+    let out = scan(&[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 findings"));
+
+    // Usage: no scope, a path that is no cgroup, the agent's scopes.
+    for args in [
+        vec!["scan"],
+        vec!["scan", "--cgroup", "/proc"],
+        vec!["scan", "--agent"],
+    ] {
+        let out = minerguard_cmd(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn watch_scans_what_ran_before_it_applied() {
+    if !kernel_tests_enabled("watch_scans_what_ran_before_it_applied") {
+        return;
+    }
+    let cg = test_cgroup();
+    let mut s = start_scan_suspects(&cg, "watch");
+    let mut cmd = Command::new(minerguard_bin());
+    cmd.args([
+        "watch",
+        "--instance",
+        "cli-scan-watch-test",
+        "--detach-on-exit",
+    ])
+    .args([
+        "--profile",
+        "container-strict",
+        "--scan-every",
+        "1s",
+        "--cgroup",
+    ])
+    .arg(cg.cgroup().path())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let mut watch = ChildGuard::new(cmd.spawn().unwrap());
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut scan_events = Vec::new();
+    while scan_events.len() < 2 {
+        let line = wait_stdout(&lines);
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["output_fields"]["minerguard.kind"] == "scan" {
+            scan_events.push(ev);
+        }
+    }
+    let pids: Vec<u64> = scan_events
+        .iter()
+        .map(|e| e["output_fields"]["proc.pid"].as_u64().unwrap())
+        .collect();
+    assert!(pids.contains(&u64::from(s.named.id())), "{scan_events:?}");
+    assert!(pids.contains(&u64::from(s.shm.id())), "{scan_events:?}");
+    assert_eq!(ended(&mut s.named).signal(), Some(libc::SIGKILL));
+    assert_eq!(ended(&mut s.shm).signal(), Some(libc::SIGKILL));
+    assert!(still_running(&mut s.benign));
+
+    // Periodic scans: a connection the kernel only audits (port 8080, in a
+    // namespace of the test's own) made after apply is reported by a later
+    // scan, and left open.
+    let netns = TestNetns::new();
+    let listener = netns.listener(8080);
+    let script = format!("exec 3<>/dev/tcp/{}/8080 && exec sleep 600", netns.peer);
+    let mut client = ChildGuard::new(
+        spawn_in(Some(&cg), Command::new("/bin/bash").args(["-c", &script])).unwrap(),
+    );
+    let _conn = accept_within(&listener);
+    let found = loop {
+        let ev: serde_json::Value = serde_json::from_str(&wait_stdout(&lines)).unwrap();
+        if ev["output_fields"]["minerguard.kind"] == "scan"
+            && ev["output_fields"]["proc.pid"] == client.id()
+        {
+            break ev;
+        }
+    };
+    assert_eq!(found["rule"], "miner-pool-port-shared");
+    assert_eq!(found["output_fields"]["minerguard.outcome"], "reported");
+    assert_eq!(found["output_fields"]["fd.sport"], 8080);
+    assert!(
+        still_running(&mut client),
+        "an audit finding is left running"
+    );
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    assert!(ended(&mut watch).success());
+}
+
+/// The next stdout line within 60 s (loading BPF under emulation is slow).
+fn wait_stdout(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("no line on stdout")
 }

@@ -92,6 +92,8 @@ static void print_event(const mg_event *ev) {
   } else {
     printf(" kind=%u", (unsigned)ev->kind);
   }
+  printf(" ppid=%u pname=%s cmdline=[%s]", ev->ppid, ev->pname, ev->cmdline);
+  if (ev->pattern[0]) printf(" pattern=%s", ev->pattern);
   if (ev->killed_cgroup[0]) printf(" killed_cgroup=%s", ev->killed_cgroup);
   if (ev->kill_error[0]) printf(" kill_error=\"%s\"", ev->kill_error);
   printf(" cgroup_id=%llu\n", (unsigned long long)ev->cgroup_id);

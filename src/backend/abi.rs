@@ -9,6 +9,12 @@ use super::skel::abi::types as c;
 pub(crate) const COMM_LEN: usize = c::mg_limit::MG_COMM_LEN.0 as usize;
 /// `MG_PATH_LEN`: bytes of a path in an event.
 pub(crate) const PATH_LEN: usize = c::mg_limit::MG_PATH_LEN.0 as usize;
+/// `MG_CMDLINE_LEN`: bytes of the task's argv in an event.
+pub(crate) const CMDLINE_LEN: usize = c::mg_limit::MG_CMDLINE_LEN.0 as usize;
+/// `MG_PROC_PARENT`: `mg_event.proc_src` bit, ppid and pname read in the kernel.
+pub(crate) const PROC_PARENT: u8 = byte(c::mg_proc_src::MG_PROC_PARENT.0);
+/// `MG_PROC_CMDLINE`: `mg_event.proc_src` bit, argv read in the kernel.
+pub(crate) const PROC_CMDLINE: u8 = byte(c::mg_proc_src::MG_PROC_CMDLINE.0);
 /// `MG_NAME_LEN`: longest exec basename a rule can name, NUL included.
 pub(crate) const NAME_LEN: usize = c::mg_limit::MG_NAME_LEN.0 as usize;
 /// `MG_MAX_SCOPE_DEPTH`: deepest cgroup level a scope can sit at.

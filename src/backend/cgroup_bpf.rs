@@ -59,6 +59,7 @@ impl CgroupBackend {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
                 rodata.mg_signal_in_cgroup = signal_in_cgroup;
+                rodata.mg_proc_in_prog = report.proc_in_cgroup.available;
             }
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()

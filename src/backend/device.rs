@@ -24,10 +24,14 @@ pub(crate) struct DeviceHook {
 }
 
 impl DeviceHook {
-    /// Loads the program on the shared maps.
-    pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
+    /// Loads the program on the shared maps. `proc_in_prog`: the kernel
+    /// lets it read the current task (the probe's `proc_in_cgroup`).
+    pub fn load(maps: &SharedMaps, proc_in_prog: bool) -> Result<Self, Error> {
         let skel = Owned::build(|storage| {
             let mut open = DeviceSkelBuilder::default().open(storage)?;
+            if let Some(rodata) = open.maps.rodata_data.as_mut() {
+                rodata.mg_proc_in_prog = proc_in_prog;
+            }
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
         })

@@ -116,7 +116,7 @@ impl SharedHooks {
             stratum_links: CgroupLinks::default(),
             adopted: Default::default(),
             stratum: StratumPrograms::NotYet,
-            device: DeviceHook::load(maps).ok(),
+            device: DeviceHook::load(maps, report.proc_in_cgroup.available).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
             scope_guard: OnDemand::not_yet("the first profile with a scope.escape rule"),
             syscall_tracepoints,

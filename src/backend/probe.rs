@@ -61,6 +61,12 @@ pub struct ProbeReport {
     pub skmsg_signal: Feature,
     /// sk_msg programs may call bpf_get_current_comm (names in Stratum events).
     pub skmsg_comm: Feature,
+    /// cgroup (sock_addr, sockopt, sock, device), sockops and sk_msg
+    /// programs may read the current task (`bpf_get_current_task`,
+    /// `bpf_probe_read_kernel/user`), so their events carry the parent and
+    /// command line read at the decision; otherwise userspace reads them
+    /// from /proc on receipt.
+    pub proc_in_cgroup: Feature,
     /// `tp_btf/sched_process_exec` loads (exec rules on the cgroup backend).
     pub exec_tracepoint: Feature,
     /// tracefs is mounted (only classic tracepoints need it; tp_btf does not).
@@ -189,6 +195,30 @@ pub fn probe() -> ProbeReport {
         "bpf_get_current_comm allowed in sk_msg programs",
         "Stratum events get the command name from /proc instead",
     );
+    let proc_in_cgroup = {
+        let progs = [
+            "probe_proc_sock_addr",
+            "probe_proc_sockopt",
+            "probe_proc_sock",
+            "probe_proc_dev",
+            "probe_proc_sockops",
+            "probe_proc_skmsg",
+        ];
+        let refused: Vec<String> = progs
+            .iter()
+            .filter_map(|p| load(p).err().map(|e| format!("{p}: {e}")))
+            .collect();
+        if refused.is_empty() {
+            Feature::yes(
+                "cgroup, sockops and sk_msg programs may read the current task (ppid, parent name, cmdline in their events)",
+            )
+        } else {
+            Feature::no(format!(
+                "{}; network and device events get ppid, parent name and cmdline from /proc instead (best effort)",
+                refused.join("; ")
+            ))
+        }
+    };
     let exec_tracepoint = loaded(
         "probe_exec_tp",
         "tp_btf/sched_process_exec loads",
@@ -226,6 +256,7 @@ pub fn probe() -> ProbeReport {
         cgroup_signal,
         skmsg_signal,
         skmsg_comm,
+        proc_in_cgroup,
         exec_tracepoint,
         tracefs,
         sockops,

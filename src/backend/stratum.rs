@@ -68,6 +68,7 @@ impl StratumHook {
                 if let Some(rodata) = open.maps.rodata_data.as_mut() {
                     rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
                     rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
+                    rodata.mg_proc_in_prog = report.proc_in_cgroup.available;
                     rodata.mg_lsm_judges = lsm_judges;
                 }
                 reuse_shared_maps(open.open_object_mut(), maps)?;

@@ -16,14 +16,28 @@ use super::{
     result::{guard, mg_result, mg_result::*, Failure},
     strings::{fill_array, write_out},
 };
-use crate::{compile::RuleKind, CgroupKill, Event, Target};
+use crate::{compile::RuleKind, CgroupKill, Event, ProcSource, Target};
 
 /// Size of `mg_event.comm` (the kernel's 15-byte task name plus NUL).
 pub const MG_COMM_LEN: usize = 16;
 /// Size of `mg_event.path` (the kernel reports up to 256 bytes, plus NUL).
 pub const MG_PATH_LEN: usize = 264;
-/// Size of `mg_event.rule` and `mg_event.profile`.
+/// Size of `mg_event.rule`, `mg_event.profile` and `mg_event.pattern`.
 pub const MG_NAME_LEN: usize = 128;
+/// Size of `mg_event.cmdline` (a command name, a space, 256 bytes of
+/// argv, NUL, rounded up).
+pub const MG_CMDLINE_LEN: usize = 280;
+
+/// Where `mg_event.ppid`, `pname` and `cmdline` come from.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mg_proc_source {
+    /// Read by the BPF program from the task, at the decision.
+    MG_PROC_SOURCE_KERNEL = 0,
+    /// Read from /proc when the event arrived (this kernel does not let the
+    /// program type read the task): best effort, the process may be gone.
+    MG_PROC_SOURCE_PROC = 1,
+}
 
 /// A stream of enforcement events (opaque). Create with `mg_events_new()`,
 /// free with `mg_events_free()`. Every receiver of one enforcer shares one
@@ -114,6 +128,22 @@ pub struct mg_event {
     pub rule: [c_char; MG_NAME_LEN],
     /// Name of the profile the rule belongs to.
     pub profile: [c_char; MG_NAME_LEN],
+    /// Parent's process id (0 when unknown).
+    pub ppid: u32,
+    /// Where `ppid`, `pname` and `cmdline` come from.
+    pub proc_source: mg_proc_source,
+    /// Whether argv was longer than an event carries (`cmdline` is cut).
+    pub cmdline_truncated: bool,
+    /// Parent's command name.
+    pub pname: [c_char; MG_COMM_LEN],
+    /// Falco's `proc.cmdline`: the command name, then the arguments after
+    /// argv[0], space-separated. Exec refused before it happens (lsm): the
+    /// process that tried; judged after it happened (cgroup backend,
+    /// exec.cmdline rules): the new program's.
+    pub cmdline: [c_char; MG_CMDLINE_LEN],
+    /// exec.cmdline events: the pattern that matched (lower case); "" for
+    /// other events.
+    pub pattern: [c_char; MG_NAME_LEN],
     /// `MG_ACTION_KILL_CONTAINER` events: the cgroup the task was in,
     /// whose every process was sent SIGKILL; "" when none was (then
     /// `kill_error` says why) and for other actions.
@@ -147,10 +177,24 @@ impl mg_event {
             path: [0; MG_PATH_LEN],
             rule: [0; MG_NAME_LEN],
             profile: [0; MG_NAME_LEN],
+            ppid: ev.ppid,
+            proc_source: match ev.proc_source {
+                ProcSource::Kernel => mg_proc_source::MG_PROC_SOURCE_KERNEL,
+                ProcSource::Proc => mg_proc_source::MG_PROC_SOURCE_PROC,
+            },
+            cmdline_truncated: ev.cmdline_truncated,
+            pname: [0; MG_COMM_LEN],
+            cmdline: [0; MG_CMDLINE_LEN],
+            pattern: [0; MG_NAME_LEN],
             killed_cgroup: [0; MG_PATH_LEN],
             kill_error: [0; MG_PATH_LEN],
         };
         let mut cut = fill_array(&mut out.comm, &ev.comm);
+        cut |= fill_array(&mut out.pname, &ev.pname);
+        cut |= fill_array(&mut out.cmdline, &ev.cmdline);
+        if let Some(p) = &ev.pattern {
+            cut |= fill_array(&mut out.pattern, p);
+        }
         match &ev.cgroup_kill {
             Some(CgroupKill::Killed { cgroup, .. }) => {
                 cut |= fill_array(&mut out.killed_cgroup, &cgroup.to_string_lossy())
@@ -320,6 +364,11 @@ mod tests {
             uid: 0,
             cgroup_id: 5,
             comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 0,
+            pname: InlineStr::from_c_bytes(b""),
+            cmdline: InlineStr::from_c_bytes(b"xmrig"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
             profile: Arc::from("p"),
             rule: Arc::from("r"),
             action: Action::KillContainer,
@@ -328,6 +377,7 @@ mod tests {
                 path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
             },
             domain: None,
+            pattern: None,
             cgroup_kill: Some(cgroup_kill),
         })
     }

@@ -15,6 +15,9 @@
 //! Seccomp ([`seccomp`]): a profile's seccomp filter installed in the calling
 //! process, or exported as raw BPF or OCI `linux.seccomp` JSON.
 //!
+//! Scans ([`scan`]): `mg_scan()` judges the processes already running in
+//! cgroups and acts on them; the report is read as JSON.
+//!
 //! Pinned instances ([`instance`]): an enforcer opened with
 //! `mg_enforcer_options.instance` keeps enforcing after it is freed, and a
 //! later one of that name adopts it; `mg_enforcer_detach()` and
@@ -31,15 +34,17 @@ pub mod instance;
 pub mod probe;
 pub mod profile;
 pub mod result;
+pub mod scan;
 pub mod seccomp;
 mod strings;
 
 pub use checks::mg_check;
 pub use enforcer::{mg_backend, mg_drops, mg_enforcer, mg_enforcer_options};
-pub use events::{mg_event, mg_events, mg_rule_kind};
+pub use events::{mg_event, mg_events, mg_proc_source, mg_rule_kind};
 pub use probe::mg_probe_report;
 pub use profile::{mg_action, mg_mode, mg_profile};
 pub use result::{mg_diagnostic, mg_result};
+pub use scan::mg_scan_report;
 
 const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),

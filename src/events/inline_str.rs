@@ -28,6 +28,45 @@ impl<const N: usize> InlineStr<N> {
         }
     }
 
+    /// Falco's `proc.cmdline` form: `name`, then each argument after
+    /// argv[0] preceded by a space. `argv` is NUL-separated, as the kernel
+    /// keeps it (and /proc/<pid>/cmdline shows it); bytes that are not
+    /// UTF-8 become `?`. Also returns whether anything was cut to fit `N`.
+    pub(crate) fn command_line(name: &str, argv: &[u8]) -> (Self, bool) {
+        let mut out = InlineStr {
+            len: 0,
+            bytes: [0u8; N],
+        };
+        let mut whole = out.push(name);
+        let argv = argv.strip_suffix(b"\0").unwrap_or(argv);
+        'args: for arg in argv.split(|b| *b == 0).skip(1) {
+            whole = whole && out.push(" ");
+            for chunk in arg.utf8_chunks() {
+                whole = whole && out.push(chunk.valid());
+                if !chunk.invalid().is_empty() {
+                    whole = whole && out.push("?");
+                }
+                if !whole {
+                    break 'args;
+                }
+            }
+        }
+        (out, !whole)
+    }
+
+    /// Appends as much of `s` as fits, cut on a character boundary;
+    /// whether all of it fit.
+    fn push(&mut self, s: &str) -> bool {
+        let at = self.len as usize;
+        let mut n = s.len().min(N - at);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.bytes[at..at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n as u16;
+        n == s.len()
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         // SAFETY: constructed from a checked UTF-8 prefix only.
@@ -67,5 +106,22 @@ mod tests {
         assert_eq!(InlineStr::<16>::from_c_bytes(b"ab\xffcd").as_str(), "ab");
         assert_eq!(InlineStr::<4>::from_c_bytes(b"abcdef").as_str(), "abcd");
         assert_eq!(InlineStr::<4>::from_c_bytes(b"").as_str(), "");
+    }
+
+    #[test]
+    fn command_line_is_the_name_then_the_arguments() {
+        let (c, cut) = InlineStr::<64>::command_line("xmrig", b"./xmrig\0-o\0pool:3333\0");
+        assert_eq!((c.as_str(), cut), ("xmrig -o pool:3333", false));
+        // No argv (a kernel thread, or the process was gone): the name.
+        let (c, cut) = InlineStr::<64>::command_line("kworker", b"");
+        assert_eq!((c.as_str(), cut), ("kworker", false));
+        // Not UTF-8, and an argv cut inside its last argument.
+        let (c, _) = InlineStr::<64>::command_line("sh", b"sh\0a\xffb\0-c");
+        assert_eq!(c.as_str(), "sh a?b -c");
+        let (c, cut) = InlineStr::<8>::command_line("sh", b"sh\0abcdefgh\0x\0");
+        assert_eq!((c.as_str(), cut), ("sh abcde", true));
+        // Cut on a character boundary.
+        let (c, cut) = InlineStr::<5>::command_line("sh", "sh\0\u{e9}\u{e9}".as_bytes());
+        assert_eq!((c.as_str(), cut), ("sh \u{e9}", true));
     }
 }

@@ -8,10 +8,25 @@ use crate::profile::Action;
 
 /// One event as a Falco-style JSON object (one line, no trailing newline).
 pub fn falco_json(ev: &Event) -> String {
+    falco_value(ev).to_string()
+}
+
+/// [`falco_json`] as a value, for outputs that add fields (scan findings).
+pub(crate) fn falco_value(ev: &Event) -> Value {
     let mut fields = Map::new();
     fields.insert("proc.pid".into(), json!(ev.tgid));
     fields.insert("proc.tid".into(), json!(ev.pid));
     fields.insert("proc.name".into(), json!(ev.comm.as_str()));
+    fields.insert("proc.ppid".into(), json!(ev.ppid));
+    fields.insert("proc.pname".into(), json!(ev.pname.as_str()));
+    fields.insert("proc.cmdline".into(), json!(ev.cmdline.as_str()));
+    if ev.cmdline_truncated {
+        fields.insert("minerguard.proc.cmdline_truncated".into(), json!(true));
+    }
+    fields.insert(
+        "minerguard.proc.source".into(),
+        json!(ev.proc_source.as_str()),
+    );
     fields.insert("user.uid".into(), json!(ev.uid));
     fields.insert("cgroup.id".into(), json!(ev.cgroup_id));
     fields.insert("minerguard.profile".into(), json!(&*ev.profile));
@@ -59,6 +74,9 @@ pub fn falco_json(ev: &Event) -> String {
             }
         }
     };
+    if let Some(p) = &ev.pattern {
+        fields.insert("minerguard.pattern".into(), json!(&**p));
+    }
     if let Some(d) = &ev.domain {
         // Falco's name for the server's resolved name.
         fields.insert("fd.sip.name".into(), json!(&**d));
@@ -97,17 +115,35 @@ pub fn falco_json(ev: &Event) -> String {
         "minerguard: {what} {verb}{container}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
         ev.rule, ev.comm, ev.tgid, ev.cgroup_id
     );
-    let line = json!({
+    json!({
         "time": rfc3339_nanos(unix_nanos(ev.time)),
         "rule": &*ev.rule,
         "priority": priority(ev.action),
         "source": "minerguard",
-        "tags": ["minerguard", "cryptomining"],
+        "tags": tags(&ev.target),
         "output": output,
         "output_fields": Value::Object(fields),
         "action": ev.action.as_str(),
-    });
-    line.to_string()
+    })
+}
+
+/// Falco-style tags: the project's two, what the rule watched (Falco's
+/// `process`, `network`, `filesystem`, `container` tags), and the MITRE
+/// ATT&CK tactic and technique: mining is Resource Hijacking (T1496,
+/// tactic Impact); leaving the scope's cgroup is Impair Defenses (T1562,
+/// tactic Defense Evasion). Source: attack.mitre.org/techniques/T1496 and
+/// /T1562.
+fn tags(target: &Target) -> Value {
+    let kind: &[&str] = match target {
+        Target::Exec { .. } => &["process", "mitre_impact", "T1496"],
+        Target::Connect { .. } => &["network", "mitre_impact", "T1496"],
+        Target::Stratum { .. } => &["network", "stratum", "mitre_impact", "T1496"],
+        Target::Device { .. } => &["filesystem", "msr", "mitre_impact", "T1496"],
+        Target::ScopeEscape { .. } => &["container", "mitre_defense_evasion", "T1562"],
+    };
+    let mut all = vec!["minerguard", "cryptomining"];
+    all.extend_from_slice(kind);
+    json!(all)
 }
 
 /// Falco priority names, by severity of what was done.
@@ -157,7 +193,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::events::{InlineStr, Protocol};
+    use crate::events::{InlineStr, ProcSource, Protocol};
 
     #[test]
     fn formats_known_instants() {
@@ -178,6 +214,11 @@ mod tests {
             uid: 0,
             cgroup_id: 99,
             comm: InlineStr::from_c_bytes(b"sh"),
+            ppid: 1,
+            pname: InlineStr::from_c_bytes(b"init"),
+            cmdline: InlineStr::from_c_bytes(b"sh"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
             profile: Arc::from("container-strict"),
             rule: Arc::from("scope-escape"),
             action: Action::Kill,
@@ -188,6 +229,7 @@ mod tests {
                 cgroup: InlineStr::from_c_bytes(b"/other"),
             },
             domain: None,
+            pattern: None,
             cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
@@ -209,6 +251,11 @@ mod tests {
             uid: 0,
             cgroup_id: 99,
             comm: InlineStr::from_c_bytes(b"curl"),
+            ppid: 9,
+            pname: InlineStr::from_c_bytes(b"bash"),
+            cmdline: InlineStr::from_c_bytes(b"curl http://pool.example:3333"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Proc,
             profile: Arc::from("default"),
             rule: Arc::from("miner-pool-port"),
             action: Action::Deny,
@@ -218,17 +265,91 @@ mod tests {
                 protocol: Protocol::Tcp,
             },
             domain: Some(Arc::from("pool.example")),
+            pattern: None,
             cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["rule"], "miner-pool-port");
         assert_eq!(v["priority"], "Error");
         assert_eq!(v["action"], "deny");
+        assert_eq!(
+            v["tags"],
+            json!([
+                "minerguard",
+                "cryptomining",
+                "network",
+                "mitre_impact",
+                "T1496"
+            ])
+        );
         assert_eq!(v["output_fields"]["proc.pid"], 10);
         assert_eq!(v["output_fields"]["fd.sip"], "127.0.0.1");
         assert_eq!(v["output_fields"]["fd.sport"], 3333);
         assert_eq!(v["output_fields"]["fd.sip.name"], "pool.example");
         assert_eq!(v["time"], "1970-01-01T00:00:01.000000000Z");
+        // Who did it, read from /proc here.
+        assert_eq!(v["output_fields"]["proc.ppid"], 9);
+        assert_eq!(v["output_fields"]["proc.pname"], "bash");
+        assert_eq!(
+            v["output_fields"]["proc.cmdline"],
+            "curl http://pool.example:3333"
+        );
+        assert_eq!(v["output_fields"]["minerguard.proc.source"], "proc");
+        assert!(v["output_fields"]
+            .get("minerguard.proc.cmdline_truncated")
+            .is_none());
+        assert!(v["output_fields"].get("minerguard.pattern").is_none());
+    }
+
+    #[test]
+    fn cmdline_event_names_the_pattern_and_who_ran_it() {
+        let argv = b"xmrig\0-o\0stratum+tcp://pool:3333\0";
+        let (cmdline, cut) = InlineStr::command_line("xmrig", argv);
+        let ev = Event {
+            time: UNIX_EPOCH,
+            pid: 21,
+            tgid: 21,
+            uid: 1000,
+            cgroup_id: 5,
+            comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 20,
+            pname: InlineStr::from_c_bytes(b"launcher"),
+            cmdline,
+            cmdline_truncated: cut,
+            proc_source: ProcSource::Kernel,
+            profile: Arc::from("default"),
+            rule: Arc::from("pool-url"),
+            action: Action::Kill,
+            requested: Action::Kill,
+            target: Target::Exec {
+                path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
+            },
+            domain: None,
+            pattern: Some(Arc::from("stratum+tcp://")),
+            cgroup_kill: None,
+        };
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        let f = &v["output_fields"];
+        assert_eq!(f["proc.pid"], 21);
+        assert_eq!(f["proc.ppid"], 20);
+        assert_eq!(f["proc.pname"], "launcher");
+        assert_eq!(f["proc.cmdline"], "xmrig -o stratum+tcp://pool:3333");
+        assert_eq!(f["proc.exepath"], "/tmp/xmrig");
+        assert_eq!(f["minerguard.pattern"], "stratum+tcp://");
+        assert_eq!(f["minerguard.proc.source"], "kernel");
+
+        let long = Event {
+            cmdline_truncated: true,
+            pattern: Some(Arc::from(crate::events::OVERLONG_ARGV)),
+            ..ev
+        };
+        let v: Value = serde_json::from_str(&falco_json(&long)).unwrap();
+        let f = &v["output_fields"];
+        assert_eq!(f["minerguard.proc.cmdline_truncated"], true);
+        assert!(f["minerguard.pattern"]
+            .as_str()
+            .unwrap()
+            .contains("not searched"));
     }
 
     fn kill_container_event(cgroup_kill: CgroupKill) -> Event {
@@ -239,6 +360,11 @@ mod tests {
             uid: 0,
             cgroup_id: 99,
             comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 10,
+            pname: InlineStr::from_c_bytes(b"sh"),
+            cmdline: InlineStr::from_c_bytes(b"xmrig"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
             profile: Arc::from("p"),
             rule: Arc::from("miner"),
             action: Action::KillContainer,
@@ -247,6 +373,7 @@ mod tests {
                 path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
             },
             domain: None,
+            pattern: None,
             cgroup_kill: Some(cgroup_kill),
         }
     }

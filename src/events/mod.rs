@@ -2,7 +2,7 @@
 //! handed to consumers through a bounded channel.
 
 mod inline_str;
-mod json;
+pub(crate) mod json;
 pub(crate) mod poller;
 pub(crate) mod record;
 pub(crate) mod registry;
@@ -205,6 +205,32 @@ impl StratumSignature {
     }
 }
 
+/// Where an event's `ppid`, `pname` and `cmdline` come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcSource {
+    /// Read by the BPF program from the task, at the decision.
+    Kernel,
+    /// Read by userspace from `/proc/<pid>` when the event arrived (the
+    /// program type may not read the task on this kernel, or a page of argv
+    /// was not resident): best effort, since the process may have exited
+    /// (then the fields are empty or 0) or changed in between.
+    Proc,
+}
+
+impl ProcSource {
+    /// `kernel` or `proc` (`minerguard.proc.source` in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcSource::Kernel => "kernel",
+            ProcSource::Proc => "proc",
+        }
+    }
+}
+
+/// Capacity of [`Event::cmdline`]: a command name, a space, and the 256
+/// bytes of argv an event carries.
+pub const CMDLINE_CAPACITY: usize = 272;
+
 /// One enforcement decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -220,6 +246,24 @@ pub struct Event {
     pub cgroup_id: u64,
     /// Task command name (`comm`, at most 15 bytes).
     pub comm: InlineStr<16>,
+    /// Parent's process id (`task->real_parent->tgid`; 0 when unknown).
+    pub ppid: u32,
+    /// Parent's command name (`comm`; empty when unknown).
+    pub pname: InlineStr<16>,
+    /// Falco's `proc.cmdline`: the command name, then the arguments after
+    /// argv[0], space-separated, from the first 256 bytes of argv (see
+    /// [`Self::cmdline_truncated`]). Whose argv: the task the hook ran in.
+    /// For an exec refused before it happens (lsm backend's exec rules)
+    /// that is the process that tried, with its own (old) command line;
+    /// the refused file is the target's `path`. For an exec judged once it
+    /// has happened (the cgroup backend's exec rules, and `exec.cmdline`
+    /// on both backends) it is the new program's command line, as Falco
+    /// reports on execve.
+    pub cmdline: InlineStr<CMDLINE_CAPACITY>,
+    /// Whether argv was longer than the event carries, so `cmdline` is cut.
+    pub cmdline_truncated: bool,
+    /// Where `ppid`, `pname` and `cmdline` come from.
+    pub proc_source: ProcSource,
     /// Name of the profile the rule belongs to.
     pub profile: Arc<str>,
     /// Name of the rule that fired.
@@ -233,6 +277,10 @@ pub struct Event {
     pub target: Target,
     /// For a destination that a `connect.domains` rule resolved: the domain.
     pub domain: Option<Arc<str>>,
+    /// For an `exec.cmdline` rule: the pattern that matched, as compiled
+    /// (lower case), or [`OVERLONG_ARGV`] when argv was too long to search
+    /// and was matched as the profile's strongest cmdline rule.
+    pub pattern: Option<Arc<str>>,
     /// When `action` is `kill-container`: what became of the cgroup the
     /// task was in (`None` for every other action).
     pub cgroup_kill: Option<CgroupKill>,
@@ -274,6 +322,9 @@ impl CgroupKill {
         matches!(self, CgroupKill::Killed { .. })
     }
 }
+
+/// [`Event::pattern`] of an argv longer than the kernel searches.
+pub const OVERLONG_ARGV: &str = "(argv longer than 262144 bytes: not searched)";
 
 impl Event {
     /// Whether the action taken differs from the one the rule asked for.

@@ -15,9 +15,12 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::{
-    record::{RawEvent, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM},
+    record::{
+        RawEvent, CMDLINE_LEN, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM,
+        PROC_CMDLINE, PROC_PARENT,
+    },
     registry::Registry,
-    CgroupKill, Event, InlineStr, Protocol, StratumSignature, Target,
+    CgroupKill, Event, InlineStr, ProcSource, Protocol, StratumSignature, Target,
 };
 use crate::{
     backend::{maps::action_from_code, stratum::JudgedSockets},
@@ -100,6 +103,16 @@ impl Decoder {
             }
             Target::Exec { .. } | Target::Device { .. } | Target::ScopeEscape { .. } => None,
         };
+        // exec.cmdline: the matched pattern's id, flagged at addr[4].
+        let pattern = match raw.kind {
+            KIND_EXEC if raw.addr[4] == 1 => {
+                names.pattern(u32::from_ne_bytes(raw.addr[..4].try_into().ok()?))
+            }
+            _ => None,
+        };
+        let comm = InlineStr::from_c_bytes(&raw.comm);
+        let argv = &raw.cmdline[..(raw.args_len as usize).min(CMDLINE_LEN)];
+        let (cmdline, cut) = InlineStr::command_line(&comm, argv);
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
         let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);
         let (mut action, mut requested) = (
@@ -121,13 +134,25 @@ impl Decoder {
             tgid: raw.tgid,
             uid: raw.uid,
             cgroup_id: raw.cgroup_id,
-            comm: InlineStr::from_c_bytes(&raw.comm),
+            comm,
+            ppid: raw.ppid,
+            pname: InlineStr::from_c_bytes(&raw.pname),
+            cmdline,
+            cmdline_truncated: cut || raw.args_len as usize > CMDLINE_LEN,
+            proc_source: if raw.proc_src & (PROC_PARENT | PROC_CMDLINE)
+                == PROC_PARENT | PROC_CMDLINE
+            {
+                ProcSource::Kernel
+            } else {
+                ProcSource::Proc
+            },
             profile: names.profile.clone(),
             rule: rule.name.clone(),
             action,
             requested,
             target,
             domain,
+            pattern,
             cgroup_kill: None,
         })
     }
@@ -191,6 +216,66 @@ fn proc_comm(pid: u32) -> InlineStr<16> {
         .unwrap_or(0);
     let name = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
     InlineStr::from_c_bytes(name)
+}
+
+/// Fills in from /proc what the kernel could not read (`proc_src` lacks
+/// the bit): the parent from `/proc/<tgid>/stat`, argv from
+/// `/proc/<tgid>/cmdline`. Best effort: a process already gone leaves the
+/// fields as they are (0, empty).
+fn complete_from_proc(ev: &mut Event, proc_src: u8) {
+    if proc_src & PROC_PARENT == 0 {
+        if let Some(ppid) = proc_ppid(ev.tgid) {
+            ev.ppid = ppid;
+            ev.pname = proc_comm(ppid);
+        }
+    }
+    if proc_src & PROC_CMDLINE == 0 {
+        let mut argv = [0u8; CMDLINE_LEN + 1];
+        let n = read_proc(ev.tgid, "cmdline", &mut argv);
+        let (cmdline, cut) = InlineStr::command_line(&ev.comm, &argv[..n.min(CMDLINE_LEN)]);
+        ev.cmdline = cmdline;
+        ev.cmdline_truncated = cut || n > CMDLINE_LEN;
+    }
+}
+
+/// Up to `buf.len()` bytes of `/proc/<pid>/<file>` (0 when it cannot be
+/// read); the path is built on the stack, so nothing is allocated.
+fn read_proc(pid: u32, file: &str, buf: &mut [u8]) -> usize {
+    use std::io::{Read as _, Write as _};
+    let mut path = [0u8; 48];
+    let len = {
+        let mut w = &mut path[..];
+        let _ = write!(w, "/proc/{pid}/{file}");
+        48 - w.len()
+    };
+    let Some(mut f) = std::str::from_utf8(&path[..len])
+        .ok()
+        .and_then(|p| std::fs::File::open(p).ok())
+    else {
+        return 0;
+    };
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+/// The parent's pid from `/proc/<pid>/stat` (the field after the state,
+/// which follows the last `)`: comm may hold spaces and parentheses).
+fn proc_ppid(pid: u32) -> Option<u32> {
+    let mut buf = [0u8; 512];
+    let n = read_proc(pid, "stat", &mut buf);
+    parse_stat_ppid(&buf[..n])
+}
+
+fn parse_stat_ppid(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -315,6 +400,11 @@ fn run(
             // ask /proc while the task is still there (before any kill).
             ev.comm = proc_comm(ev.tgid);
         }
+        if ev.proc_source == ProcSource::Proc {
+            // Likewise for the parent and argv (program types that may not
+            // read the task here).
+            complete_from_proc(&mut ev, raw.proc_src);
+        }
         let fresh = ev.time >= started;
         if fresh && ev.action.kills() && kill_from_userspace.contains(&ev.target.kind()) {
             // SAFETY: plain syscall; the kernel already refused the operation.
@@ -373,4 +463,43 @@ pub(crate) fn unix_nanos(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppid_is_read_past_the_last_parenthesis() {
+        assert_eq!(parse_stat_ppid(b"42 (a) b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_stat_ppid(b"42 (sh) R 1 42"), Some(1));
+        assert_eq!(parse_stat_ppid(b""), None);
+    }
+
+    #[test]
+    fn a_child_is_described_from_proc() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ppid = proc_ppid(pid);
+        let mut argv = [0u8; CMDLINE_LEN + 1];
+        // spawn() returns once exec closed the error pipe, which is before
+        // the kernel sets up the new argv: wait for it to appear.
+        let mut n = 0;
+        for _ in 0..10_000 {
+            n = read_proc(pid, "cmdline", &mut argv);
+            if n > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(ppid, Some(std::process::id()));
+        let (cmdline, cut) =
+            InlineStr::<{ crate::events::CMDLINE_CAPACITY }>::command_line("sleep", &argv[..n]);
+        assert_eq!((cmdline.as_str(), cut), ("sleep 600", false));
+    }
 }

@@ -1,7 +1,8 @@
 //! `struct mg_event` (bpf/include/event.h), as the ring buffer delivers it.
 
 pub(crate) use crate::backend::abi::{
-    COMM_LEN, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM, PATH_LEN,
+    CMDLINE_LEN, COMM_LEN, KIND_CONNECT, KIND_DEVICE, KIND_ESCAPE, KIND_EXEC, KIND_STRATUM,
+    PATH_LEN, PROC_CMDLINE, PROC_PARENT,
 };
 
 /// Mirror of `struct mg_event`.
@@ -25,6 +26,12 @@ pub(crate) struct RawEvent {
     pub addr: [u8; 16],
     pub comm: [u8; COMM_LEN],
     pub path: [u8; PATH_LEN],
+    pub ppid: u32,
+    pub args_len: u32,
+    pub proc_src: u8,
+    pub _pad1: [u8; 3],
+    pub pname: [u8; COMM_LEN],
+    pub cmdline: [u8; CMDLINE_LEN],
 }
 
 impl RawEvent {
@@ -56,7 +63,25 @@ mod tests {
         }
         same!(
             boot_ns, cgroup_id, pid, tgid, uid, policy_id, rule_idx, kind, action, requested,
-            family, port, protocol, addr, comm, path
+            family, port, protocol, addr, comm, path, ppid, args_len, proc_src, pname, cmdline
+        );
+    }
+
+    #[test]
+    fn the_record_stays_small() {
+        // 336 bytes before ppid/pname/cmdline; a 1 MiB ring holds ~1680 of
+        // these (8-byte header each).
+        assert_eq!(size_of::<RawEvent>(), 616);
+    }
+
+    #[test]
+    fn public_constants_follow_the_c_limits() {
+        use crate::backend::abi::ARGV_MAX;
+        assert!(crate::events::OVERLONG_ARGV.contains(&ARGV_MAX.to_string()));
+        // A comm (15 bytes), a space, and the argv bytes an event carries.
+        assert_eq!(
+            crate::events::CMDLINE_CAPACITY,
+            super::COMM_LEN + super::CMDLINE_LEN
         );
     }
 

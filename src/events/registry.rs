@@ -30,6 +30,21 @@ pub(crate) struct PolicyNames {
     /// judges are in it or below it (where `kill-container` looks for
     /// their cgroups).
     pub scope: PathBuf,
+    /// `exec.cmdline` patterns by their kernel id (`mg_cmd_pattern`).
+    pub patterns: Vec<Arc<str>>,
+}
+
+impl PolicyNames {
+    /// The text of `mg_cmd_pattern` entry `id` (`MG_PATTERN_ID_OVERLONG`
+    /// included).
+    pub fn pattern(&self, id: u32) -> Option<Arc<str>> {
+        if id == crate::backend::abi::PATTERN_ID_OVERLONG {
+            static OVERLONG: std::sync::LazyLock<Arc<str>> =
+                std::sync::LazyLock::new(|| Arc::from(super::OVERLONG_ARGV));
+            return Some(OVERLONG.clone());
+        }
+        self.patterns.get(id as usize).cloned()
+    }
 }
 
 /// Shared between the enforcer (writer) and the poller thread (reader).
@@ -46,6 +61,12 @@ impl Registry {
             rules: policy.rules.clone(),
             domains: policy.domain_addresses.clone(),
             scope: scope.to_path_buf(),
+            // Ids are positions in `cmdline` (backend::maps, cmdline_buckets).
+            patterns: policy
+                .cmdline
+                .keys()
+                .map(|p| Arc::from(p.as_str()))
+                .collect(),
         });
         self.write().policies.insert(policy_id, names);
     }

@@ -404,14 +404,15 @@ static void static_strings(void) {
             strcmp(mg_backend_name(42), "unknown") == 0,
         "mg_backend_name");
   printf("layout mg_event size=%zu time_unix_ns=%zu cgroup_id=%zu pid=%zu kind=%zu family=%zu "
-         "protocol=%zu truncated=%zu ip=%zu comm=%zu path=%zu rule=%zu profile=%zu "
-         "killed_cgroup=%zu kill_error=%zu\n",
+         "protocol=%zu truncated=%zu ip=%zu comm=%zu path=%zu rule=%zu profile=%zu ppid=%zu "
+         "proc_source=%zu pname=%zu cmdline=%zu pattern=%zu killed_cgroup=%zu kill_error=%zu\n",
          sizeof(mg_event), offsetof(mg_event, time_unix_ns), offsetof(mg_event, cgroup_id),
          offsetof(mg_event, pid), offsetof(mg_event, kind), offsetof(mg_event, family),
          offsetof(mg_event, protocol), offsetof(mg_event, truncated), offsetof(mg_event, ip),
          offsetof(mg_event, comm), offsetof(mg_event, path), offsetof(mg_event, rule),
-         offsetof(mg_event, profile), offsetof(mg_event, killed_cgroup),
-         offsetof(mg_event, kill_error));
+         offsetof(mg_event, profile), offsetof(mg_event, ppid), offsetof(mg_event, proc_source),
+         offsetof(mg_event, pname), offsetof(mg_event, cmdline), offsetof(mg_event, pattern),
+         offsetof(mg_event, killed_cgroup), offsetof(mg_event, kill_error));
   printf("layout mg_probe_report size=%zu kernel=%zu bpf_lsm_detail=%zu\n",
          sizeof(mg_probe_report), offsetof(mg_probe_report, kernel),
          offsetof(mg_probe_report, bpf_lsm_detail));

@@ -1022,3 +1022,22 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Spawns `cmd` (its stderr piped) and streams its stderr lines through a
+/// channel, read by a thread, so a test can wait for a line while the
+/// process runs on.
+pub fn spawn_with_stderr_lines(cmd: &mut Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}

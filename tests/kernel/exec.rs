@@ -325,9 +325,14 @@ fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
         // Straddling the kernel's 4 KiB read steps.
         ("across 4096", starting_at(4096 - 5)),
         ("across 8192", starting_at(8192 - 13)),
+        // Its last byte is the last one searched (a longer URL here would
+        // pass the bound, and match only as an overlong argv).
         (
             "at the end of the bound",
-            starting_at(MAX_CMDLINE_ARGV_BYTES - "stratum+tcp://x".len() - 1),
+            after(
+                MAX_CMDLINE_ARGV_BYTES - "stratum+tcp://x".len() - 1 - head,
+                "stratum+tcp://x",
+            ),
         ),
         // The kill pattern, then the audit one: the strongest match wins
         // whatever comes after it (Linux 6.1 once let the last one win).
@@ -346,6 +351,11 @@ fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
         let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline")
             .unwrap_or_else(|| panic!("{what}: no event"));
         assert_eq!(ev.action, Action::Kill, "{what}");
+        // The pattern as compiled (lower case), whatever case argv used.
+        assert_eq!(ev.pattern.as_deref(), Some("stratum+tcp://"), "{what}");
+        // Events carry the first 256 bytes of argv.
+        let argv_len = head + args.iter().map(|a| a.len() + 1).sum::<usize>();
+        assert_eq!(ev.cmdline_truncated, argv_len > 256, "{what}: {ev:?}");
     }
     // An argv longer than the kernel searches is matched as the strongest
     // cmdline rule: padding cannot push the URL out of sight.
@@ -355,6 +365,8 @@ fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
     assert!(!marker.exists(), "over the bound: the program ran");
     let ev = wait_event(enforcer, |e| e.rule.as_ref() == "miner-cmdline").expect("event");
     assert_eq!(ev.action, Action::Kill);
+    assert_eq!(ev.pattern.as_deref(), Some(minerguard::OVERLONG_ARGV));
+    assert!(ev.cmdline_truncated, "{ev:?}");
 
     // A long benign argv runs, and the audit rule only reports (its
     // pattern in another case than the profile's).

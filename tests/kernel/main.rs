@@ -8,6 +8,7 @@
 //! - `exec_rules`: exec rules a miner would try to walk around: allow-lists
 //!   and learn mode, no new exec after start, loader exec and executable
 //!   mappings, execveat, refused interpreters, syscall tracepoints turned off.
+//! - `identity`: who did it: parent, command line, the matched pattern.
 //! - `connect`: ports, CIDRs, UDP, another network namespace, `kill`.
 //! - `stratum`: the Stratum signature on a socket's first bytes, whatever
 //!   call sends them (sendfile and TCP Fast Open too), and which sockets are
@@ -50,6 +51,7 @@ mod device;
 mod domains;
 mod exec;
 mod exec_rules;
+mod identity;
 mod kill_container;
 mod lifecycle;
 mod path_view;

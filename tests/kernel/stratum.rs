@@ -118,6 +118,15 @@ fn stratum_first_message_is_refused_on_any_port() {
         );
         let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
         assert_eq!(ev.action, Action::Deny);
+        // Who sent it: a child this test forked (sk_msg on the cgroup
+        // backend, where the kernel may not let it read the task: then
+        // from /proc, which still has the child).
+        assert_eq!(ev.ppid, std::process::id(), "{ev:?}");
+        assert!(!ev.pname.is_empty(), "{ev:?}");
+        assert!(
+            !ev.comm.is_empty() && ev.cmdline.starts_with(ev.comm.as_str()),
+            "{ev:?}"
+        );
         match ev.target {
             Target::Stratum {
                 addr: to,

@@ -6,18 +6,26 @@
 //! [`CALL_TIMEOUT`].
 //! - [`containerd`]: containerd's gRPC API (its CRI plugin's containers
 //!   and their pods' sandboxes);
+//! - [`crio`]: CRI-O's inspect API on its unix socket;
+//! - [`docker`]: Docker's Engine API on its unix socket (cri-dockerd's
+//!   labels);
 //! - [`podman`]: Podman's REST API on its unix socket.
 //!
-//! CRI-O and Docker are not supported yet: [`connect`] says so.
+//! The three HTTP ones share [`unix_http`].
 
 use crate::identity::{ContainerInfo, RuntimeKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod containerd;
+pub mod crio;
+pub mod docker;
 pub mod podman;
+pub mod unix_http;
 
 pub use containerd::ContainerdSource;
+pub use crio::CrioSource;
+pub use docker::DockerSource;
 pub use podman::PodmanSource;
 
 /// How long one call to a runtime's API may take, connecting included.
@@ -91,9 +99,6 @@ pub fn detect() -> Option<(RuntimeKind, PathBuf)> {
 /// A metadata source for `kind` at `endpoint` (its API socket), checked to
 /// answer. `namespace` is containerd's (`k8s.io` for its CRI plugin's
 /// containers) and is not used by the others.
-///
-/// CRI-O and Docker are not supported yet: they give
-/// [`RuntimeError::Unreachable`] with a "not supported yet" detail.
 pub fn connect(
     kind: RuntimeKind,
     endpoint: &Path,
@@ -102,11 +107,8 @@ pub fn connect(
     match kind {
         RuntimeKind::Containerd => Ok(Box::new(ContainerdSource::connect(endpoint, namespace)?)),
         RuntimeKind::Podman => Ok(Box::new(PodmanSource::new(endpoint)?)),
-        RuntimeKind::Crio | RuntimeKind::Docker => Err(RuntimeError::Unreachable {
-            runtime: kind.as_str(),
-            endpoint: endpoint.display().to_string(),
-            detail: format!("not supported yet: the agent reads no {kind} API"),
-        }),
+        RuntimeKind::Crio => Ok(Box::new(CrioSource::new(endpoint)?)),
+        RuntimeKind::Docker => Ok(Box::new(DockerSource::new(endpoint)?)),
     }
 }
 
@@ -131,22 +133,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unsupported_runtimes_say_so() {
-        for kind in [RuntimeKind::Crio, RuntimeKind::Docker] {
-            let err = connect(kind, default_endpoint(kind), "k8s.io")
-                .err()
-                .expect("not supported");
-            assert!(
-                matches!(&err, RuntimeError::Unreachable { detail, .. } if detail.starts_with("not supported yet")),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
     fn dead_sockets_are_unreachable() {
         let missing = Path::new("/nonexistent/minerguard-test.sock");
-        for kind in [RuntimeKind::Containerd, RuntimeKind::Podman] {
+        for kind in [
+            RuntimeKind::Containerd,
+            RuntimeKind::Crio,
+            RuntimeKind::Docker,
+            RuntimeKind::Podman,
+        ] {
             let err = connect(kind, missing, "k8s.io").err().expect("no socket");
             assert!(
                 matches!(&err, RuntimeError::Unreachable { runtime, .. } if *runtime == kind.as_str()),

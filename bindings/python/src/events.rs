@@ -68,6 +68,47 @@ impl Event {
         self.inner.comm.as_str()
     }
 
+    /// Parent's process id (0 when unknown).
+    #[getter]
+    fn ppid(&self) -> u32 {
+        self.inner.ppid
+    }
+
+    /// Parent's command name.
+    #[getter]
+    fn pname(&self) -> &str {
+        self.inner.pname.as_str()
+    }
+
+    /// Falco's `proc.cmdline`: the command name, then the arguments after
+    /// argv[0], space-separated (from the first 256 bytes of argv). An exec
+    /// refused before it happens (lsm backend) shows the process that
+    /// tried; one judged after it happened (cgroup backend, exec.cmdline
+    /// rules), the new program.
+    #[getter]
+    fn cmdline(&self) -> &str {
+        self.inner.cmdline.as_str()
+    }
+
+    /// Whether argv was longer than an event carries (`cmdline` is cut).
+    #[getter]
+    fn cmdline_truncated(&self) -> bool {
+        self.inner.cmdline_truncated
+    }
+
+    /// `"kernel"` (ppid, pname and cmdline read at the decision) or
+    /// `"proc"` (read from /proc on receipt: best effort).
+    #[getter]
+    fn proc_source(&self) -> &'static str {
+        self.inner.proc_source.as_str()
+    }
+
+    /// exec.cmdline events: the pattern that matched (lower case).
+    #[getter]
+    fn pattern(&self) -> Option<&str> {
+        self.inner.pattern.as_deref()
+    }
+
     /// The task's own cgroup v2 id (inode number of its cgroup directory).
     #[getter]
     fn cgroup_id(&self) -> u64 {

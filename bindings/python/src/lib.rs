@@ -5,7 +5,8 @@
 //! [`profile`] (profiles and the builder), [`enforcer`] (apply/update/remove
 //! and the event stream), [`events`] (event objects), [`run`] (a command
 //! under a profile in a fresh cgroup), [`probe`] (what the kernel supports),
-//! [`instance`] (pinned enforcer instances) and [`errors`] (one exception
+//! [`instance`] (pinned enforcer instances), [`scan`] (the processes
+//! already running in cgroups, judged by a profile) and [`errors`] (one exception
 //! class per error kind).
 
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod instance;
 pub mod probe;
 pub mod profile;
 pub mod run;
+pub mod scan;
 mod wait;
 
 /// The native module.
@@ -36,6 +38,7 @@ fn _minerguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::run, m)?)?;
     m.add_function(wrap_pyfunction!(instance::instances, m)?)?;
     m.add_function(wrap_pyfunction!(instance::remove_instance, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -75,6 +75,11 @@ def test_denied_exec_inside_scope_only(cgroup: Cgroup, enforcer: Enforcer, tmp_p
         assert ev.comm == "xmrig", "killed after the exec: the task has the new name"
     else:
         assert ev.comm and ev.comm != "xmrig", "refused before the exec: the caller's name"
+    # Who did it: the caller (this test process, or the child it forked).
+    assert ev.ppid > 0 and ev.pname and ev.cmdline.startswith(ev.comm)
+    assert ev.proc_source == "kernel" and ev.pattern is None
+    if ev.action == "kill":
+        assert ev.cmdline == f"xmrig {inside}", "after the exec: the new argv"
     assert abs(ev.time - time.time()) < 60
     assert ev.datetime.tzinfo is not None and abs(ev.datetime.timestamp() - ev.time) < 1e-3
     assert ev.addr is None and ev.port is None and ev.protocol is None
@@ -83,6 +88,8 @@ def test_denied_exec_inside_scope_only(cgroup: Cgroup, enforcer: Enforcer, tmp_p
     assert d["action"] == ev.action
     assert d["output_fields"]["proc.exepath"] == str(miner)
     assert d["output_fields"]["proc.pid"] == ev.tgid
+    assert d["output_fields"]["proc.ppid"] == ev.ppid
+    assert d["output_fields"]["proc.cmdline"] == ev.cmdline
     assert d["output_fields"]["cgroup.id"] == cgroup.id
     assert json.loads(ev.to_json()) == d
     assert "miner-binary" in repr(ev)

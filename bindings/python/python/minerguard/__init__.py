@@ -9,6 +9,8 @@ with ``Profile.install_seccomp()``; :func:`run` installs them in its command.
 An ``Enforcer(instance="name")`` is pinned: its enforcement outlives it,
 the next enforcer of that name adopts it, and ``detach()`` or
 :func:`remove_instance` ends it (:func:`instances` lists them).
+:func:`scan` judges the processes already running in cgroups (started
+before any enforcement) and kills what ``deny``/``kill`` rules match.
 Errors are subclasses of :class:`Error`.
 """
 
@@ -34,6 +36,7 @@ from minerguard._minerguard import (
     probe,
     remove_instance,
     run,
+    scan,
 )
 
 __all__ = [
@@ -58,4 +61,5 @@ __all__ = [
     "probe",
     "remove_instance",
     "run",
+    "scan",
 ]

@@ -159,6 +159,18 @@ class Event:
     @property
     def comm(self) -> str: ...
     @property
+    def ppid(self) -> int: ...
+    @property
+    def pname(self) -> str: ...
+    @property
+    def cmdline(self) -> str: ...
+    @property
+    def cmdline_truncated(self) -> bool: ...
+    @property
+    def proc_source(self) -> Literal["kernel", "proc"]: ...
+    @property
+    def pattern(self) -> Optional[str]: ...
+    @property
     def cgroup_id(self) -> int: ...
     @property
     def profile(self) -> str: ...
@@ -297,6 +309,18 @@ class Instance(TypedDict):
     maps: int
     ring_drops: int
 
+class Unjudged(TypedDict):
+    rule: str
+    reason: str
+
+class ScanReport(TypedDict):
+    profile: str
+    scanned: int
+    vanished: int
+    elapsed_ms: float
+    findings: list[dict[str, Any]]
+    unjudged: list[Unjudged]
+
 class RunResult:
     """How a `run()` ended."""
 
@@ -351,3 +375,7 @@ def instances() -> list[Instance]:
     """Every pinned enforcer instance."""
 def remove_instance(name: str) -> None:
     """Ends pinned instance `name` (PinError if missing, invalid or held)."""
+def scan(
+    profile: Profile, cgroups: Sequence[StrPath], *, dry_run: bool = False
+) -> ScanReport:
+    """Judges the processes already running in the cgroups; kills what deny/kill rules match."""

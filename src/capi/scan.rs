@@ -1,0 +1,95 @@
+//! Scans from C: the processes already running in cgroups judged by a
+//! profile (see `minerguard::scan`), the report kept behind a handle so
+//! its JSON can be read with the usual buffer protocol without scanning
+//! (and killing) again.
+
+use std::ffi::c_char;
+
+use super::{
+    handles::Registry,
+    profile::{mg_profile, with_profile},
+    result::{guard, mg_result, Failure},
+    strings::{copy_str, path_arg, slice_arg, write_out},
+};
+use crate::scan::{ScanOptions, Scanner};
+
+/// The result of a scan (opaque): read it with `mg_scan_report_json()`,
+/// free it with `mg_scan_report_free()`.
+pub struct mg_scan_report {
+    _opaque: [u8; 0],
+}
+
+/// A report's JSON, made once.
+static REPORTS: Registry<String> = Registry::new("mg_scan_report");
+
+/// Scans the processes of each of the `count` cgroups (absolute paths, or
+/// relative to the cgroup v2 mount) and their descendants with `profile`:
+/// what an `audit` rule matches is reported, what a `deny` or `kill` rule
+/// matches is killed, unless `dry_run`. The calling process is never
+/// acted on. `*out` receives the report. Fails (nothing scanned) on a
+/// path that is not a cgroup v2 directory (`MG_ERR_CGROUP`) or an invalid
+/// profile (`MG_ERR_PROFILE`).
+///
+/// # Safety
+/// `cgroups` must point to `count` NUL-terminated strings; `out` must be
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_scan(
+    profile: *const mg_profile,
+    cgroups: *const *const c_char,
+    count: usize,
+    dry_run: bool,
+    out: *mut *mut mg_scan_report,
+) -> mg_result {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: forwarded contract.
+        let items = unsafe { slice_arg(cgroups, count, "cgroups")? };
+        if items.is_empty() {
+            return Err(Failure::invalid("`cgroups` must name at least one cgroup"));
+        }
+        let paths = (items.iter().enumerate())
+            // SAFETY: each element is a NUL-terminated string per the contract.
+            .map(|(i, p)| {
+                unsafe { path_arg(*p, &format!("cgroups[{i}]")) }.map(|p| p.to_path_buf())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let scanner = with_profile(profile, |p| Ok(Scanner::new(p)?))?;
+        let report = scanner.scan(&paths, &ScanOptions { dry_run })?;
+        let handle = REPORTS.insert(report.to_json());
+        // SAFETY: checked non-NULL above; writable per the contract.
+        unsafe { write_out(out, handle, "out") }
+    })
+}
+
+/// The report as JSON, copied into `buf` (`len` bytes, NUL included);
+/// `needed` (may be NULL) receives the size required. An object:
+/// `profile`, `scanned`, `vanished`, `elapsed_ms`, `findings` (each an
+/// event in Falco's shape, `output_fields["minerguard.kind"] == "scan"`,
+/// with `minerguard.outcome`: `killed`, `reported`, `dry-run`, `gone`,
+/// `failed: …`) and `unjudged` (`rule`, `reason`).
+///
+/// # Safety
+/// `buf` must point to `len` writable bytes (or be NULL with `len == 0`);
+/// `needed` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_scan_report_json(
+    report: *const mg_scan_report,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> mg_result {
+    guard(|| {
+        let json = REPORTS.get(report, "report")?;
+        // SAFETY: forwarded contract.
+        unsafe { copy_str(&json, buf, len, needed) }
+    })
+}
+
+/// Frees a report; NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mg_scan_report_free(report: *mut mg_scan_report) -> mg_result {
+    guard(|| REPORTS.remove(report, "report"))
+}

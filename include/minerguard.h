@@ -256,6 +256,12 @@ enum mg_action
    * Deny and SIGKILL the task.
    */
   MG_ACTION_KILL = 2,
+  /**
+   * Kill, and SIGKILL every process of the cgroup the task was in (its
+   * container; under `minerguard run`, the run's cgroup). Not on seccomp
+   * rules.
+   */
+  MG_ACTION_KILL_CONTAINER = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -558,6 +564,18 @@ typedef struct mg_event {
    * other events.
    */
   char pattern[MG_NAME_LEN];
+  /**
+   * `MG_ACTION_KILL_CONTAINER` events: the cgroup the task was in,
+   * whose every process was sent SIGKILL; "" when none was (then
+   * `kill_error` says why) and for other actions.
+   */
+  char killed_cgroup[MG_PATH_LEN];
+  /**
+   * `MG_ACTION_KILL_CONTAINER` events: why the task's cgroup was not
+   * killed (not found, refused, an I/O error, or an event from before
+   * the enforcer started); "" when it was, and for other actions.
+   */
+  char kill_error[MG_PATH_LEN];
 } mg_event;
 
 /**

@@ -18,6 +18,7 @@
 mod backend;
 pub mod capi;
 pub mod cgroup;
+pub mod cgroup_kill;
 pub mod compile;
 mod enforcer;
 pub mod error;
@@ -39,7 +40,9 @@ pub use enforcer::{
     Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled, UnenforcedRule,
 };
 pub use error::{Error, Result};
-pub use events::{falco_json, Drops, Event, ProcSource, Target, CMDLINE_CAPACITY, OVERLONG_ARGV};
+pub use events::{
+    falco_json, CgroupKill, Drops, Event, ProcSource, Target, CMDLINE_CAPACITY, OVERLONG_ARGV,
+};
 pub use learn::{ExecLearner, LearnProgress};
 pub use profile::{Action, Matcher, MatcherKind, Mode, Profile, Rule, ValidProfile};
 pub use seccomp::{SeccompError, SeccompFilter};

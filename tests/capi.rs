@@ -236,6 +236,8 @@ fn c_and_rust_agree_on_struct_layouts() {
         ("pname", offset_of!(mg_event, pname)),
         ("cmdline", offset_of!(mg_event, cmdline)),
         ("pattern", offset_of!(mg_event, pattern)),
+        ("killed_cgroup", offset_of!(mg_event, killed_cgroup)),
+        ("kill_error", offset_of!(mg_event, kill_error)),
     ];
     let expected: Vec<(String, usize)> = rust_event
         .iter()

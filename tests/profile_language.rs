@@ -684,7 +684,13 @@ fn arb_name() -> impl Strategy<Value = String> {
 }
 
 fn arb_rule_yaml() -> impl Strategy<Value = String> {
-    let action = prop_oneof![Just("deny"), Just("kill"), Just("audit"), Just("block")];
+    let action = prop_oneof![
+        Just("deny"),
+        Just("kill"),
+        Just("kill-container"),
+        Just("audit"),
+        Just("block")
+    ];
     let matcher = prop_oneof![
         prop::collection::vec(arb_name(), 0..4).prop_map(|v| format!("exec: {{ names: {v:?} }}")),
         prop::collection::vec(any::<u32>(), 0..4)

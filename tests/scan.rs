@@ -22,7 +22,7 @@ use common::{
 use minerguard::{
     cgroup::OwnedCgroup,
     scan::{Evidence, Outcome, ScanOptions, ScanReport, Scanner},
-    Mode, Profile,
+    Action, Mode, Profile, Rule,
 };
 
 /// Root is needed to make cgroups: fail loudly unless MINERGUARD_ALLOW_SKIP=1.
@@ -373,6 +373,65 @@ fn an_audit_profile_reports_them_and_leaves_them_running() {
         assert!(alive(&mut s.child), "{} still runs", s.what);
     }
     assert!(alive(&mut scene.benign));
+}
+
+#[test]
+fn kill_container_kills_the_miners_whole_cgroup_and_not_its_neighbours() {
+    if !root_or_skip("kill_container_kills_the_miners_whole_cgroup_and_not_its_neighbours") {
+        return;
+    }
+    let dir = PlainDir::new("kill-container");
+    let miner = dir.join("xmrig");
+    copy_exec(Path::new("/usr/bin/sleep"), &miner);
+    let scope = test_cgroup();
+    let container = child_cgroup(&scope);
+    let neighbour = child_cgroup(&scope);
+    let mut running = start(&container, Command::new(&miner).arg("600"));
+    let mut beside = start(&container, Command::new("sleep").arg("600"));
+    let mut next_door = start(&neighbour, Command::new("sleep").arg("600"));
+    // Until the miner has exec'd, the child still runs the test's image.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{}/comm", running.id()))
+        .map_or(true, |c| c.trim_end() != "xmrig")
+    {
+        assert!(Instant::now() < deadline, "the miner did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let profile = Profile::new("scan-kill-container").rule(Rule::exec_names(
+        "miner",
+        Action::KillContainer,
+        ["xmrig"],
+    ));
+    let report = Scanner::new(&profile)
+        .unwrap()
+        .scan(
+            &[scope.cgroup().path().to_path_buf()],
+            &ScanOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    let finding = &report.findings[0];
+    assert_eq!(finding.process.pid, running.id());
+    assert_eq!(
+        finding.outcome,
+        Outcome::KilledCgroup {
+            cgroup: container.cgroup().path().to_path_buf(),
+            method: minerguard::cgroup_kill::KillMethod::CgroupKill,
+        }
+    );
+    let ev = finding.event(&report.profile);
+    assert_eq!(ev.action, Action::KillContainer);
+    assert_eq!(ev.requested, Action::KillContainer);
+    assert!(ev.cgroup_kill.as_ref().is_some_and(|k| k.killed()));
+    for child in [&mut running, &mut beside] {
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        alive(&mut next_door),
+        "a neighbouring cgroup's process was killed"
+    );
 }
 
 #[test]

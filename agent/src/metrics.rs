@@ -224,7 +224,7 @@ impl Metrics {
         }
     }
 
-    /// One event of `rule` with `action` (`deny`, `kill`, `audit`).
+    /// One event of `rule` with `action` (`deny`, `kill`, `kill-container`, `audit`).
     pub fn event(&self, rule: &str, action: &str) {
         self.events
             .get_or_create(&EventLabels {

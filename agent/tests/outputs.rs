@@ -55,6 +55,7 @@ fn payload(rule: &str) -> Value {
         },
         domain: None,
         pattern: None,
+        cgroup_kill: None,
     };
     serde_json::from_str(&falco_json(&ev)).unwrap()
 }

@@ -16,11 +16,8 @@ pub fn learn(
     action: &str,
     load: LoadArgs,
 ) -> CliResult<ExitCode> {
-    let action = match action {
-        "kill" => Action::Kill,
-        "audit" => Action::Audit,
-        _ => Action::Deny,
-    };
+    // clap accepts only action names.
+    let action = Action::from_name(action).unwrap_or(Action::Deny);
     // Signals stay unblocked: nothing is refused while learning, so Ctrl-C
     // may simply end the command (the kernel detaches what it attached).
     let mut enforcer = load.enforcer()?;

@@ -154,7 +154,7 @@ enum Cmd {
         #[arg(long, default_value = "learned")]
         name: String,
         /// Action of the written rule for anything not learned.
-        #[arg(long, default_value = "deny", value_parser = ["deny", "kill", "audit"])]
+        #[arg(long, default_value = "deny", value_parser = ["deny", "kill", "kill-container", "audit"])]
         action: String,
         #[command(flatten)]
         load: LoadArgs,

@@ -53,10 +53,15 @@ pub fn print(json: bool) -> ExitCode {
             println!("not enforced yet:  {}", missing.join(", "));
             println!("rule semantics on this kernel:");
             for rule in [RuleKind::Exec, RuleKind::Connect] {
-                let per: Vec<String> = [Action::Deny, Action::Kill, Action::Audit]
-                    .iter()
-                    .map(|a| format!("{a} -> {}", semantics(kind, rule, *a, &report)))
-                    .collect();
+                let per: Vec<String> = [
+                    Action::Deny,
+                    Action::Kill,
+                    Action::KillContainer,
+                    Action::Audit,
+                ]
+                .iter()
+                .map(|a| format!("{a} -> {}", semantics(kind, rule, *a, &report)))
+                .collect();
                 println!("  {:<8} {}", rule.as_str(), per.join(", "));
             }
             ExitCode::SUCCESS
@@ -76,13 +81,18 @@ fn semantics(kind: BackendKind, rule: RuleKind, requested: Action, report: &Prob
     let how = match (kind, rule, action) {
         (_, _, Action::Audit) => "allowed, reported",
         (BackendKind::Cgroup, RuleKind::Exec, _) => "SIGKILL before the first instruction",
-        (BackendKind::Cgroup, RuleKind::Connect, Action::Kill)
+        (BackendKind::Cgroup, RuleKind::Connect, Action::Kill | Action::KillContainer)
             if !report.cgroup_signal.available =>
         {
             "EPERM, then SIGKILL from userspace"
         }
-        (_, _, Action::Kill) => "EPERM and SIGKILL in-kernel",
+        (_, _, Action::Kill | Action::KillContainer) => "EPERM and SIGKILL in-kernel",
         (_, _, Action::Deny) => "EPERM",
     };
-    format!("{action} ({how})")
+    let cgroup = if action == Action::KillContainer {
+        ", then SIGKILL of every process of its cgroup from userspace"
+    } else {
+        ""
+    };
+    format!("{action} ({how}{cgroup})")
 }

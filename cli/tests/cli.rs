@@ -119,6 +119,54 @@ fn run_stops_the_miner_reports_it_and_cleans_up() {
     assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
 }
 
+#[test]
+fn run_kill_container_kills_the_whole_command_not_only_the_miner() {
+    if !kernel_tests_enabled("run_kill_container_kills_the_whole_command_not_only_the_miner") {
+        return;
+    }
+    let dir = TempDir::new("cli-kill-container");
+    let miner = fake_miner(&dir, "xmrig");
+    let marker = dir.path().join("marker");
+    let profile = write_profile(
+        &dir,
+        &EXEC_PROFILE.replace("action: deny", "action: kill-container"),
+    );
+    // With `kill` only the miner dies and the shell waits a minute for
+    // its `sleep`; with `kill-container` every process of the run's cgroup
+    // dies: the shell too, at once.
+    let started = std::time::Instant::now();
+    let out = run_sh(
+        &profile,
+        &format!("sleep 60 & {} {}; wait", miner.display(), marker.display()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!marker.exists(), "the miner ran");
+    assert_eq!(out.status.code(), Some(137), "stderr:\n{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the shell outlived the miner: {:?}",
+        started.elapsed()
+    );
+    let events = json_events(&stderr);
+    let ev = events
+        .iter()
+        .find(|e| e["rule"] == "miner-binary")
+        .unwrap_or_else(|| panic!("no event in:\n{stderr}"));
+    assert_eq!(ev["action"], "kill-container", "{ev}");
+    assert_eq!(ev["priority"], "Critical", "{ev}");
+    assert_eq!(
+        ev["output_fields"]["minerguard.requested"],
+        "kill-container"
+    );
+    let cgroup = scope_path(&stderr);
+    assert_eq!(
+        ev["output_fields"]["minerguard.killed.cgroup"],
+        cgroup.to_str().unwrap(),
+        "{ev}"
+    );
+    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+}
+
 /// Prints how many perf-event fds (tracepoint attachments) the enforcer
 /// running this command holds: its parent's, counted by the command.
 const COUNT_PARENT_PERF_EVENTS: &str = "n=0; for f in /proc/$PPID/fd/*; do case $(readlink $f) in *perf_event*) n=$((n+1));; esac; done; echo $n";

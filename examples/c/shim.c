@@ -73,6 +73,7 @@ static const char *action_name(mg_action a) {
     case MG_ACTION_AUDIT: return "audit";
     case MG_ACTION_DENY: return "deny";
     case MG_ACTION_KILL: return "kill";
+    case MG_ACTION_KILL_CONTAINER: return "kill-container";
   }
   return "?";
 }
@@ -93,6 +94,8 @@ static void print_event(const mg_event *ev) {
   }
   printf(" ppid=%u pname=%s cmdline=[%s]", ev->ppid, ev->pname, ev->cmdline);
   if (ev->pattern[0]) printf(" pattern=%s", ev->pattern);
+  if (ev->killed_cgroup[0]) printf(" killed_cgroup=%s", ev->killed_cgroup);
+  if (ev->kill_error[0]) printf(" kill_error=\"%s\"", ev->kill_error);
   printf(" cgroup_id=%llu\n", (unsigned long long)ev->cgroup_id);
   fflush(stdout);
 }

@@ -18,16 +18,18 @@ use super::abi::{
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
-/// `enum mg_action` values.
+/// `enum mg_action` values. `kill-container` is `kill` in the kernel: the
+/// task dies there, and the event decoder (which knows the rule asked for
+/// more) has userspace kill the task's cgroup.
 pub(crate) fn action_code(a: Action) -> u8 {
     match a {
         Action::Deny => ACTION_DENY,
-        Action::Kill => ACTION_KILL,
+        Action::Kill | Action::KillContainer => ACTION_KILL,
         Action::Audit => ACTION_AUDIT,
     }
 }
 
-/// Inverse of [`action_code`].
+/// Inverse of [`action_code`] (`kill` for `kill-container`'s code).
 pub(crate) fn action_from_code(c: u8) -> Option<Action> {
     match c {
         ACTION_DENY => Some(Action::Deny),
@@ -818,6 +820,14 @@ mod layout_tests {
     use std::mem::{offset_of, size_of};
 
     use super::*;
+
+    #[test]
+    fn kill_container_is_kill_in_the_kernel() {
+        assert_eq!(action_code(Action::KillContainer), ACTION_KILL);
+        for a in [Action::Audit, Action::Deny, Action::Kill] {
+            assert_eq!(action_from_code(action_code(a)), Some(a));
+        }
+    }
 
     #[test]
     fn mirrors_match_the_c_header() {

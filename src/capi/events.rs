@@ -16,7 +16,7 @@ use super::{
     result::{guard, mg_result, mg_result::*, Failure},
     strings::{fill_array, write_out},
 };
-use crate::{compile::RuleKind, Event, ProcSource, Target};
+use crate::{compile::RuleKind, CgroupKill, Event, ProcSource, Target};
 
 /// Size of `mg_event.comm` (the kernel's 15-byte task name plus NUL).
 pub const MG_COMM_LEN: usize = 16;
@@ -144,6 +144,14 @@ pub struct mg_event {
     /// exec.cmdline events: the pattern that matched (lower case); "" for
     /// other events.
     pub pattern: [c_char; MG_NAME_LEN],
+    /// `MG_ACTION_KILL_CONTAINER` events: the cgroup the task was in,
+    /// whose every process was sent SIGKILL; "" when none was (then
+    /// `kill_error` says why) and for other actions.
+    pub killed_cgroup: [c_char; MG_PATH_LEN],
+    /// `MG_ACTION_KILL_CONTAINER` events: why the task's cgroup was not
+    /// killed (not found, refused, an I/O error, or an event from before
+    /// the enforcer started); "" when it was, and for other actions.
+    pub kill_error: [c_char; MG_PATH_LEN],
 }
 
 impl mg_event {
@@ -178,12 +186,23 @@ impl mg_event {
             pname: [0; MG_COMM_LEN],
             cmdline: [0; MG_CMDLINE_LEN],
             pattern: [0; MG_NAME_LEN],
+            killed_cgroup: [0; MG_PATH_LEN],
+            kill_error: [0; MG_PATH_LEN],
         };
         let mut cut = fill_array(&mut out.comm, &ev.comm);
         cut |= fill_array(&mut out.pname, &ev.pname);
         cut |= fill_array(&mut out.cmdline, &ev.cmdline);
         if let Some(p) = &ev.pattern {
             cut |= fill_array(&mut out.pattern, p);
+        }
+        match &ev.cgroup_kill {
+            Some(CgroupKill::Killed { cgroup, .. }) => {
+                cut |= fill_array(&mut out.killed_cgroup, &cgroup.to_string_lossy())
+            }
+            Some(CgroupKill::NotKilled { reason, .. }) => {
+                cut |= fill_array(&mut out.kill_error, reason)
+            }
+            None => {}
         }
         cut |= fill_array(&mut out.rule, &ev.rule);
         cut |= fill_array(&mut out.profile, &ev.profile);
@@ -328,4 +347,61 @@ pub unsafe extern "C" fn mg_events_try_receive(
 #[no_mangle]
 pub extern "C" fn mg_events_free(events: *mut mg_events) -> mg_result {
     guard(|| RECEIVERS.remove(events, "events"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{ffi::CStr, sync::Arc};
+
+    use super::*;
+    use crate::{events::InlineStr, profile::Action, CgroupKill};
+
+    fn kill_container(cgroup_kill: CgroupKill) -> mg_event {
+        mg_event::from_event(&Event {
+            time: UNIX_EPOCH,
+            pid: 1,
+            tgid: 1,
+            uid: 0,
+            cgroup_id: 5,
+            comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 0,
+            pname: InlineStr::from_c_bytes(b""),
+            cmdline: InlineStr::from_c_bytes(b"xmrig"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
+            profile: Arc::from("p"),
+            rule: Arc::from("r"),
+            action: Action::KillContainer,
+            requested: Action::KillContainer,
+            target: Target::Exec {
+                path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
+            },
+            domain: None,
+            pattern: None,
+            cgroup_kill: Some(cgroup_kill),
+        })
+    }
+
+    fn text(field: &[c_char]) -> &str {
+        // SAFETY: from_event NUL-terminates every string field.
+        unsafe { CStr::from_ptr(field.as_ptr()) }.to_str().unwrap()
+    }
+
+    #[test]
+    fn kill_container_events_name_the_killed_cgroup_or_why_not() {
+        let ev = kill_container(CgroupKill::Killed {
+            cgroup: "/sys/fs/cgroup/pod/ctr".into(),
+            method: crate::events::KillMethod::CgroupKill,
+        });
+        assert_eq!(ev.action, mg_action::MG_ACTION_KILL_CONTAINER);
+        assert_eq!(ev.requested, mg_action::MG_ACTION_KILL_CONTAINER);
+        assert_eq!(text(&ev.killed_cgroup), "/sys/fs/cgroup/pod/ctr");
+        assert_eq!(text(&ev.kill_error), "");
+        let ev = kill_container(CgroupKill::NotKilled {
+            cgroup: None,
+            reason: "no cgroup with id 5".into(),
+        });
+        assert_eq!(text(&ev.killed_cgroup), "");
+        assert_eq!(text(&ev.kill_error), "no cgroup with id 5");
+    }
 }

@@ -26,6 +26,10 @@ pub enum mg_action {
     MG_ACTION_DENY = 1,
     /// Deny and SIGKILL the task.
     MG_ACTION_KILL = 2,
+    /// Kill, and SIGKILL every process of the cgroup the task was in (its
+    /// container; under `minerguard run`, the run's cgroup). Not on seccomp
+    /// rules.
+    MG_ACTION_KILL_CONTAINER = 3,
 }
 
 /// Profile-wide mode.
@@ -44,6 +48,7 @@ impl From<Action> for mg_action {
             Action::Audit => mg_action::MG_ACTION_AUDIT,
             Action::Deny => mg_action::MG_ACTION_DENY,
             Action::Kill => mg_action::MG_ACTION_KILL,
+            Action::KillContainer => mg_action::MG_ACTION_KILL_CONTAINER,
         }
     }
 }
@@ -53,8 +58,9 @@ pub(crate) fn action_arg(value: u32) -> Result<Action, Failure> {
         0 => Ok(Action::Audit),
         1 => Ok(Action::Deny),
         2 => Ok(Action::Kill),
+        3 => Ok(Action::KillContainer),
         v => Err(Failure::invalid(format!(
-            "action {v} is not an MG_ACTION_* value (0 audit, 1 deny, 2 kill)"
+            "action {v} is not an MG_ACTION_* value (0 audit, 1 deny, 2 kill, 3 kill-container)"
         ))),
     }
 }

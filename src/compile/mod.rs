@@ -247,7 +247,7 @@ impl KernelPolicy {
     /// cmdline patterns sharing a prefix, or rules that can never fire.
     ///
     /// When two rules match the same key, the stronger action wins
-    /// (kill > deny > audit), and the earlier rule among equals.
+    /// (kill-container > kill > deny > audit), and the earlier rule among equals.
     pub fn from_valid(profile: &ValidProfile<'_>) -> Result<Self, ProfileError> {
         Self::build(profile.profile()).checked()
     }
@@ -704,7 +704,7 @@ pub(crate) fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// Sets a profile-wide switch to `r` unless a rule at least as strong
-/// holds it already (kill > deny > audit; the earlier among equals).
+/// holds it already (kill-container > kill > deny > audit; the earlier among equals).
 fn keep_strongest(slot: &mut Option<RuleRef>, r: RuleRef) {
     if slot.map_or(true, |s| r.action > s.action) {
         *slot = Some(r);

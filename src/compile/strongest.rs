@@ -23,7 +23,7 @@ impl<K: Ord> Strongest<K> {
         self.0.push((key, rule));
     }
 
-    /// Each key once, with its strongest rule (kill > deny > audit), the
+    /// Each key once, with its strongest rule (kill-container > kill > deny > audit), the
     /// earliest among equals.
     pub(super) fn into_map(mut self) -> BTreeMap<K, RuleRef> {
         self.0.sort_unstable_by(|(ka, a), (kb, b)| {
@@ -61,5 +61,18 @@ mod tests {
         assert_eq!(m[&7], r(2, Action::Kill));
         assert_eq!(m[&3], r(1, Action::Deny));
         assert_eq!(m[&1], r(5, Action::Audit));
+    }
+
+    #[test]
+    fn kill_container_outranks_kill_wherever_it_comes() {
+        let mut s = Strongest::new();
+        s.push(1u16, r(0, Action::Kill));
+        s.push(1, r(1, Action::KillContainer));
+        s.push(2, r(2, Action::KillContainer));
+        s.push(2, r(3, Action::Kill));
+        s.push(2, r(4, Action::Deny));
+        let m = s.into_map();
+        assert_eq!(m[&1], r(1, Action::KillContainer));
+        assert_eq!(m[&2], r(2, Action::KillContainer));
     }
 }

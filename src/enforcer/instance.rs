@@ -55,10 +55,13 @@ pub(super) fn pending_scopes(
     let Some(state) = InstanceState::load(pins.state_dir())? else {
         return Ok((pending, next));
     };
+    // The host scope's cgroup is the cgroup v2 root.
+    let mount = crate::cgroup::cgroup2_mount().unwrap_or_else(|_| "/sys/fs/cgroup".into());
     for record in state.scopes {
         if let Ok(profile) = serde_json::from_value::<Profile>(record.profile.clone()) {
             if let Ok(policy) = KernelPolicy::compile(&profile) {
-                registry.insert(record.policy_id, &policy);
+                let scope = record.cgroup.as_deref().unwrap_or(&mount);
+                registry.insert(record.policy_id, &policy, scope);
             }
         }
         next = next.max(record.policy_id.saturating_add(1));
@@ -154,10 +157,11 @@ impl Enforcer {
         let in_maps = self.kernel.maps().scope_policy(cgroup.id()) == Some(record.policy_id);
         let keep = in_maps && record.cgroup_id == cgroup.id() && record.digest == digest;
         let policy_id = if keep {
-            self.registry.insert(record.policy_id, &policy);
+            self.registry
+                .insert(record.policy_id, &policy, cgroup.path());
             record.policy_id
         } else {
-            match self.install(&policy) {
+            match self.install(&policy, &cgroup) {
                 Ok(id) => id,
                 Err(e) => {
                     self.pending.insert(record.scope_name(), record);

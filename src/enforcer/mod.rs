@@ -356,7 +356,7 @@ impl Enforcer {
             .into());
         }
 
-        let policy_id = self.install(&policy)?;
+        let policy_id = self.install(&policy, &cgroup)?;
         // exec.no_new_exec counts from this apply.
         self.kernel.maps().clear_exec_started(cgroup.id());
         let handle = PolicyHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
@@ -419,11 +419,10 @@ impl Enforcer {
         profile: &Profile,
     ) -> Result<()> {
         let (policy, unresolved) = self.resolve(policy)?;
-        let cgroup_id = self.get(handle)?.cgroup.id();
-        let new_id = self.install(&policy)?;
+        let cgroup = self.get(handle)?.cgroup.clone();
+        let new_id = self.install(&policy, &cgroup)?;
         // Before the switch, so the new policy is whole from its start.
         let hooks = if policy.stratum.is_some() {
-            let cgroup = self.get(handle)?.cgroup.clone();
             self.sync_stratum_coverage(Some(&cgroup))
         } else {
             Ok(())
@@ -431,13 +430,12 @@ impl Enforcer {
         .and_then(|()| self.kernel.policy_in_use(&policy))
         .and_then(|()| {
             if policy.escape.is_some() {
-                let cgroup = self.get(handle)?.cgroup.clone();
                 self.kernel.seed_scope(&cgroup)?;
             }
             Ok(())
         });
         if let Err(e) =
-            hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup_id, new_id, &policy)?))
+            hooks.and_then(|()| Ok(self.kernel.maps().set_scope(cgroup.id(), new_id, &policy)?))
         {
             self.uninstall(new_id, &policy, false);
             return Err(e);
@@ -760,10 +758,11 @@ impl Enforcer {
             .ok_or(ScopeError::UnknownHandle(handle.0))?)
     }
 
-    /// Writes `policy` under a fresh id and registers its rule names.
-    fn install(&mut self, policy: &KernelPolicy) -> Result<u32> {
+    /// Writes `policy` under a fresh id and registers its rule names (and
+    /// the scope's cgroup, where `kill-container` looks for cgroups).
+    fn install(&mut self, policy: &KernelPolicy, scope: &CgroupRef) -> Result<u32> {
         let policy_id = self.alloc_policy_id();
-        self.registry.insert(policy_id, policy);
+        self.registry.insert(policy_id, policy, scope.path());
         if let Err(e) = self.kernel.maps().write_policy(policy_id, policy) {
             self.registry.forget(policy_id);
             return Err(e.into());

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{poller::unix_nanos, Event, Target};
+use super::{poller::unix_nanos, CgroupKill, Event, Target};
 use crate::profile::Action;
 
 /// One event as a Falco-style JSON object (one line, no trailing newline).
@@ -84,15 +84,35 @@ pub(crate) fn falco_value(ev: &Event) -> Value {
     let verb = match ev.action {
         Action::Audit => "audited",
         Action::Deny => "denied",
-        Action::Kill => "denied and killed",
+        Action::Kill | Action::KillContainer => "denied and killed",
     };
     let degraded = if ev.degraded() {
         format!(" (rule asked {})", ev.requested)
     } else {
         String::new()
     };
+    let container = match &ev.cgroup_kill {
+        None => String::new(),
+        Some(CgroupKill::Killed { cgroup, method }) => {
+            let cgroup = cgroup.display().to_string();
+            let text = format!(", with every process of cgroup {cgroup}");
+            fields.insert("minerguard.killed.cgroup".into(), json!(cgroup));
+            fields.insert("minerguard.killed.method".into(), json!(method.as_str()));
+            text
+        }
+        Some(CgroupKill::NotKilled { cgroup, reason }) => {
+            if let Some(c) = cgroup {
+                fields.insert(
+                    "minerguard.kill.cgroup".into(),
+                    json!(c.display().to_string()),
+                );
+            }
+            fields.insert("minerguard.kill.error".into(), json!(reason));
+            format!(" (its cgroup was not killed: {reason})")
+        }
+    };
     let output = format!(
-        "minerguard: {what} {verb}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
+        "minerguard: {what} {verb}{container}{degraded} (rule={} proc.name={} proc.pid={} cgroup.id={})",
         ev.rule, ev.comm, ev.tgid, ev.cgroup_id
     );
     json!({
@@ -129,7 +149,7 @@ fn tags(target: &Target) -> Value {
 /// Falco priority names, by severity of what was done.
 fn priority(a: Action) -> &'static str {
     match a {
-        Action::Kill => "Critical",
+        Action::Kill | Action::KillContainer => "Critical",
         Action::Deny => "Error",
         Action::Audit => "Warning",
     }
@@ -210,6 +230,7 @@ mod tests {
             },
             domain: None,
             pattern: None,
+            cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["output_fields"]["minerguard.moved.pid"], 12);
@@ -245,6 +266,7 @@ mod tests {
             },
             domain: Some(Arc::from("pool.example")),
             pattern: None,
+            cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         assert_eq!(v["rule"], "miner-pool-port");
@@ -304,6 +326,7 @@ mod tests {
             },
             domain: None,
             pattern: Some(Arc::from("stratum+tcp://")),
+            cgroup_kill: None,
         };
         let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
         let f = &v["output_fields"];
@@ -327,5 +350,78 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("not searched"));
+    }
+
+    fn kill_container_event(cgroup_kill: CgroupKill) -> Event {
+        Event {
+            time: UNIX_EPOCH + Duration::from_secs(1),
+            pid: 11,
+            tgid: 11,
+            uid: 0,
+            cgroup_id: 99,
+            comm: InlineStr::from_c_bytes(b"xmrig"),
+            ppid: 10,
+            pname: InlineStr::from_c_bytes(b"sh"),
+            cmdline: InlineStr::from_c_bytes(b"xmrig"),
+            cmdline_truncated: false,
+            proc_source: ProcSource::Kernel,
+            profile: Arc::from("p"),
+            rule: Arc::from("miner"),
+            action: Action::KillContainer,
+            requested: Action::KillContainer,
+            target: Target::Exec {
+                path: InlineStr::from_c_bytes(b"/tmp/xmrig"),
+            },
+            domain: None,
+            pattern: None,
+            cgroup_kill: Some(cgroup_kill),
+        }
+    }
+
+    #[test]
+    fn kill_container_event_names_the_killed_cgroup_or_why_not() {
+        let ev = kill_container_event(CgroupKill::Killed {
+            cgroup: "/sys/fs/cgroup/pod/ctr".into(),
+            method: crate::events::KillMethod::CgroupKill,
+        });
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["action"], "kill-container");
+        assert_eq!(v["priority"], "Critical");
+        assert_eq!(v["output_fields"]["minerguard.requested"], "kill-container");
+        assert_eq!(
+            v["output_fields"]["minerguard.killed.cgroup"],
+            "/sys/fs/cgroup/pod/ctr"
+        );
+        assert_eq!(
+            v["output_fields"]["minerguard.killed.method"],
+            "cgroup.kill"
+        );
+        assert!(v["output_fields"].get("minerguard.kill.error").is_none());
+        let output = v["output"].as_str().unwrap();
+        assert!(
+            output
+                .contains("denied and killed, with every process of cgroup /sys/fs/cgroup/pod/ctr"),
+            "{output}"
+        );
+
+        let ev = kill_container_event(CgroupKill::NotKilled {
+            cgroup: Some("/sys/fs/cgroup/x".into()),
+            reason: "/sys/fs/cgroup/x holds this process".into(),
+        });
+        let v: Value = serde_json::from_str(&falco_json(&ev)).unwrap();
+        assert_eq!(v["action"], "kill-container");
+        assert!(v["output_fields"].get("minerguard.killed.cgroup").is_none());
+        assert_eq!(
+            v["output_fields"]["minerguard.kill.cgroup"],
+            "/sys/fs/cgroup/x"
+        );
+        assert_eq!(
+            v["output_fields"]["minerguard.kill.error"],
+            "/sys/fs/cgroup/x holds this process"
+        );
+        assert!(v["output"]
+            .as_str()
+            .unwrap()
+            .contains("(its cgroup was not killed: /sys/fs/cgroup/x holds this process)"));
     }
 }

@@ -7,11 +7,12 @@ pub(crate) mod poller;
 pub(crate) mod record;
 pub(crate) mod registry;
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::SystemTime};
 
 pub use inline_str::InlineStr;
 pub use json::falco_json;
 
+pub use crate::cgroup_kill::KillMethod;
 use crate::{compile::RuleKind, profile::Action};
 
 /// Layer-4 protocol of a connection event.
@@ -280,6 +281,46 @@ pub struct Event {
     /// (lower case), or [`OVERLONG_ARGV`] when argv was too long to search
     /// and was matched as the profile's strongest cmdline rule.
     pub pattern: Option<Arc<str>>,
+    /// When `action` is `kill-container`: what became of the cgroup the
+    /// task was in (`None` for every other action).
+    pub cgroup_kill: Option<CgroupKill>,
+}
+
+/// What a `kill-container` event did to the cgroup the task was in when
+/// the kernel wrote the event (the event's `cgroup_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupKill {
+    /// Every process of the cgroup was sent SIGKILL.
+    Killed {
+        /// The cgroup's absolute path.
+        cgroup: PathBuf,
+        /// How ([`crate::cgroup_kill::kill_cgroup`]).
+        method: KillMethod,
+    },
+    /// The cgroup was not killed (the task itself was, as by `kill`).
+    NotKilled {
+        /// The cgroup's path, when it was found.
+        cgroup: Option<PathBuf>,
+        /// Why: not found (removed), refused (the root, the enforcer's own
+        /// cgroup, init's), an I/O error, or an event written before this
+        /// enforcer started (a pinned ring buffer's backlog: not acted on).
+        reason: String,
+    },
+}
+
+impl CgroupKill {
+    /// The cgroup's path, when it was found.
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        match self {
+            CgroupKill::Killed { cgroup, .. } => Some(cgroup),
+            CgroupKill::NotKilled { cgroup, .. } => cgroup.as_deref(),
+        }
+    }
+
+    /// Whether the cgroup was killed.
+    pub fn killed(&self) -> bool {
+        matches!(self, CgroupKill::Killed { .. })
+    }
 }
 
 /// [`Event::pattern`] of an argv longer than the kernel searches.

@@ -20,10 +20,11 @@ use super::{
         PROC_CMDLINE, PROC_PARENT,
     },
     registry::Registry,
-    Event, InlineStr, ProcSource, Protocol, StratumSignature, Target,
+    CgroupKill, Event, InlineStr, ProcSource, Protocol, StratumSignature, Target,
 };
 use crate::{
     backend::{maps::action_from_code, stratum::JudgedSockets},
+    cgroup_kill,
     compile::RuleKind,
     error::AttachError,
     profile::Action,
@@ -114,6 +115,19 @@ impl Decoder {
         let (cmdline, cut) = InlineStr::command_line(&comm, argv);
         let wall = raw.boot_ns as i128 + self.boot_to_wall_ns;
         let time = UNIX_EPOCH + Duration::from_nanos(wall.clamp(0, u64::MAX as i128) as u64);
+        let (mut action, mut requested) = (
+            action_from_code(raw.action)?,
+            action_from_code(raw.requested)?,
+        );
+        if rule.action == Action::KillContainer {
+            // The kernel knows `kill-container` as `kill`; the registry
+            // knows what the rule asked for.
+            for a in [&mut action, &mut requested] {
+                if *a == Action::Kill {
+                    *a = Action::KillContainer;
+                }
+            }
+        }
         Some(Event {
             time,
             pid: raw.pid,
@@ -134,12 +148,38 @@ impl Decoder {
             },
             profile: names.profile.clone(),
             rule: rule.name.clone(),
-            action: action_from_code(raw.action)?,
-            requested: action_from_code(raw.requested)?,
+            action,
+            requested,
             target,
             domain,
             pattern,
+            cgroup_kill: None,
         })
+    }
+
+    /// What a `kill-container` event does to the cgroup the task was in:
+    /// found by id under the scope of the event's policy, and killed
+    /// ([`crate::cgroup_kill`]). `fresh`: written since this enforcer
+    /// started; an older event (a pinned ring buffer's backlog) is not
+    /// acted on, as its cgroup may hold other processes by now.
+    fn kill_cgroup_of(&self, raw: &RawEvent, fresh: bool) -> CgroupKill {
+        let not_killed = |cgroup, reason: String| CgroupKill::NotKilled { cgroup, reason };
+        if !fresh {
+            return not_killed(
+                None,
+                "written before this enforcer started: not acted on".into(),
+            );
+        }
+        let Some(names) = self.registry.lookup(raw.policy_id) else {
+            return not_killed(None, format!("policy {} is unknown", raw.policy_id));
+        };
+        match cgroup_kill::find_cgroup(&names.scope, raw.cgroup_id) {
+            Err(e) => not_killed(None, e.to_string()),
+            Ok(cgroup) => match cgroup_kill::kill_cgroup(&cgroup) {
+                Ok(method) => CgroupKill::Killed { cgroup, method },
+                Err(e) => not_killed(Some(cgroup), e.to_string()),
+            },
+        }
     }
 }
 
@@ -252,7 +292,8 @@ impl Poller {
     /// Starts the thread on `events` (the ring buffer map).
     ///
     /// `kill_from_userspace`: rule kinds whose `kill` the kernel programs
-    /// could not carry out; the poller sends the SIGKILL on receipt.
+    /// could not carry out; the poller sends the SIGKILL on receipt. The
+    /// cgroup of a `kill-container` event is killed here on receipt too.
     /// Judged sockets are released once [`Self::release_judged`] hands
     /// over their queue.
     pub fn start(
@@ -365,7 +406,7 @@ fn run(
             complete_from_proc(&mut ev, raw.proc_src);
         }
         let fresh = ev.time >= started;
-        if fresh && ev.action == Action::Kill && kill_from_userspace.contains(&ev.target.kind()) {
+        if fresh && ev.action.kills() && kill_from_userspace.contains(&ev.target.kind()) {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
         }
@@ -373,10 +414,13 @@ fn run(
         // the kernel killed the task that did it; the process that left is
         // killed here (no helper signals another task on every kernel).
         if let Target::ScopeEscape { moved, .. } = ev.target {
-            if fresh && ev.action == Action::Kill && moved != ev.tgid && moved > 1 {
+            if fresh && ev.action.kills() && moved != ev.tgid && moved > 1 {
                 // SAFETY: plain syscall.
                 unsafe { libc::kill(moved as i32, libc::SIGKILL) };
             }
+        }
+        if ev.action == Action::KillContainer {
+            ev.cgroup_kill = Some(decoder.kill_cgroup_of(&raw, fresh));
         }
         match tx.try_send(ev) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
@@ -25,6 +26,10 @@ pub(crate) struct PolicyNames {
     pub rules: Vec<CompiledRule>,
     /// Resolved `connect.domains` addresses → domain.
     pub domains: std::collections::BTreeMap<std::net::IpAddr, Arc<str>>,
+    /// The cgroup of the scope the policy is applied to: the tasks it
+    /// judges are in it or below it (where `kill-container` looks for
+    /// their cgroups).
+    pub scope: PathBuf,
     /// `exec.cmdline` patterns by their kernel id (`mg_cmd_pattern`).
     pub patterns: Vec<Arc<str>>,
 }
@@ -49,12 +54,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Makes `policy_id` resolvable.
-    pub fn insert(&self, policy_id: u32, policy: &KernelPolicy) {
+    /// Makes `policy_id` resolvable; `scope`: the cgroup it applies to.
+    pub fn insert(&self, policy_id: u32, policy: &KernelPolicy, scope: &Path) {
         let names = Arc::new(PolicyNames {
             profile: policy.profile.clone(),
             rules: policy.rules.clone(),
             domains: policy.domain_addresses.clone(),
+            scope: scope.to_path_buf(),
             // Ids are positions in `cmdline` (backend::maps, cmdline_buckets).
             patterns: policy
                 .cmdline

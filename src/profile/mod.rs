@@ -27,7 +27,9 @@ pub use nesting::MAX_NESTING;
 /// The only `apiVersion` this release reads.
 pub const API_VERSION: &str = "minerguard/v1";
 
-/// What a rule does when it matches.
+/// What a rule does when it matches. Ordered by strength (the derived
+/// `Ord`): `audit < deny < kill < kill-container`; where two rules match
+/// the same key, the stronger one wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -37,16 +39,42 @@ pub enum Action {
     Deny,
     /// Deny and SIGKILL the task.
     Kill,
+    /// `kill`, then SIGKILL every process of the cgroup the task was in
+    /// (its container under Kubernetes or Podman; under `minerguard run`,
+    /// the run's cgroup), from userspace, through `cgroup.kill`
+    /// ([`crate::cgroup_kill`]). The kernel carries it out as `kill`.
+    #[serde(rename = "kill-container")]
+    KillContainer,
 }
 
 impl Action {
+    /// Every action, weakest first.
+    pub const ALL: [Action; 4] = [
+        Action::Audit,
+        Action::Deny,
+        Action::Kill,
+        Action::KillContainer,
+    ];
+
     /// Lower-case name, as in profiles and events.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Audit => "audit",
             Action::Deny => "deny",
             Action::Kill => "kill",
+            Action::KillContainer => "kill-container",
         }
+    }
+
+    /// The action named `s` in profiles and events (`deny`, `kill`,
+    /// `kill-container`, `audit`).
+    pub fn from_name(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether the task is killed (`kill` and `kill-container`).
+    pub fn kills(self) -> bool {
+        self >= Action::Kill
     }
 }
 
@@ -651,6 +679,77 @@ mod tests {
         });
         let err = Profile::new("t").rule(r).validate().unwrap_err();
         assert!(err.to_string().contains("exactly one matcher"), "{err}");
+    }
+
+    const KILL_CONTAINER: &str = "apiVersion: minerguard/v1\nname: x\nrules:\n  - name: r\n    action: kill-container\n    exec: { names: [xmrig] }\n";
+
+    #[test]
+    fn kill_container_parses_round_trips_and_is_the_strongest() {
+        let p = Profile::from_yaml(KILL_CONTAINER).unwrap();
+        assert_eq!(p.rules[0].action, Action::KillContainer);
+        assert!(
+            p.to_yaml().contains("action: kill-container"),
+            "{}",
+            p.to_yaml()
+        );
+        assert_eq!(Profile::from_yaml(&p.to_yaml()).unwrap(), p);
+        assert_eq!(Profile::from_json(&p.to_json()).unwrap(), p);
+        assert!(p.summary().contains("kill-container exec.names `r`"));
+        assert_eq!(
+            serde_json::to_value(Action::KillContainer).unwrap(),
+            "kill-container"
+        );
+        let mut sorted = Action::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Action::ALL, "ALL is weakest first");
+        assert_eq!(Action::ALL.iter().max(), Some(&Action::KillContainer));
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.as_str()), Some(a));
+            assert_eq!(a.kills(), matches!(a, Action::Kill | Action::KillContainer));
+        }
+        assert_eq!(Action::from_name("kill_container"), None);
+    }
+
+    #[test]
+    fn a_bad_action_names_its_field_and_every_choice() {
+        let text = KILL_CONTAINER.replace("kill-container", "kill_container");
+        let err = Profile::from_yaml(&text).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!(
+            (d.field.as_str(), d.line, d.column),
+            ("rules[0].action", Some(5), Some(13)),
+            "{d}"
+        );
+        for choice in ["`audit`", "`deny`", "`kill`", "`kill-container`"] {
+            assert!(d.message.contains(choice), "{d}");
+        }
+    }
+
+    #[test]
+    fn kill_container_is_refused_on_a_seccomp_rule_only() {
+        let filter = SeccompMatch {
+            default: Some(SeccompAction::Allow),
+            ..Default::default()
+        };
+        let p = Profile::new("t")
+            .rule(Rule::exec_names("e", Action::KillContainer, ["xmrig"]))
+            .rule(Rule::connect_ports("c", Action::KillContainer, [3333]))
+            .rule(Rule::stratum(
+                "s",
+                Action::KillContainer,
+                Vec::<String>::new(),
+            ))
+            .rule(Rule::open_msr("o", Action::KillContainer))
+            .rule(Rule::scope_escape("x", Action::KillContainer))
+            .rule(Rule::seccomp("k", Action::Kill, filter.clone()));
+        assert!(p.validate().is_ok(), "{:?}", p.validate().err());
+        let p = p.rule(Rule::seccomp("bad", Action::KillContainer, filter));
+        let err = p.validate().unwrap_err();
+        let d = err.diagnostics();
+        assert_eq!(d.len(), 1, "{err}");
+        assert_eq!(d[0].field, "rules[6].action");
+        assert!(d[0].message.contains("`kill-container`"), "{}", d[0]);
+        assert!(d[0].message.contains("seccomp"), "{}", d[0]);
     }
 
     #[test]

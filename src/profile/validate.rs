@@ -8,7 +8,8 @@ use std::{
 
 use super::{
     matchers::{ArgOp, SeccompAction},
-    syscalls, ConnectMatch, Diagnostic, ExecMatch, Profile, Rule, SeccompMatch, API_VERSION,
+    syscalls, Action, ConnectMatch, Diagnostic, ExecMatch, Profile, Rule, SeccompMatch,
+    API_VERSION,
 };
 use crate::compile::limits;
 
@@ -173,6 +174,12 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
         }
     }
     if let Some(seccomp) = &rule.seccomp {
+        if rule.action == Action::KillContainer {
+            r.push(
+                format!("{at}.action"),
+                "`kill-container` is not available on a seccomp rule: the filter acts inside the process and sends minerguard no event to kill the cgroup on; use `kill` (the filter's `kill_process` actions kill the process) or put `kill-container` on an exec, connect, stratum, open or scope rule",
+            );
+        }
         check_seccomp(seccomp, &format!("{at}.seccomp"), r);
     }
 }

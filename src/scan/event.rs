@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{Evidence, Finding, Outcome, ScanReport};
 use crate::{
-    events::{json::falco_value, Event, InlineStr, ProcSource, Target},
+    events::{json::falco_value, CgroupKill, Event, InlineStr, ProcSource, Target},
     profile::Action,
 };
 
@@ -19,8 +19,8 @@ impl Finding {
     /// The finding as an enforcement [`Event`] of its deciding rule: the
     /// target is what matched (the program or mapped file, the socket's
     /// peer, the MSR device; the program for a command line); `action` is
-    /// what was done (`kill` when killed, else `audit`), `requested` the
-    /// rule's action.
+    /// what was done (`kill` when killed, `kill-container` when its cgroup
+    /// was, else `audit`), `requested` the rule's action.
     pub fn event(&self, profile: &Arc<str>) -> Event {
         let m = self.decisive();
         let p = &self.process;
@@ -49,9 +49,16 @@ impl Finding {
                 None,
             ),
         };
-        let action = match self.outcome {
-            Outcome::Killed => Action::Kill,
-            _ => Action::Audit,
+        let (action, cgroup_kill) = match &self.outcome {
+            Outcome::Killed => (Action::Kill, None),
+            Outcome::KilledCgroup { cgroup, method } => (
+                Action::KillContainer,
+                Some(CgroupKill::Killed {
+                    cgroup: cgroup.clone(),
+                    method: *method,
+                }),
+            ),
+            _ => (Action::Audit, None),
         };
         // `cmdline` holds argv joined by spaces: split back, Falco's form is
         // built as for kernel events (the name, then the arguments).
@@ -80,6 +87,7 @@ impl Finding {
             requested: m.action,
             target,
             domain,
+            cgroup_kill,
         }
     }
 }

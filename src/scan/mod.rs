@@ -162,6 +162,14 @@ pub struct ScannedProcess {
 pub enum Outcome {
     /// Killed (SIGKILL through a pidfd; it exited).
     Killed,
+    /// `kill-container`: every process of its cgroup was sent SIGKILL
+    /// ([`crate::cgroup_kill::kill_cgroup`]).
+    KilledCgroup {
+        /// The process's cgroup.
+        cgroup: PathBuf,
+        /// How.
+        method: crate::cgroup_kill::KillMethod,
+    },
     /// Reported only: the rule's action is `audit`.
     Reported,
     /// Reported only: a dry run.
@@ -176,6 +184,9 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Killed => f.write_str("killed"),
+            Outcome::KilledCgroup { cgroup, .. } => {
+                write!(f, "killed with its cgroup {}", cgroup.display())
+            }
             Outcome::Reported => f.write_str("reported"),
             Outcome::DryRun => f.write_str("dry-run"),
             Outcome::Gone => f.write_str("gone"),
@@ -306,7 +317,7 @@ impl Scanner {
                 continue;
             }
             matches.sort_by_key(|m| (std::cmp::Reverse(m.action), m.rule_index));
-            let outcome = act(&p, &matches[0], options);
+            let outcome = act(&p, &m.cgroup, &matches[0], options);
             report.findings.push(Finding {
                 time: SystemTime::now(),
                 process: describe(&p, &m.cgroup),
@@ -362,8 +373,13 @@ pub fn scan(
 /// The init process of the scanner's pid namespace.
 const INIT_PID: u32 = 1;
 
-/// Carries out the deciding rule's action on `p`.
-fn act(p: &process::Process, decisive: &Match, options: &ScanOptions) -> Outcome {
+/// Carries out the deciding rule's action on `p`, which is in `cgroup`.
+fn act(
+    p: &process::Process,
+    cgroup: &std::path::Path,
+    decisive: &Match,
+    options: &ScanOptions,
+) -> Outcome {
     if options.dry_run {
         return Outcome::DryRun;
     }
@@ -374,16 +390,31 @@ fn act(p: &process::Process, decisive: &Match, options: &ScanOptions) -> Outcome
         // end it.
         // Killing init would take the whole host (or container) down with
         // it: that is never a scan's call.
-        Action::Deny | Action::Kill if p.pid == INIT_PID => {
+        Action::Deny | Action::Kill | Action::KillContainer if p.pid == INIT_PID => {
             Outcome::Failed("pid 1 (init) is never killed by a scan".into())
         }
-        Action::Deny | Action::Kill => match kill::kill(p.pid, p.start_time) {
-            kill::Killed::Yes => Outcome::Killed,
-            kill::Killed::Gone => Outcome::Gone,
-            kill::Killed::Failed(why) => Outcome::Failed(why),
+        Action::Deny | Action::Kill => kill_process(p),
+        // The process's whole cgroup (its container); where that is refused
+        // or fails, the process alone, and the outcome says why.
+        Action::KillContainer => match crate::cgroup_kill::kill_cgroup(cgroup) {
+            Ok(method) => Outcome::KilledCgroup {
+                cgroup: cgroup.to_path_buf(),
+                method,
+            },
+            Err(e) => Outcome::Failed(format!(
+                "its cgroup was not killed ({e}); the process: {}",
+                kill_process(p)
+            )),
         },
-        // Action::KillContainer (#kill-container) goes here: kill the
-        // process's whole cgroup through `cgroup.kill`.
+    }
+}
+
+/// SIGKILL to `p` alone (through a pidfd).
+fn kill_process(p: &process::Process) -> Outcome {
+    match kill::kill(p.pid, p.start_time) {
+        kill::Killed::Yes => Outcome::Killed,
+        kill::Killed::Gone => Outcome::Gone,
+        kill::Killed::Failed(why) => Outcome::Failed(why),
     }
 }
 
@@ -455,13 +486,22 @@ mod tests {
     fn init_is_never_killed_but_still_reported() {
         let p = init_like();
         let opts = ScanOptions::default();
-        let outcome = act(&p, &deciding(Action::Kill), &opts);
-        assert!(
-            matches!(&outcome, Outcome::Failed(why) if why.contains("pid 1")),
-            "{outcome:?}"
+        let cgroup = std::path::Path::new("/sys/fs/cgroup/init.scope");
+        for action in [Action::Kill, Action::KillContainer] {
+            let outcome = act(&p, cgroup, &deciding(action), &opts);
+            assert!(
+                matches!(&outcome, Outcome::Failed(why) if why.contains("pid 1")),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(
+            act(&p, cgroup, &deciding(Action::Audit), &opts),
+            Outcome::Reported
         );
-        assert_eq!(act(&p, &deciding(Action::Audit), &opts), Outcome::Reported);
         let dry = ScanOptions { dry_run: true };
-        assert_eq!(act(&p, &deciding(Action::Deny), &dry), Outcome::DryRun);
+        assert_eq!(
+            act(&p, cgroup, &deciding(Action::Deny), &dry),
+            Outcome::DryRun
+        );
     }
 }

@@ -160,6 +160,29 @@ static void profiles(void) {
   check(mg_profile_rule_count(p, &n) == MG_OK && n == 2 && mg_profile_validate(p) == MG_OK,
         "two valid rules");
 
+  /* kill-container: an action like kill, refused on a seccomp rule. */
+  mg_profile *kc = NULL;
+  const char *miner[] = {"xmrig"};
+  check(MG_ACTION_KILL_CONTAINER == 3 && MG_ACTION_KILL_CONTAINER != MG_ACTION_KILL,
+        "MG_ACTION_KILL_CONTAINER");
+  mg_profile_new("kc", &kc);
+  check(mg_profile_add_exec_names(kc, "miner", MG_ACTION_KILL_CONTAINER, miner, 1) == MG_OK &&
+            mg_profile_validate(kc) == MG_OK,
+        "a kill-container exec rule is valid");
+  char kc_json[1024];
+  check(mg_profile_to_json(kc, kc_json, sizeof kc_json, NULL) == MG_OK &&
+            has(kc_json, "\"kill-container\""),
+        "a kill-container rule is written `kill-container`");
+  check(mg_profile_add_exec_names(kc, "bad", 4, miner, 1) == MG_ERR_INVALID_ARGUMENT &&
+            has(mg_last_error(), "3 kill-container"),
+        "an action past MG_ACTION_KILL_CONTAINER is refused, listing the values");
+  check(mg_profile_add_rule_json(kc, "{\"name\":\"sc\",\"action\":\"kill-container\","
+                                     "\"seccomp\":{\"default\":\"allow\"}}") == MG_OK &&
+            mg_profile_validate(kc) == MG_ERR_PROFILE && has(mg_last_error(), "rules[1].action") &&
+            has(mg_last_error(), "kill-container"),
+        "kill-container on a seccomp rule is refused, naming rules[N].action");
+  mg_profile_free(kc);
+
   /* Buffers. */
   char small[4] = "xyz";
   size_t needed = 0;
@@ -382,13 +405,14 @@ static void static_strings(void) {
         "mg_backend_name");
   printf("layout mg_event size=%zu time_unix_ns=%zu cgroup_id=%zu pid=%zu kind=%zu family=%zu "
          "protocol=%zu truncated=%zu ip=%zu comm=%zu path=%zu rule=%zu profile=%zu ppid=%zu "
-         "proc_source=%zu pname=%zu cmdline=%zu pattern=%zu\n",
+         "proc_source=%zu pname=%zu cmdline=%zu pattern=%zu killed_cgroup=%zu kill_error=%zu\n",
          sizeof(mg_event), offsetof(mg_event, time_unix_ns), offsetof(mg_event, cgroup_id),
          offsetof(mg_event, pid), offsetof(mg_event, kind), offsetof(mg_event, family),
          offsetof(mg_event, protocol), offsetof(mg_event, truncated), offsetof(mg_event, ip),
          offsetof(mg_event, comm), offsetof(mg_event, path), offsetof(mg_event, rule),
          offsetof(mg_event, profile), offsetof(mg_event, ppid), offsetof(mg_event, proc_source),
-         offsetof(mg_event, pname), offsetof(mg_event, cmdline), offsetof(mg_event, pattern));
+         offsetof(mg_event, pname), offsetof(mg_event, cmdline), offsetof(mg_event, pattern),
+         offsetof(mg_event, killed_cgroup), offsetof(mg_event, kill_error));
   printf("layout mg_probe_report size=%zu kernel=%zu bpf_lsm_detail=%zu\n",
          sizeof(mg_probe_report), offsetof(mg_probe_report, kernel),
          offsetof(mg_probe_report, bpf_lsm_detail));
@@ -464,6 +488,12 @@ static void enforcer(const char *cgroup, const char *backend_name) {
             has(mg_last_error(), "already"),
         "a second apply to the same scope is MG_ERR_SCOPE");
   check(mg_enforcer_update(e, h, invalid) == MG_ERR_PROFILE, "update with an invalid profile");
+  mg_profile *kc = NULL;
+  const char *miner[] = {"xmrig"};
+  mg_profile_new("contract-kill-container", &kc);
+  mg_profile_add_exec_names(kc, "miner", MG_ACTION_KILL_CONTAINER, miner, 1);
+  check(mg_enforcer_update(e, h, kc) == MG_OK, "a kill-container profile compiles and applies");
+  mg_profile_free(kc);
   check(mg_enforcer_update(e, h, p) == MG_OK, "update");
   size_t unenforced_size = 0;
   char unenforced[64];

@@ -746,7 +746,7 @@ pub fn exec_in(
 /// What a refused exec looks like with this enforcer's backend.
 pub fn denied_exec(enforcer: &Enforcer, requested: Action) -> ExecOutcome {
     match enforcer.effective_action(RuleKind::Exec, requested) {
-        Action::Kill => ExecOutcome::Killed(libc::SIGKILL),
+        Action::Kill | Action::KillContainer => ExecOutcome::Killed(libc::SIGKILL),
         Action::Deny => ExecOutcome::Refused(libc::EPERM),
         Action::Audit => ExecOutcome::Exited(0),
     }

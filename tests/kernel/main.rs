@@ -17,6 +17,8 @@
 //!   (BOM, junk lines, key order, escapes, case, batches, other mining
 //!   methods, SOCKS/HTTP CONNECT/WebSocket tunnels, real XMRig through
 //!   SOCKS5), and clean traffic passing byte for byte.
+//! - `kill_container`: `kill-container` kills the caught task's cgroup (its
+//!   container) and nothing beside it; backlog events kill nothing.
 //! - `domains`: domains resolved to addresses, refreshed.
 //! - `device`: MSR device opens.
 //! - `lifecycle`: scopes and nesting, update, remove, failed apply, audit
@@ -50,6 +52,7 @@ mod domains;
 mod exec;
 mod exec_rules;
 mod identity;
+mod kill_container;
 mod lifecycle;
 mod path_view;
 mod scope_escape;

@@ -479,7 +479,7 @@ impl Enforcer {
 
     /// What the kernel does with this backend for a rule of `kind`
     /// (`"exec"`, `"connect"`, ...) that asks for `requested`
-    /// (`"deny"`, `"kill"`, `"audit"`); e.g. exec deny is `"kill"` on the
+    /// (`"deny"`, `"kill"`, `"kill-container"`, `"audit"`); e.g. exec deny is `"kill"` on the
     /// cgroup backend.
     fn effective_action(
         &self,

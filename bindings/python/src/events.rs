@@ -3,7 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
-use minerguard::Target;
+use minerguard::{CgroupKill, Target};
 use pyo3::prelude::*;
 
 use crate::{profile::json_to_py, wait};
@@ -127,7 +127,7 @@ impl Event {
         &self.inner.rule
     }
 
-    /// What was done: `"deny"`, `"kill"` or `"audit"`.
+    /// What was done: `"deny"`, `"kill"`, `"kill-container"` or `"audit"`.
     #[getter]
     fn action(&self) -> &'static str {
         self.inner.action.as_str()
@@ -138,6 +138,27 @@ impl Event {
     #[getter]
     fn requested(&self) -> &'static str {
         self.inner.requested.as_str()
+    }
+
+    /// `kill-container` events: the cgroup the task was in, whose every
+    /// process was sent SIGKILL; `None` when it was not killed (see
+    /// `kill_error`) and for other actions.
+    #[getter]
+    fn killed_cgroup(&self) -> Option<String> {
+        match &self.inner.cgroup_kill {
+            Some(k @ CgroupKill::Killed { .. }) => k.cgroup().map(|p| p.display().to_string()),
+            _ => None,
+        }
+    }
+
+    /// `kill-container` events: why the task's cgroup was not killed;
+    /// `None` when it was, and for other actions.
+    #[getter]
+    fn kill_error(&self) -> Option<&str> {
+        match &self.inner.cgroup_kill {
+            Some(CgroupKill::NotKilled { reason, .. }) => Some(reason),
+            _ => None,
+        }
     }
 
     /// Whether `action` differs from `requested`.

@@ -27,16 +27,13 @@ pub struct Profile {
     pub inner: minerguard::Profile,
 }
 
-/// Parses `deny`, `kill` or `audit`.
+/// Parses `deny`, `kill`, `kill-container` or `audit`.
 pub fn parse_action(s: &str) -> PyResult<Action> {
-    match s {
-        "deny" => Ok(Action::Deny),
-        "kill" => Ok(Action::Kill),
-        "audit" => Ok(Action::Audit),
-        other => Err(PyValueError::new_err(format!(
-            "unknown action {other:?} (expected 'deny', 'kill' or 'audit')"
-        ))),
-    }
+    Action::from_name(s).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown action {s:?} (expected 'deny', 'kill', 'kill-container' or 'audit')"
+        ))
+    })
 }
 
 fn parse_mode(s: &str) -> PyResult<Mode> {

@@ -40,7 +40,7 @@ def exec_profile(action: str = "deny") -> Profile:
 
 def denied_exec(enf: Enforcer, requested: str = "deny") -> int | str:
     """What a denied exec looks like with this backend."""
-    outcomes: dict[str, int | str] = {"kill": -9, "deny": "EPERM", "audit": 0}
+    outcomes: dict[str, int | str] = {"kill": -9, "kill-container": -9, "deny": "EPERM", "audit": 0}
     return outcomes[enf.effective_action("exec", requested)]
 
 
@@ -103,6 +103,48 @@ def test_denied_exec_inside_scope_only(cgroup: Cgroup, enforcer: Enforcer, tmp_p
     assert run_in(cgroup, [str(miner), str(after)]) == 0
     assert after.exists(), "the miner must run once the profile is removed"
     assert enforcer.handles() == []
+
+
+def test_kill_container_kills_the_containers_processes_only(
+    cgroup: Cgroup, enforcer: Enforcer, tmp_path: Path
+) -> None:
+    miner = fake_miner(tmp_path)
+    (cgroup.path / "ctr").mkdir()
+    (cgroup.path / "next-door").mkdir()
+    container, neighbour = Cgroup(cgroup.path / "ctr"), Cgroup(cgroup.path / "next-door")
+    sleepers: list[subprocess.Popen[bytes]] = []
+    try:
+        for c in (container, container, neighbour):
+            fd = os.open(c.procs, os.O_WRONLY | os.O_CLOEXEC)
+
+            def join(fd: int = fd) -> None:
+                os.write(fd, b"0")
+
+            try:
+                sleepers.append(subprocess.Popen(["sleep", "600"], preexec_fn=join))
+            finally:
+                os.close(fd)
+        enforcer.apply(exec_profile("kill-container"), cgroup=cgroup.path)
+        marker = tmp_path / "ran"
+        assert run_in(container, [str(miner), str(marker)]) == denied_exec(enforcer, "kill-container")
+        assert not marker.exists(), "the miner ran"
+
+        ev = wait_for(enforcer, "miner-binary")
+        assert (ev.action, ev.requested) == ("kill-container", "kill-container")
+        assert ev.cgroup_id == container.id
+        assert ev.killed_cgroup == str(container.path) and ev.kill_error is None
+        d = ev.to_dict()
+        assert d["priority"] == "Critical"
+        assert d["output_fields"]["minerguard.killed.cgroup"] == str(container.path)
+        assert sleepers[0].wait(timeout=10) == -9 and sleepers[1].wait(timeout=10) == -9
+        time.sleep(0.3)
+        assert sleepers[2].poll() is None, "a process of the neighbouring cgroup was killed"
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+        container.remove()
+        neighbour.remove()
 
 
 def test_learn_then_allow_only_and_self_test_events(

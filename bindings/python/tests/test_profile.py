@@ -245,3 +245,32 @@ def test_invalid_cidr_names_its_field_and_stratum_builder() -> None:
     ok = Profile("y").deny_cidrs(["2001:db8::/32"], action="audit").stratum()
     assert ok.validate() == []
     assert ok.rules[1]["action"] == "kill"
+
+
+def test_kill_container_is_an_action_refused_on_seccomp_rules() -> None:
+    p = Profile("kc").deny_exec_names(["xmrig"], action="kill-container")
+    p.add_rule("pool", "kill-container", ports=[3333])
+    p.add_rule_dict({"name": "stratum", "action": "kill-container", "stratum": {}})
+    assert [r["action"] for r in p.rules] == ["kill-container"] * 3
+    assert p.validate() == []
+    p.check()
+    assert "action: kill-container" in p.to_yaml()
+    assert Profile.from_yaml(p.to_yaml()) == p
+    assert "kill-container exec.names" in p.summary()
+    p.add_rule_dict({"name": "sc", "action": "kill-container", "seccomp": {"default": "allow"}})
+    assert [d.field for d in p.validate()] == ["rules[3].action"]
+    with pytest.raises(ProfileError) as info:
+        p.check()
+    assert info.value.field == "rules[3].action"
+    assert "seccomp" in str(info.value)
+    with pytest.raises(ProfileError) as info:
+        Profile.from_yaml(
+            "apiVersion: minerguard/v1\nname: x\nrules:\n"
+            "  - name: r\n    action: kill_container\n    exec: { names: [a] }\n"
+        )
+    assert info.value.field == "rules[0].action"
+    assert "kill-container" in str(info.value), "the error lists the valid actions"
+    bad: Any = "kill_container"  # Any: wrong on purpose
+    with pytest.raises(ValueError, match="kill-container"):
+        Profile("x").deny_exec_names(["xmrig"], action=bad)
+

@@ -10,7 +10,7 @@ from typing_extensions import Self
 
 __version__: str
 
-Action = Literal["deny", "kill", "audit"]
+Action = Literal["deny", "kill", "kill-container", "audit"]
 ModeName = Literal["enforce", "audit"]
 Port = Union[int, str]
 StrPath = Union[str, "os.PathLike[str]"]
@@ -181,6 +181,10 @@ class Event:
     @property
     def requested(self) -> Action: ...
     @property
+    def killed_cgroup(self) -> Optional[str]: ...
+    @property
+    def kill_error(self) -> Optional[str]: ...
+    @property
     def degraded(self) -> bool: ...
     @property
     def kind(self) -> Literal["exec", "connect", "stratum", "open", "scope"]: ...
@@ -254,7 +258,7 @@ class Enforcer:
         cgroup: StrPath,
         duration: float,
         name: str = "learned",
-        action: Literal["deny", "kill", "audit"] = "deny",
+        action: Action = "deny",
     ) -> Profile: ...
     def self_test_events(self, handle: PolicyHandle, count: int) -> int: ...
     @property

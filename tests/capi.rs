@@ -166,7 +166,14 @@ fn remove_stale_builds() {
 }
 
 fn run(cmd: &mut Command) -> (Output, String) {
-    let out = cmd.output().expect("run C program");
+    // The library this build made, never another one: cargo's
+    // LD_LIBRARY_PATH also names target/<profile>, where a `cargo build`
+    // of an older tree may have left a libminerguard.so (it wins over the
+    // programs' runpath).
+    let out = cmd
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .output()
+        .expect("run C program");
     let text = format!(
         "status: {}\n--- stdout\n{}--- stderr\n{}",
         out.status,

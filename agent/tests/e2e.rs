@@ -24,6 +24,7 @@ mod support;
 use minerguard::{cgroup::OwnedCgroup, EnforcerOptions};
 use minerguard_agent::{
     agent::Agent, config::AgentConfig, enrich::Enricher, identity::RuntimeKind,
+    runtime::MetadataSource,
 };
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
@@ -408,6 +409,31 @@ fn cgroup_id(path: &Path) -> u64 {
         .ino()
 }
 
+/// Starts the agent as when the runtime's API was down (each container is
+/// known from its cgroup and keeps the baseline: none is bound), then
+/// gives it the API, as the CLI does when it reaches it (every 10 s): the
+/// agent, and the notes of that second step (the bindings).
+fn start_then_reach(
+    config_path: &Path,
+    config: AgentConfig,
+    source: Box<dyn MetadataSource>,
+    started: Instant,
+) -> (Agent, Vec<String>) {
+    let (mut agent, notes) = Agent::start(config_path, config, None, EnforcerOptions::default())
+        .expect("the agent starts");
+    println!("{:?}: agent started without the API:", started.elapsed());
+    for note in &notes {
+        println!("  {note}");
+    }
+    assert_eq!(agent.counts().1, 0, "bound without the API: {notes:?}");
+    let notes = agent.set_source(source);
+    println!("{:?}: the API reached:", started.elapsed());
+    for note in &notes {
+        println!("  {note}");
+    }
+    (agent, notes)
+}
+
 #[test]
 fn the_agent_binds_a_real_containerd_pod_by_namespace_and_labels() {
     let test = "e2e::the_agent_binds_a_real_containerd_pod_by_namespace_and_labels";
@@ -533,21 +559,7 @@ bindings:
     )
     .expect("connect to containerd");
     let pinned = PinnedInstance(Some(instance.clone()));
-    // Started as when the runtime's API was down: the container is known
-    // (from its cgroup) and keeps the baseline; once the API is reached
-    // (the CLI tries every 10 s), it is described and bound.
-    let (mut agent, notes) = Agent::start(&config_path, config, None, EnforcerOptions::default())
-        .expect("the agent starts");
-    println!("{:?}: agent started without the API:", started.elapsed());
-    for note in &notes {
-        println!("  {note}");
-    }
-    assert_eq!(agent.counts().1, 0, "bound without the API: {notes:?}");
-    let notes = agent.set_source(source);
-    println!("{:?}: the API reached:", started.elapsed());
-    for note in &notes {
-        println!("  {note}");
-    }
+    let (mut agent, notes) = start_then_reach(&config_path, config, source, started);
     let bound = format!(
         "container tenant-a/web-0/app ({}): binding `tenants-strict` applies profile `container-strict`",
         &id_a[..12]
@@ -902,21 +914,7 @@ bindings:
         minerguard_agent::runtime::connect(RuntimeKind::Podman, &endpoint, "")
     });
     let pinned = PinnedInstance(Some(instance.clone()));
-    // Started as when the runtime's API was down: the container is known
-    // (from its cgroup) and keeps the baseline; once the API is reached
-    // (the CLI tries every 10 s), it is described and bound.
-    let (mut agent, notes) = Agent::start(&config_path, config, None, EnforcerOptions::default())
-        .expect("the agent starts");
-    println!("{:?}: agent started without the API:", started.elapsed());
-    for note in &notes {
-        println!("  {note}");
-    }
-    assert_eq!(agent.counts().1, 0, "bound without the API: {notes:?}");
-    let notes = agent.set_source(source);
-    println!("{:?}: the API reached:", started.elapsed());
-    for note in &notes {
-        println!("  {note}");
-    }
+    let (mut agent, notes) = start_then_reach(&config_path, config, source, started);
     let bound = format!(
         "container tenant-a/web-0/app ({}): binding `tenants-strict` applies profile `container-strict`",
         &id[..12]

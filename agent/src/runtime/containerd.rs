@@ -7,7 +7,7 @@
 //! beside the CRI ones (`io.kubernetes.pod.uid`, …); the pod's other
 //! containers are labelled `io.cri-containerd.kind=container`.
 
-use super::{tokio_runtime, MetadataSource, RuntimeError, CALL_TIMEOUT};
+use super::{pod_labels_of_sandbox, tokio_runtime, MetadataSource, RuntimeError, CALL_TIMEOUT};
 use crate::identity::{labels, ContainerInfo};
 use containerd_client::services::v1::{
     containers_client::ContainersClient, version_client::VersionClient, Container,
@@ -18,7 +18,7 @@ use containerd_client::tonic::{
     transport::Channel,
     Code, Request, Response, Status,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
@@ -166,7 +166,12 @@ impl ContainerdSource {
             .into_iter()
             .filter(|c| is_sandbox_of(c, uid))
             .max_by_key(|c| c.created_at.map(|t| (t.seconds, t.nanos)));
-        Ok(sandbox.map(|c| pod_labels(c.labels)).unwrap_or_default())
+        // The pod's own labels. (The CRI plugin also merges the sandbox
+        // image's own labels in, where the pod has no label of the same key;
+        // a pause image has none.)
+        Ok(sandbox
+            .map(|c| pod_labels_of_sandbox(c.labels, &NOT_POD_LABELS))
+            .unwrap_or_default())
     }
 }
 
@@ -270,17 +275,6 @@ fn is_sandbox_of(container: &Container, uid: &str) -> bool {
 /// labels, the CRI plugin's and containerd's own (the image's stop signal).
 const NOT_POD_LABELS: [&str; 3] = ["io.kubernetes.", "io.cri-containerd.", "io.containerd."];
 
-/// A sandbox's labels less the CRI and containerd ones
-/// ([`NOT_POD_LABELS`]): the pod's own labels. (The CRI plugin also merges
-/// the sandbox image's own labels in, where the pod has no label of the
-/// same key; a pause image has none.)
-fn pod_labels(sandbox: HashMap<String, String>) -> BTreeMap<String, String> {
-    sandbox
-        .into_iter()
-        .filter(|(k, _)| !NOT_POD_LABELS.iter().any(|p| k.starts_with(p)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,8 +292,8 @@ mod tests {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let got = pod_labels(sandbox);
+        .collect::<Vec<_>>();
+        let got = pod_labels_of_sandbox(sandbox, &NOT_POD_LABELS);
         let want: BTreeMap<_, _> = [
             ("app", "shop"),
             ("app.kubernetes.io/name", "shop"),

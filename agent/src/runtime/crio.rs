@@ -5,7 +5,7 @@
 //! labels on the sandbox's infra container).
 
 use super::unix_http::{parse, path_segment, UnixHttp};
-use super::{MetadataSource, RuntimeError};
+use super::{pod_labels_of_sandbox, MetadataSource, RuntimeError};
 use crate::identity::ContainerInfo;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +15,7 @@ const RUNTIME: &str = "crio";
 
 /// The label prefix of a sandbox's labels that are not the pod's own:
 /// kubelet's CRI labels.
-const NOT_POD_LABELS: &str = "io.kubernetes.";
+const NOT_POD_LABELS: [&str; 1] = ["io.kubernetes."];
 
 /// CRI-O's inspect API at its socket. Blocking; every call bounded by
 /// [`super::CALL_TIMEOUT`]. Nothing is cached.
@@ -69,12 +69,7 @@ impl MetadataSource for CrioSource {
         .with_cri_labels();
         if !inspect.sandbox.is_empty() && inspect.sandbox != id {
             info.pod_labels = match self.inspect(&inspect.sandbox) {
-                Ok(s) => s
-                    .labels
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|(k, _)| !k.starts_with(NOT_POD_LABELS))
-                    .collect(),
+                Ok(s) => pod_labels_of_sandbox(s.labels.unwrap_or_default(), &NOT_POD_LABELS),
                 Err(RuntimeError::NotFound { .. }) => BTreeMap::new(),
                 Err(e) => return Err(e),
             };

@@ -6,7 +6,7 @@
 
 use super::podman::parse_inspect;
 use super::unix_http::{path_segment, UnixHttp};
-use super::{MetadataSource, RuntimeError};
+use super::{pod_labels_of_sandbox, MetadataSource, RuntimeError};
 use crate::identity::ContainerInfo;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,22 +53,13 @@ impl MetadataSource for DockerSource {
         let mut info = self.inspect(id)?.with_cri_labels();
         if let Some(sandbox) = info.labels.get(SANDBOX_LABEL).cloned() {
             info.pod_labels = match self.inspect(&sandbox) {
-                Ok(s) => pod_labels(s.labels),
+                Ok(s) => pod_labels_of_sandbox(s.labels, &NOT_POD_LABELS),
                 Err(RuntimeError::NotFound { .. }) => BTreeMap::new(),
                 Err(e) => return Err(e),
             };
         }
         Ok(info)
     }
-}
-
-/// A sandbox's labels less kubelet's and the annotations
-/// ([`NOT_POD_LABELS`]): the pod's own labels.
-fn pod_labels(sandbox: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    sandbox
-        .into_iter()
-        .filter(|(k, _)| !NOT_POD_LABELS.iter().any(|p| k.starts_with(p)))
-        .collect()
 }
 
 #[cfg(test)]
@@ -85,8 +76,8 @@ mod tests {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let labels = pod_labels(sandbox);
+        .collect::<Vec<_>>();
+        let labels = pod_labels_of_sandbox(sandbox, &NOT_POD_LABELS);
         assert_eq!(labels.len(), 1, "{labels:?}");
         assert_eq!(labels["tier"], "web");
     }

@@ -112,6 +112,19 @@ pub fn connect(
     }
 }
 
+/// A pod sandbox's labels less those whose key starts with one of
+/// `not_pod` (kubelet's CRI labels and the runtime's own): the pod's own
+/// labels, as every runtime keeps them on the sandbox.
+fn pod_labels_of_sandbox(
+    sandbox: impl IntoIterator<Item = (String, String)>,
+    not_pod: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    sandbox
+        .into_iter()
+        .filter(|(k, _)| !not_pod.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
 /// The current-thread tokio runtime a source runs its client on.
 fn tokio_runtime(
     runtime: &'static str,

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod behaviour;
 pub mod capi;
 pub mod cgroup;
 pub mod cgroup_kill;

@@ -35,6 +35,7 @@ fn every_matcher_kind_parses_and_compiles() {
         MatcherKind::Stratum => "    action: kill\n    stratum: { signatures: [\"mining.notify\"] }\n",
         MatcherKind::OpenMsr => "    action: deny\n    open: { msr: true }\n",
         MatcherKind::ScopeEscape => "    action: kill\n    scope: { escape: true }\n",
+        MatcherKind::Behaviour => "    action: audit\n    behaviour: { window_secs: 5, busy_threads: 2 }\n",
         MatcherKind::Seccomp => "    action: deny\n    seccomp:\n      default: allow\n      syscalls:\n        - names: [ptrace]\n          action: { errno: 1 }\n        - names: [personality]\n          action: kill_process\n          args: [{ index: 0, op: masked_eq, value: 8, mask: 8 }]\n",
     }
     };
@@ -101,6 +102,12 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow }, { names: [bpf], action: log }] }\n", "rules[0].seccomp.syscalls[1].names[0]", "conflicting rules"),
     ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow, args: [{ index: 6, op: eq, value: 0 }] }] }\n", "rules[0].seccomp.syscalls[0].args[0].index", "0-5"),
     ("    action: deny\n    seccomp: { syscalls: [{ names: [bpf], action: allow, args: [{ index: 0, op: masked_eq, value: 0 }] }] }\n", "rules[0].seccomp.syscalls[0].args[0].mask", "needs a `mask`"),
+    ("    action: audit\n    behaviour: { window_secs: 0 }\n", "rules[0].behaviour.window_secs", "1-3600"),
+    ("    action: kill\n    behaviour: { busy_percent: 150 }\n", "rules[0].behaviour.busy_percent", "1-100"),
+    ("    action: kill\n    behaviour: { busy_threads: 0 }\n", "rules[0].behaviour.busy_threads", "1-4096"),
+    ("    action: kill\n    behaviour: { anon_mib: 0 }\n", "rules[0].behaviour.anon_mib", "1-1048576"),
+    ("    action: kill\n    behaviour: { window: 5 }\n", "rules[0].behaviour", "unknown field `window`"),
+    ("    action: kill\n    behaviour: { anon_mib: lots }\n", "rules[0].behaviour.anon_mib", "invalid type"),
 ];
 
 #[test]

@@ -79,7 +79,9 @@ impl BackendKind {
         // installed in the command (by `run`, or a runtime through the OCI
         // export), not by a BPF backend. Optional hooks a kernel refuses
         // are taken off by the loaded backend (`SharedHooks::supports`).
-        m != MatcherKind::Seccomp
+        // Behaviour rules are judged by sampling (crate::behaviour), by
+        // whoever runs the detector (`minerguard watch`).
+        !matches!(m, MatcherKind::Seccomp | MatcherKind::Behaviour)
     }
 }
 

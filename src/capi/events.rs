@@ -63,6 +63,8 @@ pub enum mg_rule_kind {
     /// A task leaving its scope (`path`: the moved pid, a space, the cgroup
     /// it went to or what was refused).
     MG_RULE_KIND_SCOPE = 5,
+    /// Mining behaviour (sampled; no kernel event carries it yet).
+    MG_RULE_KIND_BEHAVIOUR = 6,
     /// A kind this version of the C API does not know yet.
     MG_RULE_KIND_OTHER = 255,
 }
@@ -76,6 +78,7 @@ impl From<RuleKind> for mg_rule_kind {
             RuleKind::Open => mg_rule_kind::MG_RULE_KIND_OPEN,
             RuleKind::Seccomp => mg_rule_kind::MG_RULE_KIND_SECCOMP,
             RuleKind::Scope => mg_rule_kind::MG_RULE_KIND_SCOPE,
+            RuleKind::Behaviour => mg_rule_kind::MG_RULE_KIND_BEHAVIOUR,
             #[allow(unreachable_patterns)]
             _ => mg_rule_kind::MG_RULE_KIND_OTHER,
         }

@@ -79,6 +79,9 @@ pub enum RuleKind {
     Seccomp,
     /// A task leaving its scope (cgroup moves, clones into a cgroup).
     Scope,
+    /// Mining behaviour, judged by sampling the scope's processes
+    /// ([`crate::behaviour`]), not by a BPF program.
+    Behaviour,
 }
 
 impl RuleKind {
@@ -91,6 +94,7 @@ impl RuleKind {
             RuleKind::Open => "open",
             RuleKind::Seccomp => "seccomp",
             RuleKind::Scope => "scope",
+            RuleKind::Behaviour => "behaviour",
         }
     }
 
@@ -105,6 +109,7 @@ impl RuleKind {
             OpenMsr => RuleKind::Open,
             ScopeEscape => RuleKind::Scope,
             Seccomp => RuleKind::Seccomp,
+            Behaviour => RuleKind::Behaviour,
         }
     }
 }
@@ -394,6 +399,9 @@ impl KernelPolicy {
                 // filter (SeccompPolicy); the rule is kept below so events
                 // and reports can name it.
                 Matcher::Seccomp(_) => {}
+                // Not a kernel map entry either: the behaviour detector
+                // samples the scope (crate::behaviour).
+                Matcher::Behaviour(_) => {}
             }
             let matcher = matcher.kind();
             policy.rules.push(CompiledRule {

@@ -13,8 +13,8 @@ use super::{
     error::{shorten, without_location},
     extends::{self, Parts},
     tree::{Kind, Node, Tree},
-    Action, ConnectMatch, Diagnostic, ExecMatch, Mode, OpenMatch, ProfileError, Rule, ScopeMatch,
-    SeccompMatch, StratumMatch,
+    Action, BehaviourMatch, ConnectMatch, Diagnostic, ExecMatch, Mode, OpenMatch, ProfileError,
+    Rule, ScopeMatch, SeccompMatch, StratumMatch,
 };
 
 /// Keys of a profile document, as serde names them.
@@ -30,6 +30,7 @@ const RULE_FIELDS: &[&str] = &[
     "open",
     "scope",
     "seccomp",
+    "behaviour",
 ];
 
 /// Every problem in `text`, whose typed parse failed with `first`.
@@ -291,6 +292,9 @@ fn rule(c: &mut Collector<'_>, node: &Node, field: &str) -> Option<Rule> {
                 .map(|m| r.stratum = m),
             "open" => c.piece::<Option<OpenMatch>>(v, &at).map(|m| r.open = m),
             "scope" => c.piece::<Option<ScopeMatch>>(v, &at).map(|m| r.scope = m),
+            "behaviour" => c
+                .piece::<Option<BehaviourMatch>>(v, &at)
+                .map(|m| r.behaviour = m),
             _ => c
                 .piece::<Option<SeccompMatch>>(v, &at)
                 .map(|m| r.seccomp = m),

@@ -1,5 +1,6 @@
 //! The matchers a rule can carry. Each rule has exactly one: one key inside
-//! one of `exec`, `connect`, `stratum`, `open` or `seccomp`.
+//! one of `exec`, `connect`, `stratum`, `open`, `scope`, `seccomp` or
+//! `behaviour`.
 
 use std::fmt;
 
@@ -213,6 +214,30 @@ pub struct ScopeMatch {
     /// (`clone3(CLONE_INTO_CGROUP)`), by a task in the scope.
     #[serde(default, skip_serializing_if = "is_false")]
     pub escape: bool,
+}
+
+/// Mining behaviour: what a process does rather than what it is called
+/// (see [`crate::behaviour`]). Every threshold is optional; an unset one
+/// takes its documented default, so `behaviour: {}` is a complete matcher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviourMatch {
+    /// Seconds a thread's CPU use is averaged over (1-3600; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u32>,
+    /// Share of one CPU, in percent, a thread must use over the window to
+    /// count as busy (1-100; default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_percent: Option<u32>,
+    /// Busy threads one process needs for the CPU signal (1-4096;
+    /// default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_threads: Option<u32>,
+    /// Anonymous resident memory, in MiB, that counts as a RandomX-shaped
+    /// working set (1-1048576; default 256, RandomX's light-mode cache; the
+    /// fast-mode dataset is 2080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_mib: Option<u32>,
 }
 
 /// What a seccomp filter does with a system call. Written as a word
@@ -442,6 +467,7 @@ matcher_kinds! {
     OpenMsr => "open.msr",
     ScopeEscape => "scope.escape",
     Seccomp => "seccomp",
+    Behaviour => "behaviour",
 }
 
 impl fmt::Display for MatcherKind {
@@ -486,6 +512,8 @@ pub enum Matcher<'a> {
     ScopeEscape,
     /// `seccomp`: a seccomp filter.
     Seccomp(&'a SeccompMatch),
+    /// `behaviour`: mining behaviour, judged by sampling the scope.
+    Behaviour(&'a BehaviourMatch),
 }
 
 impl Matcher<'_> {
@@ -508,6 +536,7 @@ impl Matcher<'_> {
             Matcher::OpenMsr => MatcherKind::OpenMsr,
             Matcher::ScopeEscape => MatcherKind::ScopeEscape,
             Matcher::Seccomp(_) => MatcherKind::Seccomp,
+            Matcher::Behaviour(_) => MatcherKind::Behaviour,
         }
     }
 }
@@ -544,6 +573,7 @@ impl Rule {
             MatcherKind::OpenMsr => Matcher::OpenMsr,
             MatcherKind::ScopeEscape => Matcher::ScopeEscape,
             MatcherKind::Seccomp => Matcher::Seccomp(self.seccomp.as_ref()?),
+            MatcherKind::Behaviour => Matcher::Behaviour(self.behaviour.as_ref()?),
         })
     }
 
@@ -611,6 +641,7 @@ impl Rule {
                 MatcherKind::ScopeEscape,
             ),
             (self.seccomp.is_some(), MatcherKind::Seccomp),
+            (self.behaviour.is_some(), MatcherKind::Behaviour),
         ]
     }
 }

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use error::{Diagnostic, FileKind, ProfileError};
 pub use input::MAX_PROFILE_BYTES;
 pub use matchers::{
-    ArgCmp, ArgOp, ConnectMatch, ExecMatch, Matcher, MatcherKind, OpenMatch, PortSpec, ScopeMatch,
-    SeccompAction, SeccompMatch, SeccompPreset, StratumMatch, SyscallRule,
+    ArgCmp, ArgOp, BehaviourMatch, ConnectMatch, ExecMatch, Matcher, MatcherKind, OpenMatch,
+    PortSpec, ScopeMatch, SeccompAction, SeccompMatch, SeccompPreset, StratumMatch, SyscallRule,
 };
 pub use nesting::MAX_NESTING;
 
@@ -124,6 +124,9 @@ pub struct Rule {
     /// Seccomp filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<SeccompMatch>,
+    /// Mining-behaviour matcher (judged by sampling, not in the kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<BehaviourMatch>,
 }
 
 impl Rule {
@@ -139,6 +142,7 @@ impl Rule {
             open: None,
             scope: None,
             seccomp: None,
+            behaviour: None,
         }
     }
 
@@ -380,6 +384,15 @@ impl Rule {
     pub fn seccomp(name: impl Into<String>, action: Action, filter: SeccompMatch) -> Self {
         Rule {
             seccomp: Some(filter),
+            ..Rule::with(name, action)
+        }
+    }
+
+    /// `behaviour`: mining behaviour, with these thresholds (unset ones
+    /// take their defaults).
+    pub fn behaviour(name: impl Into<String>, action: Action, thresholds: BehaviourMatch) -> Self {
+        Rule {
+            behaviour: Some(thresholds),
             ..Rule::with(name, action)
         }
     }

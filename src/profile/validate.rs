@@ -96,6 +96,7 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
         ("open", rule.open.is_some()),
         ("scope", rule.scope.is_some()),
         ("seccomp", rule.seccomp.is_some()),
+        ("behaviour", rule.behaviour.is_some()),
     ];
     let mut present = sections.iter().filter(|(_, p)| *p).map(|(n, _)| *n);
     let (first, more) = (present.next(), present.next().is_some());
@@ -106,7 +107,7 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
     match (first, more, kinds) {
         (None, _, _) => r.push(
             at,
-            "a rule needs exactly one matcher (`exec`, `connect`, `stratum`, `open` or `seccomp`), found none",
+            "a rule needs exactly one matcher (`exec`, `connect`, `stratum`, `open`, `scope`, `seccomp` or `behaviour`), found none",
         ),
         (Some(section), false, 0) => r.push(
             format!("{at}.{section}"),
@@ -181,6 +182,27 @@ fn check_rule(rule: &Rule, at: &str, r: &mut Report) {
             );
         }
         check_seccomp(seccomp, &format!("{at}.seccomp"), r);
+    }
+    if let Some(behaviour) = &rule.behaviour {
+        check_behaviour(behaviour, &format!("{at}.behaviour"), r);
+    }
+}
+
+/// Each threshold of a `behaviour` matcher within its documented range.
+fn check_behaviour(b: &crate::profile::BehaviourMatch, at: &str, r: &mut Report) {
+    let ranges = [
+        ("window_secs", b.window_secs, 1, 3600),
+        ("busy_percent", b.busy_percent, 1, 100),
+        ("busy_threads", b.busy_threads, 1, 4096),
+        ("anon_mib", b.anon_mib, 1, 1 << 20),
+    ];
+    for (key, value, min, max) in ranges {
+        if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {
+            r.push(
+                format!("{at}.{key}"),
+                format!("{key} is {v}; it must be {min}-{max}"),
+            );
+        }
     }
 }
 

@@ -25,10 +25,10 @@
 
 mod drift;
 mod event;
-mod kill;
+pub(crate) mod kill;
 mod net;
-mod process;
-mod procs;
+pub(crate) mod process;
+pub(crate) mod procs;
 mod rules;
 
 use std::{
@@ -317,7 +317,7 @@ impl Scanner {
                 continue;
             }
             matches.sort_by_key(|m| (std::cmp::Reverse(m.action), m.rule_index));
-            let outcome = act(&p, &m.cgroup, &matches[0], options);
+            let outcome = act(&p, &m.cgroup, matches[0].action, options);
             report.findings.push(Finding {
                 time: SystemTime::now(),
                 process: describe(&p, &m.cgroup),
@@ -373,18 +373,19 @@ pub fn scan(
 /// The init process of the scanner's pid namespace.
 const INIT_PID: u32 = 1;
 
-/// Carries out the deciding rule's action on `p`, which is in `cgroup`.
-fn act(
+/// Carries out the deciding rule's action on `p`, which is in `cgroup`
+/// (the behaviour detector acts through here too).
+pub(crate) fn act(
     p: &process::Process,
     cgroup: &std::path::Path,
-    decisive: &Match,
+    action: Action,
     options: &ScanOptions,
 ) -> Outcome {
     if options.dry_run {
         return Outcome::DryRun;
     }
     // The one place a rule's action becomes what a scan does.
-    match decisive.action {
+    match action {
         Action::Audit => Outcome::Reported,
         // A running process cannot be denied what it already did: both
         // end it.
@@ -418,7 +419,8 @@ fn kill_process(p: &process::Process) -> Outcome {
     }
 }
 
-fn describe(p: &process::Process, cgroup: &std::path::Path) -> ScannedProcess {
+/// What events say about `p`, found in `cgroup`.
+pub(crate) fn describe(p: &process::Process, cgroup: &std::path::Path) -> ScannedProcess {
     use std::os::unix::fs::MetadataExt;
     // The real uid, as events report it: the first of status's `Uid:`.
     let uid = std::fs::read_to_string(format!("/proc/{}/status", p.pid))
@@ -488,19 +490,19 @@ mod tests {
         let opts = ScanOptions::default();
         let cgroup = std::path::Path::new("/sys/fs/cgroup/init.scope");
         for action in [Action::Kill, Action::KillContainer] {
-            let outcome = act(&p, cgroup, &deciding(action), &opts);
+            let outcome = act(&p, cgroup, deciding(action).action, &opts);
             assert!(
                 matches!(&outcome, Outcome::Failed(why) if why.contains("pid 1")),
                 "{outcome:?}"
             );
         }
         assert_eq!(
-            act(&p, cgroup, &deciding(Action::Audit), &opts),
+            act(&p, cgroup, deciding(Action::Audit).action, &opts),
             Outcome::Reported
         );
         let dry = ScanOptions { dry_run: true };
         assert_eq!(
-            act(&p, cgroup, &deciding(Action::Deny), &dry),
+            act(&p, cgroup, deciding(Action::Deny).action, &dry),
             Outcome::DryRun
         );
     }

@@ -274,6 +274,9 @@ impl Rules {
                     MatcherKind::ExecNoNewExec => "which exec came first is not known afterwards",
                     MatcherKind::ScopeEscape => "an operation, not a state",
                     MatcherKind::Seccomp => "system calls, for the seccomp filter",
+                    MatcherKind::Behaviour => {
+                        "judged over a sampling window by the behaviour detector, not by one scan"
+                    }
                     _ => return None,
                 };
                 Some((r.name.clone(), why))

@@ -39,8 +39,9 @@ fn parse_kind(s: &str) -> PyResult<RuleKind> {
         "open" => Ok(RuleKind::Open),
         "seccomp" => Ok(RuleKind::Seccomp),
         "scope" => Ok(RuleKind::Scope),
+        "behaviour" => Ok(RuleKind::Behaviour),
         other => Err(PyValueError::new_err(format!(
-            "unknown rule kind {other:?} (expected exec, connect, stratum, open, seccomp or scope)"
+            "unknown rule kind {other:?} (expected exec, connect, stratum, open, seccomp, scope or behaviour)"
         ))),
     }
 }

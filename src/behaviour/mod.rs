@@ -1,0 +1,262 @@
+//! Mining behaviour detector: catches the miner that hides its name, its
+//! bytes and its pool, by what mining *is*. RandomX keeps threads of one
+//! process spinning on CPUs and holds a 256 MiB cache (2080 MiB dataset in
+//! fast mode), often in huge pages; ordinary CPU-heavy programs rarely do
+//! both.
+//!
+//! A [`Detector`] is built from a profile's `behaviour` rules and sampled
+//! periodically (`minerguard watch` does it every [`SAMPLE_PERIOD`]). Each
+//! sample reads, for every process of the scope's cgroups and their
+//! descendants, only /proc: per-thread CPU time (`task/<tid>/stat`), and,
+//! for a process whose CPU use already looks like mining, its memory
+//! (`status` RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages). A
+//! verdict ([`Verdict`]) carries every signal's value ([`Signals`]), so an
+//! event says why; the rule's action is then carried out as a scan does
+//! (`audit` reports; `deny` and `kill` kill through a pidfd, since a running
+//! process cannot be denied; `kill-container` kills its cgroup). A process
+//! is reported once per life.
+//!
+//! ```no_run
+//! use minerguard::{behaviour::Detector, scan::ScanOptions, Profile};
+//!
+//! let profile = Profile::from_yaml("apiVersion: minerguard/v1\nname: p\nrules:\n  - name: mining\n    action: kill\n    behaviour: {}\n")?;
+//! let mut detector = Detector::new(&profile)?;
+//! loop {
+//!     for d in detector.sample(&["/sys/fs/cgroup/my-container".into()], &ScanOptions::default())? {
+//!         println!("{}", d.to_json(detector.profile()));
+//!     }
+//!     std::thread::sleep(minerguard::behaviour::SAMPLE_PERIOD);
+//! }
+//! # Ok::<(), minerguard::Error>(())
+//! ```
+
+mod event;
+mod history;
+mod sample;
+mod thresholds;
+mod verdict;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+pub use history::CpuSignal;
+pub use sample::Memory;
+pub use thresholds::{
+    Thresholds, DEFAULT_ANON_MIB, DEFAULT_BUSY_PERCENT, DEFAULT_BUSY_THREADS, DEFAULT_WINDOW_SECS,
+    RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
+};
+pub use verdict::{Signals, Verdict};
+
+use crate::{
+    profile::{Action, Matcher, Mode, Profile, ValidProfile},
+    scan::{self, Outcome, ScanOptions, ScannedProcess},
+    Error,
+};
+
+/// How often `minerguard watch` samples: cheap enough to run forever, often
+/// enough that a miner is seen within a window and a period or two.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
+
+/// One `behaviour` rule of a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BehaviourRule {
+    /// The rule's name.
+    pub name: Arc<str>,
+    /// Its index in the profile.
+    pub index: u32,
+    /// Its effective action (`audit` in an audit-mode profile).
+    pub action: Action,
+    /// Its thresholds, defaults filled in.
+    pub thresholds: Thresholds,
+}
+
+/// A process a `behaviour` rule judged to be mining.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// When it was judged.
+    pub time: SystemTime,
+    /// The process.
+    pub process: ScannedProcess,
+    /// The rule that decided (the strongest action among the rules that
+    /// fired, earliest among equals).
+    pub rule: BehaviourRule,
+    /// What was measured.
+    pub signals: Signals,
+    /// Which signals fired.
+    pub verdict: Verdict,
+    /// What was done.
+    pub outcome: Outcome,
+}
+
+/// What the detector remembers of one process.
+#[derive(Debug, Default)]
+struct Tracked {
+    start_time: u64,
+    history: history::History,
+    /// Reported already (a process is reported once per life).
+    reported: bool,
+}
+
+/// Samples a scope and judges its processes by behaviour; keeps each
+/// process's recent CPU samples between calls.
+#[derive(Debug)]
+pub struct Detector {
+    profile: Arc<str>,
+    rules: Vec<BehaviourRule>,
+    tracked: HashMap<u32, Tracked>,
+    /// Clock ticks a second (CPU times in /proc are in ticks).
+    hz: u64,
+}
+
+impl Detector {
+    /// Validates `profile` and takes its `behaviour` rules (there may be
+    /// none: then [`Detector::sample`] finds nothing).
+    pub fn new(profile: &Profile) -> Result<Self, Error> {
+        Ok(Self::from_valid(&profile.validate()?))
+    }
+
+    /// The `behaviour` rules of a validated profile.
+    pub fn from_valid(profile: &ValidProfile<'_>) -> Self {
+        let p = profile.profile();
+        let rules = profile
+            .rules()
+            .enumerate()
+            .filter_map(|(i, (rule, matcher))| match matcher {
+                Matcher::Behaviour(m) => Some((i, rule, m)),
+                _ => None,
+            })
+            .map(|(i, rule, m)| BehaviourRule {
+                name: rule.name.as_str().into(),
+                index: i as u32,
+                action: match p.mode {
+                    Mode::Audit => Action::Audit,
+                    Mode::Enforce => rule.action,
+                },
+                thresholds: Thresholds::from(m),
+            })
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Detector {
+            profile: p.name.as_str().into(),
+            rules,
+            tracked: HashMap::new(),
+            hz: u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100),
+        }
+    }
+
+    /// The profile's name.
+    pub fn profile(&self) -> &Arc<str> {
+        &self.profile
+    }
+
+    /// The profile's `behaviour` rules.
+    pub fn rules(&self) -> &[BehaviourRule] {
+        &self.rules
+    }
+
+    /// Processes currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Takes one sample of every process of `cgroups` (absolute, or
+    /// relative to the cgroup v2 mount) and their descendants, and judges
+    /// each process whose samples span a rule's window; acts on what is
+    /// mining unless `options.dry_run`. The calling process is never judged.
+    /// Fails only on a path that is not a cgroup v2 directory.
+    pub fn sample(
+        &mut self,
+        cgroups: &[PathBuf],
+        options: &ScanOptions,
+    ) -> Result<Vec<Detection>, Error> {
+        if self.rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut members = Vec::new();
+        for cg in cgroups {
+            members.extend(scan::procs::members(cg)?);
+        }
+        members.sort_by_key(|m| m.pid);
+        members.dedup_by_key(|m| m.pid);
+        let keep = (self.rules.iter())
+            .map(|r| r.thresholds.window)
+            .max()
+            .unwrap_or_default();
+        let me = std::process::id();
+        let now = Instant::now();
+        let mut seen = HashMap::with_capacity(members.len());
+        let mut out = Vec::new();
+        for m in members.iter().filter(|m| m.pid != me) {
+            let Some(cpu) = sample::cpu_times(m.pid) else {
+                continue;
+            };
+            let mut t = self.tracked.remove(&m.pid).unwrap_or_default();
+            if t.start_time != cpu.start_time {
+                // A new process (or a reused pid): start over.
+                t = Tracked {
+                    start_time: cpu.start_time,
+                    ..Tracked::default()
+                };
+            }
+            t.history.push(now, cpu.threads, keep);
+            if !t.reported {
+                if let Some(d) = self.judge(m, &t, options) {
+                    t.reported = true;
+                    out.push(d);
+                }
+            }
+            seen.insert(m.pid, t);
+        }
+        // Processes that left the scope or exited are forgotten.
+        self.tracked = seen;
+        Ok(out)
+    }
+
+    /// The detection for process `m`, if a rule finds it mining; acted on.
+    fn judge(
+        &self,
+        m: &scan::procs::Member,
+        t: &Tracked,
+        options: &ScanOptions,
+    ) -> Option<Detection> {
+        let mut memory = None;
+        let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
+        for rule in &self.rules {
+            let th = &rule.thresholds;
+            let Some(cpu) = t.history.cpu(th.window, th.busy_percent, self.hz) else {
+                continue;
+            };
+            if cpu.busy_threads < th.busy_threads {
+                continue;
+            }
+            // Memory is read only for a process whose CPU use fits.
+            let mem = *memory.get_or_insert_with(|| sample::memory(m.pid).unwrap_or_default());
+            let signals = Signals { cpu, memory: mem };
+            let verdict = Verdict::judge(&signals, th);
+            let stronger = decided
+                .as_ref()
+                .map_or(true, |(d, _, _)| rule.action > d.action);
+            if verdict.mining() && stronger {
+                decided = Some((rule, signals, verdict));
+            }
+        }
+        let (rule, signals, verdict) = decided?;
+        // Read the rest only now; the start time guards against pid reuse.
+        let p = scan::process::read(m.pid, crate::compile::limits::MAX_CMDLINE_ARGV_BYTES)
+            .filter(|p| p.start_time == t.start_time)?;
+        let outcome = scan::act(&p, &m.cgroup, rule.action, options);
+        Some(Detection {
+            time: SystemTime::now(),
+            process: scan::describe(&p, &m.cgroup),
+            rule: rule.clone(),
+            signals,
+            verdict,
+            outcome,
+        })
+    }
+}

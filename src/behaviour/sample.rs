@@ -1,0 +1,111 @@
+//! What one sample reads of one process, from /proc only: per-thread CPU
+//! time (`task/<tid>/stat` utime + stime, in clock ticks) on every sample,
+//! and its memory (`status`: RssAnon, HugetlbPages; `smaps_rollup`:
+//! AnonHugePages) only when its CPU use already looks like mining, since
+//! `smaps_rollup` walks every mapping.
+
+use std::fs;
+
+/// Per-thread CPU time of one process at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    /// `comm`.
+    pub comm: String,
+    /// Start time (clock ticks since boot): with the pid, its identity.
+    pub start_time: u64,
+    /// (thread id, utime + stime in clock ticks), by thread id.
+    pub threads: Vec<(u32, u64)>,
+}
+
+/// A process's memory, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Anonymous resident memory (`RssAnon`).
+    pub anon_kib: u64,
+    /// Of which transparent huge pages (`AnonHugePages`).
+    pub anon_huge_kib: u64,
+    /// hugetlbfs pages mapped (`HugetlbPages`: `MAP_HUGETLB`).
+    pub hugetlb_kib: u64,
+}
+
+/// (comm, start time, utime + stime) from a `stat` file's text.
+fn parse_stat(text: &str) -> Option<(String, u64, u64)> {
+    // comm may hold spaces and parentheses: it ends at the last `)`.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    // After the comm: state is field 3; utime 14, stime 15, starttime 22.
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3)?.parse::<u64>().ok();
+    Some((comm, field(22)?, field(14)? + field(15)?))
+}
+
+/// `pid`'s threads and their CPU time; `None` once it has exited.
+pub(crate) fn cpu_times(pid: u32) -> Option<CpuTimes> {
+    let (comm, start_time, _) = parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // A thread that exited between the listing and the read is skipped.
+        if let Some((_, _, ticks)) = fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        {
+            threads.push((tid, ticks));
+        }
+    }
+    threads.sort_unstable();
+    Some(CpuTimes {
+        comm,
+        start_time,
+        threads,
+    })
+}
+
+/// The value of `key:` (in kB) in a `/proc` key-value file.
+fn kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid`'s memory; `None` once it has exited.
+pub(crate) fn memory(pid: u32) -> Option<Memory> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    Some(Memory {
+        anon_kib: kib(&status, "RssAnon").unwrap_or(0),
+        anon_huge_kib: kib(&rollup, "AnonHugePages").unwrap_or(0),
+        hugetlb_kib: kib(&status, "HugetlbPages").unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_last_parenthesis() {
+        // comm `a) (b` with the fields of a real line after it.
+        let line = "42 (a) (b) R 1 42 42 0 -1 4194560 100 0 0 0 700 55 0 0 20 0 3 0 123456 1000 10 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(parse_stat(line), Some(("a) (b".into(), 123456, 755)));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let cpu = cpu_times(me).unwrap();
+        assert!(cpu.threads.iter().any(|(tid, _)| *tid == me), "{cpu:?}");
+        let mem = memory(me).unwrap();
+        assert!(mem.anon_kib > 0, "{mem:?}");
+        assert_eq!(
+            kib("HugetlbPages:\t    2048 kB\n", "HugetlbPages"),
+            Some(2048)
+        );
+        assert_eq!(kib("RssAnonX:\t 1 kB\n", "RssAnon"), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! A `behaviour` rule's thresholds: the profile's optional keys, each
+//! resolved to its documented default.
+
+use std::time::Duration;
+
+use crate::profile::BehaviourMatch;
+
+/// Default `window_secs`: long enough that a build step or a burst of work
+/// does not count, short enough to catch a miner within 30 s of its first
+/// hash at a 1-2 s sampling period.
+pub const DEFAULT_WINDOW_SECS: u32 = 10;
+/// Default `busy_percent`: a mining thread spins flat out; 90 % leaves room
+/// for scheduling noise and a shared CPU.
+pub const DEFAULT_BUSY_PERCENT: u32 = 90;
+/// Default `busy_threads`: one, so a miner held to one thread
+/// (`--threads=1`, `--cpu-max-threads-hint`) is still seen; the memory
+/// signal keeps plain CPU-heavy programs out.
+pub const DEFAULT_BUSY_THREADS: u32 = 1;
+/// Default `anon_mib`: RandomX's cache, which every RandomX miner holds
+/// (light mode: the cache only; fast mode: the 2080 MiB dataset as well).
+pub const DEFAULT_ANON_MIB: u32 = RANDOMX_CACHE_MIB;
+/// RandomX's cache, in MiB.
+pub const RANDOMX_CACHE_MIB: u32 = 256;
+/// RandomX's fast-mode dataset, in MiB.
+pub const RANDOMX_DATASET_MIB: u32 = 2080;
+
+/// The thresholds a `behaviour` rule judges with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// How long a thread's CPU use is averaged over.
+    pub window: Duration,
+    /// Share of one CPU (percent) over the window that makes a thread busy.
+    pub busy_percent: u32,
+    /// Busy threads one process needs for the CPU signal.
+    pub busy_threads: u32,
+    /// Anonymous resident memory (MiB) that counts as RandomX-shaped.
+    pub anon_mib: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds::from(&BehaviourMatch::default())
+    }
+}
+
+impl From<&BehaviourMatch> for Thresholds {
+    fn from(m: &BehaviourMatch) -> Self {
+        Thresholds {
+            window: Duration::from_secs(m.window_secs.unwrap_or(DEFAULT_WINDOW_SECS).into()),
+            busy_percent: m.busy_percent.unwrap_or(DEFAULT_BUSY_PERCENT),
+            busy_threads: m.busy_threads.unwrap_or(DEFAULT_BUSY_THREADS),
+            anon_mib: m.anon_mib.unwrap_or(DEFAULT_ANON_MIB).into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_keys_take_the_defaults_and_set_ones_win() {
+        let d = Thresholds::default();
+        assert_eq!(d.window, Duration::from_secs(10));
+        assert_eq!((d.busy_percent, d.busy_threads, d.anon_mib), (90, 1, 256));
+        let t = Thresholds::from(&BehaviourMatch {
+            window_secs: Some(3),
+            busy_threads: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(t.window, Duration::from_secs(3));
+        assert_eq!((t.busy_percent, t.busy_threads, t.anon_mib), (90, 2, 256));
+    }
+}

@@ -1,0 +1,166 @@
+//! The verdict: pure logic on one process's signals. Mining is sustained
+//! CPU saturation together with a RandomX-shaped memory footprint (a large
+//! anonymous working set, or hugetlb pages, which RandomX miners ask for
+//! and ordinary programs rarely do). Each part is kept with its value so an
+//! event can say why.
+
+use std::time::Duration;
+
+use super::{history::CpuSignal, sample::Memory, thresholds::Thresholds};
+
+/// Everything one verdict was reached on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// CPU: busy threads over the window.
+    pub cpu: CpuSignal,
+    /// Memory (KiB).
+    pub memory: Memory,
+}
+
+impl Signals {
+    /// Anonymous resident memory, in MiB.
+    pub fn anon_mib(&self) -> u64 {
+        self.memory.anon_kib / 1024
+    }
+
+    /// Transparent huge pages in anonymous memory, in MiB.
+    pub fn anon_huge_mib(&self) -> u64 {
+        self.memory.anon_huge_kib / 1024
+    }
+
+    /// hugetlb pages mapped, in MiB.
+    pub fn hugetlb_mib(&self) -> u64 {
+        self.memory.hugetlb_kib / 1024
+    }
+
+    /// The window the CPU signal was measured over.
+    pub fn span(&self) -> Duration {
+        self.cpu.span
+    }
+}
+
+/// Which signals fired, and the conclusion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// At least `busy_threads` threads kept a CPU `busy_percent` busy for
+    /// the window.
+    pub cpu_saturated: bool,
+    /// Anonymous resident memory at least `anon_mib`.
+    pub randomx_memory: bool,
+    /// hugetlb pages in use (`MAP_HUGETLB`).
+    pub huge_pages: bool,
+}
+
+impl Verdict {
+    /// Judges `s` against `t`.
+    pub fn judge(s: &Signals, t: &Thresholds) -> Verdict {
+        Verdict {
+            cpu_saturated: s.cpu.busy_threads >= t.busy_threads,
+            randomx_memory: s.anon_mib() >= t.anon_mib,
+            huge_pages: s.memory.hugetlb_kib > 0,
+        }
+    }
+
+    /// Whether this is mining: CPU saturation and a RandomX-shaped footprint.
+    pub fn mining(&self) -> bool {
+        self.cpu_saturated && (self.randomx_memory || self.huge_pages)
+    }
+
+    /// The signals that fired, as words (`cpu`, `memory`, `hugepages`).
+    pub fn fired(&self) -> Vec<&'static str> {
+        [
+            (self.cpu_saturated, "cpu"),
+            (self.randomx_memory, "memory"),
+            (self.huge_pages, "hugepages"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+
+    /// One line for people: each signal with its value and threshold.
+    pub fn explain(&self, s: &Signals, t: &Thresholds) -> String {
+        format!(
+            "{} of {} threads ≥{}% of a CPU for {}s (need {}); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB",
+            s.cpu.busy_threads,
+            s.cpu.threads,
+            t.busy_percent,
+            s.cpu.span.as_secs(),
+            t.busy_threads,
+            s.anon_mib(),
+            t.anon_mib,
+            s.hugetlb_mib(),
+            s.anon_huge_mib(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signals(busy: u32, anon_mib: u64, hugetlb_mib: u64) -> Signals {
+        Signals {
+            cpu: CpuSignal {
+                busy_threads: busy,
+                threads: busy + 3,
+                top_percent: if busy > 0 { 99 } else { 20 },
+                span: Duration::from_secs(10),
+            },
+            memory: Memory {
+                anon_kib: anon_mib * 1024,
+                anon_huge_kib: 0,
+                hugetlb_kib: hugetlb_mib * 1024,
+            },
+        }
+    }
+
+    #[test]
+    fn a_light_mode_miner_is_mining() {
+        // Two hashing threads, the 256 MiB cache and scratchpads.
+        let v = Verdict::judge(&signals(2, 262, 0), &Thresholds::default());
+        assert!(v.mining());
+        assert_eq!(v.fired(), ["cpu", "memory"]);
+    }
+
+    #[test]
+    fn a_miner_on_huge_pages_is_mining_whatever_its_rss() {
+        // hugetlb pages are not counted in RssAnon.
+        let v = Verdict::judge(&signals(1, 8, 2304), &Thresholds::default());
+        assert!(v.mining());
+        assert_eq!(v.fired(), ["cpu", "hugepages"]);
+    }
+
+    #[test]
+    fn cpu_alone_or_memory_alone_is_not_mining() {
+        let t = Thresholds::default();
+        // stress-ng --cpu: busy, small.
+        assert!(!Verdict::judge(&signals(2, 4, 0), &t).mining());
+        // A database: big, mostly idle.
+        assert!(!Verdict::judge(&signals(0, 4096, 0), &t).mining());
+        // Just under the memory threshold.
+        assert!(!Verdict::judge(&signals(4, 255, 0), &t).mining());
+    }
+
+    #[test]
+    fn thresholds_are_data() {
+        let t = Thresholds {
+            busy_threads: 3,
+            anon_mib: 2080,
+            ..Thresholds::default()
+        };
+        // A light-mode miner on two threads passes a fast-mode, 3-thread rule.
+        assert!(!Verdict::judge(&signals(2, 262, 0), &t).mining());
+        assert!(Verdict::judge(&signals(3, 2336, 0), &t).mining());
+    }
+
+    #[test]
+    fn the_explanation_carries_every_value() {
+        let s = signals(2, 262, 0);
+        let t = Thresholds::default();
+        let text = Verdict::judge(&s, &t).explain(&s, &t);
+        for part in ["2 of 5 threads", "≥90%", "10s", "262 MiB", "256 MiB"] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+    }
+}

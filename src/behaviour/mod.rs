@@ -22,7 +22,8 @@
 //! let profile = Profile::from_yaml("apiVersion: minerguard/v1\nname: p\nrules:\n  - name: mining\n    action: kill\n    behaviour: {}\n")?;
 //! let mut detector = Detector::new(&profile)?;
 //! loop {
-//!     for d in detector.sample(&["/sys/fs/cgroup/my-container".into()], &ScanOptions::default())? {
+//!     let sample = detector.sample(&["/sys/fs/cgroup/my-container".into()], &ScanOptions::default())?;
+//!     for d in &sample.detections {
 //!         println!("{}", d.to_json(detector.profile()));
 //!     }
 //!     std::thread::sleep(minerguard::behaviour::SAMPLE_PERIOD);
@@ -90,6 +91,34 @@ pub struct Detection {
     pub verdict: Verdict,
     /// What was done.
     pub outcome: Outcome,
+}
+
+/// One process judged by one rule in a sample, mining or not: what the
+/// evaluation harness and tests look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// Process id.
+    pub pid: u32,
+    /// Its `comm`.
+    pub comm: String,
+    /// The rule.
+    pub rule: Arc<str>,
+    /// What was measured. Memory is read only when the CPU signal fired
+    /// (it is zero otherwise).
+    pub signals: Signals,
+    /// Which signals fired.
+    pub verdict: Verdict,
+}
+
+/// What one sample found.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Processes sampled.
+    pub processes: usize,
+    /// Processes found mining (each once per life), acted on.
+    pub detections: Vec<Detection>,
+    /// Every (process, rule) whose samples spanned the rule's window.
+    pub observations: Vec<Observation>,
 }
 
 /// What the detector remembers of one process.
@@ -169,13 +198,10 @@ impl Detector {
     /// each process whose samples span a rule's window; acts on what is
     /// mining unless `options.dry_run`. The calling process is never judged.
     /// Fails only on a path that is not a cgroup v2 directory.
-    pub fn sample(
-        &mut self,
-        cgroups: &[PathBuf],
-        options: &ScanOptions,
-    ) -> Result<Vec<Detection>, Error> {
+    pub fn sample(&mut self, cgroups: &[PathBuf], options: &ScanOptions) -> Result<Sample, Error> {
+        let mut out = Sample::default();
         if self.rules.is_empty() {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let mut members = Vec::new();
         for cg in cgroups {
@@ -190,7 +216,6 @@ impl Detector {
         let me = std::process::id();
         let now = Instant::now();
         let mut seen = HashMap::with_capacity(members.len());
-        let mut out = Vec::new();
         for m in members.iter().filter(|m| m.pid != me) {
             let Some(cpu) = sample::cpu_times(m.pid) else {
                 continue;
@@ -203,11 +228,12 @@ impl Detector {
                     ..Tracked::default()
                 };
             }
+            out.processes += 1;
             t.history.push(now, cpu.threads, keep);
             if !t.reported {
-                if let Some(d) = self.judge(m, &t, options) {
+                if let Some(d) = self.judge(m, &cpu.comm, &t, options, &mut out.observations) {
                     t.reported = true;
-                    out.push(d);
+                    out.detections.push(d);
                 }
             }
             seen.insert(m.pid, t);
@@ -221,8 +247,10 @@ impl Detector {
     fn judge(
         &self,
         m: &scan::procs::Member,
+        comm: &str,
         t: &Tracked,
         options: &ScanOptions,
+        observed: &mut Vec<Observation>,
     ) -> Option<Detection> {
         let mut memory = None;
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
@@ -231,13 +259,21 @@ impl Detector {
             let Some(cpu) = t.history.cpu(th.window, th.busy_percent, self.hz) else {
                 continue;
             };
-            if cpu.busy_threads < th.busy_threads {
-                continue;
-            }
             // Memory is read only for a process whose CPU use fits.
-            let mem = *memory.get_or_insert_with(|| sample::memory(m.pid).unwrap_or_default());
+            let mem = if cpu.busy_threads >= th.busy_threads {
+                *memory.get_or_insert_with(|| sample::memory(m.pid).unwrap_or_default())
+            } else {
+                Memory::default()
+            };
             let signals = Signals { cpu, memory: mem };
             let verdict = Verdict::judge(&signals, th);
+            observed.push(Observation {
+                pid: m.pid,
+                comm: comm.to_string(),
+                rule: rule.name.clone(),
+                signals,
+                verdict,
+            });
             let stronger = decided
                 .as_ref()
                 .map_or(true, |(d, _, _)| rule.action > d.action);

@@ -22,12 +22,13 @@ use minerguard::{
 
 pub mod pool;
 pub mod proxy;
+pub mod rxpool;
 pub mod stream;
 pub mod xmrig;
 
 // Not every test binary that includes this module uses them all.
 #[allow(unused_imports)]
-pub use {pool::*, proxy::*, stream::*, xmrig::*};
+pub use {pool::*, proxy::*, rxpool::*, stream::*, xmrig::*};
 
 /// Whether the kernel tests can run here. Without root or a usable backend
 /// they fail loudly, unless MINERGUARD_ALLOW_SKIP=1 (then they print why

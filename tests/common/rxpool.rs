@@ -1,0 +1,194 @@
+//! A loopback mining pool that makes XMRig really hash: it answers XMRig's
+//! `login` with a RandomX (`rx/0`) job at a low difficulty, `submit` with
+//! OK, `keepalived` with KEEPALIVED, and counts logins, submitted shares
+//! and closed connections. One thread accepts, one serves each connection
+//! (each polls `stop` every 50 ms, so drop ends them all).
+
+use std::{
+    io::{BufRead, BufReader, ErrorKind, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+/// A Monero-shaped hashing blob: 76 bytes (major/minor version, timestamp,
+/// previous block id, the 4-byte nonce at offset 39, the tree root, the
+/// transaction count). Its content does not matter to the hashing.
+const BLOB: &str = concat!(
+    "1010",
+    "c0d2b7ff05",
+    "dd5a2c9f3f1b8e0bd9b11c0b9e6b8f3c2a3a6e1d8f7b2c4e5a6d7c8b9a0f1e2d",
+    "00000000",
+    "8a1f7e3c5b9d2a4f6e8c0b1d3f5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a",
+    "05"
+);
+/// The RandomX key block hash (any 32 bytes: the cache is built from it).
+const SEED_HASH: &str = "4f1c2a6b8d0e3f5a7c9b1d2e4f6a8c0b3d5e7f9a1c2b4d6e8f0a2c4e6b8d0f12";
+/// Target for difficulty 20, as XMRig reads a 4-byte target
+/// (little-endian 0x0ccccccc = 0xffffffff / 20): a share every ~20 hashes,
+/// so a light-mode XMRig submits within seconds.
+const TARGET: &str = "cccccc0c";
+
+#[derive(Default)]
+struct Counters {
+    stop: AtomicBool,
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
+    logins: AtomicUsize,
+    submits: AtomicUsize,
+}
+
+/// The pool; see the module docs.
+pub struct RxPool {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl RxPool {
+    /// Listens on 127.0.0.1 (a free port).
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let accept = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !c.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        c.accepted.fetch_add(1, Ordering::SeqCst);
+                        let c = c.clone();
+                        conns.push(std::thread::spawn(move || serve(conn, &c)));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            for t in conns {
+                let _ = t.join();
+            }
+        });
+        RxPool {
+            addr,
+            counters,
+            accept: Some(accept),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.counters.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections the client closed (or that broke).
+    pub fn closed(&self) -> usize {
+        self.counters.closed.load(Ordering::SeqCst)
+    }
+
+    /// `login` requests answered with a job.
+    pub fn logins(&self) -> usize {
+        self.counters.logins.load(Ordering::SeqCst)
+    }
+
+    /// Shares submitted: each one a RandomX hash XMRig computed.
+    pub fn submits(&self) -> usize {
+        self.counters.submits.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `limit`, a hang guard) until `cond` holds.
+    pub fn wait_for(&self, limit: Duration, cond: impl Fn(&RxPool) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cond(self)
+    }
+}
+
+impl Drop for RxPool {
+    fn drop(&mut self) {
+        self.counters.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The answer to one request line (`None`: not JSON, or a notification).
+fn answer(line: &str, c: &Counters) -> Option<Value> {
+    let req: Value = serde_json::from_str(line).ok()?;
+    let id = req.get("id")?.clone();
+    let result = match req["method"].as_str().unwrap_or("") {
+        "login" => {
+            c.logins.fetch_add(1, Ordering::SeqCst);
+            json!({
+                "id": "minerguard-test",
+                "job": {
+                    "blob": BLOB,
+                    "job_id": "1",
+                    "target": TARGET,
+                    "algo": "rx/0",
+                    "height": 3000000,
+                    "seed_hash": SEED_HASH,
+                },
+                "extensions": ["algo", "keepalive"],
+                "status": "OK",
+            })
+        }
+        "submit" => {
+            c.submits.fetch_add(1, Ordering::SeqCst);
+            json!({ "status": "OK" })
+        }
+        "keepalived" => json!({ "status": "KEEPALIVED" }),
+        _ => json!({ "status": "OK" }),
+    };
+    Some(json!({ "id": id, "jsonrpc": "2.0", "error": null, "result": result }))
+}
+
+fn serve(conn: TcpStream, c: &Counters) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut writer = conn.try_clone().expect("clone the connection");
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        // A timed-out read keeps what it read of the line in `line`.
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if let Some(reply) = answer(line.trim(), c) {
+                    if writeln!(writer, "{reply}").is_err() {
+                        break;
+                    }
+                }
+                line.clear();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if c.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    c.closed.fetch_add(1, Ordering::SeqCst);
+}

@@ -10,7 +10,7 @@ mod common;
 
 use std::{
     os::unix::process::ExitStatusExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
@@ -80,26 +80,6 @@ fn profile(action: minerguard::Action) -> Profile {
     ))
 }
 
-/// A renamed copy of XMRig (nothing of its name is left to match) mining
-/// RandomX in light mode on two threads to `pool`, in `cgroup`; no huge
-/// pages and no MSR writes, so only CPU and anonymous memory give it away.
-fn start_miner(xmrig: &Path, cgroup: &OwnedCgroup, pool: &RxPool, dir: &TempDir) -> ChildGuard {
-    let renamed = dir.path().join("php-fpm");
-    std::fs::copy(xmrig, &renamed).expect("copy XMRig");
-    let mut cmd = Command::new(&renamed);
-    cmd.arg(format!("--url={}", pool.addr()))
-        .args(["--user=x", "--pass=x", "--no-color", "--threads=2"])
-        .args(["--randomx-mode=light", "--no-huge-pages"])
-        .args(["--randomx-wrmsr=-1", "--randomx-no-rdmsr"])
-        .args(["--donate-level=1", "--retries=1", "--retry-pause=1"])
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
-}
-
 /// Samples `cgroup` every [`PERIOD`] until a detection (or the guard runs
 /// out); returns it and every observation made.
 fn sample_until_detected(
@@ -145,7 +125,7 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
     let cgroup = test_cgroup();
     let dir = TempDir::new("behaviour-audit");
     let pool = RxPool::start();
-    let mut miner = start_miner(&xmrig, &cgroup, &pool, &dir);
+    let mut miner = pool.light_miner(&xmrig, &cgroup, &dir, "php-fpm");
     let mut detector = Detector::new(&profile(minerguard::Action::Audit)).unwrap();
 
     let (found, _) = sample_until_detected(&mut detector, &cgroup);
@@ -205,7 +185,7 @@ fn kill_kills_a_hashing_xmrig_and_its_pool_connection_closes() {
     let cgroup = test_cgroup();
     let dir = TempDir::new("behaviour-kill");
     let pool = RxPool::start();
-    let mut miner = start_miner(&xmrig, &cgroup, &pool, &dir);
+    let mut miner = pool.light_miner(&xmrig, &cgroup, &dir, "php-fpm");
     let mut detector = Detector::new(&profile(minerguard::Action::Kill)).unwrap();
 
     let (found, _) = sample_until_detected(&mut detector, &cgroup);

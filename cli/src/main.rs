@@ -18,6 +18,7 @@
 //! command's status.
 
 mod agent;
+mod behaviour_loop;
 mod check;
 mod learn;
 mod pinning;

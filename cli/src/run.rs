@@ -45,7 +45,7 @@ pub fn run(
             enforcer.backend(),
             cgroup.cgroup().path().display()
         );
-        warnings::unenforced(&enforcer, handle, &profile, true);
+        warnings::unenforced(&enforcer, handle, &profile, false, true);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
 

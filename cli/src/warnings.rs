@@ -6,12 +6,15 @@ use crate::PREFIX;
 
 /// Says which rules of the applied profile this backend leaves unenforced.
 ///
+/// `behaviour_sampled`: the behaviour detector runs (`watch`), so
+/// behaviour rules are judged though no BPF backend carries them.
 /// `seccomp_installed`: the command gets the seccomp filter (`run`), so
 /// seccomp rules are enforced even though no BPF backend carries them.
 pub fn unenforced(
     enforcer: &Enforcer,
     handle: PolicyHandle,
     profile: &ValidProfile<'_>,
+    behaviour_sampled: bool,
     seccomp_installed: bool,
 ) {
     for rule in &profile.rules {
@@ -62,7 +65,15 @@ pub fn unenforced(
     for gap in gaps
         .iter()
         .filter(|g| !(seccomp_installed && g.matcher == MatcherKind::Seccomp))
+        .filter(|g| !(behaviour_sampled && g.matcher == MatcherKind::Behaviour))
     {
+        if gap.matcher == MatcherKind::Behaviour {
+            eprintln!(
+                "{PREFIX}: warning: rule `{}` (behaviour) is judged only by `minerguard watch`'s behaviour detector, which is not running here",
+                gap.rule
+            );
+            continue;
+        }
         eprintln!(
             "{PREFIX}: warning: rule `{}` ({}) is not enforced by the {} backend in this release",
             gap.rule,

@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use minerguard::{scan::Scanner, Enforcer, Scope, ScopeChange};
+use minerguard::{behaviour::Detector, scan::Scanner, Enforcer, Scope, ScopeChange};
 
 use crate::{
-    pinning, profile_arg::ProfileArg, scan_loop::ScanLoop, signals, sink, warnings, CliResult,
-    LoadArgs, PREFIX,
+    behaviour_loop::BehaviourLoop, pinning, profile_arg::ProfileArg, scan_loop::ScanLoop, signals,
+    sink, warnings, CliResult, LoadArgs, PREFIX,
 };
 
 /// How often `watch` resolves `connect.domains` again.
@@ -58,6 +58,11 @@ pub struct WatchArgs {
     /// Never scan the running processes.
     #[arg(long)]
     pub no_scan: bool,
+    /// Do not run the behaviour detector (the profile's `behaviour` rules
+    /// are then not judged). It runs, sampling every 2 s, only when the
+    /// profile has such rules; detections are events of kind `behaviour`.
+    #[arg(long)]
+    pub no_behaviour: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -75,6 +80,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         events_max_size,
         scan_every,
         no_scan,
+        no_behaviour,
         load,
     } = args;
     let (host, detach_on_exit, load) = (*host, *detach_on_exit, *load);
@@ -102,20 +108,29 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
             profile.name,
             enforcer.backend()
         );
-        warnings::unenforced(&enforcer, handle, &profile, false);
+        warnings::unenforced(&enforcer, handle, &profile, !no_behaviour, false);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
+    let mut paths = cgroups.clone();
+    if host {
+        paths.push(minerguard::cgroup::cgroup2_mount()?);
+    }
     // After apply: what ran before it is judged now, off the event path.
     let scans = if *no_scan {
         None
     } else {
-        let mut paths = cgroups.clone();
-        if host {
-            paths.push(minerguard::cgroup::cgroup2_mount()?);
-        }
         let scanner = Scanner::from_valid(&profile)?;
-        Some(ScanLoop::spawn(scanner, paths, *scan_every, writer.lines()))
+        Some(ScanLoop::spawn(
+            scanner,
+            paths.clone(),
+            *scan_every,
+            writer.lines(),
+        ))
     };
+    // Always started unless refused, so a reload may add behaviour rules; a
+    // profile without them samples nothing.
+    let behaviour = (!no_behaviour)
+        .then(|| BehaviourLoop::spawn(Detector::from_valid(&profile), paths, writer.lines()));
     // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the
     // same instance adopts it, and releases what it does not take over.
     pinning::settle(&mut enforcer, earlier.as_ref(), false);
@@ -163,9 +178,12 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
                         Err(e) => eprintln!("{PREFIX}: scan after reload skipped: {e}"),
                     }
                 }
+                if let Some(behaviour) = &behaviour {
+                    behaviour.profile_changed(Detector::from_valid(&profile));
+                }
                 // The new profile may need hooks the old one did not load.
                 if let Some(handle) = handles.first() {
-                    warnings::unenforced(&enforcer, *handle, &profile, false);
+                    warnings::unenforced(&enforcer, *handle, &profile, !no_behaviour, false);
                 }
             }
             Err(e) => eprintln!("{PREFIX}: reload failed: {e}"),
@@ -178,12 +196,14 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
         // The events written from here on wait in the pinned ring buffer
         // for the next `watch` of this instance.
         drop(scans);
+        drop(behaviour);
         drop(enforcer);
         writer.finish();
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{PREFIX}: stopping; detaching");
     drop(scans);
+    drop(behaviour);
     enforcer.detach()?;
     writer.finish();
     Ok(ExitCode::SUCCESS)

@@ -1698,3 +1698,68 @@ fn wait_stdout(lines: &std::sync::mpsc::Receiver<String>) -> String {
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("no line on stdout")
 }
+
+#[test]
+fn watch_kills_a_miner_by_behaviour_and_reports_why() {
+    let test = "watch_kills_a_miner_by_behaviour_and_reports_why";
+    if !kernel_tests_enabled(test) {
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let dir = TempDir::new("cli-behaviour");
+    // Short window; 20 % of a CPU counts as busy (a shared 2-CPU machine).
+    let profile = write_profile(
+        &dir,
+        "apiVersion: minerguard/v1\nname: cli-behaviour\nrules:\n  - name: mining-behaviour\n    action: kill\n    behaviour: { window_secs: 5, busy_percent: 20 }\n",
+    );
+    let cg = test_cgroup();
+    let pool = RxPool::start();
+    let mut cmd = Command::new(minerguard_bin());
+    cmd.args([
+        "watch",
+        "--detach-on-exit",
+        "--instance",
+        "cli-behaviour-test",
+    ])
+    .args(["--profile", profile.to_str().unwrap(), "--cgroup"])
+    .arg(cg.cgroup().path())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    if let Ok(b) = std::env::var("MINERGUARD_TEST_BACKEND") {
+        cmd.args(["--backend", &b]);
+    }
+    let (child, status_lines) = spawn_with_stderr_lines(&mut cmd);
+    let child = ChildGuard::new(child);
+    wait_line(&status_lines, "enforced by the");
+    let mut miner = pool.light_miner(&xmrig, &cg, &dir, "kworker-util");
+    let line = wait_line(&status_lines, "is mining");
+    assert!(line.contains("kworker-util"), "{line}");
+    let status = miner.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert!(pool.logins() > 0, "XMRig had its RandomX job");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.into_inner().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    let e = events
+        .iter()
+        .find(|e| e["output_fields"]["minerguard.kind"] == "behaviour")
+        .unwrap_or_else(|| panic!("no behaviour event in {events:?}"));
+    let f = &e["output_fields"];
+    assert_eq!(e["rule"], "mining-behaviour");
+    assert_eq!(e["action"], "kill");
+    assert_eq!(f["proc.pid"], miner.id());
+    assert_eq!(f["proc.name"], "kworker-util");
+    assert_eq!(f["minerguard.outcome"], "killed");
+    assert!(
+        f["minerguard.behaviour.anon_mib"].as_u64().unwrap() >= 256,
+        "{e}"
+    );
+    assert!(
+        f["minerguard.behaviour.cpu.busy_threads"].as_u64().unwrap() >= 1,
+        "{e}"
+    );
+}

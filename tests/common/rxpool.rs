@@ -7,6 +7,8 @@
 use std::{
     io::{BufRead, BufReader, ErrorKind, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
@@ -15,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use minerguard::cgroup::OwnedCgroup;
 use serde_json::{json, Value};
+
+use super::{spawn_in, ChildGuard, TempDir};
 
 /// A Monero-shaped hashing blob: 76 bytes (major/minor version, timestamp,
 /// previous block id, the 4-byte nonce at offset 39, the tree root, the
@@ -108,6 +113,33 @@ impl RxPool {
     /// Shares submitted: each one a RandomX hash XMRig computed.
     pub fn submits(&self) -> usize {
         self.counters.submits.load(Ordering::SeqCst)
+    }
+
+    /// Starts a copy of XMRig named `name` (nothing of its own name is left
+    /// to match) in `cgroup`, mining RandomX in light mode on two threads to
+    /// this pool; no huge pages and no MSR writes, so only its CPU use and
+    /// anonymous memory give it away. Killed on drop.
+    pub fn light_miner(
+        &self,
+        xmrig: &Path,
+        cgroup: &OwnedCgroup,
+        dir: &TempDir,
+        name: &str,
+    ) -> ChildGuard {
+        let renamed = dir.path().join(name);
+        std::fs::copy(xmrig, &renamed).expect("copy XMRig");
+        let mut cmd = Command::new(&renamed);
+        cmd.arg(format!("--url={}", self.addr()))
+            .args(["--user=x", "--pass=x", "--no-color", "--threads=2"])
+            .args(["--randomx-mode=light", "--no-huge-pages"])
+            .args(["--randomx-wrmsr=-1", "--randomx-no-rdmsr"])
+            .args(["--donate-level=1", "--retries=1", "--retry-pause=1"])
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
     }
 
     /// Waits (up to `limit`, a hang guard) until `cond` holds.

@@ -224,6 +224,10 @@ enum mg_rule_kind
    */
   MG_RULE_KIND_SCOPE = 5,
   /**
+   * Mining behaviour (sampled; no kernel event carries it yet).
+   */
+  MG_RULE_KIND_BEHAVIOUR = 6,
+  /**
    * A kind this version of the C API does not know yet.
    */
   MG_RULE_KIND_OTHER = 255,

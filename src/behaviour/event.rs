@@ -81,8 +81,12 @@ impl Detection {
             );
             put("minerguard.behaviour.cpu.threads", json!(s.cpu.threads));
             put(
-                "minerguard.behaviour.cpu.top_percent",
-                json!(s.cpu.top_percent),
+                "minerguard.behaviour.cpu.top_runnable_percent",
+                json!(s.cpu.top_runnable_percent),
+            );
+            put(
+                "minerguard.behaviour.cpu.top_cpu_percent",
+                json!(s.cpu.top_cpu_percent),
             );
             put(
                 "minerguard.behaviour.window_secs",
@@ -129,7 +133,7 @@ impl Detection {
     /// `behaviour`, `minerguard.outcome` what was done (`killed`,
     /// `reported`, `dry-run`, `gone`, `failed: …`), and
     /// `minerguard.behaviour.*` the signals (`signals`: those that fired;
-    /// `cpu.busy_threads`, `cpu.threads`, `cpu.top_percent`, `window_secs`,
+    /// `cpu.busy_threads`, `cpu.threads`, `cpu.top_runnable_percent`, `cpu.top_cpu_percent`, `window_secs`,
     /// `anon_mib`, `hugetlb_mib`, `anon_huge_mib`; `threshold.*`; `why`).
     pub fn to_json(&self, profile: &Arc<str>) -> String {
         self.to_value(profile).to_string()
@@ -152,7 +156,8 @@ mod tests {
             cpu: CpuSignal {
                 busy_threads: 2,
                 threads: 9,
-                top_percent: 99,
+                top_runnable_percent: 99,
+                top_cpu_percent: 51,
                 span: Duration::from_secs(10),
             },
             memory: Memory {

@@ -1,19 +1,27 @@
-//! One process's recent CPU samples, and from them how many of its threads
-//! kept a CPU busy over a window: (CPU time used since the newest sample at
-//! least a window old) / (wall time since it). A thread born within the
+//! One process's recent samples, and from them how many of its threads
+//! wanted a CPU all the time over a window: (time on a CPU + time waiting
+//! for one, since the newest sample at least a window old) / (wall time
+//! since it). Counting the wait keeps a spinning thread busy on a crowded
+//! host, where it gets far less than a whole CPU. A thread born within the
 //! window is not judged until it has been seen for a whole window.
 
 use std::{collections::VecDeque, time::Duration, time::Instant};
 
-/// What the CPU samples of one process show over one window.
+use super::sample::ThreadTimes;
+
+/// What the samples of one process show over one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuSignal {
-    /// Threads that used at least the busy share of a CPU over the window.
+    /// Threads that were running or waiting to run at least the busy share
+    /// of the window.
     pub busy_threads: u32,
     /// Threads judged (alive across the whole window).
     pub threads: u32,
-    /// The busiest thread's share of one CPU, in percent.
-    pub top_percent: u32,
+    /// The most runnable thread's share of the window (on a CPU or waiting
+    /// for one), in percent.
+    pub top_runnable_percent: u32,
+    /// The busiest thread's share of one CPU it actually got, in percent.
+    pub top_cpu_percent: u32,
     /// The wall time the shares were measured over (at least the window).
     pub span: Duration,
 }
@@ -21,13 +29,13 @@ pub struct CpuSignal {
 /// Samples of one process, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct History {
-    samples: VecDeque<(Instant, Vec<(u32, u64)>)>,
+    samples: VecDeque<(Instant, Vec<ThreadTimes>)>,
 }
 
 impl History {
-    /// Adds a sample taken at `at` (threads by id, CPU ticks) and forgets
-    /// what no window up to `keep` needs.
-    pub fn push(&mut self, at: Instant, threads: Vec<(u32, u64)>, keep: Duration) {
+    /// Adds a sample taken at `at` (threads by id) and forgets what no
+    /// window up to `keep` needs.
+    pub fn push(&mut self, at: Instant, threads: Vec<ThreadTimes>, keep: Duration) {
         self.samples.push_back((at, threads));
         // Keep the newest sample at least `keep` old, and everything after.
         while self
@@ -39,9 +47,9 @@ impl History {
         }
     }
 
-    /// The CPU signal over `window` at the newest sample, with `hz` clock
-    /// ticks a second; `None` until the samples span a whole window.
-    pub fn cpu(&self, window: Duration, busy_percent: u32, hz: u64) -> Option<CpuSignal> {
+    /// The CPU signal over `window` at the newest sample; `None` until the
+    /// samples span a whole window.
+    pub fn cpu(&self, window: Duration, busy_percent: u32) -> Option<CpuSignal> {
         let (now, latest) = self.samples.back()?;
         let (then, earlier) = self
             .samples
@@ -49,21 +57,24 @@ impl History {
             .rev()
             .find(|(t, _)| now.saturating_duration_since(*t) >= window)?;
         let span = now.saturating_duration_since(*then);
-        let span_ticks = span.as_secs_f64() * hz as f64;
+        let span_ns = span.as_nanos().max(1) as f64;
         let mut signal = CpuSignal {
             span,
             ..CpuSignal::default()
         };
-        for (tid, ticks) in latest {
+        let percent = |ns: u64| (100.0 * ns as f64 / span_ns).round() as u32;
+        for t in latest {
             // Both lists are sorted by thread id.
-            let Ok(i) = earlier.binary_search_by_key(tid, |(t, _)| *t) else {
+            let Ok(i) = earlier.binary_search_by_key(&t.tid, |e| e.tid) else {
                 continue;
             };
-            let used = ticks.saturating_sub(earlier[i].1) as f64;
-            let percent = (100.0 * used / span_ticks).round() as u32;
+            let run = t.run_ns.saturating_sub(earlier[i].run_ns);
+            let wait = t.wait_ns.saturating_sub(earlier[i].wait_ns);
+            let runnable = percent(run + wait);
             signal.threads += 1;
-            signal.top_percent = signal.top_percent.max(percent);
-            if percent >= busy_percent {
+            signal.top_runnable_percent = signal.top_runnable_percent.max(runnable);
+            signal.top_cpu_percent = signal.top_cpu_percent.max(percent(run));
+            if runnable >= busy_percent {
                 signal.busy_threads += 1;
             }
         }
@@ -75,61 +86,70 @@ impl History {
 mod tests {
     use super::*;
 
-    const HZ: u64 = 100;
+    const S: u64 = 1_000_000_000;
 
-    /// A history of samples every `step` seconds, each thread's ticks given
-    /// per sample.
-    fn history(step: u64, samples: &[&[(u32, u64)]]) -> (History, Instant) {
+    /// (thread id, run seconds, wait seconds).
+    fn threads(list: &[(u32, f64, f64)]) -> Vec<ThreadTimes> {
+        list.iter()
+            .map(|&(tid, run, wait)| ThreadTimes {
+                tid,
+                run_ns: (run * S as f64) as u64,
+                wait_ns: (wait * S as f64) as u64,
+            })
+            .collect()
+    }
+
+    /// A history of samples every `step` seconds.
+    fn history(step: u64, samples: &[&[(u32, f64, f64)]]) -> History {
         let start = Instant::now();
         let mut h = History::default();
-        let mut at = start;
-        for s in samples {
-            h.push(at, s.to_vec(), Duration::from_secs(60));
-            at += Duration::from_secs(step);
+        for (i, s) in samples.iter().enumerate() {
+            let at = start + Duration::from_secs(step * i as u64);
+            h.push(at, threads(s), Duration::from_secs(60));
         }
-        (h, at - Duration::from_secs(step))
+        h
     }
 
     #[test]
     fn nothing_until_a_whole_window_is_covered() {
-        let (h, _) = history(2, &[&[(1, 0)], &[(1, 200)]]);
-        assert_eq!(h.cpu(Duration::from_secs(4), 90, HZ), None);
-        assert!(h.cpu(Duration::from_secs(2), 90, HZ).is_some());
+        let h = history(2, &[&[(1, 0.0, 0.0)], &[(1, 2.0, 0.0)]]);
+        assert_eq!(h.cpu(Duration::from_secs(4), 90), None);
+        assert!(h.cpu(Duration::from_secs(2), 90).is_some());
     }
 
     #[test]
-    fn counts_the_threads_that_kept_a_cpu_busy() {
-        // Thread 1 spins, thread 2 works half the time, thread 3 is new.
-        let (h, _) = history(
+    fn counts_the_threads_that_wanted_a_cpu_all_along() {
+        // Thread 1 spins alone; thread 2 spins on a crowded CPU (a third of
+        // it, waiting the rest); thread 3 works half the time; 4 is new.
+        let h = history(
             5,
             &[
-                &[(1, 0), (2, 0)],
-                &[(1, 500), (2, 250)],
-                &[(1, 1000), (2, 500), (3, 10)],
+                &[(1, 0.0, 0.0), (2, 0.0, 0.0), (3, 0.0, 0.0)],
+                &[(1, 5.0, 0.0), (2, 1.7, 3.3), (3, 2.5, 0.0)],
+                &[(1, 10.0, 0.0), (2, 3.3, 6.7), (3, 5.0, 0.0), (4, 0.1, 0.0)],
             ],
         );
-        let s = h.cpu(Duration::from_secs(10), 90, HZ).unwrap();
-        assert_eq!(s.busy_threads, 1);
-        assert_eq!(s.threads, 2, "the new thread is not judged yet");
-        assert_eq!(s.top_percent, 100);
+        let s = h.cpu(Duration::from_secs(10), 90).unwrap();
+        assert_eq!(s.busy_threads, 2, "{s:?}");
+        assert_eq!(s.threads, 3, "the new thread is not judged yet");
+        assert_eq!((s.top_runnable_percent, s.top_cpu_percent), (100, 100));
         assert_eq!(s.span, Duration::from_secs(10));
-        let s = h.cpu(Duration::from_secs(10), 50, HZ).unwrap();
-        assert_eq!(s.busy_threads, 2);
+        assert_eq!(h.cpu(Duration::from_secs(10), 50).unwrap().busy_threads, 3);
     }
 
     #[test]
     fn old_samples_are_forgotten_but_one_window_is_kept() {
         let start = Instant::now();
         let mut h = History::default();
-        for i in 0..100u64 {
+        for i in 0..100u32 {
             h.push(
-                start + Duration::from_secs(i),
-                vec![(1, i * 100)],
+                start + Duration::from_secs(i.into()),
+                threads(&[(1, f64::from(i), 0.0)]),
                 Duration::from_secs(10),
             );
         }
         assert!(h.samples.len() <= 12, "{}", h.samples.len());
-        let s = h.cpu(Duration::from_secs(10), 90, HZ).unwrap();
-        assert_eq!((s.busy_threads, s.top_percent), (1, 100));
+        let s = h.cpu(Duration::from_secs(10), 90).unwrap();
+        assert_eq!((s.busy_threads, s.top_cpu_percent), (1, 100));
     }
 }

@@ -7,7 +7,8 @@
 //! A [`Detector`] is built from a profile's `behaviour` rules and sampled
 //! periodically (`minerguard watch` does it every [`SAMPLE_PERIOD`]). Each
 //! sample reads, for every process of the scope's cgroups and their
-//! descendants, only /proc: per-thread CPU time (`task/<tid>/stat`), and,
+//! descendants, only /proc: per-thread time on a CPU and waiting for one
+//! (`task/<tid>/schedstat`), and,
 //! for a process whose CPU use already looks like mining, its memory
 //! (`status` RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages). A
 //! verdict ([`Verdict`]) carries every signal's value ([`Signals`]), so an
@@ -137,7 +138,7 @@ pub struct Detector {
     profile: Arc<str>,
     rules: Vec<BehaviourRule>,
     tracked: HashMap<u32, Tracked>,
-    /// Clock ticks a second (CPU times in /proc are in ticks).
+    /// Clock ticks a second (`stat`'s CPU times, where schedstat is missing).
     hz: u64,
 }
 
@@ -217,7 +218,7 @@ impl Detector {
         let now = Instant::now();
         let mut seen = HashMap::with_capacity(members.len());
         for m in members.iter().filter(|m| m.pid != me) {
-            let Some(cpu) = sample::cpu_times(m.pid) else {
+            let Some(cpu) = sample::cpu_times(m.pid, self.hz) else {
                 continue;
             };
             let mut t = self.tracked.remove(&m.pid).unwrap_or_default();
@@ -256,7 +257,7 @@ impl Detector {
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
         for rule in &self.rules {
             let th = &rule.thresholds;
-            let Some(cpu) = t.history.cpu(th.window, th.busy_percent, self.hz) else {
+            let Some(cpu) = t.history.cpu(th.window, th.busy_percent) else {
                 continue;
             };
             // Memory is read only for a process whose CPU use fits.

@@ -1,10 +1,24 @@
-//! What one sample reads of one process, from /proc only: per-thread CPU
-//! time (`task/<tid>/stat` utime + stime, in clock ticks) on every sample,
+//! What one sample reads of one process, from /proc only: per-thread time
+//! on a CPU and waiting for one (`task/<tid>/schedstat`, nanoseconds; where
+//! the kernel has no schedstat, `task/<tid>/stat` utime + stime and no wait)
+//! on every sample,
 //! and its memory (`status`: RssAnon, HugetlbPages; `smaps_rollup`:
 //! AnonHugePages) only when its CPU use already looks like mining, since
 //! `smaps_rollup` walks every mapping.
 
 use std::fs;
+
+/// One thread's scheduler times, in nanoseconds since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ThreadTimes {
+    /// Thread id.
+    pub tid: u32,
+    /// Time on a CPU.
+    pub run_ns: u64,
+    /// Time runnable but waiting for a CPU (other work, or its cgroup's
+    /// CPU limit): a spinning thread on a busy host is running or waiting.
+    pub wait_ns: u64,
+}
 
 /// Per-thread CPU time of one process at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,8 +27,8 @@ pub(crate) struct CpuTimes {
     pub comm: String,
     /// Start time (clock ticks since boot): with the pid, its identity.
     pub start_time: u64,
-    /// (thread id, utime + stime in clock ticks), by thread id.
-    pub threads: Vec<(u32, u64)>,
+    /// Its threads, by thread id.
+    pub threads: Vec<ThreadTimes>,
 }
 
 /// A process's memory, in KiB.
@@ -40,8 +54,15 @@ fn parse_stat(text: &str) -> Option<(String, u64, u64)> {
     Some((comm, field(22)?, field(14)? + field(15)?))
 }
 
-/// `pid`'s threads and their CPU time; `None` once it has exited.
-pub(crate) fn cpu_times(pid: u32) -> Option<CpuTimes> {
+/// (run, wait) from a `schedstat` file's text.
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
+/// `pid`'s threads and their times (`hz`: clock ticks a second, for the
+/// `stat` fallback); `None` once it has exited.
+pub(crate) fn cpu_times(pid: u32, hz: u64) -> Option<CpuTimes> {
     let (comm, start_time, _) = parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let mut threads = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
@@ -49,14 +70,22 @@ pub(crate) fn cpu_times(pid: u32) -> Option<CpuTimes> {
             continue;
         };
         // A thread that exited between the listing and the read is skipped.
-        if let Some((_, _, ticks)) = fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|t| parse_stat(&t))
-        {
-            threads.push((tid, ticks));
+        let times = match fs::read_to_string(entry.path().join("schedstat")) {
+            Ok(text) => parse_schedstat(&text),
+            Err(_) => fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|t| parse_stat(&t))
+                .map(|(_, _, ticks)| (ticks.saturating_mul(1_000_000_000 / hz.max(1)), 0)),
+        };
+        if let Some((run_ns, wait_ns)) = times {
+            threads.push(ThreadTimes {
+                tid,
+                run_ns,
+                wait_ns,
+            });
         }
     }
-    threads.sort_unstable();
+    threads.sort_unstable_by_key(|t| t.tid);
     Some(CpuTimes {
         comm,
         start_time,
@@ -98,8 +127,13 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        let cpu = cpu_times(me).unwrap();
-        assert!(cpu.threads.iter().any(|(tid, _)| *tid == me), "{cpu:?}");
+        let cpu = cpu_times(me, 100).unwrap();
+        let main = cpu.threads.iter().find(|t| t.tid == me).unwrap();
+        assert!(main.run_ns > 0, "{cpu:?}");
+        assert_eq!(
+            parse_schedstat("258053501 525447626 783\n"),
+            Some((258053501, 525447626))
+        );
         let mem = memory(me).unwrap();
         assert!(mem.anon_kib > 0, "{mem:?}");
         assert_eq!(

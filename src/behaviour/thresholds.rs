@@ -9,8 +9,8 @@ use crate::profile::BehaviourMatch;
 /// does not count, short enough to catch a miner within 30 s of its first
 /// hash at a 1-2 s sampling period.
 pub const DEFAULT_WINDOW_SECS: u32 = 10;
-/// Default `busy_percent`: a mining thread spins flat out; 90 % leaves room
-/// for scheduling noise and a shared CPU.
+/// Default `busy_percent`: a mining thread never sleeps (it is on a CPU or
+/// waiting for one); 90 % of the window leaves room for scheduling noise.
 pub const DEFAULT_BUSY_PERCENT: u32 = 90;
 /// Default `busy_threads`: one, so a miner held to one thread
 /// (`--threads=1`, `--cpu-max-threads-hint`) is still seen; the memory
@@ -29,7 +29,8 @@ pub const RANDOMX_DATASET_MIB: u32 = 2080;
 pub struct Thresholds {
     /// How long a thread's CPU use is averaged over.
     pub window: Duration,
-    /// Share of one CPU (percent) over the window that makes a thread busy.
+    /// Share of the window (percent) a thread must be runnable (on a CPU
+    /// or waiting for one) to count as busy.
     pub busy_percent: u32,
     /// Busy threads one process needs for the CPU signal.
     pub busy_threads: u32,

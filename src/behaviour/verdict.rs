@@ -42,8 +42,8 @@ impl Signals {
 /// Which signals fired, and the conclusion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verdict {
-    /// At least `busy_threads` threads kept a CPU `busy_percent` busy for
-    /// the window.
+    /// At least `busy_threads` threads were running or waiting to run for
+    /// `busy_percent` of the window.
     pub cpu_saturated: bool,
     /// Anonymous resident memory at least `anon_mib`.
     pub randomx_memory: bool,
@@ -81,12 +81,13 @@ impl Verdict {
     /// One line for people: each signal with its value and threshold.
     pub fn explain(&self, s: &Signals, t: &Thresholds) -> String {
         format!(
-            "{} of {} threads ≥{}% of a CPU for {}s (need {}); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
             s.cpu.span.as_secs(),
             t.busy_threads,
+            s.cpu.top_cpu_percent,
             s.anon_mib(),
             t.anon_mib,
             s.hugetlb_mib(),
@@ -104,7 +105,8 @@ mod tests {
             cpu: CpuSignal {
                 busy_threads: busy,
                 threads: busy + 3,
-                top_percent: if busy > 0 { 99 } else { 20 },
+                top_runnable_percent: if busy > 0 { 99 } else { 20 },
+                top_cpu_percent: if busy > 0 { 60 } else { 20 },
                 span: Duration::from_secs(10),
             },
             memory: Memory {

@@ -225,8 +225,9 @@ pub struct BehaviourMatch {
     /// Seconds a thread's CPU use is averaged over (1-3600; default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_secs: Option<u32>,
-    /// Share of one CPU, in percent, a thread must use over the window to
-    /// count as busy (1-100; default 90).
+    /// Share of the window, in percent, a thread must be runnable (on a
+    /// CPU, or waiting for one: a crowded or CPU-limited host) to count as
+    /// busy (1-100; default 90).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_percent: Option<u32>,
     /// Busy threads one process needs for the CPU signal (1-4096;

@@ -47,6 +47,7 @@ struct Counters {
     closed: AtomicUsize,
     logins: AtomicUsize,
     submits: AtomicUsize,
+    first_submit: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The pool; see the module docs.
@@ -115,6 +116,11 @@ impl RxPool {
         self.counters.submits.load(Ordering::SeqCst)
     }
 
+    /// When the first share came (the miner was hashing by then).
+    pub fn first_submit(&self) -> Option<Instant> {
+        *self.counters.first_submit.lock().unwrap()
+    }
+
     /// Starts a copy of XMRig named `name` (nothing of its own name is left
     /// to match) in `cgroup`, mining RandomX in light mode on two threads to
     /// this pool; no huge pages and no MSR writes, so only its CPU use and
@@ -126,11 +132,18 @@ impl RxPool {
         dir: &TempDir,
         name: &str,
     ) -> ChildGuard {
+        let mut cmd = self.light_command(xmrig, dir, name, 2);
+        ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
+    }
+
+    /// The command [`RxPool::light_miner`] runs, with `threads` threads.
+    pub fn light_command(&self, xmrig: &Path, dir: &TempDir, name: &str, threads: u32) -> Command {
         let renamed = dir.path().join(name);
         std::fs::copy(xmrig, &renamed).expect("copy XMRig");
         let mut cmd = Command::new(&renamed);
         cmd.arg(format!("--url={}", self.addr()))
-            .args(["--user=x", "--pass=x", "--no-color", "--threads=2"])
+            .args(["--user=x", "--pass=x", "--no-color"])
+            .arg(format!("--threads={threads}"))
             .args(["--randomx-mode=light", "--no-huge-pages"])
             .args(["--randomx-wrmsr=-1", "--randomx-no-rdmsr"])
             .args(["--donate-level=1", "--retries=1", "--retry-pause=1"])
@@ -139,7 +152,7 @@ impl RxPool {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
+        cmd
     }
 
     /// Waits (up to `limit`, a hang guard) until `cond` holds.
@@ -187,6 +200,10 @@ fn answer(line: &str, c: &Counters) -> Option<Value> {
         }
         "submit" => {
             c.submits.fetch_add(1, Ordering::SeqCst);
+            c.first_submit
+                .lock()
+                .unwrap()
+                .get_or_insert_with(Instant::now);
             json!({ "status": "OK" })
         }
         "keepalived" => json!({ "status": "KEEPALIVED" }),

@@ -1,0 +1,269 @@
+//! The behaviour detector's evaluation harness (#24; `scripts/behaviour-eval.sh`
+//! runs it): each case runs alone in a cgroup made for it while a detector
+//! with the profile's default thresholds (or those given) samples it every
+//! 2 s, reporting only (dry run). Miners: real XMRig 6.16.0 hashing RandomX
+//! (light mode) against a loopback pool handing out `rx/0` jobs. Benign:
+//! CPU- and memory-heavy programs. Prints, per case, whether it was flagged,
+//! when (from its start and from the pool's first share), and the signals.
+//!
+//! ```text
+//! cargo run --release --example behaviour_eval -- [--seconds N] [--busy-percent P]
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unused_imports, missing_docs)]
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{spawn_in, test_cgroup, ChildGuard, RxPool, TempDir, XMRIG_CACHE};
+use minerguard::{
+    behaviour::{Detector, SAMPLE_PERIOD},
+    profile::BehaviourMatch,
+    scan::ScanOptions,
+    Action, Profile, Rule,
+};
+
+/// What a case runs.
+enum Workload {
+    /// XMRig (light mode) with these threads; `config_only`: from a
+    /// config.json, no arguments at all.
+    Miner { threads: u32, config_only: bool },
+    /// A shell command line.
+    Benign(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    workload: Workload,
+}
+
+/// One case's result.
+struct Outcome {
+    flagged_after: Option<Duration>,
+    from_first_share: Option<Duration>,
+    shares: usize,
+    why: String,
+    peak: String,
+}
+
+fn cases() -> Vec<Case> {
+    use Workload::*;
+    vec![
+        Case {
+            name: "xmrig light 2 threads, renamed",
+            workload: Miner {
+                threads: 2,
+                config_only: false,
+            },
+        },
+        Case {
+            name: "xmrig light 1 thread, renamed",
+            workload: Miner {
+                threads: 1,
+                config_only: false,
+            },
+        },
+        Case {
+            name: "xmrig light, config file only",
+            workload: Miner {
+                threads: 2,
+                config_only: true,
+            },
+        },
+        Case {
+            name: "stress-ng --cpu 2",
+            workload: Benign("exec stress-ng --cpu 2 --timeout 0 --quiet"),
+        },
+        Case {
+            name: "stress-ng --crypt 2",
+            workload: Benign("exec stress-ng --crypt 2 --timeout 0 --quiet"),
+        },
+        Case {
+            name: "openssl speed sha256 (loop)",
+            workload: Benign("while :; do openssl speed sha256 >/dev/null 2>&1; done"),
+        },
+        Case {
+            name: "xz -9 of random bytes",
+            workload: Benign("head -c 8G /dev/urandom | xz -9 > /dev/null"),
+        },
+        Case {
+            name: "python numeric loop",
+            workload: Benign(
+                "exec /usr/bin/python3 -c 'x=1\nwhile True: x = (x * 1103515245 + 12345) % 2147483648'",
+            ),
+        },
+        Case {
+            name: "cc -O2 builds (loop)",
+            workload: Benign(
+                "printf 'int f%d(int x){return x*%d+1;}\\n' $(seq 1 4000 | sed 's/.*/& &/') > $PWD/big.c; while :; do cc -O2 -c $PWD/big.c -o /dev/null; done",
+            ),
+        },
+    ]
+}
+
+fn xmrig_config(dir: &Path, pool: &RxPool, threads: u32) {
+    let cpu: Vec<i32> = (0..threads as i32).collect();
+    let config = serde_json::json!({
+        "autosave": false,
+        "colors": false,
+        "donate-level": 1,
+        "cpu": { "enabled": true, "huge-pages": false, "rx": cpu },
+        "randomx": { "mode": "light", "rdmsr": false, "wrmsr": false, "1gb-pages": false },
+        "pools": [{ "url": pool.addr().to_string(), "user": "x", "pass": "x" }],
+        "retries": 1,
+        "retry-pause": 1,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
+}
+
+fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outcome {
+    let cgroup = test_cgroup();
+    let dir = TempDir::new("behaviour-eval");
+    let pool = RxPool::start();
+    let mut cmd = match case.workload {
+        Workload::Miner {
+            threads,
+            config_only: false,
+        } => pool.light_command(xmrig, &dir, "php-fpm", threads),
+        Workload::Miner {
+            threads,
+            config_only: true,
+        } => {
+            xmrig_config(dir.path(), &pool, threads);
+            let renamed = dir.path().join("node");
+            std::fs::copy(xmrig, &renamed).expect("copy XMRig");
+            let mut c = Command::new(renamed);
+            c.current_dir(dir.path()).env("HOME", dir.path());
+            c
+        }
+        Workload::Benign(script) => {
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", script]).current_dir(dir.path());
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let _child = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start the case"));
+    let mut detector = Detector::new(profile).unwrap();
+    let scope: Vec<PathBuf> = vec![cgroup.cgroup().path().to_path_buf()];
+    let options = ScanOptions { dry_run: true };
+    let mut out = Outcome {
+        flagged_after: None,
+        from_first_share: None,
+        shares: 0,
+        why: String::new(),
+        peak: String::new(),
+    };
+    let (mut peak_busy, mut peak_anon) = (0, 0);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let s = detector.sample(&scope, &options).expect("sample");
+        for o in &s.observations {
+            peak_busy = peak_busy.max(o.signals.cpu.busy_threads);
+            peak_anon = peak_anon.max(o.signals.anon_mib());
+        }
+        if let Some(d) = s.detections.first() {
+            let now = Instant::now();
+            out.flagged_after = Some(now - started);
+            out.from_first_share = pool
+                .first_submit()
+                .map(|t| now.saturating_duration_since(t));
+            out.why = format!(
+                "{} (pid {}): {}",
+                d.process.comm,
+                d.process.pid,
+                d.verdict.explain(&d.signals, &d.rule.thresholds)
+            );
+            // A miner is done once found; a benign case is done at its
+            // first false positive.
+            break;
+        }
+        std::thread::sleep(SAMPLE_PERIOD);
+    }
+    out.shares = pool.submits();
+    out.peak = format!("peak busy threads {peak_busy}, peak anon {peak_anon} MiB (read when busy)");
+    out
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut seconds = 30;
+    let mut thresholds = BehaviourMatch::default();
+    while let Some(a) = args.next() {
+        let mut value = || -> u32 {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{a} needs a number"))
+        };
+        match a.as_str() {
+            "--seconds" => seconds = u64::from(value()),
+            "--busy-percent" => thresholds.busy_percent = Some(value()),
+            "--window-secs" => thresholds.window_secs = Some(value()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let xmrig = std::env::var_os("MINERGUARD_XMRIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(XMRIG_CACHE));
+    assert!(xmrig.exists(), "no XMRig at {}", xmrig.display());
+    let profile = Profile::new("behaviour-eval").rule(Rule::behaviour(
+        "mining-behaviour",
+        Action::Audit,
+        thresholds,
+    ));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "behaviour eval: {seconds} s per case, sample every {} s, thresholds {:?}, {} CPUs, loadavg {}",
+        SAMPLE_PERIOD.as_secs(),
+        Detector::new(&profile).unwrap().rules()[0].thresholds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!("| case | kind | result | time to detection (from start / from first share) | shares | detail |");
+    println!("|---|---|---|---|---|---|");
+    let (mut miners, mut detected, mut benign, mut false_positives) = (0, 0, 0, 0);
+    for case in cases() {
+        let miner = matches!(case.workload, Workload::Miner { .. });
+        let o = run_case(&case, &xmrig, &profile, seconds);
+        let flagged = o.flagged_after.is_some();
+        let result = match (miner, flagged) {
+            (true, true) => "detected",
+            (true, false) => "MISSED",
+            (false, true) => "FALSE POSITIVE",
+            (false, false) => "not flagged",
+        };
+        if miner {
+            miners += 1;
+            detected += usize::from(flagged);
+        } else {
+            benign += 1;
+            false_positives += usize::from(flagged);
+        }
+        let fmt =
+            |d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.1} s", d.as_secs_f64()));
+        println!(
+            "| {} | {} | {} | {} / {} | {} | {} |",
+            case.name,
+            if miner { "miner" } else { "benign" },
+            result,
+            fmt(o.flagged_after),
+            fmt(o.from_first_share),
+            if miner {
+                o.shares.to_string()
+            } else {
+                "—".into()
+            },
+            if flagged { o.why } else { o.peak },
+        );
+    }
+    println!(
+        "SUMMARY behaviour-eval: detection {detected}/{miners}; false positives {false_positives}/{benign} ({seconds} s per case)"
+    );
+}

@@ -135,6 +135,8 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
     assert!(d.verdict.mining() && d.verdict.cpu_saturated && d.verdict.randomx_memory);
     assert!(d.signals.cpu.busy_threads >= 1, "{:?}", d.signals);
     assert!(d.signals.anon_mib() >= 256, "{:?}", d.signals);
+    assert!(d.verdict.connected, "{:?}", d.signals);
+    assert_eq!(d.signals.peer, Some(pool.addr()), "its pool connection");
     let json: serde_json::Value = serde_json::from_str(&d.to_json(detector.profile())).unwrap();
     let f = &json["output_fields"];
     assert_eq!(f["minerguard.kind"], "behaviour");
@@ -142,7 +144,7 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
     assert_eq!(f["minerguard.outcome"], "reported");
     assert_eq!(
         f["minerguard.behaviour.signals"],
-        serde_json::json!(["cpu", "memory"])
+        serde_json::json!(["cpu", "memory", "connection"])
     );
     assert!(
         f["minerguard.behaviour.anon_mib"].as_u64().unwrap() >= 256,

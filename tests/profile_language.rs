@@ -108,6 +108,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: kill\n    behaviour: { anon_mib: 0 }\n", "rules[0].behaviour.anon_mib", "1-1048576"),
     ("    action: kill\n    behaviour: { window: 5 }\n", "rules[0].behaviour", "unknown field `window`"),
     ("    action: kill\n    behaviour: { anon_mib: lots }\n", "rules[0].behaviour.anon_mib", "invalid type"),
+    ("    action: kill\n    behaviour: { needs_connection: 3 }\n", "rules[0].behaviour.needs_connection", "invalid type"),
 ];
 
 #[test]

@@ -108,6 +108,17 @@ impl Detection {
             );
             put("minerguard.behaviour.threshold.anon_mib", json!(t.anon_mib));
             put(
+                "minerguard.behaviour.threshold.needs_connection",
+                json!(t.needs_connection),
+            );
+            put(
+                "minerguard.behaviour.tcp_connections",
+                json!(s.tcp_connections),
+            );
+            if let Some(peer) = s.peer {
+                put("minerguard.behaviour.peer", json!(peer.to_string()));
+            }
+            put(
                 "minerguard.behaviour.threshold.window_secs",
                 json!(t.window.as_secs()),
             );
@@ -133,8 +144,9 @@ impl Detection {
     /// `behaviour`, `minerguard.outcome` what was done (`killed`,
     /// `reported`, `dry-run`, `gone`, `failed: …`), and
     /// `minerguard.behaviour.*` the signals (`signals`: those that fired;
-    /// `cpu.busy_threads`, `cpu.threads`, `cpu.top_runnable_percent`, `cpu.top_cpu_percent`, `window_secs`,
-    /// `anon_mib`, `hugetlb_mib`, `anon_huge_mib`; `threshold.*`; `why`).
+    /// `cpu.busy_threads`, `cpu.threads`, `cpu.top_runnable_percent`,
+    /// `cpu.top_cpu_percent`, `window_secs`, `anon_mib`, `hugetlb_mib`,
+    /// `anon_huge_mib`, `tcp_connections`, `peer`; `threshold.*`; `why`).
     pub fn to_json(&self, profile: &Arc<str>) -> String {
         self.to_value(profile).to_string()
     }
@@ -165,6 +177,8 @@ mod tests {
                 anon_huge_kib: 0,
                 hugetlb_kib: 0,
             },
+            tcp_connections: 1,
+            peer: Some("192.0.2.7:443".parse().unwrap()),
         };
         let thresholds = Thresholds::default();
         let d = Detection {
@@ -200,7 +214,11 @@ mod tests {
         assert_eq!(f["minerguard.behaviour.cpu.busy_threads"], 2);
         assert_eq!(f["minerguard.behaviour.anon_mib"], 262);
         assert_eq!(f["minerguard.behaviour.window_secs"], 10.0);
-        assert_eq!(f["minerguard.behaviour.signals"], json!(["cpu", "memory"]));
+        assert_eq!(
+            f["minerguard.behaviour.signals"],
+            json!(["cpu", "memory", "connection"])
+        );
+        assert_eq!(f["minerguard.behaviour.peer"], "192.0.2.7:443");
         assert_eq!(v["rule"], "mining-behaviour");
         assert!(v["output"].as_str().unwrap().contains("is mining"), "{v}");
     }

@@ -1,8 +1,8 @@
 //! Mining behaviour detector: catches the miner that hides its name, its
 //! bytes and its pool, by what mining *is*. RandomX keeps threads of one
 //! process spinning on CPUs and holds a 256 MiB cache (2080 MiB dataset in
-//! fast mode), often in huge pages; ordinary CPU-heavy programs rarely do
-//! both.
+//! fast mode), often in huge pages, while connected to its pool; ordinary
+//! CPU-heavy programs rarely do all three.
 //!
 //! A [`Detector`] is built from a profile's `behaviour` rules and sampled
 //! periodically (`minerguard watch` does it every [`SAMPLE_PERIOD`]). Each
@@ -10,7 +10,8 @@
 //! descendants, only /proc: per-thread time on a CPU and waiting for one
 //! (`task/<tid>/schedstat`), and,
 //! for a process whose CPU use already looks like mining, its memory
-//! (`status` RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages). A
+//! (`status` RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages) and
+//! its connected TCP sockets (`fd/` and its netns's `net/tcp*`). A
 //! verdict ([`Verdict`]) carries every signal's value ([`Signals`]), so an
 //! event says why; the rule's action is then carried out as a scan does
 //! (`audit` reports; `deny` and `kill` kill through a pidfd, since a running
@@ -40,6 +41,7 @@ mod verdict;
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -131,6 +133,32 @@ struct Tracked {
     reported: bool,
 }
 
+/// A process met in a sample, with what is known of it so far.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    member: &'a scan::procs::Member,
+    comm: &'a str,
+    tracked: &'a Tracked,
+}
+
+/// How many connected TCP sockets `pid` holds (from its descriptors and its
+/// network namespace's tables, as a scan reads them), and one's peer.
+fn tcp_peers(pid: u32, namespaces: &mut scan::net::Namespaces) -> (u32, Option<SocketAddr>) {
+    let fds = scan::process::descriptors(pid, true, false);
+    if fds.sockets.is_empty() {
+        return (0, None);
+    }
+    let Some(table) = namespaces.sockets_of(pid) else {
+        return (0, None);
+    };
+    let peers: Vec<SocketAddr> = (fds.sockets.iter())
+        .filter_map(|ino| table.get(ino))
+        .filter(|p| p.protocol == crate::events::Protocol::Tcp)
+        .map(|p| p.addr)
+        .collect();
+    (peers.len() as u32, peers.first().copied())
+}
+
 /// Samples a scope and judges its processes by behaviour; keeps each
 /// process's recent CPU samples between calls.
 #[derive(Debug)]
@@ -216,6 +244,8 @@ impl Detector {
             .unwrap_or_default();
         let me = std::process::id();
         let now = Instant::now();
+        // Socket tables, read once per network namespace in this sample.
+        let mut namespaces = scan::net::Namespaces::default();
         let mut seen = HashMap::with_capacity(members.len());
         for m in members.iter().filter(|m| m.pid != me) {
             let Some(cpu) = sample::cpu_times(m.pid, self.hz) else {
@@ -232,7 +262,12 @@ impl Detector {
             out.processes += 1;
             t.history.push(now, cpu.threads, keep);
             if !t.reported {
-                if let Some(d) = self.judge(m, &cpu.comm, &t, options, &mut out.observations) {
+                let seen = Seen {
+                    member: m,
+                    comm: &cpu.comm,
+                    tracked: &t,
+                };
+                if let Some(d) = self.judge(seen, options, &mut namespaces, &mut out.observations) {
                     t.reported = true;
                     out.detections.push(d);
                 }
@@ -244,15 +279,19 @@ impl Detector {
         Ok(out)
     }
 
-    /// The detection for process `m`, if a rule finds it mining; acted on.
+    /// The detection for a process, if a rule finds it mining; acted on.
     fn judge(
         &self,
-        m: &scan::procs::Member,
-        comm: &str,
-        t: &Tracked,
+        seen: Seen<'_>,
         options: &ScanOptions,
+        namespaces: &mut scan::net::Namespaces,
         observed: &mut Vec<Observation>,
     ) -> Option<Detection> {
+        let Seen {
+            member: m,
+            comm,
+            tracked: t,
+        } = seen;
         let mut memory = None;
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
         for rule in &self.rules {
@@ -260,13 +299,22 @@ impl Detector {
             let Some(cpu) = t.history.cpu(th.window, th.busy_percent) else {
                 continue;
             };
-            // Memory is read only for a process whose CPU use fits.
-            let mem = if cpu.busy_threads >= th.busy_threads {
-                *memory.get_or_insert_with(|| sample::memory(m.pid).unwrap_or_default())
+            // Memory and sockets are read only for a process whose CPU use
+            // fits.
+            let (mem, (tcp_connections, peer)) = if cpu.busy_threads >= th.busy_threads {
+                *memory.get_or_insert_with(|| {
+                    let mem = sample::memory(m.pid).unwrap_or_default();
+                    (mem, tcp_peers(m.pid, namespaces))
+                })
             } else {
-                Memory::default()
+                (Memory::default(), (0, None))
             };
-            let signals = Signals { cpu, memory: mem };
+            let signals = Signals {
+                cpu,
+                memory: mem,
+                tcp_connections,
+                peer,
+            };
             let verdict = Verdict::judge(&signals, th);
             observed.push(Observation {
                 pid: m.pid,

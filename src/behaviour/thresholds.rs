@@ -36,6 +36,8 @@ pub struct Thresholds {
     pub busy_threads: u32,
     /// Anonymous resident memory (MiB) that counts as RandomX-shaped.
     pub anon_mib: u64,
+    /// Whether mining also needs a connected TCP socket.
+    pub needs_connection: bool,
 }
 
 impl Default for Thresholds {
@@ -51,6 +53,7 @@ impl From<&BehaviourMatch> for Thresholds {
             busy_percent: m.busy_percent.unwrap_or(DEFAULT_BUSY_PERCENT),
             busy_threads: m.busy_threads.unwrap_or(DEFAULT_BUSY_THREADS),
             anon_mib: m.anon_mib.unwrap_or(DEFAULT_ANON_MIB).into(),
+            needs_connection: m.needs_connection.unwrap_or(true),
         }
     }
 }
@@ -64,6 +67,7 @@ mod tests {
         let d = Thresholds::default();
         assert_eq!(d.window, Duration::from_secs(10));
         assert_eq!((d.busy_percent, d.busy_threads, d.anon_mib), (90, 1, 256));
+        assert!(d.needs_connection);
         let t = Thresholds::from(&BehaviourMatch {
             window_secs: Some(3),
             busy_threads: Some(2),

@@ -1,10 +1,11 @@
 //! The verdict: pure logic on one process's signals. Mining is sustained
 //! CPU saturation together with a RandomX-shaped memory footprint (a large
 //! anonymous working set, or hugetlb pages, which RandomX miners ask for
-//! and ordinary programs rarely do). Each part is kept with its value so an
-//! event can say why.
+//! and ordinary programs rarely do), while connected over TCP (to a pool
+//! or a proxy; a compressor with a big dictionary is not). Each part is
+//! kept with its value so an event can say why.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use super::{history::CpuSignal, sample::Memory, thresholds::Thresholds};
 
@@ -15,6 +16,10 @@ pub struct Signals {
     pub cpu: CpuSignal,
     /// Memory (KiB).
     pub memory: Memory,
+    /// Connected TCP sockets it holds (read with the memory).
+    pub tcp_connections: u32,
+    /// The peer of one of them.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Signals {
@@ -49,6 +54,10 @@ pub struct Verdict {
     pub randomx_memory: bool,
     /// hugetlb pages in use (`MAP_HUGETLB`).
     pub huge_pages: bool,
+    /// A connected TCP socket held.
+    pub connected: bool,
+    /// Whether the rule needs `connected` for mining.
+    pub needs_connection: bool,
 }
 
 impl Verdict {
@@ -58,12 +67,17 @@ impl Verdict {
             cpu_saturated: s.cpu.busy_threads >= t.busy_threads,
             randomx_memory: s.anon_mib() >= t.anon_mib,
             huge_pages: s.memory.hugetlb_kib > 0,
+            connected: s.tcp_connections > 0,
+            needs_connection: t.needs_connection,
         }
     }
 
-    /// Whether this is mining: CPU saturation and a RandomX-shaped footprint.
+    /// Whether this is mining: CPU saturation and a RandomX-shaped
+    /// footprint, connected (unless the rule does not need it).
     pub fn mining(&self) -> bool {
-        self.cpu_saturated && (self.randomx_memory || self.huge_pages)
+        self.cpu_saturated
+            && (self.randomx_memory || self.huge_pages)
+            && (self.connected || !self.needs_connection)
     }
 
     /// The signals that fired, as words (`cpu`, `memory`, `hugepages`).
@@ -72,6 +86,7 @@ impl Verdict {
             (self.cpu_saturated, "cpu"),
             (self.randomx_memory, "memory"),
             (self.huge_pages, "hugepages"),
+            (self.connected, "connection"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -81,7 +96,7 @@ impl Verdict {
     /// One line for people: each signal with its value and threshold.
     pub fn explain(&self, s: &Signals, t: &Thresholds) -> String {
         format!(
-            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
@@ -92,6 +107,8 @@ impl Verdict {
             t.anon_mib,
             s.hugetlb_mib(),
             s.anon_huge_mib(),
+            s.tcp_connections,
+            s.peer.map(|p| format!(" (one to {p})")).unwrap_or_default(),
         )
     }
 }
@@ -114,6 +131,8 @@ mod tests {
                 anon_huge_kib: 0,
                 hugetlb_kib: hugetlb_mib * 1024,
             },
+            tcp_connections: 1,
+            peer: Some("192.0.2.7:443".parse().unwrap()),
         }
     }
 
@@ -122,7 +141,7 @@ mod tests {
         // Two hashing threads, the 256 MiB cache and scratchpads.
         let v = Verdict::judge(&signals(2, 262, 0), &Thresholds::default());
         assert!(v.mining());
-        assert_eq!(v.fired(), ["cpu", "memory"]);
+        assert_eq!(v.fired(), ["cpu", "memory", "connection"]);
     }
 
     #[test]
@@ -130,7 +149,7 @@ mod tests {
         // hugetlb pages are not counted in RssAnon.
         let v = Verdict::judge(&signals(1, 8, 2304), &Thresholds::default());
         assert!(v.mining());
-        assert_eq!(v.fired(), ["cpu", "hugepages"]);
+        assert_eq!(v.fired(), ["cpu", "hugepages", "connection"]);
     }
 
     #[test]
@@ -142,6 +161,21 @@ mod tests {
         assert!(!Verdict::judge(&signals(0, 4096, 0), &t).mining());
         // Just under the memory threshold.
         assert!(!Verdict::judge(&signals(4, 255, 0), &t).mining());
+    }
+
+    #[test]
+    fn a_busy_big_process_without_a_connection_is_not_mining_unless_asked() {
+        // xz -9: a big dictionary, one spinning thread, no network.
+        let mut s = signals(1, 700, 0);
+        s.tcp_connections = 0;
+        s.peer = None;
+        let t = Thresholds::default();
+        assert!(!Verdict::judge(&s, &t).mining());
+        let t = Thresholds {
+            needs_connection: false,
+            ..t
+        };
+        assert!(Verdict::judge(&s, &t).mining());
     }
 
     #[test]
@@ -161,7 +195,14 @@ mod tests {
         let s = signals(2, 262, 0);
         let t = Thresholds::default();
         let text = Verdict::judge(&s, &t).explain(&s, &t);
-        for part in ["2 of 5 threads", "≥90%", "10s", "262 MiB", "256 MiB"] {
+        for part in [
+            "2 of 5 threads",
+            "≥90%",
+            "10s",
+            "262 MiB",
+            "256 MiB",
+            "1 TCP connections (one to 192.0.2.7:443)",
+        ] {
             assert!(text.contains(part), "{part} in {text}");
         }
     }

@@ -239,6 +239,10 @@ pub struct BehaviourMatch {
     /// fast-mode dataset is 2080).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anon_mib: Option<u32>,
+    /// Whether mining also needs a connected TCP socket (a miner talks to
+    /// its pool or a proxy; a compressor or a build does not). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_connection: Option<bool>,
 }
 
 /// What a seccomp filter does with a system call. Written as a word

@@ -26,7 +26,7 @@
 mod drift;
 mod event;
 pub(crate) mod kill;
-mod net;
+pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod procs;
 mod rules;

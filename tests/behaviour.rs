@@ -2,7 +2,8 @@
 //! hashing RandomX (light mode) against a loopback pool that hands out
 //! `rx/0` jobs, in a test cgroup, is found by behaviour alone (no rule
 //! names it, its bytes or its pool); `audit` reports it with its signals
-//! and leaves it hashing, `kill` kills it (the pool sees it go). A benign
+//! and leaves it hashing, `kill` kills it (the pool sees it go),
+//! `kill-container` kills its cgroup (a companion process too). A benign
 //! CPU-heavy program (`stress-ng --cpu 2`) for as long is not flagged.
 //! Every test samples only a cgroup it created; loopback only.
 
@@ -235,4 +236,39 @@ fn stress_ng_cpu_for_as_long_is_busy_but_not_mining() {
         "{observations:?}"
     );
     assert!(stress.try_wait().unwrap().is_none(), "stress-ng still runs");
+}
+
+#[test]
+fn kill_container_kills_the_miners_whole_cgroup() {
+    let test = "kill_container_kills_the_miners_whole_cgroup";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The scope, and the miner's "container" below it with a companion.
+    let scope = test_cgroup();
+    let container = common::child_cgroup(&scope);
+    let dir = TempDir::new("behaviour-kill-container");
+    let pool = RxPool::start();
+    let mut miner = pool.light_miner(&xmrig, &container, &dir, "php-fpm");
+    let mut sleep = Command::new("/usr/bin/sleep");
+    sleep.arg("600").stdin(Stdio::null());
+    let mut companion = ChildGuard::new(spawn_in(Some(&container), &mut sleep).unwrap());
+    let mut detector = Detector::new(&profile(minerguard::Action::KillContainer)).unwrap();
+
+    let (found, _) = sample_until_detected(&mut detector, &scope);
+    let d = found.expect("the hashing XMRig is detected");
+    assert_eq!(d.process.pid, miner.id());
+    assert!(
+        matches!(&d.outcome, Outcome::KilledCgroup { cgroup, .. } if cgroup == container.cgroup().path()),
+        "{:?}",
+        d.outcome
+    );
+    for (what, child) in [("XMRig", &mut *miner), ("its companion", &mut *companion)] {
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}: {status:?}");
+    }
 }

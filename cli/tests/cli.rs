@@ -1029,8 +1029,13 @@ fn start_watch_as(
         cmd.args(["--backend", &b]);
     }
     let (child, lines) = spawn_with_stderr_lines(&mut cmd);
+    // Guarded at once: a watch that never says it pinned is killed with
+    // the failing test, not left loading programs in the emulated VM.
+    let mut child = ChildGuard::new(child);
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // A hang guard, not a timing claim: loading the lsm programs under an
+    // emulated CPU beside other tests has taken over a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while !seen
         .last()
         .is_some_and(|l: &String| l.contains("enforcement pinned as instance"))
@@ -1040,11 +1045,14 @@ fn start_watch_as(
             .unwrap_or_else(|| panic!("watch did not say it pinned: {seen:?}"));
         match lines.recv_timeout(left) {
             Ok(l) => seen.push(l),
-            Err(_) => panic!("watch did not say it pinned: {seen:?}"),
+            Err(e) => panic!(
+                "watch did not say it pinned ({e}; exit: {:?}): {seen:?}",
+                child.try_wait()
+            ),
         }
     }
     assert!(seen.last().unwrap().contains(instance), "{seen:?}");
-    (ChildGuard::new(child), seen.join("\n"))
+    (child, seen.join("\n"))
 }
 
 #[test]
@@ -1473,12 +1481,21 @@ fn version_names_the_commit_and_the_backends() {
     assert!(text.contains("backends: lsm, cgroup"), "{text}");
 }
 
+/// Where a test puts programs that must lie outside every scratch
+/// directory: this build's tmp directory, or `MINERGUARD_TEST_PLAIN_DIR`
+/// where the build's tree is read-only (the VM shares it so:
+/// scripts/vm-test.sh sets it to a directory the guest may write).
+fn plain_dir_root() -> PathBuf {
+    std::env::var_os("MINERGUARD_TEST_PLAIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
 /// Starts, in `cg`, a copy of `sleep` named `xmrig` (outside scratch
 /// directories) and one in /dev/shm: two miners a scan must find under
 /// container-strict. The /dev/shm copy is removed when the guard drops.
 fn start_scan_suspects(cg: &minerguard::cgroup::OwnedCgroup, tag: &str) -> ScanSuspects {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}-{}", std::process::id()));
+    let dir = plain_dir_root().join(format!("cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let named = dir.join("xmrig");
     let shm = PathBuf::from(format!("/dev/shm/mg-cli-{tag}-{}", std::process::id()));

@@ -286,7 +286,10 @@ fn scan_scene(scene: &Scene, profile: &Profile, dry_run: bool) -> ScanReport {
         .expect("compile the profile for scanning")
         .scan(
             &[scene.cgroup.cgroup().path().to_path_buf()],
-            &ScanOptions { dry_run },
+            &ScanOptions {
+                dry_run,
+                ..Default::default()
+            },
         )
         .expect("scan the test cgroup")
 }

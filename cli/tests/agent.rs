@@ -122,6 +122,38 @@ fn config(root: &Path, instance: &str, bound: bool) -> String {
     text
 }
 
+/// A kubelet-like tree under a test cgroup: root / QoS / pod / container
+/// (`CONTAINER_ID`). Fields drop in order, innermost first (so keep the
+/// tree whole: a field left out of a pattern drops at once).
+struct PodTree {
+    container: OwnedCgroup,
+    pod: OwnedCgroup,
+    _qos: OwnedCgroup,
+    root: OwnedCgroup,
+}
+
+impl PodTree {
+    fn create(pod_uid: &str) -> PodTree {
+        let root = test_cgroup();
+        let qos =
+            OwnedCgroup::create(root.cgroup().path().join("kubepods-besteffort.slice")).unwrap();
+        let pod = OwnedCgroup::create(
+            (qos.cgroup().path()).join(format!("kubepods-besteffort-{pod_uid}.slice")),
+        )
+        .unwrap();
+        let container = OwnedCgroup::create(
+            (pod.cgroup().path()).join(format!("cri-containerd-{CONTAINER_ID}.scope")),
+        )
+        .unwrap();
+        PodTree {
+            container,
+            pod,
+            _qos: qos,
+            root,
+        }
+    }
+}
+
 #[test]
 fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     if !kernel_tests_enabled("the_agent_binds_containers_as_they_come_reloads_and_is_adopted") {
@@ -130,17 +162,8 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     let instance = format!("agent-test-{}", std::process::id());
     let _cleanup = RemoveOnDrop(instance.clone());
     let dir = TempDir::new("agent");
-    // A kubelet-like tree: root / QoS / pod / container.
-    let root = test_cgroup();
-    let qos = OwnedCgroup::create(root.cgroup().path().join("kubepods-besteffort.slice")).unwrap();
-    let pod =
-        OwnedCgroup::create(qos.cgroup().path().join("kubepods-besteffort-pod1.slice")).unwrap();
-    let container = OwnedCgroup::create(
-        pod.cgroup()
-            .path()
-            .join(format!("cri-containerd-{CONTAINER_ID}.scope")),
-    )
-    .unwrap();
+    let tree = PodTree::create("pod1");
+    let (container, pod, root) = (&tree.container, &tree.pod, &tree.root);
     // A program in a scratch directory: container-strict refuses it, the
     // baseline does not.
     let shm = std::path::Path::new("/dev/shm").join(format!("mg-agent-{}", std::process::id()));
@@ -159,13 +182,13 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
         "{said:?}"
     );
     // The baseline covers the pod, the binding the container.
-    assert!(!ran_in(&pod, &xmrig, &marker), "a miner ran in the pod");
+    assert!(!ran_in(pod, &xmrig, &marker), "a miner ran in the pod");
     assert!(
-        ran_in(&pod, &scratch, &marker),
+        ran_in(pod, &scratch, &marker),
         "the baseline refused a scratch-dir program"
     );
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the binding does not apply"
     );
 
@@ -188,17 +211,17 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     wait_line(&lines, "configuration");
     wait_line(&lines, "no longer matches");
     assert!(
-        ran_in(&container, &scratch, &marker),
+        ran_in(container, &scratch, &marker),
         "the binding still applies after the reload"
     );
     assert!(
-        !ran_in(&container, &xmrig, &marker),
+        !ran_in(container, &xmrig, &marker),
         "the baseline went with the reload"
     );
     cm.write(&config(root.cgroup().path(), &instance, true));
     wait_line(&lines, "configuration");
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the binding did not come back"
     );
 
@@ -211,7 +234,7 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     let out = agent.wait().unwrap();
     assert!(out.success(), "{out:?}");
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the agent's stop ended the binding"
     );
     let (again, lines) = start_agent(&cm.path());
@@ -219,11 +242,11 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     assert!(said.iter().any(|l| l.contains("1 bound")), "{said:?}");
     agent = again;
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the restarted agent does not enforce"
     );
     // Its events say which container: the refused exec in the container.
-    assert!(!ran_in(&container, &xmrig, &marker));
+    assert!(!ran_in(container, &xmrig, &marker));
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let out = agent.into_inner().wait_with_output().unwrap();
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -254,7 +277,7 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
         .unwrap();
     assert!(removed.status.success(), "{removed:?}");
     assert!(
-        ran_in(&container, &scratch, &marker),
+        ran_in(container, &scratch, &marker),
         "still enforced after remove"
     );
     let _ = std::fs::remove_dir_all(&shm);
@@ -474,25 +497,17 @@ fn the_agent_scans_what_ran_before_it_each_scope_by_its_own_profile() {
     let instance = format!("agent-scan-{}", std::process::id());
     let _cleanup = RemoveOnDrop(instance.clone());
     let dir = TempDir::new("agent-scan");
-    let root = test_cgroup();
-    let qos = OwnedCgroup::create(root.cgroup().path().join("kubepods-besteffort.slice")).unwrap();
-    let pod =
-        OwnedCgroup::create(qos.cgroup().path().join("kubepods-besteffort-pod2.slice")).unwrap();
-    let container = OwnedCgroup::create(
-        pod.cgroup()
-            .path()
-            .join(format!("cri-containerd-{CONTAINER_ID}.scope")),
-    )
-    .unwrap();
+    let tree = PodTree::create("pod2");
+    let (container, pod, root) = (&tree.container, &tree.pod, &tree.root);
     // `sleep` named like a miner, started before the agent.
     let xmrig = dir.path().join("xmrig");
     std::fs::copy("/usr/bin/sleep", &xmrig).unwrap();
     let start = |cg: &OwnedCgroup| {
         ChildGuard::new(spawn_in(Some(cg), Command::new(&xmrig).arg("600")).unwrap())
     };
-    let mut in_pod = start(&pod);
-    let mut in_container = start(&container);
-    let benign = start_benign(&pod);
+    let mut in_pod = start(pod);
+    let mut in_container = start(container);
+    let benign = start_benign(pod);
     let config = |profile: &str| {
         format!(
             "apiVersion: minerguard/v1\nkind: AgentConfig\nbaseline: default\npodsRoot: {}\ninstance: {instance}\nscan: {{ every: 0 }}\nbindings:\n  - name: watched\n    match: {{ images: [\"*\"] }}\n    profile: {profile}\n",
@@ -586,18 +601,18 @@ fn the_agent_scans_what_ran_before_it_each_scope_by_its_own_profile() {
             })
             .unwrap_or_else(|| panic!("no `{outcome}` finding in {cgroup:?}: {findings:#?}"))
     };
-    let killed = of(&pod, "killed");
+    let killed = of(pod, "killed");
     assert_eq!(killed["output_fields"]["minerguard.profile"], "default");
     assert_eq!(killed["rule"], "miner-binary");
     assert!(!killed["hostname"].as_str().unwrap_or("").is_empty());
-    let reported = of(&container, "reported");
+    let reported = of(container, "reported");
     assert_eq!(reported["output_fields"]["minerguard.profile"], "audit");
     assert_eq!(
         reported["output_fields"]["container.id"],
         &CONTAINER_ID[..12],
         "{reported}"
     );
-    let killed = of(&container, "killed");
+    let killed = of(container, "killed");
     assert_eq!(
         killed["output_fields"]["minerguard.profile"],
         "container-strict"

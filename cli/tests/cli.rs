@@ -1580,6 +1580,32 @@ fn scan_kills_what_ran_before_reports_it_as_events_and_exits_1() {
     }
     assert!(still_running(&mut s.named) && still_running(&mut s.shm));
 
+    // --host --dry-run finds them among every process of the host (and
+    // acts on none); --exclude leaves their cgroup out.
+    let host = |extra: &[&str]| {
+        let mut args = vec!["scan", "--host", "--dry-run", "--json"];
+        args.extend_from_slice(extra);
+        let out = minerguard_cmd(&args);
+        let pids: Vec<u64> = json_events(&String::from_utf8_lossy(&out.stdout))
+            .iter()
+            .filter(|e| e["output_fields"]["minerguard.outcome"] == "dry-run")
+            .filter_map(|e| e["output_fields"]["proc.pid"].as_u64())
+            .collect();
+        // Other processes of the host may be found too: 1 when any is.
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(!pids.is_empty())),
+            "{out:?}"
+        );
+        pids
+    };
+    let suspects = [u64::from(s.named.id()), u64::from(s.shm.id())];
+    let all = host(&["--profile", "container-strict"]);
+    assert!(suspects.iter().all(|p| all.contains(p)), "{all:?}");
+    let rest = host(&["--profile", "container-strict", "--exclude", &path]);
+    assert!(!suspects.iter().any(|p| rest.contains(p)), "{rest:?}");
+    assert!(still_running(&mut s.named) && still_running(&mut s.shm));
+
     // For real: killed, one event each naming its rule.
     let out = scan(&["--json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -210,20 +210,17 @@ impl mg_event {
             Target::Exec { path } => cut |= fill_array(&mut out.path, path),
             Target::Connect { addr, protocol } => {
                 out.port = addr.port();
-                out.protocol = match protocol {
-                    crate::events::Protocol::Tcp => 6,
-                    crate::events::Protocol::Udp => 17,
-                    crate::events::Protocol::Other(n) => *n,
-                };
+                out.protocol = ip_proto(protocol);
                 set_ip(&mut out, addr);
             }
             Target::Stratum {
                 addr,
+                protocol,
                 signature,
                 method,
             } => {
                 out.port = addr.port();
-                out.protocol = 6;
+                out.protocol = ip_proto(protocol);
                 set_ip(&mut out, addr);
                 let what = format!("{} {method}", signature.as_str());
                 cut |= fill_array(&mut out.path, what.trim_end());
@@ -237,6 +234,15 @@ impl mg_event {
         }
         out.truncated = cut;
         out
+    }
+}
+
+/// The IANA protocol number C sees.
+fn ip_proto(protocol: &crate::events::Protocol) -> u8 {
+    match protocol {
+        crate::events::Protocol::Tcp => 6,
+        crate::events::Protocol::Udp => 17,
+        crate::events::Protocol::Other(n) => *n,
     }
 }
 

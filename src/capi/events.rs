@@ -109,7 +109,8 @@ pub struct mg_event {
     pub family: u16,
     /// Destination port (host byte order) for connect events.
     pub port: u16,
-    /// IP protocol number (6 TCP, 17 UDP) for connect events, 0 otherwise.
+    /// IP protocol number (6 TCP, 17 UDP) for connect and stratum events, 0
+    /// otherwise.
     pub protocol: u8,
     /// Whether a string field was cut to fit.
     pub truncated: bool,

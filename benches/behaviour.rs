@@ -72,7 +72,10 @@ fn measure(n: usize, rounds: usize) -> Duration {
         },
     ));
     let mut detector = Detector::new(&profile).unwrap();
-    let options = ScanOptions { dry_run: true };
+    let options = ScanOptions {
+        dry_run: true,
+        ..ScanOptions::default()
+    };
     let period = Duration::from_millis(200);
     let mut cpu = Vec::new();
     // Warm-up: the histories fill to a window (1 s) first.

@@ -99,7 +99,10 @@ fn main() {
     let mut children = populate(&cgroup, port);
     let scope: Vec<PathBuf> = vec![cgroup.cgroup().path().to_path_buf()];
     let scanner = Scanner::new(&profile).expect("compile for scanning");
-    let options = ScanOptions { dry_run: true };
+    let options = ScanOptions {
+        dry_run: true,
+        ..Default::default()
+    };
 
     // Every process started (bash has made its connection and become
     // sleep), and none is a finding: the figure is for a clean scope.

@@ -178,7 +178,10 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
     });
     let mut detector = Detector::new(profile).unwrap();
     let scope: Vec<PathBuf> = vec![cgroup.cgroup().path().to_path_buf()];
-    let options = ScanOptions { dry_run: true };
+    let options = ScanOptions {
+        dry_run: true,
+        ..ScanOptions::default()
+    };
     let mut out = Outcome {
         flagged_after: None,
         from_first_share: None,

@@ -508,7 +508,8 @@ typedef struct mg_event {
    */
   uint16_t port;
   /**
-   * IP protocol number (6 TCP, 17 UDP) for connect events, 0 otherwise.
+   * IP protocol number (6 TCP, 17 UDP) for connect and stratum events, 0
+   * otherwise.
    */
   uint8_t protocol;
   /**

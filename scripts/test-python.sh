@@ -34,11 +34,11 @@ cargo fmt -- --check
 step "cargo clippy -D warnings (bindings/python)"
 cargo clippy --all-targets -- -D warnings
 
-step "maturin build (abi3 wheel)"
+step "maturin build (abi3 wheel; debug: the tests need no optimised build, and it reuses what cargo test built)"
 rm -rf target/wheels
 # `--compatibility linux`: the module links the system's libelf, so it is a
 # plain linux wheel for this machine, not a manylinux one.
-"$VENV/bin/maturin" build --release --compatibility linux -i "$VENV/bin/python" -o target/wheels
+"$VENV/bin/maturin" build --compatibility linux -i "$VENV/bin/python" -o target/wheels
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/minerguard-*.whl
 
 step "pytest (bindings/python/tests)"

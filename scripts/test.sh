@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+started=$(date +%s)
+# Each step says when it starts (seconds into the run): where the time goes.
+step() { printf '\n== [%ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -51,3 +53,4 @@ else
     MINERGUARD_VM_KERNEL=6.12 MINERGUARD_VM_TESTS="kernel cli" MINERGUARD_VM_CGROUP_TESTS="" \
         MINERGUARD_VM_FILTER="stratum sendfile judged optional_programs path_view scope_escape" bash scripts/vm-test.sh
 fi
+step "done"

@@ -45,7 +45,12 @@ struct PlainDir(PathBuf);
 
 impl PlainDir {
     fn new(tag: &str) -> PlainDir {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        // MINERGUARD_TEST_PLAIN_DIR: where the build's tree is read-only
+        // (scripts/vm-test.sh's guest).
+        let root = std::env::var_os("MINERGUARD_TEST_PLAIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        let dir = root.join(format!(
             "scan-{tag}-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
@@ -281,7 +286,10 @@ fn scan_scene(scene: &Scene, profile: &Profile, dry_run: bool) -> ScanReport {
         .expect("compile the profile for scanning")
         .scan(
             &[scene.cgroup.cgroup().path().to_path_buf()],
-            &ScanOptions { dry_run },
+            &ScanOptions {
+                dry_run,
+                ..Default::default()
+            },
         )
         .expect("scan the test cgroup")
 }

@@ -3,7 +3,7 @@
 //! with the configuration file.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant, SystemTime},
@@ -18,6 +18,7 @@ use crate::{
     follow::Follower,
     identity::ContainerInfo,
     runtime::MetadataSource,
+    scans::{jobs_for, BoundScope, ScanJob, ScanTarget},
 };
 
 /// Why the agent could not start.
@@ -65,6 +66,9 @@ pub struct Agent {
     follower: Option<Follower>,
     /// When the tree was last walked in full.
     walked: Instant,
+    /// Scopes applied or changed since [`Agent::take_due_scans`] last ran:
+    /// what already runs in them has not been judged by their profile.
+    due_scans: BTreeSet<ScanTarget>,
 }
 
 /// How often the whole tree is walked even when inotify said nothing: a
@@ -92,14 +96,7 @@ impl Agent {
         source: Option<Box<dyn MetadataSource>>,
         options: EnforcerOptions,
     ) -> Result<(Agent, Vec<String>), AgentError> {
-        let root = match &config.pods_root {
-            Some(root) => root.clone(),
-            None => {
-                let mount = minerguard::cgroup::cgroup2_mount()
-                    .map_err(|e| AgentError::Enforce(e.into()))?;
-                discovery::pods_root(&mount).ok_or(AgentError::NoPodsRoot { mount })?
-            }
-        };
+        let root = pods_root_of(&config)?;
         let mut enforcer = Enforcer::with_options(EnforcerOptions {
             instance: Some(config.instance.clone()),
             ..options
@@ -137,6 +134,8 @@ impl Agent {
             source,
             containers: BTreeMap::new(),
             directory: Directory::default(),
+            // The baseline was just applied: what runs already is judged.
+            due_scans: BTreeSet::from([ScanTarget::Baseline]),
         };
         notes.extend(agent.rescan());
         let settled = agent.enforcer.release_unadopted()?;
@@ -236,6 +235,64 @@ impl Agent {
         notes
     }
 
+    /// Scans for the scopes applied or changed since the last call (at
+    /// start: every scope), each by the profile it is under now. Notes say
+    /// what cannot be scanned.
+    pub fn take_due_scans(&mut self, notes: &mut Vec<String>) -> Vec<ScanJob> {
+        let mut targets = std::mem::take(&mut self.due_scans);
+        if targets.contains(&ScanTarget::Baseline) {
+            // The baseline's scan covers every container that is not bound.
+            targets.retain(|t| match t {
+                ScanTarget::Container(p) => {
+                    (self.containers.get(p)).is_some_and(|t| t.bound.is_some())
+                }
+                ScanTarget::Baseline => true,
+            });
+        }
+        let targets: Vec<ScanTarget> = targets.into_iter().collect();
+        jobs_for(
+            &targets,
+            &self.root,
+            &self.config.baseline.profile,
+            &self.bound_scopes(),
+            notes,
+        )
+    }
+
+    /// Scans of every scope (the periodic round).
+    pub fn scan_plan(&self, notes: &mut Vec<String>) -> Vec<ScanJob> {
+        let bound = self.bound_scopes();
+        let mut targets = vec![ScanTarget::Baseline];
+        targets.extend(
+            bound
+                .iter()
+                .map(|b| ScanTarget::Container(b.path.to_path_buf())),
+        );
+        jobs_for(
+            &targets,
+            &self.root,
+            &self.config.baseline.profile,
+            &bound,
+            notes,
+        )
+    }
+
+    /// The bound containers and the profiles they are under.
+    fn bound_scopes(&self) -> Vec<BoundScope<'_>> {
+        (self.containers.values())
+            .filter_map(|t| {
+                let (name, _) = t.bound.as_ref()?;
+                let binding = self.config.bindings.iter().find(|b| &b.name == name)?;
+                Some(BoundScope {
+                    path: &t.cgroup.path,
+                    binding: &binding.name,
+                    who: describe_short(&t.info),
+                    profile: &binding.profile.profile,
+                })
+            })
+            .collect()
+    }
+
     /// A descriptor that becomes readable when containers may have come or
     /// gone (poll it, then call [`Agent::tick`]); `None` without inotify.
     pub fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -278,6 +335,7 @@ impl Agent {
             .collect();
         for path in gone {
             let t = self.containers.remove(&path).expect("listed");
+            self.due_scans.remove(&ScanTarget::Container(path.clone()));
             self.write_directory().remove(&t.cgroup.cgroup_id);
             if let Some((binding, handle)) = t.bound {
                 let _ = self.enforcer.remove(handle);
@@ -317,6 +375,8 @@ impl Agent {
                 notes.push(format!(
                     "{who}: binding `{old}` no longer matches; baseline only"
                 ));
+                self.due_scans
+                    .insert(ScanTarget::Container(t.cgroup.path.clone()));
             }
             (Some((name, profile)), None) => {
                 let scope = Scope::Cgroup(t.cgroup.path.clone());
@@ -327,6 +387,8 @@ impl Agent {
                             profile.source
                         ));
                         t.bound = Some((name, handle));
+                        self.due_scans
+                            .insert(ScanTarget::Container(t.cgroup.path.clone()));
                     }
                     Err(e) => notes.push(format!(
                         "{who}: applying binding `{name}` failed: {e}; it keeps the baseline"
@@ -341,6 +403,8 @@ impl Agent {
                             profile.source
                         ));
                         t.bound = Some((name, handle));
+                        self.due_scans
+                            .insert(ScanTarget::Container(t.cgroup.path.clone()));
                     }
                     Err(e) => {
                         notes.push(format!(
@@ -374,10 +438,13 @@ impl Agent {
                 .enforcer
                 .update_valid(self.baseline, &config.baseline.profile)
             {
-                Ok(()) => notes.push(format!(
-                    "baseline `{}` now enforced",
-                    config.baseline.source
-                )),
+                Ok(()) => {
+                    notes.push(format!(
+                        "baseline `{}` now enforced",
+                        config.baseline.source
+                    ));
+                    self.due_scans.insert(ScanTarget::Baseline);
+                }
                 Err(e) => notes.push(format!("baseline not changed: {e}")),
             }
         }
@@ -398,6 +465,75 @@ impl Agent {
     fn write_directory(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<ContainerInfo>>> {
         self.directory.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The pods' cgroup root `config` names, or the one found under the
+/// cgroup v2 mount.
+pub fn pods_root_of(config: &AgentConfig) -> Result<PathBuf, AgentError> {
+    match &config.pods_root {
+        Some(root) => Ok(root.clone()),
+        None => {
+            let mount =
+                minerguard::cgroup::cgroup2_mount().map_err(|e| AgentError::Enforce(e.into()))?;
+            discovery::pods_root(&mount).ok_or(AgentError::NoPodsRoot { mount })
+        }
+    }
+}
+
+/// The scans an agent running `config` would make of every scope, without
+/// one running (`minerguard scan --agent`): the containers found now, each
+/// under the binding it matches by what `source` says of it (the baseline
+/// when it says nothing).
+pub fn scan_plan_of(
+    config: &AgentConfig,
+    source: Option<&dyn MetadataSource>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<ScanJob>, AgentError> {
+    let root = pods_root_of(config)?;
+    let mut found = Vec::new();
+    for (path, c) in discovery::scan(&root) {
+        let info = match source.map(|s| s.container(&c.container.id)) {
+            Some(Ok(info)) => info,
+            Some(Err(e)) => {
+                notes.push(format!(
+                    "container {}: {e}; judged by the baseline",
+                    short(&c.container.id)
+                ));
+                ContainerInfo {
+                    id: c.container.id.clone(),
+                    ..Default::default()
+                }
+            }
+            None => ContainerInfo {
+                id: c.container.id.clone(),
+                ..Default::default()
+            },
+        };
+        if let Some(b) = binding_for(&config.bindings, &info) {
+            found.push((path, b, describe_short(&info)));
+        }
+    }
+    let bound: Vec<BoundScope<'_>> = (found.iter())
+        .map(|(path, b, who)| BoundScope {
+            path,
+            binding: &b.name,
+            who: who.clone(),
+            profile: &b.profile.profile,
+        })
+        .collect();
+    let mut targets = vec![ScanTarget::Baseline];
+    targets.extend(
+        bound
+            .iter()
+            .map(|b| ScanTarget::Container(b.path.to_path_buf())),
+    );
+    Ok(jobs_for(
+        &targets,
+        &root,
+        &config.baseline.profile,
+        &bound,
+        notes,
+    ))
 }
 
 /// The first 12 digits of a container id, as runtimes show it.

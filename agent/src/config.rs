@@ -100,6 +100,30 @@ struct RawConfig {
     outputs: RawOutputs,
     #[serde(default)]
     metrics: Option<RawMetrics>,
+    #[serde(default)]
+    scan: RawScan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawScan {
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// A duration, or `0` (a number in YAML).
+    #[serde(default)]
+    every: Option<serde_yaml::Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl Default for RawScan {
+    fn default() -> Self {
+        RawScan {
+            enabled: true,
+            every: None,
+            dry_run: false,
+        }
+    }
 }
 
 fn default_baseline() -> String {
@@ -194,7 +218,26 @@ pub struct AgentConfig {
     pub outputs: Outputs,
     /// Where `/metrics`, `/healthz`, `/readyz` are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Scans of what already runs in the scopes.
+    pub scan: ScanConfig,
 }
+
+/// When the agent scans the processes already running in its scopes
+/// (`scan:` in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanConfig {
+    /// Whether it scans at all (`enabled`, default true).
+    pub enabled: bool,
+    /// How often every scope is scanned again (`every`, default `10m`,
+    /// spread by ±10 %); zero: only when a scope is applied or its profile
+    /// changes.
+    pub every: Duration,
+    /// Report findings, never kill (`dryRun`, default false).
+    pub dry_run: bool,
+}
+
+/// How often the agent scans every scope unless `scan.every` says.
+pub const DEFAULT_SCAN_EVERY: Duration = Duration::from_secs(600);
 
 /// A profile with the name it was given by (bundled name or path).
 #[derive(Debug, Clone)]
@@ -262,14 +305,15 @@ fn invalid(path: &Path, field: impl Into<String>, problem: impl Into<String>) ->
     }
 }
 
-/// `2s`, `500ms`, `1m`.
+/// `2s`, `500ms`, `1m`, `1h`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = n.parse().ok()?;
     match unit {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n * 60)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }
@@ -449,6 +493,25 @@ impl AgentConfig {
                 )
             })?),
         };
+        let every = match &raw.scan.every {
+            None => DEFAULT_SCAN_EVERY,
+            Some(v) if v.as_u64() == Some(0) || v.as_str() == Some("0") => Duration::ZERO,
+            Some(v) => (v.as_str())
+                .and_then(parse_duration)
+                .filter(|d| *d >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    invalid(
+                        path,
+                        "scan.every",
+                        "expected a duration of at least 1s such as `10m` or `1h`, or `0` (only when a scope is applied or changes)",
+                    )
+                })?,
+        };
+        let scan = ScanConfig {
+            enabled: raw.scan.enabled,
+            every,
+            dry_run: raw.scan.dry_run,
+        };
         let instance = raw.instance.unwrap_or_else(|| "agent".into());
         if instance.is_empty()
             || instance.len() > 64
@@ -477,6 +540,7 @@ impl AgentConfig {
                 webhook,
             },
             metrics,
+            scan,
         })
     }
 }
@@ -490,6 +554,32 @@ mod tests {
     }
 
     const HEAD: &str = "apiVersion: minerguard/v1\nkind: AgentConfig\n";
+
+    #[test]
+    fn scans_default_to_every_ten_minutes_and_take_their_fields() {
+        let cfg = parse(HEAD).unwrap();
+        assert_eq!(
+            cfg.scan,
+            ScanConfig {
+                enabled: true,
+                every: DEFAULT_SCAN_EVERY,
+                dry_run: false
+            }
+        );
+        let cfg = parse(&format!("{HEAD}scan: {{ every: 1h, dryRun: true }}\n")).unwrap();
+        assert_eq!(cfg.scan.every, Duration::from_secs(3600));
+        assert!(cfg.scan.dry_run);
+        for zero in ["0", "\"0\""] {
+            let cfg = parse(&format!("{HEAD}scan: {{ every: {zero} }}\n")).unwrap();
+            assert_eq!(cfg.scan.every, Duration::ZERO);
+        }
+        for bad in ["soon", "500ms", "-1m", "5"] {
+            let err = parse(&format!("{HEAD}scan: {{ every: \"{bad}\" }}\n")).unwrap_err();
+            assert!(err.to_string().contains("scan.every"), "{bad}: {err}");
+        }
+        let err = parse(&format!("{HEAD}scan: {{ often: true }}\n")).unwrap_err();
+        assert!(err.to_string().contains("scan"), "{err}");
+    }
 
     #[test]
     fn the_issue_example_is_accepted() {

@@ -2,7 +2,9 @@
 //! container and pod it came from (Falco's field names, so falcosidekick,
 //! Falco's UI and jq filters work unchanged).
 
-use minerguard::Event;
+use std::sync::Arc;
+
+use minerguard::{scan::Finding, Event};
 use serde_json::{json, Value};
 
 use crate::agent::Directory;
@@ -49,12 +51,27 @@ impl Enricher {
     pub fn json(&self, ev: &Event) -> Value {
         let mut v: Value =
             serde_json::from_str(&minerguard::falco_json(ev)).unwrap_or_else(|_| json!({}));
+        self.enrich(&mut v, ev.cgroup_id);
+        v
+    }
+
+    /// A scan's finding (under `profile`) as Falco-shaped JSON, with the
+    /// same fields as [`Enricher::json`] adds to events.
+    pub fn scan_json(&self, finding: &Finding, profile: &Arc<str>) -> Value {
+        let mut v = minerguard::scan::scan_value(finding, profile);
+        self.enrich(&mut v, finding.process.cgroup_id);
+        v
+    }
+
+    /// Adds `hostname`, and the container's and pod's fields when
+    /// `cgroup_id` is a known container's.
+    fn enrich(&self, v: &mut Value, cgroup_id: u64) {
         v["hostname"] = json!(self.hostname);
         let info = self
             .directory
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&ev.cgroup_id)
+            .get(&cgroup_id)
             .cloned();
         if let (Some(info), Some(fields)) = (info, v["output_fields"].as_object_mut()) {
             let (repository, tag) = info.image_parts();
@@ -73,6 +90,5 @@ impl Enricher {
                 }
             }
         }
-        v
     }
 }

@@ -13,6 +13,8 @@
 //! - [`follow`]: the moment a container's cgroup appears or goes (inotify).
 //! - [`agent`]: the baseline and the bound containers' scopes, kept in
 //!   step with containers and configuration.
+//! - [`scans`]: scans of what already runs in the scopes, each by the
+//!   profile its scope is under, off the agent's loop.
 //! - [`enrich`]: events with the node, container and pod they came from.
 //!
 //! Outputs:
@@ -27,6 +29,7 @@ pub mod enrich;
 pub mod follow;
 pub mod identity;
 pub mod runtime;
+pub mod scans;
 
 // Outputs.
 pub mod metrics;

@@ -18,6 +18,7 @@ use minerguard_agent::{
     enrich::Enricher,
     metrics::{Delivery, DropSite, Metrics, MetricsServer},
     runtime::{self, MetadataSource},
+    scans::{ScanDone, Scanning},
     webhook::Webhook,
 };
 
@@ -67,7 +68,10 @@ fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>) {
 /// The runtime API the configuration names (or the first found), or
 /// `None` with a warning: containers then keep the baseline, which still
 /// covers every one of them.
-fn metadata_source(config: &AgentConfig, quiet: bool) -> Option<Box<dyn MetadataSource>> {
+pub(crate) fn metadata_source(
+    config: &AgentConfig,
+    quiet: bool,
+) -> Option<Box<dyn MetadataSource>> {
     let (kind, endpoint) = match (config.runtime.kind(), &config.runtime_endpoint) {
         (Some(kind), Some(endpoint)) => (kind, endpoint.clone()),
         (Some(kind), None) => (kind, runtime::default_endpoint(kind).to_path_buf()),
@@ -99,6 +103,25 @@ fn metadata_source(config: &AgentConfig, quiet: bool) -> Option<Box<dyn Metadata
             None
         }
     }
+}
+
+/// When the next round of scans of every scope is due (`None`: no rounds).
+fn next_round(every: Duration) -> Option<Instant> {
+    (!every.is_zero()).then(|| Instant::now() + crate::scan_loop::jittered(every))
+}
+
+/// `2 killed, 1 reported` and so on, for a scan's summary line.
+fn outcomes(report: &minerguard::scan::ScanReport) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in &report.findings {
+        let key = match &f.outcome {
+            minerguard::scan::Outcome::Failed(_) => "failed".to_string(),
+            other => other.to_string(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    parts.join(", ")
 }
 
 /// Runs the agent on `config_path`.
@@ -145,6 +168,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         eprintln!("{PREFIX}: {note}");
     }
     let enricher = Enricher::new(agent.directory());
+    let scan_enricher = enricher.clone();
     let (to_webhook, counted) = (webhook.clone(), metrics.clone());
     let writer = sink::Writer::spawn_with(agent.enforcer(), outs, move |ev| {
         let json = enricher.json(ev);
@@ -157,6 +181,39 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
         json.to_string()
     });
+    // Findings go where events go, enriched the same way.
+    let (lines, to_webhook, counted) = (writer.lines(), webhook.clone(), metrics.clone());
+    let scanning = Scanning::spawn(move |done: ScanDone| {
+        let report = match done.report {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{PREFIX}: scan ({}) skipped: {e}", done.label);
+                return;
+            }
+        };
+        for f in &report.findings {
+            let json = scan_enricher.scan_json(f, &report.profile);
+            counted.event(
+                json["rule"].as_str().unwrap_or(""),
+                json["action"].as_str().unwrap_or(""),
+            );
+            if let Some(w) = &to_webhook {
+                w.send(json.clone());
+            }
+            let _ = lines.send(json.to_string());
+        }
+        if !report.findings.is_empty() {
+            eprintln!(
+                "{PREFIX}: scan ({}): {} processes, {} findings: {}",
+                done.label,
+                report.scanned,
+                report.findings.len(),
+                outcomes(&report)
+            );
+        }
+    })
+    .map_err(|e| format!("starting the scan thread: {e}"))?;
+    let mut next_scan = next_round(agent.config().scan.every);
     refresh(&metrics, &agent, webhook.as_deref());
     metrics.set_ready(true);
     let (containers, bound) = agent.counts();
@@ -170,7 +227,22 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     // A container came or went, SIGHUP or a quiet tick: look again; SIGINT
     // or SIGTERM: stop.
     while let None | Some(libc::SIGHUP) = signals::wait_for_or_readable(agent.wake_fd(), TICK) {
-        for note in agent.tick() {
+        let mut notes = agent.tick();
+        // Scopes applied or changed: what already runs in them is judged
+        // now; every scope again each round.
+        let scan = agent.config().scan.clone();
+        let mut jobs = agent.take_due_scans(&mut notes);
+        if next_scan.is_some_and(|at| Instant::now() >= at) {
+            jobs = agent.scan_plan(&mut notes);
+            next_scan = next_round(scan.every);
+        } else if next_scan.is_none() {
+            // A reload may have turned the rounds on.
+            next_scan = next_round(scan.every);
+        }
+        if scan.enabled {
+            scanning.run(jobs, scan.dry_run);
+        }
+        for note in notes {
             eprintln!("{PREFIX}: {note}");
         }
         if !agent.has_source() && runtime_tried.elapsed() >= RUNTIME_RETRY {
@@ -191,6 +263,8 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         agent.enforcer().instance().unwrap_or("?")
     );
     metrics.set_ready(false);
+    // A scan under way ends before the outputs close.
+    drop(scanning);
     drop(agent);
     writer.finish();
     if let Some(w) = webhook.and_then(|w| Arc::try_unwrap(w).ok()) {

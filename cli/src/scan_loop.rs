@@ -106,7 +106,7 @@ fn scan_once(scanner: &Scanner, cgroups: &[PathBuf], lines: &Sender<String>) {
 
 /// `every` ± up to 10 %, from the clock's nanoseconds (no need for a
 /// better random source: it only spreads scans out).
-fn jittered(every: Duration) -> Duration {
+pub(crate) fn jittered(every: Duration) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -122,6 +122,38 @@ fn config(root: &Path, instance: &str, bound: bool) -> String {
     text
 }
 
+/// A kubelet-like tree under a test cgroup: root / QoS / pod / container
+/// (`CONTAINER_ID`). Fields drop in order, innermost first (so keep the
+/// tree whole: a field left out of a pattern drops at once).
+struct PodTree {
+    container: OwnedCgroup,
+    pod: OwnedCgroup,
+    _qos: OwnedCgroup,
+    root: OwnedCgroup,
+}
+
+impl PodTree {
+    fn create(pod_uid: &str) -> PodTree {
+        let root = test_cgroup();
+        let qos =
+            OwnedCgroup::create(root.cgroup().path().join("kubepods-besteffort.slice")).unwrap();
+        let pod = OwnedCgroup::create(
+            (qos.cgroup().path()).join(format!("kubepods-besteffort-{pod_uid}.slice")),
+        )
+        .unwrap();
+        let container = OwnedCgroup::create(
+            (pod.cgroup().path()).join(format!("cri-containerd-{CONTAINER_ID}.scope")),
+        )
+        .unwrap();
+        PodTree {
+            container,
+            pod,
+            _qos: qos,
+            root,
+        }
+    }
+}
+
 #[test]
 fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     if !kernel_tests_enabled("the_agent_binds_containers_as_they_come_reloads_and_is_adopted") {
@@ -130,17 +162,8 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     let instance = format!("agent-test-{}", std::process::id());
     let _cleanup = RemoveOnDrop(instance.clone());
     let dir = TempDir::new("agent");
-    // A kubelet-like tree: root / QoS / pod / container.
-    let root = test_cgroup();
-    let qos = OwnedCgroup::create(root.cgroup().path().join("kubepods-besteffort.slice")).unwrap();
-    let pod =
-        OwnedCgroup::create(qos.cgroup().path().join("kubepods-besteffort-pod1.slice")).unwrap();
-    let container = OwnedCgroup::create(
-        pod.cgroup()
-            .path()
-            .join(format!("cri-containerd-{CONTAINER_ID}.scope")),
-    )
-    .unwrap();
+    let tree = PodTree::create("pod1");
+    let (container, pod, root) = (&tree.container, &tree.pod, &tree.root);
     // A program in a scratch directory: container-strict refuses it, the
     // baseline does not.
     let shm = std::path::Path::new("/dev/shm").join(format!("mg-agent-{}", std::process::id()));
@@ -159,13 +182,13 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
         "{said:?}"
     );
     // The baseline covers the pod, the binding the container.
-    assert!(!ran_in(&pod, &xmrig, &marker), "a miner ran in the pod");
+    assert!(!ran_in(pod, &xmrig, &marker), "a miner ran in the pod");
     assert!(
-        ran_in(&pod, &scratch, &marker),
+        ran_in(pod, &scratch, &marker),
         "the baseline refused a scratch-dir program"
     );
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the binding does not apply"
     );
 
@@ -188,17 +211,17 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     wait_line(&lines, "configuration");
     wait_line(&lines, "no longer matches");
     assert!(
-        ran_in(&container, &scratch, &marker),
+        ran_in(container, &scratch, &marker),
         "the binding still applies after the reload"
     );
     assert!(
-        !ran_in(&container, &xmrig, &marker),
+        !ran_in(container, &xmrig, &marker),
         "the baseline went with the reload"
     );
     cm.write(&config(root.cgroup().path(), &instance, true));
     wait_line(&lines, "configuration");
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the binding did not come back"
     );
 
@@ -211,7 +234,7 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     let out = agent.wait().unwrap();
     assert!(out.success(), "{out:?}");
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the agent's stop ended the binding"
     );
     let (again, lines) = start_agent(&cm.path());
@@ -219,11 +242,11 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
     assert!(said.iter().any(|l| l.contains("1 bound")), "{said:?}");
     agent = again;
     assert!(
-        !ran_in(&container, &scratch, &marker),
+        !ran_in(container, &scratch, &marker),
         "the restarted agent does not enforce"
     );
     // Its events say which container: the refused exec in the container.
-    assert!(!ran_in(&container, &xmrig, &marker));
+    assert!(!ran_in(container, &xmrig, &marker));
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let out = agent.into_inner().wait_with_output().unwrap();
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -254,7 +277,7 @@ fn the_agent_binds_containers_as_they_come_reloads_and_is_adopted() {
         .unwrap();
     assert!(removed.status.success(), "{removed:?}");
     assert!(
-        ran_in(&container, &scratch, &marker),
+        ran_in(container, &scratch, &marker),
         "still enforced after remove"
     );
     let _ = std::fs::remove_dir_all(&shm);
@@ -445,4 +468,166 @@ fn the_agent_posts_events_to_a_webhook_and_serves_metrics() {
         stdout.lines().any(|l| l.contains("\"miner-binary\"")),
         "no event on stdout: {stdout}"
     );
+}
+
+/// Waits (`within` at most) for `child` to end; its status, or `None`.
+fn wait_end(child: &mut ChildGuard, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Miners that ran before the agent: the one in the pod is killed by the
+/// baseline's scan at start; the one in the bound container is judged by
+/// its binding's profile (audit: reported, left running) and not by the
+/// baseline's; once the binding's profile changes to one that kills, the
+/// container is scanned again and its miner killed. Findings go out as
+/// events with the container's fields.
+#[test]
+fn the_agent_scans_what_ran_before_it_each_scope_by_its_own_profile() {
+    use std::os::unix::process::ExitStatusExt;
+    if !kernel_tests_enabled("the_agent_scans_what_ran_before_it_each_scope_by_its_own_profile") {
+        return;
+    }
+    let instance = format!("agent-scan-{}", std::process::id());
+    let _cleanup = RemoveOnDrop(instance.clone());
+    let dir = TempDir::new("agent-scan");
+    let tree = PodTree::create("pod2");
+    let (container, pod, root) = (&tree.container, &tree.pod, &tree.root);
+    // `sleep` named like a miner, started before the agent.
+    let xmrig = dir.path().join("xmrig");
+    std::fs::copy("/usr/bin/sleep", &xmrig).unwrap();
+    let start = |cg: &OwnedCgroup| {
+        ChildGuard::new(spawn_in(Some(cg), Command::new(&xmrig).arg("600")).unwrap())
+    };
+    let mut in_pod = start(pod);
+    let mut in_container = start(container);
+    let benign = start_benign(pod);
+    let config = |profile: &str| {
+        format!(
+            "apiVersion: minerguard/v1\nkind: AgentConfig\nbaseline: default\npodsRoot: {}\ninstance: {instance}\nscan: {{ every: 0 }}\nbindings:\n  - name: watched\n    match: {{ images: [\"*\"] }}\n    profile: {profile}\n",
+            root.cgroup().path().display()
+        )
+    };
+    let mut cm = ConfigMapDir::new(dir.path(), &config("audit"));
+
+    // `scan --agent --dry-run`: the same plan, without an agent, acting on
+    // nothing.
+    let out = Command::new(minerguard_bin())
+        .args(["scan", "--dry-run", "--json", "--agent"])
+        .arg(cm.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let planned: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let profiles: Vec<(&str, &str)> = (planned.iter())
+        .map(|e| {
+            (
+                e["output_fields"]["cgroup.path"].as_str().unwrap(),
+                e["output_fields"]["minerguard.profile"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (pod_path, container_path) = (
+        pod.cgroup().path().to_str().unwrap(),
+        container.cgroup().path().to_str().unwrap(),
+    );
+    assert!(profiles.contains(&(pod_path, "default")), "{profiles:?}");
+    assert!(
+        profiles.contains(&(container_path, "audit")),
+        "{profiles:?}"
+    );
+    assert!(
+        !profiles.contains(&(container_path, "default")),
+        "the baseline judged a bound container: {profiles:?}"
+    );
+    assert!(in_pod.try_wait().unwrap().is_none(), "a dry run killed");
+
+    let (agent, lines) = start_agent(&cm.path());
+    wait_line(&lines, "agent ready");
+    let ended = wait_end(&mut in_pod, Duration::from_secs(30));
+    assert_eq!(
+        ended.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "the baseline's scan did not kill the pod's miner: {ended:?}"
+    );
+    wait_line(&lines, "scan (binding `watched`");
+    assert!(
+        in_container.try_wait().unwrap().is_none(),
+        "the bound container's miner was killed: the baseline judged it, or audit killed"
+    );
+    let mut benign = benign;
+    assert!(
+        benign.try_wait().unwrap().is_none(),
+        "a benign process died"
+    );
+
+    // The binding's profile now kills: the container is scanned again.
+    cm.write(&config("container-strict"));
+    wait_line(&lines, "configuration");
+    let ended = wait_end(&mut in_container, Duration::from_secs(30));
+    assert_eq!(
+        ended.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "the changed binding's scan did not kill the container's miner: {ended:?}"
+    );
+    assert!(
+        benign.try_wait().unwrap().is_none(),
+        "a benign process died"
+    );
+
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let out = agent.into_inner().wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let findings: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["output_fields"]["minerguard.kind"] == "scan")
+        .collect();
+    let of = |cgroup: &OwnedCgroup, outcome: &str| {
+        findings
+            .iter()
+            .find(|e| {
+                e["output_fields"]["cgroup.path"] == cgroup.cgroup().path().to_str().unwrap()
+                    && e["output_fields"]["minerguard.outcome"] == outcome
+            })
+            .unwrap_or_else(|| panic!("no `{outcome}` finding in {cgroup:?}: {findings:#?}"))
+    };
+    let killed = of(pod, "killed");
+    assert_eq!(killed["output_fields"]["minerguard.profile"], "default");
+    assert_eq!(killed["rule"], "miner-binary");
+    assert!(!killed["hostname"].as_str().unwrap_or("").is_empty());
+    let reported = of(container, "reported");
+    assert_eq!(reported["output_fields"]["minerguard.profile"], "audit");
+    assert_eq!(
+        reported["output_fields"]["container.id"],
+        &CONTAINER_ID[..12],
+        "{reported}"
+    );
+    let killed = of(container, "killed");
+    assert_eq!(
+        killed["output_fields"]["minerguard.profile"],
+        "container-strict"
+    );
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|e| e["output_fields"]["proc.pid"] == benign.id())
+            .count(),
+        0,
+        "a benign process was reported: {findings:#?}"
+    );
+}
+
+/// A plain `sleep` in `cg`: nothing any profile judges.
+fn start_benign(cg: &OwnedCgroup) -> ChildGuard {
+    ChildGuard::new(spawn_in(Some(cg), Command::new("/usr/bin/sleep").arg("600")).unwrap())
 }

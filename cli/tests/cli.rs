@@ -1029,8 +1029,13 @@ fn start_watch_as(
         cmd.args(["--backend", &b]);
     }
     let (child, lines) = spawn_with_stderr_lines(&mut cmd);
+    // Guarded at once: a watch that never says it pinned is killed with
+    // the failing test, not left loading programs in the emulated VM.
+    let mut child = ChildGuard::new(child);
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // A hang guard, not a timing claim: loading the lsm programs under an
+    // emulated CPU beside other tests has taken over a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while !seen
         .last()
         .is_some_and(|l: &String| l.contains("enforcement pinned as instance"))
@@ -1040,11 +1045,14 @@ fn start_watch_as(
             .unwrap_or_else(|| panic!("watch did not say it pinned: {seen:?}"));
         match lines.recv_timeout(left) {
             Ok(l) => seen.push(l),
-            Err(_) => panic!("watch did not say it pinned: {seen:?}"),
+            Err(e) => panic!(
+                "watch did not say it pinned ({e}; exit: {:?}): {seen:?}",
+                child.try_wait()
+            ),
         }
     }
     assert!(seen.last().unwrap().contains(instance), "{seen:?}");
-    (ChildGuard::new(child), seen.join("\n"))
+    (child, seen.join("\n"))
 }
 
 #[test]
@@ -1473,12 +1481,21 @@ fn version_names_the_commit_and_the_backends() {
     assert!(text.contains("backends: lsm, cgroup"), "{text}");
 }
 
+/// Where a test puts programs that must lie outside every scratch
+/// directory: this build's tmp directory, or `MINERGUARD_TEST_PLAIN_DIR`
+/// where the build's tree is read-only (the VM shares it so:
+/// scripts/vm-test.sh sets it to a directory the guest may write).
+fn plain_dir_root() -> PathBuf {
+    std::env::var_os("MINERGUARD_TEST_PLAIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
 /// Starts, in `cg`, a copy of `sleep` named `xmrig` (outside scratch
 /// directories) and one in /dev/shm: two miners a scan must find under
 /// container-strict. The /dev/shm copy is removed when the guard drops.
 fn start_scan_suspects(cg: &minerguard::cgroup::OwnedCgroup, tag: &str) -> ScanSuspects {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}-{}", std::process::id()));
+    let dir = plain_dir_root().join(format!("cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let named = dir.join("xmrig");
     let shm = PathBuf::from(format!("/dev/shm/mg-cli-{tag}-{}", std::process::id()));
@@ -1561,6 +1578,32 @@ fn scan_kills_what_ran_before_reports_it_as_events_and_exits_1() {
         assert_eq!(ev["output_fields"]["minerguard.outcome"], "dry-run");
         assert_eq!(ev["action"], "audit");
     }
+    assert!(still_running(&mut s.named) && still_running(&mut s.shm));
+
+    // --host --dry-run finds them among every process of the host (and
+    // acts on none); --exclude leaves their cgroup out.
+    let host = |extra: &[&str]| {
+        let mut args = vec!["scan", "--host", "--dry-run", "--json"];
+        args.extend_from_slice(extra);
+        let out = minerguard_cmd(&args);
+        let pids: Vec<u64> = json_events(&String::from_utf8_lossy(&out.stdout))
+            .iter()
+            .filter(|e| e["output_fields"]["minerguard.outcome"] == "dry-run")
+            .filter_map(|e| e["output_fields"]["proc.pid"].as_u64())
+            .collect();
+        // Other processes of the host may be found too: 1 when any is.
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(!pids.is_empty())),
+            "{out:?}"
+        );
+        pids
+    };
+    let suspects = [u64::from(s.named.id()), u64::from(s.shm.id())];
+    let all = host(&["--profile", "container-strict"]);
+    assert!(suspects.iter().all(|p| all.contains(p)), "{all:?}");
+    let rest = host(&["--profile", "container-strict", "--exclude", &path]);
+    assert!(!suspects.iter().any(|p| rest.contains(p)), "{rest:?}");
     assert!(still_running(&mut s.named) && still_running(&mut s.shm));
 
     // For real: killed, one event each naming its rule.

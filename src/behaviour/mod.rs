@@ -223,9 +223,10 @@ impl Detector {
     }
 
     /// Takes one sample of every process of `cgroups` (absolute, or
-    /// relative to the cgroup v2 mount) and their descendants, and judges
-    /// each process whose samples span a rule's window; acts on what is
-    /// mining unless `options.dry_run`. The calling process is never judged.
+    /// relative to the cgroup v2 mount) and their descendants (but for the
+    /// `options.exclude` subtrees), and judges each process whose samples
+    /// span a rule's window; acts on what is mining unless
+    /// `options.dry_run`. The calling process is never judged.
     /// Fails only on a path that is not a cgroup v2 directory.
     pub fn sample(&mut self, cgroups: &[PathBuf], options: &ScanOptions) -> Result<Sample, Error> {
         let mut out = Sample::default();
@@ -234,7 +235,7 @@ impl Detector {
         }
         let mut members = Vec::new();
         for cg in cgroups {
-            members.extend(scan::procs::members(cg)?);
+            members.extend(scan::procs::members(cg, &options.exclude)?);
         }
         members.sort_by_key(|m| m.pid);
         members.dedup_by_key(|m| m.pid);

@@ -112,7 +112,8 @@ pub struct mg_event {
     pub family: u16,
     /// Destination port (host byte order) for connect events.
     pub port: u16,
-    /// IP protocol number (6 TCP, 17 UDP) for connect events, 0 otherwise.
+    /// IP protocol number (6 TCP, 17 UDP) for connect and stratum events, 0
+    /// otherwise.
     pub protocol: u8,
     /// Whether a string field was cut to fit.
     pub truncated: bool,
@@ -213,20 +214,17 @@ impl mg_event {
             Target::Exec { path } => cut |= fill_array(&mut out.path, path),
             Target::Connect { addr, protocol } => {
                 out.port = addr.port();
-                out.protocol = match protocol {
-                    crate::events::Protocol::Tcp => 6,
-                    crate::events::Protocol::Udp => 17,
-                    crate::events::Protocol::Other(n) => *n,
-                };
+                out.protocol = ip_proto(protocol);
                 set_ip(&mut out, addr);
             }
             Target::Stratum {
                 addr,
+                protocol,
                 signature,
                 method,
             } => {
                 out.port = addr.port();
-                out.protocol = 6;
+                out.protocol = ip_proto(protocol);
                 set_ip(&mut out, addr);
                 let what = format!("{} {method}", signature.as_str());
                 cut |= fill_array(&mut out.path, what.trim_end());
@@ -240,6 +238,15 @@ impl mg_event {
         }
         out.truncated = cut;
         out
+    }
+}
+
+/// The IANA protocol number C sees.
+fn ip_proto(protocol: &crate::events::Protocol) -> u8 {
+    match protocol {
+        crate::events::Protocol::Tcp => 6,
+        crate::events::Protocol::Udp => 17,
+        crate::events::Protocol::Other(n) => *n,
     }
 }
 

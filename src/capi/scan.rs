@@ -57,7 +57,11 @@ pub unsafe extern "C" fn mg_scan(
             })
             .collect::<Result<Vec<_>, _>>()?;
         let scanner = with_profile(profile, |p| Ok(Scanner::new(p)?))?;
-        let report = scanner.scan(&paths, &ScanOptions { dry_run })?;
+        let options = ScanOptions {
+            dry_run,
+            ..Default::default()
+        };
+        let report = scanner.scan(&paths, &options)?;
         let handle = REPORTS.insert(report.to_json());
         // SAFETY: checked non-NULL above; writable per the contract.
         unsafe { write_out(out, handle, "out") }

@@ -59,12 +59,13 @@ pub(crate) fn falco_value(ev: &Event) -> Value {
         }
         Target::Stratum {
             addr,
+            protocol,
             signature,
             method,
         } => {
             fields.insert("fd.sip".into(), json!(addr.ip().to_string()));
             fields.insert("fd.sport".into(), json!(addr.port()));
-            fields.insert("fd.l4proto".into(), json!("tcp"));
+            fields.insert("fd.l4proto".into(), json!(protocol.name()));
             fields.insert("minerguard.signature".into(), json!(signature.as_str()));
             if method.is_empty() {
                 format!("{} message to {addr}", signature.as_str())

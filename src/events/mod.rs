@@ -74,10 +74,13 @@ pub enum Target {
         /// Device minor number (the CPU, for MSR devices).
         minor: u32,
     },
-    /// The stream a TCP socket sent carried a mining method.
+    /// The stream a TCP socket sent (or a UDP datagram, where the backend
+    /// reads them) carried a mining method.
     Stratum {
         /// The socket's peer.
         addr: SocketAddr,
+        /// TCP, or UDP for a datagram (lsm backend).
+        protocol: Protocol,
         /// Which family of mining protocol.
         signature: StratumSignature,
         /// The method as the reader decoded it (lower case; a prefix such

@@ -92,6 +92,13 @@ impl Decoder {
             },
             KIND_STRATUM => Target::Stratum {
                 addr: socket_addr(raw),
+                // Only the lsm datagram judge says UDP; the others leave
+                // 0 or say TCP (MPTCP included: its number does not fit).
+                protocol: if raw.protocol == 17 {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                },
                 signature: StratumSignature::from_id(raw.path[0])?,
                 method: InlineStr::from_c_bytes(&raw.path[1..]),
             },

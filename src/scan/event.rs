@@ -123,7 +123,9 @@ impl ScanReport {
     }
 }
 
-fn scan_value(finding: &Finding, profile: &Arc<str>) -> Value {
+/// A finding as the JSON object of [`scan_json`], for a caller that adds
+/// fields of its own (the agent's `container.*` and `k8s.*`).
+pub fn scan_value(finding: &Finding, profile: &Arc<str>) -> Value {
     let mut v = falco_value(&finding.event(profile));
     let p = &finding.process;
     let m = finding.decisive();

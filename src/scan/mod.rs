@@ -38,7 +38,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use event::scan_json;
+pub use event::{scan_json, scan_value};
 
 use crate::{
     compile::{KernelPolicy, RuleKind},
@@ -53,6 +53,11 @@ use rules::Rules;
 pub struct ScanOptions {
     /// Report only: nothing is killed, whatever the rules say.
     pub dry_run: bool,
+    /// Cgroups (absolute, or relative to the cgroup v2 mount) left out with
+    /// their descendants: scopes of their own, which a scan with their own
+    /// profile judges (the agent's bound containers under the baseline).
+    /// One that does not exist is ignored.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// What a scan found in one process that a rule matches.
@@ -289,7 +294,7 @@ impl Scanner {
         let started = Instant::now();
         let mut members = Vec::new();
         for cg in cgroups {
-            members.extend(procs::members(cg)?);
+            members.extend(procs::members(cg, &options.exclude)?);
         }
         // Nested scopes list a process once.
         members.sort_by_key(|m| m.pid);
@@ -500,7 +505,10 @@ mod tests {
             act(&p, cgroup, deciding(Action::Audit).action, &opts),
             Outcome::Reported
         );
-        let dry = ScanOptions { dry_run: true };
+        let dry = ScanOptions {
+            dry_run: true,
+            ..Default::default()
+        };
         assert_eq!(
             act(&p, cgroup, deciding(Action::Deny).action, &dry),
             Outcome::DryRun

@@ -17,14 +17,23 @@ pub(crate) struct Member {
     pub cgroup: PathBuf,
 }
 
-/// Every process of `root` and its descendants. A cgroup removed while it
-/// is walked is skipped (containers come and go); `root` itself must be a
+/// Every process of `root` and its descendants, but for those of the
+/// `exclude` subtrees (which need not exist). A cgroup removed while it is
+/// walked is skipped (containers come and go); `root` itself must be a
 /// cgroup v2 directory.
-pub(crate) fn members(root: &Path) -> Result<Vec<Member>, CgroupError> {
+pub(crate) fn members(root: &Path, exclude: &[PathBuf]) -> Result<Vec<Member>, CgroupError> {
     let root = CgroupRef::open(root)?;
+    // Resolved as `root` is, so that the paths compare.
+    let exclude: Vec<PathBuf> = (exclude.iter())
+        .filter_map(|p| CgroupRef::open(p).ok())
+        .map(|c| c.path().to_path_buf())
+        .collect();
     let mut out = Vec::new();
     let mut pending = vec![root.path().to_path_buf()];
     while let Some(dir) = pending.pop() {
+        if exclude.contains(&dir) {
+            continue;
+        }
         if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
             out.extend(
                 text.lines()
@@ -54,7 +63,7 @@ mod tests {
 
     #[test]
     fn a_path_outside_cgroupfs_is_a_typed_error() {
-        let err = members(Path::new("/proc")).unwrap_err();
+        let err = members(Path::new("/proc"), &[]).unwrap_err();
         assert!(
             matches!(err, CgroupError::NotCgroup2 { .. }),
             "unexpected: {err:?}"

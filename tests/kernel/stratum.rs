@@ -132,6 +132,7 @@ fn stratum_first_message_is_refused_on_any_port() {
                 addr: to,
                 signature,
                 method: got,
+                ..
             } => {
                 assert_eq!(signature, sig);
                 assert_eq!(&*got, method, "the event names the method");
@@ -976,7 +977,11 @@ fn stratum_over_udp_is_judged_where_the_backend_reads_datagrams() {
         assert_eq!(datagram(&pool), None, "the pool got the datagram");
         let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
         assert!(
-            matches!(ev.target, Target::Stratum { addr: to, .. } if to == addr),
+            matches!(
+                ev.target,
+                Target::Stratum { addr: to, protocol: minerguard::events::Protocol::Udp, .. }
+                    if to == addr
+            ),
             "{ev:?}"
         );
     } else {

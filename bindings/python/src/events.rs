@@ -219,8 +219,9 @@ impl Event {
     #[getter]
     fn protocol(&self) -> Option<String> {
         match &self.inner.target {
-            Target::Connect { protocol, .. } => Some(protocol.name()),
-            Target::Stratum { .. } => Some("tcp".into()),
+            Target::Connect { protocol, .. } | Target::Stratum { protocol, .. } => {
+                Some(protocol.name())
+            }
             _ => None,
         }
     }

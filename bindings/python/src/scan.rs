@@ -35,7 +35,10 @@ pub fn scan<'py>(
     let profile = profile.inner.clone();
     let text = py
         .detach(|| {
-            let options = minerguard::scan::ScanOptions { dry_run };
+            let options = minerguard::scan::ScanOptions {
+                dry_run,
+                ..Default::default()
+            };
             minerguard::scan::scan(&cgroups, &profile, &options).map(|r| r.to_json())
         })
         .map_err(|e| to_py(py, e))?;

@@ -247,7 +247,7 @@ impl Detector {
         let now = Instant::now();
         // Socket tables, read once per network namespace in this sample.
         let mut namespaces = scan::net::Namespaces::default();
-        let mut seen = HashMap::with_capacity(members.len());
+        let mut kept = HashMap::with_capacity(members.len());
         for m in members.iter().filter(|m| m.pid != me) {
             let Some(cpu) = sample::cpu_times(m.pid, self.hz) else {
                 continue;
@@ -263,20 +263,22 @@ impl Detector {
             out.processes += 1;
             t.history.push(now, cpu.threads, keep);
             if !t.reported {
-                let seen = Seen {
+                let process = Seen {
                     member: m,
                     comm: &cpu.comm,
                     tracked: &t,
                 };
-                if let Some(d) = self.judge(seen, options, &mut namespaces, &mut out.observations) {
+                if let Some(d) =
+                    self.judge(process, options, &mut namespaces, &mut out.observations)
+                {
                     t.reported = true;
                     out.detections.push(d);
                 }
             }
-            seen.insert(m.pid, t);
+            kept.insert(m.pid, t);
         }
         // Processes that left the scope or exited are forgotten.
-        self.tracked = seen;
+        self.tracked = kept;
         Ok(out)
     }
 

@@ -277,6 +277,16 @@ impl Agent {
         )
     }
 
+    /// The scopes the behaviour detector samples now (see
+    /// [`crate::behaviour::plan`]).
+    pub fn behaviour_plan(&self) -> Vec<crate::behaviour::BehaviourScope> {
+        crate::behaviour::plan(
+            &self.root,
+            &self.config.baseline.profile,
+            &self.bound_scopes(),
+        )
+    }
+
     /// The bound containers and the profiles they are under.
     fn bound_scopes(&self) -> Vec<BoundScope<'_>> {
         (self.containers.values())

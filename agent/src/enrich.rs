@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use minerguard::{scan::Finding, Event};
+use minerguard::{behaviour::Detection, scan::Finding, Event};
 use serde_json::{json, Value};
 
 use crate::agent::Directory;
@@ -60,6 +60,14 @@ impl Enricher {
     pub fn scan_json(&self, finding: &Finding, profile: &Arc<str>) -> Value {
         let mut v = minerguard::scan::scan_value(finding, profile);
         self.enrich(&mut v, finding.process.cgroup_id);
+        v
+    }
+
+    /// A behaviour detection (under `profile`) as Falco-shaped JSON, with
+    /// the same fields as [`Enricher::json`] adds to events.
+    pub fn behaviour_json(&self, detection: &Detection, profile: &Arc<str>) -> Value {
+        let mut v = detection.to_value(profile);
+        self.enrich(&mut v, detection.process.cgroup_id);
         v
     }
 

@@ -15,6 +15,8 @@
 //!   step with containers and configuration.
 //! - [`scans`]: scans of what already runs in the scopes, each by the
 //!   profile its scope is under, off the agent's loop.
+//! - [`behaviour`]: the behaviour detector over the scopes whose profiles
+//!   have `behaviour` rules, off the agent's loop.
 //! - [`enrich`]: events with the node, container and pod they came from.
 //!
 //! Outputs:
@@ -22,6 +24,7 @@
 //! - [`metrics`]: Prometheus metrics and `/metrics`, `/healthz`, `/readyz`.
 
 pub mod agent;
+pub mod behaviour;
 pub mod binding;
 pub mod config;
 pub mod discovery;

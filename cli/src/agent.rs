@@ -14,6 +14,7 @@ use std::{
 use minerguard::{CheckStatus, Enforcer};
 use minerguard_agent::{
     agent::Agent,
+    behaviour::Watching,
     config::AgentConfig,
     enrich::Enricher,
     metrics::{Delivery, DropSite, Metrics, MetricsServer},
@@ -169,6 +170,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     }
     let enricher = Enricher::new(agent.directory());
     let scan_enricher = enricher.clone();
+    let behaviour_enricher = enricher.clone();
     let (to_webhook, counted) = (webhook.clone(), metrics.clone());
     let writer = sink::Writer::spawn_with(agent.enforcer(), outs, move |ev| {
         let json = enricher.json(ev);
@@ -213,6 +215,31 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
     })
     .map_err(|e| format!("starting the scan thread: {e}"))?;
+    // The behaviour detector, over the scopes whose profiles have
+    // `behaviour` rules; its plan follows the scopes.
+    let (lines, to_webhook, counted) = (writer.lines(), webhook.clone(), metrics.clone());
+    let watching = Watching::spawn(move |d, profile| {
+        let json = behaviour_enricher.behaviour_json(d, profile);
+        counted.event(
+            json["rule"].as_str().unwrap_or(""),
+            json["action"].as_str().unwrap_or(""),
+        );
+        if let Some(w) = &to_webhook {
+            w.send(json.clone());
+        }
+        let _ = lines.send(json.to_string());
+        eprintln!(
+            "{PREFIX}: behaviour: {} (pid {}) is mining ({}): {}",
+            d.process.comm,
+            d.process.pid,
+            d.verdict.fired().join("+"),
+            d.outcome
+        );
+    })
+    .map_err(|e| format!("starting the behaviour thread: {e}"))?;
+    let dry_run = agent.config().scan.dry_run;
+    let mut behaviour_plan = (agent.behaviour_plan(), dry_run);
+    watching.set_plan(agent.behaviour_plan(), dry_run);
     let mut next_scan = next_round(agent.config().scan.every);
     refresh(&metrics, &agent, webhook.as_deref());
     metrics.set_ready(true);
@@ -228,6 +255,12 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     // or SIGTERM: stop.
     while let None | Some(libc::SIGHUP) = signals::wait_for_or_readable(agent.wake_fd(), TICK) {
         let mut notes = agent.tick();
+        if !agent.has_source() && runtime_tried.elapsed() >= RUNTIME_RETRY {
+            runtime_tried = Instant::now();
+            if let Some(source) = metadata_source(agent.config(), true) {
+                notes.extend(agent.set_source(source));
+            }
+        }
         // Scopes applied or changed: what already runs in them is judged
         // now; every scope again each round.
         let scan = agent.config().scan.clone();
@@ -242,16 +275,17 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         if scan.enabled {
             scanning.run(jobs, scan.dry_run);
         }
+        // Something changed (every change is noted): the scopes the
+        // detector samples may have.
+        if !notes.is_empty() {
+            let plan = (agent.behaviour_plan(), scan.dry_run);
+            if plan != behaviour_plan {
+                behaviour_plan = plan;
+                watching.set_plan(agent.behaviour_plan(), scan.dry_run);
+            }
+        }
         for note in notes {
             eprintln!("{PREFIX}: {note}");
-        }
-        if !agent.has_source() && runtime_tried.elapsed() >= RUNTIME_RETRY {
-            runtime_tried = Instant::now();
-            if let Some(source) = metadata_source(agent.config(), true) {
-                for note in agent.set_source(source) {
-                    eprintln!("{PREFIX}: {note}");
-                }
-            }
         }
         if refreshed.elapsed() >= METRICS_EVERY {
             refreshed = Instant::now();
@@ -263,8 +297,9 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         agent.enforcer().instance().unwrap_or("?")
     );
     metrics.set_ready(false);
-    // A scan under way ends before the outputs close.
+    // A scan or sample under way ends before the outputs close.
     drop(scanning);
+    drop(watching);
     drop(agent);
     writer.finish();
     if let Some(w) = webhook.and_then(|w| Arc::try_unwrap(w).ok()) {

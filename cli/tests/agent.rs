@@ -631,3 +631,69 @@ fn the_agent_scans_what_ran_before_it_each_scope_by_its_own_profile() {
 fn start_benign(cg: &OwnedCgroup) -> ChildGuard {
     ChildGuard::new(spawn_in(Some(cg), Command::new("/usr/bin/sleep").arg("600")).unwrap())
 }
+
+/// A renamed XMRig hashing in a container, under a baseline whose
+/// `behaviour` rule kills: the agent's detector kills it, the pool sees it
+/// go, and the event says which container it was.
+#[test]
+fn the_agent_kills_a_miner_by_behaviour_and_names_its_container() {
+    use std::os::unix::process::ExitStatusExt;
+    let test = "the_agent_kills_a_miner_by_behaviour_and_names_its_container";
+    if !kernel_tests_enabled(test) {
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let instance = format!("agent-behaviour-{}", std::process::id());
+    let _cleanup = RemoveOnDrop(instance.clone());
+    let dir = TempDir::new("agent-behaviour");
+    let tree = PodTree::create("pod3");
+    std::fs::write(
+        dir.path().join("baseline.yaml"),
+        "apiVersion: minerguard/v1\nname: baseline-behaviour\nrules:\n  - name: mining-behaviour\n    action: kill\n    behaviour: { window_secs: 5 }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: minerguard/v1\nkind: AgentConfig\nbaseline: ./baseline.yaml\npodsRoot: {}\ninstance: {instance}\n",
+            tree.root.cgroup().path().display()
+        ),
+    )
+    .unwrap();
+    let (agent, lines) = start_agent(&config);
+    wait_line(&lines, "agent ready");
+    let pool = RxPool::start();
+    let mut miner = pool.light_miner(&xmrig, &tree.container, &dir, "kworker-util");
+    let said = wait_line(&lines, "is mining");
+    assert!(said.last().unwrap().contains("kworker-util"), "{said:?}");
+    let ended = wait_end(&mut miner, Duration::from_secs(60));
+    assert_eq!(
+        ended.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "{ended:?}"
+    );
+    assert!(pool.logins() > 0, "XMRig never had its job");
+
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let out = agent.into_inner().wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let e = events
+        .iter()
+        .find(|e| e["output_fields"]["minerguard.kind"] == "behaviour")
+        .unwrap_or_else(|| panic!("no behaviour event in {events:?}"));
+    assert_eq!(e["rule"], "mining-behaviour", "{e}");
+    assert_eq!(e["action"], "kill", "{e}");
+    assert_eq!(
+        e["output_fields"]["container.id"],
+        &CONTAINER_ID[..12],
+        "{e}"
+    );
+    assert!(!e["hostname"].as_str().unwrap_or("").is_empty(), "{e}");
+}

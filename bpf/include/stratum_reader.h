@@ -132,7 +132,7 @@ struct mg_reader {
 	__u8 sig;       /* family of the method that matched */
 	__u8 mask_i;    /* WebSocket: payload bytes unmasked (mod 4), or ext-length bytes left */
 	__u8 mask[4];   /* WebSocket masking key */
-	__u8 quiet;     /* only '"', '\\', CR and LF can change anything (mg_reader_quiet) */
+	__u8 quiet;     /* MG_Q_*: which bytes can change anything (mg_reader_quiet) */
 	__u8 diverged;  /* the stream view differs from the line view (else stale) */
 	__u8 _pad[2];
 	struct mg_json_view line;   /* the text read line by line */
@@ -755,31 +755,46 @@ static __always_inline int mg_read_byte(struct mg_reader *r, __u8 c)
 	return MG_READ_DONE;
 }
 
-/* A view that only a quote, a backslash or a line end can change: it
- * skips a line, or is inside a string it does not read. */
-static __always_inline bool mg_view_quiet(const struct mg_json_view *v)
+/* Quiet readers (r->quiet): the bytes a run of others leaves unchanged
+ * but for the byte and line counts. */
+#define MG_Q_STR 1    /* '"', '\\', CR, LF: in strings, skipped lines */
+#define MG_Q_STRUCT 2 /* '"', CR, LF, '{', '}', '[', ']', ',', ':': between
+		       * a message's members (numbers, literals, blanks) */
+
+/* Which quiet kinds a view allows: it skips a line (both); it is inside a
+ * string it does not read; or it is inside a message, outside strings,
+ * with no "method" key pending (a number or literal changes nothing). */
+static __always_inline __u8 mg_view_quiet(const struct mg_json_view *v)
 {
-	return (v->flags & MG_J_JUNK) ||
-	       ((v->flags & (MG_J_STR | MG_J_CAPKEY | MG_J_CAPVAL)) == MG_J_STR && !v->esc);
+	if (v->flags & MG_J_JUNK)
+		return MG_Q_STR | MG_Q_STRUCT;
+	if (v->flags & MG_J_STR)
+		return (v->flags & (MG_J_CAPKEY | MG_J_CAPVAL)) || v->esc ? 0 : MG_Q_STR;
+	return v->depth && !(v->flags & (MG_J_METHOD | MG_J_VALUE)) ? MG_Q_STRUCT : 0;
 }
 
 /*
- * Whether the next bytes other than '"', '\\', CR and LF change nothing but
- * the byte and line counts: text whose views are quiet, past where the HTTP
+ * Which bytes can change more than the byte and line counts (MG_Q_*, 0:
+ * any): those of the kind every view allows, in text past where the HTTP
  * framing looks (a request's first 8 characters, the first 8 of a GET's
- * header lines, and its Upgrade header). Most of a stream is
- * such bytes (strings, skipped lines, headers), so they take a short path.
+ * header lines, and its Upgrade header). Most of a stream is other bytes
+ * (strings, numbers, skipped lines, headers), so they take a short path.
  */
-static __always_inline bool mg_reader_quiet(const struct mg_reader *r)
+static __always_inline __u8 mg_reader_quiet(const struct mg_reader *r)
 {
-	if (r->frame != MG_FR_TEXT || !mg_view_quiet(&r->line) ||
-	    (r->diverged && !mg_view_quiet(&r->stream)))
-		return false;
+	__u8 q;
+
+	if (r->frame != MG_FR_TEXT)
+		return 0;
 	if ((r->http & MG_H_FIRST) && r->line_pos < 8)
-		return false;
+		return 0;
 	if ((r->http & MG_H_GET) && (r->line_pos < 8 || (r->http & MG_H_UPGRADE)))
-		return false;
-	return true;
+		return 0;
+	q = mg_view_quiet(&r->line);
+	if (r->diverged)
+		q &= mg_view_quiet(&r->stream);
+	/* Both kinds: the one with fewer bytes to stop at. */
+	return q & MG_Q_STR ? MG_Q_STR : q;
 }
 
 /* Whether the reader has nothing left to read. */
@@ -808,7 +823,6 @@ struct mg_feed {
 	__u32 _pad;
 };
 
-/* Bytes a quiet reader must look at: '"', '\\', LF, CR. */
 #define MG_ONES 0x0101010101010101ULL
 #define MG_HIGHS 0x8080808080808080ULL
 
@@ -820,18 +834,24 @@ static __always_inline __u64 mg_zero_bytes(__u64 w)
 }
 
 /*
- * How many of the 8 bytes at buf[off] (off <= MG_READ_BUDGET - 8) come
- * before the first '"', '\\', LF or CR: a quiet reader skips them all at
- * once.
+ * How many of the bytes of w (little-endian: byte 0 first) come before the
+ * first one a reader quiet of kind q stops at (8: none). Without branches:
+ * each one here costs the verifier a walk of the rest of the step.
  */
-static __always_inline __u32 mg_quiet_run(const __u8 *buf, __u32 off)
+static __always_inline __u32 mg_quiet_run(__u64 w, __u8 q)
 {
-	__u64 w = *(const __u64 *)(buf + off);
+	/* '[' and ']' differ from '{' and '}' in bit 5 alone. */
+	__u64 b = w | (0x20 * MG_ONES);
+	__u64 str = (__u64)0 - (q & MG_Q_STR);
 	__u64 m = mg_zero_bytes(w ^ ('"' * MG_ONES)) |
-		  mg_zero_bytes(w ^ ('\\' * MG_ONES)) |
 		  mg_zero_bytes(w ^ ('\n' * MG_ONES)) |
 		  mg_zero_bytes(w ^ ('\r' * MG_ONES));
 
+	m |= str & mg_zero_bytes(w ^ ('\\' * MG_ONES));
+	m |= ~str & (mg_zero_bytes(b ^ ('{' * MG_ONES)) |
+		     mg_zero_bytes(b ^ ('}' * MG_ONES)) |
+		     mg_zero_bytes(w ^ (',' * MG_ONES)) |
+		     mg_zero_bytes(w ^ (':' * MG_ONES)));
 	if (!m)
 		return 8;
 	/* Index of the lowest marked byte: its bit isolated, shifted to bit
@@ -857,17 +877,22 @@ static __always_inline void mg_reader_skip(struct mg_reader *r, __u32 k)
 static __always_inline __u32 mg_skip_quiet(struct mg_reader *r, const __u8 *buf,
 					   __u32 pos, __u32 n)
 {
-	__u32 off = pos & (MG_READ_BUDGET - 1), k;
-	__u8 c;
+	__u32 off = pos & (MG_READ_BUDGET - 1), k, most = 1;
+	__u64 w;
 
 	if (r->seen >= MG_READ_BUDGET)
 		return 0;
 	if (pos + 8 <= n && off <= MG_READ_BUDGET - 8) {
-		k = mg_quiet_run(buf, off);
+		w = *(const __u64 *)(buf + off);
+		most = 8;
 	} else {
-		c = buf[off];
-		k = c != '"' && c != '\\' && c != '\n' && c != '\r';
+		/* The buffer's last bytes: one (the zero bytes above it stop
+		 * nothing). */
+		w = buf[off];
 	}
+	k = mg_quiet_run(w, r->quiet);
+	if (k > most)
+		k = most;
 	if (k > MG_READ_BUDGET - r->seen)
 		k = MG_READ_BUDGET - r->seen;
 	mg_reader_skip(r, k);
@@ -898,11 +923,11 @@ static long mg_feed_step(__u32 i, void *ctx)
 	 * verifier state (one walk of the reader, not two). */
 	pos = r->seen - f->base;
 	v = mg_read_byte(r, f->buf[pos & (MG_READ_BUDGET - 1)]);
-	r->quiet = mg_reader_quiet(r);
 	if (v != MG_READ_MORE) {
 		f->verdict = v;
 		return 1;
 	}
+	r->quiet = mg_reader_quiet(r);
 	return 0;
 }
 

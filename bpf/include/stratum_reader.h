@@ -132,7 +132,7 @@ struct mg_reader {
 	__u8 sig;       /* family of the method that matched */
 	__u8 mask_i;    /* WebSocket: payload bytes unmasked (mod 4), or ext-length bytes left */
 	__u8 mask[4];   /* WebSocket masking key */
-	__u8 quiet;     /* only '"', '\\', CR and LF can change anything (mg_reader_quiet) */
+	__u8 quiet;     /* MG_Q_*: which bytes can change anything (mg_reader_quiet) */
 	__u8 diverged;  /* the stream view differs from the line view (else stale) */
 	__u8 _pad[2];
 	struct mg_json_view line;   /* the text read line by line */
@@ -205,8 +205,10 @@ static __always_inline __u8 mg_view_char(struct mg_json_view *v, __u8 d)
 	if (v->flags & MG_J_CAPKEY) {
 		/* "method", one character at a time. */
 		want = pos < 6 ? (__u8)(0x646f6874656dULL >> (pos * 8)) : 0;
+		/* Not "method": the rest of the key is a string like any
+		 * other (quiet, see mg_view_quiet). */
 		if (d != want)
-			v->flags &= ~MG_J_KEYOK;
+			v->flags &= ~(MG_J_KEYOK | MG_J_CAPKEY);
 		if (pos < 255)
 			v->pos = pos + 1;
 		return MG_SIG_NONE;
@@ -414,8 +416,10 @@ static __always_inline bool mg_view_between(const struct mg_json_view *v)
 }
 
 /* One byte of text (or of a WebSocket payload): HTTP framing, then the
- * JSON views. */
-static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
+ * JSON views. Inlined into the byte loop for text (most bytes: a BPF call
+ * and its return cost more than the byte's work on CPUs with return-thunk
+ * mitigations); mg_read_text below for the other framings. */
+static __always_inline int mg_read_text_inline(struct mg_reader *r, __u8 c, bool http)
 {
 	__u8 sig, lc, p;
 
@@ -502,6 +506,11 @@ static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
 	    (r->line.flags & MG_J_JUNK) == (r->stream.flags & MG_J_JUNK))
 		r->diverged = 0;
 	return MG_READ_MORE;
+}
+
+static __noinline int mg_read_text(struct mg_reader *r, __u8 c, bool http)
+{
+	return mg_read_text_inline(r, c, http);
 }
 
 /* Leaves a framing that did not hold: this byte starts a non-JSON line. */
@@ -702,8 +711,8 @@ header_done:
 	return MG_READ_MORE;
 }
 
-/* One byte of the socket's stream. */
-static __noinline int mg_read_byte(struct mg_reader *r, __u8 c)
+/* One byte of the socket's stream (inlined into the byte loop). */
+static __always_inline int mg_read_byte(struct mg_reader *r, __u8 c)
 {
 	if (!r)
 		return MG_READ_DONE;
@@ -733,7 +742,7 @@ static __noinline int mg_read_byte(struct mg_reader *r, __u8 c)
 		r->ws_pos = 0;
 		return mg_read_text(r, c, true);
 	case MG_FR_TEXT:
-		return mg_read_text(r, c, true);
+		return mg_read_text_inline(r, c, true);
 	case MG_FR_V2:
 		return mg_read_v2(r, c);
 	case MG_FR_SOCKS5:
@@ -746,31 +755,46 @@ static __noinline int mg_read_byte(struct mg_reader *r, __u8 c)
 	return MG_READ_DONE;
 }
 
-/* A view that only a quote, a backslash or a line end can change: it
- * skips a line, or is inside a string it does not read. */
-static __always_inline bool mg_view_quiet(const struct mg_json_view *v)
+/* Quiet readers (r->quiet): the bytes a run of others leaves unchanged
+ * but for the byte and line counts. */
+#define MG_Q_STR 1    /* '"', '\\', CR, LF: in strings, skipped lines */
+#define MG_Q_STRUCT 2 /* '"', CR, LF, '{', '}', '[', ']', ',', ':': between
+		       * a message's members (numbers, literals, blanks) */
+
+/* Which quiet kinds a view allows: it skips a line (both); it is inside a
+ * string it does not read; or it is inside a message, outside strings,
+ * with no "method" key pending (a number or literal changes nothing). */
+static __always_inline __u8 mg_view_quiet(const struct mg_json_view *v)
 {
-	return (v->flags & MG_J_JUNK) ||
-	       ((v->flags & (MG_J_STR | MG_J_CAPKEY | MG_J_CAPVAL)) == MG_J_STR && !v->esc);
+	if (v->flags & MG_J_JUNK)
+		return MG_Q_STR | MG_Q_STRUCT;
+	if (v->flags & MG_J_STR)
+		return (v->flags & (MG_J_CAPKEY | MG_J_CAPVAL)) || v->esc ? 0 : MG_Q_STR;
+	return v->depth && !(v->flags & (MG_J_METHOD | MG_J_VALUE)) ? MG_Q_STRUCT : 0;
 }
 
 /*
- * Whether the next bytes other than '"', '\\', CR and LF change nothing but
- * the byte and line counts: text whose views are quiet, past where the HTTP
+ * Which bytes can change more than the byte and line counts (MG_Q_*, 0:
+ * any): those of the kind every view allows, in text past where the HTTP
  * framing looks (a request's first 8 characters, the first 8 of a GET's
- * header lines, and its Upgrade header). Most of a stream is
- * such bytes (strings, skipped lines, headers), so they take a short path.
+ * header lines, and its Upgrade header). Most of a stream is other bytes
+ * (strings, numbers, skipped lines, headers), so they take a short path.
  */
-static __always_inline bool mg_reader_quiet(const struct mg_reader *r)
+static __always_inline __u8 mg_reader_quiet(const struct mg_reader *r)
 {
-	if (r->frame != MG_FR_TEXT || !mg_view_quiet(&r->line) ||
-	    (r->diverged && !mg_view_quiet(&r->stream)))
-		return false;
+	__u8 q;
+
+	if (r->frame != MG_FR_TEXT)
+		return 0;
 	if ((r->http & MG_H_FIRST) && r->line_pos < 8)
-		return false;
+		return 0;
 	if ((r->http & MG_H_GET) && (r->line_pos < 8 || (r->http & MG_H_UPGRADE)))
-		return false;
-	return true;
+		return 0;
+	q = mg_view_quiet(&r->line);
+	if (r->diverged)
+		q &= mg_view_quiet(&r->stream);
+	/* Both kinds: the one with fewer bytes to stop at. */
+	return q & MG_Q_STR ? MG_Q_STR : q;
 }
 
 /* Whether the reader has nothing left to read. */
@@ -794,32 +818,117 @@ struct mg_feed {
 	struct mg_reader *r;
 	const __u8 *buf; /* MG_READ_BUDGET bytes readable */
 	__u32 verdict;
-	__u32 at; /* index of the byte that decided */
+	__u32 base; /* r->seen before buf[0]: the cursor is r->seen - base */
+	__u32 n;    /* bytes to read */
+	__u32 _pad;
 };
 
-static long mg_feed_byte(__u32 i, void *ctx)
+#define MG_ONES 0x0101010101010101ULL
+#define MG_HIGHS 0x8080808080808080ULL
+
+/* The high bit of each byte of w that is zero (exact up to the lowest
+ * such byte, which is all the caller uses). */
+static __always_inline __u64 mg_zero_bytes(__u64 w)
+{
+	return (w - MG_ONES) & ~w & MG_HIGHS;
+}
+
+/*
+ * How many of the bytes of w (little-endian: byte 0 first) come before the
+ * first one a reader quiet of kind q stops at (8: none). Without branches:
+ * each one here costs the verifier a walk of the rest of the step.
+ */
+static __always_inline __u32 mg_quiet_run(__u64 w, __u8 q)
+{
+	/* '[' and ']' differ from '{' and '}' in bit 5 alone. */
+	__u64 b = w | (0x20 * MG_ONES);
+	__u64 str = (__u64)0 - (q & MG_Q_STR);
+	__u64 m = mg_zero_bytes(w ^ ('"' * MG_ONES)) |
+		  mg_zero_bytes(w ^ ('\n' * MG_ONES)) |
+		  mg_zero_bytes(w ^ ('\r' * MG_ONES));
+
+	m |= str & mg_zero_bytes(w ^ ('\\' * MG_ONES));
+	m |= ~str & (mg_zero_bytes(b ^ ('{' * MG_ONES)) |
+		     mg_zero_bytes(b ^ ('}' * MG_ONES)) |
+		     mg_zero_bytes(w ^ (',' * MG_ONES)) |
+		     mg_zero_bytes(w ^ (':' * MG_ONES)));
+	if (!m)
+		return 8;
+	/* Index of the lowest marked byte: its bit isolated, shifted to bit
+	 * 8k, times a constant whose byte 7-k is k lands k in the top byte. */
+	m &= -m;
+	return ((m >> 7) * 0x0001020304050607ULL) >> 56;
+}
+
+/* Quiet bytes change nothing but the counts. */
+static __always_inline void mg_reader_skip(struct mg_reader *r, __u32 k)
+{
+	__u32 lp = r->line_pos + k;
+
+	r->seen += k;
+	r->line_pos = lp > 255 ? 255 : lp;
+}
+
+/*
+ * Skips the quiet bytes from buf[pos] on: up to a word's worth (or one
+ * byte at the buffer's end). Returns how many. One word per step: each
+ * more word unrolled here costs the verifier more than the whole reader.
+ */
+static __always_inline __u32 mg_skip_quiet(struct mg_reader *r, const __u8 *buf,
+					   __u32 pos, __u32 n)
+{
+	__u32 off = pos & (MG_READ_BUDGET - 1), k, most = 1;
+	__u64 w;
+
+	if (r->seen >= MG_READ_BUDGET)
+		return 0;
+	if (pos + 8 <= n && off <= MG_READ_BUDGET - 8) {
+		w = *(const __u64 *)(buf + off);
+		most = 8;
+	} else {
+		/* The buffer's last bytes: one (the zero bytes above it stop
+		 * nothing). */
+		w = buf[off];
+	}
+	k = mg_quiet_run(w, r->quiet);
+	if (k > most)
+		k = most;
+	if (k > MG_READ_BUDGET - r->seen)
+		k = MG_READ_BUDGET - r->seen;
+	mg_reader_skip(r, k);
+	return k;
+}
+
+/*
+ * One step: a run of quiet bytes (a word at a time), or one byte through
+ * the reader. The cursor lives in r->seen (read from memory, so the
+ * verifier sees one unknown scalar at every step, as it did bpf_loop's
+ * index); every step reads at least one byte, so n steps read everything.
+ */
+static long mg_feed_step(__u32 i, void *ctx)
 {
 	struct mg_feed *f = ctx;
 	struct mg_reader *r = f->r;
-	__u8 c = f->buf[i & (MG_READ_BUDGET - 1)];
+	__u32 pos;
 	int v;
 
 	if (!r)
 		return 1;
-	if (r->quiet && c != '"' && c != '\\' && c != '\n' && c != '\r' &&
-	    r->seen < MG_READ_BUDGET) {
-		r->seen++;
-		if (r->line_pos < 255)
-			r->line_pos++;
+	pos = r->seen - f->base;
+	if (pos >= f->n)
+		return 1;
+	if (r->quiet && mg_skip_quiet(r, f->buf, pos, f->n))
 		return 0;
+	/* Read again: both ways here then reach the byte with the same
+	 * verifier state (one walk of the reader, not two). */
+	pos = r->seen - f->base;
+	v = mg_read_byte(r, f->buf[pos & (MG_READ_BUDGET - 1)]);
+	if (v != MG_READ_MORE) {
+		f->verdict = v;
+		return 1;
 	}
-	v = mg_read_byte(r, c);
 	r->quiet = mg_reader_quiet(r);
-	if (v == MG_READ_MORE)
-		return 0;
-	f->verdict = v;
-	f->at = i;
-	return 1;
+	return 0;
 }
 
 /* Reads buf[0..n) (n <= MG_READ_BUDGET). Returns a verdict. */
@@ -830,7 +939,9 @@ static __always_inline int mg_reader_feed(struct mg_reader *r, const __u8 *buf,
 
 	if (n > MG_READ_BUDGET)
 		n = MG_READ_BUDGET;
-	bpf_loop(n, mg_feed_byte, &f, 0);
+	f.n = n;
+	f.base = r ? r->seen : 0;
+	bpf_loop(n, mg_feed_step, &f, 0);
 	if (f.verdict == MG_READ_MORE && mg_reader_spent(r))
 		return MG_READ_DONE;
 	return f.verdict;

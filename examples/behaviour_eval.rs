@@ -32,12 +32,13 @@ use minerguard::{
 enum Workload {
     /// XMRig (light mode) with these threads; `config_only`: from a
     /// config.json, no arguments at all; `socks5`: through a loopback SOCKS5
-    /// proxy; `duty`: stopped and continued every 5 s (SIGSTOP/SIGCONT), a
-    /// 50 % duty cycle.
+    /// proxy; `tls`: `--tls` to a TLS front of the pool; `duty`: stopped and
+    /// continued every 5 s (SIGSTOP/SIGCONT), a 50 % duty cycle.
     Miner {
         threads: u32,
         config_only: bool,
         socks5: bool,
+        tls: bool,
         duty: bool,
     },
     /// A shell command line.
@@ -62,12 +63,13 @@ struct Outcome {
 }
 
 fn cases() -> Vec<Case> {
-    let miner = |name, threads, config_only, socks5, duty| Case {
+    let miner = |name, threads, config_only, socks5, tls, duty| Case {
         name,
         workload: Workload::Miner {
             threads,
             config_only,
             socks5,
+            tls,
             duty,
         },
         known_limit: duty,
@@ -78,11 +80,19 @@ fn cases() -> Vec<Case> {
         known_limit: false,
     };
     vec![
-        miner("xmrig light 2 threads, renamed", 2, false, false, false),
-        miner("xmrig light 1 thread, renamed", 1, false, false, false),
-        miner("xmrig light, config file only", 2, true, false, false),
-        miner("xmrig light, through SOCKS5", 2, false, true, false),
-        miner("xmrig light, 50 % duty cycle (5 s on, 5 s off)", 2, false, false, true),
+        miner("xmrig light 2 threads, renamed", 2, false, false, false, false),
+        miner("xmrig light 1 thread, renamed", 1, false, false, false, false),
+        miner("xmrig light, config file only", 2, true, false, false, false),
+        miner("xmrig light, through SOCKS5", 2, false, true, false, false),
+        miner("xmrig light, --tls", 2, false, false, true, false),
+        miner(
+            "xmrig light, 50 % duty cycle (5 s on, 5 s off)",
+            2,
+            false,
+            false,
+            false,
+            true,
+        ),
         benign("stress-ng --cpu 2", "exec stress-ng --cpu 2 --timeout 0 --quiet"),
         benign("stress-ng --crypt 2", "exec stress-ng --crypt 2 --timeout 0 --quiet"),
         benign(
@@ -125,13 +135,18 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
     let pool = RxPool::start();
     let proxy = matches!(case.workload, Workload::Miner { socks5: true, .. })
         .then(|| common::Proxy::start(common::ProxyKind::Socks5));
+    let tls = matches!(case.workload, Workload::Miner { tls: true, .. })
+        .then(|| common::TlsFront::start(pool.addr(), &dir));
     let mut cmd = match case.workload {
         Workload::Miner {
             threads,
             config_only: false,
             ..
         } => {
-            let mut c = pool.light_command(xmrig, &dir, "php-fpm", threads);
+            let mut c = match &tls {
+                Some(front) => pool.light_command_over_tls(front, xmrig, &dir, "php-fpm", threads),
+                None => pool.light_command(xmrig, &dir, "php-fpm", threads),
+            };
             if let Some(proxy) = &proxy {
                 c.arg(format!("--proxy={}", proxy.addr()));
             }

@@ -366,6 +366,12 @@ typedef uint32_t mg_check;
 #endif // __cplusplus
 
 /**
+ * A behaviour detector (opaque): it remembers each process's recent CPU
+ * samples between calls. Free it with `mg_behaviour_detector_free()`.
+ */
+typedef struct mg_behaviour_detector mg_behaviour_detector;
+
+/**
  * A loaded backend enforcing profiles on scopes (opaque). Create with
  * `mg_enforcer_new()`, free with `mg_enforcer_free()`.
  */
@@ -389,6 +395,27 @@ typedef struct mg_profile mg_profile;
  * free it with `mg_scan_report_free()`.
  */
 typedef struct mg_scan_report mg_scan_report;
+
+/**
+ * Options of [`mg_scan_with`] and `mg_behaviour_detector_sample()`.
+ */
+typedef struct mg_scan_options {
+  /**
+   * Report only: nothing is killed, whatever the rules say.
+   */
+  bool dry_run;
+  /**
+   * `exclude_count` cgroup paths (absolute, or relative to the cgroup
+   * v2 mount) left out with their descendants, e.g. containers that
+   * have a profile of their own; one that does not exist is ignored.
+   * May be NULL when `exclude_count` is 0.
+   */
+  const char *const *exclude;
+  /**
+   * How many paths `exclude` holds.
+   */
+  size_t exclude_count;
+} mg_scan_options;
 
 /**
  * How to build an enforcer (`mg_enforcer_new_with_options()`).
@@ -669,6 +696,46 @@ extern "C" {
  * The library version (`"0.1.0"`). A static string: never freed, never NULL.
  */
 const char *mg_version(void);
+
+/**
+ * A detector of `profile`'s `behaviour` rules (a profile without any makes
+ * a detector that finds nothing). Fails on an invalid profile
+ * (`MG_ERR_PROFILE`).
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum mg_result mg_behaviour_detector_new(const struct mg_profile *profile,
+                                         struct mg_behaviour_detector **out);
+
+/**
+ * Takes one sample of every process of the `count` cgroups (absolute, or
+ * relative to the cgroup v2 mount) and their descendants, less
+ * `options->exclude` (`options` may be NULL), and acts on what a rule
+ * finds mining unless `options->dry_run`. A process is judged once its
+ * samples span the rule's window, so call this periodically. `*out`
+ * receives the report, an object: `profile`, `processes` (sampled),
+ * `detections` (each an event in Falco's shape,
+ * `output_fields["minerguard.kind"] == "behaviour"`, with
+ * `minerguard.outcome` and the `minerguard.behaviour.*` signals) and
+ * `observations` (`pid`, `comm`, `rule`, `mining`, `signals`: those that
+ * fired, `values`). Fails (nothing sampled) on a path that is not a cgroup
+ * v2 directory (`MG_ERR_CGROUP`).
+ *
+ * # Safety
+ * `cgroups` must point to `count` NUL-terminated strings; `options` must
+ * be NULL or valid (see `mg_scan_options`); `out` must be writable.
+ */
+enum mg_result mg_behaviour_detector_sample(struct mg_behaviour_detector *detector,
+                                            const char *const *cgroups,
+                                            size_t count,
+                                            const struct mg_scan_options *options,
+                                            struct mg_scan_report **out);
+
+/**
+ * Frees a detector; NULL is a no-op.
+ */
+enum mg_result mg_behaviour_detector_free(struct mg_behaviour_detector *detector);
 
 /**
  * Whether optional check `check` (an `MG_CHECK_*` value) is active:
@@ -1215,6 +1282,20 @@ enum mg_result mg_scan(const struct mg_profile *profile,
                        size_t count,
                        bool dry_run,
                        struct mg_scan_report **out);
+
+/**
+ * [`mg_scan`] with options: `options` (NULL for the defaults) may leave
+ * cgroups out (`exclude`) besides `dry_run`.
+ *
+ * # Safety
+ * `cgroups` must point to `count` NUL-terminated strings; `options` must
+ * be NULL or valid (see `mg_scan_options`); `out` must be writable.
+ */
+enum mg_result mg_scan_with(const struct mg_profile *profile,
+                            const char *const *cgroups,
+                            size_t count,
+                            const struct mg_scan_options *options,
+                            struct mg_scan_report **out);
 
 /**
  * The report as JSON, copied into `buf` (`len` bytes, NUL included);

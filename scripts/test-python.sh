@@ -29,10 +29,15 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.9,<2' 'pytest>=7' 'mypy>=1.8'
 
 cd "$PY"
-step "cargo fmt --check (bindings/python)"
-cargo fmt -- --check
-step "cargo clippy -D warnings (bindings/python)"
-cargo clippy --all-targets -- -D warnings
+# scripts/test.sh has linted the whole workspace, this crate included.
+if [ "${MINERGUARD_PY_LINTED:-0}" = 1 ]; then
+    step "fmt and clippy: done by scripts/test.sh for the whole workspace"
+else
+    step "cargo fmt --check (bindings/python)"
+    cargo fmt -- --check
+    step "cargo clippy -D warnings (bindings/python)"
+    cargo clippy --all-targets -- -D warnings
+fi
 
 step "maturin build (abi3 wheel; debug: the tests need no optimised build, and it reuses what cargo test built)"
 rm -rf target/wheels

@@ -38,7 +38,7 @@ step "Kubernetes deployment: manifests against the schemas, kustomize, Container
 bash scripts/validate-manifests.sh
 
 step "Python bindings (scripts/test-python.sh)"
-bash scripts/test-python.sh
+MINERGUARD_PY_LINTED=1 bash scripts/test-python.sh
 
 if [ "${MINERGUARD_SKIP_VM:-0}" = 1 ]; then
     echo "SKIPPED the lsm VM suite (MINERGUARD_SKIP_VM=1)"

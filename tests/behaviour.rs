@@ -2,7 +2,8 @@
 //! hashing RandomX (light mode) against a loopback pool that hands out
 //! `rx/0` jobs, in a test cgroup, is found by behaviour alone (no rule
 //! names it, its bytes or its pool); `audit` reports it with its signals
-//! and leaves it hashing, `kill` kills it (the pool sees it go),
+//! and leaves it hashing, `kill` kills it when it mines over TLS (the pool
+//! sees it go),
 //! `kill-container` kills its cgroup (a companion process too). A benign
 //! CPU-heavy program (`stress-ng --cpu 2`) for as long is not flagged.
 //! Every test samples only a cgroup it created; loopback only.
@@ -17,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{spawn_in, test_cgroup, xmrig_binary, ChildGuard, RxPool, TempDir};
+use common::{spawn_in, test_cgroup, xmrig_binary, ChildGuard, RxPool, TempDir, TlsFront};
 use minerguard::{
     behaviour::{Detection, Detector, Observation, Sample},
     cgroup::OwnedCgroup,
@@ -174,8 +175,8 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
 }
 
 #[test]
-fn kill_kills_a_hashing_xmrig_and_its_pool_connection_closes() {
-    let test = "kill_kills_a_hashing_xmrig_and_its_pool_connection_closes";
+fn kill_kills_a_hashing_xmrig_over_tls_and_its_pool_connection_closes() {
+    let test = "kill_kills_a_hashing_xmrig_over_tls_and_its_pool_connection_closes";
     if !root_or_skip(test) {
         return;
     }
@@ -186,14 +187,21 @@ fn kill_kills_a_hashing_xmrig_and_its_pool_connection_closes() {
     let cgroup = test_cgroup();
     let dir = TempDir::new("behaviour-kill");
     let pool = RxPool::start();
-    let mut miner = pool.light_miner(&xmrig, &cgroup, &dir, "php-fpm");
+    // XMRig `--tls` (no SNI by default): no byte of Stratum on the wire.
+    let front = TlsFront::start(pool.addr(), &dir);
+    let mut miner = pool.light_miner_over_tls(&xmrig, &cgroup, &dir, "php-fpm", &front);
     let mut detector = Detector::new(&profile(minerguard::Action::Kill)).unwrap();
 
     let (found, _) = sample_until_detected(&mut detector, &cgroup);
     let d = found.expect("the hashing XMRig is detected");
     assert_eq!(d.process.pid, miner.id());
     assert_eq!(d.outcome, Outcome::Killed);
-    assert!(pool.logins() > 0, "XMRig had its job");
+    assert_eq!(
+        d.signals.peer,
+        Some(front.addr()),
+        "its connection is the TLS one"
+    );
+    assert!(pool.logins() > 0, "XMRig had its job, through TLS");
     let status = miner.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     assert!(

@@ -12,6 +12,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 use common::*;
@@ -264,6 +265,20 @@ fn c_and_rust_agree_on_struct_layouts() {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     assert_eq!(layout("mg_probe_report"), expected);
+    let rust_options = [
+        ("size", std::mem::size_of::<capi::mg_scan_options>()),
+        ("dry_run", offset_of!(capi::mg_scan_options, dry_run)),
+        ("exclude", offset_of!(capi::mg_scan_options, exclude)),
+        (
+            "exclude_count",
+            offset_of!(capi::mg_scan_options, exclude_count),
+        ),
+    ];
+    let expected: Vec<(String, usize)> = rust_options
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(layout("mg_scan_options"), expected);
 }
 
 #[test]
@@ -1287,4 +1302,146 @@ fn a_scan_through_the_c_api_kills_what_ran_before_and_reports_it_as_json() {
     );
     assert_eq!(mg_profile_free(p), mg_result::MG_OK);
     let _ = std::fs::remove_file(&shm);
+}
+
+/// The JSON of a report handle (read twice: size, then text).
+fn report_json(report: *const capi::scan::mg_scan_report) -> serde_json::Value {
+    let text = c_text(|buf, len, needed| {
+        // SAFETY: `buf` holds `len` bytes (or is NULL with 0); `needed` is writable.
+        unsafe { capi::scan::mg_scan_report_json(report, buf, len, needed) }
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_scan_through_the_c_api_leaves_out_the_excluded_cgroups() {
+    use capi::{profile::*, scan::*};
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(
+            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
+            Ok("1"),
+            "scans make cgroups and need root; MINERGUARD_ALLOW_SKIP=1 skips"
+        );
+        return;
+    }
+    // A scratch-dir program in the scope and one in a child cgroup (a
+    // container with a profile of its own): only the first is judged.
+    let scope = test_cgroup();
+    let child = child_cgroup(&scope);
+    let shm = PathBuf::from(format!("/dev/shm/mg-capi-exclude-{}", std::process::id()));
+    let _ = std::fs::remove_file(&shm);
+    std::fs::copy("/usr/bin/sleep", &shm).unwrap();
+    let mut outside =
+        ChildGuard::new(spawn_in(Some(&scope), Command::new(&shm).arg("600")).unwrap());
+    let mut inside =
+        ChildGuard::new(spawn_in(Some(&child), Command::new(&shm).arg("600")).unwrap());
+
+    let mut p: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings and out-pointer.
+    assert_eq!(
+        unsafe { mg_profile_bundled(c"container-strict".as_ptr(), &mut p) },
+        mg_result::MG_OK
+    );
+    let path = std::ffi::CString::new(scope.cgroup().path().to_str().unwrap()).unwrap();
+    let excluded = std::ffi::CString::new(child.cgroup().path().to_str().unwrap()).unwrap();
+    let cgroups = [path.as_ptr()];
+    let exclude = [excluded.as_ptr()];
+    let options = mg_scan_options {
+        dry_run: false,
+        exclude: exclude.as_ptr(),
+        exclude_count: 1,
+    };
+    let mut report: *mut mg_scan_report = std::ptr::null_mut();
+    // SAFETY: valid profile, paths and options, writable out-pointer.
+    let rc = unsafe { mg_scan_with(p, cgroups.as_ptr(), 1, &options, &mut report) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let v = report_json(report);
+    assert_eq!(v["scanned"], 1, "only the scope's own process: {v}");
+    assert_eq!(v["findings"][0]["output_fields"]["proc.pid"], outside.id());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(outside.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(
+        inside.try_wait().unwrap().is_none(),
+        "the excluded one runs"
+    );
+    assert_eq!(mg_scan_report_free(report), mg_result::MG_OK);
+    assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+    let _ = std::fs::remove_file(&shm);
+}
+
+#[test]
+fn the_behaviour_detector_through_the_c_api_kills_a_hashing_renamed_xmrig() {
+    use capi::{behaviour::*, profile::*, scan::*};
+    let test = "the_behaviour_detector_through_the_c_api_kills_a_hashing_renamed_xmrig";
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(
+            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
+            Ok("1"),
+            "{test} makes cgroups and needs root; MINERGUARD_ALLOW_SKIP=1 skips"
+        );
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let cg = test_cgroup();
+    let dir = TempDir::new("capi-behaviour");
+    let pool = RxPool::start();
+    let mut miner = pool.light_miner(&xmrig, &cg, &dir, "php-fpm");
+
+    // A 5 s window (the default is 10 s); every other threshold default.
+    let text = "apiVersion: minerguard/v1\nname: b\nrules:\n  - name: mining\n    action: kill\n    behaviour: { window_secs: 5 }\n";
+    let mut p: *mut mg_profile = std::ptr::null_mut();
+    // SAFETY: `text` is `len` bytes; `p` is writable.
+    let rc = unsafe { mg_profile_from_text(text.as_ptr().cast(), text.len(), &mut p) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let mut d: *mut mg_behaviour_detector = std::ptr::null_mut();
+    // SAFETY: a live profile and a writable out-pointer.
+    let rc = unsafe { mg_behaviour_detector_new(p, &mut d) };
+    assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+    let path = std::ffi::CString::new(cg.cgroup().path().to_str().unwrap()).unwrap();
+    let cgroups = [path.as_ptr()];
+
+    // Sampled every second, as watch does every two, until it acts.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let detection = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no detection in 120 s; XMRig logins {}, shares {}",
+            pool.logins(),
+            pool.submits()
+        );
+        let mut report: *mut mg_scan_report = std::ptr::null_mut();
+        // SAFETY: live detector, one path, NULL options, writable out.
+        let rc = unsafe {
+            mg_behaviour_detector_sample(d, cgroups.as_ptr(), 1, std::ptr::null(), &mut report)
+        };
+        assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
+        let v = report_json(report);
+        assert_eq!(mg_scan_report_free(report), mg_result::MG_OK);
+        assert_eq!(v["profile"], "b", "{v}");
+        if let Some(first) = v["detections"].as_array().and_then(|d| d.first()) {
+            break first.clone();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let f = &detection["output_fields"];
+    assert_eq!(f["minerguard.kind"], "behaviour", "{detection}");
+    assert_eq!(f["minerguard.outcome"], "killed", "{detection}");
+    assert_eq!(f["proc.pid"], miner.id());
+    assert_eq!(f["proc.name"], "php-fpm");
+    assert_eq!(
+        f["minerguard.behaviour.signals"],
+        serde_json::json!(["cpu", "memory", "connection"]),
+        "{detection}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(miner.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(pool.submits() > 0, "it was hashing: the pool had shares");
+    assert!(
+        pool.wait_for(Duration::from_secs(30), |p| p.closed() == p.accepted()),
+        "the pool sees XMRig's connection close"
+    );
+    assert_eq!(mg_behaviour_detector_free(d), mg_result::MG_OK);
+    assert_eq!(mg_profile_free(p), mg_result::MG_OK);
 }

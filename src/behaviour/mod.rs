@@ -35,6 +35,7 @@
 
 mod event;
 mod history;
+mod report;
 mod sample;
 mod thresholds;
 mod verdict;

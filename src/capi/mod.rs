@@ -16,7 +16,12 @@
 //! process, or exported as raw BPF or OCI `linux.seccomp` JSON.
 //!
 //! Scans ([`scan`]): `mg_scan()` judges the processes already running in
-//! cgroups and acts on them; the report is read as JSON.
+//! cgroups and acts on them; the report is read as JSON. `mg_scan_with()`
+//! takes `mg_scan_options` (dry run, cgroups left out).
+//!
+//! Behaviour ([`behaviour`]): `mg_behaviour_detector_sample()`, called
+//! periodically, judges a scope's processes by how they run (CPU, memory,
+//! connections) and acts on those mining; each sample is a JSON report.
 //!
 //! Pinned instances ([`instance`]): an enforcer opened with
 //! `mg_enforcer_options.instance` keeps enforcing after it is freed, and a
@@ -26,6 +31,7 @@
 
 use std::ffi::c_char;
 
+pub mod behaviour;
 pub mod checks;
 pub mod enforcer;
 pub mod events;
@@ -38,13 +44,14 @@ pub mod scan;
 pub mod seccomp;
 mod strings;
 
+pub use behaviour::mg_behaviour_detector;
 pub use checks::mg_check;
 pub use enforcer::{mg_backend, mg_drops, mg_enforcer, mg_enforcer_options};
 pub use events::{mg_event, mg_events, mg_proc_source, mg_rule_kind};
 pub use probe::mg_probe_report;
 pub use profile::{mg_action, mg_mode, mg_profile};
 pub use result::{mg_diagnostic, mg_result};
-pub use scan::mg_scan_report;
+pub use scan::{mg_scan_options, mg_scan_report};
 
 const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),

@@ -3,7 +3,7 @@
 //! its JSON can be read with the usual buffer protocol without scanning
 //! (and killing) again.
 
-use std::ffi::c_char;
+use std::{ffi::c_char, path::PathBuf};
 
 use super::{
     handles::Registry,
@@ -41,31 +41,113 @@ pub unsafe extern "C" fn mg_scan(
     dry_run: bool,
     out: *mut *mut mg_scan_report,
 ) -> mg_result {
+    let options = mg_scan_options {
+        dry_run,
+        exclude: std::ptr::null(),
+        exclude_count: 0,
+    };
+    // SAFETY: forwarded contract; `options` lives through the call.
+    unsafe { mg_scan_with(profile, cgroups, count, &options, out) }
+}
+
+/// Options of [`mg_scan_with`] and `mg_behaviour_detector_sample()`.
+#[repr(C)]
+pub struct mg_scan_options {
+    /// Report only: nothing is killed, whatever the rules say.
+    pub dry_run: bool,
+    /// `exclude_count` cgroup paths (absolute, or relative to the cgroup
+    /// v2 mount) left out with their descendants, e.g. containers that
+    /// have a profile of their own; one that does not exist is ignored.
+    /// May be NULL when `exclude_count` is 0.
+    pub exclude: *const *const c_char,
+    /// How many paths `exclude` holds.
+    pub exclude_count: usize,
+}
+
+/// `count` cgroup paths from C, at least one.
+///
+/// # Safety
+/// `cgroups` must point to `count` NUL-terminated strings.
+pub(crate) unsafe fn cgroups_arg(
+    cgroups: *const *const c_char,
+    count: usize,
+) -> Result<Vec<PathBuf>, Failure> {
+    // SAFETY: forwarded contract.
+    let paths = unsafe { paths_arg(cgroups, count, "cgroups")? };
+    if paths.is_empty() {
+        return Err(Failure::invalid("`cgroups` must name at least one cgroup"));
+    }
+    Ok(paths)
+}
+
+/// `count` paths from C, each named `what[i]` in errors.
+///
+/// # Safety
+/// `items` must point to `count` NUL-terminated strings (or be NULL with
+/// `count == 0`).
+unsafe fn paths_arg(
+    items: *const *const c_char,
+    count: usize,
+    what: &str,
+) -> Result<Vec<PathBuf>, Failure> {
+    // SAFETY: forwarded contract.
+    let items = unsafe { slice_arg(items, count, what)? };
+    (items.iter().enumerate())
+        // SAFETY: each element is a NUL-terminated string per the contract.
+        .map(|(i, p)| unsafe { path_arg(*p, &format!("{what}[{i}]")) }.map(|p| p.to_path_buf()))
+        .collect()
+}
+
+/// Scan options from C; NULL is the defaults (kill, exclude nothing).
+///
+/// # Safety
+/// `options` must be NULL or point to a valid `mg_scan_options` whose
+/// `exclude` points to `exclude_count` NUL-terminated strings.
+pub(crate) unsafe fn options_arg(options: *const mg_scan_options) -> Result<ScanOptions, Failure> {
+    // SAFETY: NULL or valid per the contract.
+    let Some(o) = (unsafe { options.as_ref() }) else {
+        return Ok(ScanOptions::default());
+    };
+    Ok(ScanOptions {
+        dry_run: o.dry_run,
+        // SAFETY: forwarded contract.
+        exclude: unsafe { paths_arg(o.exclude, o.exclude_count, "options.exclude")? },
+    })
+}
+
+/// [`mg_scan`] with options: `options` (NULL for the defaults) may leave
+/// cgroups out (`exclude`) besides `dry_run`.
+///
+/// # Safety
+/// `cgroups` must point to `count` NUL-terminated strings; `options` must
+/// be NULL or valid (see `mg_scan_options`); `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_scan_with(
+    profile: *const mg_profile,
+    cgroups: *const *const c_char,
+    count: usize,
+    options: *const mg_scan_options,
+    out: *mut *mut mg_scan_report,
+) -> mg_result {
     guard(|| {
         if out.is_null() {
             return Err(Failure::null("out"));
         }
         // SAFETY: forwarded contract.
-        let items = unsafe { slice_arg(cgroups, count, "cgroups")? };
-        if items.is_empty() {
-            return Err(Failure::invalid("`cgroups` must name at least one cgroup"));
-        }
-        let paths = (items.iter().enumerate())
-            // SAFETY: each element is a NUL-terminated string per the contract.
-            .map(|(i, p)| {
-                unsafe { path_arg(*p, &format!("cgroups[{i}]")) }.map(|p| p.to_path_buf())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let paths = unsafe { cgroups_arg(cgroups, count)? };
+        // SAFETY: forwarded contract.
+        let options = unsafe { options_arg(options)? };
         let scanner = with_profile(profile, |p| Ok(Scanner::new(p)?))?;
-        let options = ScanOptions {
-            dry_run,
-            ..Default::default()
-        };
         let report = scanner.scan(&paths, &options)?;
         let handle = REPORTS.insert(report.to_json());
         // SAFETY: checked non-NULL above; writable per the contract.
         unsafe { write_out(out, handle, "out") }
     })
+}
+
+/// Keeps `json` behind a new report handle (a behaviour sample's too).
+pub(crate) fn new_report(json: String) -> *mut mg_scan_report {
+    REPORTS.insert(json)
 }
 
 /// The report as JSON, copied into `buf` (`len` bytes, NUL included);

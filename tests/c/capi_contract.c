@@ -416,6 +416,53 @@ static void static_strings(void) {
   printf("layout mg_probe_report size=%zu kernel=%zu bpf_lsm_detail=%zu\n",
          sizeof(mg_probe_report), offsetof(mg_probe_report, kernel),
          offsetof(mg_probe_report, bpf_lsm_detail));
+  printf("layout mg_scan_options size=%zu dry_run=%zu exclude=%zu exclude_count=%zu\n",
+         sizeof(mg_scan_options), offsetof(mg_scan_options, dry_run),
+         offsetof(mg_scan_options, exclude), offsetof(mg_scan_options, exclude_count));
+}
+
+/* Scans and the behaviour detector: every bad argument refused before
+ * anything is read (no cgroup of the machine is scanned here). */
+static void scans_and_behaviour(void) {
+  const char text[] = "apiVersion: minerguard/v1\nname: b\nrules:\n"
+                      "  - name: mining\n    action: kill\n    behaviour: {}\n";
+  mg_profile *p = NULL;
+  mg_behaviour_detector *d = NULL;
+  mg_scan_report *r = NULL;
+  const char *no_cgroup[] = {"/proc"};
+  const char *missing[] = {NULL};
+  mg_scan_options bad_exclude = {true, NULL, 1};
+  mg_scan_options with_null = {true, missing, 1};
+
+  check(mg_profile_from_text(text, sizeof text - 1, &p) == MG_OK, "a behaviour profile");
+  check(mg_behaviour_detector_new(NULL, &d) == MG_ERR_NULL_POINTER && d == NULL,
+        "detector: NULL profile");
+  check(mg_behaviour_detector_new(p, NULL) == MG_ERR_NULL_POINTER, "detector: NULL out");
+  check(mg_behaviour_detector_new(p, &d) == MG_OK && d != NULL, "detector made");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 0, NULL, &r) == MG_ERR_INVALID_ARGUMENT,
+        "sample: no cgroup");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 1, NULL, &r) == MG_ERR_CGROUP &&
+            has(mg_last_error(), "/proc"),
+        "sample: a path that is no cgroup is MG_ERR_CGROUP naming it");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 1, &bad_exclude, &r) ==
+                MG_ERR_NULL_POINTER &&
+            has(mg_last_error(), "options.exclude"),
+        "sample: exclude NULL with a count");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 1, &with_null, &r) == MG_ERR_NULL_POINTER &&
+            has(mg_last_error(), "options.exclude[0]"),
+        "sample: a NULL exclude path is named");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 1, NULL, NULL) == MG_ERR_NULL_POINTER,
+        "sample: NULL out");
+  check(mg_scan_with(p, no_cgroup, 1, &with_null, &r) == MG_ERR_NULL_POINTER &&
+            has(mg_last_error(), "options.exclude[0]"),
+        "scan_with: a NULL exclude path is named");
+  check(mg_scan_with(p, no_cgroup, 1, NULL, &r) == MG_ERR_CGROUP, "scan_with: no cgroup");
+  check(mg_behaviour_detector_free(d) == MG_OK, "detector freed");
+  check(mg_behaviour_detector_sample(d, no_cgroup, 1, NULL, &r) == MG_ERR_INVALID_HANDLE,
+        "sample: a freed detector");
+  check(mg_behaviour_detector_free(d) == MG_ERR_INVALID_HANDLE, "detector freed twice");
+  check(mg_behaviour_detector_free(NULL) == MG_OK, "freeing NULL is a no-op");
+  mg_profile_free(p);
 }
 
 static void enforcer(const char *cgroup, const char *backend_name) {
@@ -605,6 +652,7 @@ int main(int argc, char **argv) {
   utf8();
   profiles();
   static_strings();
+  scans_and_behaviour();
   instance_names();
   /* valgrind does not implement seccomp(2): its run leaves these out. */
   if (getenv("MG_CONTRACT_NO_SECCOMP"))

@@ -136,23 +136,36 @@ impl RxPool {
         ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
     }
 
+    /// [`RxPool::light_miner`] over TLS (`--tls`) through `front`: nothing
+    /// it sends is readable on the wire.
+    pub fn light_miner_over_tls(
+        &self,
+        xmrig: &Path,
+        cgroup: &OwnedCgroup,
+        dir: &TempDir,
+        name: &str,
+        front: &TlsFront,
+    ) -> ChildGuard {
+        let mut cmd = self.light_command_over_tls(front, xmrig, dir, name, 2);
+        ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"))
+    }
+
+    /// The command [`RxPool::light_miner_over_tls`] runs, with `threads`
+    /// threads (`front` must be this pool's).
+    pub fn light_command_over_tls(
+        &self,
+        front: &TlsFront,
+        xmrig: &Path,
+        dir: &TempDir,
+        name: &str,
+        threads: u32,
+    ) -> Command {
+        light_command_to(front.addr(), true, xmrig, dir, name, threads)
+    }
+
     /// The command [`RxPool::light_miner`] runs, with `threads` threads.
     pub fn light_command(&self, xmrig: &Path, dir: &TempDir, name: &str, threads: u32) -> Command {
-        let renamed = dir.path().join(name);
-        std::fs::copy(xmrig, &renamed).expect("copy XMRig");
-        let mut cmd = Command::new(&renamed);
-        cmd.arg(format!("--url={}", self.addr()))
-            .args(["--user=x", "--pass=x", "--no-color"])
-            .arg(format!("--threads={threads}"))
-            .args(["--randomx-mode=light", "--no-huge-pages"])
-            .args(["--randomx-wrmsr=-1", "--randomx-no-rdmsr"])
-            .args(["--donate-level=1", "--retries=1", "--retry-pause=1"])
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        cmd
+        light_command_to(self.addr(), false, xmrig, dir, name, threads)
     }
 
     /// Waits (up to `limit`, a hang guard) until `cond` holds.
@@ -175,6 +188,115 @@ impl Drop for RxPool {
             let _ = t.join();
         }
     }
+}
+
+/// XMRig, copied to `dir` as `name`, mining light-mode RandomX on
+/// `threads` threads to `url` (over TLS when `tls`).
+fn light_command_to(
+    url: SocketAddr,
+    tls: bool,
+    xmrig: &Path,
+    dir: &TempDir,
+    name: &str,
+    threads: u32,
+) -> Command {
+    let renamed = dir.path().join(name);
+    std::fs::copy(xmrig, &renamed).expect("copy XMRig");
+    let mut cmd = Command::new(&renamed);
+    cmd.arg(format!("--url={url}"))
+        .args(["--user=x", "--pass=x", "--no-color"])
+        .arg(format!("--threads={threads}"))
+        .args(["--randomx-mode=light", "--no-huge-pages"])
+        .args(["--randomx-wrmsr=-1", "--randomx-no-rdmsr"])
+        .args(["--donate-level=1", "--retries=1", "--retry-pause=1"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if tls {
+        // XMRig checks no certificate unless given a fingerprint.
+        cmd.arg("--tls");
+    }
+    cmd
+}
+
+/// A TLS endpoint in front of a pool, as a pool with `--tls` support (or a
+/// TLS-terminating proxy) is: socat, outside every test cgroup, with a
+/// self-signed certificate made by `openssl req`, forwarding each
+/// connection's plaintext to the pool. Stopped on drop.
+pub struct TlsFront {
+    addr: SocketAddr,
+    _socat: ChildGuard,
+}
+
+impl TlsFront {
+    /// Listens on a free loopback port, certificate and key in `dir`, in
+    /// front of `pool`. Fails loudly when socat or openssl is missing
+    /// (scripts/install-deps.sh installs them).
+    pub fn start(pool: SocketAddr, dir: &TempDir) -> Self {
+        let (cert, key) = (dir.path().join("front.pem"), dir.path().join("front.key"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=pool.invalid", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl (scripts/install-deps.sh installs it)");
+        assert!(made.success(), "openssl req made no certificate");
+        // A port the kernel just handed out and took back: free now.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+            cert.display(),
+            key.display()
+        );
+        let socat = Command::new("socat")
+            .arg(listen)
+            .arg(format!("TCP:{pool}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat (scripts/install-deps.sh installs it)");
+        let front = TlsFront {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _socat: ChildGuard::new(socat),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !listening(port) {
+            assert!(Instant::now() < deadline, "socat never listened on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        front
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Whether a socket listens on 127.0.0.1:`port` (this network namespace's
+/// `/proc/net/tcp`: local address, then state `0A`, LISTEN).
+fn listening(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .map(|t| {
+            t.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// The answer to one request line (`None`: not JSON, or a notification).

@@ -6,13 +6,15 @@
 //! and the event stream), [`events`] (event objects), [`run`] (a command
 //! under a profile in a fresh cgroup), [`probe`] (what the kernel supports),
 //! [`instance`] (pinned enforcer instances), [`scan`] (the processes
-//! already running in cgroups, judged by a profile) and [`errors`] (one exception
+//! already running in cgroups, judged by a profile), [`behaviour`] (the
+//! behaviour detector) and [`errors`] (one exception
 //! class per error kind).
 
 #![warn(missing_docs)]
 
 use pyo3::prelude::*;
 
+pub mod behaviour;
 pub mod enforcer;
 pub mod errors;
 pub mod events;
@@ -34,6 +36,7 @@ fn _minerguard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::Event>()?;
     m.add_class::<events::EventIterator>()?;
     m.add_class::<run::RunResult>()?;
+    m.add_class::<behaviour::BehaviourDetector>()?;
     m.add_function(wrap_pyfunction!(probe::probe, m)?)?;
     m.add_function(wrap_pyfunction!(run::run, m)?)?;
     m.add_function(wrap_pyfunction!(instance::instances, m)?)?;

@@ -46,6 +46,11 @@ def test_scan_finds_kills_and_dry_runs(cgroup: Cgroup, shm_copy: Path) -> None:
         assert finding["output_fields"]["proc.pid"] == miner.pid
         assert miner.poll() is None, "a dry run kills nothing"
 
+        # A cgroup left out with its descendants (here the whole scope).
+        report = minerguard.scan(profile, [cgroup.path], exclude=[cgroup.path])
+        assert report["scanned"] == 0 and not report["findings"]
+        assert miner.poll() is None
+
         report = minerguard.scan(profile, [str(cgroup.path)])
         [finding] = report["findings"]
         assert finding["output_fields"]["minerguard.outcome"] == "killed"

@@ -10,12 +10,15 @@ An ``Enforcer(instance="name")`` is pinned: its enforcement outlives it,
 the next enforcer of that name adopts it, and ``detach()`` or
 :func:`remove_instance` ends it (:func:`instances` lists them).
 :func:`scan` judges the processes already running in cgroups (started
-before any enforcement) and kills what ``deny``/``kill`` rules match.
+before any enforcement) and kills what ``deny``/``kill`` rules match;
+a :class:`BehaviourDetector`, sampled periodically, finds miners by how
+they run (CPU, memory, a connection) whatever their name and bytes.
 Errors are subclasses of :class:`Error`.
 """
 
 from minerguard._minerguard import (
     AttachError,
+    BehaviourDetector,
     CgroupError,
     Diagnostic,
     Drops,
@@ -41,6 +44,7 @@ from minerguard._minerguard import (
 
 __all__ = [
     "AttachError",
+    "BehaviourDetector",
     "CgroupError",
     "Diagnostic",
     "Drops",

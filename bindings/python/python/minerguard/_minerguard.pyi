@@ -321,6 +321,35 @@ class ScanReport(TypedDict):
     findings: list[dict[str, Any]]
     unjudged: list[Unjudged]
 
+class Observation(TypedDict):
+    pid: int
+    comm: str
+    rule: str
+    mining: bool
+    signals: list[str]
+    values: dict[str, Any]
+
+class BehaviourSample(TypedDict):
+    profile: str
+    processes: int
+    detections: list[dict[str, Any]]
+    observations: list[Observation]
+
+class BehaviourDetector:
+    """A profile's `behaviour` rules judging a scope's processes by how they run."""
+
+    def __init__(self, profile: Profile) -> None: ...
+    @property
+    def rules(self) -> list[str]: ...
+    def sample(
+        self,
+        cgroups: Sequence[StrPath],
+        *,
+        dry_run: bool = False,
+        exclude: Sequence[StrPath] = (),
+    ) -> BehaviourSample:
+        """One sample of the cgroups' processes; acts on those found mining."""
+
 class RunResult:
     """How a `run()` ended."""
 
@@ -376,6 +405,10 @@ def instances() -> list[Instance]:
 def remove_instance(name: str) -> None:
     """Ends pinned instance `name` (PinError if missing, invalid or held)."""
 def scan(
-    profile: Profile, cgroups: Sequence[StrPath], *, dry_run: bool = False
+    profile: Profile,
+    cgroups: Sequence[StrPath],
+    *,
+    dry_run: bool = False,
+    exclude: Sequence[StrPath] = (),
 ) -> ScanReport:
     """Judges the processes already running in the cgroups; kills what deny/kill rules match."""

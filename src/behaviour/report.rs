@@ -1,0 +1,110 @@
+//! A whole sample as JSON, for the C and Python APIs: what was sampled,
+//! each detection as its event, and each (process, rule) judged with the
+//! signals it was judged on, so a caller sees how near a process came.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{Observation, Sample, Signals};
+
+/// The measured values of `s`, the same names as the event's
+/// `minerguard.behaviour.*` fields.
+fn signals_value(s: &Signals) -> Value {
+    json!({
+        "cpu.busy_threads": s.cpu.busy_threads,
+        "cpu.threads": s.cpu.threads,
+        "cpu.top_runnable_percent": s.cpu.top_runnable_percent,
+        "cpu.top_cpu_percent": s.cpu.top_cpu_percent,
+        "window_secs": s.cpu.span.as_secs_f64(),
+        "anon_mib": s.anon_mib(),
+        "hugetlb_mib": s.hugetlb_mib(),
+        "anon_huge_mib": s.anon_huge_mib(),
+        "tcp_connections": s.tcp_connections,
+        "peer": s.peer.map(|p| p.to_string()),
+    })
+}
+
+impl Observation {
+    /// `pid`, `comm`, `rule`, `mining`, `signals` (the fired ones, as in
+    /// the event's `minerguard.behaviour.signals`) and `values`.
+    pub fn to_value(&self) -> Value {
+        json!({
+            "pid": self.pid,
+            "comm": self.comm,
+            "rule": &*self.rule,
+            "mining": self.verdict.mining(),
+            "signals": self.verdict.fired(),
+            "values": signals_value(&self.signals),
+        })
+    }
+}
+
+impl Sample {
+    /// The sample as one JSON object: `profile`, `processes` (sampled),
+    /// `detections` (each as [`super::Detection::to_value`]) and
+    /// `observations` (each as [`Observation::to_value`]).
+    pub fn to_value(&self, profile: &Arc<str>) -> Value {
+        json!({
+            "profile": &**profile,
+            "processes": self.processes,
+            "detections": self.detections.iter().map(|d| d.to_value(profile)).collect::<Vec<_>>(),
+            "observations": self.observations.iter().map(Observation::to_value).collect::<Vec<_>>(),
+        })
+    }
+
+    /// [`Sample::to_value`] as text.
+    pub fn to_json(&self, profile: &Arc<str>) -> String {
+        self.to_value(profile).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::behaviour::{CpuSignal, Memory, Thresholds, Verdict};
+
+    #[test]
+    fn a_sample_names_each_observation_and_its_values() {
+        let signals = Signals {
+            cpu: CpuSignal {
+                busy_threads: 2,
+                threads: 4,
+                top_runnable_percent: 97,
+                top_cpu_percent: 60,
+                span: Duration::from_secs(5),
+            },
+            memory: Memory {
+                anon_kib: 100 * 1024,
+                anon_huge_kib: 0,
+                hugetlb_kib: 0,
+            },
+            tcp_connections: 0,
+            peer: None,
+        };
+        let sample = Sample {
+            processes: 3,
+            detections: Vec::new(),
+            observations: vec![Observation {
+                pid: 7,
+                comm: "stress-ng".into(),
+                rule: "mining-behaviour".into(),
+                signals,
+                verdict: Verdict::judge(&signals, &Thresholds::default()),
+            }],
+        };
+        let v: Value = serde_json::from_str(&sample.to_json(&"p".into())).unwrap();
+        assert_eq!(v["profile"], "p");
+        assert_eq!(v["processes"], 3);
+        assert_eq!(v["detections"], json!([]));
+        let o = &v["observations"][0];
+        assert_eq!(o["pid"], 7);
+        assert_eq!(o["rule"], "mining-behaviour");
+        assert_eq!(o["mining"], false);
+        assert_eq!(o["signals"], json!(["cpu"]));
+        assert_eq!(o["values"]["anon_mib"], 100);
+        assert_eq!(o["values"]["peer"], Value::Null);
+    }
+}

@@ -1220,18 +1220,11 @@ fn instance_names_are_checked_before_anything_is_loaded() {
 #[test]
 fn a_scan_through_the_c_api_kills_what_ran_before_and_reports_it_as_json() {
     use capi::{profile::*, scan::*};
-    if unsafe { libc::geteuid() } != 0 {
-        assert_eq!(
-            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
-            Ok("1"),
-            "scans make cgroups and need root; MINERGUARD_ALLOW_SKIP=1 skips"
-        );
+    if !root_or_skip("scans make cgroups") {
         return;
     }
     let cg = test_cgroup();
-    let shm = PathBuf::from(format!("/dev/shm/mg-capi-scan-{}", std::process::id()));
-    let _ = std::fs::remove_file(&shm);
-    std::fs::copy("/usr/bin/sleep", &shm).unwrap();
+    let shm = scratch_sleep("scan");
     let mut miner = ChildGuard::new(spawn_in(Some(&cg), Command::new(&shm).arg("600")).unwrap());
     let mut benign =
         ChildGuard::new(spawn_in(Some(&cg), Command::new("/usr/bin/sleep").arg("600")).unwrap());
@@ -1304,6 +1297,29 @@ fn a_scan_through_the_c_api_kills_what_ran_before_and_reports_it_as_json() {
     let _ = std::fs::remove_file(&shm);
 }
 
+/// True as root; otherwise fails, unless MINERGUARD_ALLOW_SKIP=1 (then
+/// false: the test skips). `why` says what needs root.
+fn root_or_skip(why: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_eq!(
+        std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
+        Ok("1"),
+        "{why} and needs root; MINERGUARD_ALLOW_SKIP=1 skips"
+    );
+    false
+}
+
+/// A copy of sleep in /dev/shm (a scratch dir `container-strict` refuses
+/// programs from), named for `tag` and this process.
+fn scratch_sleep(tag: &str) -> PathBuf {
+    let shm = PathBuf::from(format!("/dev/shm/mg-capi-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&shm);
+    std::fs::copy("/usr/bin/sleep", &shm).unwrap();
+    shm
+}
+
 /// The JSON of a report handle (read twice: size, then text).
 fn report_json(report: *const capi::scan::mg_scan_report) -> serde_json::Value {
     let text = c_text(|buf, len, needed| {
@@ -1316,21 +1332,14 @@ fn report_json(report: *const capi::scan::mg_scan_report) -> serde_json::Value {
 #[test]
 fn a_scan_through_the_c_api_leaves_out_the_excluded_cgroups() {
     use capi::{profile::*, scan::*};
-    if unsafe { libc::geteuid() } != 0 {
-        assert_eq!(
-            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
-            Ok("1"),
-            "scans make cgroups and need root; MINERGUARD_ALLOW_SKIP=1 skips"
-        );
+    if !root_or_skip("scans make cgroups") {
         return;
     }
     // A scratch-dir program in the scope and one in a child cgroup (a
     // container with a profile of its own): only the first is judged.
     let scope = test_cgroup();
     let child = child_cgroup(&scope);
-    let shm = PathBuf::from(format!("/dev/shm/mg-capi-exclude-{}", std::process::id()));
-    let _ = std::fs::remove_file(&shm);
-    std::fs::copy("/usr/bin/sleep", &shm).unwrap();
+    let shm = scratch_sleep("exclude");
     let mut outside =
         ChildGuard::new(spawn_in(Some(&scope), Command::new(&shm).arg("600")).unwrap());
     let mut inside =
@@ -1373,12 +1382,7 @@ fn a_scan_through_the_c_api_leaves_out_the_excluded_cgroups() {
 fn the_behaviour_detector_through_the_c_api_kills_a_hashing_renamed_xmrig() {
     use capi::{behaviour::*, profile::*, scan::*};
     let test = "the_behaviour_detector_through_the_c_api_kills_a_hashing_renamed_xmrig";
-    if unsafe { libc::geteuid() } != 0 {
-        assert_eq!(
-            std::env::var("MINERGUARD_ALLOW_SKIP").as_deref(),
-            Ok("1"),
-            "{test} makes cgroups and needs root; MINERGUARD_ALLOW_SKIP=1 skips"
-        );
+    if !root_or_skip("the behaviour test makes cgroups") {
         return;
     }
     let Some(xmrig) = xmrig_binary(test) else {

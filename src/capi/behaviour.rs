@@ -9,7 +9,7 @@ use super::{
     handles::{lock, Registry},
     profile::{mg_profile, with_profile},
     result::{guard, mg_result, Failure},
-    scan::{cgroups_arg, mg_scan_options, mg_scan_report, new_report, options_arg},
+    scan::{mg_scan_options, mg_scan_report, new_report, scope_args},
     strings::write_out,
 };
 use crate::behaviour::Detector;
@@ -68,14 +68,9 @@ pub unsafe extern "C" fn mg_behaviour_detector_sample(
     out: *mut *mut mg_scan_report,
 ) -> mg_result {
     guard(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
+        // SAFETY: forwarded contract.
+        let (paths, options) = unsafe { scope_args(cgroups, count, options, out)? };
         let shared = DETECTORS.get(detector, "detector")?;
-        // SAFETY: forwarded contract.
-        let paths = unsafe { cgroups_arg(cgroups, count)? };
-        // SAFETY: forwarded contract.
-        let options = unsafe { options_arg(options)? };
         let mut d = lock(&shared, "detector")?;
         let sample = d.sample(&paths, &options)?;
         let json = sample.to_json(d.profile());

@@ -68,7 +68,7 @@ pub struct mg_scan_options {
 ///
 /// # Safety
 /// `cgroups` must point to `count` NUL-terminated strings.
-pub(crate) unsafe fn cgroups_arg(
+unsafe fn cgroups_arg(
     cgroups: *const *const c_char,
     count: usize,
 ) -> Result<Vec<PathBuf>, Failure> {
@@ -98,12 +98,32 @@ unsafe fn paths_arg(
         .collect()
 }
 
+/// The arguments every scan-like call takes: the cgroups, the options, and
+/// an out-pointer that must not be NULL.
+///
+/// # Safety
+/// As for [`cgroups_arg`] and [`options_arg`].
+pub(crate) unsafe fn scope_args<T>(
+    cgroups: *const *const c_char,
+    count: usize,
+    options: *const mg_scan_options,
+    out: *mut T,
+) -> Result<(Vec<PathBuf>, ScanOptions), Failure> {
+    if out.is_null() {
+        return Err(Failure::null("out"));
+    }
+    // SAFETY: forwarded contract.
+    let paths = unsafe { cgroups_arg(cgroups, count)? };
+    // SAFETY: forwarded contract.
+    Ok((paths, unsafe { options_arg(options)? }))
+}
+
 /// Scan options from C; NULL is the defaults (kill, exclude nothing).
 ///
 /// # Safety
 /// `options` must be NULL or point to a valid `mg_scan_options` whose
 /// `exclude` points to `exclude_count` NUL-terminated strings.
-pub(crate) unsafe fn options_arg(options: *const mg_scan_options) -> Result<ScanOptions, Failure> {
+unsafe fn options_arg(options: *const mg_scan_options) -> Result<ScanOptions, Failure> {
     // SAFETY: NULL or valid per the contract.
     let Some(o) = (unsafe { options.as_ref() }) else {
         return Ok(ScanOptions::default());
@@ -130,13 +150,8 @@ pub unsafe extern "C" fn mg_scan_with(
     out: *mut *mut mg_scan_report,
 ) -> mg_result {
     guard(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         // SAFETY: forwarded contract.
-        let paths = unsafe { cgroups_arg(cgroups, count)? };
-        // SAFETY: forwarded contract.
-        let options = unsafe { options_arg(options)? };
+        let (paths, options) = unsafe { scope_args(cgroups, count, options, out)? };
         let scanner = with_profile(profile, |p| Ok(Scanner::new(p)?))?;
         let report = scanner.scan(&paths, &options)?;
         let handle = REPORTS.insert(report.to_json());

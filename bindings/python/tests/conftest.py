@@ -98,6 +98,15 @@ class Cgroup:
                 time.sleep(0.01)
 
 
+def start_in(cg: Cgroup, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Starts argv as a process of `cg` (it joins before it execs)."""
+    fd = os.open(cg.procs, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        return subprocess.Popen(argv, preexec_fn=lambda: os.write(fd, b"0") and None)
+    finally:
+        os.close(fd)
+
+
 def make_cgroup() -> Cgroup:
     path = cgroup2_mount() / f"minerguard-pytest-{os.getpid()}-{next(_counter)}"
     path.mkdir()

@@ -7,8 +7,6 @@ through the C API in tests/capi.rs.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -16,20 +14,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 import minerguard
-from conftest import Cgroup
+from conftest import Cgroup, start_in
 
 if TYPE_CHECKING:
     from minerguard._minerguard import BehaviourSample
 
 BUSY = [sys.executable, "-c", "while True: pass"]
-
-
-def start_in(cg: Cgroup, argv: list[str]) -> subprocess.Popen[bytes]:
-    fd = os.open(cg.procs, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        return subprocess.Popen(argv, preexec_fn=lambda: os.write(fd, b"0") and None)
-    finally:
-        os.close(fd)
 
 
 def profile(thresholds: str) -> minerguard.Profile:

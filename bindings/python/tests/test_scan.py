@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import minerguard
-from conftest import Cgroup
-
-
-def start_in(cg: Cgroup, argv: list[str]) -> subprocess.Popen[bytes]:
-    fd = os.open(cg.procs, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        return subprocess.Popen(argv, preexec_fn=lambda: os.write(fd, b"0") and None)
-    finally:
-        os.close(fd)
+from conftest import Cgroup, start_in
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ use std::{
     os::unix::process::{CommandExt, ExitStatusExt},
     path::Path,
     process::{Command, ExitCode},
+    time::Duration,
 };
 
 use minerguard::{
@@ -94,6 +95,11 @@ pub fn run(
         }
     };
 
+    // The command's last events (a denied exec just before it exited) may
+    // still be in the ring buffer: have them read before the writer stops.
+    if !enforcer.flush_events(Duration::from_secs(5)) {
+        eprintln!("{PREFIX}: the event thread did not answer within 5 s; the command's last events may be missing");
+    }
     writer.finish();
     let drops = enforcer.drops();
     enforcer.remove(handle)?;

@@ -708,6 +708,15 @@ impl Enforcer {
         self.poller.receiver()
     }
 
+    /// Waits (at most `timeout`) until every event the kernel recorded
+    /// before this call is in the [`Enforcer::events`] channel; false if
+    /// that did not happen in time. Call it before the last read of the
+    /// channel (when a command ends, before a shutdown) so that no event of
+    /// its final moments is left behind.
+    pub fn flush_events(&self, timeout: std::time::Duration) -> bool {
+        self.poller.flush(timeout)
+    }
+
     /// Events lost so far (full ring buffer, full channel).
     pub fn drops(&self) -> Drops {
         Drops {

@@ -40,6 +40,8 @@ pub(crate) struct Poller {
     receiver: Receiver<Event>,
     /// Hands the judged-socket queue to the thread once it exists.
     judged_tx: Sender<JudgedSockets>,
+    /// Flush requests: the thread reads the ring buffer dry, then answers.
+    flush_tx: Sender<Sender<()>>,
 }
 
 /// What the poller thread and its owner share.
@@ -311,6 +313,7 @@ impl Poller {
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let (judged_tx, judged) = crossbeam_channel::bounded(1);
+        let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let thread = {
@@ -325,6 +328,7 @@ impl Poller {
                         shared,
                         kill_from_userspace,
                         judged,
+                        flush_rx,
                         ready_tx,
                     )
                 })
@@ -336,6 +340,7 @@ impl Poller {
                 thread: Some(thread),
                 receiver: rx,
                 judged_tx,
+                flush_tx,
             }),
             Ok(Err(msg)) => {
                 let _ = thread.join();
@@ -370,6 +375,19 @@ impl Poller {
     pub fn released_sockets(&self) -> u64 {
         self.shared.released.load(Ordering::Relaxed)
     }
+
+    /// Waits (at most `timeout`) until every record the kernel wrote before
+    /// this call is decoded and in the channel; false if the thread did not
+    /// answer in time. Without it, a consumer that stops once the channel
+    /// has been quiet for a while may stop before a late record was read
+    /// (a loaded machine can keep the thread from running for that long).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        if self.flush_tx.send(reply).is_err() {
+            return false;
+        }
+        done.recv_timeout(timeout).is_ok()
+    }
 }
 
 impl Drop for Poller {
@@ -388,6 +406,7 @@ fn run(
     shared: Arc<Shared>,
     kill_from_userspace: Vec<RuleKind>,
     judged_rx: Receiver<JudgedSockets>,
+    flush_rx: Receiver<Sender<()>>,
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
@@ -459,6 +478,12 @@ fn run(
         }
         if let Some(j) = &judged {
             shared.released.fetch_add(j.release(), Ordering::Relaxed);
+        }
+        // A request may have come in while poll was delivering: read again
+        // so that everything written before the request is delivered.
+        while let Ok(reply) = flush_rx.try_recv() {
+            let _ = ring.consume();
+            let _ = reply.send(());
         }
     }
     // Deliver what is already queued before the thread ends.

@@ -393,3 +393,29 @@ fn a_pool_url_in_any_case_and_anywhere_in_argv_is_killed() {
         std::fs::remove_file(&marker).unwrap();
     }
 }
+
+#[test]
+fn after_a_flush_every_denied_exec_is_already_in_the_channel() {
+    require_kernel!();
+    let dir = TempDir::new("exec-flush");
+    let miner = fake_miner(&dir, "xmrig");
+    let scoped = Scoped::apply(&exec_profile(Action::Deny));
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let events = enforcer.events();
+    let marker = dir.path().join("marker");
+    // `minerguard run` reads the channel dry once its command has exited:
+    // the flush is what makes that read see the command's last exec.
+    for round in 1..=10 {
+        assert_eq!(
+            exec_in(Some(cg), &miner, &marker),
+            denied_exec(enforcer, Action::Deny)
+        );
+        assert!(enforcer.flush_events(std::time::Duration::from_secs(10)));
+        let seen: Vec<_> = events
+            .try_iter()
+            .filter(|e| e.rule.as_ref() == "miner-binary")
+            .collect();
+        assert_eq!(seen.len(), 1, "round {round}: {seen:?}");
+    }
+    assert!(!marker.exists(), "the miner ran inside the scope");
+}

@@ -16,6 +16,12 @@
 # Profiles: default, container-strict, and default without its `stratum`
 # rule (the Stratum judge is the per-connection cost; #25); a name with
 # `+notp` appended runs that profile with --no-syscall-tracepoints.
+# Three more "profiles" are no minerguard at all, to price a design before
+# it is built (#25's egress-first judge): `cgroup` (a fresh cgroup, no
+# program), `egress-empty` (a cgroup_skb/egress program that returns at
+# once) and `egress-lookup` (one that gets the socket's storage on every
+# packet, what each packet of a judged socket would pay), both from
+# benches/bpf/egress_cost.bpf.c (compiled with clang, loaded with bpftool).
 #
 # Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--only WORKLOAD]
 #                              [--profiles "default container-strict default-nostratum"]
@@ -82,6 +88,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    ! declare -F cleanup_bare >/dev/null || cleanup_bare
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -144,6 +151,41 @@ http {
 EOF
 }
 
+# The bare cgroups of the `cgroup` and `egress-*` profiles, made once.
+cgroot=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+bpf_pins=$(mktemp -d /sys/fs/bpf/mg-bench-apps.XXXXXX 2>/dev/null || true)
+# (Made inside $(...): found by name, not kept in a list.)
+cleanup_bare() {
+    rmdir "$cgroot"/mg-bench-apps-$$-* 2>/dev/null || true
+    [ -z "$bpf_pins" ] || rm -rf "$bpf_pins"
+}
+bare_cgroup() {
+    local name=$1 cg
+    cg=$cgroot/mg-bench-apps-$$-$name
+    if [ ! -d "$cg" ]; then
+        mkdir "$cg"
+        case $name in
+            egress-*)
+                if [ ! -f "$bpf_pins/egress_cost.o" ]; then
+                    local inc
+                    inc=$(ls -d target/release/build/libbpf-sys-*/out/include | head -n 1)
+                    clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Ibpf/include -I"$inc" \
+                        -c benches/bpf/egress_cost.bpf.c -o "$bpf_pins/egress_cost.o"
+                    bpftool prog loadall "$bpf_pins/egress_cost.o" "$bpf_pins/progs" type cgroup/skb
+                fi
+                bpftool cgroup attach "$cg" egress pinned "$bpf_pins/progs/${name/-/_}" ;;
+        esac
+    fi
+    echo "$cg"
+}
+cat >"$work/in-cgroup.sh" <<'EOF2'
+#!/bin/bash
+echo $$ >"$1/cgroup.procs" || exit 1
+shift
+exec "$@"
+EOF2
+chmod +x "$work/in-cgroup.sh"
+
 # The command prefix that puts a command in a scope under `$1` (nothing
 # for `none`).
 # A profile name ending in `+notp` runs with `--no-syscall-tracepoints`
@@ -153,6 +195,8 @@ scope() {
     [ "$name" = "$1" ] || flags="--no-syscall-tracepoints "
     if [ "$1" = none ]; then
         echo ""
+    elif [ "$1" = cgroup ] || [ "${1#egress-}" != "$1" ]; then
+        echo "$work/in-cgroup.sh $(bare_cgroup "$1")"
     else
         echo "$mg run --quiet $flags--profile $(profile_arg "$name") --"
     fi

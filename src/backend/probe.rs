@@ -265,6 +265,28 @@ pub fn probe() -> ProbeReport {
     }
 }
 
+/// The probe as an enforcer starts: the first report with a backend is kept
+/// for the rest of the process (per effective uid), since what the kernel
+/// loads does not change while it runs, and the probe's dozen loads are a
+/// large part of an enforcer's start under slow CPUs (emulated VMs) or many
+/// enforcers in one process. A report without a backend is not kept (a
+/// transient failure must not stick), and a missing overlayfs BTF is looked
+/// for again (the module may have been loaded since).
+pub(crate) fn probe_for_enforcer() -> ProbeReport {
+    static KEPT: std::sync::Mutex<Option<ProbeReport>> = std::sync::Mutex::new(None);
+    let euid = unsafe { libc::geteuid() };
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(report) = kept.as_mut().filter(|r| r.euid == euid) {
+        if !report.overlay_types.available {
+            report.overlay_types = overlay_types();
+        }
+        return report.clone();
+    }
+    let report = probe();
+    *kept = report.backend.is_some().then(|| report.clone());
+    report
+}
+
 /// Loads only `prog` of bpf/probe.bpf.c; drops it at once.
 fn try_load(prog: &str, euid: u32) -> Result<(), String> {
     let mut storage = MaybeUninit::uninit();

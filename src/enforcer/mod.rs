@@ -30,7 +30,7 @@ use crate::{
         registry::Registry,
         Drops, Event,
     },
-    probe::{probe, ProbeReport},
+    probe::ProbeReport,
     profile::{Action, MatcherKind, Profile, ValidProfile},
 };
 
@@ -222,7 +222,7 @@ impl Enforcer {
                 return Err(crate::pin::PinError::BadName(name.to_string()).into());
             }
         }
-        let report = probe();
+        let report = crate::backend::probe::probe_for_enforcer();
         let euid = report.euid;
         let kind = match options.backend {
             BackendChoice::Cgroup => BackendKind::Cgroup,

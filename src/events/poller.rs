@@ -327,8 +327,10 @@ impl Poller {
                         tx,
                         shared,
                         kill_from_userspace,
-                        judged,
-                        flush_rx,
+                        Requests {
+                            judged,
+                            flush: flush_rx,
+                        },
                         ready_tx,
                     )
                 })
@@ -399,14 +401,21 @@ impl Drop for Poller {
     }
 }
 
+/// What the owner asks of the thread between polls.
+struct Requests {
+    /// The judged-socket queue, handed over once it exists.
+    judged: Receiver<JudgedSockets>,
+    /// Flushes: read the ring buffer dry, then answer.
+    flush: Receiver<Sender<()>>,
+}
+
 fn run(
     events: MapHandle,
     decoder: Decoder,
     tx: Sender<Event>,
     shared: Arc<Shared>,
     kill_from_userspace: Vec<RuleKind>,
-    judged_rx: Receiver<JudgedSockets>,
-    flush_rx: Receiver<Sender<()>>,
+    requests: Requests,
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
@@ -474,14 +483,14 @@ fn run(
         // Errors here are EINTR; anything else would repeat, so keep polling.
         let _ = ring.poll(POLL_INTERVAL);
         if judged.is_none() {
-            judged = judged_rx.try_recv().ok();
+            judged = requests.judged.try_recv().ok();
         }
         if let Some(j) = &judged {
             shared.released.fetch_add(j.release(), Ordering::Relaxed);
         }
         // A request may have come in while poll was delivering: read again
         // so that everything written before the request is delivered.
-        while let Ok(reply) = flush_rx.try_recv() {
+        while let Ok(reply) = requests.flush.try_recv() {
             let _ = ring.consume();
             let _ = reply.send(());
         }

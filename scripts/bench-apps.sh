@@ -151,33 +151,48 @@ http {
 EOF
 }
 
-# The bare cgroups of the `cgroup` and `egress-*` profiles, made once.
+# The bare cgroups of the `cgroup` and `egress-*` profiles, made here, in
+# this shell, before any round: a failure stops the script rather than
+# leaving a run unhooked under a hooked name.
 cgroot=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
-bpf_pins=$(mktemp -d /sys/fs/bpf/mg-bench-apps.XXXXXX 2>/dev/null || true)
-# (Made inside $(...): found by name, not kept in a list.)
+# bpffs takes no dots in names (mktemp's template would have one).
+bpf_pins=/sys/fs/bpf/mg-bench-apps-$$
 cleanup_bare() {
     rmdir "$cgroot"/mg-bench-apps-$$-* 2>/dev/null || true
-    [ -z "$bpf_pins" ] || rm -rf "$bpf_pins"
+    rm -rf "$bpf_pins"
 }
-bare_cgroup() {
-    local name=$1 cg
-    cg=$cgroot/mg-bench-apps-$$-$name
-    if [ ! -d "$cg" ]; then
-        mkdir "$cg"
-        case $name in
-            egress-*)
-                if [ ! -f "$bpf_pins/egress_cost.o" ]; then
-                    local inc
-                    inc=$(ls -d target/release/build/libbpf-sys-*/out/include | head -n 1)
-                    clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Ibpf/include -I"$inc" \
-                        -c benches/bpf/egress_cost.bpf.c -o "$bpf_pins/egress_cost.o"
-                    bpftool prog loadall "$bpf_pins/egress_cost.o" "$bpf_pins/progs" type cgroup/skb
-                fi
-                bpftool cgroup attach "$cg" egress pinned "$bpf_pins/progs/${name/-/_}" ;;
-        esac
-    fi
-    echo "$cg"
+bare_cgroup_path() { echo "$cgroot/mg-bench-apps-$$-$1"; }
+make_bare_cgroup() {
+    local name=$1 cg inc
+    cg=$(bare_cgroup_path "$name")
+    mkdir "$cg"
+    case $name in
+        cgroup) ;;
+        egress-empty | egress-lookup)
+            if [ ! -d "$bpf_pins/progs" ]; then
+                mkdir "$bpf_pins"
+                [ "$(stat -f -c %T "$bpf_pins")" = bpf_fs ] || {
+                    echo "bench-apps: $bpf_pins is not on a BPF filesystem" >&2
+                    exit 1
+                }
+                inc=$(ls -d target/release/build/libbpf-sys-*/out/include | head -n 1)
+                clang -O2 -g -target bpf -D__TARGET_ARCH_x86 -Ibpf/include -I"$inc" \
+                    -c benches/bpf/egress_cost.bpf.c -o "$work/egress_cost.o"
+                # --nomount: bpftool mounts a BPF filesystem where a pin
+                # path is not on one; never let it.
+                bpftool --nomount prog loadall "$work/egress_cost.o" "$bpf_pins/progs" type cgroup/skb
+            fi
+            bpftool --nomount cgroup attach "$cg" egress pinned "$bpf_pins/progs/${name/-/_}"
+            bpftool --nomount cgroup show "$cg" | grep -q "${name/-/_}" || {
+                echo "bench-apps: ${name/-/_} is not attached to $cg" >&2
+                exit 1
+            } ;;
+        *) echo "bench-apps: no bare cgroup named $name" >&2; exit 1 ;;
+    esac
 }
+for profile in $profiles; do
+    case $profile in cgroup | egress-*) make_bare_cgroup "$profile" ;; esac
+done
 cat >"$work/in-cgroup.sh" <<'EOF2'
 #!/bin/bash
 echo $$ >"$1/cgroup.procs" || exit 1
@@ -196,7 +211,7 @@ scope() {
     if [ "$1" = none ]; then
         echo ""
     elif [ "$1" = cgroup ] || [ "${1#egress-}" != "$1" ]; then
-        echo "$work/in-cgroup.sh $(bare_cgroup "$1")"
+        echo "$work/in-cgroup.sh $(bare_cgroup_path "$1")"
     else
         echo "$mg run --quiet $flags--profile $(profile_arg "$name") --"
     fi

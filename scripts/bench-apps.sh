@@ -16,11 +16,13 @@
 # Profiles: default, container-strict, and default without its `stratum`
 # rule (the Stratum judge is the per-connection cost; #25); a name with
 # `+notp` appended runs that profile with --no-syscall-tracepoints.
-# Three more "profiles" are no minerguard at all, to price a design before
+# Four more "profiles" are no minerguard at all, to price a design before
 # it is built (#25's egress-first judge): `cgroup` (a fresh cgroup, no
 # program), `egress-empty` (a cgroup_skb/egress program that returns at
 # once) and `egress-lookup` (one that gets the socket's storage on every
-# packet, what each packet of a judged socket would pay), both from
+# packet, what each packet of a judged socket would pay), and
+# `egress-judge` (the judge's fast path: each socket's payload read with the
+# Stratum reader until it is decided), all from
 # benches/bpf/egress_cost.bpf.c (compiled with clang, loaded with bpftool).
 #
 # Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--only WORKLOAD]
@@ -168,7 +170,7 @@ make_bare_cgroup() {
     mkdir "$cg"
     case $name in
         cgroup) ;;
-        egress-empty | egress-lookup)
+        egress-empty | egress-lookup | egress-judge)
             if [ ! -d "$bpf_pins/progs" ]; then
                 mkdir "$bpf_pins"
                 [ "$(stat -f -c %T "$bpf_pins")" = bpf_fs ] || {

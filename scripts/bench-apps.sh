@@ -15,15 +15,15 @@
 #   build         `make -j2` of 40 small C files (many execs), in the scope
 # Profiles: default, container-strict, and default without its `stratum`
 # rule (the Stratum judge is the per-connection cost; #25); a name with
-# `+notp` appended runs that profile with --no-syscall-tracepoints.
-# Four more "profiles" are no minerguard at all, to price a design before
+# `+notp` appended runs that profile with --no-syscall-tracepoints, one with
+# `+egress` with --stratum-judge egress (both: `+egress+notp`).
+# Three more "profiles" are no minerguard at all, to price a design before
 # it is built (#25's egress-first judge): `cgroup` (a fresh cgroup, no
 # program), `egress-empty` (a cgroup_skb/egress program that returns at
 # once) and `egress-lookup` (one that gets the socket's storage on every
-# packet, what each packet of a judged socket would pay), and
-# `egress-judge` (the judge's fast path: each socket's payload read with the
-# Stratum reader until it is decided), all from
+# packet, what each packet of a judged socket would pay), both from
 # benches/bpf/egress_cost.bpf.c (compiled with clang, loaded with bpftool).
+# The judge itself: `default+egress`.
 #
 # Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--only WORKLOAD]
 #                              [--profiles "default container-strict default-nostratum"]
@@ -170,7 +170,7 @@ make_bare_cgroup() {
     mkdir "$cg"
     case $name in
         cgroup) ;;
-        egress-empty | egress-lookup | egress-judge)
+        egress-empty | egress-lookup)
             if [ ! -d "$bpf_pins/progs" ]; then
                 mkdir "$bpf_pins"
                 [ "$(stat -f -c %T "$bpf_pins")" = bpf_fs ] || {
@@ -208,8 +208,15 @@ chmod +x "$work/in-cgroup.sh"
 # A profile name ending in `+notp` runs with `--no-syscall-tracepoints`
 # (no loader-exec and Fast Open checks: no tracing slow path on syscalls).
 scope() {
-    local name=${1%+notp} flags=""
-    [ "$name" = "$1" ] || flags="--no-syscall-tracepoints "
+    local name=$1 flags=""
+    if [ "${name%+egress}" != "$name" ]; then
+        name=${name%+egress}
+        flags="--stratum-judge egress "
+    fi
+    if [ "${name%+notp}" != "$name" ]; then
+        name=${name%+notp}
+        flags="$flags--no-syscall-tracepoints "
+    fi
     if [ "$1" = none ]; then
         echo ""
     elif [ "$1" = cgroup ] || [ "${1#egress-}" != "$1" ]; then

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # What each cgroup program costs per run and per connection, on a loop of
 # loopback connections (connect + accept + close) made in a scope:
-#   scripts/prog-costs.sh [--request] [profile.yaml] [connects]
+#   scripts/prog-costs.sh [--request] [--stratum-judge sk-msg|egress] [profile.yaml] [connects]
 #   scripts/prog-costs.sh [--request] --egress PROGRAM [connects]
 # --request   each connection also carries an 83-byte HTTP GET (client to
 #             server) and a 102-byte reply: what a short-lived HTTP
 #             connection gives a Stratum judge to read (both sockets are in
 #             the scope, so both directions are judged)
+# --stratum-judge J  the cgroup backend's Stratum judge (`minerguard run
+#             --stratum-judge`)
 # --egress P  instead of minerguard, attach program P of
-#             benches/bpf/egress_cost.bpf.c (egress_empty, egress_lookup,
-#             egress_judge) to a fresh cgroup of the script's own: prices a
-#             judge design before it is built (#25)
+#             benches/bpf/egress_cost.bpf.c (egress_empty, egress_lookup)
+#             to a fresh cgroup of the script's own: what a judge costs per
+#             packet before it reads anything (#25)
 # Without --egress the enforcer runs the loop in a fresh cgroup of its own
 # (`minerguard run`). The kernel's BPF run-time statistics
 # (kernel.bpf_stats_enabled, restored on exit) are read with bpftool for
@@ -22,10 +24,12 @@ cd "$(dirname "$0")/.."
 
 request=0
 egress=""
+judge=sk-msg
 while [ $# -gt 0 ]; do
     case $1 in
         --request) request=1; shift ;;
         --egress) egress=$2; shift 2 ;;
+        --stratum-judge) judge=$2; shift 2 ;;
         -*) echo "prog-costs: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -109,7 +113,7 @@ EOF
 
 if [ -z "$egress" ]; then
     sysctl -qw kernel.bpf_stats_enabled=1
-    target/release/minerguard run --profile "$profile" -- python3 "$inner" "$connects" "$request"
+    target/release/minerguard run --stratum-judge "$judge" --profile "$profile" -- python3 "$inner" "$connects" "$request"
     exit 0
 fi
 

@@ -36,9 +36,9 @@ step "benches, once each in test mode (they must keep working; figures: BENCHMAR
 # --workspace: the same features as the tests' build above, so the
 # dependencies are not built again with other ones.
 cargo test --workspace --bench '*'
-# The egress judge prototype of #25 (benches/bpf/egress_cost.bpf.c, run by
-# bench-apps.sh and prog-costs.sh) still builds and loads, and runs.
-bash scripts/prog-costs.sh --request --egress egress_judge 200
+# The egress cost programs of #25 (benches/bpf/egress_cost.bpf.c, run by
+# bench-apps.sh and prog-costs.sh) still build, load and run.
+bash scripts/prog-costs.sh --request --egress egress_lookup 200
 
 step "fuzz the profile parser (scripts/fuzz.sh, 30 s)"
 bash scripts/fuzz.sh

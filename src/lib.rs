@@ -38,7 +38,8 @@ pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
 pub use enforcer::{
-    Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled, UnenforcedRule,
+    CgroupStratumJudge, Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled,
+    UnenforcedRule,
 };
 pub use error::{Error, Result};
 pub use events::{

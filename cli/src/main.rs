@@ -37,7 +37,7 @@ mod watch;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use minerguard::{BackendChoice, Enforcer, EnforcerOptions};
+use minerguard::{BackendChoice, CgroupStratumJudge, Enforcer, EnforcerOptions};
 
 use profile_arg::ProfileArg;
 
@@ -86,6 +86,13 @@ pub(crate) struct LoadArgs {
     /// on the host).
     #[arg(long)]
     no_syscall_tracepoints: bool,
+    /// What judges Stratum on the cgroup backend: sk-msg (sockets tracked
+    /// in a sockhash, the refused send fails) or egress (packets read as
+    /// they leave, the refused one dropped; being completed: the refused
+    /// socket is not closed yet, see `CgroupStratumJudge` in the library's
+    /// documentation).
+    #[arg(long, default_value = "sk-msg")]
+    stratum_judge: CgroupStratumJudge,
 }
 
 impl LoadArgs {
@@ -108,6 +115,7 @@ impl LoadArgs {
         EnforcerOptions {
             backend: self.backend,
             syscall_tracepoints: !self.no_syscall_tracepoints,
+            cgroup_stratum_judge: self.stratum_judge,
             ..Default::default()
         }
     }

@@ -42,17 +42,21 @@ pub(crate) struct CgroupBackend {
     /// rules judge files), or why not.
     loader_exec: OnDemand<LoaderExecHook>,
     signal_in_cgroup: bool,
+    /// What judges Stratum (`EnforcerOptions::cgroup_stratum_judge`).
+    stratum_judge: StratumJudge,
 }
 
 impl CgroupBackend {
     /// Loads the objects on the shared maps and attaches the
     /// (scope-filtered) exec tracepoint. Which helpers the kernel allows
     /// where comes from the probe. `syscall_tracepoints`: see
-    /// `EnforcerOptions::syscall_tracepoints`.
+    /// `EnforcerOptions::syscall_tracepoints`; `stratum_judge`: see
+    /// `EnforcerOptions::cgroup_stratum_judge`.
     pub fn load(
         maps: &SharedMaps,
         report: &ProbeReport,
         syscall_tracepoints: bool,
+        stratum_judge: crate::CgroupStratumJudge,
     ) -> Result<Self, Error> {
         let signal_in_cgroup = report.cgroup_signal.available;
         let net = Owned::build(|storage| {
@@ -87,6 +91,10 @@ impl CgroupBackend {
             net,
             loader_exec,
             signal_in_cgroup,
+            stratum_judge: match stratum_judge {
+                crate::CgroupStratumJudge::SkMsg => StratumJudge::SkMsg,
+                crate::CgroupStratumJudge::Egress => StratumJudge::Egress,
+            },
         })
     }
 }
@@ -122,7 +130,7 @@ impl Backend for CgroupBackend {
         if policy.judges_mapped_files() {
             self.loader_exec.load_with(|| LoaderExecHook::load(maps));
         }
-        hooks.prepare(maps, policy, StratumJudge::SkMsg, false)
+        hooks.prepare(maps, policy, self.stratum_judge, false)
     }
 
     fn activate(

@@ -18,6 +18,7 @@ use super::{
     scope_guard::ScopeGuardHook,
     selftest::SelfTestHook,
     stratum::{JudgedSockets, StratumHook},
+    stratum_egress::EgressJudge,
     BackendKind,
 };
 use crate::{
@@ -41,6 +42,11 @@ pub(crate) fn stratum_not_loaded_yet() -> CheckStatus {
     }
 }
 
+/// Why the egress judge needs no sk_msg program, no sockops and no Fast
+/// Open tracepoints.
+const EGRESS_JUDGES_EVERY_PACKET: &str =
+    "the egress judge reads the packets every socket of a stratum scope sends (Fast Open SYNs included)";
+
 /// Why the lsm backend loads no sk_msg program (and no sockops).
 const LSM_JUDGES_EVERY_SEND: &str =
     "every send reaches the lsm socket_sendmsg hook on this kernel (sendfile and splice included, Linux 6.5 and later)";
@@ -56,6 +62,10 @@ pub(crate) enum StratumJudge {
     LsmAndSkMsg,
     /// The lsm socket_sendmsg hook alone: every send reaches it.
     Lsm,
+    /// The cgroup_skb/egress program, on the packets each socket of a
+    /// stratum scope sends (the cgroup backend with
+    /// `CgroupStratumJudge::Egress`).
+    Egress,
 }
 
 /// The sockops and sk_msg programs.
@@ -67,6 +77,8 @@ enum StratumPrograms {
     Loaded(Box<StratumHook>),
     /// Not needed: the lsm hook judges every send ([`StratumJudge::Lsm`]).
     NotNeeded,
+    /// The egress judge instead ([`StratumJudge::Egress`]).
+    Egress(Box<EgressJudge>),
 }
 
 /// Shared hooks and the links that attach programs to covered cgroups.
@@ -165,6 +177,13 @@ impl SharedHooks {
         if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
         }
+        if judge == StratumJudge::Egress {
+            self.stratum = StratumPrograms::Egress(Box::new(EgressJudge::load(maps)?));
+            if matches!(self.fast_open, OnDemand::NotYet { .. }) {
+                self.fast_open = OnDemand::NotNeeded(EGRESS_JUDGES_EVERY_PACKET);
+            }
+            return Ok(None);
+        }
         let lsm_judges_stratum = judge != StratumJudge::SkMsg;
         let judged = if judge == StratumJudge::Lsm {
             self.stratum = StratumPrograms::NotNeeded;
@@ -194,7 +213,9 @@ impl SharedHooks {
     pub fn stratum_loaded(&self) -> CheckStatus {
         match self.stratum {
             StratumPrograms::NotYet => stratum_not_loaded_yet(),
-            StratumPrograms::Loaded(_) | StratumPrograms::NotNeeded => CheckStatus::Active,
+            StratumPrograms::Loaded(_)
+            | StratumPrograms::NotNeeded
+            | StratumPrograms::Egress(_) => CheckStatus::Active,
         }
     }
 
@@ -207,6 +228,9 @@ impl SharedHooks {
             StratumPrograms::Loaded(_) => CheckStatus::Active,
             StratumPrograms::NotNeeded => CheckStatus::NotNeeded {
                 reason: LSM_JUDGES_EVERY_SEND.into(),
+            },
+            StratumPrograms::Egress(_) => CheckStatus::NotNeeded {
+                reason: EGRESS_JUDGES_EVERY_PACKET.into(),
             },
         }
     }
@@ -236,7 +260,7 @@ impl SharedHooks {
             .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &programs))
     }
 
-    /// Attaches sockops to exactly `roots` (see
+    /// Attaches sockops (or the egress judge) to exactly `roots` (see
     /// `Backend::stratum_cover_exactly`).
     /// Before the Stratum programs are loaded no root can have a stratum
     /// rule (`prepare` runs first), so there is nothing to attach; where
@@ -245,6 +269,14 @@ impl SharedHooks {
         let stratum = match &self.stratum {
             StratumPrograms::Loaded(stratum) => stratum,
             StratumPrograms::NotNeeded => return Ok(()),
+            StratumPrograms::Egress(judge) => {
+                // Sockets connected before: their next packet meets it.
+                let egress = [judge.program()];
+                let pins = self.pins.as_ref();
+                return self
+                    .stratum_links
+                    .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &egress));
+            }
             StratumPrograms::NotYet => {
                 return match roots.first() {
                     None => Ok(()),
@@ -329,9 +361,13 @@ impl SharedHooks {
     pub fn kills_in_kernel(&self, kind: RuleKind) -> Option<bool> {
         match kind {
             // The lsm hook, where it judges alone, can always signal.
+            // The egress judge kills no one: the packet's task may not be
+            // the sender (its `kill` rules deny, and say so).
             RuleKind::Stratum => Some(
-                matches!(self.stratum, StratumPrograms::NotNeeded)
-                    || self.probe.skmsg_signal.available,
+                matches!(
+                    self.stratum,
+                    StratumPrograms::NotNeeded | StratumPrograms::Egress(_)
+                ) || self.probe.skmsg_signal.available,
             ),
             // cgroup/dev programs cannot signal.
             RuleKind::Open => Some(false),

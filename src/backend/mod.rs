@@ -23,6 +23,7 @@ mod scope_guard;
 mod selftest;
 pub(crate) mod skel;
 pub(crate) mod stratum;
+mod stratum_egress;
 mod tracefs;
 
 use self::{
@@ -204,12 +205,14 @@ impl Kernel {
     /// Creates the shared maps, then loads the shared hooks and the
     /// backend of `kind` on them. `syscall_tracepoints`: see
     /// `EnforcerOptions::syscall_tracepoints`; `stratum_sockets`: see
-    /// `EnforcerOptions::stratum_sockets`.
+    /// `EnforcerOptions::stratum_sockets`; `cgroup_stratum_judge`: see
+    /// `EnforcerOptions::cgroup_stratum_judge`.
     pub fn load(
         kind: BackendKind,
         report: &ProbeReport,
         syscall_tracepoints: bool,
         stratum_sockets: u32,
+        cgroup_stratum_judge: crate::CgroupStratumJudge,
         pins: Option<std::sync::Arc<crate::pin::PinDir>>,
     ) -> Result<Self, Error> {
         let maps = SharedMaps::create(pins)?;
@@ -218,6 +221,7 @@ impl Kernel {
                 &maps,
                 report,
                 syscall_tracepoints,
+                cgroup_stratum_judge,
             )?),
             BackendKind::Lsm => Box::new(lsm::LsmBackend::load(&maps)?),
         };

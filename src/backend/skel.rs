@@ -29,6 +29,7 @@ skeleton!(lsm_stratum, "lsm_stratum.skel.rs");
 skeleton!(probe, "probe.skel.rs");
 skeleton!(selftest, "selftest.skel.rs");
 skeleton!(stratum, "stratum.skel.rs");
+skeleton!(stratum_egress, "stratum_egress.skel.rs");
 skeleton!(fast_open_tp, "fast_open_tp.skel.rs");
 skeleton!(scope_guard, "scope_guard.skel.rs");
 skeleton!(lsm_scope_guard, "lsm_scope_guard.skel.rs");

@@ -103,6 +103,9 @@ pub struct EnforcerOptions {
     /// accepted ones ([`Enforcer::untracked_sockets`] counts accepted sockets
     /// past even that). Unused where the lsm hook judges every send.
     pub stratum_sockets: u32,
+    /// What judges Stratum on the cgroup backend (the lsm backend judges
+    /// in its own hooks whatever this says).
+    pub cgroup_stratum_judge: CgroupStratumJudge,
     /// Pin the enforcement as this instance (`/sys/fs/bpf/minerguard/NAME`):
     /// it stays in force when the enforcer is dropped or its process dies,
     /// SIGKILL included, until [`Enforcer::detach`] or
@@ -116,6 +119,46 @@ pub struct EnforcerOptions {
     pub instance: Option<String>,
 }
 
+/// What judges Stratum on the cgroup backend
+/// ([`EnforcerOptions::cgroup_stratum_judge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgroupStratumJudge {
+    /// sockops puts each connected socket of a stratum scope into a
+    /// sockhash, and an sk_msg verdict reads its sends: the send that
+    /// completes a mining method fails (EACCES). Each connection pays for
+    /// the tracking, whether it sends or not (BENCHMARKS.md).
+    #[default]
+    SkMsg,
+    /// A `cgroup_skb/egress` program reads what each socket of a stratum
+    /// scope sends, from the packets leaving it (#25): no socket tracking
+    /// and no socket limit, sockets connected before apply and accepted
+    /// ones judged alike, Fast Open SYNs read like other packets. The
+    /// packet that completes a mining method is dropped, and every later
+    /// one of its socket, so the peer never gets the method while the
+    /// judge is attached. Being completed (#25), and so not the default:
+    /// the send itself succeeds and the socket is not closed yet, so it
+    /// keeps the refused bytes queued, and they leave if the judge is
+    /// detached before the socket is gone (the scope removed, the enforcer
+    /// dropped; `minerguard run` exiting right after its command) — the
+    /// socket destroy on a mining verdict that closes this is the next
+    /// step; `kill` rules deny (the task a packet leaves from may not be
+    /// the sender); the lsm backend does not use it.
+    Egress,
+}
+
+impl std::str::FromStr for CgroupStratumJudge {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sk-msg" => Ok(CgroupStratumJudge::SkMsg),
+            "egress" => Ok(CgroupStratumJudge::Egress),
+            other => Err(format!(
+                "unknown Stratum judge `{other}` (expected sk-msg or egress)"
+            )),
+        }
+    }
+}
+
 impl Default for EnforcerOptions {
     fn default() -> Self {
         EnforcerOptions {
@@ -124,6 +167,7 @@ impl Default for EnforcerOptions {
             require_all_rules: false,
             syscall_tracepoints: true,
             stratum_sockets: 65_536,
+            cgroup_stratum_judge: CgroupStratumJudge::default(),
             instance: None,
         }
     }
@@ -249,6 +293,7 @@ impl Enforcer {
             &report,
             options.syscall_tracepoints,
             options.stratum_sockets,
+            options.cgroup_stratum_judge,
             pins,
         )
         .map_err(|e| privileged(e, euid))?;

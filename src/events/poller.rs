@@ -441,7 +441,13 @@ fn run(
             complete_from_proc(&mut ev, raw.proc_src);
         }
         let fresh = ev.time >= started;
-        if fresh && ev.action.kills() && kill_from_userspace.contains(&ev.target.kind()) {
+        // tgid 0 (an event that names no process) would be kill(0): this
+        // process group.
+        if fresh
+            && ev.action.kills()
+            && ev.tgid > 1
+            && kill_from_userspace.contains(&ev.target.kind())
+        {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
         }

@@ -13,6 +13,8 @@
 //! - `stratum`: the Stratum signature on a socket's first bytes, whatever
 //!   call sends them (sendfile and TCP Fast Open too), and which sockets are
 //!   tracked.
+//! - `stratum_egress`: the cgroup backend's egress judge (#25): the pool
+//!   gets the bytes before a mining method and nothing of it.
 //! - `stratum_evasions`: the Stratum judge against what real pools accept
 //!   (BOM, junk lines, key order, escapes, case, batches, other mining
 //!   methods, SOCKS/HTTP CONNECT/WebSocket tunnels, real XMRig through
@@ -57,6 +59,7 @@ mod lifecycle;
 mod path_view;
 mod scope_escape;
 mod stratum;
+mod stratum_egress;
 mod stratum_evasions;
 mod workloads;
 

@@ -804,7 +804,7 @@ fn sockets_connected_before_apply_are_judged_from_their_next_send() {
 
 /// The other ways a Fast Open SYN carries data.
 #[derive(Debug, Clone, Copy)]
-enum FastOpenVia {
+pub(crate) enum FastOpenVia {
     /// sendmmsg(MSG_FASTOPEN): the first message goes in the SYN.
     Sendmmsg,
     /// setsockopt(TCP_FASTOPEN_CONNECT), connect(), then write().
@@ -814,7 +814,7 @@ enum FastOpenVia {
 /// From a child in `cg` (or not moved): `payload` to `addr` through `via`.
 /// `Code(0)` when sent, `50 + errno` when setsockopt failed, `60 + errno`
 /// when connect failed, `100 + errno` when the send failed.
-fn fast_open_via_in(
+pub(crate) fn fast_open_via_in(
     cg: Option<&minerguard::cgroup::OwnedCgroup>,
     addr: SocketAddr,
     payload: &[u8],

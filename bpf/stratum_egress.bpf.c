@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The egress Stratum judge (#25): reads the stream each TCP socket of a
+ * stratum scope sends, from the packets leaving it (cgroup_skb/egress,
+ * attached to each scope's cgroup), with the same reader as the sk_msg
+ * verdict (stratum_reader.h). Nothing is tracked before a socket sends
+ * its first byte, and no socket is moved onto another send path: a
+ * connection that never sends costs a lookup per packet, a judged one a
+ * lookup per packet from then on.
+ *
+ * Per socket (socket storage, made at its first payload byte): the reader,
+ * and the sequence number of the next byte it has not read. TCP sends in
+ * order but for retransmissions: bytes before that number were read (a
+ * retransmission passes as they did); bytes after it were never seen (a
+ * gap) and are not passed. The packet that carries the byte deciding a
+ * mining method is dropped, and so is every later packet of that socket:
+ * the peer never gets the whole method name (TCP retransmits the dropped
+ * bytes, which meet the same verdict). A Fast Open SYN's data is read like
+ * any other (it follows the SYN's sequence number).
+ *
+ * The packet may leave in softirq context (an ACK releases queued data),
+ * so the current task is not the sender: the event names the socket's
+ * cgroup and no process.
+ */
+#define MG_PROC_GUARDED
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "net_match.h"
+#include "stratum_reader.h"
+
+#define MG_PKT_PASS 1
+#define MG_PKT_DROP 0
+
+#define MG_ETH_P_IP 0x0800
+#define MG_ETH_P_IPV6 0x86DD
+#define MG_TCP_SYN 0x02
+
+enum mg_egress_verdict {
+	MG_EGRESS_READING = 0,
+	MG_EGRESS_CLEAN = 1,  /* read to its budget, or audited: passed */
+	MG_EGRESS_DENIED = 2, /* a mining method: every packet dropped */
+};
+
+/* A socket's judge. */
+struct mg_egress_state {
+	struct mg_reader r;
+	__u32 next_seq; /* sequence number of the first byte not read */
+	__u32 verdict;  /* enum mg_egress_verdict */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mg_egress_state);
+} mg_egress_sk SEC(".maps");
+
+/* This CPU's copy of the payload being read; room past the budget, as
+ * the reader loads a word at a time. */
+struct mg_egress_buf {
+	__u8 buf[MG_READ_BUDGET + 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_egress_buf);
+} mg_egress_buf SEC(".maps");
+
+/* The nearest scope among the socket's cgroup and its ancestors (as
+ * mg_current_scope, for the cgroup the socket was made in). */
+static __always_inline struct mg_scope *mg_skb_scope(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct mg_config *cfg = bpf_map_lookup_elem(&mg_config, &zero);
+	__u32 levels;
+
+	if (!cfg)
+		return NULL;
+	levels = cfg->scope_levels;
+	if (!levels)
+		return NULL;
+	for (int lvl = MG_MAX_SCOPE_DEPTH - 1; lvl >= 0; lvl--) {
+		struct mg_scope *scope;
+		__u64 id;
+
+		if (!(levels & (1u << lvl)))
+			continue;
+		id = bpf_skb_ancestor_cgroup_id(skb, lvl);
+		if (!id)
+			continue;
+		scope = bpf_map_lookup_elem(&mg_scopes, &id);
+		if (scope)
+			return scope;
+	}
+	return NULL;
+}
+
+/* Reports a matched mining method, for the socket's peer. Filled here
+ * rather than by mg_event_start: cgroup_skb programs may not call the
+ * current-task helpers on every kernel (6.1 refuses them), and the task a
+ * packet leaves from may not be the sender anyway. */
+static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_sock *sk,
+					    const struct mg_scope *scope,
+					    const struct mg_rule_ref *ref, __u8 taken,
+					    const struct mg_reader *r)
+{
+	struct mg_event *e = bpf_ringbuf_reserve(&mg_events, sizeof(*e), 0);
+	__u32 ip[4] = {};
+
+	if (!e) {
+		mg_count(MG_STAT_RINGBUF_DROPS);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->boot_ns = bpf_ktime_get_boot_ns();
+	/* The socket's cgroup; no process (see the top of this file). */
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->policy_id = scope->policy_id;
+	e->rule_idx = ref->rule_idx;
+	e->kind = MG_KIND_STRATUM;
+	e->action = taken;
+	e->requested = ref->action;
+	if (sk->family == MG_AF_INET) {
+		ip[0] = sk->dst_ip4;
+		e->family = MG_AF_INET;
+	} else {
+		ip[0] = sk->dst_ip6[0];
+		ip[1] = sk->dst_ip6[1];
+		ip[2] = sk->dst_ip6[2];
+		ip[3] = sk->dst_ip6[3];
+		e->family = mg_unmap_v4(ip);
+	}
+	__builtin_memcpy(e->addr, ip, 16);
+	e->port = bpf_ntohs(sk->dst_port);
+	e->protocol = 6;
+	mg_stratum_event_method(e, r);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Where the TCP payload starts and its sequence number; -1 when the
+ * packet is not one this judge can read (it is then refused). */
+static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u32 *seq)
+{
+	__u8 b[14];
+	__u32 off;
+
+	if (skb->protocol == bpf_htons(MG_ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, b, 1))
+			return -1;
+		off = (b[0] & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(MG_ETH_P_IPV6)) {
+		/* Extension headers before TCP are not followed. */
+		if (bpf_skb_load_bytes(skb, 6, b, 1) || b[0] != IPPROTO_TCP)
+			return -1;
+		off = 40;
+	} else {
+		return -1;
+	}
+	if (bpf_skb_load_bytes(skb, off, b, 14))
+		return -1;
+	*seq = ((__u32)b[4] << 24) | ((__u32)b[5] << 16) | ((__u32)b[6] << 8) | b[7];
+	/* A SYN's data (Fast Open) follows the SYN's own sequence number. */
+	if (b[13] & MG_TCP_SYN)
+		*seq += 1;
+	*hdr = off + (b[12] >> 4) * 4;
+	return 0;
+}
+
+SEC("cgroup_skb/egress")
+int mg_stratum_egress(struct __sk_buff *skb)
+{
+	struct mg_egress_state *st;
+	struct mg_egress_buf *scratch;
+	struct mg_rule_ref *ref;
+	struct mg_scope *scope;
+	struct bpf_sock *sk;
+	__u32 zero = 0, hdr, seq, len, skip, n;
+	__u8 taken;
+	int verdict;
+
+	sk = skb->sk;
+	if (!sk)
+		return MG_PKT_PASS;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return MG_PKT_PASS;
+	st = bpf_sk_storage_get(&mg_egress_sk, sk, 0, 0);
+	if (st && st->verdict == MG_EGRESS_CLEAN)
+		return MG_PKT_PASS;
+	if (st && st->verdict == MG_EGRESS_DENIED)
+		return MG_PKT_DROP;
+	if (mg_tcp_payload(skb, &hdr, &seq))
+		/* Bytes this program cannot read are not passed unjudged. */
+		return MG_PKT_DROP;
+	if (skb->len <= hdr)
+		return MG_PKT_PASS; /* no payload: a SYN, an ACK, a FIN */
+	len = skb->len - hdr;
+	scope = mg_skb_scope(skb);
+	if (!scope)
+		return MG_PKT_PASS;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return MG_PKT_PASS;
+	if (!st) {
+		st = bpf_sk_storage_get(&mg_egress_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		/* A socket that cannot be followed is not let through. */
+		if (!st)
+			return MG_PKT_DROP;
+		mg_reader_init(&st->r, scope->policy_id);
+		st->next_seq = seq;
+	}
+	skip = st->next_seq - seq;
+	if ((__s32)skip < 0)
+		return MG_PKT_DROP; /* bytes before these were never read */
+	if (skip >= len)
+		return MG_PKT_PASS; /* a retransmission of bytes read */
+	n = len - skip;
+	if (n > MG_READ_BUDGET)
+		n = MG_READ_BUDGET;
+	scratch = bpf_map_lookup_elem(&mg_egress_buf, &zero);
+	if (!scratch)
+		return MG_PKT_DROP;
+	/* 1..MG_READ_BUDGET in a form the verifier keeps through the call
+	 * (the compiler folds a plain mask into the checks above). */
+	n -= 1;
+	asm volatile("%[n] &= 0xfff" : [n] "+r"(n));
+	n += 1;
+	if (bpf_skb_load_bytes(skb, hdr + skip, scratch->buf, n))
+		return MG_PKT_DROP;
+	verdict = mg_reader_feed(&st->r, scratch->buf, n);
+	st->next_seq += n;
+	if (verdict == MG_READ_MINING) {
+		taken = ref->action == MG_ACTION_AUDIT ? MG_ACTION_AUDIT : MG_ACTION_DENY;
+		mg_egress_event(skb, sk, scope, ref, taken, &st->r);
+		if (taken == MG_ACTION_AUDIT) {
+			st->verdict = MG_EGRESS_CLEAN;
+			return MG_PKT_PASS;
+		}
+		st->verdict = MG_EGRESS_DENIED;
+		return MG_PKT_DROP;
+	}
+	if (verdict == MG_READ_DONE)
+		st->verdict = MG_EGRESS_CLEAN;
+	return MG_PKT_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

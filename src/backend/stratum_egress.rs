@@ -1,0 +1,51 @@
+//! The egress Stratum judge (bpf/stratum_egress.bpf.c, #25): a
+//! `cgroup_skb/egress` program, attached to each scope whose policy has a
+//! stratum rule, reads what each TCP socket sends from the packets leaving
+//! it. Unlike the sk_msg path (stratum.rs) it tracks no socket before its
+//! first byte and moves none onto another send path, so it needs no
+//! sockhash, no socket limit, no release from userspace and no adoption of
+//! sockets connected before apply (their next packet meets it).
+
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    ProgramMut,
+};
+
+use super::{
+    load_err,
+    maps::SharedMaps,
+    skel::{
+        reuse_shared_maps,
+        stratum_egress::{StratumEgressSkel, StratumEgressSkelBuilder},
+        Owned,
+    },
+};
+use crate::error::Error;
+
+/// The loaded egress judge.
+pub(crate) struct EgressJudge {
+    skel: Owned<StratumEgressSkel<'static>>,
+}
+
+impl EgressJudge {
+    /// Loads the program on the shared maps.
+    pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
+        let skel = Owned::build(|storage| {
+            let mut open = StratumEgressSkelBuilder::default().open(storage)?;
+            // A packet may leave in softirq context, where the current
+            // task is not the sender: nothing is read from it.
+            if let Some(rodata) = open.maps.rodata_data.as_mut() {
+                rodata.mg_proc_in_prog = false;
+            }
+            reuse_shared_maps(open.open_object_mut(), maps)?;
+            open.load()
+        })
+        .map_err(load_err("stratum_egress"))?;
+        Ok(EgressJudge { skel })
+    }
+
+    /// The program, attached to each covered cgroup with a stratum rule.
+    pub fn program(&self) -> (&'static str, &ProgramMut<'static>) {
+        ("mg_stratum_egress", &self.skel.progs.mg_stratum_egress)
+    }
+}

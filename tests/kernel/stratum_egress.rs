@@ -1,0 +1,305 @@
+//! The egress Stratum judge of the cgroup backend
+//! (`CgroupStratumJudge::Egress`, #25): the packets each socket of a
+//! stratum scope sends are read on `cgroup_skb/egress`; the one that
+//! completes a mining method is dropped, and every later one of its socket.
+//! What is asserted is what the pool gets: the bytes before the method, and
+//! nothing of it. Runs on the cgroup backend whatever the backend under
+//! test is (the option is the cgroup backend's).
+
+use minerguard::{
+    cgroup::OwnedCgroup, events::StratumSignature, Action, BackendChoice, CgroupStratumJudge,
+    CheckStatus, Enforcer, EnforcerOptions, Profile, Rule, Target,
+};
+
+use crate::common::*;
+
+const HELLO: &[u8] = b"{\"id\": 0, \"method\": \"client.hello\", \"params\": []}\n";
+const STRATUM_SUBSCRIBE: &[u8] =
+    b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer/2.5\"]}\n";
+const XMRIG_LOGIN: &[u8] =
+    b"{\"params\":{\"login\":\"wallet\",\"pass\":\"x\",\"agent\":\"XMRig/6.21\"},\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\"}\n";
+/// Stratum V2 SetupConnection (see stratum.rs).
+const SV2_SETUP: &[u8] = &[
+    0, 0, 0, 0x20, 0, 0, 0, 2, 0, 2, 0, 1, 0, 0, 0, 9, b'1', b'2', b'7',
+];
+
+/// An enforcer on the cgroup backend with the egress judge, and `action`'s
+/// stratum rule applied to a fresh cgroup.
+fn egress_scope(action: Action) -> (OwnedCgroup, Enforcer) {
+    let cg = test_cgroup();
+    let mut enforcer = Enforcer::with_options(EnforcerOptions {
+        backend: BackendChoice::Cgroup,
+        cgroup_stratum_judge: CgroupStratumJudge::Egress,
+        ..Default::default()
+    })
+    .expect("enforcer loads");
+    let profile = Profile::new("stratum").rule(Rule::stratum(
+        "stratum-protocol",
+        action,
+        Vec::<String>::new(),
+    ));
+    enforcer.apply(&profile, scope_of(&cg)).expect("apply");
+    (cg, enforcer)
+}
+
+#[test]
+fn the_egress_judge_keeps_every_mining_method_from_the_pool() {
+    require_kernel!();
+    let (cg, enforcer) = egress_scope(Action::Deny);
+    // What judges: the egress program, no sockhash and no Fast Open
+    // tracepoints.
+    let checks = enforcer.checks();
+    for status in [&checks.stratum_sk_msg, &checks.fast_open] {
+        assert!(
+            matches!(status, CheckStatus::NotNeeded { reason } if reason.contains("egress judge")),
+            "{checks:?}"
+        );
+    }
+    // A harmless message first where the protocol allows one (Stratum V2
+    // starts with its SetupConnection).
+    for (before, payload, sig, method) in [
+        (HELLO, STRATUM_SUBSCRIBE, StratumSignature::V1, "mining."),
+        (HELLO, XMRIG_LOGIN, StratumSignature::Login, "login"),
+        (&b""[..], SV2_SETUP, StratumSignature::V2, ""),
+    ] {
+        let pool = listener(false);
+        let addr = pool.local_addr().unwrap();
+        let sends: Vec<&[u8]> = [before, payload]
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect();
+        // The sends succeed: the packet is dropped after them.
+        assert_eq!(
+            send_in(Some(&cg), addr, &sends),
+            SendOutcome::AllSent,
+            "{sig:?}"
+        );
+        let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+        assert_eq!(ev.action, Action::Deny);
+        match ev.target {
+            Target::Stratum {
+                addr: to,
+                signature,
+                method: got,
+                ..
+            } => {
+                assert_eq!(signature, sig);
+                assert_eq!(&*got, method, "the event names the method");
+                assert_eq!(to, addr, "the event names the pool");
+            }
+            t => panic!("expected a stratum target, got {t:?}"),
+        }
+        // What came before it went out; nothing of the method.
+        assert_eq!(received(&pool), before, "{sig:?}");
+        // Outside the scope the same bytes go through.
+        assert_eq!(send_in(None, addr, &sends), SendOutcome::AllSent);
+        assert_eq!(received(&pool), [before, payload].concat(), "{sig:?}");
+    }
+}
+
+#[test]
+fn the_egress_judge_passes_clean_streams_and_audits() {
+    require_kernel!();
+    let (cg, enforcer) = egress_scope(Action::Deny);
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // An upload as long as the reader's budget: judged clean and passed,
+    // and so is what follows it (the socket is not read past the budget).
+    let mut upload = b"POST /upload HTTP/1.1\r\nContent-Length: 4040\r\n\r\n".to_vec();
+    upload.resize(4096, b'x');
+    let get = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+    assert_eq!(send_in(Some(&cg), addr, &[get]), SendOutcome::AllSent);
+    assert_eq!(received(&pool), get);
+    assert_eq!(
+        send_in(Some(&cg), addr, &[&upload, STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    assert_eq!(received(&pool), [&upload[..], STRATUM_SUBSCRIBE].concat());
+    drop(enforcer);
+
+    // Audit: reported, and passed.
+    let (cg, enforcer) = egress_scope(Action::Audit);
+    assert_eq!(
+        send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
+        SendOutcome::AllSent
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert_eq!(ev.action, Action::Audit);
+    assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+}
+
+#[test]
+fn the_egress_judge_reads_accepted_sockets_and_sockets_connected_before_apply() {
+    require_kernel!();
+    use std::io::Read;
+    let cg = test_cgroup();
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    let (storage, len, family) = sockaddr_of(addr);
+    let (mut ready, mut go) = ([0; 2], [0; 2]);
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    let mut enforcer = Enforcer::with_options(EnforcerOptions {
+        backend: BackendChoice::Cgroup,
+        cgroup_stratum_judge: CgroupStratumJudge::Egress,
+        ..Default::default()
+    })
+    .expect("enforcer loads");
+    let profile = Profile::new("stratum").rule(Rule::stratum(
+        "stratum-protocol",
+        Action::Deny,
+        Vec::<String>::new(),
+    ));
+    std::thread::scope(|s| {
+        // Connected before the profile applies; sends after it.
+        let early = s.spawn(|| {
+            fork_in(Some(&cg), || unsafe {
+                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+                        != 0
+                {
+                    return 99;
+                }
+                let mut b = [0u8; 1];
+                if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
+                    || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
+                {
+                    return 98;
+                }
+                for m in [HELLO, STRATUM_SUBSCRIBE] {
+                    if libc::send(fd, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+                        return 97;
+                    }
+                }
+                0
+            })
+        });
+        let mut b = [0u8; 1];
+        assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
+        let applied = enforcer.apply(&profile, scope_of(&cg));
+        // The child goes on before anything is asserted.
+        assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
+        applied.expect("apply");
+        assert_eq!(early.join().unwrap(), ChildEnd::Code(0));
+    });
+    for fd in ready.into_iter().chain(go) {
+        unsafe { libc::close(fd) };
+    }
+    assert_eq!(received(&pool), HELLO);
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: StratumSignature::V1,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+
+    // The pool connects in: the socket the scope accepted is read alike,
+    // with no limit on how many there are.
+    let (mut fds, mut port) = ([0; 2], [0u8; 2]);
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (port_rx, port_tx) = (fds[0], fds[1]);
+    std::thread::scope(|s| {
+        let miner = s.spawn(|| {
+            fork_in(Some(&cg), || unsafe {
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+                let mut sl = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                if l < 0
+                    || libc::bind(l, (&sa as *const libc::sockaddr_in).cast(), sl) != 0
+                    || libc::listen(l, 1) != 0
+                    || libc::getsockname(l, (&mut sa as *mut libc::sockaddr_in).cast(), &mut sl)
+                        != 0
+                    || libc::write(port_tx, (&sa.sin_port as *const u16).cast(), 2) != 2
+                {
+                    return 99;
+                }
+                let c = libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut());
+                if c < 0 {
+                    return 98;
+                }
+                for m in [HELLO, XMRIG_LOGIN] {
+                    if libc::send(c, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+                        return 97;
+                    }
+                }
+                0
+            })
+        });
+        assert_eq!(
+            unsafe { libc::read(port_rx, port.as_mut_ptr().cast(), 2) },
+            2
+        );
+        let mut pool =
+            std::net::TcpStream::connect(("127.0.0.1", u16::from_be_bytes(port))).unwrap();
+        assert_eq!(miner.join().unwrap(), ChildEnd::Code(0));
+        // The miner has exited; its FIN is dropped with the rest, so the
+        // read ends at the timeout with what came.
+        pool.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = pool.read_to_end(&mut got);
+        assert_eq!(got, HELLO, "{:?}", String::from_utf8_lossy(&got));
+    });
+    unsafe {
+        libc::close(port_rx);
+        libc::close(port_tx);
+    }
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: StratumSignature::Login,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn the_egress_judge_reads_fast_open_syns() {
+    require_kernel!();
+    use crate::stratum::{fast_open_via_in, FastOpenVia};
+    let (cg, enforcer) = egress_scope(Action::Deny);
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // The login rides in the SYN: the SYN is dropped, and so is every
+    // retransmission, so the pool never even gets the connection.
+    assert_eq!(
+        fast_open_via_in(Some(&cg), addr, XMRIG_LOGIN, FastOpenVia::Sendmmsg),
+        ChildEnd::Code(0)
+    );
+    assert!(received(&pool).is_empty());
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: StratumSignature::Login,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    // Clean data in a SYN goes through; so does the login outside.
+    let get = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+    assert_eq!(
+        fast_open_via_in(Some(&cg), addr, get, FastOpenVia::Sendmmsg),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), get);
+    assert_eq!(
+        fast_open_via_in(None, addr, XMRIG_LOGIN, FastOpenVia::Sendmmsg),
+        ChildEnd::Code(0)
+    );
+    assert_eq!(received(&pool), XMRIG_LOGIN);
+}

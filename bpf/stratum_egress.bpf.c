@@ -69,34 +69,8 @@ struct {
 	__type(value, struct mg_egress_buf);
 } mg_egress_buf SEC(".maps");
 
-/* The nearest scope among the socket's cgroup and its ancestors (as
- * mg_current_scope, for the cgroup the socket was made in). */
-static __always_inline struct mg_scope *mg_skb_scope(struct __sk_buff *skb)
-{
-	__u32 zero = 0;
-	struct mg_config *cfg = bpf_map_lookup_elem(&mg_config, &zero);
-	__u32 levels;
-
-	if (!cfg)
-		return NULL;
-	levels = cfg->scope_levels;
-	if (!levels)
-		return NULL;
-	for (int lvl = MG_MAX_SCOPE_DEPTH - 1; lvl >= 0; lvl--) {
-		struct mg_scope *scope;
-		__u64 id;
-
-		if (!(levels & (1u << lvl)))
-			continue;
-		id = bpf_skb_ancestor_cgroup_id(skb, lvl);
-		if (!id)
-			continue;
-		scope = bpf_map_lookup_elem(&mg_scopes, &id);
-		if (scope)
-			return scope;
-	}
-	return NULL;
-}
+/* The id of the packet's socket's cgroup ancestor at `lvl`. */
+#define MG_SKB_ANCESTOR_ID(lvl) bpf_skb_ancestor_cgroup_id(skb, lvl)
 
 /* Reports a matched mining method, for the socket's peer. Filled here
  * rather than by mg_event_start: cgroup_skb programs may not call the
@@ -198,7 +172,8 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	if (skb->len <= hdr)
 		return MG_PKT_PASS; /* no payload: a SYN, an ACK, a FIN */
 	len = skb->len - hdr;
-	scope = mg_skb_scope(skb);
+	/* The socket's cgroup, not the current task's (see the top). */
+	scope = MG_NEAREST_SCOPE(MG_SKB_ANCESTOR_ID);
 	if (!scope)
 		return MG_PKT_PASS;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);

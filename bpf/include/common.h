@@ -57,35 +57,36 @@ static __always_inline struct mg_rule_ref *mg_stronger(struct mg_rule_ref *a,
 }
 
 /*
- * The policy of the nearest scope among the current task's cgroup ancestors.
- * Only levels that hold a scope (config.scope_levels) are looked at, so the
- * usual case is one helper call and one hash lookup.
+ * The nearest scope among a cgroup's ancestors, ANCESTOR_ID_AT(level) giving
+ * the id of the ancestor at a level (a helper or macro: the current task's
+ * cgroup, or the cgroup of a packet's socket). Only levels that hold a scope
+ * (config.scope_levels) are looked at, so the usual case is one helper call
+ * and one hash lookup.
  */
+#define MG_NEAREST_SCOPE(ANCESTOR_ID_AT)                                      \
+	({                                                                     \
+		__u32 zero_ = 0;                                               \
+		struct mg_config *cfg_ = bpf_map_lookup_elem(&mg_config, &zero_); \
+		struct mg_scope *found_ = NULL;                                \
+		__u32 levels_ = cfg_ ? cfg_->scope_levels : 0;                 \
+		for (int lvl = MG_MAX_SCOPE_DEPTH - 1; levels_ && lvl >= 0; lvl--) { \
+			__u64 id_;                                             \
+			if (!(levels_ & (1u << lvl)))                          \
+				continue;                                      \
+			id_ = ANCESTOR_ID_AT(lvl);                             \
+			if (!id_)                                              \
+				continue;                                      \
+			found_ = bpf_map_lookup_elem(&mg_scopes, &id_);        \
+			if (found_)                                            \
+				break;                                         \
+		}                                                              \
+		found_;                                                        \
+	})
+
+/* The policy of the nearest scope among the current task's cgroup ancestors. */
 static __always_inline struct mg_scope *mg_current_scope(void)
 {
-	__u32 zero = 0;
-	struct mg_config *cfg = bpf_map_lookup_elem(&mg_config, &zero);
-	__u32 levels;
-
-	if (!cfg)
-		return NULL;
-	levels = cfg->scope_levels;
-	if (!levels)
-		return NULL;
-	for (int lvl = MG_MAX_SCOPE_DEPTH - 1; lvl >= 0; lvl--) {
-		struct mg_scope *scope;
-		__u64 id;
-
-		if (!(levels & (1u << lvl)))
-			continue;
-		id = bpf_get_current_ancestor_cgroup_id(lvl);
-		if (!id)
-			continue;
-		scope = bpf_map_lookup_elem(&mg_scopes, &id);
-		if (scope)
-			return scope;
-	}
-	return NULL;
+	return MG_NEAREST_SCOPE(bpf_get_current_ancestor_cgroup_id);
 }
 
 /*

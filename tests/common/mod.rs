@@ -311,6 +311,61 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
     }
 }
 
+/// Connects to `addr` from a child forked into `cg`, then runs `between`
+/// here (e.g. applies a profile) while the child waits, then lets the child
+/// send each message in turn. The child's end: `Code(0)` when all were
+/// sent, `100 + errno` when a send failed (after 100 ms, for a userspace
+/// kill to land), 98 or 99 when its set-up failed. The child goes on before
+/// `between`'s result is returned, so a failed assert on it leaves no child
+/// waiting.
+pub fn connect_then_send<R>(
+    cg: &OwnedCgroup,
+    addr: SocketAddr,
+    messages: &[&[u8]],
+    between: impl FnOnce() -> R,
+) -> (ChildEnd, R) {
+    let (storage, len, family) = sockaddr_of(addr);
+    let (mut ready, mut go) = ([0; 2], [0; 2]);
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    let out = std::thread::scope(|s| {
+        let child = s.spawn(|| {
+            fork_in(Some(cg), || unsafe {
+                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+                if fd < 0
+                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+                        != 0
+                {
+                    return 99;
+                }
+                let mut b = [0u8; 1];
+                if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
+                    || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
+                {
+                    return 98;
+                }
+                for m in messages {
+                    if libc::send(fd, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+                        let errno = *libc::__errno_location();
+                        libc::usleep(100_000);
+                        return 100 + errno.min(100);
+                    }
+                }
+                0
+            })
+        });
+        let mut b = [0u8; 1];
+        assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
+        let result = between();
+        assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
+        (child.join().unwrap(), result)
+    });
+    for fd in ready.into_iter().chain(go) {
+        unsafe { libc::close(fd) };
+    }
+    out
+}
+
 /// `addr` as a sockaddr for raw syscalls in a forked child: (storage,
 /// length, address family).
 pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {

@@ -740,59 +740,16 @@ fn sockets_connected_before_apply_are_judged_from_their_next_send() {
     let mut enforcer = enforcer();
     let pool = listener(false);
     let addr = pool.local_addr().unwrap();
-    let (storage, len, family) = sockaddr_of(addr);
-    let (mut ready, mut go) = ([0; 2], [0; 2]);
-    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
-    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
-    std::thread::scope(|s| {
-        // The miner connects before any profile is applied, then waits.
-        let miner = s.spawn(|| {
-            fork_in(Some(&cg), || unsafe {
-                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-                if fd < 0
-                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
-                        != 0
-                {
-                    return 99;
-                }
-                let mut b = [0u8; 1];
-                if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
-                    || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
-                {
-                    return 98;
-                }
-                if libc::send(
-                    fd,
-                    STRATUM_SUBSCRIBE.as_ptr().cast(),
-                    STRATUM_SUBSCRIBE.len(),
-                    0,
-                ) != STRATUM_SUBSCRIBE.len() as isize
-                {
-                    let errno = *libc::__errno_location();
-                    libc::usleep(100_000);
-                    return 100 + errno.min(100);
-                }
-                0
-            })
-        });
-        let mut b = [0u8; 1];
-        assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
-        enforcer
-            .apply(&stratum_profile(Action::Deny), scope_of(&cg))
-            .unwrap();
-        // The child goes on before anything is asserted (a failed assert
-        // must not leave it waiting).
-        assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
-        let end = miner.join().unwrap();
-        if enforcer.stratum_sk_msg().is_ok() {
-            // sockops never saw this connection: it was found and tracked.
-            assert_eq!(enforcer.adopted_sockets(), (1, 0));
-        }
-        assert_eq!(end, ChildEnd::Code(100 + enforcer.stratum_errno()));
+    // The miner connects before any profile is applied, then sends.
+    let (end, applied) = connect_then_send(&cg, addr, &[STRATUM_SUBSCRIBE], || {
+        enforcer.apply(&stratum_profile(Action::Deny), scope_of(&cg))
     });
-    for fd in ready.into_iter().chain(go) {
-        unsafe { libc::close(fd) };
+    applied.unwrap();
+    if enforcer.stratum_sk_msg().is_ok() {
+        // sockops never saw this connection: it was found and tracked.
+        assert_eq!(enforcer.adopted_sockets(), (1, 0));
     }
+    assert_eq!(end, ChildEnd::Code(100 + enforcer.stratum_errno()));
     let got = received(&pool);
     assert!(
         !got.windows(16).any(|w| w == b"mining.subscribe"),

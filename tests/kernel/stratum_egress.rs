@@ -23,23 +23,43 @@ const SV2_SETUP: &[u8] = &[
     0, 0, 0, 0x20, 0, 0, 0, 2, 0, 2, 0, 1, 0, 0, 0, 9, b'1', b'2', b'7',
 ];
 
-/// An enforcer on the cgroup backend with the egress judge, and `action`'s
-/// stratum rule applied to a fresh cgroup.
-fn egress_scope(action: Action) -> (OwnedCgroup, Enforcer) {
-    let cg = test_cgroup();
-    let mut enforcer = Enforcer::with_options(EnforcerOptions {
+/// An enforcer on the cgroup backend with the egress judge.
+fn egress_enforcer() -> Enforcer {
+    Enforcer::with_options(EnforcerOptions {
         backend: BackendChoice::Cgroup,
         cgroup_stratum_judge: CgroupStratumJudge::Egress,
         ..Default::default()
     })
-    .expect("enforcer loads");
-    let profile = Profile::new("stratum").rule(Rule::stratum(
+    .expect("enforcer loads")
+}
+
+/// One rule, `stratum-protocol`, with `action`.
+fn stratum_profile(action: Action) -> Profile {
+    Profile::new("stratum").rule(Rule::stratum(
         "stratum-protocol",
         action,
         Vec::<String>::new(),
-    ));
-    enforcer.apply(&profile, scope_of(&cg)).expect("apply");
+    ))
+}
+
+/// An egress-judge enforcer with `action`'s stratum rule applied to a
+/// fresh cgroup.
+fn egress_scope(action: Action) -> (OwnedCgroup, Enforcer) {
+    let cg = test_cgroup();
+    let mut enforcer = egress_enforcer();
+    enforcer
+        .apply(&stratum_profile(action), scope_of(&cg))
+        .expect("apply");
     (cg, enforcer)
+}
+
+/// Waits for the rule's event and checks its signature.
+fn expect_stratum_event(enforcer: &Enforcer, want: StratumSignature) {
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(ev.target, Target::Stratum { signature, .. } if signature == want),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -135,69 +155,15 @@ fn the_egress_judge_reads_accepted_sockets_and_sockets_connected_before_apply() 
     let cg = test_cgroup();
     let pool = listener(false);
     let addr = pool.local_addr().unwrap();
-    let (storage, len, family) = sockaddr_of(addr);
-    let (mut ready, mut go) = ([0; 2], [0; 2]);
-    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
-    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
-    let mut enforcer = Enforcer::with_options(EnforcerOptions {
-        backend: BackendChoice::Cgroup,
-        cgroup_stratum_judge: CgroupStratumJudge::Egress,
-        ..Default::default()
-    })
-    .expect("enforcer loads");
-    let profile = Profile::new("stratum").rule(Rule::stratum(
-        "stratum-protocol",
-        Action::Deny,
-        Vec::<String>::new(),
-    ));
-    std::thread::scope(|s| {
-        // Connected before the profile applies; sends after it.
-        let early = s.spawn(|| {
-            fork_in(Some(&cg), || unsafe {
-                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-                if fd < 0
-                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
-                        != 0
-                {
-                    return 99;
-                }
-                let mut b = [0u8; 1];
-                if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
-                    || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
-                {
-                    return 98;
-                }
-                for m in [HELLO, STRATUM_SUBSCRIBE] {
-                    if libc::send(fd, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
-                        return 97;
-                    }
-                }
-                0
-            })
-        });
-        let mut b = [0u8; 1];
-        assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
-        let applied = enforcer.apply(&profile, scope_of(&cg));
-        // The child goes on before anything is asserted.
-        assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
-        applied.expect("apply");
-        assert_eq!(early.join().unwrap(), ChildEnd::Code(0));
+    let mut enforcer = egress_enforcer();
+    // Connected before the profile applies; sends after it.
+    let (end, applied) = connect_then_send(&cg, addr, &[HELLO, STRATUM_SUBSCRIBE], || {
+        enforcer.apply(&stratum_profile(Action::Deny), scope_of(&cg))
     });
-    for fd in ready.into_iter().chain(go) {
-        unsafe { libc::close(fd) };
-    }
+    applied.expect("apply");
+    assert_eq!(end, ChildEnd::Code(0));
     assert_eq!(received(&pool), HELLO);
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-    assert!(
-        matches!(
-            ev.target,
-            Target::Stratum {
-                signature: StratumSignature::V1,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_stratum_event(&enforcer, StratumSignature::V1);
 
     // The pool connects in: the socket the scope accepted is read alike,
     // with no limit on how many there are.
@@ -252,17 +218,7 @@ fn the_egress_judge_reads_accepted_sockets_and_sockets_connected_before_apply() 
         libc::close(port_rx);
         libc::close(port_tx);
     }
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-    assert!(
-        matches!(
-            ev.target,
-            Target::Stratum {
-                signature: StratumSignature::Login,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_stratum_event(&enforcer, StratumSignature::Login);
 }
 
 #[test]
@@ -279,17 +235,7 @@ fn the_egress_judge_reads_fast_open_syns() {
         ChildEnd::Code(0)
     );
     assert!(received(&pool).is_empty());
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-    assert!(
-        matches!(
-            ev.target,
-            Target::Stratum {
-                signature: StratumSignature::Login,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_stratum_event(&enforcer, StratumSignature::Login);
     // Clean data in a SYN goes through; so does the login outside.
     let get = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
     assert_eq!(

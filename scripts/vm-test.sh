@@ -122,6 +122,10 @@ fi
 {
     echo '#!/bin/bash'
     echo "export RUST_BACKTRACE=1"
+    # The guest's init leaves the soft descriptor limit at 1,024; three
+    # test threads, each holding an enforcer of a few hundred descriptors
+    # (two in the restart tests), ran out once (EMFILE loading lsm_mmap).
+    echo "ulimit -n \$(ulimit -Hn)"
     # The guest sees this tree read-only but for $out: tests that place
     # programs outside the scratch directories put them here.
     echo "export MINERGUARD_TEST_PLAIN_DIR=$out/plain; mkdir -p $out/plain"

@@ -42,6 +42,22 @@ pub enum LoadError {
         #[source]
         source: libbpf_rs::Error,
     },
+    /// A program or map could not be made because this process has used up
+    /// its file descriptors (each BPF map, program and link is one).
+    #[error(
+        "{during} failed: this process used up its file descriptors (RLIMIT_NOFILE \
+         {soft_limit}); an enforcer holds a few hundred: raise the soft limit (`ulimit -n`, \
+         systemd's LimitNOFILE=, or minerguard::raise_open_file_limit) ({source})"
+    )]
+    DescriptorLimit {
+        /// What was being done (`loading BPF object `stratum``, ...).
+        during: String,
+        /// The soft RLIMIT_NOFILE.
+        soft_limit: u64,
+        /// What libbpf reported.
+        #[source]
+        source: libbpf_rs::Error,
+    },
     /// The kernel lacks something the requested backend needs.
     #[error("{what} is not available on this kernel: {fix}")]
     Unsupported {

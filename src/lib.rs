@@ -21,6 +21,7 @@ pub mod capi;
 pub mod cgroup;
 pub mod cgroup_kill;
 pub mod compile;
+mod descriptors;
 mod enforcer;
 pub mod error;
 pub mod events;
@@ -37,6 +38,7 @@ pub use backend::probe;
 pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
+pub use descriptors::raise_open_file_limit;
 pub use enforcer::{
     CgroupStratumJudge, Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled,
     UnenforcedRule,

@@ -233,6 +233,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An enforcer holds a few hundred descriptors (the agent one per
+    // node, tests and `watch` more); the usual soft limit of 1,024 is
+    // too close. Failing to raise it is not fatal: loading says so if
+    // the limit is reached.
+    let _ = minerguard::raise_open_file_limit();
     let result = match cli.command {
         Cmd::Run {
             profile,

@@ -761,6 +761,55 @@ fn check_json_lists_every_diagnostic_with_its_position() {
 }
 
 #[test]
+fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
+    if !kernel_tests_enabled("running_out_of_descriptors_is_named_and_leaves_nothing_behind") {
+        return;
+    }
+    let root = minerguard::cgroup::CgroupRef::root()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    // 64 and 128: a BPF object fails to load. On the cgroup backend 300
+    // lets every object load and attaching to the command's cgroup fails
+    // midway (links are descriptors too), which must be rolled back.
+    // prlimit sets the hard limit as well, so the CLI cannot raise it.
+    let mut limits = vec![64, 128];
+    if !minerguard::probe().bpf_lsm.available {
+        limits.push(300);
+    }
+    for limit in limits {
+        let nofile = format!("--nofile={limit}:{limit}");
+        let child = Command::new("prlimit")
+            .args([&nofile, "--"])
+            .arg(minerguard_bin())
+            .args(["run", "--profile", "default", "--", "touch", "/dev/null"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("prlimit (util-linux)");
+        // prlimit execs the command: the same pid names minerguard's cgroup.
+        let prefix = format!("minerguard-run-{}-", child.id());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "limit {limit}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "used up its file descriptors (RLIMIT_NOFILE {limit})"
+            )),
+            "limit {limit}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "limit {limit}: cgroup left behind: {left:?}"
+        );
+    }
+}
+
+#[test]
 fn a_kernel_that_refuses_the_backend_exits_3() {
     if !kernel_tests_enabled("a_kernel_that_refuses_the_backend_exits_3") {
         return;

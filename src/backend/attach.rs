@@ -60,6 +60,24 @@ fn cgroup_key(id: u64, program: &str) -> String {
     format!("cg{id}-{program}")
 }
 
+/// A failed attach of `program` to `target`, told apart when it ran out of
+/// descriptors (a link is one).
+pub(crate) fn program_err(
+    program: &'static str,
+    target: String,
+    source: libbpf_rs::Error,
+) -> Error {
+    match crate::descriptors::classify(|| format!("attaching `{program}` to {target}"), source) {
+        Ok(limit) => limit.into(),
+        Err(source) => AttachError::Program {
+            program,
+            target,
+            source,
+        }
+        .into(),
+    }
+}
+
 /// Attaches each program to `cgroup`; on failure the links made so far are
 /// dropped (detached).
 pub(crate) fn attach_to_cgroup(
@@ -73,12 +91,7 @@ pub(crate) fn attach_to_cgroup(
         .map(|(program, prog)| {
             attach_pinned(pins, &cgroup_key(cgroup.id(), program), prog, true, || {
                 prog.attach_cgroup(dir.as_raw_fd()).map_err(|source| {
-                    AttachError::Program {
-                        program,
-                        target: cgroup.path().display().to_string(),
-                        source,
-                    }
-                    .into()
+                    program_err(program, cgroup.path().display().to_string(), source)
                 })
             })
         })
@@ -97,14 +110,8 @@ pub(crate) fn attach_all(
         .iter()
         .map(|(program, prog)| {
             attach_pinned(pins, program, prog, false, || {
-                prog.attach().map_err(|source| {
-                    AttachError::Program {
-                        program,
-                        target: target.into(),
-                        source,
-                    }
-                    .into()
-                })
+                prog.attach()
+                    .map_err(|source| program_err(program, target.into(), source))
             })
         })
         .collect()
@@ -123,12 +130,7 @@ pub(crate) fn attach_object(
             let name = prog.name().to_string_lossy().into_owned();
             attach_pinned(pins, &name, &prog, false, || {
                 prog.attach().map_err(|source| {
-                    AttachError::Program {
-                        program: "object program",
-                        target: format!("{name} ({target})"),
-                        source,
-                    }
-                    .into()
+                    program_err("object program", format!("{name} ({target})"), source)
                 })
             })
         })

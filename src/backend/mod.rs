@@ -123,7 +123,10 @@ pub(crate) const TRACEPOINTS_OFF: &str = "off (EnforcerOptions::syscall_tracepoi
 
 /// Maps a libbpf open/load failure of `object` to a [`LoadError`].
 pub(crate) fn load_err(object: &'static str) -> impl Fn(libbpf_rs::Error) -> LoadError {
-    move |source| LoadError::Object { object, source }
+    move |source| {
+        crate::descriptors::classify(|| format!("loading BPF object `{object}`"), source)
+            .unwrap_or_else(|source| LoadError::Object { object, source })
+    }
 }
 
 /// What differs between the backends: their own programs, and how they

@@ -19,7 +19,7 @@ use super::{
     },
 };
 use crate::{
-    error::{AttachError, Error, LoadError},
+    error::{AttachError, Error},
     probe::ProbeReport,
 };
 
@@ -87,19 +87,14 @@ impl StratumHook {
             }
             other => other,
         }
-        .map_err(|source| LoadError::Object {
-            object: "stratum",
-            source,
-        })?;
+        .map_err(super::load_err("stratum"))?;
         maps.set_tracking_limit(sockets.max(1))?;
         let sockhash = skel.maps.mg_sockhash.as_fd().as_raw_fd();
         skel.progs
             .mg_stratum_msg
             .attach_sockmap(sockhash)
-            .map_err(|source| AttachError::Program {
-                program: "mg_stratum_msg",
-                target: "mg_sockhash".into(),
-                source,
+            .map_err(|source| {
+                super::attach::program_err("mg_stratum_msg", "mg_sockhash".into(), source)
             })?;
         Ok(StratumHook { skel })
     }

@@ -70,6 +70,9 @@ pub fn backend_choice() -> BackendChoice {
 
 /// An enforcer on the backend under test.
 pub fn enforcer() -> Enforcer {
+    // Parallel tests hold several enforcers of a few hundred descriptors
+    // each; the VM guest's soft limit is 1,024.
+    minerguard::raise_open_file_limit().expect("raise RLIMIT_NOFILE");
     Enforcer::with_options(EnforcerOptions {
         backend: backend_choice(),
         ..Default::default()

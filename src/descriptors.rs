@@ -1,0 +1,81 @@
+//! File descriptors: an enforcer holds a few hundred of them (each BPF map,
+//! program and link of each loaded object is one), so a process left at the
+//! usual soft limit of 1,024 can run out after a few enforcers.
+
+use std::io;
+
+use crate::error::LoadError;
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and
+/// returns the new soft limit. The CLI does this at start; a program that
+/// embeds the library and keeps several enforcers may want to as well
+/// (a raised soft limit only matters to code that still uses `select(2)`).
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = current_limit()?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid, initialised rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// `source` as a [`LoadError::DescriptorLimit`] if it is EMFILE, else
+/// unchanged. libbpf keeps the errno only in the message of the error it
+/// returns (its kind is `Other`), and at that point even /proc/self/fd
+/// could not be opened to count what is open.
+pub(crate) fn classify(
+    during: impl FnOnce() -> String,
+    source: libbpf_rs::Error,
+) -> Result<LoadError, libbpf_rs::Error> {
+    let emfile = format!("(os error {})", libc::EMFILE);
+    if !format!("{source:#}").contains(&emfile) {
+        return Err(source);
+    }
+    let soft_limit = current_limit().map_or(0, |l| l.rlim_cur);
+    Ok(LoadError::DescriptorLimit {
+        during: during(),
+        soft_limit,
+        source,
+    })
+}
+
+fn current_limit() -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_reaches_the_hard_limit_and_exhaustion_is_seen() {
+        let soft = raise_open_file_limit().expect("raise");
+        assert_eq!(soft, current_limit().unwrap().rlim_max);
+    }
+
+    #[test]
+    fn only_emfile_is_a_descriptor_limit() {
+        let emfile = libbpf_rs::Error::from_raw_os_error(libc::EMFILE);
+        match classify(|| "loading BPF object `x`".into(), emfile) {
+            Ok(e @ LoadError::DescriptorLimit { .. }) => {
+                let text = e.to_string();
+                assert!(text.starts_with("loading BPF object `x` failed"), "{text}");
+                assert!(text.contains("RLIMIT_NOFILE"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let eperm = libbpf_rs::Error::from_raw_os_error(libc::EPERM);
+        assert!(classify(|| "x".into(), eperm).is_err());
+    }
+}

@@ -18,6 +18,11 @@
  * bytes, which meet the same verdict). A Fast Open SYN's data is read like
  * any other (it follows the SYN's sequence number).
  *
+ * A refused socket is also queued for userspace (mg_refused), which
+ * destroys it through sock_diag (SOCK_DESTROY): its queued bytes are
+ * dropped, the peer gets a reset and the sender an error, and nothing of
+ * it can leave once this program is detached.
+ *
  * The packet may leave in softirq context (an ACK releases queued data),
  * so the current task is not the sender: the event names the socket's
  * cgroup and no process.
@@ -55,6 +60,24 @@ struct {
 	__type(key, int);
 	__type(value, struct mg_egress_state);
 } mg_egress_sk SEC(".maps");
+
+/* A refused socket, for userspace to destroy (src/backend/refused_sockets.rs
+ * reads this layout). Addresses in network order, ports in host order. */
+struct mg_refused_sock {
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u32 family;
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 local[4];
+	__u32 remote[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4096);
+	__type(value, struct mg_refused_sock);
+} mg_refused SEC(".maps");
 
 /* This CPU's copy of the payload being read; room past the budget, as
  * the reader loads a word at a time. */
@@ -112,6 +135,33 @@ static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_so
 	e->protocol = 6;
 	mg_stratum_event_method(e, r);
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* Queues `sk` for destruction. A full queue leaves the socket to this
+ * program, which drops every packet of it while attached. */
+static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct mg_refused_sock q = {};
+
+	q.cookie = bpf_get_socket_cookie(skb);
+	q.cgroup_id = bpf_skb_cgroup_id(skb);
+	q.family = sk->family;
+	q.local_port = sk->src_port;
+	q.remote_port = bpf_ntohs(sk->dst_port);
+	if (sk->family == MG_AF_INET) {
+		q.local[0] = sk->src_ip4;
+		q.remote[0] = sk->dst_ip4;
+	} else {
+		q.local[0] = sk->src_ip6[0];
+		q.local[1] = sk->src_ip6[1];
+		q.local[2] = sk->src_ip6[2];
+		q.local[3] = sk->src_ip6[3];
+		q.remote[0] = sk->dst_ip6[0];
+		q.remote[1] = sk->dst_ip6[1];
+		q.remote[2] = sk->dst_ip6[2];
+		q.remote[3] = sk->dst_ip6[3];
+	}
+	bpf_map_push_elem(&mg_refused, &q, 0);
 }
 
 /* Where the TCP payload starts and its sequence number; -1 when the
@@ -215,6 +265,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 			return MG_PKT_PASS;
 		}
 		st->verdict = MG_EGRESS_DENIED;
+		mg_queue_refused(skb, sk);
 		return MG_PKT_DROP;
 	}
 	if (verdict == MG_READ_DONE)

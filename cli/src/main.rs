@@ -88,8 +88,8 @@ pub(crate) struct LoadArgs {
     no_syscall_tracepoints: bool,
     /// What judges Stratum on the cgroup backend: sk-msg (sockets tracked
     /// in a sockhash, the refused send fails) or egress (packets read as
-    /// they leave, the refused one dropped; being completed: the refused
-    /// socket is not closed yet, see `CgroupStratumJudge` in the library's
+    /// they leave, the refused one dropped and its socket destroyed; not
+    /// the default yet, see `CgroupStratumJudge` in the library's
     /// documentation).
     #[arg(long, default_value = "sk-msg")]
     stratum_judge: CgroupStratumJudge,

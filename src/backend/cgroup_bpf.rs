@@ -19,8 +19,7 @@ use super::{
         net_cgroup::{NetCgroupSkel, NetCgroupSkelBuilder},
         reuse_shared_maps, Owned,
     },
-    stratum::JudgedSockets,
-    Backend, BackendKind,
+    Backend, BackendKind, SocketWork,
 };
 use crate::{
     cgroup::CgroupRef,
@@ -126,7 +125,7 @@ impl Backend for CgroupBackend {
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<JudgedSockets>, Error> {
+    ) -> Result<Option<SocketWork>, Error> {
         if policy.judges_mapped_files() {
             self.loader_exec.load_with(|| LoaderExecHook::load(maps));
         }

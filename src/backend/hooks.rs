@@ -17,9 +17,9 @@ use super::{
     on_demand::OnDemand,
     scope_guard::ScopeGuardHook,
     selftest::SelfTestHook,
-    stratum::{JudgedSockets, StratumHook},
+    stratum::StratumHook,
     stratum_egress::EgressJudge,
-    BackendKind,
+    BackendKind, SocketWork,
 };
 use crate::{
     cgroup::CgroupRef,
@@ -156,7 +156,7 @@ impl SharedHooks {
     /// the lsm backend's socket_sendmsg hook judges Stratum payloads, Fast
     /// Open included, the sk_msg program only covers what bypasses it (or
     /// is not loaded at all) and the Fast Open tracepoints are not loaded.
-    /// When it loads the Stratum programs now, returns their judged-socket
+    /// When it loads the Stratum programs now, returns their socket
     /// queue for the event thread. A refused Stratum load fails this call
     /// and is tried again by the next one (nothing of it is kept).
     pub fn prepare(
@@ -165,7 +165,7 @@ impl SharedHooks {
         policy: &KernelPolicy,
         judge: StratumJudge,
         lsm: bool,
-    ) -> Result<Option<JudgedSockets>, Error> {
+    ) -> Result<Option<SocketWork>, Error> {
         if !policy.cmdline.is_empty() {
             self.cmdline.load_with(|| CmdlineHook::load(maps));
         }
@@ -178,11 +178,13 @@ impl SharedHooks {
             return Ok(None);
         }
         if judge == StratumJudge::Egress {
-            self.stratum = StratumPrograms::Egress(Box::new(EgressJudge::load(maps)?));
+            let judge = EgressJudge::load(maps)?;
+            let refused = judge.refused_sockets()?;
+            self.stratum = StratumPrograms::Egress(Box::new(judge));
             if matches!(self.fast_open, OnDemand::NotYet { .. }) {
                 self.fast_open = OnDemand::NotNeeded(EGRESS_JUDGES_EVERY_PACKET);
             }
-            return Ok(None);
+            return Ok(Some(SocketWork::Destroy(std::sync::Arc::new(refused))));
         }
         let lsm_judges_stratum = judge != StratumJudge::SkMsg;
         let judged = if judge == StratumJudge::Lsm {
@@ -195,7 +197,7 @@ impl SharedHooks {
             // got would keep judged sockets on the sk_msg path for good.
             let judged = stratum.judged_sockets()?;
             self.stratum = StratumPrograms::Loaded(Box::new(stratum));
-            Some(judged)
+            Some(SocketWork::Release(judged))
         };
         if lsm_judges_stratum {
             if matches!(self.fast_open, OnDemand::NotYet { .. }) {

@@ -22,8 +22,7 @@ use super::{
         lsm_net::{LsmNetSkel, LsmNetSkelBuilder},
         reuse_shared_maps, Owned,
     },
-    stratum::JudgedSockets,
-    Backend, BackendKind,
+    Backend, BackendKind, SocketWork,
 };
 use crate::{
     cgroup::CgroupRef,
@@ -116,7 +115,7 @@ impl Backend for LsmBackend {
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<JudgedSockets>, Error> {
+    ) -> Result<Option<SocketWork>, Error> {
         // The sleepable judge first: whether it loads decides what the
         // shared sk_msg program judges (if it is needed at all) and
         // whether Fast Open needs the tracepoints.

@@ -19,6 +19,7 @@ mod lsm_stratum;
 pub(crate) mod maps;
 mod on_demand;
 pub mod probe;
+mod refused_sockets;
 mod scope_guard;
 mod selftest;
 pub(crate) mod skel;
@@ -26,10 +27,21 @@ pub(crate) mod stratum;
 mod stratum_egress;
 mod tracefs;
 
+pub(crate) use self::refused_sockets::RefusedSockets;
 use self::{
     checks::CheckStatus, hooks::SharedHooks, maps::SharedMaps, probe::ProbeReport,
     stratum::JudgedSockets,
 };
+
+/// What the event thread does between polls for the Stratum judge, handed
+/// over once, when the judge loads.
+pub(crate) enum SocketWork {
+    /// Takes the sockets the sk_msg verdict passed out of its sockhash.
+    Release(JudgedSockets),
+    /// Destroys the sockets the egress judge refused (the enforcer keeps
+    /// the same queue, to empty it before the judge is detached).
+    Destroy(std::sync::Arc<RefusedSockets>),
+}
 use crate::{
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -152,13 +164,13 @@ pub(crate) trait Backend: Send {
     /// enforced is known before it is applied. A loaded hook stays loaded
     /// (inert outside scopes whose policy uses it) until the kernel state is
     /// dropped, even if that apply fails later. When the Stratum programs
-    /// load now, returns their judged-socket queue (for the event thread).
+    /// load now, returns what the event thread does for them.
     fn prepare(
         &mut self,
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<JudgedSockets>, Error>;
+    ) -> Result<Option<SocketWork>, Error>;
 
     /// `policy` is (about to be) applied: attaches the host-wide hooks its
     /// rules need and that are not attached yet (they cost every task on
@@ -281,7 +293,7 @@ impl Kernel {
     }
 
     /// See `Backend::prepare`.
-    pub fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<JudgedSockets>, Error> {
+    pub fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<SocketWork>, Error> {
         self.backend.prepare(&self.maps, &mut self.hooks, policy)
     }
 

@@ -8,19 +8,20 @@
 
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
-    ProgramMut,
+    MapHandle, ProgramMut,
 };
 
 use super::{
     load_err,
     maps::SharedMaps,
+    refused_sockets::RefusedSockets,
     skel::{
         reuse_shared_maps,
         stratum_egress::{StratumEgressSkel, StratumEgressSkelBuilder},
         Owned,
     },
 };
-use crate::error::Error;
+use crate::error::{AttachError, Error};
 
 /// The loaded egress judge.
 pub(crate) struct EgressJudge {
@@ -42,6 +43,19 @@ impl EgressJudge {
         })
         .map_err(load_err("stratum_egress"))?;
         Ok(EgressJudge { skel })
+    }
+
+    /// The queue of the sockets it refused, to be destroyed from userspace.
+    pub fn refused_sockets(&self) -> Result<RefusedSockets, Error> {
+        MapHandle::try_from(&self.skel.maps.mg_refused)
+            .map(RefusedSockets::new)
+            .map_err(|source| {
+                AttachError::Map {
+                    map: "mg_refused",
+                    source,
+                }
+                .into()
+            })
     }
 
     /// The program, attached to each covered cgroup with a stratum rule.

@@ -20,7 +20,7 @@ use crate::{
     backend::{
         checks::Checks,
         maps::{MAX_SCOPES, MAX_SCOPE_DEPTH},
-        BackendChoice, BackendKind, Kernel,
+        BackendChoice, BackendKind, Kernel, RefusedSockets, SocketWork,
     },
     cgroup::CgroupRef,
     compile::{KernelPolicy, RuleKind},
@@ -134,15 +134,22 @@ pub enum CgroupStratumJudge {
     /// and no socket limit, sockets connected before apply and accepted
     /// ones judged alike, Fast Open SYNs read like other packets. The
     /// packet that completes a mining method is dropped, and every later
-    /// one of its socket, so the peer never gets the method while the
-    /// judge is attached. Being completed (#25), and so not the default:
-    /// the send itself succeeds and the socket is not closed yet, so it
-    /// keeps the refused bytes queued, and they leave if the judge is
-    /// detached before the socket is gone (the scope removed, the enforcer
-    /// dropped; `minerguard run` exiting right after its command) — the
-    /// socket destroy on a mining verdict that closes this is the next
-    /// step; `kill` rules deny (the task a packet leaves from may not be
-    /// the sender); the lsm backend does not use it.
+    /// one of its socket, so the peer never gets the method. The refused
+    /// socket is then destroyed from userspace (sock_diag's `SOCK_DESTROY`,
+    /// from the socket's network namespace, within a poll of the event):
+    /// its queued bytes are dropped, the peer is reset, and the sender's
+    /// next call fails with `ECONNABORTED` (the send of the method itself
+    /// succeeds). Refused sockets are destroyed before the judge is
+    /// detached, so nothing they queued leaves afterwards
+    /// ([`Enforcer::destroyed_sockets`] counts them).
+    ///
+    /// Not the default yet (#25): the sk_msg path's tests expect the send
+    /// to fail, the judge's socket storage is not pinned for instances
+    /// (a restarted instance judges a refused socket's later packets
+    /// afresh), `kill` rules deny (the task a packet leaves from may not
+    /// be the sender), and a kernel without `CONFIG_INET_DIAG_DESTROY`
+    /// leaves refused sockets to the judge's drops. The lsm backend does
+    /// not use it.
     Egress,
 }
 
@@ -250,6 +257,9 @@ pub struct Enforcer {
     released: bool,
     /// Why recording the instance's state failed last, if it did.
     state_error: std::sync::Mutex<Option<String>>,
+    /// The egress Stratum judge's refused sockets, once it is loaded:
+    /// destroyed here too before any detach (see `sync_coverage`).
+    refused: Option<Arc<RefusedSockets>>,
 }
 
 impl Enforcer {
@@ -321,6 +331,7 @@ impl Enforcer {
             pending,
             released: false,
             state_error: Default::default(),
+            refused: None,
         })
     }
 
@@ -719,8 +730,11 @@ impl Enforcer {
     /// `Backend::prepare`), so what it reports as not enforced is final.
     fn resolve(&mut self, mut policy: KernelPolicy) -> Result<(KernelPolicy, Vec<String>)> {
         policy.resolve_inodes()?;
-        if let Some(judged) = self.kernel.prepare(&policy)? {
-            self.poller.release_judged(judged);
+        if let Some(work) = self.kernel.prepare(&policy)? {
+            if let SocketWork::Destroy(refused) = &work {
+                self.refused = Some(refused.clone());
+            }
+            self.poller.take_socket_work(work);
         }
         let unresolved = policy.resolve_domains().unresolved;
         let gaps = self.unenforced_in(&policy);
@@ -778,6 +792,26 @@ impl Enforcer {
     /// ([`Enforcer::stratum_sk_msg`]): no socket enters that path there.
     pub fn released_sockets(&self) -> u64 {
         self.poller.released_sockets()
+    }
+
+    /// TCP sockets the egress Stratum judge refused
+    /// ([`CgroupStratumJudge::Egress`]): `(destroyed, not_destroyed)`.
+    /// Each refused socket is destroyed through sock_diag right after its
+    /// event (its queued bytes dropped, its peer reset, the sender's next
+    /// call failing with `ECONNABORTED`); `not_destroyed` counts those that
+    /// closed first, whose namespace could not be entered, or that the
+    /// kernel would not destroy (no `CONFIG_INET_DIAG_DESTROY`): the judge
+    /// drops their packets as long as it is attached. (0, 0) on other paths.
+    pub fn destroyed_sockets(&self) -> (u64, u64) {
+        self.refused.as_ref().map_or((0, 0), |r| r.counts())
+    }
+
+    /// Destroys the refused sockets queued so far (the event thread does
+    /// the same after each poll; each is handed out once).
+    fn destroy_refused_sockets(&self) {
+        if let Some(refused) = &self.refused {
+            refused.destroy_queued();
+        }
     }
 
     /// TCP sockets that were already connected when their cgroup came under
@@ -848,6 +882,9 @@ impl Enforcer {
     /// Attaches the backend to the outermost scopes only, so a task runs
     /// each program once however scopes nest.
     fn sync_coverage(&mut self) -> Result<()> {
+        // A refused socket outlives the judge that drops its packets: what
+        // it queued would leave once the judge is detached.
+        self.destroy_refused_sockets();
         let roots = self.roots();
         self.kernel.cover_exactly(&roots)?;
         self.sync_stratum_coverage(None)?;
@@ -917,6 +954,7 @@ impl Enforcer {
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
+        self.destroy_refused_sockets();
         // A pinned instance stays in force: only this process's
         // descriptors close (see `EnforcerOptions::instance`).
         if let Some(pins) = self.kernel.pins() {

@@ -23,7 +23,7 @@ use super::{
     CgroupKill, Event, InlineStr, ProcSource, Protocol, StratumSignature, Target,
 };
 use crate::{
-    backend::{maps::action_from_code, stratum::JudgedSockets},
+    backend::{maps::action_from_code, SocketWork},
     cgroup_kill,
     compile::RuleKind,
     error::AttachError,
@@ -38,8 +38,8 @@ pub(crate) struct Poller {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     receiver: Receiver<Event>,
-    /// Hands the judged-socket queue to the thread once it exists.
-    judged_tx: Sender<JudgedSockets>,
+    /// Hands the Stratum judge's socket work to the thread once it exists.
+    sockets_tx: Sender<SocketWork>,
     /// Flush requests: the thread reads the ring buffer dry, then answers.
     flush_tx: Sender<Sender<()>>,
 }
@@ -303,8 +303,8 @@ impl Poller {
     /// `kill_from_userspace`: rule kinds whose `kill` the kernel programs
     /// could not carry out; the poller sends the SIGKILL on receipt. The
     /// cgroup of a `kill-container` event is killed here on receipt too.
-    /// Judged sockets are released once [`Self::release_judged`] hands
-    /// over their queue.
+    /// The Stratum judge's sockets are released or destroyed once
+    /// [`Self::take_socket_work`] hands over their queue.
     pub fn start(
         events: MapHandle,
         decoder: Decoder,
@@ -312,7 +312,7 @@ impl Poller {
         kill_from_userspace: Vec<RuleKind>,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        let (judged_tx, judged) = crossbeam_channel::bounded(1);
+        let (sockets_tx, sockets) = crossbeam_channel::bounded(1);
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -328,7 +328,7 @@ impl Poller {
                         shared,
                         kill_from_userspace,
                         Requests {
-                            judged,
+                            sockets,
                             flush: flush_rx,
                         },
                         ready_tx,
@@ -341,7 +341,7 @@ impl Poller {
                 shared,
                 thread: Some(thread),
                 receiver: rx,
-                judged_tx,
+                sockets_tx,
                 flush_tx,
             }),
             Ok(Err(msg)) => {
@@ -365,12 +365,13 @@ impl Poller {
         self.shared.channel_drops.load(Ordering::Relaxed)
     }
 
-    /// From now on, takes the sockets queued in `judged` out of the Stratum
-    /// send path between polls (the Stratum programs are loaded with the
-    /// first policy that has a stratum rule; called once then).
-    pub fn release_judged(&self, judged: JudgedSockets) {
+    /// From now on, does `work` between polls: takes judged sockets out of
+    /// the Stratum send path, or destroys refused ones (the Stratum
+    /// programs are loaded with the first policy that has a stratum rule;
+    /// called once then).
+    pub fn take_socket_work(&self, work: SocketWork) {
         // Capacity 1 and called once: only fails if the thread is gone.
-        let _ = self.judged_tx.try_send(judged);
+        let _ = self.sockets_tx.try_send(work);
     }
 
     /// Judged sockets taken out of the Stratum send path so far.
@@ -403,8 +404,8 @@ impl Drop for Poller {
 
 /// What the owner asks of the thread between polls.
 struct Requests {
-    /// The judged-socket queue, handed over once it exists.
-    judged: Receiver<JudgedSockets>,
+    /// The Stratum judge's socket work, handed over once it exists.
+    sockets: Receiver<SocketWork>,
     /// Flushes: read the ring buffer dry, then answer.
     flush: Receiver<Sender<()>>,
 }
@@ -484,15 +485,25 @@ fn run(
         }
     };
     let _ = ready.send(Ok(()));
-    let mut judged = None;
+    let mut sockets = None;
     while !shared.stop.load(Ordering::Relaxed) {
         // Errors here are EINTR; anything else would repeat, so keep polling.
+        // A refusal's event wakes the poll, so its socket is destroyed
+        // right after it was reported.
         let _ = ring.poll(POLL_INTERVAL);
-        if judged.is_none() {
-            judged = requests.judged.try_recv().ok();
+        if sockets.is_none() {
+            sockets = requests.sockets.try_recv().ok();
         }
-        if let Some(j) = &judged {
-            shared.released.fetch_add(j.release(), Ordering::Relaxed);
+        match &sockets {
+            Some(SocketWork::Release(judged)) => {
+                shared
+                    .released
+                    .fetch_add(judged.release(), Ordering::Relaxed);
+            }
+            Some(SocketWork::Destroy(refused)) => {
+                refused.destroy_queued();
+            }
+            None => {}
         }
         // A request may have come in while poll was delivering: read again
         // so that everything written before the request is delivered.

@@ -874,9 +874,14 @@ impl TestNetns {
         ns
     }
 
+    /// The namespace's file (for setns).
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
     /// A TCP listener bound inside the namespace on its veth address.
     pub fn listener(&self, port: u16) -> TcpListener {
-        let path = format!("/var/run/netns/{}", self.name);
+        let path = self.path();
         let addr = SocketAddr::from((self.peer, port));
         // setns changes only the calling thread: bind from a thread of ours.
         std::thread::spawn(move || {

@@ -249,3 +249,105 @@ fn the_egress_judge_reads_fast_open_syns() {
     );
     assert_eq!(received(&pool), XMRIG_LOGIN);
 }
+
+/// In a forked child of `cg` (and of the network namespace `netns`, when
+/// given): connects to `addr`, sends `messages`, then (when `probe`) sends
+/// one more byte every 10 ms for up to 3 s. Ends with `100 + errno` of the
+/// first send that fails, 0 if none did, 99 when its set-up failed.
+/// MSG_NOSIGNAL: a send on a reset socket must not kill it.
+fn send_then_probe(
+    cg: &OwnedCgroup,
+    netns: Option<&std::ffi::CStr>,
+    addr: std::net::SocketAddr,
+    messages: &[&[u8]],
+    probe: bool,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    fork_in(Some(cg), || unsafe {
+        if let Some(path) = netns {
+            let ns = libc::open(path.as_ptr(), libc::O_RDONLY);
+            if ns < 0 || libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                return 99;
+            }
+        }
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0
+        {
+            return 99;
+        }
+        let send = |m: &[u8]| libc::send(fd, m.as_ptr().cast(), m.len(), libc::MSG_NOSIGNAL);
+        for m in messages {
+            if send(m) != m.len() as isize {
+                return 100 + (*libc::__errno_location()).min(150);
+            }
+        }
+        for _ in 0..if probe { 300 } else { 0 } {
+            libc::usleep(10_000);
+            if send(b" ") != 1 {
+                return 100 + (*libc::__errno_location()).min(150);
+            }
+        }
+        0
+    })
+}
+
+#[test]
+fn a_refused_socket_is_destroyed_and_its_sender_told() {
+    require_kernel!();
+    let (cg, enforcer) = egress_scope(Action::Deny);
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // The sends of the method succeed (its packet is dropped after them);
+    // once the socket is destroyed the sender's next send fails.
+    assert_eq!(
+        send_then_probe(&cg, None, addr, &[HELLO, STRATUM_SUBSCRIBE], true),
+        ChildEnd::Code(100 + libc::ECONNABORTED),
+    );
+    expect_stratum_event(&enforcer, StratumSignature::V1);
+    assert_eq!(enforcer.destroyed_sockets(), (1, 0));
+    // The pool got what came before the method and a reset.
+    assert_eq!(received(&pool), HELLO);
+
+    // A socket of another network namespace (a container's) is destroyed
+    // from there: the request is made from the namespace of a process of
+    // the socket's cgroup.
+    let ns = TestNetns::new();
+    let pool = ns.listener(0);
+    let path = std::ffi::CString::new(ns.path()).unwrap();
+    assert_eq!(
+        send_then_probe(
+            &cg,
+            Some(&path),
+            pool.local_addr().unwrap(),
+            &[HELLO, XMRIG_LOGIN],
+            true
+        ),
+        ChildEnd::Code(100 + libc::ECONNABORTED),
+    );
+    expect_stratum_event(&enforcer, StratumSignature::Login);
+    assert_eq!(enforcer.destroyed_sockets(), (2, 0));
+    assert_eq!(received(&pool), HELLO);
+}
+
+#[test]
+fn nothing_of_a_refused_socket_leaves_once_the_judge_is_gone() {
+    require_kernel!();
+    // The sender exits at once: its socket lives on (orphaned) with the
+    // method queued, and TCP retries it. Were the socket not destroyed,
+    // the retry after the judge is detached would carry the method out.
+    for _ in 0..3 {
+        let (cg, enforcer) = egress_scope(Action::Deny);
+        let pool = listener(false);
+        let addr = pool.local_addr().unwrap();
+        assert_eq!(
+            send_then_probe(&cg, None, addr, &[HELLO, XMRIG_LOGIN], false),
+            ChildEnd::Code(0),
+        );
+        expect_stratum_event(&enforcer, StratumSignature::Login);
+        drop(enforcer);
+        // Loopback's first retransmission comes after 200 ms, then 400.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(received(&pool), HELLO);
+        drop(cg);
+    }
+}

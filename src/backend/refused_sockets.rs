@@ -1,0 +1,344 @@
+//! Destroying the sockets the egress Stratum judge refused (#25).
+//!
+//! The judge (bpf/stratum_egress.bpf.c) drops every packet of a socket
+//! that sent a mining method, but the socket itself lives on: its bytes
+//! stay queued, TCP keeps retrying them, and if the judge were detached
+//! before the socket closed (an enforcer stopping), they would leave. So
+//! the judge also queues the socket (`mg_refused`) and this module destroys
+//! it with sock_diag's `SOCK_DESTROY` (`CONFIG_INET_DIAG_DESTROY`): the
+//! kernel aborts it, drops what it had queued, resets the peer and fails
+//! the sender's next call with `ECONNABORTED`.
+//!
+//! sock_diag finds sockets in the network namespace of the netlink socket
+//! that asks, so the request is made from the socket's namespace: this
+//! process's own first, then those of the processes of the socket's
+//! cgroup. The socket's cookie is part of the request, so asking in a
+//! namespace that happens to have the same addresses and ports cannot
+//! destroy another socket.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    io::{self, Read},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::{
+        fd::{AsRawFd, FromRawFd},
+        unix::fs::MetadataExt,
+    },
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use libbpf_rs::{MapCore, MapHandle};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+
+/// sock_diag's request to destroy a socket (`SOCK_DESTROY`,
+/// include/uapi/linux/sock_diag.h); the crate only names the dump request.
+const SOCK_DESTROY: u16 = 21;
+
+/// Size of one `struct mg_refused_sock` (bpf/stratum_egress.bpf.c).
+const RECORD_LEN: usize = 56;
+
+/// At most this many sockets per drain, so that a flood of refusals
+/// cannot hold the event thread (the queue holds 4,096).
+const PER_DRAIN: usize = 4096;
+
+/// A socket the judge refused, as queued by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefusedSocket {
+    /// The socket's cookie (`SO_COOKIE`).
+    pub cookie: u64,
+    /// The id of the cgroup the socket belongs to.
+    pub cgroup_id: u64,
+    /// Its own address and port.
+    pub local: (IpAddr, u16),
+    /// Its peer's address and port.
+    pub remote: (IpAddr, u16),
+}
+
+impl RefusedSocket {
+    /// Decodes one queue record; `None` for a record of another layout.
+    fn parse(b: &[u8; RECORD_LEN]) -> Option<Self> {
+        let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u16_at = |i: usize| u16::from_ne_bytes(b[i..i + 2].try_into().expect("2 bytes"));
+        let family = u32::from_ne_bytes(b[16..20].try_into().expect("4 bytes"));
+        let addr = |i: usize| -> Option<IpAddr> {
+            let bytes: [u8; 16] = b[i..i + 16].try_into().expect("16 bytes");
+            match family {
+                2 => Some(IpAddr::V4(Ipv4Addr::new(
+                    bytes[0], bytes[1], bytes[2], bytes[3],
+                ))),
+                10 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+                _ => None,
+            }
+        };
+        Some(RefusedSocket {
+            cookie: u64_at(0),
+            cgroup_id: u64_at(8),
+            local: (addr(24)?, u16_at(20)),
+            remote: (addr(40)?, u16_at(22)),
+        })
+    }
+}
+
+/// What one drain of the queue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Drained {
+    /// Sockets destroyed.
+    pub destroyed: u64,
+    /// Sockets not found in any namespace tried (closed meanwhile, or their
+    /// namespace has no process left to enter it by).
+    pub not_found: u64,
+    /// Sockets the kernel would not destroy (e.g. a kernel built without
+    /// `CONFIG_INET_DIAG_DESTROY`); the judge still drops their packets
+    /// while it is attached.
+    pub failed: u64,
+}
+
+/// The judge's queue of refused sockets, and what was done with them.
+/// Emptied by the event thread after each poll and by the enforcer before
+/// it detaches the judge (the kernel hands each record out once).
+pub(crate) struct RefusedSockets {
+    queue: MapHandle,
+    destroyed: AtomicU64,
+    not_destroyed: AtomicU64,
+}
+
+impl RefusedSockets {
+    /// The queue map `mg_refused`.
+    pub fn new(queue: MapHandle) -> Self {
+        RefusedSockets {
+            queue,
+            destroyed: AtomicU64::new(0),
+            not_destroyed: AtomicU64::new(0),
+        }
+    }
+
+    /// Sockets destroyed so far, and sockets that could not be (not found
+    /// or refused by the kernel).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.destroyed.load(Ordering::Relaxed),
+            self.not_destroyed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Destroys every socket queued so far (up to [`PER_DRAIN`]).
+    pub fn destroy_queued(&self) -> Drained {
+        let drained = self.drain();
+        self.destroyed
+            .fetch_add(drained.destroyed, Ordering::Relaxed);
+        self.not_destroyed
+            .fetch_add(drained.not_found + drained.failed, Ordering::Relaxed);
+        drained
+    }
+
+    fn drain(&self) -> Drained {
+        let mut drained = Drained::default();
+        let mut record = [0u8; RECORD_LEN];
+        for _ in 0..PER_DRAIN {
+            if !matches!(
+                self.queue.lookup_into_and_delete(&[], &mut record),
+                Ok(true)
+            ) {
+                break;
+            }
+            let Some(socket) = RefusedSocket::parse(&record) else {
+                drained.failed += 1;
+                continue;
+            };
+            match destroy(&socket) {
+                Ok(()) => drained.destroyed += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => drained.not_found += 1,
+                Err(_) => drained.failed += 1,
+            }
+        }
+        drained
+    }
+}
+
+/// Destroys `socket`, asking from each candidate namespace in turn.
+pub(crate) fn destroy(socket: &RefusedSocket) -> io::Result<()> {
+    let not_found = || io::Error::from_raw_os_error(libc::ENOENT);
+    match request_destroy(&Socket::new(NETLINK_SOCK_DIAG)?, socket) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        other => return other,
+    }
+    let mut tried = HashSet::new();
+    if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
+        tried.insert(own.ino());
+    }
+    let Ok(pids) = cgroup_pids(socket.cgroup_id) else {
+        return Err(not_found());
+    };
+    for pid in pids {
+        let path = format!("/proc/{pid}/ns/net");
+        let Ok(ns) = File::open(&path) else {
+            continue; // exited meanwhile
+        };
+        let Ok(meta) = ns.metadata() else { continue };
+        if !tried.insert(meta.ino()) {
+            continue;
+        }
+        match request_destroy(&diag_socket_in(&ns)?, socket) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+    }
+    Err(not_found())
+}
+
+/// A sock_diag socket in the network namespace `ns`. Made on a thread of
+/// its own, which enters the namespace and ends: the caller's thread never
+/// changes namespace. The socket is not kept, so that it does not keep a
+/// container's namespace alive.
+fn diag_socket_in(ns: &File) -> io::Result<Socket> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace file we hold open; affects only
+            // this short-lived thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Socket::new(NETLINK_SOCK_DIAG)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+}
+
+/// Sends one `SOCK_DESTROY` for `socket` and reads the kernel's answer.
+fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
+    let family = match socket.local.0 {
+        IpAddr::V4(_) => AF_INET,
+        IpAddr::V6(_) => AF_INET6,
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut message = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: SocketId {
+                source_port: socket.local.1,
+                destination_port: socket.remote.1,
+                source_address: socket.local.0,
+                destination_address: socket.remote.0,
+                interface_id: 0,
+                // The kernel compares it as two host-order u32 halves,
+                // low half first: the u64's native bytes on little-endian.
+                cookie: cookie_bytes(socket.cookie),
+            },
+        })
+        .into(),
+    );
+    message.finalize();
+    // finalize() sets the dump request's type; the body is the same.
+    message.header.message_type = SOCK_DESTROY;
+    let mut out = vec![0; message.buffer_len()];
+    message.serialize(&mut out);
+    diag.send(&out, 0)?;
+    // The kernel answers within the send: never wait for it.
+    diag.set_non_blocking(true)?;
+    let mut answer = vec![0u8; 4096];
+    let n = diag.recv(&mut &mut answer[..], 0)?;
+    let reply = NetlinkMessage::<SockDiagMessage>::deserialize(&answer[..n])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        NetlinkPayload::Error(_) => Ok(()),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected sock_diag answer: {other:?}"),
+        )),
+    }
+}
+
+/// The cookie as sock_diag's `idiag_cookie[2]` (host-order u32 halves, low
+/// first).
+fn cookie_bytes(cookie: u64) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&(cookie as u32).to_ne_bytes());
+    b[4..].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+    b
+}
+
+/// The processes of the cgroup with id `id`, found by file handle
+/// (a cgroup's id is its kernfs node id, which cgroupfs takes as handle).
+fn cgroup_pids(id: u64) -> io::Result<Vec<u32>> {
+    /// `struct file_handle` with an 8-byte `f_handle`.
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    /// FILEID_KERNFS (include/linux/exportfs.h).
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mount = crate::cgroup::cgroup2_mount().map_err(io::Error::other)?;
+    let mount = File::open(mount)?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a file_handle with handle_bytes of payload
+    // following its header; the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned to us and is not owned elsewhere.
+    let dir = unsafe { File::from_raw_fd(fd) };
+    let procs = format!("/proc/self/fd/{}/cgroup.procs", dir.as_raw_fd());
+    let mut text = String::new();
+    File::open(procs)?.read_to_string(&mut text)?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_decodes_in_the_kernels_layout() {
+        let mut b = [0u8; RECORD_LEN];
+        b[0..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_ne_bytes());
+        b[8..16].copy_from_slice(&42u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&2u32.to_ne_bytes());
+        b[20..22].copy_from_slice(&40000u16.to_ne_bytes());
+        b[22..24].copy_from_slice(&3333u16.to_ne_bytes());
+        b[24..28].copy_from_slice(&[127, 0, 0, 1]);
+        b[40..44].copy_from_slice(&[127, 0, 0, 2]);
+        let s = RefusedSocket::parse(&b).expect("parses");
+        assert_eq!(s.cookie, 0x1122_3344_5566_7788);
+        assert_eq!(s.cgroup_id, 42);
+        assert_eq!(s.local, ("127.0.0.1".parse().unwrap(), 40000));
+        assert_eq!(s.remote, ("127.0.0.2".parse().unwrap(), 3333));
+        b[16..20].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(RefusedSocket::parse(&b), None, "unknown family");
+    }
+
+    #[test]
+    fn the_cookie_is_sent_as_two_host_order_halves() {
+        let b = cookie_bytes(0x0000_0001_0000_0002);
+        assert_eq!(u32::from_ne_bytes(b[..4].try_into().unwrap()), 2);
+        assert_eq!(u32::from_ne_bytes(b[4..].try_into().unwrap()), 1);
+    }
+}

@@ -25,7 +25,8 @@
  *
  * The packet may leave in softirq context (an ACK releases queued data),
  * so the current task is not the sender: the event names the socket's
- * cgroup and no process.
+ * cgroup and no process; userspace names the process that holds the
+ * refused socket when it reads the event (it finds it from the queue).
  */
 #define MG_PROC_GUARDED
 #include "vmlinux.h"
@@ -259,13 +260,16 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	st->next_seq += n;
 	if (verdict == MG_READ_MINING) {
 		taken = ref->action == MG_ACTION_AUDIT ? MG_ACTION_AUDIT : MG_ACTION_DENY;
+		/* Queued before the event is written: userspace reads the
+		 * socket's owner from it when the event arrives. */
+		if (taken == MG_ACTION_DENY)
+			mg_queue_refused(skb, sk);
 		mg_egress_event(skb, sk, scope, ref, taken, &st->r);
 		if (taken == MG_ACTION_AUDIT) {
 			st->verdict = MG_EGRESS_CLEAN;
 			return MG_PKT_PASS;
 		}
 		st->verdict = MG_EGRESS_DENIED;
-		mg_queue_refused(skb, sk);
 		return MG_PKT_DROP;
 	}
 	if (verdict == MG_READ_DONE)

@@ -39,8 +39,10 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
-/// sock_diag's request to destroy a socket (`SOCK_DESTROY`,
-/// include/uapi/linux/sock_diag.h); the crate only names the dump request.
+/// sock_diag's query and destroy requests (`SOCK_DIAG_BY_FAMILY`,
+/// `SOCK_DESTROY`: include/uapi/linux/sock_diag.h); the crate builds the
+/// query only.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
 
 /// Size of one `struct mg_refused_sock` (bpf/stratum_egress.bpf.c).
@@ -154,20 +156,118 @@ impl RefusedSockets {
                 drained.failed += 1;
                 continue;
             };
-            match destroy(&socket) {
-                Ok(()) => drained.destroyed += 1,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => drained.not_found += 1,
-                Err(_) => drained.failed += 1,
-            }
+            drained.count(&handle(&socket).destroyed);
         }
         drained
     }
+
+    /// For an event of the judge (which names no process: the packet may
+    /// leave from another task): destroys the queued sockets up to the one
+    /// of `cgroup_id` talking to `remote`, and returns that one's owner
+    /// (the process holding it, if one of its cgroup still does). The
+    /// judge queues a socket before it writes the event, so the socket is
+    /// there by the time the event is read; sockets queued before it (their
+    /// events lost) are destroyed on the way.
+    pub fn destroy_for_event(&self, cgroup_id: u64, remote: (IpAddr, u16)) -> Option<Owner> {
+        let mut drained = Drained::default();
+        let mut record = [0u8; RECORD_LEN];
+        let mut owner = None;
+        for _ in 0..PER_DRAIN {
+            if !matches!(
+                self.queue.lookup_into_and_delete(&[], &mut record),
+                Ok(true)
+            ) {
+                break;
+            }
+            let Some(socket) = RefusedSocket::parse(&record) else {
+                drained.failed += 1;
+                continue;
+            };
+            let handled = handle(&socket);
+            drained.count(&handled.destroyed);
+            if socket.cgroup_id == cgroup_id && same_peer(socket.remote, remote) {
+                owner = handled.owner;
+                break;
+            }
+        }
+        self.destroyed
+            .fetch_add(drained.destroyed, Ordering::Relaxed);
+        self.not_destroyed
+            .fetch_add(drained.not_found + drained.failed, Ordering::Relaxed);
+        owner
+    }
 }
 
-/// Destroys `socket`, asking from each candidate namespace in turn.
-pub(crate) fn destroy(socket: &RefusedSocket) -> io::Result<()> {
+impl Drained {
+    fn count(&mut self, destroyed: &io::Result<()>) {
+        match destroyed {
+            Ok(()) => self.destroyed += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.not_found += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// Whether two peers are the same, an IPv4-mapped IPv6 address equal to
+/// its IPv4 address (the event shows the unmapped form).
+fn same_peer(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
+    let plain = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    a.1 == b.1 && plain(a.0) == plain(b.0)
+}
+
+/// The process that holds a refused socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    /// Its process id (in this process's pid namespace).
+    pub tgid: u32,
+    /// The socket's owner uid, as sock_diag reports it.
+    pub uid: u32,
+}
+
+/// What was done with one refused socket.
+struct Handled {
+    owner: Option<Owner>,
+    destroyed: io::Result<()>,
+}
+
+/// Finds the namespace `socket` is in, names its owner there and destroys
+/// it.
+fn handle(socket: &RefusedSocket) -> Handled {
+    let pids = cgroup_pids(socket.cgroup_id).unwrap_or_default();
+    let mut owner = None;
+    let destroyed = in_its_namespace(&pids, |diag| {
+        if let Ok((inode, uid)) = request_inode(diag, socket) {
+            owner = holder_of(inode, &pids).map(|tgid| Owner { tgid, uid });
+        }
+        request_destroy(diag, socket)
+    });
+    Handled { owner, destroyed }
+}
+
+/// The first of `pids` with a descriptor on the socket of `inode`.
+fn holder_of(inode: u32, pids: &[u32]) -> Option<u32> {
+    let want = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
+            })
+        })
+    })
+}
+
+/// Runs `ask` with a sock_diag socket of each candidate namespace in turn
+/// (this process's, then those of `pids`, the processes of the socket's
+/// cgroup) until it finds the socket there (does not fail with ENOENT).
+fn in_its_namespace<T>(
+    pids: &[u32],
+    mut ask: impl FnMut(&Socket) -> io::Result<T>,
+) -> io::Result<T> {
     let not_found = || io::Error::from_raw_os_error(libc::ENOENT);
-    match request_destroy(&Socket::new(NETLINK_SOCK_DIAG)?, socket) {
+    match ask(&Socket::new(NETLINK_SOCK_DIAG)?) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         other => return other,
     }
@@ -175,19 +275,15 @@ pub(crate) fn destroy(socket: &RefusedSocket) -> io::Result<()> {
     if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
         tried.insert(own.ino());
     }
-    let Ok(pids) = cgroup_pids(socket.cgroup_id) else {
-        return Err(not_found());
-    };
     for pid in pids {
-        let path = format!("/proc/{pid}/ns/net");
-        let Ok(ns) = File::open(&path) else {
+        let Ok(ns) = File::open(format!("/proc/{pid}/ns/net")) else {
             continue; // exited meanwhile
         };
         let Ok(meta) = ns.metadata() else { continue };
         if !tried.insert(meta.ino()) {
             continue;
         }
-        match request_destroy(&diag_socket_in(&ns)?, socket) {
+        match ask(&diag_socket_in(&ns)?) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
@@ -216,12 +312,45 @@ fn diag_socket_in(ns: &File) -> io::Result<Socket> {
 
 /// Sends one `SOCK_DESTROY` for `socket` and reads the kernel's answer.
 fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
+    match ask(diag, socket, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK)? {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        NetlinkPayload::Error(_) => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The inode and owner uid of `socket`, as sock_diag reports them.
+fn request_inode(diag: &Socket, socket: &RefusedSocket) -> io::Result<(u32, u32)> {
+    match ask(diag, socket, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST)? {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+            Ok((r.header.inode, r.header.uid))
+        }
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(answer: NetlinkPayload<SockDiagMessage>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("unexpected sock_diag answer: {answer:?}"),
+    )
+}
+
+/// Sends one request of `kind` about exactly `socket` (its addresses,
+/// ports and cookie) and returns the kernel's first answer.
+fn ask(
+    diag: &Socket,
+    socket: &RefusedSocket,
+    kind: u16,
+    flags: u16,
+) -> io::Result<NetlinkPayload<SockDiagMessage>> {
     let family = match socket.local.0 {
         IpAddr::V4(_) => AF_INET,
         IpAddr::V6(_) => AF_INET6,
     };
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.flags = flags;
     let mut message = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -243,8 +372,8 @@ fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
         .into(),
     );
     message.finalize();
-    // finalize() sets the dump request's type; the body is the same.
-    message.header.message_type = SOCK_DESTROY;
+    // finalize() sets the type of a query; a destroy has the same body.
+    message.header.message_type = kind;
     let mut out = vec![0; message.buffer_len()];
     message.serialize(&mut out);
     diag.send(&out, 0)?;
@@ -254,14 +383,7 @@ fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
     let n = diag.recv(&mut &mut answer[..], 0)?;
     let reply = NetlinkMessage::<SockDiagMessage>::deserialize(&answer[..n])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    match reply.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
-        NetlinkPayload::Error(_) => Ok(()),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected sock_diag answer: {other:?}"),
-        )),
-    }
+    Ok(reply.payload)
 }
 
 /// The cookie as sock_diag's `idiag_cookie[2]` (host-order u32 halves, low
@@ -333,6 +455,15 @@ mod tests {
         assert_eq!(s.remote, ("127.0.0.2".parse().unwrap(), 3333));
         b[16..20].copy_from_slice(&7u32.to_ne_bytes());
         assert_eq!(RefusedSocket::parse(&b), None, "unknown family");
+    }
+
+    #[test]
+    fn a_mapped_peer_is_its_ipv4_address() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(same_peer((mapped, 3333), (v4, 3333)));
+        assert!(!same_peer((mapped, 3333), (v4, 3334)));
+        assert!(!same_peer(("::1".parse().unwrap(), 3333), (v4, 3333)));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -23,7 +23,7 @@ use super::{
     CgroupKill, Event, InlineStr, ProcSource, Protocol, StratumSignature, Target,
 };
 use crate::{
-    backend::{maps::action_from_code, SocketWork},
+    backend::{maps::action_from_code, RefusedSockets, SocketWork},
     cgroup_kill,
     compile::RuleKind,
     error::AttachError,
@@ -420,6 +420,10 @@ fn run(
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
+    // The egress judge's refused sockets, once its queue is handed over:
+    // its events name no process, which the socket's owner then gives.
+    let refused: Arc<OnceLock<Arc<RefusedSockets>>> = Arc::default();
+    let refused_for_events = refused.clone();
     // Events written before this poller started were kept by a pinned ring
     // buffer while nobody read it: delivered, but their process is not
     // killed from here (it may be long gone, and its pid reused).
@@ -431,6 +435,18 @@ fn run(
         let Some(mut ev) = decoder.decode(&raw) else {
             return 0;
         };
+        if ev.tgid == 0 {
+            if let (Some(queue), Target::Stratum { addr, .. }) =
+                (refused_for_events.get(), &ev.target)
+            {
+                if let Some(owner) = queue.destroy_for_event(ev.cgroup_id, (addr.ip(), addr.port()))
+                {
+                    ev.tgid = owner.tgid;
+                    ev.pid = owner.tgid;
+                    ev.uid = owner.uid;
+                }
+            }
+        }
         if ev.comm.is_empty() {
             // Program types that may not read comm (sk_msg on older kernels):
             // ask /proc while the task is still there (before any kill).
@@ -493,6 +509,9 @@ fn run(
         let _ = ring.poll(POLL_INTERVAL);
         if sockets.is_none() {
             sockets = requests.sockets.try_recv().ok();
+            if let Some(SocketWork::Destroy(queue)) = &sockets {
+                let _ = refused.set(queue.clone());
+            }
         }
         match &sockets {
             Some(SocketWork::Release(judged)) => {

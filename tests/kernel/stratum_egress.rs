@@ -303,7 +303,22 @@ fn a_refused_socket_is_destroyed_and_its_sender_told() {
         send_then_probe(&cg, None, addr, &[HELLO, STRATUM_SUBSCRIBE], true),
         ChildEnd::Code(100 + libc::ECONNABORTED),
     );
-    expect_stratum_event(&enforcer, StratumSignature::V1);
+    // The packet names no process; the socket's holder does: the child
+    // this test forked (named from /proc while it still lived).
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: StratumSignature::V1,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_ne!(ev.tgid, 0, "{ev:?}");
+    assert_eq!(ev.ppid, std::process::id(), "{ev:?}");
+    assert!(!ev.comm.is_empty() && ev.uid == 0, "{ev:?}");
     assert_eq!(enforcer.destroyed_sockets(), (1, 0));
     // The pool got what came before the method and a reset.
     assert_eq!(received(&pool), HELLO);
@@ -324,7 +339,22 @@ fn a_refused_socket_is_destroyed_and_its_sender_told() {
         ),
         ChildEnd::Code(100 + libc::ECONNABORTED),
     );
-    expect_stratum_event(&enforcer, StratumSignature::Login);
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum {
+                signature: StratumSignature::Login,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.ppid,
+        std::process::id(),
+        "found in its namespace: {ev:?}"
+    );
     assert_eq!(enforcer.destroyed_sockets(), (2, 0));
     assert_eq!(received(&pool), HELLO);
 }

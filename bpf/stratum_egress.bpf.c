@@ -259,10 +259,12 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	verdict = mg_reader_feed(&st->r, scratch->buf, n);
 	st->next_seq += n;
 	if (verdict == MG_READ_MINING) {
-		taken = ref->action == MG_ACTION_AUDIT ? MG_ACTION_AUDIT : MG_ACTION_DENY;
+		/* `kill` is carried out by userspace, on the process that
+		 * holds the socket (the current task may not be the sender). */
+		taken = ref->action;
 		/* Queued before the event is written: userspace reads the
-		 * socket's owner from it when the event arrives. */
-		if (taken == MG_ACTION_DENY)
+		 * socket's holder from it when the event arrives. */
+		if (taken != MG_ACTION_AUDIT)
 			mg_queue_refused(skb, sk);
 		mg_egress_event(skb, sk, scope, ref, taken, &st->r);
 		if (taken == MG_ACTION_AUDIT) {

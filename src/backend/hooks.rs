@@ -363,8 +363,9 @@ impl SharedHooks {
     pub fn kills_in_kernel(&self, kind: RuleKind) -> Option<bool> {
         match kind {
             // The lsm hook, where it judges alone, can always signal.
-            // The egress judge kills no one: the packet's task may not be
-            // the sender (its `kill` rules deny, and say so).
+            // The egress judge's events name no process: the event thread
+            // kills the refused socket's holder when it finds it (not the
+            // task a packet left from, which may not be the sender).
             RuleKind::Stratum => Some(
                 matches!(
                     self.stratum,

@@ -143,13 +143,18 @@ pub enum CgroupStratumJudge {
     /// detached, so nothing they queued leaves afterwards
     /// ([`Enforcer::destroyed_sockets`] counts them).
     ///
+    /// A packet may leave from another task than its sender, so the
+    /// kernel's event names no process: the event thread names the process
+    /// of the socket's cgroup that holds the refused socket (found through
+    /// sock_diag and /proc before the socket is destroyed), and carries out
+    /// `kill` on it.
+    ///
     /// Not the default yet (#25): the sk_msg path's tests expect the send
     /// to fail, the judge's socket storage is not pinned for instances
     /// (a restarted instance judges a refused socket's later packets
-    /// afresh), `kill` rules deny (the task a packet leaves from may not
-    /// be the sender), and a kernel without `CONFIG_INET_DIAG_DESTROY`
-    /// leaves refused sockets to the judge's drops. The lsm backend does
-    /// not use it.
+    /// afresh), audit events name no process, and a kernel without
+    /// `CONFIG_INET_DIAG_DESTROY` leaves refused sockets to the judge's
+    /// drops. The lsm backend does not use it.
     Egress,
 }
 

@@ -435,6 +435,12 @@ fn run(
         let Some(mut ev) = decoder.decode(&raw) else {
             return 0;
         };
+        let fresh = ev.time >= started;
+        // The egress Stratum judge names no process (a packet may leave
+        // from another task): the refused socket's holder is the one, and
+        // the judge's `kill` is carried out here on it (below, once /proc
+        // has described it).
+        let mut holder_found = false;
         if ev.tgid == 0 {
             if let (Some(queue), Target::Stratum { addr, .. }) =
                 (refused_for_events.get(), &ev.target)
@@ -444,6 +450,7 @@ fn run(
                     ev.tgid = owner.tgid;
                     ev.pid = owner.tgid;
                     ev.uid = owner.uid;
+                    holder_found = true;
                 }
             }
         }
@@ -457,13 +464,12 @@ fn run(
             // read the task here).
             complete_from_proc(&mut ev, raw.proc_src);
         }
-        let fresh = ev.time >= started;
         // tgid 0 (an event that names no process) would be kill(0): this
         // process group.
         if fresh
             && ev.action.kills()
             && ev.tgid > 1
-            && kill_from_userspace.contains(&ev.target.kind())
+            && (holder_found || kill_from_userspace.contains(&ev.target.kind()))
         {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };

@@ -381,3 +381,24 @@ fn nothing_of_a_refused_socket_leaves_once_the_judge_is_gone() {
         drop(cg);
     }
 }
+
+#[test]
+fn a_kill_rule_kills_the_process_holding_the_refused_socket() {
+    require_kernel!();
+    let (cg, enforcer) = egress_scope(Action::Kill);
+    let pool = listener(false);
+    let addr = pool.local_addr().unwrap();
+    // The child would go on sending for 3 s; the event thread kills it.
+    assert_eq!(
+        send_then_probe(&cg, None, addr, &[HELLO, STRATUM_SUBSCRIBE], true),
+        ChildEnd::Signal(libc::SIGKILL),
+    );
+    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert_eq!(
+        (ev.action, ev.requested),
+        (Action::Kill, Action::Kill),
+        "{ev:?}"
+    );
+    assert_eq!(ev.ppid, std::process::id(), "{ev:?}");
+    assert_eq!(received(&pool), HELLO);
+}

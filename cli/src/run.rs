@@ -37,8 +37,22 @@ pub fn run(
     // run` or `minerguard remove` cleans up.
     pinning::clean_stale();
     let mut enforcer = load.enforcer_as(Some(&format!("run-{}", std::process::id())))?;
-    let cgroup = OwnedCgroup::create_in_root("minerguard-run")?;
-    let handle = enforcer.apply_valid(&profile, Scope::Cgroup(cgroup.cgroup().path().into()))?;
+    // Until the command runs there is nothing to fail closed for: a failed
+    // start ends the instance rather than leave it pinned.
+    let started = OwnedCgroup::create_in_root("minerguard-run")
+        .map_err(minerguard::Error::from)
+        .and_then(|cgroup| {
+            let scope = Scope::Cgroup(cgroup.cgroup().path().into());
+            let handle = enforcer.apply_valid(&profile, scope)?;
+            Ok((cgroup, handle))
+        });
+    let (cgroup, handle) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = enforcer.detach();
+            return Err(e.into());
+        }
+    };
     if !quiet {
         eprintln!(
             "{PREFIX}: profile `{}` enforced by the {} backend on {}",

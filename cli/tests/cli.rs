@@ -787,7 +787,8 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
             .spawn()
             .expect("prlimit (util-linux)");
         // prlimit execs the command: the same pid names minerguard's cgroup.
-        let prefix = format!("minerguard-run-{}-", child.id());
+        let child_pid = child.id();
+        let prefix = format!("minerguard-run-{child_pid}-");
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "limit {limit}: {stderr}");
@@ -805,6 +806,12 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
         assert!(
             left.is_empty(),
             "limit {limit}: cgroup left behind: {left:?}"
+        );
+        // Nor an instance: nothing pinned stays attached.
+        let instance = format!("run-{}", child_pid);
+        assert!(
+            pinned_instance(&instance).is_none(),
+            "limit {limit}: instance {instance} left pinned"
         );
     }
 }

@@ -31,16 +31,40 @@ pub(crate) struct EgressJudge {
 impl EgressJudge {
     /// Loads the program on the shared maps.
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
-        let skel = Owned::build(|storage| {
-            let mut open = StratumEgressSkelBuilder::default().open(storage)?;
-            // A packet may leave in softirq context, where the current
-            // task is not the sender: nothing is read from it.
-            if let Some(rodata) = open.maps.rodata_data.as_mut() {
-                rodata.mg_proc_in_prog = false;
+        // With an instance, the sockets' judges (the reader's state and
+        // verdict of each) and the refused-socket queue are pinned and
+        // reused: a restarted judge goes on reading each socket where the
+        // last one stopped (a method split across the restart is still
+        // read whole) and keeps its verdicts.
+        let pins = maps.pins();
+        let build = |pinned: bool| {
+            Owned::build(|storage| {
+                let mut open = StratumEgressSkelBuilder::default().open(storage)?;
+                if let (Some(pins), true) = (pins, pinned) {
+                    for map in [&mut open.maps.mg_egress_sk, &mut open.maps.mg_refused] {
+                        let name = map.name().to_string_lossy().into_owned();
+                        map.set_pin_path(pins.map_pin(&name))?;
+                    }
+                }
+                // A packet may leave in softirq context, where the current
+                // task is not the sender: nothing is read from it.
+                if let Some(rodata) = open.maps.rodata_data.as_mut() {
+                    rodata.mg_proc_in_prog = false;
+                }
+                reuse_shared_maps(open.open_object_mut(), maps)?;
+                open.load()
+            })
+        };
+        let skel = match build(true) {
+            // Pinned by another version whose layout differs: start afresh.
+            Err(_) if pins.is_some() => {
+                for name in ["mg_egress_sk", "mg_refused"] {
+                    let _ = std::fs::remove_file(pins.expect("checked").map_pin(name));
+                }
+                build(true)
             }
-            reuse_shared_maps(open.open_object_mut(), maps)?;
-            open.load()
-        })
+            other => other,
+        }
         .map_err(load_err("stratum_egress"))?;
         Ok(EgressJudge { skel })
     }

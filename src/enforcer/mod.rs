@@ -267,6 +267,15 @@ pub struct Enforcer {
     refused: Option<Arc<RefusedSockets>>,
 }
 
+/// What [`Enforcer::start`] made.
+struct Started {
+    kernel: Kernel,
+    registry: Arc<Registry>,
+    pending: BTreeMap<String, crate::pin::ScopeRecord>,
+    next_policy_id: u32,
+    poller: Poller,
+}
+
 impl Enforcer {
     /// Probes the kernel and loads the chosen backend with default options.
     pub fn new() -> Result<Self> {
@@ -298,20 +307,64 @@ impl Enforcer {
             }
             .into());
         }
+        // A new instance that fails to start leaves nothing pinned behind
+        // (an instance that existed keeps enforcing: its restart failed).
+        let fresh = options
+            .instance
+            .as_deref()
+            .is_some_and(|name| !crate::pin::exists(name));
         let pins = options
             .instance
             .as_deref()
             .map(crate::pin::PinDir::open)
             .transpose()?;
+        let started = Self::start(&options, kind, &report, pins.clone());
+        let Started {
+            kernel,
+            registry,
+            pending,
+            next_policy_id,
+            poller,
+        } = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                if let (true, Some(pins)) = (fresh, pins) {
+                    let _ = pins.release_all();
+                }
+                return Err(privileged(e, euid));
+            }
+        };
+        Ok(Enforcer {
+            poller,
+            applied: BTreeMap::new(),
+            registry,
+            kernel,
+            probe: report,
+            require_all_rules: options.require_all_rules,
+            next_policy_id,
+            pending,
+            released: false,
+            state_error: Default::default(),
+            refused: None,
+        })
+    }
+
+    /// Loads the kernel side and starts the event thread: what
+    /// [`Enforcer::with_options`] rolls back for a new instance when it fails.
+    fn start(
+        options: &EnforcerOptions,
+        kind: BackendKind,
+        report: &ProbeReport,
+        pins: Option<Arc<crate::pin::PinDir>>,
+    ) -> Result<Started> {
         let kernel = Kernel::load(
             kind,
-            &report,
+            report,
             options.syscall_tracepoints,
             options.stratum_sockets,
             options.cgroup_stratum_judge,
             pins,
-        )
-        .map_err(|e| privileged(e, euid))?;
+        )?;
         let registry = Arc::new(Registry::default());
         // The rules of adopted policies are named before the poller reads
         // the events the pinned ring buffer kept.
@@ -325,18 +378,12 @@ impl Enforcer {
                 .filter(|k| !kernel.kills_in_kernel(*k))
                 .collect(),
         )?;
-        Ok(Enforcer {
-            poller,
-            applied: BTreeMap::new(),
-            registry,
+        Ok(Started {
             kernel,
-            probe: report,
-            require_all_rules: options.require_all_rules,
-            next_policy_id,
+            registry,
             pending,
-            released: false,
-            state_error: Default::default(),
-            refused: None,
+            next_policy_id,
+            poller,
         })
     }
 

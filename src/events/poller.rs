@@ -47,6 +47,10 @@ pub(crate) struct Poller {
 /// What the poller thread and its owner share.
 #[derive(Default)]
 struct Shared {
+    /// The egress judge's refused sockets, set by the owner when the judge
+    /// loads: before it is attached, so before any of its events (which
+    /// name no process: the refused socket's holder does).
+    refused: OnceLock<Arc<RefusedSockets>>,
     /// Set to end the thread.
     stop: AtomicBool,
     /// Events dropped because the channel was full.
@@ -370,6 +374,9 @@ impl Poller {
     /// programs are loaded with the first policy that has a stratum rule;
     /// called once then).
     pub fn take_socket_work(&self, work: SocketWork) {
+        if let SocketWork::Destroy(queue) = &work {
+            let _ = self.shared.refused.set(queue.clone());
+        }
         // Capacity 1 and called once: only fails if the thread is gone.
         let _ = self.sockets_tx.try_send(work);
     }
@@ -420,10 +427,6 @@ fn run(
     ready: Sender<Result<(), String>>,
 ) {
     let counters = shared.clone();
-    // The egress judge's refused sockets, once its queue is handed over:
-    // its events name no process, which the socket's owner then gives.
-    let refused: Arc<OnceLock<Arc<RefusedSockets>>> = Arc::default();
-    let refused_for_events = refused.clone();
     // Events written before this poller started were kept by a pinned ring
     // buffer while nobody read it: delivered, but their process is not
     // killed from here (it may be long gone, and its pid reused).
@@ -443,7 +446,7 @@ fn run(
         let mut holder_found = false;
         if ev.tgid == 0 {
             if let (Some(queue), Target::Stratum { addr, .. }) =
-                (refused_for_events.get(), &ev.target)
+                (counters.refused.get(), &ev.target)
             {
                 if let Some(owner) = queue.destroy_for_event(ev.cgroup_id, (addr.ip(), addr.port()))
                 {
@@ -515,9 +518,6 @@ fn run(
         let _ = ring.poll(POLL_INTERVAL);
         if sockets.is_none() {
             sockets = requests.sockets.try_recv().ok();
-            if let Some(SocketWork::Destroy(queue)) = &sockets {
-                let _ = refused.set(queue.clone());
-            }
         }
         match &sockets {
             Some(SocketWork::Release(judged)) => {

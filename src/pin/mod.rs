@@ -158,6 +158,12 @@ fn pin_dir_of(name: &str) -> Result<PathBuf, PinError> {
     Ok(Path::new(PIN_ROOT).join(name))
 }
 
+/// Whether instance `name` has pinned anything yet (its pin directory
+/// exists).
+pub(crate) fn exists(name: &str) -> bool {
+    pin_dir_of(name).is_ok_and(|d| d.exists())
+}
+
 /// The state directory of instance `name`.
 fn state_dir_of(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)

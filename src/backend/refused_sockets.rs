@@ -28,7 +28,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use libbpf_rs::{MapCore, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
@@ -134,31 +134,30 @@ impl RefusedSockets {
 
     /// Destroys every socket queued so far (up to [`PER_DRAIN`]).
     pub fn destroy_queued(&self) -> Drained {
-        let drained = self.drain();
-        self.destroyed
-            .fetch_add(drained.destroyed, Ordering::Relaxed);
-        self.not_destroyed
-            .fetch_add(drained.not_found + drained.failed, Ordering::Relaxed);
-        drained
+        self.destroy_until(|_, _| false).0
     }
 
-    fn drain(&self) -> Drained {
-        let mut drained = Drained::default();
-        let mut record = [0u8; RECORD_LEN];
-        for _ in 0..PER_DRAIN {
-            if !matches!(
-                self.queue.lookup_into_and_delete(&[], &mut record),
-                Ok(true)
-            ) {
-                break;
+    /// The event thread's drain between polls: destroys the queued sockets
+    /// once the queue's head has waited a whole poll (`seen`: the cookie at
+    /// the head last time). A socket whose event is read takes its record
+    /// then ([`Self::destroy_for_event`]); draining sooner could take it
+    /// between the kernel's queueing and its event, which would then name
+    /// no process. What waits a poll had its event lost (a full ring
+    /// buffer).
+    pub fn destroy_stale(&self, seen: &mut Option<u64>) {
+        let head = self
+            .queue
+            .lookup(&[], MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|r| Some(u64::from_ne_bytes(r.get(..8)?.try_into().ok()?)));
+        *seen = match head {
+            Some(cookie) if *seen == Some(cookie) => {
+                self.destroy_queued();
+                None
             }
-            let Some(socket) = RefusedSocket::parse(&record) else {
-                drained.failed += 1;
-                continue;
-            };
-            drained.count(&handle(&socket).destroyed);
-        }
-        drained
+            other => other,
+        };
     }
 
     /// For an event of the judge (which names no process: the packet may
@@ -169,6 +168,19 @@ impl RefusedSockets {
     /// there by the time the event is read; sockets queued before it (their
     /// events lost) are destroyed on the way.
     pub fn destroy_for_event(&self, cgroup_id: u64, remote: (IpAddr, u16)) -> Option<Owner> {
+        self.destroy_until(|socket, _| {
+            socket.cgroup_id == cgroup_id && same_peer(socket.remote, remote)
+        })
+        .1
+    }
+
+    /// Takes sockets off the queue and destroys them, until `last` says a
+    /// socket was the one sought (its owner is returned) or the queue is
+    /// empty (at most [`PER_DRAIN`]).
+    fn destroy_until(
+        &self,
+        last: impl Fn(&RefusedSocket, &Handled) -> bool,
+    ) -> (Drained, Option<Owner>) {
         let mut drained = Drained::default();
         let mut record = [0u8; RECORD_LEN];
         let mut owner = None;
@@ -185,7 +197,7 @@ impl RefusedSockets {
             };
             let handled = handle(&socket);
             drained.count(&handled.destroyed);
-            if socket.cgroup_id == cgroup_id && same_peer(socket.remote, remote) {
+            if last(&socket, &handled) {
                 owner = handled.owner;
                 break;
             }
@@ -194,7 +206,7 @@ impl RefusedSockets {
             .fetch_add(drained.destroyed, Ordering::Relaxed);
         self.not_destroyed
             .fetch_add(drained.not_found + drained.failed, Ordering::Relaxed);
-        owner
+        (drained, owner)
     }
 }
 

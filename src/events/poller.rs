@@ -511,10 +511,11 @@ fn run(
     };
     let _ = ready.send(Ok(()));
     let mut sockets = None;
+    let mut stale_head = None;
     while !shared.stop.load(Ordering::Relaxed) {
         // Errors here are EINTR; anything else would repeat, so keep polling.
-        // A refusal's event wakes the poll, so its socket is destroyed
-        // right after it was reported.
+        // A refusal's event wakes the poll, and its socket is destroyed
+        // as the event is read.
         let _ = ring.poll(POLL_INTERVAL);
         if sockets.is_none() {
             sockets = requests.sockets.try_recv().ok();
@@ -526,7 +527,7 @@ fn run(
                     .fetch_add(judged.release(), Ordering::Relaxed);
             }
             Some(SocketWork::Destroy(refused)) => {
-                refused.destroy_queued();
+                refused.destroy_stale(&mut stale_head);
             }
             None => {}
         }

@@ -316,17 +316,36 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
 
 /// Connects to `addr` from a child forked into `cg`, then runs `between`
 /// here (e.g. applies a profile) while the child waits, then lets the child
-/// send each message in turn. The child's end: `Code(0)` when all were
-/// sent, `100 + errno` when a send failed (after 100 ms, for a userspace
-/// kill to land), 98 or 99 when its set-up failed. The child goes on before
-/// `between`'s result is returned, so a failed assert on it leaves no child
-/// waiting.
+/// send each message in turn. The child's end: see [`send_in_steps`].
 pub fn connect_then_send<R>(
     cg: &OwnedCgroup,
     addr: SocketAddr,
     messages: &[&[u8]],
     between: impl FnOnce() -> R,
 ) -> (ChildEnd, R) {
+    let mut between = Some(between);
+    let mut result = None;
+    let end = send_in_steps(cg, addr, &[messages], 0, |_| {
+        result = between.take().map(|f| f())
+    });
+    (end, result.expect("ran before the sends"))
+}
+
+/// Connects to `addr` from a child forked into `cg`, then sends each group
+/// of `groups` in turn: before group `i` the child waits while `before(i)`
+/// runs here. The child's end: `Code(0)` when all were sent (after
+/// `linger_us`, e.g. to hold a socket while its event is read), `100 +
+/// errno` when a send failed (after 100 ms, for a userspace kill to land),
+/// 98 or 99 when its set-up failed. The child goes on before a panic in
+/// `before` unwinds, so a failed assert there leaves no child waiting.
+/// MSG_NOSIGNAL: a send on a reset socket must not kill the child.
+pub fn send_in_steps(
+    cg: &OwnedCgroup,
+    addr: SocketAddr,
+    groups: &[&[&[u8]]],
+    linger_us: u32,
+    mut before: impl FnMut(usize),
+) -> ChildEnd {
     let (storage, len, family) = sockaddr_of(addr);
     let (mut ready, mut go) = ([0; 2], [0; 2]);
     assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
@@ -342,26 +361,40 @@ pub fn connect_then_send<R>(
                     return 99;
                 }
                 let mut b = [0u8; 1];
-                if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
-                    || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
-                {
-                    return 98;
-                }
-                for m in messages {
-                    if libc::send(fd, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
-                        let errno = *libc::__errno_location();
-                        libc::usleep(100_000);
-                        return 100 + errno.min(100);
+                for group in groups {
+                    if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
+                        || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
+                    {
+                        return 98;
+                    }
+                    for m in group.iter() {
+                        if libc::send(fd, m.as_ptr().cast(), m.len(), libc::MSG_NOSIGNAL)
+                            != m.len() as isize
+                        {
+                            let errno = *libc::__errno_location();
+                            libc::usleep(100_000);
+                            return 100 + errno.min(150);
+                        }
                     }
                 }
+                libc::usleep(linger_us);
                 0
             })
         });
         let mut b = [0u8; 1];
-        assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
-        let result = between();
-        assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
-        (child.join().unwrap(), result)
+        let mut outcome = Ok(());
+        for i in 0..groups.len() {
+            assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
+            if outcome.is_ok() {
+                outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| before(i)));
+            }
+            assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
+        }
+        let end = child.join().unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+        end
     });
     for fd in ready.into_iter().chain(go) {
         unsafe { libc::close(fd) };

@@ -53,13 +53,14 @@ fn egress_scope(action: Action) -> (OwnedCgroup, Enforcer) {
     (cg, enforcer)
 }
 
-/// Waits for the rule's event and checks its signature.
-fn expect_stratum_event(enforcer: &Enforcer, want: StratumSignature) {
+/// Waits for the rule's event, checks its signature and returns it.
+fn expect_stratum_event(enforcer: &Enforcer, want: StratumSignature) -> minerguard::Event {
     let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
     assert!(
         matches!(ev.target, Target::Stratum { signature, .. } if signature == want),
         "{ev:?}"
     );
+    ev
 }
 
 #[test]
@@ -305,17 +306,7 @@ fn a_refused_socket_is_destroyed_and_its_sender_told() {
     );
     // The packet names no process; the socket's holder does: the child
     // this test forked (named from /proc while it still lived).
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-    assert!(
-        matches!(
-            ev.target,
-            Target::Stratum {
-                signature: StratumSignature::V1,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let ev = expect_stratum_event(&enforcer, StratumSignature::V1);
     assert_ne!(ev.tgid, 0, "{ev:?}");
     assert_eq!(ev.ppid, std::process::id(), "{ev:?}");
     assert!(!ev.comm.is_empty() && ev.uid == 0, "{ev:?}");
@@ -339,17 +330,7 @@ fn a_refused_socket_is_destroyed_and_its_sender_told() {
         ),
         ChildEnd::Code(100 + libc::ECONNABORTED),
     );
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-    assert!(
-        matches!(
-            ev.target,
-            Target::Stratum {
-                signature: StratumSignature::Login,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let ev = expect_stratum_event(&enforcer, StratumSignature::Login);
     assert_eq!(
         ev.ppid,
         std::process::id(),
@@ -393,7 +374,7 @@ fn a_kill_rule_kills_the_process_holding_the_refused_socket() {
         send_then_probe(&cg, None, addr, &[HELLO, STRATUM_SUBSCRIBE], true),
         ChildEnd::Signal(libc::SIGKILL),
     );
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    let ev = expect_stratum_event(&enforcer, StratumSignature::V1);
     assert_eq!(
         (ev.action, ev.requested),
         (Action::Kill, Action::Kill),
@@ -428,26 +409,27 @@ fn a_restarted_instance_reads_on_where_the_last_one_stopped() {
     // first enforcer's judge, its second by the second's. A judge that
     // started afresh would read `ing.subscribe"...` and find nothing.
     let (head, tail) = STRATUM_SUBSCRIBE.split_at(24);
-    let (end, second) = send_split(
-        &cg,
-        addr,
-        [head, tail],
-        // The child is forked (and connected) first: it must not inherit
-        // the instance's lock.
-        || {
-            let mut first = Enforcer::with_options(options()).expect("enforcer");
-            first.apply(&profile, scope_of(&cg)).expect("apply");
-            first
-        },
-        |first| {
+    let (mut first, mut second) = (None, None);
+    // The child is forked (and connected) first: it must not inherit the
+    // instance's lock. It holds its socket for a second after the tail,
+    // so that the event is read while it lives.
+    let end = send_in_steps(&cg, addr, &[&[head], &[tail]], 1_000_000, |step| {
+        if step == 0 {
+            let mut enforcer = Enforcer::with_options(options()).expect("enforcer");
+            enforcer.apply(&profile, scope_of(&cg)).expect("apply");
+            first = Some(enforcer);
+        } else {
             // Pinned: dropping the first leaves its enforcement in force.
-            drop(first);
-            let mut second = Enforcer::with_options(options()).expect("adopts the instance");
-            second.apply(&profile, scope_of(&cg)).expect("apply again");
-            second.release_unadopted().expect("settle");
-            second
-        },
-    );
+            drop(first.take());
+            let mut enforcer = Enforcer::with_options(options()).expect("adopts the instance");
+            enforcer
+                .apply(&profile, scope_of(&cg))
+                .expect("apply again");
+            enforcer.release_unadopted().expect("settle");
+            second = Some(enforcer);
+        }
+    });
+    let second = second.expect("restarted");
     assert_eq!(end, ChildEnd::Code(0));
     expect_stratum_event(&second, StratumSignature::V1);
     assert_eq!(received(&pool), head, "the pool got the second half");
@@ -455,66 +437,4 @@ fn a_restarted_instance_reads_on_where_the_last_one_stopped() {
     // refusals reach the second through the pinned queue.
     assert_eq!(second.destroyed_sockets(), (1, 0));
     second.detach().expect("detach");
-}
-
-/// In a forked child of `cg`: connects to `addr`; then, after `first` ran,
-/// sends `parts[0]`; after `second` ran, sends `parts[1]` and exits 0 (1 s
-/// later, so the refused socket is still held when the event is read). 99
-/// when its set-up failed, 100 + errno when a send failed.
-fn send_split<A, R>(
-    cg: &OwnedCgroup,
-    addr: std::net::SocketAddr,
-    parts: [&[u8]; 2],
-    first: impl FnOnce() -> A,
-    second: impl FnOnce(A) -> R,
-) -> (ChildEnd, R) {
-    let (storage, len, family) = sockaddr_of(addr);
-    let (mut ready, mut go) = ([0; 2], [0; 2]);
-    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
-    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
-    let out = std::thread::scope(|s| {
-        let child = s.spawn(|| {
-            fork_in(Some(cg), || unsafe {
-                let fd = libc::socket(family, libc::SOCK_STREAM, 0);
-                if fd < 0
-                    || libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
-                        != 0
-                {
-                    return 99;
-                }
-                let mut b = [0u8; 1];
-                for part in parts {
-                    // Ready for the next step; wait for the go.
-                    if libc::write(ready[1], b"r".as_ptr().cast(), 1) != 1
-                        || libc::read(go[0], b.as_mut_ptr().cast(), 1) != 1
-                    {
-                        return 99;
-                    }
-                    if libc::send(fd, part.as_ptr().cast(), part.len(), libc::MSG_NOSIGNAL)
-                        != part.len() as isize
-                    {
-                        return 100 + (*libc::__errno_location()).min(150);
-                    }
-                }
-                libc::usleep(1_000_000);
-                0
-            })
-        });
-        let step = |b: &mut [u8; 1]| {
-            assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
-        };
-        let go_on = || assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
-        let mut b = [0u8; 1];
-        step(&mut b);
-        let a = first();
-        go_on();
-        step(&mut b);
-        let result = second(a);
-        go_on();
-        (child.join().unwrap(), result)
-    });
-    for fd in ready.into_iter().chain(go) {
-        unsafe { libc::close(fd) };
-    }
-    out
 }

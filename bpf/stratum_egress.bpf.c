@@ -41,6 +41,7 @@
 #define MG_ETH_P_IP 0x0800
 #define MG_ETH_P_IPV6 0x86DD
 #define MG_TCP_SYN 0x02
+#define MG_TCP_RST 0x04
 
 enum mg_egress_verdict {
 	MG_EGRESS_READING = 0,
@@ -165,9 +166,10 @@ static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_s
 	bpf_map_push_elem(&mg_refused, &q, 0);
 }
 
-/* Where the TCP payload starts and its sequence number; -1 when the
- * packet is not one this judge can read (it is then refused). */
-static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u32 *seq)
+/* Where the TCP payload starts, its sequence number and the TCP flags;
+ * -1 when the packet is not one this judge can read (it is then refused). */
+static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u32 *seq,
+					  __u8 *flags)
 {
 	__u8 b[14];
 	__u32 off;
@@ -191,6 +193,7 @@ static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u
 	if (b[13] & MG_TCP_SYN)
 		*seq += 1;
 	*hdr = off + (b[12] >> 4) * 4;
+	*flags = b[13];
 	return 0;
 }
 
@@ -203,7 +206,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	struct mg_scope *scope;
 	struct bpf_sock *sk;
 	__u32 zero = 0, hdr, seq, len, skip, n;
-	__u8 taken;
+	__u8 taken, flags;
 	int verdict;
 
 	sk = skb->sk;
@@ -215,11 +218,13 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	st = bpf_sk_storage_get(&mg_egress_sk, sk, 0, 0);
 	if (st && st->verdict == MG_EGRESS_CLEAN)
 		return MG_PKT_PASS;
-	if (st && st->verdict == MG_EGRESS_DENIED)
-		return MG_PKT_DROP;
-	if (mg_tcp_payload(skb, &hdr, &seq))
+	if (mg_tcp_payload(skb, &hdr, &seq, &flags))
 		/* Bytes this program cannot read are not passed unjudged. */
 		return MG_PKT_DROP;
+	if (st && st->verdict == MG_EGRESS_DENIED)
+		/* Nothing more of a refused socket leaves but the reset its
+		 * destruction sends (no payload), which tells the peer. */
+		return skb->len <= hdr && (flags & MG_TCP_RST) ? MG_PKT_PASS : MG_PKT_DROP;
 	if (skb->len <= hdr)
 		return MG_PKT_PASS; /* no payload: a SYN, an ACK, a FIN */
 	len = skb->len - hdr;

@@ -63,12 +63,15 @@ struct {
 	__type(value, struct mg_egress_state);
 } mg_egress_sk SEC(".maps");
 
-/* A refused socket, for userspace to destroy (src/backend/refused_sockets.rs
- * reads this layout). Addresses in network order, ports in host order. */
+/* A socket the judge found mining on, for userspace: refused (to be
+ * destroyed) or audited (only its holder named in the event).
+ * src/backend/refused_sockets.rs reads this layout. Addresses in network
+ * order, ports in host order. */
 struct mg_refused_sock {
 	__u64 cookie;
 	__u64 cgroup_id;
-	__u32 family;
+	__u16 family;
+	__u16 audited;
 	__u16 local_port;
 	__u16 remote_port;
 	__u32 local[4];
@@ -139,15 +142,17 @@ static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_so
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Queues `sk` for destruction. A full queue leaves the socket to this
+/* Queues `sk` for userspace. A full queue leaves a refused socket to this
  * program, which drops every packet of it while attached. */
-static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_sock *sk)
+static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_sock *sk,
+					     __u16 audited)
 {
 	struct mg_refused_sock q = {};
 
 	q.cookie = bpf_get_socket_cookie(skb);
 	q.cgroup_id = bpf_skb_cgroup_id(skb);
 	q.family = sk->family;
+	q.audited = audited;
 	q.local_port = sk->src_port;
 	q.remote_port = bpf_ntohs(sk->dst_port);
 	if (sk->family == MG_AF_INET) {
@@ -269,8 +274,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 		taken = ref->action;
 		/* Queued before the event is written: userspace reads the
 		 * socket's holder from it when the event arrives. */
-		if (taken != MG_ACTION_AUDIT)
-			mg_queue_refused(skb, sk);
+		mg_queue_refused(skb, sk, taken == MG_ACTION_AUDIT);
 		mg_egress_event(skb, sk, scope, ref, taken, &st->r);
 		if (taken == MG_ACTION_AUDIT) {
 			st->verdict = MG_EGRESS_CLEAN;

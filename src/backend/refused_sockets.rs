@@ -63,6 +63,8 @@ pub(crate) struct RefusedSocket {
     pub local: (IpAddr, u16),
     /// Its peer's address and port.
     pub remote: (IpAddr, u16),
+    /// Audited, not refused: its holder is named, it is not destroyed.
+    pub audited: bool,
 }
 
 impl RefusedSocket {
@@ -70,7 +72,7 @@ impl RefusedSocket {
     fn parse(b: &[u8; RECORD_LEN]) -> Option<Self> {
         let u64_at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let u16_at = |i: usize| u16::from_ne_bytes(b[i..i + 2].try_into().expect("2 bytes"));
-        let family = u32::from_ne_bytes(b[16..20].try_into().expect("4 bytes"));
+        let family = u16_at(16);
         let addr = |i: usize| -> Option<IpAddr> {
             let bytes: [u8; 16] = b[i..i + 16].try_into().expect("16 bytes");
             match family {
@@ -86,6 +88,7 @@ impl RefusedSocket {
             cgroup_id: u64_at(8),
             local: (addr(24)?, u16_at(20)),
             remote: (addr(40)?, u16_at(22)),
+            audited: u16_at(18) != 0,
         })
     }
 }
@@ -196,7 +199,9 @@ impl RefusedSockets {
                 continue;
             };
             let handled = handle(&socket);
-            drained.count(&handled.destroyed);
+            if let Some(destroyed) = &handled.destroyed {
+                drained.count(destroyed);
+            }
             if last(&socket, &handled) {
                 owner = handled.owner;
                 break;
@@ -239,24 +244,30 @@ pub(crate) struct Owner {
     pub uid: u32,
 }
 
-/// What was done with one refused socket.
+/// What was done with one queued socket.
 struct Handled {
     owner: Option<Owner>,
-    destroyed: io::Result<()>,
+    /// Whether it was destroyed; `None` for an audited one.
+    destroyed: Option<io::Result<()>>,
 }
 
 /// Finds the namespace `socket` is in, names its owner there and destroys
-/// it.
+/// it unless it was only audited.
 fn handle(socket: &RefusedSocket) -> Handled {
     let pids = cgroup_pids(socket.cgroup_id).unwrap_or_default();
     let mut owner = None;
     let destroyed = in_its_namespace(&pids, |diag| {
-        if let Ok((inode, uid)) = request_inode(diag, socket) {
-            owner = holder_of(inode, &pids).map(|tgid| Owner { tgid, uid });
+        let (inode, uid) = request_inode(diag, socket)?;
+        owner = holder_of(inode, &pids).map(|tgid| Owner { tgid, uid });
+        match socket.audited {
+            true => Ok(()),
+            false => request_destroy(diag, socket),
         }
-        request_destroy(diag, socket)
     });
-    Handled { owner, destroyed }
+    Handled {
+        owner,
+        destroyed: (!socket.audited).then_some(destroyed),
+    }
 }
 
 /// The first of `pids` with a descriptor on the socket of `inode`.
@@ -455,7 +466,8 @@ mod tests {
         let mut b = [0u8; RECORD_LEN];
         b[0..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_ne_bytes());
         b[8..16].copy_from_slice(&42u64.to_ne_bytes());
-        b[16..20].copy_from_slice(&2u32.to_ne_bytes());
+        b[16..18].copy_from_slice(&2u16.to_ne_bytes());
+        b[18..20].copy_from_slice(&1u16.to_ne_bytes());
         b[20..22].copy_from_slice(&40000u16.to_ne_bytes());
         b[22..24].copy_from_slice(&3333u16.to_ne_bytes());
         b[24..28].copy_from_slice(&[127, 0, 0, 1]);
@@ -465,7 +477,8 @@ mod tests {
         assert_eq!(s.cgroup_id, 42);
         assert_eq!(s.local, ("127.0.0.1".parse().unwrap(), 40000));
         assert_eq!(s.remote, ("127.0.0.2".parse().unwrap(), 3333));
-        b[16..20].copy_from_slice(&7u32.to_ne_bytes());
+        assert!(s.audited);
+        b[16..18].copy_from_slice(&7u16.to_ne_bytes());
         assert_eq!(RefusedSocket::parse(&b), None, "unknown family");
     }
 

@@ -408,7 +408,7 @@ pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
     sockaddr(addr, false)
 }
 
-/// In a forked child: closes the BPF objects and perf events it inherited
+/// In a forked child: closes the BPF objects, perf events and instance locks it inherited
 /// (fork copies every fd). A link another test detached in the meantime
 /// would otherwise stay attached while this child lives: its cgroup keeps
 /// the program, and attaching the same program again fails (EEXIST/EINVAL).
@@ -437,7 +437,12 @@ unsafe fn close_inherited_bpf_fds() {
             continue;
         }
         let t = &target[..got as usize];
-        if t.starts_with(b"anon_inode:bpf") || t.starts_with(b"anon_inode:[perf_event]") {
+        // An instance's lock too: a child holding it would keep another
+        // test's restart of that instance out (PinError::InUse).
+        if t.starts_with(b"anon_inode:bpf")
+            || t.starts_with(b"anon_inode:[perf_event]")
+            || t.starts_with(b"/run/minerguard/")
+        {
             libc::close(fd);
         }
     }

@@ -158,15 +158,18 @@ fn the_egress_judge_passes_clean_streams_and_audits() {
     assert_eq!(received(&pool), [&upload[..], STRATUM_SUBSCRIBE].concat());
     drop(enforcer);
 
-    // Audit: reported, and passed.
+    // Audit: reported (naming the process holding the socket, which the
+    // child does for half a second), passed, and the socket left alone.
     let (cg, enforcer) = egress_scope(Action::Audit);
     assert_eq!(
-        send_in(Some(&cg), addr, &[STRATUM_SUBSCRIBE]),
-        SendOutcome::AllSent
+        send_in_steps(&cg, addr, &[&[STRATUM_SUBSCRIBE]], 500_000, |_| {}),
+        ChildEnd::Code(0)
     );
-    let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    let ev = expect_stratum_event(&enforcer, StratumSignature::V1);
     assert_eq!(ev.action, Action::Audit);
+    assert_eq!(ev.ppid, std::process::id(), "{ev:?}");
     assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
+    assert_eq!(enforcer.destroyed_sockets(), (0, 0));
 }
 
 #[test]

@@ -137,7 +137,7 @@ impl RefusedSockets {
 
     /// Destroys every socket queued so far (up to [`PER_DRAIN`]).
     pub fn destroy_queued(&self) -> Drained {
-        self.destroy_until(|_, _| false).0
+        self.destroy_until(|_| false, &mut |_| {})
     }
 
     /// The event thread's drain between polls: destroys the queued sockets
@@ -165,28 +165,35 @@ impl RefusedSockets {
 
     /// For an event of the judge (which names no process: the packet may
     /// leave from another task): destroys the queued sockets up to the one
-    /// of `cgroup_id` talking to `remote`, and returns that one's owner
-    /// (the process holding it, if one of its cgroup still does). The
-    /// judge queues a socket before it writes the event, so the socket is
-    /// there by the time the event is read; sockets queued before it (their
+    /// of `cgroup_id` talking to `remote`, and calls `holder` with that
+    /// one's owner (the process holding it, if one of its cgroup still
+    /// does) before it is destroyed: the process may exit as soon as its
+    /// socket fails, and must be described (or killed) first. The judge
+    /// queues a socket before it writes the event, so the socket is there
+    /// by the time the event is read; sockets queued before it (their
     /// events lost) are destroyed on the way.
-    pub fn destroy_for_event(&self, cgroup_id: u64, remote: (IpAddr, u16)) -> Option<Owner> {
-        self.destroy_until(|socket, _| {
-            socket.cgroup_id == cgroup_id && same_peer(socket.remote, remote)
-        })
-        .1
+    pub fn destroy_for_event(
+        &self,
+        cgroup_id: u64,
+        remote: (IpAddr, u16),
+        holder: &mut dyn FnMut(Owner),
+    ) {
+        self.destroy_until(
+            |socket| socket.cgroup_id == cgroup_id && same_peer(socket.remote, remote),
+            holder,
+        );
     }
 
     /// Takes sockets off the queue and destroys them, until `last` says a
-    /// socket was the one sought (its owner is returned) or the queue is
-    /// empty (at most [`PER_DRAIN`]).
+    /// socket is the one sought (its holder goes to `holder` first) or the
+    /// queue is empty (at most [`PER_DRAIN`]).
     fn destroy_until(
         &self,
-        last: impl Fn(&RefusedSocket, &Handled) -> bool,
-    ) -> (Drained, Option<Owner>) {
+        last: impl Fn(&RefusedSocket) -> bool,
+        holder: &mut dyn FnMut(Owner),
+    ) -> Drained {
         let mut drained = Drained::default();
         let mut record = [0u8; RECORD_LEN];
-        let mut owner = None;
         for _ in 0..PER_DRAIN {
             if !matches!(
                 self.queue.lookup_into_and_delete(&[], &mut record),
@@ -198,12 +205,13 @@ impl RefusedSockets {
                 drained.failed += 1;
                 continue;
             };
-            let handled = handle(&socket);
-            if let Some(destroyed) = &handled.destroyed {
+            let sought = last(&socket);
+            let mut no_one = |_| {};
+            let destroyed = handle(&socket, if sought { &mut *holder } else { &mut no_one });
+            if let Some(destroyed) = &destroyed {
                 drained.count(destroyed);
             }
-            if last(&socket, &handled) {
-                owner = handled.owner;
+            if sought {
                 break;
             }
         }
@@ -211,7 +219,7 @@ impl RefusedSockets {
             .fetch_add(drained.destroyed, Ordering::Relaxed);
         self.not_destroyed
             .fetch_add(drained.not_found + drained.failed, Ordering::Relaxed);
-        (drained, owner)
+        drained
     }
 }
 
@@ -244,30 +252,22 @@ pub(crate) struct Owner {
     pub uid: u32,
 }
 
-/// What was done with one queued socket.
-struct Handled {
-    owner: Option<Owner>,
-    /// Whether it was destroyed; `None` for an audited one.
-    destroyed: Option<io::Result<()>>,
-}
-
-/// Finds the namespace `socket` is in, names its owner there and destroys
-/// it unless it was only audited.
-fn handle(socket: &RefusedSocket) -> Handled {
+/// Finds the namespace `socket` is in, hands its holder (if found) to
+/// `holder`, then destroys it unless it was only audited. Returns whether
+/// it was destroyed (`None` for an audited one).
+fn handle(socket: &RefusedSocket, holder: &mut dyn FnMut(Owner)) -> Option<io::Result<()>> {
     let pids = cgroup_pids(socket.cgroup_id).unwrap_or_default();
-    let mut owner = None;
     let destroyed = in_its_namespace(&pids, |diag| {
         let (inode, uid) = request_inode(diag, socket)?;
-        owner = holder_of(inode, &pids).map(|tgid| Owner { tgid, uid });
+        if let Some(tgid) = holder_of(inode, &pids) {
+            holder(Owner { tgid, uid });
+        }
         match socket.audited {
             true => Ok(()),
             false => request_destroy(diag, socket),
         }
     });
-    Handled {
-        owner,
-        destroyed: (!socket.audited).then_some(destroyed),
-    }
+    (!socket.audited).then_some(destroyed)
 }
 
 /// The first of `pids` with a descriptor on the socket of `inode`.

@@ -440,29 +440,33 @@ fn run(
         };
         let fresh = ev.time >= started;
         // The egress Stratum judge names no process (a packet may leave
-        // from another task): the refused socket's holder is the one, and
-        // the judge's `kill` is carried out here on it (below, once /proc
-        // has described it).
-        let mut holder_found = false;
-        if ev.tgid == 0 {
-            if let (Some(queue), Target::Stratum { addr, .. }) =
-                (counters.refused.get(), &ev.target)
-            {
-                if let Some(owner) = queue.destroy_for_event(ev.cgroup_id, (addr.ip(), addr.port()))
-                {
-                    ev.tgid = owner.tgid;
-                    ev.pid = owner.tgid;
-                    ev.uid = owner.uid;
-                    holder_found = true;
+        // from another task): the refused socket's holder is the one. It is
+        // described, and killed for `kill`, before its socket is destroyed
+        // (it may exit as soon as the socket fails).
+        let mut described = false;
+        if let (0, Some(queue), Target::Stratum { addr, .. }) =
+            (ev.tgid, counters.refused.get(), &ev.target)
+        {
+            let peer = (addr.ip(), addr.port());
+            queue.destroy_for_event(ev.cgroup_id, peer, &mut |owner| {
+                ev.tgid = owner.tgid;
+                ev.pid = owner.tgid;
+                ev.uid = owner.uid;
+                ev.comm = proc_comm(owner.tgid);
+                complete_from_proc(&mut ev, raw.proc_src);
+                described = true;
+                if fresh && ev.action.kills() && owner.tgid > 1 {
+                    // SAFETY: plain syscall.
+                    unsafe { libc::kill(owner.tgid as i32, libc::SIGKILL) };
                 }
-            }
+            });
         }
-        if ev.comm.is_empty() {
+        if !described && ev.comm.is_empty() {
             // Program types that may not read comm (sk_msg on older kernels):
             // ask /proc while the task is still there (before any kill).
             ev.comm = proc_comm(ev.tgid);
         }
-        if ev.proc_source == ProcSource::Proc {
+        if !described && ev.proc_source == ProcSource::Proc {
             // Likewise for the parent and argv (program types that may not
             // read the task here).
             complete_from_proc(&mut ev, raw.proc_src);
@@ -472,7 +476,7 @@ fn run(
         if fresh
             && ev.action.kills()
             && ev.tgid > 1
-            && (holder_found || kill_from_userspace.contains(&ev.target.kind()))
+            && kill_from_userspace.contains(&ev.target.kind())
         {
             // SAFETY: plain syscall; the kernel already refused the operation.
             unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };

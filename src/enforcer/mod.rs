@@ -652,11 +652,15 @@ impl Enforcer {
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
     /// where the sk_msg program does (the cgroup backend; on the lsm backend
     /// also sends that bypass socket_sendmsg, such as sendfile on kernels
-    /// before 6.5, see [`Enforcer::stratum_sk_msg`]). Follows
-    /// [`Enforcer::lsm_stratum`]: final once a profile with a stratum rule
-    /// is applied.
+    /// before 6.5, see [`Enforcer::stratum_sk_msg`]). With the egress judge
+    /// ([`CgroupStratumJudge::Egress`]) the refused send itself succeeds
+    /// and the socket is destroyed: the sender's next call fails with
+    /// `ECONNABORTED`. Follows [`Enforcer::lsm_stratum`]: final once a
+    /// profile with a stratum rule is applied.
     pub fn stratum_errno(&self) -> i32 {
-        if self.kernel.stratum_in_lsm().is_active() {
+        if self.refused.is_some() {
+            libc::ECONNABORTED
+        } else if self.kernel.stratum_in_lsm().is_active() {
             libc::EPERM
         } else {
             libc::EACCES

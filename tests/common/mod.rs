@@ -68,13 +68,24 @@ pub fn backend_choice() -> BackendChoice {
         .unwrap_or_default()
 }
 
-/// An enforcer on the backend under test.
+/// The cgroup backend's Stratum judge under test:
+/// MINERGUARD_TEST_STRATUM_JUDGE=sk-msg|egress (the library's default when
+/// unset).
+pub fn stratum_judge() -> minerguard::CgroupStratumJudge {
+    std::env::var("MINERGUARD_TEST_STRATUM_JUDGE")
+        .ok()
+        .map(|s| s.parse().expect("MINERGUARD_TEST_STRATUM_JUDGE"))
+        .unwrap_or_default()
+}
+
+/// An enforcer on the backend (and Stratum judge) under test.
 pub fn enforcer() -> Enforcer {
     // Parallel tests hold several enforcers of a few hundred descriptors
     // each; the VM guest's soft limit is 1,024.
     minerguard::raise_open_file_limit().expect("raise RLIMIT_NOFILE");
     Enforcer::with_options(EnforcerOptions {
         backend: backend_choice(),
+        cgroup_stratum_judge: stratum_judge(),
         ..Default::default()
     })
     .expect("enforcer loads")
@@ -598,9 +609,13 @@ pub enum SendOutcome {
 
 /// Connects to `addr` from a child forked into `cgroup` (or not moved) and
 /// sends each message in turn with send(2), stopping at the first failure.
+/// With the egress Stratum judge under test, a refused send succeeds and
+/// its socket is destroyed soon after: the child then waits (300 ms at
+/// most) for an error on the socket, reported as the last send's failure.
 pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]]) -> SendOutcome {
     assert!(messages.len() < 6);
     let (storage, len, family) = sockaddr(addr, false);
+    let egress = cgroup.is_some() && stratum_judge() == minerguard::CgroupStratumJudge::Egress;
     let end = fork_in(cgroup, || unsafe {
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 {
@@ -610,11 +625,35 @@ pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]
             return 200 + (*libc::__errno_location()).min(40);
         }
         for (i, m) in messages.iter().enumerate() {
-            if libc::send(s, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
-                let errno = (*libc::__errno_location()).min(31);
+            if libc::send(s, m.as_ptr().cast(), m.len(), libc::MSG_NOSIGNAL) != m.len() as isize {
+                let errno = match *libc::__errno_location() {
+                    libc::ECONNABORTED => SEND_ERRNO_ABORTED,
+                    e => e.min(30),
+                };
                 // Give a userspace SIGKILL (for `kill` rules) time to land.
                 libc::usleep(300_000);
                 return ((i as i32 + 1) << 5) | errno;
+            }
+        }
+        if egress && !messages.is_empty() {
+            let mut p = libc::pollfd {
+                fd: s,
+                events: 0,
+                revents: 0,
+            };
+            let (mut err, mut len) = (0i32, 4u32);
+            if libc::poll(&mut p, 1, 300) == 1
+                && libc::getsockopt(
+                    s,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut i32).cast(),
+                    &mut len,
+                ) == 0
+                && err != 0
+            {
+                libc::usleep(300_000);
+                return ((messages.len() as i32) << 5) | SEND_ERRNO_ABORTED;
             }
         }
         0
@@ -626,10 +665,17 @@ pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]
         ChildEnd::Code(c) if c >= 200 => SendOutcome::ConnectFailed(c - 200),
         ChildEnd::Code(c) => SendOutcome::SendFailed {
             index: (c >> 5) as usize - 1,
-            errno: c & 31,
+            errno: match c & 31 {
+                SEND_ERRNO_ABORTED => libc::ECONNABORTED,
+                e => e,
+            },
         },
     }
 }
+
+/// `send_in`'s exit code for ECONNABORTED (its five bits hold errnos up to
+/// 30; 31, EMLINK, is never a send's).
+const SEND_ERRNO_ABORTED: i32 = 31;
 
 /// The call a test sends bytes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

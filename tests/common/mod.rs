@@ -635,26 +635,9 @@ pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]
                 return ((i as i32 + 1) << 5) | errno;
             }
         }
-        if egress && !messages.is_empty() {
-            let mut p = libc::pollfd {
-                fd: s,
-                events: 0,
-                revents: 0,
-            };
-            let (mut err, mut len) = (0i32, 4u32);
-            if libc::poll(&mut p, 1, 300) == 1
-                && libc::getsockopt(
-                    s,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    (&mut err as *mut i32).cast(),
-                    &mut len,
-                ) == 0
-                && err != 0
-            {
-                libc::usleep(300_000);
-                return ((messages.len() as i32) << 5) | SEND_ERRNO_ABORTED;
-            }
+        if egress && !messages.is_empty() && socket_error_within(s, 300) != 0 {
+            libc::usleep(300_000);
+            return ((messages.len() as i32) << 5) | SEND_ERRNO_ABORTED;
         }
         0
     });
@@ -671,6 +654,32 @@ pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]
             },
         },
     }
+}
+
+/// The error on socket `s` within `ms` milliseconds (0 if none): what a
+/// destroyed socket reports. Async-signal-safe (poll, getsockopt).
+///
+/// # Safety
+/// `s` is a socket of this process.
+pub unsafe fn socket_error_within(s: i32, ms: i32) -> i32 {
+    let mut p = libc::pollfd {
+        fd: s,
+        events: 0,
+        revents: 0,
+    };
+    let (mut err, mut len) = (0i32, 4u32);
+    if libc::poll(&mut p, 1, ms) == 1
+        && libc::getsockopt(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut i32).cast(),
+            &mut len,
+        ) == 0
+    {
+        return err;
+    }
+    0
 }
 
 /// `send_in`'s exit code for ECONNABORTED (its five bits hold errnos up to

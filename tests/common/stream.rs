@@ -269,8 +269,11 @@ pub enum StreamOutcome {
 impl StreamOutcome {
     /// Whether the payload was refused with `errno`, and so was the next
     /// send on that socket.
+    /// With the egress judge (`errno` ECONNABORTED: the socket was
+    /// destroyed) the call after the refused one fails with EPIPE.
     pub fn refused_with(&self, errno: i32) -> bool {
-        matches!(*self, StreamOutcome::Refused { errno: e, again: a, .. } if e == errno && a == errno)
+        let again_ok = |a: i32| a == errno || (errno == libc::ECONNABORTED && a == libc::EPIPE);
+        matches!(*self, StreamOutcome::Refused { errno: e, again: a, .. } if e == errno && again_ok(a))
     }
 }
 
@@ -326,6 +329,8 @@ pub fn send_stream_in(
 ) -> StreamOutcome {
     let (storage, len, family) = sockaddr_of(to);
     let chunk = chunks.size(payload.len());
+    let egress =
+        cgroup.is_some() && super::stratum_judge() == minerguard::CgroupStratumJudge::Egress;
     // SAFETY: a fresh shared anonymous mapping, unmapped below.
     let shared = unsafe {
         libc::mmap(
@@ -405,6 +410,15 @@ pub fn send_stream_in(
             // A short send (a blocking socket may still take less): go on
             // from where it stopped.
             offset += sent as usize;
+        }
+        // The egress judge's refusal comes after the send: the socket is
+        // destroyed soon after (300 ms at most here).
+        if egress && super::socket_error_within(s, 300) != 0 {
+            (*report).offset = payload.len() as u64;
+            (*report).errno = libc::ECONNABORTED as i64;
+            let again = send_once(s, b" ", via);
+            (*report).again = if again < 0 { errno() } else { 0 };
+            return 1;
         }
         0
     });

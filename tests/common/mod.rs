@@ -78,6 +78,12 @@ pub fn stratum_judge() -> minerguard::CgroupStratumJudge {
         .unwrap_or_default()
 }
 
+/// Whether the egress Stratum judge is under test: a refused send then
+/// succeeds, and the socket is destroyed soon after.
+pub fn egress_under_test() -> bool {
+    stratum_judge() == minerguard::CgroupStratumJudge::Egress
+}
+
 /// An enforcer on the backend (and Stratum judge) under test.
 pub fn enforcer() -> Enforcer {
     // Parallel tests hold several enforcers of a few hundred descriptors
@@ -336,7 +342,7 @@ pub fn connect_then_send<R>(
 ) -> (ChildEnd, R) {
     let mut between = Some(between);
     let mut result = None;
-    let end = send_in_steps(cg, addr, &[messages], 0, |_| {
+    let end = send_in_steps(cg, addr, &[messages], 0, egress_under_test(), |_| {
         result = between.take().map(|f| f())
     });
     (end, result.expect("ran before the sends"))
@@ -347,7 +353,9 @@ pub fn connect_then_send<R>(
 /// runs here. The child's end: `Code(0)` when all were sent (after
 /// `linger_us`, e.g. to hold a socket while its event is read), `100 +
 /// errno` when a send failed (after 100 ms, for a userspace kill to land),
-/// 98 or 99 when its set-up failed. The child goes on before a panic in
+/// 98 or 99 when its set-up failed; with `wait_for_error` (the egress
+/// judge: a refusal comes after the send), `100 + errno` also when its
+/// socket fails within 300 ms of the last send. The child goes on before a panic in
 /// `before` unwinds, so a failed assert there leaves no child waiting.
 /// MSG_NOSIGNAL: a send on a reset socket must not kill the child.
 pub fn send_in_steps(
@@ -355,6 +363,7 @@ pub fn send_in_steps(
     addr: SocketAddr,
     groups: &[&[&[u8]]],
     linger_us: u32,
+    wait_for_error: bool,
     mut before: impl FnMut(usize),
 ) -> ChildEnd {
     let (storage, len, family) = sockaddr_of(addr);
@@ -386,6 +395,12 @@ pub fn send_in_steps(
                             libc::usleep(100_000);
                             return 100 + errno.min(150);
                         }
+                    }
+                }
+                if wait_for_error {
+                    let errno = socket_error_within(fd, 300);
+                    if errno != 0 {
+                        return 100 + errno.min(150);
                     }
                 }
                 libc::usleep(linger_us);
@@ -615,7 +630,7 @@ pub enum SendOutcome {
 pub fn send_in(cgroup: Option<&OwnedCgroup>, addr: SocketAddr, messages: &[&[u8]]) -> SendOutcome {
     assert!(messages.len() < 6);
     let (storage, len, family) = sockaddr(addr, false);
-    let egress = cgroup.is_some() && stratum_judge() == minerguard::CgroupStratumJudge::Egress;
+    let egress = cgroup.is_some() && egress_under_test();
     let end = fork_in(cgroup, || unsafe {
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 {
@@ -737,6 +752,8 @@ pub unsafe fn send_once(s: i32, part: &[u8], via: SendVia) -> isize {
 /// Connects to `addr` from a child forked into `cgroup` and sends `data`
 /// in `chunk`-byte calls of `via`: `Code(0)` when all went out, `Code(100 +
 /// errno)` at the first failed call, or the signal that killed the child.
+/// Under the egress Stratum judge a refusal comes after the call: the
+/// child waits (300 ms at most) for its socket's error once all went out.
 pub fn send_chunks_in(
     cgroup: Option<&OwnedCgroup>,
     addr: SocketAddr,
@@ -745,7 +762,10 @@ pub fn send_chunks_in(
     via: SendVia,
 ) -> ChildEnd {
     let (storage, len, family) = sockaddr(addr, false);
+    let egress = cgroup.is_some() && egress_under_test();
     fork_in(cgroup, || unsafe {
+        // A call on a destroyed socket must fail, not kill the child.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 || libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
             return 99;
@@ -756,10 +776,16 @@ pub fn send_chunks_in(
                 let errno = *libc::__errno_location();
                 // Give a userspace SIGKILL (for `kill` rules) time to land.
                 libc::usleep(300_000);
-                return 100 + errno.min(100);
+                return 100 + errno.min(150);
             }
         }
-        0
+        match egress {
+            true => match socket_error_within(s, 300) {
+                0 => 0,
+                errno => 100 + errno.min(150),
+            },
+            false => 0,
+        }
     })
 }
 

@@ -329,8 +329,7 @@ pub fn send_stream_in(
 ) -> StreamOutcome {
     let (storage, len, family) = sockaddr_of(to);
     let chunk = chunks.size(payload.len());
-    let egress =
-        cgroup.is_some() && super::stratum_judge() == minerguard::CgroupStratumJudge::Egress;
+    let egress = cgroup.is_some() && super::egress_under_test();
     // SAFETY: a fresh shared anonymous mapping, unmapped below.
     let shared = unsafe {
         libc::mmap(

@@ -661,6 +661,7 @@ fn a_pool_that_connects_in_is_refused() {
     let mut fds = [0; 2];
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (port_rx, port_tx) = (fds[0], fds[1]);
+    let egress = egress_under_test();
     std::thread::scope(|s| {
         // The miner listens in the scope; the pool connects to it and the
         // miner logs in on the accepted socket.
@@ -691,9 +692,17 @@ fn a_pool_that_connects_in_is_refused() {
                 {
                     let errno = *libc::__errno_location();
                     libc::usleep(100_000);
-                    return 100 + errno.min(100);
+                    return 100 + errno.min(150);
                 }
-                0
+                // The egress judge refuses after the send: the socket is
+                // destroyed soon after.
+                match egress {
+                    true => match socket_error_within(c, 300) {
+                        0 => 0,
+                        errno => 100 + errno.min(150),
+                    },
+                    false => 0,
+                }
             })
         });
         let mut port = [0u8; 2];

@@ -111,7 +111,7 @@ fn the_egress_judge_keeps_every_mining_method_from_the_pool() {
             .collect();
         // The sends succeed: the packet is dropped after them.
         assert_eq!(
-            send_in_steps(&cg, addr, &[&sends], 0, |_| {}),
+            send_in_steps(&cg, addr, &[&sends], 0, false, |_| {}),
             ChildEnd::Code(0),
             "{sig:?}"
         );
@@ -162,7 +162,7 @@ fn the_egress_judge_passes_clean_streams_and_audits() {
     // child does for half a second), passed, and the socket left alone.
     let (cg, enforcer) = egress_scope(Action::Audit);
     assert_eq!(
-        send_in_steps(&cg, addr, &[&[STRATUM_SUBSCRIBE]], 500_000, |_| {}),
+        send_in_steps(&cg, addr, &[&[STRATUM_SUBSCRIBE]], 500_000, false, |_| {}),
         ChildEnd::Code(0)
     );
     let ev = expect_stratum_event(&enforcer, StratumSignature::V1);
@@ -181,9 +181,11 @@ fn the_egress_judge_reads_accepted_sockets_and_sockets_connected_before_apply() 
     let addr = pool.local_addr().unwrap();
     let mut enforcer = egress_enforcer();
     // Connected before the profile applies; sends after it.
-    let (end, applied) = connect_then_send(&cg, addr, &[HELLO, STRATUM_SUBSCRIBE], || {
-        enforcer.apply(&stratum_profile(Action::Deny), scope_of(&cg))
+    let mut applied = None;
+    let end = send_in_steps(&cg, addr, &[&[HELLO, STRATUM_SUBSCRIBE]], 0, false, |_| {
+        applied = Some(enforcer.apply(&stratum_profile(Action::Deny), scope_of(&cg)));
     });
+    let applied = applied.expect("ran");
     applied.expect("apply");
     assert_eq!(end, ChildEnd::Code(0));
     assert_eq!(received(&pool), HELLO);
@@ -442,7 +444,7 @@ fn a_restarted_instance_reads_on_where_the_last_one_stopped() {
     // The child is forked (and connected) first: it must not inherit the
     // instance's lock. It holds its socket for a second after the tail,
     // so that the event is read while it lives.
-    let end = send_in_steps(&cg, addr, &[&[head], &[tail]], 1_000_000, |step| {
+    let end = send_in_steps(&cg, addr, &[&[head], &[tail]], 1_000_000, false, |step| {
         if step == 0 {
             let mut enforcer = Enforcer::with_options(options()).expect("enforcer");
             enforcer.apply(&profile, scope_of(&cg)).expect("apply");

@@ -119,6 +119,7 @@ pub(crate) struct RefusedSockets {
 impl RefusedSockets {
     /// The queue map `mg_refused`.
     pub fn new(queue: MapHandle) -> Self {
+        warm_up();
         RefusedSockets {
             queue,
             destroyed: AtomicU64::new(0),
@@ -339,6 +340,29 @@ fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
         NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
         NetlinkPayload::Error(_) => Ok(()),
         other => Err(unexpected(other)),
+    }
+}
+
+/// Asks sock_diag about a socket that does not exist, once per family, so
+/// that the kernel loads its inet_diag and tcp_diag modules now (the first
+/// request of a boot does: in an emulated guest that took seconds) rather
+/// than when the first refused socket is to be destroyed.
+fn warm_up() {
+    let Ok(diag) = Socket::new(NETLINK_SOCK_DIAG) else {
+        return;
+    };
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        let nobody = RefusedSocket {
+            cookie: 0,
+            cgroup_id: 0,
+            local: (ip, 0),
+            remote: (ip, 0),
+            audited: true,
+        };
+        let _ = request_inode(&diag, &nobody);
     }
 }
 

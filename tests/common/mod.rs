@@ -327,6 +327,7 @@ pub fn fork_in(cgroup: Option<&OwnedCgroup>, body: impl FnOnce() -> i32) -> Chil
     }
     match libc::WEXITSTATUS(status) {
         250 => panic!("the child could not join its cgroup"),
+        249 => panic!("the child could not list its inherited descriptors"),
         c => ChildEnd::Code(c),
     }
 }
@@ -438,40 +439,84 @@ pub fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
 /// (fork copies every fd). A link another test detached in the meantime
 /// would otherwise stay attached while this child lives: its cgroup keeps
 /// the program, and attaching the same program again fails (EEXIST/EINVAL).
-/// Async-signal-safe: readlink(2) and close(2) only.
+/// Every open fd is visited (the tests raise `RLIMIT_NOFILE`, so an
+/// instance's lock may sit far above 1,024): the fd numbers come from
+/// getdents64 on /proc/self/fd.
+/// Async-signal-safe: open(2), getdents64(2), readlink(2) and close(2) only.
 unsafe fn close_inherited_bpf_fds() {
-    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0";
-    let mut target = [0u8; 32];
-    for fd in 3..1024i32 {
-        // "/proc/self/fd/" is 14 bytes; write the decimal fd after it.
-        let mut digits = [0u8; 8];
-        let (mut n, mut i) = (fd, digits.len());
-        while n > 0 {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        let len = digits.len() - i;
-        path[14..14 + len].copy_from_slice(&digits[i..]);
-        path[14 + len] = 0;
-        let got = libc::readlink(
-            path.as_ptr().cast(),
-            target.as_mut_ptr().cast(),
-            target.len(),
+    let dir = libc::open(
+        c"/proc/self/fd".as_ptr(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    );
+    if dir < 0 {
+        libc::_exit(249);
+    }
+    // 8-byte aligned: linux_dirent64 starts with a u64.
+    let mut buf = [0u64; 512];
+    loop {
+        let got = libc::syscall(
+            libc::SYS_getdents64,
+            dir,
+            buf.as_mut_ptr(),
+            std::mem::size_of_val(&buf),
         );
         if got <= 0 {
-            continue;
+            break;
         }
-        let t = &target[..got as usize];
-        // An instance's lock too: a child holding it would keep another
-        // test's restart of that instance out (PinError::InUse).
-        if t.starts_with(b"anon_inode:bpf")
-            || t.starts_with(b"anon_inode:[perf_event]")
-            || t.starts_with(b"/run/minerguard/")
-        {
-            libc::close(fd);
+        let bytes = std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got as usize);
+        let mut at = 0;
+        while at + 19 < bytes.len() {
+            // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16,
+            // d_type u8, d_name (NUL-terminated).
+            let reclen = u16::from_ne_bytes([bytes[at + 16], bytes[at + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let mut fd: i32 = -1;
+            for &b in &bytes[at + 19..at + reclen] {
+                match b {
+                    b'0'..=b'9' => fd = fd.max(0) * 10 + i32::from(b - b'0'),
+                    _ => break,
+                }
+            }
+            if fd > 2 && fd != dir && inherited_from_an_enforcer(fd) {
+                libc::close(fd);
+            }
+            at += reclen;
         }
     }
+    libc::close(dir);
+}
+
+/// Whether `fd` (in a forked child) is a BPF object, a perf event or an
+/// instance's lock. An instance's lock held by a child would keep another
+/// test's restart of that instance out (PinError::InUse).
+unsafe fn inherited_from_an_enforcer(fd: i32) -> bool {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 10];
+    let (mut n, mut i) = (fd, digits.len());
+    while n > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let len = digits.len() - i;
+    // "/proc/self/fd/" is 14 bytes; the decimal fd follows.
+    path[14..14 + len].copy_from_slice(&digits[i..]);
+    path[14 + len] = 0;
+    let mut target = [0u8; 32];
+    let got = libc::readlink(
+        path.as_ptr().cast(),
+        target.as_mut_ptr().cast(),
+        target.len(),
+    );
+    if got <= 0 {
+        return false;
+    }
+    let t = &target[..got as usize];
+    t.starts_with(b"anon_inode:bpf")
+        || t.starts_with(b"anon_inode:[perf_event]")
+        || t.starts_with(b"/run/minerguard/")
 }
 
 fn sockaddr(addr: SocketAddr, v4_mapped: bool) -> (libc::sockaddr_storage, libc::socklen_t, i32) {

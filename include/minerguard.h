@@ -455,6 +455,10 @@ typedef struct mg_enforcer_options {
    * (`mg_enforcer_options o = {0};`) so fields added later are NULL/0.
    */
   const char *instance;
+  /**
+   * An `mg_stratum_judge` value; 0 is the default (egress).
+   */
+  uint32_t stratum_judge;
 } mg_enforcer_options;
 
 /**
@@ -766,6 +770,32 @@ enum mg_result mg_enforcer_check_status(const struct mg_enforcer *enforcer,
  */
 enum mg_result mg_enforcer_released_sockets(const struct mg_enforcer *enforcer,
                                             uint64_t *out_count);
+
+/**
+ * `*out_destroyed` and `*out_not_destroyed` receive how many TCP sockets
+ * the egress Stratum judge refused and destroyed, and how many it could
+ * not destroy (closed first, or a kernel without
+ * `CONFIG_INET_DIAG_DESTROY`: their packets are dropped while the judge is
+ * attached). Both 0 on other judges (see `Enforcer::destroyed_sockets`).
+ *
+ * # Safety
+ * `out_destroyed` and `out_not_destroyed` must be writable.
+ */
+enum mg_result mg_enforcer_destroyed_sockets(const struct mg_enforcer *enforcer,
+                                             uint64_t *out_destroyed,
+                                             uint64_t *out_not_destroyed);
+
+/**
+ * `*out_errno` receives the errno a send refused by a `stratum` rule fails
+ * with: EPERM (the lsm hook), EACCES (the sk_msg judge) or ECONNABORTED
+ * (the egress judge: the refused send succeeds, the socket is destroyed
+ * and the sender's next call fails). Final once a profile with a stratum
+ * rule is applied (see `Enforcer::stratum_errno`).
+ *
+ * # Safety
+ * `out_errno` must be writable.
+ */
+enum mg_result mg_enforcer_stratum_errno(const struct mg_enforcer *enforcer, int32_t *out_errno);
 
 /**
  * Has the kernel write `count` audit events for the handle's first rule

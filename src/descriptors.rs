@@ -22,24 +22,42 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// `source` as a [`LoadError::DescriptorLimit`] if it is EMFILE, else
+/// Fewer free descriptors than this after a failed load or attach: the
+/// failure is put down to the limit. An object holds a few dozen while it
+/// loads (its own descriptor of each shared map, its BTF, its programs),
+/// and libbpf has closed them by the time it reports.
+const HEADROOM: u64 = 64;
+
+/// `source` as a [`LoadError::DescriptorLimit`] if it is EMFILE, or if the
+/// process is left with fewer than [`HEADROOM`] free descriptors; else
 /// unchanged. libbpf keeps the errno only in the message of the error it
-/// returns (its kind is `Other`), and at that point even /proc/self/fd
-/// could not be opened to count what is open.
+/// returns (its kind is `Other`), and it does not always keep EMFILE: a
+/// map whose creation with BTF fails (EMFILE) is tried again without BTF,
+/// and a socket-storage map then fails with EINVAL.
 pub(crate) fn classify(
     during: impl FnOnce() -> String,
     source: libbpf_rs::Error,
 ) -> Result<LoadError, libbpf_rs::Error> {
     let emfile = format!("(os error {})", libc::EMFILE);
-    if !format!("{source:#}").contains(&emfile) {
+    let soft_limit = current_limit().map_or(0, |l| l.rlim_cur);
+    if !format!("{source:#}").contains(&emfile) && !short_of_descriptors(soft_limit) {
         return Err(source);
     }
-    let soft_limit = current_limit().map_or(0, |l| l.rlim_cur);
     Ok(LoadError::DescriptorLimit {
         during: during(),
         soft_limit,
         source,
     })
+}
+
+/// Whether fewer than [`HEADROOM`] descriptors are free below `soft_limit`
+/// (true also when /proc/self/fd cannot even be opened for lack of one).
+fn short_of_descriptors(soft_limit: u64) -> bool {
+    match std::fs::read_dir("/proc/self/fd") {
+        // The count includes the directory's own descriptor.
+        Ok(dir) => (dir.count() as u64).saturating_add(HEADROOM) > soft_limit,
+        Err(e) => e.raw_os_error() == Some(libc::EMFILE),
+    }
 }
 
 fn current_limit() -> io::Result<libc::rlimit> {
@@ -65,7 +83,7 @@ mod tests {
     }
 
     #[test]
-    fn only_emfile_is_a_descriptor_limit() {
+    fn emfile_or_no_headroom_is_a_descriptor_limit() {
         let emfile = libbpf_rs::Error::from_raw_os_error(libc::EMFILE);
         match classify(|| "loading BPF object `x`".into(), emfile) {
             Ok(e @ LoadError::DescriptorLimit { .. }) => {
@@ -75,6 +93,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // With the test process's descriptors well below its limit.
+        raise_open_file_limit().expect("raise");
         let eperm = libbpf_rs::Error::from_raw_os_error(libc::EPERM);
         assert!(classify(|| "x".into(), eperm).is_err());
     }

@@ -279,6 +279,29 @@ fn c_and_rust_agree_on_struct_layouts() {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     assert_eq!(layout("mg_scan_options"), expected);
+    let rust_enforcer_options = [
+        (
+            "size",
+            std::mem::size_of::<capi::enforcer::mg_enforcer_options>(),
+        ),
+        (
+            "backend",
+            offset_of!(capi::enforcer::mg_enforcer_options, backend),
+        ),
+        (
+            "instance",
+            offset_of!(capi::enforcer::mg_enforcer_options, instance),
+        ),
+        (
+            "stratum_judge",
+            offset_of!(capi::enforcer::mg_enforcer_options, stratum_judge),
+        ),
+    ];
+    let expected: Vec<(String, usize)> = rust_enforcer_options
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(layout("mg_enforcer_options"), expected);
 }
 
 #[test]
@@ -802,13 +825,38 @@ fn learn_self_test_and_check_status_through_the_c_api() {
     // SAFETY: valid pointers.
     let rc = unsafe { mg_enforcer_apply_cgroup(e, profile, status_path.as_ptr(), &mut handle) };
     assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
-    for check in [mg_check::MG_CHECK_LOADER_EXEC, mg_check::MG_CHECK_FAST_OPEN] {
-        assert_eq!(
-            status(check),
-            (1, String::new()),
-            "{check:?} on the test kernels"
-        );
+    // The cgroup backend's default Stratum judge reads packets on egress
+    // (Fast Open SYNs included): no Fast Open hook, no sk_msg program.
+    let egress = !lsm;
+    assert_eq!(
+        status(mg_check::MG_CHECK_LOADER_EXEC),
+        (1, String::new()),
+        "loader exec on the test kernels"
+    );
+    let (active, why) = status(mg_check::MG_CHECK_FAST_OPEN);
+    if egress {
+        assert_eq!(active, 0, "Fast Open under the egress judge");
+        assert!(why.contains("egress judge"), "Fast Open: {why}");
+    } else {
+        assert_eq!((active, why), (1, String::new()), "Fast Open");
     }
+    let mut errno = 0i32;
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { mg_enforcer_stratum_errno(e, &mut errno) },
+        mg_result::MG_OK
+    );
+    let want = match (lsm, egress) {
+        (true, _) => libc::EPERM,
+        (false, true) => libc::ECONNABORTED,
+        (false, false) => libc::EACCES,
+    };
+    assert_eq!(errno, want, "stratum errno on backend {kind:?}");
+    // SAFETY: a null out-pointer is refused, not written.
+    assert_eq!(
+        unsafe { mg_enforcer_stratum_errno(e, std::ptr::null_mut()) },
+        mg_result::MG_ERR_NULL_POINTER
+    );
     // Stratum in the lsm hook: active exactly on the lsm backend; on the
     // cgroup backend the reason says why.
     let (active, why) = status(mg_check::MG_CHECK_LSM_STRATUM);
@@ -827,7 +875,7 @@ fn learn_self_test_and_check_status_through_the_c_api() {
     let (active, why) = status(mg_check::MG_CHECK_STRATUM_SK_MSG);
     assert_eq!(
         active,
-        u32::from(!lsm_judges_every_send(lsm)),
+        u32::from(!egress && !lsm_judges_every_send(lsm)),
         "stratum sk_msg on backend {kind:?}: {why}"
     );
     assert_eq!(why.is_empty(), active == 1, "{why}");
@@ -843,6 +891,27 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         mg_result::MG_OK
     );
     assert_eq!(released, 0, "no socket of a stratum scope sent anything");
+    let (mut destroyed, mut not_destroyed) = (7u64, 7u64);
+    // SAFETY: valid out-pointers.
+    assert_eq!(
+        unsafe { mg_enforcer_destroyed_sockets(e, &mut destroyed, &mut not_destroyed) },
+        mg_result::MG_OK
+    );
+    assert_eq!(
+        (destroyed, not_destroyed),
+        (0, 0),
+        "no socket of a stratum scope was refused"
+    );
+    for (d, n) in [
+        (std::ptr::null_mut(), &mut not_destroyed as *mut u64),
+        (&mut destroyed as *mut u64, std::ptr::null_mut()),
+    ] {
+        // SAFETY: a null out-pointer is refused before either is written.
+        assert_eq!(
+            unsafe { mg_enforcer_destroyed_sockets(e, d, n) },
+            mg_result::MG_ERR_NULL_POINTER
+        );
+    }
     // SAFETY: a null out-pointer is refused, not written.
     assert_eq!(
         unsafe { mg_enforcer_released_sockets(e, std::ptr::null_mut()) },
@@ -1054,6 +1123,7 @@ fn a_pinned_instance_outlives_its_enforcer_and_is_adopted_through_the_c_api() {
         require_all_rules: 0,
         no_syscall_tracepoints: 0,
         instance: name.as_ptr(),
+        stratum_judge: 0,
     };
     let open = || {
         let mut e: *mut mg_enforcer = std::ptr::null_mut();
@@ -1161,6 +1231,7 @@ fn instance_names_are_checked_before_anything_is_loaded() {
             require_all_rules: 0,
             no_syscall_tracepoints: 0,
             instance: name.as_ptr(),
+            stratum_judge: 0,
         };
         let mut e: *mut mg_enforcer = 0x10 as *mut mg_enforcer;
         // SAFETY: readable options, writable out.
@@ -1179,6 +1250,25 @@ fn instance_names_are_checked_before_anything_is_loaded() {
         );
         assert!(last_error().contains(&shown), "{}", last_error());
     }
+    // A Stratum judge that does not exist: refused before anything loads.
+    let options = mg_enforcer_options {
+        backend: 0,
+        event_capacity: 0,
+        require_all_rules: 0,
+        no_syscall_tracepoints: 0,
+        instance: std::ptr::null(),
+        stratum_judge: 7,
+    };
+    let mut e: *mut mg_enforcer = 0x10 as *mut mg_enforcer;
+    // SAFETY: readable options, writable out.
+    let rc = unsafe { mg_enforcer_new_with_options(&options, &mut e) };
+    assert_eq!(rc, mg_result::MG_ERR_INVALID_ARGUMENT);
+    assert!(e.is_null(), "a failed open leaves *out NULL");
+    assert!(
+        last_error().contains("options.stratum_judge 7"),
+        "{}",
+        last_error()
+    );
     assert_eq!(with_name(c"bad\xff"), mg_result::MG_ERR_INVALID_UTF8);
     assert!(
         last_error().contains("`options.instance`"),

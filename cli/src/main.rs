@@ -86,12 +86,13 @@ pub(crate) struct LoadArgs {
     /// on the host).
     #[arg(long)]
     no_syscall_tracepoints: bool,
-    /// What judges Stratum on the cgroup backend: sk-msg (sockets tracked
-    /// in a sockhash, the refused send fails) or egress (packets read as
-    /// they leave, the refused one dropped and its socket destroyed; not
-    /// the default yet, see `CgroupStratumJudge` in the library's
-    /// documentation).
-    #[arg(long, default_value = "sk-msg")]
+    /// What judges Stratum on the cgroup backend: egress (packets read as
+    /// they leave, the refused one dropped and its socket destroyed: the
+    /// sender's next call fails with ECONNABORTED) or sk-msg (sockets
+    /// tracked in a sockhash, the refused send fails with EACCES; costs
+    /// more per connection). See `CgroupStratumJudge` in the library's
+    /// documentation.
+    #[arg(long, default_value = "egress")]
     stratum_judge: CgroupStratumJudge,
 }
 

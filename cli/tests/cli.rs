@@ -232,6 +232,7 @@ const COUNT_PARENT_PROG_TYPES: &str = "for f in /proc/$PPID/fd/*; do [ \"$(readl
 
 /// `BPF_PROG_TYPE_*` values (include/uapi/linux/bpf.h).
 const PROG_TRACEPOINT: u32 = 5;
+const PROG_CGROUP_SKB: u32 = 8;
 const PROG_SOCK_OPS: u32 = 13;
 const PROG_SK_MSG: u32 = 16;
 const PROG_TRACING: u32 = 26;
@@ -265,8 +266,10 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
     let (_, all) = loaded(&default);
     let n = |m: &std::collections::BTreeMap<u32, usize>, t| m.get(&t).copied().unwrap_or(0);
     // Stratum: the socket tracking and the sk_msg verdict, except where
-    // the lsm hook sees every send (Linux 6.5 and later).
-    let tracked = usize::from(!lsm_judges_every_send(backend == "lsm"));
+    // the lsm hook sees every send (Linux 6.5 and later) and on the cgroup
+    // backend, whose default judge reads packets on egress.
+    let egress = backend == "cgroup";
+    let tracked = usize::from(!egress && !lsm_judges_every_send(backend == "lsm"));
     for t in [PROG_SOCK_OPS, PROG_SK_MSG] {
         assert_eq!(
             (n(&few, t), n(&all, t)),
@@ -280,12 +283,17 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
         n(&few, PROG_TRACING) + 1,
         "{few:?} {all:?}"
     );
-    if backend == "cgroup" {
-        // Loader exec (mmap, mprotect, pkey_mprotect) and Fast Open
-        // (sendto, sendmsg, sendmmsg).
+    if egress {
+        // The egress judge: one cgroup_skb program, which reads Fast Open
+        // SYNs too. Loader exec: mmap, mprotect, pkey_mprotect.
+        assert_eq!(
+            (n(&few, PROG_CGROUP_SKB), n(&all, PROG_CGROUP_SKB)),
+            (0, 1),
+            "{few:?} {all:?}"
+        );
         assert_eq!(
             (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
-            (0, 6),
+            (0, 3),
             "{few:?} {all:?}"
         );
     } else {
@@ -769,15 +777,10 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
         .unwrap()
         .path()
         .to_path_buf();
-    // 64 and 128: a BPF object fails to load. On the cgroup backend 300
-    // lets every object load and attaching to the command's cgroup fails
-    // midway (links are descriptors too), which must be rolled back.
     // prlimit sets the hard limit as well, so the CLI cannot raise it.
-    let mut limits = vec![64, 128];
-    if !minerguard::probe().bpf_lsm.available {
-        limits.push(300);
-    }
-    for limit in limits {
+    // Whether `run` succeeded at `limit`; when it did not, it must have
+    // exited 3 naming the limit, and left no cgroup and no instance.
+    let run_at = |limit: u32| -> (bool, String) {
         let nofile = format!("--nofile={limit}:{limit}");
         let child = Command::new("prlimit")
             .args([&nofile, "--"])
@@ -790,7 +793,10 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
         let child_pid = child.id();
         let prefix = format!("minerguard-run-{child_pid}-");
         let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() {
+            return (true, stderr);
+        }
         assert_eq!(out.status.code(), Some(3), "limit {limit}: {stderr}");
         assert!(
             stderr.contains(&format!(
@@ -813,6 +819,35 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
             pinned_instance(&instance).is_none(),
             "limit {limit}: instance {instance} left pinned"
         );
+        (false, stderr)
+    };
+    // 64 and 128: a BPF object fails to load.
+    for limit in [64, 128] {
+        let (ok, stderr) = run_at(limit);
+        assert!(!ok, "limit {limit}: {stderr}");
+        assert!(
+            stderr.contains("loading BPF object"),
+            "limit {limit}: {stderr}"
+        );
+    }
+    // On the cgroup backend the highest limit that still fails lets every
+    // object load, and attaching to the command's cgroup runs out midway
+    // (links are descriptors too), which must be rolled back. Found by
+    // raising the limit until `run` starts (about 270 today).
+    if !minerguard::probe().bpf_lsm.available {
+        let mut last_failure = None;
+        let mut limit = 200;
+        loop {
+            let (ok, stderr) = run_at(limit);
+            if ok {
+                break;
+            }
+            last_failure = Some((limit, stderr));
+            limit += 5;
+            assert!(limit <= 1000, "`run` never started: {last_failure:?}");
+        }
+        let (limit, stderr) = last_failure.expect("`run` started at 200 descriptors");
+        assert!(stderr.contains("attaching"), "limit {limit}: {stderr}");
     }
 }
 

@@ -152,6 +152,16 @@ impl Backend for CgroupBackend {
         Ok(())
     }
 
+    fn stratum_in_lsm(&self, _hooks: &SharedHooks) -> CheckStatus {
+        let reason = match self.stratum_judge {
+            StratumJudge::Egress => "the cgroup backend judges Stratum in its egress program",
+            _ => "the cgroup backend judges Stratum in its sk_msg program",
+        };
+        CheckStatus::Off {
+            reason: reason.into(),
+        }
+    }
+
     fn kills_in_kernel(&self, hooks: &SharedHooks, kind: RuleKind) -> bool {
         match kind {
             RuleKind::Connect => self.signal_in_cgroup,

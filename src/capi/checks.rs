@@ -91,6 +91,53 @@ pub unsafe extern "C" fn mg_enforcer_released_sockets(
     })
 }
 
+/// `*out_destroyed` and `*out_not_destroyed` receive how many TCP sockets
+/// the egress Stratum judge refused and destroyed, and how many it could
+/// not destroy (closed first, or a kernel without
+/// `CONFIG_INET_DIAG_DESTROY`: their packets are dropped while the judge is
+/// attached). Both 0 on other judges (see `Enforcer::destroyed_sockets`).
+///
+/// # Safety
+/// `out_destroyed` and `out_not_destroyed` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_destroyed_sockets(
+    enforcer: *const mg_enforcer,
+    out_destroyed: *mut u64,
+    out_not_destroyed: *mut u64,
+) -> mg_result {
+    guard(|| {
+        if out_not_destroyed.is_null() {
+            return Err(Failure::null("out_not_destroyed"));
+        }
+        let (destroyed, not_destroyed) = with_enforcer(enforcer, |e| Ok(e.destroyed_sockets()))?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_destroyed, destroyed, "out_destroyed")? };
+        // SAFETY: checked non-NULL; writable per the caller's contract.
+        unsafe { out_not_destroyed.write(not_destroyed) };
+        Ok(())
+    })
+}
+
+/// `*out_errno` receives the errno a send refused by a `stratum` rule fails
+/// with: EPERM (the lsm hook), EACCES (the sk_msg judge) or ECONNABORTED
+/// (the egress judge: the refused send succeeds, the socket is destroyed
+/// and the sender's next call fails). Final once a profile with a stratum
+/// rule is applied (see `Enforcer::stratum_errno`).
+///
+/// # Safety
+/// `out_errno` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn mg_enforcer_stratum_errno(
+    enforcer: *const mg_enforcer,
+    out_errno: *mut i32,
+) -> mg_result {
+    guard(|| {
+        let errno = with_enforcer(enforcer, |e| Ok(e.stratum_errno()))?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(out_errno, errno, "out_errno") }
+    })
+}
+
 /// Has the kernel write `count` audit events for the handle's first rule
 /// (exec events naming `minerguard-self-test`) into the event stream, to
 /// check that events reach their consumer; `*out_written` receives how many

@@ -63,6 +63,35 @@ fn backend_arg(value: u32) -> Result<BackendChoice, Failure> {
     }
 }
 
+/// What judges Stratum on the cgroup backend (`mg_enforcer_options`;
+/// the lsm backend judges in its own hooks whatever this says).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mg_stratum_judge {
+    /// The library's default: `MG_STRATUM_JUDGE_EGRESS`.
+    MG_STRATUM_JUDGE_DEFAULT = 0,
+    /// Packets read as they leave (`cgroup_skb/egress`): the one that
+    /// completes a mining method is dropped and its socket destroyed; the
+    /// send itself succeeds, the sender's next call fails with
+    /// ECONNABORTED (see `mg_enforcer_destroyed_sockets()`).
+    MG_STRATUM_JUDGE_EGRESS = 1,
+    /// Sockets tracked in a sockhash and their sends read by sk_msg: the
+    /// send that completes a mining method fails with EACCES. Costs more
+    /// per connection.
+    MG_STRATUM_JUDGE_SK_MSG = 2,
+}
+
+fn stratum_judge_arg(value: u32) -> Result<crate::CgroupStratumJudge, Failure> {
+    match value {
+        0 => Ok(crate::CgroupStratumJudge::default()),
+        1 => Ok(crate::CgroupStratumJudge::Egress),
+        2 => Ok(crate::CgroupStratumJudge::SkMsg),
+        v => Err(Failure::invalid(format!(
+            "options.stratum_judge {v} is not MG_STRATUM_JUDGE_DEFAULT (0), MG_STRATUM_JUDGE_EGRESS (1) or MG_STRATUM_JUDGE_SK_MSG (2)"
+        ))),
+    }
+}
+
 /// The name of an `mg_backend` value (`"auto"`, `"lsm"`, `"cgroup"`,
 /// `"none"`), or `"unknown"`. A static string: never freed, never NULL.
 #[no_mangle]
@@ -105,6 +134,8 @@ pub struct mg_enforcer_options {
     /// Read during the call only. Zero-initialise the struct
     /// (`mg_enforcer_options o = {0};`) so fields added later are NULL/0.
     pub instance: *const c_char,
+    /// An `mg_stratum_judge` value; 0 is the default (egress).
+    pub stratum_judge: u32,
 }
 
 /// Live enforcers; `None` once `mg_enforcer_detach()` took the enforcer out
@@ -192,6 +223,7 @@ pub unsafe extern "C" fn mg_enforcer_new_with_options(
                 }
                 built.require_all_rules = o.require_all_rules != 0;
                 built.syscall_tracepoints = o.no_syscall_tracepoints == 0;
+                built.cgroup_stratum_judge = stratum_judge_arg(o.stratum_judge)?;
                 if !o.instance.is_null() {
                     // SAFETY: non-NULL: a NUL-terminated string per the
                     // caller's contract.

@@ -419,6 +419,9 @@ static void static_strings(void) {
   printf("layout mg_scan_options size=%zu dry_run=%zu exclude=%zu exclude_count=%zu\n",
          sizeof(mg_scan_options), offsetof(mg_scan_options, dry_run),
          offsetof(mg_scan_options, exclude), offsetof(mg_scan_options, exclude_count));
+  printf("layout mg_enforcer_options size=%zu backend=%zu instance=%zu stratum_judge=%zu\n",
+         sizeof(mg_enforcer_options), offsetof(mg_enforcer_options, backend),
+         offsetof(mg_enforcer_options, instance), offsetof(mg_enforcer_options, stratum_judge));
 }
 
 /* Scans and the behaviour detector: every bad argument refused before

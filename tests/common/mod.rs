@@ -84,6 +84,12 @@ pub fn egress_under_test() -> bool {
     stratum_judge() == minerguard::CgroupStratumJudge::Egress
 }
 
+/// Whether `enforcer` judges Stratum with the egress program: the cgroup
+/// backend, with the egress judge under test.
+pub fn egress_judges(enforcer: &Enforcer) -> bool {
+    enforcer.backend() == minerguard::BackendKind::Cgroup && egress_under_test()
+}
+
 /// An enforcer on the backend (and Stratum judge) under test.
 pub fn enforcer() -> Enforcer {
     // Parallel tests hold several enforcers of a few hundred descriptors
@@ -1142,7 +1148,9 @@ pub enum Part<'a> {
 
 /// Connects to `addr` from a child forked into `cgroup` and sends `parts` in
 /// order (sendfile parts from files written into `dir`): `Code(0)` when all
-/// went out, `Code(100 + errno)` at the first failed call.
+/// went out, `Code(100 + errno)` at the first failed call. Under the egress
+/// judge (in a cgroup) also `Code(100 + errno)` when the socket fails within
+/// 2 s of the last part (a refused socket is destroyed after the send).
 pub fn send_parts_in(
     cgroup: Option<&OwnedCgroup>,
     addr: SocketAddr,
@@ -1163,6 +1171,7 @@ pub fn send_parts_in(
         })
         .collect();
     let (storage, len, family) = sockaddr(addr, false);
+    let egress = cgroup.is_some() && egress_under_test();
     fork_in(cgroup, || unsafe {
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 || libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
@@ -1186,7 +1195,13 @@ pub fn send_parts_in(
                 let errno = *libc::__errno_location();
                 // Give a userspace SIGKILL (for `kill` rules) time to land.
                 libc::usleep(300_000);
-                return 100 + errno.min(100);
+                return 100 + errno.min(150);
+            }
+        }
+        if egress {
+            let errno = socket_error_within(s, 2000);
+            if errno != 0 {
+                return 100 + errno.min(150);
             }
         }
         0

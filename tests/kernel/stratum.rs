@@ -61,6 +61,7 @@ fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
         .apply(&stratum_profile(Action::Deny), scope_of(&cg))
         .unwrap();
     let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    let egress = egress_judges(&enforcer);
     // The status as data says what the text getters say.
     let checks = enforcer.checks();
     assert_eq!(checks.stratum_sk_msg.as_result(), enforcer.stratum_sk_msg());
@@ -69,13 +70,24 @@ fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
     assert_eq!(checks.lsm_stratum.is_active(), lsm, "{checks:?}");
     assert_eq!(
         matches!(checks.stratum_sk_msg, CheckStatus::NotNeeded { .. }),
-        lsm_judges_every_send(lsm),
+        lsm_judges_every_send(lsm) || egress,
         "{checks:?}"
     );
-    // The cgroup backend always judges in sk_msg; the lsm backend only
-    // before 6.5, where sendfile and splice bypass its hook.
+    // The cgroup backend judges in sk_msg or on egress; the lsm backend
+    // in sk_msg only before 6.5, where sendfile and splice bypass its hook.
     match enforcer.stratum_sk_msg() {
-        Ok(()) => assert!(!lsm_judges_every_send(lsm), "lsm on 6.5+ tracks sockets"),
+        Ok(()) => assert!(
+            !lsm_judges_every_send(lsm) && !egress,
+            "lsm on 6.5+ and the egress judge track no sockets"
+        ),
+        Err(why) if egress => {
+            assert!(why.contains("egress judge reads"), "{why}");
+            let lsm_off = enforcer.lsm_stratum().unwrap_err();
+            assert!(lsm_off.contains("its egress program"), "{lsm_off}");
+            assert_eq!(enforcer.stratum_errno(), libc::ECONNABORTED);
+            let fast_open = enforcer.fast_open().unwrap_err();
+            assert!(fast_open.contains("Fast Open SYNs included"), "{fast_open}");
+        }
         Err(why) => {
             assert!(lsm_judges_every_send(lsm), "{why}");
             assert!(why.contains("every send reaches"), "{why}");
@@ -238,8 +250,11 @@ fn stratum_sent_with_sendfile_is_refused() {
     // out through send() (judged by the lsm hook too) before or after.
     // From 6.5 on it reaches the lsm hook as pages, which judges it alone
     // (EPERM), and the cgroup backend's sk_msg program (EACCES).
+    // The egress judge lets the call that completes the method succeed and
+    // destroys its socket: the child's next look at it fails (ECONNABORTED).
     let refused = match enforcer.stratum_sk_msg() {
         Ok(()) => libc::EACCES,
+        Err(_) if egress_judges(enforcer) => libc::ECONNABORTED,
         Err(why) => {
             assert!(why.contains("every send"), "{why}");
             libc::EPERM
@@ -295,14 +310,28 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     enforcer
         .apply(&stratum_profile(Action::Deny), scope_of(&cg))
         .unwrap();
-    enforcer
-        .fast_open()
-        .expect("Fast Open payloads are judged on this kernel");
+    // The egress judge reads the SYN like any packet: no Fast Open hook.
+    let egress = egress_judges(&enforcer);
+    if egress {
+        let why = enforcer.fast_open().unwrap_err();
+        assert!(why.contains("egress judge reads"), "{why}");
+    } else {
+        enforcer
+            .fast_open()
+            .expect("Fast Open payloads are judged on this kernel");
+    }
+    // The egress judge drops the SYN (and its retransmissions): the call
+    // succeeds, and the pool never gets the connection.
+    let refused = if egress {
+        ChildEnd::Code(0)
+    } else {
+        ChildEnd::Code(100 + libc::EPERM)
+    };
     let pool = listener(false);
     let addr = pool.local_addr().unwrap();
     assert_eq!(
         fast_open_send_in(Some(&cg), addr, STRATUM_SUBSCRIBE, None),
-        ChildEnd::Code(100 + libc::EPERM)
+        refused
     );
     assert!(received(&pool).is_empty(), "the pool got a connection");
     let ev = wait_event(&enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
@@ -317,7 +346,8 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
         }
         ref t => panic!("{t:?}"),
     }
-    assert!(ev.pid > 0, "{ev:?}");
+    // (The egress judge names the socket's holder, gone with the child.)
+    assert!(egress || ev.pid > 0, "{ev:?}");
     // Clean Fast Open in the scope, and Stratum outside it, go through.
     assert_eq!(
         fast_open_send_in(Some(&cg), addr, HTTP_GET, None),
@@ -330,11 +360,12 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     );
     assert_eq!(received(&pool), STRATUM_SUBSCRIBE);
     // A payload in an untouched file mapping: the lsm socket_sendmsg hook
-    // faults it in and judges it (Stratum refused, clean passes); the
-    // syscall tracepoint cannot, and refuses it unjudged.
+    // faults it in and judges it (Stratum refused, clean passes), and the
+    // egress judge reads it from the packet; the syscall tracepoint cannot,
+    // and refuses it unjudged.
     let dir = TempDir::new("tfo");
     let file = dir.path().join("payload");
-    let (payload, signature) = if enforcer.stratum_errno() == libc::EPERM {
+    let (payload, signature) = if enforcer.stratum_errno() == libc::EPERM || egress {
         assert_eq!(
             fast_open_send_in(Some(&cg), addr, HTTP_GET, Some(&file)),
             ChildEnd::Code(0)
@@ -346,7 +377,7 @@ fn stratum_in_a_tcp_fast_open_syn_is_refused() {
     };
     assert_eq!(
         fast_open_send_in(Some(&cg), addr, payload, Some(&file)),
-        ChildEnd::Code(100 + libc::EPERM)
+        refused
     );
     assert!(received(&pool).is_empty(), "the pool got a connection");
     let ev = wait_event(
@@ -861,10 +892,12 @@ fn fast_open_by_sendmmsg_or_connect_option_cannot_carry_stratum() {
     let scoped = Scoped::apply(&stratum_profile(Action::Deny));
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
-    // sendmmsg: judged by the syscall tracepoint (cgroup) or the lsm hook.
+    // sendmmsg: judged by the syscall tracepoint (cgroup), the lsm hook,
+    // or the egress judge (which drops the SYN: the call succeeds).
+    let egress = egress_judges(enforcer);
     assert_eq!(
         fast_open_via_in(Some(cg), addr, XMRIG_LOGIN, FastOpenVia::Sendmmsg),
-        ChildEnd::Code(100 + libc::EPERM)
+        ChildEnd::Code(if egress { 0 } else { 100 + libc::EPERM })
     );
     // TCP_FASTOPEN_CONNECT: the lsm hook judges the write; the cgroup
     // backend refuses the option itself.
@@ -963,9 +996,11 @@ fn a_full_socket_tracking_refuses_connections_never_passes_them() {
     require_kernel!();
     const LIMIT: usize = 4;
     let cg = test_cgroup();
+    // The limit is the sk_msg judge's (the egress judge tracks nothing).
     let mut enforcer = minerguard::Enforcer::with_options(minerguard::EnforcerOptions {
         backend: backend_choice(),
         stratum_sockets: LIMIT as u32,
+        cgroup_stratum_judge: minerguard::CgroupStratumJudge::SkMsg,
         ..Default::default()
     })
     .unwrap();

@@ -178,6 +178,12 @@ impl Enforcer {
     /// `remove_instance()`. Given the name of an existing instance, the
     /// enforcer adopts it (its maps, links, scopes and undelivered events);
     /// one live enforcer per instance (`PinError` while another holds it).
+    ///
+    /// `stratum_judge` picks what judges Stratum on the cgroup backend:
+    /// `"egress"` (the default: the refused packet is dropped and its
+    /// socket destroyed, the sender's next call fails with ECONNABORTED) or
+    /// `"sk-msg"` (the refused send fails with EACCES; costs more per
+    /// connection).
     #[new]
     #[pyo3(signature = (
         backend = "auto",
@@ -185,7 +191,8 @@ impl Enforcer {
         event_capacity = 65_536,
         require_all_rules = false,
         syscall_tracepoints = true,
-        instance = None
+        instance = None,
+        stratum_judge = "egress"
     ))]
     fn new(
         py: Python<'_>,
@@ -194,6 +201,7 @@ impl Enforcer {
         require_all_rules: bool,
         syscall_tracepoints: bool,
         instance: Option<String>,
+        stratum_judge: &str,
     ) -> PyResult<Self> {
         let options = EnforcerOptions {
             backend: parse_backend(backend)?,
@@ -201,6 +209,9 @@ impl Enforcer {
             require_all_rules,
             syscall_tracepoints,
             instance,
+            cgroup_stratum_judge: stratum_judge
+                .parse()
+                .map_err(|e: String| PyValueError::new_err(format!("stratum_judge: {e}")))?,
             ..EnforcerOptions::default()
         };
         let enforcer = py
@@ -461,6 +472,15 @@ impl Enforcer {
     #[getter]
     fn released_sockets(&self, py: Python<'_>) -> PyResult<u64> {
         self.with(py, |e| Ok(e.released_sockets()))
+    }
+
+    /// `(destroyed, not_destroyed)`: TCP sockets the egress Stratum judge
+    /// refused and destroyed, and those it could not destroy (closed first,
+    /// or no `CONFIG_INET_DIAG_DESTROY`: their packets are dropped while
+    /// the judge is attached). `(0, 0)` on other judges.
+    #[getter]
+    fn destroyed_sockets(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        self.with(py, |e| Ok(e.destroyed_sockets()))
     }
 
     /// Handles of every applied profile.

@@ -234,40 +234,82 @@ def test_denied_connect_inside_scope_only(
 
 
 _SEND = """
-import socket, sys, time
+import select, socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 try:
     s.sendall(sys.argv[2].encode())
 except OSError as e:
     sys.exit(e.errno)
+# The egress judge lets the refused send succeed and destroys the socket:
+# wait (argv[4] seconds at most) for the error that tells the sender.
+if select.select([s], [], [], float(sys.argv[4]))[0]:
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        sys.exit(err)
 time.sleep(float(sys.argv[3]))
 """
 
 
-def test_stratum_send_is_refused_and_clean_sockets_are_released(
-    cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket
+def _stratum_is_refused_and_clean_sockets_go_untouched(
+    cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket, judge: str
 ) -> None:
     port = port_of(listener)
     enforcer.apply(
         Profile("py-stratum").add_rule_dict({"name": "stratum-protocol", "action": "deny", "stratum": {}}),
         cgroup=str(cgroup.path),
     )
-    assert enforcer.stratum_errno == (errno.EPERM if enforcer.lsm_stratum is None else errno.EACCES)
-    assert enforcer.fast_open is None
-    assert (enforcer.lsm_stratum is None) == (enforcer.backend == "lsm"), enforcer.lsm_stratum
-    if enforcer.backend == "cgroup":
+    lsm = enforcer.backend == "lsm"
+    egress = not lsm and judge == "egress"
+    if egress:
+        assert enforcer.stratum_errno == errno.ECONNABORTED
+        assert enforcer.stratum_sk_msg is not None and "egress judge" in enforcer.stratum_sk_msg
+        assert enforcer.fast_open is not None and "egress judge" in enforcer.fast_open
+    else:
+        assert enforcer.stratum_errno == (errno.EPERM if lsm else errno.EACCES)
+        assert enforcer.fast_open is None
+    assert (enforcer.lsm_stratum is None) == lsm, enforcer.lsm_stratum
+    if enforcer.backend == "cgroup" and not egress:
         assert enforcer.stratum_sk_msg is None
     subscribe = '{"id": 1, "method": "mining.subscribe", "params": []}\n'
-    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), subscribe, "0"]) == enforcer.stratum_errno
+    sent = run_in(cgroup, [sys.executable, "-c", _SEND, str(port), subscribe, "0", "5"])
+    assert sent == enforcer.stratum_errno
     ev = wait_for(enforcer, "stratum-protocol")
     assert (ev.kind, ev.port, ev.signature, ev.method) == ("stratum", port, "stratum-v1", "mining.")
-    # A clean client that stays connected leaves the Stratum send path once
-    # the reader's budget (4096 bytes) is spent.
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(5)
+        got = b""
+        try:
+            while chunk := conn.recv(4096):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        assert b"mining.subscribe" not in got, got
+    assert enforcer.destroyed_sockets == ((1, 0) if egress else (0, 0))
+    # A clean client that stays connected: past the reader's budget (4096
+    # bytes) the sk_msg path releases its socket; the egress judge tracks
+    # none.
     assert enforcer.released_sockets == 0
     upload = "POST /upload HTTP/1.1\r\nContent-Length: 4040\r\n\r\n"
     upload += "x" * (4096 - len(upload))
-    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), upload, "0.5"]) == 0
-    assert enforcer.released_sockets == 1
+    assert run_in(cgroup, [sys.executable, "-c", _SEND, str(port), upload, "0.5", "0"]) == 0
+    assert enforcer.released_sockets == (0 if egress else 1)
+
+
+def test_stratum_send_is_refused_and_clean_sockets_go_untouched(
+    cgroup: Cgroup, enforcer: Enforcer, listener: socket.socket
+) -> None:
+    _stratum_is_refused_and_clean_sockets_go_untouched(cgroup, enforcer, listener, "egress")
+
+
+def test_the_sk_msg_stratum_judge_can_be_chosen(cgroup: Cgroup, kernel: None, listener: socket.socket) -> None:
+    with Enforcer(backend(), stratum_judge="sk-msg") as enf:
+        _stratum_is_refused_and_clean_sockets_go_untouched(cgroup, enf, listener, "sk-msg")
+
+
+def test_an_unknown_stratum_judge_is_named() -> None:
+    with pytest.raises(ValueError, match="stratum_judge: unknown Stratum judge `nope`"):
+        Enforcer(stratum_judge="nope")  # type: ignore[arg-type]
 
 
 def test_update_swaps_profile_and_context_exit_removes_everything(

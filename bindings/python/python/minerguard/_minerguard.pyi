@@ -222,9 +222,11 @@ class Enforcer:
         require_all_rules: bool = False,
         syscall_tracepoints: bool = True,
         instance: Optional[str] = None,
+        stratum_judge: Literal["egress", "sk-msg"] = "egress",
     ) -> None:
         """`instance`: pin the enforcement under that name (it outlives
-        `close()`), or adopt the existing instance of that name."""
+        `close()`), or adopt the existing instance of that name.
+        `stratum_judge`: what judges Stratum on the cgroup backend."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -273,6 +275,9 @@ class Enforcer:
     def stratum_errno(self) -> int: ...
     @property
     def released_sockets(self) -> int: ...
+    @property
+    def destroyed_sockets(self) -> tuple[int, int]:
+        """(destroyed, not_destroyed) by the egress Stratum judge."""
     def handles(self) -> list[PolicyHandle]: ...
     def effective_action(
         self, kind: str, requested: str

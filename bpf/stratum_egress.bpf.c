@@ -143,7 +143,8 @@ static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_so
 }
 
 /* Queues `sk` for userspace. A full queue leaves a refused socket to this
- * program, which drops every packet of it while attached. */
+ * program, which drops every packet of it while attached (counted, so
+ * userspace can say so). */
 static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_sock *sk,
 					     __u16 audited)
 {
@@ -168,7 +169,8 @@ static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_s
 		q.remote[2] = sk->dst_ip6[2];
 		q.remote[3] = sk->dst_ip6[3];
 	}
-	bpf_map_push_elem(&mg_refused, &q, 0);
+	if (bpf_map_push_elem(&mg_refused, &q, 0) && !audited)
+		mg_count(MG_STAT_REFUSED_UNQUEUED);
 }
 
 /* Where the TCP payload starts, its sequence number and the TCP flags;

@@ -8,6 +8,10 @@
 //!   full) or `webhook` (the webhook's queue was full);
 //! - `minerguard_webhook_deliveries_total{outcome}`: webhook payloads,
 //!   `outcome` = `delivered` or `failed`;
+//! - `minerguard_refused_sockets_total{outcome}`: TCP sockets the egress
+//!   Stratum judge refused, `outcome` = `destroyed` or `not_destroyed`
+//!   (cut off by the judge's drops only: see
+//!   `minerguard::Enforcer::destroyed_sockets`);
 //! - `minerguard_scopes`, `minerguard_containers`: gauges;
 //! - `minerguard_hook_status{check,status}`: 1 for each check's current
 //!   status (a check has one series at a time).
@@ -148,6 +152,7 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     drops: Family<DropLabels, TotalCounter>,
     deliveries: Family<DeliveryLabels, TotalCounter>,
+    refused_sockets: Family<DeliveryLabels, TotalCounter>,
     scopes: Gauge,
     containers: Gauge,
     hook_status: Family<HookLabels, Gauge>,
@@ -171,6 +176,7 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         let drops = Family::<DropLabels, TotalCounter>::default();
         let deliveries = Family::<DeliveryLabels, TotalCounter>::default();
+        let refused_sockets = Family::<DeliveryLabels, TotalCounter>::default();
         let scopes = Gauge::default();
         let containers = Gauge::default();
         let hook_status = Family::<HookLabels, Gauge>::default();
@@ -189,6 +195,11 @@ impl Metrics {
             "minerguard_webhook_deliveries",
             "Webhook payloads, by outcome (delivered, failed after every try)",
             deliveries.clone(),
+        );
+        registry.register(
+            "minerguard_refused_sockets",
+            "TCP sockets the egress Stratum judge refused, by outcome (destroyed; not_destroyed: cut off by the judge's drops only)",
+            refused_sockets.clone(),
         );
         registry.register("minerguard_scopes", "Scopes applied", scopes.clone());
         registry.register(
@@ -211,11 +222,15 @@ impl Metrics {
                 outcome: outcome.as_str(),
             }));
         }
+        for outcome in ["destroyed", "not_destroyed"] {
+            drop(refused_sockets.get_or_create(&DeliveryLabels { outcome }));
+        }
         Metrics {
             registry,
             events,
             drops,
             deliveries,
+            refused_sockets,
             scopes,
             containers,
             hook_status,
@@ -251,6 +266,16 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .set(total);
+    }
+
+    /// The totals of refused sockets the egress Stratum judge destroyed and
+    /// could not destroy, as the enforcer counts them.
+    pub fn set_refused_sockets(&self, destroyed: u64, not_destroyed: u64) {
+        for (outcome, total) in [("destroyed", destroyed), ("not_destroyed", not_destroyed)] {
+            self.refused_sockets
+                .get_or_create(&DeliveryLabels { outcome })
+                .set(total);
+        }
     }
 
     /// The number of scopes applied.

@@ -347,6 +347,7 @@ fn metrics_endpoint_serves_metrics_and_probes() {
     metrics.set_drops(DropSite::Webhook, 2);
     metrics.set_deliveries(Delivery::Delivered, 40);
     metrics.set_deliveries(Delivery::Failed, 1);
+    metrics.set_refused_sockets(7, 1);
     metrics.set_scopes(3);
     metrics.set_containers(12);
     metrics.set_hook_status([("lsm", "ok"), ("cgroup_connect", "ok")]);
@@ -365,6 +366,9 @@ fn metrics_endpoint_serves_metrics_and_probes() {
         r#"minerguard_drops_total{where="webhook"} 2"#,
         r#"minerguard_webhook_deliveries_total{outcome="delivered"} 40"#,
         r#"minerguard_webhook_deliveries_total{outcome="failed"} 1"#,
+        "# TYPE minerguard_refused_sockets counter",
+        r#"minerguard_refused_sockets_total{outcome="destroyed"} 7"#,
+        r#"minerguard_refused_sockets_total{outcome="not_destroyed"} 1"#,
         "minerguard_scopes 3",
         "minerguard_containers 12",
         r#"minerguard_hook_status{check="lsm",status="missing"} 1"#,

@@ -88,6 +88,9 @@ enum mg_stat {
 	MG_STAT_RINGBUF_DROPS = 0,
 	/* Accepted sockets the Stratum sockhash had no room for. */
 	MG_STAT_UNTRACKED = 1,
+	/* Sockets the egress Stratum judge refused (deny or kill) that its
+	 * queue to userspace had no room for: cut off, not destroyed. */
+	MG_STAT_REFUSED_UNQUEUED = 2,
 	MG_STAT_MAX = 4,
 };
 

@@ -43,9 +43,20 @@ fn status_label(s: &CheckStatus) -> &'static str {
     }
 }
 
-/// Refreshes what `/metrics` reads from the enforcer and the webhook.
-fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>) {
+/// Refreshes what `/metrics` reads from the enforcer and the webhook, and
+/// warns when refused sockets could not be destroyed since the last time
+/// (`not_destroyed`: the count the last warning was about).
+fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>, not_destroyed: &mut u64) {
     let enforcer: &Enforcer = agent.enforcer();
+    let (destroyed, failed) = enforcer.destroyed_sockets();
+    metrics.set_refused_sockets(destroyed, failed);
+    if failed > *not_destroyed {
+        eprintln!(
+            "{PREFIX}: warning: {} refused Stratum socket(s) could not be destroyed ({failed} in all, {destroyed} destroyed): the egress judge drops their packets while it is attached, but their senders are not told. Closed first, a kernel without CONFIG_INET_DIAG_DESTROY, or the judge's queue full",
+            failed - *not_destroyed
+        );
+        *not_destroyed = failed;
+    }
     let drops = enforcer.drops();
     metrics.set_drops(DropSite::Ring, drops.ring);
     metrics.set_drops(DropSite::Channel, drops.channel);
@@ -241,7 +252,8 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     let mut behaviour_plan = (agent.behaviour_plan(), dry_run);
     watching.set_plan(agent.behaviour_plan(), dry_run);
     let mut next_scan = next_round(agent.config().scan.every);
-    refresh(&metrics, &agent, webhook.as_deref());
+    let mut not_destroyed = 0;
+    refresh(&metrics, &agent, webhook.as_deref(), &mut not_destroyed);
     metrics.set_ready(true);
     let (containers, bound) = agent.counts();
     eprintln!(
@@ -289,7 +301,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
         if refreshed.elapsed() >= METRICS_EVERY {
             refreshed = Instant::now();
-            refresh(&metrics, &agent, webhook.as_deref());
+            refresh(&metrics, &agent, webhook.as_deref(), &mut not_destroyed);
         }
     }
     eprintln!(

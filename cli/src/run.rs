@@ -116,8 +116,16 @@ pub fn run(
     }
     writer.finish();
     let drops = enforcer.drops();
+    // Removing the scope destroys the refused sockets still queued first.
     enforcer.remove(handle)?;
+    let (destroyed, not_destroyed) = enforcer.destroyed_sockets();
     enforcer.detach()?;
+    if not_destroyed > 0 {
+        eprintln!(
+            "{PREFIX}: warning: {not_destroyed} of {} refused Stratum sockets could not be destroyed (gone before, a kernel without CONFIG_INET_DIAG_DESTROY, or the judge's queue full): their packets were dropped while the command ran, but their senders were not told",
+            destroyed + not_destroyed
+        );
+    }
     cgroup.remove()?;
     if !quiet && (drops.ring > 0 || drops.channel > 0) {
         eprintln!(

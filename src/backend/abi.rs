@@ -41,6 +41,9 @@ pub(crate) const PATTERN_ID_OVERLONG: u32 = c::mg_limit::MG_PATTERN_ID_OVERLONG.
 pub(crate) const STAT_RINGBUF_DROPS: u32 = c::mg_stat::MG_STAT_RINGBUF_DROPS.0;
 /// `MG_STAT_UNTRACKED`: accepted sockets the full Stratum sockhash refused.
 pub(crate) const STAT_UNTRACKED: u32 = c::mg_stat::MG_STAT_UNTRACKED.0;
+/// `MG_STAT_REFUSED_UNQUEUED`: sockets the egress Stratum judge refused
+/// that its full queue could not hand to userspace.
+pub(crate) const STAT_REFUSED_UNQUEUED: u32 = c::mg_stat::MG_STAT_REFUSED_UNQUEUED.0;
 
 /// `enum mg_kind` (a `u8` in `struct mg_event`).
 pub(crate) const KIND_EXEC: u8 = byte(c::mg_kind::MG_KIND_EXEC.0);

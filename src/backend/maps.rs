@@ -13,8 +13,8 @@ use crate::{
 
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_FILE, PATH_ALLOW_DIR,
-    PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN, STAT_RINGBUF_DROPS,
-    STAT_UNTRACKED,
+    PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN, STAT_REFUSED_UNQUEUED,
+    STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -539,6 +539,12 @@ impl SharedMaps {
     /// Accepted sockets the full Stratum sockhash could not take.
     pub fn untracked_sockets(&self) -> u64 {
         self.stat(STAT_UNTRACKED)
+    }
+
+    /// Sockets the egress Stratum judge refused that its full queue could
+    /// not hand to userspace (left cut off, not destroyed).
+    pub fn refused_unqueued(&self) -> u64 {
+        self.stat(STAT_REFUSED_UNQUEUED)
     }
 
     /// Sets how many sockets the Stratum sockhash holds before the connect

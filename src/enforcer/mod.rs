@@ -858,11 +858,17 @@ impl Enforcer {
     /// Each refused socket is destroyed through sock_diag right after its
     /// event (its queued bytes dropped, its peer reset, the sender's next
     /// call failing with `ECONNABORTED`); `not_destroyed` counts those that
-    /// closed first, whose namespace could not be entered, or that the
-    /// kernel would not destroy (no `CONFIG_INET_DIAG_DESTROY`): the judge
-    /// drops their packets as long as it is attached. (0, 0) on other paths.
+    /// closed first, whose namespace could not be entered, that the
+    /// kernel would not destroy (no `CONFIG_INET_DIAG_DESTROY`), or that
+    /// came when the judge's queue to userspace was full (4,096 waiting):
+    /// the judge drops their packets as long as it is attached. (0, 0) on
+    /// other paths.
     pub fn destroyed_sockets(&self) -> (u64, u64) {
-        self.refused.as_ref().map_or((0, 0), |r| r.counts())
+        self.refused.as_ref().map_or((0, 0), |r| {
+            let (destroyed, not_destroyed) = r.counts();
+            let unqueued = self.kernel.maps().refused_unqueued();
+            (destroyed, not_destroyed.saturating_add(unqueued))
+        })
     }
 
     /// Destroys the refused sockets queued so far (the event thread does

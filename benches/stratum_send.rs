@@ -1,8 +1,10 @@
-//! `send()` overhead of the Stratum check (sockops puts each new TCP client
-//! socket of a covered cgroup into a sockhash; an `sk_msg` verdict feeds
-//! its sends to the socket's Stratum reader until the reader's budget is
-//! spent, then `bpf_msg_apply_bytes` passes the rest and the enforcer takes
-//! the socket out of the sockhash).
+//! `send()` overhead of the Stratum check. On the cgroup backend's default
+//! judge a `cgroup_skb/egress` program reads each socket's packets until
+//! the reader's budget is spent; with `MINERGUARD_BENCH_STRATUM_JUDGE=sk-msg`
+//! sockops puts each new TCP client socket of a covered cgroup into a
+//! sockhash, an `sk_msg` verdict feeds its sends to the socket's Stratum
+//! reader until the budget is spent, then `bpf_msg_apply_bytes` passes the
+//! rest and the enforcer takes the socket out of the sockhash.
 //!
 //! A worker forked into a fresh bench cgroup connects to a loopback listener
 //! (created outside the cgroup; the worker accepts and drains the server

@@ -16,14 +16,15 @@
 # Profiles: default, container-strict, and default without its `stratum`
 # rule (the Stratum judge is the per-connection cost; #25); a name with
 # `+notp` appended runs that profile with --no-syscall-tracepoints, one with
-# `+egress` with --stratum-judge egress (both: `+egress+notp`).
+# `+sk-msg` (or `+egress`, the default) with that --stratum-judge; suffixes
+# combine (`default+sk-msg+notp`).
 # Three more "profiles" are no minerguard at all, to price a design before
 # it is built (#25's egress-first judge): `cgroup` (a fresh cgroup, no
 # program), `egress-empty` (a cgroup_skb/egress program that returns at
 # once) and `egress-lookup` (one that gets the socket's storage on every
 # packet, what each packet of a judged socket would pay), both from
 # benches/bpf/egress_cost.bpf.c (compiled with clang, loaded with bpftool).
-# The judge itself: `default+egress`.
+# The judge itself: `default` (the earlier one: `default+sk-msg`).
 #
 # Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--only WORKLOAD]
 #                              [--profiles "default container-strict default-nostratum"]
@@ -208,15 +209,16 @@ chmod +x "$work/in-cgroup.sh"
 # A profile name ending in `+notp` runs with `--no-syscall-tracepoints`
 # (no loader-exec and Fast Open checks: no tracing slow path on syscalls).
 scope() {
-    local name=$1 flags=""
-    if [ "${name%+egress}" != "$name" ]; then
-        name=${name%+egress}
-        flags="--stratum-judge egress "
-    fi
-    if [ "${name%+notp}" != "$name" ]; then
-        name=${name%+notp}
-        flags="$flags--no-syscall-tracepoints "
-    fi
+    local name=$1 flags="" stripped=1
+    # Suffixes in any order: +notp, +egress, +sk-msg.
+    while [ "$stripped" = 1 ]; do
+        stripped=0
+        case $name in
+            *+notp) name=${name%+notp}; flags="$flags--no-syscall-tracepoints "; stripped=1 ;;
+            *+egress) name=${name%+egress}; flags="$flags--stratum-judge egress "; stripped=1 ;;
+            *+sk-msg) name=${name%+sk-msg}; flags="$flags--stratum-judge sk-msg "; stripped=1 ;;
+        esac
+    done
     if [ "$1" = none ]; then
         echo ""
     elif [ "$1" = cgroup ] || [ "${1#egress-}" != "$1" ]; then

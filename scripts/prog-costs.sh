@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 request=0
 egress=""
-judge=sk-msg
+judge=egress
 while [ $# -gt 0 ]; do
     case $1 in
         --request) request=1; shift ;;

@@ -314,6 +314,11 @@ impl Switch {
                         // syscall tracepoints (EnforcerOptions docs).
                         syscall_tracepoints: std::env::var("MINERGUARD_BENCH_SYSCALL_TP")
                             .map_or(true, |v| v != "0"),
+                        // MINERGUARD_BENCH_STRATUM_JUDGE=sk-msg: the cgroup
+                        // backend's earlier Stratum judge (default: egress).
+                        cgroup_stratum_judge: std::env::var("MINERGUARD_BENCH_STRATUM_JUDGE")
+                            .map_or(Ok(Default::default()), |v| v.parse())
+                            .expect("MINERGUARD_BENCH_STRATUM_JUDGE: sk-msg or egress"),
                         ..Default::default()
                     })
                     .expect("load the enforcer")

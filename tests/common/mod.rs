@@ -79,9 +79,16 @@ pub fn stratum_judge() -> minerguard::CgroupStratumJudge {
 }
 
 /// Whether the egress Stratum judge is under test: a refused send then
-/// succeeds, and the socket is destroyed soon after.
+/// succeeds, and the socket is destroyed soon after. Only on the cgroup
+/// backend (the lsm backend judges in its own hooks whatever the option).
 pub fn egress_under_test() -> bool {
-    stratum_judge() == minerguard::CgroupStratumJudge::Egress
+    static CGROUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let cgroup = *CGROUP.get_or_init(|| match backend_choice() {
+        BackendChoice::Cgroup => true,
+        BackendChoice::Lsm => false,
+        BackendChoice::Auto => !minerguard::probe().bpf_lsm.available,
+    });
+    cgroup && stratum_judge() == minerguard::CgroupStratumJudge::Egress
 }
 
 /// Whether `enforcer` judges Stratum with the egress program: the cgroup

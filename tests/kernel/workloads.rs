@@ -127,7 +127,7 @@ fn each_bundled_profile_lets_an_ordinary_workload_run() {
         let page = dir.path().join("page");
         sh_in(
             cg,
-            "busybox wget -q -O \"$1\" http://127.0.0.1:8080/index.html",
+            "timeout 60 busybox wget -q -O \"$1\" http://127.0.0.1:8080/index.html",
             &[page.to_str().unwrap()],
         );
         assert_eq!(read(&page), "hello from 8080\n", "{name}: HTTP on 8080");
@@ -149,7 +149,7 @@ fn each_bundled_profile_lets_an_ordinary_workload_run() {
         let reply = dir.path().join("redis");
         sh_in(
             cg,
-            "printf '*1\\r\\n$4\\r\\nPING\\r\\n' | busybox nc 127.0.0.1 6379 > \"$1\"",
+            "printf '*1\\r\\n$4\\r\\nPING\\r\\n' | busybox nc -w 20 127.0.0.1 6379 > \"$1\"",
             &[reply.to_str().unwrap()],
         );
         assert_eq!(
@@ -170,7 +170,7 @@ fn each_bundled_profile_lets_an_ordinary_workload_run() {
         let reply = dir.path().join("rpc");
         sh_in(
             cg,
-            "printf '%s\\n' \"$1\" | busybox nc 127.0.0.1 \"$2\" > \"$3\"",
+            "printf '%s\\n' \"$1\" | busybox nc -w 20 127.0.0.1 \"$2\" > \"$3\"",
             &[request, &port, reply.to_str().unwrap()],
         );
         assert_eq!(

@@ -15,6 +15,7 @@ struct mg_abi {
 	enum mg_action action;
 	enum mg_stat stat;
 	enum mg_scope_flag scope_flag;
+	enum mg_config_flag config_flag;
 	enum mg_inode_kind inode_kind;
 	enum mg_path_kind path_kind;
 	enum mg_stratum_sig stratum_sig;

@@ -125,7 +125,9 @@ int mg_sendmsg6(struct bpf_sock_addr *ctx)
  * carries its bytes in the SYN, through no call the Fast Open tracepoints
  * watch and before the socket is in the sockhash. In a scope with a stratum
  * rule the option is refused (EPERM; clients fall back to a plain connect
- * or to MSG_FASTOPEN, which are judged), with a Stratum event.
+ * or to MSG_FASTOPEN, which are judged), with a Stratum event, unless the
+ * egress judge reads Stratum: it reads those bytes in the packet that
+ * carries them, as it does every other.
  */
 SEC("cgroup/setsockopt")
 int mg_setsockopt(struct bpf_sockopt *ctx)
@@ -133,9 +135,14 @@ int mg_setsockopt(struct bpf_sockopt *ctx)
 	const __u32 none[4] = {};
 	struct mg_scope *scope;
 	struct mg_rule_ref *ref;
+	struct mg_config *cfg;
+	__u32 zero = 0;
 	__u8 taken;
 
 	if (ctx->level != MG_SOL_TCP || ctx->optname != MG_TCP_FASTOPEN_CONNECT)
+		return 1;
+	cfg = bpf_map_lookup_elem(&mg_config, &zero);
+	if (cfg && (cfg->flags & MG_CONFIG_EGRESS_JUDGE))
 		return 1;
 	scope = mg_current_scope();
 	if (!scope)

@@ -18,6 +18,8 @@
 # (kernel.bpf_stats_enabled, restored on exit) are read with bpftool for
 # exactly the programs attached to that cgroup. The statistics themselves
 # add two clock reads per run (≈20-40 ns), so the figures are upper bounds.
+# MINERGUARD_BIN=path runs that minerguard binary instead of building
+# target/release/minerguard (to compare two builds in one session).
 # Needs root, bpftool (and clang for --egress).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +47,8 @@ fi
 command -v bpftool >/dev/null || { echo "prog-costs: bpftool not found (apt-get install bpftool)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "prog-costs: needs root" >&2; exit 1; }
 
-[ -n "$egress" ] || cargo build --release -p minerguard-cli >&2
+bin=${MINERGUARD_BIN:-target/release/minerguard}
+[ -n "$egress" ] || [ -n "${MINERGUARD_BIN:-}" ] || cargo build --release -p minerguard-cli >&2
 inner=$(mktemp /tmp/prog-costs.XXXXXX.py)
 before=$(sysctl -n kernel.bpf_stats_enabled)
 cgroup=""
@@ -113,7 +116,7 @@ EOF
 
 if [ -z "$egress" ]; then
     sysctl -qw kernel.bpf_stats_enabled=1
-    target/release/minerguard run --stratum-judge "$judge" --profile "$profile" -- python3 "$inner" "$connects" "$request"
+    "$bin" run --stratum-judge "$judge" --profile "$profile" -- python3 "$inner" "$connects" "$request"
     exit 0
 fi
 

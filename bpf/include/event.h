@@ -175,10 +175,18 @@ struct mg_scope {
 	__u64 cgroup_id; /* the scope's own cgroup (its key), for per-scope state */
 };
 
+/* Bits of mg_config.flags. */
+enum mg_config_flag {
+	/* The cgroup backend judges Stratum in its egress program, which reads
+	 * a Fast Open SYN's data like any other packet's: the setsockopt hook
+	 * then lets TCP_FASTOPEN_CONNECT through. */
+	MG_CONFIG_EGRESS_JUDGE = 1,
+};
+
 /* Global settings; single entry of the `config` array map. */
 struct mg_config {
 	__u32 scope_levels; /* bit n set: some scope sits at cgroup level n */
-	__u32 flags;
+	__u32 flags;        /* enum mg_config_flag */
 };
 
 /* The Stratum sockhash's fill (cgroup backend): sockets in it, and how many

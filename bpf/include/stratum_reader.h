@@ -776,9 +776,12 @@ static __always_inline __u8 mg_view_quiet(const struct mg_json_view *v)
 /*
  * Which bytes can change more than the byte and line counts (MG_Q_*, 0:
  * any): those of the kind every view allows, in text past where the HTTP
- * framing looks (a request's first 8 characters, the first 8 of a GET's
- * header lines, and its Upgrade header). Most of a stream is other bytes
- * (strings, numbers, skipped lines, headers), so they take a short path.
+ * framing looks (a first line while it may still spell "CONNECT " or
+ * "GET ", the first byte of a GET's header lines, and a header line while
+ * it may still spell "upgrade:", through its value). Most of a stream is
+ * other bytes (strings, numbers, skipped lines, headers), so they take a
+ * short path: an HTTP header that is not Upgrade goes by at its first
+ * byte (#25: a request's headers were read a byte at a time for 8 bytes).
  */
 static __always_inline __u8 mg_reader_quiet(const struct mg_reader *r)
 {
@@ -786,9 +789,10 @@ static __always_inline __u8 mg_reader_quiet(const struct mg_reader *r)
 
 	if (r->frame != MG_FR_TEXT)
 		return 0;
-	if ((r->http & MG_H_FIRST) && r->line_pos < 8)
+	if ((r->http & MG_H_FIRST) && r->line_pos < 8 &&
+	    (r->http & (MG_H_CONNECT_OK | MG_H_GET_OK)))
 		return 0;
-	if ((r->http & MG_H_GET) && (r->line_pos < 8 || (r->http & MG_H_UPGRADE)))
+	if ((r->http & MG_H_GET) && (r->line_pos == 0 || (r->http & MG_H_UPGRADE)))
 		return 0;
 	q = mg_view_quiet(&r->line);
 	if (r->diverged)

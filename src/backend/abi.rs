@@ -65,6 +65,10 @@ pub(crate) const ACTION_AUDIT: u8 = byte(c::mg_action::MG_ACTION_AUDIT.0);
 
 // `enum mg_scope_flag`: used by its C names in `maps::scope_flags`.
 
+/// `MG_CONFIG_EGRESS_JUDGE`: `mg_config.flags` bit saying the egress
+/// program judges Stratum.
+pub(crate) const CONFIG_EGRESS_JUDGE: u32 = c::mg_config_flag::MG_CONFIG_EGRESS_JUDGE.0;
+
 /// `enum mg_inode_kind` (a `u8` in `mg_inode_key`).
 pub(crate) const INODE_FILE: u8 = byte(c::mg_inode_kind::MG_INODE_FILE.0);
 

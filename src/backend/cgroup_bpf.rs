@@ -58,6 +58,7 @@ impl CgroupBackend {
         stratum_judge: crate::CgroupStratumJudge,
     ) -> Result<Self, Error> {
         let signal_in_cgroup = report.cgroup_signal.available;
+        maps.set_egress_judge(matches!(stratum_judge, crate::CgroupStratumJudge::Egress))?;
         let net = Owned::build(|storage| {
             let mut open = NetCgroupSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {

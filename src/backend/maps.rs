@@ -12,9 +12,9 @@ use crate::{
 };
 
 use super::abi::{
-    ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, INODE_FILE, PATH_ALLOW_DIR,
-    PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN, STAT_REFUSED_UNQUEUED,
-    STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, CONFIG_EGRESS_JUDGE, INODE_FILE,
+    PATH_ALLOW_DIR, PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN,
+    STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -520,15 +520,52 @@ impl SharedMaps {
         let _ = self.exec_started.delete(cgroup_id.bytes());
     }
 
-    /// Publishes which cgroup levels hold scopes (bit n: level n).
-    pub fn set_scope_levels(&self, levels: u32) -> Result<(), AttachError> {
-        let v = ConfigValue {
-            scope_levels: levels,
-            flags: 0,
+    /// The config entry as the programs read it (zero where unreadable).
+    fn config(&self) -> ConfigValue {
+        let word = |b: &[u8], at: usize| {
+            b.get(at..at + 4)
+                .and_then(|w| w.try_into().ok())
+                .map_or(0, u32::from_ne_bytes)
         };
+        match self.config.lookup(0u32.bytes(), MapFlags::ANY) {
+            Ok(Some(b)) => ConfigValue {
+                scope_levels: word(&b, std::mem::offset_of!(ConfigValue, scope_levels)),
+                flags: word(&b, std::mem::offset_of!(ConfigValue, flags)),
+            },
+            _ => ConfigValue {
+                scope_levels: 0,
+                flags: 0,
+            },
+        }
+    }
+
+    fn set_config(&self, v: ConfigValue) -> Result<(), AttachError> {
         self.config
             .update(0u32.bytes(), v.bytes(), MapFlags::ANY)
             .map_err(map_err("mg_config"))
+    }
+
+    /// Publishes which cgroup levels hold scopes (bit n: level n); the
+    /// flags stay as they are.
+    pub fn set_scope_levels(&self, levels: u32) -> Result<(), AttachError> {
+        self.set_config(ConfigValue {
+            scope_levels: levels,
+            ..self.config()
+        })
+    }
+
+    /// Tells the programs whether the cgroup backend's egress program judges
+    /// Stratum (`MG_CONFIG_EGRESS_JUDGE`). Written by every instance when it
+    /// loads, either way: the maps may be pinned by an instance that judged
+    /// otherwise.
+    pub fn set_egress_judge(&self, on: bool) -> Result<(), AttachError> {
+        let v = self.config();
+        let flags = if on {
+            v.flags | CONFIG_EGRESS_JUDGE
+        } else {
+            v.flags & !CONFIG_EGRESS_JUDGE
+        };
+        self.set_config(ConfigValue { flags, ..v })
     }
 
     /// Events the kernel could not write because the ring buffer was full.

@@ -899,10 +899,13 @@ fn fast_open_by_sendmmsg_or_connect_option_cannot_carry_stratum() {
         fast_open_via_in(Some(cg), addr, XMRIG_LOGIN, FastOpenVia::Sendmmsg),
         ChildEnd::Code(if egress { 0 } else { 100 + libc::EPERM })
     );
-    // TCP_FASTOPEN_CONNECT: the lsm hook judges the write; the cgroup
-    // backend refuses the option itself.
+    // TCP_FASTOPEN_CONNECT: the lsm hook judges the write; the egress judge
+    // drops the packet carrying it (the write succeeds); the sk_msg judge
+    // never sees those bytes, so the cgroup backend refuses the option.
     let expected = if lsm {
         ChildEnd::Code(100 + libc::EPERM)
+    } else if egress {
+        ChildEnd::Code(0)
     } else {
         ChildEnd::Code(50 + libc::EPERM)
     };
@@ -916,7 +919,7 @@ fn fast_open_by_sendmmsg_or_connect_option_cannot_carry_stratum() {
         "{:?}",
         String::from_utf8_lossy(&got)
     );
-    let want = if lsm {
+    let want = if lsm || egress {
         minerguard::events::StratumSignature::Login
     } else {
         minerguard::events::StratumSignature::FastOpenConnect
@@ -935,6 +938,14 @@ fn fast_open_by_sendmmsg_or_connect_option_cannot_carry_stratum() {
         ChildEnd::Code(0)
     );
     assert_eq!(received(&pool), HTTP_GET);
+    // So does a clean TCP_FASTOPEN_CONNECT where the option is allowed.
+    if lsm || egress {
+        assert_eq!(
+            fast_open_via_in(Some(cg), addr, HTTP_GET, FastOpenVia::ConnectOption),
+            ChildEnd::Code(0)
+        );
+        assert_eq!(received(&pool), HTTP_GET);
+    }
 }
 
 #[test]

@@ -590,6 +590,21 @@ fn mining_over_a_websocket_is_refused() {
             ws_message(login().trim_end().as_bytes(), 1),
             "login",
         ),
+        // The reader skips a GET's header lines from their first byte
+        // unless they may spell "upgrade:": headers that start alike, and
+        // the header in lower case after them, must not hide the upgrade.
+        case(
+            "a lower-case upgrade header after User-Agent and Upgrade-Insecure-Requests",
+            [
+                b"GET /ws HTTP/1.1\r\nUser-Agent: u\r\nUpgrade-Insecure-Requests: 1\r\n\
+                  Host: pool\r\nupgrade: WebSocket\r\nConnection: upgrade\r\n\r\n"
+                    .to_vec(),
+                ws_message(sub, 1),
+            ]
+            .concat(),
+            "mining.subscribe",
+        )
+        .split(),
     ];
     assert_all_refused(&scoped, &cases);
 }

@@ -30,7 +30,8 @@
 #                              [--profiles "default container-strict default-nostratum"]
 #   --quick  one round of small runs: proves the harness works (CI), no figures.
 # Needs root, nginx, ab (apache2-utils), redis-server and redis-benchmark
-# (redis-tools), make and cc; builds minerguard (release) first.
+# (redis-tools), make and cc; builds minerguard (release) first, unless
+# MINERGUARD_BIN names the binary to run (to compare two builds).
 # Results: a Markdown table on stdout; raw runs in target/bench-apps/runs.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,9 +81,13 @@ else
     requests=60000 redis_requests=200000 files=40
 fi
 
-echo "bench-apps: building minerguard (release)" >&2
-cargo build --quiet --release --bin minerguard
-mg=$root/target/release/minerguard
+if [ -n "${MINERGUARD_BIN:-}" ]; then
+    mg=$(realpath "$MINERGUARD_BIN")
+else
+    echo "bench-apps: building minerguard (release)" >&2
+    cargo build --quiet --release --bin minerguard
+    mg=$root/target/release/minerguard
+fi
 
 out=$root/target/bench-apps
 rm -rf "$out" && mkdir -p "$out"

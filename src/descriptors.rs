@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::error::LoadError;
+use crate::error::{CgroupError, Error, LoadError};
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and
 /// returns the new soft limit. The CLI does this at start; a program that
@@ -60,6 +60,50 @@ fn short_of_descriptors(soft_limit: u64) -> bool {
     }
 }
 
+/// `source` as a [`LoadError::DescriptorLimit`] when it is EMFILE (this
+/// process is out of descriptors), else `source` back. For the steps
+/// around loading and attaching that open files of their own (a scope's
+/// cgroup, the mount table, a command's pipes): there too the cause is
+/// the limit, and the fix is the same.
+pub fn out_of_descriptors(
+    during: impl FnOnce() -> String,
+    source: io::Error,
+) -> Result<Error, io::Error> {
+    if source.raw_os_error() != Some(libc::EMFILE) {
+        return Err(source);
+    }
+    Ok(LoadError::DescriptorLimit {
+        during: during(),
+        soft_limit: current_limit().map_or(0, |l| l.rlim_cur),
+        source: source.into(),
+    }
+    .into())
+}
+
+/// `e` as an [`Error`], a [`LoadError::DescriptorLimit`] when a file
+/// operation on a cgroup failed with EMFILE (see [`out_of_descriptors`]).
+pub fn cgroup_failure(during: impl FnOnce() -> String, e: CgroupError) -> Error {
+    match e {
+        CgroupError::Io {
+            action,
+            path,
+            source,
+        } => out_of_descriptors(
+            || format!("{} ({action} {})", during(), path.display()),
+            source,
+        )
+        .unwrap_or_else(|source| {
+            CgroupError::Io {
+                action,
+                path,
+                source,
+            }
+            .into()
+        }),
+        other => other.into(),
+    }
+}
+
 fn current_limit() -> io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -97,5 +141,25 @@ mod tests {
         raise_open_file_limit().expect("raise");
         let eperm = libbpf_rs::Error::from_raw_os_error(libc::EPERM);
         assert!(classify(|| "x".into(), eperm).is_err());
+    }
+
+    #[test]
+    fn a_cgroup_operation_out_of_descriptors_says_so() {
+        let io = |errno| CgroupError::Io {
+            action: "reading",
+            path: "/proc/self/mountinfo".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let e = cgroup_failure(|| "attaching to cgroup /x".into(), io(libc::EMFILE));
+        assert!(e.is_descriptor_limit(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("attaching to cgroup /x (reading /proc/self/mountinfo) failed: this process used up its file descriptors"),
+            "{text}"
+        );
+        let e = cgroup_failure(|| "attaching to cgroup /x".into(), io(libc::ENOENT));
+        assert!(matches!(e, Error::Cgroup(CgroupError::Io { .. })), "{e}");
+        let e = out_of_descriptors(|| "x".into(), io::Error::from_raw_os_error(libc::EACCES));
+        assert!(e.is_err());
     }
 }

@@ -30,6 +30,15 @@ pub enum Error {
     Pin(#[from] crate::pin::PinError),
 }
 
+impl Error {
+    /// Whether this process ran out of file descriptors (see
+    /// [`LoadError::DescriptorLimit`]): its own state, not the kernel's
+    /// answer, so nothing treats it as a check the kernel refused.
+    pub fn is_descriptor_limit(&self) -> bool {
+        matches!(self, Error::Load(LoadError::DescriptorLimit { .. }))
+    }
+}
+
 /// Loading BPF objects into the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

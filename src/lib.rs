@@ -38,7 +38,7 @@ pub use backend::probe;
 pub use backend::probe::{probe, ProbeReport};
 pub use backend::{BackendChoice, BackendKind};
 pub use compile::{KernelPolicy, RuleKind, SeccompPolicy};
-pub use descriptors::raise_open_file_limit;
+pub use descriptors::{cgroup_failure, out_of_descriptors, raise_open_file_limit};
 pub use enforcer::{
     CgroupStratumJudge, Enforcer, EnforcerOptions, PolicyHandle, Scope, ScopeChange, Settled,
     UnenforcedRule,

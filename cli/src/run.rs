@@ -29,6 +29,13 @@ pub fn run(
 ) -> CliResult<ExitCode> {
     let profile = profile_arg.load_for_command()?;
     let events_out = sink::Sink::open(events, events_max_size, Box::new(io::stderr()))?;
+    // The profile's seccomp part, built before anything is loaded: between
+    // fork and exec only async-signal-safe calls may run, so the child
+    // just installs the bytes.
+    let seccomp = match SeccompPolicy::from_valid(&profile)? {
+        Some(policy) => Some(SeccompFilter::new(&policy)?.to_sock_filters()?),
+        None => None,
+    };
     // From here on there is something to protect: Ctrl-C goes to the
     // command, and we clean up after it.
     signals::block();
@@ -37,19 +44,30 @@ pub fn run(
     // run` or `minerguard remove` cleans up.
     pinning::clean_stale();
     let mut enforcer = load.enforcer_as(Some(&format!("run-{}", std::process::id())))?;
-    // Until the command runs there is nothing to fail closed for: a failed
-    // start ends the instance rather than leave it pinned.
-    let started = OwnedCgroup::create_in_root("minerguard-run")
-        .map_err(minerguard::Error::from)
-        .and_then(|cgroup| {
-            let scope = Scope::Cgroup(cgroup.cgroup().path().into());
-            let handle = enforcer.apply_valid(&profile, scope)?;
-            Ok((cgroup, handle))
-        });
-    let (cgroup, handle) = match started {
-        Ok(started) => started,
+    let cgroup = match OwnedCgroup::create_in_root("minerguard-run") {
+        Ok(cgroup) => cgroup,
         Err(e) => {
             let _ = enforcer.detach();
+            let during = || "creating the command's cgroup".to_string();
+            return Err(minerguard::cgroup_failure(during, e).into());
+        }
+    };
+    // Until the command runs there is nothing to fail closed for: a failed
+    // start ends the instance rather than leave it pinned.
+    let started = cgroup
+        .procs_file()
+        .map_err(|e| minerguard::cgroup_failure(|| "starting the command".into(), e))
+        .and_then(|procs| {
+            let scope = Scope::Cgroup(cgroup.cgroup().path().into());
+            Ok((procs, enforcer.apply_valid(&profile, scope)?))
+        });
+    let (procs, handle) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // The enforcer first: its descriptors close, and a process
+            // that ran out of them can then list and remove the cgroup.
+            let _ = enforcer.detach();
+            drop(cgroup);
             return Err(e.into());
         }
     };
@@ -63,20 +81,12 @@ pub fn run(
         warnings::unenforced(&enforcer, handle, &profile, false, true);
     }
     let writer = sink::Writer::spawn(&enforcer, events_out);
-
-    // The profile's seccomp part, built here: between fork and exec only
-    // async-signal-safe calls may run, so the child just installs the bytes.
-    let seccomp = match SeccompPolicy::from_valid(&profile)? {
-        Some(policy) => Some(SeccompFilter::new(&policy)?.to_sock_filters()?),
-        None => None,
-    };
     if let (Some(filter), false) = (&seccomp, quiet) {
         eprintln!(
             "{PREFIX}: seccomp filter of {} instructions installed in the command",
             filter.len()
         );
     }
-    let procs = cgroup.procs_file()?;
     let mut command = Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     // SAFETY: the closure only makes async-signal-safe calls (sigprocmask,
@@ -92,6 +102,9 @@ pub fn run(
         });
     }
     pinning::settle(&mut enforcer, None, quiet);
+    // Out of descriptors for the command's pipes: this process's limit,
+    // said as such once everything is cleaned up (not the command's 127).
+    let mut out_of_descriptors = None;
     let status = match command.spawn() {
         Ok(mut child) => {
             let pid = child.id() as i32;
@@ -104,7 +117,10 @@ pub fn run(
             Some(child.wait()?)
         }
         Err(e) => {
-            eprintln!("{PREFIX}: cannot run `{}`: {e}", cmd[0]);
+            match minerguard::out_of_descriptors(|| format!("starting `{}`", cmd[0]), e) {
+                Ok(limit) => out_of_descriptors = Some(limit),
+                Err(e) => eprintln!("{PREFIX}: cannot run `{}`: {e}", cmd[0]),
+            }
             None
         }
     };
@@ -134,6 +150,9 @@ pub fn run(
             drops.ring,
             drops.channel
         );
+    }
+    if let Some(e) = out_of_descriptors {
+        return Err(e.into());
     }
     Ok(match status {
         None => ExitCode::from(127),

@@ -830,24 +830,34 @@ fn running_out_of_descriptors_is_named_and_leaves_nothing_behind() {
             "limit {limit}: {stderr}"
         );
     }
-    // On the cgroup backend the highest limit that still fails lets every
-    // object load, and attaching to the command's cgroup runs out midway
-    // (links are descriptors too), which must be rolled back. Found by
-    // raising the limit until `run` starts (about 270 today).
+    // On the cgroup backend, just below the limit at which `run` starts,
+    // every object loads and a later step runs out: duplicating a map for
+    // the event thread, opening the scope's cgroup, attaching and pinning
+    // each link, the command's pipes. Each limit there stops at another
+    // step, and each must be named and rolled back (`run_at` checks). The
+    // start is found by raising the limit 5 at a time (about 280 today).
     if !minerguard::probe().bpf_lsm.available {
-        let mut last_failure = None;
         let mut limit = 200;
-        loop {
-            let (ok, stderr) = run_at(limit);
-            if ok {
-                break;
-            }
-            last_failure = Some((limit, stderr));
+        while !run_at(limit).0 {
             limit += 5;
-            assert!(limit <= 1000, "`run` never started: {last_failure:?}");
+            assert!(limit <= 1000, "`run` never started");
         }
-        let (limit, stderr) = last_failure.expect("`run` started at 200 descriptors");
-        assert!(stderr.contains("attaching"), "limit {limit}: {stderr}");
+        let mut after_loading = Vec::new();
+        for below in limit.saturating_sub(25)..limit {
+            let (ok, stderr) = run_at(below);
+            if !ok && !stderr.contains("loading BPF object") {
+                after_loading.push(stderr);
+            }
+        }
+        assert!(
+            after_loading.len() >= 5,
+            "only {} limits below {limit} ran out after loading: {after_loading:?}",
+            after_loading.len()
+        );
+        assert!(
+            after_loading.iter().any(|e| e.contains("attaching `")),
+            "no limit ran out while attaching: {after_loading:?}"
+        );
     }
 }
 

@@ -78,6 +78,15 @@ pub(crate) fn program_err(
     }
 }
 
+/// A descriptor of map `map` for the event thread could not be made (a
+/// dup), told apart when this process ran out of descriptors.
+pub(crate) fn map_handle_err(map: &'static str, source: libbpf_rs::Error) -> Error {
+    match crate::descriptors::classify(|| format!("duplicating map `{map}`"), source) {
+        Ok(limit) => limit.into(),
+        Err(source) => AttachError::Map { map, source }.into(),
+    }
+}
+
 /// Attaches each program to `cgroup`; on failure the links made so far are
 /// dropped (detached).
 pub(crate) fn attach_to_cgroup(

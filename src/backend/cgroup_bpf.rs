@@ -128,7 +128,7 @@ impl Backend for CgroupBackend {
         policy: &KernelPolicy,
     ) -> Result<Option<SocketWork>, Error> {
         if policy.judges_mapped_files() {
-            self.loader_exec.load_with(|| LoaderExecHook::load(maps));
+            self.loader_exec.load_with(|| LoaderExecHook::load(maps))?;
         }
         hooks.prepare(maps, policy, self.stratum_judge, false)
     }
@@ -142,8 +142,8 @@ impl Backend for CgroupBackend {
         if policy.judges_mapped_files() {
             if let Some(hook) = self.loader_exec.ready_mut() {
                 if let Err(e) = hook.activate() {
-                    self.loader_exec =
-                        OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
+                    self.loader_exec
+                        .attach_failed("attaching its tracepoints", e)?;
                 }
             }
         }

@@ -167,12 +167,12 @@ impl SharedHooks {
         lsm: bool,
     ) -> Result<Option<SocketWork>, Error> {
         if !policy.cmdline.is_empty() {
-            self.cmdline.load_with(|| CmdlineHook::load(maps));
+            self.cmdline.load_with(|| CmdlineHook::load(maps))?;
         }
         if policy.escape.is_some() {
             let tracepoints = self.syscall_tracepoints;
             self.scope_guard
-                .load_with(|| ScopeGuardHook::load(maps, lsm, tracepoints));
+                .load_with(|| ScopeGuardHook::load(maps, lsm, tracepoints))?;
         }
         if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
@@ -204,7 +204,7 @@ impl SharedHooks {
                 self.fast_open = OnDemand::NotNeeded(LSM_JUDGES_FAST_OPEN);
             }
         } else {
-            self.fast_open.load_with(|| FastOpenHook::load(maps));
+            self.fast_open.load_with(|| FastOpenHook::load(maps))?;
         }
         Ok(judged)
     }
@@ -241,11 +241,12 @@ impl SharedHooks {
     /// could not be attached after all: the Fast Open tracepoints take
     /// over, as on a kernel that refuses that hook at load (attached by
     /// the next `stratum_in_use`).
-    pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) {
+    pub fn fast_open_without_lsm(&mut self, maps: &SharedMaps) -> Result<(), Error> {
         if matches!(&self.fast_open, OnDemand::NotNeeded(_)) {
             self.fast_open = OnDemand::not_yet(STRATUM_NEEDED_BY);
-            self.fast_open.load_with(|| FastOpenHook::load(maps));
+            self.fast_open.load_with(|| FastOpenHook::load(maps))?;
         }
+        Ok(())
     }
 
     /// Attaches `own` (the backend's per-scope programs) and the shared
@@ -332,7 +333,8 @@ impl SharedHooks {
     pub fn stratum_in_use(&mut self) -> Result<(), Error> {
         if let Some(hook) = self.fast_open.ready_mut() {
             if let Err(e) = hook.activate() {
-                self.fast_open = OnDemand::Off(format!("attaching its tracepoints failed: {e}"));
+                self.fast_open
+                    .attach_failed("attaching its tracepoints", e)?;
             }
         }
         Ok(())

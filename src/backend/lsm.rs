@@ -121,7 +121,7 @@ impl Backend for LsmBackend {
         // whether Fast Open needs the tracepoints.
         let mut judge = StratumJudge::SkMsg;
         if policy.stratum.is_some() && !hooks.stratum_settled() {
-            if let Some(hook) = self.stratum.load_with(|| LsmStratumHook::load(maps)) {
+            if let Some(hook) = self.stratum.load_with(|| LsmStratumHook::load(maps))? {
                 judge = StratumJudge::LsmAndSkMsg;
                 if every_send_reaches_the_hook().is_ok() {
                     // It alone judges: attached now, so that a failed
@@ -129,7 +129,7 @@ impl Backend for LsmBackend {
                     judge = match hook.activate() {
                         Ok(()) => StratumJudge::Lsm,
                         Err(e) => {
-                            self.stratum = OnDemand::Off(format!("attaching it failed: {e}"));
+                            self.stratum.attach_failed("attaching it", e)?;
                             StratumJudge::SkMsg
                         }
                     };
@@ -154,8 +154,8 @@ impl Backend for LsmBackend {
                 // (it judges a socket itself unless the hook did), with
                 // EACCES, and the Fast Open tracepoints take over Fast Open;
                 // `run`/`watch` warn through `lsm_stratum()`.
-                self.stratum = OnDemand::Off(format!("attaching it failed: {e}"));
-                hooks.fast_open_without_lsm(maps);
+                self.stratum.attach_failed("attaching it", e)?;
+                hooks.fast_open_without_lsm(maps)?;
             }
         }
         hooks.stratum_in_use()

@@ -18,10 +18,7 @@ use super::{
         Owned,
     },
 };
-use crate::{
-    error::{AttachError, Error},
-    probe::ProbeReport,
-};
+use crate::{error::Error, probe::ProbeReport};
 
 /// Sockhash entries past `EnforcerOptions::stratum_sockets`.
 const SOCKHASH_HEADROOM: u32 = 1024;
@@ -103,7 +100,7 @@ impl StratumHook {
     /// [`JudgedSockets`]).
     pub fn judged_sockets(&self) -> Result<JudgedSockets, Error> {
         let handle = |map, name: &'static str| {
-            MapHandle::try_from(map).map_err(|source| AttachError::Map { map: name, source })
+            MapHandle::try_from(map).map_err(|source| super::attach::map_handle_err(name, source))
         };
         Ok(JudgedSockets {
             queue: handle(&self.skel.maps.mg_judged, "mg_judged")?,

@@ -21,7 +21,7 @@ use super::{
         Owned,
     },
 };
-use crate::error::{AttachError, Error};
+use crate::error::Error;
 
 /// The loaded egress judge.
 pub(crate) struct EgressJudge {
@@ -73,13 +73,7 @@ impl EgressJudge {
     pub fn refused_sockets(&self) -> Result<RefusedSockets, Error> {
         MapHandle::try_from(&self.skel.maps.mg_refused)
             .map(RefusedSockets::new)
-            .map_err(|source| {
-                AttachError::Map {
-                    map: "mg_refused",
-                    source,
-                }
-                .into()
-            })
+            .map_err(|source| super::attach::map_handle_err("mg_refused", source))
     }
 
     /// The program, attached to each covered cgroup with a stratum rule.

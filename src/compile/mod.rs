@@ -562,7 +562,22 @@ impl KernelPolicy {
         // The kernel sees the superblock's device, which stat() does not
         // always report (overlayfs gives the upper layer's): take it from
         // the mount that holds the path.
-        let mounts = crate::mountinfo::read().unwrap_or_default();
+        let mounts = match crate::mountinfo::read() {
+            Ok(mounts) => mounts,
+            Err(e) => {
+                // Without it an overlayfs file would get stat()'s device
+                // and never match: refuse rather than enforce that.
+                let rules: std::collections::BTreeSet<_> =
+                    self.exec_files.values().map(|r| r.rule_idx).collect();
+                for idx in rules {
+                    problems.push(Diagnostic::new(
+                        format!("rules[{idx}].exec.files"),
+                        format!("cannot read /proc/self/mountinfo to find the files' devices: {e}"),
+                    ));
+                }
+                return finish(problems);
+            }
+        };
         let dev_of = |path: &str, st_dev: u64| {
             std::fs::canonicalize(path)
                 .ok()

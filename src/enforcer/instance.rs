@@ -276,11 +276,18 @@ impl Enforcer {
         for handle in self.handles() {
             self.remove(handle)?;
         }
-        self.release_unadopted()?;
-        if let Some(pins) = self.kernel.pins() {
-            pins.release_all()?;
-        }
+        let Some(pins) = self.kernel.pins().cloned() else {
+            self.released = true;
+            return Ok(());
+        };
+        // The pins go after this enforcer's own descriptors close (each
+        // of its maps, programs and links holds one; dropping it keeps the
+        // pins): releasing them opens a few, and a process that ran out
+        // must still be able to end what it started. Earlier processes'
+        // links and scopes go with the rest.
         self.released = true;
+        drop(self);
+        pins.release_all()?;
         Ok(())
     }
 }

@@ -438,9 +438,10 @@ impl Enforcer {
     ) -> Result<PolicyHandle> {
         let (policy, unresolved) = self.resolve(policy)?;
         let cgroup = match &scope {
-            Scope::Host => CgroupRef::root()?,
-            Scope::Cgroup(path) => CgroupRef::open(path)?,
-        };
+            Scope::Host => CgroupRef::root(),
+            Scope::Cgroup(path) => CgroupRef::open(path),
+        }
+        .map_err(|e| crate::cgroup_failure(|| format!("attaching to {scope}"), e))?;
         if cgroup.level() >= MAX_SCOPE_DEPTH {
             return Err(ScopeError::TooDeep {
                 path: cgroup.path().to_path_buf(),

@@ -106,11 +106,16 @@ pub(crate) fn attach_pinned(
     Ok(held(new))
 }
 
+/// A link that could not be pinned; told apart when this process ran out
+/// of descriptors (libbpf then reports EINVAL: see `descriptors::classify`).
 fn pin_failed(path: &std::path::Path, e: libbpf_rs::Error) -> Error {
-    super::PinError::Io {
-        action: "pinning",
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+    match crate::descriptors::classify(|| format!("pinning {}", path.display()), e) {
+        Ok(limit) => limit.into(),
+        Err(e) => super::PinError::Io {
+            action: "pinning",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }
+        .into(),
     }
-    .into()
 }

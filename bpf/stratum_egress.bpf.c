@@ -27,6 +27,15 @@
  * so the current task is not the sender: the event names the socket's
  * cgroup and no process; userspace names the process that holds the
  * refused socket when it reads the event (it finds it from the queue).
+ *
+ * UDP datagrams are read one by one, each by a fresh reader (a datagram
+ * is a message, as the lsm hook reads them): a clean one leaves the next
+ * to be read by itself again. The one that carries a mining method is
+ * dropped (the sender's send fails with EPERM), and so is every later one
+ * of that socket, as on the lsm backend; the socket is queued for its
+ * holder's name, not destroyed. UDP sockets keep their reader in the same
+ * storage as TCP ones, so that both protocols feed the reader from one
+ * place (one copy for the verifier).
  */
 #define MG_PROC_GUARDED
 #include "vmlinux.h"
@@ -71,11 +80,26 @@ struct mg_refused_sock {
 	__u64 cookie;
 	__u64 cgroup_id;
 	__u16 family;
-	__u16 audited;
+	__u16 flags; /* MG_REFUSED_* */
 	__u16 local_port;
 	__u16 remote_port;
 	__u32 local[4];
 	__u32 remote[4];
+};
+
+/* mg_refused_sock.flags */
+#define MG_REFUSED_AUDITED 1 /* only its holder is named */
+#define MG_REFUSED_UDP 2     /* a UDP socket: its datagram was dropped */
+
+/* The two ends of a packet that carried a mining method: from the
+ * socket for TCP, from the packet for UDP (an unconnected socket has no
+ * peer of its own). Addresses in network order, ports in host order. */
+struct mg_ends {
+	__u32 local[4];
+	__u32 remote[4];
+	__u16 family;
+	__u16 local_port;
+	__u16 remote_port;
 };
 
 struct {
@@ -104,13 +128,13 @@ struct {
  * rather than by mg_event_start: cgroup_skb programs may not call the
  * current-task helpers on every kernel (6.1 refuses them), and the task a
  * packet leaves from may not be the sender anyway. */
-static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_sock *sk,
-					    const struct mg_scope *scope,
+static __always_inline void mg_egress_event(struct __sk_buff *skb, const struct mg_ends *ends,
+					    __u8 protocol, const struct mg_scope *scope,
 					    const struct mg_rule_ref *ref, __u8 taken,
 					    const struct mg_reader *r)
 {
 	struct mg_event *e = bpf_ringbuf_reserve(&mg_events, sizeof(*e), 0);
-	__u32 ip[4] = {};
+	__u32 ip[4];
 
 	if (!e) {
 		mg_count(MG_STAT_RINGBUF_DROPS);
@@ -125,19 +149,11 @@ static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_so
 	e->kind = MG_KIND_STRATUM;
 	e->action = taken;
 	e->requested = ref->action;
-	if (sk->family == MG_AF_INET) {
-		ip[0] = sk->dst_ip4;
-		e->family = MG_AF_INET;
-	} else {
-		ip[0] = sk->dst_ip6[0];
-		ip[1] = sk->dst_ip6[1];
-		ip[2] = sk->dst_ip6[2];
-		ip[3] = sk->dst_ip6[3];
-		e->family = mg_unmap_v4(ip);
-	}
+	__builtin_memcpy(ip, ends->remote, 16);
+	e->family = ends->family == MG_AF_INET ? MG_AF_INET : mg_unmap_v4(ip);
 	__builtin_memcpy(e->addr, ip, 16);
-	e->port = bpf_ntohs(sk->dst_port);
-	e->protocol = 6;
+	e->port = ends->remote_port;
+	e->protocol = protocol;
 	mg_stratum_event_method(e, r);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -145,38 +161,74 @@ static __always_inline void mg_egress_event(struct __sk_buff *skb, struct bpf_so
 /* Queues `sk` for userspace. A full queue leaves a refused socket to this
  * program, which drops every packet of it while attached (counted, so
  * userspace can say so). */
-static __always_inline void mg_queue_refused(struct __sk_buff *skb, struct bpf_sock *sk,
-					     __u16 audited)
+static __always_inline void mg_queue_refused(struct __sk_buff *skb, const struct mg_ends *ends,
+					     __u16 flags)
 {
 	struct mg_refused_sock q = {};
 
 	q.cookie = bpf_get_socket_cookie(skb);
 	q.cgroup_id = bpf_skb_cgroup_id(skb);
-	q.family = sk->family;
-	q.audited = audited;
-	q.local_port = sk->src_port;
-	q.remote_port = bpf_ntohs(sk->dst_port);
-	if (sk->family == MG_AF_INET) {
-		q.local[0] = sk->src_ip4;
-		q.remote[0] = sk->dst_ip4;
-	} else {
-		q.local[0] = sk->src_ip6[0];
-		q.local[1] = sk->src_ip6[1];
-		q.local[2] = sk->src_ip6[2];
-		q.local[3] = sk->src_ip6[3];
-		q.remote[0] = sk->dst_ip6[0];
-		q.remote[1] = sk->dst_ip6[1];
-		q.remote[2] = sk->dst_ip6[2];
-		q.remote[3] = sk->dst_ip6[3];
-	}
-	if (bpf_map_push_elem(&mg_refused, &q, 0) && !audited)
+	q.family = ends->family;
+	q.flags = flags;
+	q.local_port = ends->local_port;
+	q.remote_port = ends->remote_port;
+	__builtin_memcpy(q.local, ends->local, 16);
+	__builtin_memcpy(q.remote, ends->remote, 16);
+	if (bpf_map_push_elem(&mg_refused, &q, 0) && !flags)
 		mg_count(MG_STAT_REFUSED_UNQUEUED);
 }
 
-/* Where the TCP payload starts, its sequence number and the TCP flags;
- * -1 when the packet is not one this judge can read (it is then refused). */
-static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u32 *seq,
-					  __u8 *flags)
+/* A TCP socket's ends, as the socket has them. */
+static __always_inline void mg_socket_ends(struct bpf_sock *sk, struct mg_ends *ends)
+{
+	ends->family = sk->family;
+	ends->local_port = sk->src_port;
+	ends->remote_port = bpf_ntohs(sk->dst_port);
+	if (sk->family == MG_AF_INET) {
+		ends->local[0] = sk->src_ip4;
+		ends->remote[0] = sk->dst_ip4;
+	} else {
+		ends->local[0] = sk->src_ip6[0];
+		ends->local[1] = sk->src_ip6[1];
+		ends->local[2] = sk->src_ip6[2];
+		ends->local[3] = sk->src_ip6[3];
+		ends->remote[0] = sk->dst_ip6[0];
+		ends->remote[1] = sk->dst_ip6[1];
+		ends->remote[2] = sk->dst_ip6[2];
+		ends->remote[3] = sk->dst_ip6[3];
+	}
+}
+
+/* A UDP datagram's ends, from its IP and UDP headers (the UDP header at
+ * `l4`); -1 when they cannot be read. */
+static __always_inline int mg_datagram_ends(struct __sk_buff *skb, __u32 l4,
+					    struct mg_ends *ends)
+{
+	__u16 ports[2];
+
+	if (skb->protocol == bpf_htons(MG_ETH_P_IP)) {
+		ends->family = MG_AF_INET;
+		if (bpf_skb_load_bytes(skb, 12, ends->local, 4) ||
+		    bpf_skb_load_bytes(skb, 16, ends->remote, 4))
+			return -1;
+	} else {
+		ends->family = MG_AF_INET6;
+		if (bpf_skb_load_bytes(skb, 8, ends->local, 16) ||
+		    bpf_skb_load_bytes(skb, 24, ends->remote, 16))
+			return -1;
+	}
+	if (bpf_skb_load_bytes(skb, l4, ports, 4))
+		return -1;
+	ends->local_port = bpf_ntohs(ports[0]);
+	ends->remote_port = bpf_ntohs(ports[1]);
+	return 0;
+}
+
+/* Where the payload starts (`l4`: where its TCP or UDP header does), and
+ * for TCP its sequence number and flags; -1 when the packet is not one
+ * this judge can read (it is then refused). */
+static __always_inline int mg_payload(struct __sk_buff *skb, bool udp, __u32 *l4, __u32 *hdr,
+				      __u32 *seq, __u8 *flags)
 {
 	__u8 b[14];
 	__u32 off;
@@ -186,12 +238,20 @@ static __always_inline int mg_tcp_payload(struct __sk_buff *skb, __u32 *hdr, __u
 			return -1;
 		off = (b[0] & 0xf) * 4;
 	} else if (skb->protocol == bpf_htons(MG_ETH_P_IPV6)) {
-		/* Extension headers before TCP are not followed. */
-		if (bpf_skb_load_bytes(skb, 6, b, 1) || b[0] != IPPROTO_TCP)
+		/* Extension headers before TCP or UDP are not followed. */
+		if (bpf_skb_load_bytes(skb, 6, b, 1) ||
+		    b[0] != (udp ? IPPROTO_UDP : IPPROTO_TCP))
 			return -1;
 		off = 40;
 	} else {
 		return -1;
+	}
+	*l4 = off;
+	if (udp) {
+		*hdr = off + 8;
+		*seq = 0;
+		*flags = 0;
+		return 0;
 	}
 	if (bpf_skb_load_bytes(skb, off, b, 14))
 		return -1;
@@ -211,21 +271,27 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	struct mg_egress_buf *scratch;
 	struct mg_rule_ref *ref;
 	struct mg_scope *scope;
+	struct mg_ends ends = {};
 	struct bpf_sock *sk;
-	__u32 zero = 0, hdr, seq, len, skip, n;
+	__u32 zero = 0, l4, hdr, seq, len, skip, n;
+	__u16 queued;
 	__u8 taken, flags;
 	int verdict;
+	bool udp;
 
 	sk = skb->sk;
 	if (!sk)
 		return MG_PKT_PASS;
 	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_TCP)
+	if (!sk)
+		return MG_PKT_PASS;
+	udp = sk->protocol == IPPROTO_UDP;
+	if (!udp && sk->protocol != IPPROTO_TCP)
 		return MG_PKT_PASS;
 	st = bpf_sk_storage_get(&mg_egress_sk, sk, 0, 0);
 	if (st && st->verdict == MG_EGRESS_CLEAN)
 		return MG_PKT_PASS;
-	if (mg_tcp_payload(skb, &hdr, &seq, &flags))
+	if (mg_payload(skb, udp, &l4, &hdr, &seq, &flags))
 		/* Bytes this program cannot read are not passed unjudged. */
 		return MG_PKT_DROP;
 	if (st && st->verdict == MG_EGRESS_DENIED)
@@ -242,11 +308,15 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
 	if (!ref)
 		return MG_PKT_PASS;
-	if (!st) {
-		st = bpf_sk_storage_get(&mg_egress_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		/* A socket that cannot be followed is not let through. */
-		if (!st)
-			return MG_PKT_DROP;
+	if (!st || udp) {
+		if (!st) {
+			st = bpf_sk_storage_get(&mg_egress_sk, sk, 0,
+						BPF_SK_STORAGE_GET_F_CREATE);
+			/* A socket that cannot be followed is not let through. */
+			if (!st)
+				return MG_PKT_DROP;
+		}
+		/* A stream from its first byte; each datagram by itself. */
 		mg_reader_init(&st->r, scope->policy_id);
 		st->next_seq = seq;
 	}
@@ -274,10 +344,19 @@ int mg_stratum_egress(struct __sk_buff *skb)
 		/* `kill` is carried out by userspace, on the process that
 		 * holds the socket (the current task may not be the sender). */
 		taken = ref->action;
+		queued = taken == MG_ACTION_AUDIT ? MG_REFUSED_AUDITED : 0;
+		if (udp) {
+			if (mg_datagram_ends(skb, l4, &ends))
+				return MG_PKT_DROP;
+			queued |= MG_REFUSED_UDP;
+		} else {
+			mg_socket_ends(sk, &ends);
+		}
 		/* Queued before the event is written: userspace reads the
 		 * socket's holder from it when the event arrives. */
-		mg_queue_refused(skb, sk, taken == MG_ACTION_AUDIT);
-		mg_egress_event(skb, sk, scope, ref, taken, &st->r);
+		mg_queue_refused(skb, &ends, queued);
+		mg_egress_event(skb, &ends, udp ? IPPROTO_UDP : IPPROTO_TCP, scope, ref, taken,
+				&st->r);
 		if (taken == MG_ACTION_AUDIT) {
 			st->verdict = MG_EGRESS_CLEAN;
 			return MG_PKT_PASS;
@@ -285,7 +364,8 @@ int mg_stratum_egress(struct __sk_buff *skb)
 		st->verdict = MG_EGRESS_DENIED;
 		return MG_PKT_DROP;
 	}
-	if (verdict == MG_READ_DONE)
+	/* A clean datagram: the next one is read by itself again. */
+	if (verdict == MG_READ_DONE && !udp)
 		st->verdict = MG_EGRESS_CLEAN;
 	return MG_PKT_PASS;
 }

@@ -33,7 +33,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::{
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
@@ -65,7 +65,15 @@ pub(crate) struct RefusedSocket {
     pub remote: (IpAddr, u16),
     /// Audited, not refused: its holder is named, it is not destroyed.
     pub audited: bool,
+    /// A UDP socket: the judge dropped the datagram that carried the
+    /// method, and reads the next one by itself; its holder is named, it
+    /// is not destroyed.
+    pub udp: bool,
 }
+
+/// `mg_refused_sock.flags` (bpf/stratum_egress.bpf.c).
+const REFUSED_AUDITED: u16 = 1;
+const REFUSED_UDP: u16 = 2;
 
 impl RefusedSocket {
     /// Decodes one queue record; `None` for a record of another layout.
@@ -88,7 +96,8 @@ impl RefusedSocket {
             cgroup_id: u64_at(8),
             local: (addr(24)?, u16_at(20)),
             remote: (addr(40)?, u16_at(22)),
-            audited: u16_at(18) != 0,
+            audited: u16_at(18) & REFUSED_AUDITED != 0,
+            udp: u16_at(18) & REFUSED_UDP != 0,
         })
     }
 }
@@ -254,21 +263,22 @@ pub(crate) struct Owner {
 }
 
 /// Finds the namespace `socket` is in, hands its holder (if found) to
-/// `holder`, then destroys it unless it was only audited. Returns whether
-/// it was destroyed (`None` for an audited one).
+/// `holder`, then destroys it unless it was only audited or is a UDP
+/// socket. Returns whether it was destroyed (`None` when it was not to be).
 fn handle(socket: &RefusedSocket, holder: &mut dyn FnMut(Owner)) -> Option<io::Result<()>> {
     let pids = cgroup_pids(socket.cgroup_id).unwrap_or_default();
+    let destroy = !socket.audited && !socket.udp;
     let destroyed = in_its_namespace(&pids, |diag| {
         let (inode, uid) = request_inode(diag, socket)?;
         if let Some(tgid) = holder_of(inode, &pids) {
             holder(Owner { tgid, uid });
         }
-        match socket.audited {
-            true => Ok(()),
-            false => request_destroy(diag, socket),
+        match destroy {
+            true => request_destroy(diag, socket),
+            false => Ok(()),
         }
     });
-    (!socket.audited).then_some(destroyed)
+    destroy.then_some(destroyed)
 }
 
 /// The first of `pids` with a descriptor on the socket of `inode`.
@@ -355,14 +365,17 @@ fn warm_up() {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ] {
-        let nobody = RefusedSocket {
-            cookie: 0,
-            cgroup_id: 0,
-            local: (ip, 0),
-            remote: (ip, 0),
-            audited: true,
-        };
-        let _ = request_inode(&diag, &nobody);
+        for udp in [false, true] {
+            let nobody = RefusedSocket {
+                cookie: 0,
+                cgroup_id: 0,
+                local: (ip, 0),
+                remote: (ip, 0),
+                audited: true,
+                udp,
+            };
+            let _ = request_inode(&diag, &nobody);
+        }
     }
 }
 
@@ -396,20 +409,28 @@ fn ask(
         IpAddr::V4(_) => AF_INET,
         IpAddr::V6(_) => AF_INET6,
     };
+    // udp_diag looks a socket up as the receiver of a datagram from the
+    // request's source to its destination (net/ipv4/udp_diag.c swaps
+    // them "for historical reasons"): the peer goes first. An unconnected
+    // socket matches any peer.
+    let (protocol, source, destination) = match socket.udp {
+        false => (IPPROTO_TCP, socket.local, socket.remote),
+        true => (IPPROTO_UDP, socket.remote, socket.local),
+    };
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     let mut message = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
             family,
-            protocol: IPPROTO_TCP,
+            protocol,
             extensions: ExtensionFlags::empty(),
             states: StateFlags::all(),
             socket_id: SocketId {
-                source_port: socket.local.1,
-                destination_port: socket.remote.1,
-                source_address: socket.local.0,
-                destination_address: socket.remote.0,
+                source_port: source.1,
+                destination_port: destination.1,
+                source_address: source.0,
+                destination_address: destination.0,
                 interface_id: 0,
                 // The kernel compares it as two host-order u32 halves,
                 // low half first: the u64's native bytes on little-endian.
@@ -502,6 +523,10 @@ mod tests {
         assert_eq!(s.local, ("127.0.0.1".parse().unwrap(), 40000));
         assert_eq!(s.remote, ("127.0.0.2".parse().unwrap(), 3333));
         assert!(s.audited);
+        assert!(!s.udp);
+        b[18..20].copy_from_slice(&2u16.to_ne_bytes());
+        let s = RefusedSocket::parse(&b).expect("parses");
+        assert!(s.udp && !s.audited);
         b[16..18].copy_from_slice(&7u16.to_ne_bytes());
         assert_eq!(RefusedSocket::parse(&b), None, "unknown family");
     }

@@ -956,16 +956,27 @@ fn stratum_over_udp_is_judged_where_the_backend_reads_datagrams() {
         .unwrap();
     let addr = pool.local_addr().unwrap();
     let (storage, len, family) = sockaddr_of(addr);
-    let send = |cg: Option<&minerguard::cgroup::OwnedCgroup>, payload: &[u8]| {
+    const CLEAN: &[u8] = b"{\"id\":1,\"method\":\"eth_blockNumber\"}\n";
+    // Sends each payload in turn from one socket; code 0, or 100 + errno
+    // of the first send that failed, 50 + its index when it was short.
+    // With `linger`, the child then holds its socket for 5 s (for `kill`).
+    let send = |cg: Option<&minerguard::cgroup::OwnedCgroup>, payloads: &[&[u8]], linger: bool| {
         fork_in(cg, || unsafe {
             let s = libc::socket(family, libc::SOCK_DGRAM, 0);
             let to = (&storage as *const libc::sockaddr_storage).cast();
-            if libc::sendto(s, payload.as_ptr().cast(), payload.len(), 0, to, len)
-                != payload.len() as isize
-            {
-                return 100 + (*libc::__errno_location()).min(100);
+            let mut end = 0;
+            for (i, payload) in payloads.iter().enumerate() {
+                let sent = libc::sendto(s, payload.as_ptr().cast(), payload.len(), 0, to, len);
+                if sent < 0 && end == 0 {
+                    end = 100 + (*libc::__errno_location()).min(100);
+                } else if sent >= 0 && sent != payload.len() as isize && end == 0 {
+                    end = 50 + i as i32;
+                }
             }
-            0
+            if linger {
+                libc::sleep(5);
+            }
+            end
         })
     };
     let datagram = |pool: &std::net::UdpSocket| {
@@ -975,31 +986,57 @@ fn stratum_over_udp_is_judged_where_the_backend_reads_datagrams() {
     let scoped = Scoped::apply(&stratum_profile(Action::Deny));
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
     // Clean datagrams pass on both backends.
-    assert_eq!(
-        send(Some(cg), b"{\"id\":1,\"method\":\"eth_blockNumber\"}\n"),
-        ChildEnd::Code(0)
-    );
-    assert!(datagram(&pool).is_some());
-    let got = send(Some(cg), STRATUM_SUBSCRIBE);
-    if enforcer.backend() == minerguard::BackendKind::Lsm {
-        // socket_sendmsg reads each datagram.
-        assert_eq!(got, ChildEnd::Code(100 + libc::EPERM));
-        assert_eq!(datagram(&pool), None, "the pool got the datagram");
-        let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
-        assert!(
-            matches!(
-                ev.target,
-                Target::Stratum { addr: to, protocol: minerguard::events::Protocol::Udp, .. }
-                    if to == addr
-            ),
-            "{ev:?}"
+    assert_eq!(send(Some(cg), &[CLEAN], false), ChildEnd::Code(0));
+    assert_eq!(datagram(&pool).as_deref(), Some(CLEAN));
+    let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
+    // Read datagram by datagram by the lsm socket_sendmsg hook and by the
+    // cgroup backend's egress judge; the sk_msg judge sees TCP only.
+    if !lsm && !egress_under_test() {
+        assert_eq!(
+            send(Some(cg), &[STRATUM_SUBSCRIBE], false),
+            ChildEnd::Code(0)
         );
-    } else {
-        // The cgroup backend sees UDP destinations, not payloads
-        // (PROFILES.md): the datagram goes out.
-        assert_eq!(got, ChildEnd::Code(0));
         assert_eq!(datagram(&pool).as_deref(), Some(STRATUM_SUBSCRIBE));
+        return;
     }
+    // The datagram with the method is refused, and so is the socket's
+    // next one, clean or not: a socket that sent a mining method is
+    // refused for good, as a TCP one is.
+    assert_eq!(
+        send(Some(cg), &[STRATUM_SUBSCRIBE, CLEAN], false),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    assert_eq!(datagram(&pool), None, "the pool got a datagram");
+    // A clean datagram, then one with the method, from one socket: each
+    // is read by itself (the first decides nothing for the second).
+    assert_eq!(
+        send(Some(cg), &[CLEAN, STRATUM_SUBSCRIBE], false),
+        ChildEnd::Code(100 + libc::EPERM)
+    );
+    assert_eq!(datagram(&pool).as_deref(), Some(CLEAN));
+    assert_eq!(datagram(&pool), None, "the pool got the method");
+    let ev = wait_event(enforcer, |e| e.rule.as_ref() == "stratum-protocol").expect("event");
+    assert!(
+        matches!(
+            ev.target,
+            Target::Stratum { addr: to, protocol: minerguard::events::Protocol::Udp, .. }
+                if to == addr
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(ev.action, Action::Deny, "{ev:?}");
+    drop(scoped);
+    // `kill` reaches the process that sent it (on the cgroup backend,
+    // found from the datagram's socket: the packet names no process).
+    let scoped = Scoped::apply(&stratum_profile(Action::Kill));
+    assert_eq!(
+        send(Some(scoped.cgroup()), &[STRATUM_SUBSCRIBE], true),
+        ChildEnd::Signal(libc::SIGKILL)
+    );
+    assert_eq!(datagram(&pool), None, "the pool got the method");
+    let ev = wait_event(scoped.enforcer(), |e| e.rule.as_ref() == "stratum-protocol")
+        .expect("kill event");
+    assert!(ev.tgid != 0, "the event names no process: {ev:?}");
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! The ring-buffer poller thread: decodes kernel records into [`Event`]s and
-//! hands them to consumers through a bounded crossbeam channel.
+//! hands them to consumers through a bounded crossbeam channel. Events that
+//! need a slow lookup first (the egress Stratum judge's, whose process is
+//! the refused socket's holder) go through a second, describing thread, so
+//! that a burst of them does not hold up the ring buffer; the order stays
+//! the kernel's.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -57,6 +61,8 @@ struct Shared {
     channel_drops: AtomicU64,
     /// Judged sockets taken out of the Stratum send path.
     released: AtomicU64,
+    /// Events handed to the describing thread and not yet delivered.
+    describing: std::sync::atomic::AtomicUsize,
 }
 
 /// What the poller needs to turn records into events.
@@ -175,7 +181,7 @@ impl Decoder {
     /// ([`crate::cgroup_kill`]). `fresh`: written since this enforcer
     /// started; an older event (a pinned ring buffer's backlog) is not
     /// acted on, as its cgroup may hold other processes by now.
-    fn kill_cgroup_of(&self, raw: &RawEvent, fresh: bool) -> CgroupKill {
+    fn kill_cgroup_of(&self, policy_id: u32, cgroup_id: u64, fresh: bool) -> CgroupKill {
         let not_killed = |cgroup, reason: String| CgroupKill::NotKilled { cgroup, reason };
         if !fresh {
             return not_killed(
@@ -183,10 +189,10 @@ impl Decoder {
                 "written before this enforcer started: not acted on".into(),
             );
         }
-        let Some(names) = self.registry.lookup(raw.policy_id) else {
-            return not_killed(None, format!("policy {} is unknown", raw.policy_id));
+        let Some(names) = self.registry.lookup(policy_id) else {
+            return not_killed(None, format!("policy {policy_id} is unknown"));
         };
-        match cgroup_kill::find_cgroup(&names.scope, raw.cgroup_id) {
+        match cgroup_kill::find_cgroup(&names.scope, cgroup_id) {
             Err(e) => not_killed(None, e.to_string()),
             Ok(cgroup) => match cgroup_kill::kill_cgroup(&cgroup) {
                 Ok(method) => CgroupKill::Killed { cgroup, method },
@@ -417,6 +423,39 @@ struct Requests {
     flush: Receiver<Sender<()>>,
 }
 
+/// Events waiting for the describing thread. The egress judge's events
+/// name no process: the refused socket's holder is looked up from
+/// userspace (sock_diag, /proc), which takes tens of µs. A burst of them
+/// waits here instead of in the kernel's ring buffer, which would drop
+/// what does not fit (and with it the `kill` those events carry). Full, it
+/// holds the ring thread back. 4,096: more than the 1 MiB ring buffer holds.
+const DESCRIBE_QUEUE: usize = 4096;
+
+/// An event the ring-buffer thread decoded, for the describing thread.
+struct Pending {
+    ev: Event,
+    /// What the kernel read of the process (`PROC_*` bits).
+    proc_src: u8,
+    /// The record's policy (for a `kill-container` event's scope).
+    policy_id: u32,
+    /// Written since this poller started (see `run`).
+    fresh: bool,
+}
+
+/// What the ring-buffer thread hands the describing thread, in order.
+// Not boxed: the channel's slots are allocated once, a box would be an
+// allocation per event (the event path makes none).
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Event(Pending),
+    /// Answer once everything handed over before it is delivered.
+    Flush(Sender<()>),
+}
+
+/// The ring-buffer thread: decodes each record, and delivers it itself
+/// when it needs no lookup and nothing is waiting for the describing thread
+/// (started here, joined before this returns); otherwise it queues it there.
+/// Either way events reach the channel in the order the kernel wrote them.
 fn run(
     events: MapHandle,
     decoder: Decoder,
@@ -426,79 +465,63 @@ fn run(
     requests: Requests,
     ready: Sender<Result<(), String>>,
 ) {
-    let counters = shared.clone();
+    let decoder = Arc::new(decoder);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(DESCRIBE_QUEUE);
+    let describer = {
+        let (decoder, shared, tx) = (decoder.clone(), shared.clone(), tx.clone());
+        let kill_from_userspace = kill_from_userspace.clone();
+        let sockets = requests.sockets;
+        std::thread::Builder::new()
+            .name("minerguard-describe".into())
+            .spawn(move || describe(work_rx, &decoder, tx, &shared, kill_from_userspace, sockets))
+    };
+    let describer = match describer {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
     // Events written before this poller started were kept by a pinned ring
     // buffer while nobody read it: delivered, but their process is not
     // killed from here (it may be long gone, and its pid reused).
     let started = SystemTime::now();
+    let to_describer = work_tx.clone();
+    let ring_shared = shared.clone();
     let deliver = move |data: &[u8]| -> i32 {
         let Some(raw) = RawEvent::read(data) else {
             return 0;
         };
-        let Some(mut ev) = decoder.decode(&raw) else {
+        let Some(ev) = decoder.decode(&raw) else {
             return 0;
         };
         let fresh = ev.time >= started;
-        // The egress Stratum judge names no process (a packet may leave
-        // from another task): the refused socket's holder is the one. It is
-        // described, and killed for `kill`, before its socket is destroyed
-        // (it may exit as soon as the socket fails).
-        let mut described = false;
-        if let (0, Some(queue), Target::Stratum { addr, .. }) =
-            (ev.tgid, counters.refused.get(), &ev.target)
-        {
-            let peer = (addr.ip(), addr.port());
-            queue.destroy_for_event(ev.cgroup_id, peer, &mut |owner| {
-                ev.tgid = owner.tgid;
-                ev.pid = owner.tgid;
-                ev.uid = owner.uid;
-                ev.comm = proc_comm(owner.tgid);
-                complete_from_proc(&mut ev, raw.proc_src);
-                described = true;
-                if fresh && ev.action.kills() && owner.tgid > 1 {
-                    // SAFETY: plain syscall.
-                    unsafe { libc::kill(owner.tgid as i32, libc::SIGKILL) };
-                }
-            });
+        // Nothing waiting (nothing queued, nor being described): this one
+        // cannot overtake an earlier event.
+        if !needs_holder(&ev, &ring_shared) && ring_shared.describing.load(Ordering::Acquire) == 0 {
+            let mut ev = ev;
+            describe_one(
+                &mut ev,
+                raw.proc_src,
+                raw.policy_id,
+                fresh,
+                &decoder,
+                &ring_shared,
+                &kill_from_userspace,
+            );
+            send(&tx, ev, &ring_shared);
+            return 0;
         }
-        if !described && ev.comm.is_empty() {
-            // Program types that may not read comm (sk_msg on older kernels):
-            // ask /proc while the task is still there (before any kill).
-            ev.comm = proc_comm(ev.tgid);
-        }
-        if !described && ev.proc_source == ProcSource::Proc {
-            // Likewise for the parent and argv (program types that may not
-            // read the task here).
-            complete_from_proc(&mut ev, raw.proc_src);
-        }
-        // tgid 0 (an event that names no process) would be kill(0): this
-        // process group.
-        if fresh
-            && ev.action.kills()
-            && ev.tgid > 1
-            && kill_from_userspace.contains(&ev.target.kind())
-        {
-            // SAFETY: plain syscall; the kernel already refused the operation.
-            unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
-        }
-        // A scoped task moved (or cloned) another process out of its scope:
-        // the kernel killed the task that did it; the process that left is
-        // killed here (no helper signals another task on every kernel).
-        if let Target::ScopeEscape { moved, .. } = ev.target {
-            if fresh && ev.action.kills() && moved != ev.tgid && moved > 1 {
-                // SAFETY: plain syscall.
-                unsafe { libc::kill(moved as i32, libc::SIGKILL) };
-            }
-        }
-        if ev.action == Action::KillContainer {
-            ev.cgroup_kill = Some(decoder.kill_cgroup_of(&raw, fresh));
-        }
-        match tx.try_send(ev) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                counters.channel_drops.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let pending = Pending {
+            ev,
+            proc_src: raw.proc_src,
+            policy_id: raw.policy_id,
+            fresh,
+        };
+        ring_shared.describing.fetch_add(1, Ordering::AcqRel);
+        // Fails only once the describing thread is gone (it outlives this
+        // closure).
+        let _ = to_describer.send(Work::Event(pending));
         0
     };
     let mut builder = RingBufferBuilder::new();
@@ -510,19 +533,79 @@ fn run(
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
+            drop(work_tx);
+            let _ = describer.join();
             return;
         }
     };
     let _ = ready.send(Ok(()));
-    let mut sockets = None;
-    let mut stale_head = None;
     while !shared.stop.load(Ordering::Relaxed) {
         // Errors here are EINTR; anything else would repeat, so keep polling.
-        // A refusal's event wakes the poll, and its socket is destroyed
-        // as the event is read.
+        // A refusal's event wakes the poll.
         let _ = ring.poll(POLL_INTERVAL);
+        // A request may have come in while poll was delivering: read again
+        // so that everything written before the request is handed on, and
+        // answered once the describing thread has delivered it.
+        while let Ok(reply) = requests.flush.try_recv() {
+            let _ = ring.consume();
+            let _ = work_tx.send(Work::Flush(reply));
+        }
+    }
+    // Deliver what is already queued before the thread ends.
+    let _ = ring.consume();
+    drop(ring);
+    drop(work_tx);
+    let _ = describer.join();
+}
+
+/// The describing thread: completes and delivers the events queued for it
+/// (see [`describe_one`]) in order. Between them it does the Stratum
+/// judge's socket work (releasing judged sockets, destroying refused ones
+/// whose event was lost) once nothing is queued: a refused socket's record
+/// is taken with its event, never before it.
+fn describe(
+    work: Receiver<Work>,
+    decoder: &Decoder,
+    tx: Sender<Event>,
+    shared: &Shared,
+    kill_from_userspace: Vec<RuleKind>,
+    socket_work: Receiver<SocketWork>,
+) {
+    let mut sockets = None;
+    let mut stale_head = None;
+    let mut last_socket_work = std::time::Instant::now();
+    loop {
+        match work.recv_timeout(POLL_INTERVAL) {
+            Ok(Work::Event(Pending {
+                mut ev,
+                proc_src,
+                policy_id,
+                fresh,
+            })) => {
+                describe_one(
+                    &mut ev,
+                    proc_src,
+                    policy_id,
+                    fresh,
+                    decoder,
+                    shared,
+                    &kill_from_userspace,
+                );
+                send(&tx, ev, shared);
+                shared.describing.fetch_sub(1, Ordering::AcqRel);
+            }
+            Ok(Work::Flush(reply)) => {
+                let _ = reply.send(());
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if !work.is_empty() || last_socket_work.elapsed() < POLL_INTERVAL {
+            continue;
+        }
+        last_socket_work = std::time::Instant::now();
         if sockets.is_none() {
-            sockets = requests.sockets.try_recv().ok();
+            sockets = socket_work.try_recv().ok();
         }
         match &sockets {
             Some(SocketWork::Release(judged)) => {
@@ -535,15 +618,91 @@ fn run(
             }
             None => {}
         }
-        // A request may have come in while poll was delivering: read again
-        // so that everything written before the request is delivered.
-        while let Ok(reply) = requests.flush.try_recv() {
-            let _ = ring.consume();
-            let _ = reply.send(());
+    }
+}
+
+/// Whether `ev` is the egress judge's (it names no process, and the
+/// refused socket's holder is to be looked up).
+fn needs_holder(ev: &Event, shared: &Shared) -> bool {
+    ev.tgid == 0 && matches!(ev.target, Target::Stratum { .. }) && shared.refused.get().is_some()
+}
+
+/// Hands `ev` to the consumers; a full channel drops it (counted).
+fn send(tx: &Sender<Event>, ev: Event, shared: &Shared) {
+    match tx.try_send(ev) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            shared.channel_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
-    // Deliver what is already queued before the thread ends.
-    let _ = ring.consume();
+}
+
+/// Completes one event and carries out what userspace does for it: names
+/// the holder of an egress-judge event's socket (and destroys the socket),
+/// fills in from /proc what the kernel could not read, and sends the kills
+/// the kernel could not.
+/// `proc_src`, `policy_id`, `fresh`: see [`Pending`].
+fn describe_one(
+    ev: &mut Event,
+    proc_src: u8,
+    policy_id: u32,
+    fresh: bool,
+    decoder: &Decoder,
+    shared: &Shared,
+    kill_from_userspace: &[RuleKind],
+) {
+    // The egress Stratum judge names no process (a packet may leave
+    // from another task): the refused socket's holder is the one. It is
+    // described, and killed for `kill`, before its socket is destroyed
+    // (it may exit as soon as the socket fails).
+    let mut described = false;
+    let peer = match ev.target {
+        Target::Stratum { addr, .. } if ev.tgid == 0 => Some((addr.ip(), addr.port())),
+        _ => None,
+    };
+    if let (Some(peer), Some(queue)) = (peer, shared.refused.get()) {
+        queue.destroy_for_event(ev.cgroup_id, peer, &mut |owner| {
+            ev.tgid = owner.tgid;
+            ev.pid = owner.tgid;
+            ev.uid = owner.uid;
+            ev.comm = proc_comm(owner.tgid);
+            complete_from_proc(ev, proc_src);
+            described = true;
+            if fresh && ev.action.kills() && owner.tgid > 1 {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(owner.tgid as i32, libc::SIGKILL) };
+            }
+        });
+    }
+    if !described && ev.comm.is_empty() {
+        // Program types that may not read comm (sk_msg on older kernels):
+        // ask /proc while the task is still there (before any kill).
+        ev.comm = proc_comm(ev.tgid);
+    }
+    if !described && ev.proc_source == ProcSource::Proc {
+        // Likewise for the parent and argv (program types that may not
+        // read the task here).
+        complete_from_proc(ev, proc_src);
+    }
+    // tgid 0 (an event that names no process) would be kill(0): this
+    // process group.
+    if fresh && ev.action.kills() && ev.tgid > 1 && kill_from_userspace.contains(&ev.target.kind())
+    {
+        // SAFETY: plain syscall; the kernel already refused the operation.
+        unsafe { libc::kill(ev.tgid as i32, libc::SIGKILL) };
+    }
+    // A scoped task moved (or cloned) another process out of its scope:
+    // the kernel killed the task that did it; the process that left is
+    // killed here (no helper signals another task on every kernel).
+    if let Target::ScopeEscape { moved, .. } = ev.target {
+        if fresh && ev.action.kills() && moved != ev.tgid && moved > 1 {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(moved as i32, libc::SIGKILL) };
+        }
+    }
+    if ev.action == Action::KillContainer {
+        ev.cgroup_kill = Some(decoder.kill_cgroup_of(policy_id, ev.cgroup_id, fresh));
+    }
 }
 
 /// Seconds since the epoch of `t`, for formatting.
@@ -556,6 +715,13 @@ pub(crate) fn unix_nanos(t: SystemTime) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_describe_queue_stays_small() {
+        // Its slots are allocated up front: DESCRIBE_QUEUE of them.
+        let bytes = DESCRIBE_QUEUE * std::mem::size_of::<Work>();
+        assert!(bytes <= 8 << 20, "{bytes} bytes");
+    }
 
     #[test]
     fn ppid_is_read_past_the_last_parenthesis() {

@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release --example behaviour_eval -- [--seconds N] [--busy-percent P]
+//!     [--window-secs S] [--case PART-OF-A-NAME]
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -33,13 +34,14 @@ enum Workload {
     /// XMRig (light mode) with these threads; `config_only`: from a
     /// config.json, no arguments at all; `socks5`: through a loopback SOCKS5
     /// proxy; `tls`: `--tls` to a TLS front of the pool; `duty`: stopped and
-    /// continued every 5 s (SIGSTOP/SIGCONT), a 50 % duty cycle.
+    /// continued every this long (SIGSTOP/SIGCONT, as `cpulimit` does), a
+    /// 50 % duty cycle.
     Miner {
         threads: u32,
         config_only: bool,
         socks5: bool,
         tls: bool,
-        duty: bool,
+        duty: Option<Duration>,
     },
     /// A shell command line.
     Benign(&'static str),
@@ -72,7 +74,7 @@ fn cases() -> Vec<Case> {
             tls,
             duty,
         },
-        known_limit: duty,
+        known_limit: false,
     };
     let benign = |name, script| Case {
         name,
@@ -80,18 +82,26 @@ fn cases() -> Vec<Case> {
         known_limit: false,
     };
     vec![
-        miner("xmrig light 2 threads, renamed", 2, false, false, false, false),
-        miner("xmrig light 1 thread, renamed", 1, false, false, false, false),
-        miner("xmrig light, config file only", 2, true, false, false, false),
-        miner("xmrig light, through SOCKS5", 2, false, true, false, false),
-        miner("xmrig light, --tls", 2, false, false, true, false),
+        miner("xmrig light 2 threads, renamed", 2, false, false, false, None),
+        miner("xmrig light 1 thread, renamed", 1, false, false, false, None),
+        miner("xmrig light, config file only", 2, true, false, false, None),
+        miner("xmrig light, through SOCKS5", 2, false, true, false, None),
+        miner("xmrig light, --tls", 2, false, false, true, None),
         miner(
             "xmrig light, 50 % duty cycle (5 s on, 5 s off)",
             2,
             false,
             false,
             false,
-            true,
+            Some(Duration::from_secs(5)),
+        ),
+        miner(
+            "xmrig light, 50 % duty cycle (cpulimit-like, 100 ms on, 100 ms off)",
+            2,
+            false,
+            false,
+            false,
+            Some(Duration::from_millis(100)),
         ),
         benign("stress-ng --cpu 2", "exec stress-ng --cpu 2 --timeout 0 --quiet"),
         benign("stress-ng --crypt 2", "exec stress-ng --crypt 2 --timeout 0 --quiet"),
@@ -106,6 +116,10 @@ fn cases() -> Vec<Case> {
         benign(
             "python numeric loop",
             "exec /usr/bin/python3 -c 'x=1\nwhile True: x = (x * 1103515245 + 12345) % 2147483648'",
+        ),
+        benign(
+            "python networked worker (300 MiB, a TCP connection, 8 ms work / 4 ms sleep)",
+            "exec /usr/bin/python3 -c 'import socket, time\nblob = b\"x\" * (300 << 20)\nsrv = socket.create_server((\"127.0.0.1\", 0))\nc = socket.create_connection(srv.getsockname())\na, _ = srv.accept()\nx = 1\nwhile True:\n    t = time.monotonic()\n    while time.monotonic() - t < 0.008: x = (x * 1103515245 + 12345) % 2147483648\n    time.sleep(0.004)'",
         ),
         benign(
             "cc -O2 builds (loop)",
@@ -175,14 +189,18 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         .stderr(Stdio::null());
     let started = Instant::now();
     let child = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start the case"));
-    // The duty cycle: the whole miner stopped and continued every 5 s.
+    // The duty cycle: the whole miner stopped and continued every period.
     let duty_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let duty = matches!(case.workload, Workload::Miner { duty: true, .. }).then(|| {
+    let period = match case.workload {
+        Workload::Miner { duty, .. } => duty,
+        Workload::Benign(_) => None,
+    };
+    let duty = period.map(|period| {
         let (pid, stop) = (child.id() as libc::pid_t, duty_stop.clone());
         std::thread::spawn(move || {
             let mut on = true;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(5));
+                std::thread::sleep(period);
                 on = !on;
                 // SAFETY: a signal to our own child, which the guard reaps.
                 unsafe { libc::kill(pid, if on { libc::SIGCONT } else { libc::SIGSTOP }) };
@@ -205,11 +223,18 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         peak: String::new(),
     };
     let (mut peak_busy, mut peak_anon) = (0, 0);
+    // The throttled signal: most threads runnable enough, and the fewest
+    // sleeps a second among them.
+    let (mut peak_runnable, mut fewest_sleeps) = (0, None::<u32>);
     while started.elapsed() < Duration::from_secs(seconds) {
         let s = detector.sample(&scope, &options).expect("sample");
         for o in &s.observations {
             peak_busy = peak_busy.max(o.signals.cpu.busy_threads);
             peak_anon = peak_anon.max(o.signals.anon_mib());
+            peak_runnable = peak_runnable.max(o.signals.throttled.runnable_threads);
+            if let Some(n) = o.signals.throttled.fewest_sleeps_per_sec {
+                fewest_sleeps = Some(fewest_sleeps.map_or(n, |f| f.min(n)));
+            }
         }
         if let Some(d) = s.detections.first() {
             let now = Instant::now();
@@ -235,7 +260,10 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
     }
     drop(child);
     out.shares = pool.submits();
-    out.peak = format!("peak busy threads {peak_busy}, peak anon {peak_anon} MiB (read when busy)");
+    out.peak = format!(
+        "peak busy threads {peak_busy}, peak anon {peak_anon} MiB (read when busy); throttled window: up to {peak_runnable} threads runnable enough, fewest sleeps {}",
+        fewest_sleeps.map_or("—".into(), |n| format!("{n}/s"))
+    );
     out
 }
 
@@ -243,7 +271,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut seconds = 30;
     let mut thresholds = BehaviourMatch::default();
+    let mut only: Option<String> = None;
     while let Some(a) = args.next() {
+        if a == "--case" {
+            only = Some(args.next().expect("--case needs part of a case's name"));
+            continue;
+        }
         let mut value = || -> u32 {
             args.next()
                 .and_then(|v| v.parse().ok())
@@ -277,7 +310,10 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     let (mut miners, mut detected, mut benign, mut false_positives) = (0, 0, 0, 0);
     let (mut limits, mut limits_detected) = (0, 0);
-    for case in cases() {
+    let chosen = cases()
+        .into_iter()
+        .filter(|c| only.as_deref().map_or(true, |o| c.name.contains(o)));
+    for case in chosen {
         let miner = matches!(case.workload, Workload::Miner { .. });
         let o = run_case(&case, &xmrig, &profile, seconds);
         let flagged = o.flagged_after.is_some();

@@ -1524,11 +1524,12 @@ fn the_behaviour_detector_through_the_c_api_kills_a_hashing_renamed_xmrig() {
     assert_eq!(f["minerguard.outcome"], "killed", "{detection}");
     assert_eq!(f["proc.pid"], miner.id());
     assert_eq!(f["proc.name"], "php-fpm");
-    assert_eq!(
-        f["minerguard.behaviour.signals"],
-        serde_json::json!(["cpu", "memory", "connection"]),
-        "{detection}"
-    );
+    // The throttled signal may have fired as well, on a slow start.
+    let fired: Vec<&str> = (f["minerguard.behaviour.signals"].as_array().unwrap().iter())
+        .filter_map(|s| s.as_str())
+        .filter(|s| *s != "cpu-throttled")
+        .collect();
+    assert_eq!(fired, ["cpu", "memory", "connection"], "{detection}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(miner.wait().unwrap().signal(), Some(libc::SIGKILL));
     assert!(pool.submits() > 0, "it was hashing: the pool had shares");

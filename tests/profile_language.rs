@@ -109,6 +109,9 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: kill\n    behaviour: { window: 5 }\n", "rules[0].behaviour", "unknown field `window`"),
     ("    action: kill\n    behaviour: { anon_mib: lots }\n", "rules[0].behaviour.anon_mib", "invalid type"),
     ("    action: kill\n    behaviour: { needs_connection: 3 }\n", "rules[0].behaviour.needs_connection", "invalid type"),
+    ("    action: kill\n    behaviour: { throttled_window_secs: 0 }\n", "rules[0].behaviour.throttled_window_secs", "1-3600"),
+    ("    action: kill\n    behaviour: { throttled_percent: 101 }\n", "rules[0].behaviour.throttled_percent", "0-100"),
+    ("    action: kill\n    behaviour: { throttled_max_sleeps: 2000000 }\n", "rules[0].behaviour.throttled_max_sleeps", "0-1000000"),
 ];
 
 #[test]

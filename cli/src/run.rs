@@ -10,7 +10,7 @@ use std::{
 
 use minerguard::{
     cgroup::{join_cgroup_raw, OwnedCgroup},
-    Scope, SeccompFilter, SeccompPolicy,
+    Enforcer, Scope, SeccompFilter, SeccompPolicy,
 };
 
 use crate::{
@@ -47,7 +47,7 @@ pub fn run(
     let cgroup = match OwnedCgroup::create_in_root("minerguard-run") {
         Ok(cgroup) => cgroup,
         Err(e) => {
-            let _ = enforcer.detach();
+            roll_back(enforcer, None);
             let during = || "creating the command's cgroup".to_string();
             return Err(minerguard::cgroup_failure(during, e).into());
         }
@@ -64,10 +64,7 @@ pub fn run(
     let (procs, handle) = match started {
         Ok(started) => started,
         Err(e) => {
-            // The enforcer first: its descriptors close, and a process
-            // that ran out of them can then list and remove the cgroup.
-            let _ = enforcer.detach();
-            drop(cgroup);
+            roll_back(enforcer, Some(cgroup));
             return Err(e.into());
         }
     };
@@ -162,4 +159,13 @@ pub fn run(
             _ => ExitCode::from(1),
         },
     })
+}
+
+/// Ends a run that failed before its command started, leaving no instance
+/// or cgroup behind: the enforcer first (its descriptors close, so a process
+/// that ran out of them can then list and remove the cgroup), then the
+/// command's cgroup, if it was made.
+fn roll_back(enforcer: Enforcer, cgroup: Option<OwnedCgroup>) {
+    let _ = enforcer.detach();
+    drop(cgroup);
 }

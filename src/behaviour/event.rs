@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::Detection;
+use super::{
+    report::{signals_value, thresholds_value},
+    Detection,
+};
 use crate::{
     events::{json::falco_value, CgroupKill, Event, InlineStr, ProcSource, Target},
     profile::Action,
@@ -75,53 +78,18 @@ impl Detection {
             put("cgroup.path", json!(p.cgroup.to_string_lossy()));
             put("minerguard.behaviour.signals", json!(self.verdict.fired()));
             put("minerguard.behaviour.why", json!(why));
-            put(
-                "minerguard.behaviour.cpu.busy_threads",
-                json!(s.cpu.busy_threads),
-            );
-            put("minerguard.behaviour.cpu.threads", json!(s.cpu.threads));
-            put(
-                "minerguard.behaviour.cpu.top_runnable_percent",
-                json!(s.cpu.top_runnable_percent),
-            );
-            put(
-                "minerguard.behaviour.cpu.top_cpu_percent",
-                json!(s.cpu.top_cpu_percent),
-            );
-            put(
-                "minerguard.behaviour.window_secs",
-                json!(s.cpu.span.as_secs_f64()),
-            );
-            put("minerguard.behaviour.anon_mib", json!(s.anon_mib()));
-            put("minerguard.behaviour.hugetlb_mib", json!(s.hugetlb_mib()));
-            put(
-                "minerguard.behaviour.anon_huge_mib",
-                json!(s.anon_huge_mib()),
-            );
-            put(
-                "minerguard.behaviour.threshold.busy_percent",
-                json!(t.busy_percent),
-            );
-            put(
-                "minerguard.behaviour.threshold.busy_threads",
-                json!(t.busy_threads),
-            );
-            put("minerguard.behaviour.threshold.anon_mib", json!(t.anon_mib));
-            put(
-                "minerguard.behaviour.threshold.needs_connection",
-                json!(t.needs_connection),
-            );
-            put(
-                "minerguard.behaviour.tcp_connections",
-                json!(s.tcp_connections),
-            );
-            if let Some(peer) = s.peer {
-                put("minerguard.behaviour.peer", json!(peer.to_string()));
+            let measured = signals_value(s);
+            let thresholds = thresholds_value(t);
+            let values = (measured.as_object().into_iter().flatten())
+                .map(|(k, v)| (format!("minerguard.behaviour.{k}"), v))
+                .chain(
+                    (thresholds.as_object().into_iter().flatten())
+                        .map(|(k, v)| (format!("minerguard.behaviour.threshold.{k}"), v)),
+                );
+            // Unknown values (no peer, sleeps not read) are left out.
+            for (k, v) in values.filter(|(_, v)| !v.is_null()) {
+                put(&k, v.clone());
             }
-            put(
-                "minerguard.behaviour.threshold.window_secs",
-                json!(t.window.as_secs()),
-            );
         }
         v["output"] = json!(format!(
             "minerguard behaviour: {} (pid {}, {}) is mining: {}: {} (rule={} profile={} cgroup={})",
@@ -145,8 +113,11 @@ impl Detection {
     /// `reported`, `dry-run`, `gone`, `failed: …`), and
     /// `minerguard.behaviour.*` the signals (`signals`: those that fired;
     /// `cpu.busy_threads`, `cpu.threads`, `cpu.top_runnable_percent`,
-    /// `cpu.top_cpu_percent`, `window_secs`, `anon_mib`, `hugetlb_mib`,
-    /// `anon_huge_mib`, `tcp_connections`, `peer`; `threshold.*`; `why`).
+    /// `cpu.top_cpu_percent`, `window_secs`, `throttled.threads`,
+    /// `throttled.runnable_threads`, `throttled.top_runnable_percent`,
+    /// `throttled.sleeps_per_sec`, `throttled.window_secs`, `anon_mib`,
+    /// `hugetlb_mib`, `anon_huge_mib`, `tcp_connections`, `peer`;
+    /// `threshold.*`; `why`).
     pub fn to_json(&self, profile: &Arc<str>) -> String {
         self.to_value(profile).to_string()
     }
@@ -172,6 +143,7 @@ mod tests {
                 top_cpu_percent: 51,
                 span: Duration::from_secs(10),
             },
+            throttled: Default::default(),
             memory: Memory {
                 anon_kib: 262 * 1024,
                 anon_huge_kib: 0,
@@ -219,6 +191,14 @@ mod tests {
             json!(["cpu", "memory", "connection"])
         );
         assert_eq!(f["minerguard.behaviour.peer"], "192.0.2.7:443");
+        assert_eq!(f["minerguard.behaviour.threshold.busy_percent"], 90);
+        assert_eq!(f["minerguard.behaviour.threshold.throttled_percent"], 40);
+        assert_eq!(f["minerguard.behaviour.threshold.window_secs"], 10);
+        assert_eq!(f["minerguard.behaviour.throttled.threads"], 0);
+        // Unknown values are left out, not null.
+        assert!(f
+            .get("minerguard.behaviour.throttled.sleeps_per_sec")
+            .is_none());
         assert_eq!(v["rule"], "mining-behaviour");
         assert!(v["output"].as_str().unwrap().contains("is mining"), "{v}");
     }

@@ -26,6 +26,26 @@ pub struct CpuSignal {
     pub span: Duration,
 }
 
+/// What the samples of one process show over the throttled window: threads
+/// runnable a good share of a long window that never block of their own
+/// accord but for being stopped, the shape of a miner held to a duty cycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThrottledSignal {
+    /// Threads runnable at least the throttled share of the window that
+    /// blocked at most the allowed times a second.
+    pub threads: u32,
+    /// Threads runnable at least the throttled share, however often they
+    /// blocked.
+    pub runnable_threads: u32,
+    /// The most runnable thread's share of the window, in percent.
+    pub top_runnable_percent: u32,
+    /// Of the threads runnable enough, the fewest times one blocked a
+    /// second (rounded); `None` when none was.
+    pub fewest_sleeps_per_sec: Option<u32>,
+    /// The wall time the shares were measured over (at least the window).
+    pub span: Duration,
+}
+
 /// Samples of one process, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct History {
@@ -45,6 +65,73 @@ impl History {
         {
             self.samples.pop_front();
         }
+    }
+
+    /// The newest sample's threads, and when it was taken.
+    pub fn latest(&self) -> Option<(Instant, &[ThreadTimes])> {
+        self.samples.back().map(|(at, t)| (*at, t.as_slice()))
+    }
+
+    /// The throttled signal over `window` at the newest sample; `None`
+    /// until the samples span a whole window. A thread's sleeps are counted
+    /// between the oldest and newest samples of the window that read them
+    /// (they are read only while it is active), which must be half a window
+    /// apart: otherwise it is not counted.
+    pub fn throttled(
+        &self,
+        window: Duration,
+        percent: u32,
+        max_sleeps: u32,
+    ) -> Option<ThrottledSignal> {
+        let (now, latest) = self.samples.back()?;
+        let first = self
+            .samples
+            .iter()
+            .rposition(|(t, _)| now.saturating_duration_since(*t) >= window)?;
+        let (then, earlier) = &self.samples[first];
+        let span = now.saturating_duration_since(*then);
+        let span_ns = span.as_nanos().max(1) as f64;
+        let mut signal = ThrottledSignal {
+            span,
+            ..ThrottledSignal::default()
+        };
+        let mut fewest: Option<f64> = None;
+        for t in latest {
+            let Ok(i) = earlier.binary_search_by_key(&t.tid, |e| e.tid) else {
+                continue;
+            };
+            let ns = (t.run_ns + t.wait_ns).saturating_sub(earlier[i].run_ns + earlier[i].wait_ns);
+            let runnable = (100.0 * ns as f64 / span_ns).round() as u32;
+            signal.top_runnable_percent = signal.top_runnable_percent.max(runnable);
+            if runnable < percent {
+                continue;
+            }
+            signal.runnable_threads += 1;
+            let Some(rate) = self.sleeps_per_sec(first, t.tid, window / 2) else {
+                continue;
+            };
+            fewest = Some(fewest.map_or(rate, |f| f.min(rate)));
+            if rate <= f64::from(max_sleeps) {
+                signal.threads += 1;
+            }
+        }
+        signal.fewest_sleeps_per_sec = fewest.map(|f| f.round() as u32);
+        Some(signal)
+    }
+
+    /// Thread `tid`'s voluntary switches a second between the oldest and
+    /// newest samples from `first` on that read them, if those are at
+    /// least `min_span` apart.
+    fn sleeps_per_sec(&self, first: usize, tid: u32, min_span: Duration) -> Option<f64> {
+        let mut read = self.samples.range(first..).filter_map(|(at, threads)| {
+            let i = threads.binary_search_by_key(&tid, |e| e.tid).ok()?;
+            Some((*at, threads[i].sleeps?))
+        });
+        let (t0, s0) = read.next()?;
+        let (t1, s1) = read.next_back()?;
+        let span = t1.saturating_duration_since(t0);
+        (span >= min_span && !span.is_zero())
+            .then(|| s1.saturating_sub(s0) as f64 / span.as_secs_f64())
     }
 
     /// The CPU signal over `window` at the newest sample; `None` until the
@@ -95,8 +182,76 @@ mod tests {
                 tid,
                 run_ns: (run * S as f64) as u64,
                 wait_ns: (wait * S as f64) as u64,
+                sleeps: None,
             })
             .collect()
+    }
+
+    /// (thread id, run seconds, sleeps read) every 2 s.
+    fn sleepy(samples: &[&[(u32, f64, Option<u64>)]]) -> History {
+        let start = Instant::now();
+        let mut h = History::default();
+        for (i, s) in samples.iter().enumerate() {
+            let at = start + Duration::from_secs(2 * i as u64);
+            let list = s
+                .iter()
+                .map(|&(tid, run, sleeps)| ThreadTimes {
+                    tid,
+                    run_ns: (run * S as f64) as u64,
+                    wait_ns: 0,
+                    sleeps,
+                })
+                .collect();
+            h.push(at, list, Duration::from_secs(60));
+        }
+        h
+    }
+
+    #[test]
+    fn a_stopped_and_continued_thread_is_throttled_a_sleeping_one_is_not() {
+        // Over 8 s: thread 1 runs 2 s of every 4 (stopped between: one sleep
+        // per stop, and its sleeps are not read while stopped); thread 2
+        // runs as much but blocks 500 times a second; thread 3 idles.
+        let h = sleepy(&[
+            &[(1, 0.0, Some(0)), (2, 0.0, Some(0)), (3, 0.0, None)],
+            &[(1, 2.0, Some(1)), (2, 1.0, Some(1000)), (3, 0.0, None)],
+            &[(1, 2.0, None), (2, 2.0, Some(2000)), (3, 0.0, None)],
+            &[(1, 4.0, Some(2)), (2, 3.0, Some(3000)), (3, 0.0, None)],
+            &[(1, 4.0, None), (2, 4.0, Some(4000)), (3, 0.1, None)],
+        ]);
+        let s = h.throttled(Duration::from_secs(8), 40, 20).unwrap();
+        assert_eq!((s.threads, s.runnable_threads), (1, 2), "{s:?}");
+        assert_eq!(s.top_runnable_percent, 50);
+        assert_eq!(s.fewest_sleeps_per_sec, Some(0), "2 sleeps in 6 s");
+        assert_eq!(s.span, Duration::from_secs(8));
+        // Stricter: neither; and a higher share than they got: none runnable.
+        assert_eq!(
+            h.throttled(Duration::from_secs(8), 40, 0).unwrap().threads,
+            0
+        );
+        let s = h.throttled(Duration::from_secs(8), 60, 20).unwrap();
+        assert_eq!(
+            (s.threads, s.runnable_threads, s.fewest_sleeps_per_sec),
+            (0, 0, None)
+        );
+        // Not before the window is covered.
+        assert_eq!(h.throttled(Duration::from_secs(10), 40, 20), None);
+    }
+
+    #[test]
+    fn sleeps_read_too_close_together_do_not_count() {
+        // Sleeps read only at the last two samples, 2 s apart: under half
+        // of an 8 s window, so the thread is runnable but not judged.
+        let h = sleepy(&[
+            &[(1, 0.0, None)],
+            &[(1, 2.0, None)],
+            &[(1, 2.0, None)],
+            &[(1, 4.0, Some(2))],
+            &[(1, 6.0, Some(3))],
+        ]);
+        let s = h.throttled(Duration::from_secs(8), 40, 20).unwrap();
+        assert_eq!((s.threads, s.runnable_threads), (0, 1), "{s:?}");
+        assert_eq!(s.fewest_sleeps_per_sec, None);
     }
 
     /// A history of samples every `step` seconds.

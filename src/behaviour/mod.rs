@@ -48,11 +48,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use history::CpuSignal;
+pub use history::{CpuSignal, ThrottledSignal};
 pub use sample::Memory;
 pub use thresholds::{
-    Thresholds, DEFAULT_ANON_MIB, DEFAULT_BUSY_PERCENT, DEFAULT_BUSY_THREADS, DEFAULT_WINDOW_SECS,
-    RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
+    Thresholds, DEFAULT_ANON_MIB, DEFAULT_BUSY_PERCENT, DEFAULT_BUSY_THREADS,
+    DEFAULT_THROTTLED_MAX_SLEEPS, DEFAULT_THROTTLED_PERCENT, DEFAULT_THROTTLED_WINDOW_SECS,
+    DEFAULT_WINDOW_SECS, RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
 };
 pub use verdict::{Signals, Verdict};
 
@@ -160,6 +161,31 @@ fn tcp_peers(pid: u32, namespaces: &mut scan::net::Namespaces) -> (u32, Option<S
     (peers.len() as u32, peers.first().copied())
 }
 
+/// Reads the voluntary switches of each of `threads` (of `pid`) that was
+/// runnable at least a tenth of the time since `history`'s newest sample:
+/// the throttled signal needs them only for threads that work, and an idle
+/// scope pays nothing for it.
+fn read_sleeps_of_active_threads(
+    pid: u32,
+    threads: &mut [sample::ThreadTimes],
+    history: &history::History,
+    now: Instant,
+) {
+    let Some((then, before)) = history.latest() else {
+        return;
+    };
+    let tenth = now.saturating_duration_since(then).as_nanos() / 10;
+    for t in threads.iter_mut() {
+        let Ok(i) = before.binary_search_by_key(&t.tid, |b| b.tid) else {
+            continue;
+        };
+        let ns = (t.run_ns + t.wait_ns).saturating_sub(before[i].run_ns + before[i].wait_ns);
+        if u128::from(ns) >= tenth {
+            t.sleeps = sample::voluntary_switches(pid, t.tid);
+        }
+    }
+}
+
 /// Samples a scope and judges its processes by behaviour; keeps each
 /// process's recent CPU samples between calls.
 #[derive(Debug)]
@@ -241,7 +267,7 @@ impl Detector {
         members.sort_by_key(|m| m.pid);
         members.dedup_by_key(|m| m.pid);
         let keep = (self.rules.iter())
-            .map(|r| r.thresholds.window)
+            .map(|r| r.thresholds.longest_window())
             .max()
             .unwrap_or_default();
         let me = std::process::id();
@@ -250,7 +276,7 @@ impl Detector {
         let mut namespaces = scan::net::Namespaces::default();
         let mut kept = HashMap::with_capacity(members.len());
         for m in members.iter().filter(|m| m.pid != me) {
-            let Some(cpu) = sample::cpu_times(m.pid, self.hz) else {
+            let Some(mut cpu) = sample::cpu_times(m.pid, self.hz) else {
                 continue;
             };
             let mut t = self.tracked.remove(&m.pid).unwrap_or_default();
@@ -262,6 +288,7 @@ impl Detector {
                 };
             }
             out.processes += 1;
+            read_sleeps_of_active_threads(m.pid, &mut cpu.threads, &t.history, now);
             t.history.push(now, cpu.threads, keep);
             if !t.reported {
                 let process = Seen {
@@ -303,9 +330,20 @@ impl Detector {
             let Some(cpu) = t.history.cpu(th.window, th.busy_percent) else {
                 continue;
             };
+            let throttled = (th.throttled_percent > 0)
+                .then(|| {
+                    (t.history).throttled(
+                        th.throttled_window,
+                        th.throttled_percent,
+                        th.throttled_max_sleeps,
+                    )
+                })
+                .flatten()
+                .unwrap_or_default();
             // Memory and sockets are read only for a process whose CPU use
             // fits.
-            let (mem, (tcp_connections, peer)) = if cpu.busy_threads >= th.busy_threads {
+            let busy = cpu.busy_threads.max(throttled.threads);
+            let (mem, (tcp_connections, peer)) = if busy >= th.busy_threads {
                 *memory.get_or_insert_with(|| {
                     let mem = sample::memory(m.pid).unwrap_or_default();
                     (mem, tcp_peers(m.pid, namespaces))
@@ -315,6 +353,7 @@ impl Detector {
             };
             let signals = Signals {
                 cpu,
+                throttled,
                 memory: mem,
                 tcp_connections,
                 peer,

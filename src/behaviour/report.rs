@@ -6,22 +6,43 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Observation, Sample, Signals};
+use super::{Observation, Sample, Signals, Thresholds};
 
 /// The measured values of `s`, the same names as the event's
-/// `minerguard.behaviour.*` fields.
-fn signals_value(s: &Signals) -> Value {
+/// `minerguard.behaviour.*` fields (`peer` and `throttled.sleeps_per_sec`
+/// are null when unknown).
+pub(super) fn signals_value(s: &Signals) -> Value {
     json!({
         "cpu.busy_threads": s.cpu.busy_threads,
         "cpu.threads": s.cpu.threads,
         "cpu.top_runnable_percent": s.cpu.top_runnable_percent,
         "cpu.top_cpu_percent": s.cpu.top_cpu_percent,
         "window_secs": s.cpu.span.as_secs_f64(),
+        "throttled.threads": s.throttled.threads,
+        "throttled.runnable_threads": s.throttled.runnable_threads,
+        "throttled.top_runnable_percent": s.throttled.top_runnable_percent,
+        "throttled.sleeps_per_sec": s.throttled.fewest_sleeps_per_sec,
+        "throttled.window_secs": s.throttled.span.as_secs_f64(),
         "anon_mib": s.anon_mib(),
         "hugetlb_mib": s.hugetlb_mib(),
         "anon_huge_mib": s.anon_huge_mib(),
         "tcp_connections": s.tcp_connections,
         "peer": s.peer.map(|p| p.to_string()),
+    })
+}
+
+/// A rule's thresholds, as the event's `minerguard.behaviour.threshold.*`
+/// fields.
+pub(super) fn thresholds_value(t: &Thresholds) -> Value {
+    json!({
+        "window_secs": t.window.as_secs(),
+        "busy_percent": t.busy_percent,
+        "busy_threads": t.busy_threads,
+        "anon_mib": t.anon_mib,
+        "needs_connection": t.needs_connection,
+        "throttled_window_secs": t.throttled_window.as_secs(),
+        "throttled_percent": t.throttled_percent,
+        "throttled_max_sleeps": t.throttled_max_sleeps,
     })
 }
 
@@ -76,6 +97,7 @@ mod tests {
                 top_cpu_percent: 60,
                 span: Duration::from_secs(5),
             },
+            throttled: Default::default(),
             memory: Memory {
                 anon_kib: 100 * 1024,
                 anon_huge_kib: 0,
@@ -106,5 +128,7 @@ mod tests {
         assert_eq!(o["signals"], json!(["cpu"]));
         assert_eq!(o["values"]["anon_mib"], 100);
         assert_eq!(o["values"]["peer"], Value::Null);
+        assert_eq!(o["values"]["throttled.sleeps_per_sec"], Value::Null);
+        assert_eq!(o["values"]["throttled.threads"], 0);
     }
 }

@@ -18,6 +18,9 @@ pub(crate) struct ThreadTimes {
     /// Time runnable but waiting for a CPU (other work, or its cgroup's
     /// CPU limit): a spinning thread on a busy host is running or waiting.
     pub wait_ns: u64,
+    /// Times it blocked of its own accord (`voluntary_ctxt_switches`), read
+    /// only while it was active (see [`voluntary_switches`]).
+    pub sleeps: Option<u64>,
 }
 
 /// Per-thread CPU time of one process at one instant.
@@ -82,6 +85,7 @@ pub(crate) fn cpu_times(pid: u32, hz: u64) -> Option<CpuTimes> {
                 tid,
                 run_ns,
                 wait_ns,
+                sleeps: None,
             });
         }
     }
@@ -93,13 +97,22 @@ pub(crate) fn cpu_times(pid: u32, hz: u64) -> Option<CpuTimes> {
     })
 }
 
-/// The value of `key:` (in kB) in a `/proc` key-value file.
+/// The number after `key:` in a `/proc` key-value file (`kB` values in KiB).
 fn kib(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| {
         l.strip_prefix(key)
             .is_some_and(|rest| rest.starts_with(':'))
     })?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many times thread `tid` of `pid` blocked of its own accord
+/// (`voluntary_ctxt_switches` of `task/<tid>/status`). A stop (SIGSTOP,
+/// `cpulimit`) is one; preemption is not. Read only for threads that were
+/// active since the last sample: an idle scope costs nothing more.
+pub(crate) fn voluntary_switches(pid: u32, tid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    kib(&status, "voluntary_ctxt_switches")
 }
 
 /// `pid`'s memory; `None` once it has exited.
@@ -141,5 +154,8 @@ mod tests {
             Some(2048)
         );
         assert_eq!(kib("RssAnonX:\t 1 kB\n", "RssAnon"), None);
+        // This thread has blocked (at least on reading its own files).
+        assert!(voluntary_switches(me, me).is_some_and(|n| n > 0));
+        assert_eq!(voluntary_switches(me, u32::MAX), None);
     }
 }

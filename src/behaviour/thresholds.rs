@@ -19,6 +19,17 @@ pub const DEFAULT_BUSY_THREADS: u32 = 1;
 /// Default `anon_mib`: RandomX's cache, which every RandomX miner holds
 /// (light mode: the cache only; fast mode: the 2080 MiB dataset as well).
 pub const DEFAULT_ANON_MIB: u32 = RANDOMX_CACHE_MIB;
+/// Default `throttled_window_secs`: two busy windows, so a duty cycle of
+/// up to 10 s on and 10 s off is averaged whole, and a throttled miner is
+/// still seen within 30 s of its first hash.
+pub const DEFAULT_THROTTLED_WINDOW_SECS: u32 = 20;
+/// Default `throttled_percent`: a miner held to half of its time (a 50 %
+/// duty cycle) is runnable about 50 % of the window.
+pub const DEFAULT_THROTTLED_PERCENT: u32 = 40;
+/// Default `throttled_max_sleeps`: a hashing thread blocks only when it is
+/// stopped (`cpulimit` stops a process up to 10 times a second); a thread
+/// that serves requests or does I/O blocks hundreds of times a second.
+pub const DEFAULT_THROTTLED_MAX_SLEEPS: u32 = 20;
 /// RandomX's cache, in MiB.
 pub const RANDOMX_CACHE_MIB: u32 = 256;
 /// RandomX's fast-mode dataset, in MiB.
@@ -38,6 +49,24 @@ pub struct Thresholds {
     pub anon_mib: u64,
     /// Whether mining also needs a connected TCP socket.
     pub needs_connection: bool,
+    /// How long the throttled-CPU signal is measured over.
+    pub throttled_window: Duration,
+    /// Share of `throttled_window` (percent) a thread must be runnable to
+    /// count as throttled-busy; 0: the signal is off.
+    pub throttled_percent: u32,
+    /// Most voluntary context switches a second a throttled-busy thread
+    /// may make.
+    pub throttled_max_sleeps: u32,
+}
+
+impl Thresholds {
+    /// How much history the rule needs: the longer of its two windows.
+    pub fn longest_window(&self) -> Duration {
+        if self.throttled_percent == 0 {
+            return self.window;
+        }
+        self.window.max(self.throttled_window)
+    }
 }
 
 impl Default for Thresholds {
@@ -54,6 +83,15 @@ impl From<&BehaviourMatch> for Thresholds {
             busy_threads: m.busy_threads.unwrap_or(DEFAULT_BUSY_THREADS),
             anon_mib: m.anon_mib.unwrap_or(DEFAULT_ANON_MIB).into(),
             needs_connection: m.needs_connection.unwrap_or(true),
+            throttled_window: Duration::from_secs(
+                m.throttled_window_secs
+                    .unwrap_or(DEFAULT_THROTTLED_WINDOW_SECS)
+                    .into(),
+            ),
+            throttled_percent: m.throttled_percent.unwrap_or(DEFAULT_THROTTLED_PERCENT),
+            throttled_max_sleeps: m
+                .throttled_max_sleeps
+                .unwrap_or(DEFAULT_THROTTLED_MAX_SLEEPS),
         }
     }
 }
@@ -75,5 +113,20 @@ mod tests {
         });
         assert_eq!(t.window, Duration::from_secs(3));
         assert_eq!((t.busy_percent, t.busy_threads, t.anon_mib), (90, 2, 256));
+        assert_eq!(
+            (
+                d.throttled_window,
+                d.throttled_percent,
+                d.throttled_max_sleeps
+            ),
+            (Duration::from_secs(20), 40, 20)
+        );
+        assert_eq!(d.longest_window(), Duration::from_secs(20));
+        let off = Thresholds::from(&BehaviourMatch {
+            throttled_percent: Some(0),
+            throttled_window_secs: Some(600),
+            ..Default::default()
+        });
+        assert_eq!(off.longest_window(), Duration::from_secs(10));
     }
 }

@@ -1,5 +1,7 @@
 //! The verdict: pure logic on one process's signals. Mining is sustained
-//! CPU saturation together with a RandomX-shaped memory footprint (a large
+//! CPU saturation (or, for a miner held to a duty cycle, a long window's
+//! good share of runnable time by threads that never block but for being
+//! stopped) together with a RandomX-shaped memory footprint (a large
 //! anonymous working set, or hugetlb pages, which RandomX miners ask for
 //! and ordinary programs rarely do), while connected over TCP (to a pool
 //! or a proxy; a compressor with a big dictionary is not). Each part is
@@ -7,13 +9,20 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{history::CpuSignal, sample::Memory, thresholds::Thresholds};
+use super::{
+    history::{CpuSignal, ThrottledSignal},
+    sample::Memory,
+    thresholds::Thresholds,
+};
 
 /// Everything one verdict was reached on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Signals {
     /// CPU: busy threads over the window.
     pub cpu: CpuSignal,
+    /// CPU: throttled-busy threads over the throttled window (zero when the
+    /// rule has it off or the window is not covered yet).
+    pub throttled: ThrottledSignal,
     /// Memory (KiB).
     pub memory: Memory,
     /// Connected TCP sockets it holds (read with the memory).
@@ -50,6 +59,10 @@ pub struct Verdict {
     /// At least `busy_threads` threads were running or waiting to run for
     /// `busy_percent` of the window.
     pub cpu_saturated: bool,
+    /// At least `busy_threads` threads were runnable `throttled_percent` of
+    /// the throttled window while blocking at most `throttled_max_sleeps`
+    /// times a second.
+    pub cpu_throttled: bool,
     /// Anonymous resident memory at least `anon_mib`.
     pub randomx_memory: bool,
     /// hugetlb pages in use (`MAP_HUGETLB`).
@@ -65,6 +78,7 @@ impl Verdict {
     pub fn judge(s: &Signals, t: &Thresholds) -> Verdict {
         Verdict {
             cpu_saturated: s.cpu.busy_threads >= t.busy_threads,
+            cpu_throttled: t.throttled_percent > 0 && s.throttled.threads >= t.busy_threads,
             randomx_memory: s.anon_mib() >= t.anon_mib,
             huge_pages: s.memory.hugetlb_kib > 0,
             connected: s.tcp_connections > 0,
@@ -72,18 +86,26 @@ impl Verdict {
         }
     }
 
-    /// Whether this is mining: CPU saturation and a RandomX-shaped
-    /// footprint, connected (unless the rule does not need it).
+    /// Whether the CPU signal fired, saturated or throttled.
+    pub fn cpu_busy(&self) -> bool {
+        self.cpu_saturated || self.cpu_throttled
+    }
+
+    /// Whether this is mining: CPU saturation (or throttled busy threads)
+    /// and a RandomX-shaped footprint, connected (unless the rule does not
+    /// need it).
     pub fn mining(&self) -> bool {
-        self.cpu_saturated
+        self.cpu_busy()
             && (self.randomx_memory || self.huge_pages)
             && (self.connected || !self.needs_connection)
     }
 
-    /// The signals that fired, as words (`cpu`, `memory`, `hugepages`).
+    /// The signals that fired, as words (`cpu`, `cpu-throttled`, `memory`,
+    /// `hugepages`, `connection`).
     pub fn fired(&self) -> Vec<&'static str> {
         [
             (self.cpu_saturated, "cpu"),
+            (self.cpu_throttled, "cpu-throttled"),
             (self.randomx_memory, "memory"),
             (self.huge_pages, "hugepages"),
             (self.connected, "connection"),
@@ -95,8 +117,29 @@ impl Verdict {
 
     /// One line for people: each signal with its value and threshold.
     pub fn explain(&self, s: &Signals, t: &Thresholds) -> String {
+        let throttled = if t.throttled_percent == 0 {
+            String::new()
+        } else if s.throttled.span.is_zero() {
+            format!(
+                "; throttled window ({}s) not covered yet",
+                t.throttled_window.as_secs()
+            )
+        } else {
+            format!(
+                "; {} of {} threads runnable ≥{}% of {}s blocking ≤{}/s (fewest {}; most runnable {}%)",
+                s.throttled.threads,
+                s.throttled.runnable_threads,
+                t.throttled_percent,
+                s.throttled.span.as_secs(),
+                t.throttled_max_sleeps,
+                s.throttled
+                    .fewest_sleeps_per_sec
+                    .map_or("unread".into(), |n| format!("{n}/s")),
+                s.throttled.top_runnable_percent,
+            )
+        };
         format!(
-            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU); anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
@@ -126,6 +169,7 @@ mod tests {
                 top_cpu_percent: if busy > 0 { 60 } else { 20 },
                 span: Duration::from_secs(10),
             },
+            throttled: ThrottledSignal::default(),
             memory: Memory {
                 anon_kib: anon_mib * 1024,
                 anon_huge_kib: 0,
@@ -176,6 +220,51 @@ mod tests {
             ..t
         };
         assert!(Verdict::judge(&s, &t).mining());
+    }
+
+    #[test]
+    fn a_throttled_miner_is_mining_unless_the_rule_turns_it_off() {
+        // A 50 % duty cycle: no thread busy 90 % of the short window, two
+        // runnable half of the long one, blocking only when stopped.
+        let mut s = signals(0, 262, 0);
+        s.throttled = ThrottledSignal {
+            threads: 2,
+            runnable_threads: 2,
+            top_runnable_percent: 51,
+            fewest_sleeps_per_sec: Some(0),
+            span: Duration::from_secs(20),
+        };
+        let t = Thresholds::default();
+        let v = Verdict::judge(&s, &t);
+        assert!(v.mining() && !v.cpu_saturated);
+        assert_eq!(v.fired(), ["cpu-throttled", "memory", "connection"]);
+        let text = v.explain(&s, &t);
+        assert!(
+            text.contains("2 of 2 threads runnable ≥40% of 20s blocking ≤20/s (fewest 0/s"),
+            "{text}"
+        );
+        // Before the long window is covered, it says so.
+        let early = Signals {
+            throttled: ThrottledSignal::default(),
+            ..s
+        };
+        let text = Verdict::judge(&early, &t).explain(&early, &t);
+        assert!(
+            text.contains("throttled window (20s) not covered yet"),
+            "{text}"
+        );
+        // Off: not mining, and not explained.
+        let off = Thresholds {
+            throttled_percent: 0,
+            ..t
+        };
+        assert!(!Verdict::judge(&s, &off).mining());
+        assert!(!Verdict::judge(&s, &off)
+            .explain(&s, &off)
+            .contains("blocking"));
+        // Runnable as much, but blocking often (a server): not throttled.
+        s.throttled.threads = 0;
+        assert!(!Verdict::judge(&s, &t).mining());
     }
 
     #[test]

@@ -656,11 +656,14 @@ fn describe_one(
     // described, and killed for `kill`, before its socket is destroyed
     // (it may exit as soon as the socket fails).
     let mut described = false;
-    let peer = match ev.target {
-        Target::Stratum { addr, .. } if ev.tgid == 0 => Some((addr.ip(), addr.port())),
+    // The same test the ring thread queued it by, so the two cannot drift.
+    let holder = match (&ev.target, shared.refused.get()) {
+        (Target::Stratum { addr, .. }, Some(queue)) if needs_holder(ev, shared) => {
+            Some((queue, (addr.ip(), addr.port())))
+        }
         _ => None,
     };
-    if let (Some(peer), Some(queue)) = (peer, shared.refused.get()) {
+    if let Some((queue, peer)) = holder {
         queue.destroy_for_event(ev.cgroup_id, peer, &mut |owner| {
             ev.tgid = owner.tgid;
             ev.pid = owner.tgid;

@@ -243,6 +243,22 @@ pub struct BehaviourMatch {
     /// its pool or a proxy; a compressor or a build does not). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_connection: Option<bool>,
+    /// Seconds the throttled-CPU signal is measured over (1-3600; default
+    /// 20): longer than `window_secs`, so a miner held to a duty cycle
+    /// (stopped and continued, as `cpulimit` does) is averaged whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_window_secs: Option<u32>,
+    /// Share of `throttled_window_secs`, in percent, a thread must be
+    /// runnable to count as a throttled miner thread (0-100; default 40; 0
+    /// turns the throttled-CPU signal off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_percent: Option<u32>,
+    /// Most times a second such a thread may block of its own accord
+    /// (voluntary context switches: a hashing thread never waits for
+    /// anything, a server thread blocks on every request) (0-1000000;
+    /// default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_max_sleeps: Option<u32>,
 }
 
 /// What a seccomp filter does with a system call. Written as a word

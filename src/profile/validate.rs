@@ -195,6 +195,9 @@ fn check_behaviour(b: &crate::profile::BehaviourMatch, at: &str, r: &mut Report)
         ("busy_percent", b.busy_percent, 1, 100),
         ("busy_threads", b.busy_threads, 1, 4096),
         ("anon_mib", b.anon_mib, 1, 1 << 20),
+        ("throttled_window_secs", b.throttled_window_secs, 1, 3600),
+        ("throttled_percent", b.throttled_percent, 0, 100),
+        ("throttled_max_sleeps", b.throttled_max_sleeps, 0, 1_000_000),
     ];
     for (key, value, min, max) in ranges {
         if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {

@@ -32,6 +32,7 @@ pub mod pin;
 pub mod profile;
 pub mod scan;
 pub mod seccomp;
+mod sock_diag;
 
 pub use backend::checks::{CheckStatus, Checks};
 pub use backend::probe;

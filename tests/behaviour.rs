@@ -466,3 +466,129 @@ fn a_big_networked_worker_that_sleeps_between_tasks_is_not_a_throttled_miner() {
     assert_eq!(d.outcome, Outcome::DryRun, "{:?}", d.outcome);
     assert_eq!(d.verdict.fired(), ["cpu-throttled", "memory", "connection"]);
 }
+
+/// A rule that needs the pool rhythm (window 5 s), with `action`.
+fn rhythm_profile(action: minerguard::Action) -> Profile {
+    Profile::new("behaviour-rhythm").rule(Rule::behaviour(
+        "mining-behaviour",
+        action,
+        BehaviourMatch {
+            window_secs: Some(5),
+            needs_rhythm: Some(true),
+            ..Default::default()
+        },
+    ))
+}
+
+#[test]
+fn a_rule_that_needs_the_rhythm_finds_xmrigs_quiet_pool_connection() {
+    let test = "a_rule_that_needs_the_rhythm_finds_xmrigs_quiet_pool_connection";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = test_cgroup();
+    let dir = TempDir::new("behaviour-rhythm");
+    let pool = RxPool::start();
+    let miner = pool.light_miner(&xmrig, &cgroup, &dir, "php-fpm");
+    let mut detector = Detector::new(&rhythm_profile(minerguard::Action::Audit)).unwrap();
+
+    let (found, _) = sample_until_detected(&mut detector, &cgroup);
+    let d = found.expect("the hashing XMRig is reported by its rhythm");
+    assert_eq!(d.process.pid, miner.id());
+    assert!(
+        d.verdict.pool_rhythm && d.verdict.mining(),
+        "{:?}",
+        d.verdict
+    );
+    assert!(
+        d.verdict.fired().contains(&"rhythm"),
+        "{:?}",
+        d.verdict.fired()
+    );
+    let r = d.signals.rhythm;
+    assert_eq!(r.peer, Some(pool.addr()), "the pool connection: {r:?}");
+    assert!(r.age >= Duration::from_secs(5), "held a window: {r:?}");
+    assert!(r.data_segments >= 2, "jobs and shares both ways: {r:?}");
+    let rate = r.bytes_per_sec.expect("measured");
+    assert!(rate > 0 && rate <= 4096, "{r:?}");
+    assert!(pool.submits() > 0, "XMRig was hashing (shares submitted)");
+    let json: serde_json::Value = serde_json::from_str(&d.to_json(detector.profile())).unwrap();
+    let f = &json["output_fields"];
+    assert_eq!(
+        f["minerguard.behaviour.rhythm.peer"],
+        pool.addr().to_string()
+    );
+    assert_eq!(f["minerguard.behaviour.rhythm.bytes_per_sec"], rate);
+    assert_eq!(f["minerguard.behaviour.threshold.needs_rhythm"], true);
+}
+
+#[test]
+fn a_big_busy_process_streaming_over_its_connection_has_no_pool_rhythm() {
+    let test = "a_big_busy_process_streaming_over_its_connection_has_no_pool_rhythm";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = test_cgroup();
+    // 300 MiB resident, a spinning thread, and a loopback connection to
+    // itself carrying a steady stream (a replica, a proxy, a download).
+    let script = "import socket, threading\n\
+        blob = b'\\x01' * (300 << 20)\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        c = socket.create_connection(srv.getsockname())\n\
+        a, _ = srv.accept()\n\
+        chunk = b'\\x02' * 65536\n\
+        def send():\n\
+        \x20   while True: c.sendall(chunk)\n\
+        def drain():\n\
+        \x20   while a.recv(1 << 20): pass\n\
+        threading.Thread(target=send, daemon=True).start()\n\
+        threading.Thread(target=drain, daemon=True).start()\n\
+        x = 1\n\
+        while True: x = (x * 1103515245 + 12345) % 2147483648\n";
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut worker = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start python3"));
+    let mut strict = Detector::new(&rhythm_profile(minerguard::Action::Kill)).unwrap();
+    // The default rule (any connection), reporting only: what the rhythm
+    // alone decides.
+    let mut any_connection = Detector::new(&profile(minerguard::Action::Kill)).unwrap();
+    let scope = [cgroup.cgroup().path().to_path_buf()];
+    let dry = ScanOptions {
+        dry_run: true,
+        ..ScanOptions::default()
+    };
+    let (mut observed, mut flagged_by_default) = (Vec::new(), None);
+    for _ in 0..BENIGN_SAMPLES {
+        let s = strict.sample(&scope, &ScanOptions::default()).unwrap();
+        assert!(s.detections.is_empty(), "flagged: {:?}", s.detections);
+        observed.extend(s.observations);
+        let d = any_connection.sample(&scope, &dry).unwrap();
+        if flagged_by_default.is_none() {
+            flagged_by_default = d.detections.into_iter().next();
+        }
+        std::thread::sleep(PERIOD);
+    }
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker still runs"
+    );
+    let o = observed
+        .iter()
+        .filter(|o| o.pid == worker.id())
+        .max_by_key(|o| o.signals.rhythm.long_lived)
+        .expect("observed");
+    let r = o.signals.rhythm;
+    assert!(r.long_lived >= 1 && r.steady == 0, "{o:?}");
+    assert!(r.bytes_per_sec.is_some_and(|b| b > 4096), "{o:?}");
+    assert!(o.verdict.cpu_saturated && o.verdict.randomx_memory && o.verdict.connected);
+    let d = flagged_by_default.expect("the default rule (any connection) flags it");
+    assert_eq!(d.outcome, Outcome::DryRun, "{:?}", d.outcome);
+}

@@ -112,6 +112,8 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: kill\n    behaviour: { throttled_window_secs: 0 }\n", "rules[0].behaviour.throttled_window_secs", "1-3600"),
     ("    action: kill\n    behaviour: { throttled_percent: 101 }\n", "rules[0].behaviour.throttled_percent", "0-100"),
     ("    action: kill\n    behaviour: { throttled_max_sleeps: 2000000 }\n", "rules[0].behaviour.throttled_max_sleeps", "0-1000000"),
+    ("    action: kill\n    behaviour: { rhythm_max_bytes_per_sec: 0 }\n", "rules[0].behaviour.rhythm_max_bytes_per_sec", "1-1073741824"),
+    ("    action: kill\n    behaviour: { needs_rhythm: often }\n", "rules[0].behaviour.needs_rhythm", "invalid type"),
 ];
 
 #[test]

@@ -40,12 +40,12 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
-use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+use netlink_sys::Socket;
 
-/// sock_diag's query and destroy requests (`SOCK_DIAG_BY_FAMILY`,
-/// `SOCK_DESTROY`: include/uapi/linux/sock_diag.h); the crate builds the
-/// query only.
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
+use crate::sock_diag::{self, SOCK_DIAG_BY_FAMILY};
+
+/// sock_diag's destroy request (`SOCK_DESTROY`:
+/// include/uapi/linux/sock_diag.h); the crate builds the query only.
 const SOCK_DESTROY: u16 = 21;
 
 /// Size of one `struct mg_refused_sock` (bpf/stratum_egress.bpf.c).
@@ -324,7 +324,7 @@ fn in_its_namespace<T>(
     mut ask: impl FnMut(&Socket) -> io::Result<T>,
 ) -> io::Result<T> {
     let not_found = || io::Error::from_raw_os_error(libc::ENOENT);
-    match ask(&Socket::new(NETLINK_SOCK_DIAG)?) {
+    match ask(&sock_diag::socket()?) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         other => return other,
     }
@@ -340,31 +340,12 @@ fn in_its_namespace<T>(
         if !tried.insert(meta.ino()) {
             continue;
         }
-        match ask(&diag_socket_in(&ns)?) {
+        match ask(&crate::sock_diag::socket_in(&ns)?) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
     }
     Err(not_found())
-}
-
-/// A sock_diag socket in the network namespace `ns`. Made on a thread of
-/// its own, which enters the namespace and ends: the caller's thread never
-/// changes namespace. The socket is not kept, so that it does not keep a
-/// container's namespace alive.
-fn diag_socket_in(ns: &File) -> io::Result<Socket> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on a namespace file we hold open; affects only
-            // this short-lived thread.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Socket::new(NETLINK_SOCK_DIAG)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-    })
 }
 
 /// Sends one `SOCK_DESTROY` for `socket` and reads the kernel's answer.
@@ -381,7 +362,7 @@ fn request_destroy(diag: &Socket, socket: &RefusedSocket) -> io::Result<()> {
 /// request of a boot does: in an emulated guest that took seconds) rather
 /// than when the first refused socket is to be destroyed.
 fn warm_up() {
-    let Ok(diag) = Socket::new(NETLINK_SOCK_DIAG) else {
+    let Ok(diag) = sock_diag::socket() else {
         return;
     };
     for ip in [

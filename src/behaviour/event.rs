@@ -116,7 +116,9 @@ impl Detection {
     /// `cpu.top_cpu_percent`, `window_secs`, `throttled.threads`,
     /// `throttled.runnable_threads`, `throttled.top_runnable_percent`,
     /// `throttled.sleeps_per_sec`, `throttled.window_secs`, `anon_mib`,
-    /// `hugetlb_mib`, `anon_huge_mib`, `tcp_connections`, `peer`;
+    /// `hugetlb_mib`, `anon_huge_mib`, `tcp_connections`, `peer`,
+    /// `rhythm.steady`, `rhythm.long_lived`, `rhythm.bytes_per_sec`,
+    /// `rhythm.data_segments`, `rhythm.age_secs`, `rhythm.peer`;
     /// `threshold.*`; `why`).
     pub fn to_json(&self, profile: &Arc<str>) -> String {
         self.to_value(profile).to_string()
@@ -151,6 +153,7 @@ mod tests {
             },
             tcp_connections: 1,
             peer: Some("192.0.2.7:443".parse().unwrap()),
+            rhythm: Default::default(),
         };
         let thresholds = Thresholds::default();
         let d = Detection {
@@ -193,6 +196,8 @@ mod tests {
         assert_eq!(f["minerguard.behaviour.peer"], "192.0.2.7:443");
         assert_eq!(f["minerguard.behaviour.threshold.busy_percent"], 90);
         assert_eq!(f["minerguard.behaviour.threshold.throttled_percent"], 40);
+        assert_eq!(f["minerguard.behaviour.threshold.needs_rhythm"], false);
+        assert_eq!(f["minerguard.behaviour.rhythm.steady"], 0);
         assert_eq!(f["minerguard.behaviour.threshold.window_secs"], 10);
         assert_eq!(f["minerguard.behaviour.throttled.threads"], 0);
         // Unknown values are left out, not null.

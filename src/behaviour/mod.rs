@@ -33,9 +33,11 @@
 //! # Ok::<(), minerguard::Error>(())
 //! ```
 
+mod connections;
 mod event;
 mod history;
 mod report;
+mod rhythm;
 mod sample;
 mod thresholds;
 mod verdict;
@@ -49,11 +51,12 @@ use std::{
 };
 
 pub use history::{CpuSignal, ThrottledSignal};
+pub use rhythm::RhythmSignal;
 pub use sample::Memory;
 pub use thresholds::{
     Thresholds, DEFAULT_ANON_MIB, DEFAULT_BUSY_PERCENT, DEFAULT_BUSY_THREADS,
-    DEFAULT_THROTTLED_MAX_SLEEPS, DEFAULT_THROTTLED_PERCENT, DEFAULT_THROTTLED_WINDOW_SECS,
-    DEFAULT_WINDOW_SECS, RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
+    DEFAULT_RHYTHM_MAX_BYTES_PER_SEC, DEFAULT_THROTTLED_MAX_SLEEPS, DEFAULT_THROTTLED_PERCENT,
+    DEFAULT_THROTTLED_WINDOW_SECS, DEFAULT_WINDOW_SECS, RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
 };
 pub use verdict::{Signals, Verdict};
 
@@ -133,32 +136,54 @@ struct Tracked {
     history: history::History,
     /// Reported already (a process is reported once per life).
     reported: bool,
+    /// Its connections, when first seen (for the rhythm).
+    connections: rhythm::FirstSeen,
 }
 
 /// A process met in a sample, with what is known of it so far.
-#[derive(Clone, Copy)]
 struct Seen<'a> {
     member: &'a scan::procs::Member,
     comm: &'a str,
-    tracked: &'a Tracked,
+    tracked: &'a mut Tracked,
 }
 
-/// How many connected TCP sockets `pid` holds (from its descriptors and its
-/// network namespace's tables, as a scan reads them), and one's peer.
-fn tcp_peers(pid: u32, namespaces: &mut scan::net::Namespaces) -> (u32, Option<SocketAddr>) {
+/// What a sample reads of the network, once per namespace.
+#[derive(Default)]
+struct Network {
+    /// Connected sockets, from `/proc/<pid>/net/tcp*` (as a scan reads).
+    sockets: scan::net::Namespaces,
+    /// TCP counters, from sock_diag.
+    counters: connections::Counters,
+}
+
+/// The connected TCP sockets `pid` holds (from its descriptors and its
+/// network namespace's tables, as a scan reads them), by inode, with their
+/// peers and counters (zero where sock_diag had none).
+fn tcp_connections(pid: u32, network: &mut Network) -> Vec<rhythm::Connection> {
     let fds = scan::process::descriptors(pid, true, false);
     if fds.sockets.is_empty() {
-        return (0, None);
+        return Vec::new();
     }
-    let Some(table) = namespaces.sockets_of(pid) else {
-        return (0, None);
+    let Some(table) = network.sockets.sockets_of(pid) else {
+        return Vec::new();
     };
-    let peers: Vec<SocketAddr> = (fds.sockets.iter())
-        .filter_map(|ino| table.get(ino))
-        .filter(|p| p.protocol == crate::events::Protocol::Tcp)
-        .map(|p| p.addr)
+    let peers: Vec<(u64, SocketAddr)> = (fds.sockets.iter())
+        .filter_map(|ino| Some((*ino, table.get(ino)?)))
+        .filter(|(_, p)| p.protocol == crate::events::Protocol::Tcp)
+        .map(|(ino, p)| (ino, p.addr))
         .collect();
-    (peers.len() as u32, peers.first().copied())
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let counters = network.counters.of(pid);
+    peers
+        .into_iter()
+        .map(|(inode, peer)| rhythm::Connection {
+            inode,
+            peer,
+            counters: counters.get(&inode).copied().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Reads the voluntary switches of each of `threads` (of `pid`) that was
@@ -272,8 +297,9 @@ impl Detector {
             .unwrap_or_default();
         let me = std::process::id();
         let now = Instant::now();
-        // Socket tables, read once per network namespace in this sample.
-        let mut namespaces = scan::net::Namespaces::default();
+        // Socket tables and counters, read once per network namespace in
+        // this sample.
+        let mut network = Network::default();
         let mut kept = HashMap::with_capacity(members.len());
         for m in members.iter().filter(|m| m.pid != me) {
             let Some(mut cpu) = sample::cpu_times(m.pid, self.hz) else {
@@ -294,10 +320,10 @@ impl Detector {
                 let process = Seen {
                     member: m,
                     comm: &cpu.comm,
-                    tracked: &t,
+                    tracked: &mut t,
                 };
                 if let Some(d) =
-                    self.judge(process, options, &mut namespaces, &mut out.observations)
+                    self.judge(process, now, options, &mut network, &mut out.observations)
                 {
                     t.reported = true;
                     out.detections.push(d);
@@ -314,8 +340,9 @@ impl Detector {
     fn judge(
         &self,
         seen: Seen<'_>,
+        now: Instant,
         options: &ScanOptions,
-        namespaces: &mut scan::net::Namespaces,
+        network: &mut Network,
         observed: &mut Vec<Observation>,
     ) -> Option<Detection> {
         let Seen {
@@ -343,20 +370,30 @@ impl Detector {
             // Memory and sockets are read only for a process whose CPU use
             // fits.
             let busy = cpu.busy_threads.max(throttled.threads);
-            let (mem, (tcp_connections, peer)) = if busy >= th.busy_threads {
-                *memory.get_or_insert_with(|| {
+            let (mem, conns) = if busy >= th.busy_threads {
+                memory.get_or_insert_with(|| {
                     let mem = sample::memory(m.pid).unwrap_or_default();
-                    (mem, tcp_peers(m.pid, namespaces))
+                    (mem, tcp_connections(m.pid, network))
                 })
             } else {
-                (Memory::default(), (0, None))
+                &(Memory::default(), Vec::new())
+            };
+            // Connections are read (and so judged) only while busy: one
+            // is long-lived once held a window of busy samples.
+            let rhythm = match busy >= th.busy_threads {
+                true => {
+                    t.connections
+                        .judge(now, conns, th.window, th.rhythm_max_bytes_per_sec.into())
+                }
+                false => RhythmSignal::default(),
             };
             let signals = Signals {
                 cpu,
                 throttled,
-                memory: mem,
-                tcp_connections,
-                peer,
+                memory: *mem,
+                tcp_connections: conns.len() as u32,
+                peer: conns.first().map(|c| c.peer),
+                rhythm,
             };
             let verdict = Verdict::judge(&signals, th);
             observed.push(Observation {

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::{Observation, Sample, Signals, Thresholds};
 
 /// The measured values of `s`, the same names as the event's
-/// `minerguard.behaviour.*` fields (`peer` and `throttled.sleeps_per_sec`
-/// are null when unknown).
+/// `minerguard.behaviour.*` fields (`peer`, `throttled.sleeps_per_sec`,
+/// `rhythm.bytes_per_sec` and `rhythm.peer` are null when unknown).
 pub(super) fn signals_value(s: &Signals) -> Value {
     json!({
         "cpu.busy_threads": s.cpu.busy_threads,
@@ -28,6 +28,12 @@ pub(super) fn signals_value(s: &Signals) -> Value {
         "anon_huge_mib": s.anon_huge_mib(),
         "tcp_connections": s.tcp_connections,
         "peer": s.peer.map(|p| p.to_string()),
+        "rhythm.steady": s.rhythm.steady,
+        "rhythm.long_lived": s.rhythm.long_lived,
+        "rhythm.bytes_per_sec": s.rhythm.bytes_per_sec,
+        "rhythm.data_segments": s.rhythm.data_segments,
+        "rhythm.age_secs": s.rhythm.age.as_secs_f64(),
+        "rhythm.peer": s.rhythm.peer.map(|p| p.to_string()),
     })
 }
 
@@ -43,6 +49,8 @@ pub(super) fn thresholds_value(t: &Thresholds) -> Value {
         "throttled_window_secs": t.throttled_window.as_secs(),
         "throttled_percent": t.throttled_percent,
         "throttled_max_sleeps": t.throttled_max_sleeps,
+        "needs_rhythm": t.needs_rhythm,
+        "rhythm_max_bytes_per_sec": t.rhythm_max_bytes_per_sec,
     })
 }
 
@@ -105,6 +113,7 @@ mod tests {
             },
             tcp_connections: 0,
             peer: None,
+            rhythm: Default::default(),
         };
         let sample = Sample {
             processes: 3,

@@ -30,6 +30,10 @@ pub const DEFAULT_THROTTLED_PERCENT: u32 = 40;
 /// stopped (`cpulimit` stops a process up to 10 times a second); a thread
 /// that serves requests or does I/O blocks hundreds of times a second.
 pub const DEFAULT_THROTTLED_MAX_SLEEPS: u32 = 20;
+/// Default `rhythm_max_bytes_per_sec`: a pool sends a job (a few hundred
+/// bytes) per block or difficulty change, a miner a share (about 200 bytes)
+/// every few seconds at most; a service streams far more.
+pub const DEFAULT_RHYTHM_MAX_BYTES_PER_SEC: u32 = 4096;
 /// RandomX's cache, in MiB.
 pub const RANDOMX_CACHE_MIB: u32 = 256;
 /// RandomX's fast-mode dataset, in MiB.
@@ -57,6 +61,10 @@ pub struct Thresholds {
     /// Most voluntary context switches a second a throttled-busy thread
     /// may make.
     pub throttled_max_sleeps: u32,
+    /// Whether mining needs a pool-shaped connection (not just any).
+    pub needs_rhythm: bool,
+    /// Most bytes a second a pool-shaped connection carries.
+    pub rhythm_max_bytes_per_sec: u32,
 }
 
 impl Thresholds {
@@ -92,6 +100,10 @@ impl From<&BehaviourMatch> for Thresholds {
             throttled_max_sleeps: m
                 .throttled_max_sleeps
                 .unwrap_or(DEFAULT_THROTTLED_MAX_SLEEPS),
+            needs_rhythm: m.needs_rhythm.unwrap_or(false),
+            rhythm_max_bytes_per_sec: m
+                .rhythm_max_bytes_per_sec
+                .unwrap_or(DEFAULT_RHYTHM_MAX_BYTES_PER_SEC),
         }
     }
 }
@@ -122,6 +134,7 @@ mod tests {
             (Duration::from_secs(20), 40, 20)
         );
         assert_eq!(d.longest_window(), Duration::from_secs(20));
+        assert_eq!((d.needs_rhythm, d.rhythm_max_bytes_per_sec), (false, 4096));
         let off = Thresholds::from(&BehaviourMatch {
             throttled_percent: Some(0),
             throttled_window_secs: Some(600),

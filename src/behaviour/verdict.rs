@@ -11,6 +11,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use super::{
     history::{CpuSignal, ThrottledSignal},
+    rhythm::RhythmSignal,
     sample::Memory,
     thresholds::Thresholds,
 };
@@ -29,6 +30,8 @@ pub struct Signals {
     pub tcp_connections: u32,
     /// The peer of one of them.
     pub peer: Option<SocketAddr>,
+    /// What its connections carried (read with the memory).
+    pub rhythm: RhythmSignal,
 }
 
 impl Signals {
@@ -69,6 +72,10 @@ pub struct Verdict {
     pub huge_pages: bool,
     /// A connected TCP socket held.
     pub connected: bool,
+    /// A pool-shaped connection held: long-lived, data both ways, quiet.
+    pub pool_rhythm: bool,
+    /// Whether the rule needs `pool_rhythm` (rather than `connected`).
+    pub needs_rhythm: bool,
     /// Whether the rule needs `connected` for mining.
     pub needs_connection: bool,
 }
@@ -82,6 +89,8 @@ impl Verdict {
             randomx_memory: s.anon_mib() >= t.anon_mib,
             huge_pages: s.memory.hugetlb_kib > 0,
             connected: s.tcp_connections > 0,
+            pool_rhythm: s.rhythm.steady > 0,
+            needs_rhythm: t.needs_rhythm,
             needs_connection: t.needs_connection,
         }
     }
@@ -97,11 +106,14 @@ impl Verdict {
     pub fn mining(&self) -> bool {
         self.cpu_busy()
             && (self.randomx_memory || self.huge_pages)
-            && (self.connected || !self.needs_connection)
+            && match self.needs_rhythm {
+                true => self.pool_rhythm,
+                false => self.connected || !self.needs_connection,
+            }
     }
 
     /// The signals that fired, as words (`cpu`, `cpu-throttled`, `memory`,
-    /// `hugepages`, `connection`).
+    /// `hugepages`, `connection`, `rhythm`).
     pub fn fired(&self) -> Vec<&'static str> {
         [
             (self.cpu_saturated, "cpu"),
@@ -109,6 +121,7 @@ impl Verdict {
             (self.randomx_memory, "memory"),
             (self.huge_pages, "hugepages"),
             (self.connected, "connection"),
+            (self.pool_rhythm, "rhythm"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -139,7 +152,7 @@ impl Verdict {
             )
         };
         format!(
-            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}{}",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
@@ -152,6 +165,19 @@ impl Verdict {
             s.anon_huge_mib(),
             s.tcp_connections,
             s.peer.map(|p| format!(" (one to {p})")).unwrap_or_default(),
+            match s.rhythm.bytes_per_sec {
+                None => String::new(),
+                Some(rate) => format!(
+                    "; {} pool-shaped of {} held ≥{}s (quietest: {rate} B/s, {} data segments in {}s{}; pool-shaped at ≤{} B/s both ways)",
+                    s.rhythm.steady,
+                    s.rhythm.long_lived,
+                    t.window.as_secs(),
+                    s.rhythm.data_segments,
+                    s.rhythm.age.as_secs(),
+                    s.rhythm.peer.map(|p| format!(", to {p}")).unwrap_or_default(),
+                    t.rhythm_max_bytes_per_sec,
+                ),
+            },
         )
     }
 }
@@ -177,6 +203,7 @@ mod tests {
             },
             tcp_connections: 1,
             peer: Some("192.0.2.7:443".parse().unwrap()),
+            rhythm: RhythmSignal::default(),
         }
     }
 
@@ -265,6 +292,34 @@ mod tests {
         // Runnable as much, but blocking often (a server): not throttled.
         s.throttled.threads = 0;
         assert!(!Verdict::judge(&s, &t).mining());
+    }
+
+    #[test]
+    fn a_rule_that_needs_the_rhythm_wants_a_pool_shaped_connection() {
+        let t = Thresholds {
+            needs_rhythm: true,
+            ..Thresholds::default()
+        };
+        // Connected, but nothing long-lived and quiet: not mining.
+        let mut s = signals(2, 262, 0);
+        assert!(!Verdict::judge(&s, &t).mining());
+        assert!(Verdict::judge(&s, &Thresholds::default()).mining());
+        s.rhythm = RhythmSignal {
+            steady: 1,
+            long_lived: 1,
+            bytes_per_sec: Some(310),
+            data_segments: 24,
+            age: Duration::from_secs(10),
+            peer: Some("192.0.2.7:443".parse().unwrap()),
+        };
+        let v = Verdict::judge(&s, &t);
+        assert!(v.mining());
+        assert_eq!(v.fired(), ["cpu", "memory", "connection", "rhythm"]);
+        let text = v.explain(&s, &t);
+        assert!(
+            text.contains("1 pool-shaped of 1 held ≥10s (quietest: 310 B/s, 24 data segments in 10s, to 192.0.2.7:443; pool-shaped at ≤4096 B/s both ways)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -259,6 +259,17 @@ pub struct BehaviourMatch {
     /// default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_max_sleeps: Option<u32>,
+    /// Whether mining needs a pool-shaped connection rather than any
+    /// connected TCP socket: held at least `window_secs` (since the CPU
+    /// signal first fired), carrying data both ways, at most
+    /// `rhythm_max_bytes_per_sec`. Default false (the rhythm is reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_rhythm: Option<bool>,
+    /// Most bytes a second (both ways) a pool-shaped connection carries
+    /// (1-1073741824; default 4096: jobs and shares are a few hundred bytes
+    /// each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rhythm_max_bytes_per_sec: Option<u32>,
 }
 
 /// What a seccomp filter does with a system call. Written as a word

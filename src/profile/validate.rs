@@ -198,6 +198,12 @@ fn check_behaviour(b: &crate::profile::BehaviourMatch, at: &str, r: &mut Report)
         ("throttled_window_secs", b.throttled_window_secs, 1, 3600),
         ("throttled_percent", b.throttled_percent, 0, 100),
         ("throttled_max_sleeps", b.throttled_max_sleeps, 0, 1_000_000),
+        (
+            "rhythm_max_bytes_per_sec",
+            b.rhythm_max_bytes_per_sec,
+            1,
+            1 << 30,
+        ),
     ];
     for (key, value, min, max) in ranges {
         if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {

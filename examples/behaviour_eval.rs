@@ -199,25 +199,11 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
     let started = Instant::now();
     let child = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start the case"));
     // The duty cycle: the whole miner stopped and continued every period.
-    let duty_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let period = match case.workload {
         Workload::Miner { duty, .. } => duty,
         Workload::Benign(_) => None,
     };
-    let duty = period.map(|period| {
-        let (pid, stop) = (child.id() as libc::pid_t, duty_stop.clone());
-        std::thread::spawn(move || {
-            let mut on = true;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(period);
-                on = !on;
-                // SAFETY: a signal to our own child, which the guard reaps.
-                unsafe { libc::kill(pid, if on { libc::SIGCONT } else { libc::SIGSTOP }) };
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        })
-    });
+    let duty = period.map(|period| common::DutyCycle::start(child.id(), period));
     let mut detector = Detector::new(profile).unwrap();
     let scope: Vec<PathBuf> = vec![cgroup.cgroup().path().to_path_buf()];
     let options = ScanOptions {
@@ -269,10 +255,7 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         }
         std::thread::sleep(SAMPLE_PERIOD);
     }
-    duty_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = duty {
-        let _ = t.join();
-    }
+    drop(duty);
     drop(child);
     out.shares = pool.submits();
     out.peak = format!(

@@ -18,7 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{spawn_in, test_cgroup, xmrig_binary, ChildGuard, RxPool, TempDir, TlsFront};
+use common::{
+    spawn_in, test_cgroup, xmrig_binary, ChildGuard, DutyCycle, RxPool, TempDir, TlsFront,
+};
 use minerguard::{
     behaviour::{Detection, Detector, Observation, Sample},
     cgroup::OwnedCgroup,
@@ -110,6 +112,16 @@ fn sample_until_detected(
         std::thread::sleep(PERIOD);
     }
     (None, seen)
+}
+
+/// `miner` was SIGKILLed, and `pool` sees its connection close.
+fn killed_and_gone_from(miner: &mut ChildGuard, pool: &RxPool) {
+    let status = miner.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert!(
+        pool.wait_for(GUARD, |p| p.accepted() > 0 && p.closed() == p.accepted()),
+        "the pool sees XMRig's connection close"
+    );
 }
 
 #[test]
@@ -204,12 +216,7 @@ fn kill_kills_a_hashing_xmrig_over_tls_and_its_pool_connection_closes() {
         "its connection is the TLS one"
     );
     assert!(pool.logins() > 0, "XMRig had its job, through TLS");
-    let status = miner.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    assert!(
-        pool.wait_for(GUARD, |p| p.accepted() > 0 && p.closed() == p.accepted()),
-        "the pool sees XMRig's connection close"
-    );
+    killed_and_gone_from(&mut miner, &pool);
 }
 
 #[test]
@@ -283,6 +290,52 @@ fn kill_container_kills_the_miners_whole_cgroup() {
     }
 }
 
+/// The start of a Python worker's script: 300 MiB resident and a
+/// loopback TCP connection to itself (`c` the client's side, `a` the
+/// server's).
+const BIG_AND_CONNECTED: &str = "import socket, threading, time\n\
+    blob = b'\\x01' * (300 << 20)\n\
+    srv = socket.create_server(('127.0.0.1', 0))\n\
+    c = socket.create_connection(srv.getsockname())\n\
+    a, _ = srv.accept()\n";
+
+/// Runs a Python `script` in `cgroup`.
+fn python_in(cgroup: &OwnedCgroup, script: &str) -> ChildGuard {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start python3"))
+}
+
+/// Samples `cgroup` [`BENIGN_SAMPLES`] times with both detectors: `strict`
+/// acting (it must find nothing), `looser` in a dry run. Returns what
+/// `strict` observed and what `looser` found first.
+fn strict_and_looser(
+    cgroup: &OwnedCgroup,
+    strict: &mut Detector,
+    looser: &mut Detector,
+) -> (Vec<Observation>, Option<Detection>) {
+    let scope = [cgroup.cgroup().path().to_path_buf()];
+    let dry = ScanOptions {
+        dry_run: true,
+        ..ScanOptions::default()
+    };
+    let (mut observed, mut found) = (Vec::new(), None);
+    for _ in 0..BENIGN_SAMPLES {
+        let s = strict.sample(&scope, &ScanOptions::default()).unwrap();
+        assert!(s.detections.is_empty(), "flagged: {:?}", s.detections);
+        observed.extend(s.observations);
+        let l = looser.sample(&scope, &dry).unwrap();
+        if found.is_none() {
+            found = l.detections.into_iter().next();
+        }
+        std::thread::sleep(PERIOD);
+    }
+    (observed, found)
+}
+
 /// A profile whose rule judges the throttled signal over 8 s (the busy
 /// window stays 5 s), with `extra` thresholds.
 fn throttled_profile(action: minerguard::Action, extra: BehaviourMatch) -> Profile {
@@ -295,46 +348,6 @@ fn throttled_profile(action: minerguard::Action, extra: BehaviourMatch) -> Profi
             ..extra
         },
     ))
-}
-
-/// Stops and continues `pid` every `period` (as `cpulimit` does) until
-/// dropped; continues it then.
-struct DutyCycle {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DutyCycle {
-    fn start(pid: u32, period: Duration) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let pid = pid as libc::pid_t;
-        let thread = std::thread::spawn(move || {
-            let mut on = true;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(period);
-                on = !on;
-                // SAFETY: a signal to the test's own child, not reaped while
-                // this runs (the test drops the cycle before waiting).
-                unsafe { libc::kill(pid, if on { libc::SIGCONT } else { libc::SIGSTOP }) };
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        });
-        DutyCycle {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for DutyCycle {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]
@@ -377,12 +390,7 @@ fn kill_kills_an_xmrig_held_to_a_duty_cycle_by_its_throttled_cpu() {
         "the busy window never fired: {seen:?}"
     );
     assert!(pool.submits() > 0, "XMRig was hashing (shares submitted)");
-    let status = miner.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    assert!(
-        pool.wait_for(GUARD, |p| p.accepted() > 0 && p.closed() == p.accepted()),
-        "the pool sees XMRig's connection close"
-    );
+    killed_and_gone_from(&mut miner, &pool);
 }
 
 #[test]
@@ -396,23 +404,15 @@ fn a_big_networked_worker_that_sleeps_between_tasks_is_not_a_throttled_miner() {
     // 300 MiB resident, a loopback TCP connection to itself, and a loop of
     // 8 ms of work and 4 ms of sleep: runnable well over 40 % of the time,
     // blocking about 80 times a second (a server thread between requests).
-    let script = "import socket, time\n\
-        blob = b'\\x01' * (300 << 20)\n\
-        srv = socket.create_server(('127.0.0.1', 0))\n\
-        c = socket.create_connection(srv.getsockname())\n\
-        a, _ = srv.accept()\n\
+    let script = BIG_AND_CONNECTED.to_string()
+        + "\
         x = 1\n\
         while True:\n\
         \x20   t = time.monotonic()\n\
         \x20   while time.monotonic() - t < 0.008:\n\
         \x20       x = (x * 1103515245 + 12345) % 2147483648\n\
         \x20   time.sleep(0.004)\n";
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut worker = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start python3"));
+    let mut worker = python_in(&cgroup, &script);
     // The default limit on sleeps, killing; and the same rule with no limit,
     // reporting only: what the sleeps alone decide.
     let mut strict = Detector::new(&throttled_profile(
@@ -428,22 +428,7 @@ fn a_big_networked_worker_that_sleeps_between_tasks_is_not_a_throttled_miner() {
         },
     ))
     .unwrap();
-    let scope = [cgroup.cgroup().path().to_path_buf()];
-    let dry = ScanOptions {
-        dry_run: true,
-        ..ScanOptions::default()
-    };
-    let (mut observed, mut unlimited_found) = (Vec::new(), None);
-    for _ in 0..BENIGN_SAMPLES {
-        let s = strict.sample(&scope, &ScanOptions::default()).unwrap();
-        assert!(s.detections.is_empty(), "flagged: {:?}", s.detections);
-        observed.extend(s.observations);
-        let u = unlimited.sample(&scope, &dry).unwrap();
-        if unlimited_found.is_none() {
-            unlimited_found = u.detections.into_iter().next();
-        }
-        std::thread::sleep(PERIOD);
-    }
+    let (observed, unlimited_found) = strict_and_looser(&cgroup, &mut strict, &mut unlimited);
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker still runs"
@@ -536,11 +521,8 @@ fn a_big_busy_process_streaming_over_its_connection_has_no_pool_rhythm() {
     let cgroup = test_cgroup();
     // 300 MiB resident, a spinning thread, and a loopback connection to
     // itself carrying a steady stream (a replica, a proxy, a download).
-    let script = "import socket, threading\n\
-        blob = b'\\x01' * (300 << 20)\n\
-        srv = socket.create_server(('127.0.0.1', 0))\n\
-        c = socket.create_connection(srv.getsockname())\n\
-        a, _ = srv.accept()\n\
+    let script = BIG_AND_CONNECTED.to_string()
+        + "\
         chunk = b'\\x02' * 65536\n\
         def send():\n\
         \x20   while True: c.sendall(chunk)\n\
@@ -550,32 +532,13 @@ fn a_big_busy_process_streaming_over_its_connection_has_no_pool_rhythm() {
         threading.Thread(target=drain, daemon=True).start()\n\
         x = 1\n\
         while True: x = (x * 1103515245 + 12345) % 2147483648\n";
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut worker = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start python3"));
+    let mut worker = python_in(&cgroup, &script);
     let mut strict = Detector::new(&rhythm_profile(minerguard::Action::Kill)).unwrap();
     // The default rule (any connection), reporting only: what the rhythm
     // alone decides.
     let mut any_connection = Detector::new(&profile(minerguard::Action::Kill)).unwrap();
-    let scope = [cgroup.cgroup().path().to_path_buf()];
-    let dry = ScanOptions {
-        dry_run: true,
-        ..ScanOptions::default()
-    };
-    let (mut observed, mut flagged_by_default) = (Vec::new(), None);
-    for _ in 0..BENIGN_SAMPLES {
-        let s = strict.sample(&scope, &ScanOptions::default()).unwrap();
-        assert!(s.detections.is_empty(), "flagged: {:?}", s.detections);
-        observed.extend(s.observations);
-        let d = any_connection.sample(&scope, &dry).unwrap();
-        if flagged_by_default.is_none() {
-            flagged_by_default = d.detections.into_iter().next();
-        }
-        std::thread::sleep(PERIOD);
-    }
+    let (observed, flagged_by_default) =
+        strict_and_looser(&cgroup, &mut strict, &mut any_connection);
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker still runs"

@@ -20,6 +20,7 @@ use minerguard::{
     Scope,
 };
 
+pub mod duty;
 pub mod pool;
 pub mod proxy;
 pub mod rxpool;
@@ -28,7 +29,7 @@ pub mod xmrig;
 
 // Not every test binary that includes this module uses them all.
 #[allow(unused_imports)]
-pub use {pool::*, proxy::*, rxpool::*, stream::*, xmrig::*};
+pub use {duty::*, pool::*, proxy::*, rxpool::*, stream::*, xmrig::*};
 
 /// Whether the kernel tests can run here. Without root or a usable backend
 /// they fail loudly, unless MINERGUARD_ALLOW_SKIP=1 (then they print why

@@ -59,18 +59,20 @@ pub(crate) fn parse_tcp_info(raw: &[u8]) -> Option<TcpCounters> {
 /// The counters of each namespace met in one sample.
 #[derive(Default)]
 pub(crate) struct Counters {
-    by_netns: HashMap<u64, HashMap<u64, TcpCounters>>,
+    by_netns: HashMap<u64, Option<HashMap<u64, TcpCounters>>>,
 }
 
 impl Counters {
     /// The established TCP sockets of `pid`'s network namespace, by inode
-    /// (asked once per namespace; empty when sock_diag cannot be asked
-    /// there: the rhythm is then unknown, not refused).
-    pub fn of(&mut self, pid: u32) -> &HashMap<u64, TcpCounters> {
+    /// (asked once per namespace); `None` when sock_diag could not be asked
+    /// there (no inet_diag in the kernel, the namespace gone): the rhythm
+    /// is then unknown.
+    pub fn of(&mut self, pid: u32) -> Option<&HashMap<u64, TcpCounters>> {
         let netns = fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino());
         self.by_netns
             .entry(netns)
-            .or_insert_with(|| read_namespace(pid).unwrap_or_default())
+            .or_insert_with(|| read_namespace(pid).ok())
+            .as_ref()
     }
 }
 
@@ -176,7 +178,7 @@ mod tests {
                 .ino()
         };
         let mut counters = Counters::default();
-        let c = counters.of(std::process::id())[&inode];
+        let c = counters.of(std::process::id()).unwrap()[&inode];
         // bytes_acked counts the SYN's sequence number on some kernels:
         // the rhythm uses differences only.
         assert!((1000..=1001).contains(&c.bytes_out), "{c:?}");

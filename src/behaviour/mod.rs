@@ -156,16 +156,25 @@ struct Network {
     counters: connections::Counters,
 }
 
+/// What a busy process holds of the network.
+#[derive(Default)]
+struct Held {
+    /// Its connected TCP sockets.
+    connections: Vec<rhythm::Connection>,
+    /// Their counters could not be read.
+    counters_unknown: bool,
+}
+
 /// The connected TCP sockets `pid` holds (from its descriptors and its
 /// network namespace's tables, as a scan reads them), by inode, with their
 /// peers and counters (zero where sock_diag had none).
-fn tcp_connections(pid: u32, network: &mut Network) -> Vec<rhythm::Connection> {
+fn tcp_connections(pid: u32, network: &mut Network) -> Held {
     let fds = scan::process::descriptors(pid, true, false);
     if fds.sockets.is_empty() {
-        return Vec::new();
+        return Held::default();
     }
     let Some(table) = network.sockets.sockets_of(pid) else {
-        return Vec::new();
+        return Held::default();
     };
     let peers: Vec<(u64, SocketAddr)> = (fds.sockets.iter())
         .filter_map(|ino| Some((*ino, table.get(ino)?)))
@@ -173,17 +182,20 @@ fn tcp_connections(pid: u32, network: &mut Network) -> Vec<rhythm::Connection> {
         .map(|(ino, p)| (ino, p.addr))
         .collect();
     if peers.is_empty() {
-        return Vec::new();
+        return Held::default();
     }
     let counters = network.counters.of(pid);
-    peers
-        .into_iter()
-        .map(|(inode, peer)| rhythm::Connection {
-            inode,
-            peer,
-            counters: counters.get(&inode).copied().unwrap_or_default(),
-        })
-        .collect()
+    Held {
+        counters_unknown: counters.is_none(),
+        connections: peers
+            .into_iter()
+            .map(|(inode, peer)| rhythm::Connection {
+                inode,
+                peer,
+                counters: (counters.and_then(|c| c.get(&inode).copied())).unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 /// Reads the voluntary switches of each of `threads` (of `pid`) that was
@@ -370,21 +382,27 @@ impl Detector {
             // Memory and sockets are read only for a process whose CPU use
             // fits.
             let busy = cpu.busy_threads.max(throttled.threads);
-            let (mem, conns) = if busy >= th.busy_threads {
+            let (mem, held) = if busy >= th.busy_threads {
                 memory.get_or_insert_with(|| {
                     let mem = sample::memory(m.pid).unwrap_or_default();
                     (mem, tcp_connections(m.pid, network))
                 })
             } else {
-                &(Memory::default(), Vec::new())
+                &(Memory::default(), Held::default())
             };
+            let conns = &held.connections;
             // Connections are read (and so judged) only while busy: one
             // is long-lived once held a window of busy samples.
             let rhythm = match busy >= th.busy_threads {
-                true => {
-                    t.connections
-                        .judge(now, conns, th.window, th.rhythm_max_bytes_per_sec.into())
-                }
+                true => RhythmSignal {
+                    unknown: held.counters_unknown,
+                    ..(t.connections).judge(
+                        now,
+                        conns,
+                        th.window,
+                        th.rhythm_max_bytes_per_sec.into(),
+                    )
+                },
                 false => RhythmSignal::default(),
             };
             let signals = Signals {

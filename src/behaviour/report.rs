@@ -34,6 +34,7 @@ pub(super) fn signals_value(s: &Signals) -> Value {
         "rhythm.data_segments": s.rhythm.data_segments,
         "rhythm.age_secs": s.rhythm.age.as_secs_f64(),
         "rhythm.peer": s.rhythm.peer.map(|p| p.to_string()),
+        "rhythm.unknown": s.rhythm.unknown,
     })
 }
 

@@ -29,6 +29,10 @@ pub struct RhythmSignal {
     pub age: Duration,
     /// Its peer.
     pub peer: Option<SocketAddr>,
+    /// The counters could not be read (sock_diag refused): a rule that
+    /// needs the rhythm takes any connection instead, rather than stop
+    /// detecting.
+    pub unknown: bool,
 }
 
 /// One connection of a process, as read in a sample.

@@ -76,6 +76,9 @@ pub struct Verdict {
     pub pool_rhythm: bool,
     /// Whether the rule needs `pool_rhythm` (rather than `connected`).
     pub needs_rhythm: bool,
+    /// The connections' counters could not be read: `connected` stands in
+    /// for `pool_rhythm`.
+    pub rhythm_unknown: bool,
     /// Whether the rule needs `connected` for mining.
     pub needs_connection: bool,
 }
@@ -91,6 +94,7 @@ impl Verdict {
             connected: s.tcp_connections > 0,
             pool_rhythm: s.rhythm.steady > 0,
             needs_rhythm: t.needs_rhythm,
+            rhythm_unknown: s.rhythm.unknown,
             needs_connection: t.needs_connection,
         }
     }
@@ -107,7 +111,7 @@ impl Verdict {
         self.cpu_busy()
             && (self.randomx_memory || self.huge_pages)
             && match self.needs_rhythm {
-                true => self.pool_rhythm,
+                true => self.pool_rhythm || (self.rhythm_unknown && self.connected),
                 false => self.connected || !self.needs_connection,
             }
     }
@@ -166,6 +170,9 @@ impl Verdict {
             s.tcp_connections,
             s.peer.map(|p| format!(" (one to {p})")).unwrap_or_default(),
             match s.rhythm.bytes_per_sec {
+                None if s.rhythm.unknown => {
+                    "; connection counters unreadable (sock_diag refused): any connection stands in for the rhythm".to_string()
+                }
                 None => String::new(),
                 Some(rate) => format!(
                     "; {} pool-shaped of {} held ≥{}s (quietest: {rate} B/s, {} data segments in {}s{}; pool-shaped at ≤{} B/s both ways)",
@@ -311,10 +318,22 @@ mod tests {
             data_segments: 24,
             age: Duration::from_secs(10),
             peer: Some("192.0.2.7:443".parse().unwrap()),
+            unknown: false,
         };
         let v = Verdict::judge(&s, &t);
         assert!(v.mining());
         assert_eq!(v.fired(), ["cpu", "memory", "connection", "rhythm"]);
+        // Counters unreadable: any connection stands in, and it says so.
+        let blind = Signals {
+            rhythm: RhythmSignal {
+                unknown: true,
+                ..RhythmSignal::default()
+            },
+            ..signals(2, 262, 0)
+        };
+        let b = Verdict::judge(&blind, &t);
+        assert!(b.mining() && !b.pool_rhythm);
+        assert!(b.explain(&blind, &t).contains("counters unreadable"));
         let text = v.explain(&s, &t);
         assert!(
             text.contains("1 pool-shaped of 1 held ≥10s (quietest: 310 B/s, 24 data segments in 10s, to 192.0.2.7:443; pool-shaped at ≤4096 B/s both ways)"),

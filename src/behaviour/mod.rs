@@ -393,17 +393,16 @@ impl Detector {
             let conns = &held.connections;
             // Connections are read (and so judged) only while busy: one
             // is long-lived once held a window of busy samples.
-            let rhythm = match busy >= th.busy_threads {
-                true => RhythmSignal {
-                    unknown: held.counters_unknown,
-                    ..(t.connections).judge(
-                        now,
-                        conns,
-                        th.window,
-                        th.rhythm_max_bytes_per_sec.into(),
-                    )
+            // Unknown counters are not remembered as a connection's first.
+            let rhythm = match (busy >= th.busy_threads, held.counters_unknown) {
+                (true, false) => {
+                    (t.connections).judge(now, conns, th.window, th.rhythm_max_bytes_per_sec.into())
+                }
+                (true, true) => RhythmSignal {
+                    unknown: true,
+                    ..RhythmSignal::default()
                 },
-                false => RhythmSignal::default(),
+                (false, _) => RhythmSignal::default(),
             };
             let signals = Signals {
                 cpu,

@@ -7,11 +7,13 @@
 //! A [`Detector`] is built from a profile's `behaviour` rules and sampled
 //! periodically (`minerguard watch` does it every [`SAMPLE_PERIOD`]). Each
 //! sample reads, for every process of the scope's cgroups and their
-//! descendants, only /proc: per-thread time on a CPU and waiting for one
-//! (`task/<tid>/schedstat`), and,
-//! for a process whose CPU use already looks like mining, its memory
-//! (`status` RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages) and
-//! its connected TCP sockets (`fd/` and its netns's `net/tcp*`). A
+//! descendants: per-thread time on a CPU and waiting for one
+//! (`task/<tid>/schedstat`); for an active thread, its voluntary switches
+//! (`task/<tid>/status`: the throttled signal); for a process with an
+//! active thread, its connected TCP sockets (`fd/` and its netns's
+//! `net/tcp*`) and their counters (sock_diag: the rhythm); and for a
+//! process whose CPU use already looks like mining, its memory (`status`
+//! RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages). A
 //! verdict ([`Verdict`]) carries every signal's value ([`Signals`]), so an
 //! event says why; the rule's action is then carried out as a scan does
 //! (`audit` reports; `deny` and `kill` kill through a pidfd, since a running
@@ -145,6 +147,9 @@ struct Seen<'a> {
     member: &'a scan::procs::Member,
     comm: &'a str,
     tracked: &'a mut Tracked,
+    /// What it holds of the network, read this sample when a thread of it
+    /// was active.
+    held: Option<Held>,
 }
 
 /// What a sample reads of the network, once per namespace.
@@ -199,18 +204,19 @@ fn tcp_connections(pid: u32, network: &mut Network) -> Held {
 }
 
 /// Reads the voluntary switches of each of `threads` (of `pid`) that was
-/// runnable at least a tenth of the time since `history`'s newest sample:
-/// the throttled signal needs them only for threads that work, and an idle
-/// scope pays nothing for it.
+/// active (runnable at least a tenth of the time since `history`'s newest
+/// sample): the throttled signal needs them only for threads that work, and
+/// an idle scope pays nothing for it. Returns whether any thread was.
 fn read_sleeps_of_active_threads(
     pid: u32,
     threads: &mut [sample::ThreadTimes],
     history: &history::History,
     now: Instant,
-) {
+) -> bool {
     let Some((then, before)) = history.latest() else {
-        return;
+        return false;
     };
+    let mut active = false;
     let tenth = now.saturating_duration_since(then).as_nanos() / 10;
     for t in threads.iter_mut() {
         let Ok(i) = before.binary_search_by_key(&t.tid, |b| b.tid) else {
@@ -218,9 +224,11 @@ fn read_sleeps_of_active_threads(
         };
         let ns = (t.run_ns + t.wait_ns).saturating_sub(before[i].run_ns + before[i].wait_ns);
         if u128::from(ns) >= tenth {
+            active = true;
             t.sleeps = sample::voluntary_switches(pid, t.tid);
         }
     }
+    active
 }
 
 /// Samples a scope and judges its processes by behaviour; keeps each
@@ -326,13 +334,20 @@ impl Detector {
                 };
             }
             out.processes += 1;
-            read_sleeps_of_active_threads(m.pid, &mut cpu.threads, &t.history, now);
+            let active = read_sleeps_of_active_threads(m.pid, &mut cpu.threads, &t.history, now);
+            // An active process's connections are followed from the start,
+            // so that one is long-lived by the time its CPU use is judged.
+            let held = (active && !t.reported).then(|| tcp_connections(m.pid, &mut network));
+            if let Some(h) = held.as_ref().filter(|h| !h.counters_unknown) {
+                t.connections.observe(now, &h.connections);
+            }
             t.history.push(now, cpu.threads, keep);
             if !t.reported {
                 let process = Seen {
                     member: m,
                     comm: &cpu.comm,
                     tracked: &mut t,
+                    held,
                 };
                 if let Some(d) =
                     self.judge(process, now, options, &mut network, &mut out.observations)
@@ -361,6 +376,7 @@ impl Detector {
             member: m,
             comm,
             tracked: t,
+            mut held,
         } = seen;
         let mut memory = None;
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
@@ -380,21 +396,25 @@ impl Detector {
                 .flatten()
                 .unwrap_or_default();
             // Memory and sockets are read only for a process whose CPU use
-            // fits.
-            let busy = cpu.busy_threads.max(throttled.threads);
-            let (mem, held) = if busy >= th.busy_threads {
-                memory.get_or_insert_with(|| {
-                    let mem = sample::memory(m.pid).unwrap_or_default();
-                    (mem, tcp_connections(m.pid, network))
-                })
-            } else {
-                &(Memory::default(), Held::default())
+            // fits (sockets are also read for one that was active).
+            let busy = cpu.busy_threads.max(throttled.threads) >= th.busy_threads;
+            let mem = match busy {
+                true => *memory.get_or_insert_with(|| sample::memory(m.pid).unwrap_or_default()),
+                false => Memory::default(),
+            };
+            if busy && held.is_none() {
+                // Busy by the throttled window while stopped all along the
+                // last interval.
+                held = Some(tcp_connections(m.pid, network));
+            }
+            let none = Held::default();
+            let held = match busy {
+                true => held.as_ref().unwrap_or(&none),
+                false => &none,
             };
             let conns = &held.connections;
-            // Connections are read (and so judged) only while busy: one
-            // is long-lived once held a window of busy samples.
             // Unknown counters are not remembered as a connection's first.
-            let rhythm = match (busy >= th.busy_threads, held.counters_unknown) {
+            let rhythm = match (busy, held.counters_unknown) {
                 (true, false) => {
                     (t.connections).judge(now, conns, th.window, th.rhythm_max_bytes_per_sec.into())
                 }
@@ -407,7 +427,7 @@ impl Detector {
             let signals = Signals {
                 cpu,
                 throttled,
-                memory: *mem,
+                memory: mem,
                 tcp_connections: conns.len() as u32,
                 peer: conns.first().map(|c| c.peer),
                 rhythm,

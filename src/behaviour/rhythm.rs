@@ -54,6 +54,16 @@ pub(crate) struct FirstSeen {
 }
 
 impl FirstSeen {
+    /// Remembers when each of `connections` was first seen (now, if not
+    /// before), and forgets those that are gone.
+    pub fn observe(&mut self, now: Instant, connections: &[Connection]) {
+        self.by_inode
+            .retain(|inode, _| connections.iter().any(|c| c.inode == *inode));
+        for c in connections {
+            self.by_inode.entry(c.inode).or_insert((now, c.counters));
+        }
+    }
+
     /// The rhythm of `connections` at `now` (a connection is long-lived
     /// once seen `window` ago; steady if it carried data both ways at most
     /// `max_bytes_per_sec`); forgets the connections that are gone.
@@ -64,11 +74,12 @@ impl FirstSeen {
         window: Duration,
         max_bytes_per_sec: u64,
     ) -> RhythmSignal {
-        self.by_inode
-            .retain(|inode, _| connections.iter().any(|c| c.inode == *inode));
+        self.observe(now, connections);
         let mut signal = RhythmSignal::default();
         for c in connections {
-            let (since, then) = *self.by_inode.entry(c.inode).or_insert((now, c.counters));
+            let Some(&(since, then)) = self.by_inode.get(&c.inode) else {
+                continue;
+            };
             let age = now.saturating_duration_since(since);
             if age < window || age.is_zero() {
                 continue;

@@ -590,7 +590,7 @@ typedef struct mg_event {
   char pname[MG_COMM_LEN];
   /**
    * Falco's `proc.cmdline`: the command name, then the arguments after
-   * argv[0], space-separated. Exec refused before it happens (lsm): the
+   * `argv[0]`, space-separated. Exec refused before it happens (lsm): the
    * process that tried; judged after it happened (cgroup backend,
    * exec.cmdline rules): the new program's.
    */

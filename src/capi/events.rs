@@ -141,7 +141,7 @@ pub struct mg_event {
     /// Parent's command name.
     pub pname: [c_char; MG_COMM_LEN],
     /// Falco's `proc.cmdline`: the command name, then the arguments after
-    /// argv[0], space-separated. Exec refused before it happens (lsm): the
+    /// `argv[0]`, space-separated. Exec refused before it happens (lsm): the
     /// process that tried; judged after it happened (cgroup backend,
     /// exec.cmdline rules): the new program's.
     pub cmdline: [c_char; MG_CMDLINE_LEN],

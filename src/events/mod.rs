@@ -254,7 +254,7 @@ pub struct Event {
     /// Parent's command name (`comm`; empty when unknown).
     pub pname: InlineStr<16>,
     /// Falco's `proc.cmdline`: the command name, then the arguments after
-    /// argv[0], space-separated, from the first 256 bytes of argv (see
+    /// `argv[0]`, space-separated, from the first 256 bytes of argv (see
     /// [`Self::cmdline_truncated`]). Whose argv: the task the hook ran in.
     /// For an exec refused before it happens (lsm backend's exec rules)
     /// that is the process that tried, with its own (old) command line;

@@ -1,4 +1,4 @@
-//! Seccomp from the same profile: a [`SeccompPolicy`](crate::SeccompPolicy)
+//! Seccomp from the same profile: a [`SeccompPolicy`]
 //! compiled with libseccomp into a filter that can be installed in the
 //! calling process, or exported as raw BPF, libseccomp PFC text, or the OCI
 //! runtime spec's `linux.seccomp` JSON (what runc, crun and youki take).

@@ -1,6 +1,9 @@
 //! Behaviour detector cost (#24): the CPU time of one sample of a cgroup
 //! holding N benign processes (`sleep`), N = 100 (the budget: under
-//! 0.5 % of one core at the 2 s sampling period) and 1,000. The detector
+//! 0.5 % of one core at the 2 s sampling period) and 1,000; and the worst
+//! case of 100 busy processes, each holding a loopback TCP connection, for
+//! which every sample also reads each thread's voluntary switches, each
+//! process's sockets and memory, and sock_diag's counters. The detector
 //! has one `behaviour` rule with a 1 s window and samples every 200 ms, so
 //! each process's history is as deep as in `watch` (a window's worth) and
 //! every sample judges every process (nothing is busy, so memory is never
@@ -14,9 +17,14 @@
 mod common;
 
 use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -58,10 +66,101 @@ fn populate(cgroup: &OwnedCgroup, n: usize) -> Vec<Child> {
         .collect()
 }
 
-/// Median CPU time of one sample of `scope` holding `n` processes.
-fn measure(n: usize, rounds: usize) -> Duration {
+/// Starts `n` busy Python loops in `cgroup`, each holding a TCP connection
+/// to `pool` (loopback): every process is active and busy each sample, so
+/// its voluntary switches, sockets, their counters and its memory are read.
+fn populate_busy_connected(cgroup: &OwnedCgroup, n: usize, pool: SocketAddr) -> Vec<Child> {
+    let script = format!(
+        "import socket\ns = socket.create_connection(('{}', {}))\nx = 0\nwhile True: x += 1",
+        pool.ip(),
+        pool.port()
+    );
+    (0..n)
+        .map(|_| {
+            let mut cmd = Command::new("/usr/bin/python3");
+            cmd.args(["-c", &script]);
+            let procs = cgroup.procs_file().expect("open cgroup.procs");
+            // SAFETY: join_cgroup_raw is a single write(2).
+            unsafe { cmd.pre_exec(move || join_cgroup_raw(&procs)) };
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a busy process")
+        })
+        .collect()
+}
+
+/// A loopback listener that accepts connections and holds them until it is
+/// dropped.
+struct Holder {
+    addr: SocketAddr,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Holder {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (held, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (h, st) = (held.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => h.lock().unwrap().push(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Holder {
+            addr,
+            held,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` connections are held (each process started).
+    fn wait_for(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while self.held.lock().unwrap().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the busy processes did not connect"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Median CPU time of one sample of a scope of `n` processes (idle `sleep`s,
+/// or busy connected Python loops).
+fn measure(n: usize, busy: bool, rounds: usize) -> Duration {
     let cgroup = bench_cgroup();
-    let mut children = populate(&cgroup, n);
+    let holder = busy.then(Holder::start);
+    let mut children = match &holder {
+        Some(h) => {
+            let children = populate_busy_connected(&cgroup, n, h.addr);
+            h.wait_for(n);
+            children
+        }
+        None => populate(&cgroup, n),
+    };
     let scope: Vec<PathBuf> = vec![cgroup.cgroup().path().to_path_buf()];
     let profile = Profile::new("bench").rule(Rule::behaviour(
         "mining-behaviour",
@@ -107,10 +206,14 @@ fn main() {
     } else {
         1
     };
-    for n in [100, 1000] {
-        let cpu = measure(n, rounds);
+    for (n, busy) in [(100, false), (1000, false), (100, true)] {
+        let cpu = measure(n, busy, rounds);
+        let what = match busy {
+            true => "busy connected processes (switches, sockets, counters and memory read)",
+            false => "processes",
+        };
         println!(
-            "SUMMARY behaviour: {n} processes: median CPU {:.2} ms per sample ({:.1} µs per process); at one sample every {} s: {:.3} % of one core",
+            "SUMMARY behaviour: {n} {what}: median CPU {:.2} ms per sample ({:.1} µs per process); at one sample every {} s: {:.3} % of one core",
             cpu.as_secs_f64() * 1e3,
             cpu.as_secs_f64() * 1e6 / n as f64,
             SAMPLE_PERIOD.as_secs(),

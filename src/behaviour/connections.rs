@@ -1,13 +1,16 @@
-//! Each established TCP socket's traffic counters, by inode, for one
-//! network namespace at a time: `struct tcp_info` from sock_diag's
-//! `INET_DIAG_INFO`, what the network rhythm is judged on whatever the
-//! payload (TLS included). Read once per namespace per sample, and only
-//! for a sample that has a process whose CPU use looks like mining.
+//! Each connected TCP socket of one network namespace at a time, by inode:
+//! its peer, and its traffic counters (`struct tcp_info` from sock_diag's
+//! `INET_DIAG_INFO`), what the network rhythm is judged on whatever the
+//! payload (TLS included). One dump per address family walks the kernel's
+//! established table once, as reading `/proc/<pid>/net/tcp` would, and
+//! brings the counters with it. Read once per namespace per sample, and
+//! only for a namespace holding an active process.
 
 use std::{
     collections::HashMap,
     fs::{self, File},
     io,
+    net::{IpAddr, SocketAddr},
     os::unix::fs::MetadataExt,
 };
 
@@ -56,18 +59,27 @@ pub(crate) fn parse_tcp_info(raw: &[u8]) -> Option<TcpCounters> {
     })
 }
 
-/// The counters of each namespace met in one sample.
+/// One connected TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TcpSocket {
+    /// Its peer; a v4-mapped IPv6 peer is shown as IPv4.
+    pub peer: SocketAddr,
+    /// Its counters.
+    pub counters: TcpCounters,
+}
+
+/// The connected TCP sockets of each namespace met in one sample.
 #[derive(Default)]
 pub(crate) struct Counters {
-    by_netns: HashMap<u64, Option<HashMap<u64, TcpCounters>>>,
+    by_netns: HashMap<u64, Option<HashMap<u64, TcpSocket>>>,
 }
 
 impl Counters {
-    /// The established TCP sockets of `pid`'s network namespace, by inode
-    /// (asked once per namespace); `None` when sock_diag could not be asked
-    /// there (no inet_diag in the kernel, the namespace gone): the rhythm
-    /// is then unknown.
-    pub fn of(&mut self, pid: u32) -> Option<&HashMap<u64, TcpCounters>> {
+    /// The connected (established, or connecting) TCP sockets of `pid`'s
+    /// network namespace, by inode (asked once per namespace); `None` when
+    /// sock_diag could not be asked there (no inet_diag in the kernel, the
+    /// namespace gone).
+    pub fn of(&mut self, pid: u32) -> Option<&HashMap<u64, TcpSocket>> {
         let netns = fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino());
         self.by_netns
             .entry(netns)
@@ -76,8 +88,8 @@ impl Counters {
     }
 }
 
-/// Dumps the established TCP sockets of `pid`'s network namespace.
-fn read_namespace(pid: u32) -> io::Result<HashMap<u64, TcpCounters>> {
+/// Dumps the connected TCP sockets of `pid`'s network namespace.
+fn read_namespace(pid: u32) -> io::Result<HashMap<u64, TcpSocket>> {
     let ns = File::open(format!("/proc/{pid}/ns/net"))?;
     let own = fs::metadata("/proc/self/ns/net")?.ino();
     let diag = match ns.metadata()?.ino() == own {
@@ -91,8 +103,8 @@ fn read_namespace(pid: u32) -> io::Result<HashMap<u64, TcpCounters>> {
     Ok(out)
 }
 
-/// Adds the established TCP sockets of `family` with their counters.
-fn dump(diag: &Socket, family: u8, out: &mut HashMap<u64, TcpCounters>) -> io::Result<()> {
+/// Adds the connected TCP sockets of `family` with their counters.
+fn dump(diag: &Socket, family: u8, out: &mut HashMap<u64, TcpSocket>) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut message = NetlinkMessage::new(
@@ -101,7 +113,8 @@ fn dump(diag: &Socket, family: u8, out: &mut HashMap<u64, TcpCounters>) -> io::R
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::INFO,
-            states: StateFlags::ESTABLISHED,
+            // As a scan counts them: established, and a connect under way.
+            states: StateFlags::ESTABLISHED | StateFlags::SYN_SENT,
             socket_id: match family {
                 AF_INET => SocketId::new_v4(),
                 _ => SocketId::new_v6(),
@@ -132,12 +145,24 @@ fn dump(diag: &Socket, family: u8, out: &mut HashMap<u64, TcpCounters>) -> io::R
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let info = r.nlas.iter().find_map(|nla| match nla {
+                    let counters = r.nlas.iter().find_map(|nla| match nla {
                         Nla::TcpInfo(raw) => parse_tcp_info(raw),
                         _ => None,
                     });
-                    if let Some(c) = info {
-                        out.insert(u64::from(r.header.inode), c);
+                    let id = &r.header.socket_id;
+                    let ip = match id.destination_address {
+                        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                        v4 => v4,
+                    };
+                    if r.header.inode != 0 {
+                        out.insert(
+                            u64::from(r.header.inode),
+                            TcpSocket {
+                                peer: SocketAddr::new(ip, id.destination_port),
+                                // An older kernel's shorter tcp_info: zeros.
+                                counters: counters.unwrap_or_default(),
+                            },
+                        );
                     }
                 }
                 _ => {}
@@ -178,7 +203,9 @@ mod tests {
                 .ino()
         };
         let mut counters = Counters::default();
-        let c = counters.of(std::process::id()).unwrap()[&inode];
+        let s = counters.of(std::process::id()).unwrap()[&inode];
+        assert_eq!(s.peer, server.local_addr().unwrap());
+        let c = s.counters;
         // bytes_acked counts the SYN's sequence number on some kernels:
         // the rhythm uses differences only.
         assert!((1000..=1001).contains(&c.bytes_out), "{c:?}");

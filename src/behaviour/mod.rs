@@ -46,7 +46,6 @@ mod verdict;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -155,13 +154,14 @@ struct Seen<'a> {
 /// What a sample reads of the network, once per namespace.
 #[derive(Default)]
 struct Network {
-    /// Connected sockets, from `/proc/<pid>/net/tcp*` (as a scan reads).
-    sockets: scan::net::Namespaces,
-    /// TCP counters, from sock_diag.
+    /// Connected TCP sockets with their counters, from sock_diag.
     counters: connections::Counters,
+    /// Connected sockets from `/proc/<pid>/net/tcp*` (as a scan reads
+    /// them), where sock_diag cannot be asked.
+    sockets: scan::net::Namespaces,
 }
 
-/// What a busy process holds of the network.
+/// What a process holds of the network.
 #[derive(Default)]
 struct Held {
     /// Its connected TCP sockets.
@@ -170,36 +170,45 @@ struct Held {
     counters_unknown: bool,
 }
 
-/// The connected TCP sockets `pid` holds (from its descriptors and its
-/// network namespace's tables, as a scan reads them), by inode, with their
-/// peers and counters (zero where sock_diag had none).
+/// The connected TCP sockets `pid` holds (its socket descriptors looked up
+/// in its network namespace), by inode, with their peers and counters;
+/// where sock_diag cannot be asked, from `/proc/<pid>/net/tcp*` without
+/// counters.
 fn tcp_connections(pid: u32, network: &mut Network) -> Held {
     let fds = scan::process::descriptors(pid, true, false);
     if fds.sockets.is_empty() {
         return Held::default();
     }
+    if let Some(table) = network.counters.of(pid) {
+        return Held {
+            connections: (fds.sockets.iter())
+                .filter_map(|inode| {
+                    let s = table.get(inode)?;
+                    Some(rhythm::Connection {
+                        inode: *inode,
+                        peer: s.peer,
+                        counters: s.counters,
+                    })
+                })
+                .collect(),
+            counters_unknown: false,
+        };
+    }
     let Some(table) = network.sockets.sockets_of(pid) else {
         return Held::default();
     };
-    let peers: Vec<(u64, SocketAddr)> = (fds.sockets.iter())
-        .filter_map(|ino| Some((*ino, table.get(ino)?)))
+    let connections: Vec<rhythm::Connection> = (fds.sockets.iter())
+        .filter_map(|inode| Some((*inode, table.get(inode)?)))
         .filter(|(_, p)| p.protocol == crate::events::Protocol::Tcp)
-        .map(|(ino, p)| (ino, p.addr))
+        .map(|(inode, p)| rhythm::Connection {
+            inode,
+            peer: p.addr,
+            counters: Default::default(),
+        })
         .collect();
-    if peers.is_empty() {
-        return Held::default();
-    }
-    let counters = network.counters.of(pid);
     Held {
-        counters_unknown: counters.is_none(),
-        connections: peers
-            .into_iter()
-            .map(|(inode, peer)| rhythm::Connection {
-                inode,
-                peer,
-                counters: (counters.and_then(|c| c.get(&inode).copied())).unwrap_or_default(),
-            })
-            .collect(),
+        counters_unknown: !connections.is_empty(),
+        connections,
     }
 }
 

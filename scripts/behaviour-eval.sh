@@ -8,7 +8,8 @@
 #
 #   scripts/behaviour-eval.sh            short form (CI): 30 s per case
 #   scripts/behaviour-eval.sh --full     600 s per case (the 10 minutes)
-#   scripts/behaviour-eval.sh -- ARGS    extra arguments (--busy-percent P, --window-secs S)
+#   scripts/behaviour-eval.sh -- ARGS    extra arguments (--busy-percent P, --window-secs S,
+#                                        --needs-rhythm, --case PART-OF-A-NAME)
 #
 # Needs root (cgroups), XMRig in /var/cache/minerguard-test (scripts/install-deps.sh),
 # stress-ng, openssl, xz, python3, cc. Loopback only.

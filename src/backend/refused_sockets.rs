@@ -29,6 +29,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         OnceLock,
     },
+    time::{Duration, Instant},
 };
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
@@ -50,6 +51,14 @@ const SOCK_DESTROY: u16 = 21;
 
 /// Size of one `struct mg_refused_sock` (bpf/stratum_egress.bpf.c).
 const RECORD_LEN: usize = 56;
+
+/// How long a refused socket may wait at the queue's head for its event
+/// before the idle drain takes the event as lost: far longer than an event
+/// takes from the kernel to the describing thread, even in an emulated
+/// guest under load (the thread that reads the ring may be held up while
+/// the describing one runs), and short enough that a socket whose event
+/// was lost is destroyed soon (its packets are dropped meanwhile).
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// At most this many sockets per drain, so that a flood of refusals
 /// cannot hold the event thread (the queue holds 4,096).
@@ -158,26 +167,31 @@ impl RefusedSockets {
         self.destroy_until(|_| false, &mut |_| {})
     }
 
-    /// The event thread's drain between polls: destroys the queued sockets
-    /// once the queue's head has waited a whole poll (`seen`: the cookie at
-    /// the head last time). A socket whose event is read takes its record
-    /// then ([`Self::destroy_for_event`]); draining sooner could take it
-    /// between the kernel's queueing and its event, which would then name
-    /// no process. What waits a poll had its event lost (a full ring
+    /// The describing thread's drain while idle: destroys the queued
+    /// sockets once the same socket has been at the queue's head for
+    /// [`STALE_AFTER`] (`seen`: that cookie, and since when). A socket
+    /// whose event is read takes its record then
+    /// ([`Self::destroy_for_event`]); draining sooner could take it between
+    /// the kernel's queueing and its event, which would then name no
+    /// process. What waits that long had its event lost (a full ring
     /// buffer).
-    pub fn destroy_stale(&self, seen: &mut Option<u64>) {
+    pub fn destroy_stale(&self, seen: &mut Option<(u64, Instant)>) {
         let head = self
             .queue
             .lookup(&[], MapFlags::ANY)
             .ok()
             .flatten()
             .and_then(|r| Some(u64::from_ne_bytes(r.get(..8)?.try_into().ok()?)));
-        *seen = match head {
-            Some(cookie) if *seen == Some(cookie) => {
+        *seen = match (head, *seen) {
+            (Some(cookie), Some((at_head, since))) if cookie == at_head => {
+                if since.elapsed() < STALE_AFTER {
+                    return;
+                }
                 self.destroy_queued();
                 None
             }
-            other => other,
+            (Some(cookie), _) => Some((cookie, Instant::now())),
+            (None, _) => None,
         };
     }
 

@@ -48,12 +48,12 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Starts `n` `sleep`s in `cgroup`.
-fn populate(cgroup: &OwnedCgroup, n: usize) -> Vec<Child> {
+/// Starts `n` processes of `program` with `args` in `cgroup`, quiet.
+fn start_in(cgroup: &OwnedCgroup, n: usize, program: &str, args: &[&str]) -> Vec<Child> {
     (0..n)
         .map(|_| {
-            let mut cmd = Command::new("/usr/bin/sleep");
-            cmd.arg("600");
+            let mut cmd = Command::new(program);
+            cmd.args(args);
             let procs = cgroup.procs_file().expect("open cgroup.procs");
             // SAFETY: join_cgroup_raw is a single write(2).
             unsafe { cmd.pre_exec(move || join_cgroup_raw(&procs)) };
@@ -61,9 +61,14 @@ fn populate(cgroup: &OwnedCgroup, n: usize) -> Vec<Child> {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("start a benign process")
+                .unwrap_or_else(|e| panic!("start {program}: {e}"))
         })
         .collect()
+}
+
+/// Starts `n` `sleep`s in `cgroup`.
+fn populate(cgroup: &OwnedCgroup, n: usize) -> Vec<Child> {
+    start_in(cgroup, n, "/usr/bin/sleep", &["600"])
 }
 
 /// Starts `n` busy Python loops in `cgroup`, each holding a TCP connection
@@ -75,20 +80,7 @@ fn populate_busy_connected(cgroup: &OwnedCgroup, n: usize, pool: SocketAddr) -> 
         pool.ip(),
         pool.port()
     );
-    (0..n)
-        .map(|_| {
-            let mut cmd = Command::new("/usr/bin/python3");
-            cmd.args(["-c", &script]);
-            let procs = cgroup.procs_file().expect("open cgroup.procs");
-            // SAFETY: join_cgroup_raw is a single write(2).
-            unsafe { cmd.pre_exec(move || join_cgroup_raw(&procs)) };
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start a busy process")
-        })
-        .collect()
+    start_in(cgroup, n, "/usr/bin/python3", &["-c", &script])
 }
 
 /// A loopback listener that accepts connections and holds them until it is

@@ -3,7 +3,6 @@
 use std::{
     collections::HashSet,
     fs, io,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,7 +12,7 @@ use std::{
 
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 
-use super::{ensure_bpffs, io_err, pin_dir_of, state_dir_of, PinError};
+use super::{ensure_bpffs, io_err, lock::InstanceLock, pin_dir_of, state_dir_of, PinError};
 
 /// The pin-name suffix of a link that replaces another until the start is
 /// settled ([`PinDir::release_unclaimed`] renames it).
@@ -34,16 +33,16 @@ fn maps_dir_name() -> String {
     }
 }
 
-/// An instance's pins, locked for this process (`flock` on its state
-/// directory's `lock`: a second live process of one instance would fight
-/// over the links and read the ring buffer twice).
+/// An instance's pins, locked for this process ([`InstanceLock`] on its
+/// state directory's `lock`: a second live process of one instance would
+/// fight over the links and read the ring buffer twice).
 #[derive(Debug)]
 pub(crate) struct PinDir {
     name: String,
     dir: PathBuf,
     run: PathBuf,
     maps: PathBuf,
-    _lock: fs::File,
+    _lock: InstanceLock,
     /// Link pins this process attached or adopted; the others are an
     /// earlier process's, released by [`PinDir::release_unclaimed`].
     claimed: Mutex<HashSet<String>>,
@@ -60,26 +59,7 @@ impl PinDir {
         ensure_bpffs()?;
         let run = state_dir_of(name);
         fs::create_dir_all(&run).map_err(io_err("creating", &run))?;
-        let lock_path = run.join("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("opening", &lock_path))?;
-        // SAFETY: flock on an fd this function owns.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let pid = super::state::InstanceState::load(&run)
-                .ok()
-                .flatten()
-                .map(|s| format!(" (pid {})", s.pid))
-                .unwrap_or_default();
-            return Err(PinError::InUse {
-                name: name.to_string(),
-                pid,
-            });
-        }
+        let lock = InstanceLock::take(name, &run.join("lock"))?;
         let maps = dir.join(maps_dir_name());
         for d in [dir.join("links"), maps.clone()] {
             fs::create_dir_all(&d).map_err(io_err("creating", &d))?;

@@ -21,6 +21,7 @@
 mod dir;
 mod identity;
 mod link;
+mod lock;
 mod state;
 
 use std::{

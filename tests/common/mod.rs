@@ -502,9 +502,8 @@ unsafe fn close_inherited_bpf_fds() {
     libc::close(dir);
 }
 
-/// Whether `fd` (in a forked child) is a BPF object, a perf event or an
-/// instance's lock. An instance's lock held by a child would keep another
-/// test's restart of that instance out (PinError::InUse).
+/// Whether `fd` (in a forked child) is a BPF object or a perf event.
+/// (An instance's lock is a record lock, which a child does not hold.)
 unsafe fn inherited_from_an_enforcer(fd: i32) -> bool {
     let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
     let mut digits = [0u8; 10];
@@ -528,9 +527,7 @@ unsafe fn inherited_from_an_enforcer(fd: i32) -> bool {
         return false;
     }
     let t = &target[..got as usize];
-    t.starts_with(b"anon_inode:bpf")
-        || t.starts_with(b"anon_inode:[perf_event]")
-        || t.starts_with(b"/run/minerguard/")
+    t.starts_with(b"anon_inode:bpf") || t.starts_with(b"anon_inode:[perf_event]")
 }
 
 fn sockaddr(addr: SocketAddr, v4_mapped: bool) -> (libc::sockaddr_storage, libc::socklen_t, i32) {

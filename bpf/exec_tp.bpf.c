@@ -47,25 +47,27 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 {
 	struct mg_scope *scope = mg_current_scope();
 	struct mg_path_scratch *s = NULL;
-	struct mg_rule_ref *ref, *script;
+	struct mg_rule_ref best = {}, *ref, *script;
 	struct mg_event *e;
 	int view = -1, at = -1;
+	bool by_script = false;
 	__u8 taken;
 
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &view);
+	mg_exec_match(bprm, scope, &view, &best);
 	script = mg_script_match(bprm, scope, &s, &at);
 	if (script) {
 		/* The scratch now holds the script's path. */
 		view = -1;
-		if (!ref || mg_rank(script->action) > mg_rank(ref->action))
-			ref = script;
-		else
-			script = NULL;
+		if (mg_rank(script->action) > mg_rank(best.action)) {
+			best = *script;
+			by_script = true;
+		}
 	}
-	if (!ref || ref->action == MG_ACTION_AUDIT)
-		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
+	if (!best.action || best.action == MG_ACTION_AUDIT)
+		mg_keep_stronger(&best, mg_no_new_exec_match(scope));
+	ref = mg_kept(&best);
 	if (!ref)
 		return 0;
 
@@ -79,7 +81,7 @@ int BPF_PROG(mg_exec_tp, struct task_struct *task, pid_t old_pid,
 	e = mg_event_start(MG_KIND_EXEC, scope, ref, taken);
 	if (!e)
 		return 0;
-	if (script && s && at >= 0 &&
+	if (by_script && s && at >= 0 &&
 	    bpf_probe_read_kernel_str(e->path, MG_PATH_LEN,
 				      s->buf + (at & (2 * MG_PATH_BUF - 1))) > 0) {
 		/* The event names the script it refused. */

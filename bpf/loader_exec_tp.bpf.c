@@ -23,11 +23,11 @@
 static __always_inline void mg_kill_mapping(struct file *file)
 {
 	struct mg_scope *scope = NULL;
-	struct mg_rule_ref *ref;
+	struct mg_rule_ref best = {}, *ref;
 	int view = -1;
 	__u8 taken = MG_ACTION_AUDIT;
 
-	ref = mg_mapping_match(file, &scope, &view);
+	ref = mg_mapping_match(file, &scope, &view, &best);
 	if (!ref || !scope)
 		return;
 	if (ref->action != MG_ACTION_AUDIT) {

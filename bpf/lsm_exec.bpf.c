@@ -20,7 +20,7 @@ SEC("lsm/bprm_check_security")
 int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 {
 	struct mg_scope *scope;
-	struct mg_rule_ref *ref;
+	struct mg_rule_ref best = {}, *ref;
 	struct mg_event *e;
 	int view = -1;
 	__u8 action;
@@ -31,12 +31,13 @@ int BPF_PROG(mg_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	scope = mg_current_scope();
 	if (!scope)
 		return 0;
-	ref = mg_exec_match(bprm, scope, &view);
+	mg_exec_match(bprm, scope, &view, &best);
 	/* exec.no_new_exec counts execve calls, not binfmt passes: a script's
 	 * interpreter pass (interp no longer the filename) was counted with it. */
-	if ((!ref || ref->action == MG_ACTION_AUDIT) &&
+	if ((!best.action || best.action == MG_ACTION_AUDIT) &&
 	    BPF_CORE_READ(bprm, interp) == BPF_CORE_READ(bprm, filename))
-		ref = mg_stronger(ref, mg_no_new_exec_match(scope));
+		mg_keep_stronger(&best, mg_no_new_exec_match(scope));
+	ref = mg_kept(&best);
 	if (!ref)
 		return 0;
 

@@ -15,11 +15,11 @@
 static __always_inline int mg_judge_mapping(struct file *file)
 {
 	struct mg_scope *scope = NULL;
-	struct mg_rule_ref *ref;
+	struct mg_rule_ref best = {}, *ref;
 	int view = -1;
 	__u8 action;
 
-	ref = mg_mapping_match(file, &scope, &view);
+	ref = mg_mapping_match(file, &scope, &view, &best);
 	if (!ref || !scope)
 		return 0;
 	action = ref->action;

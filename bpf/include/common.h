@@ -45,6 +45,27 @@ static __always_inline __u8 mg_rank(__u8 action)
 	return 0;
 }
 
+/*
+ * Keeps in *best the stronger of *best and b (b may be NULL; best->action
+ * 0: no match yet); *best among equals. By value, not as a pointer to the
+ * map the winning rule came from: the verifier keeps a pointer into each
+ * map as a state of its own, and walked everything after a match once per
+ * map it could have come from (the exec tracepoint verified 206,843
+ * instructions, 40 % of an enforcer's start).
+ */
+static __always_inline void mg_keep_stronger(struct mg_rule_ref *best,
+					     const struct mg_rule_ref *b)
+{
+	if (b && mg_rank(b->action) > mg_rank(best->action))
+		*best = *b;
+}
+
+/* best when it holds a match, else NULL. */
+static __always_inline struct mg_rule_ref *mg_kept(struct mg_rule_ref *best)
+{
+	return best->action ? best : NULL;
+}
+
 /* The stronger of two matches (either may be NULL); a among equals. */
 static __always_inline struct mg_rule_ref *mg_stronger(struct mg_rule_ref *a,
 							struct mg_rule_ref *b)

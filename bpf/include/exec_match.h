@@ -109,25 +109,25 @@ lookup_file_inode(__u32 policy_id, struct dentry *d)
 /*
  * The deny rules that judge a file by itself (name, inode, path from the
  * task's root, fileless), for both an exec and an executable mapping of the
- * file. With `allow_list`, also the scope's exec.allow_only rule when no
- * allow entry covers it. *view is the offset of the file's path in the
- * path scratch when it was built (for the event), else -1.
+ * file, kept in *best (see mg_keep_stronger). With `allow_list`, also the
+ * scope's exec.allow_only rule when no allow entry covers it. *view is the
+ * offset of the file's path in the path scratch when it was built (for the
+ * event), else -1.
  */
-static __always_inline struct mg_rule_ref *
-mg_file_match(const struct mg_scope *scope, struct file *file,
-	      bool allow_list, int *view)
+static __always_inline void mg_file_match(const struct mg_scope *scope,
+					  struct file *file, bool allow_list,
+					  int *view, struct mg_rule_ref *best)
 {
 	bool allow = allow_list && (scope->flags & MG_SCOPE_ALLOW_ONLY);
 	bool dirs = scope->flags & MG_SCOPE_PATHS;
 	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct mg_rule_ref *ref;
 	__u32 zero = 0;
 
 	*view = -1;
-	ref = lookup_name(scope->policy_id,
-			  (const char *)BPF_CORE_READ(dentry, d_name.name));
+	mg_keep_stronger(best, lookup_name(scope->policy_id,
+					   (const char *)BPF_CORE_READ(dentry, d_name.name)));
 	if (scope->flags & MG_SCOPE_INODES)
-		ref = mg_stronger(ref, lookup_file_inode(scope->policy_id, dentry));
+		mg_keep_stronger(best, lookup_file_inode(scope->policy_id, dentry));
 	if (dirs || allow) {
 		struct mg_path_scratch *s =
 			bpf_map_lookup_elem(&mg_path_scratch, &zero);
@@ -138,27 +138,24 @@ mg_file_match(const struct mg_scope *scope, struct file *file,
 					  view);
 		else
 			v.unresolved = true;
-		ref = mg_stronger(ref, v.deny);
+		mg_keep_stronger(best, v.deny);
 		/* A path that cannot be built is refused, never let through:
 		 * as the strongest directory rule, and as not allowed. */
 		if (v.unresolved && dirs)
-			ref = mg_stronger(ref, bpf_map_lookup_elem(
-						       &mg_deep_path,
-						       &scope->policy_id));
+			mg_keep_stronger(best, bpf_map_lookup_elem(&mg_deep_path,
+								   &scope->policy_id));
 		if (allow && !v.allowed)
-			ref = mg_stronger(ref, bpf_map_lookup_elem(
-						       &mg_allow_only,
-						       &scope->policy_id));
+			mg_keep_stronger(best, bpf_map_lookup_elem(&mg_allow_only,
+								   &scope->policy_id));
 	}
 	if ((scope->flags & MG_SCOPE_DRIFT) && mg_drifted(dentry))
-		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_drift,
+		mg_keep_stronger(best, bpf_map_lookup_elem(&mg_drift,
 							   &scope->policy_id));
 	/* A memfd or a deleted file has no link left: fileless exec. */
 	if ((scope->flags & MG_SCOPE_MEMFD) &&
 	    BPF_CORE_READ(dentry, d_inode, i_nlink) == 0)
-		ref = mg_stronger(ref, bpf_map_lookup_elem(&mg_memfd,
+		mg_keep_stronger(best, bpf_map_lookup_elem(&mg_memfd,
 							   &scope->policy_id));
-	return ref;
 }
 
 /*
@@ -183,32 +180,31 @@ static __always_inline void mg_event_path(struct mg_event *e, struct file *file,
 }
 
 /*
- * The rule matching this exec in the scope's policy, or NULL: the strongest
- * of the name rules (the name of the file being executed, symlinks
- * resolved, or the basename the caller executed: for scripts bprm->file may
- * be the interpreter), the inode rules, the path rules, the fileless rule
- * and the allow-list. *view: as for mg_file_match (bprm->file's path).
+ * The rule matching this exec in the scope's policy, kept in *best: the
+ * strongest of the name rules (the name of the file being executed,
+ * symlinks resolved, or the basename the caller executed: for scripts
+ * bprm->file may be the interpreter), the inode rules, the path rules, the
+ * fileless rule and the allow-list. *view: as for mg_file_match
+ * (bprm->file's path).
  */
-static __always_inline struct mg_rule_ref *
-mg_exec_match(struct linux_binprm *bprm, const struct mg_scope *scope,
-	      int *view)
+static __always_inline void mg_exec_match(struct linux_binprm *bprm,
+					  const struct mg_scope *scope,
+					  int *view, struct mg_rule_ref *best)
 {
 	const char *filename = BPF_CORE_READ(bprm, filename);
-	struct mg_rule_ref *ref;
 	__u32 zero = 0;
 	__u32 off;
 	char *buf;
 
-	ref = mg_file_match(scope, BPF_CORE_READ(bprm, file), true, view);
+	mg_file_match(scope, BPF_CORE_READ(bprm, file), true, view, best);
 	buf = bpf_map_lookup_elem(&mg_exec_scratch, &zero);
 	if (!buf)
-		return ref;
+		return;
 	if (bpf_probe_read_kernel_str(buf, MG_PATH_LEN, filename) <= 0)
-		return ref;
+		return;
 	off = basename_offset(buf);
 	if (off < MG_PATH_LEN)
-		ref = mg_stronger(ref, lookup_name(scope->policy_id, filename + off));
-	return ref;
+		mg_keep_stronger(best, lookup_name(scope->policy_id, filename + off));
 }
 
 /*

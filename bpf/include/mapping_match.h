@@ -20,12 +20,13 @@
 	(MG_SCOPE_INODES | MG_SCOPE_PATHS | MG_SCOPE_MEMFD | MG_SCOPE_DRIFT)
 
 /*
- * The rule refusing an executable mapping of `file` in the current scope,
- * or NULL. Fills the event's scope and where the file's path was built
- * (*view, for mg_mapping_event).
+ * The rule refusing an executable mapping of `file` in the current scope
+ * (kept in *best, which is returned), or NULL. Fills the event's scope and
+ * where the file's path was built (*view, for mg_mapping_event).
  */
 static __always_inline struct mg_rule_ref *
-mg_mapping_match(struct file *file, struct mg_scope **scope_out, int *view)
+mg_mapping_match(struct file *file, struct mg_scope **scope_out, int *view,
+		 struct mg_rule_ref *best)
 {
 	struct mg_scope *scope;
 
@@ -36,7 +37,8 @@ mg_mapping_match(struct file *file, struct mg_scope **scope_out, int *view)
 	if (!scope)
 		return NULL;
 	*scope_out = scope;
-	return mg_file_match(scope, file, false, view);
+	mg_file_match(scope, file, false, view, best);
+	return mg_kept(best);
 }
 
 /* Writes the mapping event (kind exec, path = the mapped file's path from

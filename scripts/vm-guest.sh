@@ -13,7 +13,11 @@ run_one() {
     local backend=$1 bin=$2 log=$3 limit=$4 start pid
     shift 4
     start=$(date +%s)
-    MINERGUARD_TEST_BACKEND=$backend "$bin" "$@" >"$log" 2>&1 &
+    # --report-time (libtest's, unstable: RUSTC_BOOTSTRAP lets the stable
+    # harness take it) puts each test's time in the log: where the
+    # emulated guest's minutes go.
+    MINERGUARD_TEST_BACKEND=$backend RUSTC_BOOTSTRAP=1 "$bin" "$@" \
+        -Z unstable-options --report-time >"$log" 2>&1 &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         sleep 2

@@ -69,18 +69,22 @@ command -v vng >/dev/null || die "vng not found (pip install virtme-ng)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 
 echo "vm-test: building test binaries"
-# `cli` is the minerguard-cli package's test: building it builds the
-# `minerguard` binary it runs (CARGO_BIN_EXE_minerguard).
-test_args=()
-for t in $lsm_tests; do test_args+=(--test "$t"); done
-mapfile -t bins < <(cargo test --no-run --message-format=json "${test_args[@]}" 2>/dev/null |
+# The build of `cargo test --workspace` (every test target), whatever
+# binaries are picked: scripts/test.sh's build, reused as it is. Picking
+# targets with --test, or leaving out --workspace, resolves other features
+# (dev-dependencies of the packages whose tests are left out) and builds
+# every binary again (≈3 min). `cli` is the minerguard-cli package's test;
+# its build includes the `minerguard` binary it runs.
+mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
+wanted = sys.argv[1].split()
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and "test" in m["target"]["kind"] and m["target"]["name"] in wanted):
         print(m["executable"])
-')
+' "$lsm_tests")
 n=$(wc -w <<<"$lsm_tests")
 [ "${#bins[@]}" -eq "$n" ] || die "expected $n test binaries ($lsm_tests), found ${#bins[@]}"
 

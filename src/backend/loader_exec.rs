@@ -57,15 +57,36 @@ impl LoaderExecHook {
             return Ok(());
         }
         let progs = &self.skel.progs;
-        let links = super::attach::attach_all(
+        let mut links = super::attach::attach_all(
             self.pins.as_ref(),
             &[
                 ("mg_mmap_tp", &progs.mg_mmap_tp),
                 ("mg_mprotect_tp", &progs.mg_mprotect_tp),
-                ("mg_pkey_mprotect_tp", &progs.mg_pkey_mprotect_tp),
             ],
-            "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect, sys_enter_pkey_mprotect",
+            "tracepoint/syscalls/sys_enter_mmap, sys_enter_mprotect",
         )?;
+        // pkey_mprotect's first three arguments are mprotect's: the same
+        // program, a second link (and the pin name it always had).
+        let prog = &progs.mg_mprotect_tp;
+        links.push(crate::pin::attach_pinned(
+            self.pins.as_ref(),
+            "mg_pkey_mprotect_tp",
+            prog,
+            false,
+            || {
+                prog.attach_tracepoint(
+                    libbpf_rs::TracepointCategory::Syscalls,
+                    "sys_enter_pkey_mprotect",
+                )
+                .map_err(|source| {
+                    super::attach::program_err(
+                        "mg_mprotect_tp",
+                        "tracepoint/syscalls/sys_enter_pkey_mprotect".into(),
+                        source,
+                    )
+                })
+            },
+        )?);
         self.links = links;
         Ok(())
     }

@@ -149,6 +149,8 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
     assert!(d.verdict.mining() && d.verdict.cpu_saturated && d.verdict.randomx_memory);
     assert!(d.signals.cpu.busy_threads >= 1, "{:?}", d.signals);
     assert!(d.signals.anon_mib() >= 256, "{:?}", d.signals);
+    // Read for the detection only (smaps_rollup walks the page tables).
+    assert!(d.signals.anon_huge_mib().is_some(), "{:?}", d.signals);
     assert!(d.verdict.connected, "{:?}", d.signals);
     assert_eq!(d.signals.peer, Some(pool.addr()), "its pool connection");
     let json: serde_json::Value = serde_json::from_str(&d.to_json(detector.profile())).unwrap();
@@ -167,6 +169,7 @@ fn audit_reports_a_renamed_hashing_xmrig_with_its_signals_and_leaves_it_running(
         f["minerguard.behaviour.anon_mib"].as_u64().unwrap() >= 256,
         "{json}"
     );
+    assert!(f["minerguard.behaviour.anon_huge_mib"].is_u64(), "{json}");
     assert!(
         f["minerguard.behaviour.cpu.busy_threads"].as_u64().unwrap() >= 1,
         "{json}"

@@ -148,7 +148,7 @@ mod tests {
             throttled: Default::default(),
             memory: Memory {
                 anon_kib: 262 * 1024,
-                anon_huge_kib: 0,
+                anon_huge_kib: None,
                 hugetlb_kib: 0,
             },
             tcp_connections: 1,

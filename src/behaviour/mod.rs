@@ -456,7 +456,8 @@ impl Detector {
                 decided = Some((rule, signals, verdict));
             }
         }
-        let (rule, signals, verdict) = decided?;
+        let (rule, mut signals, verdict) = decided?;
+        signals.memory.anon_huge_kib = sample::anon_huge_kib(m.pid);
         // Read the rest only now; the start time guards against pid reuse.
         let p = scan::process::read(m.pid, crate::compile::limits::MAX_CMDLINE_ARGV_BYTES)
             .filter(|p| p.start_time == t.start_time)?;

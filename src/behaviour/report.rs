@@ -109,7 +109,7 @@ mod tests {
             throttled: Default::default(),
             memory: Memory {
                 anon_kib: 100 * 1024,
-                anon_huge_kib: 0,
+                anon_huge_kib: None,
                 hugetlb_kib: 0,
             },
             tcp_connections: 0,
@@ -137,6 +137,8 @@ mod tests {
         assert_eq!(o["mining"], false);
         assert_eq!(o["signals"], json!(["cpu"]));
         assert_eq!(o["values"]["anon_mib"], 100);
+        // Not read for an observation (only for a detection).
+        assert_eq!(o["values"]["anon_huge_mib"], Value::Null);
         assert_eq!(o["values"]["peer"], Value::Null);
         assert_eq!(o["values"]["throttled.sleeps_per_sec"], Value::Null);
         assert_eq!(o["values"]["throttled.threads"], 0);

@@ -2,9 +2,11 @@
 //! on a CPU and waiting for one (`task/<tid>/schedstat`, nanoseconds; where
 //! the kernel has no schedstat, `task/<tid>/stat` utime + stime and no wait)
 //! on every sample,
-//! and its memory (`status`: RssAnon, HugetlbPages; `smaps_rollup`:
-//! AnonHugePages) only when its CPU use already looks like mining, since
-//! `smaps_rollup` walks every mapping.
+//! and its memory (`status`: RssAnon, HugetlbPages) only when its CPU use
+//! already looks like mining; `smaps_rollup`'s AnonHugePages, which no
+//! signal uses, only for a process found mining (it walks every page table
+//! of the process: 14 % of a sample's CPU when it was read for every busy
+//! process).
 
 use std::fs;
 
@@ -39,8 +41,9 @@ pub(crate) struct CpuTimes {
 pub struct Memory {
     /// Anonymous resident memory (`RssAnon`).
     pub anon_kib: u64,
-    /// Of which transparent huge pages (`AnonHugePages`).
-    pub anon_huge_kib: u64,
+    /// Of which transparent huge pages (`AnonHugePages`): read only for a
+    /// process found mining (for its event), else `None`.
+    pub anon_huge_kib: Option<u64>,
     /// hugetlbfs pages mapped (`HugetlbPages`: `MAP_HUGETLB`).
     pub hugetlb_kib: u64,
 }
@@ -115,15 +118,23 @@ pub(crate) fn voluntary_switches(pid: u32, tid: u32) -> Option<u64> {
     kib(&status, "voluntary_ctxt_switches")
 }
 
-/// `pid`'s memory; `None` once it has exited.
+/// `pid`'s memory but its transparent huge pages; `None` once it has
+/// exited.
 pub(crate) fn memory(pid: u32) -> Option<Memory> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     Some(Memory {
         anon_kib: kib(&status, "RssAnon").unwrap_or(0),
-        anon_huge_kib: kib(&rollup, "AnonHugePages").unwrap_or(0),
+        anon_huge_kib: None,
         hugetlb_kib: kib(&status, "HugetlbPages").unwrap_or(0),
     })
+}
+
+/// `pid`'s transparent huge pages in anonymous memory (`AnonHugePages` of
+/// `smaps_rollup`, which walks every page table of the process: read for a
+/// detection only); `None` when unreadable.
+pub(crate) fn anon_huge_kib(pid: u32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kib(&rollup, "AnonHugePages")
 }
 
 #[cfg(test)]

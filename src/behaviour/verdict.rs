@@ -40,9 +40,10 @@ impl Signals {
         self.memory.anon_kib / 1024
     }
 
-    /// Transparent huge pages in anonymous memory, in MiB.
-    pub fn anon_huge_mib(&self) -> u64 {
-        self.memory.anon_huge_kib / 1024
+    /// Transparent huge pages in anonymous memory, in MiB; `None` where
+    /// not read (see [`Memory::anon_huge_kib`](super::Memory::anon_huge_kib)).
+    pub fn anon_huge_mib(&self) -> Option<u64> {
+        self.memory.anon_huge_kib.map(|k| k / 1024)
     }
 
     /// hugetlb pages mapped, in MiB.
@@ -156,7 +157,7 @@ impl Verdict {
             )
         };
         format!(
-            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {} MiB; {} TCP connections{}{}",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {}; {} TCP connections{}{}",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
@@ -166,7 +167,8 @@ impl Verdict {
             s.anon_mib(),
             t.anon_mib,
             s.hugetlb_mib(),
-            s.anon_huge_mib(),
+            s.anon_huge_mib()
+                .map_or("unread".into(), |m| format!("{m} MiB")),
             s.tcp_connections,
             s.peer.map(|p| format!(" (one to {p})")).unwrap_or_default(),
             match s.rhythm.bytes_per_sec {
@@ -205,7 +207,7 @@ mod tests {
             throttled: ThrottledSignal::default(),
             memory: Memory {
                 anon_kib: anon_mib * 1024,
-                anon_huge_kib: 0,
+                anon_huge_kib: None,
                 hugetlb_kib: hugetlb_mib * 1024,
             },
             tcp_connections: 1,

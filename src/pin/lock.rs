@@ -11,7 +11,8 @@
 //!
 //! Record locks do not exclude a second lock from the same process, and
 //! closing any descriptor of the file drops them; so each process also
-//! keeps the names it holds, and checks them before it opens the file.
+//! keeps the names it holds, and checks them before it opens the file. An
+//! older minerguard's `flock` is checked for too (and let go at once).
 
 use std::{
     collections::HashSet,
@@ -76,7 +77,13 @@ impl InstanceLock {
         // SAFETY: fcntl on a descriptor this function owns, with a flock
         // struct that lives across the call.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &whole) } == 0 {
-            return Ok(file);
+            return match held_by_an_older_build(&file) {
+                false => Ok(file),
+                true => Err(PinError::InUse {
+                    name: name.to_string(),
+                    pid: " (an older minerguard, which locks with flock)".into(),
+                }),
+            };
         }
         let err = io::Error::last_os_error();
         if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
@@ -97,6 +104,20 @@ impl InstanceLock {
             pid,
         })
     }
+}
+
+/// Whether a minerguard from before record locks holds the instance: it
+/// took an `flock`, which a record lock does not exclude (a rolling update
+/// can start this build while the older one still runs). Tried and let go
+/// at once, so that no child forked later shares it.
+fn held_by_an_older_build(file: &fs::File) -> bool {
+    // SAFETY: flock on a descriptor the caller owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+    }
+    // SAFETY: as above.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    false
 }
 
 impl Drop for InstanceLock {
@@ -190,6 +211,26 @@ mod tests {
             libc::waitpid(child, std::ptr::null_mut(), 0);
         }
         again.expect("the child forked while the lock was held does not hold it");
+    }
+
+    #[test]
+    fn an_older_build_holding_an_flock_keeps_it() {
+        let dir = scratch();
+        let path = dir.path().join("lock");
+        let older = fs::File::create(&path).expect("lock file");
+        // SAFETY: flock on a descriptor this test owns (an older build's
+        // lock, taken through another open file description).
+        assert_eq!(
+            unsafe { libc::flock(older.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let name = format!("lock-test-older-{}", std::process::id());
+        match InstanceLock::take(&name, &path) {
+            Err(PinError::InUse { pid, .. }) => assert!(pid.contains("older"), "{pid}"),
+            other => panic!("take while an flock is held: {other:?}"),
+        }
+        drop(older);
+        InstanceLock::take(&name, &path).expect("once the older build let go");
     }
 
     #[test]

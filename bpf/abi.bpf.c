@@ -21,6 +21,7 @@ struct mg_abi {
 	enum mg_stratum_sig stratum_sig;
 	enum mg_limit limit;
 	enum mg_proc_src proc_src;
+	enum mg_ref_flag ref_flag;
 	struct mg_event event;
 	struct mg_scope scope;
 	struct mg_config config;
@@ -29,6 +30,8 @@ struct mg_abi {
 	struct mg_method method;
 	struct mg_tracking tracking;
 	struct mg_path_key path_key;
+	struct mg_sig_key sig_key;
+	struct mg_sig_step sig_step;
 };
 
 struct mg_abi mg_abi;

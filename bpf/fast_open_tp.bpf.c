@@ -54,12 +54,15 @@ static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 	struct mg_scope *scope = mg_current_scope();
 	struct mg_tfo_scratch *scratch;
 	struct mg_tfo_mark mark = {};
+	struct mg_rule_ref *ref;
 	__u64 id, *armed;
 	__u32 zero = 0, len;
 	__u8 sig = MG_SIG_NONE;
 
-	if (!scope || !ubuf ||
-	    !bpf_map_lookup_elem(&mg_stratum, &scope->policy_id))
+	if (!scope || !ubuf)
+		return;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
 		return;
 	scratch = bpf_map_lookup_elem(&mg_tfo_scratch, &zero);
 	if (!scratch)
@@ -68,7 +71,7 @@ static __always_inline void mg_tfo_judge(const void *ubuf, __u64 size)
 	len &= 2 * MG_READ_BUDGET - 1;
 	if (len > MG_READ_BUDGET || !len)
 		return;
-	mg_reader_init(&scratch->r, scope->policy_id);
+	mg_reader_init(&scratch->r, scope->policy_id, ref);
 	/* A non-sleepable program cannot fault a page in: a payload that is
 	 * not resident is refused unjudged (fail closed), or a miner could
 	 * send from an untouched file mapping. */

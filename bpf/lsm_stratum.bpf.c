@@ -353,7 +353,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 		/* A first send is read in the thread's copy: socket storage
 		 * only if it leaves the stream undecided. */
 		r = &copy->r;
-		mg_reader_init(r, scope->policy_id);
+		mg_reader_init(r, scope->policy_id, ref);
 	}
 	verdict = mg_read_sent(msg, r, copy);
 	/* Kernel senders (ITER_KVEC) and pages this program cannot read

@@ -283,7 +283,7 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 		/* A first send is read in scratch: storage only if it
 		 * leaves the stream undecided. */
 		r = &scratch->r;
-		mg_reader_init(r, scope->policy_id);
+		mg_reader_init(r, scope->policy_id, ref);
 	}
 	n = MG_READ_BUDGET - (r->seen & (MG_READ_BUDGET - 1));
 	if (r->seen >= MG_READ_BUDGET)

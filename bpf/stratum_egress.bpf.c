@@ -317,7 +317,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 				return MG_PKT_DROP;
 		}
 		/* A stream from its first byte; each datagram by itself. */
-		mg_reader_init(&st->r, scope->policy_id);
+		mg_reader_init(&st->r, scope->policy_id, ref);
 		st->next_seq = seq;
 	}
 	skip = st->next_seq - seq;

@@ -45,6 +45,9 @@ enum mg_limit {
 	 * mg_stratum_methods. */
 	MG_METHOD_LEN = 32,
 	MG_METHODS_ENTRIES = 16384,
+	/* stratum.signatures: max_entries of mg_stratum_sigs (transitions of
+	 * every policy's signature automaton). */
+	MG_SIGS_ENTRIES = 16384,
 	/* exec.dirs / path_prefixes / allow_only: bytes of a path entry (a
 	 * path from the task's root, NUL excluded: longer ones are refused by
 	 * validation), and max_entries of mg_exec_paths. */
@@ -200,7 +203,14 @@ struct mg_tracking {
 struct mg_rule_ref {
 	__u32 rule_idx;
 	__u8 action; /* enum mg_action, already adjusted for profile mode */
-	__u8 _pad[3];
+	__u8 flags;  /* enum mg_ref_flag */
+	__u8 _pad[2];
+};
+
+/* mg_rule_ref.flags */
+enum mg_ref_flag {
+	/* A stratum rule whose policy has signatures (mg_stratum_sigs). */
+	MG_REF_SIGNATURES = 1,
 };
 
 /* Key of the `exec_names` map. */
@@ -277,6 +287,26 @@ struct mg_method_key {
 struct mg_method {
 	__u8 sig; /* enum mg_stratum_sig */
 	__u8 _pad[3];
+};
+
+/*
+ * Key of `mg_stratum_sigs`: one step of a policy's signature automaton
+ * (stratum.signatures, compiled in src/compile/signatures.rs), from `state`
+ * on `byte`. State 1 is the start; a step that is not in the map goes back
+ * to it.
+ */
+struct mg_sig_key {
+	__u32 policy_id;
+	__u16 state;
+	__u8 byte;
+	__u8 _pad;
+};
+
+/* Value of `mg_stratum_sigs`: the state the step goes to, and 1 + the index
+ * of a signature that ends there (0: none). */
+struct mg_sig_step {
+	__u16 state;
+	__u16 found;
 };
 
 /* Value of `mg_tfo`: a Fast Open send's Stratum signature, and when it was

@@ -218,6 +218,16 @@ struct {
 	__type(value, struct mg_method);
 } mg_stratum_methods SEC(".maps");
 
+/* The signature automata of the policies whose stratum rules list
+ * `signatures` (a step per entry; allocated as written). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MG_SIGS_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mg_sig_key);
+	__type(value, struct mg_sig_step);
+} mg_stratum_sigs SEC(".maps");
+
 /*
  * The lsm backend's Stratum verdict per TCP socket (lsm_stratum.bpf.c):
  * kept for the socket's life once its first bytes are judged, so a later

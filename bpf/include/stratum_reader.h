@@ -20,7 +20,10 @@
  *    without case;
  *  - a method value is looked up in mg_stratum_methods (the profile's list;
  *    "mining.*" style prefixes are decided at the dot, exact names at the
- *    closing quote). The send that carries the deciding byte is refused.
+ *    closing quote). The send that carries the deciding byte is refused;
+ *  - where the policy lists `signatures`, every byte read (a WebSocket
+ *    payload's unmasked) also steps the policy's signature automaton
+ *    (mg_stratum_sigs), which finds any of them anywhere in what is read.
  *
  * A socket is read up to MG_READ_BUDGET bytes or MG_READ_MESSAGES complete
  * JSON messages, whichever comes first, and then released.
@@ -49,6 +52,7 @@ enum mg_stratum_sig {
 	MG_SIG_MPTCP = 8,      /* an MPTCP socket where only sk_msg reads streams */
 	MG_SIG_TFO_CONNECT = 9, /* TCP_FASTOPEN_CONNECT where only sk_msg reads streams */
 	MG_SIG_UNTRACKED = 10,  /* a connection the full sockhash could not take */
+	MG_SIG_SIGNATURE = 11,  /* one of the profile's `signatures` (path[1]: 1 + its index) */
 };
 
 /* What a byte did to the reader. */
@@ -134,7 +138,7 @@ struct mg_reader {
 	__u8 mask[4];   /* WebSocket masking key */
 	__u8 quiet;     /* MG_Q_*: which bytes can change anything (mg_reader_quiet) */
 	__u8 diverged;  /* the stream view differs from the line view (else stale) */
-	__u8 _pad[2];
+	__u16 sig_state; /* the signature automaton's state; 0: no signatures */
 	struct mg_json_view line;   /* the text read line by line */
 	struct mg_json_view stream; /* the text read as a stream */
 	char method[MG_METHOD_LEN]; /* the method that matched */
@@ -161,12 +165,55 @@ static __always_inline void mg_view_reset(struct mg_json_view *v)
 	v->esc = 0;
 }
 
-/* A new reader for a policy's stratum rule. */
-static __always_inline void mg_reader_init(struct mg_reader *r, __u32 policy_id)
+/* The signature automaton's start state. */
+#define MG_SIG_START 1
+
+/* A new reader for a policy's stratum rule `ref`. */
+static __always_inline void mg_reader_init(struct mg_reader *r, __u32 policy_id,
+					   const struct mg_rule_ref *ref)
 {
 	__builtin_memset(r, 0, sizeof(*r));
 	r->line.key.policy_id = policy_id;
 	r->stream.key.policy_id = policy_id;
+	if (ref->flags & MG_REF_SIGNATURES)
+		r->sig_state = MG_SIG_START;
+}
+
+/*
+ * The next byte of the stream (before mg_read_byte reads it) through the
+ * policy's signature automaton: 1 when one of its signatures ends there
+ * (recorded as the match: family MG_SIG_SIGNATURE, method[0] = 1 + the
+ * signature's index). Bytes as sent, but a WebSocket payload's, which are
+ * looked at unmasked; nothing past the reader's budget. A step not in the
+ * map goes back to the start (no signature continues with that byte).
+ *
+ * Not inlined: its stack (the key) and branches end at the return, so the
+ * verifier walks the reader after it once, not once per way through it.
+ */
+static __noinline int mg_sig_byte(struct mg_reader *r, __u8 c)
+{
+	struct mg_sig_key k = {};
+	struct mg_sig_step *step;
+
+	if (!r || r->seen >= MG_READ_BUDGET || r->line.messages >= MG_READ_MESSAGES)
+		return 0;
+	if (r->frame == MG_FR_WS && r->sub == MG_WS_DATA)
+		c ^= r->mask[r->mask_i & 3];
+	k.policy_id = r->line.key.policy_id;
+	k.state = r->sig_state;
+	k.byte = c;
+	step = bpf_map_lookup_elem(&mg_stratum_sigs, &k);
+	if (!step) {
+		r->sig_state = MG_SIG_START;
+		return 0;
+	}
+	r->sig_state = step->state;
+	if (!step->found)
+		return 0;
+	r->sig = MG_SIG_SIGNATURE;
+	__builtin_memset(r->method, 0, MG_METHOD_LEN);
+	r->method[0] = (char)(step->found > 255 ? 255 : step->found);
+	return 1;
 }
 
 /* A tunnel is open: what follows is read as a new stream. */
@@ -921,6 +968,12 @@ static long mg_feed_step(__u32 i, void *ctx)
 	pos = r->seen - f->base;
 	if (pos >= f->n)
 		return 1;
+	/* A reader looking for signatures is never quiet (it reads every
+	 * byte): the automaton first, then the reader. */
+	if (r->sig_state && mg_sig_byte(r, f->buf[pos & (MG_READ_BUDGET - 1)])) {
+		f->verdict = MG_READ_MINING;
+		return 1;
+	}
 	if (r->quiet && mg_skip_quiet(r, f->buf, pos, f->n))
 		return 0;
 	/* Read again: both ways here then reach the byte with the same
@@ -931,7 +984,8 @@ static long mg_feed_step(__u32 i, void *ctx)
 		f->verdict = v;
 		return 1;
 	}
-	r->quiet = mg_reader_quiet(r);
+	/* A reader looking for signatures reads every byte. */
+	r->quiet = r->sig_state ? 0 : mg_reader_quiet(r);
 	return 0;
 }
 

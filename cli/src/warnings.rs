@@ -17,18 +17,6 @@ pub fn unenforced(
     behaviour_sampled: bool,
     seccomp_installed: bool,
 ) {
-    for rule in &profile.rules {
-        if rule
-            .stratum
-            .as_ref()
-            .is_some_and(|s| !s.signatures.is_empty())
-        {
-            eprintln!(
-                "{PREFIX}: warning: rule `{}`: extra stratum.signatures are not matched in the kernel in this release (the built-in signatures are)",
-                rule.name
-            );
-        }
-    }
     for domain in enforcer.unresolved_domains(handle).unwrap_or_default() {
         eprintln!("{PREFIX}: warning: domain `{domain}` resolved to no address; not enforced until it does");
     }

@@ -99,6 +99,15 @@ pub(crate) const SIG_MPTCP: u8 = byte(c::mg_stratum_sig::MG_SIG_MPTCP.0);
 pub(crate) const SIG_TFO_CONNECT: u8 = byte(c::mg_stratum_sig::MG_SIG_TFO_CONNECT.0);
 /// `enum mg_stratum_sig`.
 pub(crate) const SIG_UNTRACKED: u8 = byte(c::mg_stratum_sig::MG_SIG_UNTRACKED.0);
+/// `enum mg_stratum_sig`: one of the profile's `signatures` (the method's
+/// first byte: 1 + its index).
+pub(crate) const SIG_SIGNATURE: u8 = byte(c::mg_stratum_sig::MG_SIG_SIGNATURE.0);
+
+/// `MG_REF_SIGNATURES`: `mg_rule_ref.flags` bit of a stratum rule whose
+/// policy has signatures.
+pub(crate) const REF_SIGNATURES: u8 = byte(c::mg_ref_flag::MG_REF_SIGNATURES.0);
+/// `MG_SIGS_ENTRIES`: max_entries of `mg_stratum_sigs`.
+pub(crate) const SIGS_ENTRIES: usize = c::mg_limit::MG_SIGS_ENTRIES.0 as usize;
 
 /// `MG_PREFIX_LEN`: bytes of a path in `mg_path_key` (no NUL needed).
 pub(crate) const PREFIX_LEN: usize = c::mg_limit::MG_PREFIX_LEN.0 as usize;

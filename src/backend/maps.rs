@@ -14,7 +14,7 @@ use crate::{
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, CONFIG_EGRESS_JUDGE, INODE_FILE,
     PATH_ALLOW_DIR, PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN,
-    STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    REF_SIGNATURES, STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -180,6 +180,12 @@ impl MethodKey {
 /// `struct mg_method`, as the C header declares it (through BTF).
 pub(crate) type MethodValue = c::mg_method;
 
+/// `struct mg_sig_key`, as the C header declares it (through BTF).
+pub(crate) type SigKey = c::mg_sig_key;
+
+/// `struct mg_sig_step`, as the C header declares it (through BTF).
+pub(crate) type SigStep = c::mg_sig_step;
+
 // SAFETY: repr(C) with every padding byte a named field: the C structs as
 // libbpf-cargo generates them from BTF (it names padding `_pad`/`__pad_N`),
 // and NameKey (checked against its C struct by the layout test).
@@ -191,6 +197,8 @@ unsafe impl Pod for NameKey {}
 unsafe impl Pod for PortKey {}
 unsafe impl Pod for MethodKey {}
 unsafe impl Pod for MethodValue {}
+unsafe impl Pod for SigKey {}
+unsafe impl Pod for SigStep {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for InodeKey {}
@@ -207,9 +215,20 @@ impl From<RuleRef> for RuleRefValue {
         RuleRefValue {
             rule_idx: r.rule_idx,
             action: action_code(r.action),
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
         }
     }
+}
+
+/// The value of a policy's `mg_stratum` entry: its rule, flagged when the
+/// policy has signatures (the reader then steps their automaton).
+fn stratum_value(r: RuleRef, policy: &KernelPolicy) -> RuleRefValue {
+    let mut v = RuleRefValue::from(r);
+    if !policy.stratum_signatures.is_empty() {
+        v.flags |= REF_SIGNATURES;
+    }
+    v
 }
 
 impl NameKey {
@@ -297,6 +316,8 @@ declare_shared_maps! {
     stratum_done: mg_stratum_done,
     /// `mg_stratum_methods`: each policy's mining methods.
     stratum_methods: mg_stratum_methods,
+    /// `mg_stratum_sigs`: each policy's signature automaton.
+    stratum_sigs: mg_stratum_sigs,
     /// `mg_tracking`: how full the Stratum sockhash is.
     tracking: mg_tracking,
     /// `mg_exec_paths`: exec.dirs / path_prefixes / allow_only by path.
@@ -363,16 +384,18 @@ impl SharedMaps {
     fn singletons(
         &self,
         policy: &KernelPolicy,
-    ) -> [(&MapHandle, &'static str, Option<RuleRef>); 8] {
+    ) -> [(&MapHandle, &'static str, Option<RuleRefValue>); 8] {
+        let [stratum, memfd, drift, escape, msr, allow_only, no_new_exec, deep_path] =
+            singleton_values(policy);
         [
-            (&self.stratum, "mg_stratum", policy.stratum),
-            (&self.memfd, "mg_memfd", policy.memfd),
-            (&self.drift, "mg_drift", policy.drift),
-            (&self.escape, "mg_escape", policy.escape),
-            (&self.msr, "mg_msr", policy.msr),
-            (&self.allow_only, "mg_allow_only", policy.allow_only),
-            (&self.no_new_exec, "mg_no_new_exec", policy.no_new_exec),
-            (&self.deep_path, "mg_deep_path", policy.deep_path_rule()),
+            (&self.stratum, "mg_stratum", stratum),
+            (&self.memfd, "mg_memfd", memfd),
+            (&self.drift, "mg_drift", drift),
+            (&self.escape, "mg_escape", escape),
+            (&self.msr, "mg_msr", msr),
+            (&self.allow_only, "mg_allow_only", allow_only),
+            (&self.no_new_exec, "mg_no_new_exec", no_new_exec),
+            (&self.deep_path, "mg_deep_path", deep_path),
         ]
     }
 
@@ -392,14 +415,11 @@ impl SharedMaps {
             update_all(&self.inodes, "mg_inodes", &e.inodes)?;
             update_all(&self.exec_paths, "mg_exec_paths", &e.paths)?;
             update_all(&self.stratum_methods, "mg_stratum_methods", &e.methods)?;
-            for (map, name, rule) in self.singletons(policy) {
-                if let Some(r) = rule {
-                    map.update(
-                        policy_id.bytes(),
-                        RuleRefValue::from(r).bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(map_err(name))?;
+            update_all(&self.stratum_sigs, "mg_stratum_sigs", &e.signatures)?;
+            for (map, name, value) in self.singletons(policy) {
+                if let Some(v) = value {
+                    map.update(policy_id.bytes(), v.bytes(), MapFlags::ANY)
+                        .map_err(map_err(name))?;
                 }
             }
             Ok(())
@@ -430,6 +450,7 @@ impl SharedMaps {
         delete_all(&self.inodes, &e.inodes);
         delete_all(&self.exec_paths, &e.paths);
         delete_all(&self.stratum_methods, &e.methods);
+        delete_all(&self.stratum_sigs, &e.signatures);
         for (map, _, rule) in self.singletons(policy) {
             if rule.is_some() {
                 let _ = map.delete(policy_id.bytes());
@@ -442,7 +463,7 @@ impl SharedMaps {
     /// never had). Missing ones are fine.
     pub fn delete_policy_id(&self, policy_id: u32) {
         let id = policy_id.to_ne_bytes();
-        let by_offset: [(&MapHandle, usize); 9] = [
+        let by_offset: [(&MapHandle, usize); 10] = [
             (&self.exec_names, 0),
             (&self.ports, 0),
             (&self.cmd_pattern, 0),
@@ -450,6 +471,7 @@ impl SharedMaps {
             (&self.inodes, 0),
             (&self.exec_paths, 0),
             (&self.stratum_methods, 0),
+            (&self.stratum_sigs, 0),
             // LPM keys start with the prefix length.
             (&self.cidr4, 4),
             (&self.cidr6, 4),
@@ -652,6 +674,7 @@ struct PolicyEntries {
     inodes: Entries<InodeKey, RuleRefValue>,
     paths: Entries<PathKey, RuleRefValue>,
     methods: Entries<MethodKey, MethodValue>,
+    signatures: Entries<SigKey, SigStep>,
 }
 
 impl PolicyEntries {
@@ -726,6 +749,22 @@ impl PolicyEntries {
                     (MethodKey::new(policy_id, m), value)
                 })
                 .collect(),
+            signatures: signature_steps(policy)
+                .into_iter()
+                .map(|step| {
+                    let key = SigKey {
+                        policy_id,
+                        state: step.state,
+                        byte: step.byte,
+                        _pad: 0,
+                    };
+                    let value = SigStep {
+                        state: step.next,
+                        found: step.found,
+                    };
+                    (key, value)
+                })
+                .collect(),
             inodes: (policy.inodes.iter())
                 .map(|e| (InodeKey::new(policy_id, e), rule(&e.rule)))
                 .collect(),
@@ -734,6 +773,33 @@ impl PolicyEntries {
                 .collect(),
         }
     }
+}
+
+/// The values of the maps holding one rule per policy, in the order of
+/// [`SharedMaps::singletons`].
+fn singleton_values(policy: &KernelPolicy) -> [Option<RuleRefValue>; 8] {
+    [
+        policy.stratum.map(|r| stratum_value(r, policy)),
+        policy.memfd.map(RuleRefValue::from),
+        policy.drift.map(RuleRefValue::from),
+        policy.escape.map(RuleRefValue::from),
+        policy.msr.map(RuleRefValue::from),
+        policy.allow_only.map(RuleRefValue::from),
+        policy.no_new_exec.map(RuleRefValue::from),
+        policy.deep_path_rule().map(RuleRefValue::from),
+    ]
+}
+
+/// The steps of `policy`'s signature automaton (none without signatures;
+/// validation keeps the list within what compiles).
+fn signature_steps(policy: &KernelPolicy) -> Vec<crate::compile::signatures::Step> {
+    let sigs: Vec<&[u8]> = (policy.stratum_signatures.iter())
+        .map(|s| s.as_bytes())
+        .collect();
+    if sigs.is_empty() {
+        return Vec::new();
+    }
+    crate::compile::signatures::steps(&sigs).unwrap_or_default()
 }
 
 /// A digest of what `policy` puts into the maps (every entry, under one
@@ -756,18 +822,9 @@ pub(crate) fn policy_digest(policy: &KernelPolicy) -> String {
     feed(&mut h, &e.inodes);
     feed(&mut h, &e.paths);
     feed(&mut h, &e.methods);
-    for rule in [
-        policy.stratum,
-        policy.memfd,
-        policy.drift,
-        policy.escape,
-        policy.msr,
-        policy.allow_only,
-        policy.no_new_exec,
-        policy.deep_path_rule(),
-    ] {
-        rule.map(|r| RuleRefValue::from(r).bytes().to_vec())
-            .hash(&mut h);
+    feed(&mut h, &e.signatures);
+    for value in singleton_values(policy) {
+        value.map(|v| v.bytes().to_vec()).hash(&mut h);
     }
     scope_flags(policy).hash(&mut h);
     policy.profile.hash(&mut h);

@@ -6,6 +6,7 @@
 
 mod domains;
 mod seccomp;
+pub mod signatures;
 mod strongest;
 
 use std::{collections::BTreeMap, net::IpAddr, os::unix::fs::MetadataExt, sync::Arc};
@@ -55,6 +56,14 @@ pub mod limits {
     pub const MAX_METHODS: usize = abi::METHODS_ENTRIES / 2;
     /// Longest byte pattern (cmdline substring, Stratum signature).
     pub const MAX_PATTERN_BYTES: usize = abi::PATTERN_LEN;
+    /// `stratum.signatures` of one profile (an event numbers them in a
+    /// byte).
+    pub const MAX_SIGNATURES: usize = super::signatures::MAX_SIGNATURES;
+    /// Steps of one profile's signature automaton (about one per signature
+    /// byte per distinct first byte of all its signatures): half of
+    /// `mg_stratum_sigs`, as an update writes its new steps before
+    /// dropping the old ones.
+    pub const MAX_SIGNATURE_STEPS: usize = abi::SIGS_ENTRIES / 2;
     /// exec.cmdline substrings that may share their first 4 bytes
     /// (MG_BUCKET_SIZE).
     pub const MAX_PATTERNS_PER_PREFIX: usize = abi::BUCKET_SIZE;
@@ -156,6 +165,10 @@ pub struct KernelPolicy {
     /// The mining methods the stratum rules refuse (every stratum rule's
     /// list, lower case), with the family each is reported as.
     pub stratum_methods: BTreeMap<String, StratumSignature>,
+    /// The byte strings the stratum rules look for (every stratum rule's
+    /// `signatures`, each once, in profile order): numbered by position in
+    /// the kernel's automaton and its events.
+    pub stratum_signatures: Vec<String>,
     /// The `exec.memfd` rule (the strongest, earliest among equals).
     pub memfd: Option<RuleRef>,
     /// The `exec.drift` rule (the strongest, earliest among equals).
@@ -293,6 +306,7 @@ impl KernelPolicy {
             cidrs6: BTreeMap::new(),
             stratum: None,
             stratum_methods: BTreeMap::new(),
+            stratum_signatures: Vec::new(),
             memfd: None,
             drift: None,
             escape: None,
@@ -355,6 +369,11 @@ impl KernelPolicy {
                         let method = method.to_ascii_lowercase();
                         let family = stratum_family(&method);
                         policy.stratum_methods.insert(method, family);
+                    }
+                    for sig in &m.signatures {
+                        if !policy.stratum_signatures.contains(sig) {
+                            policy.stratum_signatures.push(sig.clone());
+                        }
                     }
                 }
                 Matcher::ExecMemfd => keep_strongest(&mut policy.memfd, r),
@@ -790,6 +809,25 @@ mod tests {
             vec!["mining.*", "my_pool.auth"]
         );
         assert_eq!(k.stratum_methods["my_pool.auth"], StratumSignature::Custom);
+    }
+
+    #[test]
+    fn stratum_signatures_are_every_rules_each_once_in_profile_order() {
+        let p = Profile::new("t")
+            .rule(Rule::stratum(
+                "a",
+                Action::Audit,
+                ["cn-proto/7", "Nicehash"],
+            ))
+            .rule(Rule::stratum("b", Action::Deny, ["nicehash", "cn-proto/7"]));
+        let k = KernelPolicy::compile(&p).unwrap();
+        // Bytes as written: no case folding, unlike methods.
+        assert_eq!(k.stratum_signatures, ["cn-proto/7", "Nicehash", "nicehash"]);
+        let none = Profile::new("t").rule(Rule::stratum("a", Action::Deny, Vec::<String>::new()));
+        assert!(KernelPolicy::compile(&none)
+            .unwrap()
+            .stratum_signatures
+            .is_empty());
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub enum Target {
         signature: StratumSignature,
         /// The method as the reader decoded it (lower case; a prefix such
         /// as `mining.` when a `mining.*` entry decided it; empty for
-        /// Stratum V2 and Fast Open payloads).
+        /// Stratum V2 and Fast Open payloads); for
+        /// [`StratumSignature::Signature`], the signature found (its first
+        /// 31 bytes).
         method: InlineStr<32>,
     },
     /// A task of a scope leaving it (`scope.escape`).
@@ -144,14 +146,18 @@ pub enum StratumSignature {
     /// A connection refused because the Stratum socket tracking was full
     /// (cgroup backend): it would have sent unjudged.
     Untracked,
+    /// One of the profile's `stratum.signatures` (byte strings found
+    /// anywhere in what the reader reads); the event's `method` is the
+    /// signature.
+    Signature,
 }
 
 impl StratumSignature {
     /// `enum mg_stratum_sig` in bpf/include/stratum_reader.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
-            SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SOLO,
+            SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -164,6 +170,7 @@ impl StratumSignature {
             SIG_MPTCP => Some(StratumSignature::Mptcp),
             SIG_TFO_CONNECT => Some(StratumSignature::FastOpenConnect),
             SIG_UNTRACKED => Some(StratumSignature::Untracked),
+            SIG_SIGNATURE => Some(StratumSignature::Signature),
             _ => None,
         }
     }
@@ -171,8 +178,8 @@ impl StratumSignature {
     /// The kernel's id (`enum mg_stratum_sig`).
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SOLO, SIG_TFO_CONNECT,
-            SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SOLO,
+            SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -185,13 +192,14 @@ impl StratumSignature {
             StratumSignature::Mptcp => SIG_MPTCP,
             StratumSignature::FastOpenConnect => SIG_TFO_CONNECT,
             StratumSignature::Untracked => SIG_UNTRACKED,
+            StratumSignature::Signature => SIG_SIGNATURE,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
     /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`,
-    /// `untracked-refused`).
+    /// `untracked-refused`, `custom-signature`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -204,6 +212,7 @@ impl StratumSignature {
             StratumSignature::Mptcp => "mptcp-refused",
             StratumSignature::FastOpenConnect => "fastopen-connect-refused",
             StratumSignature::Untracked => "untracked-refused",
+            StratumSignature::Signature => "custom-signature",
         }
     }
 }

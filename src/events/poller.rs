@@ -112,7 +112,15 @@ impl Decoder {
                     Protocol::Tcp
                 },
                 signature: StratumSignature::from_id(raw.path[0])?,
-                method: InlineStr::from_c_bytes(&raw.path[1..]),
+                method: match StratumSignature::from_id(raw.path[0])? {
+                    // The kernel names a signature by 1 + its index.
+                    StratumSignature::Signature => names
+                        .signature(raw.path[1])
+                        .map_or(InlineStr::from_c_bytes(&[]), |s| {
+                            InlineStr::from_c_bytes(s.as_bytes())
+                        }),
+                    _ => InlineStr::from_c_bytes(&raw.path[1..]),
+                },
             },
             _ => return None,
         };

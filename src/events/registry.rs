@@ -32,6 +32,8 @@ pub(crate) struct PolicyNames {
     pub scope: PathBuf,
     /// `exec.cmdline` patterns by their kernel id (`mg_cmd_pattern`).
     pub patterns: Vec<Arc<str>>,
+    /// `stratum.signatures` in the order the kernel numbers them.
+    pub signatures: Vec<Arc<str>>,
 }
 
 impl PolicyNames {
@@ -44,6 +46,13 @@ impl PolicyNames {
             return Some(OVERLONG.clone());
         }
         self.patterns.get(id as usize).cloned()
+    }
+
+    /// The signature a Stratum event names by `number` (1 + its index;
+    /// 0 where the kernel could not say which, a Fast Open payload's).
+    pub fn signature(&self, number: u8) -> Option<Arc<str>> {
+        let index = usize::from(number).checked_sub(1)?;
+        self.signatures.get(index).cloned()
     }
 }
 
@@ -66,6 +75,9 @@ impl Registry {
                 .cmdline
                 .keys()
                 .map(|p| Arc::from(p.as_str()))
+                .collect(),
+            signatures: (policy.stratum_signatures.iter())
+                .map(|s| Arc::from(s.as_str()))
                 .collect(),
         });
         self.write().policies.insert(policy_id, names);

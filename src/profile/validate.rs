@@ -367,6 +367,8 @@ struct Totals {
     ports: usize,
     cidrs: usize,
     domains: usize,
+    /// Every stratum rule's signatures, each once (as compiled).
+    signatures: Vec<String>,
 }
 
 impl Totals {
@@ -379,6 +381,13 @@ impl Totals {
             self.ports += c.ports.iter().map(|p| p.len()).sum::<usize>();
             self.cidrs += c.cidrs.len();
             self.domains += c.domains.len();
+        }
+        if let Some(s) = &rule.stratum {
+            for sig in &s.signatures {
+                if !self.signatures.contains(sig) {
+                    self.signatures.push(sig.clone());
+                }
+            }
         }
     }
 
@@ -405,6 +414,36 @@ impl Totals {
                     format!("{n} {what} in all; the kernel maps hold {max}"),
                 );
             }
+        }
+        self.check_signatures(r);
+    }
+
+    /// The signatures' automaton fits the kernel's map (each signature's
+    /// own problems are reported with it).
+    fn check_signatures(&self, r: &mut Report) {
+        use crate::compile::signatures;
+        if self.signatures.is_empty()
+            || self
+                .signatures
+                .iter()
+                .any(|s| s.is_empty() || s.len() > limits::MAX_PATTERN_BYTES)
+        {
+            return;
+        }
+        let sigs: Vec<&[u8]> = self.signatures.iter().map(|s| s.as_bytes()).collect();
+        match signatures::steps(&sigs) {
+            Err(e) => r.push("rules", format!("stratum.signatures: {e}")),
+            Ok(steps) if steps.len() > limits::MAX_SIGNATURE_STEPS => r.push(
+                "rules",
+                format!(
+                    "stratum.signatures: {} signatures ({} bytes) compile to {} kernel steps; at most {} (fewer or shorter signatures, or fewer distinct first bytes)",
+                    sigs.len(),
+                    sigs.iter().map(|s| s.len()).sum::<usize>(),
+                    steps.len(),
+                    limits::MAX_SIGNATURE_STEPS
+                ),
+            ),
+            Ok(_) => {}
         }
     }
 }
@@ -579,6 +618,38 @@ mod tests {
             let err = check_method(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn stratum_signatures_must_fit_the_kernel_automaton() {
+        use crate::profile::{Profile, Rule};
+        let problems = |sigs: Vec<String>| -> Vec<String> {
+            let p = Profile::new("p").rule(Rule::stratum("s", Action::Deny, sigs));
+            check(&p).into_iter().map(|d| d.to_string()).collect()
+        };
+        assert!(problems(vec!["cn-proto/7".into(), "nicehash".into()]).is_empty());
+        // Each problem once, with its field.
+        let empty = problems(vec!["x".into(), String::new()]);
+        assert_eq!(empty.len(), 1, "{empty:?}");
+        assert!(empty[0].contains("signatures[1]"), "{empty:?}");
+        let many = problems((0..256).map(|i| format!("sig-{i:03}")).collect());
+        assert_eq!(many.len(), 1, "{many:?}");
+        assert!(many[0].contains("256 signatures; at most 255"), "{many:?}");
+        // 200 signatures of 40 bytes, each starting with its own byte: every
+        // state needs a step for each of 200 first bytes.
+        let wide = problems(
+            (0..200u8)
+                .map(|i| {
+                    format!(
+                        "{}{}",
+                        char::from(b'0' + i % 75),
+                        "x".repeat(39) + &i.to_string()
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(wide.len(), 1, "{wide:?}");
+        assert!(wide[0].contains("kernel steps; at most 8192"), "{wide:?}");
     }
 
     #[test]

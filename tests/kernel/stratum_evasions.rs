@@ -771,6 +771,128 @@ fn clean_traffic_passes_untouched() {
     );
 }
 
+/// A miner speaking its own protocol, named by a profile's
+/// `stratum.signatures`: the signature is found anywhere in what the reader
+/// reads (any JSON position, a text line, split over sends, behind junk,
+/// through a SOCKS5 tunnel, inside masked WebSocket frames), the pool never
+/// receives it whole, and the event names it. Bytes that only start like
+/// it, and a signature past the reader's budget (documented), pass whole.
+#[test]
+fn custom_signatures_are_found_anywhere_in_what_is_read() {
+    require_kernel!();
+    const SIG: &str = "cn-proto/7";
+    let profile = Profile::new("signatures").rule(Rule::stratum(
+        "stratum-protocol",
+        Action::Deny,
+        vec!["nicehash/legacy".to_string(), SIG.to_string()],
+    ));
+    let scoped = Scoped::apply(&profile);
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let errno = enforcer.stratum_errno();
+    let hello = format!("{{\"id\":1,\"method\":\"hello\",\"params\":[\"rig1\",\"{SIG}\"]}}\n");
+    let mut after_junk = noise(3000);
+    after_junk.retain(|b| *b != b'\n');
+    after_junk.extend(format!("\nHELO {SIG}\r\n").bytes());
+    let cases = [
+        (
+            Tunnel::Direct,
+            "a JSON-RPC parameter",
+            hello.clone().into_bytes(),
+        ),
+        (
+            Tunnel::Direct,
+            "a text line",
+            format!("HELO rig1 {SIG}\r\n").into_bytes(),
+        ),
+        (Tunnel::Direct, "after 3000 bytes of junk", after_junk),
+        (Tunnel::Socks5, "through SOCKS5", hello.clone().into_bytes()),
+        (
+            Tunnel::WebSocket,
+            "in masked WebSocket frames",
+            ws_message(hello.trim_end().as_bytes(), 2),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (tunnel, label, payload) in &cases {
+        let case = case(*label, payload.clone(), "hello").through(*tunnel);
+        // Outside the scope the pool gets the message, signature and all.
+        let (pool, _, out) = send_case(&case, None, Chunks::Whole);
+        if out != StreamOutcome::AllSent {
+            failures.push(format!(
+                "{label} [outside the scope]: the client got {out:?}"
+            ));
+            continue;
+        }
+        for chunks in [Chunks::Whole, Chunks::Of(3), Chunks::Of(1)] {
+            let label = format!("{label} [{chunks}]");
+            let (pool_in, to, out) = send_case(&case, Some(cg), chunks);
+            let mut problems = Vec::new();
+            if !out.refused_with(errno) {
+                problems.push(format!("not refused with errno {errno}: {out:?}"));
+            }
+            if pool_in
+                .bytes()
+                .windows(SIG.len())
+                .any(|w| w == SIG.as_bytes())
+            {
+                problems.push("the pool received the signature whole".to_string());
+            }
+            if pool_in.methods().iter().any(|m| m == "hello") {
+                problems.push("the pool took the message".to_string());
+            }
+            let ev = wait_event(
+                enforcer,
+                |e| matches!(e.target, Target::Stratum { addr, .. } if addr == to),
+            );
+            match ev.map(|e| e.target) {
+                Some(Target::Stratum {
+                    signature, method, ..
+                }) => {
+                    if signature != minerguard::events::StratumSignature::Signature
+                        || &*method != SIG
+                    {
+                        problems.push(format!("the event says {signature:?} {method:?}"));
+                    }
+                }
+                other => problems.push(format!("no stratum event for {to}: {other:?}")),
+            }
+            if problems.is_empty() {
+                eprintln!("ok   {label}");
+            } else {
+                eprintln!("FAIL {label}: {}", problems.join("; "));
+                failures.push(format!("{label}: {}", problems.join("; ")));
+            }
+        }
+        let _ = pool;
+    }
+    // Bytes that only start like a signature, and one past the budget of
+    // 4096 bytes the reader reads, pass whole.
+    let mut late = b"POST /upload HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    late.resize(4096, b'x');
+    late.extend(SIG.bytes());
+    for (label, payload) in [
+        (
+            "a prefix of the signature",
+            b"HELO cn-proto/6 cn-proto/\n".to_vec(),
+        ),
+        ("the signature past the reader's budget", late),
+    ] {
+        for chunks in [Chunks::Whole, Chunks::Of(1)] {
+            let server = Sink::start();
+            let out = send_stream_in(Some(cg), server.addr(), &[], &payload, chunks, via(chunks));
+            let closed = server.wait_closed(1);
+            if out != StreamOutcome::AllSent || !closed || server.bytes() != payload {
+                failures.push(format!(
+                    "{label} [{chunks}]: client {out:?}, the server got {} of {} bytes",
+                    server.bytes().len(),
+                    payload.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n  "));
+}
+
 /// Polls `done` every 20 ms for up to `limit`.
 fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -236,7 +236,8 @@ impl Event {
     }
 
     /// Stratum events: the mining method that decided (lower case; `mining.`
-    /// when a `mining.*` entry decided it at the dot; `""` for Stratum V2).
+    /// when a `mining.*` entry decided it at the dot; `""` for Stratum V2;
+    /// the signature found for `custom-signature`).
     #[getter]
     fn method(&self) -> Option<String> {
         match &self.inner.target {

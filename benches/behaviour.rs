@@ -201,7 +201,12 @@ fn main() {
     // In test mode (CI) the busy case starts 10 processes, not 100: it
     // checks the path, and 100 Python starts cost CI about 25 s.
     let busy_n = if benchmarking() { 100 } else { 10 };
+    // MINERGUARD_BENCH_BUSY_ONLY=1: the busy case alone (to profile it).
+    let busy_only = std::env::var_os("MINERGUARD_BENCH_BUSY_ONLY").is_some_and(|v| v == "1");
     for (n, busy) in [(100, false), (1000, false), (busy_n, true)] {
+        if busy_only && !busy {
+            continue;
+        }
         let cpu = measure(n, busy, rounds);
         let what = match busy {
             true => "busy connected processes (switches, sockets, counters and memory read)",

@@ -28,6 +28,7 @@ pub mod events;
 pub mod learn;
 mod mountinfo;
 mod parallel;
+mod pidfd;
 pub mod pin;
 pub mod profile;
 pub mod scan;

@@ -11,13 +11,16 @@
 use std::{
     collections::HashSet,
     fs,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     path::Path,
 };
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::cgroup::CgroupRef;
+use crate::{
+    cgroup::CgroupRef,
+    pidfd::{getsockopt, PidFd},
+};
 
 /// What adopting a cgroup's sockets did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +37,12 @@ pub(crate) fn adopt_sockets(root: &CgroupRef, sockhash: &dyn MapCore) -> Adopted
     let mut done = Adopted::default();
     let mut seen = HashSet::new();
     for pid in pids_under(root.path()) {
-        for fd in socket_fds(pid) {
-            let Some(sock) = dup_from(pid, fd) else {
+        let fds = socket_fds(pid);
+        let Some(pidfd) = (!fds.is_empty()).then(|| PidFd::open(pid)).flatten() else {
+            continue;
+        };
+        for fd in fds {
+            let Some(sock) = pidfd.dup(fd) else {
                 continue;
             };
             let Some(cookie) = established_tcp_cookie(&sock) else {
@@ -95,20 +102,6 @@ fn socket_fds(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// A duplicate of `pid`'s `fd` (pidfd_open + pidfd_getfd, Linux 5.6).
-fn dup_from(pid: i32, fd: i32) -> Option<OwnedFd> {
-    // SAFETY: plain syscalls; each returned fd is owned exactly once.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return None;
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        (dup >= 0).then(|| OwnedFd::from_raw_fd(dup as i32))
-    }
-}
-
 /// The cookie of an established IPv4/IPv6 TCP socket; None for others.
 fn established_tcp_cookie(sock: &OwnedFd) -> Option<u64> {
     let fd = sock.as_raw_fd();
@@ -123,13 +116,4 @@ fn established_tcp_cookie(sock: &OwnedFd) -> Option<u64> {
         return None;
     }
     getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
-}
-
-fn getsockopt<T: Copy>(fd: i32, level: i32, name: i32) -> Option<T> {
-    let mut value = std::mem::MaybeUninit::<T>::zeroed();
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `value`.
-    let rc = unsafe { libc::getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) };
-    // SAFETY: zero-initialised, and the options read here are plain data.
-    (rc == 0).then(|| unsafe { value.assume_init() })
 }

@@ -149,6 +149,9 @@ struct Seen<'a> {
     /// What it holds of the network, read this sample when a thread of it
     /// was active.
     held: Option<Held>,
+    /// Its memory, where this sample already read it (with its main
+    /// thread's switches).
+    memory: Option<Memory>,
 }
 
 /// What a sample reads of the network, once per namespace.
@@ -170,16 +173,26 @@ struct Held {
     counters_unknown: bool,
 }
 
-/// The connected TCP sockets `pid` holds (its socket descriptors looked up
-/// in its network namespace), by inode, with their peers and counters;
-/// where sock_diag cannot be asked, from `/proc/<pid>/net/tcp*` without
+/// The connected TCP sockets `pid` holds, by inode, with their peers and
+/// counters: each asked through a pidfd when it holds a few sockets, else
+/// its socket descriptors looked up in its network namespace's sock_diag
+/// dump; where neither can be asked, from `/proc/<pid>/net/tcp*` without
 /// counters.
 fn tcp_connections(pid: u32, network: &mut Network) -> Held {
     let fds = scan::process::descriptors(pid, true, false);
     if fds.sockets.is_empty() {
         return Held::default();
     }
-    if let Some(table) = network.counters.of(pid) {
+    // A few sockets are asked one by one (no walk of the namespace's
+    // table); many, or where that is refused, from one dump per namespace.
+    let own = (fds.sockets.len() <= connections::MOST_READ_ONE_BY_ONE)
+        .then(|| connections::of_process(pid, &fds.socket_fds, &fds.sockets))
+        .flatten();
+    let table = match &own {
+        Some(own) => Some(own),
+        None => network.counters.of(pid),
+    };
+    if let Some(table) = table {
         return Held {
             connections: (fds.sockets.iter())
                 .filter_map(|inode| {
@@ -215,17 +228,18 @@ fn tcp_connections(pid: u32, network: &mut Network) -> Held {
 /// Reads the voluntary switches of each of `threads` (of `pid`) that was
 /// active (runnable at least a tenth of the time since `history`'s newest
 /// sample): the throttled signal needs them only for threads that work, and
-/// an idle scope pays nothing for it. Returns whether any thread was.
+/// an idle scope pays nothing for it. Returns whether any thread was, and
+/// the process's memory when the main thread's read brought it.
 fn read_sleeps_of_active_threads(
     pid: u32,
     threads: &mut [sample::ThreadTimes],
     history: &history::History,
     now: Instant,
-) -> bool {
+) -> (bool, Option<Memory>) {
     let Some((then, before)) = history.latest() else {
-        return false;
+        return (false, None);
     };
-    let mut active = false;
+    let (mut active, mut memory) = (false, None);
     let tenth = now.saturating_duration_since(then).as_nanos() / 10;
     for t in threads.iter_mut() {
         let Ok(i) = before.binary_search_by_key(&t.tid, |b| b.tid) else {
@@ -234,10 +248,12 @@ fn read_sleeps_of_active_threads(
         let ns = (t.run_ns + t.wait_ns).saturating_sub(before[i].run_ns + before[i].wait_ns);
         if u128::from(ns) >= tenth {
             active = true;
-            t.sleeps = sample::voluntary_switches(pid, t.tid);
+            let (sleeps, with) = sample::voluntary_switches(pid, t.tid);
+            t.sleeps = sleeps;
+            memory = memory.or(with);
         }
     }
-    active
+    (active, memory)
 }
 
 /// Samples a scope and judges its processes by behaviour; keeps each
@@ -343,7 +359,8 @@ impl Detector {
                 };
             }
             out.processes += 1;
-            let active = read_sleeps_of_active_threads(m.pid, &mut cpu.threads, &t.history, now);
+            let (active, memory) =
+                read_sleeps_of_active_threads(m.pid, &mut cpu.threads, &t.history, now);
             // An active process's connections are followed from the start,
             // so that one is long-lived by the time its CPU use is judged.
             let held = (active && !t.reported).then(|| tcp_connections(m.pid, &mut network));
@@ -357,6 +374,7 @@ impl Detector {
                     comm: &cpu.comm,
                     tracked: &mut t,
                     held,
+                    memory,
                 };
                 if let Some(d) =
                     self.judge(process, now, options, &mut network, &mut out.observations)
@@ -386,8 +404,8 @@ impl Detector {
             comm,
             tracked: t,
             mut held,
+            mut memory,
         } = seen;
-        let mut memory = None;
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
         for rule in &self.rules {
             let th = &rule.thresholds;

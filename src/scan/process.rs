@@ -190,6 +190,8 @@ fn parse_maps_dev(text: &str) -> Option<u32> {
 pub(crate) struct Descriptors {
     /// Inodes of its sockets.
     pub sockets: Vec<u64>,
+    /// Their descriptor numbers, in the same order.
+    pub socket_fds: Vec<i32>,
     /// MSR devices (major 202) it has open: (path, minor).
     pub msr: Vec<(String, u32)>,
 }
@@ -213,9 +215,14 @@ pub(crate) fn descriptors(pid: u32, sockets: bool, msr: bool) -> Descriptors {
             .strip_prefix(b"socket:[")
             .and_then(|r| r.strip_suffix(b"]"))
         {
+            let fd = entry.file_name().to_str().and_then(|n| n.parse().ok());
             if sockets {
-                if let Some(ino) = std::str::from_utf8(ino).ok().and_then(|s| s.parse().ok()) {
+                if let (Some(ino), Some(fd)) = (
+                    std::str::from_utf8(ino).ok().and_then(|s| s.parse().ok()),
+                    fd,
+                ) {
                     out.sockets.push(ino);
+                    out.socket_fds.push(fd);
                 }
             }
             continue;

@@ -162,6 +162,8 @@ struct Network {
     /// Connected sockets from `/proc/<pid>/net/tcp*` (as a scan reads
     /// them), where sock_diag cannot be asked.
     sockets: scan::net::Namespaces,
+    /// Sockets read one by one (through pidfds) in this sample.
+    read_one_by_one: usize,
 }
 
 /// What a process holds of the network.
@@ -185,9 +187,12 @@ fn tcp_connections(pid: u32, network: &mut Network) -> Held {
     }
     // A few sockets are asked one by one (no walk of the namespace's
     // table); many, or where that is refused, from one dump per namespace.
-    let own = (fds.sockets.len() <= connections::MOST_READ_ONE_BY_ONE)
+    let own = connections::read_one_by_one(fds.sockets.len(), network.read_one_by_one)
         .then(|| connections::of_process(pid, &fds.socket_fds, &fds.sockets))
         .flatten();
+    if own.is_some() {
+        network.read_one_by_one += fds.sockets.len();
+    }
     let table = match &own {
         Some(own) => Some(own),
         None => network.counters.of(pid),

@@ -300,17 +300,28 @@ impl Profile {
         Ok(slf)
     }
 
-    /// Adds a `stratum` rule: the Stratum mining protocol in the first bytes
-    /// a socket sends, on any port (built-in signatures).
-    #[pyo3(signature = (*, name = None, action = "kill"))]
+    /// Adds a `stratum` rule: the Stratum mining protocol in the stream a
+    /// socket sends, on any port. `methods` replaces the built-in list of
+    /// mining methods; `signatures` are byte strings refused anywhere in
+    /// what the reader reads (a miner's own protocol).
+    #[pyo3(signature = (*, name = None, action = "kill", methods = None, signatures = None))]
     fn stratum<'py>(
         mut slf: PyRefMut<'py, Self>,
         name: Option<String>,
         action: &str,
+        methods: Option<Vec<String>>,
+        signatures: Option<Vec<String>>,
     ) -> PyResult<PyRefMut<'py, Self>> {
         let action = parse_action(action)?;
         let name = name.unwrap_or_else(|| slf.fresh_name("stratum"));
-        let rule = json!({"name": name, "action": action, "stratum": {}});
+        let mut matcher = serde_json::Map::new();
+        if let Some(m) = methods {
+            matcher.insert("methods".into(), json!(m));
+        }
+        if let Some(s) = signatures {
+            matcher.insert("signatures".into(), json!(s));
+        }
+        let rule = json!({"name": name, "action": action, "stratum": matcher});
         let py = slf.py();
         slf.push_rule_json(py, &rule)?;
         Ok(slf)

@@ -245,6 +245,11 @@ def test_invalid_cidr_names_its_field_and_stratum_builder() -> None:
     ok = Profile("y").deny_cidrs(["2001:db8::/32"], action="audit").stratum()
     assert ok.validate() == []
     assert ok.rules[1]["action"] == "kill"
+    own = Profile("z").stratum(methods=["my_pool.auth"], signatures=["cn-proto/7", ""])
+    assert own.rules[0]["stratum"] == {"methods": ["my_pool.auth"], "signatures": ["cn-proto/7", ""]}
+    diags = own.validate()
+    assert [d.field for d in diags] == ["rules[0].stratum.signatures[1]"]
+    assert "empty" in diags[0].message
 
 
 def test_kill_container_is_an_action_refused_on_seccomp_rules() -> None:

@@ -89,7 +89,14 @@ class Profile:
     def deny_cidrs(
         self, cidrs: Sequence[str], *, name: Optional[str] = None, action: str = "deny"
     ) -> Self: ...
-    def stratum(self, *, name: Optional[str] = None, action: str = "kill") -> Self: ...
+    def stratum(
+        self,
+        *,
+        name: Optional[str] = None,
+        action: str = "kill",
+        methods: Optional[Sequence[str]] = None,
+        signatures: Optional[Sequence[str]] = None,
+    ) -> Self: ...
     def add_rule(
         self,
         name: str,

@@ -32,6 +32,7 @@ struct mg_abi {
 	struct mg_path_key path_key;
 	struct mg_sig_key sig_key;
 	struct mg_sig_step sig_step;
+	struct mg_sig_first sig_first;
 };
 
 struct mg_abi mg_abi;

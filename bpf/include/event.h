@@ -309,6 +309,13 @@ struct mg_sig_step {
 	__u16 found;
 };
 
+/* Value of `mg_stratum_sig_first` (key: policy id): the bytes a signature
+ * of the policy starts with, bit b of word b / 64. From the start state no
+ * other byte leads anywhere, so the reader looks no step up for them. */
+struct mg_sig_first {
+	__u64 bits[4];
+};
+
 /* Value of `mg_tfo`: a Fast Open send's Stratum signature, and when it was
  * read (marks older than MG_TFO_MARK_NS are ignored). */
 struct mg_tfo_mark {

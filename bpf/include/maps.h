@@ -228,6 +228,14 @@ struct {
 	__type(value, struct mg_sig_step);
 } mg_stratum_sigs SEC(".maps");
 
+/* The first bytes of each such policy's signatures. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mg_sig_first);
+} mg_stratum_sig_first SEC(".maps");
+
 /*
  * The lsm backend's Stratum verdict per TCP socket (lsm_stratum.bpf.c):
  * kept for the socket's life once its first bytes are judged, so a later

@@ -142,6 +142,7 @@ struct mg_reader {
 	struct mg_json_view line;   /* the text read line by line */
 	struct mg_json_view stream; /* the text read as a stream */
 	char method[MG_METHOD_LEN]; /* the method that matched */
+	struct mg_sig_first sig_first; /* with sig_state: the bytes signatures start with */
 };
 
 /* "CONNECT " and "GET " as little-endian words: byte n is character n. */
@@ -175,8 +176,17 @@ static __always_inline void mg_reader_init(struct mg_reader *r, __u32 policy_id,
 	__builtin_memset(r, 0, sizeof(*r));
 	r->line.key.policy_id = policy_id;
 	r->stream.key.policy_id = policy_id;
-	if (ref->flags & MG_REF_SIGNATURES)
+	if (ref->flags & MG_REF_SIGNATURES) {
+		struct mg_sig_first *first =
+			bpf_map_lookup_elem(&mg_stratum_sig_first, &policy_id);
+
 		r->sig_state = MG_SIG_START;
+		/* Without it every byte is looked up (none is skipped). */
+		if (first)
+			__builtin_memcpy(&r->sig_first, first, sizeof(*first));
+		else
+			__builtin_memset(&r->sig_first, 0xff, sizeof(r->sig_first));
+	}
 }
 
 /*
@@ -185,7 +195,9 @@ static __always_inline void mg_reader_init(struct mg_reader *r, __u32 policy_id,
  * (recorded as the match: family MG_SIG_SIGNATURE, method[0] = 1 + the
  * signature's index). Bytes as sent, but a WebSocket payload's, which are
  * looked at unmasked; nothing past the reader's budget. A step not in the
- * map goes back to the start (no signature continues with that byte).
+ * map goes back to the start (no signature continues with that byte); at
+ * the start, a byte no signature starts with (`first`, the policy's
+ * mg_stratum_sig_first, when found) is not looked up at all.
  *
  * Not inlined: its stack (the key) and branches end at the return, so the
  * verifier walks the reader after it once, not once per way through it.
@@ -199,6 +211,9 @@ static __noinline int mg_sig_byte(struct mg_reader *r, __u8 c)
 		return 0;
 	if (r->frame == MG_FR_WS && r->sub == MG_WS_DATA)
 		c ^= r->mask[r->mask_i & 3];
+	if (r->sig_state == MG_SIG_START &&
+	    !(r->sig_first.bits[(c >> 6) & 3] & (1ULL << (c & 63))))
+		return 0;
 	k.policy_id = r->line.key.policy_id;
 	k.state = r->sig_state;
 	k.byte = c;

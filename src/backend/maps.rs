@@ -6,7 +6,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::skel::abi::types as c;
 
 use crate::{
-    compile::{InodeEntry, KernelPolicy, PathEntry, PathKind, RuleRef},
+    compile::{signatures::START, InodeEntry, KernelPolicy, PathEntry, PathKind, RuleRef},
     error::AttachError,
     profile::Action,
 };
@@ -186,6 +186,9 @@ pub(crate) type SigKey = c::mg_sig_key;
 /// `struct mg_sig_step`, as the C header declares it (through BTF).
 pub(crate) type SigStep = c::mg_sig_step;
 
+/// `struct mg_sig_first`, as the C header declares it (through BTF).
+pub(crate) type SigFirst = c::mg_sig_first;
+
 // SAFETY: repr(C) with every padding byte a named field: the C structs as
 // libbpf-cargo generates them from BTF (it names padding `_pad`/`__pad_N`),
 // and NameKey (checked against its C struct by the layout test).
@@ -199,6 +202,7 @@ unsafe impl Pod for MethodKey {}
 unsafe impl Pod for MethodValue {}
 unsafe impl Pod for SigKey {}
 unsafe impl Pod for SigStep {}
+unsafe impl Pod for SigFirst {}
 unsafe impl Pod for Cidr4Key {}
 unsafe impl Pod for Cidr6Key {}
 unsafe impl Pod for InodeKey {}
@@ -318,6 +322,8 @@ declare_shared_maps! {
     stratum_methods: mg_stratum_methods,
     /// `mg_stratum_sigs`: each policy's signature automaton.
     stratum_sigs: mg_stratum_sigs,
+    /// `mg_stratum_sig_first`: the bytes each policy's signatures start with.
+    stratum_sig_first: mg_stratum_sig_first,
     /// `mg_tracking`: how full the Stratum sockhash is.
     tracking: mg_tracking,
     /// `mg_exec_paths`: exec.dirs / path_prefixes / allow_only by path.
@@ -416,6 +422,11 @@ impl SharedMaps {
             update_all(&self.exec_paths, "mg_exec_paths", &e.paths)?;
             update_all(&self.stratum_methods, "mg_stratum_methods", &e.methods)?;
             update_all(&self.stratum_sigs, "mg_stratum_sigs", &e.signatures)?;
+            update_all(
+                &self.stratum_sig_first,
+                "mg_stratum_sig_first",
+                &e.sig_first,
+            )?;
             for (map, name, value) in self.singletons(policy) {
                 if let Some(v) = value {
                     map.update(policy_id.bytes(), v.bytes(), MapFlags::ANY)
@@ -451,6 +462,7 @@ impl SharedMaps {
         delete_all(&self.exec_paths, &e.paths);
         delete_all(&self.stratum_methods, &e.methods);
         delete_all(&self.stratum_sigs, &e.signatures);
+        delete_all(&self.stratum_sig_first, &e.sig_first);
         for (map, _, rule) in self.singletons(policy) {
             if rule.is_some() {
                 let _ = map.delete(policy_id.bytes());
@@ -487,6 +499,7 @@ impl SharedMaps {
         }
         for map in [
             &self.stratum,
+            &self.stratum_sig_first,
             &self.memfd,
             &self.drift,
             &self.escape,
@@ -675,12 +688,26 @@ struct PolicyEntries {
     paths: Entries<PathKey, RuleRefValue>,
     methods: Entries<MethodKey, MethodValue>,
     signatures: Entries<SigKey, SigStep>,
+    /// The policy's entry of `mg_stratum_sig_first` (none without
+    /// signatures).
+    sig_first: Entries<u32, SigFirst>,
 }
 
 impl PolicyEntries {
     fn of(policy_id: u32, policy: &KernelPolicy) -> Self {
         let rule = |r: &RuleRef| RuleRefValue::from(*r);
+        let steps = signature_steps(policy);
         PolicyEntries {
+            sig_first: (!steps.is_empty())
+                .then(|| {
+                    let mut first = SigFirst { bits: [0; 4] };
+                    for step in steps.iter().filter(|s| s.state == START) {
+                        first.bits[usize::from(step.byte >> 6)] |= 1 << (step.byte & 63);
+                    }
+                    (policy_id, first)
+                })
+                .into_iter()
+                .collect(),
             names: (policy.exec_names.iter())
                 .map(|(n, r)| (NameKey::new(policy_id, n), rule(r)))
                 .collect(),
@@ -749,8 +776,7 @@ impl PolicyEntries {
                     (MethodKey::new(policy_id, m), value)
                 })
                 .collect(),
-            signatures: signature_steps(policy)
-                .into_iter()
+            signatures: (steps.into_iter())
                 .map(|step| {
                     let key = SigKey {
                         policy_id,
@@ -823,6 +849,7 @@ pub(crate) fn policy_digest(policy: &KernelPolicy) -> String {
     feed(&mut h, &e.paths);
     feed(&mut h, &e.methods);
     feed(&mut h, &e.signatures);
+    feed(&mut h, &e.sig_first);
     for value in singleton_values(policy) {
         value.map(|v| v.bytes().to_vec()).hash(&mut h);
     }

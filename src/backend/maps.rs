@@ -409,6 +409,14 @@ impl SharedMaps {
     /// what it wrote, so the maps are as before.
     pub fn write_policy(&self, policy_id: u32, policy: &KernelPolicy) -> Result<(), AttachError> {
         let e = PolicyEntries::of(policy_id, policy);
+        // Signatures that compiled to nothing (validation keeps this from
+        // happening) would leave the rule unenforced: refused instead.
+        if !policy.stratum_signatures.is_empty() && e.signatures.keys.is_empty() {
+            return Err(AttachError::Map {
+                map: "mg_stratum_sigs",
+                source: libbpf_rs::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
         let tries = || {
             update_all(&self.cidr4, "mg_cidr4", &e.cidrs4)?;
             update_all(&self.cidr6, "mg_cidr6", &e.cidrs6)
@@ -947,6 +955,37 @@ mod layout_tests {
     use std::mem::{offset_of, size_of};
 
     use super::*;
+
+    #[test]
+    fn signatures_that_compile_to_nothing_are_refused_not_written() {
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("MINERGUARD_ALLOW_SKIP").is_some_and(|v| v == "1"),
+                "needs root to create the maps (MINERGUARD_ALLOW_SKIP=1 skips)"
+            );
+            eprintln!("skipped: not root");
+            return;
+        }
+        let profile =
+            crate::Profile::new("t").rule(crate::Rule::stratum("s", Action::Deny, ["cn-proto/7"]));
+        let mut policy = KernelPolicy::compile(&profile).unwrap();
+        let maps = SharedMaps::create(None).unwrap();
+        maps.write_policy(7, &policy).unwrap();
+        assert!(maps
+            .stratum
+            .lookup(&7u32.to_ne_bytes(), MapFlags::ANY)
+            .unwrap()
+            .is_some());
+        maps.delete_policy(7, &policy);
+        // An empty signature (validation refuses one) compiles to no step.
+        policy.stratum_signatures.push(String::new());
+        assert!(maps.write_policy(8, &policy).is_err());
+        assert!(maps
+            .stratum
+            .lookup(&8u32.to_ne_bytes(), MapFlags::ANY)
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn kill_container_is_kill_in_the_kernel() {

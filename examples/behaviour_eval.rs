@@ -63,6 +63,8 @@ struct Outcome {
     shares: usize,
     why: String,
     peak: String,
+    /// Why a benign workload was not measured (it exited early).
+    did_not_run: Option<String>,
 }
 
 fn cases() -> Vec<Case> {
@@ -134,6 +136,20 @@ fn cases() -> Vec<Case> {
             "cc -O2 builds (loop)",
             "printf 'int f%d(int x){return x*%d+1;}\\n' $(seq 1 4000 | sed 's/.*/& &/') > $PWD/big.c; while :; do cc -O2 -c $PWD/big.c -o /dev/null; done",
         ),
+        benign(
+            "7z b (7-Zip's benchmark, loop)",
+            "command -v 7z >/dev/null || exit 127; while :; do 7z b -mmt2 >/dev/null 2>&1 || exit 1; done",
+        ),
+        // The server's stdin never ends: at its end s_server closes the
+        // connection.
+        benign(
+            "long-lived TLS client, a keepalive every 5 s",
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem -days 1 -subj /CN=localhost >/dev/null 2>&1 || exit 127; \
+             port=$((20000 + $$ % 20000)); \
+             sleep 1000000 | openssl s_server -quiet -accept 127.0.0.1:$port -cert c.pem -key k.pem >/dev/null 2>&1 & \
+             sleep 1; \
+             while :; do echo keepalive; sleep 5; done | openssl s_client -quiet -connect 127.0.0.1:$port >/dev/null 2>&1; exit 1",
+        ),
     ]
 }
 
@@ -197,7 +213,7 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let started = Instant::now();
-    let child = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start the case"));
+    let mut child = ChildGuard::new(spawn_in(Some(&cgroup), &mut cmd).expect("start the case"));
     // The duty cycle: the whole miner stopped and continued every period.
     let period = match case.workload {
         Workload::Miner { duty, .. } => duty,
@@ -216,6 +232,7 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         shares: 0,
         why: String::new(),
         peak: String::new(),
+        did_not_run: None,
     };
     let (mut peak_busy, mut peak_anon) = (0, 0);
     // The throttled signal: most threads runnable enough, and the fewest
@@ -256,6 +273,14 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
         std::thread::sleep(SAMPLE_PERIOD);
     }
     drop(duty);
+    // A benign workload that ended by itself (a tool missing, or it
+    // failed) was not measured: said, not counted as a pass.
+    if let (Workload::Benign(_), Ok(Some(status))) = (&case.workload, child.try_wait()) {
+        out.did_not_run = Some(format!(
+            "it exited ({status}) after {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     drop(child);
     out.shares = pool.submits();
     out.peak = format!(
@@ -312,7 +337,7 @@ fn main() {
     println!("| case | kind | result | time to detection (from start / from first share) | shares | detail |");
     println!("|---|---|---|---|---|---|");
     let (mut miners, mut detected, mut benign, mut false_positives) = (0, 0, 0, 0);
-    let (mut limits, mut limits_detected) = (0, 0);
+    let (mut limits, mut limits_detected, mut not_run) = (0, 0, 0);
     let chosen = cases()
         .into_iter()
         .filter(|c| only.as_deref().map_or(true, |o| c.name.contains(o)));
@@ -323,6 +348,7 @@ fn main() {
         let o = run_case(&case, &xmrig, &profile, seconds);
         let flagged = o.flagged_after.is_some();
         let result = match (miner, flagged) {
+            (false, false) if o.did_not_run.is_some() => "DID NOT RUN",
             (true, true) => "detected",
             (true, false) if case.known_limit => "missed (known limit)",
             (true, false) => "MISSED",
@@ -336,6 +362,8 @@ fn main() {
         } else if miner {
             miners += 1;
             detected += usize::from(flagged);
+        } else if o.did_not_run.is_some() && !flagged {
+            not_run += 1;
         } else {
             benign += 1;
             false_positives += usize::from(flagged);
@@ -354,10 +382,14 @@ fn main() {
             } else {
                 "—".into()
             },
-            if flagged { o.why } else { o.peak },
+            match (flagged, o.did_not_run) {
+                (true, _) => o.why,
+                (false, Some(why)) => why,
+                (false, None) => o.peak,
+            },
         );
     }
     println!(
-        "SUMMARY behaviour-eval: detection {detected}/{miners}; false positives {false_positives}/{benign}; known limits flagged {limits_detected}/{limits} ({seconds} s per case)"
+        "SUMMARY behaviour-eval: detection {detected}/{miners}; false positives {false_positives}/{benign}; known limits flagged {limits_detected}/{limits}; benign workloads that did not run {not_run} ({seconds} s per case)"
     );
 }

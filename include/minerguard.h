@@ -356,6 +356,14 @@ enum mg_check
    * Linux 6.5).
    */
   MG_CHECK_STRATUM_SK_MSG = 4,
+  /**
+   * The count of attempts to tune the host (opens for writing of
+   * `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
+   * `nmi_watchdog`) that the behaviour detector's tuning signal reads
+   * (`mg_behaviour_detector_count_tuning()`); loaded with the first
+   * profile that has a `behaviour` rule.
+   */
+  MG_CHECK_TUNING = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -735,6 +743,20 @@ enum mg_result mg_behaviour_detector_sample(struct mg_behaviour_detector *detect
                                             size_t count,
                                             const struct mg_scan_options *options,
                                             struct mg_scan_report **out);
+
+/**
+ * Makes `detector` judge with the tuning signal from now on: each busy
+ * process's attempts to tune the host (opens for writing of
+ * `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
+ * `nmi_watchdog`), as `enforcer` counts them in the scopes it enforces.
+ * The counter is loaded with the first profile that has a `behaviour`
+ * rule, so apply one first; before that, or where it is off (see
+ * `mg_enforcer_check_status(MG_CHECK_TUNING)`), this fails with
+ * `MG_ERR_INVALID_ARGUMENT` naming why, and the detector is unchanged.
+ * The counts stay readable after the enforcer is freed (they then stop).
+ */
+enum mg_result mg_behaviour_detector_count_tuning(struct mg_behaviour_detector *detector,
+                                                  const struct mg_enforcer *enforcer);
 
 /**
  * Frees a detector; NULL is a no-op.

@@ -4,7 +4,8 @@
 # and memory-heavy programs, each alone in a cgroup made for it, sampled with
 # the default thresholds. Prints a table (detected / missed / false positive,
 # time to detection from start and from the first share) and a SUMMARY line.
-# Exits 1 on a missed miner or a false positive.
+# Exits 1 on a missed miner, a false positive, or a benign workload that did
+# not run (a tool missing: it would pass unmeasured otherwise).
 #
 #   scripts/behaviour-eval.sh            short form (CI): 30 s per case
 #   scripts/behaviour-eval.sh --full     600 s per case (the issue's 10 minutes)
@@ -12,7 +13,7 @@
 #                                        --needs-rhythm, --case PART-OF-A-NAME)
 #
 # Needs root (cgroups), XMRig in /var/cache/minerguard-test (scripts/install-deps.sh),
-# stress-ng, openssl, xz, python3, cc. Loopback only.
+# stress-ng, openssl, xz, python3, cc, 7z (p7zip-full). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=30
@@ -25,4 +26,4 @@ cargo build --release --example behaviour_eval
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 ./target/release/examples/behaviour_eval --seconds "$seconds" "$@" | tee "$out"
-! grep -qE '\| (MISSED|FALSE POSITIVE) \|' "$out"
+! grep -qE '\| (MISSED|FALSE POSITIVE|DID NOT RUN) \|' "$out"

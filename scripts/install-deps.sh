@@ -15,9 +15,10 @@ need_apt=()
 # `protoc`, which the agent's containerd client (containerd-client, its
 # build script) needs to generate the gRPC code. stress-ng: the behaviour
 # tests' benign CPU-heavy control (tests/behaviour.rs); socat and openssl:
-# their TLS pool front (XMRig --tls).
+# their TLS pool front (XMRig --tls). p7zip-full: `7z b`, a benign case of
+# scripts/behaviour-eval.sh.
 for pkg in clang llvm libelf-dev zlib1g-dev libseccomp-dev pkg-config make gcc valgrind python3-venv python3-pip \
-    qemu-system-x86 busybox-static linux-image-amd64 podman runc containerd bpftool protobuf-compiler stress-ng socat openssl; do
+    qemu-system-x86 busybox-static linux-image-amd64 podman runc containerd bpftool protobuf-compiler stress-ng socat openssl p7zip-full; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

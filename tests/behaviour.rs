@@ -19,7 +19,8 @@ use std::{
 };
 
 use common::{
-    spawn_in, test_cgroup, xmrig_binary, ChildGuard, DutyCycle, RxPool, TempDir, TlsFront,
+    kernel_tests_enabled, spawn_in, test_cgroup, xmrig_binary, ChildGuard, DutyCycle, RxPool,
+    Scoped, TempDir, TlsFront,
 };
 use minerguard::{
     behaviour::{Detection, Detector, Observation, Sample},
@@ -221,6 +222,79 @@ fn kill_kills_a_hashing_xmrig_over_tls_and_its_pool_connection_closes() {
     );
     assert!(pool.logins() > 0, "XMRig had its job, through TLS");
     killed_and_gone_from(&mut miner, &pool);
+}
+
+#[test]
+fn a_hashing_xmrig_that_tried_to_reserve_huge_pages_is_caught_by_its_tuning_without_the_memory_signal(
+) {
+    let test = "a_hashing_xmrig_that_tried_to_reserve_huge_pages_is_caught_by_its_tuning_without_the_memory_signal";
+    if !kernel_tests_enabled(test) {
+        return;
+    }
+    let Some(xmrig) = xmrig_binary(test) else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let hugepages_before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    // The memory signal out of reach (1 TiB): only tuning can make the
+    // footprint.
+    let profile = Profile::new("behaviour-tuning").rule(Rule::behaviour(
+        "mining-behaviour",
+        minerguard::Action::Audit,
+        BehaviourMatch {
+            window_secs: Some(5),
+            anon_mib: Some(1 << 20),
+            ..Default::default()
+        },
+    ));
+    // The enforcer counts the scope's tuning attempts.
+    let scoped = Scoped::apply(&profile);
+    let cgroup = scoped.cgroup();
+    let dir = TempDir::new("behaviour-tuning");
+    let pool = RxPool::start();
+    let mut cmd = pool.light_command_with_huge_pages_refused(&xmrig, &dir, "php-fpm", 2);
+    let miner = ChildGuard::new(spawn_in(Some(cgroup), &mut cmd).expect("start XMRig"));
+    let mut detector = Detector::new(&profile).unwrap();
+    let counts = scoped.enforcer().tuning_counts();
+    detector.count_tuning(counts.expect("the tuning counter is loaded"));
+
+    let (found, _) = sample_until_detected(&mut detector, cgroup);
+    let d = found.expect("the hashing XMRig is reported");
+    assert!(pool.submits() > 0, "XMRig was hashing (shares submitted)");
+    assert_eq!(d.process.pid, miner.id());
+    assert!(
+        d.verdict.tuning && !d.verdict.randomx_memory,
+        "{:?}",
+        d.verdict
+    );
+    // XMRig 6.16 writes the per-node sysfs nr_hugepages (refused: EROFS).
+    assert!(d.signals.tuning.hugepages >= 1, "{:?}", d.signals.tuning);
+    assert!(d.signals.tuning.counted);
+    let json: serde_json::Value = serde_json::from_str(&d.to_json(detector.profile())).unwrap();
+    let f = &json["output_fields"];
+    assert!(
+        f["minerguard.behaviour.signals"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("tuning")),
+        "{json}"
+    );
+    assert!(
+        f["minerguard.behaviour.tuning.hugepages"].as_u64().unwrap() >= 1,
+        "{json}"
+    );
+    assert!(
+        f["minerguard.behaviour.why"]
+            .as_str()
+            .unwrap()
+            .contains("tuning attempts: nr_hugepages"),
+        "{json}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(),
+        hugepages_before,
+        "the host's huge pages are untouched (the reservation was refused)"
+    );
 }
 
 #[test]

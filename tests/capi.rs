@@ -811,9 +811,34 @@ fn learn_self_test_and_check_status_through_the_c_api() {
     let (active, why) = status(mg_check::MG_CHECK_STRATUM_SK_MSG);
     assert_eq!(active, 0, "stratum sk_msg before any profile");
     assert!(why.contains("not loaded yet"), "stratum sk_msg: {why}");
+    let (active, why) = status(mg_check::MG_CHECK_TUNING);
+    assert_eq!(active, 0, "tuning before any profile");
+    assert!(why.contains("behaviour rule"), "tuning: {why}");
+    // A detector cannot take the counts before they exist: refused, named.
+    let detector = {
+        use capi::behaviour::*;
+        let text = "apiVersion: minerguard/v1\nname: b\nrules:\n  - {name: b, action: audit, behaviour: {}}\n";
+        let (mut p, mut d) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: a buffer of the stated length, valid out-pointers.
+        unsafe {
+            assert_eq!(
+                mg_profile_from_text(text.as_ptr().cast(), text.len(), &mut p),
+                mg_result::MG_OK
+            );
+            assert_eq!(mg_behaviour_detector_new(p, &mut d), mg_result::MG_OK);
+        }
+        assert_eq!(mg_profile_free(p), mg_result::MG_OK);
+        assert_eq!(
+            mg_behaviour_detector_count_tuning(d, e),
+            mg_result::MG_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("not loaded yet"), "{}", last_error());
+        d
+    };
     let needs_all = "apiVersion: minerguard/v1\nname: needs-all\nrules:\n\
         - {name: n, action: deny, exec: {names: [xmrig]}}\n\
-        - {name: s, action: deny, stratum: {}}\n";
+        - {name: s, action: deny, stratum: {}}\n\
+        - {name: b, action: audit, behaviour: {}}\n";
     let mut profile: *mut mg_profile = std::ptr::null_mut();
     // SAFETY: a buffer of the stated length, valid out-pointer.
     let rc =
@@ -879,6 +904,27 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         "stratum sk_msg on backend {kind:?}: {why}"
     );
     assert_eq!(why.is_empty(), active == 1, "{why}");
+    // The tuning counter: loaded with the behaviour rule; the detector
+    // now takes its counts.
+    assert_eq!(
+        status(mg_check::MG_CHECK_TUNING),
+        (1, String::new()),
+        "tuning"
+    );
+    {
+        use capi::behaviour::*;
+        assert_eq!(
+            mg_behaviour_detector_count_tuning(detector, e),
+            mg_result::MG_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            mg_behaviour_detector_count_tuning(std::ptr::null_mut(), e),
+            mg_result::MG_ERR_NULL_POINTER
+        );
+        assert_eq!(mg_behaviour_detector_free(detector), mg_result::MG_OK);
+    }
     assert_eq!(mg_enforcer_remove(e, handle), mg_result::MG_OK);
     assert_eq!(mg_profile_free(profile), mg_result::MG_OK);
     drop(status_cg);
@@ -1087,7 +1133,13 @@ fn instances_json() -> Vec<serde_json::Value> {
 fn c_text(f: impl Fn(*mut std::ffi::c_char, usize, *mut usize) -> mg_result) -> String {
     let mut buf = vec![0 as std::ffi::c_char; 4096];
     let mut needed = 0;
-    let rc = f(buf.as_mut_ptr(), buf.len(), &mut needed);
+    let mut rc = f(buf.as_mut_ptr(), buf.len(), &mut needed);
+    if rc == mg_result::MG_ERR_BUFFER_TOO_SMALL {
+        // As a C caller does: again with the size the call asked for.
+        assert!(needed > buf.len(), "needed {needed}");
+        buf = vec![0 as std::ffi::c_char; needed];
+        rc = f(buf.as_mut_ptr(), buf.len(), &mut needed);
+    }
     assert_eq!(rc, mg_result::MG_OK, "{}", last_error());
     // SAFETY: NUL-terminated by the call.
     let text = unsafe { CStr::from_ptr(buf.as_ptr()) };

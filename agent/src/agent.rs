@@ -280,11 +280,19 @@ impl Agent {
     /// The scopes the behaviour detector samples now (see
     /// [`crate::behaviour::plan`]).
     pub fn behaviour_plan(&self) -> Vec<crate::behaviour::BehaviourScope> {
-        crate::behaviour::plan(
+        let mut plan = crate::behaviour::plan(
             &self.root,
             &self.config.baseline.profile,
             &self.bound_scopes(),
-        )
+        );
+        // The tuning signal, where the enforcer counts it (loaded with the
+        // first profile that has a behaviour rule).
+        if let Some(counts) = self.enforcer.tuning_counts() {
+            for scope in &mut plan {
+                scope.detector.count_tuning(counts.clone());
+            }
+        }
+        plan
     }
 
     /// The bound containers and the profiles they are under.

@@ -283,6 +283,10 @@ pub struct Switch {
     scope: Scope,
     enforcer: Option<Enforcer>,
     handle: Option<PolicyHandle>,
+    /// Load a fresh enforcer for each profile (see [`Switch::fresh`]).
+    fresh: bool,
+    /// The configuration set last.
+    current: &'static str,
 }
 
 impl Switch {
@@ -291,6 +295,19 @@ impl Switch {
             scope: Scope::Cgroup(cgroup.cgroup().path().to_path_buf()),
             enforcer: None,
             handle: None,
+            fresh: false,
+            current: "unhooked",
+        }
+    }
+
+    /// A switch that loads a fresh enforcer whenever the profile changes:
+    /// hooks loaded on demand (by one profile's rules) stay loaded until
+    /// the enforcer is dropped, so an update alone would measure the next
+    /// profile with them.
+    pub fn fresh(cgroup: &OwnedCgroup) -> Switch {
+        Switch {
+            fresh: true,
+            ..Switch::new(cgroup)
         }
     }
 
@@ -301,6 +318,11 @@ impl Switch {
 
     /// Puts the cgroup under `config` (loading or dropping the enforcer).
     pub fn set(&mut self, config: &Config) {
+        if self.fresh && self.current != config.name() {
+            self.handle = None;
+            self.enforcer = None;
+        }
+        self.current = config.name();
         match config {
             Config::Unhooked => {
                 self.handle = None;

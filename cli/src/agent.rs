@@ -74,6 +74,7 @@ fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>, not_dest
         ("fast_open", status_label(&checks.fast_open)),
         ("lsm_stratum", status_label(&checks.lsm_stratum)),
         ("stratum_sk_msg", status_label(&checks.stratum_sk_msg)),
+        ("tuning", status_label(&checks.tuning)),
     ]);
 }
 

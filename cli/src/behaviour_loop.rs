@@ -10,9 +10,28 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use minerguard::{
     behaviour::{Detector, SAMPLE_PERIOD},
     scan::{Outcome, ScanOptions},
+    Enforcer, ValidProfile,
 };
 
 use crate::PREFIX;
+
+/// The detector for `profile`'s behaviour rules, judging with the tuning
+/// signal where `enforcer` counts tuning attempts (loaded with the profile:
+/// apply it first); a warning where the rules are judged without it.
+pub fn detector(profile: &ValidProfile<'_>, enforcer: &Enforcer) -> Detector {
+    let mut detector = Detector::from_valid(profile);
+    if detector.rules().is_empty() {
+        return detector;
+    }
+    match enforcer.tuning_counts() {
+        Some(counts) => detector.count_tuning(counts),
+        None => eprintln!(
+            "{PREFIX}: warning: behaviour rules are judged without the tuning signal (attempts to reserve huge pages or write MSRs are not counted): {}",
+            enforcer.tuning().err().unwrap_or_default()
+        ),
+    }
+    detector
+}
 
 /// The detector thread; dropping it stops it (after a sample under way).
 pub struct BehaviourLoop {

@@ -8,11 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use minerguard::{behaviour::Detector, scan::Scanner, Enforcer, Scope, ScopeChange};
+use minerguard::{scan::Scanner, Enforcer, Scope, ScopeChange};
 
 use crate::{
-    behaviour_loop::BehaviourLoop, pinning, profile_arg::ProfileArg, scan_loop::ScanLoop, signals,
-    sink, warnings, CliResult, LoadArgs, PREFIX,
+    behaviour_loop::{detector, BehaviourLoop},
+    pinning,
+    profile_arg::ProfileArg,
+    scan_loop::ScanLoop,
+    signals, sink, warnings, CliResult, LoadArgs, PREFIX,
 };
 
 /// How often `watch` resolves `connect.domains` again.
@@ -130,7 +133,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
     // Always started unless refused, so a reload may add behaviour rules; a
     // profile without them samples nothing.
     let behaviour = (!no_behaviour)
-        .then(|| BehaviourLoop::spawn(Detector::from_valid(&profile), paths, writer.lines()));
+        .then(|| BehaviourLoop::spawn(detector(&profile, &enforcer), paths, writer.lines()));
     // Pinned: a SIGKILL leaves the kernel enforcing; a restart with the
     // same instance adopts it, and releases what it does not take over.
     pinning::settle(&mut enforcer, earlier.as_ref(), false);
@@ -179,7 +182,7 @@ pub fn watch(args: &WatchArgs) -> CliResult<ExitCode> {
                     }
                 }
                 if let Some(behaviour) = &behaviour {
-                    behaviour.profile_changed(Detector::from_valid(&profile));
+                    behaviour.profile_changed(detector(&profile, &enforcer));
                 }
                 // The new profile may need hooks the old one did not load.
                 if let Some(handle) = handles.first() {

@@ -86,6 +86,10 @@ pub struct Checks {
     /// The sk_msg program (with sockops socket tracking) as the Stratum
     /// judge.
     pub stratum_sk_msg: CheckStatus,
+    /// The count of tuning attempts (opens for writing of `nr_hugepages`,
+    /// MSR devices, `allow_writes`, `nmi_watchdog`) the behaviour
+    /// detector's tuning signal reads.
+    pub tuning: CheckStatus,
 }
 
 #[cfg(test)]

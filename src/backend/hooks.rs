@@ -19,6 +19,7 @@ use super::{
     selftest::SelfTestHook,
     stratum::StratumHook,
     stratum_egress::EgressJudge,
+    tuning::{TuningHook, TUNING_NEEDED_BY},
     BackendKind, SocketWork,
 };
 use crate::{
@@ -100,6 +101,9 @@ pub(crate) struct SharedHooks {
     cmdline: OnDemand<CmdlineHook>,
     /// Loaded with the first policy that has a `scope.escape` rule.
     scope_guard: OnDemand<ScopeGuardHook>,
+    /// The tuning counter: loaded with the first policy that has a
+    /// `behaviour` rule (off without syscall tracepoints).
+    tuning: OnDemand<TuningHook>,
     /// `EnforcerOptions::syscall_tracepoints`.
     syscall_tracepoints: bool,
     /// The Fast Open tracepoints (loaded with the Stratum programs), or why
@@ -131,6 +135,11 @@ impl SharedHooks {
             device: DeviceHook::load(maps, report.proc_in_cgroup.available).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
             scope_guard: OnDemand::not_yet("the first profile with a scope.escape rule"),
+            tuning: if syscall_tracepoints {
+                OnDemand::not_yet(TUNING_NEEDED_BY)
+            } else {
+                OnDemand::Off(super::TRACEPOINTS_OFF.into())
+            },
             syscall_tracepoints,
             fast_open: if syscall_tracepoints {
                 OnDemand::not_yet(STRATUM_NEEDED_BY)
@@ -173,6 +182,9 @@ impl SharedHooks {
             let tracepoints = self.syscall_tracepoints;
             self.scope_guard
                 .load_with(|| ScopeGuardHook::load(maps, lsm, tracepoints))?;
+        }
+        if policy.count_tuning {
+            self.tuning.load_with(|| TuningHook::load(maps))?;
         }
         if policy.stratum.is_none() || self.stratum_settled() {
             return Ok(None);
@@ -358,6 +370,17 @@ impl SharedHooks {
             self.scope_guard.status(),
             self.scope_guard.ready().and_then(|h| h.refused_after()),
         )
+    }
+
+    /// Whether tuning attempts are counted for the behaviour detector;
+    /// otherwise why not.
+    pub fn tuning(&self) -> CheckStatus {
+        self.tuning.status()
+    }
+
+    /// The tuning counts, once the counter is loaded.
+    pub fn tuning_counts(&self) -> Option<crate::behaviour::TuningCounts> {
+        self.tuning.ready().map(TuningHook::counts)
     }
 
     /// Whether the shared hooks send `kill`'s SIGKILL in-kernel for `kind`;

@@ -26,6 +26,7 @@ pub(crate) mod skel;
 pub(crate) mod stratum;
 mod stratum_egress;
 mod tracefs;
+mod tuning;
 
 pub(crate) use self::refused_sockets::RefusedSockets;
 use self::{
@@ -315,6 +316,16 @@ impl Kernel {
     /// See `SharedHooks::scope_guard`.
     pub fn scope_guard(&self) -> (CheckStatus, Option<String>) {
         self.hooks.scope_guard()
+    }
+
+    /// See `SharedHooks::tuning`.
+    pub fn tuning(&self) -> CheckStatus {
+        self.hooks.tuning()
+    }
+
+    /// See `SharedHooks::tuning_counts`.
+    pub fn tuning_counts(&self) -> Option<crate::behaviour::TuningCounts> {
+        self.hooks.tuning_counts()
     }
 
     /// Records the processes already in `scope` for the scope guard.

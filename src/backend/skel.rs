@@ -34,6 +34,7 @@ skeleton!(fast_open_tp, "fast_open_tp.skel.rs");
 skeleton!(scope_guard, "scope_guard.skel.rs");
 skeleton!(lsm_scope_guard, "lsm_scope_guard.skel.rs");
 skeleton!(clone_guard_tp, "clone_guard_tp.skel.rs");
+skeleton!(tuning_tp, "tuning_tp.skel.rs");
 
 /// A loaded skeleton that owns the `OpenObject` storage it borrows.
 ///

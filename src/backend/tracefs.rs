@@ -37,3 +37,11 @@ pub(crate) fn ensure_mounted() -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Whether this kernel has the syscall tracepoint `event` (e.g.
+/// `sys_enter_open`, which arm64 lacks), where tracefs or debugfs shows it.
+pub(crate) fn has_syscall_event(event: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|root| Path::new(root).join("events/syscalls").join(event).is_dir())
+}

@@ -118,7 +118,9 @@ impl Detection {
     /// `throttled.sleeps_per_sec`, `throttled.window_secs`, `anon_mib`,
     /// `hugetlb_mib`, `anon_huge_mib`, `tcp_connections`, `peer`,
     /// `rhythm.steady`, `rhythm.long_lived`, `rhythm.bytes_per_sec`,
-    /// `rhythm.data_segments`, `rhythm.age_secs`, `rhythm.peer`;
+    /// `rhythm.data_segments`, `rhythm.age_secs`, `rhythm.peer`,
+    /// `tuning.hugepages`, `tuning.msr`, `tuning.msr_allow_writes`,
+    /// `tuning.nmi_watchdog`, `tuning.counted`;
     /// `threshold.*`; `why`).
     pub fn to_json(&self, profile: &Arc<str>) -> String {
         self.to_value(profile).to_string()
@@ -154,6 +156,7 @@ mod tests {
             tcp_connections: 1,
             peer: Some("192.0.2.7:443".parse().unwrap()),
             rhythm: Default::default(),
+            tuning: Default::default(),
         };
         let thresholds = Thresholds::default();
         let d = Detection {

@@ -42,6 +42,7 @@ mod report;
 mod rhythm;
 mod sample;
 mod thresholds;
+mod tuning;
 mod verdict;
 
 use std::{
@@ -59,6 +60,7 @@ pub use thresholds::{
     DEFAULT_RHYTHM_MAX_BYTES_PER_SEC, DEFAULT_THROTTLED_MAX_SLEEPS, DEFAULT_THROTTLED_PERCENT,
     DEFAULT_THROTTLED_WINDOW_SECS, DEFAULT_WINDOW_SECS, RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
 };
+pub use tuning::{TuningCounts, TuningSignal};
 pub use verdict::{Signals, Verdict};
 
 use crate::{
@@ -270,6 +272,8 @@ pub struct Detector {
     tracked: HashMap<u32, Tracked>,
     /// Clock ticks a second (`stat`'s CPU times, where schedstat is missing).
     hz: u64,
+    /// Where tuning attempts are counted, if given.
+    tuning: Option<TuningCounts>,
 }
 
 impl Detector {
@@ -306,7 +310,21 @@ impl Detector {
             rules,
             tracked: HashMap::new(),
             hz: u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100),
+            tuning: None,
         }
+    }
+
+    /// Judges with the tuning signal from now on: each busy process's
+    /// attempts to tune the host, as the enforcer counts them
+    /// ([`Enforcer::tuning_counts`](crate::Enforcer::tuning_counts)). Without
+    /// it the signal is reported as not counted and never fires.
+    pub fn count_tuning(&mut self, counts: TuningCounts) {
+        self.tuning = Some(counts);
+    }
+
+    /// Whether tuning attempts are counted ([`Detector::count_tuning`]).
+    pub fn counts_tuning(&self) -> bool {
+        self.tuning.is_some()
     }
 
     /// The profile's name.
@@ -412,6 +430,7 @@ impl Detector {
             mut memory,
         } = seen;
         let mut decided: Option<(&BehaviourRule, Signals, Verdict)> = None;
+        let mut tuning: Option<TuningSignal> = None;
         for rule in &self.rules {
             let th = &rule.thresholds;
             let Some(cpu) = t.history.cpu(th.window, th.busy_percent) else {
@@ -456,6 +475,13 @@ impl Detector {
                 },
                 (false, _) => RhythmSignal::default(),
             };
+            // Read, like memory, only for a process whose CPU use fits.
+            let tuning = match (busy && th.count_tuning, &self.tuning) {
+                (true, Some(counts)) => {
+                    *tuning.get_or_insert_with(|| counts.of(m.pid, t.start_time, self.hz))
+                }
+                _ => TuningSignal::default(),
+            };
             let signals = Signals {
                 cpu,
                 throttled,
@@ -463,6 +489,7 @@ impl Detector {
                 tcp_connections: conns.len() as u32,
                 peer: conns.first().map(|c| c.peer),
                 rhythm,
+                tuning,
             };
             let verdict = Verdict::judge(&signals, th);
             observed.push(Observation {

@@ -35,6 +35,11 @@ pub(super) fn signals_value(s: &Signals) -> Value {
         "rhythm.age_secs": s.rhythm.age.as_secs_f64(),
         "rhythm.peer": s.rhythm.peer.map(|p| p.to_string()),
         "rhythm.unknown": s.rhythm.unknown,
+        "tuning.hugepages": s.tuning.hugepages,
+        "tuning.msr": s.tuning.msr,
+        "tuning.msr_allow_writes": s.tuning.msr_allow_writes,
+        "tuning.nmi_watchdog": s.tuning.nmi_watchdog,
+        "tuning.counted": s.tuning.counted,
     })
 }
 
@@ -52,6 +57,7 @@ pub(super) fn thresholds_value(t: &Thresholds) -> Value {
         "throttled_max_sleeps": t.throttled_max_sleeps,
         "needs_rhythm": t.needs_rhythm,
         "rhythm_max_bytes_per_sec": t.rhythm_max_bytes_per_sec,
+        "count_tuning": t.count_tuning,
     })
 }
 
@@ -115,6 +121,7 @@ mod tests {
             tcp_connections: 0,
             peer: None,
             rhythm: Default::default(),
+            tuning: Default::default(),
         };
         let sample = Sample {
             processes: 3,

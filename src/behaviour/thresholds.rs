@@ -65,6 +65,8 @@ pub struct Thresholds {
     pub needs_rhythm: bool,
     /// Most bytes a second a pool-shaped connection carries.
     pub rhythm_max_bytes_per_sec: u32,
+    /// Whether tuning attempts are counted and count.
+    pub count_tuning: bool,
 }
 
 impl Thresholds {
@@ -104,6 +106,7 @@ impl From<&BehaviourMatch> for Thresholds {
             rhythm_max_bytes_per_sec: m
                 .rhythm_max_bytes_per_sec
                 .unwrap_or(DEFAULT_RHYTHM_MAX_BYTES_PER_SEC),
+            count_tuning: m.count_tuning.unwrap_or(true),
         }
     }
 }
@@ -135,6 +138,7 @@ mod tests {
         );
         assert_eq!(d.longest_window(), Duration::from_secs(20));
         assert_eq!((d.needs_rhythm, d.rhythm_max_bytes_per_sec), (false, 4096));
+        assert!(d.count_tuning);
         let off = Thresholds::from(&BehaviourMatch {
             throttled_percent: Some(0),
             throttled_window_secs: Some(600),

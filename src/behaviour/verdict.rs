@@ -14,6 +14,7 @@ use super::{
     rhythm::RhythmSignal,
     sample::Memory,
     thresholds::Thresholds,
+    tuning::TuningSignal,
 };
 
 /// Everything one verdict was reached on.
@@ -32,6 +33,8 @@ pub struct Signals {
     pub peer: Option<SocketAddr>,
     /// What its connections carried (read with the memory).
     pub rhythm: RhythmSignal,
+    /// Its attempts to tune the host (read with the memory).
+    pub tuning: TuningSignal,
 }
 
 impl Signals {
@@ -71,6 +74,9 @@ pub struct Verdict {
     pub randomx_memory: bool,
     /// hugetlb pages in use (`MAP_HUGETLB`).
     pub huge_pages: bool,
+    /// Attempts to tune the host for mining (huge-page reservations, MSR
+    /// writes, the NMI watchdog).
+    pub tuning: bool,
     /// A connected TCP socket held.
     pub connected: bool,
     /// A pool-shaped connection held: long-lived, data both ways, quiet.
@@ -92,6 +98,7 @@ impl Verdict {
             cpu_throttled: t.throttled_percent > 0 && s.throttled.threads >= t.busy_threads,
             randomx_memory: s.anon_mib() >= t.anon_mib,
             huge_pages: s.memory.hugetlb_kib > 0,
+            tuning: t.count_tuning && s.tuning.attempts() > 0,
             connected: s.tcp_connections > 0,
             pool_rhythm: s.rhythm.steady > 0,
             needs_rhythm: t.needs_rhythm,
@@ -106,11 +113,12 @@ impl Verdict {
     }
 
     /// Whether this is mining: CPU saturation (or throttled busy threads)
-    /// and a RandomX-shaped footprint, connected (unless the rule does not
-    /// need it).
+    /// and a RandomX-shaped footprint (the memory, hugetlb pages, or the
+    /// attempts to tune the host a miner makes for them), connected
+    /// (unless the rule does not need it).
     pub fn mining(&self) -> bool {
         self.cpu_busy()
-            && (self.randomx_memory || self.huge_pages)
+            && (self.randomx_memory || self.huge_pages || self.tuning)
             && match self.needs_rhythm {
                 true => self.pool_rhythm || (self.rhythm_unknown && self.connected),
                 false => self.connected || !self.needs_connection,
@@ -118,13 +126,14 @@ impl Verdict {
     }
 
     /// The signals that fired, as words (`cpu`, `cpu-throttled`, `memory`,
-    /// `hugepages`, `connection`, `rhythm`).
+    /// `hugepages`, `tuning`, `connection`, `rhythm`).
     pub fn fired(&self) -> Vec<&'static str> {
         [
             (self.cpu_saturated, "cpu"),
             (self.cpu_throttled, "cpu-throttled"),
             (self.randomx_memory, "memory"),
             (self.huge_pages, "hugepages"),
+            (self.tuning, "tuning"),
             (self.connected, "connection"),
             (self.pool_rhythm, "rhythm"),
         ]
@@ -156,8 +165,14 @@ impl Verdict {
                 s.throttled.top_runnable_percent,
             )
         };
+        let tuning = match (s.tuning.counted, s.tuning.attempts()) {
+            _ if !t.count_tuning => "tuning attempts not counted (count_tuning: false)".to_string(),
+            (false, _) => "tuning attempts not counted".to_string(),
+            (true, 0) => "no tuning attempt".to_string(),
+            (true, _) => format!("tuning attempts: {}", s.tuning.describe()),
+        };
         format!(
-            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {}; {} TCP connections{}{}",
+            "{} of {} threads runnable ≥{}% of {}s (need {}; busiest got {}% of a CPU){throttled}; anonymous memory {} MiB (RandomX-shaped from {} MiB); hugetlb {} MiB, THP {}; {tuning}; {} TCP connections{}{}",
             s.cpu.busy_threads,
             s.cpu.threads,
             t.busy_percent,
@@ -213,6 +228,7 @@ mod tests {
             tcp_connections: 1,
             peer: Some("192.0.2.7:443".parse().unwrap()),
             rhythm: RhythmSignal::default(),
+            tuning: TuningSignal::default(),
         }
     }
 
@@ -230,6 +246,42 @@ mod tests {
         let v = Verdict::judge(&signals(1, 8, 2304), &Thresholds::default());
         assert!(v.mining());
         assert_eq!(v.fired(), ["cpu", "hugepages", "connection"]);
+    }
+
+    #[test]
+    fn a_busy_connected_process_that_tried_to_tune_the_host_is_mining() {
+        let t = Thresholds::default();
+        // Busy, small (a miner whose memory is not RandomX-shaped, or not
+        // yet), connected: not mining on CPU alone...
+        let mut s = signals(1, 8, 0);
+        s.tuning.counted = true;
+        assert!(!Verdict::judge(&s, &t).mining());
+        // ...but it tried to reserve huge pages (refused in its container).
+        s.tuning.hugepages = 2;
+        let v = Verdict::judge(&s, &t);
+        assert!(v.mining());
+        assert_eq!(v.fired(), ["cpu", "tuning", "connection"]);
+        assert!(v
+            .explain(&s, &t)
+            .contains("tuning attempts: nr_hugepages 2"));
+        // Idle, it is not mining, whatever it tried.
+        s.cpu.busy_threads = 0;
+        assert!(!Verdict::judge(&s, &t).mining());
+        // A rule that does not count tuning is not moved by it.
+        s.cpu.busy_threads = 1;
+        let off = Thresholds {
+            count_tuning: false,
+            ..t
+        };
+        assert!(!Verdict::judge(&s, &off).mining());
+        assert!(Verdict::judge(&s, &off)
+            .explain(&s, &off)
+            .contains("count_tuning: false"));
+        // Not counted: said so.
+        let uncounted = signals(1, 8, 0);
+        assert!(Verdict::judge(&uncounted, &t)
+            .explain(&uncounted, &t)
+            .contains("tuning attempts not counted"));
     }
 
     #[test]

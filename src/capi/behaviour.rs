@@ -6,6 +6,7 @@
 use std::{ffi::c_char, sync::Mutex};
 
 use super::{
+    enforcer::{mg_enforcer, with_enforcer},
     handles::{lock, Registry},
     profile::{mg_profile, with_profile},
     result::{guard, mg_result, Failure},
@@ -76,6 +77,35 @@ pub unsafe extern "C" fn mg_behaviour_detector_sample(
         let json = sample.to_json(d.profile());
         // SAFETY: checked non-NULL above; writable per the contract.
         unsafe { write_out(out, new_report(json), "out") }
+    })
+}
+
+/// Makes `detector` judge with the tuning signal from now on: each busy
+/// process's attempts to tune the host (opens for writing of
+/// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
+/// `nmi_watchdog`), as `enforcer` counts them in the scopes it enforces.
+/// The counter is loaded with the first profile that has a `behaviour`
+/// rule, so apply one first; before that, or where it is off (see
+/// `mg_enforcer_check_status(MG_CHECK_TUNING)`), this fails with
+/// `MG_ERR_INVALID_ARGUMENT` naming why, and the detector is unchanged.
+/// The counts stay readable after the enforcer is freed (they then stop).
+#[no_mangle]
+pub extern "C" fn mg_behaviour_detector_count_tuning(
+    detector: *mut mg_behaviour_detector,
+    enforcer: *const mg_enforcer,
+) -> mg_result {
+    guard(|| {
+        let counts = with_enforcer(enforcer, |e| {
+            e.tuning_counts().ok_or_else(|| {
+                Failure::invalid(format!(
+                    "the enforcer counts no tuning attempts: {}",
+                    e.tuning().err().unwrap_or_default()
+                ))
+            })
+        })?;
+        let shared = DETECTORS.get(detector, "detector")?;
+        lock(&shared, "detector")?.count_tuning(counts);
+        Ok(())
     })
 }
 

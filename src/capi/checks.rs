@@ -1,6 +1,6 @@
 //! C API: learn mode, the event-path self-test, and whether the optional
 //! checks (loader exec, TCP Fast Open, Stratum in the lsm hook or in the
-//! sk_msg program) are active,
+//! sk_msg program, the tuning counter) are active,
 //! and the sockets released from the Stratum send path.
 
 use std::{ffi::c_char, time::Duration};
@@ -31,6 +31,12 @@ pub enum mg_check {
     /// backend only where sendfile and splice bypass its hook, before
     /// Linux 6.5).
     MG_CHECK_STRATUM_SK_MSG = 4,
+    /// The count of attempts to tune the host (opens for writing of
+    /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
+    /// `nmi_watchdog`) that the behaviour detector's tuning signal reads
+    /// (`mg_behaviour_detector_count_tuning()`); loaded with the first
+    /// profile that has a `behaviour` rule.
+    MG_CHECK_TUNING = 5,
 }
 
 /// Whether optional check `check` (an `MG_CHECK_*` value) is active:
@@ -59,9 +65,10 @@ pub unsafe extern "C" fn mg_enforcer_check_status(
                 2 => e.fast_open(),
                 3 => e.lsm_stratum(),
                 4 => e.stratum_sk_msg(),
+                5 => e.tuning(),
                 other => {
                     return Err(Failure::invalid(format!(
-                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum, 4 stratum sk_msg)"
+                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum, 4 stratum sk_msg, 5 tuning)"
                     )))
                 }
             })

@@ -209,6 +209,9 @@ pub struct KernelPolicy {
     /// → `/usr/bin`), filled by [`KernelPolicy::resolve_inodes`]: the
     /// kernel sees the resolved path, so both are entries.
     pub path_aliases: BTreeMap<String, String>,
+    /// Whether a `behaviour` rule counts tuning attempts (the open
+    /// tracepoints of bpf/tuning_tp.bpf.c are then loaded).
+    pub count_tuning: bool,
 }
 
 /// What an entry of the kernel's path map (`mg_exec_paths`) stands for.
@@ -321,6 +324,7 @@ impl KernelPolicy {
             allow_only: None,
             exec_allow: BTreeMap::new(),
             no_new_exec: None,
+            count_tuning: false,
         };
         let mut exec_names = Strongest::new();
         let mut ports = Strongest::new();
@@ -419,8 +423,11 @@ impl KernelPolicy {
                 // and reports can name it.
                 Matcher::Seccomp(_) => {}
                 // Not a kernel map entry either: the behaviour detector
-                // samples the scope (crate::behaviour).
-                Matcher::Behaviour(_) => {}
+                // samples the scope (crate::behaviour). Its tuning signal
+                // needs the kernel's counter loaded.
+                Matcher::Behaviour(b) => {
+                    policy.count_tuning |= crate::behaviour::Thresholds::from(b).count_tuning;
+                }
             }
             let matcher = matcher.kind();
             policy.rules.push(CompiledRule {

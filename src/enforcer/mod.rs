@@ -595,6 +595,7 @@ impl Enforcer {
             fast_open: self.kernel.fast_open(),
             lsm_stratum: self.kernel.stratum_in_lsm(),
             stratum_sk_msg: self.kernel.stratum_sk_msg(),
+            tuning: self.kernel.tuning(),
         }
     }
 
@@ -609,6 +610,25 @@ impl Enforcer {
     pub fn scope_guard(&self) -> std::result::Result<Option<String>, String> {
         let (status, note) = self.kernel.scope_guard();
         status.as_result().map(|()| note)
+    }
+
+    /// Whether opens for writing of the files a miner writes to tune the
+    /// host (`nr_hugepages`, the MSR devices, the msr module's
+    /// `allow_writes`, `nmi_watchdog`) are counted for the behaviour
+    /// detector's tuning signal; otherwise why not. The counter is loaded
+    /// with the first profile that has a `behaviour` rule (before that this
+    /// says so) and needs the syscall tracepoints.
+    pub fn tuning(&self) -> std::result::Result<(), String> {
+        self.kernel.tuning().as_result()
+    }
+
+    /// What a [`Detector`](crate::behaviour::Detector) reads the tuning
+    /// signal from ([`Detector::count_tuning`](crate::behaviour::Detector::count_tuning)):
+    /// `None` until a profile with a `behaviour` rule loaded the counter,
+    /// or where it is off ([`Enforcer::tuning`] says why). Cheap to call
+    /// (one shared handle); it outlives the enforcer (the counts then stop).
+    pub fn tuning_counts(&self) -> Option<crate::behaviour::TuningCounts> {
+        self.kernel.tuning_counts()
     }
 
     /// Whether executable mappings of files an exec rule refuses are judged

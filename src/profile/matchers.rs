@@ -270,6 +270,13 @@ pub struct BehaviourMatch {
     /// each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rhythm_max_bytes_per_sec: Option<u32>,
+    /// Whether attempts to tune the host (opens for writing of
+    /// `nr_hugepages`, MSR devices, `allow_writes`, `nmi_watchdog`) are
+    /// counted, by the enforcer's open tracepoints, and count as the
+    /// footprint part of mining. Default true; false leaves the
+    /// tracepoints unloaded (they cost every open() on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_tuning: Option<bool>,
 }
 
 /// What a seccomp filter does with a system call. Written as a word

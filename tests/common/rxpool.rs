@@ -168,6 +168,41 @@ impl RxPool {
         light_command_to(self.addr(), false, xmrig, dir, name, threads)
     }
 
+    /// [`RxPool::light_command`] with XMRig's huge pages on (its default:
+    /// as root it then writes the sysfs `nr_hugepages` to reserve them),
+    /// run as a container runtime runs it: in its own mount namespace where
+    /// /sys and /proc/sys are read-only, so the reservation is refused
+    /// (EROFS) and the host's huge pages stay as they are. XMRig is exec'd
+    /// only once both remounts succeeded, keeping the pid it started with.
+    pub fn light_command_with_huge_pages_refused(
+        &self,
+        xmrig: &Path,
+        dir: &TempDir,
+        name: &str,
+        threads: u32,
+    ) -> Command {
+        let miner = light_command_to(self.addr(), false, xmrig, dir, name, threads);
+        let args: Vec<_> = (miner.get_args())
+            .filter(|a| *a != "--no-huge-pages")
+            .map(|a| a.to_os_string())
+            .collect();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount -o remount,ro,bind /sys && mount --bind /proc/sys /proc/sys \
+                 && mount -o remount,ro,bind /proc/sys && exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(miner.get_program())
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
     /// Waits (up to `limit`, a hang guard) until `cond` holds.
     pub fn wait_for(&self, limit: Duration, cond: impl Fn(&RxPool) -> bool) -> bool {
         let deadline = Instant::now() + limit;

@@ -23,6 +23,9 @@
 //!   container) and nothing beside it; backlog events kill nothing.
 //! - `domains`: domains resolved to addresses, refreshed.
 //! - `device`: MSR device opens.
+//! - `tuning`: the behaviour detector's tuning signal: opens for writing of
+//!   `nr_hugepages`, MSR devices, `allow_writes`, `nmi_watchdog`, counted
+//!   per process in a scope.
 //! - `lifecycle`: scopes and nesting, update, remove, failed apply, audit
 //!   mode, handles, self-test events, drop counters, probe, rules a backend
 //!   cannot enforce.
@@ -61,6 +64,7 @@ mod scope_escape;
 mod stratum;
 mod stratum_egress;
 mod stratum_evasions;
+mod tuning;
 mod workloads;
 
 use minerguard::{Action, Profile, Rule};

@@ -7,6 +7,7 @@ use std::{path::PathBuf, sync::Mutex};
 use pyo3::{exceptions::PyValueError, prelude::*};
 
 use crate::{
+    enforcer::Enforcer,
     errors::to_py,
     profile::{json_to_py, Profile},
 };
@@ -46,6 +47,20 @@ impl BehaviourDetector {
     fn rules(&self) -> Vec<String> {
         let d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         d.rules().iter().map(|r| r.name.to_string()).collect()
+    }
+
+    /// Judges with the tuning signal from now on: each busy process's
+    /// attempts to tune the host (opens for writing of `nr_hugepages`, MSR
+    /// devices, the msr module's `allow_writes`, `nmi_watchdog`), as
+    /// `enforcer` counts them in the scopes it enforces. The counter is
+    /// loaded with the first profile that has a `behaviour` rule: apply one
+    /// first. Raises `ValueError` (saying why) where there are no counts;
+    /// the detector is then unchanged.
+    fn count_tuning(&self, py: Python<'_>, enforcer: PyRef<'_, Enforcer>) -> PyResult<()> {
+        let counts = enforcer.tuning_counts(py)?;
+        let mut d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        d.count_tuning(counts);
+        Ok(())
     }
 
     /// Takes one sample of every process of `cgroups` (paths, absolute or

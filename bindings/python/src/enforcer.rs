@@ -160,6 +160,24 @@ impl Enforcer {
     }
 }
 
+impl Enforcer {
+    /// The tuning counts, or a `ValueError` saying why there are none.
+    pub(crate) fn tuning_counts(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<minerguard::behaviour::TuningCounts> {
+        self.with(py, |e| {
+            Ok(e.tuning_counts().ok_or_else(|| e.tuning().err()))
+        })?
+        .map_err(|why| {
+            PyValueError::new_err(format!(
+                "the enforcer counts no tuning attempts: {}",
+                why.unwrap_or_default()
+            ))
+        })
+    }
+}
+
 fn closed() -> PyErr {
     PyValueError::new_err("the enforcer is closed")
 }
@@ -458,6 +476,16 @@ impl Enforcer {
     #[getter]
     fn stratum_sk_msg(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.stratum_sk_msg().err()))
+    }
+
+    /// None when attempts to tune the host (opens for writing of
+    /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
+    /// `nmi_watchdog`) are counted for `BehaviourDetector.count_tuning`;
+    /// otherwise why not (loaded with the first profile that has a
+    /// `behaviour` rule).
+    #[getter]
+    fn tuning(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.tuning().err()))
     }
 
     /// The errno a send refused by a stratum rule fails with (final once a

@@ -20,6 +20,18 @@ if TYPE_CHECKING:
     from minerguard._minerguard import BehaviourSample
 
 BUSY = [sys.executable, "-c", "while True: pass"]
+# Opens the hugepages sysctl for writing (a reservation attempt; nothing is
+# written), then spins.
+TUNER = [
+    sys.executable,
+    "-c",
+    "import os\n"
+    "try:\n"
+    "    os.close(os.open('/proc/sys/vm/nr_hugepages', os.O_WRONLY))\n"
+    "except OSError:\n"
+    "    pass\n"
+    "while True: pass",
+]
 
 
 def profile(thresholds: str) -> minerguard.Profile:
@@ -96,6 +108,36 @@ def test_what_meets_the_thresholds_is_killed_and_excluded_cgroups_are_not_sample
             p.kill()
             p.wait()
         child.remove()
+
+
+def test_a_busy_process_that_tried_to_reserve_huge_pages_is_found_by_its_tuning(
+    cgroup: Cgroup, enforcer: minerguard.Enforcer
+) -> None:
+    # The memory signal out of reach: only the tuning attempt can make it.
+    prof = profile(", anon_mib: 1048576, needs_connection: false")
+    detector = minerguard.BehaviourDetector(prof)
+    with pytest.raises(ValueError, match="behaviour rule"):
+        detector.count_tuning(enforcer)
+    assert enforcer.tuning is not None
+    enforcer.apply(prof, cgroup=cgroup.path)
+    assert enforcer.tuning is None
+    detector.count_tuning(enforcer)
+    tuner = start_in(cgroup, TUNER)
+    busy = start_in(cgroup, BUSY)
+    try:
+        samples = sample_for(detector, cgroup, 30)
+        [found] = samples[-1]["detections"]
+        f = found["output_fields"]
+        assert f["proc.pid"] == tuner.pid
+        assert f["minerguard.behaviour.signals"] == ["cpu", "tuning"]
+        assert f["minerguard.behaviour.tuning.hugepages"] == 1
+        assert f["minerguard.behaviour.tuning.counted"] is True
+        assert tuner.wait(timeout=30) == -9
+        assert busy.poll() is None, "as busy, but it tried nothing"
+    finally:
+        for p in (tuner, busy):
+            p.kill()
+            p.wait()
 
 
 def make_cgroup_under(parent: Cgroup) -> Cgroup:

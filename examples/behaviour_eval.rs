@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run --release --example behaviour_eval -- [--seconds N] [--busy-percent P]
-//!     [--window-secs S] [--needs-rhythm] [--case PART-OF-A-NAME]
+//!     [--window-secs S] [--needs-rhythm] [--case PART-OF-A-NAME] [--ci]
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -35,9 +35,11 @@ enum Workload {
     /// config.json, no arguments at all; `socks5`: through a loopback SOCKS5
     /// proxy; `tls`: `--tls` to a TLS front of the pool; `duty`: stopped and
     /// continued every this long (SIGSTOP/SIGCONT, as `cpulimit` does), a
-    /// 50 % duty cycle.
+    /// 50 % duty cycle; `hint`: `--cpu-max-threads-hint` (percent of the
+    /// CPUs) in place of `--threads`.
     Miner {
         threads: u32,
+        hint: Option<u32>,
         config_only: bool,
         socks5: bool,
         tls: bool,
@@ -72,6 +74,7 @@ fn cases() -> Vec<Case> {
         name,
         workload: Workload::Miner {
             threads,
+            hint: None,
             config_only,
             socks5,
             tls,
@@ -87,6 +90,18 @@ fn cases() -> Vec<Case> {
     vec![
         miner("xmrig light 2 threads, renamed", 2, false, false, false, None),
         miner("xmrig light 1 thread, renamed", 1, false, false, false, None),
+        Case {
+            name: "xmrig light, --cpu-max-threads-hint=25, renamed",
+            workload: Workload::Miner {
+                threads: 1,
+                hint: Some(25),
+                config_only: false,
+                socks5: false,
+                tls: false,
+                duty: None,
+            },
+            known_limit: false,
+        },
         miner("xmrig light, config file only", 2, true, false, false, None),
         miner("xmrig light, through SOCKS5", 2, false, true, false, None),
         miner("xmrig light, --tls", 2, false, false, true, None),
@@ -153,6 +168,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The cases of the CI form (`--ci`), by a part of their names.
+const CI_CASES: [&str; 4] = [
+    "--tls",
+    "cpulimit-like",
+    "python networked worker",
+    "long-lived TLS client",
+];
+
 fn xmrig_config(dir: &Path, pool: &RxPool, threads: u32) {
     let cpu: Vec<i32> = (0..threads as i32).collect();
     let config = serde_json::json!({
@@ -179,6 +202,7 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
     let mut cmd = match case.workload {
         Workload::Miner {
             threads,
+            hint,
             config_only: false,
             ..
         } => {
@@ -186,6 +210,20 @@ fn run_case(case: &Case, xmrig: &Path, profile: &Profile, seconds: u64) -> Outco
                 Some(front) => pool.light_command_over_tls(front, xmrig, &dir, "php-fpm", threads),
                 None => pool.light_command(xmrig, &dir, "php-fpm", threads),
             };
+            if let Some(hint) = hint {
+                // XMRig sizes its threads itself: no --threads.
+                let args: Vec<_> = (c.get_args())
+                    .filter(|a| !a.to_string_lossy().starts_with("--threads="))
+                    .map(|a| a.to_os_string())
+                    .collect();
+                let mut hinted = Command::new(c.get_program());
+                hinted
+                    .args(args)
+                    .arg(format!("--cpu-max-threads-hint={hint}"))
+                    .current_dir(dir.path())
+                    .env("HOME", dir.path());
+                c = hinted;
+            }
             if let Some(proxy) = &proxy {
                 c.arg(format!("--proxy={}", proxy.addr()));
             }
@@ -296,6 +334,10 @@ fn main() {
     let mut seconds = 30;
     let mut thresholds = BehaviourMatch::default();
     let mut only: Option<String> = None;
+    // The CI form: a miner over TLS, one held to a cpulimit-like duty
+    // cycle, and the two benign cases that hold connections, 25 s each at
+    // most (a miner's case ends at its detection).
+    let mut ci = false;
     while let Some(a) = args.next() {
         if a == "--needs-rhythm" {
             thresholds.needs_rhythm = Some(true);
@@ -303,6 +345,10 @@ fn main() {
         }
         if a == "--case" {
             only = Some(args.next().expect("--case needs part of a case's name"));
+            continue;
+        }
+        if a == "--ci" {
+            ci = true;
             continue;
         }
         let mut value = || -> u32 {
@@ -340,7 +386,8 @@ fn main() {
     let (mut limits, mut limits_detected, mut not_run) = (0, 0, 0);
     let chosen = cases()
         .into_iter()
-        .filter(|c| only.as_deref().map_or(true, |o| c.name.contains(o)));
+        .filter(|c| only.as_deref().map_or(true, |o| c.name.contains(o)))
+        .filter(|c| !ci || CI_CASES.iter().any(|part| c.name.contains(part)));
     let needs_rhythm = thresholds.needs_rhythm == Some(true);
     for mut case in chosen {
         case.known_limit &= !needs_rhythm;

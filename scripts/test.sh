@@ -53,6 +53,12 @@ cargo test --workspace --bench '*'
 # bench-apps.sh and prog-costs.sh) still build, load and run.
 bash scripts/prog-costs.sh --request --egress egress_lookup 200
 
+step "behaviour detector evaluation, CI form (scripts/behaviour-eval.sh --ci: four cases, ≈90 s)"
+# Real XMRig over TLS and on a cpulimit-like duty cycle must be detected, the
+# two benign cases holding connections must not be (the whole set, 30 s or
+# 10 min a case: BENCHMARKS.md).
+bash scripts/behaviour-eval.sh --ci
+
 step "fuzz the profile parser (scripts/fuzz.sh, 30 s)"
 bash scripts/fuzz.sh
 

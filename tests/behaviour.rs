@@ -638,3 +638,63 @@ fn a_big_busy_process_streaming_over_its_connection_has_no_pool_rhythm() {
     let d = flagged_by_default.expect("the default rule (any connection) flags it");
     assert_eq!(d.outcome, Outcome::DryRun, "{:?}", d.outcome);
 }
+
+#[test]
+fn a_big_busy_process_whose_connection_went_quiet_has_no_pool_rhythm() {
+    let test = "a_big_busy_process_whose_connection_went_quiet_has_no_pool_rhythm";
+    if !root_or_skip(test) {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgroup = test_cgroup();
+    // 300 MiB, a spinning thread, and a connection that carries one small
+    // exchange both ways 3 s in (after the detector has seen it), then is
+    // kept open and unused, as an idle database pool's connection is.
+    let script = BIG_AND_CONNECTED.to_string()
+        + "\
+        def once():\n\
+        \x20   time.sleep(3)\n\
+        \x20   c.sendall(b'ping')\n\
+        \x20   a.recv(4)\n\
+        \x20   a.sendall(b'pong')\n\
+        \x20   c.recv(4)\n\
+        threading.Thread(target=once, daemon=True).start()\n\
+        x = 1\n\
+        while True: x = (x * 1103515245 + 12345) % 2147483648\n";
+    let mut worker = python_in(&cgroup, &script);
+    // Pool-shaped only if quiet at most 2 s: by the time the connection is
+    // held a 5 s window, its last exchange is older than that.
+    let quiet_profile = |quiet: u32, action| {
+        Profile::new("behaviour-quiet").rule(Rule::behaviour(
+            "mining-behaviour",
+            action,
+            BehaviourMatch {
+                window_secs: Some(5),
+                needs_rhythm: Some(true),
+                rhythm_max_quiet_secs: Some(quiet),
+                ..Default::default()
+            },
+        ))
+    };
+    let mut strict = Detector::new(&quiet_profile(2, minerguard::Action::Kill)).unwrap();
+    let mut looser = Detector::new(&quiet_profile(600, minerguard::Action::Kill)).unwrap();
+    let (observed, found_by_looser) = strict_and_looser(&cgroup, &mut strict, &mut looser);
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker still runs"
+    );
+    let o = observed
+        .iter()
+        .filter(|o| o.pid == worker.id() && o.signals.rhythm.long_lived >= 1)
+        .max_by_key(|o| o.signals.rhythm.quiet)
+        .expect("observed with its connection held a window");
+    let r = o.signals.rhythm;
+    assert_eq!(r.steady, 0, "{o:?}");
+    assert!(r.quiet > Duration::from_secs(2), "{o:?}");
+    assert!(o.verdict.cpu_saturated && o.verdict.randomx_memory && o.verdict.connected);
+    // The same connection passes a rule that allows 10 minutes of quiet:
+    // the exchange made it pool-shaped.
+    let d = found_by_looser.expect("the looser rule finds the pool-shaped connection");
+    assert!(d.verdict.pool_rhythm, "{:?}", d.verdict);
+    assert_eq!(d.outcome, Outcome::DryRun, "{:?}", d.outcome);
+}

@@ -115,6 +115,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("    action: kill\n    behaviour: { rhythm_max_bytes_per_sec: 0 }\n", "rules[0].behaviour.rhythm_max_bytes_per_sec", "1-1073741824"),
     ("    action: kill\n    behaviour: { needs_rhythm: often }\n", "rules[0].behaviour.needs_rhythm", "invalid type"),
     ("    action: kill\n    behaviour: { count_tuning: 1 }\n", "rules[0].behaviour.count_tuning", "invalid type"),
+    ("    action: kill\n    behaviour: { rhythm_max_quiet_secs: 0 }\n", "rules[0].behaviour.rhythm_max_quiet_secs", "1-86400"),
 ];
 
 #[test]

@@ -42,10 +42,24 @@ pub(crate) struct TcpCounters {
     pub segs_out: u32,
     /// Segments carrying data it received (`tcpi_data_segs_in`).
     pub segs_in: u32,
+    /// Milliseconds since it last sent data (`tcpi_last_data_sent`).
+    pub since_sent_ms: u32,
+    /// Milliseconds since it last received data (`tcpi_last_data_recv`).
+    pub since_recv_ms: u32,
+}
+
+impl TcpCounters {
+    /// How long it has gone without data one way or the other: the longer
+    /// of the two times since data was last sent and received.
+    pub fn quiet(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.since_sent_ms.max(self.since_recv_ms).into())
+    }
 }
 
 /// Offsets in `struct tcp_info` (include/uapi/linux/tcp.h; the fields
 /// exist since Linux 4.6 and keep their places).
+const LAST_DATA_SENT: usize = 44;
+const LAST_DATA_RECV: usize = 52;
 const BYTES_ACKED: usize = 120;
 const BYTES_RECEIVED: usize = 128;
 const DATA_SEGS_IN: usize = 152;
@@ -61,6 +75,8 @@ pub(crate) fn parse_tcp_info(raw: &[u8]) -> Option<TcpCounters> {
         bytes_in: u64_at(BYTES_RECEIVED)?,
         segs_out: u32_at(DATA_SEGS_OUT)?,
         segs_in: u32_at(DATA_SEGS_IN)?,
+        since_sent_ms: u32_at(LAST_DATA_SENT)?,
+        since_recv_ms: u32_at(LAST_DATA_RECV)?,
     })
 }
 
@@ -310,6 +326,8 @@ mod tests {
             assert!((1000..=1001).contains(&c.bytes_out), "{c:?}");
             assert_eq!(c.bytes_in, 2, "{c:?}");
             assert!(c.segs_out >= 1 && c.segs_in >= 1, "{c:?}");
+            // Data went both ways just now.
+            assert!(c.quiet() < std::time::Duration::from_secs(5), "{c:?}");
         }
         // A listener is no connection.
         let l = {
@@ -335,10 +353,13 @@ mod tests {
         let mut raw = vec![0u8; 232];
         raw[BYTES_ACKED..BYTES_ACKED + 8].copy_from_slice(&5u64.to_ne_bytes());
         raw[DATA_SEGS_IN..DATA_SEGS_IN + 4].copy_from_slice(&3u32.to_ne_bytes());
+        raw[LAST_DATA_SENT..LAST_DATA_SENT + 4].copy_from_slice(&1500u32.to_ne_bytes());
+        raw[LAST_DATA_RECV..LAST_DATA_RECV + 4].copy_from_slice(&700_000u32.to_ne_bytes());
         let c = parse_tcp_info(&raw).unwrap();
         assert_eq!(
             (c.bytes_out, c.bytes_in, c.segs_in, c.segs_out),
             (5, 0, 3, 0)
         );
+        assert_eq!(c.quiet(), std::time::Duration::from_secs(700));
     }
 }

@@ -118,7 +118,8 @@ impl Detection {
     /// `throttled.sleeps_per_sec`, `throttled.window_secs`, `anon_mib`,
     /// `hugetlb_mib`, `anon_huge_mib`, `tcp_connections`, `peer`,
     /// `rhythm.steady`, `rhythm.long_lived`, `rhythm.bytes_per_sec`,
-    /// `rhythm.data_segments`, `rhythm.age_secs`, `rhythm.peer`,
+    /// `rhythm.data_segments`, `rhythm.age_secs`, `rhythm.quiet_secs`,
+    /// `rhythm.peer`,
     /// `tuning.hugepages`, `tuning.msr`, `tuning.msr_allow_writes`,
     /// `tuning.nmi_watchdog`, `tuning.counted`;
     /// `threshold.*`; `why`).

@@ -57,8 +57,9 @@ pub use rhythm::RhythmSignal;
 pub use sample::Memory;
 pub use thresholds::{
     Thresholds, DEFAULT_ANON_MIB, DEFAULT_BUSY_PERCENT, DEFAULT_BUSY_THREADS,
-    DEFAULT_RHYTHM_MAX_BYTES_PER_SEC, DEFAULT_THROTTLED_MAX_SLEEPS, DEFAULT_THROTTLED_PERCENT,
-    DEFAULT_THROTTLED_WINDOW_SECS, DEFAULT_WINDOW_SECS, RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
+    DEFAULT_RHYTHM_MAX_BYTES_PER_SEC, DEFAULT_RHYTHM_MAX_QUIET_SECS, DEFAULT_THROTTLED_MAX_SLEEPS,
+    DEFAULT_THROTTLED_PERCENT, DEFAULT_THROTTLED_WINDOW_SECS, DEFAULT_WINDOW_SECS,
+    RANDOMX_CACHE_MIB, RANDOMX_DATASET_MIB,
 };
 pub use tuning::{TuningCounts, TuningSignal};
 pub use verdict::{Signals, Verdict};
@@ -466,9 +467,13 @@ impl Detector {
             let conns = &held.connections;
             // Unknown counters are not remembered as a connection's first.
             let rhythm = match (busy, held.counters_unknown) {
-                (true, false) => {
-                    (t.connections).judge(now, conns, th.window, th.rhythm_max_bytes_per_sec.into())
-                }
+                (true, false) => (t.connections).judge(
+                    now,
+                    conns,
+                    th.window,
+                    th.rhythm_max_bytes_per_sec.into(),
+                    th.rhythm_max_quiet,
+                ),
                 (true, true) => RhythmSignal {
                     unknown: true,
                     ..RhythmSignal::default()

@@ -33,6 +33,7 @@ pub(super) fn signals_value(s: &Signals) -> Value {
         "rhythm.bytes_per_sec": s.rhythm.bytes_per_sec,
         "rhythm.data_segments": s.rhythm.data_segments,
         "rhythm.age_secs": s.rhythm.age.as_secs_f64(),
+        "rhythm.quiet_secs": s.rhythm.bytes_per_sec.map(|_| s.rhythm.quiet.as_secs_f64()),
         "rhythm.peer": s.rhythm.peer.map(|p| p.to_string()),
         "rhythm.unknown": s.rhythm.unknown,
         "tuning.hugepages": s.tuning.hugepages,
@@ -57,6 +58,7 @@ pub(super) fn thresholds_value(t: &Thresholds) -> Value {
         "throttled_max_sleeps": t.throttled_max_sleeps,
         "needs_rhythm": t.needs_rhythm,
         "rhythm_max_bytes_per_sec": t.rhythm_max_bytes_per_sec,
+        "rhythm_max_quiet_secs": t.rhythm_max_quiet.as_secs(),
         "count_tuning": t.count_tuning,
     })
 }

@@ -1,8 +1,11 @@
 //! The network rhythm: a miner holds one long-lived connection to its pool
 //! (or a proxy) and exchanges little on it (jobs one way, shares the
-//! other), whatever it is wrapped in. Judged from each connection's
-//! counters ([`super::connections`]) since the detector first saw it, not
-//! from its payload.
+//! other), over and over, whatever it is wrapped in. Judged from each
+//! connection's counters ([`super::connections`]) since the detector first
+//! saw it, not from its payload, and from how long it has now gone without
+//! data either way: a pool sends a job per block, a miner a share every
+//! few tens of seconds at the pool's difficulty, while a connection kept
+//! open and unused (an idle database pool's) goes quiet for many minutes.
 
 use std::{
     collections::HashMap,
@@ -16,7 +19,8 @@ use super::connections::TcpCounters;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RhythmSignal {
     /// Connections held at least a window that carried data both ways, at
-    /// most the allowed bytes a second: pool-shaped.
+    /// most the allowed bytes a second, and have not gone quiet either way
+    /// longer than allowed: pool-shaped.
     pub steady: u32,
     /// Connections held at least a window, whatever they carried.
     pub long_lived: u32,
@@ -27,6 +31,9 @@ pub struct RhythmSignal {
     pub data_segments: u32,
     /// How long it has been seen.
     pub age: Duration,
+    /// How long it has gone without data one way or the other (the longer
+    /// of `tcpi_last_data_sent` and `tcpi_last_data_recv`), now.
+    pub quiet: Duration,
     /// Its peer.
     pub peer: Option<SocketAddr>,
     /// The counters could not be read (sock_diag refused): a rule that
@@ -66,13 +73,15 @@ impl FirstSeen {
 
     /// The rhythm of `connections` at `now` (a connection is long-lived
     /// once seen `window` ago; steady if it carried data both ways at most
-    /// `max_bytes_per_sec`); forgets the connections that are gone.
+    /// `max_bytes_per_sec` and has gone at most `max_quiet` without data
+    /// either way); forgets the connections that are gone.
     pub fn judge(
         &mut self,
         now: Instant,
         connections: &[Connection],
         window: Duration,
         max_bytes_per_sec: u64,
+        max_quiet: Duration,
     ) -> RhythmSignal {
         self.observe(now, connections);
         let mut signal = RhythmSignal::default();
@@ -92,7 +101,8 @@ impl FirstSeen {
                 c.counters.segs_out.saturating_sub(then.segs_out),
                 c.counters.segs_in.saturating_sub(then.segs_in),
             );
-            if out > 0 && into > 0 && rate <= max_bytes_per_sec {
+            let quiet = c.counters.quiet();
+            if out > 0 && into > 0 && rate <= max_bytes_per_sec && quiet <= max_quiet {
                 signal.steady += 1;
             }
             if signal
@@ -102,6 +112,7 @@ impl FirstSeen {
                 signal.bytes_per_sec = Some(rate);
                 signal.data_segments = out.saturating_add(into);
                 signal.age = age;
+                signal.quiet = quiet;
                 signal.peer = Some(c.peer);
             }
         }
@@ -113,6 +124,9 @@ impl FirstSeen {
 mod tests {
     use super::*;
 
+    /// The default most quiet time.
+    const QUIET: Duration = Duration::from_secs(600);
+
     fn conn(inode: u64, bytes_out: u64, bytes_in: u64, segs: u32) -> Connection {
         Connection {
             inode,
@@ -122,6 +136,8 @@ mod tests {
                 bytes_in,
                 segs_out: segs,
                 segs_in: segs,
+                since_sent_ms: 1_000,
+                since_recv_ms: 2_000,
             },
         }
     }
@@ -132,7 +148,13 @@ mod tests {
         let w = Duration::from_secs(10);
         let mut seen = FirstSeen::default();
         // First sight: nothing long-lived yet.
-        let s = seen.judge(t0, &[conn(1, 100, 100, 1), conn(2, 0, 0, 0)], w, 4096);
+        let s = seen.judge(
+            t0,
+            &[conn(1, 100, 100, 1), conn(2, 0, 0, 0)],
+            w,
+            4096,
+            QUIET,
+        );
         assert_eq!((s.long_lived, s.steady, s.bytes_per_sec), (0, 0, None));
         // 10 s on: #1 carried 2,000 bytes both ways (200 B/s), #2 50 MB.
         let later = t0 + w;
@@ -144,15 +166,36 @@ mod tests {
             ],
             w,
             4096,
+            QUIET,
         );
         assert_eq!((s.long_lived, s.steady), (2, 1), "{s:?}");
         assert_eq!(s.bytes_per_sec, Some(200));
         assert_eq!((s.data_segments, s.age), (40, w));
+        assert_eq!(s.quiet, Duration::from_secs(2), "the longer of the two");
         // A stricter limit: none steady.
         assert_eq!(
-            seen.judge(later, &[conn(1, 1100, 1100, 21)], w, 100).steady,
+            seen.judge(later, &[conn(1, 1100, 1100, 21)], w, 100, QUIET)
+                .steady,
             0
         );
+    }
+
+    #[test]
+    fn a_connection_gone_quiet_longer_than_allowed_is_not_steady() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        let mut seen = FirstSeen::default();
+        seen.judge(t0, &[conn(1, 100, 100, 1)], w, 4096, QUIET);
+        // Carried a little both ways since, but nothing received for 11 min:
+        // kept open and unused, as an idle database pool's connection is.
+        let mut dormant = conn(1, 1100, 1100, 21);
+        dormant.counters.since_recv_ms = 660_000;
+        let s = seen.judge(t0 + w, &[dormant], w, 4096, QUIET);
+        assert_eq!((s.long_lived, s.steady), (1, 0), "{s:?}");
+        assert_eq!(s.quiet, Duration::from_secs(660));
+        // A looser rule takes it.
+        let s = seen.judge(t0 + w, &[dormant], w, 4096, Duration::from_secs(900));
+        assert_eq!(s.steady, 1);
     }
 
     #[test]
@@ -160,14 +203,14 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_secs(10);
         let mut seen = FirstSeen::default();
-        seen.judge(t0, &[conn(1, 0, 0, 0)], w, 4096);
+        seen.judge(t0, &[conn(1, 0, 0, 0)], w, 4096, QUIET);
         // Sent only (no data segment in).
         let mut one_way = conn(1, 500, 0, 0);
         one_way.counters.segs_out = 5;
-        let s = seen.judge(t0 + w, &[one_way], w, 4096);
+        let s = seen.judge(t0 + w, &[one_way], w, 4096, QUIET);
         assert_eq!((s.long_lived, s.steady), (1, 0));
         // #1 closed, #3 new: forgotten, and not yet long-lived.
-        let s = seen.judge(t0 + w * 2, &[conn(3, 10, 10, 1)], w, 4096);
+        let s = seen.judge(t0 + w * 2, &[conn(3, 10, 10, 1)], w, 4096, QUIET);
         assert_eq!((s.long_lived, seen.by_inode.len()), (0, 1));
     }
 }

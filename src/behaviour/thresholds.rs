@@ -34,6 +34,12 @@ pub const DEFAULT_THROTTLED_MAX_SLEEPS: u32 = 20;
 /// bytes) per block or difficulty change, a miner a share (about 200 bytes)
 /// every few seconds at most; a service streams far more.
 pub const DEFAULT_RHYTHM_MAX_BYTES_PER_SEC: u32 = 4096;
+/// Default `rhythm_max_quiet_secs`: a pool sends a job per block (Monero:
+/// every 2 minutes on average, 5 minutes or more now and then) and a miner
+/// a share every few tens of seconds at the difficulty a pool sets it, so
+/// ten minutes without data one way is not a miner's; an idle database
+/// pool's connection is quiet for longer.
+pub const DEFAULT_RHYTHM_MAX_QUIET_SECS: u32 = 600;
 /// RandomX's cache, in MiB.
 pub const RANDOMX_CACHE_MIB: u32 = 256;
 /// RandomX's fast-mode dataset, in MiB.
@@ -65,6 +71,8 @@ pub struct Thresholds {
     pub needs_rhythm: bool,
     /// Most bytes a second a pool-shaped connection carries.
     pub rhythm_max_bytes_per_sec: u32,
+    /// Longest a pool-shaped connection goes without data one way.
+    pub rhythm_max_quiet: Duration,
     /// Whether tuning attempts are counted and count.
     pub count_tuning: bool,
 }
@@ -106,6 +114,11 @@ impl From<&BehaviourMatch> for Thresholds {
             rhythm_max_bytes_per_sec: m
                 .rhythm_max_bytes_per_sec
                 .unwrap_or(DEFAULT_RHYTHM_MAX_BYTES_PER_SEC),
+            rhythm_max_quiet: Duration::from_secs(
+                m.rhythm_max_quiet_secs
+                    .unwrap_or(DEFAULT_RHYTHM_MAX_QUIET_SECS)
+                    .into(),
+            ),
             count_tuning: m.count_tuning.unwrap_or(true),
         }
     }
@@ -139,6 +152,7 @@ mod tests {
         assert_eq!(d.longest_window(), Duration::from_secs(20));
         assert_eq!((d.needs_rhythm, d.rhythm_max_bytes_per_sec), (false, 4096));
         assert!(d.count_tuning);
+        assert_eq!(d.rhythm_max_quiet, Duration::from_secs(600));
         let off = Thresholds::from(&BehaviourMatch {
             throttled_percent: Some(0),
             throttled_window_secs: Some(600),

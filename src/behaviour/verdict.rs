@@ -192,14 +192,16 @@ impl Verdict {
                 }
                 None => String::new(),
                 Some(rate) => format!(
-                    "; {} pool-shaped of {} held ≥{}s (quietest: {rate} B/s, {} data segments in {}s{}; pool-shaped at ≤{} B/s both ways)",
+                    "; {} pool-shaped of {} held ≥{}s (quietest: {rate} B/s, {} data segments in {}s, {}s since data one way{}; pool-shaped at ≤{} B/s both ways, quiet ≤{}s)",
                     s.rhythm.steady,
                     s.rhythm.long_lived,
                     t.window.as_secs(),
                     s.rhythm.data_segments,
                     s.rhythm.age.as_secs(),
+                    s.rhythm.quiet.as_secs(),
                     s.rhythm.peer.map(|p| format!(", to {p}")).unwrap_or_default(),
                     t.rhythm_max_bytes_per_sec,
+                    t.rhythm_max_quiet.as_secs(),
                 ),
             },
         )
@@ -371,6 +373,7 @@ mod tests {
             bytes_per_sec: Some(310),
             data_segments: 24,
             age: Duration::from_secs(10),
+            quiet: Duration::from_secs(3),
             peer: Some("192.0.2.7:443".parse().unwrap()),
             unknown: false,
         };
@@ -390,7 +393,7 @@ mod tests {
         assert!(b.explain(&blind, &t).contains("counters unreadable"));
         let text = v.explain(&s, &t);
         assert!(
-            text.contains("1 pool-shaped of 1 held ≥10s (quietest: 310 B/s, 24 data segments in 10s, to 192.0.2.7:443; pool-shaped at ≤4096 B/s both ways)"),
+            text.contains("1 pool-shaped of 1 held ≥10s (quietest: 310 B/s, 24 data segments in 10s, 3s since data one way, to 192.0.2.7:443; pool-shaped at ≤4096 B/s both ways, quiet ≤600s)"),
             "{text}"
         );
     }

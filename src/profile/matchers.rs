@@ -270,6 +270,12 @@ pub struct BehaviourMatch {
     /// each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rhythm_max_bytes_per_sec: Option<u32>,
+    /// Most seconds a pool-shaped connection goes without data one way or
+    /// the other (1-86400; default 600): a pool sends a job per block, a
+    /// miner a share every few tens of seconds; a connection kept open and
+    /// unused falls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rhythm_max_quiet_secs: Option<u32>,
     /// Whether attempts to tune the host (opens for writing of
     /// `nr_hugepages`, MSR devices, `allow_writes`, `nmi_watchdog`) are
     /// counted, by the enforcer's open tracepoints, and count as the

@@ -204,6 +204,7 @@ fn check_behaviour(b: &crate::profile::BehaviourMatch, at: &str, r: &mut Report)
             1,
             1 << 30,
         ),
+        ("rhythm_max_quiet_secs", b.rhythm_max_quiet_secs, 1, 86_400),
     ];
     for (key, value, min, max) in ranges {
         if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {

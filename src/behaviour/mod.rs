@@ -13,7 +13,9 @@
 //! active thread, its connected TCP sockets (`fd/` and its netns's
 //! `net/tcp*`) and their counters (sock_diag: the rhythm); and for a
 //! process whose CPU use already looks like mining, its memory (`status`
-//! RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages). A
+//! RssAnon and HugetlbPages, `smaps_rollup` AnonHugePages) and, where the
+//! enforcer's counter is given ([`Detector::count_tuning`]), its attempts to
+//! tune the host (huge-page reservations, MSR writes). A
 //! verdict ([`Verdict`]) carries every signal's value ([`Signals`]), so an
 //! event says why; the rule's action is then carried out as a scan does
 //! (`audit` reports; `deny` and `kill` kill through a pidfd, since a running

@@ -4,8 +4,9 @@
  * host for more hash rate before it hashes. XMRig 6.x writes the per-node
  * sysfs `nr_hugepages` to reserve huge pages for RandomX, and with its MSR
  * mod loads `msr` with `allow_writes=on` and writes `/dev/cpu/N/msr`; other
- * miners and their installers write `vm.nr_hugepages` or switch the NMI
- * watchdog off. In a container these writes usually fail (sysfs and
+ * miners write `vm.nr_hugepages` or switch the NMI watchdog off (what an
+ * installer script does is counted against the script, which the detector
+ * judges only if it is busy itself). In a container these writes usually fail (sysfs and
  * /proc/sys are read-only there), so what counts is the attempt: an open
  * for writing, seen at syscall entry, before the kernel refuses it.
  *
@@ -19,7 +20,8 @@
  * at the flags test. A path is matched as given (absolute or relative, the
  * name only), not resolved: a symlink to the file walks around this
  * counter, which XMRig and its forks do not use; the other signals do not
- * depend on it. io_uring opens do not pass these tracepoints.
+ * depend on it. io_uring opens, and 32-bit (compat) opens on x86-64, do not
+ * pass these tracepoints.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -163,9 +165,12 @@ static __always_inline void mg_count_tuning(int kind)
 	struct mg_tuning *t = bpf_map_lookup_elem(&mg_tuning, &tgid);
 
 	if (t && t->start_boot_ns != start) {
-		/* A reused pid: the earlier process's counts are not its own. */
-		bpf_map_update_elem(&mg_tuning, &tgid, &fresh, BPF_ANY);
-		t = NULL;
+		/* A reused pid: the earlier process's counts are not its own.
+		 * Reset in place: replacing the element would free it under
+		 * another thread's add. */
+		t->start_boot_ns = start;
+		for (int k = 0; k < MG_TUNE_KINDS; k++)
+			t->counts[k] = 0;
 	}
 	if (!t) {
 		bpf_map_update_elem(&mg_tuning, &tgid, &fresh, BPF_NOEXIST);

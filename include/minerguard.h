@@ -361,7 +361,7 @@ enum mg_check
    * `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
    * `nmi_watchdog`) that the behaviour detector's tuning signal reads
    * (`mg_behaviour_detector_count_tuning()`); loaded with the first
-   * profile that has a `behaviour` rule.
+   * profile whose `behaviour` rule counts tuning (`count_tuning`).
    */
   MG_CHECK_TUNING = 5,
 };
@@ -749,8 +749,8 @@ enum mg_result mg_behaviour_detector_sample(struct mg_behaviour_detector *detect
  * process's attempts to tune the host (opens for writing of
  * `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
  * `nmi_watchdog`), as `enforcer` counts them in the scopes it enforces.
- * The counter is loaded with the first profile that has a `behaviour`
- * rule, so apply one first; before that, or where it is off (see
+ * The counter is loaded with the first profile whose `behaviour` rule
+ * counts tuning (`count_tuning`, on by default), so apply one first; before that, or where it is off (see
  * `mg_enforcer_check_status(MG_CHECK_TUNING)`), this fails with
  * `MG_ERR_INVALID_ARGUMENT` naming why, and the detector is unchanged.
  * The counts stay readable after the enforcer is freed (they then stop).

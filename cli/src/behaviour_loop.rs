@@ -20,7 +20,7 @@ use crate::PREFIX;
 /// apply it first); a warning where the rules are judged without it.
 pub fn detector(profile: &ValidProfile<'_>, enforcer: &Enforcer) -> Detector {
     let mut detector = Detector::from_valid(profile);
-    if detector.rules().is_empty() {
+    if !detector.rules().iter().any(|r| r.thresholds.count_tuning) {
         return detector;
     }
     match enforcer.tuning_counts() {

@@ -101,8 +101,8 @@ pub(crate) struct SharedHooks {
     cmdline: OnDemand<CmdlineHook>,
     /// Loaded with the first policy that has a `scope.escape` rule.
     scope_guard: OnDemand<ScopeGuardHook>,
-    /// The tuning counter: loaded with the first policy that has a
-    /// `behaviour` rule (off without syscall tracepoints).
+    /// The tuning counter: loaded with the first policy whose `behaviour`
+    /// rule counts tuning (off without syscall tracepoints).
     tuning: OnDemand<TuningHook>,
     /// `EnforcerOptions::syscall_tracepoints`.
     syscall_tracepoints: bool,

@@ -29,6 +29,9 @@ use crate::{behaviour::TuningCounts, error::Error};
 pub(crate) const TUNING_NEEDED_BY: &str =
     "the first profile with a behaviour rule that counts tuning (count_tuning, on by default)";
 
+/// The per-process counts' map (pinned under this name with an instance).
+const COUNTS_MAP: &str = "mg_tuning";
+
 /// The loaded and attached tuning tracepoints.
 pub(crate) struct TuningHook {
     // Links go first: they reference the programs.
@@ -41,13 +44,31 @@ pub(crate) struct TuningHook {
 impl TuningHook {
     /// Loads the programs and attaches those whose syscall this kernel has
     /// (`open` and `creat` are missing on arm64); `openat` must attach.
+    ///
+    /// With an instance the counts are pinned and reused: a restarted
+    /// enforcer adopts the running programs (same code, same maps) and
+    /// reads the map they write, with the counts made before the restart.
     pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
         tracefs::ensure_mounted()?;
-        let skel = Owned::build(|storage| {
-            let mut open = TuningTpSkelBuilder::default().open(storage)?;
-            reuse_shared_maps(open.open_object_mut(), maps)?;
-            open.load()
-        })
+        let pins = maps.pins();
+        let build = || {
+            Owned::build(|storage| {
+                let mut open = TuningTpSkelBuilder::default().open(storage)?;
+                if let Some(pins) = pins {
+                    open.maps.mg_tuning.set_pin_path(pins.map_pin(COUNTS_MAP))?;
+                }
+                reuse_shared_maps(open.open_object_mut(), maps)?;
+                open.load()
+            })
+        };
+        let skel = match build() {
+            // Pinned by another version whose layout differs: start afresh.
+            Err(_) if pins.is_some() => {
+                let _ = std::fs::remove_file(pins.expect("checked").map_pin(COUNTS_MAP));
+                build()
+            }
+            other => other,
+        }
         .map_err(load_err("tuning_tp"))?;
         let progs = &skel.progs;
         let all = [

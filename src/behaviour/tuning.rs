@@ -62,6 +62,9 @@ impl TuningSignal {
 #[derive(Debug, Clone)]
 pub struct TuningCounts {
     map: Arc<MapHandle>,
+    /// This process's time namespace's boot-time offset (ns): /proc shows
+    /// start times with it added, the kernel's counter without.
+    boottime_offset_ns: i128,
 }
 
 /// `struct mg_tuning` (bpf/tuning_tp.bpf.c): the process's start time
@@ -71,7 +74,13 @@ const VALUE_LEN: usize = 24;
 impl TuningCounts {
     /// Reads the counter's map through `map`.
     pub(crate) fn new(map: MapHandle) -> Self {
-        TuningCounts { map: Arc::new(map) }
+        TuningCounts {
+            map: Arc::new(map),
+            boottime_offset_ns: std::fs::read_to_string("/proc/self/timens_offsets")
+                .ok()
+                .and_then(|t| boottime_offset(&t))
+                .unwrap_or(0),
+        }
     }
 
     /// The attempts of the live process `pid` so far; `None` when it is
@@ -95,19 +104,30 @@ impl TuningCounts {
         let Ok(Some(value)) = self.map.lookup(&pid.to_ne_bytes(), MapFlags::ANY) else {
             return none;
         };
-        decode(&value, start_ticks, hz).unwrap_or(none)
+        decode(&value, start_ticks, hz, self.boottime_offset_ns).unwrap_or(none)
     }
+}
+
+/// The `boottime` offset of a `/proc/<pid>/timens_offsets` text, in ns
+/// (`boottime <seconds> <nanoseconds>`).
+fn boottime_offset(text: &str) -> Option<i128> {
+    let line = text.lines().find(|l| l.starts_with("boottime"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let secs: i128 = fields.next()?.parse().ok()?;
+    let nanos: i128 = fields.next()?.parse().ok()?;
+    Some(secs * 1_000_000_000 + nanos)
 }
 
 /// The counts in `value` when it belongs to the process that started at
 /// `start_ticks` (the kernel's start time in ns, as /proc shows it in
-/// ticks: divided by 10^9 / `hz`).
-fn decode(value: &[u8], start_ticks: u64, hz: u64) -> Option<TuningSignal> {
+/// ticks: the reader's time namespace's `offset_ns` added, divided by
+/// 10^9 / `hz`).
+fn decode(value: &[u8], start_ticks: u64, hz: u64, offset_ns: i128) -> Option<TuningSignal> {
     let value: &[u8; VALUE_LEN] = value.get(..VALUE_LEN)?.try_into().ok()?;
     let word = |at: usize| u32::from_ne_bytes(value[at..at + 4].try_into().expect("4 bytes"));
     let start_ns = u64::from_ne_bytes(value[..8].try_into().expect("8 bytes"));
-    let ns_per_tick = 1_000_000_000 / hz.max(1);
-    if start_ns / ns_per_tick != start_ticks {
+    let ns_per_tick = i128::from(1_000_000_000 / hz.max(1));
+    if (i128::from(start_ns) + offset_ns).div_euclid(ns_per_tick) != i128::from(start_ticks) {
         return None;
     }
     Some(TuningSignal {
@@ -135,7 +155,7 @@ mod tests {
     fn counts_are_read_in_kind_order_for_the_same_process_only() {
         // Started 12.345 s after boot: tick 1234 at 100 Hz.
         let v = value(12_345_000_000, [3, 8, 1, 2]);
-        let s = decode(&v, 1234, 100).unwrap();
+        let s = decode(&v, 1234, 100, 0).unwrap();
         assert_eq!(
             (s.hugepages, s.msr, s.msr_allow_writes, s.nmi_watchdog),
             (3, 8, 1, 2)
@@ -147,9 +167,16 @@ mod tests {
             "nr_hugepages 3, msr 8, msr allow_writes 1, nmi_watchdog 2"
         );
         // A reused pid (another start time) is not this process.
-        assert_eq!(decode(&v, 1235, 100), None);
+        assert_eq!(decode(&v, 1235, 100, 0), None);
         // A short value is refused, not read out of bounds.
-        assert_eq!(decode(&v[..20], 1234, 100), None);
+        assert_eq!(decode(&v[..20], 1234, 100, 0), None);
+        // Read from a time namespace whose boot time is 100 s ahead: /proc
+        // there says tick 11234.
+        let offset = boottime_offset("monotonic 0 0\nboottime 100 0\n").unwrap();
+        assert_eq!(offset, 100_000_000_000);
+        assert!(decode(&v, 11234, 100, offset).is_some());
+        assert_eq!(decode(&v, 1234, 100, offset), None);
+        assert_eq!(boottime_offset("monotonic 5 0\n"), None);
     }
 
     #[test]

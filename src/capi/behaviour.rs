@@ -84,8 +84,8 @@ pub unsafe extern "C" fn mg_behaviour_detector_sample(
 /// process's attempts to tune the host (opens for writing of
 /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
 /// `nmi_watchdog`), as `enforcer` counts them in the scopes it enforces.
-/// The counter is loaded with the first profile that has a `behaviour`
-/// rule, so apply one first; before that, or where it is off (see
+/// The counter is loaded with the first profile whose `behaviour` rule
+/// counts tuning (`count_tuning`, on by default), so apply one first; before that, or where it is off (see
 /// `mg_enforcer_check_status(MG_CHECK_TUNING)`), this fails with
 /// `MG_ERR_INVALID_ARGUMENT` naming why, and the detector is unchanged.
 /// The counts stay readable after the enforcer is freed (they then stop).

@@ -35,7 +35,7 @@ pub enum mg_check {
     /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
     /// `nmi_watchdog`) that the behaviour detector's tuning signal reads
     /// (`mg_behaviour_detector_count_tuning()`); loaded with the first
-    /// profile that has a `behaviour` rule.
+    /// profile whose `behaviour` rule counts tuning (`count_tuning`).
     MG_CHECK_TUNING = 5,
 }
 

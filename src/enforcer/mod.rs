@@ -616,7 +616,7 @@ impl Enforcer {
     /// host (`nr_hugepages`, the MSR devices, the msr module's
     /// `allow_writes`, `nmi_watchdog`) are counted for the behaviour
     /// detector's tuning signal; otherwise why not. The counter is loaded
-    /// with the first profile that has a `behaviour` rule (before that this
+    /// with the first profile whose `behaviour` rule counts tuning (before this
     /// says so) and needs the syscall tracepoints.
     pub fn tuning(&self) -> std::result::Result<(), String> {
         self.kernel.tuning().as_result()

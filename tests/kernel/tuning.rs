@@ -144,3 +144,45 @@ fn opens_for_writing_of_tuning_files_are_counted_per_process_in_the_scope() {
     assert!(why.contains("count_tuning"), "{why}");
     assert!(plain.enforcer().tuning_counts().is_none());
 }
+
+#[test]
+fn a_restarted_instance_reads_the_counts_its_adopted_programs_write() {
+    require_kernel!();
+    struct Unpin(String);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = minerguard::pin::remove(&self.0);
+        }
+    }
+    let name = format!("test-tuning-restart-{}", std::process::id());
+    let _unpin = Unpin(name.clone());
+    let options = || minerguard::EnforcerOptions {
+        backend: backend_choice(),
+        instance: Some(name.clone()),
+        ..Default::default()
+    };
+    let profile = Profile::new("tuning").rule(Rule::behaviour(
+        "mining-behaviour",
+        Action::Audit,
+        BehaviourMatch::default(),
+    ));
+    let cg = test_cgroup();
+    let dir = TempDir::new("tuning-restart");
+    let mut first = minerguard::Enforcer::with_options(options()).expect("enforcer");
+    first.apply(&profile, scope_of(&cg)).expect("apply");
+    let before = tuner(Some(&cg), &dir);
+    // Pinned: dropping it leaves its programs counting.
+    drop(first);
+    let mut second = minerguard::Enforcer::with_options(options()).expect("adopts the instance");
+    second.apply(&profile, scope_of(&cg)).expect("apply again");
+    second.release_unadopted().expect("settle");
+    let counts = second.tuning_counts().expect("counted");
+    // What the first counted is still there, and the programs running now
+    // (adopted as they were) count into the map read here.
+    let after = tuner(Some(&cg), &TempDir::new("tuning-restart-2"));
+    for (what, child) in [("before the restart", &before), ("after it", &after)] {
+        let got = counts.of_pid(child.id()).expect("alive");
+        assert!(got.hugepages >= 4 && got.msr == 2, "{what}: {got:?}");
+    }
+    second.detach().expect("detach");
+}

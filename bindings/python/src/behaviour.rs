@@ -53,13 +53,18 @@ impl BehaviourDetector {
     /// attempts to tune the host (opens for writing of `nr_hugepages`, MSR
     /// devices, the msr module's `allow_writes`, `nmi_watchdog`), as
     /// `enforcer` counts them in the scopes it enforces. The counter is
-    /// loaded with the first profile that has a `behaviour` rule: apply one
+    /// loaded with the first profile whose `behaviour` rule counts tuning
+    /// (`count_tuning`, on by default): apply one
     /// first. Raises `ValueError` (saying why) where there are no counts;
     /// the detector is then unchanged.
     fn count_tuning(&self, py: Python<'_>, enforcer: PyRef<'_, Enforcer>) -> PyResult<()> {
         let counts = enforcer.tuning_counts(py)?;
-        let mut d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        d.count_tuning(counts);
+        // A sample under way on another thread holds the lock: wait for it
+        // without the GIL.
+        py.detach(|| {
+            let mut d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            d.count_tuning(counts);
+        });
         Ok(())
     }
 

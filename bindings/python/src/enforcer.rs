@@ -481,8 +481,8 @@ impl Enforcer {
     /// None when attempts to tune the host (opens for writing of
     /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
     /// `nmi_watchdog`) are counted for `BehaviourDetector.count_tuning`;
-    /// otherwise why not (loaded with the first profile that has a
-    /// `behaviour` rule).
+    /// otherwise why not (loaded with the first profile whose `behaviour`
+    /// rule counts tuning).
     #[getter]
     fn tuning(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.tuning().err()))

@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
 #include "stratum_reader.h"
+#include "scope_cache.h"
 
 /* IPPROTO_MPTCP, include/uapi/linux/in.h */
 #define MG_IPPROTO_MPTCP 262
@@ -32,7 +33,8 @@ const volatile bool mg_signal_in_cgroup = false;
 static __always_inline int mg_judge(struct bpf_sock_addr *ctx, __u32 ip[4],
 				    __u8 family)
 {
-	struct mg_scope *scope = mg_current_scope();
+	struct mg_scope here;
+	struct mg_scope *scope = mg_current_scope_cached(&here);
 	struct mg_rule_ref *ref;
 	__u16 port;
 	__u8 taken;
@@ -133,7 +135,7 @@ SEC("cgroup/setsockopt")
 int mg_setsockopt(struct bpf_sockopt *ctx)
 {
 	const __u32 none[4] = {};
-	struct mg_scope *scope;
+	struct mg_scope here, *scope;
 	struct mg_rule_ref *ref;
 	struct mg_config *cfg;
 	__u32 zero = 0;
@@ -144,7 +146,7 @@ int mg_setsockopt(struct bpf_sockopt *ctx)
 	cfg = bpf_map_lookup_elem(&mg_config, &zero);
 	if (cfg && (cfg->flags & MG_CONFIG_EGRESS_JUDGE))
 		return 1;
-	scope = mg_current_scope();
+	scope = mg_current_scope_cached(&here);
 	if (!scope)
 		return 1;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
@@ -168,13 +170,13 @@ SEC("cgroup/sock_create")
 int mg_sock_create(struct bpf_sock *sk)
 {
 	const __u32 none[4] = {};
-	struct mg_scope *scope;
+	struct mg_scope here, *scope;
 	struct mg_rule_ref *ref;
 	__u8 taken;
 
 	if (sk->protocol != MG_IPPROTO_MPTCP)
 		return 1;
-	scope = mg_current_scope();
+	scope = mg_current_scope_cached(&here);
 	if (!scope)
 		return 1;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);

@@ -43,6 +43,7 @@
 #include <bpf/bpf_endian.h>
 #include "net_match.h"
 #include "stratum_reader.h"
+#include "scope_cache.h"
 
 #define MG_PKT_PASS 1
 #define MG_PKT_DROP 0
@@ -224,28 +225,61 @@ static __always_inline int mg_datagram_ends(struct __sk_buff *skb, __u32 l4,
 	return 0;
 }
 
+/* The first 14 bytes of the TCP header at `off`, and the IP header's
+ * first byte (IPv4) or next-header byte (IPv6), read straight from the
+ * packet where its linear part holds them (a locally built packet's
+ * headers always are), else copied. -1 when they cannot be read. */
+static __always_inline int mg_headers(struct __sk_buff *skb, __u32 ip_byte, __u8 *ip,
+				      __u8 *tcp, __u32 *off, bool v4, bool udp)
+{
+	const __u8 *data = (const __u8 *)(long)skb->data;
+	const __u8 *end = (const __u8 *)(long)skb->data_end;
+	__u32 o;
+
+	if (data + 40 <= end) {
+		*ip = data[ip_byte];
+		o = v4 ? (*ip & 0xf) * 4 : 40;
+		*off = o;
+		if (udp)
+			return 0;
+		/* o is 0..60: the verifier follows the bound. */
+		o &= 63;
+		if (data + o + 14 <= end) {
+			__builtin_memcpy(tcp, data + o, 14);
+			return 0;
+		}
+		return bpf_skb_load_bytes(skb, o, tcp, 14) ? -1 : 0;
+	}
+	if (bpf_skb_load_bytes(skb, ip_byte, ip, 1))
+		return -1;
+	*off = v4 ? (*ip & 0xf) * 4 : 40;
+	if (udp)
+		return 0;
+	return bpf_skb_load_bytes(skb, *off, tcp, 14) ? -1 : 0;
+}
+
 /* Where the payload starts (`l4`: where its TCP or UDP header does), and
  * for TCP its sequence number and flags; -1 when the packet is not one
  * this judge can read (it is then refused). */
 static __always_inline int mg_payload(struct __sk_buff *skb, bool udp, __u32 *l4, __u32 *hdr,
 				      __u32 *seq, __u8 *flags)
 {
-	__u8 b[14];
+	__u8 b[14], ip;
 	__u32 off;
+	bool v4;
 
-	if (skb->protocol == bpf_htons(MG_ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, 0, b, 1))
-			return -1;
-		off = (b[0] & 0xf) * 4;
-	} else if (skb->protocol == bpf_htons(MG_ETH_P_IPV6)) {
-		/* Extension headers before TCP or UDP are not followed. */
-		if (bpf_skb_load_bytes(skb, 6, b, 1) ||
-		    b[0] != (udp ? IPPROTO_UDP : IPPROTO_TCP))
-			return -1;
-		off = 40;
-	} else {
+	if (skb->protocol == bpf_htons(MG_ETH_P_IP))
+		v4 = true;
+	else if (skb->protocol == bpf_htons(MG_ETH_P_IPV6))
+		v4 = false;
+	else
 		return -1;
-	}
+	/* IPv4: the header length; IPv6: the next header (extension headers
+	 * before TCP or UDP are not followed). */
+	if (mg_headers(skb, v4 ? 0 : 6, &ip, b, &off, v4, udp))
+		return -1;
+	if (!v4 && ip != (udp ? IPPROTO_UDP : IPPROTO_TCP))
+		return -1;
 	*l4 = off;
 	if (udp) {
 		*hdr = off + 8;
@@ -253,8 +287,6 @@ static __always_inline int mg_payload(struct __sk_buff *skb, bool udp, __u32 *l4
 		*flags = 0;
 		return 0;
 	}
-	if (bpf_skb_load_bytes(skb, off, b, 14))
-		return -1;
 	*seq = ((__u32)b[4] << 24) | ((__u32)b[5] << 16) | ((__u32)b[6] << 8) | b[7];
 	/* A SYN's data (Fast Open) follows the SYN's own sequence number. */
 	if (b[13] & MG_TCP_SYN)
@@ -270,7 +302,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	struct mg_egress_state *st;
 	struct mg_egress_buf *scratch;
 	struct mg_rule_ref *ref;
-	struct mg_scope *scope;
+	struct mg_scope here, *scope;
 	struct mg_ends ends = {};
 	struct bpf_sock *sk;
 	__u32 zero = 0, l4, hdr, seq, len, skip, n;
@@ -302,7 +334,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 		return MG_PKT_PASS; /* no payload: a SYN, an ACK, a FIN */
 	len = skb->len - hdr;
 	/* The socket's cgroup, not the current task's (see the top). */
-	scope = MG_NEAREST_SCOPE(MG_SKB_ANCESTOR_ID);
+	scope = MG_CACHED_SCOPE(&here, bpf_skb_cgroup_id(skb), MG_SKB_ANCESTOR_ID);
 	if (!scope)
 		return MG_PKT_PASS;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);

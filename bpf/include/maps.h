@@ -210,6 +210,18 @@ struct {
 	__type(value, struct mg_tracking);
 } mg_tracking SEC(".maps");
 
+/* The scopes' generation, bumped by userspace whenever a scope is added,
+ * changed or removed or the scope levels change, shifted left by one; the
+ * low bit says whether some scope is inside another. The cgroup programs'
+ * scope caches (scope_cache.h) hold for one value. 0: nothing written yet
+ * (no cache is used). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} mg_scope_gen SEC(".maps");
+
 /* The mining methods of each policy with a stratum rule. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

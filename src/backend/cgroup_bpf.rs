@@ -111,10 +111,24 @@ impl Backend for CgroupBackend {
             ("mg_connect6", &progs.mg_connect6),
             ("mg_sendmsg4", &progs.mg_sendmsg4),
             ("mg_sendmsg6", &progs.mg_sendmsg6),
-            ("mg_sock_create", &progs.mg_sock_create),
-            ("mg_setsockopt", &progs.mg_setsockopt),
         ];
         hooks.cover_exactly(roots, &own)
+    }
+
+    fn stratum_cover_exactly(
+        &mut self,
+        hooks: &mut SharedHooks,
+        roots: &[CgroupRef],
+    ) -> Result<(), Error> {
+        // Only stratum scopes refuse MPTCP sockets, and only the sk-msg
+        // judge refuses TCP_FASTOPEN_CONNECT: elsewhere neither program
+        // runs, so socket() and setsockopt() pay nothing (#25).
+        let progs = &self.net.progs;
+        let mut own = vec![("mg_sock_create", &progs.mg_sock_create)];
+        if self.stratum_judge == StratumJudge::SkMsg {
+            own.push(("mg_setsockopt", &progs.mg_setsockopt));
+        }
+        hooks.stratum_cover_exactly(roots, &own)
     }
 
     fn loader_exec(&self) -> CheckStatus {

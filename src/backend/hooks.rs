@@ -275,22 +275,32 @@ impl SharedHooks {
             .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &programs))
     }
 
-    /// Attaches sockops (or the egress judge) to exactly `roots` (see
+    /// Attaches sockops (or the egress judge), and the backend's own
+    /// programs only stratum rules need (`extra`), to exactly `roots` (see
     /// `Backend::stratum_cover_exactly`).
     /// Before the Stratum programs are loaded no root can have a stratum
     /// rule (`prepare` runs first), so there is nothing to attach; where
-    /// they are not needed, nothing is attached either.
-    pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
+    /// they are not needed, only `extra` is.
+    pub fn stratum_cover_exactly(
+        &mut self,
+        roots: &[CgroupRef],
+        extra: &[(&'static str, &ProgramMut<'_>)],
+    ) -> Result<(), Error> {
+        let pins = self.pins.as_ref();
         let stratum = match &self.stratum {
             StratumPrograms::Loaded(stratum) => stratum,
-            StratumPrograms::NotNeeded => return Ok(()),
-            StratumPrograms::Egress(judge) => {
-                // Sockets connected before: their next packet meets it.
-                let egress = [judge.program()];
-                let pins = self.pins.as_ref();
+            StratumPrograms::NotNeeded => {
                 return self
                     .stratum_links
-                    .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &egress));
+                    .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, extra));
+            }
+            StratumPrograms::Egress(judge) => {
+                // Sockets connected before: their next packet meets it.
+                let mut programs = vec![judge.program()];
+                programs.extend_from_slice(extra);
+                return self
+                    .stratum_links
+                    .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, &programs));
             }
             StratumPrograms::NotYet => {
                 return match roots.first() {
@@ -303,11 +313,11 @@ impl SharedHooks {
                 }
             }
         };
-        let sockops = [stratum.sockops()];
+        let mut programs = vec![stratum.sockops()];
+        programs.extend_from_slice(extra);
         let adopted = std::cell::Cell::new(self.adopted);
-        let pins = self.pins.as_ref();
         let result = self.stratum_links.cover_exactly(roots, |cg| {
-            let links = attach_to_cgroup(pins, cg, &sockops)?;
+            let links = attach_to_cgroup(pins, cg, &programs)?;
             // Sockets connected before sockops was attached: tracked from
             // their next send (after the attach, so none falls between).
             let now = super::adopt_sockets::adopt_sockets(cg, stratum.sockhash());

@@ -58,6 +58,10 @@ pub(crate) type ScopeValue = c::mg_scope;
 /// `struct mg_config`, as the C header declares it (through BTF).
 pub(crate) type ConfigValue = c::mg_config;
 
+/// `mg_scope_gen`'s low bit: some scope is inside another
+/// (`MG_SCOPES_NESTED` in `bpf/include/scope_cache.h`).
+const SCOPES_NESTED: u64 = 1;
+
 /// `struct mg_tracking`, as the C header declares it (through BTF).
 pub(crate) type TrackingValue = c::mg_tracking;
 
@@ -326,6 +330,9 @@ declare_shared_maps! {
     stratum_sig_first: mg_stratum_sig_first,
     /// `mg_tracking`: how full the Stratum sockhash is.
     tracking: mg_tracking,
+    /// `mg_scope_gen`: the generation of the scopes, for the cgroup
+    /// programs' scope caches (`bpf/include/scope_cache.h`).
+    scope_gen: mg_scope_gen,
     /// `mg_exec_paths`: exec.dirs / path_prefixes / allow_only by path.
     exec_paths: mg_exec_paths,
     /// `mg_deep_path`: the rule for an exec whose path cannot be built.
@@ -545,16 +552,50 @@ impl SharedMaps {
         };
         self.scopes
             .update(cgroup_id.bytes(), v.bytes(), MapFlags::ANY)
-            .map_err(map_err("mg_scopes"))
+            .map_err(map_err("mg_scopes"))?;
+        self.next_scope_generation()
     }
 
     /// Removes scope `cgroup_id`.
     pub fn clear_scope(&self, cgroup_id: u64) -> Result<(), AttachError> {
         match self.scopes.delete(cgroup_id.bytes()) {
-            Ok(()) => Ok(()),
+            Ok(()) => self.next_scope_generation(),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(map_err("mg_scopes")(e)),
         }
+    }
+
+    /// `mg_scope_gen` as it is: the scopes' generation shifted left by
+    /// one, the low bit set while scopes nest (0 before any scope was
+    /// written).
+    pub fn scope_generation(&self) -> u64 {
+        match self.scope_gen.lookup(0u32.bytes(), MapFlags::ANY) {
+            Ok(Some(v)) => v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_ne_bytes),
+            _ => 0,
+        }
+    }
+
+    /// Starts a new generation of the scopes, keeping whether they nest:
+    /// every cgroup program's scope cache (`bpf/include/scope_cache.h`)
+    /// walks again on its next run, so a changed, added or removed scope
+    /// is seen at once. Called after the change is in the maps.
+    fn next_scope_generation(&self) -> Result<(), AttachError> {
+        let now = self.scope_generation();
+        self.publish_scope_generation(now & SCOPES_NESTED != 0)
+    }
+
+    /// Writes the next generation with `nested` (one 8-byte word, so a
+    /// program never reads half of it).
+    fn publish_scope_generation(&self, nested: bool) -> Result<(), AttachError> {
+        // 1..2^63-1, then 1 again: never 0 (no cache) once written.
+        let generation = (self.scope_generation() >> 1) % (u64::MAX >> 1) + 1;
+        let next = (generation << 1) | u64::from(nested);
+        self.scope_gen
+            .update(0u32.bytes(), &next.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("mg_scope_gen"))
     }
 
     /// Forgets that scope `cgroup_id` made its first exec (exec.no_new_exec
@@ -588,13 +629,17 @@ impl SharedMaps {
             .map_err(map_err("mg_config"))
     }
 
-    /// Publishes which cgroup levels hold scopes (bit n: level n); the
-    /// flags stay as they are.
-    pub fn set_scope_levels(&self, levels: u32) -> Result<(), AttachError> {
+    /// Publishes which cgroup levels hold scopes (bit n: level n) and
+    /// whether some scope is inside another (the scope caches then key
+    /// their entries by cgroup); the flags stay as they are. Nesting must
+    /// be published before a nested scope is written (`set_scope`), and
+    /// may be taken back only after the scope that nested is cleared.
+    pub fn set_scope_levels(&self, levels: u32, nested: bool) -> Result<(), AttachError> {
         self.set_config(ConfigValue {
             scope_levels: levels,
             ..self.config()
-        })
+        })?;
+        self.publish_scope_generation(nested)
     }
 
     /// Tells the programs whether the cgroup backend's egress program judges
@@ -955,6 +1000,53 @@ mod layout_tests {
     use std::mem::{offset_of, size_of};
 
     use super::*;
+
+    #[test]
+    fn every_scope_change_moves_the_generation_on_and_keeps_nesting() {
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("MINERGUARD_ALLOW_SKIP").is_some_and(|v| v == "1"),
+                "needs root to create the maps (MINERGUARD_ALLOW_SKIP=1 skips)"
+            );
+            eprintln!("skipped: not root");
+            return;
+        }
+        let maps = SharedMaps::create(None).unwrap();
+        let policy = KernelPolicy::compile(&crate::Profile::new("t")).unwrap();
+        // Nothing written yet: no program uses its cache.
+        assert_eq!(maps.scope_generation(), 0);
+        let mut seen = vec![0];
+        let mut step = |what: &str, nested: bool| {
+            let now = maps.scope_generation();
+            assert!(!seen.contains(&now), "{what}: {now} again ({seen:?})");
+            assert_eq!(
+                now & SCOPES_NESTED != 0,
+                nested,
+                "{what}: nesting bit of {now:#x}"
+            );
+            seen.push(now);
+        };
+        maps.set_scope(11, 3, &policy).unwrap();
+        step("set_scope", false);
+        maps.set_scope_levels(0b110, true).unwrap();
+        step("levels, nested", true);
+        maps.set_scope(12, 4, &policy).unwrap();
+        step("set_scope keeps nesting", true);
+        maps.clear_scope(12).unwrap();
+        step("clear_scope", true);
+        maps.set_scope_levels(0b10, false).unwrap();
+        step("levels, flat", false);
+        // Clearing what is not there changes nothing.
+        maps.clear_scope(12).unwrap();
+        assert_eq!(maps.scope_generation(), *seen.last().unwrap());
+        // The generation wraps to 1, never to 0 (no cache).
+        let last = (u64::MAX >> 1) << 1;
+        maps.scope_gen
+            .update(0u32.bytes(), &last.to_ne_bytes(), MapFlags::ANY)
+            .unwrap();
+        maps.set_scope(11, 5, &policy).unwrap();
+        assert_eq!(maps.scope_generation(), 1 << 1);
+    }
 
     #[test]
     fn signatures_that_compile_to_nothing_are_refused_not_written() {

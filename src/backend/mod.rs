@@ -155,6 +155,17 @@ pub(crate) trait Backend: Send {
     /// the previous coverage is left as it was.
     fn cover_exactly(&mut self, hooks: &mut SharedHooks, roots: &[CgroupRef]) -> Result<(), Error>;
 
+    /// Makes the Stratum programs, and this backend's own programs only
+    /// stratum rules need, see exactly these subtrees (the roots whose
+    /// scopes have a stratum rule). Same contract as `cover_exactly`.
+    fn stratum_cover_exactly(
+        &mut self,
+        hooks: &mut SharedHooks,
+        roots: &[CgroupRef],
+    ) -> Result<(), Error> {
+        hooks.stratum_cover_exactly(roots, &[])
+    }
+
     /// Whether the kernel sends the SIGKILL itself for `kill` rules of `kind`
     /// (otherwise the event poller sends it on receipt).
     fn kills_in_kernel(&self, hooks: &SharedHooks, kind: RuleKind) -> bool;
@@ -274,7 +285,7 @@ impl Kernel {
     /// sk_msg verdict runs on) see exactly these subtrees: the roots whose
     /// scopes have a stratum rule. Same contract as `cover_exactly`.
     pub fn stratum_cover_exactly(&mut self, roots: &[CgroupRef]) -> Result<(), Error> {
-        self.hooks.stratum_cover_exactly(roots)
+        self.backend.stratum_cover_exactly(&mut self.hooks, roots)
     }
 
     /// See `SharedHooks::adopted_sockets`.

@@ -202,6 +202,8 @@ impl Enforcer {
         let switched = if in_maps {
             self.sync_coverage()
                 .and_then(|()| self.seed_scope(handle))
+                // Nesting is published before a nested scope is written.
+                .and_then(|()| self.sync_levels())
                 .and_then(|()| point(self))
         } else {
             self.sync_levels()

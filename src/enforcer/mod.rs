@@ -489,6 +489,8 @@ impl Enforcer {
         let switched = self
             .sync_coverage()
             .and_then(|()| self.seed_scope(handle))
+            // Nesting is published before a nested scope is written.
+            .and_then(|()| self.sync_levels())
             .and_then(|()| {
                 let applied = &self.applied[&handle];
                 Ok(self
@@ -1026,6 +1028,9 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Publishes the scope levels, and whether scopes nest, for every
+    /// scope applied or about to be (the programs' scope caches trust a
+    /// flat layout; see `SharedMaps::set_scope_levels`).
     fn sync_levels(&self) -> Result<()> {
         // Adopted scopes not applied again yet are still in the maps.
         let levels = self
@@ -1034,7 +1039,21 @@ impl Enforcer {
             .map(|a| a.cgroup.level())
             .chain(self.pending.values().map(|r| r.level))
             .fold(0u32, |acc, level| acc | (1 << level));
-        Ok(self.kernel.maps().set_scope_levels(levels)?)
+        Ok(self
+            .kernel
+            .maps()
+            .set_scope_levels(levels, self.scopes_nest())?)
+    }
+
+    /// Whether some applied scope is inside another; scopes of an earlier
+    /// process not applied again yet count as nesting (their cgroups are
+    /// not known here).
+    fn scopes_nest(&self) -> bool {
+        let cgroups: Vec<&CgroupRef> = self.applied.values().map(|a| &a.cgroup).collect();
+        !self.pending.is_empty()
+            || cgroups
+                .iter()
+                .any(|c| cgroups.iter().any(|o| o != c && o.contains(c)))
     }
 }
 

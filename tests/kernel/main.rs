@@ -60,6 +60,7 @@ mod identity;
 mod kill_container;
 mod lifecycle;
 mod path_view;
+mod scope_cache;
 mod scope_escape;
 mod stratum;
 mod stratum_egress;

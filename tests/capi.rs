@@ -336,15 +336,16 @@ fn header_compiles_as_cpp_too() {
 /// Ends a pinned instance when a test ends, passed or not: first the C
 /// enforcer handle still holding it, if any, then the instance.
 struct UnpinOnDrop {
-    name: String,
     holder: std::cell::Cell<*mut capi::mg_enforcer>,
+    /// Dropped after the enforcer is freed (fields drop in order).
+    name: InstanceName,
 }
 
 impl UnpinOnDrop {
     fn new(tag: &str) -> Self {
         UnpinOnDrop {
-            name: format!("{tag}-{}", std::process::id()),
             holder: std::cell::Cell::new(std::ptr::null_mut()),
+            name: InstanceName::new(tag),
         }
     }
 }
@@ -352,7 +353,6 @@ impl UnpinOnDrop {
 impl Drop for UnpinOnDrop {
     fn drop(&mut self) {
         let _ = capi::enforcer::mg_enforcer_free(self.holder.get());
-        let _ = minerguard::pin::remove(&self.name);
     }
 }
 
@@ -365,10 +365,10 @@ fn c_contract_checks_pass_with_an_enforcer() {
     let (out, text) = run(Command::new(&b.contract)
         .arg(cg.cgroup().path())
         .arg(backend_arg())
-        .arg(&pinned.name));
+        .arg(&pinned.name.0));
     assert_all_ok(&out, &text, 130);
     assert!(
-        minerguard::pin::instance(&pinned.name).unwrap().is_none(),
+        minerguard::pin::instance(&pinned.name.0).unwrap().is_none(),
         "the contract left its instance pinned:\n{text}"
     );
     cg.remove().expect("remove the test cgroup");
@@ -722,7 +722,7 @@ fn c_contract_with_an_enforcer_leaks_nothing_under_leak_sanitizer() {
         .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=98")
         .arg(cg.cgroup().path())
         .arg(backend_arg())
-        .arg(&pinned.name));
+        .arg(&pinned.name.0));
     assert!(
         !text.contains("LeakSanitizer") && !text.contains("AddressSanitizer"),
         "sanitizer report:\n{text}"
@@ -1153,7 +1153,7 @@ fn a_pinned_instance_outlives_its_enforcer_and_is_adopted_through_the_c_api() {
     require_kernel!();
     use capi::{enforcer::*, instance::*, profile::*};
     let pinned = UnpinOnDrop::new("capi");
-    let name = std::ffi::CString::new(pinned.name.clone()).unwrap();
+    let name = std::ffi::CString::new(pinned.name.0.clone()).unwrap();
     let dir = TempDir::new("capi-pinned");
     let miner = fake_miner(&dir, "xmrig");
     let cg = test_cgroup();
@@ -1194,7 +1194,7 @@ fn a_pinned_instance_outlives_its_enforcer_and_is_adopted_through_the_c_api() {
     let mine = || {
         instances_json()
             .into_iter()
-            .find(|i| i["name"] == pinned.name.as_str())
+            .find(|i| i["name"] == pinned.name.0.as_str())
     };
     let ran = |tag: &str| {
         let marker = dir.path().join(tag);
@@ -1206,7 +1206,7 @@ fn a_pinned_instance_outlives_its_enforcer_and_is_adopted_through_the_c_api() {
     let e = open();
     // SAFETY (c_text closures): buffers of the stated length.
     let instance = c_text(|b, l, n| unsafe { mg_enforcer_instance(e, b, l, n) });
-    assert_eq!(instance, pinned.name);
+    assert_eq!(instance, pinned.name.0);
     assert_eq!(
         c_text(|b, l, n| unsafe { mg_enforcer_unadopted(e, b, l, n) }),
         "[]"

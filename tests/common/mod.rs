@@ -111,6 +111,24 @@ pub fn enforcer() -> Enforcer {
     .expect("enforcer loads")
 }
 
+/// An enforcer instance name of this test process (`<tag>-<pid>`), whose
+/// pins are removed when it is dropped: declare it before the enforcers
+/// that use it, so that it outlives them.
+pub struct InstanceName(pub String);
+
+impl InstanceName {
+    /// `<tag>-<pid>`.
+    pub fn new(tag: &str) -> Self {
+        InstanceName(format!("{tag}-{}", std::process::id()))
+    }
+}
+
+impl Drop for InstanceName {
+    fn drop(&mut self) {
+        let _ = minerguard::pin::remove(&self.0);
+    }
+}
+
 /// A fresh cgroup for one test, removed (processes killed) on drop.
 pub fn test_cgroup() -> OwnedCgroup {
     OwnedCgroup::create_in_root("minerguard-test").expect("create test cgroup")

@@ -196,14 +196,8 @@ fn connect_kill_container_kills_the_container() {
 #[test]
 fn an_event_from_before_the_enforcer_started_kills_no_cgroup() {
     require_kernel!();
-    struct Unpin(String);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            let _ = minerguard::pin::remove(&self.0);
-        }
-    }
-    let name = format!("test-kill-container-{}", std::process::id());
-    let _unpin = Unpin(name.clone());
+    let instance = InstanceName::new("test-kill-container");
+    let name = instance.0.clone();
     let options = || EnforcerOptions {
         backend: backend_choice(),
         instance: Some(name.clone()),

@@ -419,14 +419,8 @@ fn a_kill_rule_kills_the_process_holding_the_refused_socket() {
 #[test]
 fn a_restarted_instance_reads_on_where_the_last_one_stopped() {
     require_kernel!();
-    struct Unpin(String);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            let _ = minerguard::pin::remove(&self.0);
-        }
-    }
-    let name = format!("test-egress-restart-{}", std::process::id());
-    let _unpin = Unpin(name.clone());
+    let instance = InstanceName::new("test-egress-restart");
+    let name = instance.0.clone();
     let options = || EnforcerOptions {
         backend: BackendChoice::Cgroup,
         cgroup_stratum_judge: CgroupStratumJudge::Egress,

@@ -148,14 +148,8 @@ fn opens_for_writing_of_tuning_files_are_counted_per_process_in_the_scope() {
 #[test]
 fn a_restarted_instance_reads_the_counts_its_adopted_programs_write() {
     require_kernel!();
-    struct Unpin(String);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            let _ = minerguard::pin::remove(&self.0);
-        }
-    }
-    let name = format!("test-tuning-restart-{}", std::process::id());
-    let _unpin = Unpin(name.clone());
+    let instance = InstanceName::new("test-tuning-restart");
+    let name = instance.0.clone();
     let options = || minerguard::EnforcerOptions {
         backend: backend_choice(),
         instance: Some(name.clone()),

@@ -26,9 +26,13 @@
 # benches/bpf/egress_cost.bpf.c (compiled with clang, loaded with bpftool).
 # The judge itself: `default` (the earlier one: `default+sk-msg`).
 #
-# Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--only WORKLOAD]
+# Usage: scripts/bench-apps.sh [--rounds N] [--quick] [--requests N] [--only WORKLOAD]
 #                              [--profiles "default container-strict default-nostratum"]
-#   --quick  one round of small runs: proves the harness works (CI), no figures.
+#   --quick     one round of small runs: proves the harness works (CI), no figures.
+#   --requests  HTTP requests per `ab` run (60,000; fewer in an emulated VM:
+#               scripts/vm-bench.sh apps)
+# MG_BENCH_DIR=dir keeps the raw runs and the scratch files there (default:
+# target/bench-apps and a directory under /var/tmp).
 # Needs root, nginx, ab (apache2-utils), redis-server and redis-benchmark
 # (redis-tools), make and cc; builds minerguard (release) first, unless
 # MINERGUARD_BIN names the binary to run (to compare two builds).
@@ -40,12 +44,14 @@ args=("$@")
 
 rounds=5
 quick=0
+requests_arg=""
 only=""
 profiles="default container-strict default-nostratum"
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --quick) quick=1; rounds=1; shift ;;
+        --requests) requests_arg=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --profiles) profiles=$2; shift 2 ;;
         *) echo "bench-apps: unknown argument $1" >&2; exit 2 ;;
@@ -80,6 +86,11 @@ if [ "$quick" = 1 ]; then
 else
     requests=60000 redis_requests=200000 files=40
 fi
+case $requests_arg in
+    "") ;;
+    *[!0-9]* | 0) echo "bench-apps: --requests takes a positive number, not '$requests_arg'" >&2; exit 2 ;;
+    *) requests=$requests_arg ;;
+esac
 
 if [ -n "${MINERGUARD_BIN:-}" ]; then
     mg=$(realpath "$MINERGUARD_BIN")
@@ -89,9 +100,15 @@ else
     mg=$root/target/release/minerguard
 fi
 
-out=$root/target/bench-apps
-rm -rf "$out" && mkdir -p "$out"
-work=$(mktemp -d /var/tmp/mg-bench-apps.XXXXXX)
+if [ -n "${MG_BENCH_DIR:-}" ]; then
+    out=$MG_BENCH_DIR/runs
+    rm -rf "$out" && mkdir -p "$out"
+    work=$(mktemp -d "$MG_BENCH_DIR/work.XXXXXX")
+else
+    out=$root/target/bench-apps
+    rm -rf "$out" && mkdir -p "$out"
+    work=$(mktemp -d /var/tmp/mg-bench-apps.XXXXXX)
+fi
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

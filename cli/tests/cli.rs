@@ -533,7 +533,12 @@ fn watch_enforces_reloads_on_sighup_and_detaches_on_sigterm() {
         ran_in(&cg, &other, &marker),
         "still enforced after watch exited"
     );
-    let events = json_events(&String::from_utf8_lossy(&out.stdout));
+    // The kernel's refusals; a scan of watch's may also have met a refused
+    // process in the moment before its SIGKILL landed (a `scan` event).
+    let events: Vec<_> = json_events(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|e| e["output_fields"]["minerguard.kind"] != "scan")
+        .collect();
     assert_eq!(events.len(), 3, "{events:?}");
     assert!(events.iter().all(|e| e["rule"] == "miner-binary"));
 }

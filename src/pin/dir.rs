@@ -202,6 +202,14 @@ impl PinDir {
     /// Ends the instance: detaches and unpins every link, unpins every
     /// map, removes the state and the directories.
     pub fn release_all(&self) -> Result<(), PinError> {
+        // Inert first: a tracing link only unpinned is freed later, from a
+        // workqueue, and would keep enforcing meanwhile.
+        for name in super::names(&self.dir) {
+            let path = self.dir.join(&name);
+            if name.starts_with("maps-") && path.is_dir() {
+                forget_scopes(&path);
+            }
+        }
         let links = self.dir.join("links");
         for name in super::names(&links) {
             release_link(&links.join(name))?;
@@ -232,6 +240,31 @@ fn remove_dir(dir: &Path) -> Result<(), PinError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("removing", dir)(e)),
+    }
+}
+
+/// Empties the scopes of a maps directory (best effort): with no scope and
+/// no scope level, every program returns at once, whatever link still
+/// runs it.
+fn forget_scopes(maps: &Path) {
+    if let Ok(config) = MapHandle::from_pinned_path(maps.join("mg_config")) {
+        if let Ok(Some(mut value)) = config.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) {
+            // scope_levels is the first word of struct mg_config.
+            if let Some(levels) = value.get_mut(..4) {
+                levels.fill(0);
+                let _ = config.update(&0u32.to_ne_bytes(), &value, MapFlags::ANY);
+            }
+        }
+    }
+    // Generation 0: the cgroup programs' scope caches are not used either.
+    if let Ok(generation) = MapHandle::from_pinned_path(maps.join("mg_scope_gen")) {
+        let _ = generation.update(&0u32.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY);
+    }
+    if let Ok(scopes) = MapHandle::from_pinned_path(maps.join("mg_scopes")) {
+        let keys: Vec<Vec<u8>> = scopes.keys().collect();
+        for key in keys {
+            let _ = scopes.delete(&key);
+        }
     }
 }
 

@@ -200,13 +200,12 @@ impl Enforcer {
         // that read them; otherwise the links first, then the one update
         // that moves the scope to the new policy.
         let switched = if in_maps {
-            self.sync_coverage()
+            self.scopes_changing()
+                .and_then(|()| self.sync_coverage())
                 .and_then(|()| self.seed_scope(handle))
-                // Nesting is published before a nested scope is written.
-                .and_then(|()| self.sync_levels())
                 .and_then(|()| point(self))
         } else {
-            self.sync_levels()
+            self.scopes_changing()
                 .and_then(|()| point(self))
                 .and_then(|()| self.sync_coverage())
                 .and_then(|()| self.seed_scope(handle))
@@ -221,6 +220,7 @@ impl Enforcer {
             }
             self.pending.insert(record.scope_name(), record);
             let _ = self.sync_coverage();
+            let _ = self.sync_levels();
             return Err(e);
         }
         if !keep {
@@ -242,6 +242,9 @@ impl Enforcer {
     /// then they keep enforcing, so a restart has no gap).
     pub fn release_unadopted(&mut self) -> Result<Settled> {
         let mut settled = Settled::default();
+        // The earlier process's links go last: until then, scopes count
+        // as nesting (see `scopes_changing`).
+        self.scopes_changing()?;
         let pending = std::mem::take(&mut self.pending);
         for (name, record) in pending {
             let maps = self.kernel.maps();
@@ -263,10 +266,10 @@ impl Enforcer {
             }
             settled.dropped.push(name);
         }
-        self.sync_levels()?;
         if let Some(pins) = self.kernel.pins() {
             settled.released_links = pins.release_unclaimed()?;
         }
+        self.sync_levels()?;
         self.save_state();
         Ok(settled)
     }

@@ -487,10 +487,9 @@ impl Enforcer {
             },
         );
         let switched = self
-            .sync_coverage()
+            .scopes_changing()
+            .and_then(|()| self.sync_coverage())
             .and_then(|()| self.seed_scope(handle))
-            // Nesting is published before a nested scope is written.
-            .and_then(|()| self.sync_levels())
             .and_then(|()| {
                 let applied = &self.applied[&handle];
                 Ok(self
@@ -502,9 +501,10 @@ impl Enforcer {
         if let Err(e) = switched {
             // Undo in reverse; every step tolerates what never happened.
             let applied = self.applied.remove(&handle).expect("inserted above");
+            let _ = self.scopes_changing();
             let _ = self.kernel.maps().clear_scope(cgroup.id());
-            let _ = self.sync_levels();
             let _ = self.sync_coverage();
+            let _ = self.sync_levels();
             self.uninstall(applied.policy_id, &applied.policy, false);
             return Err(e);
         }
@@ -576,16 +576,18 @@ impl Enforcer {
             .applied
             .remove(&handle)
             .ok_or(ScopeError::UnknownHandle(handle.0))?;
+        let changing = self.scopes_changing();
         let maps = self.kernel.maps();
         let cleared = maps.clear_scope(applied.cgroup.id());
         maps.clear_exec_started(applied.cgroup.id());
-        let levels = self.sync_levels();
         let coverage = self.sync_coverage();
+        let levels = self.sync_levels();
         self.uninstall(applied.policy_id, &applied.policy, true);
         self.save_state();
+        changing?;
         cleared?;
-        levels?;
-        coverage
+        coverage?;
+        levels
     }
 
     /// The status of every optional check, as data: loaded, not loaded
@@ -787,6 +789,7 @@ impl Enforcer {
         let old = applied.cgroup.clone();
         // exec.no_new_exec counts from the new cgroup's first exec.
         self.kernel.maps().clear_exec_started(cgroup.id());
+        self.scopes_changing()?;
         self.kernel
             .maps()
             .set_scope(cgroup.id(), applied.policy_id, &applied.policy)?;
@@ -798,6 +801,7 @@ impl Enforcer {
             entry.cgroup = old;
             let _ = self.kernel.maps().clear_scope(cgroup.id());
             let _ = self.sync_coverage();
+            let _ = self.sync_levels();
             return Err(e);
         }
         let _ = self.kernel.maps().clear_scope(old.id());
@@ -1032,6 +1036,20 @@ impl Enforcer {
     /// scope applied or about to be (the programs' scope caches trust a
     /// flat layout; see `SharedMaps::set_scope_levels`).
     fn sync_levels(&self) -> Result<()> {
+        self.publish_levels(self.scopes_nest())
+    }
+
+    /// Publishes the scope levels as nesting, whatever the layout, for the
+    /// length of a change to the scopes or to the cgroups the programs are
+    /// attached to: between its steps a program's entry could otherwise
+    /// hold a scope that is not every covered task's (a program still
+    /// attached to a cgroup that is no longer a root, or not yet a scope).
+    /// `sync_levels` after the last step publishes the layout.
+    fn scopes_changing(&self) -> Result<()> {
+        self.publish_levels(true)
+    }
+
+    fn publish_levels(&self, nested: bool) -> Result<()> {
         // Adopted scopes not applied again yet are still in the maps.
         let levels = self
             .applied
@@ -1039,10 +1057,7 @@ impl Enforcer {
             .map(|a| a.cgroup.level())
             .chain(self.pending.values().map(|r| r.level))
             .fold(0u32, |acc, level| acc | (1 << level));
-        Ok(self
-            .kernel
-            .maps()
-            .set_scope_levels(levels, self.scopes_nest())?)
+        Ok(self.kernel.maps().set_scope_levels(levels, nested)?)
     }
 
     /// Whether some applied scope is inside another; scopes of an earlier

@@ -72,6 +72,35 @@ struct {
 	__type(value, struct mg_send_copy);
 } mg_send_copy SEC(".maps");
 
+/*
+ * Where a send is judged when the thread's task storage cannot be had.
+ * Before Linux 6.2 every task-storage helper fails (NULL) while another
+ * task on the same CPU is inside one, and this program's create may sleep
+ * there (GFP_KERNEL, it being sleepable): one thread's first send would
+ * then be refused for another thread's allocation. An entry here (keyed by
+ * thread) lives for one run of the hook and is filled from a zeroed
+ * template; the map is preallocated, so taking an entry never sleeps and
+ * fails only when MG_SPARE_COPIES threads are in this path at once.
+ */
+#define MG_SPARE_COPIES 16
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MG_SPARE_COPIES);
+	__type(key, __u64);
+	__type(value, struct mg_send_copy);
+} mg_spare_copy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mg_send_copy);
+} mg_copy_template SEC(".maps");
+
+/* Tests only (MINERGUARD_TEST_SPARE_COPIES): every send takes the spare
+ * path, as if task storage always refused. */
+const volatile bool mg_spare_only = false;
+
 /* A socket's reader while its stream is being judged. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -82,6 +111,7 @@ struct {
 
 /* Where the iovec or bio_vec walk is (bpf_loop context). */
 struct mg_iov_walk {
+	struct mg_send_copy *copy; /* where the bytes go */
 	__u64 iov;  /* kernel address of the iovec or bio_vec array */
 	__u64 skip; /* bytes of the first segment already sent */
 	__u64 vmemmap;	    /* bio_vec walks: the page array's address */
@@ -100,11 +130,9 @@ struct mg_iov_walk {
 static __always_inline long mg_read_from(struct mg_iov_walk *w, __u64 from,
 					 __u64 n, bool kernel)
 {
-	struct mg_send_copy *copy;
+	struct mg_send_copy *copy = w->copy;
 	__u32 off, room;
 
-	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
-				    0, 0);
 	if (!copy || w->len >= w->room)
 		return 1;
 	off = w->len & (MG_READ_BUDGET - 1);
@@ -181,7 +209,7 @@ static long mg_read_page_segment(__u32 i, void *ctx)
 static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
 					struct mg_send_copy *copy)
 {
-	struct mg_iov_walk w = {};
+	struct mg_iov_walk w = { .copy = copy };
 	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
 	__u64 nr;
 
@@ -307,45 +335,18 @@ static __always_inline int mg_matched(struct sock *sk, struct msghdr *msg,
 							    : MG_STRATUM_DENIED);
 }
 
-SEC("lsm.s/socket_sendmsg")
-int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
-	     int size, int ret)
+/*
+ * Reads what this send carries into the stream of `sk` (in `copy`) and
+ * returns what the send gets.
+ */
+static __always_inline int mg_judge_send(struct sock *sk, struct msghdr *msg,
+					 const struct mg_scope *scope,
+					 const struct mg_rule_ref *ref, bool udp,
+					 struct mg_send_copy *copy)
 {
-	struct mg_send_copy *copy;
-	struct mg_scope *scope;
-	struct mg_rule_ref *ref;
 	struct mg_reader *st, *r;
-	struct sock *sk;
-	__u32 *done;
 	int verdict;
-	bool udp;
 
-	if (ret)
-		return ret;
-	sk = sock->sk;
-	if (!sk)
-		return 0;
-	/* A judged socket: this one lookup. */
-	done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
-	if (done)
-		return *done == MG_STRATUM_DENIED ? -MG_EPERM : 0;
-	/* MPTCP sockets too: their data reaches the subflows inside the
-	 * kernel, so this hook is where it can be read. UDP datagrams are
-	 * read one by one (each is a message; no state is kept). */
-	udp = sk->sk_protocol == MG_IPPROTO_UDP;
-	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP && !udp)
-		return 0;
-	scope = mg_current_scope();
-	if (!scope)
-		return 0;
-	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
-	if (!ref)
-		return 0;
-	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
-				    0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	/* A send that cannot be judged is not let through. */
-	if (!copy)
-		return -MG_EPERM;
 	st = udp ? NULL : bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
 	if (st) {
 		r = st;
@@ -377,12 +378,76 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,
 					BPF_SK_STORAGE_GET_F_CREATE);
 		/* A socket that cannot be followed is not let through. */
-		if (!st)
+		if (!st) {
+			mg_count(MG_STAT_UNREAD_REFUSED);
 			return -MG_EPERM;
+		}
 		__builtin_memcpy(st, r, sizeof(*r));
 	}
 	/* Not decided yet: let this part through and read the next send. */
 	return 0;
+}
+
+SEC("lsm.s/socket_sendmsg")
+int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
+	     int size, int ret)
+{
+	struct mg_send_copy *copy, *template;
+	struct mg_scope *scope;
+	struct mg_rule_ref *ref;
+	struct sock *sk;
+	__u64 thread = 0;
+	__u32 *done, zero = 0;
+	bool udp, spare;
+	int verdict;
+
+	if (ret)
+		return ret;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	/* A judged socket: this one lookup. */
+	done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
+	if (done)
+		return *done == MG_STRATUM_DENIED ? -MG_EPERM : 0;
+	/* MPTCP sockets too: their data reaches the subflows inside the
+	 * kernel, so this hook is where it can be read. UDP datagrams are
+	 * read one by one (each is a message; no state is kept). */
+	udp = sk->sk_protocol == MG_IPPROTO_UDP;
+	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP && !udp)
+		return 0;
+	scope = mg_current_scope();
+	if (!scope)
+		return 0;
+	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
+	if (!ref)
+		return 0;
+	copy = mg_spare_only ? NULL
+			     : bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
+						    0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	spare = !copy;
+	if (spare) {
+		/* Task storage refused (see mg_spare_copy): a spare copy for
+		 * this run. A send that cannot be judged is not let through. */
+		thread = bpf_get_current_pid_tgid();
+		template = bpf_map_lookup_elem(&mg_copy_template, &zero);
+		if (!template ||
+		    bpf_map_update_elem(&mg_spare_copy, &thread, template, BPF_ANY)) {
+			mg_count(MG_STAT_UNREAD_REFUSED);
+			return -MG_EPERM;
+		}
+		copy = bpf_map_lookup_elem(&mg_spare_copy, &thread);
+		if (!copy) {
+			bpf_map_delete_elem(&mg_spare_copy, &thread);
+			mg_count(MG_STAT_UNREAD_REFUSED);
+			return -MG_EPERM;
+		}
+		mg_count(MG_STAT_SPARE_COPIES);
+	}
+	verdict = mg_judge_send(sk, msg, scope, ref, udp, copy);
+	if (spare)
+		bpf_map_delete_elem(&mg_spare_copy, &thread);
+	return verdict;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -14,7 +14,8 @@ use crate::{
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, CONFIG_EGRESS_JUDGE, INODE_FILE,
     PATH_ALLOW_DIR, PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN,
-    REF_SIGNATURES, STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_UNTRACKED,
+    REF_SIGNATURES, STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_SPARE_COPIES,
+    STAT_UNREAD_REFUSED, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
 
@@ -670,6 +671,18 @@ impl SharedMaps {
     /// not hand to userspace (left cut off, not destroyed).
     pub fn refused_unqueued(&self) -> u64 {
         self.stat(STAT_REFUSED_UNQUEUED)
+    }
+
+    /// Sends the lsm Stratum judge read in a spare copy (task storage
+    /// refused it the thread's own).
+    pub fn spare_copies(&self) -> u64 {
+        self.stat(STAT_SPARE_COPIES)
+    }
+
+    /// Sends the lsm Stratum judge refused unread (no room to read them
+    /// or to follow their socket).
+    pub fn unread_refused(&self) -> u64 {
+        self.stat(STAT_UNREAD_REFUSED)
     }
 
     /// Sets how many sockets the Stratum sockhash holds before the connect

@@ -931,6 +931,21 @@ impl Enforcer {
         self.kernel.maps().untracked_sockets()
     }
 
+    /// Sends the lsm backend's Stratum judge read in a spare copy because
+    /// the kernel refused the thread's task storage (before Linux 6.2 it
+    /// does while another task on the same CPU is inside a task-storage
+    /// helper). Judged all the same; a count of how often it happens.
+    pub fn stratum_spare_copies(&self) -> u64 {
+        self.kernel.maps().spare_copies()
+    }
+
+    /// Sends of stratum scopes the lsm backend's Stratum judge refused
+    /// (EPERM, no event) because it had no room to read them or to follow
+    /// their socket: clean traffic refused. Should stay 0.
+    pub fn stratum_unread_refused(&self) -> u64 {
+        self.kernel.maps().unread_refused()
+    }
+
     fn get(&self, handle: PolicyHandle) -> Result<&Applied> {
         Ok(self
             .applied

@@ -6,9 +6,10 @@
  * socket's Stratum reader (stratum_reader.h), and refuses with EPERM the
  * send that carries the byte deciding a mining method.
  *
- * The iovecs of a send are walked with bpf_loop (so any number of them);
- * the reader's state is kept in socket storage from send to send while the
- * stream is undecided. Once judged (a mining method, or the reader's budget
+ * The iovecs of a send are walked with bpf_loop (so any number of them)
+ * and copied into a copy taken for the run (mg_spare_copy); the reader's
+ * state is kept in socket storage from send to send while the stream is
+ * undecided. Once judged (a mining method, or the reader's budget
  * spent), the verdict stays in mg_stratum_done for the socket's life: a
  * later send costs one socket-storage lookup.
  *
@@ -51,10 +52,11 @@ extern const void vmemmap_base __ksym __weak;
 #define MG_PAGE_SHIFT 12
 
 /*
- * This thread's copy of the bytes being judged (the send's segments one
- * after the other, up to what the reader still takes), and a reader for a
- * socket's first send (task storage: the hook may sleep, so a per-CPU
- * buffer could be taken over by another task). The copy is read by one
+ * A copy of the bytes being judged (the send's segments one after the
+ * other, up to what the reader still takes), and a reader for a socket's
+ * first send: held by one thread for a run of the hook (the hook may
+ * sleep, so a per-CPU buffer could be taken over by another task; see
+ * mg_spare_copy below for whose it is). The copy is read by one
  * bpf_loop after the segment walk: a byte loop nested in the segment loop
  * is more than 6.12's verifier takes. Three budgets of room: what the
  * verifier can prove of an append (an offset below the budget, a length
@@ -73,33 +75,36 @@ struct {
 } mg_send_copy SEC(".maps");
 
 /*
- * Where a send is judged when the thread's task storage cannot be had.
- * Before Linux 6.2 every task-storage helper fails (NULL) while another
- * task on the same CPU is inside one, and this program's create may sleep
- * there (GFP_KERNEL, it being sleepable): one thread's first send would
- * then be refused for another thread's allocation. An entry here (keyed by
- * thread) lives for one run of the hook and is filled from a zeroed
- * template; the map is preallocated, so taking an entry never sleeps and
- * fails only when MG_SPARE_COPIES threads are in this path at once.
+ * The copies a send is read in. The sleepable hook does not create task
+ * storage as a rule: its create may sleep (GFP_KERNEL) inside the helper,
+ * and on 6.1 and 6.12 other task-storage helpers on that CPU fail
+ * meanwhile (before 6.2 every one, this hook's own among them: a clean
+ * first send was refused so under load; later the tracing programs'
+ * creates, such as the scope guard's at fork). A send takes a spare copy
+ * for its run instead: slot i is taken by the thread whose id
+ * mg_spare_claims holds under key i (BPF_NOEXIST makes taking it atomic)
+ * and given back at the end of the run. Only with every spare taken (a
+ * run sleeps when the sender's buffer faults) does a thread get its own
+ * copy in task storage (mg_send_copy), kept for its later sends.
  */
-#define MG_SPARE_COPIES 16
+#define MG_SPARE_COPIES 64
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MG_SPARE_COPIES);
-	__type(key, __u64);
-	__type(value, struct mg_send_copy);
-} mg_spare_copy SEC(".maps");
+	__type(key, __u32);
+	__type(value, __u64);
+} mg_spare_claims SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, MG_SPARE_COPIES);
 	__type(key, __u32);
 	__type(value, struct mg_send_copy);
-} mg_copy_template SEC(".maps");
+} mg_spare_copy SEC(".maps");
 
-/* Tests only (MINERGUARD_TEST_SPARE_COPIES): every send takes the spare
- * path, as if task storage always refused. */
-const volatile bool mg_spare_only = false;
+/* Tests only (MINERGUARD_TEST_OWN_COPIES): every thread reads in a copy
+ * of its own, as when every spare is taken. */
+const volatile bool mg_own_copies_only = false;
 
 /* A socket's reader while its stream is being judged. */
 struct {
@@ -388,16 +393,41 @@ static __always_inline int mg_judge_send(struct sock *sk, struct msghdr *msg,
 	return 0;
 }
 
+/*
+ * Takes a free spare copy for this thread's run of the hook (its slot in
+ * *slot), or NULL when all are taken.
+ */
+static __always_inline struct mg_send_copy *mg_take_spare(__u32 *slot)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	struct mg_send_copy *copy;
+	__u32 i, k;
+
+	for (i = 0; i < MG_SPARE_COPIES; i++) {
+		/* Threads start at different slots. */
+		k = ((__u32)thread + i) & (MG_SPARE_COPIES - 1);
+		if (bpf_map_update_elem(&mg_spare_claims, &k, &thread, BPF_NOEXIST))
+			continue;
+		copy = bpf_map_lookup_elem(&mg_spare_copy, &k);
+		if (!copy) {
+			bpf_map_delete_elem(&mg_spare_claims, &k);
+			return NULL;
+		}
+		*slot = k;
+		return copy;
+	}
+	return NULL;
+}
+
 SEC("lsm.s/socket_sendmsg")
 int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	     int size, int ret)
 {
-	struct mg_send_copy *copy, *template;
+	struct mg_send_copy *copy;
 	struct mg_scope *scope;
 	struct mg_rule_ref *ref;
 	struct sock *sk;
-	__u64 thread = 0;
-	__u32 *done, zero = 0;
+	__u32 *done, slot = 0;
 	bool udp, spare;
 	int verdict;
 
@@ -422,31 +452,28 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
 	if (!ref)
 		return 0;
-	copy = mg_spare_only ? NULL
-			     : bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(),
-						    0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	spare = !copy;
+	/* A thread that once found every spare taken keeps its own copy. */
+	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(), 0, 0);
+	spare = !copy && !mg_own_copies_only;
 	if (spare) {
-		/* Task storage refused (see mg_spare_copy): a spare copy for
-		 * this run. A send that cannot be judged is not let through. */
-		thread = bpf_get_current_pid_tgid();
-		template = bpf_map_lookup_elem(&mg_copy_template, &zero);
-		if (!template ||
-		    bpf_map_update_elem(&mg_spare_copy, &thread, template, BPF_ANY)) {
-			mg_count(MG_STAT_UNREAD_REFUSED);
-			return -MG_EPERM;
-		}
-		copy = bpf_map_lookup_elem(&mg_spare_copy, &thread);
+		copy = mg_take_spare(&slot);
+		spare = copy != NULL;
+	}
+	if (!copy) {
+		/* Every spare taken: the thread's own copy after all, whatever
+		 * its create costs the other helpers. A send that cannot be
+		 * judged is not let through. */
+		mg_count(MG_STAT_OWN_COPIES);
+		copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(), 0,
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!copy) {
-			bpf_map_delete_elem(&mg_spare_copy, &thread);
 			mg_count(MG_STAT_UNREAD_REFUSED);
 			return -MG_EPERM;
 		}
-		mg_count(MG_STAT_SPARE_COPIES);
 	}
 	verdict = mg_judge_send(sk, msg, scope, ref, udp, copy);
 	if (spare)
-		bpf_map_delete_elem(&mg_spare_copy, &thread);
+		bpf_map_delete_elem(&mg_spare_claims, &slot);
 	return verdict;
 }
 

@@ -5,24 +5,24 @@
 # names itself and the binaries after it still run.
 
 # run_one BACKEND BINARY LOG LIMIT_SECONDS [TEST_ARG...] (BACKEND: lsm,
-# cgroup, or lsm-spare: lsm with MINERGUARD_TEST_SPARE_COPIES=1); returns the
+# cgroup, or lsm-own: lsm with MINERGUARD_TEST_OWN_COPIES=1); returns the
 # binary's status (137 when it was stopped). The TEST_ARGs go to the test
 # binary as they are: test-name filters and libtest options such as
 # `--skip FILTER` (scripts/vm-test.sh passes MINERGUARD_VM_FILTER, and
 # MINERGUARD_VM_CGROUP_SKIP as --skip options to the cgroup-backend runs).
 run_one() {
-    local backend=$1 bin=$2 log=$3 limit=$4 start pid spare=
+    local backend=$1 bin=$2 log=$3 limit=$4 start pid own=
     shift 4
     start=$(date +%s)
-    # lsm-spare: the lsm backend with every Stratum send read in a spare
-    # copy (MINERGUARD_TEST_SPARE_COPIES, src/backend/lsm_stratum.rs).
-    if [ "$backend" = lsm-spare ]; then
-        backend=lsm spare=1
+    # lsm-own: the lsm backend with every Stratum send read in a copy of
+    # its thread's own (MINERGUARD_TEST_OWN_COPIES, src/backend/lsm_stratum.rs).
+    if [ "$backend" = lsm-own ]; then
+        backend=lsm own=1
     fi
     # --report-time (libtest's, unstable: RUSTC_BOOTSTRAP lets the stable
     # harness take it) puts each test's time in the log: where the
     # emulated guest's minutes go.
-    MINERGUARD_TEST_SPARE_COPIES=$spare MINERGUARD_TEST_BACKEND=$backend RUSTC_BOOTSTRAP=1 "$bin" "$@" \
+    MINERGUARD_TEST_OWN_COPIES=$own MINERGUARD_TEST_BACKEND=$backend RUSTC_BOOTSTRAP=1 "$bin" "$@" \
         -Z unstable-options --report-time >"$log" 2>&1 &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do

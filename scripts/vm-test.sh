@@ -31,11 +31,11 @@
 #                              binary runs natively on the cgroup backend.
 #                              Empty: every test. Ignored when
 #                              MINERGUARD_VM_FILTER is set)
-#   MINERGUARD_VM_SPARE_FILTER test-name filters of a second lsm run of the
-#                              kernel binary with MINERGUARD_TEST_SPARE_COPIES=1
+#   MINERGUARD_VM_OWN_FILTER   test-name filters of a second lsm run of the
+#                              kernel binary with MINERGUARD_TEST_OWN_COPIES=1
 #                              (the lsm Stratum judge reads every send in a
-#                              spare copy, the path taken when the kernel
-#                              refuses a thread's task storage; see
+#                              copy of its thread's own, the path taken when
+#                              every spare copy is in use; see
 #                              bpf/lsm_stratum.bpf.c). Default: a few Stratum
 #                              tests, mining and clean. Empty: no such run
 #   MINERGUARD_VM_APPEND       extra guest kernel command line (e.g.
@@ -51,7 +51,7 @@ cgroup_tests=${MINERGUARD_VM_CGROUP_TESTS-kernel}
 cgroup_skip=${MINERGUARD_VM_CGROUP_SKIP-exec_rules:: stratum}
 cgroup_filter=${MINERGUARD_VM_CGROUP_FILTER-connect::kill_on_connect exec::miner_exec exec::fileless identity:: kill_container:: scope_escape:: lifecycle::probe workloads::}
 filter=${MINERGUARD_VM_FILTER:-}
-spare_filter=${MINERGUARD_VM_SPARE_FILTER-stratum_evasions::every_mining_method_is_refused stratum_evasions::clean_traffic_passes_untouched stratum_evasions::first_sends_of_many}
+own_filter=${MINERGUARD_VM_OWN_FILTER-stratum_evasions::every_mining_method_is_refused stratum_evasions::clean_traffic_passes_untouched stratum_evasions::first_sends_of_many}
 # Userspace-only tests (see below): the C API's contract without a kernel,
 # struct layouts, the header as C++, handle races, seccomp exports, the
 # contract under valgrind, and the behaviour detector (it reads only /proc;
@@ -102,9 +102,9 @@ rm -rf "$out" && mkdir -p "$out"
 # bpf_send_signal in cgroup programs on 6.1) on the oldest kernel we support.
 runs=()
 for b in "${bins[@]}"; do runs+=("lsm $b"); done
-if [ -n "$spare_filter" ]; then
+if [ -n "$own_filter" ]; then
     for b in "${bins[@]}"; do
-        case $(basename "$b") in kernel-*) runs+=("lsm-spare $b") ;; esac
+        case $(basename "$b") in kernel-*) runs+=("lsm-own $b") ;; esac
     done
 fi
 for b in "${bins[@]}"; do
@@ -160,7 +160,7 @@ fi
         # The binary's test-name arguments: the filters, and for the cgroup
         # backend a --skip per MINERGUARD_VM_CGROUP_SKIP entry.
         read -ra targs <<<"$filter"
-        [ "$backend" != lsm-spare ] || read -ra targs <<<"$spare_filter"
+        [ "$backend" != lsm-own ] || read -ra targs <<<"$own_filter"
         # Real-runtime tests (podman) need the host's container storage,
         # which the guest cannot write: they run natively.
         targs+=(--skip containers::)

@@ -94,13 +94,12 @@ enum mg_stat {
 	/* Sockets the egress Stratum judge refused (deny or kill) that its
 	 * queue to userspace had no room for: cut off, not destroyed. */
 	MG_STAT_REFUSED_UNQUEUED = 2,
-	/* Sends the lsm Stratum judge read in a spare copy because the
-	 * thread's task storage was refused (before Linux 6.2: another task
-	 * on the same CPU was inside a task-storage helper). */
-	MG_STAT_SPARE_COPIES = 3,
+	/* Threads the lsm Stratum judge gave a copy of their own (task
+	 * storage) because every spare copy was taken: lsm_stratum.bpf.c. */
+	MG_STAT_OWN_COPIES = 3,
 	/* Sends the lsm Stratum judge refused because it had no room to
-	 * read them or to follow their socket (no spare copy left, socket
-	 * storage refused). */
+	 * read them or to follow their socket (every spare copy taken and
+	 * task storage refused, socket storage refused). */
 	MG_STAT_UNREAD_REFUSED = 4,
 	MG_STAT_MAX = 8,
 };

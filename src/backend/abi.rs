@@ -44,9 +44,9 @@ pub(crate) const STAT_UNTRACKED: u32 = c::mg_stat::MG_STAT_UNTRACKED.0;
 /// `MG_STAT_REFUSED_UNQUEUED`: sockets the egress Stratum judge refused
 /// that its full queue could not hand to userspace.
 pub(crate) const STAT_REFUSED_UNQUEUED: u32 = c::mg_stat::MG_STAT_REFUSED_UNQUEUED.0;
-/// `MG_STAT_SPARE_COPIES`: sends the lsm Stratum judge read in a spare
-/// copy because the thread's task storage was refused.
-pub(crate) const STAT_SPARE_COPIES: u32 = c::mg_stat::MG_STAT_SPARE_COPIES.0;
+/// `MG_STAT_OWN_COPIES`: threads the lsm Stratum judge gave a copy of
+/// their own because every spare copy was taken.
+pub(crate) const STAT_OWN_COPIES: u32 = c::mg_stat::MG_STAT_OWN_COPIES.0;
 /// `MG_STAT_UNREAD_REFUSED`: sends the lsm Stratum judge refused because
 /// it had no room to read them or to follow their socket.
 pub(crate) const STAT_UNREAD_REFUSED: u32 = c::mg_stat::MG_STAT_UNREAD_REFUSED.0;

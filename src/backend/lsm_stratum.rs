@@ -36,7 +36,7 @@ impl LsmStratumHook {
         let skel = Owned::build(|storage| {
             let mut open = LsmStratumSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
-                rodata.mg_spare_only = spare_copies_only();
+                rodata.mg_own_copies_only = own_copies_only();
             }
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
@@ -67,13 +67,12 @@ impl LsmStratumHook {
     }
 }
 
-/// Tests only: `MINERGUARD_TEST_SPARE_COPIES=1` makes the judge read every
-/// send in a spare copy (the path a send takes when the kernel refuses the
-/// thread's task storage, which before Linux 6.2 happens only when another
-/// task on the same CPU is inside a task-storage helper), so that the tests
-/// can prove that path judges as the usual one does.
-fn spare_copies_only() -> bool {
-    std::env::var_os("MINERGUARD_TEST_SPARE_COPIES").is_some_and(|v| v == "1")
+/// Tests only: `MINERGUARD_TEST_OWN_COPIES=1` makes the judge read every
+/// send in a copy of its thread's own (task storage), the path taken when
+/// every spare copy is in use, so that the tests can prove that path
+/// judges as the usual one does.
+fn own_copies_only() -> bool {
+    std::env::var_os("MINERGUARD_TEST_OWN_COPIES").is_some_and(|v| v == "1")
 }
 
 /// Whether every send of this kernel reaches `socket_sendmsg` with data the

@@ -14,7 +14,7 @@ use crate::{
 use super::abi::{
     ACTION_AUDIT, ACTION_DENY, ACTION_KILL, BUCKET_SIZE, CONFIG_EGRESS_JUDGE, INODE_FILE,
     PATH_ALLOW_DIR, PATH_ALLOW_FILE, PATH_DIR, PATTERN_ID_OVERLONG, PATTERN_LEN, PREFIX_LEN,
-    REF_SIGNATURES, STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS, STAT_SPARE_COPIES,
+    REF_SIGNATURES, STAT_OWN_COPIES, STAT_REFUSED_UNQUEUED, STAT_RINGBUF_DROPS,
     STAT_UNREAD_REFUSED, STAT_UNTRACKED,
 };
 pub(crate) use super::abi::{MAX_SCOPES, MAX_SCOPE_DEPTH, METHOD_LEN, NAME_LEN};
@@ -673,10 +673,10 @@ impl SharedMaps {
         self.stat(STAT_REFUSED_UNQUEUED)
     }
 
-    /// Sends the lsm Stratum judge read in a spare copy (task storage
-    /// refused it the thread's own).
-    pub fn spare_copies(&self) -> u64 {
-        self.stat(STAT_SPARE_COPIES)
+    /// Threads the lsm Stratum judge gave a copy of their own (every
+    /// spare copy taken).
+    pub fn own_copies(&self) -> u64 {
+        self.stat(STAT_OWN_COPIES)
     }
 
     /// Sends the lsm Stratum judge refused unread (no room to read them
@@ -1014,17 +1014,24 @@ mod layout_tests {
 
     use super::*;
 
-    #[test]
-    fn every_scope_change_moves_the_generation_on_and_keeps_nesting() {
+    /// Fresh shared maps; None (skipped, with the reason printed) when not
+    /// root and MINERGUARD_ALLOW_SKIP=1, a failure when not root otherwise.
+    fn root_maps() -> Option<SharedMaps> {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             assert!(
                 std::env::var_os("MINERGUARD_ALLOW_SKIP").is_some_and(|v| v == "1"),
                 "needs root to create the maps (MINERGUARD_ALLOW_SKIP=1 skips)"
             );
             eprintln!("skipped: not root");
-            return;
+            return None;
         }
-        let maps = SharedMaps::create(None).unwrap();
+        Some(SharedMaps::create(None).expect("create the shared maps"))
+    }
+
+    #[test]
+    fn every_scope_change_moves_the_generation_on_and_keeps_nesting() {
+        let Some(maps) = root_maps() else { return };
         let policy = KernelPolicy::compile(&crate::Profile::new("t")).unwrap();
         // Nothing written yet: no program uses its cache.
         assert_eq!(maps.scope_generation(), 0);
@@ -1063,18 +1070,10 @@ mod layout_tests {
 
     #[test]
     fn signatures_that_compile_to_nothing_are_refused_not_written() {
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var_os("MINERGUARD_ALLOW_SKIP").is_some_and(|v| v == "1"),
-                "needs root to create the maps (MINERGUARD_ALLOW_SKIP=1 skips)"
-            );
-            eprintln!("skipped: not root");
-            return;
-        }
+        let Some(maps) = root_maps() else { return };
         let profile =
             crate::Profile::new("t").rule(crate::Rule::stratum("s", Action::Deny, ["cn-proto/7"]));
         let mut policy = KernelPolicy::compile(&profile).unwrap();
-        let maps = SharedMaps::create(None).unwrap();
         maps.write_policy(7, &policy).unwrap();
         assert!(maps
             .stratum

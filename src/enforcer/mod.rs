@@ -931,17 +931,21 @@ impl Enforcer {
         self.kernel.maps().untracked_sockets()
     }
 
-    /// Sends the lsm backend's Stratum judge read in a spare copy because
-    /// the kernel refused the thread's task storage (before Linux 6.2 it
-    /// does while another task on the same CPU is inside a task-storage
-    /// helper). Judged all the same; a count of how often it happens.
-    pub fn stratum_spare_copies(&self) -> u64 {
-        self.kernel.maps().spare_copies()
+    /// Threads of stratum scopes the lsm backend's Stratum judge gave a
+    /// copy of their own (task storage) because its 64 spare copies were
+    /// all taken (more sends being read at once, their senders' buffers
+    /// faulting). Judged all the same; but creating task storage in that
+    /// sleepable hook can make other task-storage helpers on the CPU fail
+    /// meanwhile (6.1, 6.12), the scope guard's among them. Should
+    /// stay near 0.
+    pub fn stratum_own_copies(&self) -> u64 {
+        self.kernel.maps().own_copies()
     }
 
     /// Sends of stratum scopes the lsm backend's Stratum judge refused
-    /// (EPERM, no event) because it had no room to read them or to follow
-    /// their socket: clean traffic refused. Should stay 0.
+    /// (EPERM, no event) because it had no room to read them (every spare
+    /// copy taken and task storage refused) or to follow their socket:
+    /// clean traffic refused. Should stay 0.
     pub fn stratum_unread_refused(&self) -> u64 {
         self.kernel.maps().unread_refused()
     }

@@ -81,25 +81,23 @@ struct {
  * meanwhile (before 6.2 every one, this hook's own among them: a clean
  * first send was refused so under load; later the tracing programs'
  * creates, such as the scope guard's at fork). A send takes a spare copy
- * for its run instead: slot i is taken by the thread whose id
- * mg_spare_claims holds under key i (BPF_NOEXIST makes taking it atomic)
- * and given back at the end of the run. Only with every spare taken (a
- * run sleeps when the sender's buffer faults) does a thread get its own
- * copy in task storage (mg_send_copy), kept for its later sends.
+ * for its run instead: a slot whose owner word it turns from 0 to its
+ * thread id (compare-and-swap) and back to 0 at the end of the run. Only
+ * with every spare taken (a run sleeps when the sender's buffer faults)
+ * does a thread get its own copy in task storage (mg_send_copy), kept for
+ * its later sends.
  */
 #define MG_SPARE_COPIES 64
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MG_SPARE_COPIES);
-	__type(key, __u32);
-	__type(value, __u64);
-} mg_spare_claims SEC(".maps");
+struct mg_spare {
+	__u64 owner; /* the thread id holding it; 0: free */
+	struct mg_send_copy copy;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MG_SPARE_COPIES);
 	__type(key, __u32);
-	__type(value, struct mg_send_copy);
+	__type(value, struct mg_spare);
 } mg_spare_copy SEC(".maps");
 
 /* Tests only (MINERGUARD_TEST_OWN_COPIES): every thread reads in a copy
@@ -393,28 +391,23 @@ static __always_inline int mg_judge_send(struct sock *sk, struct msghdr *msg,
 	return 0;
 }
 
-/*
- * Takes a free spare copy for this thread's run of the hook (its slot in
- * *slot), or NULL when all are taken.
- */
-static __always_inline struct mg_send_copy *mg_take_spare(__u32 *slot)
+/* Takes a free spare copy for this thread's run of the hook, or NULL when
+ * all are taken. */
+static __always_inline struct mg_spare *mg_take_spare(void)
 {
 	__u64 thread = bpf_get_current_pid_tgid();
-	struct mg_send_copy *copy;
+	struct mg_spare *spare;
 	__u32 i, k;
 
 	for (i = 0; i < MG_SPARE_COPIES; i++) {
 		/* Threads start at different slots. */
 		k = ((__u32)thread + i) & (MG_SPARE_COPIES - 1);
-		if (bpf_map_update_elem(&mg_spare_claims, &k, &thread, BPF_NOEXIST))
-			continue;
-		copy = bpf_map_lookup_elem(&mg_spare_copy, &k);
-		if (!copy) {
-			bpf_map_delete_elem(&mg_spare_claims, &k);
+		spare = bpf_map_lookup_elem(&mg_spare_copy, &k);
+		if (!spare)
 			return NULL;
-		}
-		*slot = k;
-		return copy;
+		if (!spare->owner &&
+		    __sync_val_compare_and_swap(&spare->owner, 0, thread) == 0)
+			return spare;
 	}
 	return NULL;
 }
@@ -427,8 +420,9 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	struct mg_scope *scope;
 	struct mg_rule_ref *ref;
 	struct sock *sk;
-	__u32 *done, slot = 0;
-	bool udp, spare;
+	struct mg_spare *spare;
+	__u32 *done;
+	bool udp;
 	int verdict;
 
 	if (ret)
@@ -454,11 +448,9 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 		return 0;
 	/* A thread that once found every spare taken keeps its own copy. */
 	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(), 0, 0);
-	spare = !copy && !mg_own_copies_only;
-	if (spare) {
-		copy = mg_take_spare(&slot);
-		spare = copy != NULL;
-	}
+	spare = copy || mg_own_copies_only ? NULL : mg_take_spare();
+	if (spare)
+		copy = &spare->copy;
 	if (!copy) {
 		/* Every spare taken: the thread's own copy after all, whatever
 		 * its create costs the other helpers. A send that cannot be
@@ -473,7 +465,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	}
 	verdict = mg_judge_send(sk, msg, scope, ref, udp, copy);
 	if (spare)
-		bpf_map_delete_elem(&mg_spare_claims, &slot);
+		__sync_fetch_and_and(&spare->owner, 0);
 	return verdict;
 }
 

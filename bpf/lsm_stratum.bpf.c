@@ -13,6 +13,19 @@
  * spent), the verdict stays in mg_stratum_done for the socket's life: a
  * later send costs one socket-storage lookup.
  *
+ * The hook runs before the kernel takes the bytes, and the kernel may take
+ * none of them (a socket not connected yet, EAGAIN, a signal) or only a
+ * part. So what a send adds to a stream is kept aside until the send
+ * returns: fexit programs on inet_sendmsg and inet6_sendmsg (TCP and MPTCP
+ * sends return through them) keep it when the kernel took the send whole,
+ * drop it when it took nothing, and mark the stream as having a gap when
+ * it took a part of what was read (its next send is refused: the reader
+ * cannot know which bytes follow). A send on a stream whose previous send
+ * another thread has in flight is refused too: the kernel's order of the
+ * two is not known here. Else a send that failed (eight empty messages on
+ * a socket not connected yet) spent the reader's budget, and the stream
+ * sent once connected went out unread.
+ *
  * sendfile and splice reach this hook from Linux 6.5 on (MSG_SPLICE_PAGES:
  * the data is pages, an ITER_BVEC); their first bytes are read through the
  * kernel's direct map. Where that works and nothing can bypass the hook
@@ -30,9 +43,13 @@
 #include "stratum_reader.h"
 
 #define MG_EPERM 1
+#define MG_EFAULT 14
 #define MG_IPPROTO_TCP 6
 #define MG_IPPROTO_MPTCP 262
 #define MG_IPPROTO_UDP 17
+/* include/uapi/linux/in.h (6.11) and linux/socket.h */
+#define MG_IPPROTO_SMC 256
+#define MG_AF_SMC 43
 /* UIO_MAXIOV: no sendmsg/writev carries more segments. */
 #define MG_IOV_MAX 1024
 
@@ -104,12 +121,24 @@ struct {
  * of its own, as when every spare is taken. */
 const volatile bool mg_own_copies_only = false;
 
-/* A socket's reader while its stream is being judged. */
+/* A socket's stream while it is being judged (see the top of the file). */
+struct mg_lsm_stream {
+	__u64 inflight; /* thread (pid_tgid) of the send in flight; 0: none */
+	struct mg_reader r;    /* the bytes the kernel took, read */
+	struct mg_reader next; /* r and the send in flight */
+	__u32 read;     /* bytes of that send the reader read */
+	__u32 len;      /* its size */
+	__u8 verdict;   /* what reading it gave: MG_READ_MORE or MG_READ_DONE */
+	__u8 gap;       /* the kernel took part of what was read */
+	__u8 born;      /* r is set */
+	__u8 _pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct mg_reader);
+	__type(value, struct mg_lsm_stream);
 } mg_lsm_stratum_sk SEC(".maps");
 
 /* Where the iovec or bio_vec walk is (bpf_loop context). */
@@ -136,7 +165,11 @@ static __always_inline long mg_read_from(struct mg_iov_walk *w, __u64 from,
 	struct mg_send_copy *copy = w->copy;
 	__u32 off, room;
 
-	if (!copy || w->len >= w->room)
+	if (!copy) {
+		w->failed = 1;
+		return 1;
+	}
+	if (w->len >= w->room)
 		return 1;
 	off = w->len & (MG_READ_BUDGET - 1);
 	room = w->room - w->len;
@@ -163,8 +196,10 @@ static long mg_read_segment(__u32 i, void *ctx)
 	struct iovec v;
 
 	if (bpf_probe_read_kernel(&v, sizeof(v),
-				  (const void *)(w->iov + i * sizeof(v))))
+				  (const void *)(w->iov + i * sizeof(v)))) {
+		w->failed = 1;
 		return 1;
+	}
 	if (i == 0) {
 		if (w->skip >= v.iov_len)
 			return 0;
@@ -192,8 +227,10 @@ static long mg_read_page_segment(__u32 i, void *ctx)
 	page = (__u64)BPF_CORE_READ(bv, bv_page);
 	len = BPF_CORE_READ(bv, bv_len);
 	off = BPF_CORE_READ(bv, bv_offset);
-	if (page < w->vmemmap)
+	if (page < w->vmemmap) {
+		w->failed = 1;
 		return 1;
+	}
 	addr = w->direct_map +
 	       ((page - w->vmemmap) / bpf_core_type_size(struct page) << MG_PAGE_SHIFT) + off;
 	if (i == 0) {
@@ -204,13 +241,16 @@ static long mg_read_page_segment(__u32 i, void *ctx)
 	return mg_read_from(w, addr, len, true);
 }
 
+/* mg_read_sent's answers besides a verdict. */
+#define MG_SENT_OTHER (-1)  /* neither user memory nor pages this program reads */
+#define MG_SENT_FAILED (-2) /* a segment could not be read */
+
 /*
- * Feeds the data `msg` is about to send to reader `r`. Returns the verdict,
- * or -1 when the data is neither user memory nor pages this program can
- * read.
+ * Feeds the data `msg` is about to send to reader `r` (the number of bytes
+ * read in *read). Returns the verdict, or MG_SENT_*.
  */
 static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
-					struct mg_send_copy *copy)
+					struct mg_send_copy *copy, __u32 *read)
 {
 	struct mg_iov_walk w = { .copy = copy };
 	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
@@ -234,7 +274,7 @@ static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
 		    bpf_probe_read_kernel(&w.vmemmap, sizeof(w.vmemmap), &vmemmap_base) ||
 		    bpf_probe_read_kernel(&w.direct_map, sizeof(w.direct_map),
 					  &page_offset_base))
-			return -1;
+			return MG_SENT_OTHER;
 		w.iov = (__u64)BPF_CORE_READ(msg, msg_iter.bvec);
 		nr = BPF_CORE_READ(msg, msg_iter.nr_segs);
 		if (nr > MG_IOV_MAX)
@@ -243,7 +283,7 @@ static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
 		goto out;
 	}
 	if (type != bpf_core_enum_value(enum iter_type, ITER_IOVEC))
-		return -1;
+		return MG_SENT_OTHER;
 	if (bpf_core_field_exists(struct iov_iter___pre64, iov)) {
 		struct iov_iter___pre64 *it = (void *)&msg->msg_iter;
 
@@ -257,22 +297,24 @@ static __always_inline int mg_read_sent(struct msghdr *msg, struct mg_reader *r,
 	bpf_loop(nr, mg_read_segment, &w, 0);
 out:
 	if (w.failed)
-		return -1;
+		return MG_SENT_FAILED;
+	*read = w.len;
 	if (!w.len)
 		return MG_READ_MORE;
 	return mg_reader_feed(r, copy->buf, w.len);
 }
 
-/* Reports a matched signature against the destination (connected peer, or
- * the address a Fast Open sendto names). */
+/* Reports a matched signature (the reader's `r`; without one, the family
+ * `sig` and no method) against the destination (connected peer, or the
+ * address a Fast Open sendto names). */
 static __always_inline void mg_lsm_stratum_event(struct sock *sk,
 						 struct msghdr *msg,
 						 const struct mg_scope *scope,
 						 const struct mg_rule_ref *ref,
-						 const struct mg_reader *r)
+						 const struct mg_reader *r, __u8 sig,
+						 __u8 action)
 {
-	struct mg_event *e = mg_event_start(MG_KIND_STRATUM, scope, ref,
-					    ref->action);
+	struct mg_event *e = mg_event_start(MG_KIND_STRATUM, scope, ref, action);
 	struct sockaddr_in6 to = {};
 	struct sockaddr *name;
 	__u32 ip[4] = {};
@@ -310,7 +352,12 @@ static __always_inline void mg_lsm_stratum_event(struct sock *sk,
 	e->port = bpf_ntohs(port_be);
 	e->protocol = BPF_CORE_READ(sk, sk_protocol) == MG_IPPROTO_UDP ? MG_IPPROTO_UDP
 								       : MG_IPPROTO_TCP;
-	mg_stratum_event_method(e, r);
+	if (r) {
+		mg_stratum_event_method(e, r);
+	} else {
+		e->path[0] = sig;
+		e->path[1] = 0;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -333,49 +380,108 @@ static __always_inline int mg_matched(struct sock *sk, struct msghdr *msg,
 {
 	if (ref->action == MG_ACTION_KILL)
 		bpf_send_signal(MG_SIGKILL);
-	mg_lsm_stratum_event(sk, msg, scope, ref, r);
+	mg_lsm_stratum_event(sk, msg, scope, ref, r, 0, ref->action);
 	return mg_judged(sk, ref->action == MG_ACTION_AUDIT ? MG_STRATUM_PASSED
 							    : MG_STRATUM_DENIED);
 }
 
 /*
- * Reads what this send carries into the stream of `sk` (in `copy`) and
- * returns what the send gets.
+ * A socket whose stream cannot be read (`sig`: why): reported, and refused
+ * unless audit (no kill: nothing mining was read).
  */
-static __always_inline int mg_judge_send(struct sock *sk, struct msghdr *msg,
-					 const struct mg_scope *scope,
-					 const struct mg_rule_ref *ref, bool udp,
-					 struct mg_send_copy *copy)
+static __always_inline int mg_unjudged(struct sock *sk, struct msghdr *msg,
+				       const struct mg_scope *scope,
+				       const struct mg_rule_ref *ref, __u8 sig)
 {
-	struct mg_reader *st, *r;
+	bool audit = ref->action == MG_ACTION_AUDIT;
+
+	mg_lsm_stratum_event(sk, msg, scope, ref, NULL, sig,
+			     audit ? MG_ACTION_AUDIT : MG_ACTION_DENY);
+	return mg_judged(sk, audit ? MG_STRATUM_PASSED : MG_STRATUM_DENIED);
+}
+
+/*
+ * A stream the reader cannot follow (the kernel took part of a send that
+ * was read, or another thread's send is in flight).
+ */
+static __always_inline int mg_gap(struct sock *sk, struct msghdr *msg,
+				  const struct mg_scope *scope,
+				  const struct mg_rule_ref *ref)
+{
+	bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+	return mg_unjudged(sk, msg, scope, ref, MG_SIG_GAP);
+}
+
+/* Reads one datagram by itself (no state is kept). */
+static __always_inline int mg_judge_datagram(struct sock *sk, struct msghdr *msg,
+					     const struct mg_scope *scope,
+					     const struct mg_rule_ref *ref,
+					     struct mg_send_copy *copy)
+{
+	__u32 read = 0;
 	int verdict;
 
-	st = udp ? NULL : bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
+	mg_reader_init(&copy->r, scope->policy_id, ref);
+	verdict = mg_read_sent(msg, &copy->r, copy, &read);
+	if (verdict == MG_SENT_FAILED) {
+		mg_count(MG_STAT_UNREAD_REFUSED);
+		return -MG_EFAULT;
+	}
+	if (verdict == MG_READ_MINING)
+		return mg_matched(sk, msg, scope, ref, &copy->r);
+	return 0;
+}
+
+/*
+ * Reads what this send adds to the stream of `sk` (in `copy`) and returns
+ * what the send gets. What it adds is kept aside (st->next) until the send
+ * returns (mg_stream_sent).
+ */
+static __always_inline int mg_judge_stream(struct sock *sk, struct msghdr *msg,
+					   const struct mg_scope *scope,
+					   const struct mg_rule_ref *ref, int size,
+					   struct mg_send_copy *copy)
+{
+	__u64 thread = bpf_get_current_pid_tgid(), holder;
+	struct mg_lsm_stream *st;
+	struct mg_reader *r;
+	__u32 read = 0;
+	int verdict;
+
+	st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
 	if (st) {
-		r = st;
+		holder = __sync_val_compare_and_swap(&st->inflight, 0, thread);
+		/* Another thread's send is in flight (or a gap was left):
+		 * which bytes the kernel takes first is not known here. The
+		 * thread's own mark is a send of its that a later hook refused
+		 * (it never reached inet_sendmsg): it took nothing. */
+		if ((holder && holder != thread) || st->gap)
+			return mg_gap(sk, msg, scope, ref);
+		__builtin_memcpy(&st->next, &st->r, sizeof(st->r));
+		r = &st->next;
 	} else {
-		/* A first send is read in the thread's copy: socket storage
-		 * only if it leaves the stream undecided. */
+		/* A first send is read in the run's copy: socket storage only
+		 * if it is let through. */
 		r = &copy->r;
 		mg_reader_init(r, scope->policy_id, ref);
 	}
-	verdict = mg_read_sent(msg, r, copy);
-	/* Kernel senders (ITER_KVEC) and pages this program cannot read
-	 * are left to the sk_msg program where it runs. */
-	if (verdict < 0)
-		return 0;
+	verdict = mg_read_sent(msg, r, copy, &read);
+	if (verdict == MG_SENT_OTHER || verdict == MG_SENT_FAILED) {
+		if (st)
+			__sync_fetch_and_and(&st->inflight, 0);
+		/* Kernel senders (ITER_KVEC) and pages this program cannot
+		 * read are left to the sk_msg program where it runs; user
+		 * memory that faults fails the kernel's copy too, though
+		 * only from the faulting part on: nothing of it goes. */
+		if (verdict == MG_SENT_OTHER)
+			return 0;
+		mg_count(MG_STAT_UNREAD_REFUSED);
+		return -MG_EFAULT;
+	}
 	if (verdict == MG_READ_MINING) {
 		if (st)
 			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
 		return mg_matched(sk, msg, scope, ref, r);
-	}
-	/* A clean datagram: the next one is read by itself again. */
-	if (udp)
-		return 0;
-	if (verdict == MG_READ_DONE) {
-		if (st)
-			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
-		return mg_judged(sk, MG_STRATUM_PASSED);
 	}
 	if (!st) {
 		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,
@@ -385,10 +491,65 @@ static __always_inline int mg_judge_send(struct sock *sk, struct msghdr *msg,
 			mg_count(MG_STAT_UNREAD_REFUSED);
 			return -MG_EPERM;
 		}
-		__builtin_memcpy(st, r, sizeof(*r));
+		/* Another thread's first send got here first. */
+		holder = __sync_val_compare_and_swap(&st->inflight, 0, thread);
+		if ((holder && holder != thread) || st->born)
+			return mg_gap(sk, msg, scope, ref);
+		mg_reader_init(&st->r, scope->policy_id, ref);
+		st->born = 1;
+		__builtin_memcpy(&st->next, r, sizeof(*r));
 	}
-	/* Not decided yet: let this part through and read the next send. */
+	st->read = read;
+	st->len = size > 0 ? size : 0;
+	st->verdict = verdict;
 	return 0;
+}
+
+/*
+ * A send of a stream being judged returned (`ret`: bytes the kernel took,
+ * or an error): what its hook read joins the stream if the kernel took it.
+ */
+static __always_inline int mg_stream_sent(struct socket *sock, int ret)
+{
+	__u64 thread = bpf_get_current_pid_tgid();
+	struct mg_lsm_stream *st;
+	struct sock *sk;
+	__u32 took;
+
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0, 0);
+	if (!st || st->inflight != thread)
+		return 0;
+	took = ret > 0 ? ret : 0;
+	if (took >= st->len || (st->verdict == MG_READ_DONE && took >= st->read)) {
+		if (st->verdict == MG_READ_DONE) {
+			/* Judged: the reader leaves the socket. */
+			mg_judged(sk, MG_STRATUM_PASSED);
+			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
+			return 0;
+		}
+		__builtin_memcpy(&st->r, &st->next, sizeof(st->r));
+	} else if (took) {
+		st->gap = 1;
+	}
+	__sync_fetch_and_and(&st->inflight, 0);
+	return 0;
+}
+
+SEC("fexit/inet_sendmsg")
+int BPF_PROG(mg_lsm_stratum_sent4, struct socket *sock, struct msghdr *msg, size_t size,
+	     int ret)
+{
+	return mg_stream_sent(sock, ret);
+}
+
+SEC("fexit/inet6_sendmsg")
+int BPF_PROG(mg_lsm_stratum_sent6, struct socket *sock, struct msghdr *msg, size_t size,
+	     int ret)
+{
+	return mg_stream_sent(sock, ret);
 }
 
 /* Takes a free spare copy for this thread's run of the hook, or NULL when
@@ -422,7 +583,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	struct sock *sk;
 	struct mg_spare *spare;
 	__u32 *done;
-	bool udp;
+	bool udp, smc;
 	int verdict;
 
 	if (ret)
@@ -438,7 +599,15 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	 * kernel, so this hook is where it can be read. UDP datagrams are
 	 * read one by one (each is a message; no state is kept). */
 	udp = sk->sk_protocol == MG_IPPROTO_UDP;
-	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP && !udp)
+	/* SMC sockets (AF_SMC, or IPPROTO_SMC from 6.11) fall back to TCP
+	 * with a peer that has no SMC, any pool. Once connected the file names
+	 * the TCP socket, read here as any other; but sends the SMC socket
+	 * itself takes (a Fast Open sendto falls back inside the send) reach
+	 * the TCP socket directly, past this hook. They are refused rather
+	 * than read (smc_run makes any client's sockets SMC). */
+	smc = sk->__sk_common.skc_family == MG_AF_SMC || sk->sk_protocol == MG_IPPROTO_SMC;
+	if (sk->sk_protocol != MG_IPPROTO_TCP && sk->sk_protocol != MG_IPPROTO_MPTCP && !udp &&
+	    !smc)
 		return 0;
 	scope = mg_current_scope();
 	if (!scope)
@@ -446,6 +615,8 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
 	if (!ref)
 		return 0;
+	if (smc)
+		return mg_unjudged(sk, msg, scope, ref, MG_SIG_SMC);
 	/* A thread that once found every spare taken keeps its own copy. */
 	copy = bpf_task_storage_get(&mg_send_copy, bpf_get_current_task_btf(), 0, 0);
 	spare = copy || mg_own_copies_only ? NULL : mg_take_spare();
@@ -463,7 +634,8 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 			return -MG_EPERM;
 		}
 	}
-	verdict = mg_judge_send(sk, msg, scope, ref, udp, copy);
+	verdict = udp ? mg_judge_datagram(sk, msg, scope, ref, copy)
+		      : mg_judge_stream(sk, msg, scope, ref, size, copy);
 	if (spare)
 		__sync_fetch_and_and(&spare->owner, 0);
 	return verdict;

@@ -1094,8 +1094,9 @@ enum mg_result mg_enforcer_detach(struct mg_enforcer *enforcer);
  * process that enforced it last, or null), `alive` (whether it runs;
  * the kernel enforces either way), `backend`, `scopes` (`scope`,
  * `cgroup_id`, `present`, `profile`, `policy_id`, `since` in Unix
- * seconds), `links` (`name`, `id`, `program_id`), `maps` (a count) and
- * `ring_drops`. `"[]"` when nothing is pinned. Needs root to read bpffs.
+ * seconds), `links` (`name`, `id`, `program_id`), `maps` (a count),
+ * `ring_drops` and `stratum_judge` (`unread_refused`, `untracked`,
+ * `own_copies`). `"[]"` when nothing is pinned. Needs root to read bpffs.
  *
  * # Safety
  * `buf` must point to `len` writable bytes (or be NULL with `len == 0`);

@@ -12,6 +12,14 @@
 //!   Stratum judge refused, `outcome` = `destroyed` or `not_destroyed`
 //!   (cut off by the judge's drops only: see
 //!   `minerguard::Enforcer::destroyed_sockets`);
+//! - `minerguard_stratum_judge_total{what}`: what the Stratum judges could
+//!   not do as usual, `what` = `unread_refused` (sends or connections
+//!   refused because they could not be read or followed: clean traffic
+//!   refused), `untracked` (accepted sockets the full sk-msg tracking could
+//!   not take: they send unjudged) or `own_copies` (lsm threads that found
+//!   every spare copy taken). All should stay 0 (see
+//!   `minerguard::Enforcer::stratum_unread_refused`, `untracked_sockets`,
+//!   `stratum_own_copies`);
 //! - `minerguard_scopes`, `minerguard_containers`: gauges;
 //! - `minerguard_hook_status{check,status}`: 1 for each check's current
 //!   status (a check has one series at a time).
@@ -140,6 +148,33 @@ struct DeliveryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JudgeLabels {
+    what: &'static str,
+}
+
+/// The Stratum judges' counts of what they could not do as usual
+/// ([`Metrics::set_stratum_judge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JudgeCounts {
+    /// `Enforcer::stratum_unread_refused`.
+    pub unread_refused: u64,
+    /// `Enforcer::untracked_sockets`.
+    pub untracked: u64,
+    /// `Enforcer::stratum_own_copies`.
+    pub own_copies: u64,
+}
+
+impl JudgeCounts {
+    fn labelled(self) -> [(&'static str, u64); 3] {
+        [
+            ("unread_refused", self.unread_refused),
+            ("untracked", self.untracked),
+            ("own_copies", self.own_copies),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     check: String,
     status: String,
@@ -153,6 +188,7 @@ pub struct Metrics {
     drops: Family<DropLabels, TotalCounter>,
     deliveries: Family<DeliveryLabels, TotalCounter>,
     refused_sockets: Family<DeliveryLabels, TotalCounter>,
+    stratum_judge: Family<JudgeLabels, TotalCounter>,
     scopes: Gauge,
     containers: Gauge,
     hook_status: Family<HookLabels, Gauge>,
@@ -177,6 +213,7 @@ impl Metrics {
         let drops = Family::<DropLabels, TotalCounter>::default();
         let deliveries = Family::<DeliveryLabels, TotalCounter>::default();
         let refused_sockets = Family::<DeliveryLabels, TotalCounter>::default();
+        let stratum_judge = Family::<JudgeLabels, TotalCounter>::default();
         let scopes = Gauge::default();
         let containers = Gauge::default();
         let hook_status = Family::<HookLabels, Gauge>::default();
@@ -200,6 +237,11 @@ impl Metrics {
             "minerguard_refused_sockets",
             "TCP sockets the egress Stratum judge refused, by outcome (destroyed; not_destroyed: cut off by the judge's drops only)",
             refused_sockets.clone(),
+        );
+        registry.register(
+            "minerguard_stratum_judge",
+            "What the Stratum judges could not do as usual, by what (unread_refused: refused because not readable or followable; untracked: accepted sockets sent unjudged; own_copies: lsm threads past the spare copies); all should stay 0",
+            stratum_judge.clone(),
         );
         registry.register("minerguard_scopes", "Scopes applied", scopes.clone());
         registry.register(
@@ -225,12 +267,16 @@ impl Metrics {
         for outcome in ["destroyed", "not_destroyed"] {
             drop(refused_sockets.get_or_create(&DeliveryLabels { outcome }));
         }
+        for (what, _) in JudgeCounts::default().labelled() {
+            drop(stratum_judge.get_or_create(&JudgeLabels { what }));
+        }
         Metrics {
             registry,
             events,
             drops,
             deliveries,
             refused_sockets,
+            stratum_judge,
             scopes,
             containers,
             hook_status,
@@ -274,6 +320,15 @@ impl Metrics {
         for (outcome, total) in [("destroyed", destroyed), ("not_destroyed", not_destroyed)] {
             self.refused_sockets
                 .get_or_create(&DeliveryLabels { outcome })
+                .set(total);
+        }
+    }
+
+    /// The Stratum judges' totals.
+    pub fn set_stratum_judge(&self, counts: JudgeCounts) {
+        for (what, total) in counts.labelled() {
+            self.stratum_judge
+                .get_or_create(&JudgeLabels { what })
                 .set(total);
         }
     }

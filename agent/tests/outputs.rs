@@ -15,7 +15,7 @@ use std::{
 use crossbeam_channel::{Receiver, Sender};
 use minerguard::{events::InlineStr, falco_json, Action, Event, ProcSource, Target};
 use minerguard_agent::{
-    metrics::{Delivery, DropSite, Metrics, MetricsServer, OPENMETRICS_CONTENT_TYPE},
+    metrics::{Delivery, DropSite, JudgeCounts, Metrics, MetricsServer, OPENMETRICS_CONTENT_TYPE},
     webhook::{Retry, Webhook, WebhookStats},
 };
 use serde_json::Value;
@@ -348,6 +348,11 @@ fn metrics_endpoint_serves_metrics_and_probes() {
     metrics.set_deliveries(Delivery::Delivered, 40);
     metrics.set_deliveries(Delivery::Failed, 1);
     metrics.set_refused_sockets(7, 1);
+    metrics.set_stratum_judge(JudgeCounts {
+        unread_refused: 4,
+        untracked: 0,
+        own_copies: 9,
+    });
     metrics.set_scopes(3);
     metrics.set_containers(12);
     metrics.set_hook_status([("lsm", "ok"), ("cgroup_connect", "ok")]);
@@ -369,6 +374,10 @@ fn metrics_endpoint_serves_metrics_and_probes() {
         "# TYPE minerguard_refused_sockets counter",
         r#"minerguard_refused_sockets_total{outcome="destroyed"} 7"#,
         r#"minerguard_refused_sockets_total{outcome="not_destroyed"} 1"#,
+        "# TYPE minerguard_stratum_judge counter",
+        r#"minerguard_stratum_judge_total{what="unread_refused"} 4"#,
+        r#"minerguard_stratum_judge_total{what="untracked"} 0"#,
+        r#"minerguard_stratum_judge_total{what="own_copies"} 9"#,
         "minerguard_scopes 3",
         "minerguard_containers 12",
         r#"minerguard_hook_status{check="lsm",status="missing"} 1"#,

@@ -53,6 +53,8 @@ enum mg_stratum_sig {
 	MG_SIG_TFO_CONNECT = 9, /* TCP_FASTOPEN_CONNECT where only sk_msg reads streams */
 	MG_SIG_UNTRACKED = 10,  /* a connection the full sockhash could not take */
 	MG_SIG_SIGNATURE = 11,  /* one of the profile's `signatures` (path[1]: 1 + its index) */
+	MG_SIG_GAP = 12,        /* lsm: a stream the reader cannot follow (a send taken in part, sends racing) */
+	MG_SIG_SMC = 13,        /* lsm: a send of an SMC socket (its TCP fallback is written past the hook) */
 };
 
 /* What a byte did to the reader. */

@@ -17,7 +17,7 @@ use minerguard_agent::{
     behaviour::Watching,
     config::AgentConfig,
     enrich::Enricher,
-    metrics::{Delivery, DropSite, Metrics, MetricsServer},
+    metrics::{Delivery, DropSite, JudgeCounts, Metrics, MetricsServer},
     runtime::{self, MetadataSource},
     scans::{ScanDone, Scanning},
     webhook::Webhook,
@@ -43,13 +43,48 @@ fn status_label(s: &CheckStatus) -> &'static str {
     }
 }
 
+/// Warns once per rise of the Stratum judges' counts that mean traffic
+/// was refused unread or passed unjudged (`seen`: the counts warned about).
+fn warn_judge_counts(seen: &mut JudgeCounts, now: JudgeCounts) {
+    if now.unread_refused > seen.unread_refused {
+        eprintln!(
+            "{PREFIX}: warning: the Stratum judge refused {} send(s) or connection(s) it could not read or follow ({} in all): clean traffic may have been refused (see Enforcer::stratum_unread_refused)",
+            now.unread_refused - seen.unread_refused,
+            now.unread_refused
+        );
+    }
+    if now.untracked > seen.untracked {
+        eprintln!(
+            "{PREFIX}: warning: {} accepted socket(s) of stratum scopes sent unjudged: the sk-msg judge's tracking was full ({} in all); use --stratum-judge egress (the default)",
+            now.untracked - seen.untracked,
+            now.untracked
+        );
+    }
+    *seen = now;
+}
+
 /// Refreshes what `/metrics` reads from the enforcer and the webhook, and
 /// warns when refused sockets could not be destroyed since the last time
-/// (`not_destroyed`: the count the last warning was about).
-fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>, not_destroyed: &mut u64) {
+/// (`not_destroyed`: the count the last warning was about), and when the
+/// Stratum judges refused or passed what they could not read
+/// (`judge_seen`: the counts the last warnings were about).
+fn refresh(
+    metrics: &Metrics,
+    agent: &Agent,
+    webhook: Option<&Webhook>,
+    not_destroyed: &mut u64,
+    judge_seen: &mut JudgeCounts,
+) {
     let enforcer: &Enforcer = agent.enforcer();
     let (destroyed, failed) = enforcer.destroyed_sockets();
     metrics.set_refused_sockets(destroyed, failed);
+    let judge = JudgeCounts {
+        unread_refused: enforcer.stratum_unread_refused(),
+        untracked: enforcer.untracked_sockets(),
+        own_copies: enforcer.stratum_own_copies(),
+    };
+    metrics.set_stratum_judge(judge);
+    warn_judge_counts(judge_seen, judge);
     if failed > *not_destroyed {
         eprintln!(
             "{PREFIX}: warning: {} refused Stratum socket(s) could not be destroyed ({failed} in all, {destroyed} destroyed): the egress judge drops their packets while it is attached, but their senders are not told. Closed first, a kernel without CONFIG_INET_DIAG_DESTROY, or the judge's queue full",
@@ -254,7 +289,14 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     watching.set_plan(agent.behaviour_plan(), dry_run);
     let mut next_scan = next_round(agent.config().scan.every);
     let mut not_destroyed = 0;
-    refresh(&metrics, &agent, webhook.as_deref(), &mut not_destroyed);
+    let mut judge_seen = JudgeCounts::default();
+    refresh(
+        &metrics,
+        &agent,
+        webhook.as_deref(),
+        &mut not_destroyed,
+        &mut judge_seen,
+    );
     metrics.set_ready(true);
     let (containers, bound) = agent.counts();
     eprintln!(
@@ -302,7 +344,13 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
         if refreshed.elapsed() >= METRICS_EVERY {
             refreshed = Instant::now();
-            refresh(&metrics, &agent, webhook.as_deref(), &mut not_destroyed);
+            refresh(
+                &metrics,
+                &agent,
+                webhook.as_deref(),
+                &mut not_destroyed,
+                &mut judge_seen,
+            );
         }
     }
     eprintln!(

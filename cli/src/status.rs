@@ -30,6 +30,13 @@ pub fn print(json: bool) -> CliResult<ExitCode> {
             i.maps,
             i.ring_drops
         );
+        let j = i.stratum_judge;
+        if j != Default::default() {
+            println!(
+                "  stratum judge: {} refused unread (clean traffic refused), {} accepted sockets sent untracked, {} threads past the spare copies",
+                j.unread_refused, j.untracked, j.own_copies
+            );
+        }
         for s in &i.scopes {
             let present = if s.present { "" } else { " (cgroup gone)" };
             println!(

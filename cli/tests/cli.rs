@@ -1215,6 +1215,11 @@ fn run_fails_closed_when_the_command_kills_it() {
         !instance["links"].as_array().unwrap().is_empty(),
         "{instance}"
     );
+    assert_eq!(
+        instance["stratum_judge"],
+        serde_json::json!({"unread_refused": 0, "untracked": 0, "own_copies": 0}),
+        "{instance}"
+    );
     let out = minerguard_cmd(&["remove", "--instance", &name]);
     assert!(
         out.status.success(),

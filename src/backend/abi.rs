@@ -108,6 +108,10 @@ pub(crate) const SIG_UNTRACKED: u8 = byte(c::mg_stratum_sig::MG_SIG_UNTRACKED.0)
 /// `enum mg_stratum_sig`: one of the profile's `signatures` (the method's
 /// first byte: 1 + its index).
 pub(crate) const SIG_SIGNATURE: u8 = byte(c::mg_stratum_sig::MG_SIG_SIGNATURE.0);
+/// `enum mg_stratum_sig`: lsm, a stream the reader cannot follow.
+pub(crate) const SIG_GAP: u8 = byte(c::mg_stratum_sig::MG_SIG_GAP.0);
+/// `enum mg_stratum_sig`: lsm, an SMC socket, refused.
+pub(crate) const SIG_SMC: u8 = byte(c::mg_stratum_sig::MG_SIG_SMC.0);
 
 /// `MG_REF_SIGNATURES`: `mg_rule_ref.flags` bit of a stratum rule whose
 /// policy has signatures.

@@ -1,10 +1,12 @@
 //! The lsm backend's Stratum judge (bpf/lsm_stratum.bpf.c): a sleepable
 //! `socket_sendmsg` program that reads the first bytes a TCP socket sends
 //! from the caller's buffers and refuses a Stratum send with EPERM, Fast
-//! Open sends included. Optional: where a kernel refuses it, the shared
+//! Open sends included, and fexit programs on `inet_sendmsg` and
+//! `inet6_sendmsg` that add to a stream only what the kernel took of a
+//! send. Optional: where a kernel refuses it, the shared
 //! sk_msg program (EACCES) and the Fast Open tracepoints judge instead.
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 use super::{
     load_err,
@@ -50,16 +52,25 @@ impl LsmStratumHook {
         })
     }
 
-    /// Attaches the program (host-wide; it returns at once for tasks
-    /// outside scopes and for judged sockets); a no-op once attached. It
-    /// stays attached until the backend is dropped, as the Fast Open
+    /// Attaches the programs (host-wide; they return at once for tasks
+    /// outside scopes and for judged sockets); a no-op once attached. They
+    /// stay attached until the backend is dropped, as the Fast Open
     /// tracepoints do.
+    ///
+    /// The fexit programs go first: a send the hook reads is kept aside
+    /// until they see it return, so a hook without them would drop what
+    /// every send added to its stream.
     pub fn activate(&mut self) -> Result<(), Error> {
         if !self.attached {
-            self.links = super::attach::attach_object(
+            let progs = &self.skel.progs;
+            self.links = super::attach::attach_all(
                 self.pins.as_ref(),
-                self.skel.object(),
-                "lsm.s/socket_sendmsg",
+                &[
+                    ("mg_lsm_stratum_sent4", &progs.mg_lsm_stratum_sent4),
+                    ("mg_lsm_stratum_sent6", &progs.mg_lsm_stratum_sent6),
+                    ("mg_lsm_stratum", &progs.mg_lsm_stratum),
+                ],
+                "fexit/inet_sendmsg, fexit/inet6_sendmsg, lsm.s/socket_sendmsg",
             )?;
             self.attached = true;
         }

@@ -150,14 +150,24 @@ pub enum StratumSignature {
     /// anywhere in what the reader reads); the event's `method` is the
     /// signature.
     Signature,
+    /// A socket refused because its stream could not be read in step with
+    /// what the kernel sent (lsm backend): the kernel took only part of a
+    /// send that was read, or two threads sent on it at once while it was
+    /// being judged.
+    StreamGap,
+    /// A send of an SMC socket (`AF_SMC`, `IPPROTO_SMC`), refused on the
+    /// lsm backend: with a peer that has no SMC it falls back to an
+    /// internal TCP socket, and what the SMC socket itself sends (a Fast
+    /// Open `sendto`) reaches that socket past the hook that reads streams.
+    Smc,
 }
 
 impl StratumSignature {
     /// `enum mg_stratum_sig` in bpf/include/stratum_reader.h.
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SOLO,
-            SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_GAP, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SMC,
+            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -171,6 +181,8 @@ impl StratumSignature {
             SIG_TFO_CONNECT => Some(StratumSignature::FastOpenConnect),
             SIG_UNTRACKED => Some(StratumSignature::Untracked),
             SIG_SIGNATURE => Some(StratumSignature::Signature),
+            SIG_GAP => Some(StratumSignature::StreamGap),
+            SIG_SMC => Some(StratumSignature::Smc),
             _ => None,
         }
     }
@@ -178,8 +190,8 @@ impl StratumSignature {
     /// The kernel's id (`enum mg_stratum_sig`).
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
-            SIG_CUSTOM, SIG_ETHPROXY, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SOLO,
-            SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_CUSTOM, SIG_ETHPROXY, SIG_GAP, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SMC,
+            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -193,13 +205,15 @@ impl StratumSignature {
             StratumSignature::FastOpenConnect => SIG_TFO_CONNECT,
             StratumSignature::Untracked => SIG_UNTRACKED,
             StratumSignature::Signature => SIG_SIGNATURE,
+            StratumSignature::StreamGap => SIG_GAP,
+            StratumSignature::Smc => SIG_SMC,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
     /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`,
-    /// `untracked-refused`, `custom-signature`).
+    /// `untracked-refused`, `custom-signature`, `stream-gap-refused`, `smc-refused`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -213,6 +227,8 @@ impl StratumSignature {
             StratumSignature::FastOpenConnect => "fastopen-connect-refused",
             StratumSignature::Untracked => "untracked-refused",
             StratumSignature::Signature => "custom-signature",
+            StratumSignature::StreamGap => "stream-gap-refused",
+            StratumSignature::Smc => "smc-refused",
         }
     }
 }

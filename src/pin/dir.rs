@@ -311,13 +311,13 @@ pub(crate) fn current_maps(dir: &Path) -> Option<PathBuf> {
         .map(|n| dir.join(n))
 }
 
-/// The ring-buffer drop counter of pinned maps (`mg_stats`).
-pub(crate) fn pinned_ring_drops(maps: &Path) -> u64 {
+/// A counter of pinned maps' `mg_stats` (per-CPU values summed; 0 when
+/// the map or the counter cannot be read).
+pub(crate) fn pinned_stat(maps: &Path, stat: u32) -> u64 {
     let Ok(stats) = MapHandle::from_pinned_path(maps.join("mg_stats")) else {
         return 0;
     };
-    let key = crate::backend::abi::STAT_RINGBUF_DROPS.to_ne_bytes();
-    match stats.lookup_percpu(&key, MapFlags::ANY) {
+    match stats.lookup_percpu(&stat.to_ne_bytes(), MapFlags::ANY) {
         Ok(Some(per_cpu)) => per_cpu
             .iter()
             .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))

@@ -190,6 +190,36 @@ pub struct Instance {
     /// Events the kernel could not write because nobody read them in time
     /// (ring buffer full), since the maps were created.
     pub ring_drops: u64,
+    /// What the Stratum judges could not do as usual, since the maps were
+    /// created.
+    pub stratum_judge: JudgeStatus,
+}
+
+/// The Stratum judges' counters of an instance (each should stay 0; see
+/// the `Enforcer` methods named after them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JudgeStatus {
+    /// Sends or connections refused because they could not be read or
+    /// followed ([`Enforcer::stratum_unread_refused`](crate::Enforcer::stratum_unread_refused)):
+    /// clean traffic refused.
+    pub unread_refused: u64,
+    /// Accepted sockets the full sk-msg tracking could not take; they sent
+    /// unjudged ([`Enforcer::untracked_sockets`](crate::Enforcer::untracked_sockets)).
+    pub untracked: u64,
+    /// lsm threads that found every spare copy taken
+    /// ([`Enforcer::stratum_own_copies`](crate::Enforcer::stratum_own_copies)).
+    pub own_copies: u64,
+}
+
+impl JudgeStatus {
+    fn read(maps: &std::path::Path) -> Self {
+        use crate::backend::abi::{STAT_OWN_COPIES, STAT_UNREAD_REFUSED, STAT_UNTRACKED};
+        JudgeStatus {
+            unread_refused: dir::pinned_stat(maps, STAT_UNREAD_REFUSED),
+            untracked: dir::pinned_stat(maps, STAT_UNTRACKED),
+            own_copies: dir::pinned_stat(maps, STAT_OWN_COPIES),
+        }
+    }
 }
 
 /// One scope of an instance, as `status` shows it.
@@ -281,7 +311,13 @@ pub fn instance(name: &str) -> Result<Option<Instance>, PinError> {
         scopes,
         links: links_in(&dir.join("links")),
         maps: maps_dir.as_deref().map(count).unwrap_or(0),
-        ring_drops: maps_dir.map(|d| dir::pinned_ring_drops(&d)).unwrap_or(0),
+        ring_drops: maps_dir.as_deref().map_or(0, |d| {
+            dir::pinned_stat(d, crate::backend::abi::STAT_RINGBUF_DROPS)
+        }),
+        stratum_judge: maps_dir
+            .as_deref()
+            .map(JudgeStatus::read)
+            .unwrap_or_default(),
     }))
 }
 

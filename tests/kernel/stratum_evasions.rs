@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use minerguard::{cgroup::OwnedCgroup, Action, Profile, Rule, Target};
+use minerguard::{cgroup::OwnedCgroup, events::StratumSignature, Action, Profile, Rule, Target};
 
 use crate::common::*;
 
@@ -997,6 +997,275 @@ fn custom_signatures_are_found_anywhere_in_what_is_read() {
 }
 
 /// Polls `done` every 20 ms for up to `limit`.
+/// How a child's first send fails in the kernel, after the lsm hook saw it.
+#[derive(Debug, Clone, Copy)]
+enum RefusedFirst {
+    /// On a socket not connected yet (EPIPE).
+    BeforeConnect,
+    /// With MSG_FASTOPEN on a connected socket (EISCONN, or EOPNOTSUPP
+    /// where Fast Open is off).
+    FastOpenWhenConnected,
+}
+
+/// Sends `junk` from a child in `cgroup` (or outside any) the way `how`
+/// says the kernel refuses, then the login on the connected socket. The
+/// child's end: `Code(0)` when the login was sent whole, `100 + errno` when
+/// that send failed, 97 when the junk's send did not fail, 98/99 when the
+/// set-up failed.
+fn junk_refused_then_login_in(
+    cgroup: Option<&OwnedCgroup>,
+    pool: SocketAddr,
+    junk: &[u8],
+    how: RefusedFirst,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(pool);
+    let login = login();
+    fork_in(cgroup, || unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return 98;
+        }
+        let addr = (&storage as *const libc::sockaddr_storage).cast();
+        let mut flags = libc::MSG_NOSIGNAL;
+        if let RefusedFirst::FastOpenWhenConnected = how {
+            if libc::connect(fd, addr, len) != 0 {
+                return 99;
+            }
+            flags |= libc::MSG_FASTOPEN;
+        }
+        if libc::send(fd, junk.as_ptr().cast(), junk.len(), flags) >= 0 {
+            return 97;
+        }
+        if let RefusedFirst::BeforeConnect = how {
+            if libc::connect(fd, addr, len) != 0 {
+                return 99;
+            }
+        }
+        let sent = libc::send(fd, login.as_ptr().cast(), login.len(), libc::MSG_NOSIGNAL);
+        login_sent_end(sent, login.len())
+    })
+}
+
+/// In a forked child, after the login's send returned `sent` of `len`
+/// bytes: 0 when it went whole, else `100 + errno`, returned after holding
+/// the socket a while (the egress judge destroys it after the send).
+unsafe fn login_sent_end(sent: isize, len: usize) -> i32 {
+    let code = if sent == len as isize {
+        0
+    } else {
+        100 + (*libc::__errno_location()).min(150)
+    };
+    libc::usleep(300_000);
+    code
+}
+
+/// Outside any scope the pool took the login the child sent (ending
+/// `end`): the sequence is one a pool answers, so the check in the scope
+/// can fail.
+fn assert_pool_took_login(label: &str, end: ChildEnd, pool: &FakePool) {
+    assert_eq!(end, ChildEnd::Code(0), "{label}, outside the scope");
+    assert!(
+        pool.wait_closed(1),
+        "{label}: the pool's connection did not close"
+    );
+    assert!(
+        pool.methods().iter().any(|m| m == "login"),
+        "{label}: outside the scope the pool should take the login; it took {:?}",
+        pool.methods()
+    );
+}
+
+/// What went wrong with a login sent from the scope (the child ending
+/// `end`) to `pool`: the pool took a mining method, the send was not
+/// refused (every judge but egress refuses the send itself), or no
+/// `stratum-protocol` event of `want` came.
+fn login_refusal_problems(
+    enforcer: &minerguard::Enforcer,
+    pool: &FakePool,
+    end: &ChildEnd,
+    want: StratumSignature,
+) -> Vec<String> {
+    pool.wait_closed(1);
+    let mut problems = Vec::new();
+    let taken = pool.mining_methods();
+    if !taken.is_empty() {
+        problems.push(format!("the pool took {taken:?} (client: {end:?})"));
+    }
+    let errno = enforcer.stratum_errno();
+    if !egress_judges(enforcer) && *end != ChildEnd::Code(100 + errno) {
+        problems.push(format!(
+            "the login's send ended {end:?}, not with errno {errno}"
+        ));
+    }
+    let seen = events_within(enforcer, Duration::from_millis(500), |e| {
+        e.rule.as_ref() == "stratum-protocol"
+    });
+    if !seen
+        .iter()
+        .any(|e| matches!(e.target, Target::Stratum { signature, .. } if signature == want))
+    {
+        problems.push(format!(
+            "no stratum-protocol event ({}); seen {seen:?}",
+            want.as_str()
+        ));
+    }
+    problems
+}
+
+/// Prints `ok`/`FAIL` for `label` and keeps a failure.
+fn report(label: &str, problems: Vec<String>, failures: &mut Vec<String>) {
+    if problems.is_empty() {
+        eprintln!("ok   {label}");
+    } else {
+        eprintln!("FAIL {label}: {}", problems.join("; "));
+        failures.push(format!("{label}: {}", problems.join("; ")));
+    }
+}
+
+/// A send the kernel refuses adds nothing to the stream, so none of its
+/// bytes may count toward the reader's budget. Eight empty messages spend
+/// it (the message count): a judge that counted them from a send the
+/// kernel then refused (on a socket not connected yet; with MSG_FASTOPEN on
+/// a connected one) released the socket, and the login sent next reached
+/// the pool unread (the lsm judge, 6.12, before the fexit programs).
+#[test]
+fn sends_the_kernel_refuses_do_not_spend_the_budget() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let junk = "{}\n".repeat(8);
+    let mut failures = Vec::new();
+    for how in [
+        RefusedFirst::BeforeConnect,
+        RefusedFirst::FastOpenWhenConnected,
+    ] {
+        let label = format!("{how:?}");
+        let pool = FakePool::start();
+        let end = junk_refused_then_login_in(None, pool.addr(), junk.as_bytes(), how);
+        assert_pool_took_login(&label, end, &pool);
+        let pool = FakePool::start();
+        let end = junk_refused_then_login_in(Some(cg), pool.addr(), junk.as_bytes(), how);
+        let problems = login_refusal_problems(enforcer, &pool, &end, StratumSignature::Login);
+        report(&label, problems, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// How an SMC socket is made.
+#[derive(Debug, Clone, Copy)]
+enum SmcSocket {
+    /// `socket(AF_SMC, SOCK_STREAM, SMCPROTO_SMC)` (what smc_run's preload
+    /// makes of an AF_INET stream socket).
+    AfSmc,
+    /// `socket(AF_INET, SOCK_STREAM, IPPROTO_SMC)` (Linux 6.11 and later).
+    IpprotoSmc,
+}
+
+/// How an SMC socket sends the login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmcSend {
+    /// `connect`, then `send`: SMC falls back to TCP at the connect (the
+    /// pool has no SMC), and the descriptor then names the TCP socket.
+    Connect,
+    /// `sendto(MSG_FASTOPEN)` on the unconnected socket: SMC falls back in
+    /// the send itself and hands the data to its TCP socket directly.
+    FastOpen,
+}
+
+/// From a child in `cgroup` (or outside any): an SMC socket of `kind`
+/// sends the login to `pool` the way `how` says. The child's end:
+/// `Code(0)` when it was sent whole, `100 + errno` when the send failed,
+/// `Code(96)` when this kernel makes no such socket (no SMC), 99 when the
+/// connect failed.
+fn smc_login_in(
+    cgroup: Option<&OwnedCgroup>,
+    pool: SocketAddr,
+    kind: SmcSocket,
+    how: SmcSend,
+) -> ChildEnd {
+    const AF_SMC: i32 = 43;
+    const IPPROTO_SMC: i32 = 256;
+    let (storage, len, _) = sockaddr_of(pool);
+    let login = login();
+    fork_in(cgroup, || unsafe {
+        let fd = match kind {
+            SmcSocket::AfSmc => libc::socket(AF_SMC, libc::SOCK_STREAM, 0),
+            SmcSocket::IpprotoSmc => libc::socket(libc::AF_INET, libc::SOCK_STREAM, IPPROTO_SMC),
+        };
+        if fd < 0 {
+            return 96;
+        }
+        let addr = (&storage as *const libc::sockaddr_storage).cast();
+        let sent = match how {
+            SmcSend::Connect => {
+                if libc::connect(fd, addr, len) != 0 {
+                    return 99;
+                }
+                libc::send(fd, login.as_ptr().cast(), login.len(), libc::MSG_NOSIGNAL)
+            }
+            SmcSend::FastOpen => libc::sendto(
+                fd,
+                login.as_ptr().cast(),
+                login.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_FASTOPEN,
+                addr,
+                len,
+            ),
+        };
+        login_sent_end(sent, login.len())
+    })
+}
+
+/// SMC sockets (`smc_run` makes any client's sockets SMC) fall back to TCP
+/// with a peer that has no SMC, any pool. After a connect the descriptor
+/// names the TCP socket, whose sends the judges read as any other; but a
+/// Fast Open `sendto` on an unconnected SMC socket falls back inside the
+/// send and hands the data to the TCP socket directly, past the lsm hook
+/// (which saw an SMC socket). The pool must get no login either way. Where
+/// this kernel makes no such socket at all (no `smc` module; no
+/// `IPPROTO_SMC` before 6.11), none can carry anything, which the run
+/// checks too.
+#[test]
+fn an_smc_socket_cannot_carry_a_login() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let mut failures = Vec::new();
+    for kind in [SmcSocket::AfSmc, SmcSocket::IpprotoSmc] {
+        for how in [SmcSend::Connect, SmcSend::FastOpen] {
+            let label = format!("{kind:?} {how:?}");
+            let pool = FakePool::start();
+            let outside = smc_login_in(None, pool.addr(), kind, how);
+            if outside == ChildEnd::Code(96) {
+                let pool = FakePool::start();
+                let inside = smc_login_in(Some(cg), pool.addr(), kind, how);
+                assert_eq!(
+                    inside,
+                    ChildEnd::Code(96),
+                    "{label}: no SMC outside the scope, yet in it"
+                );
+                eprintln!("ok   {label}: this kernel makes no such socket");
+                continue;
+            }
+            // Outside the scope the pool takes the login: SMC fell back to TCP.
+            assert_pool_took_login(&label, outside, &pool);
+            let pool = FakePool::start();
+            let end = smc_login_in(Some(cg), pool.addr(), kind, how);
+            // lsm refuses an SMC socket's own sends unread; the TCP socket
+            // behind a connected one is read, and the egress judge reads
+            // the TCP socket's packets either way.
+            let want = if how == SmcSend::FastOpen && !egress_judges(enforcer) {
+                StratumSignature::Smc
+            } else {
+                StratumSignature::Login
+            };
+            let problems = login_refusal_problems(enforcer, &pool, &end, want);
+            report(&label, problems, &mut failures);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {

@@ -10,7 +10,8 @@ use crate::{errors::to_py, profile::json_to_py};
 /// enforced it last, or None), `alive` (whether it runs; the kernel
 /// enforces either way), `backend`, `scopes` (each `scope`, `cgroup_id`,
 /// `present`, `profile`, `policy_id`, `since` in Unix seconds), `links`
-/// (each `name`, `id`, `program_id`), `maps` (a count) and `ring_drops`.
+/// (each `name`, `id`, `program_id`), `maps` (a count), `ring_drops` and
+/// `stratum_judge` (`unread_refused`, `untracked`, `own_copies`).
 #[pyfunction]
 pub fn instances(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let text = py

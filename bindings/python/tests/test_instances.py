@@ -92,6 +92,8 @@ def test_a_pinned_instance_survives_close_and_del_and_is_adopted_by_name(
     assert status["pid"] == os.getpid() and status["alive"] is True
     assert status["backend"] == enf.backend
     assert status["links"] and status["maps"] > 0
+    # Nothing was refused unread or passed untracked.
+    assert status["stratum_judge"] == {"unread_refused": 0, "untracked": 0, "own_copies": 0}
     [scope] = status["scopes"]
     assert scope["scope"] == str(cgroup.path)
     assert scope["cgroup_id"] == cgroup.id and scope["present"] is True

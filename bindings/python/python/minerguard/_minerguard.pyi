@@ -313,6 +313,11 @@ class LinkStatus(TypedDict):
     id: Optional[int]
     program_id: Optional[int]
 
+class JudgeStatus(TypedDict):
+    unread_refused: int
+    untracked: int
+    own_copies: int
+
 class Instance(TypedDict):
     name: str
     pid: Optional[int]
@@ -322,6 +327,7 @@ class Instance(TypedDict):
     links: list[LinkStatus]
     maps: int
     ring_drops: int
+    stratum_judge: JudgeStatus
 
 class Unjudged(TypedDict):
     rule: str

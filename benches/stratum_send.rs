@@ -21,8 +21,11 @@
 //!
 //! Configurations: no enforcer (`unhooked`), `default` without its stratum
 //! rule (`stratum-off`: the connect hooks are attached, sockops is not: it
-//! goes only to scopes with a stratum rule), and the bundled `default`
-//! (`stratum-on`). The quoted ratios are the interleaved
+//! goes only to scopes with a stratum rule), the bundled `default`
+//! (`stratum-on`), and `default` applied to another cgroup while the sender
+//! is in none (`stratum-elsewhere`: what the host-wide hooks, the lsm
+//! backend's socket_sendmsg hook and its fexit programs, cost a process
+//! outside every scope). The quoted ratios are the interleaved
 //! `SUMMARY` printed after criterion's runs.
 
 mod common;
@@ -169,7 +172,8 @@ fn main() {
     let configs = vec![
         Config::Unhooked,
         Config::Profile("stratum-off", off),
-        Config::Profile("stratum-on", default),
+        Config::Profile("stratum-on", default.clone()),
+        Config::Elsewhere("stratum-elsewhere", default),
     ];
 
     let mut switch = Switch::new(&cgroup);

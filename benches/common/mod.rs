@@ -244,13 +244,16 @@ pub enum Config {
     Unhooked,
     /// A profile applied to the bench cgroup.
     Profile(&'static str, Profile),
+    /// A profile applied to another cgroup the bench made, not the bench
+    /// cgroup: what the host-wide hooks cost a process outside every scope.
+    Elsewhere(&'static str, Profile),
 }
 
 impl Config {
     pub fn name(&self) -> &'static str {
         match self {
             Config::Unhooked => "unhooked",
-            Config::Profile(name, _) => name,
+            Config::Profile(name, _) | Config::Elsewhere(name, _) => name,
         }
     }
 
@@ -287,6 +290,10 @@ pub struct Switch {
     fresh: bool,
     /// The configuration set last.
     current: &'static str,
+    /// The cgroup `Config::Elsewhere` profiles apply to (made on first use).
+    elsewhere: Option<OwnedCgroup>,
+    /// The enforcer's policy is on `elsewhere`, not the bench cgroup.
+    applied_elsewhere: bool,
 }
 
 impl Switch {
@@ -297,6 +304,8 @@ impl Switch {
             handle: None,
             fresh: false,
             current: "unhooked",
+            elsewhere: None,
+            applied_elsewhere: false,
         }
     }
 
@@ -318,17 +327,29 @@ impl Switch {
 
     /// Puts the cgroup under `config` (loading or dropping the enforcer).
     pub fn set(&mut self, config: &Config) {
-        if self.fresh && self.current != config.name() {
+        let elsewhere = matches!(config, Config::Elsewhere(..));
+        // A policy moves between the two cgroups with a fresh enforcer.
+        if (self.fresh && self.current != config.name()) || elsewhere != self.applied_elsewhere {
             self.handle = None;
             self.enforcer = None;
         }
         self.current = config.name();
+        self.applied_elsewhere = elsewhere;
         match config {
             Config::Unhooked => {
                 self.handle = None;
                 self.enforcer = None;
             }
-            Config::Profile(_, profile) => {
+            Config::Profile(_, profile) | Config::Elsewhere(_, profile) => {
+                let scope = if elsewhere {
+                    let cg = self.elsewhere.get_or_insert_with(|| {
+                        OwnedCgroup::create_in_root("minerguard-bench-elsewhere")
+                            .expect("create the other cgroup")
+                    });
+                    Scope::Cgroup(cg.cgroup().path().to_path_buf())
+                } else {
+                    self.scope.clone()
+                };
                 let enforcer = self.enforcer.get_or_insert_with(|| {
                     Enforcer::with_options(EnforcerOptions {
                         backend: BackendChoice::Auto,
@@ -350,7 +371,7 @@ impl Switch {
                     None => {
                         self.handle = Some(
                             enforcer
-                                .apply(profile, self.scope.clone())
+                                .apply(profile, scope)
                                 .expect("apply profile to the bench cgroup"),
                         )
                     }

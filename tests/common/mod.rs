@@ -1067,6 +1067,11 @@ impl TestNetns {
         ns
     }
 
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The namespace's file (for setns).
     pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)

@@ -16,6 +16,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -1166,6 +1167,157 @@ fn sends_the_kernel_refuses_do_not_spend_the_budget() {
 /// verdict.
 fn sk_msg_judges(enforcer: &minerguard::Enforcer) -> bool {
     enforcer.backend() == minerguard::BackendKind::Cgroup && !egress_judges(enforcer)
+}
+
+/// A fake pool listening on 127.0.0.1 inside `ns`.
+fn fake_pool_in(ns: &TestNetns) -> FakePool {
+    let path = ns.path();
+    // setns changes only the calling thread; the pool's own threads
+    // accept on the listener it made.
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open netns");
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        FakePool::start()
+    })
+    .join()
+    .expect("pool thread")
+}
+
+/// From a child in `cgroup` (or outside any) that enters `netns`: a
+/// non-blocking Fast Open `sendto` of 4000 spaces with a 536-byte MSS (the
+/// namespace sends SYN data without a cookie), which the kernel takes only
+/// in part (what fits the SYN); once connected, 200 more spaces, then the
+/// login. The child's end: `Code(100 + e * 2 + r)` with `e` the errno of the
+/// 200 spaces' send (0: sent) and `r` 1 when the login's send failed;
+/// `10 + errno` when the Fast Open send failed, 95 when the kernel took it
+/// whole, 94/99 when the set-up failed.
+fn partly_taken_then_login_in(
+    cgroup: Option<&OwnedCgroup>,
+    netns: &std::ffi::CStr,
+    pool: SocketAddr,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(pool);
+    let login = login();
+    let spaces = [b' '; 4000];
+    fork_in(cgroup, || unsafe {
+        let nsfd = libc::open(netns.as_ptr(), libc::O_RDONLY);
+        if nsfd < 0 || libc::setns(nsfd, libc::CLONE_NEWNET) != 0 {
+            return 99;
+        }
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        let mss: i32 = 536;
+        if fd < 0
+            || libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_MAXSEG,
+                (&mss as *const i32).cast(),
+                4,
+            ) != 0
+        {
+            return 99;
+        }
+        let taken = libc::sendto(
+            fd,
+            spaces.as_ptr().cast(),
+            spaces.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_FASTOPEN,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        );
+        if taken < 0 {
+            return 10 + (*libc::__errno_location()).min(40);
+        }
+        if taken as usize >= spaces.len() {
+            return 95;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        if libc::poll(&mut pfd, 1, 5_000) != 1 {
+            return 94;
+        }
+        let more = libc::send(fd, spaces.as_ptr().cast(), 200, libc::MSG_NOSIGNAL);
+        let more = if more == 200 {
+            0
+        } else {
+            *libc::__errno_location()
+        };
+        let sent = libc::send(fd, login.as_ptr().cast(), login.len(), libc::MSG_NOSIGNAL);
+        let refused = i32::from(sent != login.len() as isize);
+        libc::usleep(300_000);
+        100 + more.min(50) * 2 + refused
+    })
+}
+
+/// A send the kernel takes only part of leaves the lsm reader ahead of
+/// the stream: it read 4000 bytes, the kernel took what fit a Fast Open SYN
+/// (≈500). Counting them all, the reader spent its budget on the next 96
+/// bytes and released the socket, and the login went out unread. Now the
+/// send after the partial one is refused (`stream-gap-refused`), as is the
+/// login. The judges of the cgroup backend read what the kernel took.
+#[test]
+fn a_send_the_kernel_took_in_part_leaves_no_way_around() {
+    require_kernel!();
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let ns = TestNetns::new();
+    // Fast Open client on, SYN data without a cookie (0x1 | 0x4), in the
+    // test's namespace only.
+    let sysctl = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c"])
+        .arg("echo 5 > /proc/sys/net/ipv4/tcp_fastopen")
+        .status()
+        .expect("run ip netns exec");
+    assert!(sysctl.success(), "setting the namespace's tcp_fastopen");
+    let path = std::ffi::CString::new(ns.path()).unwrap();
+
+    let pool = fake_pool_in(&ns);
+    let end = partly_taken_then_login_in(None, &path, pool.addr());
+    assert_eq!(
+        end,
+        ChildEnd::Code(100),
+        "outside the scope: every send went"
+    );
+    assert!(pool.wait_closed(1), "the pool's connection did not close");
+    assert!(
+        pool.methods().iter().any(|m| m == "login"),
+        "outside the scope the pool should take the login; it took {:?}",
+        pool.methods()
+    );
+
+    let pool = fake_pool_in(&ns);
+    let end = partly_taken_then_login_in(Some(cg), &path, pool.addr());
+    pool.wait_closed(1);
+    let taken = pool.mining_methods();
+    assert!(
+        taken.is_empty(),
+        "the pool took {taken:?} (client: {end:?})"
+    );
+    match enforcer.backend() {
+        minerguard::BackendKind::Lsm => {
+            assert_eq!(
+                end,
+                ChildEnd::Code(100 + libc::EPERM * 2 + 1),
+                "the send after the partial one and the login should fail with EPERM"
+            );
+            assert!(
+                wait_event(enforcer, |e| matches!(
+                    e.target,
+                    Target::Stratum {
+                        signature: StratumSignature::StreamGap,
+                        ..
+                    }
+                ))
+                .is_some(),
+                "no stream-gap-refused event"
+            );
+        }
+        _ => eprintln!("cgroup backend: the pool took nothing (client: {end:?})"),
+    }
 }
 
 /// A loopback listener whose accept queue is full (backlog 0, one client

@@ -412,6 +412,103 @@ static __always_inline int mg_gap(struct sock *sk, struct msghdr *msg,
 	return mg_unjudged(sk, msg, scope, ref, MG_SIG_GAP);
 }
 
+#define MG_EAGAIN 11
+#define MG_EOPNOTSUPP 95
+#define MG_MSG_DONTWAIT 0x40
+#define MG_MSG_FASTOPEN 0x20000000
+/* include/net/tcp_states.h */
+#define MG_TCP_ESTABLISHED 1
+#define MG_TCP_SYN_SENT 2
+#define MG_TCP_SYN_RECV 3
+#define MG_TCP_CLOSE 7
+#define MG_TCP_CLOSE_WAIT 8
+/* What one new skb of a TCP send costs its send buffer beside the data, at
+ * most: tcp_stream_alloc_skb's fclone skb with MAX_TCP_HEADER of head is
+ * about 1.3 KiB of truesize on x86-64. */
+#define MG_SKB_COST 2048
+#define MG_MSS_MIN 536
+
+/*
+ * Whether the kernel may wait, inside a blocking send on `sk`, before it has
+ * copied the first `read` bytes of the caller's buffer: for the connection
+ * (a socket still connecting; a Fast Open send on an unconnected one, whose
+ * bytes past the SYN's share are copied once connected), or for send-buffer
+ * room (tcp_sendmsg_locked and mptcp_sendmsg check sk_stream_memory_free
+ * before each new skb or fragment: the send buffer, and the unsent bytes
+ * against TCP_NOTSENT_LOWAT). What the hook read could be rewritten by
+ * another thread during such a wait, and the kernel would send that instead.
+ * Global memory pressure can make the kernel wait too; that is not foreseen.
+ */
+static __always_inline bool mg_send_may_wait(struct sock *sk, struct msghdr *msg,
+					     __u32 read)
+{
+	__u32 flags = BPF_CORE_READ(msg, msg_flags);
+	__u8 state = sk->__sk_common.skc_state;
+	__u64 need, lowat = 0, notsent = 0, mss = MG_MSS_MIN;
+	struct net *net;
+
+	if (!read || (flags & MG_MSG_DONTWAIT))
+		return false;
+	if (state == MG_TCP_SYN_SENT)
+		return true;
+	if (state == MG_TCP_CLOSE)
+		return flags & MG_MSG_FASTOPEN;
+	/* Other states fail the send at once (EPIPE), or take it (a passive
+	 * Fast Open socket in SYN_RECV). */
+	if (state != MG_TCP_ESTABLISHED && state != MG_TCP_CLOSE_WAIT &&
+	    state != MG_TCP_SYN_RECV)
+		return false;
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	if (sk->sk_protocol == MG_IPPROTO_TCP) {
+		struct tcp_sock *tp = (void *)sk;
+
+		mss = BPF_CORE_READ(tp, mss_cache);
+		if (mss < 64)
+			mss = MG_MSS_MIN;
+		lowat = BPF_CORE_READ(tp, notsent_lowat);
+		notsent = (__u32)(BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt));
+		/* One skb per mss of what was read, and a partial one at each
+		 * end. */
+		need = read + (read / mss + 2) * MG_SKB_COST;
+	} else {
+		struct mptcp_sock *msk = (void *)sk;
+
+		/* MPTCP copies into page fragments, with a small header each. */
+		need = read + 2 * MG_SKB_COST;
+		if (bpf_core_field_exists(msk->notsent_lowat)) {
+			lowat = BPF_CORE_READ(msk, notsent_lowat);
+			notsent = BPF_CORE_READ(msk, write_seq) - BPF_CORE_READ(msk, snd_nxt);
+		} else {
+			/* Before TCP_NOTSENT_LOWAT reached MPTCP: no limit. */
+			lowat = 0xffffffff;
+		}
+	}
+	if (!lowat)
+		lowat = BPF_CORE_READ(net, ipv4.sysctl_tcp_notsent_lowat);
+	if (notsent + read >= lowat)
+		return true;
+	return (__u64)(__s64)sk->sk_wmem_queued + need >= (__u64)(__s64)sk->sk_sndbuf;
+}
+
+/*
+ * A blocking send refused before the kernel could wait with what the hook
+ * read (mg_send_may_wait): reported, refused unless audit, as a
+ * non-blocking send would be there (EAGAIN; a Fast Open one EOPNOTSUPP, as
+ * where Fast Open is off, so that the caller connects first). The socket
+ * is not refused for good: its sends are judged again.
+ */
+static __always_inline int mg_would_wait(struct sock *sk, struct msghdr *msg,
+					 const struct mg_scope *scope,
+					 const struct mg_rule_ref *ref)
+{
+	if (ref->action == MG_ACTION_AUDIT) {
+		mg_lsm_stratum_event(sk, msg, scope, ref, NULL, MG_SIG_WAIT, MG_ACTION_AUDIT);
+		return 0;
+	}
+	mg_lsm_stratum_event(sk, msg, scope, ref, NULL, MG_SIG_WAIT, MG_ACTION_DENY);
+	return BPF_CORE_READ(msg, msg_flags) & MG_MSG_FASTOPEN ? -MG_EOPNOTSUPP : -MG_EAGAIN;
+}
+
 /* Reads one datagram by itself (no state is kept). */
 static __always_inline int mg_judge_datagram(struct sock *sk, struct msghdr *msg,
 					     const struct mg_scope *scope,
@@ -482,6 +579,15 @@ static __always_inline int mg_judge_stream(struct sock *sk, struct msghdr *msg,
 		if (st)
 			bpf_sk_storage_delete(&mg_lsm_stratum_sk, sk);
 		return mg_matched(sk, msg, scope, ref, r);
+	}
+	if (mg_send_may_wait(sk, msg, read)) {
+		int refused = mg_would_wait(sk, msg, scope, ref);
+
+		if (refused) {
+			if (st)
+				__sync_fetch_and_and(&st->inflight, 0);
+			return refused;
+		}
 	}
 	if (!st) {
 		st = bpf_sk_storage_get(&mg_lsm_stratum_sk, sk, 0,

@@ -55,6 +55,7 @@ enum mg_stratum_sig {
 	MG_SIG_SIGNATURE = 11,  /* one of the profile's `signatures` (path[1]: 1 + its index) */
 	MG_SIG_GAP = 12,        /* lsm: a stream the reader cannot follow (a send taken in part, sends racing) */
 	MG_SIG_SMC = 13,        /* lsm: a send of an SMC socket (its TCP fallback is written past the hook) */
+	MG_SIG_WAIT = 14,       /* lsm: a blocking send the kernel may take only after a wait */
 };
 
 /* What a byte did to the reader. */

@@ -63,18 +63,24 @@ fn warn_judge_counts(seen: &mut JudgeCounts, now: JudgeCounts) {
     *seen = now;
 }
 
+/// The counts the agent's last warnings were about.
+#[derive(Default)]
+struct Warned {
+    /// Refused sockets that could not be destroyed.
+    not_destroyed: u64,
+    /// What the Stratum judges refused or passed unread.
+    judge: JudgeCounts,
+}
+
 /// Refreshes what `/metrics` reads from the enforcer and the webhook, and
-/// warns when refused sockets could not be destroyed since the last time
-/// (`not_destroyed`: the count the last warning was about), and when the
-/// Stratum judges refused or passed what they could not read
-/// (`judge_seen`: the counts the last warnings were about).
-fn refresh(
-    metrics: &Metrics,
-    agent: &Agent,
-    webhook: Option<&Webhook>,
-    not_destroyed: &mut u64,
-    judge_seen: &mut JudgeCounts,
-) {
+/// warns when refused sockets could not be destroyed since the last time,
+/// and when the Stratum judges refused or passed what they could not read
+/// (`warned`: the counts the last warnings were about).
+fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>, warned: &mut Warned) {
+    let Warned {
+        not_destroyed,
+        judge: judge_seen,
+    } = warned;
     let enforcer: &Enforcer = agent.enforcer();
     let (destroyed, failed) = enforcer.destroyed_sockets();
     metrics.set_refused_sockets(destroyed, failed);
@@ -288,15 +294,8 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
     let mut behaviour_plan = (agent.behaviour_plan(), dry_run);
     watching.set_plan(agent.behaviour_plan(), dry_run);
     let mut next_scan = next_round(agent.config().scan.every);
-    let mut not_destroyed = 0;
-    let mut judge_seen = JudgeCounts::default();
-    refresh(
-        &metrics,
-        &agent,
-        webhook.as_deref(),
-        &mut not_destroyed,
-        &mut judge_seen,
-    );
+    let mut warned = Warned::default();
+    refresh(&metrics, &agent, webhook.as_deref(), &mut warned);
     metrics.set_ready(true);
     let (containers, bound) = agent.counts();
     eprintln!(
@@ -344,13 +343,7 @@ pub fn agent(config_path: &Path, load: LoadArgs) -> CliResult<ExitCode> {
         }
         if refreshed.elapsed() >= METRICS_EVERY {
             refreshed = Instant::now();
-            refresh(
-                &metrics,
-                &agent,
-                webhook.as_deref(),
-                &mut not_destroyed,
-                &mut judge_seen,
-            );
+            refresh(&metrics, &agent, webhook.as_deref(), &mut warned);
         }
     }
     eprintln!(

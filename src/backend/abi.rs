@@ -112,6 +112,9 @@ pub(crate) const SIG_SIGNATURE: u8 = byte(c::mg_stratum_sig::MG_SIG_SIGNATURE.0)
 pub(crate) const SIG_GAP: u8 = byte(c::mg_stratum_sig::MG_SIG_GAP.0);
 /// `enum mg_stratum_sig`: lsm, an SMC socket, refused.
 pub(crate) const SIG_SMC: u8 = byte(c::mg_stratum_sig::MG_SIG_SMC.0);
+/// `enum mg_stratum_sig`: lsm, a blocking send the kernel may take only
+/// after a wait, refused.
+pub(crate) const SIG_WAIT: u8 = byte(c::mg_stratum_sig::MG_SIG_WAIT.0);
 
 /// `MG_REF_SIGNATURES`: `mg_rule_ref.flags` bit of a stratum rule whose
 /// policy has signatures.

@@ -160,6 +160,12 @@ pub enum StratumSignature {
     /// internal TCP socket, and what the SMC socket itself sends (a Fast
     /// Open `sendto`) reaches that socket past the hook that reads streams.
     Smc,
+    /// A blocking send refused before it was read (lsm backend; EAGAIN, or
+    /// EOPNOTSUPP for a Fast Open one): the kernel would take its bytes
+    /// only after waiting (for the connection, or for send-buffer room),
+    /// and another thread could rewrite the caller's buffer meanwhile,
+    /// after the hook read it. The socket is not refused for good.
+    SendWouldWait,
 }
 
 impl StratumSignature {
@@ -167,7 +173,7 @@ impl StratumSignature {
     pub(crate) fn from_id(id: u8) -> Option<Self> {
         use crate::backend::abi::{
             SIG_CUSTOM, SIG_ETHPROXY, SIG_GAP, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SMC,
-            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2, SIG_WAIT,
         };
         match id {
             SIG_V1 => Some(StratumSignature::V1),
@@ -183,6 +189,7 @@ impl StratumSignature {
             SIG_SIGNATURE => Some(StratumSignature::Signature),
             SIG_GAP => Some(StratumSignature::StreamGap),
             SIG_SMC => Some(StratumSignature::Smc),
+            SIG_WAIT => Some(StratumSignature::SendWouldWait),
             _ => None,
         }
     }
@@ -191,7 +198,7 @@ impl StratumSignature {
     pub(crate) fn id(self) -> u8 {
         use crate::backend::abi::{
             SIG_CUSTOM, SIG_ETHPROXY, SIG_GAP, SIG_LOGIN, SIG_MPTCP, SIG_SIGNATURE, SIG_SMC,
-            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2,
+            SIG_SOLO, SIG_TFO_CONNECT, SIG_UNREADABLE, SIG_UNTRACKED, SIG_V1, SIG_V2, SIG_WAIT,
         };
         match self {
             StratumSignature::V1 => SIG_V1,
@@ -207,13 +214,15 @@ impl StratumSignature {
             StratumSignature::Signature => SIG_SIGNATURE,
             StratumSignature::StreamGap => SIG_GAP,
             StratumSignature::Smc => SIG_SMC,
+            StratumSignature::SendWouldWait => SIG_WAIT,
         }
     }
 
     /// Short name (`stratum-v1`, `xmrig-login`, `stratum-v2`,
     /// `unreadable-fast-open`, `ethproxy`, `solo-getblocktemplate`,
     /// `custom-method`, `mptcp-refused`, `fastopen-connect-refused`,
-    /// `untracked-refused`, `custom-signature`, `stream-gap-refused`, `smc-refused`).
+    /// `untracked-refused`, `custom-signature`, `stream-gap-refused`, `smc-refused`,
+    /// `send-would-wait-refused`).
     pub fn as_str(self) -> &'static str {
         match self {
             StratumSignature::V1 => "stratum-v1",
@@ -229,6 +238,7 @@ impl StratumSignature {
             StratumSignature::Signature => "custom-signature",
             StratumSignature::StreamGap => "stream-gap-refused",
             StratumSignature::Smc => "smc-refused",
+            StratumSignature::SendWouldWait => "send-would-wait-refused",
         }
     }
 }

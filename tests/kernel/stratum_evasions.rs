@@ -1347,37 +1347,47 @@ fn listener_with_full_queue() -> (TcpListener, std::net::TcpStream) {
     (l, filler)
 }
 
-/// From a child in `cgroup`: a socket connecting to `addr` (whose queue
-/// is full) gets a blocking send of an empty message from a second process
-/// sharing it (it waits in the kernel for the connection), then, while that
-/// send waits, one from the child (MSG_DONTWAIT); once the second process's
-/// send returned, the child sends the login. The child's end packs the
-/// errnos: `Code(raced * 2 + (login refused))` with `raced` the errno of the
+/// `setsockopt(fd, level, name, value)` for an int option; whether it
+/// worked.
+///
+/// # Safety
+/// `fd` is a socket of the calling process.
+unsafe fn set_int_option(fd: i32, level: i32, name: i32, value: i32) -> bool {
+    libc::setsockopt(fd, level, name, (&value as *const i32).cast(), 4) == 0
+}
+
+/// From a child in `cgroup`: a socket connected to `addr` (a pool that
+/// reads only 800 ms in) with a small send buffer gets a blocking send of
+/// 1 MiB of spaces from a second process sharing it: the hook reads its
+/// first 4 KiB (the reader's budget, so the kernel copies them before it
+/// can wait) and the kernel then waits for room. While it waits the child
+/// sends an empty message (MSG_DONTWAIT); once the second process's send
+/// returned, the child sends the login. The child's end packs the errnos:
+/// `Code(raced * 2 + (login refused))` with `raced` the errno of the
 /// child's racing send (0: sent), or 90+ when the set-up or the waiting
 /// send failed.
 fn racing_sends_in(cgroup: &OwnedCgroup, addr: SocketAddr) -> ChildEnd {
     let (storage, len, family) = sockaddr_of(addr);
     let login = login();
+    let spaces = vec![b' '; 1 << 20];
     fork_in(Some(cgroup), || unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
         if fd < 0 {
             return 99;
         }
         let sa = (&storage as *const libc::sockaddr_storage).cast();
-        if libc::connect(fd, sa, len) == 0 || *libc::__errno_location() != libc::EINPROGRESS {
+        if !set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 16 << 10)
+            || libc::connect(fd, sa, len) != 0
+        {
             return 98;
-        }
-        if libc::fcntl(fd, libc::F_SETFL, 0) != 0 {
-            return 97;
         }
         let empty = b"{}\n";
         let waiter = libc::fork();
         if waiter == 0 {
-            let sent = libc::send(fd, empty.as_ptr().cast(), empty.len(), libc::MSG_NOSIGNAL);
-            libc::_exit(if sent == empty.len() as isize { 0 } else { 1 });
+            let sent = libc::send(fd, spaces.as_ptr().cast(), spaces.len(), libc::MSG_NOSIGNAL);
+            libc::_exit(if sent == spaces.len() as isize { 0 } else { 1 });
         }
-        // The waiter is inside its send by now: the connection takes a
-        // second (the SYN is retransmitted after the filler is accepted).
+        // The waiter is inside its send by now, waiting for the pool.
         libc::usleep(300_000);
         let raced = libc::send(
             fd,
@@ -1405,24 +1415,23 @@ fn racing_sends_in(cgroup: &OwnedCgroup, addr: SocketAddr) -> ChildEnd {
 /// Two sends on one socket in flight at once: the lsm hook reads them in
 /// the order their hooks run, which need not be the order the kernel
 /// queues them in, so a stream read so cannot be trusted. While one send
-/// of a stream being judged waits in the kernel (here for the connection),
-/// another thread's send on it is refused (EPERM, `stream-gap-refused`),
-/// as are later ones: the login sent after reaches nobody. The egress
-/// judge reads the packets, in order, and needs no such rule.
+/// of a stream being judged is in the kernel (here waiting for room after
+/// the bytes read), another thread's send on it is refused (EPERM,
+/// `stream-gap-refused`), as are later ones: the login sent after reaches
+/// nobody. The egress judge reads the packets, in order, and needs no such
+/// rule: there the racing send waits for room like any (EAGAIN), and the
+/// login, past the 4 KiB the reader reads, is not judged.
 #[test]
 fn a_send_racing_another_in_flight_is_refused() {
     require_kernel!();
     let scoped = Scoped::apply(&stratum_profile());
     let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
-    let (pool, filler) = listener_with_full_queue();
+    let pool = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = pool.local_addr().unwrap();
-    let got = std::thread::scope(|s| {
-        // Frees the queue while the waiter waits; then reads the scope's
-        // connection.
+    let (end, got) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(800));
-            let _filler_peer = pool.accept().expect("accept the filler");
             let mut conn = accept_within(&pool);
+            std::thread::sleep(Duration::from_millis(800));
             let mut got = Vec::new();
             let _ = std::io::Read::read_to_end(&mut conn, &mut got);
             got
@@ -1430,56 +1439,333 @@ fn a_send_racing_another_in_flight_is_refused() {
         let end = racing_sends_in(cg, addr);
         (end, reader.join().unwrap())
     });
-    drop(filler);
-    let (end, got) = got;
-    assert!(
-        !contains_ignore_case(&got, b"\"login\""),
-        "the pool received the login: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert!(got.len() >= 1 << 20, "the pool read {} bytes", got.len());
     if enforcer.backend() == minerguard::BackendKind::Cgroup {
-        // The racing send waits for the connection like any (EAGAIN); the
-        // egress judge drops the login's packet after its send returned,
-        // the sk-msg judge fails that send.
-        let login_refused = i32::from(!egress_judges(enforcer));
-        assert_eq!(
-            end,
-            ChildEnd::Code(libc::EAGAIN * 2 + login_refused),
-            "the child's end"
-        );
-        assert!(
-            wait_event(enforcer, |e| {
-                matches!(
-                    e.target,
-                    Target::Stratum {
-                        signature: StratumSignature::Login,
-                        ..
-                    }
-                )
-            })
-            .is_some(),
-            "no event for the login"
-        );
-    } else {
-        assert_eq!(
-            end,
-            ChildEnd::Code(libc::EPERM * 2 + 1),
-            "the racing send and the login should both be refused with EPERM"
-        );
-        assert!(
-            wait_event(enforcer, |e| {
-                matches!(
-                    e.target,
-                    Target::Stratum {
-                        signature: StratumSignature::StreamGap,
-                        ..
-                    }
-                )
-            })
-            .is_some(),
-            "no stream-gap-refused event"
-        );
+        assert_eq!(end, ChildEnd::Code(libc::EAGAIN * 2), "the child's end");
+        return;
     }
+    assert!(
+        !contains_ignore_case(&got, LOGIN_METHOD),
+        "the pool received the login"
+    );
+    assert_eq!(
+        end,
+        ChildEnd::Code(libc::EPERM * 2 + 1),
+        "the racing send and the login should both be refused with EPERM"
+    );
+    assert!(
+        wait_event(enforcer, |e| {
+            matches!(
+                e.target,
+                Target::Stratum {
+                    signature: StratumSignature::StreamGap,
+                    ..
+                }
+            )
+        })
+        .is_some(),
+        "no stream-gap-refused event"
+    );
+}
+
+/// How the kernel is made to wait inside a blocking send, after the lsm
+/// hook read the caller's buffer and before the kernel copied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelWait {
+    /// A send on a socket still connecting (its SYN dropped: the pool's
+    /// accept queue is full): the kernel waits for the connection. A real
+    /// pool's round trip is such a wait too.
+    Connecting,
+    /// A Fast Open `sendto` on an unconnected socket, the same way.
+    FastOpen,
+    /// A send on a connected socket with the least send buffer there is
+    /// and 88-byte segments, to a pool that does not read yet: the kernel
+    /// waits for room.
+    SendBuffer,
+    /// A send on a connected socket with `TCP_NOTSENT_LOWAT` at 1 byte,
+    /// to a pool that does not read yet.
+    NotsentLowat,
+}
+
+/// What the pool gets only when the rewrite reached it (the harmless
+/// message still names `"login"` as a parameter).
+const LOGIN_METHOD: &[u8] = b"\"method\":\"login\"";
+
+const KERNEL_WAITS: [KernelWait; 4] = [
+    KernelWait::Connecting,
+    KernelWait::FastOpen,
+    KernelWait::SendBuffer,
+    KernelWait::NotsentLowat,
+];
+
+/// A loopback listener with the least receive buffer there is: its
+/// connections' window closes after a few hundred bytes while it does not
+/// read.
+fn listener_with_small_window() -> TcpListener {
+    use std::os::fd::FromRawFd;
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let l = TcpListener::from_raw_fd(fd);
+        let one: i32 = 1;
+        assert_eq!(
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&one as *const i32).cast(),
+                4
+            ),
+            0
+        );
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let sl = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        assert_eq!(
+            libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), sl),
+            0
+        );
+        assert_eq!(libc::listen(fd, 8), 0);
+        l
+    }
+}
+
+/// From a child in `cgroup` (or outside any): a blocking send to `addr`
+/// of a harmless JSON-RPC message (XMRig's login with its method renamed
+/// `loxin`, after 3,600 bytes of blank lines where the kernel must wait for
+/// room), in shared memory that a second process turns back into the login
+/// 300 ms into the send, while the kernel waits as `wait` says. The child's
+/// end: `Code(0)` when the send went whole, `100 + errno` when it failed,
+/// 90+ when the set-up failed.
+fn rewritten_while_the_kernel_waits(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+    wait: KernelWait,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    let harmless = login().replacen("\"login\"", "\"loxin\"", 1);
+    let flip = harmless.find("loxin").unwrap() + 2;
+    let pad = match wait {
+        KernelWait::SendBuffer | KernelWait::NotsentLowat => 3600,
+        KernelWait::Connecting | KernelWait::FastOpen => 0,
+    };
+    let total = pad + harmless.len();
+    assert!(total < 4096, "within the reader's budget");
+    fork_in(cgroup, move || unsafe {
+        let buf = libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if buf == libc::MAP_FAILED {
+            return 90;
+        }
+        let buf = buf.cast::<u8>();
+        for i in 0..pad {
+            *buf.add(i) = if i % 64 == 63 { b'\n' } else { b' ' };
+        }
+        std::ptr::copy_nonoverlapping(harmless.as_ptr(), buf.add(pad), harmless.len());
+        let sa = (&storage as *const libc::sockaddr_storage).cast();
+        let nonblock = if wait == KernelWait::Connecting {
+            libc::SOCK_NONBLOCK
+        } else {
+            0
+        };
+        let fd = libc::socket(family, libc::SOCK_STREAM | nonblock, 0);
+        if fd < 0 {
+            return 91;
+        }
+        match wait {
+            KernelWait::Connecting => {
+                if libc::connect(fd, sa, len) == 0
+                    || *libc::__errno_location() != libc::EINPROGRESS
+                    || libc::fcntl(fd, libc::F_SETFL, 0) != 0
+                {
+                    return 92;
+                }
+            }
+            KernelWait::FastOpen => {}
+            KernelWait::SendBuffer => {
+                // Small segments, each a new skb that needs room.
+                if !set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 1)
+                    || !set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 88)
+                    || libc::connect(fd, sa, len) != 0
+                {
+                    return 93;
+                }
+            }
+            KernelWait::NotsentLowat => {
+                if libc::connect(fd, sa, len) != 0
+                    || !set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, 1)
+                {
+                    return 94;
+                }
+            }
+        }
+        let rewriter = libc::fork();
+        if rewriter == 0 {
+            libc::usleep(300_000);
+            *buf.add(pad + flip) = b'g';
+            libc::_exit(0);
+        }
+        let sent = if wait == KernelWait::FastOpen {
+            libc::sendto(
+                fd,
+                buf.cast(),
+                total,
+                libc::MSG_NOSIGNAL | libc::MSG_FASTOPEN,
+                sa,
+                len,
+            )
+        } else {
+            libc::send(fd, buf.cast(), total, libc::MSG_NOSIGNAL)
+        };
+        let errno = *libc::__errno_location();
+        let mut status = 0;
+        libc::waitpid(rewriter, &mut status, 0);
+        libc::usleep(300_000);
+        if sent == total as isize {
+            0
+        } else {
+            100 + errno.min(150)
+        }
+    })
+}
+
+/// Runs [`rewritten_while_the_kernel_waits`] against a pool made for
+/// `wait`, which starts reading 800 ms in; returns the child's end and
+/// what the pool read.
+fn rewrite_while_waiting(cgroup: Option<&OwnedCgroup>, wait: KernelWait) -> (ChildEnd, Vec<u8>) {
+    let connecting = matches!(wait, KernelWait::Connecting | KernelWait::FastOpen);
+    let (pool, filler) = if connecting {
+        let (l, f) = listener_with_full_queue();
+        (l, Some(f))
+    } else {
+        (listener_with_small_window(), None)
+    };
+    let addr = pool.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let _filler_peer = if connecting {
+                std::thread::sleep(Duration::from_millis(800));
+                Some(pool.accept().expect("accept the filler"))
+            } else {
+                None
+            };
+            // A client refused before it connects never comes.
+            pool.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut conn = loop {
+                match pool.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => return Vec::new(),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            if !connecting {
+                std::thread::sleep(Duration::from_millis(800));
+            }
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut conn, &mut got);
+            got
+        });
+        let end = rewritten_while_the_kernel_waits(cgroup, addr, wait);
+        let got = reader.join().unwrap();
+        drop(filler);
+        (end, got)
+    })
+}
+
+/// The lsm hook reads a send's buffer before the kernel copies it. A
+/// blocking send can wait in between (for the connection, a real pool's
+/// round trip; for send-buffer room, which the sender and the pool
+/// control), and another process sharing the buffer can rewrite it
+/// meanwhile: the pool took a login the hook had read as a harmless method
+/// (6.1 and 6.12, before session 27). Now a blocking send the kernel may
+/// take only after such a wait is refused before it is read (EAGAIN; a
+/// Fast Open one EOPNOTSUPP, as where Fast Open is off: the caller
+/// connects instead), with a `send-would-wait-refused` event. The egress
+/// judge reads the packets that leave and drops the login's; the sk-msg
+/// judge reads the kernel's copy, but not a send made while connecting.
+#[test]
+fn a_buffer_rewritten_while_the_kernel_waits_is_not_sent() {
+    require_kernel!();
+    let mut failures = Vec::new();
+    for wait in KERNEL_WAITS {
+        let (end, got) = rewrite_while_waiting(None, wait);
+        let label = format!("{wait:?}, outside the scope");
+        let mut problems = Vec::new();
+        if end != ChildEnd::Code(0) {
+            problems.push(format!("the send ended {end:?}"));
+        }
+        if !contains_ignore_case(&got, LOGIN_METHOD) {
+            problems.push(format!(
+                "the pool did not take the rewritten login: {:?}",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        report(&label, problems, &mut failures);
+    }
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    for wait in KERNEL_WAITS {
+        let (end, got) = rewrite_while_waiting(Some(cg), wait);
+        let label = format!("{wait:?}");
+        eprintln!(
+            "{label}: the send ended {end:?}; the pool read {} bytes",
+            got.len()
+        );
+        let mut problems = Vec::new();
+        if sk_msg_judges(enforcer) && matches!(wait, KernelWait::Connecting | KernelWait::FastOpen)
+        {
+            // A send that waits for the connection is in tcp_sendmsg before
+            // sockops moves the socket to the sk_msg verdict: nothing reads
+            // it (docs/threat-model.md, open with sk-msg only).
+            eprintln!("open {label}: the sk-msg judge does not read a send made while connecting");
+            continue;
+        }
+        if contains_ignore_case(&got, LOGIN_METHOD) {
+            problems.push(format!("the pool took the login (client: {end:?})"));
+        }
+        if sk_msg_judges(enforcer) {
+            // The verdict reads the kernel's copy: no login was sent.
+            report(&label, problems, &mut failures);
+            continue;
+        }
+        let want = if enforcer.backend() == minerguard::BackendKind::Lsm {
+            let errno = if wait == KernelWait::FastOpen {
+                libc::EOPNOTSUPP
+            } else {
+                libc::EAGAIN
+            };
+            if end != ChildEnd::Code(100 + errno) {
+                problems.push(format!("the send ended {end:?}, not with errno {errno}"));
+            }
+            StratumSignature::SendWouldWait
+        } else {
+            StratumSignature::Login
+        };
+        let seen = events_within(enforcer, Duration::from_millis(500), |e| {
+            e.rule.as_ref() == "stratum-protocol"
+        });
+        if !seen
+            .iter()
+            .any(|e| matches!(e.target, Target::Stratum { signature, .. } if signature == want))
+        {
+            problems.push(format!("no {} event; seen {seen:?}", want.as_str()));
+        }
+        report(&label, problems, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// How an SMC socket is made.

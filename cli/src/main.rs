@@ -105,10 +105,20 @@ impl LoadArgs {
     /// A new enforcer pinned as `instance` (adopting what an earlier
     /// process of that instance left), or not pinned.
     fn enforcer_as(self, instance: Option<&str>) -> CliResult<Enforcer> {
-        Ok(Enforcer::with_options(EnforcerOptions {
+        let enforcer = Enforcer::with_options(EnforcerOptions {
             instance: instance.map(str::to_string),
             ..self.options()
-        })?)
+        })?;
+        if self.stratum_judge == CgroupStratumJudge::SkMsg
+            && enforcer.backend() == minerguard::BackendKind::Cgroup
+        {
+            // Operators choose it for kernels without socket destroy; say
+            // what it leaves open (docs/threat-model.md).
+            eprintln!(
+                "{PREFIX}: warning: --stratum-judge sk-msg does not read a send made while its socket is still connecting, nor accepted sockets past its tracking limit; the egress judge (the default) reads both"
+            );
+        }
+        Ok(enforcer)
     }
 
     /// The enforcer options these arguments ask for.

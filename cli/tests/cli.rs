@@ -217,6 +217,25 @@ fn syscall_tracepoints_are_attached_only_for_policies_that_need_them() {
     }
 }
 
+/// `--stratum-judge sk-msg` leaves ways open that the default judge closes:
+/// the CLI says so on the cgroup backend, where it applies, and only there.
+#[test]
+fn the_sk_msg_judge_is_chosen_with_a_warning() {
+    if !kernel_tests_enabled("the_sk_msg_judge_is_chosen_with_a_warning") {
+        return;
+    }
+    let profile = repo_root().join("profiles/default.yaml");
+    const WARNING: &str = "warning: --stratum-judge sk-msg does not read a send made while its socket is still connecting";
+    for judge in ["egress", "sk-msg"] {
+        let out = run_sh_with(&profile, &["--stratum-judge", judge], "true");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{judge}: {stderr}");
+        let warned = stderr.contains(WARNING);
+        let expected = judge == "sk-msg" && backend_of(&stderr) == "cgroup";
+        assert_eq!(warned, expected, "{judge}, stderr:\n{stderr}");
+    }
+}
+
 /// The backend `run`'s status line names ("… enforced by the X backend on …").
 fn backend_of(stderr: &str) -> String {
     stderr

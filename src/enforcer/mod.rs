@@ -128,7 +128,13 @@ pub enum CgroupStratumJudge {
     /// completes a mining method fails (EACCES). Each connection pays for
     /// the tracking, whether it sends or not (BENCHMARKS.md). The judge of
     /// earlier releases, kept for kernels where the egress judge's socket
-    /// destroy is missing (no `CONFIG_INET_DIAG_DESTROY`).
+    /// destroy is missing (no `CONFIG_INET_DIAG_DESTROY`). It leaves two
+    /// ways open that the egress judge closes (docs/threat-model.md): a
+    /// send made while its socket is still connecting is already inside
+    /// `tcp_sendmsg` when sockops moves the socket to the verdict, so
+    /// nothing reads it; and accepted sockets past the tracking limit send
+    /// unjudged (counted, [`Enforcer::untracked_sockets`]). The CLI warns
+    /// when it is chosen.
     SkMsg,
     /// A `cgroup_skb/egress` program reads what each socket of a stratum
     /// scope sends, from the packets leaving it (#25): no socket tracking

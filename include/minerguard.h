@@ -364,6 +364,13 @@ enum mg_check
    * profile whose `behaviour` rule counts tuning (`count_tuning`).
    */
   MG_CHECK_TUNING = 5,
+  /**
+   * The egress judge behind the lsm backend's socket_sendmsg hook,
+   * reading what the kernel copied and sends (a buffer rewritten after
+   * the hook read it); not needed where the sk_msg verdict or the
+   * egress judge reads the kernel's copy itself.
+   */
+  MG_CHECK_STRATUM_BACKSTOP = 6,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -904,6 +904,14 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         "stratum sk_msg on backend {kind:?}: {why}"
     );
     assert_eq!(why.is_empty(), active == 1, "{why}");
+    // The egress judge behind the lsm hook: exactly where the hook judges.
+    let (active, why) = status(mg_check::MG_CHECK_STRATUM_BACKSTOP);
+    assert_eq!(
+        active,
+        u32::from(lsm),
+        "stratum backstop on backend {kind:?}: {why}"
+    );
+    assert_eq!(why.is_empty(), active == 1, "{why}");
     // The tuning counter: loaded with the behaviour rule; the detector
     // now takes its counts.
     assert_eq!(

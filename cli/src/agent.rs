@@ -115,6 +115,7 @@ fn refresh(metrics: &Metrics, agent: &Agent, webhook: Option<&Webhook>, warned: 
         ("fast_open", status_label(&checks.fast_open)),
         ("lsm_stratum", status_label(&checks.lsm_stratum)),
         ("stratum_sk_msg", status_label(&checks.stratum_sk_msg)),
+        ("stratum_backstop", status_label(&checks.stratum_backstop)),
         ("tuning", status_label(&checks.tuning)),
     ]);
 }

@@ -304,15 +304,16 @@ fn optional_programs_are_loaded_only_for_profiles_that_need_them() {
         n(&few, PROG_TRACING) + 1 + fexit,
         "{few:?} {all:?}"
     );
+    // The egress judge: one cgroup_skb program, which reads Fast Open
+    // SYNs too; on lsm it stands behind the socket_sendmsg hook.
+    assert_eq!(
+        (n(&few, PROG_CGROUP_SKB), n(&all, PROG_CGROUP_SKB)),
+        (0, 1),
+        "{few:?} {all:?}"
+    );
     if egress {
-        // The egress judge: one cgroup_skb program, which reads Fast Open
-        // SYNs too. Loader exec: mmap, and one program for mprotect and
+        // Loader exec: mmap, and one program for mprotect and
         // pkey_mprotect (attached to both: three links, two programs).
-        assert_eq!(
-            (n(&few, PROG_CGROUP_SKB), n(&all, PROG_CGROUP_SKB)),
-            (0, 1),
-            "{few:?} {all:?}"
-        );
         assert_eq!(
             (n(&few, PROG_TRACEPOINT), n(&all, PROG_TRACEPOINT)),
             (0, 2),

@@ -140,7 +140,7 @@ impl Backend for CgroupBackend {
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<SocketWork>, Error> {
+    ) -> Result<Vec<SocketWork>, Error> {
         if policy.judges_mapped_files() {
             self.loader_exec.load_with(|| LoaderExecHook::load(maps))?;
         }

@@ -86,6 +86,10 @@ pub struct Checks {
     /// The sk_msg program (with sockops socket tracking) as the Stratum
     /// judge.
     pub stratum_sk_msg: CheckStatus,
+    /// The egress judge behind the lsm backend's socket_sendmsg hook: it
+    /// reads what the kernel copied and sends, where the hook read the
+    /// caller's buffer before the copy (a buffer rewritten in between).
+    pub stratum_backstop: CheckStatus,
     /// The count of tuning attempts (opens for writing of `nr_hugepages`,
     /// MSR devices, `allow_writes`, `nmi_watchdog`) the behaviour
     /// detector's tuning signal reads.

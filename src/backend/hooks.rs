@@ -95,6 +95,11 @@ pub(crate) struct SharedHooks {
     stratum_sockets: u32,
     /// Settled by the first policy that has a stratum rule.
     stratum: StratumPrograms,
+    /// The egress judge behind the lsm socket_sendmsg hook (#19): loaded
+    /// with the Stratum programs where that hook judges, attached with
+    /// them. The hook reads the caller's buffer before the kernel copies
+    /// it; this reads what leaves.
+    backstop: Option<Box<EgressJudge>>,
     /// `None` where this kernel refused the device program (open.msr).
     device: Option<DeviceHook>,
     /// Loaded with the first policy that has `exec.cmdline` patterns.
@@ -132,6 +137,7 @@ impl SharedHooks {
             stratum_links: CgroupLinks::default(),
             adopted: Default::default(),
             stratum: StratumPrograms::NotYet,
+            backstop: None,
             device: DeviceHook::load(maps, report.proc_in_cgroup.available).ok(),
             cmdline: OnDemand::not_yet("the first profile with exec.cmdline patterns"),
             scope_guard: OnDemand::not_yet("the first profile with a scope.escape rule"),
@@ -165,8 +171,9 @@ impl SharedHooks {
     /// the lsm backend's socket_sendmsg hook judges Stratum payloads, Fast
     /// Open included, the sk_msg program only covers what bypasses it (or
     /// is not loaded at all) and the Fast Open tracepoints are not loaded.
+    /// Where the lsm hook judges, the egress judge is loaded behind it.
     /// When it loads the Stratum programs now, returns their socket
-    /// queue for the event thread. A refused Stratum load fails this call
+    /// queues for the event thread. A refused Stratum load fails this call
     /// and is tried again by the next one (nothing of it is kept).
     pub fn prepare(
         &mut self,
@@ -174,7 +181,7 @@ impl SharedHooks {
         policy: &KernelPolicy,
         judge: StratumJudge,
         lsm: bool,
-    ) -> Result<Option<SocketWork>, Error> {
+    ) -> Result<Vec<SocketWork>, Error> {
         if !policy.cmdline.is_empty() {
             self.cmdline.load_with(|| CmdlineHook::load(maps))?;
         }
@@ -187,30 +194,40 @@ impl SharedHooks {
             self.tuning.load_with(|| TuningHook::load(maps))?;
         }
         if policy.stratum.is_none() || self.stratum_settled() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         if judge == StratumJudge::Egress {
-            let judge = EgressJudge::load(maps)?;
+            let judge = EgressJudge::load(maps, false)?;
             let refused = judge.refused_sockets()?;
             self.stratum = StratumPrograms::Egress(Box::new(judge));
             if matches!(self.fast_open, OnDemand::NotYet { .. }) {
                 self.fast_open = OnDemand::NotNeeded(EGRESS_JUDGES_EVERY_PACKET);
             }
-            return Ok(Some(SocketWork::Destroy(std::sync::Arc::new(refused))));
+            return Ok(vec![SocketWork::Destroy(std::sync::Arc::new(refused))]);
         }
         let lsm_judges_stratum = judge != StratumJudge::SkMsg;
-        let judged = if judge == StratumJudge::Lsm {
-            self.stratum = StratumPrograms::NotNeeded;
+        let mut work = Vec::new();
+        // The backstop first: a refused load keeps nothing of this call.
+        let backstop = if lsm_judges_stratum {
+            let backstop = EgressJudge::load(maps, true)?;
+            work.push(SocketWork::Destroy(std::sync::Arc::new(
+                backstop.refused_sockets()?,
+            )));
+            Some(Box::new(backstop))
+        } else {
             None
+        };
+        if judge == StratumJudge::Lsm {
+            self.stratum = StratumPrograms::NotNeeded;
         } else {
             let stratum =
                 StratumHook::load(maps, &self.probe, lsm_judges_stratum, self.stratum_sockets)?;
             // Before keeping it: a hook whose queue the event thread never
             // got would keep judged sockets on the sk_msg path for good.
-            let judged = stratum.judged_sockets()?;
+            work.push(SocketWork::Release(stratum.judged_sockets()?));
             self.stratum = StratumPrograms::Loaded(Box::new(stratum));
-            Some(SocketWork::Release(judged))
-        };
+        }
+        self.backstop = backstop;
         if lsm_judges_stratum {
             if matches!(self.fast_open, OnDemand::NotYet { .. }) {
                 self.fast_open = OnDemand::NotNeeded(LSM_JUDGES_FAST_OPEN);
@@ -218,7 +235,7 @@ impl SharedHooks {
         } else {
             self.fast_open.load_with(|| FastOpenHook::load(maps))?;
         }
-        Ok(judged)
+        Ok(work)
     }
 
     /// Whether what judges Stratum is in place (the Stratum programs, or
@@ -230,6 +247,21 @@ impl SharedHooks {
             StratumPrograms::Loaded(_)
             | StratumPrograms::NotNeeded
             | StratumPrograms::Egress(_) => CheckStatus::Active,
+        }
+    }
+
+    /// Whether the egress judge reads what leaves behind the lsm hook (see
+    /// `backstop`); otherwise why not.
+    pub fn stratum_backstop(&self) -> CheckStatus {
+        match (&self.backstop, &self.stratum) {
+            (Some(_), _) => CheckStatus::Active,
+            (None, StratumPrograms::NotYet) => stratum_not_loaded_yet(),
+            (None, StratumPrograms::Egress(_)) => CheckStatus::NotNeeded {
+                reason: EGRESS_JUDGES_EVERY_PACKET.into(),
+            },
+            (None, _) => CheckStatus::NotNeeded {
+                reason: "the sk_msg verdict reads the kernel's copy of each send".into(),
+            },
         }
     }
 
@@ -287,6 +319,9 @@ impl SharedHooks {
         extra: &[(&'static str, &ProgramMut<'_>)],
     ) -> Result<(), Error> {
         let pins = self.pins.as_ref();
+        let mut extra = extra.to_vec();
+        extra.extend(self.backstop.as_deref().map(EgressJudge::program));
+        let extra = &extra[..];
         let stratum = match &self.stratum {
             StratumPrograms::Loaded(stratum) => stratum,
             StratumPrograms::NotNeeded => {

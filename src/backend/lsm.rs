@@ -115,7 +115,7 @@ impl Backend for LsmBackend {
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<SocketWork>, Error> {
+    ) -> Result<Vec<SocketWork>, Error> {
         // The sleepable judge first: whether it loads decides what the
         // shared sk_msg program judges (if it is needed at all) and
         // whether Fast Open needs the tracepoints.

@@ -176,13 +176,14 @@ pub(crate) trait Backend: Send {
     /// enforced is known before it is applied. A loaded hook stays loaded
     /// (inert outside scopes whose policy uses it) until the kernel state is
     /// dropped, even if that apply fails later. When the Stratum programs
-    /// load now, returns what the event thread does for them.
+    /// load now, returns what the event thread does for them (one piece
+    /// of work per judge that needs one).
     fn prepare(
         &mut self,
         maps: &SharedMaps,
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
-    ) -> Result<Option<SocketWork>, Error>;
+    ) -> Result<Vec<SocketWork>, Error>;
 
     /// `policy` is (about to be) applied: attaches the host-wide hooks its
     /// rules need and that are not attached yet (they cost every task on
@@ -305,7 +306,7 @@ impl Kernel {
     }
 
     /// See `Backend::prepare`.
-    pub fn prepare(&mut self, policy: &KernelPolicy) -> Result<Option<SocketWork>, Error> {
+    pub fn prepare(&mut self, policy: &KernelPolicy) -> Result<Vec<SocketWork>, Error> {
         self.backend.prepare(&self.maps, &mut self.hooks, policy)
     }
 
@@ -353,6 +354,12 @@ impl Kernel {
     /// `SharedHooks::stratum_sk_msg`).
     pub fn stratum_sk_msg(&self) -> CheckStatus {
         self.hooks.stratum_sk_msg()
+    }
+
+    /// The egress judge behind the lsm hook (see
+    /// `SharedHooks::stratum_backstop`).
+    pub fn stratum_backstop(&self) -> CheckStatus {
+        self.hooks.stratum_backstop()
     }
 
     /// Writes up to `count` self-test events for `rule_idx` of `policy_id`

@@ -5,6 +5,12 @@
 //! first byte and moves none onto another send path, so it needs no
 //! sockhash, no socket limit, no release from userspace and no adoption of
 //! sockets connected before apply (their next packet meets it).
+//!
+//! On the lsm backend it stands behind the socket_sendmsg hook (#19): the
+//! hook reads a send from the caller's buffer before the kernel copies it,
+//! and the kernel may wait in between (for the socket's lock, which a
+//! receive faulting on a userfaultfd page holds as long as its owner
+//! likes); what the kernel copied is read here.
 
 use libbpf_rs::{
     skel::{OpenSkel, SkelBuilder},
@@ -29,8 +35,12 @@ pub(crate) struct EgressJudge {
 }
 
 impl EgressJudge {
-    /// Loads the program on the shared maps.
-    pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
+    /// Loads the program on the shared maps. `behind_lsm`: it stands
+    /// behind the lsm backend's socket_sendmsg hook, which reads each send
+    /// from the caller's buffer before the kernel copies it; this program
+    /// reads what was copied (a buffer rewritten in between is refused
+    /// here) and leaves audited scopes to the hook, which reports them.
+    pub fn load(maps: &SharedMaps, behind_lsm: bool) -> Result<Self, Error> {
         // With an instance, the sockets' judges (the reader's state and
         // verdict of each) and the refused-socket queue are pinned and
         // reused: a restarted judge goes on reading each socket where the
@@ -50,6 +60,7 @@ impl EgressJudge {
                 // task is not the sender: nothing is read from it.
                 if let Some(rodata) = open.maps.rodata_data.as_mut() {
                     rodata.mg_proc_in_prog = false;
+                    rodata.mg_egress_behind_lsm = behind_lsm;
                 }
                 reuse_shared_maps(open.open_object_mut(), maps)?;
                 open.load()

@@ -37,6 +37,11 @@ pub enum mg_check {
     /// (`mg_behaviour_detector_count_tuning()`); loaded with the first
     /// profile whose `behaviour` rule counts tuning (`count_tuning`).
     MG_CHECK_TUNING = 5,
+    /// The egress judge behind the lsm backend's socket_sendmsg hook,
+    /// reading what the kernel copied and sends (a buffer rewritten after
+    /// the hook read it); not needed where the sk_msg verdict or the
+    /// egress judge reads the kernel's copy itself.
+    MG_CHECK_STRATUM_BACKSTOP = 6,
 }
 
 /// Whether optional check `check` (an `MG_CHECK_*` value) is active:
@@ -66,9 +71,10 @@ pub unsafe extern "C" fn mg_enforcer_check_status(
                 3 => e.lsm_stratum(),
                 4 => e.stratum_sk_msg(),
                 5 => e.tuning(),
+                6 => e.stratum_backstop(),
                 other => {
                     return Err(Failure::invalid(format!(
-                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum, 4 stratum sk_msg, 5 tuning)"
+                        "check {other} is not an MG_CHECK_* value (1 loader exec, 2 fast open, 3 lsm stratum, 4 stratum sk_msg, 5 tuning, 6 stratum backstop)"
                     )))
                 }
             })

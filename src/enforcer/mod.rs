@@ -605,6 +605,7 @@ impl Enforcer {
             fast_open: self.kernel.fast_open(),
             lsm_stratum: self.kernel.stratum_in_lsm(),
             stratum_sk_msg: self.kernel.stratum_sk_msg(),
+            stratum_backstop: self.kernel.stratum_backstop(),
             tuning: self.kernel.tuning(),
         }
     }
@@ -682,6 +683,19 @@ impl Enforcer {
         self.kernel.stratum_sk_msg().as_result()
     }
 
+    /// Whether the egress judge stands behind the lsm backend's
+    /// socket_sendmsg hook, reading what the kernel copied and sends: the
+    /// hook reads the caller's buffer before the kernel copies it, and
+    /// another thread may rewrite it in between while the kernel waits
+    /// (for the socket's lock, for a faulting page). Its refusals drop the
+    /// packet and destroy the socket, as the cgroup backend's egress judge
+    /// does. Otherwise why not: not needed where the sk_msg verdict or the
+    /// egress judge reads the kernel's copy itself. Loaded with the first
+    /// profile that has a stratum rule (ask after applying one).
+    pub fn stratum_backstop(&self) -> std::result::Result<(), String> {
+        self.kernel.stratum_backstop().as_result()
+    }
+
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
     /// where the sk_msg program does (the cgroup backend; on the lsm backend
@@ -692,10 +706,12 @@ impl Enforcer {
     /// `ECONNABORTED`. Follows [`Enforcer::lsm_stratum`]: final once a
     /// profile with a stratum rule is applied.
     pub fn stratum_errno(&self) -> i32 {
-        if self.refused.is_some() {
-            libc::ECONNABORTED
-        } else if self.kernel.stratum_in_lsm().is_active() {
+        // The lsm hook refuses before the egress judge behind it sees a
+        // byte.
+        if self.kernel.stratum_in_lsm().is_active() {
             libc::EPERM
+        } else if self.refused.is_some() {
+            libc::ECONNABORTED
         } else {
             libc::EACCES
         }
@@ -822,7 +838,7 @@ impl Enforcer {
     /// `Backend::prepare`), so what it reports as not enforced is final.
     fn resolve(&mut self, mut policy: KernelPolicy) -> Result<(KernelPolicy, Vec<String>)> {
         policy.resolve_inodes()?;
-        if let Some(work) = self.kernel.prepare(&policy)? {
+        for work in self.kernel.prepare(&policy)? {
             if let SocketWork::Destroy(refused) = &work {
                 self.refused = Some(refused.clone());
             }

@@ -330,7 +330,9 @@ impl Poller {
         kill_from_userspace: Vec<RuleKind>,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        let (sockets_tx, sockets) = crossbeam_channel::bounded(1);
+        // At most two judges need work: the sk_msg verdict and the egress
+        // judge behind the lsm hook (lsm, Linux before 6.5).
+        let (sockets_tx, sockets) = crossbeam_channel::bounded(2);
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -386,12 +388,13 @@ impl Poller {
     /// From now on, does `work` between polls: takes judged sockets out of
     /// the Stratum send path, or destroys refused ones (the Stratum
     /// programs are loaded with the first policy that has a stratum rule;
-    /// called once then).
+    /// called then, once for each judge that needs work).
     pub fn take_socket_work(&self, work: SocketWork) {
         if let SocketWork::Destroy(queue) = &work {
             let _ = self.shared.refused.set(queue.clone());
         }
-        // Capacity 1 and called once: only fails if the thread is gone.
+        // Room for every judge, each handed over once: only fails if the
+        // thread is gone.
         let _ = self.sockets_tx.try_send(work);
     }
 
@@ -579,7 +582,7 @@ fn describe(
     kill_from_userspace: Vec<RuleKind>,
     socket_work: Receiver<SocketWork>,
 ) {
-    let mut sockets = None;
+    let mut sockets = Vec::new();
     let mut stale_head = None;
     let mut last_socket_work = std::time::Instant::now();
     loop {
@@ -612,19 +615,18 @@ fn describe(
             continue;
         }
         last_socket_work = std::time::Instant::now();
-        if sockets.is_none() {
-            sockets = socket_work.try_recv().ok();
-        }
-        match &sockets {
-            Some(SocketWork::Release(judged)) => {
-                shared
-                    .released
-                    .fetch_add(judged.release(), Ordering::Relaxed);
+        sockets.extend(socket_work.try_iter());
+        for work in &sockets {
+            match work {
+                SocketWork::Release(judged) => {
+                    shared
+                        .released
+                        .fetch_add(judged.release(), Ordering::Relaxed);
+                }
+                SocketWork::Destroy(refused) => {
+                    refused.destroy_stale(&mut stale_head);
+                }
             }
-            Some(SocketWork::Destroy(refused)) => {
-                refused.destroy_stale(&mut stale_head);
-            }
-            None => {}
         }
     }
 }

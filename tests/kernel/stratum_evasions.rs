@@ -1685,18 +1685,9 @@ fn rewrite_while_waiting(cgroup: Option<&OwnedCgroup>, wait: KernelWait) -> (Chi
                 None
             };
             // A client refused before it connects never comes.
-            pool.set_nonblocking(true).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut conn = loop {
-                match pool.accept() {
-                    Ok((conn, _)) => break conn,
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => return Vec::new(),
-                }
+            let Some(mut conn) = try_accept_within(&pool, Duration::from_secs(5)) else {
+                return Vec::new();
             };
-            conn.set_nonblocking(false).unwrap();
             if !connecting {
                 std::thread::sleep(Duration::from_millis(800));
             }
@@ -1794,6 +1785,247 @@ fn a_buffer_rewritten_while_the_kernel_waits_is_not_sent() {
         report(&label, problems, &mut failures);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// userfaultfd's ABI (linux/userfaultfd.h): the API version, the three
+/// ioctls used here (`_IOWR(0xAA, nr, struct)`), the registration mode and
+/// the page-fault message's event code.
+mod uffd {
+    pub const API: u64 = 0xAA;
+    pub const IOC_API: libc::c_ulong = 0xC018_AA3F;
+    pub const IOC_REGISTER: libc::c_ulong = 0xC020_AA00;
+    pub const IOC_COPY: libc::c_ulong = 0xC028_AA03;
+    pub const REGISTER_MODE_MISSING: u64 = 1;
+    pub const EVENT_PAGEFAULT: u8 = 0x12;
+    /// `struct uffdio_api`.
+    #[repr(C)]
+    pub struct Api {
+        pub api: u64,
+        pub features: u64,
+        pub ioctls: u64,
+    }
+    /// `struct uffdio_register`.
+    #[repr(C)]
+    pub struct Register {
+        pub start: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub ioctls: u64,
+    }
+    /// `struct uffdio_copy`.
+    #[repr(C)]
+    pub struct Copy {
+        pub dst: u64,
+        pub src: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub copy: i64,
+    }
+}
+
+/// From a child in `cgroup` (or outside any), connected to `addr` (a pool
+/// that greets with one byte, then reads): the child receives that byte
+/// into a page registered with userfaultfd, so the receive faults while it
+/// holds the socket's lock and waits there until the page is served. A
+/// second process then makes a blocking send of a harmless JSON-RPC message
+/// (XMRig's login with its method renamed `loxin`) from shared memory: the
+/// lsm hook reads it, and the kernel waits for the lock before copying it.
+/// 500 ms later the second process turns the buffer back into the login and
+/// serves the page: the receive returns, and the kernel copies the login.
+/// The child's end: `Code(0)` when the send went whole, `100 + errno` when
+/// it failed, 80+ when the set-up failed (89: no userfaultfd here).
+fn rewritten_while_a_receive_holds_the_lock(
+    cgroup: Option<&OwnedCgroup>,
+    addr: SocketAddr,
+) -> ChildEnd {
+    let (storage, len, family) = sockaddr_of(addr);
+    let harmless = login().replacen("\"login\"", "\"loxin\"", 1);
+    let flip = harmless.find("loxin").unwrap() + 2;
+    fork_in(cgroup, move || unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let shared = libc::PROT_READ | libc::PROT_WRITE;
+        let msg = libc::mmap(
+            std::ptr::null_mut(),
+            harmless.len(),
+            shared,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        let rbuf = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            shared,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if msg == libc::MAP_FAILED || rbuf == libc::MAP_FAILED {
+            return 80;
+        }
+        let msg = msg.cast::<u8>();
+        std::ptr::copy_nonoverlapping(harmless.as_ptr(), msg, harmless.len());
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        let sa = (&storage as *const libc::sockaddr_storage).cast();
+        if fd < 0 || libc::connect(fd, sa, len) != 0 {
+            return 81;
+        }
+        let mut greeting = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut greeting, 1, 5000) != 1 {
+            return 82;
+        }
+        let uffd = libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) as i32;
+        if uffd < 0 {
+            return 89;
+        }
+        let mut api = uffd::Api {
+            api: uffd::API,
+            features: 0,
+            ioctls: 0,
+        };
+        let mut register = uffd::Register {
+            start: rbuf as u64,
+            len: page as u64,
+            mode: uffd::REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        if libc::ioctl(uffd, uffd::IOC_API, &mut api) != 0
+            || libc::ioctl(uffd, uffd::IOC_REGISTER, &mut register) != 0
+        {
+            return 83;
+        }
+        let handler = libc::fork();
+        if handler == 0 {
+            // The receive's fault: it holds the socket's lock now.
+            let mut fault = libc::pollfd {
+                fd: uffd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let mut m = [0u8; 32];
+            if libc::poll(&mut fault, 1, 5000) != 1
+                || libc::read(uffd, m.as_mut_ptr().cast(), 32) != 32
+                || m[0] != uffd::EVENT_PAGEFAULT
+            {
+                libc::_exit(84);
+            }
+            let sender = libc::fork();
+            if sender == 0 {
+                let sent = libc::send(fd, msg.cast(), harmless.len(), libc::MSG_NOSIGNAL);
+                libc::_exit(login_sent_end(sent, harmless.len()));
+            }
+            libc::usleep(500_000);
+            *msg.add(flip) = b'g';
+            let fill = [b'x'; 4096];
+            let mut copy = uffd::Copy {
+                dst: rbuf as u64,
+                src: fill.as_ptr() as u64,
+                len: page.min(4096) as u64,
+                mode: 0,
+                copy: 0,
+            };
+            if libc::ioctl(uffd, uffd::IOC_COPY, &mut copy) != 0 {
+                libc::kill(sender, libc::SIGKILL);
+                libc::_exit(85);
+            }
+            let mut status = 0;
+            libc::waitpid(sender, &mut status, 0);
+            libc::_exit(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                86
+            });
+        }
+        if libc::recv(fd, rbuf, 1, 0) != 1 {
+            libc::kill(handler, libc::SIGKILL);
+        }
+        let mut status = 0;
+        libc::waitpid(handler, &mut status, 0);
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            87
+        }
+    })
+}
+
+/// Runs [`rewritten_while_a_receive_holds_the_lock`] against a loopback
+/// pool that greets with a newline and then reads until the connection
+/// ends (or 10 s); returns the child's end and what the pool read.
+fn rewrite_while_locked(cgroup: Option<&OwnedCgroup>) -> (ChildEnd, Vec<u8>) {
+    let pool = TcpListener::bind("127.0.0.1:0").expect("bind the pool");
+    let addr = pool.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let Some(mut conn) = try_accept_within(&pool, Duration::from_secs(5)) else {
+                return Vec::new();
+            };
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = std::io::Write::write_all(&mut conn, b"\n");
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+            got
+        });
+        let end = rewritten_while_a_receive_holds_the_lock(cgroup, addr);
+        (end, reader.join().unwrap())
+    })
+}
+
+/// The lsm hook reads a send's buffer before the kernel copies it, and
+/// the kernel copies it only once it holds the socket's lock. A receive
+/// into a page that faults (userfaultfd: its owner decides when the page
+/// comes) holds that lock for as long as its owner likes, so the kernel
+/// waits between the hook and the copy on a connected socket whose buffers
+/// are empty, a wait the hook cannot see, and another process rewrites
+/// the buffer meanwhile: the pool took a login the hook had read as a
+/// harmless method (6.12, before session 28). What leaves is judged again:
+/// the egress judge (on the lsm backend, behind the hook) drops the login's
+/// packet and destroys the socket; the sk-msg verdict reads the kernel's
+/// copy.
+#[test]
+fn a_buffer_rewritten_while_a_receive_holds_the_socket_lock_is_not_sent() {
+    require_kernel!();
+    let (end, got) = rewrite_while_locked(None);
+    assert_eq!(end, ChildEnd::Code(0), "outside the scope");
+    assert!(
+        contains_ignore_case(&got, LOGIN_METHOD),
+        "outside the scope the pool should take the rewritten login; it read {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let scoped = Scoped::apply(&stratum_profile());
+    let (cg, enforcer) = (scoped.cgroup(), scoped.enforcer());
+    let (end, got) = rewrite_while_locked(Some(cg));
+    eprintln!("the send ended {end:?}; the pool read {} bytes", got.len());
+    assert!(
+        !contains_ignore_case(&got, LOGIN_METHOD),
+        "the pool took the login (client: {end:?}): {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        matches!(end, ChildEnd::Code(c) if c == 0 || c >= 100),
+        "the set-up failed: {end:?}"
+    );
+    let seen = events_within(enforcer, Duration::from_millis(500), |e| {
+        e.rule.as_ref() == "stratum-protocol"
+    });
+    assert!(
+        seen.iter().any(|e| matches!(
+            e.target,
+            Target::Stratum {
+                signature: StratumSignature::Login,
+                ..
+            }
+        )),
+        "no login event; seen {seen:?}"
+    );
 }
 
 /// How an SMC socket is made.

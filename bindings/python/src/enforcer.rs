@@ -478,6 +478,17 @@ impl Enforcer {
         self.with(py, |e| Ok(e.stratum_sk_msg().err()))
     }
 
+    /// None when the egress judge stands behind the lsm backend's
+    /// socket_sendmsg hook, reading what the kernel copied and sends (a
+    /// buffer rewritten after the hook read it); otherwise why not (not
+    /// needed where the sk_msg verdict or the egress judge reads the
+    /// kernel's copy itself; loaded with the first profile that has a
+    /// stratum rule).
+    #[getter]
+    fn stratum_backstop(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |e| Ok(e.stratum_backstop().err()))
+    }
+
     /// None when attempts to tune the host (opens for writing of
     /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,
     /// `nmi_watchdog`) are counted for `BehaviourDetector.count_tuning`;

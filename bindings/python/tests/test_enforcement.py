@@ -268,6 +268,8 @@ def _stratum_is_refused_and_clean_sockets_go_untouched(
         assert enforcer.stratum_errno == (errno.EPERM if lsm else errno.EACCES)
         assert enforcer.fast_open is None
     assert (enforcer.lsm_stratum is None) == lsm, enforcer.lsm_stratum
+    # The egress judge stands behind the lsm hook only.
+    assert (enforcer.stratum_backstop is None) == lsm, enforcer.stratum_backstop
     if enforcer.backend == "cgroup" and not egress:
         assert enforcer.stratum_sk_msg is None
     subscribe = '{"id": 1, "method": "mining.subscribe", "params": []}\n'

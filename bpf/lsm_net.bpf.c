@@ -52,9 +52,9 @@ static __always_inline int mg_judge(struct socket *sock,
 		return 0;
 	}
 
-	/* Before 6.5 sendfile and splice are read by the sk_msg verdict
-	 * alone: a stratum scope's connection its full sockhash could not
-	 * take is refused (fail closed). */
+	/* Where the sk_msg verdict judges (the Stratum hook could not be
+	 * attached): a stratum scope's connection its full sockhash could
+	 * not take is refused (fail closed). */
 	if (BPF_CORE_READ(sock, sk, sk_protocol) == 6 /* IPPROTO_TCP */ &&
 	    mg_tracking_full()) {
 		ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);

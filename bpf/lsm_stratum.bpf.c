@@ -28,11 +28,14 @@
  *
  * sendfile and splice reach this hook from Linux 6.5 on (MSG_SPLICE_PAGES:
  * the data is pages, an ITER_BVEC); their first bytes are read through the
- * kernel's direct map. Where that works and nothing can bypass the hook
- * (no proto_ops.sendpage), the lsm backend needs no sk_msg program and no
- * sockops at all. Before 6.5 sendfile and splice go through sendpage, past
- * this hook, and are left to the sk_msg program, which the lsm backend
- * keeps for them there; so are kernel senders (ITER_KVEC).
+ * kernel's direct map. Before 6.5 they go through sendpage, past this hook,
+ * and are left to the egress judge that stands behind it on every kernel
+ * (stratum_egress.bpf.c: it reads the packets each socket of a stratum
+ * scope sends, whatever path the bytes took); so are kernel senders
+ * (ITER_KVEC). The lsm backend loads no sk_msg program and no sockops.
+ * Where some sends go past the hook, it leaves audited scopes to that
+ * judge (mg_audit_left_to_egress): the judge sees every send, and a
+ * login sent through this hook would otherwise be reported twice.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -120,6 +123,10 @@ struct {
 /* Tests only (MINERGUARD_TEST_OWN_COPIES): every thread reads in a copy
  * of its own, as when every spare is taken. */
 const volatile bool mg_own_copies_only = false;
+
+/* Set by userspace where sendfile and splice go past this hook (before
+ * Linux 6.5): audited scopes are the egress judge's (see the top). */
+const volatile bool mg_audit_left_to_egress = false;
 
 /* A socket's stream while it is being judged (see the top of the file). */
 struct mg_lsm_stream {
@@ -719,7 +726,7 @@ int BPF_PROG(mg_lsm_stratum, struct socket *sock, struct msghdr *msg,
 	if (!scope)
 		return 0;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
-	if (!ref)
+	if (!ref || (mg_audit_left_to_egress && ref->action == MG_ACTION_AUDIT))
 		return 0;
 	if (smc)
 		return mg_unjudged(sk, msg, scope, ref, MG_SIG_SMC);

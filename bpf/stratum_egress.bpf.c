@@ -46,11 +46,14 @@
 #include "scope_cache.h"
 
 /* Set by userspace when this program stands behind the lsm backend's
- * socket_sendmsg hook (#19): the hook judged each send from the caller's
- * buffer before the kernel copied it, and this reads what was copied, so
- * a buffer rewritten in between is still refused. The hook reports
- * audited mining itself: behind it, an audited scope is not read again. */
-const volatile bool mg_egress_behind_lsm = false;
+ * socket_sendmsg hook (#19) and that hook sees every send (Linux 6.5 and
+ * later): the hook judged each send from the caller's buffer before the
+ * kernel copied it, and this reads what was copied, so a buffer rewritten
+ * in between is still refused. The hook reports audited mining itself:
+ * an audited scope is not read again here. Where sendfile and splice go
+ * past the hook (before 6.5) it leaves audited scopes to this program,
+ * which reads every send, whatever its path: one event per login. */
+const volatile bool mg_audit_is_the_hooks = false;
 
 #define MG_PKT_PASS 1
 #define MG_PKT_DROP 0
@@ -345,7 +348,7 @@ int mg_stratum_egress(struct __sk_buff *skb)
 	if (!scope)
 		return MG_PKT_PASS;
 	ref = bpf_map_lookup_elem(&mg_stratum, &scope->policy_id);
-	if (!ref || (mg_egress_behind_lsm && ref->action == MG_ACTION_AUDIT))
+	if (!ref || (mg_audit_is_the_hooks && ref->action == MG_ACTION_AUDIT))
 		return MG_PKT_PASS;
 	if (!st || udp) {
 		if (!st) {

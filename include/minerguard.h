@@ -351,9 +351,8 @@ enum mg_check
   MG_CHECK_LSM_STRATUM = 3,
   /**
    * Stratum judged by the sk_msg program, with sockops tracking each new
-   * client socket of a stratum scope (the cgroup backend; on the lsm
-   * backend only where sendfile and splice bypass its hook, before
-   * Linux 6.5).
+   * client socket of a stratum scope (the cgroup backend with the sk-msg
+   * judge; the lsm backend only where its hook could not be attached).
    */
   MG_CHECK_STRATUM_SK_MSG = 4,
   /**

@@ -36,10 +36,12 @@ case "${1:-}" in
     ;;
 esac
 [ "${1:-}" = "--" ] && shift
+# --workspace: the features the test suite's build resolved (the whole
+# workspace's), so its dependencies are not built again with others.
 if [ "$profile" = release ]; then
-    cargo build --release --example behaviour_eval
+    cargo build --workspace --release --example behaviour_eval
 else
-    cargo build --example behaviour_eval
+    cargo build --workspace --example behaviour_eval
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

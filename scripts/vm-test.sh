@@ -27,8 +27,10 @@
 #                              on an old kernel: kill fallbacks without
 #                              bpf_send_signal, the kernel's proc reads, the
 #                              tracepoint exec and clone guards, the probe, and
-#                              every bundled profile loading. The whole kernel
-#                              binary runs natively on the cgroup backend.
+#                              every bundled profile loading; one test per
+#                              program, not every case of each: the whole
+#                              kernel binary runs natively on the cgroup
+#                              backend, and each test here costs 8-28 s.
 #                              Empty: every test. Ignored when
 #                              MINERGUARD_VM_FILTER is set)
 #   MINERGUARD_VM_OWN_FILTER   test-name filters of a second lsm run of the
@@ -50,7 +52,7 @@ series=${MINERGUARD_VM_KERNEL:-6.1}
 lsm_tests=${MINERGUARD_VM_TESTS-kernel cli capi}
 cgroup_tests=${MINERGUARD_VM_CGROUP_TESTS-kernel}
 cgroup_skip=${MINERGUARD_VM_CGROUP_SKIP-exec_rules:: stratum}
-cgroup_filter=${MINERGUARD_VM_CGROUP_FILTER-connect::kill_on_connect exec::miner_exec exec::fileless identity:: kill_container:: scope_escape:: lifecycle::probe workloads::}
+cgroup_filter=${MINERGUARD_VM_CGROUP_FILTER-connect::kill_on_connect exec::miner_exec exec::fileless identity::exec_event identity::connect_event kill_container::exec_kill_container kill_container::connect_kill_container scope_escape::a_task_moving_itself_out scope_escape::a_clone_into_another_cgroup lifecycle::probe workloads::each_bundled_profile}
 filter=${MINERGUARD_VM_FILTER:-}
 own_filter=${MINERGUARD_VM_OWN_FILTER-stratum_evasions::every_mining_method_is_refused stratum_evasions::clean_traffic_passes_untouched}
 # Userspace-only tests (see below): the C API's contract without a kernel,

@@ -895,12 +895,13 @@ fn learn_self_test_and_check_status_through_the_c_api() {
         active == 1,
         "a reason exactly when inactive"
     );
-    // The sk_msg program: everywhere except where the lsm hook sees every
-    // send (Linux 6.5 and later).
+    // The sk_msg program: only with `--stratum-judge sk-msg` on the cgroup
+    // backend (the lsm hook and the egress judge behind it read every
+    // send, before Linux 6.5 too).
     let (active, why) = status(mg_check::MG_CHECK_STRATUM_SK_MSG);
     assert_eq!(
         active,
-        u32::from(!egress && !lsm_judges_every_send(lsm)),
+        u32::from(!egress && !lsm),
         "stratum sk_msg on backend {kind:?}: {why}"
     );
     assert_eq!(why.is_empty(), active == 1, "{why}");

@@ -52,17 +52,23 @@ const EGRESS_JUDGES_EVERY_PACKET: &str =
 const LSM_JUDGES_EVERY_SEND: &str =
     "every send reaches the lsm socket_sendmsg hook on this kernel (sendfile and splice included, Linux 6.5 and later)";
 
+/// Why the lsm backend loads no sk_msg program where some sends go past
+/// its hook.
+const EGRESS_BEHIND_LSM_READS_THE_REST: &str =
+    "the egress judge behind the lsm socket_sendmsg hook reads the sends that go past it (sendfile and splice before Linux 6.5)";
+
 /// What judges the Stratum payloads of the scopes a stratum rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StratumJudge {
     /// The sk_msg program, on the sockets sockops puts into its sockhash
     /// (the cgroup backend; the lsm backend where its hook is refused).
     SkMsg,
-    /// The lsm socket_sendmsg hook, and the sk_msg program for the sends
-    /// that bypass that hook (sendfile and splice before Linux 6.5).
-    LsmAndSkMsg,
-    /// The lsm socket_sendmsg hook alone: every send reaches it.
-    Lsm,
+    /// The lsm socket_sendmsg hook, with the egress judge behind it (which
+    /// reads what the kernel copied of each send). `every_send`: every send
+    /// reaches the hook; otherwise sendfile and splice go past it (before
+    /// Linux 6.5), and the egress judge reads them and reports audited
+    /// scopes.
+    Lsm { every_send: bool },
     /// The cgroup_skb/egress program, on the packets each socket of a
     /// stratum scope sends (the cgroup backend with
     /// `CgroupStratumJudge::Egress`).
@@ -76,8 +82,9 @@ enum StratumPrograms {
     /// Loaded; a kernel that refuses them fails that apply (Stratum has no
     /// other judge then) and leaves this `NotYet`.
     Loaded(Box<StratumHook>),
-    /// Not needed: the lsm hook judges every send ([`StratumJudge::Lsm`]).
-    NotNeeded,
+    /// Not needed: the lsm hook judges, with the egress judge behind it
+    /// ([`StratumJudge::Lsm`]); why.
+    NotNeeded(&'static str),
     /// The egress judge instead ([`StratumJudge::Egress`]).
     Egress(Box<EgressJudge>),
 }
@@ -208,8 +215,8 @@ impl SharedHooks {
         let lsm_judges_stratum = judge != StratumJudge::SkMsg;
         let mut work = Vec::new();
         // The backstop first: a refused load keeps nothing of this call.
-        let backstop = if lsm_judges_stratum {
-            let backstop = EgressJudge::load(maps, true)?;
+        let backstop = if let StratumJudge::Lsm { every_send } = judge {
+            let backstop = EgressJudge::load(maps, every_send)?;
             work.push(SocketWork::Destroy(std::sync::Arc::new(
                 backstop.refused_sockets()?,
             )));
@@ -217,8 +224,12 @@ impl SharedHooks {
         } else {
             None
         };
-        if judge == StratumJudge::Lsm {
-            self.stratum = StratumPrograms::NotNeeded;
+        if let StratumJudge::Lsm { every_send } = judge {
+            self.stratum = StratumPrograms::NotNeeded(if every_send {
+                LSM_JUDGES_EVERY_SEND
+            } else {
+                EGRESS_BEHIND_LSM_READS_THE_REST
+            });
         } else {
             let stratum =
                 StratumHook::load(maps, &self.probe, lsm_judges_stratum, self.stratum_sockets)?;
@@ -245,7 +256,7 @@ impl SharedHooks {
         match self.stratum {
             StratumPrograms::NotYet => stratum_not_loaded_yet(),
             StratumPrograms::Loaded(_)
-            | StratumPrograms::NotNeeded
+            | StratumPrograms::NotNeeded(_)
             | StratumPrograms::Egress(_) => CheckStatus::Active,
         }
     }
@@ -272,8 +283,8 @@ impl SharedHooks {
         match self.stratum {
             StratumPrograms::NotYet => stratum_not_loaded_yet(),
             StratumPrograms::Loaded(_) => CheckStatus::Active,
-            StratumPrograms::NotNeeded => CheckStatus::NotNeeded {
-                reason: LSM_JUDGES_EVERY_SEND.into(),
+            StratumPrograms::NotNeeded(reason) => CheckStatus::NotNeeded {
+                reason: reason.into(),
             },
             StratumPrograms::Egress(_) => CheckStatus::NotNeeded {
                 reason: EGRESS_JUDGES_EVERY_PACKET.into(),
@@ -324,7 +335,7 @@ impl SharedHooks {
         let extra = &extra[..];
         let stratum = match &self.stratum {
             StratumPrograms::Loaded(stratum) => stratum,
-            StratumPrograms::NotNeeded => {
+            StratumPrograms::NotNeeded(_) => {
                 return self
                     .stratum_links
                     .cover_exactly(roots, |cg| attach_to_cgroup(pins, cg, extra));
@@ -439,7 +450,7 @@ impl SharedHooks {
             RuleKind::Stratum => Some(
                 matches!(
                     self.stratum,
-                    StratumPrograms::NotNeeded | StratumPrograms::Egress(_)
+                    StratumPrograms::NotNeeded(_) | StratumPrograms::Egress(_)
                 ) || self.probe.skmsg_signal.available,
             ),
             // cgroup/dev programs cannot signal.

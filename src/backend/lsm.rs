@@ -116,24 +116,27 @@ impl Backend for LsmBackend {
         hooks: &mut SharedHooks,
         policy: &KernelPolicy,
     ) -> Result<Vec<SocketWork>, Error> {
-        // The sleepable judge first: whether it loads decides what the
-        // shared sk_msg program judges (if it is needed at all) and
-        // whether Fast Open needs the tracepoints.
+        // The sleepable judge first: whether it loads and attaches decides
+        // whether the shared sk_msg program is needed at all and whether
+        // Fast Open needs the tracepoints.
         let mut judge = StratumJudge::SkMsg;
         if policy.stratum.is_some() && !hooks.stratum_settled() {
-            if let Some(hook) = self.stratum.load_with(|| LsmStratumHook::load(maps))? {
-                judge = StratumJudge::LsmAndSkMsg;
-                if every_send_reaches_the_hook().is_ok() {
-                    // It alone judges: attached now, so that a failed
-                    // attach still leaves the sk_msg program to judge.
-                    judge = match hook.activate() {
-                        Ok(()) => StratumJudge::Lsm,
-                        Err(e) => {
-                            self.stratum.attach_failed("attaching it", e)?;
-                            StratumJudge::SkMsg
-                        }
-                    };
-                }
+            // Before Linux 6.5 sendfile and splice go past the hook; the
+            // egress judge behind it reads them (and audited scopes).
+            let every_send = every_send_reaches_the_hook().is_ok();
+            if let Some(hook) = self
+                .stratum
+                .load_with(|| LsmStratumHook::load(maps, !every_send))?
+            {
+                // Attached now, so that a failed attach still leaves the
+                // sk_msg program to judge.
+                judge = match hook.activate() {
+                    Ok(()) => StratumJudge::Lsm { every_send },
+                    Err(e) => {
+                        self.stratum.attach_failed("attaching it", e)?;
+                        StratumJudge::SkMsg
+                    }
+                };
             }
         }
         hooks.prepare(maps, policy, judge, true)

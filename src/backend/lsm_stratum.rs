@@ -3,8 +3,10 @@
 //! from the caller's buffers and refuses a Stratum send with EPERM, Fast
 //! Open sends included, and fexit programs on `inet_sendmsg` and
 //! `inet6_sendmsg` that add to a stream only what the kernel took of a
-//! send. Optional: where a kernel refuses it, the shared
-//! sk_msg program (EACCES) and the Fast Open tracepoints judge instead.
+//! send. The egress judge stands behind it (src/backend/stratum_egress.rs),
+//! and reads what sendfile and splice send past it before Linux 6.5.
+//! Optional: where a kernel refuses it, the shared sk_msg program (EACCES)
+//! and the Fast Open tracepoints judge instead.
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
@@ -34,11 +36,15 @@ pub(crate) struct LsmStratumHook {
 impl LsmStratumHook {
     /// Loads the program on the shared maps (with the first policy that
     /// has a stratum rule; attached by [`Self::activate`]).
-    pub fn load(maps: &SharedMaps) -> Result<Self, Error> {
+    /// `audit_left_to_egress`: some sends bypass the hook on this kernel
+    /// ([`every_send_reaches_the_hook`]), so the egress judge behind it,
+    /// which reads every send, reports audited scopes instead.
+    pub fn load(maps: &SharedMaps, audit_left_to_egress: bool) -> Result<Self, Error> {
         let skel = Owned::build(|storage| {
             let mut open = LsmStratumSkelBuilder::default().open(storage)?;
             if let Some(rodata) = open.maps.rodata_data.as_mut() {
                 rodata.mg_own_copies_only = own_copies_only();
+                rodata.mg_audit_left_to_egress = audit_left_to_egress;
             }
             reuse_shared_maps(open.open_object_mut(), maps)?;
             open.load()
@@ -87,8 +93,8 @@ fn own_copies_only() -> bool {
 }
 
 /// Whether every send of this kernel reaches `socket_sendmsg` with data the
-/// hook can read, so that no sk_msg program (and no sockops) is needed;
-/// otherwise why not.
+/// hook can read; otherwise why not (the egress judge behind the hook then
+/// reads those sends, and reports audited scopes).
 ///
 /// - Linux 6.5 removed `proto_ops.sendpage`: sendfile and splice became
 ///   `sendmsg(MSG_SPLICE_PAGES)` and reach the hook as pages (ITER_BVEC).

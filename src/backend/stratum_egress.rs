@@ -35,12 +35,14 @@ pub(crate) struct EgressJudge {
 }
 
 impl EgressJudge {
-    /// Loads the program on the shared maps. `behind_lsm`: it stands
-    /// behind the lsm backend's socket_sendmsg hook, which reads each send
-    /// from the caller's buffer before the kernel copies it; this program
-    /// reads what was copied (a buffer rewritten in between is refused
-    /// here) and leaves audited scopes to the hook, which reports them.
-    pub fn load(maps: &SharedMaps, behind_lsm: bool) -> Result<Self, Error> {
+    /// Loads the program on the shared maps. `audit_is_the_hooks`: it
+    /// stands behind the lsm backend's socket_sendmsg hook, which sees every
+    /// send on this kernel and reports audited scopes itself; this program
+    /// reads what the kernel copied of each send (a buffer rewritten in
+    /// between is refused here) and leaves those scopes alone. Behind a
+    /// hook that sendfile and splice bypass (before Linux 6.5), and on the
+    /// cgroup backend, it reads audited scopes too.
+    pub fn load(maps: &SharedMaps, audit_is_the_hooks: bool) -> Result<Self, Error> {
         // With an instance, the sockets' judges (the reader's state and
         // verdict of each) and the refused-socket queue are pinned and
         // reused: a restarted judge goes on reading each socket where the
@@ -60,7 +62,7 @@ impl EgressJudge {
                 // task is not the sender: nothing is read from it.
                 if let Some(rodata) = open.maps.rodata_data.as_mut() {
                     rodata.mg_proc_in_prog = false;
-                    rodata.mg_egress_behind_lsm = behind_lsm;
+                    rodata.mg_audit_is_the_hooks = audit_is_the_hooks;
                 }
                 reuse_shared_maps(open.open_object_mut(), maps)?;
                 open.load()

@@ -27,9 +27,8 @@ pub enum mg_check {
     /// sends fail with EPERM; otherwise the sk_msg program's EACCES).
     MG_CHECK_LSM_STRATUM = 3,
     /// Stratum judged by the sk_msg program, with sockops tracking each new
-    /// client socket of a stratum scope (the cgroup backend; on the lsm
-    /// backend only where sendfile and splice bypass its hook, before
-    /// Linux 6.5).
+    /// client socket of a stratum scope (the cgroup backend with the sk-msg
+    /// judge; the lsm backend only where its hook could not be attached).
     MG_CHECK_STRATUM_SK_MSG = 4,
     /// The count of attempts to tune the host (opens for writing of
     /// `nr_hugepages`, MSR devices, the msr module's `allow_writes`,

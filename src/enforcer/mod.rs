@@ -673,12 +673,13 @@ impl Enforcer {
     /// Whether the sk_msg program judges Stratum sends, with sockops putting
     /// each new client socket of a scope that has a stratum rule into its
     /// sockhash (about 1.2 µs per connection; BENCHMARKS.md); otherwise why
-    /// not. The cgroup backend always uses it. The lsm backend uses it for
-    /// the sends that bypass its socket_sendmsg hook (sendfile and splice
-    /// before Linux 6.5); where every send reaches that hook it loads
-    /// neither program, and this says so. Settled with the first profile
-    /// that has a stratum rule (before that this says so: ask after
-    /// applying one).
+    /// not. The cgroup backend uses it with
+    /// [`CgroupStratumJudge::SkMsg`]. The lsm backend uses it only where its
+    /// socket_sendmsg hook could not be attached: the egress judge behind
+    /// that hook reads the sends that bypass it (sendfile and splice before
+    /// Linux 6.5), and this says so. Settled with the first profile that
+    /// has a stratum rule (before that this says so: ask after applying
+    /// one).
     pub fn stratum_sk_msg(&self) -> std::result::Result<(), String> {
         self.kernel.stratum_sk_msg().as_result()
     }
@@ -689,22 +690,25 @@ impl Enforcer {
     /// another thread may rewrite it in between while the kernel waits
     /// (for the socket's lock, for a faulting page). Its refusals drop the
     /// packet and destroy the socket, as the cgroup backend's egress judge
-    /// does. Otherwise why not: not needed where the sk_msg verdict or the
-    /// egress judge reads the kernel's copy itself. Loaded with the first
-    /// profile that has a stratum rule (ask after applying one).
+    /// does. It also reads the sends that bypass the hook (sendfile and
+    /// splice before Linux 6.5), and there reports audited scopes in the
+    /// hook's place. Otherwise why not: not needed where the sk_msg verdict
+    /// or the egress judge reads the kernel's copy itself. Loaded with the
+    /// first profile that has a stratum rule (ask after applying one).
     pub fn stratum_backstop(&self) -> std::result::Result<(), String> {
         self.kernel.stratum_backstop().as_result()
     }
 
     /// The errno a send refused by a `stratum` rule fails with: `EPERM`
     /// where the lsm backend's socket_sendmsg hook judges Stratum, `EACCES`
-    /// where the sk_msg program does (the cgroup backend; on the lsm backend
-    /// also sends that bypass socket_sendmsg, such as sendfile on kernels
-    /// before 6.5, see [`Enforcer::stratum_sk_msg`]). With the egress judge
-    /// ([`CgroupStratumJudge::Egress`]) the refused send itself succeeds
-    /// and the socket is destroyed: the sender's next call fails with
-    /// `ECONNABORTED`. Follows [`Enforcer::lsm_stratum`]: final once a
-    /// profile with a stratum rule is applied.
+    /// where the sk_msg program does ([`CgroupStratumJudge::SkMsg`]). With
+    /// the egress judge ([`CgroupStratumJudge::Egress`]) the refused send
+    /// itself succeeds and the socket is destroyed: the sender's next call
+    /// fails with `ECONNABORTED`, as a send that bypasses the lsm hook does
+    /// there (sendfile on kernels before 6.5, read by the egress judge
+    /// behind the hook; [`Enforcer::stratum_backstop`]). Follows
+    /// [`Enforcer::lsm_stratum`]: final once a profile with a stratum rule
+    /// is applied.
     pub fn stratum_errno(&self) -> i32 {
         // The lsm hook refuses before the egress judge behind it sees a
         // byte.

@@ -330,8 +330,8 @@ impl Poller {
         kill_from_userspace: Vec<RuleKind>,
     ) -> Result<Self, AttachError> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        // At most two judges need work: the sk_msg verdict and the egress
-        // judge behind the lsm hook (lsm, Linux before 6.5).
+        // At most two judges need work (the sk_msg verdict's `Release`
+        // and an egress judge's `Destroy`; today one of the two at a time).
         let (sockets_tx, sockets) = crossbeam_channel::bounded(2);
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());

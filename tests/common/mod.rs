@@ -83,13 +83,22 @@ pub fn stratum_judge() -> minerguard::CgroupStratumJudge {
 /// succeeds, and the socket is destroyed soon after. Only on the cgroup
 /// backend (the lsm backend judges in its own hooks whatever the option).
 pub fn egress_under_test() -> bool {
+    cgroup_under_test() && stratum_judge() == minerguard::CgroupStratumJudge::Egress
+}
+
+/// Whether the lsm backend is under test.
+pub fn lsm_under_test() -> bool {
+    !cgroup_under_test()
+}
+
+/// Whether the cgroup backend is under test.
+fn cgroup_under_test() -> bool {
     static CGROUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let cgroup = *CGROUP.get_or_init(|| match backend_choice() {
+    *CGROUP.get_or_init(|| match backend_choice() {
         BackendChoice::Cgroup => true,
         BackendChoice::Lsm => false,
         BackendChoice::Auto => !minerguard::probe().bpf_lsm.available,
-    });
-    cgroup && stratum_judge() == minerguard::CgroupStratumJudge::Egress
+    })
 }
 
 /// Whether `enforcer` judges Stratum with the egress program: the cgroup
@@ -1180,7 +1189,7 @@ pub enum Part<'a> {
     Send(&'a [u8]),
     /// Sent with sendfile(2) from a file holding these bytes (the kernel
     /// moves file pages: before 6.5 this bypasses the socket_sendmsg LSM
-    /// hook).
+    /// hook, and the egress judge behind it reads it).
     Sendfile(&'a [u8]),
 }
 
@@ -1209,7 +1218,13 @@ pub fn send_parts_in(
         })
         .collect();
     let (storage, len, family) = sockaddr(addr, false);
-    let egress = cgroup.is_some() && egress_under_test();
+    // Where the egress judge refuses, the send succeeds and the socket is
+    // destroyed: the cgroup backend's default judge, and the one behind
+    // the lsm hook for the sendfile calls that go past the hook (before
+    // Linux 6.5).
+    let sendfile = parts.iter().any(|p| matches!(p, Part::Sendfile(_)));
+    let egress = cgroup.is_some()
+        && (egress_under_test() || (sendfile && lsm_under_test() && !kernel_at_least(6, 5)));
     fork_in(cgroup, || unsafe {
         let s = libc::socket(family, libc::SOCK_STREAM, 0);
         if s < 0 || libc::connect(s, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
@@ -1258,8 +1273,9 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     found >= (major, minor)
 }
 
-/// Whether, on `backend`, the lsm socket_sendmsg hook alone judges Stratum
-/// (every send reaches it from Linux 6.5: no sk_msg program, no sockops).
+/// Whether, on `backend`, every send reaches the lsm socket_sendmsg hook
+/// (from Linux 6.5; before, sendfile and splice go past it to the egress
+/// judge behind it).
 #[allow(dead_code)]
 pub fn lsm_judges_every_send(backend_is_lsm: bool) -> bool {
     backend_is_lsm && kernel_at_least(6, 5)

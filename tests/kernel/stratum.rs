@@ -70,16 +70,14 @@ fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
     assert_eq!(checks.lsm_stratum.is_active(), lsm, "{checks:?}");
     assert_eq!(
         matches!(checks.stratum_sk_msg, CheckStatus::NotNeeded { .. }),
-        lsm_judges_every_send(lsm) || egress,
+        lsm || egress,
         "{checks:?}"
     );
     // The cgroup backend judges in sk_msg or on egress; the lsm backend
-    // in sk_msg only before 6.5, where sendfile and splice bypass its hook.
+    // in its hook, with the egress judge behind it, which also reads what
+    // sendfile and splice send past the hook before 6.5.
     match enforcer.stratum_sk_msg() {
-        Ok(()) => assert!(
-            !lsm_judges_every_send(lsm) && !egress,
-            "lsm on 6.5+ and the egress judge track no sockets"
-        ),
+        Ok(()) => assert!(!lsm && !egress, "lsm and the egress judge track no sockets"),
         Err(why) if egress => {
             assert!(why.contains("egress judge reads"), "{why}");
             let lsm_off = enforcer.lsm_stratum().unwrap_err();
@@ -89,9 +87,14 @@ fn stratum_sk_msg_is_loaded_only_where_sends_can_bypass_the_lsm_hook() {
             assert!(fast_open.contains("Fast Open SYNs included"), "{fast_open}");
         }
         Err(why) => {
-            assert!(lsm_judges_every_send(lsm), "{why}");
-            assert!(why.contains("every send reaches"), "{why}");
+            assert!(lsm, "{why}");
+            if lsm_judges_every_send(lsm) {
+                assert!(why.contains("every send reaches"), "{why}");
+            } else {
+                assert!(why.contains("reads the sends that go past it"), "{why}");
+            }
             assert_eq!(enforcer.lsm_stratum(), Ok(()));
+            assert_eq!(enforcer.stratum_backstop(), Ok(()));
             assert_eq!(enforcer.stratum_errno(), libc::EPERM);
             assert_eq!(enforcer.fast_open(), Ok(()));
         }
@@ -244,17 +247,19 @@ fn stratum_sent_with_sendfile_is_refused() {
     let dir = TempDir::new("sendfile");
     let method = &b"mining.subscribe"[..];
     let (head, tail) = STRATUM_SUBSCRIBE.split_at(12);
-    // sendfile bypasses socket_sendmsg before 6.5 (sendpage): the sk_msg
-    // program judges it on both backends, and refuses the call that
-    // completes the method (EACCES), also when part of the message went
-    // out through send() (judged by the lsm hook too) before or after.
-    // From 6.5 on it reaches the lsm hook as pages, which judges it alone
-    // (EPERM), and the cgroup backend's sk_msg program (EACCES).
-    // The egress judge lets the call that completes the method succeed and
-    // destroys its socket: the child's next look at it fails (ECONNABORTED).
+    // The cgroup backend's sk_msg program refuses the call that completes
+    // the method (EACCES), also when part of the message went out through
+    // send() before or after. From 6.5 on sendfile reaches the lsm hook as
+    // pages, which judges it (EPERM). Before 6.5 it bypasses that hook
+    // (sendpage) and meets the egress judge behind it, as on the cgroup
+    // backend by default: the judge lets the call that completes the
+    // method succeed and destroys its socket, so the child's next look at
+    // it fails (ECONNABORTED).
+    let lsm = enforcer.backend() == minerguard::BackendKind::Lsm;
     let refused = match enforcer.stratum_sk_msg() {
         Ok(()) => libc::EACCES,
         Err(_) if egress_judges(enforcer) => libc::ECONNABORTED,
+        Err(_) if !lsm_judges_every_send(lsm) => libc::ECONNABORTED,
         Err(why) => {
             assert!(why.contains("every send"), "{why}");
             libc::EPERM

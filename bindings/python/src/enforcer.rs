@@ -470,9 +470,9 @@ impl Enforcer {
 
     /// None when the sk_msg program (with sockops tracking each new client
     /// socket of a stratum scope) judges Stratum sends; otherwise why not
-    /// (the lsm backend needs neither where every send reaches its hook,
-    /// Linux 6.5 and later; loaded with the first profile that has a
-    /// stratum rule).
+    /// (the lsm backend needs neither: the egress judge behind its hook
+    /// reads what bypasses it; the cgroup backend only with the sk-msg
+    /// judge; loaded with the first profile that has a stratum rule).
     #[getter]
     fn stratum_sk_msg(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.with(py, |e| Ok(e.stratum_sk_msg().err()))

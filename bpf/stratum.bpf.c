@@ -15,11 +15,12 @@
  * running again, the storage is freed and userspace takes the socket out of
  * the sockhash: a judged socket costs nothing more.
  *
- * Needs no BPF LSM: the cgroup backend judges Stratum here. The lsm backend
- * judges in its sleepable socket_sendmsg (lsm_stratum.bpf.c, EPERM) and keeps
- * this program for the sends that bypass that hook (sendfile and splice go
- * through sendpage on older kernels): it follows the lsm verdict for sockets
- * it has not started judging itself.
+ * Needs no BPF LSM: the cgroup backend judges Stratum here with
+ * `--stratum-judge sk-msg`. The lsm backend judges in its sleepable
+ * socket_sendmsg hook (lsm_stratum.bpf.c, EPERM), with the egress judge
+ * behind it for what the hook does not see; it loads this program only
+ * where that hook could not be attached, and this program then judges
+ * alone.
  */
 /* cgroup/sockops/sk_msg programs: the task is read only where the probe
  * allowed it (common.h). */
@@ -73,8 +74,6 @@ struct {
 const volatile bool mg_signal_in_skmsg = false;
 /* Likewise for bpf_get_current_comm (userspace fills the name otherwise). */
 const volatile bool mg_comm_in_skmsg = false;
-/* Set on the lsm backend when its socket_sendmsg judges Stratum. */
-const volatile bool mg_lsm_judges = false;
 
 /* 1 while a socket is counted in mg_tracking (it is in the sockhash). */
 struct {
@@ -260,18 +259,6 @@ int mg_stratum_msg(struct sk_msg_md *msg)
 	if (!sk)
 		return mg_pass_rest(msg);
 	st = bpf_sk_storage_get(&mg_stratum_sk, sk, 0, 0);
-	if (mg_lsm_judges) {
-		__u32 *done = bpf_sk_storage_get(&mg_stratum_done, sk, 0, 0);
-
-		/* Refused by socket_sendmsg: so is anything sent past it. */
-		if (done && *done == MG_STRATUM_DENIED)
-			return MG_SK_DROP;
-		/* Judged there from the first byte, and nothing sent past the
-		 * hook before it: done. Bytes this program read itself (a
-		 * sendfile first) keep being judged here. */
-		if (done && !st)
-			return mg_pass_rest(msg);
-	}
 	if (st && st->denied)
 		return MG_SK_DROP;
 	scratch = bpf_map_lookup_elem(&mg_msg_scratch, &zero);

@@ -231,8 +231,7 @@ impl SharedHooks {
                 EGRESS_BEHIND_LSM_READS_THE_REST
             });
         } else {
-            let stratum =
-                StratumHook::load(maps, &self.probe, lsm_judges_stratum, self.stratum_sockets)?;
+            let stratum = StratumHook::load(maps, &self.probe, self.stratum_sockets)?;
             // Before keeping it: a hook whose queue the event thread never
             // got would keep judged sockets on the sk_msg path for good.
             work.push(SocketWork::Release(stratum.judged_sockets()?));

@@ -32,15 +32,8 @@ impl StratumHook {
     /// Loads the object on the shared maps and attaches the verdict program.
     ///
     /// What sk_msg programs may call on this kernel comes from the probe.
-    /// `lsm_judges`: the lsm backend's socket_sendmsg hook judges Stratum,
-    /// and this program follows its verdicts. `sockets`: see
-    /// `EnforcerOptions::stratum_sockets`.
-    pub fn load(
-        maps: &SharedMaps,
-        report: &ProbeReport,
-        lsm_judges: bool,
-        sockets: u32,
-    ) -> Result<Self, Error> {
+    /// `sockets`: see `EnforcerOptions::stratum_sockets`.
+    pub fn load(maps: &SharedMaps, report: &ProbeReport, sockets: u32) -> Result<Self, Error> {
         // With an instance, the sockhash (whose user reference holds the
         // sk_msg program and the sockets it tracks) and the judged-socket
         // queue are pinned and reused: sockets tracked before a restart
@@ -66,7 +59,6 @@ impl StratumHook {
                     rodata.mg_signal_in_skmsg = report.skmsg_signal.available;
                     rodata.mg_comm_in_skmsg = report.skmsg_comm.available;
                     rodata.mg_proc_in_prog = report.proc_in_cgroup.available;
-                    rodata.mg_lsm_judges = lsm_judges;
                 }
                 reuse_shared_maps(open.open_object_mut(), maps)?;
                 open.load()
